@@ -1,0 +1,245 @@
+//! Compression codecs, with Kafka's wire conventions. No I/O.
+//!
+//! Compression happens in clients, per batch; the broker stores and serves
+//! compressed payloads untouched. The encodings match what Kafka clients
+//! expect inside a v2 batch:
+//! - gzip: a gzip member (RFC 1952);
+//! - snappy: xerial framing (what the Java client writes); raw snappy is
+//!   also accepted when decompressing (what librdkafka may write);
+//! - lz4: the LZ4 frame format with independent 64 KiB blocks;
+//! - zstd: a zstd frame.
+
+use std::io::{Read, Write};
+
+/// A batch compression codec; the value is Kafka's attribute code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None = 0,
+    Gzip = 1,
+    Snappy = 2,
+    Lz4 = 3,
+    Zstd = 4,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("unknown compression codec id {0}")]
+    UnknownId(u8),
+    #[error("unknown compression codec '{0}' (expected none, gzip, snappy, lz4 or zstd)")]
+    UnknownName(String),
+    #[error("{codec:?} decompression failed: {detail}")]
+    Corrupt { codec: Compression, detail: String },
+    #[error("decompressed size exceeds the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+}
+
+pub const ALL: [Compression; 5] = [
+    Compression::None,
+    Compression::Gzip,
+    Compression::Snappy,
+    Compression::Lz4,
+    Compression::Zstd,
+];
+
+const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+const XERIAL_BLOCK: usize = 32 * 1024;
+
+impl Compression {
+    pub fn from_id(id: u8) -> Result<Self, CodecError> {
+        Ok(match id {
+            0 => Compression::None,
+            1 => Compression::Gzip,
+            2 => Compression::Snappy,
+            3 => Compression::Lz4,
+            4 => Compression::Zstd,
+            other => return Err(CodecError::UnknownId(other)),
+        })
+    }
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+
+    /// Compress `input`, appending to `out`.
+    pub fn compress_into(self, input: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Compression::None => out.extend_from_slice(input),
+            Compression::Gzip => {
+                let mut enc = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
+                enc.write_all(input).expect("writing to a Vec cannot fail");
+                enc.finish().expect("writing to a Vec cannot fail");
+            }
+            Compression::Snappy => {
+                out.extend_from_slice(&XERIAL_MAGIC);
+                out.extend_from_slice(&1i32.to_be_bytes());
+                out.extend_from_slice(&1i32.to_be_bytes());
+                let mut enc = snap::raw::Encoder::new();
+                for chunk in input.chunks(XERIAL_BLOCK) {
+                    let len_at = out.len();
+                    out.extend_from_slice(&[0u8; 4]);
+                    let start = out.len();
+                    out.resize(start + snap::raw::max_compress_len(chunk.len()), 0);
+                    let n = enc
+                        .compress(chunk, &mut out[start..])
+                        .expect("snappy output buffer is sized by max_compress_len");
+                    out.truncate(start + n);
+                    out[len_at..len_at + 4].copy_from_slice(&(n as i32).to_be_bytes());
+                }
+            }
+            Compression::Lz4 => {
+                let info = lz4_flex::frame::FrameInfo::new()
+                    .block_size(lz4_flex::frame::BlockSize::Max64KB)
+                    .block_mode(lz4_flex::frame::BlockMode::Independent);
+                let mut enc = lz4_flex::frame::FrameEncoder::with_frame_info(info, out);
+                enc.write_all(input).expect("writing to a Vec cannot fail");
+                enc.finish().expect("writing to a Vec cannot fail");
+            }
+            Compression::Zstd => {
+                let mut enc = zstd::stream::write::Encoder::new(out, 1)
+                    .expect("zstd encoder with a valid level");
+                enc.write_all(input).expect("writing to a Vec cannot fail");
+                enc.finish().expect("writing to a Vec cannot fail");
+            }
+        }
+    }
+
+    pub fn compress(self, input: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(input.len() / 2 + 64);
+        self.compress_into(input, &mut out);
+        out
+    }
+
+    /// Decompress `input`, refusing output beyond `limit` bytes (a
+    /// decompression bomb must not take the process's memory).
+    pub fn decompress(self, input: &[u8], limit: usize) -> Result<Vec<u8>, CodecError> {
+        let corrupt = |e: &dyn std::fmt::Display| CodecError::Corrupt {
+            codec: self,
+            detail: e.to_string(),
+        };
+        let mut out = Vec::new();
+        match self {
+            Compression::None => {
+                if input.len() > limit {
+                    return Err(CodecError::TooLarge { limit });
+                }
+                out.extend_from_slice(input);
+            }
+            Compression::Gzip => {
+                read_limited(flate2::read::MultiGzDecoder::new(input), limit, &mut out)
+                    .map_err(|e| corrupt(&e))??;
+            }
+            Compression::Snappy => {
+                if input.len() >= 16 && input[..8] == XERIAL_MAGIC {
+                    let mut rest = &input[16..];
+                    let mut dec = snap::raw::Decoder::new();
+                    while !rest.is_empty() {
+                        if rest.len() < 4 {
+                            return Err(corrupt(&"truncated xerial block length"));
+                        }
+                        let n = i32::from_be_bytes(rest[..4].try_into().unwrap());
+                        if n < 0 || rest.len() < 4 + n as usize {
+                            return Err(corrupt(&"truncated xerial block"));
+                        }
+                        let block = &rest[4..4 + n as usize];
+                        let ulen = snap::raw::decompress_len(block).map_err(|e| corrupt(&e))?;
+                        if out.len() + ulen > limit {
+                            return Err(CodecError::TooLarge { limit });
+                        }
+                        let start = out.len();
+                        out.resize(start + ulen, 0);
+                        dec.decompress(block, &mut out[start..])
+                            .map_err(|e| corrupt(&e))?;
+                        rest = &rest[4 + n as usize..];
+                    }
+                } else {
+                    let ulen = snap::raw::decompress_len(input).map_err(|e| corrupt(&e))?;
+                    if ulen > limit {
+                        return Err(CodecError::TooLarge { limit });
+                    }
+                    out = snap::raw::Decoder::new()
+                        .decompress_vec(input)
+                        .map_err(|e| corrupt(&e))?;
+                }
+            }
+            Compression::Lz4 => {
+                read_limited(lz4_flex::frame::FrameDecoder::new(input), limit, &mut out)
+                    .map_err(|e| corrupt(&e))??;
+            }
+            Compression::Zstd => {
+                let dec = zstd::stream::read::Decoder::new(input).map_err(|e| corrupt(&e))?;
+                read_limited(dec, limit, &mut out).map_err(|e| corrupt(&e))??;
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn read_limited<R: Read>(
+    r: R,
+    limit: usize,
+    out: &mut Vec<u8>,
+) -> std::io::Result<Result<(), CodecError>> {
+    let mut taken = r.take(limit as u64 + 1);
+    taken.read_to_end(out)?;
+    if out.len() > limit {
+        return Ok(Err(CodecError::TooLarge { limit }));
+    }
+    Ok(Ok(()))
+}
+
+impl std::str::FromStr for Compression {
+    type Err = CodecError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        ALL.iter()
+            .copied()
+            .find(|c| c.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| CodecError::UnknownName(s.to_string()))
+    }
+}
+
+impl std::fmt::Display for Compression {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_codec_round_trips() {
+        let input: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        for c in ALL {
+            let z = c.compress(&input);
+            assert_eq!(c.decompress(&z, input.len()).unwrap(), input, "{c}");
+            assert!(matches!(
+                c.decompress(&z, input.len() - 1),
+                Err(CodecError::TooLarge { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn raw_snappy_is_accepted() {
+        let input = b"hello hello hello hello".repeat(100);
+        let raw = snap::raw::Encoder::new().compress_vec(&input).unwrap();
+        assert_eq!(
+            Compression::Snappy.decompress(&raw, 1 << 20).unwrap(),
+            input
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The batch frame: an rkyv-archived fixed header followed by the records.
+//! Pure functions over bytes; no I/O, so it can be fuzzed and property-tested.
+
+pub mod builder;
+pub mod codec;
+pub mod crc;
+pub mod frame;
+pub mod header;
+pub mod record;
+
+pub use builder::{read_records, BatchBuilder, ConsumedRecord, ProducerIds};
+pub use codec::Compression;
+pub use frame::FrameError;
+pub use header::{BatchHeader, HEADER_LEN};

@@ -1,0 +1,2 @@
+//! shardlog: a Kafka-style commit-log broker, thread-per-core on io_uring.
+pub mod format;
