@@ -1,0 +1,252 @@
+//! Every knob, with its unit in its name. Broker-wide settings come from
+//! flags or a TOML file (`--config FILE`); per-topic settings are stored with
+//! the topic and can be given at creation as `key=value` (Kafka's dotted
+//! names such as `retention.ms` are accepted too).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("unknown topic config '{0}' (known: {known})", known = TopicConfig::KEYS.join(", "))]
+    UnknownTopicKey(String),
+    #[error("topic config '{key}': cannot parse '{value}' as a number")]
+    BadTopicValue { key: String, value: String },
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// Broker-wide configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Root of all partition directories and metadata.
+    pub data_dir: PathBuf,
+    /// Number of shards (one pinned executor per shard). None: every online CPU.
+    pub shards: Option<usize>,
+    /// Native protocol listener.
+    pub listen: String,
+    /// Kafka protocol listener; empty string disables it.
+    pub kafka_listen: String,
+    /// Address advertised in Kafka Metadata responses (default: the bound kafka_listen address).
+    pub advertised_kafka_addr: Option<String>,
+    /// Create unknown topics on Kafka Metadata/Produce requests.
+    pub auto_create_topics: bool,
+    /// Partition count of auto-created topics.
+    pub default_partitions: u32,
+
+    /// Largest request frame accepted, in bytes. Larger frames are refused and the connection closed.
+    pub max_request_bytes: usize,
+    /// Connections a shard accepts before refusing new ones.
+    pub max_connections_per_shard: usize,
+    /// Request bytes a connection may have in flight before the broker stops reading its socket.
+    pub max_inflight_bytes_per_connection: usize,
+    /// Request bytes a shard may have in flight across all its connections.
+    pub max_inflight_bytes_per_shard: usize,
+    /// A connection with no complete request for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A request frame must arrive completely within this long once started (slow-loris bound).
+    pub partial_frame_timeout_ms: u64,
+    /// Per-shard memory budget for the batch cache, in bytes.
+    pub shard_cache_bytes_max: usize,
+
+    /// Size of each direct-I/O write, in bytes (512 KiB..1 MiB reaches full disk speed).
+    pub write_chunk_bytes: usize,
+    /// Direct-I/O writes a partition keeps in flight.
+    pub write_behind: usize,
+    /// Longest time appended data may stay un-synced, in ms.
+    pub flush_interval_ms: u64,
+    /// How often the durable position is checkpointed for recovery, in ms.
+    pub recovery_point_interval_ms: u64,
+    /// How often retention runs, in ms.
+    pub retention_check_interval_ms: u64,
+    /// Busy-poll before an idle executor parks, in µs. Lowers cross-shard latency, costs CPU.
+    pub spin_before_park_us: u64,
+    /// Registered io_uring buffer memory per executor, in bytes.
+    pub io_memory_bytes: usize,
+    /// Pin shard N to CPU N. Disable when sharing a box with a load generator you pin yourself.
+    pub pin_cpus: bool,
+
+    /// Defaults for topics created without explicit settings.
+    pub topic_defaults: TopicConfig,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            data_dir: PathBuf::from("./shardlog-data"),
+            shards: None,
+            listen: "127.0.0.1:9400".into(),
+            kafka_listen: "127.0.0.1:9092".into(),
+            advertised_kafka_addr: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_request_bytes: 64 << 20,
+            max_connections_per_shard: 4096,
+            max_inflight_bytes_per_connection: 64 << 20,
+            max_inflight_bytes_per_shard: 512 << 20,
+            idle_timeout_ms: 600_000,
+            partial_frame_timeout_ms: 30_000,
+            shard_cache_bytes_max: 512 << 20,
+            write_chunk_bytes: 1 << 20,
+            write_behind: 4,
+            flush_interval_ms: 1000,
+            recovery_point_interval_ms: 5000,
+            retention_check_interval_ms: 5000,
+            spin_before_park_us: 0,
+            io_memory_bytes: 16 << 20,
+            pin_cpus: true,
+            topic_defaults: TopicConfig::default(),
+        }
+    }
+}
+
+impl BrokerConfig {
+    pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
+        if self.write_chunk_bytes < 4096 || !self.write_chunk_bytes.is_power_of_two() {
+            return bad("write_chunk_bytes must be a power of two >= 4096");
+        }
+        if self.write_behind == 0 {
+            return bad("write_behind must be >= 1");
+        }
+        if self.max_request_bytes < 1024 {
+            return bad("max_request_bytes must be >= 1024");
+        }
+        if self.shards == Some(0) {
+            return bad("shards must be >= 1");
+        }
+        if self.default_partitions == 0 {
+            return bad("default_partitions must be >= 1");
+        }
+        self.topic_defaults.validate()
+    }
+}
+
+/// Per-topic settings, stored durably with the topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TopicConfig {
+    /// A segment rolls once it would grow past this many bytes.
+    pub segment_bytes: u64,
+    /// A segment rolls once it is this old, in ms.
+    pub segment_ms: u64,
+    /// Closed segments whose newest record is older than this are deleted, in ms; -1 keeps forever.
+    pub retention_ms: i64,
+    /// Closed segments are deleted while the partition is larger than this; -1 means no size limit.
+    pub retention_bytes: i64,
+    /// Bytes between sparse index entries.
+    pub index_interval_bytes: u32,
+    /// Largest batch accepted, in bytes.
+    pub max_batch_bytes: u32,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: -1,
+            index_interval_bytes: 4096,
+            max_batch_bytes: 8 << 20,
+        }
+    }
+}
+
+impl TopicConfig {
+    pub const KEYS: [&'static str; 6] = [
+        "segment_bytes",
+        "segment_ms",
+        "retention_ms",
+        "retention_bytes",
+        "index_interval_bytes",
+        "max_batch_bytes",
+    ];
+
+    /// Apply `key=value` overrides; Kafka's dotted names are accepted
+    /// (`retention.ms`, `segment.bytes`, `max.message.bytes`).
+    pub fn with_overrides(
+        mut self,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, ConfigError> {
+        for (k, v) in overrides {
+            let key = match k.replace('.', "_").as_str() {
+                "max_message_bytes" => "max_batch_bytes".to_string(),
+                other => other.to_string(),
+            };
+            let num = |v: &str| -> Result<i64, ConfigError> {
+                v.trim()
+                    .parse::<i64>()
+                    .map_err(|_| ConfigError::BadTopicValue {
+                        key: k.clone(),
+                        value: v.to_string(),
+                    })
+            };
+            match key.as_str() {
+                "segment_bytes" => self.segment_bytes = num(v)?.max(0) as u64,
+                "segment_ms" => self.segment_ms = num(v)?.max(0) as u64,
+                "retention_ms" => self.retention_ms = num(v)?,
+                "retention_bytes" => self.retention_bytes = num(v)?,
+                "index_interval_bytes" => self.index_interval_bytes = num(v)?.max(0) as u32,
+                "max_batch_bytes" => self.max_batch_bytes = num(v)?.max(0) as u32,
+                // Kafka admin tools send these; they have no meaning for a single replica.
+                "cleanup_policy" | "min_insync_replicas" | "compression_type" => {}
+                _ => return Err(ConfigError::UnknownTopicKey(k.clone())),
+            }
+        }
+        self.validate()?;
+        Ok(self)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.segment_bytes < 4096 {
+            return Err(ConfigError::Invalid("segment_bytes must be >= 4096".into()));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(ConfigError::Invalid(
+                "index_interval_bytes must be >= 1".into(),
+            ));
+        }
+        if self.max_batch_bytes < 128 {
+            return Err(ConfigError::Invalid(
+                "max_batch_bytes must be >= 128".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Settings as ordered key/value strings, for describe and Kafka DescribeConfigs.
+    pub fn entries(&self) -> Vec<(String, String)> {
+        vec![
+            ("segment_bytes".into(), self.segment_bytes.to_string()),
+            ("segment_ms".into(), self.segment_ms.to_string()),
+            ("retention_ms".into(), self.retention_ms.to_string()),
+            ("retention_bytes".into(), self.retention_bytes.to_string()),
+            (
+                "index_interval_bytes".into(),
+                self.index_interval_bytes.to_string(),
+            ),
+            ("max_batch_bytes".into(), self.max_batch_bytes.to_string()),
+        ]
+    }
+}

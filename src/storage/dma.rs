@@ -1,0 +1,191 @@
+//! Production storage: glommio DMA files (O_DIRECT, io_uring).
+//!
+//! Lives on one shard: a `DmaDisk` and every file it opens are used only by
+//! the executor that created them.
+
+use super::file::{Disk, IoBuf, SegmentFile};
+use bytes::Bytes;
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+impl IoBuf for DmaBuffer {
+    fn as_bytes(&self) -> &[u8] {
+        DmaBuffer::as_bytes(self)
+    }
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        DmaBuffer::as_bytes_mut(self)
+    }
+    fn trim_to(&mut self, len: usize) {
+        self.trim_to_size(len)
+    }
+}
+
+fn to_io(e: glommio::GlommioError<()>) -> io::Error {
+    io::Error::from(e)
+}
+
+/// A DMA file.
+pub struct DmaSegmentFile {
+    file: DmaFile,
+}
+
+impl SegmentFile for DmaSegmentFile {
+    type Buf = DmaBuffer;
+
+    async fn write_at(&self, buf: Rc<DmaBuffer>, pos: u64) -> io::Result<usize> {
+        self.file.write_rc_at(buf, pos).await.map_err(to_io)
+    }
+
+    async fn read_at(&self, pos: u64, len: usize) -> io::Result<Bytes> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        let r = self.file.read_at(pos, len).await.map_err(to_io)?;
+        // One copy: a ReadResult is executor-local, and fetch results may
+        // travel to another shard.
+        Ok(Bytes::copy_from_slice(&r))
+    }
+
+    async fn sync(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(to_io)
+    }
+
+    async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(to_io)
+    }
+
+    async fn size(&self) -> io::Result<u64> {
+        self.file.file_size().await.map_err(to_io)
+    }
+}
+
+/// The data directory's device, seen through glommio.
+#[derive(Clone)]
+pub struct DmaDisk {
+    alignment: usize,
+}
+
+impl DmaDisk {
+    /// `alignment` is the O_DIRECT alignment learnt from the probe file.
+    pub fn new(alignment: usize) -> Self {
+        assert!(alignment.is_power_of_two() && alignment >= 512);
+        DmaDisk { alignment }
+    }
+}
+
+impl Disk for DmaDisk {
+    type File = DmaSegmentFile;
+
+    fn alignment(&self) -> usize {
+        self.alignment
+    }
+
+    fn alloc(&self, len: usize) -> DmaBuffer {
+        assert!(len % self.alignment == 0);
+        let mut b = glommio::allocate_dma_buffer(len);
+        b.as_bytes_mut().fill(0);
+        b
+    }
+
+    async fn open_rw(&self, path: &Path) -> io::Result<DmaSegmentFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(to_io)?;
+        Ok(DmaSegmentFile { file })
+    }
+
+    async fn open_ro(&self, path: &Path) -> io::Result<DmaSegmentFile> {
+        let file = DmaFile::open(path).await.map_err(to_io)?;
+        Ok(DmaSegmentFile { file })
+    }
+
+    async fn remove(&self, path: &Path) -> io::Result<()> {
+        std::fs::remove_file(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        let mut out = Vec::new();
+        for e in std::fs::read_dir(dir)? {
+            let e = e?;
+            if let Some(n) = e.file_name().to_str() {
+                out.push(n.to_string());
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir_all(dir)
+    }
+
+    fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
+        std::fs::remove_dir_all(dir)
+    }
+
+    async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
+        d.sync().await.map_err(to_io)
+    }
+}
+
+/// Name of the probe file kept in each data directory.
+pub const PROBE_FILE: &str = ".iopoll-probe";
+
+/// Work around glommio 0.9.0's io-poll probe bug (DESIGN.md §4).
+///
+/// glommio decides once per executor and device whether the device supports
+/// polled I/O, by reading offset 0 of the first DMA file it opens there. On
+/// an empty or sparse file that read "succeeds", the device is marked
+/// pollable, and every later DMA read fails with EOPNOTSUPP. So before any
+/// other DMA open, each executor opens a 4 KiB file whose blocks were really
+/// written and synced. Returns the device's O_DIRECT alignment.
+pub async fn probe_device(data_dir: &Path) -> io::Result<usize> {
+    let path: PathBuf = data_dir.join(PROBE_FILE);
+    let ok = std::fs::metadata(&path)
+        .map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            // Real blocks, not a hole: allocated 512-byte blocks cover the length.
+            m.len() >= 4096 && m.blocks() * 512 >= 4096
+        })
+        .unwrap_or(false);
+    if !ok {
+        use std::io::Write;
+        let tmp = data_dir.join(format!("{PROBE_FILE}.{}", std::process::id()));
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&[0xA5u8; 4096])?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    let f = DmaFile::open(&path).await.map_err(to_io)?;
+    let alignment = f.alignment() as usize;
+    let r = f.read_at(0, 4096).await.map_err(to_io)?;
+    assert_eq!(r.len(), 4096, "probe file read came back short");
+    f.close().await.map_err(to_io)?;
+    assert_poll_ring_idle();
+    Ok(alignment)
+}
+
+/// Assert that no I/O went through glommio's poll ring. If the probe bug
+/// struck anyway, reads there would fail with EOPNOTSUPP; stop loudly rather
+/// than serve errors. Note: reading the stats resets glommio's counters.
+pub fn assert_poll_ring_idle() {
+    let stats = glommio::executor().io_stats();
+    let (reads, _) = stats.poll_ring.file_reads();
+    let (writes, _) = stats.poll_ring.file_writes();
+    assert!(
+        reads == 0 && writes == 0,
+        "glommio routed {reads} reads and {writes} writes through the io-poll ring: \
+         the device was misdetected as pollable (glommio 0.9 probe bug)"
+    );
+}

@@ -1,0 +1,1305 @@
+//! The log of one partition: segments, appender, batch cache, producer
+//! state, and the flusher task that does its I/O.
+//!
+//! Lifecycle: [`Log::open`] recovers (or creates) the partition directory
+//! and returns the log with its flusher future, which the owning shard
+//! spawns. [`Log::append`] and [`Log::read`] serve requests.
+//! [`Log::close`] drains, syncs, writes indexes and a checkpoint.
+//!
+//! Ownership and concurrency: a log lives on exactly one shard (the owner of
+//! its partition) and is shared there through `Rc`. All state is in a
+//! `RefCell` that is never borrowed across an `.await`: appends and cache
+//! reads are synchronous; only the flusher and disk reads await, on `Rc`'d
+//! file handles taken out of the state first. That makes appends ordered
+//! (they happen in the order requests reach the shard) and keeps the I/O
+//! pipeline (write-behind, group commit) in one place.
+//!
+//! Durability contract:
+//! - after `append` returns, the batches are readable (cache) but in memory only;
+//! - [`Log::wait_durable`] resolves once an fdatasync covers the given offset;
+//!   concurrent waiters share one sync (group commit);
+//! - the flusher syncs on its own at most `flush_interval_ms` after data
+//!   becomes dirty.
+
+use super::appender::{Appender, Chunk};
+use super::cache::{BatchCache, CacheBudget, CachedBatch};
+use super::checkpoint::{self, Checkpoint};
+use super::file::{read_small_file, write_small_file, Disk, IoBuf, SegmentFile};
+use super::index::SegmentIndex;
+use super::producer_state::{ProducerTable, SeqCheck};
+use super::recovery::{classify, ScanEnd, SegmentScan, Step};
+use super::retention::{segments_to_delete, SegmentStat};
+use super::segment::{self, Segment};
+use super::{now_ms, StorageError};
+use crate::config::TopicConfig;
+use crate::event::LocalEvent;
+use crate::format::frame::{self, FrameIter};
+use crate::format::BatchHeader;
+use bytes::{Bytes, BytesMut};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, warn};
+
+/// Settings of one partition log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub topic: TopicConfig,
+    pub write_chunk_bytes: usize,
+    pub write_behind: usize,
+    pub flush_interval_ms: u64,
+    pub checkpoint_interval_ms: u64,
+    /// Bytes of written batches a partition keeps cached even when the shard is over budget... up to its share.
+    pub cache_keep_bytes: usize,
+}
+
+impl LogConfig {
+    pub fn from_broker(b: &crate::config::BrokerConfig, topic: TopicConfig) -> Self {
+        LogConfig {
+            topic,
+            write_chunk_bytes: b.write_chunk_bytes,
+            write_behind: b.write_behind,
+            flush_interval_ms: b.flush_interval_ms,
+            checkpoint_interval_ms: b.recovery_point_interval_ms,
+            cache_keep_bytes: (b.shard_cache_bytes_max / 64).max(1 << 20),
+        }
+    }
+}
+
+/// Result of an append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendOutcome {
+    /// Offset of the first record appended (or, for a pure duplicate, originally appended).
+    pub base_offset: u64,
+    pub last_offset: u64,
+    pub log_start_offset: u64,
+    /// Every batch was a duplicate of an earlier idempotent append.
+    pub duplicate: bool,
+}
+
+/// Result of a read.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    /// Whole frames; the first contains the requested offset.
+    pub frames: Vec<Bytes>,
+    pub bytes: usize,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+}
+
+#[derive(Debug, Clone)]
+enum Health {
+    Ok,
+    /// Writes failed with ENOSPC; the data stays queued and is retried.
+    NoSpace,
+    /// A write or sync failed: no more writes until the log is reopened.
+    Failed(String),
+}
+
+enum Pending<B> {
+    Chunk(Chunk<B>),
+    /// Close segment `old_base` at `old_len` bytes and start `new_base`.
+    Roll {
+        old_base: u64,
+        old_len: u64,
+        new_base: u64,
+    },
+}
+
+struct LogState<D: Disk> {
+    segments: Vec<Segment<D::File>>,
+    appender: Appender<<D::File as SegmentFile>::Buf>,
+    pending: VecDeque<Pending<<D::File as SegmentFile>::Buf>>,
+    cache: BatchCache,
+    producers: ProducerTable,
+    next_offset: u64,
+    /// Every offset below this is written to its segment file (maybe not synced).
+    flushed_offset: u64,
+    /// Every offset below this is covered by an fdatasync.
+    durable_offset: u64,
+    /// Highest offset an acks=all waiter is waiting to see durable.
+    sync_wanted_offset: u64,
+    dirty_since: Option<Instant>,
+    health: Health,
+    closing: bool,
+    /// The closing sync finished: everything is durable, indexed and checkpointed.
+    closed: bool,
+    last_checkpoint: Option<Instant>,
+}
+
+pub struct Log<D: Disk> {
+    disk: D,
+    dir: PathBuf,
+    cfg: LogConfig,
+    st: RefCell<LogState<D>>,
+    /// Fires on every append (long-poll fetches wait on it).
+    pub data_event: Rc<LocalEvent>,
+    durable_event: Rc<LocalEvent>,
+    flusher_event: Rc<LocalEvent>,
+}
+
+fn io_err<'a>(
+    op: &'static str,
+    path: &'a Path,
+) -> impl FnOnce(std::io::Error) -> StorageError + 'a {
+    move |e| StorageError::io(op, path, e)
+}
+
+impl<D: Disk> Log<D> {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.cfg
+    }
+
+    pub fn next_offset(&self) -> u64 {
+        self.st.borrow().next_offset
+    }
+
+    pub fn durable_offset(&self) -> u64 {
+        self.st.borrow().durable_offset
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.st.borrow().segments[0].base_offset
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.st.borrow().segments.len()
+    }
+
+    pub fn size_bytes(&self) -> u64 {
+        self.st.borrow().segments.iter().map(|s| s.len).sum()
+    }
+
+    pub fn cache_bytes(&self) -> usize {
+        self.st.borrow().cache.bytes()
+    }
+
+    /// Open (recovering) or create the log in `dir`.
+    pub async fn open(
+        disk: D,
+        dir: PathBuf,
+        cfg: LogConfig,
+        budget: Rc<CacheBudget>,
+    ) -> Result<Rc<Self>, StorageError> {
+        disk.create_dir_all(&dir)
+            .map_err(io_err("create_dir", &dir))?;
+        let mut bases: Vec<u64> = disk
+            .list(&dir)
+            .map_err(io_err("list", &dir))?
+            .iter()
+            .filter_map(|n| segment::parse_log_name(n))
+            .collect();
+        bases.sort_unstable();
+        let cp_path = dir.join(checkpoint::FILE_NAME);
+        let cp = if disk.exists(&cp_path) {
+            match read_small_file(&disk, &cp_path).await {
+                Ok(b) => match Checkpoint::decode(&b) {
+                    Ok(cp) => Some(cp),
+                    Err(e) => {
+                        warn!(dir = %dir.display(), "ignoring unreadable checkpoint: {e}");
+                        None
+                    }
+                },
+                Err(e) => return Err(StorageError::io("read checkpoint", &cp_path, e)),
+            }
+        } else {
+            None
+        };
+        let align = disk.alignment();
+        let mut producers = ProducerTable::default();
+        let mut segments: Vec<Segment<D::File>> = Vec::new();
+        let mut tail = Vec::new();
+        if bases.is_empty() {
+            let base = cp.as_ref().map(|c| c.next_offset).unwrap_or(0);
+            segments.push(Segment::new(base));
+        }
+        // Producer state: the checkpoint's table, then every batch after it.
+        let replay_from = match &cp {
+            Some(c) if bases.first().is_some_and(|b| *b <= c.next_offset) => {
+                for (pid, e) in &c.producers {
+                    producers.restore(*pid, e.clone());
+                }
+                c.next_offset
+            }
+            _ => 0,
+        };
+        for (i, &base) in bases.iter().enumerate() {
+            let is_last = i + 1 == bases.len();
+            let path = segment::log_path(&dir, base);
+            let file = if is_last {
+                disk.open_rw(&path).await
+            } else {
+                disk.open_ro(&path).await
+            }
+            .map_err(io_err("open segment", &path))?;
+            let size = file.size().await.map_err(io_err("stat segment", &path))?;
+            let next_base = bases.get(i + 1).copied();
+            let mut seg = Segment::new(base);
+            let clean_last = is_last
+                && cp
+                    .as_ref()
+                    .is_some_and(|c| c.segment_base == base && c.position == size);
+            let fully_before_cp = next_base.is_some_and(|nb| nb <= replay_from);
+            let loaded = if !is_last || clean_last {
+                load_index(&disk, &dir, base, size).await
+            } else {
+                None
+            };
+            match loaded {
+                Some(index) => {
+                    seg.len = size;
+                    seg.next_offset = match next_base {
+                        Some(nb) => nb,
+                        None => cp.as_ref().map(|c| c.next_offset).unwrap_or(base),
+                    };
+                    seg.max_timestamp = index.times.last().map(|t| t.timestamp).unwrap_or(-1);
+                    seg.index = index;
+                    if !fully_before_cp && !clean_last {
+                        // Closed segment after the checkpoint: replay its producers.
+                        let scan = scan_segment(&disk, &dir, &file, base, size, size, &cfg).await?;
+                        for h in scan.headers.iter().filter(|h| h.base_offset >= replay_from) {
+                            producers.record(h);
+                        }
+                    }
+                }
+                _ => {
+                    // Scan: the last segment always (unless shut down cleanly),
+                    // a closed one whose index is missing or broken.
+                    let trusted = if !is_last {
+                        size
+                    } else {
+                        match &cp {
+                            Some(c) if c.segment_base == base => c.position,
+                            Some(c) if c.segment_base > base => size,
+                            _ => 0,
+                        }
+                    };
+                    let scan = scan_segment(&disk, &dir, &file, base, size, trusted, &cfg).await?;
+                    if scan.valid_len < size {
+                        assert!(is_last, "a closed segment never gets cut");
+                        warn!(
+                            segment = %path.display(),
+                            "recovery cut a torn tail of {} bytes at byte {} (offsets from {} on were never acknowledged as durable)",
+                            size - scan.valid_len,
+                            scan.valid_len,
+                            scan.next_offset
+                        );
+                        file.truncate(scan.valid_len)
+                            .await
+                            .map_err(io_err("truncate torn tail", &path))?;
+                        file.sync().await.map_err(io_err("sync", &path))?;
+                    }
+                    if let Some(nb) = next_base {
+                        if scan.next_offset != nb {
+                            return Err(StorageError::Corrupt {
+                                dir: dir.clone(),
+                                segment: path.clone(),
+                                position: scan.valid_len,
+                                detail: format!(
+                                    "segment ends at offset {} but the next segment starts at {nb}",
+                                    scan.next_offset
+                                ),
+                            });
+                        }
+                    }
+                    for h in scan.headers.iter().filter(|h| h.base_offset >= replay_from) {
+                        producers.record(h);
+                    }
+                    seg.len = scan.valid_len;
+                    seg.next_offset = scan.next_offset;
+                    seg.max_timestamp = scan.max_timestamp;
+                    seg.index = scan.index;
+                    if !is_last {
+                        // Rebuilt: write it back so the next start is fast.
+                        write_index(&disk, &dir, &seg).await?;
+                        info!(segment = %path.display(), "rebuilt missing or broken index");
+                    }
+                }
+            }
+            if is_last && seg.len > 0 {
+                let from = seg.len - seg.len % align as u64;
+                tail = file
+                    .read_at(from, (seg.len - from) as usize)
+                    .await
+                    .map_err(io_err("read tail block", &path))?
+                    .to_vec();
+                assert_eq!(tail.len() as u64, seg.len - from);
+            }
+            seg.file = Some(Rc::new(file));
+            segments.push(seg);
+        }
+        let last = segments.last().unwrap();
+        let next_offset = last.next_offset;
+        let appender = Appender::resume(
+            last.base_offset,
+            last.len,
+            &tail,
+            cfg.write_chunk_bytes,
+            align,
+            |n| disk.alloc(n),
+        );
+        info!(
+            dir = %dir.display(),
+            segments = segments.len(),
+            log_start = segments[0].base_offset,
+            next_offset,
+            "partition log open"
+        );
+        let st = LogState {
+            segments,
+            appender,
+            pending: VecDeque::new(),
+            cache: BatchCache::new(budget),
+            producers,
+            next_offset,
+            flushed_offset: next_offset,
+            durable_offset: next_offset,
+            sync_wanted_offset: 0,
+            dirty_since: None,
+            health: Health::Ok,
+            closing: false,
+            closed: false,
+            last_checkpoint: None,
+        };
+        Ok(Rc::new(Log {
+            disk,
+            dir,
+            cfg,
+            st: RefCell::new(st),
+            data_event: Rc::new(LocalEvent::new()),
+            durable_event: Rc::new(LocalEvent::new()),
+            flusher_event: Rc::new(LocalEvent::new()),
+        }))
+    }
+
+    /// Append validated frames (their CRCs were checked at ingress). All or
+    /// nothing: every frame is checked before any is appended. Offsets are
+    /// stamped in place, then the frame bytes move into the cache.
+    pub fn append(&self, frames: Vec<BytesMut>) -> Result<AppendOutcome, StorageError> {
+        let mut st = self.st.borrow_mut();
+        let st = &mut *st;
+        match &st.health {
+            Health::Ok => {}
+            Health::NoSpace => {
+                return Err(StorageError::NoSpace {
+                    path: self.dir.clone(),
+                })
+            }
+            Health::Failed(cause) => {
+                return Err(StorageError::Failed {
+                    dir: self.dir.clone(),
+                    cause: cause.clone(),
+                })
+            }
+        }
+        if st.closing {
+            return Err(StorageError::Closed);
+        }
+        assert!(!frames.is_empty());
+        // Check everything first.
+        let parsed: Vec<BatchHeader> = frames
+            .iter()
+            .map(|f| frame::parse_header(f).expect("frames are validated at ingress"))
+            .collect();
+        let idempotent = parsed
+            .iter()
+            .any(|h| h.producer_id >= 0 && h.base_sequence >= 0);
+        // A scratch table so a request with several batches of one producer is checked as a whole.
+        let mut scratch = idempotent.then(|| st.producers.clone());
+        let mut headers = Vec::with_capacity(frames.len());
+        for (f, h) in frames.iter().zip(parsed) {
+            assert_eq!(h.frame_len(), f.len(), "one frame per buffer");
+            let max = self.cfg.topic.max_batch_bytes as usize;
+            if f.len() > max {
+                return Err(StorageError::BatchTooLarge { len: f.len(), max });
+            }
+            let check = match scratch.as_mut() {
+                Some(table) => {
+                    let c = table.check(&h)?;
+                    if c == SeqCheck::Append {
+                        table.record(&h);
+                    }
+                    c
+                }
+                None => SeqCheck::Append,
+            };
+            headers.push((h, check));
+        }
+        let now = now_ms();
+        let mut outcome = AppendOutcome {
+            base_offset: u64::MAX,
+            last_offset: 0,
+            log_start_offset: st.segments[0].base_offset,
+            duplicate: true,
+        };
+        let mut sealed = Vec::new();
+        let mut alloc = |n| self.disk.alloc(n);
+        for (mut f, (mut h, check)) in frames.into_iter().zip(headers) {
+            if let SeqCheck::Duplicate {
+                base_offset,
+                last_offset,
+            } = check
+            {
+                outcome.base_offset = outcome.base_offset.min(base_offset);
+                outcome.last_offset = outcome.last_offset.max(last_offset);
+                continue;
+            }
+            outcome.duplicate = false;
+            self.maybe_roll(st, f.len() as u64, now, &mut sealed);
+            let base = st.next_offset;
+            frame::stamp(&mut f, base, 0);
+            h.base_offset = base;
+            h.partition_leader_epoch = 0;
+            let next = h.last_offset() + 1;
+            let seg = st.segments.last_mut().unwrap();
+            let seg_base = seg.base_offset;
+            let pos = st.appender.position();
+            assert_eq!(pos, seg.len, "appender and segment agree on the end");
+            seg.index.on_append(
+                (base - seg.base_offset) as u32,
+                pos,
+                h.max_timestamp,
+                f.len(),
+                self.cfg.topic.index_interval_bytes,
+            );
+            seg.len += f.len() as u64;
+            seg.next_offset = next;
+            seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
+            seg.first_append_ms.get_or_insert(now);
+            st.appender.append(&f, base, next, &mut alloc, &mut sealed);
+            st.producers.record(&h);
+            st.cache.push(CachedBatch {
+                base_offset: base,
+                last_offset: h.last_offset(),
+                segment_base: seg_base,
+                position: pos,
+                frame: f.freeze(),
+            });
+            st.next_offset = next;
+            outcome.base_offset = outcome.base_offset.min(base);
+            outcome.last_offset = h.last_offset();
+        }
+        if !outcome.duplicate {
+            st.dirty_since.get_or_insert_with(Instant::now);
+            self.data_event.notify();
+        }
+        if !sealed.is_empty() {
+            st.pending.extend(sealed.into_iter().map(Pending::Chunk));
+            self.flusher_event.notify();
+        }
+        Ok(outcome)
+    }
+
+    fn maybe_roll(
+        &self,
+        st: &mut LogState<D>,
+        frame_len: u64,
+        now: i64,
+        sealed: &mut Vec<Chunk<<D::File as SegmentFile>::Buf>>,
+    ) {
+        let seg = st.segments.last().unwrap();
+        if seg.is_empty() {
+            return;
+        }
+        let by_size = seg.len + frame_len > self.cfg.topic.segment_bytes;
+        let by_age = seg
+            .first_append_ms
+            .is_some_and(|t| now - t >= self.cfg.topic.segment_ms as i64);
+        if by_size || by_age {
+            self.roll_locked(st, sealed);
+        }
+    }
+
+    fn roll_locked(
+        &self,
+        st: &mut LogState<D>,
+        sealed: &mut Vec<Chunk<<D::File as SegmentFile>::Buf>>,
+    ) {
+        let old = st.segments.last().unwrap();
+        let (old_base, old_len) = (old.base_offset, old.len);
+        let new_base = st.next_offset;
+        assert!(new_base > old_base, "rolling an empty segment");
+        // Push the tail of the old segment ahead of the roll marker.
+        st.appender.roll(new_base, new_base, sealed);
+        st.pending.extend(sealed.drain(..).map(Pending::Chunk));
+        st.pending.push_back(Pending::Roll {
+            old_base,
+            old_len,
+            new_base,
+        });
+        st.segments.push(Segment::new(new_base));
+        debug!(dir = %self.dir.display(), old_base, new_base, "segment roll");
+        self.flusher_event.notify();
+    }
+
+    /// Wait until every offset up to and including `last_offset` is durable.
+    /// Asks the flusher for a sync; concurrent waiters share it.
+    pub async fn wait_durable(&self, last_offset: u64) -> Result<(), StorageError> {
+        loop {
+            let listener = self.durable_event.listen();
+            {
+                let mut st = self.st.borrow_mut();
+                if st.durable_offset > last_offset {
+                    return Ok(());
+                }
+                match &st.health {
+                    Health::Failed(cause) => {
+                        return Err(StorageError::Failed {
+                            dir: self.dir.clone(),
+                            cause: cause.clone(),
+                        })
+                    }
+                    Health::NoSpace => {
+                        return Err(StorageError::NoSpace {
+                            path: self.dir.clone(),
+                        })
+                    }
+                    Health::Ok => {}
+                }
+                if st.sync_wanted_offset <= last_offset {
+                    st.sync_wanted_offset = last_offset + 1;
+                    self.flusher_event.notify();
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// Read whole frames starting with the one that contains `offset`, up to
+    /// about `max_bytes` (at least one frame when any is available).
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, StorageError> {
+        let (file, pos, seg_len, seg_path, cache_from) = {
+            let st = self.st.borrow();
+            let log_start = st.segments[0].base_offset;
+            let mut out = FetchOutcome {
+                high_watermark: st.next_offset,
+                log_start_offset: log_start,
+                ..Default::default()
+            };
+            if offset < log_start || offset > st.next_offset {
+                return Err(StorageError::OffsetOutOfRange {
+                    requested: offset,
+                    log_start,
+                    high_watermark: st.next_offset,
+                });
+            }
+            if offset == st.next_offset {
+                return Ok(out);
+            }
+            let cache_from = st.cache.first_offset().unwrap_or(st.next_offset);
+            let cache_at = st.cache.first_position();
+            if offset >= cache_from {
+                out.bytes = st.cache.read(offset, max_bytes, &mut out.frames);
+                return Ok(out);
+            }
+            let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
+            let seg = &st.segments[i];
+            let file = seg
+                .file
+                .clone()
+                .expect("data below the cache is written, so its file is open");
+            let pos = seg.index.position_for((offset - seg.base_offset) as u32);
+            // Bytes from the first cached batch on may not be written yet.
+            let readable_len = match cache_at {
+                Some((b, p)) if b == seg.base_offset => p,
+                _ => seg.len,
+            };
+            (
+                file,
+                pos,
+                readable_len,
+                segment::log_path(&self.dir, seg.base_offset),
+                cache_from,
+            )
+        };
+        let mut out = FetchOutcome::default();
+        let want = (max_bytes as u64).max(64 << 10).min(seg_len - pos) as usize;
+        let mut data = file
+            .read_at(pos, want)
+            .await
+            .map_err(io_err("read", &seg_path))?;
+        let mut at = pos;
+        loop {
+            let mut consumed = 0usize;
+            let mut progressed = false;
+            for item in FrameIter::new(data.clone()) {
+                let (h, f) = item.map_err(|e| StorageError::Corrupt {
+                    dir: self.dir.clone(),
+                    segment: seg_path.clone(),
+                    position: at + consumed as u64,
+                    detail: e.to_string(),
+                })?;
+                consumed += f.len();
+                if h.base_offset >= cache_from {
+                    break;
+                }
+                if h.last_offset() < offset {
+                    continue;
+                }
+                if !out.frames.is_empty() && out.bytes + f.len() > max_bytes {
+                    break;
+                }
+                out.bytes += f.len();
+                out.frames.push(f);
+                progressed = true;
+                if out.bytes >= max_bytes {
+                    break;
+                }
+            }
+            if !out.frames.is_empty() || at + consumed as u64 >= seg_len {
+                break;
+            }
+            // Either the first frame did not fit in the read, or we skipped
+            // frames before `offset`: read on from where parsing stopped.
+            at += consumed as u64;
+            let rest = &data[consumed..];
+            let need = if rest.len() >= crate::format::HEADER_LEN {
+                frame::parse_header(rest)
+                    .map(|h| h.frame_len())
+                    .unwrap_or(64 << 10)
+            } else {
+                64 << 10
+            };
+            let want = (need.max(max_bytes) as u64).min(seg_len - at) as usize;
+            data = file
+                .read_at(at, want)
+                .await
+                .map_err(io_err("read", &seg_path))?;
+            if data.is_empty() && !progressed {
+                break;
+            }
+        }
+        let st = self.st.borrow();
+        out.high_watermark = st.next_offset;
+        out.log_start_offset = st.segments[0].base_offset;
+        Ok(out)
+    }
+
+    /// First offset whose batch has max_timestamp >= `ts`, or None (use the high watermark).
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, StorageError> {
+        let candidate = {
+            let st = self.st.borrow();
+            let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts) else {
+                return Ok(None);
+            };
+            seg.base_offset + seg.index.rel_offset_for_time(ts) as u64
+        };
+        let mut offset = candidate;
+        loop {
+            let r = self.read(offset, 1 << 20).await?;
+            if r.frames.is_empty() {
+                return Ok(None);
+            }
+            for f in &r.frames {
+                let h = frame::parse_header(f).expect("stored frames are valid");
+                if h.max_timestamp >= ts && h.last_offset() >= offset {
+                    return Ok(Some(h.base_offset));
+                }
+                offset = h.last_offset() + 1;
+            }
+        }
+    }
+
+    /// Apply retention: delete whole closed segments past the limits.
+    /// Returns the number of segments deleted.
+    pub async fn apply_retention(&self, now: i64) -> Result<usize, StorageError> {
+        let doomed: Vec<(u64, Option<Rc<D::File>>)> = {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            // An active segment whose data is all older than retention is
+            // rolled so it can go next time (Kafka does the same).
+            let t = &self.cfg.topic;
+            let active = st.segments.last().unwrap();
+            if t.retention_ms >= 0
+                && !active.is_empty()
+                && active.max_timestamp >= 0
+                && now - active.max_timestamp > t.retention_ms
+                && matches!(st.health, Health::Ok)
+            {
+                let mut sealed = Vec::new();
+                self.roll_locked(st, &mut sealed);
+            }
+            // Closed and already rolled on disk: every segment but the last
+            // whose Roll marker is no longer pending.
+            let pending_rolls = st
+                .pending
+                .iter()
+                .filter(|p| matches!(p, Pending::Roll { .. }))
+                .count();
+            let closed = st.segments.len() - 1 - pending_rolls;
+            let stats: Vec<SegmentStat> = st.segments[..closed]
+                .iter()
+                .map(|s| SegmentStat {
+                    base_offset: s.base_offset,
+                    len: s.len,
+                    max_timestamp: s.max_timestamp,
+                })
+                .collect();
+            let total: u64 = st.segments.iter().map(|s| s.len).sum();
+            let bases = segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes);
+            let n = bases.len();
+            let removed: Vec<_> = st
+                .segments
+                .drain(..n)
+                .map(|s| (s.base_offset, s.file))
+                .collect();
+            let new_start = st.segments[0].base_offset;
+            if n > 0 {
+                // Cached batches below the new start are gone too.
+                st.cache.evict(new_start, 0);
+                info!(dir = %self.dir.display(), deleted = n, log_start = new_start, "retention deleted segments");
+            }
+            removed
+        };
+        let n = doomed.len();
+        for (base, _file) in doomed {
+            for p in [
+                segment::log_path(&self.dir, base),
+                segment::index_path(&self.dir, base),
+                segment::time_index_path(&self.dir, base),
+            ] {
+                if self.disk.exists(&p) {
+                    self.disk.remove(&p).await.map_err(io_err("remove", &p))?;
+                }
+            }
+        }
+        if n > 0 {
+            self.disk
+                .sync_dir(&self.dir)
+                .await
+                .map_err(io_err("sync dir", &self.dir))?;
+        }
+        Ok(n)
+    }
+
+    /// Evict written batches from the cache if the partition or shard is over budget.
+    pub fn trim_cache(&self) -> usize {
+        let mut st = self.st.borrow_mut();
+        let flushed = st.flushed_offset;
+        st.cache.evict(flushed, self.cfg.cache_keep_bytes)
+    }
+
+    /// Stop accepting appends, write everything, sync, write indexes and a
+    /// checkpoint. The flusher exits after this completes.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        {
+            let mut st = self.st.borrow_mut();
+            st.closing = true;
+        }
+        self.flusher_event.notify();
+        loop {
+            let l = self.durable_event.listen();
+            {
+                let st = self.st.borrow();
+                if let Health::Failed(cause) = &st.health {
+                    return Err(StorageError::Failed {
+                        dir: self.dir.clone(),
+                        cause: cause.clone(),
+                    });
+                }
+                if st.closed {
+                    return Ok(());
+                }
+            }
+            l.await;
+        }
+    }
+
+    /// The flusher: the only task that writes this partition's files.
+    /// Runs until the log is closed or fails.
+    pub async fn run_flusher(self: Rc<Self>) {
+        loop {
+            let wake = self.flusher_event.listen();
+            let (has_chunks, want_sync, closing, timeout) = {
+                let st = self.st.borrow();
+                if matches!(st.health, Health::Failed(_)) {
+                    return;
+                }
+                let dirty_for = st.dirty_since.map(|t| t.elapsed());
+                let interval = Duration::from_millis(self.cfg.flush_interval_ms);
+                let interval_due = dirty_for.is_some_and(|d| d >= interval);
+                let want_sync = st.sync_wanted_offset > st.durable_offset
+                    || interval_due
+                    || (st.closing && !st.closed);
+                let timeout = match st.health {
+                    Health::NoSpace => Some(Duration::from_millis(100)),
+                    _ => dirty_for.map(|d| interval.saturating_sub(d)),
+                };
+                (!st.pending.is_empty(), want_sync, st.closing, timeout)
+            };
+            if !has_chunks && !want_sync {
+                if closing {
+                    self.durable_event.notify();
+                    return;
+                }
+                match timeout {
+                    Some(t) => {
+                        futures_lite::future::or(wake, async {
+                            glommio::timer::sleep(t).await;
+                        })
+                        .await
+                    }
+                    None => wake.await,
+                }
+                continue;
+            }
+            let result = async {
+                self.write_pending().await?;
+                if want_sync {
+                    self.sync_now(closing).await?;
+                }
+                Ok::<(), StorageError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    let mut st = self.st.borrow_mut();
+                    if matches!(st.health, Health::NoSpace) {
+                        info!(dir = %self.dir.display(), "space available again; writes resumed");
+                        st.health = Health::Ok;
+                    }
+                }
+                Err(StorageError::NoSpace { path }) => {
+                    let mut st = self.st.borrow_mut();
+                    if !matches!(st.health, Health::NoSpace) {
+                        warn!(path = %path.display(), "device full: produce refused until space is freed");
+                    }
+                    st.health = Health::NoSpace;
+                    drop(st);
+                    self.durable_event.notify();
+                    glommio::timer::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => {
+                    error!(dir = %self.dir.display(), "partition failed, refusing further writes: {e}");
+                    self.st.borrow_mut().health = Health::Failed(e.to_string());
+                    self.durable_event.notify();
+                    return;
+                }
+            }
+            self.trim_cache();
+        }
+    }
+
+    fn file_of(&self, base: u64) -> Option<Rc<D::File>> {
+        let st = self.st.borrow();
+        st.segments
+            .iter()
+            .find(|s| s.base_offset == base)
+            .and_then(|s| s.file.clone())
+    }
+
+    /// Open (creating) the file of segment `base` if it is not open yet.
+    async fn ensure_file(&self, base: u64) -> Result<Rc<D::File>, StorageError> {
+        if let Some(f) = self.file_of(base) {
+            return Ok(f);
+        }
+        let path = segment::log_path(&self.dir, base);
+        let f = Rc::new(
+            self.disk
+                .open_rw(&path)
+                .await
+                .map_err(io_err("create segment", &path))?,
+        );
+        self.disk
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err("sync dir", &self.dir))?;
+        let mut st = self.st.borrow_mut();
+        if let Some(s) = st.segments.iter_mut().find(|s| s.base_offset == base) {
+            s.file = Some(f.clone());
+        }
+        Ok(f)
+    }
+
+    /// Write every pending chunk and process rolls, until none are left.
+    async fn write_pending(&self) -> Result<(), StorageError> {
+        loop {
+            let items = std::mem::take(&mut self.st.borrow_mut().pending);
+            if items.is_empty() {
+                return Ok(());
+            }
+            self.write_items(items).await?;
+        }
+    }
+
+    /// Write `items` in order: runs of chunks `write_behind` at a time,
+    /// rolls one by one. On failure the unwritten items go back to the
+    /// front of the pending queue, in order, for a retry.
+    async fn write_items(
+        &self,
+        mut items: VecDeque<Pending<<D::File as SegmentFile>::Buf>>,
+    ) -> Result<(), StorageError> {
+        let put_back = |rest: VecDeque<Pending<_>>| {
+            let mut st = self.st.borrow_mut();
+            for item in rest.into_iter().rev() {
+                st.pending.push_front(item);
+            }
+        };
+        while let Some(front) = items.front() {
+            if let Pending::Roll {
+                old_base,
+                old_len,
+                new_base,
+            } = *front
+            {
+                let r = async {
+                    self.close_segment(old_base, old_len).await?;
+                    self.ensure_file(new_base).await
+                }
+                .await;
+                if let Err(e) = r {
+                    put_back(items);
+                    return Err(e);
+                }
+                items.pop_front();
+                let mut st = self.st.borrow_mut();
+                st.durable_offset = st.durable_offset.max(new_base);
+                st.flushed_offset = st.flushed_offset.max(new_base);
+                drop(st);
+                self.durable_event.notify();
+                continue;
+            }
+            let mut window = Vec::new();
+            while window.len() < self.cfg.write_behind {
+                match items.front() {
+                    Some(Pending::Chunk(_)) => match items.pop_front() {
+                        Some(Pending::Chunk(c)) => window.push(c),
+                        _ => unreachable!(),
+                    },
+                    _ => break,
+                }
+            }
+            let mut files = Vec::with_capacity(window.len());
+            for c in &window {
+                match self.ensure_file(c.segment_base).await {
+                    Ok(f) => files.push(f),
+                    Err(e) => {
+                        for c in window.into_iter().rev() {
+                            items.push_front(Pending::Chunk(c));
+                        }
+                        put_back(items);
+                        return Err(e);
+                    }
+                }
+            }
+            let shared: Vec<_> = window
+                .into_iter()
+                .map(|c| (c.pos, Rc::new(c.buf), c.end_offset, c.segment_base))
+                .collect();
+            let results = futures::future::join_all(
+                shared
+                    .iter()
+                    .zip(&files)
+                    .map(|((pos, buf, _, _), f)| self.write_all(f, buf.clone(), *pos)),
+            )
+            .await;
+            if let Some(err) = results.iter().find_map(|r| r.as_ref().err().cloned()) {
+                // Rewrite the whole window later: writes are idempotent.
+                let mut back = VecDeque::new();
+                for (pos, buf, end_offset, segment_base) in shared {
+                    let buf = Rc::try_unwrap(buf).unwrap_or_else(|rc| {
+                        let mut b = self.disk.alloc(rc.as_bytes().len());
+                        b.as_bytes_mut().copy_from_slice(rc.as_bytes());
+                        b
+                    });
+                    back.push_back(Pending::Chunk(Chunk {
+                        segment_base,
+                        pos,
+                        buf,
+                        end_offset,
+                    }));
+                }
+                back.extend(items);
+                put_back(back);
+                return Err(err);
+            }
+            let end = shared.iter().map(|c| c.2).max().unwrap_or(0);
+            let mut st = self.st.borrow_mut();
+            st.flushed_offset = st.flushed_offset.max(end);
+        }
+        Ok(())
+    }
+
+    /// Write a whole buffer, continuing after short writes.
+    async fn write_all(
+        &self,
+        file: &Rc<D::File>,
+        buf: Rc<<D::File as SegmentFile>::Buf>,
+        pos: u64,
+    ) -> Result<(), StorageError> {
+        let align = self.disk.alignment();
+        let len = buf.as_bytes().len();
+        let path = || self.dir.join("<segment>");
+        let mut done = file
+            .write_at(buf.clone(), pos)
+            .await
+            .map_err(|e| StorageError::io("write", path(), e))?;
+        while done < len {
+            if done == 0 || done % align != 0 {
+                return Err(StorageError::io(
+                    "write",
+                    path(),
+                    std::io::Error::new(
+                        std::io::ErrorKind::WriteZero,
+                        format!("short write of {done} of {len} bytes, not block aligned"),
+                    ),
+                ));
+            }
+            let mut rest = self.disk.alloc(len - done);
+            rest.as_bytes_mut().copy_from_slice(&buf.as_bytes()[done..]);
+            let n = file
+                .write_at(Rc::new(rest), pos + done as u64)
+                .await
+                .map_err(|e| StorageError::io("write", path(), e))?;
+            if n == 0 {
+                return Err(StorageError::io(
+                    "write",
+                    path(),
+                    std::io::Error::new(std::io::ErrorKind::WriteZero, "write returned 0"),
+                ));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Finish a rolled segment: exact length, synced, indexes written.
+    async fn close_segment(&self, base: u64, len: u64) -> Result<(), StorageError> {
+        let path = segment::log_path(&self.dir, base);
+        let file = self.ensure_file(base).await?;
+        file.truncate(len)
+            .await
+            .map_err(io_err("truncate", &path))?;
+        file.sync().await.map_err(io_err("sync", &path))?;
+        {
+            let mut st = self.st.borrow_mut();
+            if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == base) {
+                // Make the last time-index entry the segment's max timestamp, for retention after restart.
+                let rel = (seg.next_offset - 1 - seg.base_offset) as u32;
+                if seg
+                    .index
+                    .times
+                    .last()
+                    .is_none_or(|t| t.timestamp < seg.max_timestamp)
+                {
+                    seg.index.times.push(super::index::TimeEntry {
+                        timestamp: seg.max_timestamp,
+                        rel_offset: rel,
+                    });
+                }
+            }
+        }
+        let seg_index = {
+            let st = self.st.borrow();
+            st.segments
+                .iter()
+                .find(|s| s.base_offset == base)
+                .map(|s| (s.base_offset, s.index.clone()))
+        };
+        if let Some((b, index)) = seg_index {
+            write_index_files(&self.disk, &self.dir, b, &index).await?;
+        }
+        Ok(())
+    }
+
+    /// Group commit: seal what was appended, write it, fdatasync, publish.
+    ///
+    /// Only the items queued up to the sync point are written in this round:
+    /// later appends may queue a chunk that rewrites the tail block, and it
+    /// must not land before this round's (older) tail write.
+    async fn sync_now(&self, closing: bool) -> Result<(), StorageError> {
+        let (items, tail, target, active_base, active_len, cp) = {
+            let mut st = self.st.borrow_mut();
+            let st = &mut *st;
+            let mut sealed = Vec::new();
+            let next = st.next_offset;
+            let mut alloc = |n| self.disk.alloc(n);
+            let tail = st.appender.sync_point(next, &mut alloc, &mut sealed);
+            st.pending.extend(sealed.into_iter().map(Pending::Chunk));
+            let items = std::mem::take(&mut st.pending);
+            let seg = st.segments.last().unwrap();
+            let due = closing
+                || st.last_checkpoint.is_none_or(|t| {
+                    t.elapsed() >= Duration::from_millis(self.cfg.checkpoint_interval_ms)
+                });
+            // The checkpoint must describe exactly the state at `next`.
+            let cp =
+                due.then(|| Checkpoint::from_table(seg.base_offset, seg.len, next, &st.producers));
+            st.dirty_since = None;
+            (items, tail, next, seg.base_offset, seg.len, cp)
+        };
+        let restore_dirty = |e: StorageError| {
+            self.st
+                .borrow_mut()
+                .dirty_since
+                .get_or_insert_with(Instant::now);
+            e
+        };
+        self.write_items(items).await.map_err(restore_dirty)?;
+        let file = self.ensure_file(active_base).await.map_err(restore_dirty)?;
+        let path = segment::log_path(&self.dir, active_base);
+        if let Some((pos, buf)) = tail {
+            self.write_all(&file, Rc::new(buf), pos)
+                .await
+                .map_err(restore_dirty)?;
+        }
+        file.sync()
+            .await
+            .map_err(io_err("sync", &path))
+            .map_err(restore_dirty)?;
+        {
+            let mut st = self.st.borrow_mut();
+            st.durable_offset = st.durable_offset.max(target);
+            st.flushed_offset = st.flushed_offset.max(target);
+        }
+        self.durable_event.notify();
+        if closing {
+            let index = {
+                let st = self.st.borrow();
+                st.segments.last().map(|s| s.index.clone())
+            };
+            if let Some(index) = index {
+                write_index_files(&self.disk, &self.dir, active_base, &index).await?;
+            }
+        }
+        if let Some(cp) = cp {
+            let p = self.dir.join(checkpoint::FILE_NAME);
+            write_small_file(&self.disk, &p, &cp.encode())
+                .await
+                .map_err(io_err("write checkpoint", &p))?;
+            debug!(dir = %self.dir.display(), segment = active_base, position = active_len, next = target, "checkpoint");
+            self.st.borrow_mut().last_checkpoint = Some(Instant::now());
+        }
+        if closing {
+            let mut st = self.st.borrow_mut();
+            if st.pending.is_empty() && st.next_offset == target {
+                st.closed = true;
+            }
+        }
+        self.durable_event.notify();
+        Ok(())
+    }
+}
+
+async fn load_index<D: Disk>(disk: &D, dir: &Path, base: u64, size: u64) -> Option<SegmentIndex> {
+    let ip = segment::index_path(dir, base);
+    let tp = segment::time_index_path(dir, base);
+    if !disk.exists(&ip) || !disk.exists(&tp) {
+        info!(segment = base, dir = %dir.display(), "index missing; rebuilding");
+        return None;
+    }
+    let (o, t) = match (
+        read_small_file(disk, &ip).await,
+        read_small_file(disk, &tp).await,
+    ) {
+        (Ok(o), Ok(t)) => (o, t),
+        _ => return None,
+    };
+    match SegmentIndex::decode(&o, &t, size) {
+        Ok(i) => Some(i),
+        Err(e) => {
+            warn!(segment = base, dir = %dir.display(), "broken index ({e}); rebuilding");
+            None
+        }
+    }
+}
+
+async fn write_index<D: Disk, F>(
+    disk: &D,
+    dir: &Path,
+    seg: &Segment<F>,
+) -> Result<(), StorageError> {
+    write_index_files(disk, dir, seg.base_offset, &seg.index).await
+}
+
+async fn write_index_files<D: Disk>(
+    disk: &D,
+    dir: &Path,
+    base: u64,
+    index: &SegmentIndex,
+) -> Result<(), StorageError> {
+    let ip = segment::index_path(dir, base);
+    let tp = segment::time_index_path(dir, base);
+    write_small_file(disk, &ip, &index.encode_offsets())
+        .await
+        .map_err(io_err("write index", &ip))?;
+    write_small_file(disk, &tp, &index.encode_times())
+        .await
+        .map_err(io_err("write time index", &tp))?;
+    Ok(())
+}
+
+/// Scan a segment file from the start through the recovery decision table.
+async fn scan_segment<F: SegmentFile>(
+    _disk: &impl Disk,
+    dir: &Path,
+    file: &F,
+    base: u64,
+    size: u64,
+    trusted: u64,
+    cfg: &LogConfig,
+) -> Result<SegmentScan, StorageError> {
+    const WINDOW: usize = 1 << 20;
+    let path = segment::log_path(dir, base);
+    let mut scan = SegmentScan::starting_at(base, 0, base, SegmentIndex::default());
+    let mut window = Bytes::new();
+    let mut window_pos = 0u64;
+    loop {
+        let pos = scan.valid_len;
+        let off = (pos - window_pos) as usize;
+        let eof = window_pos + window.len() as u64 >= size;
+        let view = if off <= window.len() {
+            &window[off..]
+        } else {
+            &[][..]
+        };
+        match classify(view, eof, pos, scan.next_offset, trusted) {
+            Step::Frame(h) => scan.accept(base, &h, cfg.topic.index_interval_bytes),
+            Step::End => return Ok(scan),
+            Step::Torn(_damage) => return Ok(scan),
+            Step::Corrupt(damage) => {
+                error!(segment = %path.display(), position = pos, "corruption in durable data: {damage}");
+                return Err(StorageError::Corrupt {
+                    dir: dir.to_path_buf(),
+                    segment: path,
+                    position: pos,
+                    detail: damage.to_string(),
+                });
+            }
+            Step::NeedMore(n) => {
+                let want = n.max(WINDOW).min((size - pos) as usize);
+                window = file
+                    .read_at(pos, want)
+                    .await
+                    .map_err(io_err("read", &path))?;
+                window_pos = pos;
+                if window.is_empty() && pos < size {
+                    return Err(StorageError::io(
+                        "read",
+                        &path,
+                        std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "short read"),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+/// Re-export for tests: the scan end classification of a whole image.
+pub fn describe_scan_end(end: &ScanEnd) -> String {
+    format!("{end:?}")
+}
+
+/// Header of every frame in `frames` (trusted).
+pub fn headers_of(frames: &[Bytes]) -> Vec<BatchHeader> {
+    frames
+        .iter()
+        .map(|f| frame::parse_header(f).expect("stored frames are valid"))
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! Storage: one append-only log per partition, made of segment files with
+//! sparse offset and time indexes, written with direct I/O.
+//!
+//! Map of the module:
+//! - [`file`]: the storage seam (a small file trait); [`dma`] implements it
+//!   with glommio, [`sim`] in memory with faults and crashes;
+//! - [`segment`], [`index`]: one segment and its indexes;
+//! - [`cache`]: the in-memory tail of each partition;
+//! - [`appender`]: the aligned write buffer and its chunks;
+//! - [`recovery`], [`checkpoint`]: what survives a crash, and why;
+//! - [`retention`]: which segments to delete;
+//! - [`producer_state`]: idempotent-producer sequence tracking;
+//! - [`log`]: the partition log that ties these together, and its flusher.
+
+pub mod appender;
+pub mod cache;
+pub mod checkpoint;
+pub mod dma;
+pub mod file;
+pub mod index;
+pub mod log;
+pub mod producer_state;
+pub mod recovery;
+pub mod retention;
+pub mod segment;
+pub mod sim;
+
+pub use cache::CacheBudget;
+pub use log::{AppendOutcome, FetchOutcome, Log, LogConfig};
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Errors of the storage layer. Cloneable (I/O errors are shared) because
+/// one failure is reported to every waiter it affects.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StorageError {
+    #[error("I/O error during {op} on {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error("no space left on the device holding {path}; produce is refused until space is freed (reads keep working)")]
+    NoSpace { path: PathBuf },
+    #[error("partition {dir} refuses writes after an earlier I/O failure ({cause}); restart the broker to reopen it after fixing the cause")]
+    Failed { dir: PathBuf, cause: String },
+    #[error("partition {dir} is corrupt: segment {segment} at byte {position}: {detail}. Refusing to guess: move the partition directory aside, or truncate the segment to {position} bytes to accept the loss, then restart")]
+    Corrupt {
+        dir: PathBuf,
+        segment: PathBuf,
+        position: u64,
+        detail: String,
+    },
+    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        requested: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
+    #[error("batch of {len} bytes exceeds max_batch_bytes {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+    #[error("partition is closing")]
+    Closed,
+}
+
+impl StorageError {
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, e: std::io::Error) -> Self {
+        let path = path.into();
+        if file::is_no_space(&e) {
+            return StorageError::NoSpace { path };
+        }
+        StorageError::Io {
+            op,
+            path,
+            source: Arc::new(e),
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
