@@ -187,7 +187,7 @@ impl<B: IoBuf> Appender<B> {
 mod tests {
     use super::*;
     use crate::storage::sim::SimBuf;
-    use crate::storage::Disk;
+    use crate::storage::file::Disk;
 
     #[test]
     fn chunks_cover_the_stream_and_the_tail_block_repeats_synced_bytes() {
