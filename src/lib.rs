@@ -1,5 +1,13 @@
 //! shardlog: a Kafka-style commit-log broker, thread-per-core on io_uring.
+pub mod broker;
+pub mod client;
 pub mod config;
 pub mod event;
 pub mod format;
+pub mod kafka;
+pub mod metadata;
+pub mod protocol;
+pub mod router;
+pub mod server;
+pub mod shard;
 pub mod storage;

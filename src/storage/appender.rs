@@ -186,8 +186,8 @@ impl<B: IoBuf> Appender<B> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::sim::SimBuf;
     use crate::storage::file::Disk;
+    use crate::storage::sim::SimBuf;
 
     #[test]
     fn chunks_cover_the_stream_and_the_tail_block_repeats_synced_bytes() {

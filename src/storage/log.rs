@@ -27,7 +27,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::file::{read_small_file, write_small_file, Disk, IoBuf, SegmentFile};
 use super::index::SegmentIndex;
 use super::producer_state::{ProducerTable, SeqCheck};
-use super::recovery::{classify, ScanEnd, SegmentScan, Step};
+use super::recovery::{classify, ScanEnd, SegmentScan, Step, TailDamage};
 use super::retention::{segments_to_delete, SegmentStat};
 use super::segment::{self, Segment};
 use super::{now_ms, StorageError};
@@ -283,13 +283,19 @@ impl<D: Disk> Log<D> {
                     let scan = scan_segment(&disk, &dir, &file, base, size, trusted, &cfg).await?;
                     if scan.valid_len < size {
                         assert!(is_last, "a closed segment never gets cut");
-                        warn!(
-                            segment = %path.display(),
-                            "recovery cut a torn tail of {} bytes at byte {} (offsets from {} on were never acknowledged as durable)",
-                            size - scan.valid_len,
-                            scan.valid_len,
-                            scan.next_offset
-                        );
+                        let cut = size - scan.valid_len;
+                        if scan.end == Some(TailDamage::ZeroFilled) && cut < align as u64 {
+                            // Not damage: the zero padding of the last direct-I/O block.
+                            debug!(segment = %path.display(), "trimmed {cut} bytes of block padding");
+                        } else {
+                            warn!(
+                                segment = %path.display(),
+                                "recovery cut a torn tail of {cut} bytes at byte {} ({}; offsets from {} on were never acknowledged as durable)",
+                                scan.valid_len,
+                                scan.end.as_ref().map(|d| d.to_string()).unwrap_or_default(),
+                                scan.next_offset
+                            );
+                        }
                         file.truncate(scan.valid_len)
                             .await
                             .map_err(io_err("truncate torn tail", &path))?;
@@ -1262,7 +1268,10 @@ async fn scan_segment<F: SegmentFile>(
         match classify(view, eof, pos, scan.next_offset, trusted) {
             Step::Frame(h) => scan.accept(base, &h, cfg.topic.index_interval_bytes),
             Step::End => return Ok(scan),
-            Step::Torn(_damage) => return Ok(scan),
+            Step::Torn(damage) => {
+                scan.end = Some(damage);
+                return Ok(scan);
+            }
             Step::Corrupt(damage) => {
                 error!(segment = %path.display(), position = pos, "corruption in durable data: {damage}");
                 return Err(StorageError::Corrupt {

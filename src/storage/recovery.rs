@@ -140,6 +140,8 @@ pub struct SegmentScan {
     pub batches: u64,
     /// Headers of the valid frames, for rebuilding producer state.
     pub headers: Vec<BatchHeader>,
+    /// Why the scan stopped before the end of the file, if it did.
+    pub end: Option<TailDamage>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,6 +162,7 @@ impl SegmentScan {
             index,
             batches: 0,
             headers: Vec::new(),
+            end: None,
         }
     }
 

@@ -56,7 +56,10 @@ mod tests {
         let closed = [seg(0, 100, 10), seg(10, 100, 20), seg(20, 100, 1000)];
         assert_eq!(segments_to_delete(&closed, 350, 1000, 500, -1), vec![0, 10]);
         assert_eq!(segments_to_delete(&closed, 350, 1000, -1, 150), vec![0, 10]);
-        assert_eq!(segments_to_delete(&closed, 350, 1000, -1, 260), Vec::<u64>::new());
+        assert_eq!(
+            segments_to_delete(&closed, 350, 1000, -1, 260),
+            Vec::<u64>::new()
+        );
         assert_eq!(
             segments_to_delete(&closed, 350, 1000, -1, -1),
             Vec::<u64>::new()

@@ -1,0 +1,154 @@
+//! Starting and stopping a broker: one pinned executor thread per shard.
+//!
+//! [`Broker::start`] returns once every shard has recovered its partitions
+//! and the listeners are bound; [`Broker::shutdown`] stops accepting,
+//! closes every partition (flush, fsync, indexes, checkpoints) and joins
+//! the threads. The `serve` command wires SIGINT/SIGTERM to shutdown;
+//! loadgen embeds a broker the same way.
+
+use crate::config::BrokerConfig;
+use crate::metadata::TopicTable;
+use crate::router::{reply_channel, Router, ShardMsg};
+use crate::shard::{self, ShardReady};
+use glommio::{LocalExecutorBuilder, Placement};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::info;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot use data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Metadata(#[from] crate::metadata::MetadataError),
+    #[error("cannot start shard {shard}: {detail}")]
+    Executor { shard: usize, detail: String },
+    #[error("{0}")]
+    Startup(String),
+}
+
+pub struct Broker {
+    router: Router,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    pub native_addr: SocketAddr,
+    pub kafka_addr: Option<SocketAddr>,
+    pub shards: usize,
+}
+
+/// Number of online CPUs.
+pub fn online_cpus() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+impl Broker {
+    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let topics = Arc::new(TopicTable::load(&config.data_dir)?);
+        let n = config.shards.unwrap_or_else(online_cpus);
+        let cpus = online_cpus();
+        let config = Arc::new(config);
+        let (router, receivers) = Router::new(n);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let mut threads = Vec::with_capacity(n);
+        for (id, rx) in receivers.into_iter().enumerate() {
+            // Pin shard N to CPU N (wrapping when there are more shards than CPUs).
+            let placement = if config.pin_cpus {
+                Placement::Fixed(id % cpus)
+            } else {
+                Placement::Unbound
+            };
+            let mut b = LocalExecutorBuilder::new(placement)
+                .name(&format!("shard-{id}"))
+                .io_memory(config.io_memory_bytes)
+                .preempt_timer(Duration::from_millis(50));
+            if config.spin_before_park_us > 0 {
+                b = b.spin_before_park(Duration::from_micros(config.spin_before_park_us));
+            }
+            let (c, r, t, tx) = (
+                config.clone(),
+                router.clone(),
+                topics.clone(),
+                ready_tx.clone(),
+            );
+            let handle = b
+                .spawn(move || shard::run(id, c, r, rx, t, tx))
+                .map_err(|e| BrokerError::Executor {
+                    shard: id,
+                    detail: e.to_string(),
+                })?;
+            threads.push(handle);
+        }
+        drop(ready_tx);
+        let mut native_addr = None;
+        let mut kafka_addr = None;
+        for _ in 0..n {
+            match ready_rx.recv() {
+                Ok(Ok(ShardReady {
+                    shard,
+                    native_addr: na,
+                    kafka_addr: ka,
+                })) => {
+                    if shard == 0 {
+                        native_addr = na;
+                        kafka_addr = ka;
+                    }
+                }
+                Ok(Err(e)) => {
+                    let b = Broker {
+                        router,
+                        threads,
+                        native_addr: "0.0.0.0:0".parse().unwrap(),
+                        kafka_addr: None,
+                        shards: n,
+                    };
+                    b.shutdown();
+                    return Err(BrokerError::Startup(e));
+                }
+                Err(_) => return Err(BrokerError::Startup("a shard exited during startup".into())),
+            }
+        }
+        let native_addr = native_addr.expect("shard 0 reports the listener address");
+        info!(shards = n, native = %native_addr, kafka = ?kafka_addr, "broker ready");
+        Ok(Broker {
+            router,
+            threads,
+            native_addr,
+            kafka_addr,
+            shards: n,
+        })
+    }
+
+    /// Stop accepting, close every partition durably, join the shard threads.
+    pub fn shutdown(self) {
+        let mut waits = Vec::new();
+        for s in 0..self.router.shards() {
+            let (tx, rx) = reply_channel();
+            if self
+                .router
+                .send(s, ShardMsg::Shutdown { reply: tx })
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            let _ = rx.recv();
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+        info!("broker stopped");
+    }
+}

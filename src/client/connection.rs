@@ -1,0 +1,178 @@
+//! One pipelined connection to a broker: many requests in flight, answers
+//! matched by request id. A reader task owns the read half; writes go
+//! through a mutex-guarded write half so request order on the wire is the
+//! order of `send` calls.
+
+use super::ClientError;
+use crate::protocol::codec::Reader;
+use crate::protocol::frame::{finish_frame, ApiKey, FrameHeader, ResponseHeader, LEN_PREFIX};
+use crate::protocol::{ErrorCode, API_VERSION};
+use bytes::BytesMut;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+
+type Waiters = Arc<
+    Mutex<Option<HashMap<u32, oneshot::Sender<Result<(ResponseHeader, Reader), ClientError>>>>>,
+>;
+
+pub struct Connection {
+    writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    waiters: Waiters,
+    next_id: AtomicU32,
+    pub addr: SocketAddr,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Largest response the client accepts.
+const RESPONSE_MAX_BYTES: usize = 512 << 20;
+
+impl Connection {
+    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| ClientError::Connect {
+                addr: addr.to_string(),
+                source: Arc::new(e),
+            })?;
+        stream.set_nodelay(true).ok();
+        let peer = stream.peer_addr()?;
+        let (mut rd, wr) = stream.into_split();
+        let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
+        let w2 = waiters.clone();
+        let reader = tokio::spawn(async move {
+            let mut buf = BytesMut::with_capacity(256 << 10);
+            let fail = |e: ClientError| {
+                if let Some(map) = w2.lock().unwrap().take() {
+                    for (_, tx) in map {
+                        let _ = tx.send(Err(e.clone()));
+                    }
+                }
+            };
+            loop {
+                while buf.len() >= LEN_PREFIX {
+                    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+                    if len > RESPONSE_MAX_BYTES {
+                        fail(ClientError::Protocol(format!(
+                            "response of {len} bytes is too large"
+                        )));
+                        return;
+                    }
+                    if buf.len() < LEN_PREFIX + len {
+                        buf.reserve(LEN_PREFIX + len - buf.len());
+                        break;
+                    }
+                    let mut frame = buf.split_to(LEN_PREFIX + len);
+                    let _ = frame.split_to(LEN_PREFIX);
+                    let mut r = Reader::new(frame);
+                    match ResponseHeader::decode(&mut r) {
+                        Ok(h) => {
+                            let tx = w2
+                                .lock()
+                                .unwrap()
+                                .as_mut()
+                                .and_then(|m| m.remove(&h.request_id));
+                            if let Some(tx) = tx {
+                                let _ = tx.send(Ok((h, r)));
+                            }
+                        }
+                        Err(e) => {
+                            fail(ClientError::Protocol(e.to_string()));
+                            return;
+                        }
+                    }
+                }
+                if buf.capacity() - buf.len() < 64 << 10 {
+                    buf.reserve(256 << 10);
+                }
+                match rd.read_buf(&mut buf).await {
+                    Ok(0) => {
+                        fail(ClientError::Closed);
+                        return;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        fail(ClientError::Io(Arc::new(e)));
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Connection {
+            writer: tokio::sync::Mutex::new(wr),
+            waiters,
+            next_id: AtomicU32::new(1),
+            addr: peer,
+            reader,
+        })
+    }
+
+    /// Encode and send a request. With `expect_response`, the returned
+    /// receiver yields the response; otherwise (acks=0) nothing comes back.
+    pub async fn send(
+        &self,
+        api: ApiKey,
+        body: impl FnOnce(&mut BytesMut),
+        expect_response: bool,
+    ) -> Result<Option<oneshot::Receiver<Result<(ResponseHeader, Reader), ClientError>>>, ClientError>
+    {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut b = BytesMut::with_capacity(1024);
+        let start = FrameHeader {
+            api_key: api as u16,
+            api_version: API_VERSION,
+            request_id: id,
+        }
+        .begin(&mut b);
+        body(&mut b);
+        finish_frame(&mut b, start);
+        let rx = if expect_response {
+            let (tx, rx) = oneshot::channel();
+            match self.waiters.lock().unwrap().as_mut() {
+                Some(m) => {
+                    m.insert(id, tx);
+                }
+                None => return Err(ClientError::Closed),
+            }
+            Some(rx)
+        } else {
+            None
+        };
+        let mut w = self.writer.lock().await;
+        w.write_all(&b)
+            .await
+            .map_err(|e| ClientError::Io(Arc::new(e)))?;
+        Ok(rx)
+    }
+
+    /// Send and wait for the answer; a request-level error becomes `Err`.
+    pub async fn call(
+        &self,
+        api: ApiKey,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Result<Reader, ClientError> {
+        let rx = self
+            .send(api, body, true)
+            .await?
+            .expect("asked for a response");
+        let (h, r) = rx.await.map_err(|_| ClientError::Closed)??;
+        if h.error != ErrorCode::None {
+            return Err(ClientError::Broker {
+                code: h.error,
+                message: h.message,
+            });
+        }
+        Ok(r)
+    }
+}

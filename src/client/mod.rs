@@ -1,0 +1,193 @@
+//! The native Rust client: admin calls, a batching producer and a consumer.
+//! Used by the CLI and by loadgen. Runs on tokio; the protocol codec is
+//! shared with the broker ([`crate::protocol`]).
+
+pub mod connection;
+pub mod consumer;
+pub mod partitioner;
+pub mod producer;
+
+pub use connection::Connection;
+pub use consumer::{Consumer, ConsumerConfig, Message, StartAt};
+pub use partitioner::{DefaultPartitioner, FixedPartitioner, Partitioner, RoundRobinPartitioner};
+pub use producer::{Delivery, Producer, ProducerConfig};
+
+use crate::protocol::frame::ApiKey;
+use crate::protocol::messages::*;
+use crate::protocol::{DecodeError, ErrorCode};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    #[error("I/O error: {0}")]
+    Io(Arc<std::io::Error>),
+    #[error("connection closed by the broker")]
+    Closed,
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("broker error {code:?}: {message}")]
+    Broker { code: ErrorCode, message: String },
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<DecodeError> for ClientError {
+    fn from(e: DecodeError) -> Self {
+        ClientError::Protocol(e.to_string())
+    }
+}
+
+impl From<std::io::Error> for ClientError {
+    fn from(e: std::io::Error) -> Self {
+        ClientError::Io(Arc::new(e))
+    }
+}
+
+impl ClientError {
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            ClientError::Broker { code, .. } => Some(*code),
+            _ => None,
+        }
+    }
+}
+
+/// A connection plus typed admin and lookup calls.
+#[derive(Clone)]
+pub struct Client {
+    pub conn: Arc<Connection>,
+}
+
+impl Client {
+    pub async fn connect(addr: &str) -> Result<Client, ClientError> {
+        let conn = Connection::connect(addr).await.map_err(|e| match e {
+            ClientError::Connect { addr, source } => ClientError::Connect { addr, source },
+            other => other,
+        })?;
+        Ok(Client {
+            conn: Arc::new(conn),
+        })
+    }
+
+    pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
+        let req = MetadataRequest {
+            topics: topics.iter().map(|s| s.to_string()).collect(),
+        };
+        let mut r = self.conn.call(ApiKey::Metadata, |b| req.encode(b)).await?;
+        let resp = MetadataResponse::decode(&mut r)?;
+        r.finish()?;
+        Ok(resp)
+    }
+
+    /// Metadata of one topic; `UnknownTopic` if it does not exist.
+    pub async fn topic(&self, name: &str) -> Result<TopicMetadata, ClientError> {
+        let m = self.metadata(&[name]).await?;
+        match m.topics.into_iter().next() {
+            Some(t) if t.error == ErrorCode::None => Ok(t),
+            _ => Err(ClientError::UnknownTopic(name.to_string())),
+        }
+    }
+
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        let req = CreateTopicRequest {
+            name: name.to_string(),
+            partitions,
+            config: config.to_vec(),
+        };
+        self.conn
+            .call(ApiKey::CreateTopic, |b| req.encode(b))
+            .await?
+            .finish()?;
+        Ok(())
+    }
+
+    /// Create the topic unless it exists (with any partition count).
+    pub async fn ensure_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: &[(String, String)],
+    ) -> Result<(), ClientError> {
+        match self.create_topic(name, partitions, config).await {
+            Err(ClientError::Broker {
+                code: ErrorCode::TopicExists,
+                ..
+            }) => Ok(()),
+            other => other,
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let req = TopicRequest {
+            name: name.to_string(),
+            partitions: 0,
+        };
+        self.conn
+            .call(ApiKey::DeleteTopic, |b| req.encode(b))
+            .await?
+            .finish()?;
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), ClientError> {
+        let req = TopicRequest {
+            name: name.to_string(),
+            partitions: total,
+        };
+        self.conn
+            .call(ApiKey::CreatePartitions, |b| req.encode(b))
+            .await?
+            .finish()?;
+        Ok(())
+    }
+
+    /// Offset for `timestamp` (or [`EARLIEST`] / [`LATEST`]).
+    pub async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp: i64,
+    ) -> Result<u64, ClientError> {
+        let req = ListOffsetsRequest {
+            topics: vec![(topic.to_string(), vec![(partition, timestamp)])],
+        };
+        let mut r = self
+            .conn
+            .call(ApiKey::ListOffsets, |b| req.encode(b))
+            .await?;
+        let resp = ListOffsetsResponse::decode(&mut r)?;
+        let p = resp
+            .topics
+            .into_iter()
+            .flat_map(|(_, ps)| ps)
+            .next()
+            .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
+        if p.result.error != ErrorCode::None {
+            return Err(ClientError::Broker {
+                code: p.result.error,
+                message: p.result.message,
+            });
+        }
+        Ok(p.offset)
+    }
+
+    pub async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, ClientError> {
+        let mut r = self.conn.call(ApiKey::Fetch, |b| req.encode(b)).await?;
+        let resp = FetchResponse::decode(&mut r)?;
+        r.finish()?;
+        Ok(resp)
+    }
+}

@@ -1,0 +1,528 @@
+//! The batching producer.
+//!
+//! Records go into one open batch per partition. A batch is *ready* when it
+//! holds `batch_bytes` (uncompressed) or has been open for `linger_ms`. One
+//! sender task per producer takes ready batches whenever an in-flight slot
+//! is free, compresses each once, packs them into a request of at most
+//! `request_bytes_max` and sends it; requests on the connection keep the
+//! order in which batches became ready, so records of one partition are
+//! appended in send order. With `linger_ms = 0` a batch is ready at once,
+//! but records keep filling it while every in-flight slot is busy (Kafka's
+//! behaviour): batching adapts to load.
+//!
+//! Completion: every record returns a [`Delivery`] that resolves to its
+//! offset; loadgen instead attaches a `u64` token per record and gets one
+//! [`AckedBatch`] callback per batch (no per-record allocation).
+//!
+//! Memory: records buffered but not yet acknowledged are bounded by
+//! `buffer_bytes_max`; `send` waits when the producer is over it.
+
+use super::partitioner::{DefaultPartitioner, Partitioner};
+use super::{Client, ClientError};
+use crate::format::{BatchBuilder, Compression, ProducerIds};
+use crate::protocol::frame::ApiKey;
+use crate::protocol::messages::{encode_produce, Acks, ProduceResponse};
+use crate::protocol::ErrorCode;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+
+#[derive(Clone)]
+pub struct ProducerConfig {
+    pub acks: Acks,
+    pub compression: Compression,
+    pub batch_bytes: usize,
+    pub linger_ms: u64,
+    pub request_bytes_max: usize,
+    pub max_inflight_requests: usize,
+    pub request_timeout_ms: u32,
+    pub buffer_bytes_max: usize,
+    /// Called once per acknowledged (or failed) batch, on the client's runtime.
+    pub on_batch_acked: Option<Arc<dyn Fn(&AckedBatch) + Send + Sync>>,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            compression: Compression::None,
+            batch_bytes: 64 << 10,
+            linger_ms: 5,
+            request_bytes_max: 4 << 20,
+            max_inflight_requests: 5,
+            request_timeout_ms: 30_000,
+            buffer_bytes_max: 64 << 20,
+            on_batch_acked: None,
+        }
+    }
+}
+
+/// What a batch-ack callback sees.
+pub struct AckedBatch<'a> {
+    pub topic: &'a str,
+    pub partition: u32,
+    /// Offset of the first record (None for acks=0 or on error).
+    pub base_offset: Option<u64>,
+    pub tokens: &'a [u64],
+    pub uncompressed_bytes: usize,
+    pub compressed_bytes: usize,
+    pub error: Option<&'a ClientError>,
+}
+
+struct BatchAck {
+    result: OnceLock<Result<Option<u64>, ClientError>>,
+    notify: Notify,
+}
+
+impl BatchAck {
+    fn new() -> Arc<Self> {
+        Arc::new(BatchAck {
+            result: OnceLock::new(),
+            notify: Notify::new(),
+        })
+    }
+    fn set(&self, r: Result<Option<u64>, ClientError>) {
+        let _ = self.result.set(r);
+        self.notify.notify_waiters();
+    }
+}
+
+/// Resolves when the record's batch is acknowledged.
+pub struct Delivery {
+    ack: Arc<BatchAck>,
+    index: u32,
+    pub partition: u32,
+}
+
+impl Delivery {
+    /// The record's offset (None with acks=0).
+    pub async fn wait(self) -> Result<Option<u64>, ClientError> {
+        loop {
+            let n = self.ack.notify.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            if let Some(r) = self.ack.result.get() {
+                return r.clone().map(|o| o.map(|b| b + self.index as u64));
+            }
+            n.await;
+        }
+    }
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    ack: Arc<BatchAck>,
+    tokens: Vec<u64>,
+    opened: Instant,
+    bytes: usize,
+}
+
+struct SealedBatch {
+    topic: Arc<str>,
+    partition: u32,
+    batch: OpenBatch,
+}
+
+#[derive(Default)]
+struct Accumulator {
+    open: HashMap<(Arc<str>, u32), OpenBatch>,
+    /// Full batches, in the order they filled up.
+    full: Vec<SealedBatch>,
+    flush_requested: bool,
+    closed: bool,
+}
+
+struct Inner {
+    client: Client,
+    cfg: ProducerConfig,
+    partitioner: Box<dyn Partitioner>,
+    partitions: Mutex<HashMap<String, u32>>,
+    acc: Mutex<Accumulator>,
+    wake_sender: Notify,
+    buffered: AtomicUsize,
+    buffer_freed: Notify,
+    /// Batches handed to the sender but not yet acknowledged.
+    unacked: AtomicUsize,
+    acked: Notify,
+    inflight: Arc<Semaphore>,
+}
+
+/// A producer. Cheap to clone; all clones share batches and the sender.
+#[derive(Clone)]
+pub struct Producer {
+    inner: Arc<Inner>,
+}
+
+impl Producer {
+    pub fn new(client: Client, cfg: ProducerConfig) -> Producer {
+        Self::with_partitioner(client, cfg, Box::new(DefaultPartitioner::new()))
+    }
+
+    pub fn with_partitioner(
+        client: Client,
+        cfg: ProducerConfig,
+        partitioner: Box<dyn Partitioner>,
+    ) -> Producer {
+        let inflight = Arc::new(Semaphore::new(cfg.max_inflight_requests.max(1)));
+        let inner = Arc::new(Inner {
+            client,
+            cfg,
+            partitioner,
+            partitions: Mutex::new(HashMap::new()),
+            acc: Mutex::new(Accumulator::default()),
+            wake_sender: Notify::new(),
+            buffered: AtomicUsize::new(0),
+            buffer_freed: Notify::new(),
+            unacked: AtomicUsize::new(0),
+            acked: Notify::new(),
+            inflight,
+        });
+        tokio::spawn(sender_loop(inner.clone()));
+        Producer { inner }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.inner.client
+    }
+
+    /// Partition count of a topic (cached after the first lookup).
+    pub async fn partitions(&self, topic: &str) -> Result<u32, ClientError> {
+        if let Some(n) = self.inner.partitions.lock().unwrap().get(topic) {
+            return Ok(*n);
+        }
+        let t = self.inner.client.topic(topic).await?;
+        self.inner
+            .partitions
+            .lock()
+            .unwrap()
+            .insert(topic.to_string(), t.partitions);
+        Ok(t.partitions)
+    }
+
+    /// Queue a record; the partition comes from the partitioner.
+    pub async fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+    ) -> Result<Delivery, ClientError> {
+        let n = self.partitions(topic).await?;
+        let p = self.inner.partitioner.partition(topic, key, n);
+        self.send_to(topic, p, key, value, headers, now_ms(), 0)
+            .await
+    }
+
+    /// Queue a record for an explicit partition, with a timestamp and a token
+    /// passed back in the batch-ack callback.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn send_to(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<Delivery, ClientError> {
+        let size = BatchBuilder::record_size(key, value, headers);
+        // Bound the memory of buffered, unacknowledged records.
+        loop {
+            let n = self.inner.buffer_freed.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let cur = self.inner.buffered.load(Ordering::Acquire);
+            if cur == 0 || cur + size <= self.inner.cfg.buffer_bytes_max {
+                break;
+            }
+            n.await;
+        }
+        self.inner.buffered.fetch_add(size, Ordering::AcqRel);
+        let mut acc = self.inner.acc.lock().unwrap();
+        if acc.closed {
+            return Err(ClientError::Invalid("producer is closed".into()));
+        }
+        let key_t: (Arc<str>, u32) = (Arc::from(topic), partition);
+        let linger_zero = self.inner.cfg.linger_ms == 0;
+        let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
+            builder: BatchBuilder::new(),
+            ack: BatchAck::new(),
+            tokens: Vec::new(),
+            opened: Instant::now(),
+            bytes: 0,
+        });
+        let first = b.builder.is_empty();
+        b.builder.push(timestamp_ms, key, value, headers);
+        b.tokens.push(token);
+        b.bytes += size;
+        let delivery = Delivery {
+            ack: b.ack.clone(),
+            index: b.builder.record_count() as u32 - 1,
+            partition,
+        };
+        let full = b.builder.size_bytes() >= self.inner.cfg.batch_bytes;
+        if full {
+            let batch = acc.open.remove(&key_t).unwrap();
+            acc.full.push(SealedBatch {
+                topic: key_t.0,
+                partition,
+                batch,
+            });
+        }
+        drop(acc);
+        if full {
+            let n = self.partitions(topic).await.unwrap_or(1);
+            self.inner.partitioner.on_batch_sealed(topic, partition, n);
+        }
+        if full || (first && linger_zero) {
+            self.inner.wake_sender.notify_one();
+        }
+        Ok(delivery)
+    }
+
+    /// Send everything buffered and wait until it is acknowledged.
+    pub async fn flush(&self) -> Result<(), ClientError> {
+        loop {
+            let n = self.inner.acked.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let empty = {
+                let mut acc = self.inner.acc.lock().unwrap();
+                let empty = acc.open.is_empty() && acc.full.is_empty();
+                if !empty {
+                    acc.flush_requested = true;
+                }
+                empty
+            };
+            if empty && self.inner.unacked.load(Ordering::Acquire) == 0 {
+                return Ok(());
+            }
+            self.inner.wake_sender.notify_one();
+            // Re-check periodically in case a wake-up raced.
+            let _ = tokio::time::timeout(Duration::from_millis(50), n).await;
+        }
+    }
+
+    /// Flush, then stop the sender.
+    pub async fn close(&self) -> Result<(), ClientError> {
+        self.flush().await?;
+        self.inner.acc.lock().unwrap().closed = true;
+        self.inner.wake_sender.notify_one();
+        Ok(())
+    }
+}
+
+pub fn now_ms() -> i64 {
+    crate::storage::now_ms()
+}
+
+/// Take the batches that are ready: full ones, and open ones past linger
+/// (all of them when flushing). Returns how long until the next open batch
+/// is due, if none is ready.
+fn take_ready(inner: &Inner, budget: usize) -> (Vec<SealedBatch>, Option<Duration>) {
+    let mut acc = inner.acc.lock().unwrap();
+    let linger = Duration::from_millis(inner.cfg.linger_ms);
+    let mut out: Vec<SealedBatch> = Vec::new();
+    let mut bytes = 0;
+    while !acc.full.is_empty() && (out.is_empty() || bytes < budget) {
+        let b = acc.full.remove(0);
+        bytes += b.batch.bytes;
+        out.push(b);
+    }
+    let flushing = acc.flush_requested;
+    let now = Instant::now();
+    let due: Vec<(Arc<str>, u32)> = acc
+        .open
+        .iter()
+        .filter(|(_, b)| flushing || now.duration_since(b.opened) >= linger)
+        .map(|(k, _)| k.clone())
+        .collect();
+    for k in due {
+        if !out.is_empty() && bytes >= budget {
+            break;
+        }
+        let b = acc.open.remove(&k).unwrap();
+        bytes += b.bytes;
+        out.push(SealedBatch {
+            topic: k.0,
+            partition: k.1,
+            batch: b,
+        });
+    }
+    if acc.open.is_empty() && acc.full.is_empty() {
+        acc.flush_requested = false;
+    }
+    let next_due = acc
+        .open
+        .values()
+        .map(|b| linger.saturating_sub(now.duration_since(b.opened)))
+        .min();
+    (out, next_due)
+}
+
+async fn sender_loop(inner: Arc<Inner>) {
+    loop {
+        let permit = match inner.inflight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => return,
+        };
+        let ready = loop {
+            let n = inner.wake_sender.notified();
+            tokio::pin!(n);
+            n.as_mut().enable();
+            let (ready, next_due) = take_ready(&inner, inner.cfg.request_bytes_max);
+            if !ready.is_empty() {
+                break ready;
+            }
+            if inner.acc.lock().unwrap().closed {
+                return;
+            }
+            match next_due {
+                Some(d) => {
+                    let _ = tokio::time::timeout(d.max(Duration::from_micros(100)), n).await;
+                }
+                None => n.await,
+            }
+        };
+        inner.unacked.fetch_add(ready.len(), Ordering::AcqRel);
+        // Seal: compress once, CRC once.
+        let frames: Vec<(SealedBatch, Bytes)> = ready
+            .into_iter()
+            .map(|mut s| {
+                let f = s
+                    .batch
+                    .builder
+                    .finish(inner.cfg.compression, ProducerIds::NONE);
+                (s, f)
+            })
+            .collect();
+        send_request(&inner, frames, permit).await;
+    }
+}
+
+async fn send_request(
+    inner: &Arc<Inner>,
+    frames: Vec<(SealedBatch, Bytes)>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
+    // Group by topic, then partition; several batches of one partition stay in order.
+    let mut order: Vec<(Arc<str>, Vec<(u32, Vec<Bytes>)>)> = Vec::new();
+    for (s, f) in &frames {
+        let t = match order.iter_mut().find(|(t, _)| *t == s.topic) {
+            Some(t) => t,
+            None => {
+                order.push((s.topic.clone(), Vec::new()));
+                order.last_mut().unwrap()
+            }
+        };
+        match t.1.iter_mut().find(|(p, _)| *p == s.partition) {
+            Some((_, v)) => v.push(f.clone()),
+            None => t.1.push((s.partition, vec![f.clone()])),
+        }
+    }
+    let acks = inner.cfg.acks;
+    let timeout = inner.cfg.request_timeout_ms;
+    let topics: Vec<(&str, Vec<(u32, &[Bytes])>)> = order
+        .iter()
+        .map(|(t, ps)| (&**t, ps.iter().map(|(p, v)| (*p, v.as_slice())).collect()))
+        .collect();
+    let sent = inner
+        .client
+        .conn
+        .send(
+            ApiKey::Produce,
+            |b| encode_produce(b, acks, timeout, &topics),
+            acks != Acks::None,
+        )
+        .await;
+    let inner = inner.clone();
+    // The write is done (order on the wire is fixed); wait for the answer elsewhere.
+    tokio::spawn(async move {
+        let outcome: Result<Option<ProduceResponse>, ClientError> = match sent {
+            Err(e) => Err(e),
+            Ok(None) => Ok(None),
+            Ok(Some(rx)) => match rx.await {
+                Err(_) => Err(ClientError::Closed),
+                Ok(Err(e)) => Err(e),
+                Ok(Ok((h, mut r))) => {
+                    if h.error != ErrorCode::None {
+                        Err(ClientError::Broker {
+                            code: h.error,
+                            message: h.message,
+                        })
+                    } else {
+                        ProduceResponse::decode(&mut r)
+                            .map(Some)
+                            .map_err(Into::into)
+                    }
+                }
+            },
+        };
+        drop(permit);
+        // Per-partition results; batches of one partition got consecutive offsets.
+        let mut results: HashMap<(String, u32), Result<u64, ClientError>> = HashMap::new();
+        if let Ok(Some(resp)) = &outcome {
+            for (t, ps) in &resp.topics {
+                for p in ps {
+                    let r = if p.result.error == ErrorCode::None {
+                        Ok(p.base_offset)
+                    } else {
+                        Err(ClientError::Broker {
+                            code: p.result.error,
+                            message: p.result.message.clone(),
+                        })
+                    };
+                    results.insert((t.clone(), p.result.partition), r);
+                }
+            }
+        }
+        let mut next_offset: HashMap<(String, u32), u64> = HashMap::new();
+        let n = frames.len();
+        for (s, f) in frames {
+            let key = (s.topic.to_string(), s.partition);
+            let r: Result<Option<u64>, ClientError> = match &outcome {
+                Err(e) => Err(e.clone()),
+                Ok(None) => Ok(None),
+                Ok(Some(_)) => match results.get(&key) {
+                    Some(Ok(base)) => {
+                        let o = next_offset.entry(key.clone()).or_insert(*base);
+                        let mine = *o;
+                        *o += s.batch.builder_count() as u64;
+                        Ok(Some(mine))
+                    }
+                    Some(Err(e)) => Err(e.clone()),
+                    None => Err(ClientError::Protocol(format!(
+                        "no result for {}-{} in the produce response",
+                        key.0, key.1
+                    ))),
+                },
+            };
+            if let Some(cb) = &inner.cfg.on_batch_acked {
+                cb(&AckedBatch {
+                    topic: &s.topic,
+                    partition: s.partition,
+                    base_offset: r.as_ref().ok().copied().flatten(),
+                    tokens: &s.batch.tokens,
+                    uncompressed_bytes: s.batch.bytes,
+                    compressed_bytes: f.len(),
+                    error: r.as_ref().err(),
+                });
+            }
+            s.batch.ack.set(r);
+            inner.buffered.fetch_sub(s.batch.bytes, Ordering::AcqRel);
+        }
+        inner.buffer_freed.notify_waiters();
+        inner.unacked.fetch_sub(n, Ordering::AcqRel);
+        inner.acked.notify_waiters();
+    });
+}
+
+impl OpenBatch {
+    fn builder_count(&self) -> usize {
+        self.tokens.len()
+    }
+}

@@ -1,0 +1,584 @@
+//! Request and response bodies. Each has `encode` and `decode`; decoding
+//! checks every length against the bytes present before allocating.
+//! Record batches are carried as opaque frames (see crate::format) and are
+//! split out of the request buffer without copying.
+
+use super::codec::{put_str, Reader};
+use super::{DecodeError, ErrorCode};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Producer acknowledgement level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Acks {
+    /// No response at all.
+    None,
+    /// After the batch is appended (in memory, readable).
+    Leader,
+    /// After an fdatasync covers the batch.
+    All,
+}
+
+impl Acks {
+    pub fn to_i8(self) -> i8 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+    pub fn from_i8(v: i8) -> Result<Acks, DecodeError> {
+        match v {
+            0 => Ok(Acks::None),
+            1 => Ok(Acks::Leader),
+            -1 => Ok(Acks::All),
+            other => Err(DecodeError::Invalid {
+                what: "acks",
+                detail: format!("{other} (expected 0, 1 or -1)"),
+            }),
+        }
+    }
+}
+
+impl std::str::FromStr for Acks {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "0" | "none" => Ok(Acks::None),
+            "1" | "leader" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("invalid acks '{other}' (expected 0, 1 or all)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Acks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Produce
+
+#[derive(Debug)]
+pub struct ProduceRequest {
+    pub acks: Acks,
+    pub timeout_ms: u32,
+    pub topics: Vec<(String, Vec<ProducePartition>)>,
+}
+
+#[derive(Debug)]
+pub struct ProducePartition {
+    pub partition: u32,
+    /// Back-to-back batch frames, not yet validated.
+    pub records: BytesMut,
+}
+
+impl ProduceRequest {
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let acks = Acks::from_i8(r.i8("acks")?)?;
+        let timeout_ms = r.u32("timeout")?;
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 8)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                parts.push(ProducePartition {
+                    partition: r.u32("partition")?,
+                    records: r.blob("records")?,
+                });
+            }
+            topics.push((name, parts));
+        }
+        Ok(ProduceRequest {
+            acks,
+            timeout_ms,
+            topics,
+        })
+    }
+}
+
+/// Encode a produce body from frames the client holds (one copy, into `b`).
+pub fn encode_produce(
+    b: &mut BytesMut,
+    acks: Acks,
+    timeout_ms: u32,
+    topics: &[(&str, Vec<(u32, &[Bytes])>)],
+) {
+    b.put_i8(acks.to_i8());
+    b.put_u32_le(timeout_ms);
+    b.put_u32_le(topics.len() as u32);
+    for (name, parts) in topics {
+        put_str(b, name);
+        b.put_u32_le(parts.len() as u32);
+        for (p, frames) in parts {
+            b.put_u32_le(*p);
+            let len: usize = frames.iter().map(|f| f.len()).sum();
+            b.put_u32_le(len as u32);
+            for f in frames.iter() {
+                b.put_slice(f);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionResult {
+    pub partition: u32,
+    pub error: ErrorCode,
+    pub message: String,
+}
+
+impl PartitionResult {
+    pub fn ok(partition: u32) -> Self {
+        PartitionResult {
+            partition,
+            error: ErrorCode::None,
+            message: String::new(),
+        }
+    }
+    pub fn err(partition: u32, error: ErrorCode, message: impl Into<String>) -> Self {
+        PartitionResult {
+            partition,
+            error,
+            message: message.into(),
+        }
+    }
+    fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.partition);
+        b.put_u16_le(self.error as u16);
+        put_str(b, &self.message);
+    }
+    fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(PartitionResult {
+            partition: r.u32("partition")?,
+            error: ErrorCode::from_u16(r.u16("error")?),
+            message: r.string("message")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartitionResponse {
+    pub result: PartitionResult,
+    pub base_offset: u64,
+    pub log_start_offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ProduceResponse {
+    pub topics: Vec<(String, Vec<ProducePartitionResponse>)>,
+}
+
+impl ProduceResponse {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(b, name);
+            b.put_u32_le(parts.len() as u32);
+            for p in parts {
+                p.result.encode(b);
+                b.put_u64_le(p.base_offset);
+                b.put_u64_le(p.log_start_offset);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 24)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                parts.push(ProducePartitionResponse {
+                    result: PartitionResult::decode(r)?,
+                    base_offset: r.u64("base offset")?,
+                    log_start_offset: r.u64("log start offset")?,
+                });
+            }
+            topics.push((name, parts));
+        }
+        Ok(ProduceResponse { topics })
+    }
+}
+
+// ---------------------------------------------------------------- Fetch
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartition {
+    pub partition: u32,
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    pub max_wait_ms: u32,
+    pub min_bytes: u32,
+    pub max_bytes: u32,
+    pub topics: Vec<(String, Vec<FetchPartition>)>,
+}
+
+impl FetchRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.max_wait_ms);
+        b.put_u32_le(self.min_bytes);
+        b.put_u32_le(self.max_bytes);
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(b, name);
+            b.put_u32_le(parts.len() as u32);
+            for p in parts {
+                b.put_u32_le(p.partition);
+                b.put_u64_le(p.offset);
+                b.put_u32_le(p.max_bytes);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let max_wait_ms = r.u32("max wait")?;
+        let min_bytes = r.u32("min bytes")?;
+        let max_bytes = r.u32("max bytes")?;
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 16)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                parts.push(FetchPartition {
+                    partition: r.u32("partition")?,
+                    offset: r.u64("offset")?,
+                    max_bytes: r.u32("partition max bytes")?,
+                });
+            }
+            topics.push((name, parts));
+        }
+        Ok(FetchRequest {
+            max_wait_ms,
+            min_bytes,
+            max_bytes,
+            topics,
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchPartitionResponse {
+    pub result: PartitionResult,
+    pub high_watermark: u64,
+    pub log_start_offset: u64,
+    /// Whole frames, in offset order.
+    pub frames: Vec<Bytes>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FetchResponse {
+    pub topics: Vec<(String, Vec<FetchPartitionResponse>)>,
+}
+
+impl FetchResponse {
+    /// Encode the response; returns the bytes of records in it. The frames
+    /// are copied once, into the outgoing buffer.
+    pub fn encode(&self, b: &mut BytesMut) -> usize {
+        let mut records = 0;
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(b, name);
+            b.put_u32_le(parts.len() as u32);
+            for p in parts {
+                p.result.encode(b);
+                b.put_u64_le(p.high_watermark);
+                b.put_u64_le(p.log_start_offset);
+                let len: usize = p.frames.iter().map(|f| f.len()).sum();
+                b.put_u32_le(len as u32);
+                for f in &p.frames {
+                    b.put_slice(f);
+                }
+                records += len;
+            }
+        }
+        records
+    }
+
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 28)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                let result = PartitionResult::decode(r)?;
+                let high_watermark = r.u64("high watermark")?;
+                let log_start_offset = r.u64("log start offset")?;
+                let records = r.blob("records")?.freeze();
+                parts.push(FetchPartitionResponse {
+                    result,
+                    high_watermark,
+                    log_start_offset,
+                    frames: vec![records],
+                });
+            }
+            topics.push((name, parts));
+        }
+        Ok(FetchResponse { topics })
+    }
+}
+
+// ---------------------------------------------------------------- ListOffsets
+
+/// Special timestamps of ListOffsets, as in Kafka.
+pub const LATEST: i64 = -1;
+pub const EARLIEST: i64 = -2;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsRequest {
+    pub topics: Vec<(String, Vec<(u32, i64)>)>,
+}
+
+impl ListOffsetsRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(b, name);
+            b.put_u32_le(parts.len() as u32);
+            for (p, ts) in parts {
+                b.put_u32_le(*p);
+                b.put_i64_le(*ts);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 12)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                parts.push((r.u32("partition")?, r.i64("timestamp")?));
+            }
+            topics.push((name, parts));
+        }
+        Ok(ListOffsetsRequest { topics })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsPartition {
+    pub result: PartitionResult,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListOffsetsResponse {
+    pub topics: Vec<(String, Vec<ListOffsetsPartition>)>,
+}
+
+impl ListOffsetsResponse {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(b, name);
+            b.put_u32_le(parts.len() as u32);
+            for p in parts {
+                p.result.encode(b);
+                b.put_u64_le(p.offset);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let name = r.string("topic")?;
+            let np = r.count("partitions", 16)?;
+            let mut parts = Vec::with_capacity(np);
+            for _ in 0..np {
+                parts.push(ListOffsetsPartition {
+                    result: PartitionResult::decode(r)?,
+                    offset: r.u64("offset")?,
+                });
+            }
+            topics.push((name, parts));
+        }
+        Ok(ListOffsetsResponse { topics })
+    }
+}
+
+// ---------------------------------------------------------------- Metadata
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataRequest {
+    /// Empty: every topic.
+    pub topics: Vec<String>,
+}
+
+impl MetadataRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.topics.len() as u32);
+        for t in &self.topics {
+            put_str(b, t);
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let n = r.count("topics", 2)?;
+        let mut topics = Vec::with_capacity(n);
+        for _ in 0..n {
+            topics.push(r.string("topic")?);
+        }
+        Ok(MetadataRequest { topics })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    pub name: String,
+    pub error: ErrorCode,
+    pub message: String,
+    pub partitions: u32,
+    pub config: Vec<(String, String)>,
+    /// Per partition: owning shard, log start offset, high watermark.
+    pub partition_info: Vec<PartitionInfo>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    pub shard: u32,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataResponse {
+    pub shards: u32,
+    pub broker_version: String,
+    pub topics: Vec<TopicMetadata>,
+}
+
+impl MetadataResponse {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.shards);
+        put_str(b, &self.broker_version);
+        b.put_u32_le(self.topics.len() as u32);
+        for t in &self.topics {
+            put_str(b, &t.name);
+            b.put_u16_le(t.error as u16);
+            put_str(b, &t.message);
+            b.put_u32_le(t.partitions);
+            b.put_u32_le(t.config.len() as u32);
+            for (k, v) in &t.config {
+                put_str(b, k);
+                put_str(b, v);
+            }
+            b.put_u32_le(t.partition_info.len() as u32);
+            for p in &t.partition_info {
+                b.put_u32_le(p.shard);
+                b.put_u64_le(p.log_start_offset);
+                b.put_u64_le(p.high_watermark);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let shards = r.u32("shards")?;
+        let broker_version = r.string("version")?;
+        let n = r.count("topics", 12)?;
+        let mut topics = Vec::with_capacity(n);
+        for _ in 0..n {
+            let name = r.string("topic")?;
+            let error = ErrorCode::from_u16(r.u16("error")?);
+            let message = r.string("message")?;
+            let partitions = r.u32("partitions")?;
+            let nc = r.count("configs", 4)?;
+            let mut config = Vec::with_capacity(nc);
+            for _ in 0..nc {
+                config.push((r.string("config key")?, r.string("config value")?));
+            }
+            let np = r.count("partition info", 20)?;
+            let mut partition_info = Vec::with_capacity(np);
+            for _ in 0..np {
+                partition_info.push(PartitionInfo {
+                    shard: r.u32("shard")?,
+                    log_start_offset: r.u64("log start")?,
+                    high_watermark: r.u64("high watermark")?,
+                });
+            }
+            topics.push(TopicMetadata {
+                name,
+                error,
+                message,
+                partitions,
+                config,
+                partition_info,
+            });
+        }
+        Ok(MetadataResponse {
+            shards,
+            broker_version,
+            topics,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- Admin
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicRequest {
+    pub name: String,
+    pub partitions: u32,
+    pub config: Vec<(String, String)>,
+}
+
+impl CreateTopicRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        put_str(b, &self.name);
+        b.put_u32_le(self.partitions);
+        b.put_u32_le(self.config.len() as u32);
+        for (k, v) in &self.config {
+            put_str(b, k);
+            put_str(b, v);
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let name = r.string("topic")?;
+        let partitions = r.u32("partitions")?;
+        let n = r.count("configs", 4)?;
+        let mut config = Vec::with_capacity(n);
+        for _ in 0..n {
+            config.push((r.string("config key")?, r.string("config value")?));
+        }
+        Ok(CreateTopicRequest {
+            name,
+            partitions,
+            config,
+        })
+    }
+}
+
+/// DeleteTopic and CreatePartitions bodies.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRequest {
+    pub name: String,
+    /// CreatePartitions: the new total; DeleteTopic: 0.
+    pub partitions: u32,
+}
+
+impl TopicRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        put_str(b, &self.name);
+        b.put_u32_le(self.partitions);
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(TopicRequest {
+            name: r.string("topic")?,
+            partitions: r.u32("partitions")?,
+        })
+    }
+}

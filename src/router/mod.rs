@@ -1,0 +1,59 @@
+//! The shared-nothing router: which shard owns a partition, and the
+//! messages shards send each other.
+//!
+//! Shards share no mutable state. A request that a connection's shard
+//! cannot serve locally becomes a [`ShardMsg`] on the owning shard's
+//! channel; its payload (`Bytes`/`BytesMut` of the original request buffer)
+//! moves with it, without a copy. Replies come back on a one-shot channel
+//! carried in the message.
+//!
+//! Channels are flume (the user's choice; DESIGN.md §3 measures 4-5 M msg/s
+//! between executors). They are unbounded so that sending never awaits,
+//! which keeps the order of requests from one connection; the bound is
+//! upstream, in the per-connection and per-shard in-flight byte budgets
+//! that stop reading sockets (see crate::server::budget).
+
+pub mod messages;
+pub mod placement;
+
+pub use messages::ShardMsg;
+pub use placement::shard_of;
+
+/// The sending side of every shard's channel; cheap to clone, `Send`.
+#[derive(Clone)]
+pub struct Router {
+    senders: Vec<flume::Sender<ShardMsg>>,
+}
+
+impl Router {
+    /// Channels for `n` shards: the router and each shard's receiver.
+    pub fn new(n: usize) -> (Router, Vec<flume::Receiver<ShardMsg>>) {
+        assert!(n >= 1);
+        let (senders, receivers) = (0..n).map(|_| flume::unbounded()).unzip();
+        (Router { senders }, receivers)
+    }
+
+    pub fn shards(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Send to a shard. Fails only if that shard has exited (shutdown).
+    pub fn send(&self, shard: usize, msg: ShardMsg) -> Result<(), RouterError> {
+        self.senders[shard]
+            .send(msg)
+            .map_err(|_| RouterError::ShardGone(shard))
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouterError {
+    #[error("shard {0} is gone (shutting down)")]
+    ShardGone(usize),
+}
+
+/// A one-shot reply channel.
+pub type Reply<T> = flume::Sender<T>;
+
+pub fn reply_channel<T>() -> (flume::Sender<T>, flume::Receiver<T>) {
+    flume::bounded(1)
+}

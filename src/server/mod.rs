@@ -1,0 +1,7 @@
+//! Listeners and connections: accept, read frames with bounds and timeouts,
+//! dispatch requests to the shard, write responses.
+
+pub mod acceptor;
+pub mod budget;
+pub mod conn;
+pub mod native;

@@ -1,0 +1,448 @@
+//! The native protocol listener: decode a frame, run it on the shard
+//! (fanning out to other shards as needed), encode the answer.
+
+use super::conn::{Handled, Protocol};
+use crate::format::frame::split_frames;
+use crate::metadata::INTERNAL_PREFIX;
+use crate::protocol::codec::Reader;
+use crate::protocol::frame::{
+    complete_frame_len, finish_frame, ApiKey, FrameHeader, ResponseHeader,
+};
+use crate::protocol::messages::*;
+use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
+use crate::shard::ops::*;
+use crate::shard::Shard;
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+pub struct Native;
+
+pub fn op_error_code(e: &OpError) -> ErrorCode {
+    match e {
+        OpError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        OpError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
+        OpError::Offline { .. } => ErrorCode::StorageFailed,
+        OpError::Storage(s) => ErrorCode::of_storage(s),
+        OpError::Corrupt(_) => ErrorCode::Corrupt,
+        OpError::Timeout(_) => ErrorCode::Timeout,
+        OpError::ShuttingDown => ErrorCode::ShuttingDown,
+    }
+}
+
+pub fn admin_error_code(e: &AdminError) -> ErrorCode {
+    match e {
+        AdminError::TopicExists(_) => ErrorCode::TopicExists,
+        AdminError::UnknownTopic(_) => ErrorCode::UnknownTopic,
+        AdminError::InvalidName(_) => ErrorCode::InvalidRequest,
+        AdminError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+        AdminError::InvalidConfig(_) => ErrorCode::InvalidConfig,
+        AdminError::Storage(_) => ErrorCode::StorageFailed,
+        AdminError::ShuttingDown => ErrorCode::ShuttingDown,
+    }
+}
+
+fn response(
+    api_key: u16,
+    request_id: u32,
+    error: ErrorCode,
+    message: String,
+    body: impl FnOnce(&mut BytesMut),
+) -> BytesMut {
+    let mut b = BytesMut::with_capacity(256);
+    let start = ResponseHeader {
+        api_key,
+        error,
+        request_id,
+        message,
+    }
+    .begin(&mut b);
+    if error == ErrorCode::None {
+        body(&mut b);
+    }
+    finish_frame(&mut b, start);
+    b
+}
+
+fn decode_error_code(e: &DecodeError) -> ErrorCode {
+    match e {
+        DecodeError::UnknownApi(_) | DecodeError::UnsupportedVersion { .. } => {
+            ErrorCode::UnsupportedVersion
+        }
+        _ => ErrorCode::Corrupt,
+    }
+}
+
+impl Protocol for Native {
+    fn frame_len(&self, buf: &[u8], max: usize) -> Result<Option<usize>, Option<BytesMut>> {
+        complete_frame_len(buf, max).map_err(|e| {
+            // Answer with the request id if the header is readable, then close.
+            if buf.len() >= 12 {
+                let api = u16::from_le_bytes([buf[4], buf[5]]);
+                let id = u32::from_le_bytes(buf[8..12].try_into().unwrap());
+                let code = match e {
+                    DecodeError::TooMany { .. } => ErrorCode::RequestTooLarge,
+                    _ => ErrorCode::Corrupt,
+                };
+                Some(response(
+                    api,
+                    id,
+                    code,
+                    format!("{e}; closing the connection"),
+                    |_| {},
+                ))
+            } else {
+                None
+            }
+        })
+    }
+
+    async fn handle(self: Rc<Self>, shard: Rc<Shard>, mut frame: BytesMut) -> Handled {
+        let _ = bytes::Buf::advance(&mut frame, crate::protocol::frame::LEN_PREFIX);
+        let mut r = Reader::new(frame);
+        let h = match FrameHeader::decode(&mut r) {
+            Ok(h) => h,
+            Err(_) => return Handled::Close(None),
+        };
+        match serve(&shard, h, r).await {
+            Ok(Some(b)) => Handled::Respond(b),
+            Ok(None) => Handled::NoResponse,
+            Err(e) => Handled::Respond(response(
+                h.api_key,
+                h.request_id,
+                decode_error_code(&e),
+                e.to_string(),
+                |_| {},
+            )),
+        }
+    }
+}
+
+async fn serve(
+    shard: &Rc<Shard>,
+    h: FrameHeader,
+    mut r: Reader,
+) -> Result<Option<BytesMut>, DecodeError> {
+    let api = ApiKey::from_u16(h.api_key)?;
+    if h.api_version != API_VERSION {
+        return Err(DecodeError::UnsupportedVersion {
+            api,
+            version: h.api_version,
+        });
+    }
+    let key = h.api_key;
+    let id = h.request_id;
+    let ok = |body: &dyn Fn(&mut BytesMut)| response(key, id, ErrorCode::None, String::new(), body);
+    if shard.shutting_down.get() {
+        return Ok(Some(response(
+            key,
+            id,
+            ErrorCode::ShuttingDown,
+            "the broker is shutting down".into(),
+            |_| {},
+        )));
+    }
+    match api {
+        ApiKey::Produce => {
+            let req = ProduceRequest::decode(&mut r)?;
+            r.finish()?;
+            let acks = req.acks;
+            let timeout_ms = req.timeout_ms.clamp(1, 300_000);
+            let (parts, mut rejected) = validate_produce(req);
+            let results = shard.produce(parts, acks, timeout_ms).await;
+            if acks == Acks::None {
+                return Ok(None);
+            }
+            let mut by_topic: BTreeMap<String, Vec<ProducePartitionResponse>> = BTreeMap::new();
+            for (t, p) in rejected.drain(..) {
+                by_topic.entry(t).or_default().push(p);
+            }
+            for res in results {
+                let entry = by_topic.entry(res.topic).or_default();
+                entry.push(match res.result {
+                    Ok(o) => ProducePartitionResponse {
+                        result: PartitionResult::ok(res.partition),
+                        base_offset: o.base_offset,
+                        log_start_offset: o.log_start_offset,
+                    },
+                    Err(e) => ProducePartitionResponse {
+                        result: PartitionResult::err(
+                            res.partition,
+                            op_error_code(&e),
+                            e.to_string(),
+                        ),
+                        base_offset: 0,
+                        log_start_offset: 0,
+                    },
+                });
+            }
+            let resp = ProduceResponse {
+                topics: by_topic.into_iter().collect(),
+            };
+            Ok(Some(ok(&|b| resp.encode(b))))
+        }
+        ApiKey::Fetch => {
+            let req = FetchRequest::decode(&mut r)?;
+            r.finish()?;
+            let max_total = req.max_bytes.max(1);
+            let parts: Vec<FetchPart> = req
+                .topics
+                .iter()
+                .flat_map(|(t, ps)| {
+                    ps.iter().map(move |p| FetchPart {
+                        topic: t.clone(),
+                        partition: p.partition,
+                        offset: p.offset,
+                        max_bytes: p.max_bytes.min(max_total).max(1),
+                    })
+                })
+                .collect();
+            let max_wait = req.max_wait_ms.min(60_000);
+            let results = shard.fetch(parts, max_wait, req.min_bytes).await;
+            let mut by_topic: BTreeMap<String, Vec<FetchPartitionResponse>> = BTreeMap::new();
+            for res in results {
+                by_topic
+                    .entry(res.topic)
+                    .or_default()
+                    .push(match res.result {
+                        Ok(o) => FetchPartitionResponse {
+                            result: PartitionResult::ok(res.partition),
+                            high_watermark: o.high_watermark,
+                            log_start_offset: o.log_start_offset,
+                            frames: o.frames,
+                        },
+                        Err(e) => {
+                            let (hw, ls) = match &e {
+                                OpError::Storage(
+                                    crate::storage::StorageError::OffsetOutOfRange {
+                                        log_start,
+                                        high_watermark,
+                                        ..
+                                    },
+                                ) => (*high_watermark, *log_start),
+                                _ => (0, 0),
+                            };
+                            FetchPartitionResponse {
+                                result: PartitionResult::err(
+                                    res.partition,
+                                    op_error_code(&e),
+                                    e.to_string(),
+                                ),
+                                high_watermark: hw,
+                                log_start_offset: ls,
+                                frames: Vec::new(),
+                            }
+                        }
+                    });
+            }
+            let resp = FetchResponse {
+                topics: by_topic.into_iter().collect(),
+            };
+            Ok(Some(ok(&|b| {
+                resp.encode(b);
+            })))
+        }
+        ApiKey::ListOffsets => {
+            let req = ListOffsetsRequest::decode(&mut r)?;
+            r.finish()?;
+            let parts = req
+                .topics
+                .iter()
+                .flat_map(|(t, ps)| {
+                    ps.iter().map(move |(p, ts)| OffsetsPart {
+                        topic: t.clone(),
+                        partition: *p,
+                        query: match *ts {
+                            EARLIEST => OffsetQuery::Earliest,
+                            LATEST => OffsetQuery::Latest,
+                            ts => OffsetQuery::Timestamp(ts),
+                        },
+                    })
+                })
+                .collect();
+            let results = shard.offsets(parts).await;
+            let mut by_topic: BTreeMap<String, Vec<ListOffsetsPartition>> = BTreeMap::new();
+            for res in results {
+                by_topic
+                    .entry(res.topic)
+                    .or_default()
+                    .push(match res.result {
+                        Ok(o) => ListOffsetsPartition {
+                            result: PartitionResult::ok(res.partition),
+                            offset: o.offset,
+                        },
+                        Err(e) => ListOffsetsPartition {
+                            result: PartitionResult::err(
+                                res.partition,
+                                op_error_code(&e),
+                                e.to_string(),
+                            ),
+                            offset: 0,
+                        },
+                    });
+            }
+            let resp = ListOffsetsResponse {
+                topics: by_topic.into_iter().collect(),
+            };
+            Ok(Some(ok(&|b| resp.encode(b))))
+        }
+        ApiKey::Metadata => {
+            let req = MetadataRequest::decode(&mut r)?;
+            r.finish()?;
+            let resp = metadata(shard, req).await;
+            Ok(Some(ok(&|b| resp.encode(b))))
+        }
+        ApiKey::CreateTopic => {
+            let req = CreateTopicRequest::decode(&mut r)?;
+            r.finish()?;
+            let op = AdminOp::CreateTopic {
+                name: req.name,
+                partitions: req.partitions,
+                config: req.config.into_iter().collect(),
+            };
+            Ok(Some(admin_response(shard, key, id, op).await))
+        }
+        ApiKey::DeleteTopic => {
+            let req = TopicRequest::decode(&mut r)?;
+            r.finish()?;
+            if req.name.starts_with(INTERNAL_PREFIX) {
+                return Ok(Some(response(
+                    key,
+                    id,
+                    ErrorCode::InvalidRequest,
+                    format!("'{}' is an internal topic", req.name),
+                    |_| {},
+                )));
+            }
+            Ok(Some(
+                admin_response(shard, key, id, AdminOp::DeleteTopic { name: req.name }).await,
+            ))
+        }
+        ApiKey::CreatePartitions => {
+            let req = TopicRequest::decode(&mut r)?;
+            r.finish()?;
+            let op = AdminOp::CreatePartitions {
+                name: req.name,
+                total: req.partitions,
+            };
+            Ok(Some(admin_response(shard, key, id, op).await))
+        }
+    }
+}
+
+async fn admin_response(shard: &Rc<Shard>, key: u16, id: u32, op: AdminOp) -> BytesMut {
+    match shard.admin(op).await {
+        Ok(_) => response(key, id, ErrorCode::None, String::new(), |_| {}),
+        Err(e) => response(key, id, admin_error_code(&e), e.to_string(), |_| {}),
+    }
+}
+
+/// Split each partition's records into validated frames; partitions whose
+/// frames fail validation are rejected on their own (the others go on).
+fn validate_produce(
+    req: ProduceRequest,
+) -> (Vec<ProducePart>, Vec<(String, ProducePartitionResponse)>) {
+    let mut parts = Vec::new();
+    let mut rejected = Vec::new();
+    for (topic, ps) in req.topics {
+        for p in ps {
+            let reject = |code: ErrorCode, msg: String| ProducePartitionResponse {
+                result: PartitionResult::err(p.partition, code, msg),
+                base_offset: 0,
+                log_start_offset: 0,
+            };
+            if p.records.is_empty() {
+                rejected.push((
+                    topic.clone(),
+                    reject(ErrorCode::InvalidRequest, "no record batches".into()),
+                ));
+                continue;
+            }
+            match split_frames(p.records) {
+                Ok(frames) => parts.push(ProducePart {
+                    topic: topic.clone(),
+                    partition: p.partition,
+                    frames: frames.into_iter().map(|(_, f)| f).collect(),
+                }),
+                Err(e) => rejected.push((
+                    topic.clone(),
+                    reject(ErrorCode::Corrupt, format!("invalid batch: {e}")),
+                )),
+            }
+        }
+    }
+    (parts, rejected)
+}
+
+/// Metadata for the requested (or all non-internal) topics, with each
+/// partition's offsets gathered from its owner.
+pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataResponse {
+    let topics = shard.topics();
+    let names: Vec<String> = if req.topics.is_empty() {
+        topics
+            .topics
+            .keys()
+            .filter(|n| !n.starts_with(INTERNAL_PREFIX))
+            .cloned()
+            .collect()
+    } else {
+        req.topics
+    };
+    let mut queries = Vec::new();
+    for n in &names {
+        if let Some(m) = topics.get(n) {
+            for p in 0..m.partitions {
+                queries.push(OffsetsPart {
+                    topic: n.clone(),
+                    partition: p,
+                    query: OffsetQuery::Latest,
+                });
+            }
+        }
+    }
+    let offsets = shard.offsets(queries).await;
+    let mut by_key: BTreeMap<(String, u32), (u64, u64)> = BTreeMap::new();
+    for o in offsets {
+        if let Ok(po) = o.result {
+            by_key.insert(
+                (o.topic, o.partition),
+                (po.log_start_offset, po.high_watermark),
+            );
+        }
+    }
+    let out = names
+        .into_iter()
+        .map(|n| match topics.get(&n) {
+            Some(m) => TopicMetadata {
+                name: n.clone(),
+                error: ErrorCode::None,
+                message: String::new(),
+                partitions: m.partitions,
+                config: m.config.entries(),
+                partition_info: (0..m.partitions)
+                    .map(|p| {
+                        let (ls, hw) = by_key.get(&(n.clone(), p)).copied().unwrap_or((0, 0));
+                        PartitionInfo {
+                            shard: crate::router::shard_of(&n, p, shard.shards()) as u32,
+                            log_start_offset: ls,
+                            high_watermark: hw,
+                        }
+                    })
+                    .collect(),
+            },
+            None => TopicMetadata {
+                message: format!("unknown topic '{n}'"),
+                name: n,
+                error: ErrorCode::UnknownTopic,
+                partitions: 0,
+                config: vec![],
+                partition_info: vec![],
+            },
+        })
+        .collect();
+    MetadataResponse {
+        shards: shard.shards() as u32,
+        broker_version: env!("CARGO_PKG_VERSION").to_string(),
+        topics: out,
+    }
+}

@@ -1,0 +1,251 @@
+//! Fan-out and gather: a request from a connection on this shard, split by
+//! owning shard, served locally or routed, and gathered back.
+
+use super::local::{append_local, await_acks, fetch_local, offsets_local};
+use super::ops::*;
+use super::Shard;
+use crate::protocol::messages::Acks;
+use crate::router::{reply_channel, shard_of, ShardMsg};
+use futures::stream::{FuturesUnordered, StreamExt};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+type LocalFuture<T> = Pin<Box<dyn Future<Output = T>>>;
+
+impl Shard {
+    fn group_by_owner<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> (&str, u32),
+    ) -> BTreeMap<usize, Vec<T>> {
+        let mut groups: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        for it in items {
+            let (t, p) = key(&it);
+            let owner = shard_of(t, p, self.shards());
+            groups.entry(owner).or_default().push(it);
+        }
+        groups
+    }
+
+    /// Route a message and wait for its reply; a vanished shard yields None.
+    fn route<T: Send + 'static>(
+        &self,
+        shard: usize,
+        make: impl FnOnce(crate::router::Reply<T>) -> ShardMsg,
+    ) -> LocalFuture<Option<T>> {
+        let (tx, rx) = reply_channel();
+        let sent = self.router.send(shard, make(tx)).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return None;
+            }
+            rx.recv_async().await.ok()
+        })
+    }
+
+    /// Produce to any partitions; results come back per partition.
+    pub async fn produce(
+        self: &Rc<Self>,
+        parts: Vec<ProducePart>,
+        acks: Acks,
+        timeout_ms: u32,
+    ) -> Vec<ProducePartResult> {
+        let groups = self.group_by_owner(parts, |p| (p.topic.as_str(), p.partition));
+        let mut waits: Vec<LocalFuture<Vec<ProducePartResult>>> = Vec::new();
+        for (owner, parts) in groups {
+            if owner == self.id {
+                let appended = append_local(self, parts);
+                waits.push(Box::pin(await_acks(appended, acks, timeout_ms)));
+            } else {
+                let keys: Vec<(String, u32)> = parts
+                    .iter()
+                    .map(|p| (p.topic.clone(), p.partition))
+                    .collect();
+                let f = self.route(owner, |reply| ShardMsg::Produce {
+                    parts,
+                    acks,
+                    timeout_ms,
+                    reply,
+                });
+                waits.push(Box::pin(async move {
+                    f.await.unwrap_or_else(|| {
+                        keys.into_iter()
+                            .map(|(topic, partition)| ProducePartResult {
+                                topic,
+                                partition,
+                                result: Err(OpError::ShuttingDown),
+                            })
+                            .collect()
+                    })
+                }));
+            }
+        }
+        futures::future::join_all(waits)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    fn fetch_group(
+        self: &Rc<Self>,
+        owner: usize,
+        parts: Vec<FetchPart>,
+        wait_until: Option<Instant>,
+        cancel: Option<flume::Receiver<()>>,
+    ) -> LocalFuture<Vec<FetchPartResult>> {
+        if owner == self.id {
+            let s = self.clone();
+            return Box::pin(async move { fetch_local(&s, parts, wait_until, cancel).await });
+        }
+        let keys: Vec<(String, u32)> = parts
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let f = self.route(owner, |reply| ShardMsg::Fetch {
+            parts,
+            wait_until,
+            cancel,
+            reply,
+        });
+        Box::pin(async move {
+            f.await.unwrap_or_else(|| {
+                keys.into_iter()
+                    .map(|(topic, partition)| FetchPartResult {
+                        topic,
+                        partition,
+                        result: Err(OpError::ShuttingDown),
+                    })
+                    .collect()
+            })
+        })
+    }
+
+    /// Fetch from any partitions. Long poll: if fewer than `min_bytes` are
+    /// available, wait up to `max_wait_ms` for more; the first shard that
+    /// sees enough data cancels the others' waits.
+    pub async fn fetch(
+        self: &Rc<Self>,
+        parts: Vec<FetchPart>,
+        max_wait_ms: u32,
+        min_bytes: u32,
+    ) -> Vec<FetchPartResult> {
+        let start = Instant::now();
+        let groups = self.group_by_owner(parts.clone(), |p| (p.topic.as_str(), p.partition));
+        let first = futures::future::join_all(
+            groups
+                .into_iter()
+                .map(|(owner, parts)| self.fetch_group(owner, parts, None, None)),
+        )
+        .await;
+        let results: Vec<FetchPartResult> = first.into_iter().flatten().collect();
+        let bytes: usize = results
+            .iter()
+            .map(|r| r.result.as_ref().map(|o| o.bytes).unwrap_or(0))
+            .sum();
+        if max_wait_ms == 0 || bytes >= min_bytes.max(1) as usize {
+            return results;
+        }
+        let deadline = start + Duration::from_millis(max_wait_ms as u64);
+        let groups = self.group_by_owner(parts, |p| (p.topic.as_str(), p.partition));
+        let mut cancels = Vec::new();
+        let mut pending: FuturesUnordered<_> = groups
+            .into_iter()
+            .map(|(owner, parts)| {
+                let (tx, rx) = flume::bounded::<()>(1);
+                cancels.push(tx);
+                self.fetch_group(owner, parts, Some(deadline), Some(rx))
+            })
+            .collect();
+        let mut out = Vec::new();
+        let mut got = 0usize;
+        while let Some(rs) = pending.next().await {
+            got += rs
+                .iter()
+                .map(|r| r.result.as_ref().map(|o| o.bytes).unwrap_or(0))
+                .sum::<usize>();
+            out.extend(rs);
+            if got >= min_bytes.max(1) as usize {
+                // Dropping the senders wakes every waiting shard.
+                cancels.clear();
+            }
+        }
+        out
+    }
+
+    /// Offsets of any partitions.
+    pub async fn offsets(self: &Rc<Self>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
+        let groups = self.group_by_owner(parts, |p| (p.topic.as_str(), p.partition));
+        let futs =
+            groups
+                .into_iter()
+                .map(|(owner, parts)| -> LocalFuture<Vec<OffsetsPartResult>> {
+                    if owner == self.id {
+                        let s = self.clone();
+                        return Box::pin(async move { offsets_local(&s, parts).await });
+                    }
+                    let keys: Vec<(String, u32)> = parts
+                        .iter()
+                        .map(|p| (p.topic.clone(), p.partition))
+                        .collect();
+                    let f = self.route(owner, |reply| ShardMsg::Offsets { parts, reply });
+                    Box::pin(async move {
+                        f.await.unwrap_or_else(|| {
+                            keys.into_iter()
+                                .map(|(topic, partition)| OffsetsPartResult {
+                                    topic,
+                                    partition,
+                                    result: Err(OpError::ShuttingDown),
+                                })
+                                .collect()
+                        })
+                    })
+                });
+        futures::future::join_all(futs)
+            .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// Run an admin operation on the controller (shard 0).
+    pub async fn admin(self: &Rc<Self>, op: AdminOp) -> AdminResult {
+        if self.id == 0 {
+            return super::admin::execute(self, op).await;
+        }
+        self.route(0, |reply| ShardMsg::Admin { op, reply })
+            .await
+            .unwrap_or(Err(AdminError::ShuttingDown))
+    }
+
+    /// Run `f` on shard `target` (a local future there) and return its result.
+    pub fn call_on<T, F, Fut>(self: &Rc<Self>, target: usize, f: F) -> LocalFuture<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(Rc<Shard>) -> Fut + Send + 'static,
+        Fut: Future<Output = T> + 'static,
+    {
+        if target == self.id {
+            let s = self.clone();
+            return Box::pin(async move { Some(f(s).await) });
+        }
+        let (tx, rx) = reply_channel::<T>();
+        let msg = ShardMsg::Task(Box::new(move || {
+            let shard = Shard::current();
+            glommio::spawn_local(async move {
+                let _ = tx.send(f(shard).await);
+            })
+            .detach();
+        }));
+        let sent = self.router.send(target, msg).is_ok();
+        Box::pin(async move {
+            if !sent {
+                return None;
+            }
+            rx.recv_async().await.ok()
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! Periodic per-shard work: retention, cache trimming, and the glommio
+//! poll-ring assertion.
+
+use super::Shard;
+use std::rc::Rc;
+use std::time::Duration;
+use tracing::warn;
+
+pub async fn run(shard: Rc<Shard>) {
+    let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(10));
+    loop {
+        glommio::timer::sleep(interval).await;
+        let now = crate::storage::now_ms();
+        for log in shard.logs() {
+            if let Err(e) = log.apply_retention(now).await {
+                warn!(dir = %log.dir().display(), "retention failed: {e}");
+            }
+            log.trim_cache();
+        }
+        crate::storage::dma::assert_poll_ring_idle();
+    }
+}

@@ -1,0 +1,269 @@
+//! Serving operations on the partitions this shard owns. Called directly
+//! for local partitions, or from [`handle`] for messages routed here.
+
+use super::ops::*;
+use super::{ListenerKind, Shard};
+use crate::protocol::messages::Acks;
+use crate::router::ShardMsg;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// Dispatch one routed message: each runs as its own task, started in
+/// arrival order (so appends from one connection stay in order).
+pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
+    let s = shard.clone();
+    match msg {
+        ShardMsg::Produce {
+            parts,
+            acks,
+            timeout_ms,
+            reply,
+        } => {
+            // Appends happen synchronously, before the task is spawned, so
+            // messages are appended in the order they arrived.
+            let pending = append_local(&s, parts);
+            glommio::spawn_local(async move {
+                let r = await_acks(pending, acks, timeout_ms).await;
+                let _ = reply.send(r);
+            })
+            .detach();
+        }
+        ShardMsg::Fetch {
+            parts,
+            wait_until,
+            cancel,
+            reply,
+        } => {
+            glommio::spawn_local(async move {
+                let r = fetch_local(&s, parts, wait_until, cancel).await;
+                let _ = reply.send(r);
+            })
+            .detach();
+        }
+        ShardMsg::Offsets { parts, reply } => {
+            glommio::spawn_local(async move {
+                let _ = reply.send(offsets_local(&s, parts).await);
+            })
+            .detach();
+        }
+        ShardMsg::Admin { op, reply } => {
+            glommio::spawn_local(async move {
+                let _ = reply.send(super::admin::execute(&s, op).await);
+            })
+            .detach();
+        }
+        ShardMsg::ApplyTopics { topics, reply } => {
+            glommio::spawn_local(async move {
+                s.apply_topics(topics).await;
+                let _ = reply.send(());
+            })
+            .detach();
+        }
+        ShardMsg::Adopt { stream, kind } => {
+            let stream = stream.bind_to_executor();
+            crate::server::acceptor::serve(&s, stream, kind);
+        }
+        ShardMsg::Task(f) => f(),
+        ShardMsg::Shutdown { .. } => unreachable!("handled by the shard loop"),
+    }
+}
+
+/// A produce whose appends are done, waiting (maybe) for durability.
+pub struct Appended {
+    results: Vec<ProducePartResult>,
+    logs: Vec<Option<Rc<crate::storage::Log<crate::storage::dma::DmaDisk>>>>,
+}
+
+/// Append every part now, synchronously.
+pub fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
+    let mut results = Vec::with_capacity(parts.len());
+    let mut logs = Vec::with_capacity(parts.len());
+    for p in parts {
+        let (result, log) = if shard.shutting_down.get() {
+            (Err(OpError::ShuttingDown), None)
+        } else {
+            match shard.log(&p.topic, p.partition) {
+                Ok(log) => match log.append(p.frames) {
+                    Ok(o) => (Ok(o), Some(log)),
+                    Err(e) => (Err(OpError::Storage(e)), None),
+                },
+                Err(e) => (Err(e), None),
+            }
+        };
+        logs.push(log);
+        results.push(ProducePartResult {
+            topic: p.topic,
+            partition: p.partition,
+            result,
+        });
+    }
+    Appended { results, logs }
+}
+
+/// For acks=all, wait (up to `timeout_ms`) until every appended batch is durable.
+pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<ProducePartResult> {
+    let Appended { mut results, logs } = a;
+    if acks != Acks::All {
+        return results;
+    }
+    let waits = results.iter().zip(&logs).map(|(r, log)| {
+        let target = r.result.as_ref().ok().map(|o| o.last_offset);
+        let log = log.clone();
+        async move {
+            match (log, target) {
+                (Some(log), Some(last)) => Some(log.wait_durable(last).await),
+                _ => None,
+            }
+        }
+    });
+    let all = futures::future::join_all(waits);
+    let timeout = glommio::timer::sleep(Duration::from_millis(timeout_ms.max(1) as u64));
+    match futures_lite::future::or(async { Some(all.await) }, async {
+        timeout.await;
+        None
+    })
+    .await
+    {
+        Some(outcomes) => {
+            for (r, w) in results.iter_mut().zip(outcomes) {
+                if let Some(Err(e)) = w {
+                    r.result = Err(OpError::Storage(e));
+                }
+            }
+        }
+        None => {
+            for (r, log) in results.iter_mut().zip(&logs) {
+                if let (Ok(o), Some(log)) = (&r.result, log) {
+                    if log.durable_offset() <= o.last_offset {
+                        r.result = Err(OpError::Timeout(timeout_ms));
+                    }
+                }
+            }
+        }
+    }
+    results
+}
+
+async fn read_parts(shard: &Rc<Shard>, parts: &[FetchPart]) -> (Vec<FetchPartResult>, usize) {
+    let reads = parts.iter().map(|p| {
+        let s = shard.clone();
+        async move {
+            let result = match s.log(&p.topic, p.partition) {
+                Ok(log) => log
+                    .read(p.offset, p.max_bytes as usize)
+                    .await
+                    .map_err(OpError::Storage),
+                Err(e) => Err(e),
+            };
+            FetchPartResult {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                result,
+            }
+        }
+    });
+    let results = futures::future::join_all(reads).await;
+    let bytes = results
+        .iter()
+        .map(|r| r.result.as_ref().map(|o| o.bytes).unwrap_or(0))
+        .sum();
+    (results, bytes)
+}
+
+/// Read the parts; with `wait_until`, wait for data to arrive on any of
+/// them until then (or until `cancel` fires), then read again.
+pub async fn fetch_local(
+    shard: &Rc<Shard>,
+    parts: Vec<FetchPart>,
+    wait_until: Option<Instant>,
+    cancel: Option<flume::Receiver<()>>,
+) -> Vec<FetchPartResult> {
+    loop {
+        // Listen before reading, so an append between the read and the wait is not missed.
+        let listeners: Vec<_> = parts
+            .iter()
+            .filter_map(|p| shard.log(&p.topic, p.partition).ok())
+            .map(|log| log.data_event.listen())
+            .collect();
+        let (results, bytes) = read_parts(shard, &parts).await;
+        let any_error = results.iter().any(|r| r.result.is_err());
+        let now = Instant::now();
+        let Some(deadline) = wait_until else {
+            return results;
+        };
+        if bytes > 0 || any_error || now >= deadline || listeners.is_empty() {
+            return results;
+        }
+        let data = futures::future::select_all(listeners.into_iter().map(Box::pin));
+        let timer = glommio::timer::sleep(deadline - now);
+        let cancelled = async {
+            match &cancel {
+                Some(c) => {
+                    let _ = c.recv_async().await;
+                }
+                None => futures::future::pending::<()>().await,
+            }
+        };
+        let woke_by_cancel = futures_lite::future::or(
+            futures_lite::future::or(
+                async {
+                    data.await;
+                    false
+                },
+                async {
+                    timer.await;
+                    false
+                },
+            ),
+            async {
+                cancelled.await;
+                true
+            },
+        )
+        .await;
+        if woke_by_cancel {
+            return read_parts(shard, &parts).await.0;
+        }
+    }
+}
+
+pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
+    let mut out = Vec::with_capacity(parts.len());
+    for p in parts {
+        let result = match shard.log(&p.topic, p.partition) {
+            Ok(log) => {
+                let log_start_offset = log.log_start_offset();
+                let high_watermark = log.next_offset();
+                let offset = match p.query {
+                    OffsetQuery::Earliest => Ok(log_start_offset),
+                    OffsetQuery::Latest => Ok(high_watermark),
+                    OffsetQuery::Timestamp(ts) => log
+                        .offset_for_timestamp(ts)
+                        .await
+                        .map(|o| o.unwrap_or(log.next_offset()))
+                        .map_err(OpError::Storage),
+                };
+                offset.map(|offset| PartitionOffsets {
+                    offset,
+                    log_start_offset,
+                    high_watermark,
+                })
+            }
+            Err(e) => Err(e),
+        };
+        out.push(OffsetsPartResult {
+            topic: p.topic,
+            partition: p.partition,
+            result,
+        });
+    }
+    out
+}
+
+/// Used by the listeners to tell which kind a connection is.
+pub fn kind_name(k: ListenerKind) -> &'static str {
+    match k {
+        ListenerKind::Native => "native",
+        ListenerKind::Kafka => "kafka",
+    }
+}

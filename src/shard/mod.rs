@@ -1,0 +1,301 @@
+//! A shard: one pinned glommio executor that owns a share of the partitions.
+//!
+//! Lifecycle: [`crate::broker`] starts one thread per shard, pinned to its
+//! CPU; [`run`] probes the data device (glommio io-poll workaround), opens
+//! (recovers) the partitions this shard owns, reports ready, then serves
+//! [`ShardMsg`]s until Shutdown, when it closes every partition (flush,
+//! fsync, indexes, checkpoint) and returns.
+//!
+//! Ownership: everything in [`Shard`] belongs to its executor and is never
+//! touched from another core. Other shards reach it only through the
+//! router. The current shard is available to code running on it through
+//! [`Shard::current`].
+
+pub mod admin;
+pub mod dispatch;
+pub mod housekeeping;
+pub mod local;
+pub mod ops;
+
+use crate::config::BrokerConfig;
+use crate::event::LocalEvent;
+use crate::metadata::{partition_dir, SharedTopics};
+use crate::router::{shard_of, Router, ShardMsg};
+use crate::storage::dma::DmaDisk;
+use crate::storage::{CacheBudget, Log, LogConfig, StorageError};
+use ops::OpError;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use tracing::{error, info, warn};
+
+/// Which protocol a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Native,
+    Kafka,
+}
+
+/// A partition as its owning shard sees it.
+pub enum PartitionSlot {
+    Online {
+        log: Rc<Log<DmaDisk>>,
+        flusher: glommio::task::JoinHandle<()>,
+    },
+    /// Recovery refused it (corruption) or its storage failed.
+    Offline(StorageError),
+}
+
+/// Per-core broker state.
+pub struct Shard {
+    pub id: usize,
+    pub router: Router,
+    pub config: Arc<BrokerConfig>,
+    pub disk: DmaDisk,
+    topics: RefCell<SharedTopics>,
+    partitions: RefCell<HashMap<(String, u32), PartitionSlot>>,
+    pub cache_budget: Rc<CacheBudget>,
+    /// Request bytes in flight on this shard, across its connections.
+    pub inflight_bytes: Cell<usize>,
+    /// Fires when in-flight bytes drop (connections waiting for budget re-check).
+    pub inflight_event: Rc<LocalEvent>,
+    pub connections: Cell<usize>,
+    pub shutting_down: Cell<bool>,
+    /// Listening addresses (shard 0 binds them), for Metadata answers.
+    pub native_addr: RefCell<Option<SocketAddr>>,
+    pub kafka_addr: RefCell<Option<SocketAddr>>,
+    /// Controller state (shard 0 only): next producer id to hand out.
+    pub next_producer_id: Cell<i64>,
+    /// Extension state (the Kafka group coordinator), keyed by type.
+    pub extensions: RefCell<HashMap<std::any::TypeId, Rc<dyn std::any::Any>>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<Shard>>> = const { RefCell::new(None) };
+}
+
+impl Shard {
+    /// The shard running on this thread. Panics off a shard thread.
+    pub fn current() -> Rc<Shard> {
+        CURRENT.with(|c| c.borrow().clone().expect("not on a shard thread"))
+    }
+
+    pub fn shards(&self) -> usize {
+        self.router.shards()
+    }
+
+    pub fn topics(&self) -> SharedTopics {
+        self.topics.borrow().clone()
+    }
+
+    pub fn owns(&self, topic: &str, partition: u32) -> bool {
+        shard_of(topic, partition, self.shards()) == self.id
+    }
+
+    /// The log of a partition this shard owns.
+    pub fn log(&self, topic: &str, partition: u32) -> Result<Rc<Log<DmaDisk>>, OpError> {
+        let topics = self.topics();
+        let Some(meta) = topics.get(topic) else {
+            return Err(OpError::UnknownTopic(topic.to_string()));
+        };
+        if partition >= meta.partitions {
+            return Err(OpError::UnknownPartition {
+                topic: topic.to_string(),
+                partition,
+                partitions: meta.partitions,
+            });
+        }
+        assert!(self.owns(topic, partition), "routed to the wrong shard");
+        match self
+            .partitions
+            .borrow()
+            .get(&(topic.to_string(), partition))
+        {
+            Some(PartitionSlot::Online { log, .. }) => Ok(log.clone()),
+            Some(PartitionSlot::Offline(cause)) => Err(OpError::Offline {
+                topic: topic.to_string(),
+                partition,
+                cause: cause.clone(),
+            }),
+            None => Err(OpError::UnknownTopic(topic.to_string())),
+        }
+    }
+
+    /// Every online log of this shard.
+    pub fn logs(&self) -> Vec<Rc<Log<DmaDisk>>> {
+        self.partitions
+            .borrow()
+            .values()
+            .filter_map(|s| match s {
+                PartitionSlot::Online { log, .. } => Some(log.clone()),
+                PartitionSlot::Offline(_) => None,
+            })
+            .collect()
+    }
+
+    /// Bring owned partitions in line with `topics`: open new ones, close
+    /// and delete removed ones.
+    pub async fn apply_topics(self: &Rc<Self>, topics: SharedTopics) {
+        let old = self.topics.replace(topics.clone());
+        if old.version > topics.version {
+            // Stale broadcast: keep the newer table.
+            self.topics.replace(old);
+            return;
+        }
+        // Close and delete partitions of topics that went away.
+        let doomed: Vec<(String, u32)> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, p)| topics.get(t).is_none_or(|m| *p >= m.partitions))
+            .cloned()
+            .collect();
+        for key in doomed {
+            let slot = self.partitions.borrow_mut().remove(&key);
+            if let Some(PartitionSlot::Online { log, flusher }) = slot {
+                if let Err(e) = log.close().await {
+                    warn!(topic = %key.0, partition = key.1, "closing a deleted partition: {e}");
+                }
+                drop(flusher);
+            }
+            let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
+            if let Err(e) = std::fs::remove_dir_all(&dir) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    warn!(dir = %dir.display(), "removing a deleted partition: {e}");
+                }
+            }
+            info!(topic = %key.0, partition = key.1, "partition deleted");
+        }
+        // Open partitions this shard owns but has not opened.
+        let mut opens = Vec::new();
+        for meta in topics.topics.values() {
+            for p in 0..meta.partitions {
+                let key = (meta.name.clone(), p);
+                if self.owns(&meta.name, p) && !self.partitions.borrow().contains_key(&key) {
+                    opens.push((key, meta.config.clone()));
+                }
+            }
+        }
+        let results = futures::future::join_all(opens.into_iter().map(|(key, tcfg)| {
+            let this = self.clone();
+            async move {
+                let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
+                let cfg = LogConfig::from_broker(&this.config, tcfg);
+                let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
+                (key, r)
+            }
+        }))
+        .await;
+        for (key, r) in results {
+            let slot = match r {
+                Ok(log) => {
+                    let flusher = glommio::spawn_local(log.clone().run_flusher()).detach();
+                    PartitionSlot::Online { log, flusher }
+                }
+                Err(e) => {
+                    error!(topic = %key.0, partition = key.1, "partition offline: {e}");
+                    PartitionSlot::Offline(e)
+                }
+            };
+            self.partitions.borrow_mut().insert(key, slot);
+        }
+    }
+
+    /// Close every partition: flush, sync, indexes, checkpoints.
+    pub async fn close_all(&self) {
+        let slots: Vec<_> = self.partitions.borrow_mut().drain().collect();
+        let closes = slots.into_iter().filter_map(|(key, slot)| match slot {
+            PartitionSlot::Online { log, flusher } => Some(async move {
+                if let Err(e) = log.close().await {
+                    error!(topic = %key.0, partition = key.1, "close failed: {e}");
+                }
+                drop(flusher);
+            }),
+            PartitionSlot::Offline(_) => None,
+        });
+        futures::future::join_all(closes).await;
+    }
+}
+
+/// What a shard reports once it is serving.
+#[derive(Debug, Clone)]
+pub struct ShardReady {
+    pub shard: usize,
+    pub native_addr: Option<SocketAddr>,
+    pub kafka_addr: Option<SocketAddr>,
+}
+
+/// Body of a shard's executor thread.
+pub async fn run(
+    id: usize,
+    config: Arc<BrokerConfig>,
+    router: Router,
+    rx: flume::Receiver<ShardMsg>,
+    topics: SharedTopics,
+    ready: std::sync::mpsc::Sender<Result<ShardReady, String>>,
+) {
+    // Before any other DMA open on this executor: the io-poll probe workaround.
+    let alignment = match crate::storage::dma::probe_device(&config.data_dir).await {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = ready.send(Err(format!(
+                "shard {id}: cannot probe data directory {}: {e}",
+                config.data_dir.display()
+            )));
+            return;
+        }
+    };
+    let shard = Rc::new(Shard {
+        id,
+        router,
+        disk: DmaDisk::new(alignment),
+        topics: RefCell::new(Arc::new(Default::default())),
+        partitions: RefCell::new(HashMap::new()),
+        cache_budget: CacheBudget::new(config.shard_cache_bytes_max),
+        inflight_bytes: Cell::new(0),
+        inflight_event: Rc::new(LocalEvent::new()),
+        connections: Cell::new(0),
+        shutting_down: Cell::new(false),
+        native_addr: RefCell::new(None),
+        kafka_addr: RefCell::new(None),
+        next_producer_id: Cell::new(topics.producer_id_block_end),
+        extensions: RefCell::new(HashMap::new()),
+        config,
+    });
+    CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
+    shard.apply_topics(topics).await;
+    crate::storage::dma::assert_poll_ring_idle();
+    let mut accept_tasks = Vec::new();
+    if id == 0 {
+        match crate::server::acceptor::bind_all(&shard) {
+            Ok(tasks) => accept_tasks = tasks,
+            Err(e) => {
+                let _ = ready.send(Err(e));
+                shard.close_all().await;
+                return;
+            }
+        }
+    }
+    let _ = ready.send(Ok(ShardReady {
+        shard: id,
+        native_addr: *shard.native_addr.borrow(),
+        kafka_addr: *shard.kafka_addr.borrow(),
+    }));
+    let housekeeping = glommio::spawn_local(housekeeping::run(shard.clone())).detach();
+    while let Ok(msg) = rx.recv_async().await {
+        if let ShardMsg::Shutdown { reply } = msg {
+            info!(shard = id, "shutting down: closing partitions");
+            shard.shutting_down.set(true);
+            drop(accept_tasks);
+            housekeeping.cancel();
+            shard.close_all().await;
+            crate::storage::dma::assert_poll_ring_idle();
+            let _ = reply.send(());
+            break;
+        }
+        local::handle(&shard, msg);
+    }
+    CURRENT.with(|c| *c.borrow_mut() = None);
+}

@@ -1,0 +1,140 @@
+//! Protocol-neutral operations a shard serves, and their results. Both the
+//! native and the Kafka listeners translate their requests into these, and
+//! map the results (and [`OpError`]) back to their own error codes.
+
+use crate::storage::{AppendOutcome, FetchOutcome, StorageError};
+use bytes::BytesMut;
+use std::collections::BTreeMap;
+
+/// Why an operation on a partition failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OpError {
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("topic '{topic}' has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition {
+        topic: String,
+        partition: u32,
+        partitions: u32,
+    },
+    #[error("partition {topic}-{partition} is offline: {cause}")]
+    Offline {
+        topic: String,
+        partition: u32,
+        cause: StorageError,
+    },
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("invalid batch: {0}")]
+    Corrupt(String),
+    #[error("timed out after {0} ms waiting for the batch to become durable")]
+    Timeout(u32),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+#[derive(Debug)]
+pub struct ProducePart {
+    pub topic: String,
+    pub partition: u32,
+    /// Validated frames (header and CRC checked at ingress).
+    pub frames: Vec<BytesMut>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProducePartResult {
+    pub topic: String,
+    pub partition: u32,
+    pub result: Result<AppendOutcome, OpError>,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchPart {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub max_bytes: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct FetchPartResult {
+    pub topic: String,
+    pub partition: u32,
+    pub result: Result<FetchOutcome, OpError>,
+}
+
+/// What to look up for a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetQuery {
+    Earliest,
+    Latest,
+    /// First offset whose batch has max timestamp >= this (ms).
+    Timestamp(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct OffsetsPart {
+    pub topic: String,
+    pub partition: u32,
+    pub query: OffsetQuery,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// Answer to the query (for Timestamp with no match: the high watermark).
+    pub offset: u64,
+    pub log_start_offset: u64,
+    pub high_watermark: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct OffsetsPartResult {
+    pub topic: String,
+    pub partition: u32,
+    pub result: Result<PartitionOffsets, OpError>,
+}
+
+/// Changes to topic metadata, executed by the controller (shard 0).
+#[derive(Debug, Clone)]
+pub enum AdminOp {
+    CreateTopic {
+        name: String,
+        partitions: u32,
+        config: BTreeMap<String, String>,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    CreatePartitions {
+        name: String,
+        total: u32,
+    },
+    /// Allocate a fresh idempotent producer id.
+    AllocateProducerId,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdminError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("unknown topic '{0}'")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidName(String),
+    #[error("invalid partition count: {0}")]
+    InvalidPartitions(String),
+    #[error("invalid topic config: {0}")]
+    InvalidConfig(String),
+    #[error("metadata could not be stored: {0}")]
+    Storage(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+pub type AdminResult = Result<AdminOk, AdminError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AdminOk {
+    Done,
+    ProducerId(i64),
+}
