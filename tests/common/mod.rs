@@ -1,0 +1,183 @@
+//! Test harness: a real `shardlog serve` process on real files and sockets.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_shardlog"))
+}
+
+/// A broker process. Its data directory outlives restarts; it is removed on drop.
+pub struct BrokerProc {
+    child: Option<Child>,
+    pub native: String,
+    pub kafka: Option<String>,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub args: Vec<String>,
+    pub stderr_path: PathBuf,
+}
+
+impl BrokerProc {
+    /// Start a broker with 2 shards on free ports in a fresh temporary directory.
+    pub fn start(extra: &[&str]) -> BrokerProc {
+        let tmp = tempfile::Builder::new().prefix("shardlog-test-").tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let mut b = Self::start_in(&dir, extra);
+        b._tmp = Some(tmp);
+        b
+    }
+
+    /// Start a broker on an existing data directory.
+    pub fn start_in(dir: &Path, extra: &[&str]) -> BrokerProc {
+        let mut args: Vec<String> = vec![
+            "serve".into(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--kafka-listen".into(),
+            "127.0.0.1:0".into(),
+            "--shards".into(),
+            "2".into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut b = BrokerProc {
+            child: None,
+            native: String::new(),
+            kafka: None,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            args,
+            stderr_path: dir.join("broker.stderr"),
+        };
+        b.spawn();
+        b
+    }
+
+    fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_path)
+            .unwrap();
+        let mut child = Command::new(bin())
+            .args(&self.args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .expect("start shardlog serve");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with("shardlog ready:") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(l) => l,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("broker did not become ready; stderr:\n{}", self.stderr());
+            }
+        };
+        for part in line.split_whitespace() {
+            if let Some(a) = part.strip_prefix("native=") {
+                self.native = a.to_string();
+            }
+            if let Some(a) = part.strip_prefix("kafka=") {
+                self.kafka = (a != "off").then(|| a.to_string());
+            }
+        }
+        self.child = Some(child);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no sync, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait; returns the exit status code.
+    pub fn stop(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        unsafe {
+            libc::kill(c.id() as i32, libc::SIGTERM);
+        }
+        for _ in 0..600 {
+            if let Some(st) = c.try_wait().unwrap() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        panic!("broker did not stop within 30 s after SIGTERM");
+    }
+
+    /// Start again on the same directory and ports chosen afresh.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill the broker first");
+        self.spawn();
+    }
+
+    /// Run a CLI command against this broker.
+    pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
+        cli(&self.native, args, stdin)
+    }
+}
+
+impl Drop for BrokerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Run `shardlog ARGS --broker ADDR`, feeding `stdin`.
+pub fn cli(broker: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let mut child = Command::new(bin())
+        .args(args)
+        .env("SHARDLOG_BROKER", broker)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run shardlog");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.map(|s| s.to_vec()).unwrap_or_default();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap();
+    out
+}
+
+/// Assert success and return stdout as text.
+pub fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "command failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
