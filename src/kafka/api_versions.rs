@@ -1,0 +1,137 @@
+//! ApiVersions, and the table of what this broker advertises and accepts.
+//!
+//! Rules behind the table (DESIGN.md §5 and the kafka-protocol note):
+//! - Advertise each API's *request* decode range (`XRequest::VERSIONS`),
+//!   never `ApiKey::valid_versions()`, which includes response-only
+//!   versions the decoder rejects (OffsetCommit 10, OffsetFetch 10,
+//!   InitProducerId 6).
+//! - Produce and Fetch stop at 12: v13+ name topics by id only.
+//! - Produce is advertised from 0 (librdkafka before 2.11.1 disables every
+//!   codec when the advertised minimum is above 0) but accepted from 3,
+//!   as Kafka 4.0 does; the crate cannot decode older versions anyway.
+//! - kafkajs ignores the advertised minimum and only speaks non-flexible
+//!   versions: every minimum here is at or below kafkajs's maximum.
+
+use super::Ctx;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Message, VersionRange};
+use tracing::debug;
+
+const fn range(min: i16, max: i16) -> VersionRange {
+    VersionRange { min, max }
+}
+
+/// The request versions the handlers accept, per API; None: not served.
+pub fn accepted(k: ApiKey) -> Option<VersionRange> {
+    Some(match k {
+        ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
+        ApiKey::Metadata => MetadataRequest::VERSIONS,
+        ApiKey::Produce => ProduceRequest::VERSIONS.intersect(&range(3, 12)),
+        ApiKey::Fetch => FetchRequest::VERSIONS.intersect(&range(4, 12)),
+        ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
+        ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
+        ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
+        ApiKey::SyncGroup => SyncGroupRequest::VERSIONS,
+        ApiKey::Heartbeat => HeartbeatRequest::VERSIONS,
+        ApiKey::LeaveGroup => LeaveGroupRequest::VERSIONS,
+        ApiKey::OffsetCommit => OffsetCommitRequest::VERSIONS,
+        ApiKey::OffsetFetch => OffsetFetchRequest::VERSIONS,
+        ApiKey::InitProducerId => InitProducerIdRequest::VERSIONS,
+        ApiKey::CreateTopics => CreateTopicsRequest::VERSIONS,
+        ApiKey::DeleteTopics => DeleteTopicsRequest::VERSIONS,
+        ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
+        ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
+        ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+        _ => return None,
+    })
+}
+
+/// What ApiVersions advertises: the accepted range, except Produce from 0.
+pub fn advertised(k: ApiKey) -> Option<VersionRange> {
+    let r = accepted(k)?;
+    Some(match k {
+        ApiKey::Produce => range(0, r.max),
+        _ => r,
+    })
+}
+
+fn table() -> Vec<ApiVersion> {
+    ApiKey::iter()
+        .filter_map(|k| {
+            advertised(k).map(|r| {
+                ApiVersion::default()
+                    .with_api_key(k as i16)
+                    .with_min_version(r.min)
+                    .with_max_version(r.max)
+            })
+        })
+        .collect()
+}
+
+pub fn handle(ctx: &Ctx, req: ApiVersionsRequest) -> ApiVersionsResponse {
+    if ctx.version >= 3 {
+        debug!(
+            client_id = %ctx.client_id,
+            software = %req.client_software_name,
+            software_version = %req.client_software_version,
+            "kafka client identified itself"
+        );
+    }
+    ApiVersionsResponse::default()
+        .with_error_code(super::errors::NONE)
+        .with_api_keys(table())
+        .with_throttle_time_ms(0)
+}
+
+/// The answer to an ApiVersions request newer than we know: a v0 body with
+/// UNSUPPORTED_VERSION and our ApiVersions range, so the client retries
+/// with a version we speak.
+pub fn too_new() -> ApiVersionsResponse {
+    let r = ApiVersionsRequest::VERSIONS;
+    ApiVersionsResponse::default()
+        .with_error_code(ResponseError::UnsupportedVersion.code())
+        .with_api_keys(vec![ApiVersion::default()
+            .with_api_key(ApiKey::ApiVersions as i16)
+            .with_min_version(r.min)
+            .with_max_version(r.max)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_respects_the_negotiation_traps() {
+        let produce = advertised(ApiKey::Produce).unwrap();
+        assert_eq!(produce.min, 0, "librdkafka < 2.11.1 drops codecs otherwise");
+        assert_eq!(accepted(ApiKey::Produce).unwrap().min, 3);
+        assert_eq!(advertised(ApiKey::Produce).unwrap().max, 12);
+        assert_eq!(advertised(ApiKey::Fetch).unwrap().max, 12);
+        assert_eq!(advertised(ApiKey::OffsetCommit).unwrap().max, 9);
+        assert_eq!(advertised(ApiKey::OffsetFetch).unwrap().max, 9);
+        assert_eq!(advertised(ApiKey::InitProducerId).unwrap().max, 5);
+        // kafkajs 2.2's maxima (it ignores our minima).
+        for (k, kafkajs_max) in [
+            (ApiKey::Produce, 7),
+            (ApiKey::Fetch, 11),
+            (ApiKey::ListOffsets, 3),
+            (ApiKey::Metadata, 6),
+            (ApiKey::OffsetCommit, 5),
+            (ApiKey::OffsetFetch, 4),
+            (ApiKey::FindCoordinator, 2),
+            (ApiKey::JoinGroup, 5),
+            (ApiKey::SyncGroup, 3),
+            (ApiKey::Heartbeat, 3),
+            (ApiKey::LeaveGroup, 3),
+            (ApiKey::CreateTopics, 3),
+            (ApiKey::DeleteTopics, 3),
+            (ApiKey::InitProducerId, 1),
+            (ApiKey::DescribeConfigs, 2),
+        ] {
+            let r = advertised(k).unwrap();
+            assert!(r.min <= kafkajs_max, "{k:?}: min {} > {kafkajs_max}", r.min);
+        }
+    }
+}

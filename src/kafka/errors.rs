@@ -1,0 +1,204 @@
+//! Every mapping from a shardlog error to a Kafka error code lives here, and
+//! only here. Handlers call these functions; none of them spells a code.
+//!
+//! Retriable codes (the client retries on its own) are used for conditions
+//! that pass: shutdown, timeouts, a coordinator still loading. Fatal codes
+//! for what retrying cannot fix: a corrupt batch, an unsupported format.
+
+use super::batch::BatchError;
+use super::groups::GroupError;
+use crate::shard::ops::{AdminError, OpError};
+use crate::storage::StorageError;
+use kafka_protocol::error::ResponseError;
+
+/// Kafka's "no error".
+pub const NONE: i16 = 0;
+
+/// Failures of the listener itself (not of one partition): the connection is
+/// closed, as Apache Kafka does for requests it cannot parse.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    #[error("request of {0} bytes is shorter than a request header")]
+    ShortRequest(usize),
+    #[error("unknown or unsupported API key {0}")]
+    UnknownApi(i16),
+    #[error("{api} v{version} is not supported (accepted: {range})")]
+    UnsupportedVersion {
+        api: &'static str,
+        version: i16,
+        range: String,
+    },
+    #[error("cannot decode {api} v{version}: {detail}")]
+    Decode {
+        api: &'static str,
+        version: i16,
+        detail: String,
+    },
+    #[error("cannot encode the {api} v{version} response: {detail}")]
+    Encode {
+        api: &'static str,
+        version: i16,
+        detail: String,
+    },
+}
+
+fn code(e: ResponseError) -> i16 {
+    e.code()
+}
+
+pub fn storage(e: &StorageError) -> i16 {
+    code(match e {
+        StorageError::Io { .. }
+        | StorageError::NoSpace { .. }
+        | StorageError::Failed { .. }
+        | StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
+        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        // The partition is closing (shutdown or deletion): retriable.
+        StorageError::Closed => ResponseError::NotLeaderOrFollower,
+    })
+}
+
+pub fn op(e: &OpError) -> i16 {
+    match e {
+        OpError::UnknownTopic(_) | OpError::UnknownPartition { .. } => {
+            code(ResponseError::UnknownTopicOrPartition)
+        }
+        OpError::Offline { .. } => code(ResponseError::KafkaStorageError),
+        OpError::Storage(s) => storage(s),
+        OpError::Corrupt(_) => code(ResponseError::CorruptMessage),
+        OpError::Timeout(_) => code(ResponseError::RequestTimedOut),
+        OpError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+    }
+}
+
+pub fn admin(e: &AdminError) -> i16 {
+    code(match e {
+        AdminError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        AdminError::InvalidName(_) => ResponseError::InvalidTopicException,
+        AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        AdminError::Storage(_) => ResponseError::KafkaStorageError,
+        // Retriable: the client asks again (and reaches a restarted broker).
+        AdminError::ShuttingDown => ResponseError::NotController,
+    })
+}
+
+pub fn batch(e: &BatchError) -> i16 {
+    code(match e {
+        BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
+        BatchError::Transactional | BatchError::Control => ResponseError::InvalidRecord,
+        BatchError::Empty => ResponseError::InvalidRecord,
+        BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::Frame(_) => {
+            ResponseError::CorruptMessage
+        }
+    })
+}
+
+pub fn group(e: &GroupError) -> i16 {
+    code(match e {
+        GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
+        GroupError::UnknownMember => ResponseError::UnknownMemberId,
+        GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
+        GroupError::InconsistentProtocol => ResponseError::InconsistentGroupProtocol,
+        GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
+        GroupError::GroupFull => ResponseError::GroupMaxSizeReached,
+        GroupError::CoordinatorLoading => ResponseError::CoordinatorLoadInProgress,
+        GroupError::CoordinatorUnavailable(_) => ResponseError::CoordinatorNotAvailable,
+        GroupError::NotCoordinator => ResponseError::NotCoordinator,
+        GroupError::Storage(s) => return storage(s),
+        GroupError::Timeout => ResponseError::RequestTimedOut,
+    })
+}
+
+pub fn kafka_storage_error() -> i16 {
+    code(ResponseError::KafkaStorageError)
+}
+
+pub fn unknown_server_error() -> i16 {
+    code(ResponseError::UnknownServerError)
+}
+
+pub fn unknown_topic() -> i16 {
+    code(ResponseError::UnknownTopicOrPartition)
+}
+
+pub fn invalid_topic() -> i16 {
+    code(ResponseError::InvalidTopicException)
+}
+
+pub fn invalid_request() -> i16 {
+    code(ResponseError::InvalidRequest)
+}
+
+pub fn invalid_required_acks() -> i16 {
+    code(ResponseError::InvalidRequiredAcks)
+}
+
+pub fn invalid_replication_factor() -> i16 {
+    code(ResponseError::InvalidReplicationFactor)
+}
+
+pub fn invalid_partitions() -> i16 {
+    code(ResponseError::InvalidPartitions)
+}
+
+pub fn unsupported_version() -> i16 {
+    code(ResponseError::UnsupportedVersion)
+}
+
+/// A transactional id was given: shardlog has no transactions.
+pub fn transactions_unsupported() -> i16 {
+    code(ResponseError::TransactionalIdAuthorizationFailed)
+}
+
+/// A topic name starting with `__` is shardlog's own (consumer offsets).
+pub fn internal_topic() -> i16 {
+    code(ResponseError::TopicDeletionDisabled)
+}
+
+pub fn record_list_too_large() -> i16 {
+    code(ResponseError::RecordListTooLarge)
+}
+
+pub fn coordinator_not_available() -> i16 {
+    code(ResponseError::CoordinatorNotAvailable)
+}
+
+pub fn unsupported_resource() -> i16 {
+    code(ResponseError::InvalidRequest)
+}
+
+pub fn unknown_producer_epoch_bump() -> i16 {
+    code(ResponseError::InvalidProducerEpoch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_match_kafka() {
+        let ooo = StorageError::OutOfOrderSequence {
+            producer_id: 1,
+            expected: 2,
+            got: 5,
+        };
+        assert_eq!(storage(&ooo), 45);
+        let epoch = StorageError::InvalidProducerEpoch {
+            producer_id: 1,
+            epoch: 0,
+            current: 1,
+        };
+        assert_eq!(storage(&epoch), 47);
+        assert_eq!(op(&OpError::UnknownTopic("t".into())), 3);
+        assert_eq!(admin(&AdminError::TopicExists("t".into())), 36);
+        assert_eq!(group(&GroupError::RebalanceInProgress), 27);
+        assert_eq!(batch(&BatchError::UnsupportedMagic(1)), 43);
+        assert_eq!(unsupported_version(), 35);
+    }
+}

@@ -1,0 +1,180 @@
+//! The group coordinator: consumer-group membership, rebalances, and
+//! committed offsets.
+//!
+//! Placement: committed offsets live in the internal topic
+//! `__consumer_offsets` (hidden from listings: `__` prefix). Group G belongs
+//! to partition `fnv1a(G) % partitions` of that topic, and G's coordinator
+//! runs on the shard that owns that partition. So a group's membership state
+//! and its offset log sit on one core: a commit is a local append to a
+//! normal [`crate::storage::Log`] (group-committed fsync, same durability
+//! as acks=all), with no cross-shard hop. Connections on other shards
+//! forward group requests with [`crate::shard::Shard::call_on`].
+//!
+//! Durability: membership is in memory (clients rejoin after a restart, as
+//! with a Kafka coordinator failover); committed offsets are replayed from
+//! the offsets partition the first time its coordinator needs them after a
+//! start.
+//!
+//! Map: [`state`] is the per-group state machine (no I/O), [`offsets`] the
+//! committed-offset store, [`coordinator`] the per-shard coordinator that
+//! ties them to time and storage.
+
+pub mod coordinator;
+pub mod offsets;
+pub mod state;
+
+pub use coordinator::Coordinator;
+
+use crate::metadata::INTERNAL_PREFIX;
+use crate::router::placement::{fnv1a, shard_of};
+use crate::shard::ops::{AdminError, AdminOp};
+use crate::shard::Shard;
+use crate::storage::StorageError;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::rc::Rc;
+
+/// The internal topic holding committed offsets.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// Partitions of the offsets topic when it is created. Fixed afterwards:
+/// a group's partition must not move.
+pub const OFFSETS_PARTITIONS: u32 = 8;
+
+const _: () = assert!(OFFSETS_TOPIC.len() > INTERNAL_PREFIX.len());
+
+/// Why a group operation failed; mapped to Kafka codes in [`super::errors`].
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum GroupError {
+    #[error("invalid (empty) group id")]
+    InvalidGroupId,
+    #[error("unknown member id: rejoin the group")]
+    UnknownMember,
+    #[error("stale generation: rejoin the group")]
+    IllegalGeneration,
+    #[error("the group is rebalancing: rejoin")]
+    RebalanceInProgress,
+    #[error("the member's protocol type or protocols do not match the group's")]
+    InconsistentProtocol,
+    #[error("session timeout out of range")]
+    InvalidSessionTimeout,
+    #[error("the group has reached its member limit")]
+    GroupFull,
+    #[error("committed offsets are still loading")]
+    CoordinatorLoading,
+    #[error("coordinator not available: {0}")]
+    CoordinatorUnavailable(String),
+    #[error("this shard does not coordinate the group")]
+    NotCoordinator,
+    #[error("offsets could not be stored: {0}")]
+    Storage(StorageError),
+    #[error("timed out storing offsets")]
+    Timeout,
+}
+
+/// Errors compare by what they say (StorageError has no PartialEq).
+impl PartialEq for GroupError {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+/// A JoinGroup, protocol-neutral.
+#[derive(Debug, Clone)]
+pub struct JoinParams {
+    pub group_id: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    /// (protocol name, member metadata), in the member's preference order.
+    pub protocols: Vec<(String, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct JoinOutcome {
+    pub generation: i32,
+    pub protocol_type: String,
+    pub protocol_name: String,
+    pub leader: String,
+    pub member_id: String,
+    /// For the leader only: (member id, instance id, metadata) of every member.
+    pub members: Vec<(String, Option<String>, Bytes)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    pub assignment: Bytes,
+    pub protocol_type: String,
+    pub protocol_name: String,
+}
+
+/// One committed offset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+/// topic -> partition -> committed offset.
+pub type OffsetMap = BTreeMap<String, BTreeMap<i32, Committed>>;
+
+/// Partitions of the offsets topic, creating it on first use.
+pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
+    if let Some(m) = shard.topics().get(OFFSETS_TOPIC) {
+        return Ok(m.partitions);
+    }
+    let op = AdminOp::CreateTopic {
+        name: OFFSETS_TOPIC.to_string(),
+        partitions: OFFSETS_PARTITIONS,
+        config: BTreeMap::new(),
+    };
+    match shard.admin(op).await {
+        Ok(_) | Err(AdminError::TopicExists(_)) => {}
+        Err(e) => return Err(GroupError::CoordinatorUnavailable(e.to_string())),
+    }
+    shard
+        .topics()
+        .get(OFFSETS_TOPIC)
+        .map(|m| m.partitions)
+        .ok_or_else(|| GroupError::CoordinatorUnavailable("offsets topic vanished".into()))
+}
+
+/// The offsets partition a group belongs to.
+pub fn partition_of(group: &str, partitions: u32) -> u32 {
+    assert!(partitions > 0);
+    (fnv1a(group) % partitions as u64) as u32
+}
+
+/// Run `f` with the coordinator of `group`, on the shard that owns it.
+pub async fn with_coordinator<T, F, Fut>(
+    shard: &Rc<Shard>,
+    group: &str,
+    f: F,
+) -> Result<T, GroupError>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>, Rc<Coordinator>, u32) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<T, GroupError>> + 'static,
+{
+    if group.is_empty() {
+        return Err(GroupError::InvalidGroupId);
+    }
+    let n = offsets_partitions(shard).await?;
+    let partition = partition_of(group, n);
+    let target = shard_of(OFFSETS_TOPIC, partition, shard.shards());
+    shard
+        .call_on(target, move |s: Rc<Shard>| async move {
+            let c = Coordinator::get(&s);
+            f(s, c, partition).await
+        })
+        .await
+        .unwrap_or_else(|| {
+            Err(GroupError::CoordinatorUnavailable(
+                "the broker is shutting down".into(),
+            ))
+        })
+}

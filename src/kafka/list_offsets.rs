@@ -1,0 +1,148 @@
+//! ListOffsets (v1-10): earliest (-2), latest (-1), max timestamp (-3) and
+//! by timestamp.
+//!
+//! By timestamp, the log's time index finds the first batch whose max
+//! timestamp reaches the target; this handler then reads that batch and
+//! picks the exact record, so the answer is Kafka's: the first offset whose
+//! timestamp is >= the target, with that record's timestamp, or -1 when no
+//! record is that recent. Max timestamp (-3) is approximated by the last
+//! offset (true unless timestamps go backwards).
+
+use super::{errors, Ctx, LEADER_EPOCH};
+use crate::format::read_records;
+use crate::shard::ops::{FetchPart, OffsetQuery, OffsetsPart};
+use crate::shard::Shard;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use std::collections::HashMap;
+use std::rc::Rc;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const EARLIEST_TIERED: i64 = -5;
+const LATEST_TIERED: i64 = -6;
+
+/// Bytes read to find the exact record in a batch found by timestamp.
+const TIMESTAMP_READ_BYTES: u32 = 1 << 20;
+
+fn query_of(ts: i64) -> Option<OffsetQuery> {
+    Some(match ts {
+        LATEST | MAX_TIMESTAMP | LATEST_TIERED => OffsetQuery::Latest,
+        EARLIEST | EARLIEST_LOCAL | EARLIEST_TIERED => OffsetQuery::Earliest,
+        ts if ts >= 0 => OffsetQuery::Timestamp(ts),
+        _ => return None,
+    })
+}
+
+pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut parts = Vec::new();
+    for t in &req.topics {
+        for p in &t.partitions {
+            if p.partition_index >= 0 {
+                if let Some(query) = query_of(p.timestamp) {
+                    parts.push(OffsetsPart {
+                        topic: t.name.to_string(),
+                        partition: p.partition_index as u32,
+                        query,
+                    });
+                }
+            }
+        }
+    }
+    let mut results = HashMap::new();
+    for r in ctx.shard.offsets(parts).await {
+        results.insert((r.topic, r.partition as i32), r.result);
+    }
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let topic = t.name.to_string();
+        let mut partitions = Vec::new();
+        for p in &t.partitions {
+            let mut r = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            match results.get(&(topic.clone(), p.partition_index)) {
+                None if p.partition_index < 0 => r = r.with_error_code(errors::unknown_topic()),
+                None => r = r.with_error_code(errors::invalid_request()),
+                Some(Err(e)) => r = r.with_error_code(errors::op(e)),
+                Some(Ok(o)) => {
+                    r = r.with_error_code(errors::NONE);
+                    match p.timestamp {
+                        MAX_TIMESTAMP => {
+                            if o.high_watermark > o.log_start_offset {
+                                r = r.with_offset(o.high_watermark as i64 - 1);
+                            }
+                        }
+                        ts if ts >= 0 => {
+                            if o.offset < o.high_watermark {
+                                let (offset, ts) = exact(
+                                    &ctx.shard,
+                                    &topic,
+                                    p.partition_index as u32,
+                                    o.offset,
+                                    ts,
+                                )
+                                .await;
+                                r = r.with_offset(offset).with_timestamp(ts);
+                            }
+                        }
+                        _ => r = r.with_offset(o.offset as i64),
+                    }
+                    if ctx.version >= 4 {
+                        r = r.with_leader_epoch(LEADER_EPOCH);
+                    }
+                }
+            }
+            partitions.push(r);
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// The first record at or after `from` with timestamp >= `target`: (offset,
+/// timestamp). Falls back to the batch's base offset when the batch cannot
+/// be read back.
+async fn exact(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    from: u64,
+    target: i64,
+) -> (i64, i64) {
+    let part = FetchPart {
+        topic: topic.to_string(),
+        partition,
+        offset: from,
+        max_bytes: TIMESTAMP_READ_BYTES,
+    };
+    let fallback = (from as i64, -1);
+    let Some(r) = shard.fetch(vec![part], 0, 0).await.into_iter().next() else {
+        return fallback;
+    };
+    let Ok(o) = r.result else {
+        return fallback;
+    };
+    for f in &o.frames {
+        let limit = shard.config.max_request_bytes.max(64 << 20);
+        let Ok((_, recs)) = read_records(f, limit) else {
+            return fallback;
+        };
+        if let Some(rec) = recs
+            .iter()
+            .find(|rec| rec.offset >= from && rec.timestamp_ms >= target)
+        {
+            return (rec.offset as i64, rec.timestamp_ms);
+        }
+    }
+    fallback
+}

@@ -1,0 +1,367 @@
+//! The Kafka listener's [`Protocol`] impl: framing, request header, version
+//! checks, dispatch to the per-API handlers, and response order.
+//!
+//! Framing: `[size i32 BE][request header][body]`. The first 8 bytes of every
+//! header version are `api_key i16, api_version i16, correlation_id i32`; we
+//! peek at them and check the version *before* decoding anything, so an
+//! unsupported version never reaches the decoder:
+//! - ApiVersions newer than we know: a v0 answer with UNSUPPORTED_VERSION;
+//! - any other unknown API or unsupported version, or a body that does not
+//!   decode: close the connection, as Apache Kafka does.
+//!
+//! Response order: Kafka clients match responses to requests by position
+//! (the Java client and kafka-python fail on an out-of-order correlation id),
+//! while the connection skeleton ([`crate::server::conn`]) writes responses
+//! in completion order. Requests still run concurrently (pipelined produce
+//! keeps its throughput); each one takes a ticket when it starts and hands
+//! its response back only when every earlier ticket has been answered.
+//! Tickets are taken at a task's first poll, and tasks are first polled in
+//! spawn order, which is frame order: the same property that keeps appends
+//! from one connection in order.
+//!
+//! Lifecycle: one [`Kafka`] per connection, on the shard that serves it.
+
+use super::api_versions::{self, accepted};
+use super::errors::KafkaError;
+use super::*;
+use crate::event::LocalEvent;
+use crate::server::conn::{Handled, Protocol};
+use crate::shard::Shard;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+use std::any::{Any, TypeId};
+use std::cell::{Cell, RefCell};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use tracing::{debug, warn};
+
+/// Bytes every request has before its body: the fixed part of the header.
+const HEADER_PEEK_LEN: usize = 8;
+
+/// One per connection.
+#[derive(Default)]
+pub struct Kafka {
+    next_ticket: Cell<u64>,
+    next_out: Cell<u64>,
+    turn: Rc<LocalEvent>,
+    /// (api key, version) pairs this connection has used; each is logged once.
+    seen: RefCell<HashSet<(i16, i16)>>,
+}
+
+impl Kafka {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    async fn wait_turn(&self, ticket: u64) {
+        loop {
+            let l = self.turn.listen();
+            if self.next_out.get() == ticket {
+                return;
+            }
+            l.await;
+        }
+    }
+
+    fn done(&self, ticket: u64) {
+        assert_eq!(self.next_out.get(), ticket, "responses leave in order");
+        self.next_out.set(ticket + 1);
+        self.turn.notify();
+    }
+
+    async fn serve(&self, shard: Rc<Shard>, frame: BytesMut) -> Handled {
+        let mut body: Bytes = frame.freeze();
+        body.advance(4);
+        match self.serve_request(shard, body).await {
+            Ok(h) => h,
+            Err(e) => {
+                warn!("kafka: closing the connection: {e}");
+                Handled::Close(None)
+            }
+        }
+    }
+
+    async fn serve_request(
+        &self,
+        shard: Rc<Shard>,
+        mut body: Bytes,
+    ) -> Result<Handled, KafkaError> {
+        if body.len() < HEADER_PEEK_LEN {
+            return Err(KafkaError::ShortRequest(body.len()));
+        }
+        let mut peek = &body[..HEADER_PEEK_LEN];
+        let (api, version, correlation_id) = (peek.get_i16(), peek.get_i16(), peek.get_i32());
+        let key = ApiKey::try_from(api).map_err(|_| KafkaError::UnknownApi(api))?;
+        let range = accepted(key).ok_or(KafkaError::UnknownApi(api))?;
+        if version < range.min || version > range.max {
+            if key == ApiKey::ApiVersions && version > range.max {
+                debug!(
+                    version,
+                    "kafka: ApiVersions newer than ours, answering v0 with error 35"
+                );
+                let ctx = Ctx {
+                    shard,
+                    version: 0,
+                    client_id: String::new(),
+                    correlation_id,
+                };
+                return Ok(Handled::Respond(encode(
+                    &ctx,
+                    "ApiVersions",
+                    &api_versions::too_new(),
+                )?));
+            }
+            return Err(KafkaError::UnsupportedVersion {
+                api: key_name(key),
+                version,
+                range: range.to_string(),
+            });
+        }
+        let header = RequestHeader::decode(&mut body, key.request_header_version(version))
+            .map_err(|e| KafkaError::Decode {
+                api: "RequestHeader",
+                version,
+                detail: e.to_string(),
+            })?;
+        let client_id = header.client_id.as_deref().unwrap_or("").to_string();
+        if self.seen.borrow_mut().insert((api, version)) {
+            debug!(client_id = %client_id, api = key_name(key), version, "kafka client uses");
+        }
+        if shard.shutting_down.get() {
+            return Ok(Handled::Close(None));
+        }
+        let ctx = Ctx {
+            shard,
+            version,
+            client_id,
+            correlation_id,
+        };
+        dispatch(&ctx, key, body).await
+    }
+}
+
+impl Protocol for Kafka {
+    fn frame_len(&self, buf: &[u8], max: usize) -> Result<Option<usize>, Option<BytesMut>> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if len < HEADER_PEEK_LEN as i32 || len as usize > max {
+            debug!(len, max, "kafka: refusing a request frame length");
+            return Err(None);
+        }
+        let total = 4 + len as usize;
+        Ok((buf.len() >= total).then_some(total))
+    }
+
+    async fn handle(self: Rc<Self>, shard: Rc<Shard>, frame: BytesMut) -> Handled {
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        let out = self.serve(shard, frame).await;
+        self.wait_turn(ticket).await;
+        self.done(ticket);
+        out
+    }
+}
+
+fn key_name(k: ApiKey) -> &'static str {
+    match k {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        _ => "other",
+    }
+}
+
+fn decode<T: Decodable>(body: &mut Bytes, ctx: &Ctx, api: &'static str) -> Result<T, KafkaError> {
+    T::decode(body, ctx.version).map_err(|e| KafkaError::Decode {
+        api,
+        version: ctx.version,
+        detail: format!("{e:#}"),
+    })
+}
+
+/// `[size][response header][body]` for the request's version.
+pub fn encode<R: Encodable + HeaderVersion>(
+    ctx: &Ctx,
+    api: &'static str,
+    r: &R,
+) -> Result<BytesMut, KafkaError> {
+    let err = |e: anyhow::Error| KafkaError::Encode {
+        api,
+        version: ctx.version,
+        detail: format!("{e:#}"),
+    };
+    let header = ResponseHeader::default().with_correlation_id(ctx.correlation_id);
+    let hv = R::header_version(ctx.version);
+    let size = header.compute_size(hv).map_err(err)? + r.compute_size(ctx.version).map_err(err)?;
+    let mut out = BytesMut::with_capacity(4 + size);
+    out.put_i32(size as i32);
+    header.encode(&mut out, hv).map_err(err)?;
+    r.encode(&mut out, ctx.version).map_err(err)?;
+    assert_eq!(out.len(), 4 + size, "compute_size agrees with encode");
+    Ok(out)
+}
+
+async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, KafkaError> {
+    macro_rules! serve {
+        ($name:literal, $req:ty, $handler:path) => {{
+            let req: $req = decode(&mut body, ctx, $name)?;
+            let resp = $handler(ctx, req).await;
+            Handled::Respond(encode(ctx, $name, &resp)?)
+        }};
+    }
+    Ok(match key {
+        ApiKey::ApiVersions => {
+            let req: ApiVersionsRequest = decode(&mut body, ctx, "ApiVersions")?;
+            Handled::Respond(encode(ctx, "ApiVersions", &api_versions::handle(ctx, req))?)
+        }
+        ApiKey::Produce => {
+            let req: ProduceRequest = decode(&mut body, ctx, "Produce")?;
+            match produce::handle(ctx, req).await {
+                Some(resp) => Handled::Respond(encode(ctx, "Produce", &resp)?),
+                None => Handled::NoResponse,
+            }
+        }
+        ApiKey::Metadata => serve!("Metadata", MetadataRequest, metadata::handle),
+        ApiKey::Fetch => serve!("Fetch", FetchRequest, fetch::handle),
+        ApiKey::ListOffsets => serve!("ListOffsets", ListOffsetsRequest, list_offsets::handle),
+        ApiKey::FindCoordinator => {
+            serve!(
+                "FindCoordinator",
+                FindCoordinatorRequest,
+                find_coordinator::handle
+            )
+        }
+        ApiKey::JoinGroup => serve!("JoinGroup", JoinGroupRequest, join_group::handle),
+        ApiKey::SyncGroup => serve!("SyncGroup", SyncGroupRequest, sync_group::handle),
+        ApiKey::Heartbeat => serve!("Heartbeat", HeartbeatRequest, heartbeat::handle),
+        ApiKey::LeaveGroup => serve!("LeaveGroup", LeaveGroupRequest, leave_group::handle),
+        ApiKey::OffsetCommit => serve!("OffsetCommit", OffsetCommitRequest, offset_commit::handle),
+        ApiKey::OffsetFetch => serve!("OffsetFetch", OffsetFetchRequest, offset_fetch::handle),
+        ApiKey::InitProducerId => {
+            serve!(
+                "InitProducerId",
+                InitProducerIdRequest,
+                init_producer_id::handle
+            )
+        }
+        ApiKey::CreateTopics => serve!("CreateTopics", CreateTopicsRequest, create_topics::handle),
+        ApiKey::DeleteTopics => serve!("DeleteTopics", DeleteTopicsRequest, delete_topics::handle),
+        ApiKey::DescribeConfigs => {
+            serve!(
+                "DescribeConfigs",
+                DescribeConfigsRequest,
+                describe_configs::handle
+            )
+        }
+        ApiKey::OffsetForLeaderEpoch => serve!(
+            "OffsetForLeaderEpoch",
+            OffsetForLeaderEpochRequest,
+            offset_for_leader_epoch::handle
+        ),
+        ApiKey::CreatePartitions => serve!(
+            "CreatePartitions",
+            CreatePartitionsRequest,
+            create_partitions::handle
+        ),
+        _ => return Err(KafkaError::UnknownApi(key as i16)),
+    })
+}
+
+/// Per-shard state of the Kafka listener, kept in the shard's extensions.
+#[derive(Default)]
+pub struct KafkaShard {
+    advertised: RefCell<Option<(String, i32)>>,
+}
+
+impl KafkaShard {
+    pub fn get(shard: &Rc<Shard>) -> Rc<KafkaShard> {
+        let any: Rc<dyn Any> = shard
+            .extensions
+            .borrow_mut()
+            .entry(TypeId::of::<KafkaShard>())
+            .or_insert_with(|| Rc::new(KafkaShard::default()))
+            .clone();
+        any.downcast::<KafkaShard>()
+            .unwrap_or_else(|_| panic!("extensions are keyed by type"))
+    }
+
+    /// Host and port for Metadata and FindCoordinator answers:
+    /// `advertised_kafka_addr` if set, else the address shard 0 bound.
+    pub async fn advertised(&self, shard: &Rc<Shard>) -> (String, i32) {
+        if let Some(a) = self.advertised.borrow().clone() {
+            return a;
+        }
+        let a = match &shard.config.advertised_kafka_addr {
+            Some(s) => split_host_port(s),
+            None => {
+                let bound: Option<SocketAddr> = shard
+                    .call_on(0, |s: Rc<Shard>| async move { *s.kafka_addr.borrow() })
+                    .await
+                    .flatten();
+                match bound {
+                    Some(a) if a.ip().is_unspecified() => {
+                        warn!(%a, "kafka listener bound to a wildcard address: advertising 127.0.0.1; set advertised_kafka_addr for remote clients");
+                        ("127.0.0.1".to_string(), a.port() as i32)
+                    }
+                    Some(a) => (a.ip().to_string(), a.port() as i32),
+                    None => split_host_port(&shard.config.kafka_listen),
+                }
+            }
+        };
+        *self.advertised.borrow_mut() = Some(a.clone());
+        a
+    }
+}
+
+fn split_host_port(s: &str) -> (String, i32) {
+    match s.rsplit_once(':') {
+        Some((h, p)) => (
+            h.trim_start_matches('[').trim_end_matches(']').to_string(),
+            p.parse().unwrap_or(9092),
+        ),
+        None => (s.to_string(), 9092),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_lengths() {
+        let k = Kafka::new();
+        assert_eq!(k.frame_len(&[0, 0], 100), Ok(None));
+        assert_eq!(k.frame_len(&[0, 0, 0, 10, 1, 2], 100), Ok(None));
+        let mut f = vec![0, 0, 0, 8];
+        f.extend_from_slice(&[0; 8]);
+        assert_eq!(k.frame_len(&f, 100), Ok(Some(12)));
+        assert!(k.frame_len(&[0xff, 0xff, 0xff, 0xff], 100).is_err());
+        assert!(k.frame_len(&[0, 0, 1, 0], 100).is_err());
+        assert!(k.frame_len(&[0, 0, 0, 3], 100).is_err());
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(split_host_port("h:1"), ("h".into(), 1));
+        assert_eq!(split_host_port("[::1]:9"), ("::1".into(), 9));
+    }
+}

@@ -1,0 +1,151 @@
+//! Metadata: this one broker, and every requested topic with its partitions
+//! (all led by node 0 at leader epoch 0). Unknown topics are created when
+//! `auto_create_topics` is on and the client allows it (producers do;
+//! consumers usually send `allow_auto_topic_creation = false`).
+//! Internal topics (`__` prefix) are listed only when asked for by name.
+
+use super::{errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH, NODE_ID};
+use crate::metadata::{validate_name, SharedTopics, TopicMeta, INTERNAL_PREFIX};
+use crate::shard::ops::{AdminError, AdminOp};
+use crate::shard::Shard;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse};
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use tracing::{debug, info};
+
+/// What the client asked for, one entry per requested topic.
+enum Wanted {
+    Name(String),
+    Id(uuid::Uuid),
+}
+
+pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
+    let shard = &ctx.shard;
+    let all = match &req.topics {
+        None => true,
+        // v0: an empty list means every topic.
+        Some(t) => t.is_empty() && ctx.version == 0,
+    };
+    let wanted: Vec<Wanted> = req
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| match &t.name {
+            Some(n) => Wanted::Name(n.to_string()),
+            None => Wanted::Id(t.topic_id),
+        })
+        .collect();
+    let mut topics = shard.topics();
+    let may_create = shard.config.auto_create_topics && req.allow_auto_topic_creation;
+    let mut created_errors: BTreeMap<String, AdminError> = BTreeMap::new();
+    if may_create {
+        for w in &wanted {
+            if let Wanted::Name(n) = w {
+                if topics.get(n).is_none() && !n.starts_with(INTERNAL_PREFIX) {
+                    if let Err(e) = auto_create(shard, n).await {
+                        created_errors.insert(n.clone(), e);
+                    }
+                }
+            }
+        }
+        topics = shard.topics();
+    }
+    let mut out = Vec::new();
+    if all {
+        for m in topics.topics.values() {
+            if !m.name.starts_with(INTERNAL_PREFIX) {
+                out.push(topic_entry(ctx, m));
+            }
+        }
+    }
+    for w in wanted {
+        out.push(match w {
+            Wanted::Name(n) => match topics.get(&n) {
+                Some(m) => topic_entry(ctx, m),
+                None => {
+                    let code = match created_errors.get(&n) {
+                        Some(e) => errors::admin(e),
+                        None if validate_name(&n).is_err() => errors::invalid_topic(),
+                        None => errors::unknown_topic(),
+                    };
+                    MetadataResponseTopic::default()
+                        .with_error_code(code)
+                        .with_name(Some(topic_name(&n)))
+                }
+            },
+            Wanted::Id(id) => match by_id(&topics, id) {
+                Some(m) => topic_entry(ctx, m),
+                None => MetadataResponseTopic::default()
+                    .with_error_code(errors::unknown_topic())
+                    .with_topic_id(id),
+            },
+        });
+    }
+    let (host, port) = super::advertised_addr(shard).await;
+    MetadataResponse::default()
+        .with_brokers(vec![MetadataResponseBroker::default()
+            .with_node_id(BrokerId(NODE_ID))
+            .with_host(str_bytes(&host))
+            .with_port(port)
+            .with_rack(None)])
+        .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
+        .with_controller_id(BrokerId(NODE_ID))
+        .with_topics(out)
+}
+
+fn by_id(topics: &SharedTopics, id: uuid::Uuid) -> Option<&TopicMeta> {
+    topics.topics.values().find(|m| topic_uuid(&m.id) == id)
+}
+
+fn topic_entry(ctx: &Ctx, m: &TopicMeta) -> MetadataResponseTopic {
+    let me = BrokerId(NODE_ID);
+    let partitions = (0..m.partitions)
+        .map(|p| {
+            let mut e = MetadataResponsePartition::default()
+                .with_error_code(errors::NONE)
+                .with_partition_index(p as i32)
+                .with_leader_id(me)
+                .with_replica_nodes(vec![me])
+                .with_isr_nodes(vec![me]);
+            if ctx.version >= 7 {
+                e = e.with_leader_epoch(LEADER_EPOCH);
+            }
+            e
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_error_code(errors::NONE)
+        .with_name(Some(topic_name(&m.name)))
+        .with_topic_id(topic_uuid(&m.id))
+        .with_is_internal(m.name.starts_with(INTERNAL_PREFIX))
+        .with_partitions(partitions)
+}
+
+/// Create a topic with the broker's default partition count; a concurrent
+/// creation of the same topic counts as success.
+pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), AdminError> {
+    validate_name(name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
+    let op = AdminOp::CreateTopic {
+        name: name.to_string(),
+        partitions: shard.config.default_partitions,
+        config: BTreeMap::new(),
+    };
+    match shard.admin(op).await {
+        Ok(_) => {
+            info!(
+                topic = name,
+                partitions = shard.config.default_partitions,
+                "kafka: auto-created topic"
+            );
+            Ok(())
+        }
+        Err(AdminError::TopicExists(_)) => Ok(()),
+        Err(e) => {
+            debug!(topic = name, "kafka: auto-create failed: {e}");
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Produce (v3+): each partition's Kafka batches become our frames (header
+//! rewritten, records untouched, CRC checked once) and are appended through
+//! the same shard operation the native listener uses.
+//!
+//! - acks 0 / 1 / -1 map to [`Acks::None`] / [`Acks::Leader`] / [`Acks::All`];
+//!   acks = 0 gets no response at all.
+//! - Idempotence is the log's: a retried batch is acknowledged with its
+//!   original offsets, a gap is OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch
+//!   INVALID_PRODUCER_EPOCH (see [`super::errors::storage`]).
+//! - Transactional produce and magic v0/v1 batches are refused with a
+//!   message saying why (`error_message`, v8+).
+//!
+//! Nothing here awaits before the append is issued: requests of one
+//! connection are appended in arrival order, which pipelined idempotent
+//! producers rely on.
+
+use super::batch::kafka_to_frames;
+use super::{errors, str_bytes, Ctx};
+use crate::protocol::messages::Acks;
+use crate::shard::ops::ProducePart;
+use crate::storage::AppendOutcome;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use std::collections::HashMap;
+use tracing::debug;
+
+enum Outcome {
+    Appended(AppendOutcome),
+    Failed(i16, String),
+}
+
+pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
+    let acks = match req.acks {
+        0 => Some(Acks::None),
+        1 => Some(Acks::Leader),
+        -1 => Some(Acks::All),
+        _ => None,
+    };
+    let refuse_all = if req.transactional_id.is_some() {
+        Some((
+            errors::transactions_unsupported(),
+            "shardlog has no transactions: unset transactional.id".to_string(),
+        ))
+    } else if acks.is_none() {
+        Some((
+            errors::invalid_required_acks(),
+            format!("acks must be 0, 1 or -1, not {}", req.acks),
+        ))
+    } else {
+        None
+    };
+    let mut outcomes: HashMap<(String, i32), Outcome> = HashMap::new();
+    let mut parts = Vec::new();
+    let topics = ctx.shard.topics();
+    for t in &req.topic_data {
+        let topic = t.name.to_string();
+        for p in &t.partition_data {
+            let key = (topic.clone(), p.index);
+            if let Some((code, msg)) = &refuse_all {
+                outcomes.insert(key, Outcome::Failed(*code, msg.clone()));
+                continue;
+            }
+            let known = topics
+                .get(&topic)
+                .is_some_and(|m| p.index >= 0 && (p.index as u32) < m.partitions);
+            if !known {
+                outcomes.insert(
+                    key,
+                    Outcome::Failed(
+                        errors::unknown_topic(),
+                        format!("unknown topic or partition {topic}-{}", p.index),
+                    ),
+                );
+                continue;
+            }
+            let records = p.records.as_deref().unwrap_or(&[]);
+            match kafka_to_frames(records) {
+                Ok(frames) => parts.push(ProducePart {
+                    topic: topic.clone(),
+                    partition: p.index as u32,
+                    frames,
+                }),
+                Err(e) => {
+                    debug!(client_id = %ctx.client_id, topic = %topic, partition = p.index, "kafka produce refused: {e}");
+                    outcomes.insert(key, Outcome::Failed(errors::batch(&e), e.to_string()));
+                }
+            }
+        }
+    }
+    let acks = acks.unwrap_or(Acks::Leader);
+    if !parts.is_empty() {
+        let timeout_ms = req.timeout_ms.clamp(1, 300_000) as u32;
+        for r in ctx.shard.produce(parts, acks, timeout_ms).await {
+            let outcome = match r.result {
+                Ok(o) => Outcome::Appended(o),
+                Err(e) => {
+                    debug!(topic = %r.topic, partition = r.partition, "kafka produce failed: {e}");
+                    Outcome::Failed(errors::op(&e), e.to_string())
+                }
+            };
+            outcomes.insert((r.topic, r.partition as i32), outcome);
+        }
+    }
+    if acks == Acks::None && refuse_all.is_none() {
+        return None;
+    }
+    let v = ctx.version;
+    let responses = req
+        .topic_data
+        .iter()
+        .map(|t| {
+            let topic = t.name.to_string();
+            let partition_responses = t
+                .partition_data
+                .iter()
+                .map(|p| {
+                    let mut r = PartitionProduceResponse::default().with_index(p.index);
+                    match outcomes.get(&(topic.clone(), p.index)) {
+                        Some(Outcome::Appended(o)) => {
+                            r = r
+                                .with_error_code(errors::NONE)
+                                .with_base_offset(o.base_offset as i64)
+                                .with_log_append_time_ms(-1);
+                            if v >= 5 {
+                                r = r.with_log_start_offset(o.log_start_offset as i64);
+                            }
+                        }
+                        Some(Outcome::Failed(code, msg)) => {
+                            r = r.with_error_code(*code).with_base_offset(-1);
+                            if v >= 8 {
+                                r = r.with_error_message(Some(str_bytes(msg)));
+                            }
+                        }
+                        // Every requested partition gets an outcome above.
+                        None => r = r.with_error_code(errors::unknown_server_error()),
+                    }
+                    r
+                })
+                .collect();
+            TopicProduceResponse::default()
+                .with_name(t.name.clone())
+                .with_partition_responses(partition_responses)
+        })
+        .collect();
+    Some(ProduceResponse::default().with_responses(responses))
+}

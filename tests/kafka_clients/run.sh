@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs unchanged, real Kafka clients against shardlog's Kafka listener and
+# checks what they produced and consumed.
+#
+#   tests/kafka_clients/run.sh [BROKER_KAFKA_ADDR]
+#
+# With no address, starts its own broker (target/debug/shardlog, built if
+# missing) on a free port in a temporary directory and stops it at the end.
+# Clients are installed by shared/tools/kafka-clients.sh into
+# $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,kafkajs to pick a subset.
+# Prints one line per client and ends with "N passed, M failed".
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,kafkajs}
+addr=${1:-}
+broker_pid=
+tmp=
+
+cleanup() {
+  if [ -n "$broker_pid" ]; then
+    kill "$broker_pid" 2>/dev/null
+    wait "$broker_pid" 2>/dev/null
+  fi
+  [ -n "$tmp" ] && rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+tools=""
+for t in "$root/../shared/tools/kafka-clients.sh" "/work/shared/tools/kafka-clients.sh"; do
+  [ -f "$t" ] && tools=$t && break
+done
+if [ -z "$tools" ]; then
+  echo "kafka-clients.sh not found (expected shared/tools/ beside the repository)" >&2
+  exit 2
+fi
+bash "$tools" "$clients_dir" >/dev/null || { echo "installing the Kafka clients failed" >&2; exit 2; }
+
+if [ -z "$addr" ]; then
+  bin="$root/target/debug/shardlog"
+  [ -x "$bin" ] || (cd "$root" && cargo build -q --bin shardlog) || exit 2
+  tmp=$(mktemp -d /tmp/shardlog-kafka-clients-XXXXXX)
+  RUST_LOG=${RUST_LOG:-shardlog::kafka=debug,info} "$bin" serve --data-dir "$tmp/data" \
+    --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --shards 2 >"$tmp/stdout" 2>"$tmp/broker.log" &
+  broker_pid=$!
+  for _ in $(seq 1 300); do
+    addr=$(sed -n 's/^shardlog ready:.* kafka=\([^ ]*\).*/\1/p' "$tmp/stdout")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  if [ -z "$addr" ]; then
+    echo "the broker did not start:" >&2
+    cat "$tmp/broker.log" >&2
+    exit 2
+  fi
+fi
+echo "kafka listener: $addr"
+
+passed=0
+failed=0
+run() {
+  local name=$1
+  shift
+  case ",$only," in *",$name,"*) ;; *) return ;; esac
+  local start=$SECONDS
+  if timeout 180 "$@" >"/tmp/kafka-client-$name.log" 2>&1; then
+    echo "ok      $name ($((SECONDS - start)) s)"
+    passed=$((passed + 1))
+  else
+    echo "FAILED  $name ($((SECONDS - start)) s); its output:"
+    sed 's/^/    /' "/tmp/kafka-client-$name.log" | tail -40
+    failed=$((failed + 1))
+  fi
+}
+
+run kcat bash "$here/kcat.sh" "$addr"
+run kafka_python "$clients_dir/venv/bin/python" "$here/kafka_python.py" "$addr"
+run confluent "$clients_dir/venv/bin/python" "$here/confluent.py" "$addr"
+run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
+
+if [ -n "$tmp" ] && [ -f "$tmp/broker.log" ]; then
+  echo "API versions the clients used (broker debug log):"
+  grep -o 'client_id=[^ ]* api="\?[A-Za-z]*"\? version=[0-9]*' "$tmp/broker.log" 2>/dev/null | sort -u | sed 's/^/    /' || true
+  grep -o 'software=[^ ]* software_version=[^ ]*' "$tmp/broker.log" 2>/dev/null | sort -u | sed 's/^/    /' || true
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

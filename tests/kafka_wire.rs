@@ -1,0 +1,742 @@
+//! The Kafka listener on the wire: every API at every version it accepts,
+//! negotiation traps, idempotence and refusals, and hostile input. Requests
+//! are encoded and responses decoded with the `kafka-protocol` crate in the
+//! client role, over a plain blocking socket.
+
+mod common;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::BrokerProc;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
+};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+struct Conn {
+    s: TcpStream,
+    corr: i32,
+}
+
+fn s(x: &str) -> StrBytes {
+    StrBytes::from_string(x.to_string())
+}
+
+fn tn(x: &str) -> TopicName {
+    TopicName(s(x))
+}
+
+impl Conn {
+    fn new(addr: &str) -> Conn {
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        Conn { s, corr: 0 }
+    }
+
+    fn send<R: Encodable>(&mut self, key: ApiKey, v: i16, req: &R) -> i32 {
+        self.corr += 1;
+        let h = RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(v)
+            .with_correlation_id(self.corr)
+            .with_client_id(Some(s("kafka-wire-test")));
+        let mut body = BytesMut::new();
+        h.encode(&mut body, key.request_header_version(v)).unwrap();
+        req.encode(&mut body, v)
+            .unwrap_or_else(|e| panic!("{key:?} v{v} request: {e}"));
+        self.send_raw(&body);
+        self.corr
+    }
+
+    fn send_raw(&mut self, body: &[u8]) {
+        let mut f = Vec::with_capacity(4 + body.len());
+        f.put_i32(body.len() as i32);
+        f.extend_from_slice(body);
+        self.s.write_all(&f).unwrap();
+    }
+
+    /// Read one response frame; None when the broker closed the connection.
+    fn read_frame(&mut self) -> Option<Bytes> {
+        let mut len = [0u8; 4];
+        if self.s.read_exact(&mut len).is_err() {
+            return None;
+        }
+        let mut b = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.s.read_exact(&mut b).ok()?;
+        Some(Bytes::from(b))
+    }
+
+    fn recv<T: Decodable>(&mut self, key: ApiKey, v: i16, corr: i32) -> T {
+        let mut b = self
+            .read_frame()
+            .unwrap_or_else(|| panic!("{key:?} v{v}: connection closed"));
+        let h = ResponseHeader::decode(&mut b, key.response_header_version(v)).unwrap();
+        assert_eq!(h.correlation_id, corr, "{key:?} v{v}: responses in order");
+        let r = T::decode(&mut b, v).unwrap_or_else(|e| panic!("{key:?} v{v} response: {e}"));
+        assert!(!b.has_remaining(), "{key:?} v{v}: trailing response bytes");
+        r
+    }
+
+    fn call<R: Encodable, T: Decodable>(&mut self, key: ApiKey, v: i16, req: &R) -> T {
+        let c = self.send(key, v, req);
+        self.recv(key, v, c)
+    }
+
+    fn closed(&mut self) -> bool {
+        self.read_frame().is_none()
+    }
+}
+
+fn versions(conn: &mut Conn) -> Vec<(ApiKey, i16, i16)> {
+    let r: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+    r.api_keys
+        .iter()
+        .map(|k| {
+            (
+                ApiKey::try_from(k.api_key).unwrap(),
+                k.min_version,
+                k.max_version,
+            )
+        })
+        .collect()
+}
+
+fn range_of(all: &[(ApiKey, i16, i16)], key: ApiKey) -> std::ops::RangeInclusive<i16> {
+    let (_, min, max) = *all.iter().find(|(k, _, _)| *k == key).unwrap();
+    // Produce is advertised from 0 but served from 3 (the crate's floor).
+    let min = if key == ApiKey::Produce { 3 } else { min };
+    min..=max
+}
+
+fn batch(n: i64, pid: i64, epoch: i16, seq: i32) -> Bytes {
+    let records: Vec<Record> = (0..n)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
+            delete_horizon: false,
+            producer_id: pid,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i,
+            sequence: if seq < 0 {
+                NO_SEQUENCE.wrapping_add(i as i32)
+            } else {
+                seq + i as i32
+            },
+            timestamp: 1_700_000_000_000 + i,
+            key: Some(Bytes::from(format!("k{i}"))),
+            value: Some(Bytes::from(format!("v{i}"))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .unwrap();
+    buf.freeze()
+}
+
+fn produce_req(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(tn(topic))
+            .with_partition_data(vec![
+                produce_request::PartitionProduceData::default()
+                    .with_index(partition)
+                    .with_records(Some(records)),
+            ])])
+}
+
+fn produce_one(
+    c: &mut Conn,
+    v: i16,
+    req: &ProduceRequest,
+) -> produce_response::PartitionProduceResponse {
+    let r: ProduceResponse = c.call(ApiKey::Produce, v, req);
+    r.responses[0].partition_responses[0].clone()
+}
+
+fn create_topic(c: &mut Conn, name: &str, partitions: i32) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(tn(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 4, &req);
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+#[test]
+fn every_api_answers_at_every_advertised_version() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let all = versions(&mut c);
+    for v in range_of(&all, ApiKey::ApiVersions) {
+        let r: ApiVersionsResponse = c.call(ApiKey::ApiVersions, v, &ApiVersionsRequest::default());
+        assert_eq!(r.error_code, 0);
+    }
+    // CreateTopics at every version (each creates its own topic).
+    for v in range_of(&all, ApiKey::CreateTopics) {
+        let req = CreateTopicsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![create_topics_request::CreatableTopic::default()
+                .with_name(tn(&format!("ct{v}")))
+                .with_num_partitions(2)
+                .with_replication_factor(1)]);
+        let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, v, &req);
+        assert_eq!(r.topics[0].error_code, 0, "CreateTopics v{v}");
+    }
+    create_topic(&mut c, "wire", 3);
+    // Metadata: all topics, named topics, and auto-creation.
+    for v in range_of(&all, ApiKey::Metadata) {
+        let name = format!("auto{v}");
+        let topics = vec![
+            metadata_request::MetadataRequestTopic::default().with_name(Some(tn("wire"))),
+            metadata_request::MetadataRequestTopic::default().with_name(Some(tn(&name))),
+        ];
+        let r: MetadataResponse = c.call(
+            ApiKey::Metadata,
+            v,
+            &MetadataRequest::default().with_topics(Some(topics)),
+        );
+        assert_eq!(r.brokers.len(), 1, "Metadata v{v}");
+        assert_eq!(r.topics.len(), 2);
+        assert_eq!(r.topics[0].partitions.len(), 3, "Metadata v{v}");
+        assert_eq!(r.topics[1].error_code, 0, "Metadata v{v} auto-creates");
+        assert!(r.topics[0].partitions.iter().all(|p| p.leader_id.0 == 0));
+    }
+    let all_topics: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        1,
+        &MetadataRequest::default().with_topics(None),
+    );
+    assert!(all_topics
+        .topics
+        .iter()
+        .any(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == "wire")));
+    // Produce at every version, then Fetch at every version sees it all.
+    let mut produced = 0i64;
+    for v in range_of(&all, ApiKey::Produce) {
+        let p = produce_one(
+            &mut c,
+            v,
+            &produce_req(
+                "wire",
+                1,
+                batch(2, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1),
+                -1,
+            ),
+        );
+        assert_eq!((p.error_code, p.base_offset), (0, produced), "Produce v{v}");
+        produced += 2;
+    }
+    for v in range_of(&all, ApiKey::Fetch) {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(100)
+            .with_min_bytes(1)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(tn("wire"))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(1)
+                    .with_fetch_offset(3)
+                    .with_partition_max_bytes(1 << 20)])]);
+        let r: FetchResponse = c.call(ApiKey::Fetch, v, &req);
+        let p = &r.responses[0].partitions[0];
+        assert_eq!(p.error_code, 0, "Fetch v{v}");
+        assert_eq!(
+            (p.high_watermark, p.last_stable_offset),
+            (produced, produced)
+        );
+        let mut records = p.records.clone().unwrap();
+        let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
+        let offsets: Vec<i64> = sets
+            .iter()
+            .flat_map(|s| s.records.iter().map(|r| r.offset))
+            .collect();
+        assert_eq!(offsets.first(), Some(&2), "whole batch containing offset 3");
+        assert_eq!(offsets.last(), Some(&(produced - 1)));
+    }
+    for v in range_of(&all, ApiKey::ListOffsets) {
+        let parts = [-2i64, -1, 1_700_000_000_001, 1_900_000_000_000]
+            .iter()
+            .enumerate()
+            .map(|(_, ts)| {
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(1)
+                    .with_timestamp(*ts)
+            })
+            .collect();
+        let req = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn("wire"))
+                .with_partitions(parts)]);
+        let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, v, &req);
+        let got: Vec<(i16, i64)> = r.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.error_code, p.offset))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(0, 0), (0, produced), (0, 1), (0, -1)],
+            "ListOffsets v{v}"
+        );
+    }
+    for v in range_of(&all, ApiKey::OffsetForLeaderEpoch) {
+        let req = OffsetForLeaderEpochRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                offset_for_leader_epoch_request::OffsetForLeaderTopic::default()
+                    .with_topic(tn("wire"))
+                    .with_partitions(vec![
+                        offset_for_leader_epoch_request::OffsetForLeaderPartition::default()
+                            .with_partition(1)
+                            .with_current_leader_epoch(0)
+                            .with_leader_epoch(0),
+                    ]),
+            ]);
+        let r: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, v, &req);
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(
+            (p.error_code, p.leader_epoch, p.end_offset),
+            (0, 0, produced)
+        );
+    }
+    for v in range_of(&all, ApiKey::DescribeConfigs) {
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(2)
+                .with_resource_name(s("wire"))
+                .with_configuration_keys(None),
+            describe_configs_request::DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s("0"))
+                .with_configuration_keys(None),
+        ]);
+        let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, v, &req);
+        assert_eq!(r.results[0].error_code, 0);
+        assert!(r.results[0]
+            .configs
+            .iter()
+            .any(|e| e.name.as_str() == "retention.ms"));
+        assert_eq!(r.results[1].error_code, 0);
+    }
+    for v in range_of(&all, ApiKey::CreatePartitions) {
+        let req = CreatePartitionsRequest::default()
+            .with_timeout_ms(10_000)
+            .with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(tn(&format!("ct{}", 2)))
+                    .with_count(3 + v as i32),
+            ]);
+        let r: CreatePartitionsResponse = c.call(ApiKey::CreatePartitions, v, &req);
+        assert_eq!(r.results[0].error_code, 0, "CreatePartitions v{v}");
+    }
+    for v in range_of(&all, ApiKey::InitProducerId) {
+        let r: InitProducerIdResponse = c.call(
+            ApiKey::InitProducerId,
+            v,
+            &InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
+        );
+        assert_eq!(r.error_code, 0);
+        assert!(r.producer_id.0 >= 0);
+    }
+    // Groups: one group per version, a single member through the whole protocol.
+    for v in range_of(&all, ApiKey::FindCoordinator) {
+        let req = if v >= 4 {
+            FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g")])
+        } else {
+            FindCoordinatorRequest::default().with_key(s("g"))
+        };
+        let r: FindCoordinatorResponse = c.call(ApiKey::FindCoordinator, v, &req);
+        if v >= 4 {
+            assert_eq!(
+                (r.coordinators[0].error_code, r.coordinators[0].node_id.0),
+                (0, 0)
+            );
+        } else {
+            assert_eq!((r.error_code, r.node_id.0), (0, 0));
+        }
+    }
+    for v in range_of(&all, ApiKey::JoinGroup) {
+        let group = GroupId(s(&format!("group-v{v}")));
+        let join = JoinGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_session_timeout_ms(10_000)
+            .with_rebalance_timeout_ms(10_000)
+            .with_member_id(s(""))
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(b"subscription"))]);
+        let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, v, &join);
+        assert_eq!(j.error_code, 0, "JoinGroup v{v}");
+        assert_eq!(j.leader, j.member_id);
+        assert_eq!(j.members.len(), 1);
+        let sv = v.min(*range_of(&all, ApiKey::SyncGroup).end());
+        let sync = SyncGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id(j.generation_id)
+            .with_member_id(j.member_id.clone())
+            .with_protocol_type(Some(s("consumer")))
+            .with_protocol_name(Some(s("range")))
+            .with_assignments(vec![
+                sync_group_request::SyncGroupRequestAssignment::default()
+                    .with_member_id(j.member_id.clone())
+                    .with_assignment(Bytes::from_static(b"mine")),
+            ]);
+        let sr: SyncGroupResponse = c.call(ApiKey::SyncGroup, sv, &sync);
+        assert_eq!(
+            (sr.error_code, &sr.assignment[..]),
+            (0, &b"mine"[..]),
+            "SyncGroup v{sv}"
+        );
+        let hv = v.min(*range_of(&all, ApiKey::Heartbeat).end());
+        let hb = HeartbeatRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id(j.generation_id)
+            .with_member_id(j.member_id.clone());
+        let h: HeartbeatResponse = c.call(ApiKey::Heartbeat, hv, &hb);
+        assert_eq!(h.error_code, 0, "Heartbeat v{hv}");
+        let cv = (v + 2).clamp(2, *range_of(&all, ApiKey::OffsetCommit).end());
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id_or_member_epoch(j.generation_id)
+            .with_member_id(j.member_id.clone())
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(tn("wire"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(1)
+                            .with_committed_offset(4 + v as i64)
+                            .with_committed_metadata(Some(s("meta"))),
+                    ]),
+            ]);
+        let cr: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, cv, &commit);
+        assert_eq!(
+            cr.topics[0].partitions[0].error_code, 0,
+            "OffsetCommit v{cv}"
+        );
+        let lv = v.min(*range_of(&all, ApiKey::LeaveGroup).end());
+        let leave = if lv >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_members(vec![leave_group_request::MemberIdentity::default()
+                    .with_member_id(j.member_id.clone())])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(group.clone())
+                .with_member_id(j.member_id.clone())
+        };
+        let lr: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, lv, &leave);
+        assert_eq!(lr.error_code, 0, "LeaveGroup v{lv}");
+        let h: HeartbeatResponse = c.call(ApiKey::Heartbeat, hv, &hb);
+        assert_eq!(h.error_code, 25, "after leaving, the member is unknown");
+    }
+    for v in range_of(&all, ApiKey::OffsetFetch) {
+        let want = |g: &str| (g.to_string(), vec![1, 2]);
+        let (group, _) = want("group-v7");
+        let r: OffsetFetchResponse = if v >= 8 {
+            let req = OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s(&group)))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopics::default()
+                            .with_name(tn("wire"))
+                            .with_partition_indexes(vec![1, 2]),
+                    ])),
+            ]);
+            c.call(ApiKey::OffsetFetch, v, &req)
+        } else {
+            let req = OffsetFetchRequest::default()
+                .with_group_id(GroupId(s(&group)))
+                .with_topics(Some(vec![
+                    offset_fetch_request::OffsetFetchRequestTopic::default()
+                        .with_name(tn("wire"))
+                        .with_partition_indexes(vec![1, 2]),
+                ]));
+            c.call(ApiKey::OffsetFetch, v, &req)
+        };
+        let got: Vec<(i32, i64)> = if v >= 8 {
+            r.groups[0].topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect()
+        } else {
+            r.topics[0]
+                .partitions
+                .iter()
+                .map(|p| (p.partition_index, p.committed_offset))
+                .collect()
+        };
+        assert_eq!(got, vec![(1, 11), (2, -1)], "OffsetFetch v{v}");
+    }
+    for v in range_of(&all, ApiKey::DeleteTopics) {
+        let name = format!("ct{}", v + 1);
+        let req = if v >= 6 {
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topics(vec![
+                    delete_topics_request::DeleteTopicState::default().with_name(Some(tn(&name)))
+                ])
+        } else {
+            DeleteTopicsRequest::default()
+                .with_timeout_ms(10_000)
+                .with_topic_names(vec![tn(&name)])
+        };
+        let r: DeleteTopicsResponse = c.call(ApiKey::DeleteTopics, v, &req);
+        assert_eq!(r.responses[0].error_code, 0, "DeleteTopics v{v}");
+    }
+    // The internal offsets topic is hidden and cannot be deleted.
+    let all_topics: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        1,
+        &MetadataRequest::default().with_topics(None),
+    );
+    assert!(all_topics
+        .topics
+        .iter()
+        .all(|t| !t.name.as_ref().unwrap().0.starts_with("__")));
+    let r: DeleteTopicsResponse = c.call(
+        ApiKey::DeleteTopics,
+        4,
+        &DeleteTopicsRequest::default().with_topic_names(vec![tn("__consumer_offsets")]),
+    );
+    assert_ne!(r.responses[0].error_code, 0);
+}
+
+#[test]
+fn negotiation_traps() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let all = versions(&mut c);
+    let (_, pmin, pmax) = *all.iter().find(|(k, _, _)| *k == ApiKey::Produce).unwrap();
+    assert_eq!(
+        (pmin, pmax),
+        (0, 12),
+        "Produce advertised from 0 (librdkafka codec trap)"
+    );
+    let (_, _, fmax) = *all.iter().find(|(k, _, _)| *k == ApiKey::Fetch).unwrap();
+    assert_eq!(fmax, 12, "Fetch capped below topic-id-only versions");
+    for k in [
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::InitProducerId,
+    ] {
+        let (_, _, max) = *all.iter().find(|(x, _, _)| *x == k).unwrap();
+        assert!(max <= 9, "{k:?} advertises only decodable versions");
+    }
+    // A newer ApiVersions than we know: v0 answer, error 35, our range.
+    let mut raw = BytesMut::new();
+    raw.put_i16(ApiKey::ApiVersions as i16);
+    raw.put_i16(42);
+    raw.put_i32(7);
+    raw.put_i16(-1);
+    c.send_raw(&raw);
+    let mut f = c.read_frame().unwrap();
+    assert_eq!(f.get_i32(), 7);
+    let r = ApiVersionsResponse::decode(&mut f, 0).unwrap();
+    assert_eq!(r.error_code, 35);
+    assert_eq!(r.api_keys[0].api_key, ApiKey::ApiVersions as i16);
+    // acks=0: no response at all; the next request's answer comes first.
+    create_topic(&mut c, "quiet", 1);
+    c.send(
+        ApiKey::Produce,
+        9,
+        &produce_req("quiet", 0, batch(1, -1, -1, -1), 0),
+    );
+    let corr = c.send(ApiKey::ApiVersions, 0, &ApiVersionsRequest::default());
+    let _: ApiVersionsResponse = c.recv(ApiKey::ApiVersions, 0, corr);
+    // Pipelined requests are answered in order even when the first one waits.
+    let slow = FetchRequest::default()
+        .with_max_wait_ms(300)
+        .with_min_bytes(1 << 20)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(tn("quiet"))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(1 << 20)])]);
+    let c1 = c.send(ApiKey::Fetch, 11, &slow);
+    let c2 = c.send(
+        ApiKey::Metadata,
+        9,
+        &MetadataRequest::default().with_topics(None),
+    );
+    let c3 = c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let f: FetchResponse = c.recv(ApiKey::Fetch, 11, c1);
+    assert_eq!(
+        f.responses[0].partitions[0].high_watermark, 1,
+        "the acks=0 batch landed"
+    );
+    let _: MetadataResponse = c.recv(ApiKey::Metadata, 9, c2);
+    let _: ApiVersionsResponse = c.recv(ApiKey::ApiVersions, 3, c3);
+}
+
+#[test]
+fn idempotent_producer_dedupes_and_detects_gaps() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "idem", 1);
+    let init: InitProducerIdResponse =
+        c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
+    let pid = init.producer_id.0;
+    assert!(pid >= 0);
+    assert_eq!(init.producer_epoch, 0);
+    let first = produce_one(&mut c, 9, &produce_req("idem", 0, batch(3, pid, 0, 0), -1));
+    assert_eq!((first.error_code, first.base_offset), (0, 0));
+    let second = produce_one(&mut c, 9, &produce_req("idem", 0, batch(2, pid, 0, 3), -1));
+    assert_eq!((second.error_code, second.base_offset), (0, 3));
+    // A retry of the first batch: acknowledged with its original offset, not appended.
+    let retry = produce_one(&mut c, 9, &produce_req("idem", 0, batch(3, pid, 0, 0), -1));
+    assert_eq!((retry.error_code, retry.base_offset), (0, 0));
+    // A gap in the sequence.
+    let gap = produce_one(&mut c, 9, &produce_req("idem", 0, batch(1, pid, 0, 9), -1));
+    assert_eq!(gap.error_code, 45, "OUT_OF_ORDER_SEQUENCE_NUMBER");
+    // Epoch bump (KIP-360): same id, epoch 1, sequences restart; epoch 0 is fenced.
+    let bump: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(0),
+    );
+    assert_eq!(
+        (bump.error_code, bump.producer_id.0, bump.producer_epoch),
+        (0, pid, 1)
+    );
+    let fresh = produce_one(&mut c, 9, &produce_req("idem", 0, batch(1, pid, 1, 0), -1));
+    assert_eq!((fresh.error_code, fresh.base_offset), (0, 5));
+    let stale = produce_one(&mut c, 9, &produce_req("idem", 0, batch(1, pid, 0, 5), -1));
+    assert_eq!(stale.error_code, 47, "INVALID_PRODUCER_EPOCH");
+    let lo: ListOffsetsResponse = c.call(
+        ApiKey::ListOffsets,
+        5,
+        &ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn("idem"))
+                .with_partitions(vec![list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(-1)]),
+        ]),
+    );
+    assert_eq!(
+        lo.topics[0].partitions[0].offset, 6,
+        "no duplicate was appended"
+    );
+}
+
+#[test]
+fn refusals_are_clear_and_hostile_input_only_closes_its_connection() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let mut c = Conn::new(&addr);
+    create_topic(&mut c, "strict", 1);
+    // Magic v1 message set.
+    let mut v1 = batch(1, -1, -1, -1).to_vec();
+    v1[16] = 1;
+    let p = produce_one(&mut c, 9, &produce_req("strict", 0, Bytes::from(v1), 1));
+    assert_eq!(p.error_code, 43, "UNSUPPORTED_FOR_MESSAGE_FORMAT");
+    assert!(p.error_message.unwrap().contains("RecordBatch v2"));
+    // Transactional batch and transactional produce.
+    let mut txn = batch(1, -1, -1, -1).to_vec();
+    txn[22] |= 0x10;
+    let p = produce_one(&mut c, 9, &produce_req("strict", 0, Bytes::from(txn), 1));
+    assert_eq!(p.error_code, 87, "INVALID_RECORD");
+    let req = produce_req("strict", 0, batch(1, -1, -1, -1), 1)
+        .with_transactional_id(Some(TransactionalId(s("t"))));
+    assert_ne!(produce_one(&mut c, 9, &req).error_code, 0);
+    // A corrupted CRC.
+    let mut bad = batch(2, -1, -1, -1).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        produce_one(&mut c, 9, &produce_req("strict", 0, Bytes::from(bad), 1)).error_code,
+        2
+    );
+    let mut i =
+        InitProducerIdRequest::default().with_transactional_id(Some(TransactionalId(s("t"))));
+    i.transaction_timeout_ms = 1000;
+    let r: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &i);
+    assert_ne!(r.error_code, 0);
+    // Hostile inputs: each closes its own connection, nothing else.
+    let hostile: Vec<Vec<u8>> = vec![
+        // Metadata v1 whose topic array claims 2^31-1 entries (the crate would
+        // try to allocate ~154 GB without the vendored patch).
+        {
+            let mut r = BytesMut::new();
+            r.put_i16(3);
+            r.put_i16(1);
+            r.put_i32(1);
+            r.put_i16(-1);
+            r.put_i32(0x7fff_ffff);
+            r.to_vec()
+        },
+        // Metadata v9 (flexible): a compact array of 2^32-2 entries.
+        {
+            let mut r = BytesMut::new();
+            r.put_i16(3);
+            r.put_i16(9);
+            r.put_i32(1);
+            r.put_i16(-1);
+            r.put_u8(0);
+            r.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+            r.to_vec()
+        },
+        // Produce v2 (not decodable), an unknown API key, a truncated header.
+        {
+            let mut r = BytesMut::new();
+            r.put_i16(0);
+            r.put_i16(2);
+            r.put_i32(1);
+            r.to_vec()
+        },
+        {
+            let mut r = BytesMut::new();
+            r.put_i16(999);
+            r.put_i16(0);
+            r.put_i32(1);
+            r.to_vec()
+        },
+        vec![0, 18, 0],
+    ];
+    for h in hostile {
+        let mut x = Conn::new(&addr);
+        x.send_raw(&h);
+        assert!(x.closed(), "hostile request {h:02x?} closes the connection");
+    }
+    let mut x = Conn::new(&addr);
+    x.s.write_all(&(-5i32).to_be_bytes()).unwrap();
+    assert!(x.closed(), "a negative frame length closes the connection");
+    // The broker is still serving.
+    let mut again = Conn::new(&addr);
+    let all = versions(&mut again);
+    assert!(!all.is_empty());
+    let p = produce_one(
+        &mut c,
+        9,
+        &produce_req("strict", 0, batch(1, -1, -1, -1), 1),
+    );
+    assert_eq!((p.error_code, p.base_offset), (0, 0));
+}
