@@ -161,7 +161,12 @@ pub async fn probe_device(data_dir: &Path) -> io::Result<usize> {
         .unwrap_or(false);
     if !ok {
         use std::io::Write;
-        let tmp = data_dir.join(format!("{PROBE_FILE}.{}", std::process::id()));
+        // Every shard may get here at once: each writes its own temporary file.
+        let tmp = data_dir.join(format!(
+            "{PROBE_FILE}.{}.{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&[0xA5u8; 4096])?;
         f.sync_all()?;

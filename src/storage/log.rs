@@ -241,16 +241,17 @@ impl<D: Disk> Log<D> {
             let size = file.size().await.map_err(io_err("stat segment", &path))?;
             let next_base = bases.get(i + 1).copied();
             let mut seg = Segment::new(base);
-            let clean_last = is_last
-                && cp
-                    .as_ref()
-                    .is_some_and(|c| c.segment_base == base && c.position == size);
             let fully_before_cp = next_base.is_some_and(|nb| nb <= replay_from);
-            let loaded = if !is_last || clean_last {
+            // The last segment is always scanned (every header and CRC
+            // checked), even after a clean shutdown: corruption there is
+            // found now, not by a consumer. Closed segments are trusted
+            // through their index and checked again on every disk read.
+            let loaded = if !is_last {
                 load_index(&disk, &dir, base, size).await
             } else {
                 None
             };
+            let clean_last = false;
             match loaded {
                 Some(index) => {
                     seg.len = size;
@@ -337,6 +338,7 @@ impl<D: Disk> Log<D> {
                     .to_vec();
                 assert_eq!(tail.len() as u64, seg.len - from);
             }
+            seg.sealed = !is_last;
             seg.file = Some(Rc::new(file));
             segments.push(seg);
         }
@@ -641,10 +643,18 @@ impl<D: Disk> Log<D> {
                     position: at + consumed as u64,
                     detail: e.to_string(),
                 })?;
-                consumed += f.len();
                 if h.base_offset >= cache_from {
                     break;
                 }
+                // Disk data is checked again on the way out: bit rot in a
+                // closed segment must not reach consumers as valid data.
+                frame::verify_crc(&h, &f).map_err(|e| StorageError::Corrupt {
+                    dir: self.dir.clone(),
+                    segment: seg_path.clone(),
+                    position: at + consumed as u64,
+                    detail: e.to_string(),
+                })?;
+                consumed += f.len();
                 if h.last_offset() < offset {
                     continue;
                 }
@@ -731,14 +741,13 @@ impl<D: Disk> Log<D> {
                 let mut sealed = Vec::new();
                 self.roll_locked(st, &mut sealed);
             }
-            // Closed and already rolled on disk: every segment but the last
-            // whose Roll marker is no longer pending.
-            let pending_rolls = st
-                .pending
-                .iter()
-                .filter(|p| matches!(p, Pending::Roll { .. }))
-                .count();
-            let closed = st.segments.len() - 1 - pending_rolls;
+            // Only sealed segments: a roll the flusher is still finishing
+            // must not race with deleting its files.
+            let closed = st.segments.iter().take_while(|s| s.sealed).count();
+            assert!(
+                closed < st.segments.len(),
+                "the active segment is never sealed"
+            );
             let stats: Vec<SegmentStat> = st.segments[..closed]
                 .iter()
                 .map(|s| SegmentStat {
@@ -905,6 +914,14 @@ impl<D: Disk> Log<D> {
         if let Some(f) = self.file_of(base) {
             return Ok(f);
         }
+        assert!(
+            self.st
+                .borrow()
+                .segments
+                .iter()
+                .any(|s| s.base_offset == base),
+            "opening the file of segment {base}, which is not in the log"
+        );
         let path = segment::log_path(&self.dir, base);
         let f = Rc::new(
             self.disk
@@ -965,6 +982,9 @@ impl<D: Disk> Log<D> {
                 }
                 items.pop_front();
                 let mut st = self.st.borrow_mut();
+                if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == old_base) {
+                    seg.sealed = true;
+                }
                 st.durable_offset = st.durable_offset.max(new_base);
                 st.flushed_offset = st.flushed_offset.max(new_base);
                 drop(st);
@@ -1166,6 +1186,14 @@ impl<D: Disk> Log<D> {
         }
         self.durable_event.notify();
         if closing {
+            // Drop the zero padding of the last block: the file then ends
+            // exactly at the checkpointed length, and the next open is clean
+            // (no scan). Appending again rewrites that block from the
+            // appender's copy, so nothing depends on the padding.
+            file.truncate(active_len)
+                .await
+                .map_err(io_err("truncate", &path))?;
+            file.sync().await.map_err(io_err("sync", &path))?;
             let index = {
                 let st = self.st.borrow();
                 st.segments.last().map(|s| s.index.clone())

@@ -52,6 +52,9 @@ pub struct Segment<F> {
     /// Wall-clock ms when the segment received its first batch (for segment_ms rolls).
     pub first_append_ms: Option<i64>,
     pub index: SegmentIndex,
+    /// Closed for good: every byte written and synced, exact length, indexes
+    /// on disk. Only sealed segments may be deleted by retention.
+    pub sealed: bool,
 }
 
 impl<F> Segment<F> {
@@ -64,6 +67,7 @@ impl<F> Segment<F> {
             max_timestamp: -1,
             first_append_ms: None,
             index: SegmentIndex::default(),
+            sealed: false,
         }
     }
 
