@@ -275,8 +275,7 @@ fn every_api_answers_at_every_advertised_version() {
     for v in range_of(&all, ApiKey::ListOffsets) {
         let parts = [-2i64, -1, 1_700_000_000_001, 1_900_000_000_000]
             .iter()
-            .enumerate()
-            .map(|(_, ts)| {
+            .map(|ts| {
                 list_offsets_request::ListOffsetsPartition::default()
                     .with_partition_index(1)
                     .with_timestamp(*ts)
@@ -602,7 +601,7 @@ fn idempotent_producer_dedupes_and_detects_gaps() {
     let init: InitProducerIdResponse =
         c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
     let pid = init.producer_id.0;
-    assert!(pid >= 0);
+    assert!(pid >= 0, "{init:?}");
     assert_eq!(init.producer_epoch, 0);
     let first = produce_one(&mut c, 9, &produce_req("idem", 0, batch(3, pid, 0, 0), -1));
     assert_eq!((first.error_code, first.base_offset), (0, 0));

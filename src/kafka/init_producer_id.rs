@@ -16,7 +16,7 @@ pub async fn handle(ctx: &Ctx, req: InitProducerIdRequest) -> InitProducerIdResp
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.is_some() {
+    if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         warn!(client_id = %ctx.client_id, "kafka: refusing a transactional producer: shardlog has no transactions");
         return resp.with_error_code(errors::transactions_unsupported());
     }

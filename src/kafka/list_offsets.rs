@@ -16,7 +16,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 const LATEST: i64 = -1;
@@ -39,23 +39,37 @@ fn query_of(ts: i64) -> Option<OffsetQuery> {
 }
 
 pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
-    let mut parts = Vec::new();
+    // One shard call per distinct query, so a partition asked twice (say
+    // earliest and latest) gets both answers.
+    let mut by_query: BTreeMap<i64, Vec<OffsetsPart>> = BTreeMap::new();
     for t in &req.topics {
         for p in &t.partitions {
-            if p.partition_index >= 0 {
-                if let Some(query) = query_of(p.timestamp) {
-                    parts.push(OffsetsPart {
+            if p.partition_index < 0 {
+                continue;
+            }
+            if let Some(query) = query_of(p.timestamp) {
+                by_query
+                    .entry(query_key(p.timestamp))
+                    .or_default()
+                    .push(OffsetsPart {
                         topic: t.name.to_string(),
                         partition: p.partition_index as u32,
                         query,
                     });
-                }
             }
         }
     }
+    let answers = futures::future::join_all(
+        by_query
+            .into_iter()
+            .map(|(k, parts)| async move { (k, ctx.shard.offsets(parts).await) }),
+    )
+    .await;
     let mut results = HashMap::new();
-    for r in ctx.shard.offsets(parts).await {
-        results.insert((r.topic, r.partition as i32), r.result);
+    for (k, rs) in answers {
+        for r in rs {
+            results.insert((k, r.topic, r.partition as i32), r.result);
+        }
     }
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
@@ -66,7 +80,8 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            match results.get(&(topic.clone(), p.partition_index)) {
+            let key = (query_key(p.timestamp), topic.clone(), p.partition_index);
+            match results.get(&key) {
                 None if p.partition_index < 0 => r = r.with_error_code(errors::unknown_topic()),
                 None => r = r.with_error_code(errors::invalid_request()),
                 Some(Err(e)) => r = r.with_error_code(errors::op(e)),
@@ -107,6 +122,16 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
         );
     }
     ListOffsetsResponse::default().with_topics(topics)
+}
+
+/// Queries that share an answer share a key: every "latest" flavour is -1,
+/// every "earliest" flavour -2, a timestamp is itself.
+fn query_key(ts: i64) -> i64 {
+    match query_of(ts) {
+        Some(OffsetQuery::Latest) => LATEST,
+        Some(OffsetQuery::Earliest) => EARLIEST,
+        _ => ts,
+    }
 }
 
 /// The first record at or after `from` with timestamp >= `target`: (offset,

@@ -36,7 +36,7 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
         -1 => Some(Acks::All),
         _ => None,
     };
-    let refuse_all = if req.transactional_id.is_some() {
+    let refuse_all = if req.transactional_id.as_ref().is_some_and(|t| !t.is_empty()) {
         Some((
             errors::transactions_unsupported(),
             "shardlog has no transactions: unset transactional.id".to_string(),
