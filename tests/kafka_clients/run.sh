@@ -81,9 +81,13 @@ run confluent "$clients_dir/venv/bin/python" "$here/confluent.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 
 if [ -n "$tmp" ] && [ -f "$tmp/broker.log" ]; then
-  echo "API versions the clients used (broker debug log):"
-  grep -o 'client_id=[^ ]* api="\?[A-Za-z]*"\? version=[0-9]*' "$tmp/broker.log" 2>/dev/null | sort -u | sed 's/^/    /' || true
-  grep -o 'software=[^ ]* software_version=[^ ]*' "$tmp/broker.log" 2>/dev/null | sort -u | sed 's/^/    /' || true
+  # Strip colours, keep a copy, and list (client id, API, version) once each.
+  sed 's/\x1b\[[0-9;]*m//g' "$tmp/broker.log" >/tmp/kafka-clients-broker.log
+  echo "API versions the clients used (client_id api version; full log: /tmp/kafka-clients-broker.log):"
+  sed -n 's/.*kafka client uses client_id=\([^ ]*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1 \2 \3/p' \
+    /tmp/kafka-clients-broker.log | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
+  sed -n 's/.*kafka client identified itself client_id=\([^ ]*\) software=\([^ ]*\) software_version=\([^ ]*\).*/    \1: \2 \3/p' \
+    /tmp/kafka-clients-broker.log | sort -u
 fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
