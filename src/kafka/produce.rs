@@ -7,8 +7,8 @@
 //! - Idempotence is the log's: a retried batch is acknowledged with its
 //!   original offsets, a gap is OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch
 //!   INVALID_PRODUCER_EPOCH (see [`super::errors::storage`]).
-//! - Transactional produce and magic v0/v1 batches are refused with a
-//!   message saying why (`error_message`, v8+).
+//! - Transactional produce, magic v0/v1 batches and writes to internal
+//!   (`__`) topics are refused with a message saying why (`error_message`, v8+).
 //!
 //! Nothing here awaits before the append is issued: requests of one
 //! connection are appended in arrival order, which pipelined idempotent
@@ -16,6 +16,7 @@
 
 use super::batch::kafka_to_frames;
 use super::{errors, str_bytes, Ctx};
+use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::messages::Acks;
 use crate::shard::ops::ProducePart;
 use crate::storage::AppendOutcome;
@@ -58,6 +59,16 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
             let key = (topic.clone(), p.index);
             if let Some((code, msg)) = &refuse_all {
                 outcomes.insert(key, Outcome::Failed(*code, msg.clone()));
+                continue;
+            }
+            if topic.starts_with(INTERNAL_PREFIX) {
+                outcomes.insert(
+                    key,
+                    Outcome::Failed(
+                        errors::invalid_topic(),
+                        format!("'{topic}' is an internal topic: clients cannot write to it"),
+                    ),
+                );
                 continue;
             }
             let known = topics

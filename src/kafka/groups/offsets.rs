@@ -16,6 +16,7 @@
 //! since the partition's retention last deleted a segment.
 
 use super::{Committed, GroupError, OffsetMap, OFFSETS_TOPIC};
+use crate::format::frame;
 use crate::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use crate::protocol::messages::Acks;
 use crate::shard::ops::{OpError, ProducePart};
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 /// How long a commit may wait for its fsync.
 const COMMIT_TIMEOUT_MS: u32 = 30_000;
@@ -132,11 +133,26 @@ impl OffsetStore {
                 break;
             }
             for f in &r.frames {
-                let (h, recs) = read_records(f, REPLAY_BATCH_BYTES_MAX).map_err(|e| {
-                    GroupError::CoordinatorUnavailable(format!(
-                        "{OFFSETS_TOPIC}-{partition} holds an unreadable batch: {e}"
-                    ))
-                })?;
+                let (h, recs) = match read_records(f, REPLAY_BATCH_BYTES_MAX) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Storage validated the frame; only its records do not
+                        // decode. Losing the commits of one batch beats
+                        // refusing every group of the partition forever.
+                        let h = frame::parse_header(f).map_err(|e| {
+                            GroupError::CoordinatorUnavailable(format!(
+                                "{OFFSETS_TOPIC}-{partition}: unreadable batch: {e}"
+                            ))
+                        })?;
+                        error!(
+                            partition,
+                            base_offset = h.base_offset,
+                            "kafka: skipping an undecodable batch of committed offsets: {e}"
+                        );
+                        at = at.max(h.last_offset() + 1);
+                        continue;
+                    }
+                };
                 for rec in recs {
                     if rec.offset < at {
                         continue;
