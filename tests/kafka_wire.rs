@@ -668,7 +668,11 @@ fn refusals_are_clear_and_hostile_input_only_closes_its_connection() {
     assert_ne!(produce_one(&mut c, 9, &req).error_code, 0);
     // Internal topics are not writable by clients.
     let internal = produce_req("__consumer_offsets", 0, batch(1, -1, -1, -1), 1);
-    assert_eq!(produce_one(&mut c, 9, &internal).error_code, 17, "INVALID_TOPIC_EXCEPTION");
+    assert_eq!(
+        produce_one(&mut c, 9, &internal).error_code,
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
     // A corrupted CRC.
     let mut bad = batch(2, -1, -1, -1).to_vec();
     let last = bad.len() - 1;
