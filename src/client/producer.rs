@@ -247,7 +247,6 @@ impl Producer {
             return Err(ClientError::Invalid("producer is closed".into()));
         }
         let key_t: (Arc<str>, u32) = (Arc::from(topic), partition);
-        let linger_zero = self.inner.cfg.linger_ms == 0;
         let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
             builder: BatchBuilder::new(),
             ack: BatchAck::new(),
@@ -278,7 +277,10 @@ impl Producer {
             let n = self.partitions(topic).await.unwrap_or(1);
             self.inner.partitioner.on_batch_sealed(topic, partition, n);
         }
-        if full || (first && linger_zero) {
+        // A new batch must reach the sender even with linger > 0: an idle
+        // sender waits without a deadline and would otherwise only see the
+        // batch once some batch fills up, holding it far past linger.
+        if full || first {
             self.inner.wake_sender.notify_one();
         }
         Ok(delivery)
