@@ -1,0 +1,189 @@
+//! The consumer actor: reads its partitions, checks sequence numbers, and
+//! records end-to-end latency (intended send time -> receipt).
+//!
+//! Receipt time is taken once per fetch, when the fetched records are
+//! handed over: that is when an application would see them. Records are
+//! decoded into a reusable buffer first and recorded under one lock per
+//! fetch, so the sampler is never blocked behind a long-poll.
+//!
+//! **When to stop.** Consumers run until the runner publishes what the
+//! producers sent ([`Drain::finish`]), then until (a) they delivered all of
+//! it, (b) a fetch that started after that publication came back empty
+//! with every partition at its high watermark — nothing more can come; not
+//! used with acks=0, where "sent" does not imply "appended" — or (c) the
+//! drain deadline passed. Anything missing is then reported as lost.
+
+use crate::checks::SeqChecker;
+use crate::payload::Header;
+use crate::stats::{ns_to_us, Clock, Recorder, Window};
+use crate::transport::ConsumerBackend;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// `(partition, producer) -> messages sent`.
+pub type SentCounts = HashMap<(u32, u32), u64>;
+
+/// What the runner tells consumers once the producers are done.
+#[derive(Default)]
+pub struct Drain {
+    /// `(partition, producer) -> messages sent`, plus the drain deadline (ns).
+    expected: OnceLock<(SentCounts, u64)>,
+}
+
+impl Drain {
+    pub fn new() -> Arc<Drain> {
+        Arc::new(Drain::default())
+    }
+    pub fn finish(&self, sent: SentCounts, deadline_ns: u64) {
+        let _ = self.expected.set((sent, deadline_ns));
+    }
+    fn get(&self) -> Option<&(SentCounts, u64)> {
+        self.expected.get()
+    }
+}
+
+pub struct ConsumerCtx {
+    pub id: u32,
+    pub partitions: Vec<u32>,
+    pub run_id: u32,
+    pub clock: Clock,
+    pub window: Window,
+    pub record_bytes: u64,
+    pub backend: ConsumerBackend,
+    pub rec: Arc<Mutex<Recorder>>,
+    pub drain: Arc<Drain>,
+    pub stop: Arc<AtomicBool>,
+    /// "Caught up and nothing new" may end the drain (not with acks=0).
+    pub exit_when_caught_up: bool,
+    /// Fault injection (tests): drop every Nth message before checking.
+    pub drop_every: u64,
+}
+
+pub struct ConsumerOutcome {
+    pub id: u32,
+    pub partitions: Vec<u32>,
+    pub checker: SeqChecker,
+    pub poll_errors: u64,
+    pub first_error: Option<String>,
+    /// Why it stopped: "complete", "caught-up", "deadline", "stopped", "error".
+    pub ended: &'static str,
+}
+
+struct Seen {
+    partition: u32,
+    header: Header,
+}
+
+pub async fn run(mut ctx: ConsumerCtx) -> ConsumerOutcome {
+    let mut checker = SeqChecker::new();
+    let mut seen: Vec<Seen> = Vec::with_capacity(4096);
+    let mut foreign = 0u64;
+    let mut dropped_counter = 0u64;
+    let mut poll_errors = 0u64;
+    let mut consecutive_errors = 0u32;
+    let mut first_error = None;
+    let expected_mine = |d: &HashMap<(u32, u32), u64>, parts: &[u32]| -> u64 {
+        d.iter()
+            .filter(|((p, _), _)| parts.contains(p))
+            .map(|(_, n)| *n)
+            .sum()
+    };
+    let ended = loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            break "stopped";
+        }
+        let drain_known_before = ctx.drain.get().is_some();
+        seen.clear();
+        let run_id = ctx.run_id;
+        let res = ctx
+            .backend
+            .poll(|partition, value| match Header::read(value) {
+                Some(h) if h.run_id == run_id => seen.push(Seen {
+                    partition,
+                    header: h,
+                }),
+                _ => foreign += 1,
+            })
+            .await;
+        let now = ctx.clock.now_ns();
+        match res {
+            Err(e) => {
+                poll_errors += 1;
+                consecutive_errors += 1;
+                if first_error.is_none() {
+                    first_error = Some(e.to_string());
+                }
+                if consecutive_errors >= 5 {
+                    break "error";
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+            Ok(_) => consecutive_errors = 0,
+        }
+        if !seen.is_empty() || foreign > 0 {
+            let mut r = ctx.rec.lock().unwrap();
+            let r = &mut *r;
+            r.interval.counts.foreign += foreign;
+            r.measured.counts.foreign += foreign;
+            foreign = 0;
+            let in_window = ctx.window.contains(now);
+            for s in &seen {
+                if ctx.drop_every > 0 {
+                    dropped_counter += 1;
+                    if dropped_counter % ctx.drop_every == 0 {
+                        continue;
+                    }
+                }
+                let h = &s.header;
+                if !checker.observe(s.partition, h.partition, h.producer_id, h.seq) {
+                    // Duplicates and misrouted messages are counted by the
+                    // checker; they are not a second delivery.
+                    continue;
+                }
+                let us = ns_to_us(now.saturating_sub(h.intended_ns));
+                r.interval.lat.e2e.saturating_record(us);
+                r.interval.counts.received += 1;
+                r.interval.counts.received_bytes += ctx.record_bytes;
+                if in_window {
+                    r.measured.counts.received += 1;
+                    r.measured.counts.received_bytes += ctx.record_bytes;
+                }
+                if ctx.window.contains(h.intended_ns) {
+                    r.measured.lat.e2e.saturating_record(us);
+                    r.window_received += 1;
+                }
+            }
+        }
+        if let Some((expected, deadline_ns)) = ctx.drain.get() {
+            let mine = expected_mine(expected, &ctx.partitions);
+            let delivered: u64 = ctx
+                .partitions
+                .iter()
+                .map(|p| checker.delivered_on(*p))
+                .sum();
+            if delivered >= mine {
+                break "complete";
+            }
+            if ctx.exit_when_caught_up
+                && drain_known_before
+                && seen.is_empty()
+                && ctx.backend.caught_up()
+            {
+                break "caught-up";
+            }
+            if now >= *deadline_ns {
+                break "deadline";
+            }
+        }
+    };
+    ConsumerOutcome {
+        id: ctx.id,
+        partitions: std::mem::take(&mut ctx.partitions),
+        checker,
+        poll_errors,
+        first_error,
+        ended,
+    }
+}

@@ -1,0 +1,52 @@
+//! loadgen: the shardlog benchmark.
+//!
+//! Three layers, kept apart:
+//! - **actors** ([`producer`], [`consumer`]) generate load through a
+//!   protocol backend ([`transport`]) and only *record* what happened;
+//! - **analytics** ([`stats`], [`checks`], [`timeseries`], [`cpu`]) merge
+//!   recordings into histograms, series, verdicts and CPU figures;
+//! - **reports** ([`report`]) render finished results as a table, JSON,
+//!   `.hgrm` files, SVG charts and HTML.
+//!
+//! [`runner`] wires one workload together; [`sweep`] runs a matrix of them.
+//! The binary (`main.rs`) parses flags ([`cli`], [`profile`]) and starts an
+//! [`embedded`] broker when no address is given.
+
+pub mod checks;
+pub mod cli;
+pub mod consumer;
+pub mod cpu;
+pub mod embedded;
+pub mod machine;
+pub mod payload;
+pub mod producer;
+pub mod profile;
+pub mod report;
+pub mod result;
+pub mod runner;
+pub mod stats;
+pub mod sweep;
+pub mod timeseries;
+pub mod transport;
+pub mod units;
+pub mod workload;
+
+/// The tokio runtime loadgen runs on: multi-threaded (producers drive the
+/// client from their own threads with `block_on`), with every worker
+/// registered as a loadgen thread for CPU accounting.
+pub fn build_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+    let n = threads
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        })
+        .max(1);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(n)
+        .thread_name("lg-worker")
+        .on_thread_start(cpu::register_current_thread)
+        .on_thread_stop(cpu::unregister_current_thread)
+        .enable_all()
+        .build()
+}

@@ -1,0 +1,318 @@
+//! The producer actor: sends messages on schedule and records what
+//! happened to them. No analytics here beyond recording into histograms.
+//!
+//! **Schedule (open loop).** With `rate > 0`, producer `k` of `P` owns the
+//! slots `phase_k + i * P / rate`; message `i` is *intended* at its slot.
+//! A producer that falls behind never skips a slot: it sends late, and the
+//! lateness shows up in publish delay and in every latency measured from
+//! the intended time (coordinated omission corrected). With `rate = 0`
+//! (closed loop) the intended time is the actual send time.
+//!
+//! **Why a dedicated thread.** tokio's timer has 1 ms resolution, which
+//! would add up to 1 ms of loadgen-made delay to every message. Each
+//! producer instead runs on its own OS thread, sleeps with `nanosleep`
+//! (timer slack lowered to 1 µs), and drives the async client with
+//! `Handle::block_on` for each burst of due messages; the client's I/O
+//! still runs on the tokio workers.
+//!
+//! **Latency without allocation.** Each record's token is its intended
+//! send time (ns since the run epoch); the per-batch ack callback turns
+//! tokens into publish latencies.
+
+use crate::payload::{Filler, Header};
+use crate::stats::{ns_to_us, Clock, Recorder, Window};
+use crate::transport::{AckEvent, AckSink, ProducerBackend};
+use crate::workload::{KeyMode, WorkloadSpec, KEY_LEN};
+use shardlog::client::partitioner::partition_for_key;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+/// Everything a producer needs; built by the runner.
+pub struct ProducerCtx {
+    pub id: u32,
+    pub spec: Arc<WorkloadSpec>,
+    pub partitions: u32,
+    pub run_id: u32,
+    pub clock: Clock,
+    pub window: Window,
+    pub backend: ProducerBackend,
+    pub rec: Arc<Mutex<Recorder>>,
+    pub rt: tokio::runtime::Handle,
+    pub stop: Arc<AtomicBool>,
+    /// How long past the window's end a late producer may keep sending
+    /// its backlog before it gives up.
+    pub grace: Duration,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ProducerOutcome {
+    pub id: u32,
+    /// Sequence numbers used per partition = messages handed to the client.
+    pub sent_per_partition: Vec<u64>,
+    pub send_errors: u64,
+    pub first_error: Option<String>,
+    /// Scheduled messages never sent because the producer was still behind
+    /// when the grace period ended.
+    pub unsent: u64,
+}
+
+/// The run's clock and window. Producers connect before the clock starts
+/// (so connection setup does not count against the first slots); their ack
+/// sinks read the time base once it is set.
+#[derive(Debug, Clone, Copy)]
+pub struct Timebase {
+    pub clock: Clock,
+    pub window: Window,
+}
+
+/// First error seen by an ack sink, for the report.
+pub type FirstError = Arc<Mutex<Option<String>>>;
+
+/// The ack callback: turns tokens into publish latencies. Runs on the
+/// client's runtime threads, once per batch.
+pub fn ack_sink(
+    rec: Arc<Mutex<Recorder>>,
+    timebase: Arc<OnceLock<Timebase>>,
+    record_bytes: u64,
+    first_error: FirstError,
+) -> AckSink {
+    Arc::new(move |ev: &AckEvent| {
+        // Set before the first send, so always present here.
+        let Some(&Timebase { clock, window }) = timebase.get() else {
+            return;
+        };
+        let now = clock.now_ns();
+        let n = ev.tokens.len() as u64;
+        if let Some(e) = &ev.error {
+            let mut r = rec.lock().unwrap();
+            r.interval.counts.ack_errors += n;
+            r.measured.counts.ack_errors += n;
+            drop(r);
+            let mut fe = first_error.lock().unwrap();
+            if fe.is_none() {
+                *fe = Some(format!("partition {}: {e}", ev.partition));
+            }
+            return;
+        }
+        let mut r = rec.lock().unwrap();
+        let r = &mut *r;
+        r.interval.counts.acked += n;
+        r.interval.counts.acked_bytes += n * record_bytes;
+        r.interval.counts.batches += 1;
+        let (u, c) = (
+            ev.uncompressed_bytes.unwrap_or(0) as u64,
+            ev.compressed_bytes.unwrap_or(0) as u64,
+        );
+        r.interval.counts.batch_uncompressed_bytes += u;
+        r.interval.counts.batch_compressed_bytes += c;
+        if window.contains(now) {
+            r.measured.counts.acked += n;
+            r.measured.counts.acked_bytes += n * record_bytes;
+            r.measured.counts.batches += 1;
+            r.measured.counts.batch_uncompressed_bytes += u;
+            r.measured.counts.batch_compressed_bytes += c;
+        }
+        for &t in ev.tokens {
+            let us = ns_to_us(now.saturating_sub(t));
+            r.interval.lat.publish.saturating_record(us);
+            if window.contains(t) {
+                r.measured.lat.publish.saturating_record(us);
+                r.window_acked += 1;
+            }
+        }
+    })
+}
+
+fn lower_timer_slack() {
+    // Sleep precision on Linux is bounded by the thread's timer slack
+    // (50 µs by default); 1 µs makes short pacing sleeps accurate.
+    // SAFETY: PR_SET_TIMERSLACK takes a plain integer and affects only this thread.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, 1000 as libc::c_ulong, 0, 0, 0);
+    }
+}
+
+/// Where the next record goes and with which key.
+struct Placement {
+    mode: KeyMode,
+    partitions: u32,
+    /// Sticky partition for unkeyed records, and bytes sent to it.
+    sticky: u32,
+    sticky_bytes: usize,
+    batch_bytes: usize,
+    next_key: u64,
+    key: [u8; KEY_LEN],
+}
+
+impl Placement {
+    /// Returns the partition; the key (if any) is left in `self.key`.
+    fn next(&mut self, filler: &mut Filler, record_bytes: usize) -> u32 {
+        match self.mode {
+            KeyMode::None => {
+                // Kafka's sticky partitioner (KIP-794): stay on a partition
+                // until a batch's worth of bytes went there.
+                if self.sticky_bytes >= self.batch_bytes {
+                    self.sticky = (self.sticky + 1) % self.partitions;
+                    self.sticky_bytes = 0;
+                }
+                self.sticky_bytes += record_bytes;
+                self.sticky
+            }
+            KeyMode::Random => {
+                self.key = filler.next_u64().to_be_bytes();
+                partition_for_key(&self.key, self.partitions)
+            }
+            KeyMode::Sequential => {
+                self.key = self.next_key.to_be_bytes();
+                self.next_key += 1;
+                partition_for_key(&self.key, self.partitions)
+            }
+        }
+    }
+}
+
+/// Most messages sent per `block_on` round, so the stop flag stays responsive.
+const BURST_MAX: u32 = 512;
+
+/// Run the producer to completion on the calling thread.
+pub fn run(ctx: ProducerCtx) -> ProducerOutcome {
+    crate::cpu::register_current_thread();
+    lower_timer_slack();
+    let out = run_inner(&ctx);
+    crate::cpu::unregister_current_thread();
+    out
+}
+
+fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
+    let spec = &*ctx.spec;
+    let n_parts = ctx.partitions.max(1);
+    let mut out = ProducerOutcome {
+        id: ctx.id,
+        sent_per_partition: vec![0; n_parts as usize],
+        ..Default::default()
+    };
+    let open = spec.rate > 0;
+    let interval_ns = if open {
+        1e9 * spec.producers as f64 / spec.rate as f64
+    } else {
+        0.0
+    };
+    // Spread producers' slots evenly instead of firing them together.
+    let phase_ns = interval_ns * ctx.id as f64 / spec.producers as f64;
+    let slot = |i: u64| (phase_ns + interval_ns * i as f64) as u64;
+    let send_end = ctx.window.end_ns;
+    let hard_end = send_end + ctx.grace.as_nanos() as u64;
+    let record_bytes = spec.record_payload_bytes();
+    let mut filler = Filler::new(
+        spec.payload,
+        0x9e37_79b9_7f4a_7c15 ^ ((ctx.run_id as u64) << 32 | ctx.id as u64),
+    );
+    let mut place = Placement {
+        mode: spec.keys,
+        partitions: n_parts,
+        sticky: ctx.id % n_parts,
+        sticky_bytes: 0,
+        batch_bytes: spec.batch_bytes,
+        next_key: (ctx.id as u64) << 40,
+        key: [0; KEY_LEN],
+    };
+    let mut buf = vec![0u8; spec.message_size];
+    let mut i: u64 = 0;
+
+    'outer: loop {
+        if ctx.stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let now = ctx.clock.now_ns();
+        let next = if open { slot(i) } else { now };
+        if next >= send_end {
+            break;
+        }
+        if now >= hard_end {
+            // Still behind after the grace period: give up on the rest.
+            out.unsent = if open {
+                ((send_end as f64 - phase_ns) / interval_ns).ceil() as u64 - i
+            } else {
+                0
+            };
+            break;
+        }
+        if next > now {
+            // Wake at the end of the pacing period holding `next`: all
+            // messages due in one period go out together (see `pacing_us`).
+            // When messages are further apart than a period, waking for each
+            // costs no more than the budget allows: wake exactly.
+            let q = if interval_ns >= (spec.pacing_us * 1000) as f64 {
+                0
+            } else {
+                spec.pacing_us * 1000
+            };
+            let wake = if q > 0 { next.div_ceil(q) * q } else { next };
+            std::thread::sleep(Duration::from_nanos(wake - now));
+            continue;
+        }
+        let ts_ms = shardlog::client::producer::now_ms();
+        let r: Result<(), String> = ctx.rt.block_on(async {
+            for _ in 0..BURST_MAX {
+                let now = ctx.clock.now_ns();
+                let intended = if open { slot(i) } else { now };
+                if intended >= send_end || intended > now {
+                    break;
+                }
+                let p = place.next(&mut filler, record_bytes);
+                let seq = out.sent_per_partition[p as usize];
+                filler.fill(&mut buf[crate::payload::HEADER_LEN..]);
+                let key = if spec.keys == KeyMode::None {
+                    None
+                } else {
+                    Some(&place.key[..])
+                };
+                // Closed loop: the intended time *is* the send time, read
+                // after the payload is built so publish delay is exactly 0.
+                let actual = ctx.clock.now_ns();
+                let intended = if open { intended } else { actual };
+                Header {
+                    run_id: ctx.run_id,
+                    producer_id: ctx.id,
+                    partition: p,
+                    seq,
+                    intended_ns: intended,
+                }
+                .write(&mut buf);
+                {
+                    let mut r = ctx.rec.lock().unwrap();
+                    let delay = ns_to_us(actual.saturating_sub(intended));
+                    r.interval.lat.publish_delay.saturating_record(delay);
+                    r.interval.counts.sent += 1;
+                    r.interval.counts.sent_bytes += record_bytes as u64;
+                    if ctx.window.contains(actual) {
+                        r.measured.counts.sent += 1;
+                        r.measured.counts.sent_bytes += record_bytes as u64;
+                    }
+                    if ctx.window.contains(intended) {
+                        r.measured.lat.publish_delay.saturating_record(delay);
+                        r.window_sent += 1;
+                    }
+                }
+                ctx.backend
+                    .send(p, key, &buf, ts_ms, intended)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                out.sent_per_partition[p as usize] += 1;
+                i += 1;
+            }
+            Ok(())
+        });
+        if let Err(e) = r {
+            out.send_errors += 1;
+            out.first_error = Some(e);
+            break 'outer;
+        }
+    }
+    if let Err(e) = ctx.rt.block_on(ctx.backend.close()) {
+        out.send_errors += 1;
+        out.first_error.get_or_insert(e.to_string());
+    }
+    out
+}

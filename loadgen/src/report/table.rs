@@ -1,0 +1,216 @@
+//! The human table: one row per point, latency in ms.
+
+use crate::result::RunResult;
+use crate::stats::LatencySummary;
+use crate::units::format_count;
+use std::fmt::Write;
+
+/// Milliseconds from µs, 4-5 significant characters: 0.087, 1.234, 12.35, 123.5, 1234.
+pub fn fmt_ms(us: u64) -> String {
+    let ms = us as f64 / 1000.0;
+    if ms < 10.0 {
+        format!("{ms:.3}")
+    } else if ms < 100.0 {
+        format!("{ms:.2}")
+    } else if ms < 1000.0 {
+        format!("{ms:.1}")
+    } else {
+        format!("{ms:.0}")
+    }
+}
+
+fn lat_cols(s: &LatencySummary) -> [String; 6] {
+    [
+        fmt_ms(s.p50_us),
+        fmt_ms(s.p90_us),
+        fmt_ms(s.p99_us),
+        fmt_ms(s.p99_9_us),
+        fmt_ms(s.p99_99_us),
+        fmt_ms(s.max_us),
+    ]
+}
+
+/// Render the table. Marks: `!` saturated (target rate not met), `FAIL`
+/// a failed delivery check or errors.
+pub fn render(points: &[RunResult]) -> String {
+    let lw = points
+        .iter()
+        .map(|p| p.label.chars().count())
+        .max()
+        .unwrap_or(5)
+        .max(5);
+    let mut out = String::new();
+    let pad = " ".repeat(lw);
+    let _ = writeln!(
+        out,
+        "{pad}  {:>9} {:>7}  {:<47}  {:<47}  {:>5} {:>6} {:>5}  checks",
+        "produced",
+        "",
+        "publish latency (ms), intended send -> ack",
+        "end-to-end latency (ms), intended send -> receipt",
+        "comp",
+        "broker",
+        "lg",
+    );
+    let lat_hdr = format!(
+        "{:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "p50", "p90", "p99", "p99.9", "p99.99", "max"
+    );
+    let _ = writeln!(
+        out,
+        "{:<lw$}  {:>9} {:>7}  {lat_hdr}  {lat_hdr}  {:>5} {:>6} {:>5}",
+        "point", "msg/s", "MiB/s", "ratio", "cpu/GB", "cores"
+    );
+    for p in points {
+        let pl = lat_cols(&p.publish);
+        let el = lat_cols(&p.e2e);
+        let status = if !p.passed() {
+            "FAIL".to_string()
+        } else if p.checks.delivered == 0 && p.spec.consumers > 0 {
+            "none".into()
+        } else {
+            "ok".into()
+        };
+        let sat = if p.saturated {
+            "!"
+        } else if p.loadgen_bound {
+            "*"
+        } else {
+            " "
+        };
+        let cpu = p
+            .cpu
+            .broker_cpu_s_per_gb
+            .map(|v| format!("{v:.1}s"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(
+            out,
+            "{:<lw$}  {:>8}{sat} {:>7.1}  {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}  {:>5.2} {:>6} {:>5.2}  {status}",
+            p.label,
+            format_count(p.produced.msgs_per_s),
+            p.produced.mib_per_s,
+            pl[0], pl[1], pl[2], pl[3], pl[4], pl[5],
+            el[0], el[1], el[2], el[3], el[4], el[5],
+            p.compression.ratio,
+            cpu,
+            p.cpu.loadgen_cores,
+        );
+    }
+    if points.iter().any(|p| p.saturated) {
+        let _ = writeln!(
+            out,
+            "! = target rate not sustained: latency there is queueing in the producer, not the broker"
+        );
+    }
+    if points.iter().any(|p| p.loadgen_bound && !p.saturated) {
+        let _ = writeln!(
+            out,
+            "* = loadgen used about a core per producer: the client (batching, compression) may set that latency, not the broker"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "comp ratio = record bytes / batch frame bytes (framing included); broker cpu/GB = broker CPU s per GB in+out; lg cores = loadgen's own CPU"
+    );
+    out
+}
+
+fn summary_line(name: &str, s: &LatencySummary) -> String {
+    format!(
+        "{name:<14} {:>9} {:>8.3} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        s.count,
+        s.mean_us / 1000.0,
+        fmt_ms(s.p50_us),
+        fmt_ms(s.p75_us),
+        fmt_ms(s.p95_us),
+        fmt_ms(s.p99_us),
+        fmt_ms(s.p99_9_us),
+        fmt_ms(s.p99_99_us),
+        fmt_ms(s.max_us),
+    )
+}
+
+/// The detailed block `loadgen run` prints for its one point.
+pub fn render_summary(p: &RunResult) -> String {
+    let s = &p.spec;
+    let mut out = String::new();
+    let rate = if s.rate == 0 {
+        "unlimited rate (closed loop)".to_string()
+    } else {
+        format!("{} msg/s open loop", format_count(s.rate as f64))
+    };
+    let _ = writeln!(
+        out,
+        "{}: topic {} ({} partitions), {} B messages, {} producer(s), {} consumer(s), {rate}, {:.1} s measured",
+        p.label, s.topic, p.partitions, s.message_size, s.producers, s.consumers, p.measured_s
+    );
+    let _ = writeln!(
+        out,
+        "throughput     produced {} msg/s ({:.1} MiB/s), consumed {} msg/s ({:.1} MiB/s){}",
+        format_count(p.produced.msgs_per_s),
+        p.produced.mib_per_s,
+        format_count(p.consumed.msgs_per_s),
+        p.consumed.mib_per_s,
+        p.achieved_fraction
+            .map(|f| format!(", {:.1}% of target", f * 100.0))
+            .unwrap_or_default()
+    );
+    let _ = writeln!(
+        out,
+        "latency (ms)   {:>9} {:>8} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "count", "mean", "p50", "p75", "p95", "p99", "p99.9", "p99.99", "max"
+    );
+    let _ = writeln!(out, "{}", summary_line("publish", &p.publish));
+    let _ = writeln!(out, "{}", summary_line("publish delay", &p.publish_delay));
+    let _ = writeln!(out, "{}", summary_line("end-to-end", &p.e2e));
+    let c = &p.compression;
+    let _ = writeln!(
+        out,
+        "batches        {} acknowledged, avg {:.0} B / {:.1} records, compression {:.2}x",
+        c.batches, c.avg_batch_bytes, c.avg_records_per_batch, c.ratio
+    );
+    let cpu = &p.cpu;
+    let _ = writeln!(
+        out,
+        "cpu            broker {}, loadgen {:.2} cores ({:.2} CPU s/GB)",
+        match (cpu.broker_cores, cpu.broker_cpu_s_per_gb) {
+            (Some(c), Some(g)) => format!("{c:.2} cores ({g:.2} CPU s/GB moved)"),
+            (Some(c), None) => format!("{c:.2} cores"),
+            _ => "not measured".into(),
+        },
+        cpu.loadgen_cores,
+        cpu.loadgen_cpu_s_per_gb.unwrap_or(0.0)
+    );
+    let k = &p.checks;
+    let _ = writeln!(
+        out,
+        "checks         delivered {}, lost {}, duplicated {}, reordered {}, misrouted {} -> {}",
+        k.delivered,
+        k.lost,
+        k.duplicated,
+        k.reordered,
+        k.misrouted,
+        if p.passed() { "PASS" } else { "FAIL" }
+    );
+    for e in &p.errors {
+        let _ = writeln!(out, "error          {e}");
+    }
+    for n in &p.notes {
+        let _ = writeln!(out, "note           {n}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ms_format() {
+        assert_eq!(fmt_ms(87), "0.087");
+        assert_eq!(fmt_ms(1234), "1.234");
+        assert_eq!(fmt_ms(12_345), "12.35");
+        assert_eq!(fmt_ms(123_456), "123.5");
+        assert_eq!(fmt_ms(1_234_567), "1235");
+    }
+}

@@ -1,0 +1,443 @@
+//! Runs one workload: wires actors, sampler and CPU meter together, waits
+//! for the producers and the drain, then turns recordings into a
+//! [`RunResult`]. No figures are computed anywhere else.
+//!
+//! Timeline (ns since the epoch, which starts once every connection is up):
+//!
+//! ```text
+//! 0 ── warm-up ──> window.start ── measured ──> window.end ── backlog (grace) ── drain ──> done
+//! ```
+//!
+//! Consumers are positioned at the partitions' ends before the epoch, so
+//! they see exactly the run's messages.
+
+use crate::consumer::{self, ConsumerCtx, Drain};
+use crate::cpu::{BrokerCpuSource, CpuReport, CpuSnapshot};
+use crate::producer::{self, FirstError, ProducerCtx, Timebase};
+use crate::result::{CompressionStats, RunResult, Throughput};
+use crate::stats::{Bucket, Clock, LatencySummary, Recorder, Window};
+use crate::timeseries::{self, SamplerCtx};
+use crate::transport::{
+    Admin, ConsumerBackend, ProducerBackend, ProducerSettings, Target, TransportError,
+};
+use crate::units::mib_per_s;
+use crate::workload::{SpecError, WorkloadSpec};
+use shardlog::protocol::messages::Acks;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error("broker at {addr}: {source}")]
+    Broker {
+        addr: String,
+        #[source]
+        source: TransportError,
+    },
+    #[error("loadgen needs a multi-threaded tokio runtime (producers drive the client from their own threads)")]
+    Runtime,
+    #[error("a {0} thread panicked")]
+    Panicked(&'static str),
+}
+
+/// How a run reaches the broker and reports progress.
+#[derive(Debug, Clone)]
+pub struct RunEnv {
+    pub target: Target,
+    pub cpu_source: BrokerCpuSource,
+    /// Print a progress line per second with this prefix (None: quiet).
+    pub progress: Option<String>,
+}
+
+/// Consumer `c` of `n` reads partitions `p` with `p % n == c`.
+pub fn assign_partitions(partitions: u32, consumers: u32) -> Vec<Vec<u32>> {
+    let n = consumers.min(partitions).max(1);
+    (0..n)
+        .map(|c| (0..partitions).filter(|p| p % n == c).collect())
+        .collect()
+}
+
+fn run_id() -> u32 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (t ^ (t >> 32) ^ (std::process::id() as u64).rotate_left(17)) as u32
+}
+
+/// Run one workload to completion. Call from a multi-threaded tokio runtime.
+pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunResult, RunError> {
+    spec.validate()?;
+    let rt = tokio::runtime::Handle::current();
+    if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(RunError::Runtime);
+    }
+    let broker_err = |source: TransportError| RunError::Broker {
+        addr: env.target.addr.clone(),
+        source,
+    };
+    let mut notes = Vec::new();
+    let admin = Admin::connect(&env.target).await.map_err(broker_err)?;
+    let topic_info = admin
+        .ensure_topic(&spec.topic, spec.partitions)
+        .await
+        .map_err(broker_err)?;
+    let partitions = topic_info.partitions;
+    if partitions != spec.partitions {
+        notes.push(format!(
+            "topic '{}' already existed with {partitions} partitions (asked for {}); used {partitions}",
+            spec.topic, spec.partitions
+        ));
+    }
+    let spec_arc = Arc::new(spec.clone());
+    let run_id = run_id();
+    let stop = Arc::new(AtomicBool::new(false));
+    let drain = Drain::new();
+    let record_bytes = spec.record_payload_bytes() as u64;
+
+    // Consumers first, positioned at the current ends.
+    let assignment = if spec.consumers == 0 {
+        Vec::new()
+    } else {
+        assign_partitions(partitions, spec.consumers)
+    };
+    if spec.consumers > partitions {
+        notes.push(format!(
+            "{} consumers for {partitions} partitions: {} consumers would be idle and were not started",
+            spec.consumers,
+            spec.consumers - partitions
+        ));
+    }
+    let mut consumer_backends = Vec::new();
+    for parts in &assignment {
+        consumer_backends.push(
+            ConsumerBackend::open(&env.target, &spec.topic, parts.clone(), 100)
+                .await
+                .map_err(broker_err)?,
+        );
+    }
+
+    // Producers' connections, before the clock starts.
+    let timebase: Arc<OnceLock<Timebase>> = Arc::new(OnceLock::new());
+    let settings = ProducerSettings {
+        batch_bytes: spec.batch_bytes,
+        linger_ms: spec.linger_ms,
+        compression: spec.compression,
+        acks: spec.acks,
+        max_inflight: spec.max_inflight,
+        buffer_bytes: spec.buffer_bytes,
+    };
+    let mut recorders = Vec::new();
+    let mut producer_parts = Vec::new();
+    for _ in 0..spec.producers {
+        let rec = Arc::new(Mutex::new(Recorder::default()));
+        let first_error: FirstError = Arc::new(Mutex::new(None));
+        let sink = producer::ack_sink(
+            rec.clone(),
+            timebase.clone(),
+            record_bytes,
+            first_error.clone(),
+        );
+        let backend = ProducerBackend::open(&env.target, &spec.topic, &settings, sink)
+            .await
+            .map_err(broker_err)?;
+        recorders.push(rec.clone());
+        producer_parts.push((rec, backend, first_error));
+    }
+    let consumer_recs: Vec<_> = assignment
+        .iter()
+        .map(|_| Arc::new(Mutex::new(Recorder::default())))
+        .collect();
+    recorders.extend(consumer_recs.iter().cloned());
+
+    // The epoch.
+    let clock = Clock::start();
+    let warmup_ns = spec.warmup().as_nanos() as u64;
+    let window = Window {
+        start_ns: warmup_ns,
+        end_ns: warmup_ns + spec.duration().as_nanos() as u64,
+    };
+    let _ = timebase.set(Timebase { clock, window });
+
+    let sampler_stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn(timeseries::run(SamplerCtx {
+        recorders: recorders.clone(),
+        clock,
+        window,
+        cpu_source: env.cpu_source,
+        stop: sampler_stop.clone(),
+        progress: env.progress.clone(),
+    }));
+    let cpu_source = env.cpu_source;
+    let cpu_meter = tokio::spawn(async move {
+        let at = |ns: u64| tokio::time::Instant::from_std(clock.epoch + Duration::from_nanos(ns));
+        tokio::time::sleep_until(at(window.start_ns)).await;
+        let a = CpuSnapshot::take(cpu_source);
+        tokio::time::sleep_until(at(window.end_ns)).await;
+        let b = CpuSnapshot::take(cpu_source);
+        b.since(&a)
+    });
+
+    let exit_when_caught_up = spec.acks != Acks::None;
+    let consumer_tasks: Vec<_> = assignment
+        .iter()
+        .zip(consumer_backends)
+        .zip(consumer_recs.iter())
+        .enumerate()
+        .map(|(i, ((parts, backend), rec))| {
+            tokio::spawn(consumer::run(ConsumerCtx {
+                id: i as u32,
+                partitions: parts.clone(),
+                run_id,
+                clock,
+                window,
+                record_bytes,
+                backend,
+                rec: rec.clone(),
+                drain: drain.clone(),
+                stop: stop.clone(),
+                exit_when_caught_up,
+                drop_every: spec.fault_drop_every,
+            }))
+        })
+        .collect();
+
+    // A late producer may keep sending its backlog for this long after the window.
+    let grace = (spec.duration() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
+    let mut producer_waits = Vec::new();
+    let mut first_errors = Vec::new();
+    for (id, (rec, backend, first_error)) in producer_parts.into_iter().enumerate() {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let ctx = ProducerCtx {
+            id: id as u32,
+            spec: spec_arc.clone(),
+            partitions,
+            run_id,
+            clock,
+            window,
+            backend,
+            rec,
+            rt: rt.clone(),
+            stop: stop.clone(),
+            grace,
+        };
+        std::thread::Builder::new()
+            .name(format!("lg-producer-{id}"))
+            .spawn(move || {
+                let _ = tx.send(producer::run(ctx));
+            })
+            .expect("spawning a producer thread");
+        producer_waits.push(rx);
+        first_errors.push(first_error);
+    }
+    let mut outcomes = Vec::new();
+    for rx in producer_waits {
+        outcomes.push(rx.await.map_err(|_| RunError::Panicked("producer"))?);
+    }
+
+    // Tell consumers what to expect, then wait for the drain.
+    let mut sent: HashMap<(u32, u32), u64> = HashMap::new();
+    for o in &outcomes {
+        for (p, n) in o.sent_per_partition.iter().enumerate() {
+            if *n > 0 {
+                sent.insert((p as u32, o.id), *n);
+            }
+        }
+    }
+    drain.finish(
+        sent.clone(),
+        clock.now_ns() + Duration::from_millis(spec.drain_timeout_ms).as_nanos() as u64,
+    );
+    let mut consumer_outcomes = Vec::new();
+    for t in consumer_tasks {
+        consumer_outcomes.push(t.await.map_err(|_| RunError::Panicked("consumer"))?);
+    }
+    stop.store(true, Ordering::Relaxed);
+    sampler_stop.store(true, Ordering::Relaxed);
+    let timeseries = sampler.await.map_err(|_| RunError::Panicked("sampler"))?;
+    // The meter finished at window end unless the run ended early.
+    let cpu_used = if clock.now_ns() >= window.end_ns {
+        cpu_meter
+            .await
+            .map_err(|_| RunError::Panicked("cpu meter"))?
+    } else {
+        cpu_meter.abort();
+        CpuSnapshot::default()
+    };
+
+    // Merge every actor's measured bucket: histograms bucket by bucket.
+    let mut total = Bucket::default();
+    let (mut window_sent, mut window_acked, mut window_received) = (0, 0, 0);
+    for r in &recorders {
+        let r = r.lock().unwrap();
+        total.add(&r.measured);
+        window_sent += r.window_sent;
+        window_acked += r.window_acked;
+        window_received += r.window_received;
+    }
+
+    let mut checks = crate::checks::CheckReport::default();
+    let mut errors = Vec::new();
+    let mut consumer_errors = 0;
+    for c in &consumer_outcomes {
+        checks.add(&c.checker.finish(&sent, &c.partitions));
+        consumer_errors += c.poll_errors;
+        if let Some(e) = &c.first_error {
+            errors.push(format!("consumer {}: {e}", c.id));
+        }
+        if c.ended == "deadline" {
+            notes.push(format!(
+                "consumer {} stopped at the drain deadline ({} ms) before receiving everything",
+                c.id, spec.drain_timeout_ms
+            ));
+        }
+    }
+    if assignment.is_empty() {
+        notes.push("no consumers: end-to-end latency and delivery checks were not measured".into());
+    }
+    let send_errors: u64 = outcomes.iter().map(|o| o.send_errors).sum();
+    for o in &outcomes {
+        if let Some(e) = &o.first_error {
+            errors.push(format!("producer {}: {e}", o.id));
+        }
+    }
+    for (i, fe) in first_errors.iter().enumerate() {
+        if let Some(e) = fe.lock().unwrap().as_ref() {
+            errors.push(format!("producer {i} ack: {e}"));
+        }
+    }
+    let unsent: u64 = outcomes.iter().map(|o| o.unsent).sum();
+
+    let secs = window.secs();
+    let tput = |msgs: u64, bytes: u64| Throughput {
+        msgs,
+        bytes,
+        msgs_per_s: msgs as f64 / secs,
+        mib_per_s: mib_per_s(bytes, secs),
+    };
+    let c = &total.counts;
+    let produced = tput(c.acked, c.acked_bytes);
+    let consumed = tput(c.received, c.received_bytes);
+    let compression = CompressionStats {
+        batches: c.batches,
+        avg_batch_bytes: if c.batches > 0 {
+            c.batch_uncompressed_bytes as f64 / c.batches as f64
+        } else {
+            0.0
+        },
+        avg_records_per_batch: if c.batches > 0 {
+            c.acked as f64 / c.batches as f64
+        } else {
+            0.0
+        },
+        uncompressed_bytes: c.batch_uncompressed_bytes,
+        compressed_bytes: c.batch_compressed_bytes,
+        ratio: if c.batch_compressed_bytes > 0 {
+            c.batch_uncompressed_bytes as f64 / c.batch_compressed_bytes as f64
+        } else {
+            1.0
+        },
+    };
+    let cpu = CpuReport::new(
+        env.cpu_source,
+        &cpu_used,
+        secs,
+        produced.bytes + consumed.bytes,
+    );
+    let achieved_fraction = (spec.rate > 0).then(|| produced.msgs_per_s / spec.rate as f64);
+    let saturated = unsent > 0 || achieved_fraction.is_some_and(|f| f < 0.95);
+
+    if spec.closed_loop() {
+        notes.push("closed loop (--rate 0): each message's intended send time is its actual send time, so latencies are NOT corrected for coordinated omission and publish delay is 0 by construction".into());
+    }
+    if spec.acks == Acks::None {
+        notes.push("acks=0: the broker sends no response, so publish latency is the time until the request was written to the socket".into());
+    }
+    if let Some(f) = achieved_fraction.filter(|_| saturated) {
+        notes.push(format!(
+            "SATURATED: achieved {:.0}% of the target rate {}/s; latency is dominated by queueing in the producer{}",
+            f * 100.0,
+            spec.rate,
+            if unsent > 0 {
+                format!(
+                    "; {unsent} scheduled messages were never sent (the grace period ran out), so the percentiles understate latency"
+                )
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if cfg!(debug_assertions) {
+        notes.push("loadgen was built without optimisations (debug); figures are not representative — use --release".into());
+    }
+    // A producer's batches are sealed, compressed and sent by one client
+    // task, so near one busy core per producer the client is the limit.
+    let loadgen_bound =
+        cpu.loadgen_cores >= 0.9 * spec.producers.min(cpu.online_cpus as u32) as f64;
+    if loadgen_bound {
+        notes.push(format!(
+            "LOADGEN-BOUND: loadgen used {:.2} cores ({} producer(s), {} CPUs); the client's batching and compression, not the broker, may set these latencies",
+            cpu.loadgen_cores, spec.producers, cpu.online_cpus
+        ));
+    } else if cpu.loadgen_cores > 0.5 * cpu.online_cpus as f64 {
+        notes.push(format!(
+            "loadgen used {:.2} cores on a {}-core machine: it competes with the broker, so throughput figures are a lower bound",
+            cpu.loadgen_cores, cpu.online_cpus
+        ));
+    }
+
+    // Only a topic this run created is deleted: never a user's data.
+    if spec.delete_topic_after && topic_info.created {
+        if let Err(e) = admin.delete_topic(&spec.topic).await {
+            notes.push(format!("could not delete topic '{}': {e}", spec.topic));
+        }
+    }
+
+    Ok(RunResult {
+        label: label.to_string(),
+        series: label.to_string(),
+        spec: spec.clone(),
+        partitions,
+        closed_loop: spec.closed_loop(),
+        measured_s: secs,
+        target_rate: spec.rate,
+        achieved_fraction,
+        saturated,
+        loadgen_bound,
+        produced,
+        consumed,
+        window_sent,
+        window_acked,
+        window_received,
+        publish: LatencySummary::of(&total.lat.publish),
+        publish_delay: LatencySummary::of(&total.lat.publish_delay),
+        e2e: LatencySummary::of(&total.lat.e2e),
+        compression,
+        cpu,
+        checks,
+        ack_errors: c.ack_errors,
+        send_errors,
+        consumer_errors,
+        unsent,
+        errors,
+        notes,
+        timeseries,
+        histograms: total.lat,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partitions_are_spread_over_consumers() {
+        assert_eq!(assign_partitions(4, 2), vec![vec![0, 2], vec![1, 3]]);
+        assert_eq!(assign_partitions(2, 5), vec![vec![0], vec![1]]);
+        assert_eq!(assign_partitions(3, 1), vec![vec![0, 1, 2]]);
+    }
+}
