@@ -746,3 +746,169 @@ fn refusals_are_clear_and_hostile_input_only_closes_its_connection() {
     );
     assert_eq!((p.error_code, p.base_offset), (0, 0));
 }
+
+/// Deterministic xorshift, so a failing case replays.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn encoded<R: Encodable>(key: ApiKey, v: i16, req: &R) -> Vec<u8> {
+    let h = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(v)
+        .with_correlation_id(1)
+        .with_client_id(Some(s("fuzz")));
+    let mut body = BytesMut::new();
+    h.encode(&mut body, key.request_header_version(v)).unwrap();
+    req.encode(&mut body, v).unwrap();
+    body.to_vec()
+}
+
+#[test]
+fn mutated_requests_never_take_the_broker_down() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let mut c = Conn::new(&addr);
+    create_topic(&mut c, "fz", 2);
+    let group = GroupId(s("fz-group"));
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    for v in [3i16, 8, 9, 12] {
+        seeds.push(encoded(
+            ApiKey::Produce,
+            v,
+            &produce_req("fz", 1, batch(3, -1, -1, -1), 1),
+        ));
+    }
+    for v in [4i16, 11, 12] {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(10)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(tn("fz"))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(1)
+                    .with_partition_max_bytes(1 << 20)])]);
+        seeds.push(encoded(ApiKey::Fetch, v, &req));
+    }
+    for v in [1i16, 9, 13] {
+        let topics =
+            vec![metadata_request::MetadataRequestTopic::default().with_name(Some(tn("fz")))];
+        seeds.push(encoded(
+            ApiKey::Metadata,
+            v,
+            &MetadataRequest::default().with_topics(Some(topics)),
+        ));
+    }
+    for v in [1i16, 5] {
+        let join = JoinGroupRequest::default()
+            .with_group_id(group.clone())
+            .with_session_timeout_ms(2000)
+            .with_rebalance_timeout_ms(2000)
+            .with_protocol_type(s("consumer"))
+            .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+            )
+            .with_name(s("range"))
+            .with_metadata(Bytes::from_static(b"m"))]);
+        seeds.push(encoded(ApiKey::JoinGroup, v, &join));
+    }
+    for v in [2i16, 8] {
+        let commit = OffsetCommitRequest::default()
+            .with_group_id(group.clone())
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![
+                offset_commit_request::OffsetCommitRequestTopic::default()
+                    .with_name(tn("fz"))
+                    .with_partitions(vec![
+                        offset_commit_request::OffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(1),
+                    ]),
+            ]);
+        seeds.push(encoded(ApiKey::OffsetCommit, v, &commit));
+    }
+    seeds.push(encoded(
+        ApiKey::ListOffsets,
+        7,
+        &ListOffsetsRequest::default().with_topics(vec![
+            list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn("fz"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default().with_timestamp(5)
+                ]),
+        ]),
+    ));
+    seeds.push(encoded(
+        ApiKey::CreateTopics,
+        5,
+        &CreateTopicsRequest::default().with_topics(vec![
+            create_topics_request::CreatableTopic::default()
+                .with_name(tn("fz-new"))
+                .with_num_partitions(1)
+                .with_replication_factor(1),
+        ]),
+    ));
+    let mut rng = Rng(0x5eed_cafe_f00d_1234);
+    let cases = 600;
+    let mut open: Vec<TcpStream> = Vec::new();
+    for i in 0..cases {
+        let mut f = seeds[rng.below(seeds.len())].clone();
+        match rng.below(5) {
+            // Flip a few bytes (never the api key/version: those are checked before decoding).
+            0 | 1 => {
+                for _ in 0..1 + rng.below(4) {
+                    let at = 4 + rng.below(f.len() - 4);
+                    f[at] ^= 1 << rng.below(8);
+                }
+            }
+            // Overwrite four bytes with a huge count.
+            2 => {
+                let at = 8 + rng.below(f.len().saturating_sub(12));
+                f[at..at + 4].copy_from_slice(&[0x7f, 0xff, 0xff, (rng.next() & 0xff) as u8]);
+            }
+            // Truncate.
+            3 => f.truncate(8 + rng.below(f.len() - 8)),
+            // A run of 0xff (compact lengths and varints at their largest).
+            _ => {
+                let at = 8 + rng.below(f.len() - 8);
+                let n = (1 + rng.below(6)).min(f.len() - at);
+                f[at..at + n].fill(0xff);
+            }
+        }
+        let mut sock = TcpStream::connect(&addr).unwrap();
+        let mut framed = (f.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&f);
+        let _ = sock.write_all(&framed);
+        open.push(sock);
+        if open.len() == 50 || i == cases - 1 {
+            std::thread::sleep(Duration::from_millis(100));
+            open.clear();
+        }
+    }
+    // Still alive and still correct.
+    let mut again = Conn::new(&addr);
+    assert!(
+        !versions(&mut again).is_empty(),
+        "broker alive after {cases} mutated requests"
+    );
+    let p = produce_one(
+        &mut again,
+        9,
+        &produce_req("fz", 0, batch(1, -1, -1, -1), -1),
+    );
+    assert_eq!(p.error_code, 0);
+    assert!(
+        !b.stderr().contains("panicked"),
+        "no shard panicked:\n{}",
+        b.stderr()
+    );
+}
