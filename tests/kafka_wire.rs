@@ -451,6 +451,39 @@ fn every_api_answers_at_every_advertised_version() {
         let h: HeartbeatResponse = c.call(ApiKey::Heartbeat, hv, &hb);
         assert_eq!(h.error_code, 25, "after leaving, the member is unknown");
     }
+    // A member that stays, for ListGroups and DescribeGroups.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(s("described")))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(s(""))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(b"sub"))]);
+    let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
+    assert_eq!(j.error_code, 0);
+    for v in range_of(&all, ApiKey::DescribeGroups) {
+        let req = DescribeGroupsRequest::default()
+            .with_groups(vec![GroupId(s("described")), GroupId(s("nobody"))]);
+        let r: DescribeGroupsResponse = c.call(ApiKey::DescribeGroups, v, &req);
+        let g = &r.groups[0];
+        assert_eq!(g.error_code, 0, "DescribeGroups v{v}");
+        assert_eq!(g.group_state.as_str(), "CompletingRebalance");
+        assert_eq!((g.protocol_data.as_str(), g.members.len()), ("range", 1));
+        assert_eq!(&g.members[0].member_metadata[..], b"sub");
+        assert_eq!(r.groups[1].group_state.as_str(), "Dead");
+    }
+    for v in range_of(&all, ApiKey::ListGroups) {
+        let r: ListGroupsResponse = c.call(ApiKey::ListGroups, v, &ListGroupsRequest::default());
+        assert_eq!(r.error_code, 0, "ListGroups v{v}");
+        let names: Vec<&str> = r.groups.iter().map(|g| g.group_id.0.as_str()).collect();
+        assert!(
+            names.contains(&"described") && names.contains(&"group-v3"),
+            "ListGroups v{v}: {names:?}"
+        );
+    }
     for v in range_of(&all, ApiKey::OffsetFetch) {
         let want = |g: &str| (g.to_string(), vec![1, 2]);
         let (group, _) = want("group-v7");

@@ -44,6 +44,8 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
         ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
         ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+        ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
+        ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
         _ => return None,
     })
 }

@@ -186,6 +186,8 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DescribeGroups => "DescribeGroups",
         _ => "other",
     }
 }
@@ -282,6 +284,14 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
             CreatePartitionsRequest,
             create_partitions::handle
         ),
+        ApiKey::ListGroups => serve!("ListGroups", ListGroupsRequest, list_groups::handle),
+        ApiKey::DescribeGroups => {
+            serve!(
+                "DescribeGroups",
+                DescribeGroupsRequest,
+                describe_groups::handle
+            )
+        }
         _ => return Err(KafkaError::UnknownApi(key as i16)),
     })
 }

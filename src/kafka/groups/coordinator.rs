@@ -9,7 +9,7 @@
 
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, SyncStep};
-use super::{GroupError, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
+use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
 use crate::shard::Shard;
 use bytes::Bytes;
 use std::any::{Any, TypeId};
@@ -52,6 +52,44 @@ impl Coordinator {
         };
         any.downcast::<Coordinator>()
             .unwrap_or_else(|_| panic!("extensions are keyed by type"))
+    }
+
+    /// This shard's coordinator if it has one (never creates it).
+    pub fn existing(shard: &Rc<Shard>) -> Option<Rc<Coordinator>> {
+        let any = shard
+            .extensions
+            .borrow()
+            .get(&TypeId::of::<Coordinator>())
+            .cloned()?;
+        any.downcast::<Coordinator>().ok()
+    }
+
+    /// (group id, protocol type, state) of every group with members or history here.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        self.groups
+            .borrow()
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.phase.name(),
+                )
+            })
+            .collect()
+    }
+
+    /// A group's state and members; an unknown group is "Dead", as in Kafka.
+    pub fn describe(&self, group_id: &str) -> GroupView {
+        match self.groups.borrow().get(group_id) {
+            Some(g) => g.view(),
+            None => GroupView {
+                state: "Dead",
+                protocol_type: String::new(),
+                protocol: String::new(),
+                members: Vec::new(),
+            },
+        }
     }
 
     fn with_group<T>(

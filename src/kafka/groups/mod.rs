@@ -111,6 +111,25 @@ pub struct SyncOutcome {
     pub protocol_name: String,
 }
 
+/// A group as DescribeGroups shows it.
+#[derive(Debug, Clone)]
+pub struct GroupView {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    /// The member's metadata for the group's protocol.
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
 /// One committed offset.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {

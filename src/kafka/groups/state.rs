@@ -25,7 +25,7 @@
 //!   SyncGroups wait for it.
 //! - Static membership (group.instance.id) is accepted but treated as dynamic.
 
-use super::{GroupError, JoinOutcome, JoinParams, SyncOutcome};
+use super::{GroupError, GroupView, JoinOutcome, JoinParams, MemberView, SyncOutcome};
 use bytes::Bytes;
 use futures::channel::oneshot;
 use std::collections::BTreeMap;
@@ -46,6 +46,18 @@ pub enum Phase {
     PreparingRebalance,
     CompletingRebalance,
     Stable,
+}
+
+impl Phase {
+    /// Kafka's name for the state (ListGroups, DescribeGroups).
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Empty => "Empty",
+            Phase::PreparingRebalance => "PreparingRebalance",
+            Phase::CompletingRebalance => "CompletingRebalance",
+            Phase::Stable => "Stable",
+        }
+    }
 }
 
 pub struct Member {
@@ -277,6 +289,31 @@ impl Group {
         m.fail_waiters(GroupError::UnknownMember);
         self.after_removal(now);
         Ok(())
+    }
+
+    pub fn view(&self) -> GroupView {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        GroupView {
+            state: self.phase.name(),
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            members: self
+                .members
+                .values()
+                .map(|m| MemberView {
+                    member_id: m.id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    metadata: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+            protocol,
+        }
     }
 
     /// Whether a member may commit offsets now (Kafka's rules: a commit
