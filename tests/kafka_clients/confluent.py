@@ -66,4 +66,6 @@ while time.time() < deadline:
         extra += 1
 c.close()
 assert extra == 0, f"re-read {extra} committed messages"
-print("produced 300 (idempotent, zstd), consumed 300, committed, resumed at the end")
+listed = admin.list_consumer_groups().result(30)
+assert group in [g.group_id for g in listed.valid], listed.valid
+print("produced 300 (idempotent, zstd), consumed 300, committed, resumed at the end; the group is listed")

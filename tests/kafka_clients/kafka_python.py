@@ -58,4 +58,15 @@ second = consume(100)
 values = {m.value for m in first} | {m.value for m in second}
 assert len(second) == 100, f"second member read {len(second)}"
 assert len(values) == 300, f"distinct values {len(values)}: committed offsets were not honoured"
-print("produced 300, consumed 200 + 100 with a commit in between")
+admin = KafkaAdminClient(bootstrap_servers=addr, client_id="kpy-admin")
+listed = admin.list_groups()
+print("list_groups:", listed)
+assert group in str(listed), f"{group} not listed"
+committed = admin.list_group_offsets({group: None})
+print("list_group_offsets:", committed)
+assert sum(o.offset for o in committed[group].values()) == 300, committed
+described = admin.describe_groups([group])
+print("describe_groups:", described)
+assert described[group]["group_state"] == "Empty", described
+admin.close()
+print("produced 300, consumed 200 + 100 with a commit in between; admin lists, describes and reads the group")
