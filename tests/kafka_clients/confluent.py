@@ -14,7 +14,7 @@ topic = f"ck-{run}"
 group = f"ck-group-{run}"
 print("confluent-kafka", confluent_kafka.version(), "librdkafka", confluent_kafka.libversion())
 
-admin = AdminClient({"bootstrap.servers": addr})
+admin = AdminClient({"bootstrap.servers": addr, "client.id": "confluent-admin"})
 for f in admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)]).values():
     f.result(30)
 
@@ -23,7 +23,7 @@ acked = []
 def on_delivery(err, msg):
     (errors if err else acked).append(err or (msg.partition(), msg.offset()))
 
-p = Producer({"bootstrap.servers": addr, "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 10})
+p = Producer({"bootstrap.servers": addr, "client.id": "confluent-producer", "enable.idempotence": True, "compression.type": "zstd", "linger.ms": 10})
 for i in range(300):
     p.produce(topic, key=f"k{i}", value=f"v{i}", headers=[("h", b"x")], on_delivery=on_delivery)
     p.poll(0)
@@ -33,6 +33,7 @@ assert len(set(acked)) == 300
 
 c = Consumer({
     "bootstrap.servers": addr,
+    "client.id": "confluent-consumer",
     "group.id": group,
     "auto.offset.reset": "earliest",
     "enable.auto.commit": False,
@@ -56,7 +57,7 @@ total = sum(tp.offset for tp in committed)
 assert total == 300, f"committed offsets sum to {total}"
 
 # A new member of the group has nothing left to read.
-c = Consumer({"bootstrap.servers": addr, "group.id": group, "auto.offset.reset": "earliest"})
+c = Consumer({"bootstrap.servers": addr, "client.id": "confluent-consumer", "group.id": group, "auto.offset.reset": "earliest"})
 c.subscribe([topic])
 extra = 0
 deadline = time.time() + 8
