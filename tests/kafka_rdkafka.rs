@@ -156,12 +156,12 @@ fn read_n(bootstrap: &str, topic: &str, partitions: &[i32], n: usize) -> Vec<Got
 }
 
 /// Prints the end of the broker's log when a test fails.
-struct LogOnPanic<'a>(&'a BrokerProc);
+struct LogOnPanic(std::path::PathBuf);
 
-impl Drop for LogOnPanic<'_> {
+impl Drop for LogOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let log = self.0.stderr();
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
             let _ = std::fs::write(std::env::temp_dir().join("kafka-rdkafka-broker.log"), &log);
             let lines: Vec<&str> = log.lines().collect();
             eprintln!("--- broker log (last 60 lines) ---");
@@ -525,7 +525,7 @@ fn group_child_process() {
 #[test]
 fn consumer_group_splits_rebalances_and_survives_a_kill() {
     let b = BrokerProc::start(&[]);
-    let _log = LogOnPanic(&b);
+    let _log = LogOnPanic(b.stderr_path.clone());
     let kafka = b.kafka.clone().unwrap();
     create_topic(&b, "grp", 4);
     let (p, r) = producer(&kafka, &[]);
@@ -841,4 +841,41 @@ fn native_and_kafka_clients_read_each_other() {
             vec![("origin".to_string(), Some(b"native".to_vec()))]
         );
     }
+}
+
+#[test]
+fn clients_ride_through_a_broker_restart() {
+    let mut b = BrokerProc::start(&[]);
+    let _log = LogOnPanic(b.stderr_path.clone());
+    let kafka = b.kafka.clone().unwrap();
+    // Keep the Kafka port across the restart, so live clients reconnect.
+    let at = b.args.iter().position(|a| a == "--kafka-listen").unwrap();
+    b.args[at + 1] = kafka.clone();
+    create_topic(&b, "ride", 2);
+    let (p, r) = producer(&kafka, &[("enable.idempotence", "true")]);
+    produce_values(&p, &r, "ride", 2, 0..100);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, ha) = group_member(kafka.clone(), "riders", "ride", stop.clone());
+    wait_until("0..100 consumed", || {
+        all_values(&[&a.msgs.lock().unwrap()]).is_superset(&expect_values(0..100))
+    });
+    // Let an auto-commit land, then restart: group membership is rebuilt by
+    // the clients rejoining, committed offsets by replay.
+    std::thread::sleep(Duration::from_millis(500));
+    b.stop();
+    b.restart();
+    assert_eq!(b.kafka.as_deref(), Some(kafka.as_str()));
+    produce_values(&p, &r, "ride", 2, 100..200);
+    wait_until("100..200 consumed after the restart", || {
+        all_values(&[&a.msgs.lock().unwrap()]).is_superset(&expect_values(0..200))
+    });
+    wait_until("the member owns both partitions again", || {
+        a.assigned.lock().unwrap().len() == 2
+    });
+    // Resumed from committed offsets, not from the beginning.
+    let msgs = a.msgs.lock().unwrap().clone();
+    let reread = msgs.len() - 200;
+    assert!(reread < 100, "re-read {reread} messages after the restart");
+    stop.store(true, Ordering::SeqCst);
+    ha.join().unwrap();
 }
