@@ -13,6 +13,7 @@ use shardlog::format::{BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError};
 use std::path::PathBuf;
+use std::rc::Rc;
 
 fn cfg(rng: &mut StdRng) -> LogConfig {
     LogConfig {
@@ -78,6 +79,40 @@ async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
     }
 }
 
+/// Heal the disk, crash it, reopen: every durable batch must be there.
+async fn reopen_after_fault(
+    disk: &SimDisk,
+    dir: &PathBuf,
+    cfg: &LogConfig,
+    budget: &Rc<CacheBudget>,
+    model: &mut Vec<Appended>,
+    seed: u64,
+) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
+    disk.heal();
+    disk.crash();
+    let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+        .await
+        .expect("reopen after a fault");
+    let flusher = glommio::spawn_local(log.clone().run_flusher());
+    let next = log.next_offset();
+    let durable_end = model
+        .iter()
+        .filter(|m| m.durable)
+        .map(|m| m.base_offset)
+        .max();
+    if let Some(d) = durable_end {
+        assert!(
+            next > d,
+            "seed {seed}: durable batch at {d} lost after a fault"
+        );
+    }
+    model.retain(|m| m.base_offset < next);
+    for m in model.iter_mut() {
+        m.durable = true;
+    }
+    (log, flusher)
+}
+
 async fn run_seed(seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = SimDisk::new(seed);
@@ -91,9 +126,10 @@ async fn run_seed(seed: u64) {
     let mut flusher = glommio::spawn_local(log.clone().run_flusher());
     let mut tag = 0u64;
     let mut log_start = 0u64;
+    let mut faulted = false;
     for _step in 0..rng.gen_range(20..80) {
         match rng.gen_range(0..100) {
-            0..=59 => {
+            0..=54 => {
                 tag += 1;
                 let (f, first) = batch(&mut rng, tag);
                 match log.append(vec![f]) {
@@ -104,13 +140,35 @@ async fn run_seed(seed: u64) {
                             durable: false,
                         });
                         if rng.gen_bool(0.3) {
-                            log.wait_durable(o.last_offset).await.unwrap();
-                            for m in model.iter_mut() {
-                                m.durable = true;
+                            match log.wait_durable(o.last_offset).await {
+                                Ok(()) => {
+                                    for m in model.iter_mut() {
+                                        m.durable = true;
+                                    }
+                                }
+                                Err(StorageError::NoSpace { .. })
+                                | Err(StorageError::Failed { .. })
+                                | Err(StorageError::Io { .. }) => {
+                                    faulted = true;
+                                }
+                                Err(e) => panic!("seed {seed}: unexpected wait error: {e}"),
                             }
                         }
                     }
+                    Err(StorageError::NoSpace { .. }) | Err(StorageError::Failed { .. }) => {
+                        faulted = true
+                    }
                     Err(e) => panic!("seed {seed}: append failed: {e}"),
+                }
+            }
+            55..=59 => {
+                // Inject a fault; the partition must fail safe.
+                STATS.with(|s| s.borrow_mut().4 += 1);
+                match rng.gen_range(0..4) {
+                    0 => disk.fail_write_in(rng.gen_range(0..3)),
+                    1 => disk.fail_sync_in(rng.gen_range(0..3)),
+                    2 => disk.short_writes(rng.gen_range(10..60)),
+                    _ => disk.set_capacity(Some(disk.used_bytes() + rng.gen_range(0..20_000))),
                 }
             }
             60..=69 => {
@@ -136,7 +194,9 @@ async fn run_seed(seed: u64) {
                 // Crash: only synced data (plus torn leftovers) survives.
                 drop(flusher);
                 drop(log);
+                disk.heal();
                 disk.crash();
+                faulted = false;
                 STATS.with(|s| s.borrow_mut().0 += 1);
                 log = match Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone()).await
                 {
@@ -179,9 +239,27 @@ async fn run_seed(seed: u64) {
                     m.durable = true; // recovered data is on disk now
                 }
             }
+            _ if faulted => {
+                // A faulted partition is only reopened after the cause is gone.
+                drop(flusher);
+                drop(log);
+                (log, flusher) =
+                    reopen_after_fault(&disk, &dir, &cfg, &budget, &mut model, seed).await;
+                log_start = log.log_start_offset();
+                faulted = false;
+            }
             _ => {
                 // Clean close and reopen: the appender resumes at the exact end.
-                log.close().await.unwrap();
+                if log.close().await.is_err() {
+                    // An injected fault was still armed and hit the closing sync.
+                    drop(flusher);
+                    drop(log);
+                    (log, flusher) =
+                        reopen_after_fault(&disk, &dir, &cfg, &budget, &mut model, seed).await;
+                    log_start = log.log_start_offset();
+                    faulted = false;
+                    continue;
+                }
                 drop(flusher);
                 let next = log.next_offset();
                 drop(log);
@@ -196,8 +274,28 @@ async fn run_seed(seed: u64) {
             }
         }
     }
-    // Final: close, reopen, everything appended is there.
-    log.close().await.unwrap();
+    // Final: heal, close, reopen, everything appended is there.
+    disk.heal();
+    if faulted || log.close().await.is_err() {
+        drop(flusher);
+        drop(log);
+        disk.crash();
+        let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+            .await
+            .unwrap();
+        let durable_end = model
+            .iter()
+            .filter(|m| m.durable)
+            .map(|m| m.base_offset)
+            .max();
+        if let Some(d) = durable_end {
+            assert!(
+                log.next_offset() > d,
+                "seed {seed}: durable batch lost at the end"
+            );
+        }
+        return;
+    }
     drop(flusher);
     drop(log);
     let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
@@ -215,8 +313,8 @@ async fn run_seed(seed: u64) {
 }
 
 thread_local! {
-    /// (crashes, batches, segments deleted by retention, segments at the end)
-    static STATS: std::cell::RefCell<(u64, u64, u64, u64)> = const { std::cell::RefCell::new((0, 0, 0, 0)) };
+    /// (crashes, batches, segments deleted by retention, segments at the end, faults injected)
+    static STATS: std::cell::RefCell<(u64, u64, u64, u64, u64)> = const { std::cell::RefCell::new((0, 0, 0, 0, 0)) };
 }
 
 #[test]
@@ -229,10 +327,13 @@ fn random_operation_sequences_against_a_model() {
         }
         let n: u64 = std::env::var("SHARDLOG_SEEDS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
         for seed in 0..n {
+            if std::env::var_os("SHARDLOG_VERBOSE").is_some() {
+                eprintln!("seed {seed}");
+            }
             run_seed(seed).await;
         }
-        let (crashes, batches, deleted, segments) = STATS.with(|s| *s.borrow());
-        println!("{n} seeds: {crashes} crashes, {batches} batches kept, {deleted} segments deleted by retention, {segments} segments at the end");
-        assert!(crashes > n && deleted > 0 && segments > n, "the random mix must exercise crashes, retention and rolls");
+        let (crashes, batches, deleted, segments, faults) = STATS.with(|s| *s.borrow());
+        println!("{n} seeds: {crashes} crashes, {faults} injected faults, {batches} batches kept, {deleted} segments deleted by retention, {segments} segments at the end");
+        assert!(crashes > n && deleted > 0 && segments > n && faults > n, "the random mix must exercise crashes, faults, retention and rolls");
     });
 }

@@ -812,14 +812,25 @@ impl<D: Disk> Log<D> {
             let l = self.durable_event.listen();
             {
                 let st = self.st.borrow();
-                if let Health::Failed(cause) = &st.health {
-                    return Err(StorageError::Failed {
-                        dir: self.dir.clone(),
-                        cause: cause.clone(),
-                    });
-                }
                 if st.closed {
                     return Ok(());
+                }
+                match &st.health {
+                    Health::Failed(cause) => {
+                        return Err(StorageError::Failed {
+                            dir: self.dir.clone(),
+                            cause: cause.clone(),
+                        })
+                    }
+                    // Closing cannot wait for space that may never come:
+                    // what is unsynced stays unsynced (acks=all data is
+                    // durable already) and recovery sorts out the tail.
+                    Health::NoSpace => {
+                        return Err(StorageError::NoSpace {
+                            path: self.dir.clone(),
+                        })
+                    }
+                    Health::Ok => {}
                 }
             }
             l.await;
@@ -839,9 +850,12 @@ impl<D: Disk> Log<D> {
                 let dirty_for = st.dirty_since.map(|t| t.elapsed());
                 let interval = Duration::from_millis(self.cfg.flush_interval_ms);
                 let interval_due = dirty_for.is_some_and(|d| d >= interval);
+                // A full disk is retried by syncing again: whatever failed
+                // (a chunk, the tail, the checkpoint) is redone by that round.
                 let want_sync = st.sync_wanted_offset > st.durable_offset
                     || interval_due
-                    || (st.closing && !st.closed);
+                    || (st.closing && !st.closed)
+                    || matches!(st.health, Health::NoSpace);
                 let timeout = match st.health {
                     Health::NoSpace => Some(Duration::from_millis(100)),
                     _ => dirty_for.map(|d| interval.saturating_sub(d)),

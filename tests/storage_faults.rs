@@ -1,0 +1,216 @@
+//! Injected storage faults, through the same seam production uses: failed
+//! writes and syncs, short writes, a full disk.
+
+use bytes::BytesMut;
+use shardlog::config::TopicConfig;
+use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
+use shardlog::storage::sim::SimDisk;
+use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError};
+use std::path::PathBuf;
+use std::rc::Rc;
+
+fn cfg() -> LogConfig {
+    LogConfig {
+        topic: TopicConfig {
+            segment_bytes: 32 * 1024,
+            ..Default::default()
+        },
+        write_chunk_bytes: 8192,
+        write_behind: 2,
+        flush_interval_ms: 1_000_000,
+        checkpoint_interval_ms: 0,
+        cache_keep_bytes: 0,
+    }
+}
+
+fn frame(i: u64) -> BytesMut {
+    let mut b = BatchBuilder::new();
+    b.push(
+        i as i64,
+        None,
+        Some(format!("value-{i}-{}", "x".repeat((i % 700) as usize)).as_bytes()),
+        &[],
+    );
+    BytesMut::from(&b.finish(Compression::None, ProducerIds::NONE)[..])
+}
+
+fn run(f: impl AsyncFnOnce() + 'static) {
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .unwrap()
+        .run(async move { f().await });
+}
+
+async fn open(disk: &SimDisk) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
+    let log = Log::open(
+        disk.clone(),
+        PathBuf::from("/sim/p-0"),
+        cfg(),
+        CacheBudget::new(0),
+    )
+    .await
+    .unwrap();
+    let fl = glommio::spawn_local(log.clone().run_flusher());
+    (log, fl)
+}
+
+async fn values(log: &Log<SimDisk>) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut off = log.log_start_offset();
+    loop {
+        let r = log.read(off, 1 << 16).await.unwrap();
+        if r.frames.is_empty() {
+            return out;
+        }
+        for f in r.frames {
+            let (h, recs) = read_records(&f, 1 << 20).unwrap();
+            off = h.last_offset() + 1;
+            out.extend(
+                recs.into_iter()
+                    .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap()),
+            );
+        }
+    }
+}
+
+/// After a failed write the partition refuses writes until it is reopened,
+/// and nothing acknowledged before is lost.
+#[test]
+fn a_failed_write_stops_the_partition_until_reopened() {
+    run(async || {
+        let disk = SimDisk::new(1);
+        let (log, fl) = open(&disk).await;
+        for i in 0..50 {
+            let o = log.append(vec![frame(i)]).unwrap();
+            log.wait_durable(o.last_offset).await.unwrap();
+        }
+        disk.fail_write_in(0);
+        let o = log.append(vec![frame(50)]).unwrap();
+        let err = log.wait_durable(o.last_offset).await.unwrap_err();
+        assert!(
+            matches!(err, StorageError::Failed { .. } | StorageError::Io { .. }),
+            "{err}"
+        );
+        let refused = log.append(vec![frame(51)]).unwrap_err();
+        assert!(matches!(refused, StorageError::Failed { .. }), "{refused}");
+        assert!(refused.to_string().contains("refuses writes"), "{refused}");
+        // Reads of what is there keep working.
+        assert!(values(&log).await.len() >= 50);
+        drop(fl);
+        drop(log);
+        disk.heal();
+        disk.crash();
+        let (log, _fl) = open(&disk).await;
+        let v = values(&log).await;
+        assert!(v.len() >= 50, "acknowledged batches survive: {}", v.len());
+        for (i, s) in v.iter().take(50).enumerate() {
+            assert!(s.starts_with(&format!("value-{i}-")));
+        }
+        let o = log.append(vec![frame(99)]).unwrap();
+        log.wait_durable(o.last_offset).await.unwrap();
+    });
+}
+
+#[test]
+fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
+    run(async || {
+        let disk = SimDisk::new(2);
+        let (log, _fl) = open(&disk).await;
+        let o = log.append(vec![frame(0)]).unwrap();
+        log.wait_durable(o.last_offset).await.unwrap();
+        disk.fail_sync_in(0);
+        let a = log.append(vec![frame(1)]).unwrap();
+        let b = log.append(vec![frame(2)]).unwrap();
+        let (ra, rb) = futures::join!(
+            log.wait_durable(a.last_offset),
+            log.wait_durable(b.last_offset)
+        );
+        assert!(
+            ra.is_err() && rb.is_err(),
+            "every waiter of the failed group commit hears of it"
+        );
+        assert!(matches!(
+            log.append(vec![frame(3)]),
+            Err(StorageError::Failed { .. })
+        ));
+    });
+}
+
+#[test]
+fn short_writes_are_continued_and_nothing_is_lost() {
+    run(async || {
+        let disk = SimDisk::new(3);
+        disk.short_writes(60);
+        let (log, fl) = open(&disk).await;
+        let mut last = 0;
+        for i in 0..400 {
+            last = log.append(vec![frame(i)]).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        assert!(disk.write_count() > 10);
+        drop(fl);
+        drop(log);
+        disk.heal();
+        disk.crash();
+        let (log, _fl) = open(&disk).await;
+        let v = values(&log).await;
+        assert_eq!(v.len(), 400);
+        assert!(v[399].starts_with("value-399-"));
+    });
+}
+
+#[test]
+fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
+    run(async || {
+        let disk = SimDisk::new(4);
+        let (log, fl) = open(&disk).await;
+        let mut last = 0;
+        for i in 0..40 {
+            last = log.append(vec![frame(i)]).unwrap().last_offset;
+        }
+        log.wait_durable(last).await.unwrap();
+        // Room for a little more, then full.
+        disk.set_capacity(Some(disk.used_bytes() + 8192));
+        let mut refused = None;
+        let mut appended = 40;
+        for i in 40..400 {
+            match log.append(vec![frame(i)]) {
+                Ok(o) => {
+                    appended += 1;
+                    if let Err(e) = log.wait_durable(o.last_offset).await {
+                        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+                    }
+                }
+                Err(e) => {
+                    refused = Some(e);
+                    break;
+                }
+            }
+        }
+        let e = refused.expect("the full disk refuses produce");
+        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+        assert!(e.to_string().contains("no space"), "{e}");
+        // Reads keep working, including batches still waiting for room.
+        assert_eq!(values(&log).await.len(), appended);
+        // Space frees: the queued batches land, writes resume without a restart.
+        disk.set_capacity(None);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let o = loop {
+            match log.append(vec![frame(1000)]) {
+                Ok(o) => break o,
+                Err(StorageError::NoSpace { .. }) if std::time::Instant::now() < deadline => {
+                    glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("writes did not resume: {e}"),
+            }
+        };
+        log.wait_durable(o.last_offset).await.unwrap();
+        drop(fl);
+        drop(log);
+        disk.crash();
+        let (log, _fl) = open(&disk).await;
+        let v = values(&log).await;
+        assert_eq!(v.len(), appended + 1, "nothing lost, nothing corrupt");
+        assert!(v.last().unwrap().starts_with("value-1000-"));
+    });
+}
