@@ -8,21 +8,67 @@
 //!   transactions, so read_committed consumers (librdkafka's default) read
 //!   everything.
 //! - No fetch sessions: session_id 0 tells clients to send full requests.
+//!
+//! Encoding: the response is written here rather than by `kafka-protocol`,
+//! so each batch is copied once, straight from the stored frame into the
+//! response buffer (header rewritten, payload copied); the crate would need
+//! the records assembled in a buffer of their own first, then copy them
+//! again. A unit test checks that this encoder writes exactly the bytes the
+//! crate writes, at every version served.
 
-use super::batch::frames_to_kafka;
+use super::batch::{frame_to_kafka, KAFKA_HEADER_LEN};
 use super::{errors, Ctx};
+use crate::format::{frame, BatchHeader};
 use crate::shard::ops::{FetchPart, OpError};
 use crate::storage::{FetchOutcome, StorageError};
-use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{FetchRequest, TopicName};
 use std::collections::HashMap;
 use tracing::error;
 
 /// Longest long poll served; clients ask for 500 ms (librdkafka, Java) to 5 s (kafkajs).
 const MAX_WAIT_MS_MAX: i32 = 30_000;
 
-pub async fn handle(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
+/// One partition of the answer.
+#[derive(Debug, Clone)]
+pub struct PartitionAnswer {
+    pub index: i32,
+    pub error_code: i16,
+    pub high_watermark: i64,
+    pub last_stable_offset: i64,
+    pub log_start_offset: i64,
+    /// Stored frames (validated), with their parsed headers.
+    pub frames: Vec<(BatchHeader, Bytes)>,
+}
+
+impl PartitionAnswer {
+    fn new(index: i32) -> Self {
+        PartitionAnswer {
+            index,
+            error_code: errors::NONE,
+            high_watermark: -1,
+            last_stable_offset: -1,
+            log_start_offset: -1,
+            frames: Vec::new(),
+        }
+    }
+
+    /// Bytes of the records field once rebuilt as Kafka batches.
+    fn records_len(&self) -> usize {
+        self.frames
+            .iter()
+            .map(|(h, _)| KAFKA_HEADER_LEN + h.payload_len as usize)
+            .sum()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TopicAnswer {
+    pub topic: TopicName,
+    pub partitions: Vec<PartitionAnswer>,
+}
+
+pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let topics = ctx.shard.topics();
     let max_total = req.max_bytes.max(1) as u32;
     let mut parts = Vec::new();
@@ -63,57 +109,51 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
     // Assemble in request order, within the response's byte budget.
     let mut budget = max_total as usize;
     let mut first_batch_sent = false;
-    let mut responses = Vec::with_capacity(req.topics.len());
+    let mut out = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let topic = t.topic.to_string();
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let key = (topic.clone(), p.partition);
-            let mut d = PartitionData::default()
-                .with_partition_index(p.partition)
-                .with_aborted_transactions(Some(vec![]))
-                .with_preferred_read_replica(BrokerId(-1))
-                .with_records(Some(Bytes::new()));
+            let mut d = PartitionAnswer::new(p.partition);
             if let Some(code) = refused.get(&key) {
-                d = d.with_error_code(*code).with_high_watermark(-1);
-                d = d.with_last_stable_offset(-1);
+                d.error_code = *code;
             } else {
                 match results.remove(&key) {
                     Some(Ok(o)) => {
-                        let mut frames = Vec::new();
+                        d.high_watermark = o.high_watermark as i64;
+                        d.last_stable_offset = o.high_watermark as i64;
+                        d.log_start_offset = o.log_start_offset as i64;
                         for f in o.frames {
                             if first_batch_sent && f.len() > budget {
                                 break;
                             }
-                            budget = budget.saturating_sub(f.len());
-                            first_batch_sent = true;
-                            frames.push(f);
-                        }
-                        d = d
-                            .with_error_code(errors::NONE)
-                            .with_high_watermark(o.high_watermark as i64)
-                            .with_last_stable_offset(o.high_watermark as i64)
-                            .with_log_start_offset(o.log_start_offset as i64);
-                        match frames_to_kafka(&frames) {
-                            Ok(records) => d = d.with_records(Some(records)),
-                            Err(e) => {
-                                error!(topic = %topic, partition = p.partition, "kafka fetch: a stored frame does not parse: {e}");
-                                d = d.with_error_code(errors::kafka_storage_error());
+                            match frame::parse_header(&f) {
+                                Ok(h) if f.len() >= h.frame_len() => {
+                                    budget = budget.saturating_sub(f.len());
+                                    first_batch_sent = true;
+                                    d.frames.push((h, f));
+                                }
+                                bad => {
+                                    error!(topic = %topic, partition = p.partition, "kafka fetch: a stored frame does not parse: {bad:?}");
+                                    d.error_code = errors::kafka_storage_error();
+                                    d.frames.clear();
+                                    break;
+                                }
                             }
                         }
                     }
                     Some(Err(e)) => {
-                        d = d.with_error_code(errors::op(&e));
+                        d.error_code = errors::op(&e);
                         if let OpError::Storage(StorageError::OffsetOutOfRange {
                             log_start,
                             high_watermark,
                             ..
                         }) = &e
                         {
-                            d = d
-                                .with_high_watermark(*high_watermark as i64)
-                                .with_last_stable_offset(*high_watermark as i64)
-                                .with_log_start_offset(*log_start as i64);
+                            d.high_watermark = *high_watermark as i64;
+                            d.last_stable_offset = *high_watermark as i64;
+                            d.log_start_offset = *log_start as i64;
                         }
                     }
                     // Listed twice in the request: answered the first time.
@@ -122,13 +162,197 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> FetchResponse {
             }
             partitions.push(d);
         }
-        responses.push(
-            FetchableTopicResponse::default()
-                .with_topic(t.topic.clone())
-                .with_partitions(partitions),
-        );
+        out.push(TopicAnswer {
+            topic: t.topic.clone(),
+            partitions,
+        });
     }
-    FetchResponse::default()
-        .with_throttle_time_ms(0)
-        .with_responses(responses)
+    out
+}
+
+fn put_uvarint(out: &mut BytesMut, mut v: u64) {
+    while v >= 0x80 {
+        out.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.put_u8(v as u8);
+}
+
+/// `[size][response header][FetchResponse]` at `version` (4..=12), with
+/// every batch written once, directly from its stored frame.
+pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> BytesMut {
+    assert!(
+        (4..=12).contains(&version),
+        "Fetch v{version} is not served"
+    );
+    let flexible = version >= 12;
+    let records: usize = topics
+        .iter()
+        .flat_map(|t| &t.partitions)
+        .map(|p| p.records_len() + 64)
+        .sum();
+    let mut out = BytesMut::with_capacity(64 + records + topics.len() * 64);
+    out.put_i32(0); // size, patched at the end
+    out.put_i32(correlation_id);
+    if flexible {
+        put_uvarint(&mut out, 0); // response header v1: no tagged fields
+    }
+    out.put_i32(0); // throttle_time_ms
+    if version >= 7 {
+        out.put_i16(errors::NONE);
+        out.put_i32(0); // session_id: no fetch sessions
+    }
+    let array_len = |out: &mut BytesMut, n: usize| {
+        if flexible {
+            put_uvarint(out, n as u64 + 1);
+        } else {
+            out.put_i32(n as i32);
+        }
+    };
+    array_len(&mut out, topics.len());
+    for t in topics {
+        let name = t.topic.0.as_bytes();
+        if flexible {
+            put_uvarint(&mut out, name.len() as u64 + 1);
+        } else {
+            out.put_i16(name.len() as i16);
+        }
+        out.put_slice(name);
+        array_len(&mut out, t.partitions.len());
+        for p in &t.partitions {
+            out.put_i32(p.index);
+            out.put_i16(p.error_code);
+            out.put_i64(p.high_watermark);
+            out.put_i64(p.last_stable_offset);
+            if version >= 5 {
+                out.put_i64(p.log_start_offset);
+            }
+            array_len(&mut out, 0); // aborted_transactions: none
+            if version >= 11 {
+                out.put_i32(-1); // preferred_read_replica
+            }
+            let len = p.records_len();
+            if flexible {
+                put_uvarint(&mut out, len as u64 + 1);
+            } else {
+                out.put_i32(len as i32);
+            }
+            let at = out.len();
+            for (h, f) in &p.frames {
+                frame_to_kafka(h, &f[..h.frame_len()], &mut out);
+            }
+            assert_eq!(out.len() - at, len, "records length as announced");
+            if flexible {
+                put_uvarint(&mut out, 0);
+            }
+        }
+        if flexible {
+            put_uvarint(&mut out, 0);
+        }
+    }
+    if flexible {
+        put_uvarint(&mut out, 0);
+    }
+    let size = (out.len() - 4) as i32;
+    out[..4].copy_from_slice(&size.to_be_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{BatchBuilder, Compression, ProducerIds};
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{BrokerId, FetchResponse, ResponseHeader};
+    use kafka_protocol::protocol::{Encodable, HeaderVersion, StrBytes};
+
+    fn frame(base: u64, n: i64) -> (BatchHeader, Bytes) {
+        let mut b = BatchBuilder::new();
+        for i in 0..n {
+            b.push(1000 + i, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
+        }
+        let f = b.finish(Compression::None, ProducerIds::NONE);
+        let mut m = BytesMut::from(&f[..]);
+        frame::stamp(&mut m, base, 0);
+        let f = m.freeze();
+        (frame::parse_header(&f).unwrap(), f)
+    }
+
+    /// What the crate writes for the same answer.
+    fn via_crate(version: i16, corr: i32, topics: &[TopicAnswer]) -> BytesMut {
+        let responses = topics
+            .iter()
+            .map(|t| {
+                let parts = t
+                    .partitions
+                    .iter()
+                    .map(|p| {
+                        let frames: Vec<Bytes> = p.frames.iter().map(|(_, f)| f.clone()).collect();
+                        let mut d = PartitionData::default()
+                            .with_partition_index(p.index)
+                            .with_error_code(p.error_code)
+                            .with_high_watermark(p.high_watermark)
+                            .with_last_stable_offset(p.last_stable_offset)
+                            .with_aborted_transactions(Some(vec![]))
+                            .with_preferred_read_replica(BrokerId(-1))
+                            .with_records(Some(
+                                super::super::batch::frames_to_kafka(&frames).unwrap(),
+                            ));
+                        if version >= 5 {
+                            d = d.with_log_start_offset(p.log_start_offset);
+                        }
+                        d
+                    })
+                    .collect();
+                FetchableTopicResponse::default()
+                    .with_topic(t.topic.clone())
+                    .with_partitions(parts)
+            })
+            .collect();
+        let r = FetchResponse::default()
+            .with_throttle_time_ms(0)
+            .with_responses(responses);
+        let h = ResponseHeader::default().with_correlation_id(corr);
+        let hv = FetchResponse::header_version(version);
+        let mut body = BytesMut::new();
+        h.encode(&mut body, hv).unwrap();
+        r.encode(&mut body, version).unwrap();
+        let mut out = BytesMut::new();
+        out.put_i32(body.len() as i32);
+        out.extend_from_slice(&body);
+        out
+    }
+
+    #[test]
+    fn writes_exactly_what_the_crate_writes() {
+        let mut with_data = PartitionAnswer::new(3);
+        with_data.high_watermark = 30;
+        with_data.last_stable_offset = 30;
+        with_data.log_start_offset = 0;
+        with_data.frames = vec![frame(10, 5), frame(15, 200)];
+        let mut empty = PartitionAnswer::new(0);
+        empty.high_watermark = 0;
+        empty.last_stable_offset = 0;
+        empty.log_start_offset = 0;
+        let mut failed = PartitionAnswer::new(9);
+        failed.error_code = 3;
+        let topics = vec![
+            TopicAnswer {
+                topic: TopicName(StrBytes::from_static_str("orders")),
+                partitions: vec![with_data, empty],
+            },
+            TopicAnswer {
+                topic: TopicName(StrBytes::from_static_str("x")),
+                partitions: vec![failed],
+            },
+        ];
+        for v in 4..=12 {
+            assert_eq!(
+                encode(v, 77, &topics),
+                via_crate(v, 77, &topics),
+                "Fetch v{v}"
+            );
+            assert_eq!(encode(v, 5, &[]), via_crate(v, 5, &[]), "empty Fetch v{v}");
+        }
+    }
 }
