@@ -33,6 +33,17 @@ impl Drop for Permit {
     }
 }
 
+impl Permit {
+    /// Hold `more` bytes too (an answer waiting to be written).
+    pub fn grow(&mut self, more: usize) {
+        self.conn.set(self.conn.get() + more);
+        self.shard
+            .inflight_bytes
+            .set(self.shard.inflight_bytes.get() + more);
+        self.bytes += more;
+    }
+}
+
 impl ConnBudget {
     pub fn new(shard: Rc<Shard>) -> Self {
         let max_bytes = shard.config.max_inflight_bytes_per_connection;

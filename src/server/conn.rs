@@ -18,6 +18,12 @@ pub trait Protocol: 'static {
     /// if more bytes are needed, Err (with an optional error frame to send
     /// before closing) if the stream cannot go on.
     fn frame_len(&self, buf: &[u8], max: usize) -> Result<Option<usize>, Option<BytesMut>>;
+    /// Bytes of budget a request holds while in flight: its own size, plus
+    /// (for requests with large answers, such as fetches) what its answer may
+    /// take. The answer's real size is added when it is ready.
+    fn request_cost(&self, frame: &[u8]) -> usize {
+        frame.len()
+    }
     /// Serve one frame; return the response bytes, if any. Runs as its own
     /// task; many run concurrently per connection.
     fn handle(
@@ -69,11 +75,15 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     let frame = buf.split_to(len);
                     frame_started = None;
                     last_request = Instant::now();
-                    let permit = budget.acquire(len).await;
+                    let permit = budget.acquire(proto.request_cost(&frame)).await;
                     let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
                     glommio::spawn_local(async move {
                         match p.handle(s, frame).await {
                             Handled::Respond(b) => {
+                                // Queued answers count too: a client that does
+                                // not read stops us reading, not us buffering.
+                                let mut permit = permit;
+                                permit.grow(b.len());
                                 let _ = tx.unbounded_send((Some(b), false, Some(permit)));
                             }
                             Handled::NoResponse => drop(permit),

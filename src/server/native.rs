@@ -18,6 +18,9 @@ use std::rc::Rc;
 
 pub struct Native;
 
+/// Cap on the answer size a fetch is charged for up front.
+const FETCH_COST_MAX: usize = 64 << 20;
+
 pub fn op_error_code(e: &OpError) -> ErrorCode {
     match e {
         OpError::UnknownTopic(_) => ErrorCode::UnknownTopic,
@@ -95,6 +98,19 @@ impl Protocol for Native {
                 None
             }
         })
+    }
+
+    fn request_cost(&self, frame: &[u8]) -> usize {
+        // A fetch may answer with up to its max_bytes (u32 at byte 20: after
+        // the 12-byte frame header, max_wait_ms and min_bytes).
+        let fetch =
+            frame.len() >= 24 && u16::from_le_bytes([frame[4], frame[5]]) == ApiKey::Fetch as u16;
+        if fetch {
+            let max_bytes = u32::from_le_bytes(frame[20..24].try_into().unwrap()) as usize;
+            frame.len() + max_bytes.min(FETCH_COST_MAX)
+        } else {
+            frame.len()
+        }
     }
 
     async fn handle(self: Rc<Self>, shard: Rc<Shard>, mut frame: BytesMut) -> Handled {

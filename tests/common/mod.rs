@@ -25,7 +25,10 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Start a broker with 2 shards on free ports in a fresh temporary directory.
     pub fn start(extra: &[&str]) -> BrokerProc {
-        let tmp = tempfile::Builder::new().prefix("shardlog-test-").tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("shardlog-test-")
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().to_path_buf();
         let mut b = Self::start_in(&dir, extra);
         b._tmp = Some(tmp);
@@ -67,7 +70,10 @@ impl BrokerProc {
             .unwrap();
         let mut child = Command::new(bin())
             .args(&self.args)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
             .spawn()
