@@ -25,7 +25,8 @@ Latency is measured from each message's intended send time (open loop, corrected
 for coordinated omission) unless --rate 0 is given.\n\n\
 Exit status: 0 all checks passed; 1 a delivery check failed (lost, duplicated,\n\
 reordered or misrouted messages) or the broker returned errors; 2 bad usage;\n\
-3 the benchmark could not run."
+3 the benchmark could not run; 130 interrupted (Ctrl-C ends the current point early\n\
+and still writes the report; a second Ctrl-C aborts)."
 )]
 pub struct Cli {
     #[command(subcommand)]

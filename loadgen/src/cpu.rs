@@ -183,12 +183,16 @@ impl CpuSnapshot {
         let process = clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID);
         match source {
             BrokerCpuSource::Embedded => {
-                let (tids, exited) = {
+                // Read the live threads under the registry lock: a thread
+                // that is exiting blocks in `unregister_current_thread` until
+                // we are done, so it is counted either live or exited, never
+                // neither (producers exit right at the window's end, when
+                // the closing snapshot is taken).
+                let (process, loadgen) = {
                     let r = REGISTRY.lock().unwrap();
-                    (r.tids.clone(), r.exited_ns)
+                    let live: u64 = r.tids.iter().filter_map(|t| thread_cpu_ns(*t)).sum();
+                    (clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID), r.exited_ns + live)
                 };
-                let loadgen: u64 =
-                    exited + tids.iter().filter_map(|t| thread_cpu_ns(*t)).sum::<u64>();
                 CpuSnapshot {
                     broker_ns: Some(process.saturating_sub(loadgen)),
                     shard_threads_ns: Some(shard_threads_ns()),

@@ -18,7 +18,13 @@ use loadgen::units::{format_duration, format_size};
 use loadgen::workload::WorkloadSpec;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Set on Ctrl-C: the report is written, but the exit status says the
+/// benchmark did not run to the end.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,6 +34,7 @@ fn main() -> ExitCode {
         Cmd::Sweep(a) => cmd_sweep(a),
     };
     match result {
+        Ok(_) if INTERRUPTED.load(Ordering::Relaxed) => ExitCode::from(130),
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -80,6 +87,24 @@ impl Setup {
                 (Some(e), addr, BrokerCpuSource::Embedded, info)
             }
         };
+        // First Ctrl-C: finish the current point early and still report;
+        // a second one exits at once.
+        let interrupt = Arc::new(AtomicBool::new(false));
+        {
+            let flag = interrupt.clone();
+            rt.spawn(async move {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    eprintln!(
+                        "loadgen: interrupted; finishing the current point (Ctrl-C again to abort)"
+                    );
+                    flag.store(true, Ordering::Relaxed);
+                    INTERRUPTED.store(true, Ordering::Relaxed);
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                }
+            });
+        }
         if cfg!(debug_assertions) {
             eprintln!("loadgen: warning: this is a debug build; figures are not representative (use --release)");
         }
@@ -93,6 +118,7 @@ impl Setup {
                 },
                 cpu_source,
                 progress,
+                interrupt,
             },
             broker,
         })

@@ -51,6 +51,9 @@ pub struct RunEnv {
     pub cpu_source: BrokerCpuSource,
     /// Print a progress line per second with this prefix (None: quiet).
     pub progress: Option<String>,
+    /// Set (by Ctrl-C) to end the run early: producers stop, consumers
+    /// drain, and the figures cover the part of the window that ran.
+    pub interrupt: Arc<AtomicBool>,
 }
 
 /// Consumer `c` of `n` reads partitions `p` with `p % n == c`.
@@ -95,6 +98,8 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     }
     let spec_arc = Arc::new(spec.clone());
     let run_id = run_id();
+    // Consumers' stop flag (set once everything is over); producers stop
+    // on the interrupt flag.
     let stop = Arc::new(AtomicBool::new(false));
     let drain = Drain::new();
     let record_bytes = spec.record_payload_bytes() as u64;
@@ -222,7 +227,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
             backend,
             rec,
             rt: rt.clone(),
-            stop: stop.clone(),
+            stop: env.interrupt.clone(),
             grace,
         };
         std::thread::Builder::new()
@@ -238,6 +243,8 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     for rx in producer_waits {
         outcomes.push(rx.await.map_err(|_| RunError::Panicked("producer"))?);
     }
+    let interrupted_at =
+        (env.interrupt.load(Ordering::Relaxed)).then(|| clock.now_ns().min(window.end_ns));
 
     // Tell consumers what to expect, then wait for the drain.
     let mut sent: HashMap<(u32, u32), u64> = HashMap::new();
@@ -312,7 +319,17 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     }
     let unsent: u64 = outcomes.iter().map(|o| o.unsent).sum();
 
-    let secs = window.secs();
+    let secs = match interrupted_at {
+        Some(t) => {
+            notes.push(format!(
+                "INTERRUPTED: stopped after {:.1} s of the {:.1} s window; figures cover that part",
+                t.saturating_sub(window.start_ns) as f64 / 1e9,
+                window.secs()
+            ));
+            (t.saturating_sub(window.start_ns) as f64 / 1e9).max(1e-3)
+        }
+        None => window.secs(),
+    };
     let tput = |msgs: u64, bytes: u64| Throughput {
         msgs,
         bytes,

@@ -178,6 +178,13 @@ pub async fn run(points: &[Point], env: &RunEnv) -> Result<Vec<RunResult>, RunEr
             );
         }
         results.push(r);
+        if env.interrupt.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!(
+                "loadgen: interrupted; skipping the remaining {} points",
+                n - i - 1
+            );
+            break;
+        }
     }
     Ok(results)
 }

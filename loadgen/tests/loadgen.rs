@@ -27,6 +27,7 @@ fn env_for(b: &EmbeddedBroker) -> RunEnv {
         },
         cpu_source: BrokerCpuSource::Embedded,
         progress: None,
+        interrupt: Default::default(),
     }
 }
 

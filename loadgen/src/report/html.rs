@@ -37,7 +37,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bot
 .pass{background:#e6f4ea;border:1px solid #9ad0a8;padding:8px 12px;border-radius:6px}
 .fail{background:#fdecea;border:1px solid #f1a9a0;padding:8px 12px;border-radius:6px}
 table{border-collapse:collapse;font-size:13px;font-variant-numeric:tabular-nums}
-th,td{border:1px solid #ddd;padding:3px 7px;text-align:right;white-space:nowrap}
+th,td{border:1px solid #ddd;padding:2px 5px;text-align:right;white-space:nowrap}
+.scroll{overflow-x:auto;max-width:100%}
 th{background:#f5f5f5} td.l,th.l{text-align:left}
 tr.sat td{background:#fff8e1} tr.bad td{background:#fdecea}
 .kv td{text-align:left} .muted{color:#666;font-size:13px}
@@ -196,7 +197,7 @@ fn point_details(i: usize, p: &RunResult, files: &BTreeMap<String, String>) -> S
     for (k, f) in files {
         let _ = write!(o, "<a href=\"{}\">{}</a> ", esc(f), esc(k));
     }
-    o.push_str("</p><p><b>Per second</b></p><table><tr><th>t (s)</th><th class=l>phase</th><th>sent/s</th><th>acked/s</th><th>MiB/s</th><th>consumed/s</th><th>publish p50</th><th>publish p99</th><th>e2e p50</th><th>e2e p99</th><th>e2e max</th><th>delay p99</th><th>broker cores</th><th>loadgen cores</th></tr>");
+    o.push_str("</p><p><b>Per second</b></p><div class=scroll><table><tr><th>t (s)</th><th class=l>phase</th><th>sent/s</th><th>acked/s</th><th>MiB/s</th><th>consumed/s</th><th>publish p50</th><th>publish p99</th><th>e2e p50</th><th>e2e p99</th><th>e2e max</th><th>delay p99</th><th>broker cores</th><th>loadgen cores</th></tr>");
     for s in &p.timeseries {
         let _ = write!(
             o,
@@ -217,7 +218,7 @@ fn point_details(i: usize, p: &RunResult, files: &BTreeMap<String, String>) -> S
             s.loadgen_cores
         );
     }
-    o.push_str("</table></details>");
+    o.push_str("</table></div></details>");
     o
 }
 
@@ -281,8 +282,8 @@ pub fn render(
         o.push_str("</ul></div>");
     }
 
-    o.push_str("<h2>Results</h2><p class=muted>Latency in ms, measured from each message's <i>intended</i> send time (open loop: corrected for coordinated omission). Throughput counts uncompressed payload. Rows in yellow did not sustain the target rate.</p>");
-    o.push_str("<table><tr><th class=l rowspan=2>point</th><th colspan=2>produced</th><th colspan=2>consumed</th><th colspan=6>publish latency (ms)</th><th colspan=6>end-to-end latency (ms)</th><th rowspan=2>delay p99</th><th rowspan=2>comp. ratio</th><th rowspan=2>broker CPU s/GB</th><th rowspan=2>checks</th></tr><tr><th>msg/s</th><th>MiB/s</th><th>msg/s</th><th>MiB/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th></tr>");
+    o.push_str("<h2>Results</h2><p class=muted>Latency in ms, measured from each message's <i>intended</i> send time (open loop: corrected for coordinated omission). Throughput counts uncompressed payload. Rows in yellow did not sustain the target rate. * = loadgen used about a core per producer, so the client may set that row's latency.</p>");
+    o.push_str("<div class=scroll><table><tr><th class=l rowspan=2>point</th><th colspan=2>produced</th><th colspan=2>consumed</th><th colspan=6>publish latency (ms)</th><th colspan=6>end-to-end latency (ms)</th><th rowspan=2>delay p99</th><th rowspan=2>comp. ratio</th><th rowspan=2>broker CPU s/GB</th><th rowspan=2>loadgen cores</th><th rowspan=2>checks</th></tr><tr><th>msg/s</th><th>MiB/s</th><th>msg/s</th><th>MiB/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th></tr>");
     for p in points {
         let class = if !p.passed() {
             " class=bad"
@@ -293,7 +294,7 @@ pub fn render(
         };
         let _ = write!(
             o,
-            "<tr{class}><td class=l>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td>{}{}<td>{}</td><td>{:.2}</td><td>{}</td><td>{}</td></tr>",
+            "<tr{class}><td class=l>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td>{}{}<td>{}</td><td>{:.2}</td><td>{}</td><td>{:.2}{}</td><td>{}</td></tr>",
             esc(&p.label),
             format_count(p.produced.msgs_per_s),
             p.produced.mib_per_s,
@@ -307,10 +308,12 @@ pub fn render(
                 .broker_cpu_s_per_gb
                 .map(|v| format!("{v:.2}"))
                 .unwrap_or_else(|| "-".into()),
+            p.cpu.loadgen_cores,
+            if p.loadgen_bound { " *" } else { "" },
             if p.passed() { "ok" } else { "FAIL" }
         );
     }
-    o.push_str("</table>");
+    o.push_str("</table></div>");
 
     o.push_str("<h2>Charts</h2>");
     for c in charts {

@@ -104,7 +104,7 @@ fn batch_lines<DB: DrawingBackend>(
     points: &[RunResult],
     y: &dyn Fn(&RunResult) -> f64,
     log_y: bool,
-    legend: bool,
+    legend: Option<SeriesLabelPosition>,
 ) -> Result<(), PlotError>
 where
     DB::ErrorType: 'static,
@@ -129,7 +129,12 @@ where
                 .y_desc(y_desc)
                 .x_label_formatter(&batch_label)
                 .y_label_formatter(&ms_label)
-                .light_line_style(RGBColor(235, 235, 235))
+                .y_labels(8)
+                .light_line_style(if log_y {
+                    WHITE
+                } else {
+                    RGBColor(242, 242, 242)
+                })
                 .draw()
                 .map_err(&e)?;
             for (i, (name, pts)) in groups.iter().enumerate() {
@@ -153,10 +158,10 @@ where
                     )
                     .map_err(&e)?;
             }
-            if legend {
+            if let Some(pos) = legend {
                 chart
                     .configure_series_labels()
-                    .position(SeriesLabelPosition::UpperLeft)
+                    .position(pos)
                     .background_style(WHITE.mix(0.85))
                     .border_style(RGBColor(200, 200, 200))
                     .label_font(("sans-serif", 12))
@@ -206,7 +211,7 @@ fn latency_chart(points: &[RunResult], kind: &str) -> Result<Chart, PlotError> {
                 points,
                 &y,
                 true,
-                i == 0,
+                (i == 0).then_some(SeriesLabelPosition::LowerRight),
             )?;
         }
         root.present().map_err(perr(&name))?;
@@ -229,12 +234,13 @@ fn single_chart(
     title: &str,
     y_desc: &str,
     y: &dyn Fn(&RunResult) -> f64,
+    legend: SeriesLabelPosition,
 ) -> Result<Chart, PlotError> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (620, 400)).into_drawing_area();
         root.fill(&WHITE).map_err(perr(name))?;
-        batch_lines(&root, name, title, y_desc, points, y, false, true)?;
+        batch_lines(&root, name, title, y_desc, points, y, false, Some(legend))?;
         root.present().map_err(perr(name))?;
     }
     Ok(Chart {
@@ -273,6 +279,7 @@ fn spectrum_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
                     ("sans-serif", 15),
                 )
                 .margin(8)
+                .margin_right(28)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
                 .build_cartesian_2d(0.0..5.0, (lo..hi).log_scale())
@@ -295,7 +302,7 @@ fn spectrum_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
                     _ => String::new(),
                 })
                 .y_label_formatter(&ms_label)
-                .light_line_style(RGBColor(235, 235, 235))
+                .light_line_style(WHITE)
                 .draw()
                 .map_err(|x| PlotError {
                     chart: name.into(),
@@ -358,7 +365,9 @@ fn timeline_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
     // Per point: (acked/s, e2e p99) series.
     type Series = Vec<(f64, f64)>;
     let mut lines: Vec<(Series, Series)> = Vec::new();
+    let mut starts = Vec::new();
     for p in points {
+        starts.push(offset);
         let rate: Vec<(f64, f64)> = p
             .timeseries
             .iter()
@@ -428,6 +437,15 @@ fn timeline_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(|x| err(&x))?;
+        // Number each point's segment (the table's row order).
+        c1.draw_series(starts.iter().enumerate().map(|(i, &t)| {
+            Text::new(
+                format!("{}", i + 1),
+                (t + 0.3, rmax * 0.97),
+                ("sans-serif", 11).into_font().color(&color(i)),
+            )
+        }))
+        .map_err(|x| err(&x))?;
         for (i, (rate, p99)) in lines.into_iter().enumerate() {
             let c = color(i);
             c1.draw_series(LineSeries::new(rate, c.stroke_width(2)))
@@ -458,6 +476,7 @@ pub fn render_all(points: &[RunResult]) -> Result<Vec<Chart>, PlotError> {
             "Produced throughput vs batch size",
             "MiB/s (uncompressed payload)",
             &|p| p.produced.mib_per_s,
+            SeriesLabelPosition::LowerRight,
         )?,
         single_chart(
             points,
@@ -465,6 +484,7 @@ pub fn render_all(points: &[RunResult]) -> Result<Vec<Chart>, PlotError> {
             "Achieved compression ratio vs batch size",
             "uncompressed / compressed",
             &|p| p.compression.ratio,
+            SeriesLabelPosition::LowerRight,
         )?,
         single_chart(
             points,
@@ -472,6 +492,7 @@ pub fn render_all(points: &[RunResult]) -> Result<Vec<Chart>, PlotError> {
             "Broker CPU seconds per GB moved (in + out)",
             "CPU s / GB",
             &|p| p.cpu.broker_cpu_s_per_gb.unwrap_or(f64::NAN),
+            SeriesLabelPosition::UpperRight,
         )?,
     ];
     charts.push(spectrum_chart(points)?);
