@@ -82,7 +82,7 @@ async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
 /// Heal the disk, crash it, reopen: every durable batch must be there.
 async fn reopen_after_fault(
     disk: &SimDisk,
-    dir: &PathBuf,
+    dir: &std::path::Path,
     cfg: &LogConfig,
     budget: &Rc<CacheBudget>,
     model: &mut Vec<Appended>,
@@ -90,7 +90,7 @@ async fn reopen_after_fault(
 ) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
     disk.heal();
     disk.crash();
-    let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+    let log = Log::open(disk.clone(), dir.to_path_buf(), cfg.clone(), budget.clone())
         .await
         .expect("reopen after a fault");
     let flusher = glommio::spawn_local(log.clone().run_flusher());

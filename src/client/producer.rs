@@ -21,7 +21,7 @@ use super::partitioner::{DefaultPartitioner, Partitioner};
 use super::{Client, ClientError};
 use crate::format::{BatchBuilder, Compression, ProducerIds};
 use crate::protocol::frame::ApiKey;
-use crate::protocol::messages::{encode_produce, Acks, ProduceResponse};
+use crate::protocol::messages::{encode_produce, Acks, ProduceResponse, ProduceTopicFrames};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -41,8 +41,14 @@ pub struct ProducerConfig {
     pub request_timeout_ms: u32,
     pub buffer_bytes_max: usize,
     /// Called once per acknowledged (or failed) batch, on the client's runtime.
-    pub on_batch_acked: Option<Arc<dyn Fn(&AckedBatch) + Send + Sync>>,
+    pub on_batch_acked: Option<BatchCallback>,
 }
+
+/// A topic's sealed batches, per partition, in send order.
+type TopicBatches = (Arc<str>, Vec<(u32, Vec<Bytes>)>);
+
+/// Per-batch acknowledgement callback.
+pub type BatchCallback = Arc<dyn Fn(&AckedBatch) + Send + Sync>;
 
 impl Default for ProducerConfig {
     fn default() -> Self {
@@ -242,37 +248,39 @@ impl Producer {
             n.await;
         }
         self.inner.buffered.fetch_add(size, Ordering::AcqRel);
-        let mut acc = self.inner.acc.lock().unwrap();
-        if acc.closed {
-            return Err(ClientError::Invalid("producer is closed".into()));
-        }
-        let key_t: (Arc<str>, u32) = (Arc::from(topic), partition);
-        let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
-            builder: BatchBuilder::new(),
-            ack: BatchAck::new(),
-            tokens: Vec::new(),
-            opened: Instant::now(),
-            bytes: 0,
-        });
-        let first = b.builder.is_empty();
-        b.builder.push(timestamp_ms, key, value, headers);
-        b.tokens.push(token);
-        b.bytes += size;
-        let delivery = Delivery {
-            ack: b.ack.clone(),
-            index: b.builder.record_count() as u32 - 1,
-            partition,
-        };
-        let full = b.builder.size_bytes() >= self.inner.cfg.batch_bytes;
-        if full {
-            let batch = acc.open.remove(&key_t).unwrap();
-            acc.full.push(SealedBatch {
-                topic: key_t.0,
-                partition,
-                batch,
+        let (delivery, full, first) = {
+            let mut acc = self.inner.acc.lock().unwrap();
+            if acc.closed {
+                return Err(ClientError::Invalid("producer is closed".into()));
+            }
+            let key_t: (Arc<str>, u32) = (Arc::from(topic), partition);
+            let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
+                builder: BatchBuilder::new(),
+                ack: BatchAck::new(),
+                tokens: Vec::new(),
+                opened: Instant::now(),
+                bytes: 0,
             });
-        }
-        drop(acc);
+            let first = b.builder.is_empty();
+            b.builder.push(timestamp_ms, key, value, headers);
+            b.tokens.push(token);
+            b.bytes += size;
+            let delivery = Delivery {
+                ack: b.ack.clone(),
+                index: b.builder.record_count() as u32 - 1,
+                partition,
+            };
+            let full = b.builder.size_bytes() >= self.inner.cfg.batch_bytes;
+            if full {
+                let batch = acc.open.remove(&key_t).unwrap();
+                acc.full.push(SealedBatch {
+                    topic: key_t.0,
+                    partition,
+                    batch,
+                });
+            }
+            (delivery, full, first)
+        };
         if full {
             let n = self.partitions(topic).await.unwrap_or(1);
             self.inner.partitioner.on_batch_sealed(topic, partition, n);
@@ -412,7 +420,7 @@ async fn send_request(
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // Group by topic, then partition; several batches of one partition stay in order.
-    let mut order: Vec<(Arc<str>, Vec<(u32, Vec<Bytes>)>)> = Vec::new();
+    let mut order: Vec<TopicBatches> = Vec::new();
     for (s, f) in &frames {
         let t = match order.iter_mut().find(|(t, _)| *t == s.topic) {
             Some(t) => t,
@@ -428,7 +436,7 @@ async fn send_request(
     }
     let acks = inner.cfg.acks;
     let timeout = inner.cfg.request_timeout_ms;
-    let topics: Vec<(&str, Vec<(u32, &[Bytes])>)> = order
+    let topics: Vec<ProduceTopicFrames<'_>> = order
         .iter()
         .map(|(t, ps)| (&**t, ps.iter().map(|(p, v)| (*p, v.as_slice())).collect()))
         .collect();

@@ -103,12 +103,15 @@ impl ProduceRequest {
     }
 }
 
+/// A topic and, per partition, the batch frames to produce to it.
+pub type ProduceTopicFrames<'a> = (&'a str, Vec<(u32, &'a [Bytes])>);
+
 /// Encode a produce body from frames the client holds (one copy, into `b`).
 pub fn encode_produce(
     b: &mut BytesMut,
     acks: Acks,
     timeout_ms: u32,
-    topics: &[(&str, Vec<(u32, &[Bytes])>)],
+    topics: &[ProduceTopicFrames<'_>],
 ) {
     b.put_i8(acks.to_i8());
     b.put_u32_le(timeout_ms);

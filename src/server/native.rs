@@ -114,7 +114,7 @@ impl Protocol for Native {
     }
 
     async fn handle(self: Rc<Self>, shard: Rc<Shard>, mut frame: BytesMut) -> Handled {
-        let _ = bytes::Buf::advance(&mut frame, crate::protocol::frame::LEN_PREFIX);
+        bytes::Buf::advance(&mut frame, crate::protocol::frame::LEN_PREFIX);
         let mut r = Reader::new(frame);
         let h = match FrameHeader::decode(&mut r) {
             Ok(h) => h,

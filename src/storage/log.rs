@@ -895,12 +895,13 @@ impl<D: Disk> Log<D> {
                     }
                 }
                 Err(StorageError::NoSpace { path }) => {
-                    let mut st = self.st.borrow_mut();
-                    if !matches!(st.health, Health::NoSpace) {
-                        warn!(path = %path.display(), "device full: produce refused until space is freed");
+                    {
+                        let mut st = self.st.borrow_mut();
+                        if !matches!(st.health, Health::NoSpace) {
+                            warn!(path = %path.display(), "device full: produce refused until space is freed");
+                        }
+                        st.health = Health::NoSpace;
                     }
-                    st.health = Health::NoSpace;
-                    drop(st);
                     self.durable_event.notify();
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }

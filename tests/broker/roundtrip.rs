@@ -266,7 +266,7 @@ fn client_offsets_and_timestamps() {
         .unwrap();
         let msgs = cons.poll().await.unwrap();
         assert_eq!(msgs[0].offset, 42);
-        assert_eq!(&msgs[0].value.as_deref().unwrap()[..], b"42");
+        assert_eq!(msgs[0].value.as_deref().unwrap(), b"42");
         assert_eq!(msgs[0].timestamp_ms, 1_000_420);
     });
 }
