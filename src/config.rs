@@ -22,6 +22,8 @@ pub enum ConfigError {
     BadTopicValue { key: String, value: String },
     #[error("invalid setting: {0}")]
     Invalid(String),
+    #[error("unsupported setting: {0}")]
+    Unsupported(String),
 }
 
 /// Broker-wide configuration.
@@ -209,8 +211,18 @@ impl TopicConfig {
                 "retention_bytes" => self.retention_bytes = num(v)?,
                 "index_interval_bytes" => self.index_interval_bytes = num(v)?.max(0) as u32,
                 "max_batch_bytes" => self.max_batch_bytes = num(v)?.max(0) as u32,
-                // Kafka admin tools send these; they have no meaning for a single replica.
-                "cleanup_policy" | "min_insync_replicas" | "compression_type" => {}
+                // Log compaction is not implemented: say so rather than
+                // silently keep every record.
+                "cleanup_policy" => {
+                    if v.trim() != "delete" {
+                        return Err(ConfigError::Unsupported(format!(
+                            "cleanup.policy={v}: shardlog only deletes whole old segments (cleanup.policy=delete); log compaction is not supported"
+                        )));
+                    }
+                }
+                // Kafka admin tools send these; they mean nothing for a single
+                // replica that stores batches as the producer compressed them.
+                "min_insync_replicas" | "compression_type" => {}
                 _ => return Err(ConfigError::UnknownTopicKey(k.clone())),
             }
         }

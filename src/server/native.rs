@@ -361,12 +361,17 @@ fn validate_produce(
     let mut parts = Vec::new();
     let mut rejected = Vec::new();
     for (topic, ps) in req.topics {
+        let internal = topic.starts_with(INTERNAL_PREFIX);
         for p in ps {
             let reject = |code: ErrorCode, msg: String| ProducePartitionResponse {
                 result: PartitionResult::err(p.partition, code, msg),
                 base_offset: 0,
                 log_start_offset: 0,
             };
+            if internal {
+                rejected.push((topic.clone(), reject(ErrorCode::InvalidRequest, format!("'{topic}' is an internal topic; clients cannot write to it"))));
+                continue;
+            }
             if p.records.is_empty() {
                 rejected.push((
                     topic.clone(),

@@ -6,7 +6,7 @@
 #
 # With no address, starts its own broker (target/debug/shardlog, built if
 # missing) on a free port in a temporary directory and stops it at the end.
-# Clients are installed by shared/tools/kafka-clients.sh into
+# Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
 # KAFKA_CLIENTS=kcat,kafka_python,confluent,kafkajs to pick a subset.
 # Prints one line per client and ends with "N passed, M failed".
@@ -28,19 +28,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-tools=""
-for t in "$root/../shared/tools/kafka-clients.sh" "/work/shared/tools/kafka-clients.sh"; do
-  [ -f "$t" ] && tools=$t && break
-done
-if [ -z "$tools" ]; then
-  echo "kafka-clients.sh not found (expected shared/tools/ beside the repository)" >&2
-  exit 2
-fi
+tools="$here/install.sh"
 bash "$tools" "$clients_dir" >/dev/null || { echo "installing the Kafka clients failed" >&2; exit 2; }
 
 if [ -z "$addr" ]; then
   bin="$root/target/debug/shardlog"
-  [ -x "$bin" ] || (cd "$root" && cargo build -q --bin shardlog) || exit 2
+  (cd "$root" && cargo build -q --bin shardlog) || exit 2
   tmp=$(mktemp -d /tmp/shardlog-kafka-clients-XXXXXX)
   RUST_LOG=${RUST_LOG:-shardlog::kafka=debug,info} "$bin" serve --data-dir "$tmp/data" \
     --listen 127.0.0.1:0 --kafka-listen 127.0.0.1:0 --shards 2 >"$tmp/stdout" 2>"$tmp/broker.log" &

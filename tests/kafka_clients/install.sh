@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the real, unchanged Kafka clients the scripts here drive:
+#   kcat (Debian), kafka-python 3 and confluent-kafka (PyPI, in a venv), kafkajs (npm).
+# Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat
+# Idempotent: what is already installed is left alone.
+set -euo pipefail
+dir=${1:?usage: install.sh DIR}
+mkdir -p "$dir"
+if ! command -v kcat >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+fi
+if [ ! -x "$dir/venv/bin/python" ]; then
+  python3 -m venv "$dir/venv"
+  "$dir/venv/bin/pip" install -q kafka-python==3.0.12 confluent-kafka==2.16.1
+fi
+if [ ! -d "$dir/js/node_modules/kafkajs" ]; then
+  mkdir -p "$dir/js" && (cd "$dir/js" && npm init -y >/dev/null && npm install -s kafkajs@2.2.4 >/dev/null)
+fi
+echo "kcat: $(command -v kcat)"
+echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka)"
+echo "node: NODE_PATH=$dir/js/node_modules (kafkajs)"
