@@ -369,7 +369,13 @@ fn validate_produce(
                 log_start_offset: 0,
             };
             if internal {
-                rejected.push((topic.clone(), reject(ErrorCode::InvalidRequest, format!("'{topic}' is an internal topic; clients cannot write to it"))));
+                rejected.push((
+                    topic.clone(),
+                    reject(
+                        ErrorCode::InvalidRequest,
+                        format!("'{topic}' is an internal topic; clients cannot write to it"),
+                    ),
+                ));
                 continue;
             }
             if p.records.is_empty() {
