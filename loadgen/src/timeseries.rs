@@ -150,7 +150,8 @@ pub async fn run(ctx: SamplerCtx) -> Vec<Sample> {
                 &agg,
                 now_ns as f64 / 1e9,
                 secs,
-                phase(&ctx.window, now_ns),
+                // The phase of the second's middle, not its end.
+                phase(&ctx.window, (last_ns + now_ns) / 2),
                 &cpu.since(&last_cpu),
             );
             if let Some(prefix) = &ctx.progress {

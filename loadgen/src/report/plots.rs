@@ -82,15 +82,18 @@ fn batch_label(x: &f64) -> String {
     }
 }
 
+/// Axis labels in ms; log axes use base 2 (…0.25, 0.5, 1, 2, 4…), so
+/// keep up to three decimals below 1 and drop trailing zeros.
 fn ms_label(v: &f64) -> String {
-    if *v >= 100.0 {
-        format!("{v:.0}")
-    } else if *v >= 1.0 {
-        format!("{v:.1}")
-    } else if *v >= 0.01 {
-        format!("{v:.2}")
+    if *v >= 1.0 {
+        if (v - v.round()).abs() < 1e-9 {
+            format!("{v:.0}")
+        } else {
+            format!("{v:.1}")
+        }
     } else {
-        format!("{v:.3}")
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
     }
 }
 
@@ -174,7 +177,7 @@ where
         let lo = (ymin.max(1e-3) / 1.5).max(1e-3);
         let hi = (ymax * 1.5).max(lo * 10.0);
         draw!(b
-            .build_cartesian_2d(x0..x1, (lo..hi).log_scale())
+            .build_cartesian_2d(x0..x1, (lo..hi).log_scale().base(2.0))
             .map_err(&e)?);
     } else {
         let hi = if ymax > 0.0 { ymax * 1.15 } else { 1.0 };
@@ -282,7 +285,7 @@ fn spectrum_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
                 .margin_right(28)
                 .x_label_area_size(36)
                 .y_label_area_size(56)
-                .build_cartesian_2d(0.0..5.0, (lo..hi).log_scale())
+                .build_cartesian_2d(0.0..5.0, (lo..hi).log_scale().base(2.0))
                 .map_err(|x| PlotError {
                     chart: name.into(),
                     detail: x.to_string(),
@@ -429,7 +432,7 @@ fn timeline_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
             .margin(8)
             .x_label_area_size(30)
             .y_label_area_size(70)
-            .build_cartesian_2d(0.0..tmax, (lmin..lmax).log_scale())
+            .build_cartesian_2d(0.0..tmax, (lmin..lmax).log_scale().base(2.0))
             .map_err(|x| err(&x))?;
         c2.configure_mesh()
             .x_desc("s")
@@ -498,4 +501,21 @@ pub fn render_all(points: &[RunResult]) -> Result<Vec<Chart>, PlotError> {
     charts.push(spectrum_chart(points)?);
     charts.push(timeline_chart(points)?);
     Ok(charts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels() {
+        assert_eq!(ms_label(&0.125), "0.125");
+        assert_eq!(ms_label(&0.25), "0.25");
+        assert_eq!(ms_label(&0.5), "0.5");
+        assert_eq!(ms_label(&4.0), "4");
+        assert_eq!(ms_label(&1.5), "1.5");
+        assert_eq!(batch_label(&10.0), "1k");
+        assert_eq!(batch_label(&20.0), "1m");
+        assert_eq!(batch_label(&10.5), "");
+    }
 }
