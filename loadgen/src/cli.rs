@@ -21,6 +21,9 @@ use std::path::PathBuf;
 (table, report.json, .hgrm histograms, SVG charts, index.html).\n\n\
 Without --broker, an embedded broker is started on 127.0.0.1 with its data in a\n\
 temporary directory.\n\n\
+--protocol kafka drives the broker through librdkafka instead of shardlog's native\n\
+client, so the same runs and reports work against shardlog's Kafka listener or any\n\
+Kafka-compatible broker (Apache Kafka, Redpanda).\n\n\
 Latency is measured from each message's intended send time (open loop, corrected\n\
 for coordinated omission) unless --rate 0 is given.\n\n\
 Exit status: 0 all checks passed; 1 a delivery check failed (lost, duplicated,\n\
@@ -43,10 +46,12 @@ pub enum Cmd {
 
 #[derive(Args, Debug, Clone)]
 pub struct BrokerArgs {
-    /// Broker address (HOST:PORT). Without it, an embedded broker is started.
+    /// Broker address, HOST:PORT (for --protocol kafka: bootstrap servers, comma-separated).
+    /// Without it, an embedded shardlog broker is started.
     #[arg(long, value_name = "ADDR")]
     pub broker: Option<String>,
-    /// Wire protocol.
+    /// Wire protocol: native (shardlog's own) or kafka (librdkafka: shardlog's Kafka
+    /// listener or any Kafka-compatible broker, e.g. Apache Kafka, Redpanda).
     #[arg(long, value_enum, default_value_t = Protocol::Native)]
     pub protocol: Protocol,
     /// PID of a broker on this host, to measure its CPU from /proc.

@@ -75,7 +75,9 @@ struct Seen {
     header: Header,
 }
 
-pub async fn run(mut ctx: ConsumerCtx) -> ConsumerOutcome {
+/// Run the consumer until the drain ends. The backend is handed back still
+/// connected: the runner drops it after the CPU window (see `producer::run`).
+pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
     let mut checker = SeqChecker::new();
     let mut seen: Vec<Seen> = Vec::with_capacity(4096);
     let mut foreign = 0u64;
@@ -178,12 +180,13 @@ pub async fn run(mut ctx: ConsumerCtx) -> ConsumerOutcome {
             }
         }
     };
-    ConsumerOutcome {
+    let outcome = ConsumerOutcome {
         id: ctx.id,
         partitions: std::mem::take(&mut ctx.partitions),
         checker,
         poll_errors,
         first_error,
         ended,
-    }
+    };
+    (outcome, ctx.backend)
 }

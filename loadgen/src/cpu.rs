@@ -4,10 +4,14 @@
 //! - **Embedded broker** (same process): broker = whole process CPU
 //!   (`CLOCK_PROCESS_CPUTIME_ID`, which keeps the time of exited threads)
 //!   minus loadgen's own threads. Loadgen's threads register themselves
-//!   ([`register_current_thread`]: the tokio workers and the main thread),
-//!   so every other thread — the `shard-N` executors, glommio's helper
-//!   threads — counts as broker. The `shard-N` threads are also summed on
-//!   their own as a cross-check.
+//!   ([`register_current_thread`]: the tokio workers, the main thread,
+//!   producers and the Kafka backend's polling threads); threads a client
+//!   library starts on its own are recognised by name
+//!   ([`CLIENT_THREAD_PREFIXES`]: librdkafka's `rdk:*`). Every other
+//!   thread — the `shard-N` executors, glommio's helper threads — counts as
+//!   broker. The `shard-N` threads are also summed on their own as a
+//!   cross-check. Library threads are only seen while alive, so the runner
+//!   keeps clients open until the measured window's CPU has been read.
 //! - **Remote broker with `--broker-pid`**: that process's utime+stime from
 //!   `/proc/PID/stat` (clock-tick resolution, 10 ms), and the whole loadgen
 //!   process as loadgen.
@@ -131,11 +135,18 @@ fn thread_cpu_ns(tid: i32) -> Option<u64> {
     stat_cpu_ns(&format!("/proc/self/task/{tid}/stat")).ok()
 }
 
-fn shard_threads_ns() -> u64 {
+/// Names (`comm`, at most 15 bytes) of threads that client libraries start
+/// without telling loadgen: librdkafka's `rdk:main`, `rdk:brokerN`,
+/// `rdk:bg`, and the rdkafka crate's admin polling thread.
+pub const CLIENT_THREAD_PREFIXES: [&str; 2] = ["rdk:", "admin client po"];
+
+/// CPU of the live `shard-N` threads and of the live client-library
+/// threads, from one pass over /proc/self/task.
+fn named_threads_ns() -> (u64, u64) {
     let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
-        return 0;
+        return (0, 0);
     };
-    let mut total = 0;
+    let (mut shards, mut clients) = (0, 0);
     for e in dir.flatten() {
         let Some(tid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
@@ -143,10 +154,12 @@ fn shard_threads_ns() -> u64 {
         let comm =
             std::fs::read_to_string(format!("/proc/self/task/{tid}/comm")).unwrap_or_default();
         if comm.starts_with("shard-") {
-            total += thread_cpu_ns(tid).unwrap_or(0);
+            shards += thread_cpu_ns(tid).unwrap_or(0);
+        } else if CLIENT_THREAD_PREFIXES.iter().any(|p| comm.starts_with(p)) {
+            clients += thread_cpu_ns(tid).unwrap_or(0);
         }
     }
-    total
+    (shards, clients)
 }
 
 /// Where the broker's CPU figure comes from.
@@ -163,7 +176,7 @@ pub enum BrokerCpuSource {
 impl BrokerCpuSource {
     pub fn describe(&self) -> String {
         match self {
-            BrokerCpuSource::Embedded => "embedded broker: process CPU minus loadgen's registered threads (shard-N executors and their helper threads)".into(),
+            BrokerCpuSource::Embedded => "embedded broker: process CPU minus loadgen's threads and its client library's (shard-N executors and their helper threads)".into(),
             BrokerCpuSource::Pid(p) => format!("broker process {p}: utime+stime from /proc/{p}/stat"),
             BrokerCpuSource::Unknown => "remote broker without --broker-pid: broker CPU not measured".into(),
         }
@@ -188,14 +201,19 @@ impl CpuSnapshot {
                 // we are done, so it is counted either live or exited, never
                 // neither (producers exit right at the window's end, when
                 // the closing snapshot is taken).
-                let (process, loadgen) = {
+                let (process, loadgen, shards) = {
                     let r = REGISTRY.lock().unwrap();
                     let live: u64 = r.tids.iter().filter_map(|t| thread_cpu_ns(*t)).sum();
-                    (clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID), r.exited_ns + live)
+                    let (shards, clients) = named_threads_ns();
+                    (
+                        clock_ns(libc::CLOCK_PROCESS_CPUTIME_ID),
+                        r.exited_ns + live + clients,
+                        shards,
+                    )
                 };
                 CpuSnapshot {
                     broker_ns: Some(process.saturating_sub(loadgen)),
-                    shard_threads_ns: Some(shard_threads_ns()),
+                    shard_threads_ns: Some(shards),
                     loadgen_ns: loadgen,
                 }
             }

@@ -1,11 +1,13 @@
 //! A broker inside the loadgen process, for runs without `--broker`.
 //!
-//! It listens on 127.0.0.1 (an ephemeral port, native protocol only), keeps
-//! its data in a temporary directory that is removed afterwards, and runs
+//! It listens on 127.0.0.1 (ephemeral ports: the native listener always,
+//! the Kafka listener too for `--protocol kafka`), keeps its data in a
+//! temporary directory that is removed afterwards, and runs
 //! one shard per online CPU, pinned as in production. Loadgen's own
 //! threads are not pinned, so on a small machine they share cores with the
 //! shards; the report's CPU figures show by how much.
 
+use crate::transport::Protocol;
 use serde::Serialize;
 use shardlog::broker::{Broker, BrokerError};
 use shardlog::config::BrokerConfig;
@@ -20,12 +22,15 @@ pub enum EmbeddedError {
     },
     #[error("cannot start the embedded broker: {0}")]
     Start(#[from] BrokerError),
+    #[error("the embedded broker started without its Kafka listener")]
+    NoKafkaListener,
 }
 
 /// What the report says about the broker.
 #[derive(Debug, Clone, Serialize)]
 pub struct BrokerInfo {
     pub embedded: bool,
+    /// The address loadgen talked to (for the run's protocol).
     pub addr: String,
     pub shards: Option<usize>,
     pub data_dir: Option<String>,
@@ -37,6 +42,7 @@ pub struct BrokerInfo {
 pub struct EmbeddedBroker {
     broker: Option<Broker>,
     dir: tempfile::TempDir,
+    protocol: Protocol,
 }
 
 impl EmbeddedBroker {
@@ -47,13 +53,17 @@ impl EmbeddedBroker {
     /// io-poll probe file and fail with ENOENT. A retry is harmless for a
     /// benchmark and makes the main job dependable; the warning keeps the
     /// broker bug visible.
+    ///
+    /// With `Protocol::Kafka` the Kafka listener is enabled too, and
+    /// [`addr`](Self::addr) is its address.
     pub fn start(
         parent: Option<&Path>,
         shards: Option<usize>,
+        protocol: Protocol,
     ) -> Result<EmbeddedBroker, EmbeddedError> {
         let mut attempt = 1;
         loop {
-            match Self::start_once(parent, shards) {
+            match Self::start_once(parent, shards, protocol) {
                 Err(EmbeddedError::Start(e)) if attempt < 3 => {
                     eprintln!("loadgen: warning: embedded broker failed to start ({e}); retrying");
                     attempt += 1;
@@ -66,6 +76,7 @@ impl EmbeddedBroker {
     fn start_once(
         parent: Option<&Path>,
         shards: Option<usize>,
+        protocol: Protocol,
     ) -> Result<EmbeddedBroker, EmbeddedError> {
         let parent = parent
             .map(Path::to_path_buf)
@@ -80,21 +91,44 @@ impl EmbeddedBroker {
         let broker = Broker::start(BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
-            kafka_listen: "".into(),
+            kafka_listen: match protocol {
+                Protocol::Native => "".into(),
+                Protocol::Kafka => "127.0.0.1:0".into(),
+            },
             shards,
             ..Default::default()
         })?;
+        if protocol == Protocol::Kafka && broker.kafka_addr.is_none() {
+            broker.shutdown();
+            return Err(EmbeddedError::NoKafkaListener);
+        }
         Ok(EmbeddedBroker {
             broker: Some(broker),
             dir,
+            protocol,
         })
     }
 
+    /// The address of the listener for the protocol it was started for.
     pub fn addr(&self) -> String {
+        match self.protocol {
+            Protocol::Native => self.native_addr(),
+            Protocol::Kafka => self.kafka_addr().unwrap_or_default(),
+        }
+    }
+
+    pub fn native_addr(&self) -> String {
         self.broker
             .as_ref()
             .map(|b| b.native_addr.to_string())
             .unwrap_or_default()
+    }
+
+    pub fn kafka_addr(&self) -> Option<String> {
+        self.broker
+            .as_ref()
+            .and_then(|b| b.kafka_addr)
+            .map(|a| a.to_string())
     }
 
     pub fn info(&self) -> BrokerInfo {

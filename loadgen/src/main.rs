@@ -70,15 +70,24 @@ impl Setup {
                     .broker_pid
                     .map(BrokerCpuSource::Pid)
                     .unwrap_or(BrokerCpuSource::Unknown);
+                println!(
+                    "loadgen: broker at {addr} ({} protocol{})",
+                    b.protocol.name(),
+                    match b.broker_pid {
+                        Some(p) => format!(", CPU of pid {p}"),
+                        None => ", broker CPU not measured (no --broker-pid)".into(),
+                    }
+                );
                 (None, addr.clone(), cpu, info)
             }
             None => {
-                let e = EmbeddedBroker::start(b.data_dir.as_deref(), b.shards)
+                let e = EmbeddedBroker::start(b.data_dir.as_deref(), b.shards, b.protocol)
                     .context("no --broker given, and the embedded broker did not start")?;
                 let info = e.info();
                 println!(
-                    "loadgen: started an embedded broker at {} ({} shards, data in {} on {}); it is stopped at the end",
+                    "loadgen: started an embedded broker at {} ({} protocol, {} shards, data in {} on {}); it is stopped at the end",
                     info.addr,
+                    b.protocol.name(),
                     info.shards.unwrap_or(0),
                     info.data_dir.as_deref().unwrap_or("?"),
                     info.data_dir_fs.as_deref().unwrap_or("?")
@@ -153,7 +162,7 @@ fn meta(kind: &'static str, title: String, setup: &Setup, wall: Duration) -> Rep
         machine: MachineInfo::collect(),
         versions: Versions::current(),
         broker: setup.broker.clone(),
-        protocol: format!("{:?}", setup.env.target.protocol).to_lowercase(),
+        protocol: setup.env.target.protocol.name().to_string(),
         matrix: None,
     }
 }

@@ -99,7 +99,7 @@ pub fn ack_sink(
         let r = &mut *r;
         r.interval.counts.acked += n;
         r.interval.counts.acked_bytes += n * record_bytes;
-        r.interval.counts.batches += 1;
+        r.interval.counts.batches += ev.batches;
         let (u, c) = (
             ev.uncompressed_bytes.unwrap_or(0) as u64,
             ev.compressed_bytes.unwrap_or(0) as u64,
@@ -109,7 +109,7 @@ pub fn ack_sink(
         if window.contains(now) {
             r.measured.counts.acked += n;
             r.measured.counts.acked_bytes += n * record_bytes;
-            r.measured.counts.batches += 1;
+            r.measured.counts.batches += ev.batches;
             r.measured.counts.batch_uncompressed_bytes += u;
             r.measured.counts.batch_compressed_bytes += c;
         }
@@ -175,13 +175,15 @@ impl Placement {
 /// Most messages sent per `block_on` round, so the stop flag stays responsive.
 const BURST_MAX: u32 = 512;
 
-/// Run the producer to completion on the calling thread.
-pub fn run(ctx: ProducerCtx) -> ProducerOutcome {
+/// Run the producer to completion on the calling thread. The backend is
+/// handed back, closed but still connected: the runner drops it only after
+/// the CPU window, so a client library's threads never exit inside it.
+pub fn run(ctx: ProducerCtx) -> (ProducerOutcome, ProducerBackend) {
     crate::cpu::register_current_thread();
     lower_timer_slack();
     let out = run_inner(&ctx);
     crate::cpu::unregister_current_thread();
-    out
+    (out, ctx.backend)
 }
 
 fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {

@@ -5,6 +5,7 @@ use crate::checks::CheckReport;
 use crate::cpu::CpuReport;
 use crate::stats::{LatencySet, LatencySummary};
 use crate::timeseries::Sample;
+use crate::transport::ClientInfo;
 use crate::workload::WorkloadSpec;
 use serde::Serialize;
 
@@ -36,6 +37,9 @@ pub struct RunResult {
     /// in batch size and share a line in the charts ("lz4 acks=1").
     pub series: String,
     pub spec: WorkloadSpec,
+    /// The client library and its settings, when it is not loadgen's
+    /// native client (`--protocol kafka`: librdkafka and its configuration).
+    pub client: Option<ClientInfo>,
     /// Partitions the topic really has (may differ from the spec if it existed).
     pub partitions: u32,
     /// True when `rate` was 0: intended time = actual send time, so latency

@@ -18,7 +18,7 @@ use crate::result::{CompressionStats, RunResult, Throughput};
 use crate::stats::{Bucket, Clock, LatencySummary, Recorder, Window};
 use crate::timeseries::{self, SamplerCtx};
 use crate::transport::{
-    Admin, ConsumerBackend, ProducerBackend, ProducerSettings, Target, TransportError,
+    self, Admin, ConsumerBackend, ProducerBackend, ProducerSettings, Target, TransportError,
 };
 use crate::units::mib_per_s;
 use crate::workload::{SpecError, WorkloadSpec};
@@ -32,12 +32,10 @@ use std::time::Duration;
 pub enum RunError {
     #[error(transparent)]
     Spec(#[from] SpecError),
-    #[error("broker at {addr}: {source}")]
-    Broker {
-        addr: String,
-        #[source]
-        source: TransportError,
-    },
+    // The cause is in the message, not chained as a source: `{:#}` would
+    // print it twice.
+    #[error("broker at {addr}: {error}")]
+    Broker { addr: String, error: TransportError },
     #[error("loadgen needs a multi-threaded tokio runtime (producers drive the client from their own threads)")]
     Runtime,
     #[error("a {0} thread panicked")]
@@ -79,9 +77,9 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     if rt.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
         return Err(RunError::Runtime);
     }
-    let broker_err = |source: TransportError| RunError::Broker {
+    let broker_err = |error: TransportError| RunError::Broker {
         addr: env.target.addr.clone(),
-        source,
+        error,
     };
     let mut notes = Vec::new();
     let admin = Admin::connect(&env.target).await.map_err(broker_err)?;
@@ -150,6 +148,9 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         let backend = ProducerBackend::open(&env.target, &spec.topic, &settings, sink)
             .await
             .map_err(broker_err)?;
+        if producer_parts.is_empty() {
+            notes.extend(backend.notes().iter().cloned());
+        }
         recorders.push(rec.clone());
         producer_parts.push((rec, backend, first_error));
     }
@@ -239,9 +240,15 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         producer_waits.push(rx);
         first_errors.push(first_error);
     }
+    // Finished clients stay connected until the CPU window is over: a
+    // client library's threads that exited inside it would be counted as
+    // the broker's CPU (see cpu.rs).
+    let mut retired_producers = Vec::new();
     let mut outcomes = Vec::new();
     for rx in producer_waits {
-        outcomes.push(rx.await.map_err(|_| RunError::Panicked("producer"))?);
+        let (outcome, backend) = rx.await.map_err(|_| RunError::Panicked("producer"))?;
+        outcomes.push(outcome);
+        retired_producers.push(backend);
     }
     let interrupted_at =
         (env.interrupt.load(Ordering::Relaxed)).then(|| clock.now_ns().min(window.end_ns));
@@ -259,9 +266,12 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         sent.clone(),
         clock.now_ns() + Duration::from_millis(spec.drain_timeout_ms).as_nanos() as u64,
     );
+    let mut retired_consumers = Vec::new();
     let mut consumer_outcomes = Vec::new();
     for t in consumer_tasks {
-        consumer_outcomes.push(t.await.map_err(|_| RunError::Panicked("consumer"))?);
+        let (outcome, backend) = t.await.map_err(|_| RunError::Panicked("consumer"))?;
+        consumer_outcomes.push(outcome);
+        retired_consumers.push(backend);
     }
     stop.store(true, Ordering::Relaxed);
     sampler_stop.store(true, Ordering::Relaxed);
@@ -275,6 +285,8 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         cpu_meter.abort();
         CpuSnapshot::default()
     };
+    // Closing a client may block (librdkafka joins its threads).
+    let _ = tokio::task::spawn_blocking(move || drop((retired_producers, retired_consumers))).await;
 
     // Merge every actor's measured bucket: histograms bucket by bucket.
     let mut total = Bucket::default();
@@ -416,6 +428,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
 
     Ok(RunResult {
         label: label.to_string(),
+        client: transport::client_info(&env.target, &settings),
         series: label.to_string(),
         spec: spec.clone(),
         partitions,

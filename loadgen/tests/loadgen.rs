@@ -59,7 +59,7 @@ fn assert_counts_match(r: &RunResult) {
 
 #[test]
 fn sweep_writes_a_complete_report_that_parses() {
-    let broker = EmbeddedBroker::start(None, None).expect("embedded broker");
+    let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
     let rt = loadgen::build_runtime(Some(2)).unwrap();
     let base = WorkloadSpec {
         delete_topic_after: true,
@@ -155,7 +155,7 @@ fn sweep_writes_a_complete_report_that_parses() {
 
 #[test]
 fn a_consumer_that_skips_messages_fails_the_run() {
-    let broker = EmbeddedBroker::start(None, None).expect("embedded broker");
+    let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
     let rt = loadgen::build_runtime(Some(2)).unwrap();
     let spec = WorkloadSpec {
         fault_drop_every: 50,
@@ -176,7 +176,7 @@ fn a_consumer_that_skips_messages_fails_the_run() {
 
 #[test]
 fn closed_loop_counts_match_and_publish_delay_is_zero() {
-    let broker = EmbeddedBroker::start(None, None).expect("embedded broker");
+    let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
     let rt = loadgen::build_runtime(Some(2)).unwrap();
     let spec = WorkloadSpec {
         rate: 0,
@@ -246,7 +246,7 @@ fn the_binary_exits_nonzero_when_messages_are_lost() {
 /// some batch filled up; at 1 MiB batches latency was ~100 ms, not linger.
 #[test]
 fn a_lone_record_is_sent_after_linger_not_when_a_batch_fills() {
-    let broker = EmbeddedBroker::start(None, None).expect("embedded broker");
+    let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
     let rt = loadgen::build_runtime(Some(2)).unwrap();
     rt.block_on(async {
         let client = Client::connect(&broker.addr()).await.unwrap();

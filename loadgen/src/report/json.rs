@@ -6,7 +6,9 @@
 //! ```text
 //! { schema, kind, passed, created_unix_ms, wall_s, command, profile,
 //!   machine{...}, versions{...}, broker{...}, protocol, matrix{...},
-//!   points: [ { label, series, spec{...}, produced{...}, consumed{...},
+//!   points: [ { label, series, spec{...}, client{library, producer_config,
+//!               consumer_config} (null for the native client),
+//!               produced{...}, consumed{...},
 //!               publish{p50_us...}, publish_delay{...}, e2e{...},
 //!               compression{...}, cpu{...}, checks{...}, notes, errors,
 //!               timeseries[...], files{publish_hgrm, e2e_hgrm, publish_delay_hgrm} } ] }

@@ -5,27 +5,35 @@
 //! rather than trait objects: the hot calls (`send`, `poll`) stay static
 //! dispatch with borrowed arguments, and async methods need no boxing.
 //!
-//! Adding a protocol (the planned `--protocol kafka` on rdkafka) means:
-//! a `Protocol` variant, a module next to `native.rs` implementing the
-//! same five operations, and one match arm per method here. The contract
-//! every backend keeps:
+//! Two protocols: [`native`] (shardlog's own, through `shardlog::client`)
+//! and [`kafka`] (librdkafka through the `rdkafka` crate, for shardlog's
+//! Kafka listener or any Kafka-compatible broker). Adding one means a
+//! `Protocol` variant, a module implementing the same operations, and one
+//! match arm per method here. The contract every backend keeps:
 //! - `send` queues one record for an explicit partition and carries an
 //!   opaque `u64` token; each acknowledgement (or failure) comes back
 //!   through the [`AckSink`] with the tokens it covers, on any thread;
 //! - `close` returns once every queued record was acknowledged or failed;
-//! - `poll` hands every record received to the visitor, in partition order.
+//! - `poll` hands every record received to the visitor, in partition order;
+//! - a backend's client threads count as loadgen's CPU: threads it starts
+//!   itself call `cpu::register_current_thread`, and library threads are
+//!   recognised by name (see `cpu.rs`).
 
+pub mod kafka;
 pub mod native;
 
 use serde::Serialize;
 use shardlog::format::Compression;
 use shardlog::protocol::messages::Acks;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum TransportError {
     #[error(transparent)]
     Native(#[from] shardlog::client::ClientError),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -36,6 +44,18 @@ pub enum TransportError {
 pub enum Protocol {
     /// shardlog's native protocol, through the shardlog client library.
     Native,
+    /// The Kafka protocol through librdkafka: shardlog's Kafka listener or
+    /// any Kafka-compatible broker (Apache Kafka, Redpanda).
+    Kafka,
+}
+
+impl Protocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Native => "native",
+            Protocol::Kafka => "kafka",
+        }
+    }
 }
 
 /// Where the broker is and how to talk to it.
@@ -56,14 +76,28 @@ pub struct ProducerSettings {
     pub buffer_bytes: usize,
 }
 
-/// One acknowledged (or failed) group of records.
+/// What the report records about a client library and its settings.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct ClientInfo {
+    pub library: String,
+    pub producer_config: BTreeMap<String, String>,
+    pub consumer_config: BTreeMap<String, String>,
+}
+
+/// One acknowledged (or failed) group of records, or a report of batches.
+///
+/// The native client acknowledges a batch at a time: tokens, `batches: 1`
+/// and its bytes in one event. librdkafka acknowledges records one by one
+/// (`batches: 0`, no bytes) and reports batches separately, from its
+/// statistics: events with no tokens, `batches > 0` and their bytes.
 pub struct AckEvent<'a> {
     pub partition: u32,
     /// The tokens passed to `send`, one per record.
     pub tokens: &'a [u64],
-    /// Record bytes of the batch before and after compression, when the
-    /// backend knows them (the native client does; a per-record callback
-    /// API may not).
+    /// Batches this event accounts for.
+    pub batches: u64,
+    /// Record bytes of those batches before and after compression, when
+    /// the backend knows them.
     pub uncompressed_bytes: Option<usize>,
     pub compressed_bytes: Option<usize>,
     pub error: Option<String>,
@@ -82,6 +116,7 @@ pub struct TopicInfo {
 /// Topic administration.
 pub enum Admin {
     Native(native::NativeAdmin),
+    Kafka(kafka::KafkaAdmin),
 }
 
 impl Admin {
@@ -89,6 +124,9 @@ impl Admin {
         match target.protocol {
             Protocol::Native => Ok(Admin::Native(
                 native::NativeAdmin::connect(&target.addr).await?,
+            )),
+            Protocol::Kafka => Ok(Admin::Kafka(
+                kafka::KafkaAdmin::connect(&target.addr).await?,
             )),
         }
     }
@@ -102,12 +140,14 @@ impl Admin {
     ) -> Result<TopicInfo, TransportError> {
         match self {
             Admin::Native(a) => a.ensure_topic(topic, partitions).await,
+            Admin::Kafka(a) => a.ensure_topic(topic, partitions).await,
         }
     }
 
     pub async fn delete_topic(&self, topic: &str) -> Result<(), TransportError> {
         match self {
             Admin::Native(a) => a.delete_topic(topic).await,
+            Admin::Kafka(a) => a.delete_topic(topic).await,
         }
     }
 }
@@ -115,6 +155,7 @@ impl Admin {
 /// A producer connection.
 pub enum ProducerBackend {
     Native(native::NativeProducer),
+    Kafka(kafka::KafkaProducer),
 }
 
 impl ProducerBackend {
@@ -128,6 +169,9 @@ impl ProducerBackend {
         match target.protocol {
             Protocol::Native => Ok(ProducerBackend::Native(
                 native::NativeProducer::open(&target.addr, topic, settings, sink).await?,
+            )),
+            Protocol::Kafka => Ok(ProducerBackend::Kafka(
+                kafka::KafkaProducer::open(&target.addr, topic, settings, sink).await?,
             )),
         }
     }
@@ -143,13 +187,32 @@ impl ProducerBackend {
     ) -> Result<(), TransportError> {
         match self {
             ProducerBackend::Native(p) => p.send(partition, key, value, timestamp_ms, token).await,
+            ProducerBackend::Kafka(p) => p.send(partition, key, value, timestamp_ms, token).await,
         }
     }
 
     pub async fn close(&self) -> Result<(), TransportError> {
         match self {
             ProducerBackend::Native(p) => p.close().await,
+            ProducerBackend::Kafka(p) => p.close().await,
         }
+    }
+
+    /// Caveats about how the client was set up, for the run's notes.
+    pub fn notes(&self) -> &[String] {
+        match self {
+            ProducerBackend::Native(_) => &[],
+            ProducerBackend::Kafka(p) => p.notes(),
+        }
+    }
+}
+
+/// The client library and settings a run used, when they are not
+/// loadgen's own (the native client's settings are the workload's).
+pub fn client_info(target: &Target, settings: &ProducerSettings) -> Option<ClientInfo> {
+    match target.protocol {
+        Protocol::Native => None,
+        Protocol::Kafka => Some(kafka::client_info(&target.addr, settings)),
     }
 }
 
@@ -157,6 +220,7 @@ impl ProducerBackend {
 /// when opened (so it sees exactly what the run produces).
 pub enum ConsumerBackend {
     Native(native::NativeConsumer),
+    Kafka(kafka::KafkaConsumer),
 }
 
 impl ConsumerBackend {
@@ -170,6 +234,9 @@ impl ConsumerBackend {
             Protocol::Native => Ok(ConsumerBackend::Native(
                 native::NativeConsumer::open(&target.addr, topic, partitions, max_wait_ms).await?,
             )),
+            Protocol::Kafka => Ok(ConsumerBackend::Kafka(
+                kafka::KafkaConsumer::open(&target.addr, topic, partitions, max_wait_ms).await?,
+            )),
         }
     }
 
@@ -178,6 +245,7 @@ impl ConsumerBackend {
     pub async fn poll(&mut self, visit: impl FnMut(u32, &[u8])) -> Result<usize, TransportError> {
         match self {
             ConsumerBackend::Native(c) => c.poll(visit).await,
+            ConsumerBackend::Kafka(c) => c.poll(visit).await,
         }
     }
 
@@ -185,6 +253,7 @@ impl ConsumerBackend {
     pub fn caught_up(&self) -> bool {
         match self {
             ConsumerBackend::Native(c) => c.caught_up(),
+            ConsumerBackend::Kafka(c) => c.caught_up(),
         }
     }
 }

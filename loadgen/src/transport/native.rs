@@ -65,6 +65,7 @@ impl NativeProducer {
                 sink(&AckEvent {
                     partition: b.partition,
                     tokens: b.tokens,
+                    batches: 1,
                     uncompressed_bytes: Some(b.uncompressed_bytes),
                     compressed_bytes: Some(b.compressed_bytes),
                     error: err,

@@ -1,0 +1,204 @@
+//! `--protocol kafka` (librdkafka) against the embedded broker's Kafka
+//! listener: a run passes its checks and reports what the client did, and
+//! the delivery checks still catch a consumer that loses messages.
+//!
+//! Short runs (≈1-2 s measured at 2000 msg/s), like tests/loadgen.rs.
+
+use loadgen::cpu::BrokerCpuSource;
+use loadgen::embedded::EmbeddedBroker;
+use loadgen::result::RunResult;
+use loadgen::runner::{self, RunEnv};
+use loadgen::transport::{Protocol, Target};
+use loadgen::workload::WorkloadSpec;
+use shardlog::protocol::messages::Acks;
+use std::process::Command;
+
+fn kafka_env(b: &EmbeddedBroker) -> RunEnv {
+    RunEnv {
+        target: Target {
+            protocol: Protocol::Kafka,
+            addr: b.addr(),
+        },
+        cpu_source: BrokerCpuSource::Embedded,
+        progress: None,
+        interrupt: Default::default(),
+    }
+}
+
+fn small(topic: &str) -> WorkloadSpec {
+    WorkloadSpec {
+        topic: topic.into(),
+        partitions: 2,
+        message_size: 256,
+        rate: 2000,
+        warmup_ms: 300,
+        duration_ms: 1000,
+        drain_timeout_ms: 5000,
+        buffer_bytes: 4 << 20,
+        ..WorkloadSpec::default()
+    }
+}
+
+fn assert_counts_match(r: &RunResult) {
+    assert!(r.window_sent > 0, "{}: nothing measured", r.label);
+    assert_eq!(r.publish.count, r.window_sent, "{}", r.label);
+    assert_eq!(r.publish.count, r.window_acked, "{}", r.label);
+    assert_eq!(r.publish_delay.count, r.window_sent, "{}", r.label);
+    assert_eq!(r.e2e.count, r.window_received, "{}", r.label);
+    assert_eq!(r.e2e.count, r.window_sent, "{}", r.label);
+}
+
+#[test]
+fn the_embedded_broker_listens_for_kafka_when_asked() {
+    let native = EmbeddedBroker::start(None, None, Protocol::Native).unwrap();
+    assert_eq!(native.kafka_addr(), None);
+    assert_eq!(native.addr(), native.native_addr());
+    native.shutdown();
+    let kafka = EmbeddedBroker::start(None, None, Protocol::Kafka).unwrap();
+    let addr = kafka.kafka_addr().expect("a Kafka listener");
+    assert_eq!(kafka.addr(), addr);
+    assert_ne!(addr, kafka.native_addr());
+    assert_eq!(kafka.info().addr, addr);
+    kafka.shutdown();
+}
+
+/// The binary, end to end: embedded broker with its Kafka listener, an
+/// idempotent (acks=all) lz4 producer with keys, a report that says so.
+#[test]
+fn a_kafka_run_passes_its_checks_and_writes_a_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args([
+            "run",
+            "--quiet",
+            "--protocol",
+            "kafka",
+            "--acks",
+            "all",
+            "--compression",
+            "lz4",
+            "--keys",
+            "random",
+            "--partitions",
+            "2",
+            "--message-size",
+            "256",
+            "--rate",
+            "2000",
+            "--warmup",
+            "300ms",
+            // Spans at least one librdkafka statistics report (1 s), which
+            // carries the batch and compression figures.
+            "--duration",
+            "2s",
+            "--report-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("kafka protocol"), "{stdout}");
+    assert!(stdout.contains("-> PASS"), "{stdout}");
+    assert!(stdout.contains("enable.idempotence=true"), "{stdout}");
+
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["passed"], true);
+    assert_eq!(json["protocol"], "kafka");
+    assert_eq!(json["broker"]["embedded"], true);
+    let p = &json["points"][0];
+    let checks = &p["checks"];
+    assert_eq!(checks["lost"], 0);
+    assert_eq!(checks["duplicated"], 0);
+    assert_eq!(checks["reordered"], 0);
+    assert_eq!(checks["misrouted"], 0);
+    // 2.3 s at 2000 msg/s, all delivered; 2 s of it measured.
+    assert!(checks["delivered"].as_u64().unwrap() >= 4000, "{checks}");
+    assert_eq!(p["window_sent"], 4000);
+    assert_eq!(p["publish"]["count"], 4000);
+    assert_eq!(p["e2e"]["count"], 4000);
+    let client = &p["client"];
+    assert!(
+        client["library"]
+            .as_str()
+            .unwrap()
+            .starts_with("librdkafka "),
+        "{client}"
+    );
+    let cfg = &client["producer_config"];
+    assert_eq!(cfg["acks"], "all");
+    assert_eq!(cfg["enable.idempotence"], "true");
+    assert_eq!(cfg["compression.type"], "lz4");
+    assert_eq!(cfg["batch.size"], "65536");
+    assert_eq!(cfg["linger.ms"], "5");
+    assert_eq!(client["consumer_config"]["enable.auto.commit"], "false");
+    // Batches and compression come from librdkafka's statistics.
+    let comp = &p["compression"];
+    assert!(comp["batches"].as_u64().unwrap() > 0, "{comp}");
+    assert!(comp["ratio"].as_f64().unwrap() > 1.3, "{comp}");
+    assert!(dir.path().join("index.html").exists());
+}
+
+#[test]
+fn a_kafka_consumer_that_skips_messages_fails_the_run() {
+    let broker = EmbeddedBroker::start(None, None, Protocol::Kafka).expect("embedded broker");
+    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let spec = WorkloadSpec {
+        fault_drop_every: 50,
+        ..small("t-kafka-loss")
+    };
+    let r = rt
+        .block_on(runner::run("loss", &spec, &kafka_env(&broker)))
+        .unwrap();
+    assert!(!r.passed());
+    let sent = r.checks.delivered + r.checks.lost;
+    assert!(sent >= 2000, "{:?}", r.checks);
+    assert!(r.checks.lost >= sent / 50 - 1, "{:?}", r.checks);
+    assert!(r.failures().iter().any(|f| f.contains("lost")));
+    assert_eq!(r.checks.duplicated, 0);
+    assert_eq!(r.ack_errors, 0);
+    // The consumer saw it was caught up and stopped, rather than waiting
+    // out the drain deadline.
+    assert!(
+        !r.notes.iter().any(|n| n.contains("drain deadline")),
+        "{:?}",
+        r.notes
+    );
+    drop(rt);
+    broker.shutdown();
+}
+
+/// acks=1: not idempotent, so no retries; two consumers split the
+/// partitions; every histogram holds exactly the measured messages.
+#[test]
+fn kafka_acks_1_counts_match_with_two_consumers() {
+    let broker = EmbeddedBroker::start(None, None, Protocol::Kafka).expect("embedded broker");
+    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let spec = WorkloadSpec {
+        acks: Acks::Leader,
+        consumers: 2,
+        ..small("t-kafka-acks1")
+    };
+    let r = rt
+        .block_on(runner::run("acks1", &spec, &kafka_env(&broker)))
+        .unwrap();
+    assert!(r.passed(), "{:?} {:?}", r.failures(), r.errors);
+    assert_counts_match(&r);
+    assert!(
+        r.notes.iter().any(|n| n.contains("retries=0")),
+        "{:?}",
+        r.notes
+    );
+    let client = r.client.as_ref().expect("client info");
+    assert_eq!(client.producer_config["message.send.max.retries"], "0");
+    assert_eq!(client.producer_config["enable.idempotence"], "false");
+    drop(rt);
+    broker.shutdown();
+}
