@@ -68,6 +68,11 @@ fn log_config(write_chunk_bytes: usize, write_behind: usize) -> LogConfig {
         flush_interval_ms: 1_000_000,
         checkpoint_interval_ms: 1_000_000,
         cache_keep_bytes: 0,
+        // The broker's default; SHARDLOG_BENCH_PREALLOC=0 measures without reservation.
+        preallocate_bytes: std::env::var("SHARDLOG_BENCH_PREALLOC")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(32 << 20),
     }
 }
 

@@ -41,6 +41,17 @@ pub struct Broker {
     pub shards: usize,
 }
 
+/// Reports a shard that exits by panicking before it reported ready.
+struct ReadyGuard(std::sync::mpsc::Sender<Result<ShardReady, String>>, usize);
+
+impl Drop for ReadyGuard {
+    fn drop(&mut self) {
+        let _ = self
+            .0
+            .send(Err(format!("shard {} panicked during startup", self.1)));
+    }
+}
+
 /// Number of online CPUs.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
@@ -83,7 +94,12 @@ impl Broker {
                 ready_tx.clone(),
             );
             let handle = b
-                .spawn(move || shard::run(id, c, r, rx, t, tx))
+                .spawn(move || async move {
+                    // If the shard dies before reporting, say so instead of leaving start() waiting.
+                    let guard = ReadyGuard(tx.clone(), id);
+                    shard::run(id, c, r, rx, t, tx).await;
+                    std::mem::forget(guard);
+                })
                 .map_err(|e| BrokerError::Executor {
                     shard: id,
                     detail: e.to_string(),

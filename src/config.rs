@@ -64,6 +64,8 @@ pub struct BrokerConfig {
     pub write_chunk_bytes: usize,
     /// Direct-I/O writes a partition keeps in flight.
     pub write_behind: usize,
+    /// Segment file space reserved ahead of the writes (fallocate), in bytes; 0 disables.
+    pub segment_preallocate_bytes: u64,
     /// Longest time appended data may stay un-synced, in ms.
     pub flush_interval_ms: u64,
     /// How often the durable position is checkpointed for recovery, in ms.
@@ -100,6 +102,7 @@ impl Default for BrokerConfig {
             shard_cache_bytes_max: 512 << 20,
             write_chunk_bytes: 1 << 20,
             write_behind: 4,
+            segment_preallocate_bytes: 32 << 20,
             flush_interval_ms: 1000,
             recovery_point_interval_ms: 5000,
             retention_check_interval_ms: 5000,

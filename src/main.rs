@@ -169,6 +169,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // A log that cannot be written (stderr on a full disk) must not stop the broker.
+        .log_internal_errors(false)
         .init();
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),
@@ -240,6 +242,15 @@ fn broker_config(a: ServeArgs) -> Result<BrokerConfig> {
 }
 
 fn serve(a: ServeArgs) -> Result<()> {
+    // A panic on any shard leaves state nobody can trust: report it and exit
+    // (recovery on the next start keeps every acknowledged write), rather
+    // than run on as a half-dead broker.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        default_hook(info);
+        tracing::error!("panic: {info}; exiting");
+        std::process::exit(101);
+    }));
     let config = broker_config(a)?;
     let data_dir = config.data_dir.clone();
     let mut signals = signal_hook::iterator::Signals::new([

@@ -89,7 +89,11 @@ fn a_full_disk_refuses_produce_keeps_reads_and_recovers_without_restart() {
     // Ballast to free later.
     let ballast = m.dir.join("ballast");
     std::fs::write(&ballast, vec![1u8; 12 << 20]).unwrap();
-    let mut b = BrokerProc::start_in(&data, &["--set", "write_chunk_bytes=131072"]);
+    // The broker's log must not live on the disk being filled.
+    let log = m._tmp.path().join("broker.stderr");
+    let mut b =
+        BrokerProc::start_in_logging_to(&data, &log, &["--set", "write_chunk_bytes=131072"]);
+    let _keep = KeepLog(b.stderr_path.clone());
     ok(b.cli(&["topic", "create", "full", "--partitions", "2"], None));
     // Fill the disk, keeping track of what was acknowledged (whole CLI runs that exited 0).
     let mut acked: HashSet<String> = HashSet::new();
@@ -150,4 +154,17 @@ fn a_full_disk_refuses_produce_keeps_reads_and_recovers_without_restart() {
         "acknowledged messages lost: {missing:?}"
     );
     let _ = Path::new(&data);
+}
+
+/// On failure, show the broker's log.
+struct KeepLog(PathBuf);
+impl Drop for KeepLog {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!(
+                "--- broker log ---\n{}",
+                std::fs::read_to_string(&self.0).unwrap_or_default()
+            );
+        }
+    }
 }

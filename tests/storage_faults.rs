@@ -20,6 +20,7 @@ fn cfg() -> LogConfig {
         flush_interval_ms: 1_000_000,
         checkpoint_interval_ms: 0,
         cache_keep_bytes: 0,
+        preallocate_bytes: 16384,
     }
 }
 

@@ -34,6 +34,7 @@ fn cfg(rng: &mut StdRng) -> LogConfig {
         flush_interval_ms: 1_000_000,
         checkpoint_interval_ms: rng.gen_range(0..3),
         cache_keep_bytes: rng.gen_range(0..20_000),
+        preallocate_bytes: [0, 8192, 65536][rng.gen_range(0..3)],
     }
 }
 

@@ -158,6 +158,7 @@ impl<B: IoBuf> Appender<B> {
         let mut tail = alloc(self.alignment);
         let cur = self.buf.as_ref().expect("partial block buffer");
         tail.as_bytes_mut()[..partial].copy_from_slice(&cur.as_bytes()[..partial]);
+        tail.as_bytes_mut()[partial..].fill(0);
         Some((self.buf_pos, tail))
     }
 

@@ -6,6 +6,7 @@
 use super::file::{Disk, IoBuf, SegmentFile};
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use std::cell::RefCell;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -59,19 +60,31 @@ impl SegmentFile for DmaSegmentFile {
     async fn size(&self) -> io::Result<u64> {
         self.file.file_size().await.map_err(to_io)
     }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.file.pre_allocate(len, false).await.map_err(to_io)
+    }
 }
 
-/// The data directory's device, seen through glommio.
+/// The data directory's device, seen through glommio, with a pool of
+/// write buffers. Shard-local: the pool is shared by the shard's partitions.
 #[derive(Clone)]
 pub struct DmaDisk {
     alignment: usize,
+    pool: Rc<RefCell<Vec<DmaBuffer>>>,
 }
+
+/// Buffers kept for reuse per shard (of the most common size: full chunks).
+const POOL_BUFFERS_MAX: usize = 64;
 
 impl DmaDisk {
     /// `alignment` is the O_DIRECT alignment learnt from the probe file.
     pub fn new(alignment: usize) -> Self {
         assert!(alignment.is_power_of_two() && alignment >= 512);
-        DmaDisk { alignment }
+        DmaDisk {
+            alignment,
+            pool: Rc::new(RefCell::new(Vec::new())),
+        }
     }
 }
 
@@ -84,9 +97,18 @@ impl Disk for DmaDisk {
 
     fn alloc(&self, len: usize) -> DmaBuffer {
         assert!(len % self.alignment == 0);
-        let mut b = glommio::allocate_dma_buffer(len);
-        b.as_bytes_mut().fill(0);
-        b
+        let mut pool = self.pool.borrow_mut();
+        if let Some(i) = pool.iter().position(|b| b.len() == len) {
+            return pool.swap_remove(i);
+        }
+        glommio::allocate_dma_buffer(len)
+    }
+
+    fn recycle(&self, buf: DmaBuffer) {
+        let mut pool = self.pool.borrow_mut();
+        if pool.len() < POOL_BUFFERS_MAX && buf.len() >= 64 << 10 {
+            pool.push(buf);
+        }
     }
 
     async fn open_rw(&self, path: &Path) -> io::Result<DmaSegmentFile> {
@@ -131,6 +153,14 @@ impl Disk for DmaDisk {
 
     fn remove_dir_all(&self, dir: &Path) -> io::Result<()> {
         std::fs::remove_dir_all(dir)
+    }
+
+    fn free_bytes(&self, dir: &Path) -> Option<u64> {
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: a valid C string and an out-parameter of the right type.
+        let r = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
+        (r == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {

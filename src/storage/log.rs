@@ -36,6 +36,7 @@ use crate::event::LocalEvent;
 use crate::format::frame::{self, FrameIter};
 use crate::format::BatchHeader;
 use bytes::{Bytes, BytesMut};
+use futures::stream::{FuturesUnordered, StreamExt};
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -51,8 +52,10 @@ pub struct LogConfig {
     pub write_behind: usize,
     pub flush_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
-    /// Bytes of written batches a partition keeps cached even when the shard is over budget... up to its share.
+    /// Bytes of written batches a partition keeps cached even when the shard is over budget.
     pub cache_keep_bytes: usize,
+    /// Reserve segment file space this far ahead of the writes (0: never).
+    pub preallocate_bytes: u64,
 }
 
 impl LogConfig {
@@ -64,6 +67,7 @@ impl LogConfig {
             flush_interval_ms: b.flush_interval_ms,
             checkpoint_interval_ms: b.recovery_point_interval_ms,
             cache_keep_bytes: (b.shard_cache_bytes_max / 64).max(1 << 20),
+            preallocate_bytes: b.segment_preallocate_bytes,
         }
     }
 }
@@ -285,9 +289,11 @@ impl<D: Disk> Log<D> {
                     if scan.valid_len < size {
                         assert!(is_last, "a closed segment never gets cut");
                         let cut = size - scan.valid_len;
-                        if scan.end == Some(TailDamage::ZeroFilled) && cut < align as u64 {
-                            // Not damage: the zero padding of the last direct-I/O block.
-                            debug!(segment = %path.display(), "trimmed {cut} bytes of block padding");
+                        if scan.end == Some(TailDamage::ZeroFilled) {
+                            // Zeros after the last batch: the padding of the last
+                            // direct-I/O block, preallocated space, or a block that
+                            // was never written (so never acknowledged).
+                            info!(segment = %path.display(), "trimmed {cut} bytes of zero-filled space after the last batch");
                         } else {
                             warn!(
                                 segment = %path.display(),
@@ -339,6 +345,7 @@ impl<D: Disk> Log<D> {
                 assert_eq!(tail.len() as u64, seg.len - from);
             }
             seg.sealed = !is_last;
+            seg.reserved = seg.len;
             seg.file = Some(Rc::new(file));
             segments.push(seg);
         }
@@ -899,6 +906,8 @@ impl<D: Disk> Log<D> {
                         let mut st = self.st.borrow_mut();
                         if !matches!(st.health, Health::NoSpace) {
                             warn!(path = %path.display(), "device full: produce refused until space is freed");
+                        } else {
+                            debug!(path = %path.display(), "still no space");
                         }
                         st.health = Health::NoSpace;
                     }
@@ -1006,42 +1015,67 @@ impl<D: Disk> Log<D> {
                 self.durable_event.notify();
                 continue;
             }
-            let mut window = Vec::new();
-            while window.len() < self.cfg.write_behind {
-                match items.front() {
-                    Some(Pending::Chunk(_)) => match items.pop_front() {
-                        Some(Pending::Chunk(c)) => window.push(c),
-                        _ => unreachable!(),
-                    },
-                    _ => break,
+            // A run of consecutive chunks, written through a sliding window
+            // of `write_behind` writes: a new one starts as soon as one ends.
+            let mut run = Vec::new();
+            while let Some(Pending::Chunk(_)) = items.front() {
+                match items.pop_front() {
+                    Some(Pending::Chunk(c)) => run.push(c),
+                    _ => unreachable!(),
                 }
             }
-            let mut files = Vec::with_capacity(window.len());
-            for c in &window {
+            let mut files = Vec::with_capacity(run.len());
+            let mut failed = None;
+            for c in &run {
+                let end = c.pos + c.buf.as_bytes().len() as u64;
                 match self.ensure_file(c.segment_base).await {
-                    Ok(f) => files.push(f),
-                    Err(e) => {
-                        for c in window.into_iter().rev() {
-                            items.push_front(Pending::Chunk(c));
+                    Ok(f) => match self.reserve(c.segment_base, &f, end).await {
+                        Ok(()) => files.push(f),
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
                         }
-                        put_back(items);
-                        return Err(e);
+                    },
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
                     }
                 }
             }
-            let shared: Vec<_> = window
+            if let Some(e) = failed {
+                for c in run.into_iter().rev() {
+                    items.push_front(Pending::Chunk(c));
+                }
+                put_back(items);
+                return Err(e);
+            }
+            let shared: Vec<_> = run
                 .into_iter()
                 .map(|c| (c.pos, Rc::new(c.buf), c.end_offset, c.segment_base))
                 .collect();
-            let results = futures::future::join_all(
-                shared
-                    .iter()
-                    .zip(&files)
-                    .map(|((pos, buf, _, _), f)| self.write_all(f, buf.clone(), *pos)),
-            )
-            .await;
-            if let Some(err) = results.iter().find_map(|r| r.as_ref().err().cloned()) {
-                // Rewrite the whole window later: writes are idempotent.
+            let mut in_flight = FuturesUnordered::new();
+            let mut next = 0;
+            let mut err = None;
+            loop {
+                while err.is_none()
+                    && next < shared.len()
+                    && in_flight.len() < self.cfg.write_behind
+                {
+                    let (pos, buf, _, _) = &shared[next];
+                    in_flight.push(self.write_all(&files[next], buf.clone(), *pos));
+                    next += 1;
+                }
+                match in_flight.next().await {
+                    Some(Ok(())) => {}
+                    Some(Err(e)) => {
+                        err.get_or_insert(e);
+                    }
+                    None => break,
+                }
+            }
+            drop(in_flight);
+            if let Some(err) = err {
+                // Rewrite the whole run later: writes are idempotent.
                 let mut back = VecDeque::new();
                 for (pos, buf, end_offset, segment_base) in shared {
                     let buf = Rc::try_unwrap(buf).unwrap_or_else(|rc| {
@@ -1061,8 +1095,62 @@ impl<D: Disk> Log<D> {
                 return Err(err);
             }
             let end = shared.iter().map(|c| c.2).max().unwrap_or(0);
+            for (_, buf, _, _) in shared {
+                if let Ok(b) = Rc::try_unwrap(buf) {
+                    self.disk.recycle(b);
+                }
+            }
             let mut st = self.st.borrow_mut();
             st.flushed_offset = st.flushed_offset.max(end);
+        }
+        Ok(())
+    }
+
+    /// Make sure segment `base`'s file has space reserved up to `end`,
+    /// reserving `preallocate_bytes` ahead (but not past the segment's
+    /// nominal size) so most writes land in reserved space.
+    async fn reserve(&self, base: u64, file: &Rc<D::File>, end: u64) -> Result<(), StorageError> {
+        let step = self.cfg.preallocate_bytes;
+        let reserved = {
+            let st = self.st.borrow();
+            st.segments
+                .iter()
+                .find(|s| s.base_offset == base)
+                .map(|s| s.reserved)
+                .unwrap_or(u64::MAX)
+        };
+        if step == 0 || end <= reserved {
+            return Ok(());
+        }
+        let align = self.disk.alignment() as u64;
+        let nominal = self.cfg.topic.segment_bytes.div_ceil(align) * align;
+        let mut ahead = (end + step).min(nominal).max(end);
+        // Near a full disk, reserve only what this write needs: a large
+        // reservation would take the last free blocks from everyone else
+        // (and a failed fallocate may keep part of what it allocated).
+        if self
+            .disk
+            .free_bytes(&self.dir)
+            .is_some_and(|free| free < 4 * (ahead - reserved.min(ahead)))
+        {
+            ahead = end;
+        }
+        let path = segment::log_path(&self.dir, base);
+        let got = match file.preallocate(ahead).await {
+            Ok(()) => ahead,
+            Err(e) if super::file::is_no_space(&e) && ahead > end => {
+                // Give back whatever the failed reservation took, then try the minimum.
+                let _ = file.truncate(reserved).await;
+                file.preallocate(end)
+                    .await
+                    .map_err(io_err("preallocate", &path))?;
+                end
+            }
+            Err(e) => return Err(StorageError::io("preallocate", &path, e)),
+        };
+        let mut st = self.st.borrow_mut();
+        if let Some(seg) = st.segments.iter_mut().find(|s| s.base_offset == base) {
+            seg.reserved = seg.reserved.max(got);
         }
         Ok(())
     }
@@ -1186,6 +1274,10 @@ impl<D: Disk> Log<D> {
         let file = self.ensure_file(active_base).await.map_err(restore_dirty)?;
         let path = segment::log_path(&self.dir, active_base);
         if let Some((pos, buf)) = tail {
+            let end = pos + buf.as_bytes().len() as u64;
+            self.reserve(active_base, &file, end)
+                .await
+                .map_err(restore_dirty)?;
             self.write_all(&file, Rc::new(buf), pos)
                 .await
                 .map_err(restore_dirty)?;

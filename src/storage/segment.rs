@@ -55,6 +55,8 @@ pub struct Segment<F> {
     /// Closed for good: every byte written and synced, exact length, indexes
     /// on disk. Only sealed segments may be deleted by retention.
     pub sealed: bool,
+    /// Bytes of file space reserved (the file's size while active).
+    pub reserved: u64,
 }
 
 impl<F> Segment<F> {
@@ -68,6 +70,7 @@ impl<F> Segment<F> {
             first_append_ms: None,
             index: SegmentIndex::default(),
             sealed: false,
+            reserved: 0,
         }
     }
 

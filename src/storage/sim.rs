@@ -319,6 +319,30 @@ impl SegmentFile for SimFile {
     async fn size(&self) -> io::Result<u64> {
         self.disk.with_file(&self.path, |f| f.data.len() as u64)
     }
+
+    async fn preallocate(&self, len: u64) -> io::Result<()> {
+        {
+            let st = self.disk.st.borrow();
+            let used: u64 = st.files.values().map(|f| f.data.len() as u64).sum();
+            let cur = st
+                .files
+                .get(&self.path)
+                .map(|f| f.data.len() as u64)
+                .unwrap_or(0);
+            if let Some(cap) = st.faults.capacity_bytes {
+                if used + len.saturating_sub(cur) > cap {
+                    return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+                }
+            }
+        }
+        self.disk.with_file(&self.path, |f| {
+            if (f.data.len() as u64) < len {
+                f.data.resize(len as usize, 0);
+                // Like a size change: durable only after a sync.
+                f.pending.push(PendingOp::Truncate { len });
+            }
+        })
+    }
 }
 
 impl Disk for SimDisk {
@@ -329,7 +353,8 @@ impl Disk for SimDisk {
     }
 
     fn alloc(&self, len: usize) -> SimBuf {
-        SimBuf(vec![0u8; len])
+        // Not zeroed, like a pooled DMA buffer: code must not rely on zeros it did not write.
+        SimBuf(vec![0xEE; len])
     }
 
     async fn open_rw(&self, path: &Path) -> io::Result<SimFile> {
@@ -410,6 +435,12 @@ impl Disk for SimDisk {
         st.removed.retain(|p, _| !p.starts_with(dir));
         st.dirs.retain(|p| !p.starts_with(dir));
         Ok(())
+    }
+
+    fn free_bytes(&self, _dir: &Path) -> Option<u64> {
+        let st = self.st.borrow();
+        let used: u64 = st.files.values().map(|f| f.data.len() as u64).sum();
+        st.faults.capacity_bytes.map(|c| c.saturating_sub(used))
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -37,6 +37,11 @@ impl BrokerProc {
 
     /// Start a broker on an existing data directory.
     pub fn start_in(dir: &Path, extra: &[&str]) -> BrokerProc {
+        Self::start_in_logging_to(dir, &dir.join("broker.stderr"), extra)
+    }
+
+    /// Start a broker whose log goes to `stderr_path` (e.g. off a full disk).
+    pub fn start_in_logging_to(dir: &Path, stderr_path: &Path, extra: &[&str]) -> BrokerProc {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--data-dir".into(),
@@ -56,7 +61,7 @@ impl BrokerProc {
             data_dir: dir.to_path_buf(),
             _tmp: None,
             args,
-            stderr_path: dir.join("broker.stderr"),
+            stderr_path: stderr_path.to_path_buf(),
         };
         b.spawn();
         b
