@@ -4,6 +4,7 @@ pub mod client;
 pub mod config;
 pub mod event;
 pub mod format;
+pub mod groups;
 pub mod kafka;
 pub mod metadata;
 pub mod protocol;

@@ -259,6 +259,8 @@ fn decode_like_the_broker(bytes: &[u8]) {
             Ok(ApiKey::DeleteTopic) | Ok(ApiKey::CreatePartitions) => {
                 drop(TopicRequest::decode(&mut r))
             }
+            Ok(ApiKey::OffsetCommit) => drop(OffsetCommitRequest::decode(&mut r)),
+            Ok(ApiKey::OffsetFetch) => drop(OffsetFetchRequest::decode(&mut r)),
             Err(_) => {}
         }
     }

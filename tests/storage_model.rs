@@ -128,6 +128,8 @@ async fn run_seed(seed: u64) {
     let mut tag = 0u64;
     let mut log_start = 0u64;
     let mut faulted = false;
+    // Highest offset a reader could see: it must survive every crash.
+    let mut seen_hw = 0u64;
     for _step in 0..rng.gen_range(20..80) {
         match rng.gen_range(0..100) {
             0..=54 => {
@@ -173,11 +175,13 @@ async fn run_seed(seed: u64) {
                 }
             }
             60..=69 => {
-                // Read back everything still retained and compare with the model.
+                // Read back everything visible (durable) and compare with the model.
+                let hw = log.high_watermark();
+                seen_hw = seen_hw.max(hw);
                 let got = read_all(&log, log_start).await;
                 let want: Vec<_> = model
                     .iter()
-                    .filter(|m| m.base_offset >= log_start)
+                    .filter(|m| m.base_offset >= log_start && m.base_offset < hw)
                     .collect();
                 assert_eq!(got.len(), want.len(), "seed {seed}: batch count");
                 for (g, w) in got.iter().zip(want) {
@@ -209,6 +213,10 @@ async fn run_seed(seed: u64) {
                 };
                 flusher = glommio::spawn_local(log.clone().run_flusher());
                 let next = log.next_offset();
+                assert!(
+                    next >= seen_hw,
+                    "seed {seed}: a reader saw offsets up to {seen_hw}, the crash kept {next}"
+                );
                 // Every durable batch survived; nothing beyond the appended ones appeared.
                 let durable_end = model
                     .iter()

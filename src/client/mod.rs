@@ -184,6 +184,73 @@ impl Client {
         Ok(p.offset)
     }
 
+    /// Store a consumer group's progress: (topic, partition, next offset).
+    /// Commits are shared with Kafka consumer groups of the same name.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(&str, u32, u64)],
+    ) -> Result<(), ClientError> {
+        let mut topics: Vec<(String, Vec<(u32, u64)>)> = Vec::new();
+        for (t, p, o) in offsets {
+            match topics.iter_mut().find(|(n, _)| n == t) {
+                Some((_, ps)) => ps.push((*p, *o)),
+                None => topics.push((t.to_string(), vec![(*p, *o)])),
+            }
+        }
+        let req = OffsetCommitRequest {
+            group: group.to_string(),
+            topics,
+        };
+        let mut r = self
+            .conn
+            .call(ApiKey::OffsetCommit, |b| req.encode(b))
+            .await?;
+        let resp = OffsetsResponse::decode(&mut r)?;
+        for (_, ps) in resp.topics {
+            for (res, _) in ps {
+                if res.error != ErrorCode::None {
+                    return Err(ClientError::Broker {
+                        code: res.error,
+                        message: res.message,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A group's committed offsets for `partitions` of `topic` (None: nothing committed).
+    pub async fn committed_offsets(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<Vec<Option<u64>>, ClientError> {
+        let req = OffsetFetchRequest {
+            group: group.to_string(),
+            topics: vec![(topic.to_string(), partitions.to_vec())],
+        };
+        let mut r = self
+            .conn
+            .call(ApiKey::OffsetFetch, |b| req.encode(b))
+            .await?;
+        let resp = OffsetsResponse::decode(&mut r)?;
+        let mut out = Vec::with_capacity(partitions.len());
+        for (_, ps) in resp.topics {
+            for (res, off) in ps {
+                if res.error != ErrorCode::None {
+                    return Err(ClientError::Broker {
+                        code: res.error,
+                        message: res.message,
+                    });
+                }
+                out.push((off >= 0).then_some(off as u64));
+            }
+        }
+        Ok(out)
+    }
+
     pub async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, ClientError> {
         let mut r = self.conn.call(ApiKey::Fetch, |b| req.encode(b)).await?;
         let resp = FetchResponse::decode(&mut r)?;

@@ -1,8 +1,8 @@
 //! DescribeGroups (v0-6): state, protocol and members of each group, from
 //! its coordinator shard. The client host is not tracked (reported empty).
 
-use super::groups::{self, GroupView};
 use super::{errors, str_bytes, Ctx};
+use crate::groups::{self, GroupView};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
 

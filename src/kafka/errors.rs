@@ -6,7 +6,7 @@
 //! for what retrying cannot fix: a corrupt batch, an unsupported format.
 
 use super::batch::BatchError;
-use super::groups::GroupError;
+use crate::groups::GroupError;
 use crate::shard::ops::{AdminError, OpError};
 use crate::storage::StorageError;
 use kafka_protocol::error::ResponseError;

@@ -3,7 +3,8 @@
 //! Creates the offsets topic on first use so the first JoinGroup does not
 //! pay for it. Transaction coordinators do not exist here.
 
-use super::{errors, groups, str_bytes, Ctx, NODE_ID};
+use super::{errors, str_bytes, Ctx, NODE_ID};
+use crate::groups;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;

@@ -1,8 +1,8 @@
 //! Heartbeat (v0-4): keeps a member's session alive; answers
 //! REBALANCE_IN_PROGRESS when the member must rejoin.
 
-use super::groups;
 use super::{errors, Ctx};
+use crate::groups;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
 
 pub async fn handle(ctx: &Ctx, req: HeartbeatRequest) -> HeartbeatResponse {

@@ -2,8 +2,8 @@
 //! rebalance completes. A member that joins with no id gets one directly
 //! (no MEMBER_ID_REQUIRED round trip).
 
-use super::groups::{self, JoinParams};
 use super::{errors, str_bytes, Ctx};
+use crate::groups::{self, JoinParams};
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 

@@ -1,8 +1,8 @@
 //! LeaveGroup (v0-5): one member (v0-2) or a batch (v3+) leaves; the rest
 //! of the group rebalances at once instead of waiting for a session timeout.
 
-use super::groups;
 use super::{errors, Ctx};
+use crate::groups;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 

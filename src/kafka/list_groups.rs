@@ -3,8 +3,8 @@
 //! Groups known only from committed offsets appear once their offsets
 //! partition has been loaded (after a restart: on first use).
 
-use super::groups::Coordinator;
 use super::{errors, str_bytes, Ctx};
+use crate::groups::Coordinator;
 use crate::shard::Shard;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
 use kafka_protocol::messages::{GroupId, ListGroupsRequest, ListGroupsResponse};

@@ -11,7 +11,7 @@
 //!   request into shard operations and the result back into a response;
 //! - [`batch`]: Kafka RecordBatch v2 <-> our frame, byte for byte, no recompression;
 //! - [`errors`]: every mapping to a Kafka error code lives there and only there;
-//! - [`groups`]: the group coordinator (membership, rebalances, committed offsets).
+//! - [`crate::groups`]: the group coordinator (membership, rebalances, committed offsets), shared with the native protocol.
 //!
 //! Decoding uses a vendored `kafka-protocol` with one safety patch (see
 //! `vendor/kafka-protocol/VENDORED.md`): a hostile array count can no longer
@@ -27,7 +27,6 @@ pub mod describe_groups;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
-pub mod groups;
 pub mod heartbeat;
 pub mod init_producer_id;
 pub mod join_group;

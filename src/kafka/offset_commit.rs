@@ -3,8 +3,8 @@
 //! A group-level failure (rebalance, unknown member, storage) is reported
 //! on every partition, as Kafka does.
 
-use super::groups::{self, offsets::CommitItem, Committed};
 use super::{errors, Ctx};
+use crate::groups::{self, offsets::CommitItem, Committed};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };

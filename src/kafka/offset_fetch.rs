@@ -1,8 +1,8 @@
 //! OffsetFetch (v1-9): committed offsets of one group (v1-7) or several
 //! (v8+); partitions without a commit answer offset -1.
 
-use super::groups::{self, OffsetMap};
 use super::{errors, str_bytes, Ctx};
+use crate::groups::{self, OffsetMap};
 use kafka_protocol::messages::offset_fetch_response::{
     OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
     OffsetFetchResponseTopic, OffsetFetchResponseTopics,

@@ -1,8 +1,8 @@
 //! SyncGroup (v0-5): the leader hands in every member's assignment; each
 //! member gets its own back (followers wait for the leader).
 
-use super::groups;
 use super::{errors, str_bytes, Ctx};
+use crate::groups;
 use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 

@@ -27,6 +27,8 @@ pub enum ApiKey {
     CreateTopic = 5,
     DeleteTopic = 6,
     CreatePartitions = 7,
+    OffsetCommit = 8,
+    OffsetFetch = 9,
 }
 
 impl ApiKey {
@@ -39,6 +41,8 @@ impl ApiKey {
             5 => ApiKey::CreateTopic,
             6 => ApiKey::DeleteTopic,
             7 => ApiKey::CreatePartitions,
+            8 => ApiKey::OffsetCommit,
+            9 => ApiKey::OffsetFetch,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }

@@ -585,3 +585,113 @@ impl TopicRequest {
         })
     }
 }
+
+// ---------------------------------------------------------------- Offsets of consumer groups
+
+/// OffsetCommit: store a group's progress (a standalone commit: no membership).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetCommitRequest {
+    pub group: String,
+    /// topic -> (partition, next offset to consume)
+    pub topics: Vec<(String, Vec<(u32, u64)>)>,
+}
+
+impl OffsetCommitRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        put_str(b, &self.group);
+        b.put_u32_le(self.topics.len() as u32);
+        for (t, ps) in &self.topics {
+            put_str(b, t);
+            b.put_u32_le(ps.len() as u32);
+            for (p, o) in ps {
+                b.put_u32_le(*p);
+                b.put_u64_le(*o);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let group = r.string("group")?;
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let t = r.string("topic")?;
+            let np = r.count("partitions", 12)?;
+            let mut ps = Vec::with_capacity(np);
+            for _ in 0..np {
+                ps.push((r.u32("partition")?, r.u64("offset")?));
+            }
+            topics.push((t, ps));
+        }
+        Ok(OffsetCommitRequest { group, topics })
+    }
+}
+
+/// OffsetFetch: read a group's committed progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetFetchRequest {
+    pub group: String,
+    pub topics: Vec<(String, Vec<u32>)>,
+}
+
+impl OffsetFetchRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        put_str(b, &self.group);
+        b.put_u32_le(self.topics.len() as u32);
+        for (t, ps) in &self.topics {
+            put_str(b, t);
+            b.put_u32_le(ps.len() as u32);
+            for p in ps {
+                b.put_u32_le(*p);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let group = r.string("group")?;
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let t = r.string("topic")?;
+            let np = r.count("partitions", 4)?;
+            let mut ps = Vec::with_capacity(np);
+            for _ in 0..np {
+                ps.push(r.u32("partition")?);
+            }
+            topics.push((t, ps));
+        }
+        Ok(OffsetFetchRequest { group, topics })
+    }
+}
+
+/// Per partition: a result and (OffsetFetch) the committed offset, -1 if none.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct OffsetsResponse {
+    pub topics: Vec<(String, Vec<(PartitionResult, i64)>)>,
+}
+
+impl OffsetsResponse {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.topics.len() as u32);
+        for (t, ps) in &self.topics {
+            put_str(b, t);
+            b.put_u32_le(ps.len() as u32);
+            for (r, o) in ps {
+                r.encode(b);
+                b.put_i64_le(*o);
+            }
+        }
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        let nt = r.count("topics", 6)?;
+        let mut topics = Vec::with_capacity(nt);
+        for _ in 0..nt {
+            let t = r.string("topic")?;
+            let np = r.count("partitions", 16)?;
+            let mut ps = Vec::with_capacity(np);
+            for _ in 0..np {
+                ps.push((PartitionResult::decode(r)?, r.i64("offset")?));
+            }
+            topics.push((t, ps));
+        }
+        Ok(OffsetsResponse { topics })
+    }
+}

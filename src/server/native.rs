@@ -3,6 +3,7 @@
 
 use super::conn::{Handled, Protocol};
 use crate::format::frame::split_frames;
+use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{
@@ -343,6 +344,114 @@ async fn serve(
             };
             Ok(Some(admin_response(shard, key, id, op).await))
         }
+        ApiKey::OffsetCommit => {
+            let req = OffsetCommitRequest::decode(&mut r)?;
+            r.finish()?;
+            let resp = offset_commit(shard, req).await;
+            Ok(Some(ok(&|b| resp.encode(b))))
+        }
+        ApiKey::OffsetFetch => {
+            let req = OffsetFetchRequest::decode(&mut r)?;
+            r.finish()?;
+            let resp = offset_fetch(shard, req).await;
+            Ok(Some(ok(&|b| resp.encode(b))))
+        }
+    }
+}
+
+fn group_error_code(e: &GroupError) -> ErrorCode {
+    match e {
+        GroupError::InvalidGroupId => ErrorCode::InvalidRequest,
+        GroupError::Storage(s) => ErrorCode::of_storage(s),
+        GroupError::Timeout => ErrorCode::Timeout,
+        GroupError::CoordinatorLoading
+        | GroupError::CoordinatorUnavailable(_)
+        | GroupError::NotCoordinator => ErrorCode::Busy,
+        // Membership errors: native commits are standalone, so these mean a
+        // Kafka consumer group with live members owns this group id.
+        _ => ErrorCode::InvalidRequest,
+    }
+}
+
+/// Store a group's progress through the group coordinator (the same store
+/// Kafka consumer groups use, so either protocol sees the other's commits).
+async fn offset_commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> OffsetsResponse {
+    let items: Vec<CommitItem> = req
+        .topics
+        .iter()
+        .flat_map(|(t, ps)| {
+            ps.iter().map(move |(p, o)| CommitItem {
+                topic: t.clone(),
+                partition: *p as i32,
+                committed: Committed {
+                    offset: *o as i64,
+                    leader_epoch: -1,
+                    metadata: None,
+                },
+            })
+        })
+        .collect();
+    let group = req.group.clone();
+    let result = groups::with_coordinator(shard, &req.group, move |s, c, partition| async move {
+        c.commit(&s, partition, &group, "", -1, items).await
+    })
+    .await;
+    let per_partition = |r: &Result<(), GroupError>, p: u32| match r {
+        Ok(()) => PartitionResult::ok(p),
+        Err(e) => PartitionResult::err(p, group_error_code(e), e.to_string()),
+    };
+    OffsetsResponse {
+        topics: req
+            .topics
+            .iter()
+            .map(|(t, ps)| {
+                (
+                    t.clone(),
+                    ps.iter()
+                        .map(|(p, o)| (per_partition(&result, *p), *o as i64))
+                        .collect(),
+                )
+            })
+            .collect(),
+    }
+}
+
+async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest) -> OffsetsResponse {
+    let wanted: Vec<(String, Vec<i32>)> = req
+        .topics
+        .iter()
+        .map(|(t, ps)| (t.clone(), ps.iter().map(|p| *p as i32).collect()))
+        .collect();
+    let group = req.group.clone();
+    let result = groups::with_coordinator(shard, &req.group, move |s, c, partition| async move {
+        c.fetch_offsets(&s, partition, &group, Some(wanted)).await
+    })
+    .await;
+    OffsetsResponse {
+        topics: req
+            .topics
+            .iter()
+            .map(|(t, ps)| {
+                let parts = ps
+                    .iter()
+                    .map(|p| match &result {
+                        Ok(map) => {
+                            let off = map
+                                .get(t)
+                                .and_then(|m| m.get(&(*p as i32)))
+                                .map(|c| c.offset)
+                                .unwrap_or(-1);
+                            (PartitionResult::ok(*p), off)
+                        }
+                        Err(e) => (
+                            PartitionResult::err(*p, group_error_code(e), e.to_string()),
+                            -1,
+                        ),
+                    })
+                    .collect();
+                (t.clone(), parts)
+            })
+            .collect(),
     }
 }
 

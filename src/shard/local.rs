@@ -232,15 +232,24 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
     for p in parts {
         let result = match shard.log(&p.topic, p.partition) {
             Ok(log) => {
+                // "Latest" includes everything appended before the question:
+                // a consumer started right after an acks=1 produce must see
+                // it, so sync what is pending (one group commit) first.
+                if p.query == OffsetQuery::Latest {
+                    let appended = log.next_offset();
+                    if appended > log.high_watermark() {
+                        let _ = log.wait_durable(appended - 1).await;
+                    }
+                }
                 let log_start_offset = log.log_start_offset();
-                let high_watermark = log.next_offset();
+                let high_watermark = log.high_watermark();
                 let offset = match p.query {
                     OffsetQuery::Earliest => Ok(log_start_offset),
                     OffsetQuery::Latest => Ok(high_watermark),
                     OffsetQuery::Timestamp(ts) => log
                         .offset_for_timestamp(ts)
                         .await
-                        .map(|o| o.unwrap_or(log.next_offset()))
+                        .map(|o| o.unwrap_or(high_watermark))
                         .map_err(OpError::Storage),
                 };
                 offset.map(|offset| PartitionOffsets {

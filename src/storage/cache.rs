@@ -133,11 +133,21 @@ impl BatchCache {
     }
 
     /// Frames from the batch containing `offset`, up to `max_bytes` (at least
-    /// one frame, as Kafka does, so a batch larger than max_bytes still moves).
-    pub fn read(&self, offset: u64, max_bytes: usize, out: &mut Vec<Bytes>) -> usize {
+    /// one frame, as Kafka does, so a batch larger than max_bytes still moves),
+    /// and only batches below `visible_end`.
+    pub fn read(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        visible_end: u64,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
         let i = self.entries.partition_point(|b| b.last_offset < offset);
         let mut total = 0;
         for b in self.entries.range(i..) {
+            if b.base_offset >= visible_end {
+                break;
+            }
             if !out.is_empty() && total + b.frame.len() > max_bytes {
                 break;
             }

@@ -138,7 +138,7 @@ pub struct Log<D: Disk> {
     dir: PathBuf,
     cfg: LogConfig,
     st: RefCell<LogState<D>>,
-    /// Fires on every append (long-poll fetches wait on it).
+    /// Fires when data becomes visible (durable): long-poll fetches wait on it.
     pub data_event: Rc<LocalEvent>,
     durable_event: Rc<LocalEvent>,
     flusher_event: Rc<LocalEvent>,
@@ -166,6 +166,17 @@ impl<D: Disk> Log<D> {
 
     pub fn durable_offset(&self) -> u64 {
         self.st.borrow().durable_offset
+    }
+
+    /// What consumers may read up to: the durable offset.
+    pub fn high_watermark(&self) -> u64 {
+        self.st.borrow().durable_offset
+    }
+
+    /// Durable progress (or a failure): wake acks=all waiters and long polls.
+    fn notify_durable(&self) {
+        self.durable_event.notify();
+        self.data_event.notify();
     }
 
     pub fn log_start_offset(&self) -> u64 {
@@ -502,7 +513,6 @@ impl<D: Disk> Log<D> {
         }
         if !outcome.duplicate {
             st.dirty_since.get_or_insert_with(Instant::now);
-            self.data_event.notify();
         }
         if !sealed.is_empty() {
             st.pending.extend(sealed.into_iter().map(Pending::Chunk));
@@ -589,11 +599,14 @@ impl<D: Disk> Log<D> {
     /// Read whole frames starting with the one that contains `offset`, up to
     /// about `max_bytes` (at least one frame when any is available).
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, StorageError> {
-        let (file, pos, seg_len, seg_path, cache_from) = {
-            let st = self.st.borrow();
+        let (file, pos, seg_len, seg_path, cache_from, visible) = {
+            let mut st = self.st.borrow_mut();
             let log_start = st.segments[0].base_offset;
+            // Consumers see only durable data: nothing they read can be lost
+            // by a crash (Kafka's high watermark, with fsync as the commit).
+            let visible = st.durable_offset;
             let mut out = FetchOutcome {
-                high_watermark: st.next_offset,
+                high_watermark: visible,
                 log_start_offset: log_start,
                 ..Default::default()
             };
@@ -601,16 +614,22 @@ impl<D: Disk> Log<D> {
                 return Err(StorageError::OffsetOutOfRange {
                     requested: offset,
                     log_start,
-                    high_watermark: st.next_offset,
+                    high_watermark: visible,
                 });
             }
-            if offset == st.next_offset {
+            if offset >= visible {
+                // A reader waits at the end: make what is appended durable
+                // soon (group-committed with any acks=all waiters).
+                if st.next_offset > visible && st.sync_wanted_offset < st.next_offset {
+                    st.sync_wanted_offset = st.next_offset;
+                    self.flusher_event.notify();
+                }
                 return Ok(out);
             }
             let cache_from = st.cache.first_offset().unwrap_or(st.next_offset);
             let cache_at = st.cache.first_position();
             if offset >= cache_from {
-                out.bytes = st.cache.read(offset, max_bytes, &mut out.frames);
+                out.bytes = st.cache.read(offset, max_bytes, visible, &mut out.frames);
                 return Ok(out);
             }
             let i = st.segments.partition_point(|s| s.base_offset <= offset) - 1;
@@ -631,6 +650,7 @@ impl<D: Disk> Log<D> {
                 readable_len,
                 segment::log_path(&self.dir, seg.base_offset),
                 cache_from,
+                visible,
             )
         };
         let mut out = FetchOutcome::default();
@@ -650,7 +670,7 @@ impl<D: Disk> Log<D> {
                     position: at + consumed as u64,
                     detail: e.to_string(),
                 })?;
-                if h.base_offset >= cache_from {
+                if h.base_offset >= cache_from || h.base_offset >= visible {
                     break;
                 }
                 // Disk data is checked again on the way out: bit rot in a
@@ -699,7 +719,7 @@ impl<D: Disk> Log<D> {
             }
         }
         let st = self.st.borrow();
-        out.high_watermark = st.next_offset;
+        out.high_watermark = st.durable_offset;
         out.log_start_offset = st.segments[0].base_offset;
         Ok(out)
     }
@@ -871,7 +891,7 @@ impl<D: Disk> Log<D> {
             };
             if !has_chunks && !want_sync {
                 if closing {
-                    self.durable_event.notify();
+                    self.notify_durable();
                     return;
                 }
                 match timeout {
@@ -911,13 +931,13 @@ impl<D: Disk> Log<D> {
                         }
                         st.health = Health::NoSpace;
                     }
-                    self.durable_event.notify();
+                    self.notify_durable();
                     glommio::timer::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => {
                     error!(dir = %self.dir.display(), "partition failed, refusing further writes: {e}");
                     self.st.borrow_mut().health = Health::Failed(e.to_string());
-                    self.durable_event.notify();
+                    self.notify_durable();
                     return;
                 }
             }
@@ -1012,7 +1032,7 @@ impl<D: Disk> Log<D> {
                 st.durable_offset = st.durable_offset.max(new_base);
                 st.flushed_offset = st.flushed_offset.max(new_base);
                 drop(st);
-                self.durable_event.notify();
+                self.notify_durable();
                 continue;
             }
             // A run of consecutive chunks, written through a sliding window
@@ -1291,7 +1311,7 @@ impl<D: Disk> Log<D> {
             st.durable_offset = st.durable_offset.max(target);
             st.flushed_offset = st.flushed_offset.max(target);
         }
-        self.durable_event.notify();
+        self.notify_durable();
         if closing {
             // Drop the zero padding of the last block: the file then ends
             // exactly at the checkpointed length, and the next open is clean
@@ -1323,7 +1343,7 @@ impl<D: Disk> Log<D> {
                 st.closed = true;
             }
         }
-        self.durable_event.notify();
+        self.notify_durable();
         Ok(())
     }
 }

@@ -1,0 +1,430 @@
+//! Soak with kill -9: producers (acks=all) and a consumer group run while
+//! the broker is killed with SIGKILL at random moments and restarted.
+//!
+//! At the end every acknowledged message must be in the log exactly once, in
+//! per-partition order, and the group must have committed its progress up
+//! to the end of every partition. Both protocols: the native client with
+//! standalone group commits, and librdkafka with a real consumer group.
+//!
+//! Length: `SHARDLOG_SOAK_SECS` (default 12 per protocol). The long run:
+//! `tests/soak.sh 10` (minutes).
+
+mod common;
+
+use common::{ok, BrokerProc};
+use rand::{Rng, SeedableRng};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::ClientContext;
+use shardlog::client::{
+    Client, Consumer as NativeConsumer, ConsumerConfig, Producer as NativeProducer, ProducerConfig,
+    StartAt,
+};
+use shardlog::protocol::messages::Acks;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "soak";
+const PARTITIONS: u32 = 4;
+const GROUP: &str = "soak-group";
+
+fn soak_secs() -> u64 {
+    std::env::var("SHARDLOG_SOAK_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12)
+}
+
+#[derive(Default)]
+struct Tally {
+    sent: AtomicU64,
+    acked: Mutex<HashSet<u64>>,
+    consumed: Mutex<HashSet<u64>>,
+    consumed_total: AtomicU64,
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+// ------------------------------------------------------------ native clients
+
+fn native_producer(addr: String, seq: Arc<AtomicU64>, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    runtime().block_on(async move {
+        let Ok(c) = Client::connect(&addr).await else {
+            return;
+        };
+        let t2 = tally.clone();
+        let p = NativeProducer::new(
+            c,
+            ProducerConfig {
+                acks: Acks::All,
+                linger_ms: 2,
+                batch_bytes: 16 << 10,
+                request_timeout_ms: 5000,
+                on_batch_acked: Some(Arc::new(move |b| {
+                    if b.error.is_none() {
+                        t2.acked.lock().unwrap().extend(b.tokens.iter().copied());
+                    }
+                })),
+                ..Default::default()
+            },
+        );
+        while !stop.load(Ordering::Relaxed) {
+            let s = seq.fetch_add(1, Ordering::Relaxed);
+            let v = s.to_string();
+            if p.send_to(
+                TOPIC,
+                (s % PARTITIONS as u64) as u32,
+                None,
+                Some(v.as_bytes()),
+                &[],
+                0,
+                s,
+            )
+            .await
+            .is_err()
+            {
+                break;
+            }
+            tally.sent.fetch_add(1, Ordering::Relaxed);
+            if s % 32 == 0 {
+                tokio::time::sleep(Duration::from_micros(500)).await;
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(8), p.flush()).await;
+    });
+}
+
+/// A member of the native "group": a static share of the partitions,
+/// starting at the group's committed offsets, committing as it goes.
+fn native_consumer(addr: String, parts: Vec<u32>, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    runtime().block_on(async move {
+        let Ok(c) = Client::connect(&addr).await else {
+            return;
+        };
+        let Ok(committed) = c.committed_offsets(GROUP, TOPIC, &parts).await else {
+            return;
+        };
+        let Ok(mut cons) = NativeConsumer::new(
+            c.clone(),
+            TOPIC,
+            Some(parts.clone()),
+            StartAt::Earliest,
+            ConsumerConfig {
+                max_wait_ms: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        for (p, o) in parts.iter().zip(&committed) {
+            if let Some(o) = o {
+                cons.seek(*p, *o);
+            }
+        }
+        let mut last_commit = Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let Ok(msgs) = cons.poll().await else { return };
+            {
+                let mut seen = tally.consumed.lock().unwrap();
+                for m in &msgs {
+                    seen.insert(
+                        std::str::from_utf8(m.value.as_deref().unwrap())
+                            .unwrap()
+                            .parse()
+                            .unwrap(),
+                    );
+                }
+            }
+            tally
+                .consumed_total
+                .fetch_add(msgs.len() as u64, Ordering::Relaxed);
+            if last_commit.elapsed() > Duration::from_millis(200) || msgs.is_empty() {
+                let pos: Vec<(&str, u32, u64)> = cons
+                    .positions()
+                    .iter()
+                    .map(|(p, o)| (TOPIC, *p, *o))
+                    .collect();
+                if c.commit_offsets(GROUP, &pos).await.is_err() {
+                    return;
+                }
+                last_commit = Instant::now();
+            }
+        }
+    });
+}
+
+// ------------------------------------------------------------ Kafka clients
+
+struct Acked(Arc<Tally>);
+impl ClientContext for Acked {}
+impl ProducerContext for Acked {
+    type DeliveryOpaque = Box<u64>;
+    fn delivery(&self, r: &DeliveryResult<'_>, seq: Box<u64>) {
+        if r.is_ok() {
+            self.0.acked.lock().unwrap().insert(*seq);
+        }
+    }
+}
+
+fn kafka_producer(addr: String, seq: Arc<AtomicU64>, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let p: BaseProducer<Acked> = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "2")
+        .set("message.timeout.ms", "5000")
+        .set("reconnect.backoff.max.ms", "200")
+        .create_with_context(Acked(tally.clone()))
+        .unwrap();
+    while !stop.load(Ordering::Relaxed) {
+        let s = seq.fetch_add(1, Ordering::Relaxed);
+        let v = s.to_string();
+        let rec = BaseRecord::with_opaque_to(TOPIC, Box::new(s))
+            .payload(v.as_bytes())
+            .key(&[])
+            .partition((s % PARTITIONS as u64) as i32);
+        match p.send(rec) {
+            Ok(()) => {
+                tally.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(5)),
+        }
+        p.poll(Duration::ZERO);
+        if s % 32 == 0 {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    let _ = p.flush(Duration::from_secs(8));
+}
+
+/// A member of a real Kafka consumer group, committing manually.
+fn kafka_consumer(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &addr)
+        .set("group.id", GROUP)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .set("heartbeat.interval.ms", "300")
+        .set("reconnect.backoff.max.ms", "200")
+        .set("socket.timeout.ms", "2000")
+        .create()
+        .unwrap();
+    c.subscribe(&[TOPIC]).unwrap();
+    let mut last_commit = Instant::now();
+    while !stop.load(Ordering::Relaxed) {
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            let v: u64 = std::str::from_utf8(m.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            tally.consumed.lock().unwrap().insert(v);
+            tally.consumed_total.fetch_add(1, Ordering::Relaxed);
+        }
+        if last_commit.elapsed() > Duration::from_millis(200) {
+            let _ = c.commit_consumer_state(CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    // No final synchronous commit: the broker may be dead (kill -9) by now;
+    // the quiet phase checks that commits reached the end.
+}
+
+// ------------------------------------------------------------ the soak
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    Native,
+    Kafka,
+}
+
+fn run_cycle(
+    b: &BrokerProc,
+    proto: Proto,
+    seq: &Arc<AtomicU64>,
+    tally: &Arc<Tally>,
+    stop: &Arc<AtomicBool>,
+    produce: bool,
+) -> Vec<std::thread::JoinHandle<()>> {
+    let mut threads = Vec::new();
+    if produce {
+        let (addr, seq, t, s) = match proto {
+            Proto::Native => (b.native.clone(), seq.clone(), tally.clone(), stop.clone()),
+            Proto::Kafka => (
+                b.kafka.clone().unwrap(),
+                seq.clone(),
+                tally.clone(),
+                stop.clone(),
+            ),
+        };
+        threads.push(std::thread::spawn(move || match proto {
+            Proto::Native => native_producer(addr, seq, t, s),
+            Proto::Kafka => kafka_producer(addr, seq, t, s),
+        }));
+    }
+    for half in [vec![0u32, 2], vec![1, 3]] {
+        let (t, s) = (tally.clone(), stop.clone());
+        match proto {
+            Proto::Native => {
+                let addr = b.native.clone();
+                threads.push(std::thread::spawn(move || {
+                    native_consumer(addr, half, t, s)
+                }));
+            }
+            Proto::Kafka => {
+                let addr = b.kafka.clone().unwrap();
+                threads.push(std::thread::spawn(move || kafka_consumer(addr, t, s)));
+            }
+        }
+    }
+    threads
+}
+
+fn soak(proto: Proto) {
+    let secs = soak_secs();
+    let mut b = BrokerProc::start(&[]);
+    ok(b.cli(
+        &[
+            "topic",
+            "create",
+            TOPIC,
+            "--partitions",
+            &PARTITIONS.to_string(),
+        ],
+        None,
+    ));
+    let tally = Arc::new(Tally::default());
+    let seq = Arc::new(AtomicU64::new(0));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(secs ^ proto as u64);
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut restarts = 0;
+    while Instant::now() < deadline {
+        let stop = Arc::new(AtomicBool::new(false));
+        let threads = run_cycle(&b, proto, &seq, &tally, &stop, true);
+        std::thread::sleep(Duration::from_millis(rng.gen_range(600..2500)));
+        b.kill9();
+        stop.store(true, Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("client thread");
+        }
+        b.restart();
+        restarts += 1;
+    }
+    // Quiet phase: no producers; the group consumes to the end and commits.
+    let hw: Vec<u64> = runtime().block_on(async {
+        let c = Client::connect(&b.native).await.unwrap();
+        let mut hw = Vec::new();
+        for p in 0..PARTITIONS {
+            hw.push(c.list_offset(TOPIC, p, -1).await.unwrap());
+        }
+        hw
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads = run_cycle(&b, proto, &seq, &tally, &stop, false);
+    let caught_up = Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        let committed: Vec<Option<u64>> = runtime().block_on(async {
+            let c = Client::connect(&b.native).await.unwrap();
+            c.committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
+                .await
+                .unwrap()
+        });
+        if committed.iter().zip(&hw).all(|(c, h)| *c == Some(*h)) || Instant::now() > caught_up {
+            break committed;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Verify the log itself.
+    let log: BTreeMap<u32, Vec<u64>> = runtime().block_on(async {
+        let c = Client::connect(&b.native).await.unwrap();
+        let mut cons = NativeConsumer::new(
+            c,
+            TOPIC,
+            None,
+            StartAt::Earliest,
+            ConsumerConfig {
+                max_wait_ms: 50,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        let mut out: BTreeMap<u32, Vec<u64>> = BTreeMap::new();
+        while !cons.caught_up() {
+            for m in cons.poll().await.unwrap() {
+                out.entry(m.partition).or_default().push(
+                    std::str::from_utf8(m.value.as_deref().unwrap())
+                        .unwrap()
+                        .parse()
+                        .unwrap(),
+                );
+            }
+        }
+        out
+    });
+    let mut count: HashMap<u64, u32> = HashMap::new();
+    for (p, seqs) in &log {
+        for w in seqs.windows(2) {
+            assert!(w[1] > w[0], "partition {p}: {} after {}", w[1], w[0]);
+        }
+        for s in seqs {
+            assert_eq!(
+                s % PARTITIONS as u64,
+                *p as u64,
+                "message in the wrong partition"
+            );
+            *count.entry(*s).or_default() += 1;
+        }
+    }
+    let acked = tally.acked.lock().unwrap();
+    let lost = acked.iter().filter(|s| !count.contains_key(s)).count();
+    let duplicated = count.values().filter(|n| **n > 1).count();
+    let stored: usize = log.values().map(|v| v.len()).sum();
+    let consumed = tally.consumed.lock().unwrap().len();
+    println!(
+        "soak {proto:?} {secs}s: produced {} acknowledged {} stored {stored} consumed {consumed} (deliveries {}) lost {lost} duplicated {duplicated} restarts {restarts}",
+        tally.sent.load(Ordering::Relaxed),
+        acked.len(),
+        tally.consumed_total.load(Ordering::Relaxed),
+    );
+    assert!(
+        acked.len() > 100,
+        "the soak acknowledged only {} messages",
+        acked.len()
+    );
+    assert_eq!(lost, 0, "acknowledged messages lost");
+    assert_eq!(duplicated, 0, "messages stored twice");
+    assert!(restarts >= 2, "only {restarts} kill -9 restarts");
+    assert_eq!(consumed, stored, "the group consumed every stored message");
+    assert_eq!(
+        committed,
+        hw.iter().map(|h| Some(*h)).collect::<Vec<_>>(),
+        "the group committed its progress to the end"
+    );
+}
+
+#[test]
+fn soak_native_with_kill9() {
+    soak(Proto::Native);
+}
+
+#[test]
+fn soak_kafka_with_kill9() {
+    soak(Proto::Kafka);
+}
