@@ -48,32 +48,9 @@ pub struct EmbeddedBroker {
 impl EmbeddedBroker {
     /// Start a broker with its data under `parent` (default: the system temp dir).
     ///
-    /// Startup is retried (in a fresh directory) up to twice: shards that
-    /// start together sometimes race while creating the data directory's
-    /// io-poll probe file and fail with ENOENT. A retry is harmless for a
-    /// benchmark and makes the main job dependable; the warning keeps the
-    /// broker bug visible.
-    ///
     /// With `Protocol::Kafka` the Kafka listener is enabled too, and
     /// [`addr`](Self::addr) is its address.
     pub fn start(
-        parent: Option<&Path>,
-        shards: Option<usize>,
-        protocol: Protocol,
-    ) -> Result<EmbeddedBroker, EmbeddedError> {
-        let mut attempt = 1;
-        loop {
-            match Self::start_once(parent, shards, protocol) {
-                Err(EmbeddedError::Start(e)) if attempt < 3 => {
-                    eprintln!("loadgen: warning: embedded broker failed to start ({e}); retrying");
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    fn start_once(
         parent: Option<&Path>,
         shards: Option<usize>,
         protocol: Protocol,

@@ -42,6 +42,11 @@ pub const ALL: [Compression; 5] = [
     Compression::Zstd,
 ];
 
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 const XERIAL_BLOCK: usize = 32 * 1024;
 
@@ -106,10 +111,17 @@ impl Compression {
                 enc.finish().expect("writing to a Vec cannot fail");
             }
             Compression::Zstd => {
-                let mut enc = zstd::stream::write::Encoder::new(out, 1)
-                    .expect("zstd encoder with a valid level");
-                enc.write_all(input).expect("writing to a Vec cannot fail");
-                enc.finish().expect("writing to a Vec cannot fail");
+                // One compression context per thread: creating a context per
+                // batch made small zstd batches cost a core in the client.
+                ZSTD.with(|c| {
+                    let mut c = c.borrow_mut();
+                    let comp = c.get_or_insert_with(|| {
+                        zstd::bulk::Compressor::new(1).expect("zstd context with a valid level")
+                    });
+                    out.reserve(zstd::zstd_safe::compress_bound(input.len()));
+                    comp.compress_to_buffer(input, out)
+                        .expect("the buffer is sized by compress_bound");
+                });
             }
         }
     }
