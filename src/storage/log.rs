@@ -126,6 +126,8 @@ struct LogState<D: Disk> {
     /// Highest offset an acks=all waiter is waiting to see durable.
     sync_wanted_offset: u64,
     dirty_since: Option<Instant>,
+    /// A reader found nothing new and waits: the next append asks for a sync.
+    reader_waiting: bool,
     health: Health,
     closing: bool,
     /// The closing sync finished: everything is durable, indexed and checkpointed.
@@ -388,6 +390,7 @@ impl<D: Disk> Log<D> {
             durable_offset: next_offset,
             sync_wanted_offset: 0,
             dirty_since: None,
+            reader_waiting: false,
             health: Health::Ok,
             closing: false,
             closed: false,
@@ -513,6 +516,13 @@ impl<D: Disk> Log<D> {
         }
         if !outcome.duplicate {
             st.dirty_since.get_or_insert_with(Instant::now);
+            if st.reader_waiting {
+                // Someone is long-polling for this: sync it now rather than
+                // at the flush interval.
+                st.reader_waiting = false;
+                st.sync_wanted_offset = st.sync_wanted_offset.max(st.next_offset);
+                self.flusher_event.notify();
+            }
         }
         if !sealed.is_empty() {
             st.pending.extend(sealed.into_iter().map(Pending::Chunk));
@@ -619,7 +629,9 @@ impl<D: Disk> Log<D> {
             }
             if offset >= visible {
                 // A reader waits at the end: make what is appended durable
-                // soon (group-committed with any acks=all waiters).
+                // soon (group-committed with any acks=all waiters), now and
+                // on the next append.
+                st.reader_waiting = true;
                 if st.next_offset > visible && st.sync_wanted_offset < st.next_offset {
                     st.sync_wanted_offset = st.next_offset;
                     self.flusher_event.notify();
