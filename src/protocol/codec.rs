@@ -102,3 +102,43 @@ pub fn put_str(b: &mut BytesMut, s: &str) {
     b.put_u16_le(n as u16);
     b.put_slice(&bytes[..n]);
 }
+
+/// A per-topic list of per-partition items, the shape of most bodies:
+/// `u32 topic_count | { str topic | u32 item_count | item... }...`.
+pub type TopicList<T> = Vec<(String, Vec<T>)>;
+
+pub fn put_topics<T>(
+    b: &mut BytesMut,
+    topics: &[(String, Vec<T>)],
+    mut item: impl FnMut(&mut BytesMut, &T),
+) {
+    b.put_u32_le(topics.len() as u32);
+    for (name, items) in topics {
+        put_str(b, name);
+        b.put_u32_le(items.len() as u32);
+        for i in items {
+            item(b, i);
+        }
+    }
+}
+
+/// Decode a [`TopicList`]; `item_bytes_min` bounds the count against the
+/// bytes present (see [`Reader::count`]).
+pub fn get_topics<T>(
+    r: &mut Reader,
+    item_bytes_min: usize,
+    mut item: impl FnMut(&mut Reader) -> Result<T, DecodeError>,
+) -> Result<TopicList<T>, DecodeError> {
+    let nt = r.count("topics", 6)?;
+    let mut topics = Vec::with_capacity(nt);
+    for _ in 0..nt {
+        let name = r.string("topic")?;
+        let n = r.count("partitions", item_bytes_min)?;
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(item(r)?);
+        }
+        topics.push((name, items));
+    }
+    Ok(topics)
+}

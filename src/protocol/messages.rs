@@ -3,7 +3,7 @@
 //! Record batches are carried as opaque frames (see crate::format) and are
 //! split out of the request buffer without copying.
 
-use super::codec::{put_str, Reader};
+use super::codec::{get_topics, put_str, put_topics, Reader, TopicList};
 use super::{DecodeError, ErrorCode};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -67,7 +67,7 @@ impl std::fmt::Display for Acks {
 pub struct ProduceRequest {
     pub acks: Acks,
     pub timeout_ms: u32,
-    pub topics: Vec<(String, Vec<ProducePartition>)>,
+    pub topics: TopicList<ProducePartition>,
 }
 
 #[derive(Debug)]
@@ -81,20 +81,12 @@ impl ProduceRequest {
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let acks = Acks::from_i8(r.i8("acks")?)?;
         let timeout_ms = r.u32("timeout")?;
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 8)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                parts.push(ProducePartition {
-                    partition: r.u32("partition")?,
-                    records: r.blob("records")?,
-                });
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 8, |r| {
+            Ok(ProducePartition {
+                partition: r.u32("partition")?,
+                records: r.blob("records")?,
+            })
+        })?;
         Ok(ProduceRequest {
             acks,
             timeout_ms,
@@ -175,38 +167,25 @@ pub struct ProducePartitionResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ProduceResponse {
-    pub topics: Vec<(String, Vec<ProducePartitionResponse>)>,
+    pub topics: TopicList<ProducePartitionResponse>,
 }
 
 impl ProduceResponse {
     pub fn encode(&self, b: &mut BytesMut) {
-        b.put_u32_le(self.topics.len() as u32);
-        for (name, parts) in &self.topics {
-            put_str(b, name);
-            b.put_u32_le(parts.len() as u32);
-            for p in parts {
-                p.result.encode(b);
-                b.put_u64_le(p.base_offset);
-                b.put_u64_le(p.log_start_offset);
-            }
-        }
+        put_topics(b, &self.topics, |b, p| {
+            p.result.encode(b);
+            b.put_u64_le(p.base_offset);
+            b.put_u64_le(p.log_start_offset);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 24)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                parts.push(ProducePartitionResponse {
-                    result: PartitionResult::decode(r)?,
-                    base_offset: r.u64("base offset")?,
-                    log_start_offset: r.u64("log start offset")?,
-                });
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 24, |r| {
+            Ok(ProducePartitionResponse {
+                result: PartitionResult::decode(r)?,
+                base_offset: r.u64("base offset")?,
+                log_start_offset: r.u64("log start offset")?,
+            })
+        })?;
         Ok(ProduceResponse { topics })
     }
 }
@@ -225,7 +204,7 @@ pub struct FetchRequest {
     pub max_wait_ms: u32,
     pub min_bytes: u32,
     pub max_bytes: u32,
-    pub topics: Vec<(String, Vec<FetchPartition>)>,
+    pub topics: TopicList<FetchPartition>,
 }
 
 impl FetchRequest {
@@ -233,36 +212,23 @@ impl FetchRequest {
         b.put_u32_le(self.max_wait_ms);
         b.put_u32_le(self.min_bytes);
         b.put_u32_le(self.max_bytes);
-        b.put_u32_le(self.topics.len() as u32);
-        for (name, parts) in &self.topics {
-            put_str(b, name);
-            b.put_u32_le(parts.len() as u32);
-            for p in parts {
-                b.put_u32_le(p.partition);
-                b.put_u64_le(p.offset);
-                b.put_u32_le(p.max_bytes);
-            }
-        }
+        put_topics(b, &self.topics, |b, p| {
+            b.put_u32_le(p.partition);
+            b.put_u64_le(p.offset);
+            b.put_u32_le(p.max_bytes);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let max_wait_ms = r.u32("max wait")?;
         let min_bytes = r.u32("min bytes")?;
         let max_bytes = r.u32("max bytes")?;
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 16)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                parts.push(FetchPartition {
-                    partition: r.u32("partition")?,
-                    offset: r.u64("offset")?,
-                    max_bytes: r.u32("partition max bytes")?,
-                });
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 16, |r| {
+            Ok(FetchPartition {
+                partition: r.u32("partition")?,
+                offset: r.u64("offset")?,
+                max_bytes: r.u32("partition max bytes")?,
+            })
+        })?;
         Ok(FetchRequest {
             max_wait_ms,
             min_bytes,
@@ -283,7 +249,7 @@ pub struct FetchPartitionResponse {
 
 #[derive(Debug, Clone, Default)]
 pub struct FetchResponse {
-    pub topics: Vec<(String, Vec<FetchPartitionResponse>)>,
+    pub topics: TopicList<FetchPartitionResponse>,
 }
 
 impl FetchResponse {
@@ -291,46 +257,29 @@ impl FetchResponse {
     /// are copied once, into the outgoing buffer.
     pub fn encode(&self, b: &mut BytesMut) -> usize {
         let mut records = 0;
-        b.put_u32_le(self.topics.len() as u32);
-        for (name, parts) in &self.topics {
-            put_str(b, name);
-            b.put_u32_le(parts.len() as u32);
-            for p in parts {
-                p.result.encode(b);
-                b.put_u64_le(p.high_watermark);
-                b.put_u64_le(p.log_start_offset);
-                let len: usize = p.frames.iter().map(|f| f.len()).sum();
-                b.put_u32_le(len as u32);
-                for f in &p.frames {
-                    b.put_slice(f);
-                }
-                records += len;
+        put_topics(b, &self.topics, |b, p| {
+            p.result.encode(b);
+            b.put_u64_le(p.high_watermark);
+            b.put_u64_le(p.log_start_offset);
+            let len: usize = p.frames.iter().map(|f| f.len()).sum();
+            b.put_u32_le(len as u32);
+            for f in &p.frames {
+                b.put_slice(f);
             }
-        }
+            records += len;
+        });
         records
     }
 
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 28)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                let result = PartitionResult::decode(r)?;
-                let high_watermark = r.u64("high watermark")?;
-                let log_start_offset = r.u64("log start offset")?;
-                let records = r.blob("records")?.freeze();
-                parts.push(FetchPartitionResponse {
-                    result,
-                    high_watermark,
-                    log_start_offset,
-                    frames: vec![records],
-                });
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 28, |r| {
+            Ok(FetchPartitionResponse {
+                result: PartitionResult::decode(r)?,
+                high_watermark: r.u64("high watermark")?,
+                log_start_offset: r.u64("log start offset")?,
+                frames: vec![r.blob("records")?.freeze()],
+            })
+        })?;
         Ok(FetchResponse { topics })
     }
 }
@@ -343,33 +292,18 @@ pub const EARLIEST: i64 = -2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListOffsetsRequest {
-    pub topics: Vec<(String, Vec<(u32, i64)>)>,
+    pub topics: TopicList<(u32, i64)>,
 }
 
 impl ListOffsetsRequest {
     pub fn encode(&self, b: &mut BytesMut) {
-        b.put_u32_le(self.topics.len() as u32);
-        for (name, parts) in &self.topics {
-            put_str(b, name);
-            b.put_u32_le(parts.len() as u32);
-            for (p, ts) in parts {
-                b.put_u32_le(*p);
-                b.put_i64_le(*ts);
-            }
-        }
+        put_topics(b, &self.topics, |b, (p, ts)| {
+            b.put_u32_le(*p);
+            b.put_i64_le(*ts);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 12)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                parts.push((r.u32("partition")?, r.i64("timestamp")?));
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 12, |r| Ok((r.u32("partition")?, r.i64("timestamp")?)))?;
         Ok(ListOffsetsRequest { topics })
     }
 }
@@ -382,36 +316,23 @@ pub struct ListOffsetsPartition {
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListOffsetsResponse {
-    pub topics: Vec<(String, Vec<ListOffsetsPartition>)>,
+    pub topics: TopicList<ListOffsetsPartition>,
 }
 
 impl ListOffsetsResponse {
     pub fn encode(&self, b: &mut BytesMut) {
-        b.put_u32_le(self.topics.len() as u32);
-        for (name, parts) in &self.topics {
-            put_str(b, name);
-            b.put_u32_le(parts.len() as u32);
-            for p in parts {
-                p.result.encode(b);
-                b.put_u64_le(p.offset);
-            }
-        }
+        put_topics(b, &self.topics, |b, p| {
+            p.result.encode(b);
+            b.put_u64_le(p.offset);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let name = r.string("topic")?;
-            let np = r.count("partitions", 16)?;
-            let mut parts = Vec::with_capacity(np);
-            for _ in 0..np {
-                parts.push(ListOffsetsPartition {
-                    result: PartitionResult::decode(r)?,
-                    offset: r.u64("offset")?,
-                });
-            }
-            topics.push((name, parts));
-        }
+        let topics = get_topics(r, 16, |r| {
+            Ok(ListOffsetsPartition {
+                result: PartitionResult::decode(r)?,
+                offset: r.u64("offset")?,
+            })
+        })?;
         Ok(ListOffsetsResponse { topics })
     }
 }
@@ -593,35 +514,20 @@ impl TopicRequest {
 pub struct OffsetCommitRequest {
     pub group: String,
     /// topic -> (partition, next offset to consume)
-    pub topics: Vec<(String, Vec<(u32, u64)>)>,
+    pub topics: TopicList<(u32, u64)>,
 }
 
 impl OffsetCommitRequest {
     pub fn encode(&self, b: &mut BytesMut) {
         put_str(b, &self.group);
-        b.put_u32_le(self.topics.len() as u32);
-        for (t, ps) in &self.topics {
-            put_str(b, t);
-            b.put_u32_le(ps.len() as u32);
-            for (p, o) in ps {
-                b.put_u32_le(*p);
-                b.put_u64_le(*o);
-            }
-        }
+        put_topics(b, &self.topics, |b, (p, o)| {
+            b.put_u32_le(*p);
+            b.put_u64_le(*o);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let group = r.string("group")?;
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let t = r.string("topic")?;
-            let np = r.count("partitions", 12)?;
-            let mut ps = Vec::with_capacity(np);
-            for _ in 0..np {
-                ps.push((r.u32("partition")?, r.u64("offset")?));
-            }
-            topics.push((t, ps));
-        }
+        let topics = get_topics(r, 12, |r| Ok((r.u32("partition")?, r.u64("offset")?)))?;
         Ok(OffsetCommitRequest { group, topics })
     }
 }
@@ -630,34 +536,17 @@ impl OffsetCommitRequest {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OffsetFetchRequest {
     pub group: String,
-    pub topics: Vec<(String, Vec<u32>)>,
+    pub topics: TopicList<u32>,
 }
 
 impl OffsetFetchRequest {
     pub fn encode(&self, b: &mut BytesMut) {
         put_str(b, &self.group);
-        b.put_u32_le(self.topics.len() as u32);
-        for (t, ps) in &self.topics {
-            put_str(b, t);
-            b.put_u32_le(ps.len() as u32);
-            for p in ps {
-                b.put_u32_le(*p);
-            }
-        }
+        put_topics(b, &self.topics, |b, p| b.put_u32_le(*p));
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let group = r.string("group")?;
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let t = r.string("topic")?;
-            let np = r.count("partitions", 4)?;
-            let mut ps = Vec::with_capacity(np);
-            for _ in 0..np {
-                ps.push(r.u32("partition")?);
-            }
-            topics.push((t, ps));
-        }
+        let topics = get_topics(r, 4, |r| r.u32("partition"))?;
         Ok(OffsetFetchRequest { group, topics })
     }
 }
@@ -665,33 +554,105 @@ impl OffsetFetchRequest {
 /// Per partition: a result and (OffsetFetch) the committed offset, -1 if none.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OffsetsResponse {
-    pub topics: Vec<(String, Vec<(PartitionResult, i64)>)>,
+    pub topics: TopicList<(PartitionResult, i64)>,
 }
 
 impl OffsetsResponse {
     pub fn encode(&self, b: &mut BytesMut) {
-        b.put_u32_le(self.topics.len() as u32);
-        for (t, ps) in &self.topics {
-            put_str(b, t);
-            b.put_u32_le(ps.len() as u32);
-            for (r, o) in ps {
-                r.encode(b);
-                b.put_i64_le(*o);
-            }
-        }
+        put_topics(b, &self.topics, |b, (r, o)| {
+            r.encode(b);
+            b.put_i64_le(*o);
+        });
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
-        let nt = r.count("topics", 6)?;
-        let mut topics = Vec::with_capacity(nt);
-        for _ in 0..nt {
-            let t = r.string("topic")?;
-            let np = r.count("partitions", 16)?;
-            let mut ps = Vec::with_capacity(np);
-            for _ in 0..np {
-                ps.push((PartitionResult::decode(r)?, r.i64("offset")?));
-            }
-            topics.push((t, ps));
-        }
+        let topics = get_topics(r, 16, |r| {
+            Ok((PartitionResult::decode(r)?, r.i64("offset")?))
+        })?;
         Ok(OffsetsResponse { topics })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_trip<T>(
+        encode: impl FnOnce(&mut BytesMut),
+        decode: impl FnOnce(&mut Reader) -> Result<T, DecodeError>,
+    ) -> T {
+        let mut b = BytesMut::new();
+        encode(&mut b);
+        let mut r = Reader::new(b);
+        let v = decode(&mut r).unwrap();
+        r.finish().unwrap();
+        v
+    }
+
+    #[test]
+    fn bodies_round_trip() {
+        let fetch = FetchRequest {
+            max_wait_ms: 5,
+            min_bytes: 1,
+            max_bytes: 1 << 20,
+            topics: vec![
+                (
+                    "a".into(),
+                    vec![FetchPartition {
+                        partition: 3,
+                        offset: 9,
+                        max_bytes: 77,
+                    }],
+                ),
+                ("b".into(), vec![]),
+            ],
+        };
+        assert_eq!(round_trip(|b| fetch.encode(b), FetchRequest::decode), fetch);
+        let lo = ListOffsetsRequest {
+            topics: vec![("t".into(), vec![(0, EARLIEST), (1, 1234)])],
+        };
+        assert_eq!(round_trip(|b| lo.encode(b), ListOffsetsRequest::decode), lo);
+        let oc = OffsetCommitRequest {
+            group: "g".into(),
+            topics: vec![("t".into(), vec![(2, 40)])],
+        };
+        assert_eq!(
+            round_trip(|b| oc.encode(b), OffsetCommitRequest::decode),
+            oc
+        );
+        let of = OffsetFetchRequest {
+            group: "g".into(),
+            topics: vec![("t".into(), vec![0, 1, 2])],
+        };
+        assert_eq!(round_trip(|b| of.encode(b), OffsetFetchRequest::decode), of);
+        let pr = ProduceResponse {
+            topics: vec![(
+                "t".into(),
+                vec![ProducePartitionResponse {
+                    result: PartitionResult::err(1, ErrorCode::NoSpace, "full"),
+                    base_offset: 5,
+                    log_start_offset: 2,
+                }],
+            )],
+        };
+        assert_eq!(round_trip(|b| pr.encode(b), ProduceResponse::decode), pr);
+        let fr = FetchResponse {
+            topics: vec![(
+                "t".into(),
+                vec![FetchPartitionResponse {
+                    result: PartitionResult::ok(0),
+                    high_watermark: 10,
+                    log_start_offset: 1,
+                    frames: vec![Bytes::from_static(b"abc"), Bytes::from_static(b"de")],
+                }],
+            )],
+        };
+        let back = round_trip(
+            |b| {
+                fr.encode(b);
+            },
+            FetchResponse::decode,
+        );
+        assert_eq!(&back.topics[0].1[0].frames[0][..], b"abcde");
+        assert_eq!(back.topics[0].1[0].high_watermark, 10);
     }
 }

@@ -175,6 +175,20 @@ impl<D: Disk> Log<D> {
         self.st.borrow().durable_offset
     }
 
+    /// The error writes get in this health state, if any.
+    fn check_health(&self, health: &Health) -> Result<(), StorageError> {
+        match health {
+            Health::Ok => Ok(()),
+            Health::NoSpace => Err(StorageError::NoSpace {
+                path: self.dir.clone(),
+            }),
+            Health::Failed(cause) => Err(StorageError::Failed {
+                dir: self.dir.clone(),
+                cause: cause.clone(),
+            }),
+        }
+    }
+
     /// Durable progress (or a failure): wake acks=all waiters and long polls.
     fn notify_durable(&self) {
         self.durable_event.notify();
@@ -413,20 +427,7 @@ impl<D: Disk> Log<D> {
     pub fn append(&self, frames: Vec<BytesMut>) -> Result<AppendOutcome, StorageError> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
-        match &st.health {
-            Health::Ok => {}
-            Health::NoSpace => {
-                return Err(StorageError::NoSpace {
-                    path: self.dir.clone(),
-                })
-            }
-            Health::Failed(cause) => {
-                return Err(StorageError::Failed {
-                    dir: self.dir.clone(),
-                    cause: cause.clone(),
-                })
-            }
-        }
+        self.check_health(&st.health)?;
         if st.closing {
             return Err(StorageError::Closed);
         }
@@ -583,20 +584,7 @@ impl<D: Disk> Log<D> {
                 if st.durable_offset > last_offset {
                     return Ok(());
                 }
-                match &st.health {
-                    Health::Failed(cause) => {
-                        return Err(StorageError::Failed {
-                            dir: self.dir.clone(),
-                            cause: cause.clone(),
-                        })
-                    }
-                    Health::NoSpace => {
-                        return Err(StorageError::NoSpace {
-                            path: self.dir.clone(),
-                        })
-                    }
-                    Health::Ok => {}
-                }
+                self.check_health(&st.health)?;
                 if st.sync_wanted_offset <= last_offset {
                     st.sync_wanted_offset = last_offset + 1;
                     self.flusher_event.notify();
@@ -854,23 +842,10 @@ impl<D: Disk> Log<D> {
                 if st.closed {
                     return Ok(());
                 }
-                match &st.health {
-                    Health::Failed(cause) => {
-                        return Err(StorageError::Failed {
-                            dir: self.dir.clone(),
-                            cause: cause.clone(),
-                        })
-                    }
-                    // Closing cannot wait for space that may never come:
-                    // what is unsynced stays unsynced (acks=all data is
-                    // durable already) and recovery sorts out the tail.
-                    Health::NoSpace => {
-                        return Err(StorageError::NoSpace {
-                            path: self.dir.clone(),
-                        })
-                    }
-                    Health::Ok => {}
-                }
+                // On a full disk, closing cannot wait for space that may
+                // never come: what is unsynced stays unsynced (acks=all data
+                // is durable already) and recovery sorts out the tail.
+                self.check_health(&st.health)?;
             }
             l.await;
         }
