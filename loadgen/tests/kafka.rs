@@ -4,49 +4,15 @@
 //!
 //! Short runs (≈1-2 s measured at 2000 msg/s), like tests/loadgen.rs.
 
-use loadgen::cpu::BrokerCpuSource;
+mod common;
+
+use common::{assert_counts_match, env_for, small};
 use loadgen::embedded::EmbeddedBroker;
-use loadgen::result::RunResult;
-use loadgen::runner::{self, RunEnv};
-use loadgen::transport::{Protocol, Target};
+use loadgen::runner;
+use loadgen::transport::Protocol;
 use loadgen::workload::WorkloadSpec;
 use shardlog::protocol::messages::Acks;
 use std::process::Command;
-
-fn kafka_env(b: &EmbeddedBroker) -> RunEnv {
-    RunEnv {
-        target: Target {
-            protocol: Protocol::Kafka,
-            addr: b.addr(),
-        },
-        cpu_source: BrokerCpuSource::Embedded,
-        progress: None,
-        interrupt: Default::default(),
-    }
-}
-
-fn small(topic: &str) -> WorkloadSpec {
-    WorkloadSpec {
-        topic: topic.into(),
-        partitions: 2,
-        message_size: 256,
-        rate: 2000,
-        warmup_ms: 300,
-        duration_ms: 1000,
-        drain_timeout_ms: 5000,
-        buffer_bytes: 4 << 20,
-        ..WorkloadSpec::default()
-    }
-}
-
-fn assert_counts_match(r: &RunResult) {
-    assert!(r.window_sent > 0, "{}: nothing measured", r.label);
-    assert_eq!(r.publish.count, r.window_sent, "{}", r.label);
-    assert_eq!(r.publish.count, r.window_acked, "{}", r.label);
-    assert_eq!(r.publish_delay.count, r.window_sent, "{}", r.label);
-    assert_eq!(r.e2e.count, r.window_received, "{}", r.label);
-    assert_eq!(r.e2e.count, r.window_sent, "{}", r.label);
-}
 
 #[test]
 fn the_embedded_broker_listens_for_kafka_when_asked() {
@@ -155,7 +121,11 @@ fn a_kafka_consumer_that_skips_messages_fails_the_run() {
         ..small("t-kafka-loss")
     };
     let r = rt
-        .block_on(runner::run("loss", &spec, &kafka_env(&broker)))
+        .block_on(runner::run(
+            "loss",
+            &spec,
+            &env_for(&broker, Protocol::Kafka),
+        ))
         .unwrap();
     assert!(!r.passed());
     let sent = r.checks.delivered + r.checks.lost;
@@ -187,7 +157,11 @@ fn kafka_acks_1_counts_match_with_two_consumers() {
         ..small("t-kafka-acks1")
     };
     let r = rt
-        .block_on(runner::run("acks1", &spec, &kafka_env(&broker)))
+        .block_on(runner::run(
+            "acks1",
+            &spec,
+            &env_for(&broker, Protocol::Kafka),
+        ))
         .unwrap();
     assert!(r.passed(), "{:?} {:?}", r.failures(), r.errors);
     assert_counts_match(&r);

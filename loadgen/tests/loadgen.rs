@@ -5,57 +5,20 @@
 //! Runs are short (≈1 s measured, low rates) so the suite stays well under
 //! a minute on 2 cores even in a debug build.
 
-use loadgen::cpu::BrokerCpuSource;
+mod common;
+
+use common::{assert_counts_match, env_for, small};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::machine::{MachineInfo, Versions};
 use loadgen::report::{self, hgrm, ReportMeta};
-use loadgen::result::RunResult;
-use loadgen::runner::{self, RunEnv};
+use loadgen::runner;
 use loadgen::sweep::{self, Matrix};
-use loadgen::transport::{Protocol, Target};
+use loadgen::transport::Protocol;
 use loadgen::workload::WorkloadSpec;
 use shardlog::client::{Client, Producer, ProducerConfig};
 use shardlog::format::Compression;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-fn env_for(b: &EmbeddedBroker) -> RunEnv {
-    RunEnv {
-        target: Target {
-            protocol: Protocol::Native,
-            addr: b.addr(),
-        },
-        cpu_source: BrokerCpuSource::Embedded,
-        progress: None,
-        interrupt: Default::default(),
-    }
-}
-
-fn small(topic: &str) -> WorkloadSpec {
-    WorkloadSpec {
-        topic: topic.into(),
-        partitions: 2,
-        message_size: 256,
-        rate: 2000,
-        warmup_ms: 300,
-        duration_ms: 1000,
-        drain_timeout_ms: 5000,
-        buffer_bytes: 4 << 20,
-        ..WorkloadSpec::default()
-    }
-}
-
-fn assert_counts_match(r: &RunResult) {
-    // Every message scheduled in the window was sent, acknowledged and
-    // received exactly once, and each histogram holds exactly those.
-    assert!(r.window_sent > 0, "{}: nothing measured", r.label);
-    assert_eq!(r.publish.count, r.window_sent, "{}", r.label);
-    assert_eq!(r.publish.count, r.window_acked, "{}", r.label);
-    assert_eq!(r.publish_delay.count, r.window_sent, "{}", r.label);
-    assert_eq!(r.e2e.count, r.window_received, "{}", r.label);
-    assert_eq!(r.e2e.count, r.window_sent, "{}", r.label);
-    assert_eq!(r.histograms.e2e.len(), r.window_sent);
-}
 
 #[test]
 fn sweep_writes_a_complete_report_that_parses() {
@@ -73,7 +36,9 @@ fn sweep_writes_a_complete_report_that_parses() {
     };
     let points = sweep::points(&base, &matrix);
     assert_eq!(points.len(), 4);
-    let results = rt.block_on(sweep::run(&points, &env_for(&broker))).unwrap();
+    let results = rt
+        .block_on(sweep::run(&points, &env_for(&broker, Protocol::Native)))
+        .unwrap();
     for r in &results {
         assert!(r.passed(), "{}: {:?} {:?}", r.label, r.failures(), r.errors);
         assert_counts_match(r);
@@ -162,7 +127,11 @@ fn a_consumer_that_skips_messages_fails_the_run() {
         ..small("t-loss")
     };
     let r = rt
-        .block_on(runner::run("loss", &spec, &env_for(&broker)))
+        .block_on(runner::run(
+            "loss",
+            &spec,
+            &env_for(&broker, Protocol::Native),
+        ))
         .unwrap();
     assert!(!r.passed());
     // Every 50th of the delivered messages was dropped: about 2%.
@@ -187,7 +156,11 @@ fn closed_loop_counts_match_and_publish_delay_is_zero() {
         ..small("t-closed")
     };
     let r = rt
-        .block_on(runner::run("closed", &spec, &env_for(&broker)))
+        .block_on(runner::run(
+            "closed",
+            &spec,
+            &env_for(&broker, Protocol::Native),
+        ))
         .unwrap();
     assert!(r.passed(), "{:?} {:?}", r.failures(), r.errors);
     assert!(r.closed_loop);

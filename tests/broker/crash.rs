@@ -4,7 +4,7 @@
 use crate::block_on;
 use crate::common::{ok, BrokerProc};
 use rand::{Rng, SeedableRng};
-use shardlog::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt};
+use shardlog::client::{Client, Producer, ProducerConfig};
 use shardlog::format::frame;
 use shardlog::protocol::messages::Acks;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -25,30 +25,16 @@ fn only_log(dir: &Path) -> PathBuf {
 
 /// Every message of a topic, per partition, in offset order.
 fn read_all(addr: &str, topic: &str) -> BTreeMap<u32, Vec<String>> {
-    block_on(async {
-        let c = Client::connect(addr).await.unwrap();
-        let mut cons = Consumer::new(
-            c,
-            topic,
-            None,
-            StartAt::Earliest,
-            ConsumerConfig {
-                max_wait_ms: 50,
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        let mut out: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-        while !cons.caught_up() {
-            for m in cons.poll().await.unwrap() {
-                out.entry(m.partition)
-                    .or_default()
-                    .push(String::from_utf8(m.value.unwrap().to_vec()).unwrap());
-            }
-        }
-        out
-    })
+    block_on(crate::common::read_topic(addr, topic))
+        .into_iter()
+        .map(|(p, vs)| {
+            let vs = vs
+                .into_iter()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap())
+                .collect();
+            (p, vs)
+        })
+        .collect()
 }
 
 #[test]

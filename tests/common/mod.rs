@@ -107,6 +107,20 @@ impl BrokerProc {
                 self.kafka = (a != "off").then(|| a.to_string());
             }
         }
+        // Keep the ports across restarts, as a real deployment does: clients
+        // that outlive a kill -9 (the soak's, a Kafka consumer closing) must
+        // find the broker again at the address they bootstrapped from.
+        for (flag, addr) in [
+            ("--listen", Some(self.native.clone())),
+            ("--kafka-listen", self.kafka.clone()),
+        ] {
+            let Some(addr) = addr else { continue };
+            if let Some(i) = self.args.iter().position(|a| a == flag) {
+                if self.args[i + 1].ends_with(":0") {
+                    self.args[i + 1] = addr;
+                }
+            }
+        }
         self.child = Some(child);
     }
 
@@ -191,4 +205,36 @@ pub fn ok(out: Output) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Every message value of `topic`, per partition in offset order, read from
+/// the earliest offset until the consumer has caught up with the high
+/// watermark of every partition.
+pub async fn read_topic(
+    addr: &str,
+    topic: &str,
+) -> std::collections::BTreeMap<u32, Vec<bytes::Bytes>> {
+    use shardlog::client::{Client, Consumer, ConsumerConfig, StartAt};
+    let c = Client::connect(addr).await.unwrap();
+    let mut cons = Consumer::new(
+        c,
+        topic,
+        None,
+        StartAt::Earliest,
+        ConsumerConfig {
+            max_wait_ms: 50,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let mut out = std::collections::BTreeMap::<u32, Vec<bytes::Bytes>>::new();
+    while !cons.caught_up() {
+        for m in cons.poll().await.unwrap() {
+            out.entry(m.partition)
+                .or_default()
+                .push(m.value.expect("a value"));
+        }
+    }
+    out
 }

@@ -1,0 +1,50 @@
+//! Helpers shared by loadgen's integration tests (each test file is its own
+//! crate, so not every file uses every helper).
+#![allow(dead_code)]
+
+use loadgen::cpu::BrokerCpuSource;
+use loadgen::embedded::EmbeddedBroker;
+use loadgen::result::RunResult;
+use loadgen::runner::RunEnv;
+use loadgen::transport::{Protocol, Target};
+use loadgen::workload::WorkloadSpec;
+
+/// Run against the embedded broker `b` over `protocol`, quietly.
+pub fn env_for(b: &EmbeddedBroker, protocol: Protocol) -> RunEnv {
+    RunEnv {
+        target: Target {
+            protocol,
+            addr: b.addr(),
+        },
+        cpu_source: BrokerCpuSource::Embedded,
+        progress: None,
+        interrupt: Default::default(),
+    }
+}
+
+/// A short, low-rate workload: about 1 s measured at 2000 msg/s.
+pub fn small(topic: &str) -> WorkloadSpec {
+    WorkloadSpec {
+        topic: topic.into(),
+        partitions: 2,
+        message_size: 256,
+        rate: 2000,
+        warmup_ms: 300,
+        duration_ms: 1000,
+        drain_timeout_ms: 5000,
+        buffer_bytes: 4 << 20,
+        ..WorkloadSpec::default()
+    }
+}
+
+/// Every message scheduled in the measured window was sent, acknowledged
+/// and received exactly once, and each histogram holds exactly those.
+pub fn assert_counts_match(r: &RunResult) {
+    assert!(r.window_sent > 0, "{}: nothing measured", r.label);
+    assert_eq!(r.publish.count, r.window_sent, "{}", r.label);
+    assert_eq!(r.publish.count, r.window_acked, "{}", r.label);
+    assert_eq!(r.publish_delay.count, r.window_sent, "{}", r.label);
+    assert_eq!(r.e2e.count, r.window_received, "{}", r.label);
+    assert_eq!(r.e2e.count, r.window_sent, "{}", r.label);
+    assert_eq!(r.histograms.e2e.len(), r.window_sent, "{}", r.label);
+}
