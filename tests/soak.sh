@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${1:-10}
 export SHARDLOG_SOAK_SECS=$(( minutes * 60 ))
-cargo test --release --test soak -- --nocapture --test-threads 1 2>&1 | grep -E "^soak |^test |panicked|assertion|left|right"
+cargo test --release --test soak -- --nocapture --test-threads 1 2>&1 | grep --line-buffered -E "^soak |^test |panicked|assertion|left|right"
