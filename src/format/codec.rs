@@ -45,6 +45,11 @@ pub const ALL: [Compression; 5] = [
 thread_local! {
     static ZSTD: std::cell::RefCell<Option<zstd::bulk::Compressor<'static>>> =
         const { std::cell::RefCell::new(None) };
+    /// One zstd decompression context per thread. Creating one per batch
+    /// (as `zstd::stream::read::Decoder` does, with a 128 KiB read buffer)
+    /// costs more than decoding a small batch.
+    static ZSTD_D: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
 const XERIAL_MAGIC: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
@@ -188,13 +193,63 @@ impl Compression {
                 read_limited(lz4_flex::frame::FrameDecoder::new(input), limit, &mut out)
                     .map_err(|e| corrupt(&e))??;
             }
-            Compression::Zstd => {
-                let dec = zstd::stream::read::Decoder::new(input).map_err(|e| corrupt(&e))?;
-                read_limited(dec, limit, &mut out).map_err(|e| corrupt(&e))??;
-            }
+            Compression::Zstd => zstd_decompress(input, limit, &mut out)?,
         }
         Ok(out)
     }
+}
+
+/// Decompress one or more concatenated zstd frames into `out`, with the
+/// thread's reused context, refusing output beyond `limit` bytes.
+fn zstd_decompress(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {
+    use zstd::zstd_safe::{get_error_name, DCtx, InBuffer, OutBuffer, ResetDirective};
+    let corrupt = |code: usize| CodecError::Corrupt {
+        codec: Compression::Zstd,
+        detail: get_error_name(code).to_string(),
+    };
+    if input.is_empty() {
+        // No frame at all: nothing, as zstd's own stream reader answers.
+        return Ok(());
+    }
+    ZSTD_D.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let dctx = cell.get_or_insert_with(DCtx::create);
+        // The previous call may have stopped mid-frame (corrupt input, limit).
+        dctx.reset(ResetDirective::SessionOnly).map_err(corrupt)?;
+        let mut src = InBuffer::around(input);
+        loop {
+            // Room for one byte past the limit: producing it proves a bomb.
+            if out.len() > limit {
+                return Err(CodecError::TooLarge { limit });
+            }
+            if out.len() == out.capacity() {
+                let room = (limit + 1 - out.len()).min(out.len().max(16 << 10));
+                out.reserve_exact(room);
+            }
+            let (in_before, out_before) = (src.pos(), out.len());
+            let hint = {
+                let mut dst = OutBuffer::around_pos(out, out_before);
+                dctx.decompress_stream(&mut dst, &mut src)
+                    .map_err(corrupt)?
+            };
+            let input_done = src.pos() == input.len();
+            if hint == 0 && input_done {
+                // The last frame is complete and flushed.
+                break;
+            }
+            if src.pos() == in_before && out.len() == out_before && out.len() < out.capacity() {
+                // Output space and no progress: the input ends mid-frame.
+                return Err(CodecError::Corrupt {
+                    codec: Compression::Zstd,
+                    detail: "truncated zstd frame".to_string(),
+                });
+            }
+        }
+        if out.len() > limit {
+            return Err(CodecError::TooLarge { limit });
+        }
+        Ok(())
+    })
 }
 
 fn read_limited<R: Read>(
@@ -243,6 +298,38 @@ mod tests {
                 Err(CodecError::TooLarge { .. })
             ));
         }
+    }
+
+    #[test]
+    fn zstd_reuses_its_context_across_frames_errors_and_limits() {
+        let a = b"first frame ".repeat(500);
+        let b = b"second frame ".repeat(700);
+        let (za, zb) = (
+            Compression::Zstd.compress(&a),
+            Compression::Zstd.compress(&b),
+        );
+        // Concatenated frames decode to the concatenated inputs.
+        let both = [za.clone(), zb.clone()].concat();
+        assert_eq!(
+            Compression::Zstd.decompress(&both, 1 << 20).unwrap(),
+            [a.clone(), b.clone()].concat()
+        );
+        // A truncated frame, garbage and a bomb are refused, and the
+        // context then decodes a good frame as if nothing happened.
+        for bad in [&za[..za.len() / 2], &b"not zstd at all"[..]] {
+            assert!(matches!(
+                Compression::Zstd.decompress(bad, 1 << 20),
+                Err(CodecError::Corrupt { .. })
+            ));
+            assert_eq!(Compression::Zstd.decompress(&zb, 1 << 20).unwrap(), b);
+        }
+        let bomb = Compression::Zstd.compress(&vec![0u8; 4 << 20]);
+        assert!(matches!(
+            Compression::Zstd.decompress(&bomb, 1 << 20),
+            Err(CodecError::TooLarge { .. })
+        ));
+        assert_eq!(Compression::Zstd.decompress(&za, a.len()).unwrap(), a);
+        assert_eq!(Compression::Zstd.decompress(&[], 10).unwrap(), b"");
     }
 
     #[test]
