@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{assert_counts_match, env_for, small};
+use common::{assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, small};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::runner;
 use loadgen::transport::Protocol;
@@ -114,35 +114,7 @@ fn a_kafka_run_passes_its_checks_and_writes_a_report() {
 
 #[test]
 fn a_kafka_consumer_that_skips_messages_fails_the_run() {
-    let broker = EmbeddedBroker::start(None, None, Protocol::Kafka).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
-    let spec = WorkloadSpec {
-        fault_drop_every: 50,
-        ..small("t-kafka-loss")
-    };
-    let r = rt
-        .block_on(runner::run(
-            "loss",
-            &spec,
-            &env_for(&broker, Protocol::Kafka),
-        ))
-        .unwrap();
-    assert!(!r.passed());
-    let sent = r.checks.delivered + r.checks.lost;
-    assert!(sent >= 2000, "{:?}", r.checks);
-    assert!(r.checks.lost >= sent / 50 - 1, "{:?}", r.checks);
-    assert!(r.failures().iter().any(|f| f.contains("lost")));
-    assert_eq!(r.checks.duplicated, 0);
-    assert_eq!(r.ack_errors, 0);
-    // The consumer saw it was caught up and stopped, rather than waiting
-    // out the drain deadline.
-    assert!(
-        !r.notes.iter().any(|n| n.contains("drain deadline")),
-        "{:?}",
-        r.notes
-    );
-    drop(rt);
-    broker.shutdown();
+    assert_a_lossy_consumer_fails_the_run(Protocol::Kafka, "t-kafka-loss");
 }
 
 /// acks=1: not idempotent, so no retries; two consumers split the

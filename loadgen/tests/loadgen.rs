@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{assert_counts_match, env_for, small};
+use common::{assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, small};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::machine::{MachineInfo, Versions};
 use loadgen::report::{self, hgrm, ReportMeta};
@@ -120,27 +120,7 @@ fn sweep_writes_a_complete_report_that_parses() {
 
 #[test]
 fn a_consumer_that_skips_messages_fails_the_run() {
-    let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
-    let spec = WorkloadSpec {
-        fault_drop_every: 50,
-        ..small("t-loss")
-    };
-    let r = rt
-        .block_on(runner::run(
-            "loss",
-            &spec,
-            &env_for(&broker, Protocol::Native),
-        ))
-        .unwrap();
-    assert!(!r.passed());
-    // Every 50th of the delivered messages was dropped: about 2%.
-    let sent: u64 = r.checks.delivered + r.checks.lost;
-    assert!(r.checks.lost >= sent / 50 - 1, "{:?}", r.checks);
-    assert!(r.failures().iter().any(|f| f.contains("lost")));
-    assert_eq!(r.checks.duplicated, 0);
-    drop(rt);
-    broker.shutdown();
+    assert_a_lossy_consumer_fails_the_run(Protocol::Native, "t-loss");
 }
 
 #[test]

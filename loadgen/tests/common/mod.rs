@@ -48,3 +48,38 @@ pub fn assert_counts_match(r: &RunResult) {
     assert_eq!(r.e2e.count, r.window_sent, "{}", r.label);
     assert_eq!(r.histograms.e2e.len(), r.window_sent, "{}", r.label);
 }
+
+/// A consumer that drops every 50th message must fail the run, with the
+/// losses counted and nothing else wrong, over `protocol`.
+pub fn assert_a_lossy_consumer_fails_the_run(protocol: Protocol, topic: &str) {
+    let broker = EmbeddedBroker::start(None, None, protocol).expect("embedded broker");
+    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let spec = WorkloadSpec {
+        fault_drop_every: 50,
+        ..small(topic)
+    };
+    let r = rt
+        .block_on(loadgen::runner::run(
+            "loss",
+            &spec,
+            &env_for(&broker, protocol),
+        ))
+        .unwrap();
+    assert!(!r.passed());
+    // Every 50th of the delivered messages was dropped: about 2%.
+    let sent = r.checks.delivered + r.checks.lost;
+    assert!(sent >= 2000, "{:?}", r.checks);
+    assert!(r.checks.lost >= sent / 50 - 1, "{:?}", r.checks);
+    assert!(r.failures().iter().any(|f| f.contains("lost")));
+    assert_eq!(r.checks.duplicated, 0);
+    assert_eq!(r.ack_errors, 0);
+    // The consumer saw it was caught up and stopped, rather than waiting
+    // out the drain deadline.
+    assert!(
+        !r.notes.iter().any(|n| n.contains("drain deadline")),
+        "{:?}",
+        r.notes
+    );
+    drop(rt);
+    broker.shutdown();
+}
