@@ -6,13 +6,14 @@
 
 mod common;
 
-use common::{assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, small};
+use common::{
+    assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, run_binary, small,
+};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::runner;
 use loadgen::transport::Protocol;
 use loadgen::workload::WorkloadSpec;
 use shardlog::protocol::messages::Acks;
-use std::process::Command;
 
 #[test]
 fn the_embedded_broker_listens_for_kafka_when_asked() {
@@ -33,8 +34,8 @@ fn the_embedded_broker_listens_for_kafka_when_asked() {
 #[test]
 fn a_kafka_run_passes_its_checks_and_writes_a_report() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
+    let stdout = run_binary(
+        &[
             "run",
             "--quiet",
             "--protocol",
@@ -57,17 +58,9 @@ fn a_kafka_run_passes_its_checks_and_writes_a_report() {
             // carries the batch and compression figures.
             "--duration",
             "2s",
-            "--report-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        dir.path(),
+        0,
     );
     assert!(stdout.contains("kafka protocol"), "{stdout}");
     assert!(stdout.contains("-> PASS"), "{stdout}");

@@ -7,7 +7,9 @@
 
 mod common;
 
-use common::{assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, small};
+use common::{
+    assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, run_binary, small,
+};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::machine::{MachineInfo, Versions};
 use loadgen::report::{self, hgrm, ReportMeta};
@@ -17,7 +19,6 @@ use loadgen::transport::Protocol;
 use loadgen::workload::WorkloadSpec;
 use shardlog::client::{Client, Producer, ProducerConfig};
 use shardlog::format::Compression;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -154,8 +155,8 @@ fn closed_loop_counts_match_and_publish_delay_is_zero() {
 #[test]
 fn the_binary_exits_nonzero_when_messages_are_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args([
+    let stdout = run_binary(
+        &[
             "run",
             "--quiet",
             "--partitions",
@@ -170,17 +171,9 @@ fn the_binary_exits_nonzero_when_messages_are_lost() {
             "1s",
             "--fault-drop-every",
             "7",
-            "--report-dir",
-        ])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
+        dir.path(),
+        1,
     );
     assert!(stdout.contains("started an embedded broker"), "{stdout}");
     assert!(

@@ -223,12 +223,7 @@ impl Group {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
                     self.phase = Phase::Stable;
-                    let waiting: Vec<String> = self
-                        .members
-                        .values()
-                        .filter(|m| m.sync_waiter.is_some())
-                        .map(|m| m.id.clone())
-                        .collect();
+                    let waiting = self.member_ids(|m| m.sync_waiter.is_some());
                     for id in waiting {
                         let out = self.sync_outcome(&id);
                         if let Some(w) =
@@ -248,6 +243,16 @@ impl Group {
                 }
             }
         }
+    }
+
+    /// Ids of the members for which `pred` holds (collected, so the caller
+    /// may then change the members).
+    fn member_ids(&self, pred: impl Fn(&Member) -> bool) -> Vec<String> {
+        self.members
+            .values()
+            .filter(|m| pred(m))
+            .map(|m| m.id.clone())
+            .collect()
     }
 
     fn sync_outcome(&self, member_id: &str) -> SyncOutcome {
@@ -338,14 +343,9 @@ impl Group {
     /// Expire silent members and finish a rebalance whose deadline passed.
     /// Returns the ids of the expired members.
     pub fn tick(&mut self, now: Instant) -> Vec<String> {
-        let expired: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| {
-                m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
-            })
-            .map(|m| m.id.clone())
-            .collect();
+        let expired = self.member_ids(|m| {
+            m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+        });
         for id in &expired {
             if let Some(mut m) = self.members.remove(id) {
                 m.fail_waiters(GroupError::UnknownMember);
@@ -410,12 +410,7 @@ impl Group {
     /// generation starts, everyone gets its JoinGroup answer.
     fn complete_join(&mut self, now: Instant) {
         assert_eq!(self.phase, Phase::PreparingRebalance);
-        let laggards: Vec<String> = self
-            .members
-            .values()
-            .filter(|m| m.join_waiter.is_none())
-            .map(|m| m.id.clone())
-            .collect();
+        let laggards = self.member_ids(|m| m.join_waiter.is_none());
         for id in laggards {
             if let Some(mut m) = self.members.remove(&id) {
                 m.fail_waiters(GroupError::UnknownMember);

@@ -83,3 +83,22 @@ pub fn assert_a_lossy_consumer_fails_the_run(protocol: Protocol, topic: &str) {
     drop(rt);
     broker.shutdown();
 }
+
+/// Run the `loadgen` binary with `args` and `--report-dir report_dir`,
+/// assert its exit code, and return what it printed on stdout.
+pub fn run_binary(args: &[&str], report_dir: &std::path::Path, expect_code: i32) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        .args(args)
+        .arg("--report-dir")
+        .arg(report_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(expect_code),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
