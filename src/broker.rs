@@ -7,6 +7,8 @@
 //! loadgen embeds a broker the same way.
 
 use crate::config::BrokerConfig;
+use crate::data_dir::DataDir;
+use crate::server::bind::Listeners;
 use crate::metadata::TopicTable;
 use crate::router::{reply_channel, Router, ShardMsg};
 use crate::shard::{self, ShardReady};
@@ -14,17 +16,16 @@ use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tracing::info;
+use tracing::{info, warn};
 
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     #[error("invalid configuration: {0}")]
     Config(#[from] crate::config::ConfigError),
-    #[error("cannot use data directory {path}: {source}")]
-    DataDir {
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    DataDir(#[from] crate::data_dir::DataDirError),
+    #[error(transparent)]
+    Bind(#[from] crate::server::bind::BindError),
     #[error(transparent)]
     Metadata(#[from] crate::metadata::MetadataError),
     #[error("cannot start shard {shard}: {detail}")]
@@ -39,6 +40,8 @@ pub struct Broker {
     pub native_addr: SocketAddr,
     pub kafka_addr: Option<SocketAddr>,
     pub shards: usize,
+    /// The data directory's absolute path, locked until the broker is dropped.
+    data_dir: DataDir,
 }
 
 /// Reports a shard that exits by panicking before it reported ready.
@@ -60,15 +63,24 @@ pub fn online_cpus() -> usize {
 }
 
 impl Broker {
-    pub fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+    pub fn start(mut config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| BrokerError::DataDir {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        // The lock first: a refused broker must touch nothing in the
+        // directory. Then every later use of the path is absolute.
+        let data_dir = DataDir::open(&config.data_dir)?;
+        config.data_dir = data_dir.path().to_path_buf();
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let n = config.shards.unwrap_or_else(online_cpus);
         let cpus = online_cpus();
+        if n > cpus && config.pin_cpus {
+            warn!(
+                shards = n,
+                cpus, "more shards than CPUs: shards share CPUs (shard N runs on CPU N mod {cpus})"
+            );
+        }
+        // Bound before any shard starts, so a port conflict fails fast and
+        // the ready line means every listener is serving.
+        let mut listeners = Some(Listeners::bind(&config)?);
         let config = Arc::new(config);
         let (router, receivers) = Router::new(n);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -93,11 +105,12 @@ impl Broker {
                 topics.clone(),
                 ready_tx.clone(),
             );
+            let l = if id == 0 { listeners.take() } else { None };
             let handle = b
                 .spawn(move || async move {
                     // If the shard dies before reporting, say so instead of leaving start() waiting.
                     let guard = ReadyGuard(tx.clone(), id);
-                    shard::run(id, c, r, rx, t, tx).await;
+                    shard::run(id, c, r, rx, t, tx, l).await;
                     std::mem::forget(guard);
                 })
                 .map_err(|e| BrokerError::Executor {
@@ -128,6 +141,7 @@ impl Broker {
                         native_addr: "0.0.0.0:0".parse().unwrap(),
                         kafka_addr: None,
                         shards: n,
+                        data_dir,
                     };
                     b.shutdown();
                     return Err(BrokerError::Startup(e));
@@ -143,7 +157,13 @@ impl Broker {
             native_addr,
             kafka_addr,
             shards: n,
+            data_dir,
         })
+    }
+
+    /// The data directory, resolved to its canonical absolute path.
+    pub fn data_dir(&self) -> &std::path::Path {
+        self.data_dir.path()
     }
 
     /// Stop accepting, close every partition durably, join the shard threads.
@@ -165,6 +185,8 @@ impl Broker {
         for t in self.threads {
             let _ = t.join();
         }
+        // The lock goes last, once no shard can touch the directory.
+        drop(self.data_dir);
         info!("broker stopped");
     }
 }

@@ -57,6 +57,9 @@ pub struct BrokerConfig {
     pub idle_timeout_ms: u64,
     /// A request frame must arrive completely within this long once started (slow-loris bound).
     pub partial_frame_timeout_ms: u64,
+    /// At start-up, how long to wait for a listen address held by a socket
+    /// that no live process owns (a broker killed moments ago), in ms.
+    pub bind_wait_ms: u64,
     /// Per-shard memory budget for the batch cache, in bytes.
     pub shard_cache_bytes_max: usize,
 
@@ -99,6 +102,7 @@ impl Default for BrokerConfig {
             max_inflight_bytes_per_shard: 512 << 20,
             idle_timeout_ms: 600_000,
             partial_frame_timeout_ms: 30_000,
+            bind_wait_ms: 10_000,
             shard_cache_bytes_max: 512 << 20,
             write_chunk_bytes: 1 << 20,
             write_behind: 4,

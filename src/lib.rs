@@ -2,6 +2,7 @@
 pub mod broker;
 pub mod client;
 pub mod config;
+pub mod data_dir;
 pub mod event;
 pub mod format;
 pub mod groups;

@@ -169,6 +169,8 @@ fn main() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal, not in log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         // A log that cannot be written (stderr on a full disk) must not stop the broker.
         .log_internal_errors(false)
         .init();
@@ -179,9 +181,36 @@ fn main() {
         Cmd::Consume(a) => runtime().block_on(consume(a)),
     };
     if let Err(e) = r {
+        // `consume ... | head`: the reader went away, as it meant to. Like
+        // any Unix filter, stop quietly.
+        let broken_pipe = e.chain().any(|c| {
+            c.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        });
+        if broken_pipe {
+            std::process::exit(0);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// How long client commands wait for a broker that is starting, in ms
+/// (`SHARDLOG_CONNECT_TIMEOUT_MS`).
+const CONNECT_TIMEOUT_MS_DEFAULT: u64 = 15_000;
+
+/// Connect for a client command, waiting for a broker that is still
+/// starting (see `Client::connect_retrying`).
+async fn connect(addr: &str) -> Result<Client> {
+    let ms = std::env::var("SHARDLOG_CONNECT_TIMEOUT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(CONNECT_TIMEOUT_MS_DEFAULT);
+    let c = Client::connect_retrying(addr, std::time::Duration::from_millis(ms), |e| {
+        eprintln!("waiting up to {ms} ms for the broker at {addr} ({e})");
+    })
+    .await?;
+    Ok(c)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -252,7 +281,6 @@ fn serve(a: ServeArgs) -> Result<()> {
         std::process::exit(101);
     }));
     let config = broker_config(a)?;
-    let data_dir = config.data_dir.clone();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
@@ -268,7 +296,7 @@ fn serve(a: ServeArgs) -> Result<()> {
             .map(|a| a.to_string())
             .unwrap_or_else(|| "off".into()),
         broker.shards,
-        data_dir.display()
+        broker.data_dir().display()
     );
     std::io::stdout().flush().ok();
     if let Some(sig) = signals.forever().next() {
@@ -293,7 +321,7 @@ fn parse_kv(items: &[String]) -> Result<Vec<(String, String)>> {
 }
 
 async fn topic(cmd: TopicCmd, broker: &str) -> Result<()> {
-    let c = Client::connect(broker).await?;
+    let c = connect(broker).await?;
     match cmd {
         TopicCmd::Create {
             name,
@@ -340,7 +368,7 @@ async fn topic(cmd: TopicCmd, broker: &str) -> Result<()> {
 }
 
 async fn produce(a: ProduceArgs) -> Result<()> {
-    let client = Client::connect(&a.broker).await?;
+    let client = connect(&a.broker).await?;
     let partitions = client.topic(&a.topic).await?.partitions;
     if let Some(p) = a.partition {
         if p >= partitions {
@@ -430,7 +458,7 @@ async fn produce(a: ProduceArgs) -> Result<()> {
 }
 
 async fn consume(a: ConsumeArgs) -> Result<()> {
-    let client = Client::connect(&a.broker).await?;
+    let client = connect(&a.broker).await?;
     let start = match (a.from_beginning, a.offset) {
         (true, _) => StartAt::Earliest,
         (false, Some(o)) => StartAt::Offset(o),

@@ -52,6 +52,21 @@ impl From<std::io::Error> for ClientError {
 }
 
 impl ClientError {
+    /// Whether a retry may succeed: nothing listens yet, or the socket went
+    /// away before answering (a broker that is starting or just died).
+    pub fn is_transient_connect(&self) -> bool {
+        use std::io::ErrorKind::*;
+        let io = match self {
+            ClientError::Connect { source, .. } | ClientError::Io(source) => source,
+            ClientError::Closed => return true,
+            _ => return false,
+        };
+        matches!(
+            io.kind(),
+            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+        )
+    }
+
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Broker { code, .. } => Some(*code),
@@ -75,6 +90,47 @@ impl Client {
         Ok(Client {
             conn: Arc::new(conn),
         })
+    }
+
+    /// Connect to a broker that may still be starting: retry while the
+    /// connection is refused, reset or closed before a first round trip
+    /// (Metadata) succeeds, for at most `timeout`. A broker restarted after
+    /// `kill -9` may take a moment to recover and bind (its predecessor's
+    /// socket lingers briefly), and a script that starts a broker in the
+    /// background and runs a command right after must not fail for that.
+    /// `on_wait` is called once, when the first attempt fails.
+    pub async fn connect_retrying(
+        addr: &str,
+        timeout: std::time::Duration,
+        on_wait: impl FnOnce(&ClientError),
+    ) -> Result<Client, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut on_wait = Some(on_wait);
+        loop {
+            let attempt = async {
+                let c = Client::connect(addr).await?;
+                c.metadata(&[]).await?;
+                Ok::<Client, ClientError>(c)
+            };
+            let err = match tokio::time::timeout_at(deadline, attempt).await {
+                Ok(Ok(c)) => return Ok(c),
+                Ok(Err(e)) if e.is_transient_connect() => e,
+                Ok(Err(e)) => return Err(e),
+                Err(_) => {
+                    return Err(ClientError::Connect {
+                        addr: addr.to_string(),
+                        source: Arc::new(std::io::ErrorKind::TimedOut.into()),
+                    })
+                }
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(err);
+            }
+            if let Some(f) = on_wait.take() {
+                f(&err);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {

@@ -1,30 +1,34 @@
 //! Accepting connections and spreading them over shards.
 //!
-//! glommio's `TcpListener::bind` sets SO_REUSEPORT, and with a few
-//! connections the kernel's hash can leave a shard idle (DESIGN.md §3). So
-//! one listener per protocol lives on shard 0, accepts, and hands each
-//! connection round-robin to a shard as an `AcceptedTcpStream`, which the
-//! target binds to its own executor. Connections never pile up on one shard.
+//! One listener per protocol (bound exclusively by `Broker::start`, see
+//! `bind`) lives on shard 0, accepts, and hands each connection round-robin
+//! to a shard as an `AcceptedTcpStream`, which the target binds to its own
+//! executor. (Per-shard SO_REUSEPORT listeners would let the kernel's hash
+//! leave a shard idle with a few connections, DESIGN.md §3.) Connections
+//! never pile up on one shard.
 
 use super::conn;
+use crate::server::bind::Listeners;
 use crate::router::ShardMsg;
 use crate::shard::{ListenerKind, Shard};
 use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
+use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use tracing::{info, warn};
 
-/// Bind the listeners (shard 0) and start their accept loops.
-pub fn bind_all(shard: &Rc<Shard>) -> Result<Vec<glommio::task::JoinHandle<()>>, String> {
+/// Serve the listeners `Broker::start` bound (on shard 0): start their
+/// accept loops on this executor.
+pub fn serve_listeners(
+    shard: &Rc<Shard>,
+    listeners: Listeners,
+) -> Result<Vec<glommio::task::JoinHandle<()>>, String> {
     let mut tasks = Vec::new();
-    let mut bind = |addr: &str, kind: ListenerKind| -> Result<(), String> {
-        let l = TcpListener::bind(addr).map_err(|e| {
-            format!(
-                "cannot listen on {addr} ({}): {e}",
-                crate::shard::local::kind_name(kind)
-            )
-        })?;
+    let mut serve = |l: std::net::TcpListener, kind: ListenerKind| -> Result<(), String> {
         let local = l.local_addr().map_err(|e| e.to_string())?;
+        // SAFETY: the descriptor is a bound, listening TCP socket whose
+        // ownership moves into glommio's listener here.
+        let l = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
         info!(%local, protocol = crate::shard::local::kind_name(kind), "listening");
         match kind {
             ListenerKind::Native => *shard.native_addr.borrow_mut() = Some(local),
@@ -33,9 +37,9 @@ pub fn bind_all(shard: &Rc<Shard>) -> Result<Vec<glommio::task::JoinHandle<()>>,
         tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, kind)).detach());
         Ok(())
     };
-    bind(&shard.config.listen, ListenerKind::Native)?;
-    if !shard.config.kafka_listen.is_empty() {
-        bind(&shard.config.kafka_listen, ListenerKind::Kafka)?;
+    serve(listeners.native, ListenerKind::Native)?;
+    if let Some(k) = listeners.kafka {
+        serve(k, ListenerKind::Kafka)?;
     }
     Ok(tasks)
 }

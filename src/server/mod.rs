@@ -2,6 +2,7 @@
 //! dispatch requests to the shard, write responses.
 
 pub mod acceptor;
+pub mod bind;
 pub mod budget;
 pub mod conn;
 pub mod native;

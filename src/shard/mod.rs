@@ -235,6 +235,7 @@ pub async fn run(
     rx: flume::Receiver<ShardMsg>,
     topics: SharedTopics,
     ready: std::sync::mpsc::Sender<Result<ShardReady, String>>,
+    listeners: Option<crate::server::bind::Listeners>,
 ) {
     // Before any other DMA open on this executor: the io-poll probe workaround.
     let alignment = match crate::storage::dma::probe_device(&config.data_dir).await {
@@ -268,8 +269,8 @@ pub async fn run(
     shard.apply_topics(topics).await;
     crate::storage::dma::assert_poll_ring_idle();
     let mut accept_tasks = Vec::new();
-    if id == 0 {
-        match crate::server::acceptor::bind_all(&shard) {
+    if let Some(listeners) = listeners {
+        match crate::server::acceptor::serve_listeners(&shard, listeners) {
             Ok(tasks) => accept_tasks = tasks,
             Err(e) => {
                 let _ = ready.send(Err(e));

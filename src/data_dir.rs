@@ -1,0 +1,159 @@
+//! The data directory: resolved to an absolute path once, and held by
+//! exactly one broker at a time.
+//!
+//! **Why absolute.** glommio opens directories with `openat` on a path it
+//! keeps; a relative path fails with EBADF the first time a partition
+//! directory is synced (DESIGN.md §8), which made the default
+//! `./shardlog-data` refuse every write. Everything below [`DataDir::open`]
+//! sees only the absolute, canonical path.
+//!
+//! **Why a lock.** Two brokers writing the same segment files corrupt each
+//! other silently. Like Kafka's `.lock`, the broker takes an exclusive
+//! `flock` on `<data-dir>/.lock` before it reads or writes anything else in
+//! the directory, and holds it for the life of the process: the kernel drops
+//! it when the process dies, however it dies, so a `kill -9` never leaves a
+//! stale lock behind. The holder's PID is written into the file so that a
+//! refused broker can name it.
+//!
+//! Lifecycle: created on the main thread by `Broker::start` (or by an
+//! offline tool), dropped when the broker has shut down. Not used by shards.
+
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+/// Name of the lock file inside the data directory.
+pub const LOCK_FILE: &str = ".lock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    #[error("cannot create data directory {path}: {source} (check that the parent directory exists and is writable)")]
+    Create {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not usable: {source}")]
+    Resolve {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is not writable: {source} (a read-only file system or missing permissions?)")]
+    NotWritable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("data directory {path} is in use by another shardlog process{} (lock file {lock}); stop it first, or choose another --data-dir", holder.map(|p| format!(" (PID {p})")).unwrap_or_default())]
+    InUse {
+        path: PathBuf,
+        lock: PathBuf,
+        holder: Option<u32>,
+    },
+}
+
+/// An exclusively held data directory. Dropping it releases the lock.
+#[derive(Debug)]
+pub struct DataDir {
+    path: PathBuf,
+    /// Keeps the `flock`; closing the descriptor releases it.
+    _lock: File,
+}
+
+impl DataDir {
+    /// Create the directory if needed (parents too), resolve it to its
+    /// canonical absolute path, and take the lock. Fails at once, touching
+    /// nothing inside the directory, when another process holds it.
+    pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
+        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let abs = std::fs::canonicalize(path).map_err(|source| DataDirError::Resolve {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let lock_path = abs.join(LOCK_FILE);
+        // Not truncated on open: the current holder's PID must survive a
+        // refused attempt, so the refused broker can report it.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|source| DataDirError::NotWritable {
+                path: abs.clone(),
+                source,
+            })?;
+        // SAFETY: flock on a descriptor we own; no memory is involved.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                return Err(DataDirError::InUse {
+                    path: abs,
+                    lock: lock_path,
+                    holder: text.trim().parse().ok(),
+                });
+            }
+            return Err(DataDirError::NotWritable {
+                path: abs,
+                source: err,
+            });
+        }
+        let write_pid = |f: &mut File| -> std::io::Result<()> {
+            f.set_len(0)?;
+            f.rewind()?;
+            writeln!(f, "{}", std::process::id())?;
+            f.sync_data()
+        };
+        write_pid(&mut file).map_err(|source| DataDirError::NotWritable {
+            path: abs.clone(),
+            source,
+        })?;
+        Ok(DataDir {
+            path: abs,
+            _lock: file,
+        })
+    }
+
+    /// The canonical absolute path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_is_created_and_canonical() {
+        // Relative paths are covered by tests/readme.rs, which runs the
+        // broker in a fresh working directory (changing this process's cwd
+        // would race the other unit tests).
+        let tmp = tempfile::tempdir().unwrap();
+        let d = DataDir::open(&tmp.path().join("a/../b/c/data")).unwrap();
+        assert!(d.path().is_absolute());
+        assert_eq!(
+            d.path(),
+            std::fs::canonicalize(tmp.path()).unwrap().join("b/c/data")
+        );
+    }
+
+    #[test]
+    fn second_open_is_refused_with_the_holders_pid() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = DataDir::open(tmp.path()).unwrap();
+        match DataDir::open(tmp.path()) {
+            Err(DataDirError::InUse { holder, .. }) => {
+                assert_eq!(holder, Some(std::process::id()))
+            }
+            other => panic!("expected InUse, got {other:?}"),
+        }
+        drop(first);
+        DataDir::open(tmp.path()).expect("free again once the holder is gone");
+    }
+}
