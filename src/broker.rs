@@ -8,9 +8,9 @@
 
 use crate::config::BrokerConfig;
 use crate::data_dir::DataDir;
-use crate::server::bind::Listeners;
 use crate::metadata::TopicTable;
 use crate::router::{reply_channel, Router, ShardMsg};
+use crate::server::bind::Listeners;
 use crate::shard::{self, ShardReady};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;
@@ -67,7 +67,16 @@ impl Broker {
         config.validate()?;
         // The lock first: a refused broker must touch nothing in the
         // directory. Then every later use of the path is absolute.
-        let data_dir = DataDir::open(&config.data_dir)?;
+        let data_dir = DataDir::open_waiting(
+            &config.data_dir,
+            Duration::from_millis(config.bind_wait_ms),
+            |pid| {
+                tracing::info!(
+                    "data directory lock still held by PID {} which has exited; waiting for the kernel to release it",
+                    pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
+                )
+            },
+        )?;
         config.data_dir = data_dir.path().to_path_buf();
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let n = config.shards.unwrap_or_else(online_cpus);

@@ -57,8 +57,9 @@ pub struct BrokerConfig {
     pub idle_timeout_ms: u64,
     /// A request frame must arrive completely within this long once started (slow-loris bound).
     pub partial_frame_timeout_ms: u64,
-    /// At start-up, how long to wait for a listen address held by a socket
-    /// that no live process owns (a broker killed moments ago), in ms.
+    /// At start-up, how long to wait for a listen address, or the data
+    /// directory's lock, still held on behalf of a process that has exited
+    /// (a broker killed moments ago), in ms. A live holder fails at once.
     pub bind_wait_ms: u64,
     /// Per-shard memory budget for the batch cache, in bytes.
     pub shard_cache_bytes_max: usize,

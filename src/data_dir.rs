@@ -22,23 +22,26 @@ use std::fs::File;
 use std::io::{Read, Seek, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Name of the lock file inside the data directory.
 pub const LOCK_FILE: &str = ".lock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DataDirError {
-    #[error("cannot create data directory {path}: {source} (check that the parent directory exists and is writable)")]
+    #[error("cannot create data directory {path} (check that its parent is writable)")]
     Create {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("data directory {path} is not usable: {source}")]
+    #[error("data directory {path} is not usable")]
     Resolve {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("data directory {path} is not writable: {source} (a read-only file system or missing permissions?)")]
+    #[error(
+        "data directory {path} is not writable (a read-only file system, or missing permissions?)"
+    )]
     NotWritable {
         path: PathBuf,
         source: std::io::Error,
@@ -62,8 +65,44 @@ pub struct DataDir {
 impl DataDir {
     /// Create the directory if needed (parents too), resolve it to its
     /// canonical absolute path, and take the lock. Fails at once, touching
-    /// nothing inside the directory, when another process holds it.
+    /// nothing inside the directory, when a live process holds it.
     pub fn open(path: &Path) -> Result<DataDir, DataDirError> {
+        Self::open_waiting(path, Duration::ZERO, |_| {})
+    }
+
+    /// Like [`DataDir::open`], but when the lock's holder has already died
+    /// keep trying for up to `wait`.
+    ///
+    /// **Why.** After `kill -9`, the kernel tears down a glommio process's
+    /// io_uring (and the file references it holds, the lock file's among
+    /// them) a few milliseconds after the process is gone, so a broker
+    /// restarted at once can find the lock still held by a PID that no
+    /// longer runs. A live holder still fails at once; `on_wait` is called
+    /// once, with the dead holder's PID, before the first retry.
+    pub fn open_waiting(
+        path: &Path,
+        wait: Duration,
+        mut on_wait: impl FnMut(Option<u32>),
+    ) -> Result<DataDir, DataDirError> {
+        let deadline = Instant::now() + wait;
+        let mut waited = false;
+        loop {
+            match Self::try_open(path) {
+                Err(DataDirError::InUse { holder, .. })
+                    if Instant::now() < deadline && !holder.is_some_and(process_is_running) =>
+                {
+                    if !waited {
+                        on_wait(holder);
+                        waited = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_open(path: &Path) -> Result<DataDir, DataDirError> {
         std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
             path: path.to_path_buf(),
             source,
@@ -125,6 +164,19 @@ impl DataDir {
     }
 }
 
+/// Whether `pid` names a process that is still running (a zombie, dead
+/// but not yet reaped, counts as gone).
+fn process_is_running(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state is the first field after the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state != "Z" && state != "X"),
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +207,29 @@ mod tests {
         }
         drop(first);
         DataDir::open(tmp.path()).expect("free again once the holder is gone");
+    }
+
+    #[test]
+    fn a_live_holder_is_not_waited_for() {
+        let tmp = tempfile::tempdir().unwrap();
+        let _first = DataDir::open(tmp.path()).unwrap();
+        let mut called = false;
+        let started = Instant::now();
+        let r = DataDir::open_waiting(tmp.path(), Duration::from_secs(5), |_| called = true);
+        assert!(matches!(r, Err(DataDirError::InUse { .. })));
+        assert!(!called, "a running holder must fail at once, not be waited for");
+        assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn process_liveness() {
+        assert!(process_is_running(std::process::id()));
+        // A child that has exited but is not yet reaped is a zombie.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!process_is_running(pid), "zombie counts as gone");
+        child.wait().unwrap();
+        assert!(!process_is_running(pid));
     }
 }
