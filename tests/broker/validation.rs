@@ -509,6 +509,8 @@ fn a_flipped_base_offset_in_the_active_segment_is_refused_by_recovery() {
         line.contains(&seg.display().to_string()) && line.contains(&format!("position={pos}")),
         "the line names the segment and byte {pos}: {line}"
     );
+    // The header CRC finds it (before, only the offset-gap check did).
+    assert!(line.contains("header check failed"), "{line}");
     offline_but_others_serve(&b, "scan");
     assert_eq!(std::fs::read(&seg).unwrap(), damaged);
 }
