@@ -24,7 +24,10 @@
 //!   benches/README.md) and can be turned off per topic
 //!   (`validate_compressed=false`), at the risk stated in the README.
 //!
-//! Not checked: timestamps, the UTF-8 of header keys, record attributes.
+//! - header keys must be UTF-8 (they are strings; the native client refuses
+//!   a record whose header key is not).
+//!
+//! Not checked: timestamps, record attributes.
 //! The walk is a push state machine ([`RecordWalker`]) so that compressed
 //! output can be fed in pieces that split records anywhere.
 
@@ -86,6 +89,8 @@ pub enum RecordsError {
     TooManyRecords { header: i32 },
     #[error("the header declares {header} records but the payload holds {found}")]
     TooFewRecords { header: i32, found: u32 },
+    #[error("record {index}: header key at byte {at} is not UTF-8")]
+    HeaderKeyUtf8 { index: u32, at: u64 },
     #[error("record {index} has offset delta {found}, expected {index} (deltas must run 0, 1, 2, ...)")]
     OffsetDelta { index: u32, found: i64 },
     #[error("the header declares last_offset_delta {header} but the last record's offset delta is {found}")]
@@ -180,6 +185,11 @@ pub struct RecordWalker {
     skip: u64,
     headers_left: i64,
     last_delta: i64,
+    /// UTF-8 check of the current header key: continuation bytes still
+    /// expected, and the range the next one must fall in.
+    utf8_need: u8,
+    utf8_lo: u8,
+    utf8_hi: u8,
 }
 
 impl RecordWalker {
@@ -198,6 +208,9 @@ impl RecordWalker {
             skip: 0,
             headers_left: 0,
             last_delta: -1,
+            utf8_need: 0,
+            utf8_lo: 0x80,
+            utf8_hi: 0xBF,
         }
     }
 
@@ -213,7 +226,32 @@ impl RecordWalker {
     pub fn feed(&mut self, mut data: &[u8]) -> Result<(), RecordsError> {
         while !data.is_empty() {
             match self.state {
-                State::SkipKey | State::SkipValue | State::SkipHeaderKey | State::SkipHeaderValue => {
+                State::SkipHeaderKey => {
+                    // Header keys are short: checked byte by byte, so a key
+                    // split between two pieces needs no buffering.
+                    let n = (self.skip.min(data.len() as u64)) as usize;
+                    for &b in &data[..n] {
+                        if !self.utf8_byte(b) {
+                            return Err(RecordsError::HeaderKeyUtf8 {
+                                index: self.index(),
+                                at: self.pos,
+                            });
+                        }
+                        self.pos += 1;
+                    }
+                    data = &data[n..];
+                    self.skip -= n as u64;
+                    if self.skip == 0 {
+                        if self.utf8_need != 0 {
+                            return Err(RecordsError::HeaderKeyUtf8 {
+                                index: self.index(),
+                                at: self.pos,
+                            });
+                        }
+                        self.after_skip()?;
+                    }
+                }
+                State::SkipKey | State::SkipValue | State::SkipHeaderValue => {
                     let n = (self.skip.min(data.len() as u64)) as usize;
                     data = &data[n..];
                     self.pos += n as u64;
@@ -265,6 +303,32 @@ impl RecordWalker {
             }
         }
         Ok(())
+    }
+
+    /// One byte of a header key through a UTF-8 validator (the ranges of
+    /// RFC 3629: no overlong forms, no surrogates, nothing above U+10FFFF).
+    fn utf8_byte(&mut self, b: u8) -> bool {
+        if self.utf8_need > 0 {
+            if b < self.utf8_lo || b > self.utf8_hi {
+                return false;
+            }
+            self.utf8_need -= 1;
+            (self.utf8_lo, self.utf8_hi) = (0x80, 0xBF);
+            return true;
+        }
+        let (need, lo, hi) = match b {
+            0x00..=0x7F => return true,
+            0xC2..=0xDF => (1, 0x80, 0xBF),
+            0xE0 => (2, 0xA0, 0xBF),
+            0xE1..=0xEC | 0xEE..=0xEF => (2, 0x80, 0xBF),
+            0xED => (2, 0x80, 0x9F),
+            0xF0 => (3, 0x90, 0xBF),
+            0xF1..=0xF3 => (3, 0x80, 0xBF),
+            0xF4 => (3, 0x80, 0x8F),
+            _ => return false,
+        };
+        (self.utf8_need, self.utf8_lo, self.utf8_hi) = (need, lo, hi);
+        true
     }
 
     /// A field inside the current record must not run past its declared end.
@@ -580,6 +644,35 @@ mod tests {
                 found: 0
             })
         );
+    }
+
+    #[test]
+    fn header_keys_must_be_utf8_even_when_split() {
+        let mut ok = BytesMut::new();
+        record::encode(&mut ok, 0, 0, None, Some(b"v"), &[("ké€😀", None)]);
+        for piece in [1, 2, 3, 100] {
+            let mut w = RecordWalker::new(1, 0);
+            for c in ok.chunks(piece) {
+                w.feed(c).unwrap();
+            }
+            assert!(w.finish().is_ok(), "split every {piece}");
+        }
+        for bad_key in [&b"\xff"[..], b"\xc3", b"\xe0\x80\x80", b"\xed\xa0\x80", b"a\xf4\x90\x80\x80"] {
+            let mut b = BytesMut::new();
+            // Encode with a placeholder key of the same length, then swap it in.
+            let placeholder = "x".repeat(bad_key.len());
+            record::encode(&mut b, 0, 0, None, Some(b"v"), &[(&placeholder, None)]);
+            let at = b.len() - 1 - bad_key.len();
+            b[at..at + bad_key.len()].copy_from_slice(bad_key);
+            assert!(
+                matches!(
+                    check_records(&header(1, 0, Compression::None), &b, &LIMITS),
+                    Err(RecordsError::HeaderKeyUtf8 { .. })
+                ),
+                "{bad_key:?}"
+            );
+            assert!(std::str::from_utf8(bad_key).is_err());
+        }
     }
 
     #[test]
