@@ -601,8 +601,7 @@ impl<D: Disk> Log<D> {
     }
 
     /// Read whole frames starting with the one that contains `offset`, up to
-    /// about `max_bytes` (at least one frame when any is available).
-    /// Read whole frames from `offset` on (up to about `max_bytes`), from
+    /// about `max_bytes` (at least one frame when any is available), from
     /// the cache or the segment files. Corruption found on disk (a header
     /// or CRC check, or offsets that are not contiguous) takes the
     /// partition offline: this read and every later append and read get
@@ -638,6 +637,7 @@ impl<D: Disk> Log<D> {
         }
     }
 
+    /// The read itself, every disk byte checked on the way out.
     async fn read_checked(
         &self,
         offset: u64,
@@ -775,6 +775,16 @@ impl<D: Disk> Log<D> {
             } else {
                 64 << 10
             };
+            // Frames end exactly at the readable end: one that claims to
+            // run past it is damaged (and re-reading would never complete it).
+            if at + need as u64 > seg_len && rest.len() >= crate::format::HEADER_LEN {
+                return Err(corrupt(
+                    at,
+                    format!(
+                        "frame of {need} bytes runs past the segment's readable end at byte {seg_len}"
+                    ),
+                ));
+            }
             let want = (need.max(max_bytes) as u64).min(seg_len - at) as usize;
             data = file
                 .read_at(at, want)
