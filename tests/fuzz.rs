@@ -352,8 +352,9 @@ fn records_section() -> impl Strategy<Value = (Vec<u8>, i32)> {
     .prop_map(|recs| {
         let mut b = BytesMut::new();
         for (i, (k, v, ts, nh)) in recs.iter().enumerate() {
-            let headers: Vec<(&str, Option<&[u8]>)> =
-                (0..*nh).map(|j| ("hk", (j % 2 == 0).then_some(&b"hv"[..]))).collect();
+            let headers: Vec<(&str, Option<&[u8]>)> = (0..*nh)
+                .map(|j| ("hk", (j % 2 == 0).then_some(&b"hv"[..])))
+                .collect();
             shardlog::format::record::encode(
                 &mut b,
                 *ts,

@@ -207,6 +207,9 @@ pub enum StreamError<E> {
     Sink(E),
 }
 
+/// Where [`Compression::decompress_streaming`] hands its output pieces.
+type Emit<'a, E> = dyn FnMut(&[u8]) -> Result<(), StreamError<E>> + 'a;
+
 /// Output piece size of [`Compression::decompress_streaming`]: the fixed
 /// scratch the output passes through (per thread, reused).
 pub const STREAM_SCRATCH_BYTES: usize = 64 << 10;
@@ -329,7 +332,7 @@ impl Compression {
 fn read_pieces<R: Read, E>(
     dec: &mut R,
     scratch: &mut [u8],
-    emit: &mut dyn FnMut(&[u8]) -> Result<(), StreamError<E>>,
+    emit: &mut Emit<'_, E>,
     corrupt: &dyn Fn(&dyn std::fmt::Display) -> StreamError<E>,
 ) -> Result<(), StreamError<E>> {
     loop {
@@ -346,7 +349,7 @@ fn read_pieces<R: Read, E>(
 fn zstd_stream<E>(
     input: &[u8],
     scratch: &mut [u8],
-    emit: &mut dyn FnMut(&[u8]) -> Result<(), StreamError<E>>,
+    emit: &mut Emit<'_, E>,
 ) -> Result<(), StreamError<E>> {
     use zstd::zstd_safe::{get_error_name, DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
     let corrupt = |detail: String| {

@@ -91,7 +91,9 @@ pub enum RecordsError {
     TooFewRecords { header: i32, found: u32 },
     #[error("record {index}: header key at byte {at} is not UTF-8")]
     HeaderKeyUtf8 { index: u32, at: u64 },
-    #[error("record {index} has offset delta {found}, expected {index} (deltas must run 0, 1, 2, ...)")]
+    #[error(
+        "record {index} has offset delta {found}, expected {index} (deltas must run 0, 1, 2, ...)"
+    )]
     OffsetDelta { index: u32, found: i64 },
     #[error("the header declares last_offset_delta {header} but the last record's offset delta is {found}")]
     LastOffsetDelta { header: i32, found: i64 },
@@ -119,8 +121,8 @@ pub fn check_records(
     payload: &[u8],
     limits: &RecordLimits,
 ) -> Result<Checked, RecordsError> {
-    let codec = Compression::from_id(h.codec_id())
-        .map_err(|_| RecordsError::UnknownCodec(h.codec_id()))?;
+    let codec =
+        Compression::from_id(h.codec_id()).map_err(|_| RecordsError::UnknownCodec(h.codec_id()))?;
     let mut w = RecordWalker::new(h.record_count, h.last_offset_delta);
     if codec == Compression::None {
         w.feed(payload)?;
@@ -344,7 +346,13 @@ impl RecordWalker {
     }
 
     /// Skip `n` bytes of the current record, or move on if there are none.
-    fn start_skip(&mut self, n: i64, what: &'static str, at: u64, state: State) -> Result<(), RecordsError> {
+    fn start_skip(
+        &mut self,
+        n: i64,
+        what: &'static str,
+        at: u64,
+        state: State,
+    ) -> Result<(), RecordsError> {
         if n < 0 || self.pos + n as u64 > self.body_end() {
             return Err(RecordsError::BadLength {
                 index: self.index(),
@@ -515,7 +523,14 @@ mod tests {
             };
             let key = format!("k{i}");
             let key = (i % 4 != 1).then_some(key.as_bytes());
-            record::encode(&mut b, i as i64 * 3, delta(i), key, Some(v.as_bytes()), headers);
+            record::encode(
+                &mut b,
+                i as i64 * 3,
+                delta(i),
+                key,
+                Some(v.as_bytes()),
+                headers,
+            );
         }
         b.to_vec()
     }
@@ -564,7 +579,10 @@ mod tests {
             for c in recs.chunks(piece) {
                 w.feed(c).unwrap();
             }
-            assert!(matches!(w.finish(), Ok(Checked::Walked { records: 50, .. })));
+            assert!(matches!(
+                w.finish(),
+                Ok(Checked::Walked { records: 50, .. })
+            ));
         }
     }
 
@@ -657,7 +675,13 @@ mod tests {
             }
             assert!(w.finish().is_ok(), "split every {piece}");
         }
-        for bad_key in [&b"\xff"[..], b"\xc3", b"\xe0\x80\x80", b"\xed\xa0\x80", b"a\xf4\x90\x80\x80"] {
+        for bad_key in [
+            &b"\xff"[..],
+            b"\xc3",
+            b"\xe0\x80\x80",
+            b"\xed\xa0\x80",
+            b"a\xf4\x90\x80\x80",
+        ] {
             let mut b = BytesMut::new();
             // Encode with a placeholder key of the same length, then swap it in.
             let placeholder = "x".repeat(bad_key.len());

@@ -25,8 +25,8 @@
 
 use crate::format::crc::{crc_prefix, CRC_PREFIX_LEN};
 use crate::format::frame::{self, FrameError};
-use crate::format::validate::{check_records, RecordLimits, RecordsError};
 use crate::format::header::{attr, BatchHeader, HEADER_LEN};
+use crate::format::validate::{check_records, RecordLimits, RecordsError};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bytes of a Kafka v2 batch header.
@@ -321,10 +321,16 @@ mod tests {
         ));
         let mut v1 = k.to_vec();
         v1[OFF_MAGIC] = 1;
-        assert_eq!(kafka_to_frames(&v1, &LIMITS), Err(BatchError::UnsupportedMagic(1)));
+        assert_eq!(
+            kafka_to_frames(&v1, &LIMITS),
+            Err(BatchError::UnsupportedMagic(1))
+        );
         let mut txn = k.to_vec();
         txn[OFF_ATTRIBUTES + 1] |= attr::TRANSACTIONAL as u8;
-        assert_eq!(kafka_to_frames(&txn, &LIMITS), Err(BatchError::Transactional));
+        assert_eq!(
+            kafka_to_frames(&txn, &LIMITS),
+            Err(BatchError::Transactional)
+        );
         assert!(matches!(
             kafka_to_frames(&k[..40], &LIMITS),
             Err(BatchError::Truncated { .. })
@@ -336,6 +342,9 @@ mod tests {
         assert_eq!(kafka_to_frames(&[], &LIMITS), Err(BatchError::Empty));
         let mut neg = k.to_vec();
         neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert_eq!(kafka_to_frames(&neg, &LIMITS), Err(BatchError::BadLength(-5)));
+        assert_eq!(
+            kafka_to_frames(&neg, &LIMITS),
+            Err(BatchError::BadLength(-5))
+        );
     }
 }

@@ -259,13 +259,7 @@ fn native_produce(
     let mut out: Vec<_> = NativeProduceResponse::decode(&mut r).unwrap().topics[0]
         .1
         .iter()
-        .map(|p| {
-            (
-                p.result.partition,
-                p.result.error,
-                p.result.message.clone(),
-            )
-        })
+        .map(|p| (p.result.partition, p.result.error, p.result.message.clone()))
         .collect();
     out.sort_by_key(|p| p.0);
     out
@@ -289,7 +283,10 @@ fn native_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
     let r = native_produce(
         &mut s,
         "nlie",
-        vec![(0, vec![batch(b"not stored"), lie]), (1, vec![batch(b"fine")])],
+        vec![
+            (0, vec![batch(b"not stored"), lie]),
+            (1, vec![batch(b"fine")]),
+        ],
     );
     assert_eq!((r[0].1, r[1].1), (ErrorCode::Corrupt, ErrorCode::None));
     assert!(
