@@ -511,3 +511,61 @@ fn a_flipped_base_offset_in_the_active_segment_is_refused_by_recovery() {
     offline_but_others_serve(&b, "scan");
     assert_eq!(std::fs::read(&seg).unwrap(), damaged);
 }
+
+/// Rewrite every frame of a segment file as a legacy SLB1 frame (the
+/// "SLB1" magic where the header CRC is): what a broker from before the
+/// header CRC wrote. Returns the number of frames.
+fn downgrade_to_slb1(seg: &Path) -> usize {
+    let mut data = std::fs::read(seg).unwrap();
+    let positions = frame_positions(seg);
+    for &p in &positions {
+        data[p + 32..p + 36].copy_from_slice(b"SLB1");
+    }
+    std::fs::write(seg, &data).unwrap();
+    positions.len()
+}
+
+#[test]
+fn segments_written_before_the_header_crc_still_open_and_serve() {
+    let mut b = BrokerProc::start(&[]);
+    filled(&b, "old");
+    assert_eq!(b.stop(), Some(0));
+    let dir = b.data_dir.join("old-0");
+    let segs = segments(&dir);
+    let frames: usize = segs.iter().map(|s| downgrade_to_slb1(s)).sum();
+    assert!(frames > 50 && segs.len() > 3, "{frames} frames in {segs:?}");
+    b.restart();
+    // Closed SLB1 segments read through their index, the last one scanned.
+    let out = consume(&b, "old", 0);
+    assert_eq!(out.lines().count(), 20_000);
+    assert!(out.starts_with("old-0-0\n") && out.ends_with("old-0-19999\n"));
+    for offset in [7u64, 12_345, 19_999] {
+        let out = ok(b.cli(
+            &[
+                "consume",
+                "old",
+                "--partition",
+                "0",
+                "--offset",
+                &offset.to_string(),
+                "--max-messages",
+                "1",
+            ],
+            None,
+        ));
+        assert_eq!(out, format!("old-0-{offset}\n"));
+    }
+    // New batches are sealed as SLB2 after the SLB1 ones, and the mixed
+    // segment survives another restart's recovery scan.
+    ok(b.cli(&["produce", "old", "--partition", "0"], Some(b"new\n")));
+    assert_eq!(b.stop(), Some(0));
+    let last = segments(&dir).pop().unwrap();
+    let data = std::fs::read(&last).unwrap();
+    let tail = *frame_positions(&last).last().unwrap();
+    assert_ne!(&data[tail + 32..tail + 36], b"SLB1", "new frames are SLB2");
+    b.restart();
+    assert!(!b.stderr().contains("is corrupt"), "{}", b.stderr());
+    let out = consume(&b, "old", 0);
+    assert_eq!(out.lines().count(), 20_001);
+    assert!(out.ends_with("old-0-19999\nnew\n"));
+}
