@@ -3,7 +3,8 @@
 //! Every batch on the wire (native protocol), on disk (segment files) and in
 //! the batch cache is `header (64 bytes) | payload (payload_len bytes)`. The
 //! payload is the Kafka v2 records section, compressed as a whole when the
-//! codec bits say so. The broker never looks inside it.
+//! codec bits say so. The broker stores it as sent; at ingress only,
+//! [`super::validate`] walks it (decompressing in a discarded stream).
 //!
 //! Byte layout (little-endian, see docs/segment_format.md). "Kafka CRC":
 //! covered by the Kafka batch CRC (`crc`); "hdr CRC": covered by the header
