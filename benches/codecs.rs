@@ -21,11 +21,22 @@
 //! `target/criterion/compression_ratios.txt` (or under `$CRITERION_HOME` /
 //! `$CARGO_TARGET_DIR`). `cargo bench --bench codecs -- --list` is enough to
 //! regenerate the file without measuring anything.
+//!
+//! Group `validate/<payload>/<codec>`: the broker's ingress record
+//! validation, `format::validate::check_records` with the default topic
+//! limits, on the same payloads compressed by each codec: one streaming
+//! decompression through a 64 KiB scratch (output discarded) plus the
+//! varint walk of every record (count, offset deltas, lengths). `none` is
+//! the walk alone. Throughput is uncompressed bytes/s, so 1/throughput is
+//! the CPU cost per GB of records produced. (`random_1MiB` is not a
+//! records section, so it is not in this group.)
 
 mod common;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use shardlog::format::codec::ALL;
+use shardlog::format::header::BatchHeader;
+use shardlog::format::validate::{check_records, Checked};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -108,12 +119,63 @@ fn bench_codecs(c: &mut Criterion) {
     }
 }
 
+/// A batch header for `count` records compressed with `codec`: what
+/// `check_records` reads (count, last offset delta, codec).
+fn header(count: i32, codec: shardlog::format::Compression) -> BatchHeader {
+    BatchHeader {
+        base_offset: 0,
+        base_timestamp: 0,
+        max_timestamp: 0,
+        producer_id: -1,
+        header_crc: 0,
+        payload_len: 0,
+        crc: 0,
+        partition_leader_epoch: -1,
+        last_offset_delta: count - 1,
+        base_sequence: -1,
+        record_count: count,
+        producer_epoch: -1,
+        attributes: codec.id() as i16,
+    }
+}
+
+fn bench_validate(c: &mut Criterion) {
+    let limits = shardlog::config::TopicConfig::default().record_limits();
+    assert!(limits.check_compressed, "on by default");
+    let payloads = [
+        ("json_16KiB", common::json_records_section(16 << 10, 11)),
+        ("json_1MiB", common::json_records_section(1 << 20, 12)),
+    ];
+    for (name, input) in &payloads {
+        let count = shardlog::format::record::decode_all(&bytes::Bytes::from(input.clone()))
+            .expect("a records section")
+            .len() as i32;
+        let mut g = c.benchmark_group(format!("validate/{name}"));
+        g.throughput(Throughput::Bytes(input.len() as u64));
+        for codec in ALL {
+            let h = header(count, codec);
+            let compressed = codec.compress(input);
+            assert_eq!(
+                check_records(&h, &compressed, &limits),
+                Ok(Checked::Walked {
+                    records: count as u32,
+                    records_bytes: input.len() as u64
+                })
+            );
+            g.bench_function(BenchmarkId::from_parameter(codec.name()), |b| {
+                b.iter(|| black_box(check_records(&h, black_box(&compressed), &limits)))
+            });
+        }
+        g.finish();
+    }
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(15)
         .warm_up_time(Duration::from_millis(300))
         .measurement_time(Duration::from_millis(1200));
-    targets = bench_codecs
+    targets = bench_codecs, bench_validate
 }
 criterion_main!(benches);

@@ -10,7 +10,8 @@
 //!   into an aligned scratch, rkyv `access` with bytecheck, field checks,
 //!   CRC-32C of the payload). Throughput is frame bytes.
 //! - `frame/parse_header`: the header half of `validate` alone (no CRC).
-//! - `frame/stamp`: `format::frame::stamp` (two in-place stores).
+//! - `frame/stamp`: `format::frame::stamp` (two in-place stores, then the
+//!   SLB2 header CRC over the other 60 header bytes).
 //! - `crc32c/hot/<size>`: `crc32c::crc32c` on a buffer that stays in cache.
 //! - `crc32c/cold/1MiB`: each iteration reads the next 1 MiB of a 256 MiB
 //!   buffer, so the data comes from DRAM.

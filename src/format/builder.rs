@@ -9,7 +9,7 @@
 use super::codec::{CodecError, Compression};
 use super::crc::batch_crc;
 use super::frame::{self, FrameError};
-use super::header::{attr, BatchHeader, FRAME_MAGIC, HEADER_LEN};
+use super::header::{attr, BatchHeader, HEADER_LEN};
 use super::record::{self, Record, RecordError};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -117,7 +117,8 @@ impl BatchBuilder {
             base_timestamp: self.base_timestamp,
             max_timestamp: self.max_timestamp,
             producer_id: ids.producer_id,
-            magic: FRAME_MAGIC,
+            // Sealed by `to_bytes`.
+            header_crc: 0,
             payload_len: payload.len() as u32,
             crc: 0,
             partition_leader_epoch: -1,

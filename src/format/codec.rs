@@ -199,6 +199,206 @@ impl Compression {
     }
 }
 
+/// Why a streaming decompression stopped: the codec refused the input, or
+/// the sink that consumes the output did.
+#[derive(Debug)]
+pub enum StreamError<E> {
+    Codec(CodecError),
+    Sink(E),
+}
+
+/// Where [`Compression::decompress_streaming`] hands its output pieces.
+type Emit<'a, E> = dyn FnMut(&[u8]) -> Result<(), StreamError<E>> + 'a;
+
+/// Output piece size of [`Compression::decompress_streaming`]: the fixed
+/// scratch the output passes through (per thread, reused).
+pub const STREAM_SCRATCH_BYTES: usize = 64 << 10;
+
+/// Largest zstd window the streaming decoder accepts (2^25 = 32 MiB). A
+/// zstd frame names its window size and the decoder allocates it, so a
+/// hostile frame could otherwise make each shard hold 128 MiB (zstd's
+/// default limit). Kafka clients use levels whose window is at most
+/// 2^23 (levels 1-19), or 2^25 at level 20; levels 21-22 (windows of
+/// 64-128 MiB) are refused.
+pub const STREAM_ZSTD_WINDOW_LOG_MAX: u32 = 25;
+
+thread_local! {
+    static STREAM_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// The streaming validator's own zstd context (with a window limit),
+    /// apart from the client's [`ZSTD_D`].
+    static ZSTD_STREAM: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+impl Compression {
+    /// Decompress `input` in one streaming pass, handing the output to
+    /// `sink` piece by piece (pieces of at most [`STREAM_SCRATCH_BYTES`],
+    /// in order) and keeping none of it. Output beyond `limit` bytes is
+    /// refused as soon as it appears, so a decompression bomb costs at
+    /// most `limit` bytes of work and no memory in proportion to it.
+    /// Returns the total decompressed size.
+    ///
+    /// Memory: a 64 KiB scratch per thread; gzip and lz4 decoders keep
+    /// their own window (32 KiB; at most 2 x 4 MiB for lz4's largest block
+    /// size); zstd at most a 2^[`STREAM_ZSTD_WINDOW_LOG_MAX`] window.
+    /// Snappy blocks are decoded whole (the format allows back-references
+    /// anywhere in a block): a block of at most 64 KiB (xerial framing
+    /// writes 32 KiB) uses the scratch, a larger one (raw snappy, one block
+    /// per batch) a zeroed allocation of its declared size, refused above
+    /// `limit`, whose pages the kernel only commits as the decoder writes them.
+    pub fn decompress_streaming<E>(
+        self,
+        input: &[u8],
+        limit: usize,
+        sink: &mut dyn FnMut(&[u8]) -> Result<(), E>,
+    ) -> Result<u64, StreamError<E>> {
+        STREAM_SCRATCH.with(|cell| {
+            let mut scratch = cell.borrow_mut();
+            if scratch.len() != STREAM_SCRATCH_BYTES {
+                scratch.resize(STREAM_SCRATCH_BYTES, 0);
+            }
+            let mut total = 0u64;
+            let mut emit = |piece: &[u8]| -> Result<(), StreamError<E>> {
+                total += piece.len() as u64;
+                if total > limit as u64 {
+                    return Err(StreamError::Codec(CodecError::TooLarge { limit }));
+                }
+                sink(piece).map_err(StreamError::Sink)
+            };
+            let corrupt = |e: &dyn std::fmt::Display| {
+                StreamError::Codec(CodecError::Corrupt {
+                    codec: self,
+                    detail: e.to_string(),
+                })
+            };
+            match self {
+                Compression::None => {
+                    for piece in input.chunks(STREAM_SCRATCH_BYTES) {
+                        emit(piece)?;
+                    }
+                }
+                Compression::Gzip => {
+                    let mut dec = flate2::read::MultiGzDecoder::new(input);
+                    read_pieces(&mut dec, &mut scratch, &mut emit, &corrupt)?;
+                }
+                Compression::Lz4 => {
+                    let mut dec = lz4_flex::frame::FrameDecoder::new(input);
+                    read_pieces(&mut dec, &mut scratch, &mut emit, &corrupt)?;
+                }
+                Compression::Snappy => {
+                    let mut dec = snap::raw::Decoder::new();
+                    let mut block = |b: &[u8]| -> Result<(), StreamError<E>> {
+                        let ulen = snap::raw::decompress_len(b).map_err(|e| corrupt(&e))?;
+                        if ulen > limit {
+                            return Err(StreamError::Codec(CodecError::TooLarge { limit }));
+                        }
+                        if ulen <= scratch.len() {
+                            let n = dec
+                                .decompress(b, &mut scratch[..ulen])
+                                .map_err(|e| corrupt(&e))?;
+                            emit(&scratch[..n])
+                        } else {
+                            // calloc: pages are committed only as written.
+                            let mut big = vec![0u8; ulen];
+                            let n = dec.decompress(b, &mut big).map_err(|e| corrupt(&e))?;
+                            emit(&big[..n])
+                        }
+                    };
+                    if input.len() >= 16 && input[..8] == XERIAL_MAGIC {
+                        let mut rest = &input[16..];
+                        while !rest.is_empty() {
+                            if rest.len() < 4 {
+                                return Err(corrupt(&"truncated xerial block length"));
+                            }
+                            let n = i32::from_be_bytes(rest[..4].try_into().unwrap());
+                            if n < 0 || rest.len() < 4 + n as usize {
+                                return Err(corrupt(&"truncated xerial block"));
+                            }
+                            block(&rest[4..4 + n as usize])?;
+                            rest = &rest[4 + n as usize..];
+                        }
+                    } else {
+                        block(input)?;
+                    }
+                }
+                Compression::Zstd => zstd_stream(input, &mut scratch, &mut emit)?,
+            }
+            Ok(total)
+        })
+    }
+}
+
+/// Pump a `Read` decoder through the scratch into `emit`.
+fn read_pieces<R: Read, E>(
+    dec: &mut R,
+    scratch: &mut [u8],
+    emit: &mut Emit<'_, E>,
+    corrupt: &dyn Fn(&dyn std::fmt::Display) -> StreamError<E>,
+) -> Result<(), StreamError<E>> {
+    loop {
+        match dec.read(scratch) {
+            Ok(0) => return Ok(()),
+            Ok(n) => emit(&scratch[..n])?,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(corrupt(&e)),
+        }
+    }
+}
+
+/// Stream one or more concatenated zstd frames through `scratch`.
+fn zstd_stream<E>(
+    input: &[u8],
+    scratch: &mut [u8],
+    emit: &mut Emit<'_, E>,
+) -> Result<(), StreamError<E>> {
+    use zstd::zstd_safe::{get_error_name, DCtx, DParameter, InBuffer, OutBuffer, ResetDirective};
+    let corrupt = |detail: String| {
+        StreamError::Codec(CodecError::Corrupt {
+            codec: Compression::Zstd,
+            detail,
+        })
+    };
+    let code = |c: usize| corrupt(get_error_name(c).to_string());
+    if input.is_empty() {
+        return Ok(());
+    }
+    ZSTD_STREAM.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        if cell.is_none() {
+            let mut d = DCtx::create();
+            d.set_parameter(DParameter::WindowLogMax(STREAM_ZSTD_WINDOW_LOG_MAX))
+                .map_err(code)?;
+            *cell = Some(d);
+        }
+        let dctx = cell.as_mut().expect("created above");
+        // The previous call may have stopped mid-frame (corrupt input, limit).
+        dctx.reset(ResetDirective::SessionOnly).map_err(code)?;
+        let mut src = InBuffer::around(input);
+        loop {
+            let in_before = src.pos();
+            let (hint, produced) = {
+                let mut dst = OutBuffer::around(&mut *scratch);
+                let hint = dctx.decompress_stream(&mut dst, &mut src).map_err(code)?;
+                (hint, dst.pos())
+            };
+            if produced > 0 {
+                emit(&scratch[..produced])?;
+            }
+            let input_done = src.pos() == input.len();
+            if hint == 0 && input_done {
+                // The last frame is complete and flushed.
+                return Ok(());
+            }
+            // Room left in the output and nothing more to read: the input
+            // ends mid-frame. (No progress at all would loop forever.)
+            if (input_done && produced < scratch.len()) || (produced == 0 && src.pos() == in_before)
+            {
+                return Err(corrupt("truncated zstd frame".to_string()));
+            }
+        }
+    })
+}
+
 /// Decompress one or more concatenated zstd frames into `out`, with the
 /// thread's reused context, refusing output beyond `limit` bytes.
 fn zstd_decompress(input: &[u8], limit: usize, out: &mut Vec<u8>) -> Result<(), CodecError> {

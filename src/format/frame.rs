@@ -2,14 +2,19 @@
 //!
 //! A frame is `header (64 bytes, rkyv-archived) | payload`. Validation is two
 //! steps, kept apart because they cost very different amounts:
-//! 1. [`parse_header`]: rkyv `access` (bytecheck) on exactly the 64 header
-//!    bytes, then the semantic checks rkyv cannot know (magic, bounds, codec). ~ns.
+//! 1. [`parse_header`]: the header check (SLB2 header CRC, or the legacy
+//!    SLB1 magic; see [`super::header`]), rkyv `access` (bytecheck) on
+//!    exactly the 64 header bytes, then the semantic checks rkyv cannot
+//!    know (bounds, codec). ~ns.
 //! 2. [`verify_crc`]: CRC-32C over the payload. ~15-28 GB/s.
+//!
+//! The records inside the payload are checked by [`super::validate`] at
+//! ingress only (it may decompress, so it costs much more).
 
 use super::crc::batch_crc;
 use super::header::{
-    attr, ArchivedBatchHeader, BatchHeader, FRAME_MAGIC, HEADER_LEN, OFF_BASE_OFFSET,
-    OFF_LEADER_EPOCH, OFF_MAGIC,
+    attr, header_version, seal, ArchivedBatchHeader, BatchHeader, HeaderVersion, HEADER_LEN,
+    OFF_BASE_OFFSET, OFF_LEADER_EPOCH,
 };
 use bytes::{Bytes, BytesMut};
 
@@ -20,8 +25,10 @@ pub enum FrameError {
     Truncated { need: usize, have: usize },
     #[error("zero-filled header (the unwritten tail of a preallocated or torn block)")]
     Zeroed,
-    #[error("bad frame magic {found:#010x} (expected {FRAME_MAGIC:#010x})")]
-    BadMagic { found: u32 },
+    /// Bytes 32..36 are neither the legacy SLB1 magic nor the SLB2 header
+    /// CRC: not a frame, or a frame whose header was damaged.
+    #[error("header check failed: bytes 32..36 hold {stored:#010x}, which is neither the SLB1 magic nor the header CRC {computed:#010x} of the other header bytes (not a frame, or a damaged header)")]
+    BadHeaderCrc { stored: u32, computed: u32 },
     #[error("header failed rkyv validation: {0}")]
     Archive(String),
     #[error("invalid header field: {0}")]
@@ -53,12 +60,15 @@ pub fn parse_header(bytes: &[u8]) -> Result<BatchHeader, FrameError> {
     }
     let mut scratch = AlignedHeader([0u8; HEADER_LEN]);
     scratch.0.copy_from_slice(&bytes[..HEADER_LEN]);
-    let magic = u32::from_le_bytes(scratch.0[OFF_MAGIC..OFF_MAGIC + 4].try_into().unwrap());
-    if magic != FRAME_MAGIC {
-        if scratch.0.iter().all(|b| *b == 0) {
-            return Err(FrameError::Zeroed);
+    // The header check comes first: no field is trusted before it.
+    match header_version(&scratch.0) {
+        Ok(HeaderVersion::V1 | HeaderVersion::V2) => {}
+        Err((stored, computed)) => {
+            if scratch.0.iter().all(|b| *b == 0) {
+                return Err(FrameError::Zeroed);
+            }
+            return Err(FrameError::BadHeaderCrc { stored, computed });
         }
-        return Err(FrameError::BadMagic { found: magic });
     }
     // rkyv finds the root at the end of the slice: pass exactly the header.
     let archived = rkyv::access::<ArchivedBatchHeader, rkyv::rancor::BoxedError>(&scratch.0)
@@ -120,12 +130,16 @@ pub fn validate(frame: &[u8]) -> Result<BatchHeader, FrameError> {
     Ok(h)
 }
 
-/// Stamp the broker-owned fields in place. They sit outside the CRC, so this
-/// costs two stores and no recompute.
+/// Stamp the broker-owned fields in place and reseal the header (SLB2
+/// header CRC over the 60 other header bytes, a few ns). The fields sit
+/// outside the Kafka CRC, so the payload is not touched. A legacy SLB1
+/// frame becomes an SLB2 frame here: everything the broker stores is
+/// covered by a header CRC.
 pub fn stamp(frame: &mut [u8], base_offset: u64, leader_epoch: i32) {
     assert!(frame.len() >= HEADER_LEN);
     frame[OFF_BASE_OFFSET..OFF_BASE_OFFSET + 8].copy_from_slice(&base_offset.to_le_bytes());
     frame[OFF_LEADER_EPOCH..OFF_LEADER_EPOCH + 4].copy_from_slice(&leader_epoch.to_le_bytes());
+    seal(&mut frame[..HEADER_LEN]);
 }
 
 /// Read the (already validated) base offset of a frame without a full parse.
@@ -186,5 +200,60 @@ impl Iterator for FrameIter {
             return None;
         }
         Some(Ok((h, self.buf.split_to(h.frame_len()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::header::{FRAME_MAGIC_V1, OFF_HEADER_CRC};
+    use crate::format::{BatchBuilder, Compression, ProducerIds};
+
+    fn stamped() -> Vec<u8> {
+        let mut b = BatchBuilder::new();
+        b.push(1, Some(b"k"), Some(b"value"), &[]);
+        let mut f = b.finish(Compression::None, ProducerIds::NONE).to_vec();
+        stamp(&mut f, 1234, 0);
+        f
+    }
+
+    #[test]
+    fn every_single_bit_flip_in_the_header_is_refused() {
+        let f = stamped();
+        assert_eq!(validate(&f).unwrap().base_offset, 1234);
+        for bit in 0..HEADER_LEN * 8 {
+            let mut bad = f.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let r = parse_header(&bad);
+            assert!(
+                matches!(r, Err(FrameError::BadHeaderCrc { .. })),
+                "bit {bit}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stamping_reseals_and_converts_legacy_frames() {
+        let mut f = stamped();
+        stamp(&mut f, 99, 7);
+        let h = validate(&f).unwrap();
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (99, 7));
+        // A legacy SLB1 frame (no header CRC) still parses, unchecked ...
+        let mut v1 = f.clone();
+        v1[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].copy_from_slice(&FRAME_MAGIC_V1.to_le_bytes());
+        v1[0] ^= 1; // a flipped base offset goes unnoticed in SLB1
+        assert_eq!(validate(&v1).unwrap().base_offset, 98);
+        // ... and stamping makes it SLB2, covered again.
+        stamp(&mut v1, 5, 0);
+        assert_ne!(
+            u32::from_le_bytes(v1[OFF_HEADER_CRC..OFF_HEADER_CRC + 4].try_into().unwrap()),
+            FRAME_MAGIC_V1
+        );
+        v1[1] ^= 1;
+        assert!(matches!(
+            parse_header(&v1),
+            Err(FrameError::BadHeaderCrc { .. })
+        ));
+        assert_eq!(parse_header(&[0u8; 64]), Err(FrameError::Zeroed));
     }
 }

@@ -7,6 +7,7 @@ pub mod crc;
 pub mod frame;
 pub mod header;
 pub mod record;
+pub mod validate;
 
 pub use builder::{read_records, BatchBuilder, ConsumedRecord, ProducerIds};
 pub use codec::Compression;

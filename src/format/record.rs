@@ -12,8 +12,9 @@
 //! headerCount   varint
 //!   headerKeyLength varint, headerKey utf8, headerValueLength varint (-1 null), headerValue
 //! ```
-//! Varints are zigzag-encoded, as in protobuf. The broker never runs this
-//! code; only clients (and the CLI) do.
+//! Varints are zigzag-encoded, as in protobuf. The broker never decodes
+//! records with this code (only clients and the CLI do); its ingress check
+//! walks the same layout without decoding, in [`super::validate`].
 
 use bytes::{BufMut, Bytes};
 

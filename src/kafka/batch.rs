@@ -11,7 +11,7 @@
 //!   0 baseOffset i64                     base_offset (stamped at append)
 //!   8 batchLength i32                    payload_len = batchLength - 49
 //!  12 partitionLeaderEpoch i32           partition_leader_epoch (stamped)
-//!  16 magic i8 = 2                       magic "SLB1"
+//!  16 magic i8 = 2                       header_crc (SLB2, computed by to_bytes)
 //!  17 crc u32                            crc (copied, never recomputed)
 //!  21 attributes .. recordCount (40 B)   the same fields; these 40 bytes are
 //!                                        exactly `crc::crc_prefix(header)`
@@ -25,7 +25,8 @@
 
 use crate::format::crc::{crc_prefix, CRC_PREFIX_LEN};
 use crate::format::frame::{self, FrameError};
-use crate::format::header::{attr, BatchHeader, FRAME_MAGIC, HEADER_LEN};
+use crate::format::header::{attr, BatchHeader, HEADER_LEN};
+use crate::format::validate::{check_records, RecordLimits, RecordsError};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Bytes of a Kafka v2 batch header.
@@ -56,6 +57,12 @@ pub enum BatchError {
     Control,
     #[error("invalid record batch: {0}")]
     Frame(#[from] FrameError),
+    #[error("invalid records in batch {batch} (base sequence {base_sequence}): {source}")]
+    Records {
+        batch: usize,
+        base_sequence: i32,
+        source: RecordsError,
+    },
 }
 
 fn be_i16(b: &[u8], at: usize) -> i16 {
@@ -84,7 +91,8 @@ fn header_of(b: &[u8], payload_len: usize) -> BatchHeader {
         producer_epoch: be_i16(b, 51),
         base_sequence: be_i32(b, 53),
         record_count: be_i32(b, 57),
-        magic: FRAME_MAGIC,
+        // Sealed by `to_bytes`.
+        header_crc: 0,
         payload_len: payload_len as u32,
         crc: u32::from_be_bytes(b[OFF_CRC..OFF_CRC + 4].try_into().expect("4 bytes")),
         partition_leader_epoch: -1,
@@ -92,9 +100,11 @@ fn header_of(b: &[u8], payload_len: usize) -> BatchHeader {
 }
 
 /// Split a Produce request's records into validated frames, one per Kafka
-/// batch. Checks the CRC of each batch (ours equals Kafka's) and refuses
-/// old message formats and transactional or control batches.
-pub fn kafka_to_frames(records: &[u8]) -> Result<Vec<BytesMut>, BatchError> {
+/// batch. Checks the CRC of each batch (ours equals Kafka's), walks its
+/// records ([`check_records`]: count, offset deltas, lengths, decompressing
+/// as `limits` say), and refuses old message formats and transactional or
+/// control batches. Any failure refuses the whole partition's records.
+pub fn kafka_to_frames(records: &[u8], limits: &RecordLimits) -> Result<Vec<BytesMut>, BatchError> {
     if records.is_empty() {
         return Err(BatchError::Empty);
     }
@@ -139,8 +149,14 @@ pub fn kafka_to_frames(records: &[u8]) -> Result<Vec<BytesMut>, BatchError> {
         let mut f = BytesMut::with_capacity(HEADER_LEN + payload.len());
         f.put_slice(&h.to_bytes());
         f.put_slice(payload);
-        // Header fields and CRC: the frame is trusted from here on.
-        frame::validate(&f)?;
+        // Header fields and CRC, then the records: the frame is trusted
+        // from here on.
+        let h = frame::validate(&f)?;
+        check_records(&h, &f[HEADER_LEN..], limits).map_err(|source| BatchError::Records {
+            batch: out.len(),
+            base_sequence: h.base_sequence,
+            source,
+        })?;
         out.push(f);
         rest = &rest[total..];
     }
@@ -191,6 +207,11 @@ mod tests {
         NO_PRODUCER_ID, NO_SEQUENCE,
     };
 
+    const LIMITS: RecordLimits = RecordLimits {
+        max_records_bytes: 1 << 20,
+        check_compressed: true,
+    };
+
     fn kafka_batch(n: i64, pid: i64, epoch: i16, seq: i32) -> Bytes {
         let records: Vec<Record> = (0..n)
             .map(|i| Record {
@@ -234,7 +255,7 @@ mod tests {
     #[test]
     fn kafka_batch_round_trips_byte_for_byte() {
         let k = kafka_batch(5, NO_PRODUCER_ID, NO_PRODUCER_EPOCH, -1);
-        let frames = kafka_to_frames(&k).unwrap();
+        let frames = kafka_to_frames(&k, &LIMITS).unwrap();
         assert_eq!(frames.len(), 1);
         let mut f = frames.into_iter().next().unwrap();
         frame::stamp(&mut f, 0, -1);
@@ -279,7 +300,7 @@ mod tests {
         let mut both = BytesMut::new();
         both.extend_from_slice(&kafka_batch(3, 42, 1, 0));
         both.extend_from_slice(&kafka_batch(2, 42, 1, 3));
-        let frames = kafka_to_frames(&both).unwrap();
+        let frames = kafka_to_frames(&both, &LIMITS).unwrap();
         assert_eq!(frames.len(), 2);
         let h = frame::parse_header(&frames[1]).unwrap();
         assert_eq!(
@@ -295,26 +316,35 @@ mod tests {
         let last = bad.len() - 1;
         bad[last] ^= 0xff;
         assert!(matches!(
-            kafka_to_frames(&bad),
+            kafka_to_frames(&bad, &LIMITS),
             Err(BatchError::Frame(FrameError::CrcMismatch { .. }))
         ));
         let mut v1 = k.to_vec();
         v1[OFF_MAGIC] = 1;
-        assert_eq!(kafka_to_frames(&v1), Err(BatchError::UnsupportedMagic(1)));
+        assert_eq!(
+            kafka_to_frames(&v1, &LIMITS),
+            Err(BatchError::UnsupportedMagic(1))
+        );
         let mut txn = k.to_vec();
         txn[OFF_ATTRIBUTES + 1] |= attr::TRANSACTIONAL as u8;
-        assert_eq!(kafka_to_frames(&txn), Err(BatchError::Transactional));
+        assert_eq!(
+            kafka_to_frames(&txn, &LIMITS),
+            Err(BatchError::Transactional)
+        );
         assert!(matches!(
-            kafka_to_frames(&k[..40]),
+            kafka_to_frames(&k[..40], &LIMITS),
             Err(BatchError::Truncated { .. })
         ));
         assert!(matches!(
-            kafka_to_frames(&k[..k.len() - 1]),
+            kafka_to_frames(&k[..k.len() - 1], &LIMITS),
             Err(BatchError::Truncated { .. })
         ));
-        assert_eq!(kafka_to_frames(&[]), Err(BatchError::Empty));
+        assert_eq!(kafka_to_frames(&[], &LIMITS), Err(BatchError::Empty));
         let mut neg = k.to_vec();
         neg[8..12].copy_from_slice(&(-5i32).to_be_bytes());
-        assert_eq!(kafka_to_frames(&neg), Err(BatchError::BadLength(-5)));
+        assert_eq!(
+            kafka_to_frames(&neg, &LIMITS),
+            Err(BatchError::BadLength(-5))
+        );
     }
 }

@@ -75,6 +75,12 @@ fn topic_entries(c: &TopicConfig, d: &TopicConfig) -> Vec<Entry> {
             c.max_batch_bytes == d.max_batch_bytes,
             TYPE_INT,
         ),
+        e(
+            "validate.compressed",
+            c.validate_compressed.to_string(),
+            c.validate_compressed == d.validate_compressed,
+            TYPE_BOOLEAN,
+        ),
         Entry {
             name: "cleanup.policy",
             value: "delete".into(),

@@ -92,9 +92,13 @@ pub fn batch(e: &BatchError) -> i16 {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         BatchError::Transactional | BatchError::Control => ResponseError::InvalidRecord,
         BatchError::Empty => ResponseError::InvalidRecord,
-        BatchError::Truncated { .. } | BatchError::BadLength(_) | BatchError::Frame(_) => {
-            ResponseError::CorruptMessage
-        }
+        // A batch whose records lie about their count, offsets or lengths,
+        // or whose compressed payload does not decompress: CORRUPT_MESSAGE,
+        // as Kafka's broker answers for the same cases.
+        BatchError::Truncated { .. }
+        | BatchError::BadLength(_)
+        | BatchError::Frame(_)
+        | BatchError::Records { .. } => ResponseError::CorruptMessage,
     })
 }
 

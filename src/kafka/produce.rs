@@ -1,5 +1,6 @@
 //! Produce (v3+): each partition's Kafka batches become our frames (header
-//! rewritten, records untouched, CRC checked once) and are appended through
+//! rewritten, records untouched, CRC checked once, records walked and
+//! compressed ones decompressed once; see [`crate::format::validate`]) and are appended through
 //! the same shard operation the native listener uses.
 //!
 //! - acks 0 / 1 / -1 map to [`Acks::None`] / [`Acks::Leader`] / [`Acks::All`];
@@ -71,10 +72,10 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
                 );
                 continue;
             }
-            let known = topics
+            let meta = topics
                 .get(&topic)
-                .is_some_and(|m| p.index >= 0 && (p.index as u32) < m.partitions);
-            if !known {
+                .filter(|m| p.index >= 0 && (p.index as u32) < m.partitions);
+            let Some(meta) = meta else {
                 outcomes.insert(
                     key,
                     Outcome::Failed(
@@ -83,9 +84,11 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
                     ),
                 );
                 continue;
-            }
+            };
             let records = p.records.as_deref().unwrap_or(&[]);
-            match kafka_to_frames(records) {
+            // Validated here, on the connection's shard, before routing:
+            // nothing of a partition with a bad batch is stored.
+            match kafka_to_frames(records, &meta.config.record_limits()) {
                 Ok(frames) => parts.push(ProducePart {
                     topic: topic.clone(),
                     partition: p.index as u32,

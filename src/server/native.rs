@@ -3,6 +3,8 @@
 
 use super::conn::{Handled, Protocol};
 use crate::format::frame::split_frames;
+use crate::format::validate::check_records;
+use crate::format::HEADER_LEN;
 use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
@@ -165,7 +167,7 @@ async fn serve(
             r.finish()?;
             let acks = req.acks;
             let timeout_ms = req.timeout_ms.clamp(1, 300_000);
-            let (parts, mut rejected) = validate_produce(req);
+            let (parts, mut rejected) = validate_produce(req, &shard.topics());
             let results = shard.produce(parts, acks, timeout_ms).await;
             if acks == Acks::None {
                 return Ok(None);
@@ -462,15 +464,25 @@ async fn admin_response(shard: &Rc<Shard>, key: u16, id: u32, op: AdminOp) -> By
     }
 }
 
-/// Split each partition's records into validated frames; partitions whose
-/// frames fail validation are rejected on their own (the others go on).
+/// Split each partition's records into validated frames (header, CRC, and
+/// the records walked, decompressing as the topic says: see
+/// [`crate::format::validate`]); partitions whose frames fail validation
+/// are rejected on their own with `Corrupt` and nothing of them is stored
+/// (the others go on). Runs on the connection's shard, before routing.
 fn validate_produce(
     req: ProduceRequest,
+    topics: &crate::metadata::SharedTopics,
 ) -> (Vec<ProducePart>, Vec<(String, ProducePartitionResponse)>) {
     let mut parts = Vec::new();
     let mut rejected = Vec::new();
     for (topic, ps) in req.topics {
         let internal = topic.starts_with(INTERNAL_PREFIX);
+        // An unknown topic is refused by the shard; its batches are checked
+        // with the defaults meanwhile.
+        let limits = topics
+            .get(&topic)
+            .map(|m| m.config.record_limits())
+            .unwrap_or_else(|| crate::config::TopicConfig::default().record_limits());
         for p in ps {
             let reject = |code: ErrorCode, msg: String| ProducePartitionResponse {
                 result: PartitionResult::err(p.partition, code, msg),
@@ -494,16 +506,22 @@ fn validate_produce(
                 ));
                 continue;
             }
-            match split_frames(p.records) {
+            let checked = split_frames(p.records).map_err(|e| format!("invalid batch: {e}"));
+            let checked = checked.and_then(|frames| {
+                for (i, (h, f)) in frames.iter().enumerate() {
+                    check_records(h, &f[HEADER_LEN..], &limits).map_err(|e| {
+                        format!("invalid records in batch {i} of the partition: {e}")
+                    })?;
+                }
+                Ok(frames)
+            });
+            match checked {
                 Ok(frames) => parts.push(ProducePart {
                     topic: topic.clone(),
                     partition: p.partition,
                     frames: frames.into_iter().map(|(_, f)| f).collect(),
                 }),
-                Err(e) => rejected.push((
-                    topic.clone(),
-                    reject(ErrorCode::Corrupt, format!("invalid batch: {e}")),
-                )),
+                Err(msg) => rejected.push((topic.clone(), reject(ErrorCode::Corrupt, msg))),
             }
         }
     }

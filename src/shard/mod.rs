@@ -113,7 +113,16 @@ impl Shard {
             .borrow()
             .get(&(topic.to_string(), partition))
         {
-            Some(PartitionSlot::Online { log, .. }) => Ok(log.clone()),
+            // A log that found corruption on a read is offline like one
+            // that recovery refused.
+            Some(PartitionSlot::Online { log, .. }) => match log.offline_cause() {
+                None => Ok(log.clone()),
+                Some(cause) => Err(OpError::Offline {
+                    topic: topic.to_string(),
+                    partition,
+                    cause,
+                }),
+            },
             Some(PartitionSlot::Offline(cause)) => Err(OpError::Offline {
                 topic: topic.to_string(),
                 partition,

@@ -113,6 +113,19 @@ impl SegmentIndex {
         }
     }
 
+    /// The last indexed batch starting at or before `rel`, as
+    /// `(rel_offset, position)`: `(0, 0)` (the first batch) when none is.
+    /// Reads check that the batch found there really starts at `rel_offset`.
+    pub fn entry_for(&self, rel: u32) -> (u32, u64) {
+        let i = self.offsets.partition_point(|e| e.rel_offset <= rel);
+        if i == 0 {
+            (0, 0)
+        } else {
+            let e = &self.offsets[i - 1];
+            (e.rel_offset, e.position as u64)
+        }
+    }
+
     /// Relative offset of the last time entry whose timestamp is below `ts`:
     /// a safe place to start scanning for the first batch with max_timestamp >= ts.
     pub fn rel_offset_for_time(&self, ts: i64) -> u32 {

@@ -9,7 +9,7 @@
 //! | end of file                                  | corrupt (missing durable bytes) | clean end |
 //! | fewer than 64 bytes                          | corrupt          | torn: cut at p    |
 //! | 64 zero bytes (unwritten block)              | corrupt          | torn: cut at p    |
-//! | bad magic / header fails validation          | corrupt          | torn: cut at p    |
+//! | header check (SLB2 CRC, SLB1 magic) or fields fail | corrupt     | torn: cut at p    |
 //! | frame runs past end of file                  | corrupt          | torn: cut at p    |
 //! | CRC mismatch                                 | corrupt          | torn: cut at p    |
 //! | base offset is not the expected next offset  | corrupt          | torn: cut at p    |

@@ -12,13 +12,13 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-fn connect(b: &BrokerProc) -> TcpStream {
+pub(crate) fn connect(b: &BrokerProc) -> TcpStream {
     let s = TcpStream::connect(&b.native).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
-fn request(api: ApiKey, id: u32, body: impl FnOnce(&mut BytesMut)) -> BytesMut {
+pub(crate) fn request(api: ApiKey, id: u32, body: impl FnOnce(&mut BytesMut)) -> BytesMut {
     let mut b = BytesMut::new();
     let start = FrameHeader {
         api_key: api as u16,
@@ -32,7 +32,7 @@ fn request(api: ApiKey, id: u32, body: impl FnOnce(&mut BytesMut)) -> BytesMut {
 }
 
 /// Read one response frame; None if the broker closed the connection.
-fn read_response(s: &mut TcpStream) -> Option<(ResponseHeader, Reader)> {
+pub(crate) fn read_response(s: &mut TcpStream) -> Option<(ResponseHeader, Reader)> {
     let mut len = [0u8; 4];
     if s.read_exact(&mut len).is_err() {
         return None;
@@ -49,13 +49,13 @@ fn closed(s: &mut TcpStream) -> bool {
     matches!(s.read(&mut buf), Ok(0) | Err(_))
 }
 
-fn batch(value: &[u8]) -> Bytes {
+pub(crate) fn batch(value: &[u8]) -> Bytes {
     let mut b = BatchBuilder::new();
     b.push(1, None, Some(value), &[]);
     b.finish(Compression::None, ProducerIds::NONE)
 }
 
-fn produce(topic: &str, parts: Vec<(u32, Vec<Bytes>)>) -> BytesMut {
+pub(crate) fn produce(topic: &str, parts: Vec<(u32, Vec<Bytes>)>) -> BytesMut {
     request(ApiKey::Produce, 7, |b| {
         let parts: Vec<(u32, &[Bytes])> = parts.iter().map(|(p, f)| (*p, f.as_slice())).collect();
         encode_produce(b, Acks::Leader, 5000, &[(topic, parts)]);
@@ -63,7 +63,7 @@ fn produce(topic: &str, parts: Vec<(u32, Vec<Bytes>)>) -> BytesMut {
 }
 
 /// The broker still serves a fresh client.
-fn still_works(b: &BrokerProc) {
+pub(crate) fn still_works(b: &BrokerProc) {
     ok(b.cli(&["topic", "list"], None));
 }
 

@@ -9,6 +9,7 @@ mod bad_input;
 mod crash;
 mod roundtrip;
 mod segments;
+mod validation;
 mod visibility;
 
 use std::future::Future;
