@@ -85,6 +85,8 @@ mod tests {
     fn partition_dir_names() {
         assert_eq!(parse_partition_dir("orders-0"), Some(("orders".into(), 0)));
         assert_eq!(parse_partition_dir("a-b-12"), Some(("a-b".into(), 12)));
+        // Topic names may end in '-'.
+        assert_eq!(parse_partition_dir("t--1"), Some(("t-".into(), 1)));
         assert_eq!(
             parse_partition_dir("__consumer_offsets-7"),
             Some(("__consumer_offsets".into(), 7))
@@ -95,7 +97,6 @@ mod tests {
             "lost+found",
             "orders-",
             "orders-01",
-            "orders--1",
             "-1",
             "orders-1x",
             "orders-99999999999",
