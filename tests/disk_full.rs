@@ -186,16 +186,27 @@ fn du(dir: &Path) -> u64 {
         .sum()
 }
 
-/// Take every block left: write 4 KiB at a time until ENOSPC.
-fn fill_up(path: &Path) {
+/// Take every block left: append to a file 4 KiB, then one file system
+/// block, at a time until ENOSPC, then make one-block files until even
+/// that fails (a small file can still get a block its own when appending
+/// no longer can).
+fn fill_up(dir: &Path) {
     use std::io::Write;
-    let mut f = std::fs::File::create(path).unwrap();
-    let block = [7u8; 4096];
-    loop {
-        match f.write_all(&block).and_then(|_| f.sync_data()) {
-            Ok(()) => {}
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
-            Err(e) => panic!("filling the disk: {e}"),
+    let full = |r: std::io::Result<()>| match r {
+        Ok(()) => false,
+        Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => true,
+        Err(e) => panic!("filling the disk: {e}"),
+    };
+    let mut f = std::fs::File::create(dir.join("filler")).unwrap();
+    let fs_block = 1024; // the smallest ext4 block: finer is harmless
+    for chunk in [4096, fs_block] {
+        while !full(f.write_all(&vec![7u8; chunk]).and_then(|_| f.sync_data())) {}
+    }
+    for i in 0.. {
+        let r = std::fs::File::create(dir.join(format!("filler-{i}")))
+            .and_then(|mut g| g.write_all(b"x").and_then(|_| g.sync_all()));
+        if full(r) {
+            break;
         }
     }
 }
@@ -239,7 +250,7 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
     assert!(err.to_lowercase().contains("no space"), "{err}");
     // Whatever the broker's writes left over, take it too: the disk is
     // full to the last block, as in the field.
-    fill_up(&m.dir.join("filler"));
+    fill_up(&m.dir);
     let (ok_run, err) = produce_to(&b, "other", 100, 100);
     assert!(!ok_run, "produce to another topic is refused on the full disk");
     assert!(err.to_lowercase().contains("no space"), "{err}");
@@ -251,6 +262,10 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
     let out = b.cli(&["topic", "delete", "full"], None);
     ok(out);
     assert!(!data.join("full-0").exists() && !data.join("full-1").exists());
+    assert!(
+        b.stderr().contains("released the metadata space reserve"),
+        "the delete needed the reserve (the disk really was full)"
+    );
     // The reserve used for the delete is made again from the freed space
     // (once the shards have closed the deleted files; housekeeping retries).
     let deadline = Instant::now() + Duration::from_secs(30);
