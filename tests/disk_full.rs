@@ -252,13 +252,19 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
     // full to the last block, as in the field.
     fill_up(&m.dir);
     let (ok_run, err) = produce_to(&b, "other", 100, 100);
-    assert!(!ok_run, "produce to another topic is refused on the full disk");
+    assert!(
+        !ok_run,
+        "produce to another topic is refused on the full disk"
+    );
     assert!(err.to_lowercase().contains("no space"), "{err}");
 
     let topic_bytes = du(&data.join("full-0")) + du(&data.join("full-1"));
     let (free_before, avail_before) = free_bytes(&m.dir);
     let reserve = data.join("meta").join("reserve");
-    assert!(reserve.exists(), "the broker keeps a metadata space reserve");
+    assert!(
+        reserve.exists(),
+        "the broker keeps a metadata space reserve"
+    );
     let out = b.cli(&["topic", "delete", "full"], None);
     ok(out);
     assert!(!data.join("full-0").exists() && !data.join("full-1").exists());
@@ -291,7 +297,10 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
         free_after.saturating_sub(free_before),
         topic_bytes
     );
-    assert!(avail_after > avail_before + (8 << 20), "df shows the space back");
+    assert!(
+        avail_after > avail_before + (8 << 20),
+        "df shows the space back"
+    );
 
     // Produce to the other topic resumes by itself, no restart.
     let deadline = Instant::now() + Duration::from_secs(20);

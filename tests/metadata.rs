@@ -107,7 +107,11 @@ fn a_lost_topic_table_with_partition_dirs_stops_the_broker_with_the_recovery_com
 
     std::fs::remove_file(table_path(&dir)).unwrap();
     let (code, err) = serve_expecting_exit(&dir);
-    assert_eq!(code, Some(1), "the broker must refuse to start; stderr:\n{err}");
+    assert_eq!(
+        code,
+        Some(1),
+        "the broker must refuse to start; stderr:\n{err}"
+    );
     for want in [
         "refusing to start".to_string(),
         "missing".to_string(),
@@ -217,7 +221,8 @@ fn a_new_topic_does_not_adopt_a_leftover_directory_of_the_same_name() {
 
     b.restart();
     assert!(
-        b.stderr().contains("partition directory t-0 belongs to no topic"),
+        b.stderr()
+            .contains("partition directory t-0 belongs to no topic"),
         "{}",
         b.stderr()
     );
@@ -269,7 +274,10 @@ fn a_partition_dir_with_another_topics_identity_is_refused_and_left_untouched() 
         log.contains("partition directory") && log.contains("is not served"),
         "{log}"
     );
-    let out = b.cli(&["consume", "a", "--partition", "0", "--from-beginning"], None);
+    let out = b.cli(
+        &["consume", "a", "--partition", "0", "--from-beginning"],
+        None,
+    );
     assert!(!out.status.success(), "partition 0 is offline");
     let p1 = ok(b.cli(
         &["consume", "a", "--partition", "1", "--from-beginning"],
@@ -277,7 +285,11 @@ fn a_partition_dir_with_another_topics_identity_is_refused_and_left_untouched() 
     ));
     assert_eq!(p1, "a1-x\na1-y\n", "the other partition serves");
     assert_eq!(b.stop(), Some(0));
-    assert_eq!(std::fs::read_to_string(&ident).unwrap(), foreign, "untouched");
+    assert_eq!(
+        std::fs::read_to_string(&ident).unwrap(),
+        foreign,
+        "untouched"
+    );
     assert_eq!(
         std::fs::read_dir(dir.join("a-0")).unwrap().count(),
         segments_before
@@ -322,7 +334,11 @@ fn a_delete_interrupted_by_a_stop_is_finished_at_the_next_start() {
     // The table as a delete leaves it just before the crash: the topic is
     // gone from it and listed as being deleted; its directories are still there.
     let mut table = read_table(&dir);
-    let meta = table["topics"].as_object_mut().unwrap().remove("gone").unwrap();
+    let meta = table["topics"]
+        .as_object_mut()
+        .unwrap()
+        .remove("gone")
+        .unwrap();
     table["deleting"] = serde_json::json!([
         {"name": "gone", "id": meta["id"], "partitions": 2}
     ]);
@@ -331,7 +347,8 @@ fn a_delete_interrupted_by_a_stop_is_finished_at_the_next_start() {
 
     b.restart();
     assert!(
-        b.stderr().contains("deleted topic 'gone': removed 2 leftover partition directories"),
+        b.stderr()
+            .contains("deleted topic 'gone': removed 2 leftover partition directories"),
         "{}",
         b.stderr()
     );
@@ -354,6 +371,9 @@ fn a_deleted_topic_leaves_no_directory_and_no_deleting_entry() {
         assert!(!dir.join(format!("d-{p}")).exists());
     }
     assert!(read_table(&dir).get("deleting").is_none());
-    assert!(dir.join("meta").join("reserve").exists(), "space reserve kept");
+    assert!(
+        dir.join("meta").join("reserve").exists(),
+        "space reserve kept"
+    );
     assert_eq!(b.stop(), Some(0));
 }

@@ -21,9 +21,8 @@ pub const STALE_DIR: &str = "stale";
 /// The topic and partition a directory name stands for, if it is a partition directory name.
 pub fn parse_partition_dir(name: &str) -> Option<(String, u32)> {
     let (topic, p) = name.rsplit_once('-')?;
-    let canonical = !p.is_empty()
-        && p.bytes().all(|b| b.is_ascii_digit())
-        && (p == "0" || !p.starts_with('0'));
+    let canonical =
+        !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && (p == "0" || !p.starts_with('0'));
     if !canonical {
         return None;
     }

@@ -16,7 +16,8 @@ pub fn replace(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), MetadataError
     let path = dir.join(name);
     let write_tmp = || -> Result<(), MetadataError> {
         let mut f = std::fs::File::create(&tmp).map_err(MetadataError::io("create", &tmp))?;
-        f.write_all(bytes).map_err(MetadataError::io("write", &tmp))?;
+        f.write_all(bytes)
+            .map_err(MetadataError::io("write", &tmp))?;
         f.sync_all().map_err(MetadataError::io("fsync", &tmp))
     };
     if let Err(e) = write_tmp() {

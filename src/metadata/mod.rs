@@ -34,7 +34,10 @@ use tracing::warn;
 
 /// The command that rebuilds a lost topic table, for messages.
 pub fn recover_command(data_dir: &Path) -> String {
-    format!("shardlog recover-metadata --data-dir {}", data_dir.display())
+    format!(
+        "shardlog recover-metadata --data-dir {}",
+        data_dir.display()
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,19 +54,20 @@ pub enum MetadataError {
     InvalidName(String),
     #[error(
         "refusing to start: the topic table {table} is {problem}, but the data directory {data_dir} \
-         holds {count} partition directories ({dirs}). Starting without the table would serve none of \
-         them and let a new topic of the same name adopt their data. Rebuild the table from the \
-         directories with `{command}` (it says what it cannot recover), or move the directories \
-         out of {data_dir} if they are not wanted"
+         holds {dirs}. Starting without the table would serve none of them and let a new topic of \
+         the same name adopt their data. Rebuild the table from the directories with `{command}` \
+         (it says what it cannot recover), or move the directories out of {data_dir} if they are \
+         not wanted",
+        data_dir = data_dir.display(),
+        table = meta_path(data_dir).display(),
+        command = recover_command(data_dir)
     )]
     TableLost {
         data_dir: PathBuf,
-        table: PathBuf,
         /// "missing", or "unreadable (why)".
         problem: String,
-        count: usize,
+        /// "N partition directories (a-0, a-1, ...)".
         dirs: String,
-        command: String,
     },
     #[error(
         "partition directory {dir} belongs to {found}, but the topic table says it is {expected}; \
@@ -191,12 +195,14 @@ impl TopicTable {
     pub fn read(data_dir: &Path) -> Result<Option<TopicTable>, MetadataError> {
         let path = meta_path(data_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| MetadataError::Parse {
-                    path,
-                    detail: e.to_string(),
-                }),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| MetadataError::Parse {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(MetadataError::Io {
                 op: "read",

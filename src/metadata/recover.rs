@@ -205,10 +205,8 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
     }
     let previous_table = match keep_previous_as {
         Some(why) => {
-            let to = table_path.with_file_name(format!(
-                "topics.json.{why}-{}",
-                crate::storage::now_ms()
-            ));
+            let to = table_path
+                .with_file_name(format!("topics.json.{why}-{}", crate::storage::now_ms()));
             std::fs::rename(&table_path, &to).map_err(MetadataError::io("rename", &table_path))?;
             Some(to)
         }
@@ -265,9 +263,9 @@ impl std::fmt::Display for Report {
                 IdSource::PartlyIdentity { written } => format!(
                     "from the identity files; written into {written} directories that had none"
                 ),
-                IdSource::New { written } => format!(
-                    "NEW: no directory had an identity file; written into all {written}"
-                ),
+                IdSource::New { written } => {
+                    format!("NEW: no directory had an identity file; written into all {written}")
+                }
             };
             writeln!(
                 f,
@@ -364,7 +362,10 @@ mod tests {
         );
         assert_eq!(t.topics["orders"].config.retention_ms, -1);
         let text = r.to_string();
-        assert!(text.contains("could not recover") && text.contains("[2]"), "{text}");
+        assert!(
+            text.contains("could not recover") && text.contains("[2]"),
+            "{text}"
+        );
         // A readable table is not replaced without --force.
         assert!(matches!(
             recover(d, false).unwrap_err(),

@@ -14,8 +14,8 @@
 //! - Partition directories that belong to no topic are reported, and left alone.
 //! - The metadata space reserve is (re)made if there is room.
 
-use super::{dirs, identity, partition_dir, recover_command, reserve};
-use super::{meta_path, DeletedTopic, MetadataError, TopicTable};
+use super::{dirs, identity, partition_dir, reserve};
+use super::{DeletedTopic, MetadataError, TopicTable};
 use std::collections::BTreeMap;
 use std::path::Path;
 use tracing::{info, warn};
@@ -60,13 +60,14 @@ pub fn load(data_dir: &Path) -> Result<TopicTable, MetadataError> {
 }
 
 fn lost(data_dir: &Path, problem: String, found: &BTreeMap<String, Vec<u32>>) -> MetadataError {
+    let count: usize = found.values().map(Vec::len).sum();
     MetadataError::TableLost {
         data_dir: data_dir.to_path_buf(),
-        table: meta_path(data_dir),
         problem,
-        count: found.values().map(Vec::len).sum(),
-        dirs: dirs::describe(found, 10),
-        command: recover_command(data_dir),
+        dirs: format!(
+            "{count} partition directories ({})",
+            dirs::describe(found, 10)
+        ),
     }
 }
 
@@ -76,9 +77,7 @@ fn finish_deletes(data_dir: &Path, table: &mut TopicTable) -> bool {
         return false;
     }
     let before = table.deleting.len();
-    table
-        .deleting
-        .retain(|d| !remove_deleted_dirs(data_dir, d));
+    table.deleting.retain(|d| !remove_deleted_dirs(data_dir, d));
     table.deleting.len() != before
 }
 
@@ -136,7 +135,9 @@ fn migrate_identities(data_dir: &Path, table: &TopicTable) -> Result<usize, Meta
             }
             // An unreadable identity is left for the shard to refuse, with its message.
             if let Ok(None) = identity::read(&dir) {
-                let id = table.identity(&meta.name, p).expect("topic is in the table");
+                let id = table
+                    .identity(&meta.name, p)
+                    .expect("topic is in the table");
                 identity::write(&dir, &id)?;
                 n += 1;
             }
@@ -217,9 +218,12 @@ mod tests {
         let e = load(d).unwrap_err();
         let msg = e.to_string();
         assert!(matches!(e, MetadataError::TableLost { .. }), "{msg}");
-        assert!(msg.contains("orders-0") && msg.contains("recover-metadata"), "{msg}");
+        assert!(
+            msg.contains("orders-0") && msg.contains("recover-metadata"),
+            "{msg}"
+        );
         std::fs::create_dir_all(d.join("meta")).unwrap();
-        std::fs::write(meta_path(d), b"{not json").unwrap();
+        std::fs::write(crate::metadata::meta_path(d), b"{not json").unwrap();
         let msg = load(d).unwrap_err().to_string();
         assert!(msg.contains("unreadable"), "{msg}");
     }
@@ -260,9 +264,18 @@ mod tests {
             t.identity("a", 0),
             "migrated"
         );
-        assert!(!d.join("a-1").exists(), "missing partitions are not made here");
-        assert!(!d.join("gone-0").exists(), "the deleted topic's directory is removed");
-        assert!(d.join("gone-1").exists(), "another topic's directory is not");
+        assert!(
+            !d.join("a-1").exists(),
+            "missing partitions are not made here"
+        );
+        assert!(
+            !d.join("gone-0").exists(),
+            "the deleted topic's directory is removed"
+        );
+        assert!(
+            d.join("gone-1").exists(),
+            "another topic's directory is not"
+        );
         assert!(loaded.deleting.is_empty());
         assert_eq!(TopicTable::read(d).unwrap().unwrap(), loaded, "persisted");
         assert!(reserve::allocated_bytes(d) >= reserve::MIN_BYTES);

@@ -106,7 +106,10 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             let from = t.partitions;
             move_aside_leftovers(shard, &name, from..total)?;
             info!(topic = %name, from, to = total, "adding partitions");
-            next.topics.get_mut(&name).expect("checked above").partitions = total;
+            next.topics
+                .get_mut(&name)
+                .expect("checked above")
+                .partitions = total;
         }
         AdminOp::AllocateProducerId => {
             let pid = shard.next_producer_id.get();
@@ -189,7 +192,9 @@ async fn finish_delete(shard: &Rc<Shard>, name: &str) {
     next.version += 1;
     match next.persist(data_dir) {
         Ok(()) => broadcast(shard, Arc::new(next)).await,
-        Err(e) => warn!(topic = %name, "topic deleted, but its deleting entry stays until the next start: {e}"),
+        Err(e) => {
+            warn!(topic = %name, "topic deleted, but its deleting entry stays until the next start: {e}")
+        }
     }
 }
 

@@ -169,7 +169,8 @@ impl Shard {
             // directory may be someone else's data.
             let id = old.identity(&key.0, key.1);
             let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
-            let ours = was_online || id.is_some_and(|id| identity::read(&dir).ok().flatten() == Some(id));
+            let ours =
+                was_online || id.is_some_and(|id| identity::read(&dir).ok().flatten() == Some(id));
             if !ours {
                 warn!(dir = %dir.display(), "partition deleted; its directory is not the topic's and is left untouched");
                 continue;
@@ -187,7 +188,9 @@ impl Shard {
             for p in 0..meta.partitions {
                 let key = (meta.name.clone(), p);
                 if self.owns(&meta.name, p) && !self.partitions.borrow().contains_key(&key) {
-                    let id = topics.identity(&meta.name, p).expect("topic is in the table");
+                    let id = topics
+                        .identity(&meta.name, p)
+                        .expect("topic is in the table");
                     opens.push((key, meta.config.clone(), id));
                 }
             }
