@@ -324,6 +324,98 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
     assert!(!table.contains("deleting"), "{table}");
 }
 
+#[test]
+fn retention_on_a_full_disk_frees_space_and_produce_resumes() {
+    if skip() {
+        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+        return;
+    }
+    let m = LoopMount::new(48);
+    let data = m.dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    let log = m._tmp.path().join("broker.stderr");
+    let mut b = BrokerProc::start_in_logging_to(
+        &data,
+        &log,
+        &[
+            "--set",
+            "write_chunk_bytes=131072",
+            "--set",
+            "segment_preallocate_bytes=0",
+            "--set",
+            "retention_check_interval_ms=500",
+        ],
+    );
+    let _keep = KeepLog(b.stderr_path.clone());
+    // Time-based retention, long enough that nothing expires while the
+    // disk fills (a few seconds: the test process takes most of it first).
+    let retention_ms = 15_000;
+    ok(b.cli(
+        &[
+            "topic",
+            "create",
+            "full",
+            "--partitions",
+            "1",
+            "--config",
+            "segment_bytes=1048576",
+            "--config",
+            &format!("retention_ms={retention_ms}"),
+        ],
+        None,
+    ));
+    let (free, _) = free_bytes(&m.dir);
+    std::fs::write(
+        m.dir.join("ballast"),
+        vec![1u8; (free - (14 << 20)) as usize],
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut next = 0;
+    let err = loop {
+        let (ok_run, stderr) = produce(&b, next, 2000);
+        next += 2000;
+        assert!(next < 400_000, "the disk never filled up");
+        if !ok_run {
+            break stderr;
+        }
+    };
+    fill_up(&m.dir);
+    let filled_in = started.elapsed();
+    assert!(
+        filled_in < Duration::from_millis(retention_ms as u64 - 3000),
+        "filling took {filled_in:?}: too slow for this test's retention"
+    );
+    assert!(err.to_lowercase().contains("no space"), "{err}");
+    let (free_before, _) = free_bytes(&m.dir);
+    // Retention deletes the expired closed segments (no metadata write
+    // needed), and produce resumes by itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok_run, err) = produce(&b, next, 100);
+        next += 100;
+        if ok_run {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "produce did not resume after retention: {err}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (free_after, _) = free_bytes(&m.dir);
+    eprintln!(
+        "disk filled in {filled_in:?}; free {} -> {} KiB after retention",
+        free_before >> 10,
+        free_after >> 10
+    );
+    assert!(b.stderr().contains("retention deleted segments"));
+    // What retention freed is partly taken again at once (the queued
+    // writes, the resumed produce), so only a floor is checked here.
+    assert!(free_after > free_before + (1 << 20));
+    assert_eq!(b.stop(), Some(0), "a clean stop on the nearly full disk");
+}
+
 /// On failure, show the broker's log.
 struct KeepLog(PathBuf);
 impl Drop for KeepLog {
