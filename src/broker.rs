@@ -8,9 +8,9 @@
 
 use crate::config::BrokerConfig;
 use crate::data_dir::DataDir;
-use crate::server::bind::Listeners;
 use crate::metadata::TopicTable;
 use crate::router::{reply_channel, Router, ShardMsg};
+use crate::server::bind::Listeners;
 use crate::shard::{self, ShardReady};
 use glommio::{LocalExecutorBuilder, Placement};
 use std::net::SocketAddr;

@@ -197,11 +197,24 @@ fn recover_metadata_refuses_while_the_data_dir_is_locked() {
     let out = recover_metadata(dir, &[]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("locked by another process"), "{err}");
+    assert!(err.contains("in use by another shardlog process"), "{err}");
     assert!(!table_path(dir).exists());
     drop(f);
     ok(recover_metadata(dir, &[]));
     assert!(table_path(dir).exists());
+
+    // And next to a real broker, which holds the lock for its whole life.
+    let b = BrokerProc::start(&[]);
+    ok(b.cli(&["topic", "create", "t", "--partitions", "1"], None));
+    std::fs::remove_file(table_path(&b.data_dir)).unwrap();
+    let out = recover_metadata(&b.data_dir, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("in use by another shardlog process") && err.contains(&b.pid().to_string()),
+        "{err}"
+    );
+    assert!(!table_path(&b.data_dir).exists(), "nothing written");
 }
 
 #[test]

@@ -13,10 +13,8 @@
 //!   migrating old data directories, finishing interrupted deletes;
 //! - [`recover`]: rebuilding a lost table from the partition directories;
 //! - [`reserve`]: the space kept aside so metadata can be written on a full disk;
-//! - [`durable`]: atomic, durable replacement of a small file;
-//! - [`dir_lock`]: the exclusive lock on a data directory.
+//! - [`durable`]: atomic, durable replacement of a small file.
 
-pub mod dir_lock;
 pub mod dirs;
 pub mod durable;
 pub mod identity;

@@ -17,14 +17,14 @@
 //!   retention keeps everything (a default 7-day retention could delete
 //!   data the original topic kept), and the report says so.
 //!
-//! It takes the data directory's lock (as a running broker does), so it
-//! never runs next to a broker. It refuses to replace a readable table
+//! It takes the data directory's lock ([`crate::data_dir::DataDir`], as a
+//! running broker does), so it never runs next to a broker. It refuses to replace a readable table
 //! unless forced, and keeps any table it replaces next to the new one.
 
-use super::dir_lock::{DataDirLock, LockError};
 use super::{dirs, identity, meta_path, partition_dir, reserve};
 use super::{MetadataError, TopicMeta, TopicTable};
 use crate::config::TopicConfig;
+use crate::data_dir::{DataDir, DataDirError};
 use crate::storage::checkpoint::{self, Checkpoint};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -38,7 +38,7 @@ pub const PRODUCER_ID_MARGIN: i64 = 1_000_000;
 #[derive(Debug, thiserror::Error)]
 pub enum RecoverError {
     #[error(transparent)]
-    Lock(#[from] LockError),
+    Lock(#[from] DataDirError),
     #[error(transparent)]
     Metadata(#[from] MetadataError),
     #[error("data directory {0} does not exist")]
@@ -96,7 +96,7 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
     if !data_dir.is_dir() {
         return Err(RecoverError::NoDataDir(data_dir.to_path_buf()));
     }
-    let _lock = DataDirLock::try_acquire(data_dir)?;
+    let _lock = DataDir::open(data_dir)?;
     let table_path = meta_path(data_dir);
     let keep_previous_as = match TopicTable::read(data_dir) {
         Ok(None) => None,

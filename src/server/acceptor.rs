@@ -8,8 +8,8 @@
 //! never pile up on one shard.
 
 use super::conn;
-use crate::server::bind::Listeners;
 use crate::router::ShardMsg;
+use crate::server::bind::Listeners;
 use crate::shard::{ListenerKind, Shard};
 use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;

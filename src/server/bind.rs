@@ -164,7 +164,11 @@ pub fn port_owner(port: u16) -> Option<String> {
     }
     let targets: Vec<String> = inodes.iter().map(|i| format!("socket:[{i}]")).collect();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) else {
