@@ -13,7 +13,7 @@
 //! - identity matches the table: the directory is the partition's;
 //! - identity differs: the directory is refused (the partition goes
 //!   offline with a message) and nothing in it is touched;
-//! - no identity and no files: an interrupted creation; it is claimed;
+//! - no valid identity and no other files: an interrupted creation; it is claimed;
 //! - no identity but files: refused, except at startup for topics already
 //!   in the table, where it is taken as a data directory from before
 //!   identities existed (the migration in [`super::startup`]);
@@ -85,38 +85,109 @@ pub fn write(dir: &Path, id: &PartitionIdentity) -> Result<(), MetadataError> {
 /// creating it (with its identity, before any segment) if it is missing.
 /// Refuses a directory that belongs to something else.
 pub fn claim(data_dir: &Path, expected: &PartitionIdentity) -> Result<Claim, MetadataError> {
+    claim_all(data_dir, std::slice::from_ref(expected))
+        .pop()
+        .expect("one result per partition")
+}
+
+/// [`claim`] for many partitions at once (a new topic, the partitions a
+/// shard opens at startup): the identity files written are made durable
+/// together by one `syncfs` of the data directory's file system, before
+/// this returns and so before any segment exists. Three fsyncs per
+/// partition made creating a 1000-partition topic take 5 s instead of 0.3 s.
+pub fn claim_all(
+    data_dir: &Path,
+    expected: &[PartitionIdentity],
+) -> Vec<Result<Claim, MetadataError>> {
+    let mut out: Vec<Result<Claim, MetadataError>> = expected
+        .iter()
+        .map(|id| claim_unsynced(data_dir, id))
+        .collect();
+    let wrote = out
+        .iter()
+        .any(|r| matches!(r, Ok(Claim::Created | Claim::ClaimedEmpty)));
+    if wrote {
+        if let Err(e) = syncfs(data_dir) {
+            let msg = e.to_string();
+            for r in out.iter_mut() {
+                if matches!(r, Ok(Claim::Created | Claim::ClaimedEmpty)) {
+                    *r = Err(MetadataError::io("syncfs", data_dir)(std::io::Error::new(
+                        e.kind(),
+                        msg.clone(),
+                    )));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The decision of [`claim`], with any identity file written but not yet durable.
+fn claim_unsynced(data_dir: &Path, expected: &PartitionIdentity) -> Result<Claim, MetadataError> {
     let dir = partition_dir(data_dir, &expected.topic, expected.partition);
     match std::fs::create_dir(&dir) {
         Ok(()) => {
-            write(&dir, expected)?;
-            // The new directory's entry in the data directory.
-            durable::sync_dir(data_dir)?;
+            write_unsynced(&dir, expected)?;
             return Ok(Claim::Created);
         }
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(MetadataError::io("create", &dir)(e)),
     }
-    match read(&dir)? {
-        Some(found) if &found == expected => Ok(Claim::Matches),
-        Some(found) => Err(MetadataError::IdentityMismatch {
+    let found = read(&dir);
+    if let Ok(Some(found)) = &found {
+        if found == expected {
+            return Ok(Claim::Matches);
+        }
+    }
+    // Without a valid identity, a directory holding nothing else is one
+    // whose creation a crash interrupted (identity files are made durable
+    // before any segment is created): it is claimed.
+    let only_identity = std::fs::read_dir(&dir)
+        .map_err(MetadataError::io("list", &dir))?
+        .filter_map(|e| e.ok())
+        .all(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(FILE_NAME))
+        });
+    match found {
+        Ok(Some(found)) => Err(MetadataError::IdentityMismatch {
             dir,
             found: Box::new(found),
             expected: Box::new(expected.clone()),
         }),
-        None => {
-            let empty = std::fs::read_dir(&dir)
-                .map_err(MetadataError::io("list", &dir))?
-                .next()
-                .is_none();
-            if !empty {
-                return Err(MetadataError::Unidentified {
-                    dir,
-                    expected: Box::new(expected.clone()),
-                });
-            }
-            write(&dir, expected)?;
+        _ if only_identity => {
+            write_unsynced(&dir, expected)?;
             Ok(Claim::ClaimedEmpty)
         }
+        Ok(None) => Err(MetadataError::Unidentified {
+            dir,
+            expected: Box::new(expected.clone()),
+        }),
+        Err(e) => Err(e),
+    }
+}
+
+/// Write the identity through a temporary file and a rename (so it is
+/// never seen half-written), leaving durability to the caller's syncfs.
+fn write_unsynced(dir: &Path, id: &PartitionIdentity) -> Result<(), MetadataError> {
+    let mut bytes = serde_json::to_vec_pretty(id).expect("identity serialises");
+    bytes.push(b'\n');
+    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
+    std::fs::write(&tmp, &bytes).map_err(MetadataError::io("write", &tmp))?;
+    let path = dir.join(FILE_NAME);
+    std::fs::rename(&tmp, &path).map_err(MetadataError::io("rename", &path))
+}
+
+/// Flush the whole file system holding `path` (data, metadata, journal).
+fn syncfs(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let d = std::fs::File::open(path)?;
+    // SAFETY: a valid open file descriptor; syncfs takes no pointers.
+    if unsafe { libc::syncfs(d.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -170,9 +241,13 @@ mod tests {
         let e = claim(d, &b).unwrap_err();
         assert!(matches!(e, MetadataError::IdentityMismatch { .. }), "{e}");
         assert_eq!(read(&d.join("t-0")).unwrap(), Some(a));
-        // No identity, empty: claimed; no identity with files: refused.
+        // No identity, empty (or a torn identity only): claimed; no identity with files: refused.
         std::fs::create_dir(d.join("u-0")).unwrap();
         assert_eq!(claim(d, &id("u", 0, "cc")).unwrap(), Claim::ClaimedEmpty);
+        std::fs::create_dir(d.join("w-0")).unwrap();
+        std::fs::write(d.join("w-0").join(FILE_NAME), b"{\"top").unwrap();
+        assert_eq!(claim(d, &id("w", 0, "ee")).unwrap(), Claim::ClaimedEmpty);
+        assert_eq!(read(&d.join("w-0")).unwrap(), Some(id("w", 0, "ee")));
         std::fs::create_dir(d.join("v-0")).unwrap();
         std::fs::write(d.join("v-0").join("00000000000000000000.log"), b"x").unwrap();
         let e = claim(d, &id("v", 0, "dd")).unwrap_err();

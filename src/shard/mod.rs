@@ -195,20 +195,24 @@ impl Shard {
                 }
             }
         }
-        let results = futures::future::join_all(opens.into_iter().map(|(key, tcfg, id)| {
-            let this = self.clone();
-            async move {
-                // The directory must be this partition's (identity file),
-                // or be created now with it, before any segment.
-                if let Err(e) = identity::claim(&this.config.data_dir, &id) {
-                    return (key, Err(StorageError::NotClaimed(e.to_string())));
+        // Each directory must be its partition's (identity file), or be
+        // created now with it, durably, before any segment.
+        let ids: Vec<_> = opens.iter().map(|(_, _, id)| id.clone()).collect();
+        let claims = identity::claim_all(&self.config.data_dir, &ids);
+        let results = futures::future::join_all(opens.into_iter().zip(claims).map(
+            |((key, tcfg, _), claim)| {
+                let this = self.clone();
+                async move {
+                    if let Err(e) = claim {
+                        return (key, Err(StorageError::NotClaimed(e.to_string())));
+                    }
+                    let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
+                    let cfg = LogConfig::from_broker(&this.config, tcfg);
+                    let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
+                    (key, r)
                 }
-                let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
-                let cfg = LogConfig::from_broker(&this.config, tcfg);
-                let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
-                (key, r)
-            }
-        }))
+            },
+        ))
         .await;
         for (key, r) in results {
             let slot = match r {
