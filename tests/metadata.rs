@@ -150,6 +150,8 @@ fn recover_metadata_rebuilds_the_table_and_the_data_is_served_again() {
     let (orders_id, events_id) = (topic_id(&dir, "orders"), topic_id(&dir, "events"));
 
     std::fs::remove_file(table_path(&dir)).unwrap();
+    let (code, err) = serve_expecting_exit(&dir);
+    assert_eq!(code, Some(1), "no start without the table: {err}");
     let out = recover_metadata(&dir, &[]);
     let text = ok(out);
     for want in [

@@ -376,6 +376,35 @@ mod tests {
     }
 
     #[test]
+    fn producer_ids_continue_past_the_checkpoints() {
+        use crate::storage::producer_state::ProducerEntry;
+        let tmp = tempfile::tempdir().unwrap();
+        let d = tmp.path();
+        identity::claim(d, &pid("t", 0, "aa")).unwrap();
+        let cp = Checkpoint {
+            segment_base: 0,
+            position: 0,
+            next_offset: 0,
+            producers: [4711, 12]
+                .into_iter()
+                .map(|pid| {
+                    let e = ProducerEntry {
+                        epoch: 0,
+                        batches: Default::default(),
+                        last_seen_offset: 0,
+                    };
+                    (pid, e)
+                })
+                .collect(),
+        };
+        std::fs::write(d.join("t-0").join(checkpoint::FILE_NAME), cp.encode()).unwrap();
+        let r = recover(d, false).unwrap();
+        assert_eq!(r.highest_producer_id_seen, Some(4711));
+        let t = TopicTable::read(d).unwrap().unwrap();
+        assert_eq!(t.producer_id_block_end, 4712 + PRODUCER_ID_MARGIN);
+    }
+
+    #[test]
     fn disagreeing_directories_stop_the_rebuild() {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
