@@ -80,10 +80,10 @@ pub enum MetadataError {
     },
     #[error(
         "partition directory {dir} holds files but no identity file (identity.json), so it cannot \
-         be told from another topic's data; it is not served as {expected} and nothing in it was \
-         touched. Move it out of the data directory, or, if it is this partition's data, restart \
-         (at startup a directory without identity is taken as its table topic's: the migration \
-         of data directories from before identity files)"
+         be told from another topic's data: it is not served as {expected} and nothing in it was \
+         touched. Move it out of the data directory (the partition then starts empty), or, if it \
+         is this partition's data, restart: at startup a directory without identity file is \
+         taken as its table topic's (the migration of data directories from before identity files)"
     )]
     Unidentified {
         dir: PathBuf,
