@@ -5,8 +5,8 @@
 //! name, and the new topic would find the old one's segments and serve them
 //! as its own. So every partition directory carries `identity.json`, naming
 //! the topic, the partition and the topic's id (the table's stable,
-//! random `id`). It is written and fsynced when the directory is created,
-//! before any segment, and never changes.
+//! random `id`). It is written when the directory is created and made
+//! durable before any segment exists, and never changes.
 //!
 //! The rules, applied by the shard before it opens a partition
 //! ([`claim`]) and by the controller before it creates one:
