@@ -50,6 +50,19 @@ enum Cmd {
     Produce(ProduceArgs),
     /// Print messages, one value per line.
     Consume(ConsumeArgs),
+    /// Rebuild a lost topic table (meta/topics.json) from the partition
+    /// directories, with the broker stopped.
+    RecoverMetadata(RecoverArgs),
+}
+
+#[derive(Args)]
+struct RecoverArgs {
+    /// The broker's data directory.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Rebuild even if the current table is readable (it is kept next to the new one).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Args)]
@@ -179,6 +192,7 @@ fn main() {
         Cmd::Topic { cmd, broker } => runtime().block_on(topic(cmd, &broker)),
         Cmd::Produce(a) => runtime().block_on(produce(a)),
         Cmd::Consume(a) => runtime().block_on(consume(a)),
+        Cmd::RecoverMetadata(a) => recover_metadata(a),
     };
     if let Err(e) = r {
         // `consume ... | head`: the reader went away, as it meant to. Like
@@ -306,6 +320,13 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     broker.shutdown();
+    Ok(())
+}
+
+fn recover_metadata(a: RecoverArgs) -> Result<()> {
+    let report = shardlog::metadata::recover::recover(&a.data_dir, a.force)
+        .with_context(|| format!("recover-metadata in {}", a.data_dir.display()))?;
+    print!("{report}");
     Ok(())
 }
 

@@ -51,7 +51,8 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::Io { .. }
         | StorageError::NoSpace { .. }
         | StorageError::Failed { .. }
-        | StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        | StorageError::Corrupt { .. }
+        | StorageError::NotClaimed(_) => ResponseError::KafkaStorageError,
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
         StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,

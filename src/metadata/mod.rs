@@ -5,13 +5,38 @@
 //! to a temporary file, fsynced, renamed, directory fsynced) and then
 //! broadcasts the new immutable [`TopicTable`] to every shard. Every shard
 //! holds an `Arc` of the latest table and answers metadata questions from it.
+//!
+//! Map of the module:
+//! - [`dirs`]: which entries of the data directory are partition directories;
+//! - [`identity`]: the identity file that ties a partition directory to its topic id;
+//! - [`startup`]: loading the table for a broker: refusing a lost table,
+//!   migrating old data directories, finishing interrupted deletes;
+//! - [`recover`]: rebuilding a lost table from the partition directories;
+//! - [`reserve`]: the space kept aside so metadata can be written on a full disk;
+//! - [`durable`]: atomic, durable replacement of a small file.
+
+pub mod dirs;
+pub mod durable;
+pub mod identity;
+pub mod recover;
+pub mod reserve;
+pub mod startup;
 
 use crate::config::TopicConfig;
+use identity::PartitionIdentity;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use tracing::warn;
+
+/// The command that rebuilds a lost topic table, for messages.
+pub fn recover_command(data_dir: &Path) -> String {
+    format!(
+        "shardlog recover-metadata --data-dir {}",
+        data_dir.display()
+    )
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
@@ -25,6 +50,58 @@ pub enum MetadataError {
     Parse { path: PathBuf, detail: String },
     #[error("invalid topic name '{0}': use 1-200 characters from [a-zA-Z0-9._-], not '.' or '..'")]
     InvalidName(String),
+    #[error(
+        "refusing to start: the topic table {table} is {problem}, but the data directory {data_dir} \
+         holds {dirs}. Starting without the table would serve none of them and let a new topic of \
+         the same name adopt their data. Rebuild the table from the directories with `{command}` \
+         (it says what it cannot recover), or move the directories out of {data_dir} if they are \
+         not wanted",
+        data_dir = data_dir.display(),
+        table = meta_path(data_dir).display(),
+        command = recover_command(data_dir)
+    )]
+    TableLost {
+        data_dir: PathBuf,
+        /// "missing", or "unreadable (why)".
+        problem: String,
+        /// "N partition directories (a-0, a-1, ...)".
+        dirs: String,
+    },
+    #[error(
+        "partition directory {dir} belongs to {found}, but the topic table says it is {expected}; \
+         it is not served and nothing in it was touched. Move it out of the data directory \
+         (the partition then starts empty), or, if it really is this partition's data, \
+         put the table's topic id into {dir}/identity.json; then restart"
+    )]
+    IdentityMismatch {
+        dir: PathBuf,
+        found: Box<PartitionIdentity>,
+        expected: Box<PartitionIdentity>,
+    },
+    #[error(
+        "partition directory {dir} holds files but no identity file (identity.json), so it cannot \
+         be told from another topic's data: it is not served as {expected} and nothing in it was \
+         touched. Move it out of the data directory (the partition then starts empty), or, if it \
+         is this partition's data, restart: at startup a directory without identity file is \
+         taken as its table topic's (the migration of data directories from before identity files)"
+    )]
+    Unidentified {
+        dir: PathBuf,
+        expected: Box<PartitionIdentity>,
+    },
+}
+
+impl MetadataError {
+    /// `MetadataError::io("write", path)` maps an `io::Error` to this error.
+    pub fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> MetadataError {
+        let path = path.to_path_buf();
+        move |source| MetadataError::Io { op, path, source }
+    }
+
+    /// The device is full (retryable once space is freed).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, MetadataError::Io { source, .. } if crate::storage::file::is_no_space(source))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +122,21 @@ pub struct TopicTable {
     /// Producer ids below this may have been handed out; a restart continues from here.
     #[serde(default)]
     pub producer_id_block_end: i64,
+    /// Topics deleted from `topics` whose partition directories may still
+    /// exist: a delete persists the table first (so a crash can never
+    /// leave a table naming a topic whose data is half gone), then removes
+    /// the directories, then drops the entry. A start after a crash in
+    /// between finishes the job ([`startup`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deleting: Vec<DeletedTopic>,
+}
+
+/// A deleted topic whose directories are being removed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletedTopic {
+    pub name: String,
+    pub id: String,
+    pub partitions: u32,
 }
 
 pub type SharedTopics = Arc<TopicTable>;
@@ -90,14 +182,26 @@ pub fn new_topic_id(name: &str) -> String {
 }
 
 impl TopicTable {
+    /// The table a broker starts with: see [`startup::load`] (refuses a
+    /// lost table while partition directories exist, migrates data
+    /// directories from before identity files, finishes interrupted deletes).
     pub fn load(data_dir: &Path) -> Result<TopicTable, MetadataError> {
+        startup::load(data_dir)
+    }
+
+    /// Just read the table file: None if there is none.
+    pub fn read(data_dir: &Path) -> Result<Option<TopicTable>, MetadataError> {
         let path = meta_path(data_dir);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| MetadataError::Parse {
-                path,
-                detail: e.to_string(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(TopicTable::default()),
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| MetadataError::Parse {
+                        path,
+                        detail: e.to_string(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(MetadataError::Io {
                 op: "read",
                 path,
@@ -106,32 +210,41 @@ impl TopicTable {
         }
     }
 
-    /// Persist atomically and durably.
+    /// Persist atomically and durably. On a full disk, the space reserve is
+    /// given back and the write tried once more (see [`reserve`]): that is
+    /// what lets a topic be deleted to make a full disk empty again.
     pub fn persist(&self, data_dir: &Path) -> Result<(), MetadataError> {
-        let path = meta_path(data_dir);
-        let dir = path.parent().unwrap().to_path_buf();
-        let io = |op: &'static str, p: &Path| {
-            let p = p.to_path_buf();
-            move |source| MetadataError::Io {
-                op,
-                path: p,
-                source,
+        match self.write_file(data_dir) {
+            Err(e) if e.is_no_space() && reserve::release(data_dir)? => {
+                warn!(
+                    "writing the topic table hit a full disk ({e}); released the metadata \
+                     space reserve {} and retrying",
+                    reserve::path(data_dir).display()
+                );
+                self.write_file(data_dir)
             }
-        };
-        std::fs::create_dir_all(&dir).map_err(io("create", &dir))?;
-        let tmp = dir.join("topics.json.tmp");
+            r => r,
+        }
+    }
+
+    fn write_file(&self, data_dir: &Path) -> Result<(), MetadataError> {
+        let path = meta_path(data_dir);
+        let dir = path.parent().expect("meta/topics.json has a parent");
+        std::fs::create_dir_all(dir).map_err(MetadataError::io("create", dir))?;
         let bytes = serde_json::to_vec_pretty(self).expect("metadata serialises");
-        let mut f = std::fs::File::create(&tmp).map_err(io("create", &tmp))?;
-        f.write_all(&bytes).map_err(io("write", &tmp))?;
-        f.sync_all().map_err(io("fsync", &tmp))?;
-        std::fs::rename(&tmp, &path).map_err(io("rename", &path))?;
-        std::fs::File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(io("fsync", &dir))?;
-        Ok(())
+        durable::replace(dir, "topics.json", &bytes)
     }
 
     pub fn get(&self, name: &str) -> Option<&TopicMeta> {
         self.topics.get(name)
+    }
+
+    /// The identity partition `p` of `topic` must carry.
+    pub fn identity(&self, topic: &str, partition: u32) -> Option<PartitionIdentity> {
+        self.topics.get(topic).map(|m| PartitionIdentity {
+            topic: m.name.clone(),
+            partition,
+            topic_id: m.id.clone(),
+        })
     }
 }

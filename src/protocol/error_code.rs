@@ -70,7 +70,8 @@ impl ErrorCode {
         match e {
             StorageError::Io { .. }
             | StorageError::Failed { .. }
-            | StorageError::Corrupt { .. } => ErrorCode::StorageFailed,
+            | StorageError::Corrupt { .. }
+            | StorageError::NotClaimed(_) => ErrorCode::StorageFailed,
             StorageError::NoSpace { .. } => ErrorCode::NoSpace,
             StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
             StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,

@@ -6,11 +6,11 @@
 use super::ops::{AdminError, AdminOk, AdminOp, AdminResult};
 use super::Shard;
 use crate::config::TopicConfig;
-use crate::metadata::{self, TopicMeta, TopicTable};
+use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
 use crate::router::{reply_channel, ShardMsg};
 use std::rc::Rc;
 use std::sync::Arc;
-use tracing::info;
+use tracing::{debug, info, warn};
 
 /// Producer ids are reserved in blocks so that handing one out rarely costs an fsync.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -52,6 +52,7 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
                 .clone()
                 .with_overrides(&config)
                 .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+            move_aside_leftovers(shard, &name, 0..partitions)?;
             info!(topic = %name, partitions, "creating topic");
             next.topics.insert(
                 name.clone(),
@@ -65,10 +66,24 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             );
         }
         AdminOp::DeleteTopic { name } => {
-            if next.topics.remove(&name).is_none() {
+            let Some(meta) = next.topics.remove(&name) else {
                 return Err(AdminError::UnknownTopic(name));
-            }
+            };
             info!(topic = %name, "deleting topic");
+            // Persisted with the topic gone and listed as being deleted,
+            // then the shards remove its directories, then the entry goes:
+            // a crash in between is finished at the next start.
+            next.deleting.push(DeletedTopic {
+                name,
+                id: meta.id,
+                partitions: meta.partitions,
+            });
+            next.version += 1;
+            persist(shard, &next)?;
+            broadcast(shard, Arc::new(next)).await;
+            finish_delete(shard, &meta.name).await;
+            refill_reserve(shard);
+            return Ok(AdminOk::Done);
         }
         AdminOp::CreatePartitions { name, total } => {
             let Some(t) = next.topics.get_mut(&name) else {
@@ -88,16 +103,20 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             if total == t.partitions {
                 return Ok(AdminOk::Done);
             }
-            info!(topic = %name, from = t.partitions, to = total, "adding partitions");
-            t.partitions = total;
+            let from = t.partitions;
+            move_aside_leftovers(shard, &name, from..total)?;
+            info!(topic = %name, from, to = total, "adding partitions");
+            next.topics
+                .get_mut(&name)
+                .expect("checked above")
+                .partitions = total;
         }
         AdminOp::AllocateProducerId => {
             let pid = shard.next_producer_id.get();
             if pid >= next.producer_id_block_end {
                 next.producer_id_block_end = pid + PRODUCER_ID_BLOCK;
                 next.version += 1;
-                next.persist(&shard.config.data_dir)
-                    .map_err(|e| AdminError::Storage(e.to_string()))?;
+                persist(shard, &next)?;
                 broadcast(shard, Arc::new(next)).await;
             }
             shard.next_producer_id.set(pid + 1);
@@ -105,10 +124,90 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         }
     }
     next.version += 1;
-    next.persist(&shard.config.data_dir)
-        .map_err(|e| AdminError::Storage(e.to_string()))?;
+    persist(shard, &next)?;
     broadcast(shard, Arc::new(next)).await;
+    refill_reserve(shard);
     Ok(AdminOk::Done)
+}
+
+/// Store the table (on a full disk, through the space reserve: see
+/// [`crate::metadata::reserve`]).
+fn persist(shard: &Rc<Shard>, table: &TopicTable) -> Result<(), AdminError> {
+    table
+        .persist(&shard.config.data_dir)
+        .map_err(|e| AdminError::Storage(e.to_string()))
+}
+
+/// Partitions about to be created must start empty: a directory already
+/// there under their name (a deleted or forgotten topic's, whatever its
+/// identity) is moved aside into `stale/`, never adopted. Done before the
+/// table names the new partitions, so a crash leaves either the old
+/// directory in place and no new topic, or the directory aside.
+fn move_aside_leftovers(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partitions: std::ops::Range<u32>,
+) -> Result<(), AdminError> {
+    let data_dir = &shard.config.data_dir;
+    for p in partitions {
+        let dir = metadata::partition_dir(data_dir, topic, p);
+        if !dir.exists() {
+            continue;
+        }
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("partition directory names are ASCII")
+            .to_string();
+        let found = identity::read(&dir).ok().flatten();
+        let to = identity::move_aside(data_dir, &name).map_err(|e| {
+            AdminError::Storage(format!(
+                "cannot move the leftover directory {} out of the way of the new partition: {e}",
+                dir.display()
+            ))
+        })?;
+        warn!(
+            "a directory {} was already there (identity: {}); it is not adopted: moved aside to {}",
+            dir.display(),
+            found.map_or("none".to_string(), |i| i.to_string()),
+            to.display()
+        );
+    }
+    Ok(())
+}
+
+/// After the shards removed a deleted topic's directories: drop its
+/// `deleting` entry (if nothing is left of it). Failure here is harmless:
+/// the next start finishes the delete.
+async fn finish_delete(shard: &Rc<Shard>, name: &str) {
+    let cur = shard.topics();
+    let data_dir = &shard.config.data_dir;
+    let mut next: TopicTable = (*cur).clone();
+    // Directories the shards could not remove stay listed, for the next start.
+    next.deleting
+        .retain(|d| d.name != name || !startup::remove_deleted_dirs(data_dir, d));
+    if next.deleting.len() == cur.deleting.len() {
+        return;
+    }
+    next.version += 1;
+    match next.persist(data_dir) {
+        Ok(()) => broadcast(shard, Arc::new(next)).await,
+        Err(e) => {
+            warn!(topic = %name, "topic deleted, but its deleting entry stays until the next start: {e}")
+        }
+    }
+}
+
+/// Keep the metadata space reserve filled while there is room (after a
+/// delete that freed space, or on a quiet disk): the next metadata write
+/// on a full disk needs it.
+pub fn refill_reserve(shard: &Rc<Shard>) {
+    match reserve::refill(&shard.config.data_dir) {
+        Ok(true) => info!("metadata space reserve made again"),
+        Ok(false) => {}
+        Err(e) if e.is_no_space() => debug!("no room for the metadata space reserve yet"),
+        Err(e) => warn!("cannot make the metadata space reserve: {e}"),
+    }
 }
 
 /// Send the new table to every shard and wait until all have applied it.

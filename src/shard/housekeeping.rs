@@ -1,5 +1,5 @@
-//! Periodic per-shard work: retention, cache trimming, and the glommio
-//! poll-ring assertion.
+//! Periodic per-shard work: retention, cache trimming, the glommio
+//! poll-ring assertion, and (on the controller) the metadata space reserve.
 
 use super::Shard;
 use std::rc::Rc;
@@ -16,6 +16,11 @@ pub async fn run(shard: Rc<Shard>) {
                 warn!(dir = %log.dir().display(), "retention failed: {e}");
             }
             log.trim_cache();
+        }
+        if shard.id == 0 {
+            // Space freed by retention or by the operator refills the
+            // reserve first, ready for the next full disk.
+            super::admin::refill_reserve(&shard);
         }
         crate::storage::dma::assert_poll_ring_idle();
     }

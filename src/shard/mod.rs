@@ -19,7 +19,7 @@ pub mod ops;
 
 use crate::config::BrokerConfig;
 use crate::event::LocalEvent;
-use crate::metadata::{partition_dir, SharedTopics};
+use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::router::{shard_of, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
 use crate::storage::{CacheBudget, Log, LogConfig, StorageError};
@@ -163,13 +163,27 @@ impl Shard {
             .collect();
         for key in doomed {
             let slot = self.partitions.borrow_mut().remove(&key);
+            let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
             if let Some(PartitionSlot::Online { log, flusher }) = slot {
                 if let Err(e) = log.close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a deleted partition: {e}");
                 }
-                drop(flusher);
+                // On a full disk close() gives up at once but the flusher
+                // would retry forever, keeping the segment files open, so
+                // their space would never come back. Stop it.
+                flusher.cancel();
             }
+            // Only a directory this partition opened, or one that carries
+            // the deleted topic's identity: an offline partition's
+            // directory may be someone else's data.
+            let id = old.identity(&key.0, key.1);
             let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
+            let ours =
+                was_online || id.is_some_and(|id| identity::read(&dir).ok().flatten() == Some(id));
+            if !ours {
+                warn!(dir = %dir.display(), "partition deleted; its directory is not the topic's and is left untouched");
+                continue;
+            }
             if let Err(e) = std::fs::remove_dir_all(&dir) {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     warn!(dir = %dir.display(), "removing a deleted partition: {e}");
@@ -183,19 +197,31 @@ impl Shard {
             for p in 0..meta.partitions {
                 let key = (meta.name.clone(), p);
                 if self.owns(&meta.name, p) && !self.partitions.borrow().contains_key(&key) {
-                    opens.push((key, meta.config.clone()));
+                    let id = topics
+                        .identity(&meta.name, p)
+                        .expect("topic is in the table");
+                    opens.push((key, meta.config.clone(), id));
                 }
             }
         }
-        let results = futures::future::join_all(opens.into_iter().map(|(key, tcfg)| {
-            let this = self.clone();
-            async move {
-                let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
-                let cfg = LogConfig::from_broker(&this.config, tcfg);
-                let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
-                (key, r)
-            }
-        }))
+        // Each directory must be its partition's (identity file), or be
+        // created now with it, durably, before any segment.
+        let ids: Vec<_> = opens.iter().map(|(_, _, id)| id.clone()).collect();
+        let claims = identity::claim_all(&self.config.data_dir, &ids);
+        let results = futures::future::join_all(opens.into_iter().zip(claims).map(
+            |((key, tcfg, _), claim)| {
+                let this = self.clone();
+                async move {
+                    if let Err(e) = claim {
+                        return (key, Err(StorageError::NotClaimed(e.to_string())));
+                    }
+                    let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
+                    let cfg = LogConfig::from_broker(&this.config, tcfg);
+                    let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
+                    (key, r)
+                }
+            },
+        ))
         .await;
         for (key, r) in results {
             let slot = match r {

@@ -74,6 +74,11 @@ pub enum StorageError {
     },
     #[error("partition is closing")]
     Closed,
+    /// The partition directory is not this partition's (its identity file
+    /// names another topic), or could not be claimed: the message says why
+    /// and what to do.
+    #[error("{0}")]
+    NotClaimed(String),
 }
 
 impl StorageError {
