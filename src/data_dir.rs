@@ -217,7 +217,10 @@ mod tests {
         let started = Instant::now();
         let r = DataDir::open_waiting(tmp.path(), Duration::from_secs(5), |_| called = true);
         assert!(matches!(r, Err(DataDirError::InUse { .. })));
-        assert!(!called, "a running holder must fail at once, not be waited for");
+        assert!(
+            !called,
+            "a running holder must fail at once, not be waited for"
+        );
         assert!(started.elapsed() < Duration::from_secs(4));
     }
 
