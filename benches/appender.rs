@@ -39,7 +39,7 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::dma::{probe_device, DmaDisk};
-use shardlog::storage::{CacheBudget, Log, LogConfig};
+use shardlog::storage::{CacheBudget, Log, LogConfig, WriteBudget};
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -116,6 +116,7 @@ impl Ctx {
             dir.clone(),
             cfg,
             CacheBudget::new(1 << 20),
+            WriteBudget::unlimited(),
         )
         .await
         .expect("open log");

@@ -51,8 +51,15 @@ pub struct BrokerConfig {
     pub max_connections_per_shard: usize,
     /// Request bytes a connection may have in flight before the broker stops reading its socket.
     pub max_inflight_bytes_per_connection: usize,
-    /// Request bytes a shard may have in flight across all its connections.
+    /// Bytes a shard may hold for requests across all its connections:
+    /// request frames being read or served, and answers not yet written.
     pub max_inflight_bytes_per_shard: usize,
+    /// Bytes a shard may hold appended but not yet written to segment files
+    /// (acks=0/1 data ahead of the flushers); appends wait beyond it.
+    pub max_unwritten_bytes_per_shard: usize,
+    /// Largest Fetch answer the broker builds, whatever the client asks for
+    /// (Kafka's broker-side `fetch.max.bytes`). The first batch always goes.
+    pub fetch_max_bytes: usize,
     /// A connection with no complete request for this long is closed.
     pub idle_timeout_ms: u64,
     /// A request frame must arrive completely within this long once started (slow-loris bound).
@@ -100,7 +107,9 @@ impl Default for BrokerConfig {
             max_request_bytes: 64 << 20,
             max_connections_per_shard: 4096,
             max_inflight_bytes_per_connection: 64 << 20,
-            max_inflight_bytes_per_shard: 512 << 20,
+            max_inflight_bytes_per_shard: 256 << 20,
+            max_unwritten_bytes_per_shard: 128 << 20,
+            fetch_max_bytes: 55 << 20,
             idle_timeout_ms: 600_000,
             partial_frame_timeout_ms: 30_000,
             bind_wait_ms: 10_000,
@@ -141,6 +150,9 @@ impl BrokerConfig {
         }
         if self.max_request_bytes < 1024 {
             return bad("max_request_bytes must be >= 1024");
+        }
+        if self.fetch_max_bytes < 1024 {
+            return bad("fetch_max_bytes must be >= 1024");
         }
         if self.shards == Some(0) {
             return bad("shards must be >= 1");

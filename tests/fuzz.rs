@@ -29,7 +29,7 @@ use proptest::test_runner::{Config, TestRunner};
 use shardlog::format::frame::{self, split_frames};
 use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::protocol::codec::Reader;
-use shardlog::protocol::frame::{complete_frame_len, ApiKey, FrameHeader};
+use shardlog::protocol::frame::{frame_total_len, ApiKey, FrameHeader};
 use shardlog::protocol::messages::*;
 use shardlog::storage::recovery::{scan_bytes, ScanEnd};
 use std::time::{Duration, Instant};
@@ -236,9 +236,9 @@ fn encode(api: ApiKey, body: impl FnOnce(&mut BytesMut)) -> Vec<u8> {
 fn decode_like_the_broker(bytes: &[u8]) {
     let mut buf = BytesMut::from(bytes);
     loop {
-        let len = match complete_frame_len(&buf, 1 << 20) {
-            Ok(Some(n)) => n,
-            Ok(None) | Err(_) => return,
+        let len = match frame_total_len(&buf, 1 << 20) {
+            Ok(Some(n)) if n <= buf.len() => n,
+            Ok(_) | Err(_) => return,
         };
         let mut frame = buf.split_to(len);
         let _ = frame.split_to(4);

@@ -6,90 +6,17 @@
 mod common;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+use common::kafka::{s, tn, Conn};
 use common::BrokerProc;
 use kafka_protocol::messages::*;
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
     TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
-
-struct Conn {
-    s: TcpStream,
-    corr: i32,
-}
-
-fn s(x: &str) -> StrBytes {
-    StrBytes::from_string(x.to_string())
-}
-
-fn tn(x: &str) -> TopicName {
-    TopicName(s(x))
-}
-
-impl Conn {
-    fn new(addr: &str) -> Conn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        Conn { s, corr: 0 }
-    }
-
-    fn send<R: Encodable>(&mut self, key: ApiKey, v: i16, req: &R) -> i32 {
-        self.corr += 1;
-        let h = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(v)
-            .with_correlation_id(self.corr)
-            .with_client_id(Some(s("kafka-wire-test")));
-        let mut body = BytesMut::new();
-        h.encode(&mut body, key.request_header_version(v)).unwrap();
-        req.encode(&mut body, v)
-            .unwrap_or_else(|e| panic!("{key:?} v{v} request: {e}"));
-        self.send_raw(&body);
-        self.corr
-    }
-
-    fn send_raw(&mut self, body: &[u8]) {
-        let mut f = Vec::with_capacity(4 + body.len());
-        f.put_i32(body.len() as i32);
-        f.extend_from_slice(body);
-        self.s.write_all(&f).unwrap();
-    }
-
-    /// Read one response frame; None when the broker closed the connection.
-    fn read_frame(&mut self) -> Option<Bytes> {
-        let mut len = [0u8; 4];
-        if self.s.read_exact(&mut len).is_err() {
-            return None;
-        }
-        let mut b = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut b).ok()?;
-        Some(Bytes::from(b))
-    }
-
-    fn recv<T: Decodable>(&mut self, key: ApiKey, v: i16, corr: i32) -> T {
-        let mut b = self
-            .read_frame()
-            .unwrap_or_else(|| panic!("{key:?} v{v}: connection closed"));
-        let h = ResponseHeader::decode(&mut b, key.response_header_version(v)).unwrap();
-        assert_eq!(h.correlation_id, corr, "{key:?} v{v}: responses in order");
-        let r = T::decode(&mut b, v).unwrap_or_else(|e| panic!("{key:?} v{v} response: {e}"));
-        assert!(!b.has_remaining(), "{key:?} v{v}: trailing response bytes");
-        r
-    }
-
-    fn call<R: Encodable, T: Decodable>(&mut self, key: ApiKey, v: i16, req: &R) -> T {
-        let c = self.send(key, v, req);
-        self.recv(key, v, c)
-    }
-
-    fn closed(&mut self) -> bool {
-        self.read_frame().is_none()
-    }
-}
 
 fn versions(conn: &mut Conn) -> Vec<(ApiKey, i16, i16)> {
     let r: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());

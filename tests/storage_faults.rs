@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use shardlog::config::TopicConfig;
 use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError};
+use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -48,6 +48,7 @@ async fn open(disk: &SimDisk) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
         PathBuf::from("/sim/p-0"),
         cfg(),
         CacheBudget::new(0),
+        WriteBudget::unlimited(),
     )
     .await
     .unwrap();

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError};
+use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -92,7 +92,7 @@ async fn reopen_after_fault(
 ) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
     disk.heal();
     disk.crash();
-    let log = Log::open(disk.clone(), dir.to_path_buf(), cfg.clone(), budget.clone())
+    let log = Log::open(disk.clone(), dir.to_path_buf(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
         .await
         .expect("reopen after a fault");
     let flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -122,7 +122,7 @@ async fn run_seed(seed: u64) {
     let cfg = cfg(&mut rng);
     let budget = CacheBudget::new(rng.gen_range(0..200_000));
     let mut model: Vec<Appended> = Vec::new();
-    let mut log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+    let mut log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
         .await
         .unwrap();
     let mut flusher = glommio::spawn_local(log.clone().run_flusher());
@@ -204,7 +204,7 @@ async fn run_seed(seed: u64) {
                 disk.crash();
                 faulted = false;
                 STATS.with(|s| s.borrow_mut().0 += 1);
-                log = match Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone()).await
+                log = match Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited()).await
                 {
                     Ok(l) => l,
                     Err(StorageError::Corrupt { .. }) => {
@@ -273,7 +273,7 @@ async fn run_seed(seed: u64) {
                 drop(flusher);
                 let next = log.next_offset();
                 drop(log);
-                log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+                log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
                     .await
                     .unwrap();
                 assert_eq!(log.next_offset(), next, "seed {seed}: clean reopen");
@@ -290,7 +290,7 @@ async fn run_seed(seed: u64) {
         drop(flusher);
         drop(log);
         disk.crash();
-        let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+        let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
             .await
             .unwrap();
         let durable_end = model
@@ -308,7 +308,7 @@ async fn run_seed(seed: u64) {
     }
     drop(flusher);
     drop(log);
-    let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone())
+    let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
         .await
         .unwrap();
     let start = log.log_start_offset();

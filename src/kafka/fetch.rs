@@ -3,7 +3,11 @@
 //!
 //! - Sizes: `partition_max_bytes` bounds each partition, `max_bytes` the
 //!   whole answer, except that the first batch always goes (a batch larger
-//!   than the limits must not stall a consumer), as in Kafka.
+//!   than the limits must not stall a consumer), as in Kafka. The broker's
+//!   `fetch_max_bytes` caps `max_bytes`, and each partition reads at most
+//!   [`partition_read_cap`] so that a fetch of many partitions does not read
+//!   `max_bytes` from each (the request's cost was charged to the shard's
+//!   memory budget on that basis; see `Kafka::request_cost`).
 //! - No transactions: last_stable_offset = high watermark and no aborted
 //!   transactions, so read_committed consumers (librdkafka's default) read
 //!   everything.
@@ -19,7 +23,7 @@
 use super::batch::{frame_to_kafka, KAFKA_HEADER_LEN};
 use super::{errors, Ctx};
 use crate::format::{frame, BatchHeader};
-use crate::shard::ops::{FetchPart, OpError};
+use crate::shard::ops::{partition_read_cap, FetchPart, OpError};
 use crate::storage::{FetchOutcome, StorageError};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{FetchRequest, TopicName};
@@ -70,7 +74,9 @@ pub struct TopicAnswer {
 
 pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let topics = ctx.shard.topics();
-    let max_total = req.max_bytes.max(1) as u32;
+    let max_total = (req.max_bytes.max(1) as usize).min(ctx.shard.config.fetch_max_bytes) as u32;
+    let n = req.topics.iter().map(|t| t.partitions.len()).sum();
+    let cap = partition_read_cap(max_total as usize, n) as u32;
     let mut parts = Vec::new();
     let mut refused: HashMap<(String, i32), i16> = HashMap::new();
     for t in &req.topics {
@@ -93,7 +99,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                     topic: topic.clone(),
                     partition: p.partition as u32,
                     offset: p.fetch_offset as u64,
-                    max_bytes: (p.partition_max_bytes.max(1) as u32).min(max_total),
+                    max_bytes: (p.partition_max_bytes.max(1) as u32).min(cap),
                 });
             }
         }

@@ -26,6 +26,7 @@ use super::errors::KafkaError;
 use super::*;
 use crate::event::LocalEvent;
 use crate::server::conn::{Handled, Protocol};
+use crate::config::BrokerConfig;
 use crate::shard::Shard;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
@@ -152,8 +153,21 @@ impl Protocol for Kafka {
             debug!(len, max, "kafka: refusing a request frame length");
             return Err(None);
         }
-        let total = 4 + len as usize;
-        Ok((buf.len() >= total).then_some(total))
+        Ok(Some(4 + len as usize))
+    }
+
+    /// A Fetch is charged for its answer too: its `max_bytes`, capped by the
+    /// broker's `fetch_max_bytes` (or that cap, if the field cannot be read).
+    fn request_cost(&self, frame: &[u8], config: &BrokerConfig) -> usize {
+        const FETCH: i16 = 1;
+        if frame.len() < 8 || i16::from_be_bytes([frame[4], frame[5]]) != FETCH {
+            return frame.len();
+        }
+        let answer = fetch_max_bytes_of(frame)
+            .map(|m| m.max(1) as usize)
+            .unwrap_or(usize::MAX)
+            .min(config.fetch_max_bytes);
+        frame.len() + answer
     }
 
     async fn handle(self: Rc<Self>, shard: Rc<Shard>, frame: BytesMut) -> Handled {
@@ -164,6 +178,46 @@ impl Protocol for Kafka {
         self.done(ticket);
         out
     }
+}
+
+/// The `max_bytes` field of a Fetch request frame (length prefix
+/// included), read without decoding the request: after the request header
+/// (client id, and tagged fields from v12) come `replica_id` (before v15),
+/// `max_wait_ms`, `min_bytes`, then `max_bytes` (v3+). None if the frame
+/// is too short or older than v3.
+fn fetch_max_bytes_of(frame: &[u8]) -> Option<i32> {
+    let version = i16::from_be_bytes([*frame.get(6)?, *frame.get(7)?]);
+    if version < 3 {
+        return None;
+    }
+    let be_i16 = |at: usize| Some(i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
+    let client_id_len = be_i16(12)?;
+    let mut pos = 14 + client_id_len.max(0) as usize;
+    let uvarint = |pos: &mut usize| -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..35).step_by(7) {
+            let b = *frame.get(*pos)?;
+            *pos += 1;
+            v |= ((b & 0x7f) as u64) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    };
+    if version >= 12 {
+        for _ in 0..uvarint(&mut pos)? {
+            uvarint(&mut pos)?;
+            let size = uvarint(&mut pos)? as usize;
+            pos = pos.checked_add(size)?;
+        }
+    }
+    if version < 15 {
+        pos += 4; // replica_id
+    }
+    pos += 8; // max_wait_ms, min_bytes
+    let b = frame.get(pos..pos + 4)?;
+    Some(i32::from_be_bytes(b.try_into().ok()?))
 }
 
 fn key_name(k: ApiKey) -> &'static str {
@@ -237,6 +291,9 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
         }
         ApiKey::Produce => {
             let req: ProduceRequest = decode(&mut body, ctx, "Produce")?;
+            // The request's records are slices of the frame: let it go as
+            // soon as they are converted (see `produce::handle`).
+            drop(body);
             match produce::handle(ctx, req).await {
                 Some(resp) => Handled::Respond(encode(ctx, "Produce", &resp)?),
                 None => Handled::NoResponse,
@@ -364,13 +421,39 @@ mod tests {
     fn frame_lengths() {
         let k = Kafka::new();
         assert_eq!(k.frame_len(&[0, 0], 100), Ok(None));
-        assert_eq!(k.frame_len(&[0, 0, 0, 10, 1, 2], 100), Ok(None));
+        assert_eq!(k.frame_len(&[0, 0, 0, 10, 1, 2], 100), Ok(Some(14)));
         let mut f = vec![0, 0, 0, 8];
         f.extend_from_slice(&[0; 8]);
         assert_eq!(k.frame_len(&f, 100), Ok(Some(12)));
         assert!(k.frame_len(&[0xff, 0xff, 0xff, 0xff], 100).is_err());
         assert!(k.frame_len(&[0, 0, 1, 0], 100).is_err());
         assert!(k.frame_len(&[0, 0, 0, 3], 100).is_err());
+    }
+
+    #[test]
+    fn fetch_max_bytes_is_read_from_the_frame() {
+        use kafka_protocol::messages::{FetchRequest, RequestHeader};
+        use kafka_protocol::protocol::{Encodable, StrBytes};
+        for version in [4i16, 11, 12] {
+            let header = RequestHeader::default()
+                .with_request_api_key(1)
+                .with_request_api_version(version)
+                .with_correlation_id(7)
+                .with_client_id(Some(StrBytes::from_static_str("some-client")));
+            let req = FetchRequest::default()
+                .with_max_wait_ms(500)
+                .with_min_bytes(1)
+                .with_max_bytes(123_456);
+            let mut b = BytesMut::new();
+            b.extend_from_slice(&[0; 4]);
+            header
+                .encode(&mut b, ApiKey::Fetch.request_header_version(version))
+                .unwrap();
+            req.encode(&mut b, version).unwrap();
+            let len = (b.len() - 4) as i32;
+            b[..4].copy_from_slice(&len.to_be_bytes());
+            assert_eq!(fetch_max_bytes_of(&b), Some(123_456), "v{version}");
+        }
     }
 
     #[test]

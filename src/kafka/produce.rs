@@ -31,7 +31,7 @@ enum Outcome {
     Failed(i16, String),
 }
 
-pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
+pub async fn handle(ctx: &Ctx, mut req: ProduceRequest) -> Option<ProduceResponse> {
     let acks = match req.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -99,6 +99,14 @@ pub async fn handle(ctx: &Ctx, req: ProduceRequest) -> Option<ProduceResponse> {
                     outcomes.insert(key, Outcome::Failed(errors::batch(&e), e.to_string()));
                 }
             }
+        }
+    }
+    // The converted frames are copies: drop the request's records (slices
+    // of the request frame) before waiting, so a produce waiting for the
+    // write budget holds its data once, not twice.
+    for t in &mut req.topic_data {
+        for p in &mut t.partition_data {
+            p.records = None;
         }
     }
     let acks = acks.unwrap_or(Acks::Leader);

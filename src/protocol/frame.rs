@@ -112,9 +112,10 @@ pub fn finish_frame(b: &mut BytesMut, start: usize) {
     b[start..start + LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
 }
 
-/// If `buf` starts with a complete frame, its total length (prefix included).
-/// Errors when the declared length exceeds `max_frame_bytes`.
-pub fn complete_frame_len(
+/// The total length (prefix included) of the frame that `buf` starts
+/// with, as soon as the length prefix is readable: the rest may not have
+/// arrived yet. Errors when the declared length exceeds `max_frame_bytes`.
+pub fn frame_total_len(
     buf: &[u8],
     max_frame_bytes: usize,
 ) -> Result<Option<usize>, DecodeError> {
@@ -135,5 +136,5 @@ pub fn complete_frame_len(
             detail: format!("{len} is shorter than a header"),
         });
     }
-    Ok((buf.len() >= LEN_PREFIX + len).then_some(LEN_PREFIX + len))
+    Ok(Some(LEN_PREFIX + len))
 }

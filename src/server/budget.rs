@@ -1,46 +1,48 @@
-//! In-flight byte budgets: backpressure by not reading.
+//! A connection's in-flight bytes: backpressure by not reading.
 //!
-//! A connection counts the bytes of requests it has read but not yet
-//! answered, and so does its shard, across connections. Over either bound,
-//! the connection stops reading its socket until responses go out, so TCP
-//! flow control pushes back on the client and memory stays bounded (at most
-//! the budget plus one frame per connection).
+//! A connection counts the bytes of requests it has read (or started to
+//! read) but not yet answered, including answers waiting to be written;
+//! its shard counts the same across connections in its
+//! [`RequestMemory`](crate::shard::memory::RequestMemory). Over either
+//! bound, the connection stops reading its socket until responses go out,
+//! so TCP flow control pushes back on the client. Every large request is
+//! charged *before* its body is read or allocated (see `conn.rs`).
+//!
+//! Bound per shard: `max_inflight_bytes_per_shard`, plus one oversized
+//! request when nothing else is in flight, plus, per connection, one small
+//! request ([`SMALL_REQUEST_BYTES`]) and its answer.
 
+use crate::shard::memory::{Grant, SMALL_REQUEST_BYTES};
 use crate::shard::Shard;
 use std::cell::Cell;
 use std::rc::Rc;
 
-/// A connection's share; dropping a [`Permit`] returns its bytes.
+/// A connection's share. Owned by the connection's reader task.
 pub struct ConnBudget {
     shard: Rc<Shard>,
     bytes: Rc<Cell<usize>>,
     max_bytes: usize,
 }
 
+/// Bytes one request holds; dropping it returns them to the connection
+/// and to the shard.
 pub struct Permit {
-    shard: Rc<Shard>,
     conn: Rc<Cell<usize>>,
-    bytes: usize,
+    grant: Grant,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.conn.set(self.conn.get() - self.bytes);
-        self.shard
-            .inflight_bytes
-            .set(self.shard.inflight_bytes.get() - self.bytes);
-        self.shard.inflight_event.notify();
+        self.conn.set(self.conn.get() - self.grant.bytes());
     }
 }
 
 impl Permit {
-    /// Hold `more` bytes too (an answer waiting to be written).
+    /// Hold `more` bytes too (an answer waiting to be written; its size was
+    /// bounded when the request was admitted).
     pub fn grow(&mut self, more: usize) {
         self.conn.set(self.conn.get() + more);
-        self.shard
-            .inflight_bytes
-            .set(self.shard.inflight_bytes.get() + more);
-        self.bytes += more;
+        self.grant.grow(more);
     }
 }
 
@@ -54,38 +56,41 @@ impl ConnBudget {
         }
     }
 
+    /// Over a bound: something is in flight on this connection and either
+    /// the connection or the shard is full. (With nothing in flight, one
+    /// small request always goes, so a fresh client is served.)
     fn over(&self) -> bool {
-        let shard_max = self.shard.config.max_inflight_bytes_per_shard;
-        // Something in flight and over a bound: wait. (With nothing in
-        // flight, one frame always goes, so a frame bigger than a budget cannot deadlock.)
         self.bytes.get() > 0
-            && (self.bytes.get() >= self.max_bytes || self.shard.inflight_bytes.get() >= shard_max)
+            && (self.bytes.get() >= self.max_bytes || self.shard.memory.is_spent())
     }
 
-    /// Wait until this connection may take more, then account `bytes`.
+    /// Wait until this connection may take a request of `bytes`, then
+    /// charge it. Small requests on an idle connection are charged at once;
+    /// anything else waits for room in the shard's budget.
     pub async fn acquire(&self, bytes: usize) -> Permit {
         loop {
-            let l = self.shard.inflight_event.listen();
+            let l = self.shard.memory.released();
             if !self.over() {
                 break;
             }
             l.await;
         }
+        let grant = if bytes <= SMALL_REQUEST_BYTES && self.bytes.get() == 0 {
+            self.shard.memory.charge_now(bytes)
+        } else {
+            self.shard.memory.acquire(bytes).await
+        };
         self.bytes.set(self.bytes.get() + bytes);
-        self.shard
-            .inflight_bytes
-            .set(self.shard.inflight_bytes.get() + bytes);
         Permit {
-            shard: self.shard.clone(),
             conn: self.bytes.clone(),
-            bytes,
+            grant,
         }
     }
 
-    /// Whether the next read must wait for budget (used to apply backpressure before reading).
+    /// Wait until the connection may read again.
     pub async fn wait_for_room(&self) {
         loop {
-            let l = self.shard.inflight_event.listen();
+            let l = self.shard.memory.released();
             if !self.over() {
                 return;
             }

@@ -3,6 +3,8 @@
 //! write responses in completion order.
 
 use super::budget::{ConnBudget, Permit};
+use crate::config::BrokerConfig;
+use crate::shard::memory::SMALL_REQUEST_BYTES;
 use crate::shard::Shard;
 use bytes::BytesMut;
 use futures::channel::mpsc;
@@ -14,14 +16,15 @@ use tracing::debug;
 
 /// How a protocol frames and serves requests.
 pub trait Protocol: 'static {
-    /// Total length of the complete frame at the start of `buf`, Ok(None)
-    /// if more bytes are needed, Err (with an optional error frame to send
-    /// before closing) if the stream cannot go on.
+    /// Total length of the frame starting at `buf` (prefix included) as
+    /// soon as its length prefix is readable, even if the rest has not
+    /// arrived; Ok(None) if the prefix is incomplete; Err (with an optional
+    /// error frame to send before closing) if the stream cannot go on.
     fn frame_len(&self, buf: &[u8], max: usize) -> Result<Option<usize>, Option<BytesMut>>;
     /// Bytes of budget a request holds while in flight: its own size, plus
     /// (for requests with large answers, such as fetches) what its answer may
     /// take. The answer's real size is added when it is ready.
-    fn request_cost(&self, frame: &[u8]) -> usize {
+    fn request_cost(&self, frame: &[u8], _config: &BrokerConfig) -> usize {
         frame.len()
     }
     /// Serve one frame; return the response bytes, if any. Runs as its own
@@ -38,6 +41,36 @@ pub enum Handled {
     NoResponse,
     /// Send this, then close the connection.
     Close(Option<BytesMut>),
+}
+
+/// Bytes read at a time for small frames.
+const READ_BYTES: usize = 64 << 10;
+
+enum ReadOutcome {
+    Data(usize),
+    Closed,
+    TimedOut,
+}
+
+/// One read into `into`, unless `deadline` passes first.
+async fn read_before(
+    reader: &mut (impl futures::AsyncRead + Unpin),
+    into: &mut [u8],
+    deadline: Instant,
+) -> ReadOutcome {
+    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+        return ReadOutcome::TimedOut;
+    };
+    let read = futures_lite::future::or(async { Some(reader.read(into).await) }, async {
+        glommio::timer::sleep(left).await;
+        None
+    })
+    .await;
+    match read {
+        Some(Ok(0)) | Some(Err(_)) => ReadOutcome::Closed,
+        Some(Ok(n)) => ReadOutcome::Data(n),
+        None => ReadOutcome::TimedOut,
+    }
 }
 
 /// Serve a connection until the peer closes, misbehaves or times out.
@@ -64,37 +97,80 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     let max = shard.config.max_request_bytes;
     let idle = Duration::from_millis(shard.config.idle_timeout_ms);
     let partial = Duration::from_millis(shard.config.partial_frame_timeout_ms);
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    // Small frames are read through this buffer (several may arrive in one
+    // read) and copied out of it; a large frame is read into a buffer of
+    // its own, of exactly its size. Either way a frame owns its memory.
+    let mut buf = BytesMut::with_capacity(READ_BYTES);
     let mut frame_started: Option<Instant> = None;
     let mut last_request = Instant::now();
+    let spawn_handler = |frame: BytesMut, permit: Permit| {
+        let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
+        glommio::spawn_local(async move {
+            match p.handle(s, frame).await {
+                Handled::Respond(b) => {
+                    // Queued answers count too: a client that does
+                    // not read stops us reading, not us buffering.
+                    let mut permit = permit;
+                    permit.grow(b.len());
+                    let _ = tx.unbounded_send((Some(b), false, Some(permit)));
+                }
+                Handled::NoResponse => drop(permit),
+                Handled::Close(b) => {
+                    let _ = tx.unbounded_send((b, true, Some(permit)));
+                }
+            }
+        })
+        .detach();
+    };
     'conn: loop {
         // Serve every complete frame in the buffer.
         loop {
             match proto.frame_len(&buf, max) {
-                Ok(Some(len)) => {
-                    let frame = buf.split_to(len);
+                Ok(Some(total)) if buf.len() >= total => {
+                    // A small frame gets its own allocation too (a copy of
+                    // at most SMALL_REQUEST_BYTES): a slice of the shared
+                    // read buffer would pin all of it for as long as any
+                    // batch of the frame stays cached, far more memory than
+                    // the cache is charged for.
+                    let frame = BytesMut::from(&buf[..total]);
+                    bytes::Buf::advance(&mut buf, total);
                     frame_started = None;
                     last_request = Instant::now();
-                    let permit = budget.acquire(proto.request_cost(&frame)).await;
-                    let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
-                    glommio::spawn_local(async move {
-                        match p.handle(s, frame).await {
-                            Handled::Respond(b) => {
-                                // Queued answers count too: a client that does
-                                // not read stops us reading, not us buffering.
-                                let mut permit = permit;
-                                permit.grow(b.len());
-                                let _ = tx.unbounded_send((Some(b), false, Some(permit)));
-                            }
-                            Handled::NoResponse => drop(permit),
-                            Handled::Close(b) => {
-                                let _ = tx.unbounded_send((b, true, Some(permit)));
+                    let permit = budget.acquire(proto.request_cost(&frame, &shard.config)).await;
+                    spawn_handler(frame, permit);
+                }
+                Ok(Some(total)) if total > SMALL_REQUEST_BYTES => {
+                    // A large frame: charge its full size before allocating
+                    // it (waiting, without reading, while the budget is
+                    // spent), then read the body straight into place.
+                    let mut permit = budget.acquire(total).await;
+                    if shard.shutting_down.get() {
+                        break 'conn;
+                    }
+                    // Zeroed by the allocator (fresh pages from the kernel
+                    // for a large buffer), not by a memset.
+                    let mut frame = BytesMut::zeroed(total);
+                    let mut filled = buf.len();
+                    frame[..filled].copy_from_slice(&buf);
+                    buf.clear();
+                    let deadline = Instant::now() + partial;
+                    while filled < total {
+                        match read_before(&mut reader, &mut frame[filled..], deadline).await {
+                            ReadOutcome::Data(n) => filled += n,
+                            ReadOutcome::Closed => break 'conn,
+                            ReadOutcome::TimedOut => {
+                                debug!(%peer, filled, total, "closing connection: frame timed out");
+                                break 'conn;
                             }
                         }
-                    })
-                    .detach();
+                    }
+                    frame_started = None;
+                    last_request = Instant::now();
+                    let cost = proto.request_cost(&frame, &shard.config);
+                    permit.grow(cost.saturating_sub(total));
+                    spawn_handler(frame, permit);
                 }
-                Ok(None) => break,
+                Ok(_) => break,
                 Err(reply) => {
                     debug!(%peer, "closing connection: unreadable frame");
                     let _ = tx.unbounded_send((reply, true, None));
@@ -114,32 +190,26 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
             Some(t) => t + partial,
             None => last_request + idle,
         };
-        let now = Instant::now();
-        if now >= deadline {
+        if Instant::now() >= deadline {
             debug!(%peer, partial = frame_started.is_some(), "closing connection: timed out");
             break;
         }
-        // Read directly into the buffer's spare room.
-        if buf.capacity() - buf.len() < 16 << 10 {
-            // Doubling keeps a large frame to a few reads and reallocations.
-            buf.reserve((64 << 10).max(buf.len()));
+        // Read into the buffer's spare room. It holds at most one small
+        // frame plus one read, so it stays near READ_BYTES.
+        if buf.capacity() - buf.len() < READ_BYTES / 4 {
+            buf.reserve(READ_BYTES);
         }
         let at = buf.len();
-        let room = buf.capacity() - at;
+        let room = (buf.capacity() - at).min(READ_BYTES);
         buf.resize(at + room, 0);
-        let read =
-            futures_lite::future::or(async { Some(reader.read(&mut buf[at..]).await) }, async {
-                glommio::timer::sleep(deadline - now).await;
-                None
-            })
-            .await;
+        let read = read_before(&mut reader, &mut buf[at..], deadline).await;
         match read {
-            Some(Ok(0)) | Some(Err(_)) => {
+            ReadOutcome::Data(n) => buf.truncate(at + n),
+            ReadOutcome::Closed => {
                 buf.truncate(at);
                 break;
             }
-            Some(Ok(n)) => buf.truncate(at + n),
-            None => buf.truncate(at),
+            ReadOutcome::TimedOut => buf.truncate(at),
         }
     }
     drop(tx);

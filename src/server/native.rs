@@ -9,11 +9,12 @@ use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{
-    complete_frame_len, finish_frame, ApiKey, FrameHeader, ResponseHeader,
+    frame_total_len, finish_frame, ApiKey, FrameHeader, ResponseHeader,
 };
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
 use crate::shard::ops::*;
+use crate::config::BrokerConfig;
 use crate::shard::Shard;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
@@ -21,8 +22,6 @@ use std::rc::Rc;
 
 pub struct Native;
 
-/// Cap on the answer size a fetch is charged for up front.
-const FETCH_COST_MAX: usize = 64 << 20;
 
 pub fn op_error_code(e: &OpError) -> ErrorCode {
     match e {
@@ -81,7 +80,7 @@ fn decode_error_code(e: &DecodeError) -> ErrorCode {
 
 impl Protocol for Native {
     fn frame_len(&self, buf: &[u8], max: usize) -> Result<Option<usize>, Option<BytesMut>> {
-        complete_frame_len(buf, max).map_err(|e| {
+        frame_total_len(buf, max).map_err(|e| {
             // Answer with the request id if the header is readable, then close.
             if buf.len() >= 12 {
                 let api = u16::from_le_bytes([buf[4], buf[5]]);
@@ -103,14 +102,14 @@ impl Protocol for Native {
         })
     }
 
-    fn request_cost(&self, frame: &[u8]) -> usize {
+    fn request_cost(&self, frame: &[u8], config: &BrokerConfig) -> usize {
         // A fetch may answer with up to its max_bytes (u32 at byte 20: after
         // the 12-byte frame header, max_wait_ms and min_bytes).
         let fetch =
             frame.len() >= 24 && u16::from_le_bytes([frame[4], frame[5]]) == ApiKey::Fetch as u16;
         if fetch {
             let max_bytes = u32::from_le_bytes(frame[20..24].try_into().unwrap()) as usize;
-            frame.len() + max_bytes.min(FETCH_COST_MAX)
+            frame.len() + max_bytes.min(config.fetch_max_bytes)
         } else {
             frame.len()
         }
@@ -203,7 +202,9 @@ async fn serve(
         ApiKey::Fetch => {
             let req = FetchRequest::decode(&mut r)?;
             r.finish()?;
-            let max_total = req.max_bytes.max(1);
+            let max_total = (req.max_bytes.max(1) as usize).min(shard.config.fetch_max_bytes);
+            let n = req.topics.iter().map(|(_, ps)| ps.len()).sum();
+            let cap = partition_read_cap(max_total, n) as u32;
             let parts: Vec<FetchPart> = req
                 .topics
                 .iter()
@@ -212,7 +213,7 @@ async fn serve(
                         topic: t.clone(),
                         partition: p.partition,
                         offset: p.offset,
-                        max_bytes: p.max_bytes.min(max_total).max(1),
+                        max_bytes: p.max_bytes.min(cap).max(1),
                     })
                 })
                 .collect();

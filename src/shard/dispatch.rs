@@ -1,7 +1,7 @@
 //! Fan-out and gather: a request from a connection on this shard, split by
 //! owning shard, served locally or routed, and gathered back.
 
-use super::local::{append_local, await_acks, fetch_local, offsets_local};
+use super::local::{append_in_order, await_acks, fetch_local, offsets_local};
 use super::ops::*;
 use super::Shard;
 use crate::protocol::messages::Acks;
@@ -57,8 +57,10 @@ impl Shard {
         let mut waits: Vec<LocalFuture<Vec<ProducePartResult>>> = Vec::new();
         for (owner, parts) in groups {
             if owner == self.id {
-                let appended = append_local(self, parts);
-                waits.push(Box::pin(await_acks(appended, acks, timeout_ms)));
+                let appended = append_in_order(self, parts);
+                waits.push(Box::pin(async move {
+                    await_acks(appended.await, acks, timeout_ms).await
+                }));
             } else {
                 let keys: Vec<(String, u32)> = parts
                     .iter()

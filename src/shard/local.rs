@@ -19,11 +19,11 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             timeout_ms,
             reply,
         } => {
-            // Appends happen synchronously, before the task is spawned, so
-            // messages are appended in the order they arrived.
-            let pending = append_local(&s, parts);
+            // The append's place in line is taken now, before the task is
+            // spawned, so messages are appended in the order they arrived.
+            let pending = append_in_order(&s, parts);
             glommio::spawn_local(async move {
-                let r = await_acks(pending, acks, timeout_ms).await;
+                let r = await_acks(pending.await, acks, timeout_ms).await;
                 let _ = reply.send(r);
             })
             .detach();
@@ -74,8 +74,36 @@ pub struct Appended {
     logs: Vec<Option<Rc<crate::storage::Log<crate::storage::dma::DmaDisk>>>>,
 }
 
-/// Append every part now, synchronously.
-pub fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
+/// Append `parts` in arrival order (call this when the request arrives:
+/// that is when its place in line is taken). The append happens at once
+/// when nothing waits ahead of it and the shard's write budget has room;
+/// otherwise when both allow it. See [`super::append_gate`].
+pub fn append_in_order(
+    shard: &Rc<Shard>,
+    parts: Vec<ProducePart>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> {
+    let ticket = shard.append_gate.ticket();
+    let bytes: usize = parts
+        .iter()
+        .flat_map(|p| &p.frames)
+        .map(|f| f.len())
+        .sum();
+    if ticket.ready(&shard.write_budget, bytes) {
+        let appended = append_local(shard, parts);
+        drop(ticket);
+        return Box::pin(std::future::ready(appended));
+    }
+    let s = shard.clone();
+    Box::pin(async move {
+        ticket.wait(&s.write_budget, bytes).await;
+        let appended = append_local(&s, parts);
+        drop(ticket);
+        appended
+    })
+}
+
+/// Append every part now, synchronously (the caller holds the append turn).
+fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
     let mut results = Vec::with_capacity(parts.len());
     let mut logs = Vec::with_capacity(parts.len());
     for p in parts {

@@ -12,17 +12,18 @@
 //! [`Shard::current`].
 
 pub mod admin;
+pub mod append_gate;
 pub mod dispatch;
 pub mod housekeeping;
 pub mod local;
+pub mod memory;
 pub mod ops;
 
 use crate::config::BrokerConfig;
-use crate::event::LocalEvent;
 use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::router::{shard_of, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
-use crate::storage::{CacheBudget, Log, LogConfig, StorageError};
+use crate::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use ops::OpError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -57,10 +58,12 @@ pub struct Shard {
     topics: RefCell<SharedTopics>,
     partitions: RefCell<HashMap<(String, u32), PartitionSlot>>,
     pub cache_budget: Rc<CacheBudget>,
-    /// Request bytes in flight on this shard, across its connections.
-    pub inflight_bytes: Cell<usize>,
-    /// Fires when in-flight bytes drop (connections waiting for budget re-check).
-    pub inflight_event: Rc<LocalEvent>,
+    /// Appended bytes its flushers have not written yet; appends wait while it is spent.
+    pub write_budget: Rc<WriteBudget>,
+    /// Appends go through this in arrival order (see [`append_gate`]).
+    pub append_gate: append_gate::AppendGate,
+    /// Bytes held for clients' requests and answers, across connections.
+    pub memory: Rc<memory::RequestMemory>,
     pub connections: Cell<usize>,
     pub shutting_down: Cell<bool>,
     /// Listening addresses (shard 0 binds them), for Metadata answers.
@@ -217,7 +220,14 @@ impl Shard {
                     }
                     let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
                     let cfg = LogConfig::from_broker(&this.config, tcfg);
-                    let r = Log::open(this.disk.clone(), dir, cfg, this.cache_budget.clone()).await;
+                    let r = Log::open(
+                        this.disk.clone(),
+                        dir,
+                        cfg,
+                        this.cache_budget.clone(),
+                        this.write_budget.clone(),
+                    )
+                    .await;
                     (key, r)
                 }
             },
@@ -290,8 +300,9 @@ pub async fn run(
         topics: RefCell::new(Arc::new(Default::default())),
         partitions: RefCell::new(HashMap::new()),
         cache_budget: CacheBudget::new(config.shard_cache_bytes_max),
-        inflight_bytes: Cell::new(0),
-        inflight_event: Rc::new(LocalEvent::new()),
+        write_budget: WriteBudget::new(config.max_unwritten_bytes_per_shard),
+        append_gate: append_gate::AppendGate::default(),
+        memory: memory::RequestMemory::new(config.max_inflight_bytes_per_shard),
         connections: Cell::new(0),
         shutting_down: Cell::new(false),
         native_addr: RefCell::new(None),

@@ -138,3 +138,14 @@ pub enum AdminOk {
     Done,
     ProducerId(i64),
 }
+
+/// The most one partition of a fetch reads (a batch larger than this still
+/// goes, alone), for a fetch whose answer may hold `max_total` bytes across
+/// `partitions` partitions. Partitions are read in parallel (on their
+/// shards), so without a share each could read `max_total` and a fetch of
+/// many partitions would hold many times its answer; the floor keeps a
+/// fetch of many partitions from shrinking to nothing.
+pub fn partition_read_cap(max_total: usize, partitions: usize) -> usize {
+    const FLOOR: usize = 256 << 10;
+    (max_total / partitions.max(1)).max(FLOOR).min(max_total)
+}

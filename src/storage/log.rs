@@ -30,6 +30,7 @@ use super::producer_state::{ProducerTable, SeqCheck};
 use super::recovery::{classify, ScanEnd, SegmentScan, Step, TailDamage};
 use super::retention::{segments_to_delete, SegmentStat};
 use super::segment::{self, Segment};
+use super::write_budget::{Unwritten, WriteBudget};
 use super::{now_ms, StorageError};
 use crate::config::TopicConfig;
 use crate::event::LocalEvent;
@@ -117,6 +118,8 @@ struct LogState<D: Disk> {
     appender: Appender<<D::File as SegmentFile>::Buf>,
     pending: VecDeque<Pending<<D::File as SegmentFile>::Buf>>,
     cache: BatchCache,
+    /// Appended batches not yet written, charged to the shard's write budget.
+    unwritten: Unwritten,
     producers: ProducerTable,
     next_offset: u64,
     /// Every offset below this is written to its segment file (maybe not synced).
@@ -219,6 +222,7 @@ impl<D: Disk> Log<D> {
         dir: PathBuf,
         cfg: LogConfig,
         budget: Rc<CacheBudget>,
+        write_budget: Rc<WriteBudget>,
     ) -> Result<Rc<Self>, StorageError> {
         disk.create_dir_all(&dir)
             .map_err(io_err("create_dir", &dir))?;
@@ -400,6 +404,7 @@ impl<D: Disk> Log<D> {
             appender,
             pending: VecDeque::new(),
             cache: BatchCache::new(budget),
+            unwritten: Unwritten::new(write_budget),
             producers,
             next_offset,
             flushed_offset: next_offset,
@@ -510,6 +515,7 @@ impl<D: Disk> Log<D> {
             seg.first_append_ms.get_or_insert(now);
             st.appender.append(&f, base, next, &mut alloc, &mut sealed);
             st.producers.record(&h);
+            st.unwritten.appended(next, f.len());
             st.cache.push(CachedBatch {
                 base_offset: base,
                 last_offset: h.last_offset(),
@@ -932,6 +938,7 @@ impl<D: Disk> Log<D> {
     pub async fn run_flusher(self: Rc<Self>) {
         loop {
             let wake = self.flusher_event.listen();
+            let pressure = self.st.borrow().unwritten.budget().pressure();
             let (has_chunks, want_sync, closing, timeout) = {
                 let st = self.st.borrow();
                 if matches!(st.health, Health::Failed(_)) {
@@ -944,6 +951,7 @@ impl<D: Disk> Log<D> {
                 // (a chunk, the tail, the checkpoint) is redone by that round.
                 let want_sync = st.sync_wanted_offset > st.durable_offset
                     || interval_due
+                    || st.unwritten.pressed()
                     || (st.closing && !st.closed)
                     || matches!(st.health, Health::NoSpace);
                 let timeout = match st.health {
@@ -957,6 +965,9 @@ impl<D: Disk> Log<D> {
                     self.notify_durable();
                     return;
                 }
+                // Woken by work, by an append waiting for the shard's
+                // write budget, or by the flush interval.
+                let wake = futures_lite::future::or(wake, pressure);
                 match timeout {
                     Some(t) => {
                         futures_lite::future::or(wake, async {
@@ -999,7 +1010,12 @@ impl<D: Disk> Log<D> {
                 }
                 Err(e) => {
                     error!(dir = %self.dir.display(), "partition failed, refusing further writes: {e}");
-                    self.st.borrow_mut().health = Health::Failed(e.to_string());
+                    {
+                        let mut st = self.st.borrow_mut();
+                        st.health = Health::Failed(e.to_string());
+                        // Never to be written: give the shard its budget back.
+                        st.unwritten.abandon();
+                    }
                     self.notify_durable();
                     return;
                 }
@@ -1094,6 +1110,8 @@ impl<D: Disk> Log<D> {
                 }
                 st.durable_offset = st.durable_offset.max(new_base);
                 st.flushed_offset = st.flushed_offset.max(new_base);
+                let flushed = st.flushed_offset;
+                st.unwritten.written_up_to(flushed);
                 drop(st);
                 self.notify_durable();
                 continue;
@@ -1185,6 +1203,8 @@ impl<D: Disk> Log<D> {
             }
             let mut st = self.st.borrow_mut();
             st.flushed_offset = st.flushed_offset.max(end);
+            let flushed = st.flushed_offset;
+            st.unwritten.written_up_to(flushed);
         }
         Ok(())
     }
@@ -1373,6 +1393,8 @@ impl<D: Disk> Log<D> {
             let mut st = self.st.borrow_mut();
             st.durable_offset = st.durable_offset.max(target);
             st.flushed_offset = st.flushed_offset.max(target);
+            let flushed = st.flushed_offset;
+            st.unwritten.written_up_to(flushed);
         }
         self.notify_durable();
         if closing {

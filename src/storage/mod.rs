@@ -10,6 +10,7 @@
 //! - [`recovery`], [`checkpoint`]: what survives a crash, and why;
 //! - [`retention`]: which segments to delete;
 //! - [`producer_state`]: idempotent-producer sequence tracking;
+//! - [`write_budget`]: the shard's appended-but-unwritten bytes;
 //! - [`log`]: the partition log that ties these together, and its flusher.
 
 pub mod appender;
@@ -24,9 +25,11 @@ pub mod recovery;
 pub mod retention;
 pub mod segment;
 pub mod sim;
+pub mod write_budget;
 
 pub use cache::CacheBudget;
 pub use log::{AppendOutcome, FetchOutcome, Log, LogConfig};
+pub use write_budget::WriteBudget;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -12,13 +12,12 @@
 //!   a log line naming the segment file and byte, the others keep serving.
 
 use crate::bad_input::{batch, connect, produce, read_response, still_works};
+use crate::common::kafka::{tn, Conn};
 use crate::common::{ok, BrokerProc};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::{
-    produce_request, ApiKey as KApiKey, ProduceRequest, ProduceResponse, RequestHeader,
-    ResponseHeader as KResponseHeader, TopicName,
+    produce_request, ApiKey as KApiKey, ProduceRequest, ProduceResponse,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{
     Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
@@ -29,10 +28,9 @@ use shardlog::format::frame;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds, HEADER_LEN};
 use shardlog::protocol::messages::ProduceResponse as NativeProduceResponse;
 use shardlog::protocol::ErrorCode;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 /// Kafka's CORRUPT_MESSAGE.
 const CORRUPT_MESSAGE: i16 = 2;
@@ -71,66 +69,30 @@ fn garbage(n: usize) -> Vec<u8> {
 
 // ------------------------------------------------------------ Kafka
 
-struct KConn {
-    s: TcpStream,
-    corr: i32,
-}
-
-impl KConn {
-    fn new(addr: &str) -> KConn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        KConn { s, corr: 0 }
-    }
-
-    /// Produce v7 (what kcat and kafkajs send); the partition responses
-    /// as (partition, error code, base offset).
-    fn produce(&mut self, topic: &str, parts: Vec<(i32, Vec<u8>)>) -> Vec<(i32, i16, i64)> {
-        let v = 7;
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(10_000)
-            .with_topic_data(vec![produce_request::TopicProduceData::default()
-                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-                .with_partition_data(
-                    parts
-                        .into_iter()
-                        .map(|(p, r)| {
-                            produce_request::PartitionProduceData::default()
-                                .with_index(p)
-                                .with_records(Some(Bytes::from(r)))
-                        })
-                        .collect(),
-                )]);
-        self.corr += 1;
-        let h = RequestHeader::default()
-            .with_request_api_key(KApiKey::Produce as i16)
-            .with_request_api_version(v)
-            .with_correlation_id(self.corr)
-            .with_client_id(Some(StrBytes::from_static_str("validation-test")));
-        let mut body = BytesMut::new();
-        h.encode(&mut body, KApiKey::Produce.request_header_version(v))
-            .unwrap();
-        req.encode(&mut body, v).unwrap();
-        let mut f = Vec::new();
-        f.put_i32(body.len() as i32);
-        f.extend_from_slice(&body);
-        self.s.write_all(&f).unwrap();
-        let mut len = [0u8; 4];
-        self.s.read_exact(&mut len).unwrap();
-        let mut b = vec![0u8; i32::from_be_bytes(len) as usize];
-        self.s.read_exact(&mut b).unwrap();
-        let mut b = Bytes::from(b);
-        let rh =
-            KResponseHeader::decode(&mut b, KApiKey::Produce.response_header_version(v)).unwrap();
-        assert_eq!(rh.correlation_id, self.corr);
-        let r = ProduceResponse::decode(&mut b, v).unwrap();
-        r.responses[0]
-            .partition_responses
-            .iter()
-            .map(|p| (p.index, p.error_code, p.base_offset))
-            .collect()
-    }
+/// Produce v7 (what kcat and kafkajs send); the partition responses as
+/// (partition, error code, base offset).
+fn kproduce(c: &mut Conn, topic: &str, parts: Vec<(i32, Vec<u8>)>) -> Vec<(i32, i16, i64)> {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![produce_request::TopicProduceData::default()
+            .with_name(tn(topic))
+            .with_partition_data(
+                parts
+                    .into_iter()
+                    .map(|(p, r)| {
+                        produce_request::PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(Bytes::from(r)))
+                    })
+                    .collect(),
+            )]);
+    let r: ProduceResponse = c.call(KApiKey::Produce, 7, &req);
+    r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect()
 }
 
 /// An honest Kafka v2 batch (uncompressed) of these values.
@@ -181,9 +143,9 @@ fn kafka_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
     let b = BrokerProc::start(&[]);
     ok(b.cli(&["topic", "create", "klie", "--partitions", "2"], None));
     let kafka = b.kafka.clone().expect("kafka listener");
-    let mut c = KConn::new(&kafka);
+    let mut c = Conn::new(&kafka);
     assert_eq!(
-        c.produce("klie", vec![(0, kafka_batch(&["1", "2"]))]),
+        kproduce(&mut c, "klie", vec![(0, kafka_batch(&["1", "2"]))]),
         vec![(0, 0, 0)]
     );
 
@@ -194,7 +156,7 @@ fn kafka_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
     lie[57..61].copy_from_slice(&1i32.to_be_bytes()); // recordCount
     reseal_kafka(&mut lie);
     // In the same request, partition 1 gets an honest batch: it is stored.
-    let r = c.produce("klie", vec![(0, lie), (1, kafka_batch(&["fine"]))]);
+    let r = kproduce(&mut c, "klie", vec![(0, lie), (1, kafka_batch(&["fine"]))]);
     assert_eq!(r, vec![(0, CORRUPT_MESSAGE, -1), (1, 0, 0)]);
     assert_eq!(log_ends(&b, "klie"), vec![2, 1]);
 
@@ -205,7 +167,7 @@ fn kafka_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
         g.extend_from_slice(&garbage(300));
         g[22] = codec.id(); // attributes (i16 BE) low byte: the codec
         reseal_kafka(&mut g);
-        let r = c.produce("klie", vec![(0, g)]);
+        let r = kproduce(&mut c, "klie", vec![(0, g)]);
         assert_eq!(r, vec![(0, CORRUPT_MESSAGE, -1)], "{codec}");
     }
     assert_eq!(log_ends(&b, "klie"), vec![2, 1], "nothing was stored");
@@ -213,7 +175,7 @@ fn kafka_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
     // The connection and the partition go on, offsets contiguous: every
     // consumer sees 1,2,3,4 once each (before, a lying batch made it 1,2,a,3,...).
     assert_eq!(
-        c.produce("klie", vec![(0, kafka_batch(&["3", "4"]))]),
+        kproduce(&mut c, "klie", vec![(0, kafka_batch(&["3", "4"]))]),
         vec![(0, 0, 2)]
     );
     assert_eq!(consume(&b, "klie", 0), "1\n2\n3\n4\n");

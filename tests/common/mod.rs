@@ -1,14 +1,21 @@
 //! Test harness: a real `shardlog serve` process on real files and sockets.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+/// The broker binary: this build's, or `SHARDLOG_TEST_BIN` (for figures
+/// measured on a release build).
 pub fn bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_shardlog"))
+    match std::env::var_os("SHARDLOG_TEST_BIN") {
+        Some(p) => PathBuf::from(p),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_shardlog")),
+    }
 }
 
 /// A broker process. Its data directory outlives restarts; it is removed on drop.

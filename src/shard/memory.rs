@@ -1,0 +1,189 @@
+//! The shard's request memory: one budget for every byte the shard holds on
+//! behalf of clients' requests (request frames being read or served, and
+//! answers assembled but not yet written to the socket).
+//!
+//! **Why one budget, charged before allocation.** A bound checked after
+//! the fact is no bound: a client that sends the length prefix of a 64 MiB
+//! frame, or asks for a 2 GiB fetch, would already have made the broker
+//! allocate. So every large allocation for a client first takes a
+//! [`Grant`] here, and waits (the socket is not read meanwhile, so TCP flow
+//! control pushes back on the client) while the budget is spent. Small
+//! requests (at most [`SMALL_REQUEST_BYTES`]) from a connection with nothing
+//! else in flight are charged without waiting, so that a fresh client's
+//! Metadata request is answered even while the budget is spent; that
+//! allowance is part of the fixed per-connection overhead stated in the
+//! README.
+//!
+//! One request larger than the whole budget still goes when nothing else is
+//! charged, so an oversized (but allowed) request cannot deadlock.
+//!
+//! Lifecycle: created with its shard, lives as long as the shard; owned by
+//! that shard's executor (`!Send`). Grants are dropped on the same shard.
+
+use crate::event::LocalEvent;
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Requests up to this size, from a connection with nothing in flight, are
+/// charged without waiting for budget.
+pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
+
+pub struct RequestMemory {
+    used: Cell<usize>,
+    max: usize,
+    /// Fires whenever bytes are released.
+    freed: Rc<LocalEvent>,
+    /// Highest `used` seen, for tests and stats.
+    peak: Cell<usize>,
+}
+
+impl RequestMemory {
+    pub fn new(max: usize) -> Rc<Self> {
+        Rc::new(RequestMemory {
+            used: Cell::new(0),
+            max,
+            freed: Rc::new(LocalEvent::new()),
+            peak: Cell::new(0),
+        })
+    }
+
+    pub fn used(&self) -> usize {
+        self.used.get()
+    }
+
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    pub fn peak(&self) -> usize {
+        self.peak.get()
+    }
+
+    /// Whether nothing more may be charged (except the small-request allowance).
+    pub fn is_spent(&self) -> bool {
+        self.used.get() >= self.max
+    }
+
+    /// A future that completes the next time bytes are released.
+    pub fn released(&self) -> crate::event::Listener {
+        self.freed.listen()
+    }
+
+    fn fits(&self, n: usize) -> bool {
+        let used = self.used.get();
+        used == 0 || used.saturating_add(n) <= self.max
+    }
+
+    fn add(&self, n: usize) {
+        let used = self.used.get() + n;
+        self.used.set(used);
+        self.peak.set(self.peak.get().max(used));
+    }
+
+    /// Charge `n` bytes at once, without waiting. For allowances that are
+    /// bounded elsewhere (the small-request allowance, an answer whose
+    /// size was already bounded by a grant).
+    pub fn charge_now(self: &Rc<Self>, n: usize) -> Grant {
+        self.add(n);
+        Grant {
+            mem: self.clone(),
+            bytes: n,
+        }
+    }
+
+    /// Wait until `n` bytes fit, then charge them.
+    pub async fn acquire(self: &Rc<Self>, n: usize) -> Grant {
+        loop {
+            let l = self.freed.listen();
+            if self.fits(n) {
+                return self.charge_now(n);
+            }
+            l.await;
+        }
+    }
+
+    /// Charge as much of `want` as fits, but at least `at_least` (waiting
+    /// until that much is free, or nothing is charged at all).
+    pub async fn acquire_up_to(self: &Rc<Self>, want: usize, at_least: usize) -> Grant {
+        let at_least = at_least.min(want);
+        loop {
+            let l = self.freed.listen();
+            if self.fits(at_least) {
+                let free = self.max.saturating_sub(self.used.get());
+                return self.charge_now(want.min(free).max(at_least));
+            }
+            l.await;
+        }
+    }
+}
+
+/// Bytes charged to a [`RequestMemory`]; dropping it releases them.
+pub struct Grant {
+    mem: Rc<RequestMemory>,
+    bytes: usize,
+}
+
+impl Grant {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Hold `more` bytes too, without waiting (for bytes already bounded by
+    /// an earlier grant, such as an answer built within a fetch's grant).
+    pub fn grow(&mut self, more: usize) {
+        self.mem.add(more);
+        self.bytes += more;
+    }
+
+    /// Keep only `bytes` of this grant (what a read really used).
+    pub fn shrink_to(&mut self, bytes: usize) {
+        if bytes < self.bytes {
+            let give = self.bytes - bytes;
+            self.bytes = bytes;
+            self.mem.used.set(self.mem.used.get() - give);
+            self.mem.freed.notify();
+        }
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        let used = self.mem.used.get();
+        assert!(used >= self.bytes, "request memory released twice");
+        self.mem.used.set(used - self.bytes);
+        self.mem.freed.notify();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grants_are_charged_and_released() {
+        glommio::LocalExecutor::default().run(async {
+            let m = RequestMemory::new(100);
+            let a = m.acquire(60).await;
+            assert_eq!(m.used(), 60);
+            // 60 + 50 does not fit: the second waits until the first goes.
+            let m2 = m.clone();
+            let waiter = glommio::spawn_local(async move { m2.acquire(50).await.bytes() });
+            glommio::executor().yield_task_queue_now().await;
+            assert_eq!(m.used(), 60);
+            drop(a);
+            assert_eq!(waiter.await, 50);
+            assert_eq!(m.used(), 0);
+            // Larger than the budget: goes alone.
+            let big = m.acquire(500).await;
+            assert_eq!(m.used(), 500);
+            drop(big);
+            let mut g = m.acquire_up_to(1000, 10).await;
+            assert_eq!(g.bytes(), 100, "capped by what is free");
+            g.shrink_to(30);
+            assert_eq!(m.used(), 30);
+            let h = m.acquire_up_to(1000, 10).await;
+            assert_eq!(h.bytes(), 70);
+            assert_eq!(m.peak(), 500);
+        });
+    }
+}
