@@ -28,8 +28,9 @@ Latency is measured from each message's intended send time (open loop, corrected
 for coordinated omission) unless --rate 0 is given.\n\n\
 Exit status: 0 all checks passed; 1 a delivery check failed (lost, duplicated,\n\
 reordered or misrouted messages) or the broker returned errors; 2 bad usage;\n\
-3 the benchmark could not run; 130 interrupted (Ctrl-C ends the current point early\n\
-and still writes the report; a second Ctrl-C aborts)."
+3 the benchmark could not run; 130 interrupted, 143 terminated (the first SIGINT/Ctrl-C\n\
+or SIGTERM ends the current point early and still writes the report; a second one\n\
+aborts at once). The embedded broker's data directory is removed on every exit."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -6,12 +6,58 @@
 //! one shard per online CPU, pinned as in production. Loadgen's own
 //! threads are not pinned, so on a small machine they share cores with the
 //! shards; the report's CPU figures show by how much.
+//!
+//! **Memory.** The broker shares loadgen's address space, so its budgets
+//! are loadgen's: they are set here, smaller than a production broker's
+//! defaults, and [`EmbeddedBroker::memory_budget`] adds them up for the
+//! README and the tests. One part is not bounded by any broker setting in
+//! this version: with acks=0/1 a produce is answered once appended in
+//! memory, so data the disk has not yet absorbed piles up (see README).
+//!
+//! **Cleanup.** The data directory is removed when the broker is dropped or
+//! shut down. A process that exits without unwinding (a second Ctrl-C,
+//! SIGTERM) must call [`remove_data_dirs`] first: every directory this
+//! process created and has not yet removed is registered for it.
 
 use crate::transport::Protocol;
 use serde::Serialize;
 use shardlog::broker::{Broker, BrokerError};
 use shardlog::config::BrokerConfig;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// Batch cache per shard: enough for consumers reading at the tail (one
+/// second of a 64 MiB/s partition), a quarter of a standalone broker's.
+pub const CACHE_BYTES_PER_SHARD: usize = 128 << 20;
+/// Request bytes a shard holds while serving them.
+pub const INFLIGHT_BYTES_PER_SHARD: usize = 128 << 20;
+
+/// Data directories of embedded brokers still alive in this process.
+static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Remove every embedded broker's data directory this process still has,
+/// for exits that skip destructors. The broker may still be writing: a
+/// file it creates meanwhile makes the removal fail, so it is retried.
+pub fn remove_data_dirs() {
+    let dirs = std::mem::take(&mut *LIVE_DIRS.lock().unwrap_or_else(|e| e.into_inner()));
+    for d in dirs {
+        for _ in 0..5 {
+            match std::fs::remove_dir_all(&d) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                _ => break,
+            }
+        }
+    }
+}
+
+fn unregister(dir: &Path) {
+    LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .retain(|d| d != dir);
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
@@ -41,7 +87,8 @@ pub struct BrokerInfo {
 
 pub struct EmbeddedBroker {
     broker: Option<Broker>,
-    dir: tempfile::TempDir,
+    /// Taken (and removed) after the broker has stopped.
+    dir: Option<tempfile::TempDir>,
     protocol: Protocol,
 }
 
@@ -65,6 +112,28 @@ impl EmbeddedBroker {
                 dir: parent.clone(),
                 source,
             })?;
+        LIVE_DIRS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(dir.path().to_path_buf());
+        // From here on the directory is registered; a failed start drops
+        // `dir` (removing it) and must unregister it too.
+        let started = Self::start_in(&dir, shards, protocol);
+        if started.is_err() {
+            unregister(dir.path());
+        }
+        Ok(EmbeddedBroker {
+            broker: Some(started?),
+            dir: Some(dir),
+            protocol,
+        })
+    }
+
+    fn start_in(
+        dir: &tempfile::TempDir,
+        shards: Option<usize>,
+        protocol: Protocol,
+    ) -> Result<Broker, EmbeddedError> {
         let broker = Broker::start(BrokerConfig {
             data_dir: dir.path().to_path_buf(),
             listen: "127.0.0.1:0".into(),
@@ -73,17 +142,29 @@ impl EmbeddedBroker {
                 Protocol::Kafka => "127.0.0.1:0".into(),
             },
             shards,
+            shard_cache_bytes_max: CACHE_BYTES_PER_SHARD,
+            max_inflight_bytes_per_shard: INFLIGHT_BYTES_PER_SHARD,
             ..Default::default()
         })?;
         if protocol == Protocol::Kafka && broker.kafka_addr.is_none() {
             broker.shutdown();
             return Err(EmbeddedError::NoKafkaListener);
         }
-        Ok(EmbeddedBroker {
-            broker: Some(broker),
-            dir,
-            protocol,
-        })
+        Ok(broker)
+    }
+
+    /// What the broker's settings bound, in bytes: per shard its batch
+    /// cache, its in-flight requests (plus one frame per connection) and
+    /// its io_uring buffers. Data appended with acks=0/1 but not yet
+    /// written is not included: no setting of this broker version bounds it.
+    pub fn memory_budget(shards: usize) -> u64 {
+        let c = BrokerConfig::default();
+        (shards * (CACHE_BYTES_PER_SHARD + INFLIGHT_BYTES_PER_SHARD + c.io_memory_bytes)) as u64
+    }
+
+    /// The data directory (removed when the broker stops).
+    pub fn data_dir(&self) -> &Path {
+        self.dir.as_ref().expect("present until drop").path()
     }
 
     /// The address of the listener for the protocol it was started for.
@@ -113,24 +194,30 @@ impl EmbeddedBroker {
             embedded: true,
             addr: self.addr(),
             shards: self.broker.as_ref().map(|b| b.shards),
-            data_dir: Some(self.dir.path().display().to_string()),
-            data_dir_fs: fs_type(self.dir.path()),
+            data_dir: Some(self.data_dir().display().to_string()),
+            data_dir_fs: fs_type(self.data_dir()),
             broker_pid: None,
         }
     }
 
     /// Stop the broker (closing every partition durably) and remove its data.
-    pub fn shutdown(mut self) {
-        if let Some(b) = self.broker.take() {
-            b.shutdown();
-        }
+    pub fn shutdown(self) {
+        drop(self)
     }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
+        // The broker first: it holds files in the directory.
         if let Some(b) = self.broker.take() {
             b.shutdown();
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().to_path_buf();
+            // An error here (already removed by remove_data_dirs) leaves
+            // nothing to clean up.
+            let _ = dir.close();
+            unregister(&path);
         }
     }
 }

@@ -18,13 +18,47 @@ use loadgen::units::{format_duration, format_size};
 use loadgen::workload::WorkloadSpec;
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Set on Ctrl-C: the report is written, but the exit status says the
-/// benchmark did not run to the end.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// Set by the first SIGINT (130) or SIGTERM (143): the report is written,
+/// but the exit status says the benchmark did not run to the end.
+static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
+
+/// Exit at once (second signal): nothing unwinds, so the embedded broker's
+/// data directory is removed here or never.
+fn abort(code: u8) -> ! {
+    loadgen::embedded::remove_data_dirs();
+    std::process::exit(code as i32)
+}
+
+/// First SIGINT or SIGTERM: finish the current point early and still
+/// report; a second one of either exits at once. Installed before the
+/// embedded broker starts, so no signal can end the process with the
+/// default action (which would leave the data directory behind).
+fn spawn_signal_handler(rt: &tokio::runtime::Runtime, interrupt: Arc<AtomicBool>) -> Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let _guard = rt.enter();
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    rt.spawn(async move {
+        let (name, code) = tokio::select! {
+            _ = int.recv() => ("interrupted", 130),
+            _ = term.recv() => ("terminated", 143),
+        };
+        eprintln!("loadgen: {name}; finishing the current point (Ctrl-C again to abort)");
+        INTERRUPTED.store(code, Ordering::Relaxed);
+        interrupt.store(true, Ordering::Relaxed);
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+        eprintln!("loadgen: aborted; removing the embedded broker's data");
+        abort(code);
+    });
+    Ok(())
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -34,7 +68,9 @@ fn main() -> ExitCode {
         Cmd::Sweep(a) => cmd_sweep(a),
     };
     match result {
-        Ok(_) if INTERRUPTED.load(Ordering::Relaxed) => ExitCode::from(130),
+        Ok(_) if INTERRUPTED.load(Ordering::Relaxed) != 0 => {
+            ExitCode::from(INTERRUPTED.load(Ordering::Relaxed))
+        }
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(1),
         Err(e) => {
@@ -56,6 +92,8 @@ impl Setup {
     fn new(b: &BrokerArgs) -> Result<Setup> {
         let rt = loadgen::build_runtime(b.threads).context("cannot start the tokio runtime")?;
         let progress = (!b.quiet).then(String::new);
+        let interrupt = Arc::new(AtomicBool::new(false));
+        spawn_signal_handler(&rt, interrupt.clone())?;
         let (embedded, target, cpu_source, broker) = match &b.broker {
             Some(addr) => {
                 let info = BrokerInfo {
@@ -96,24 +134,6 @@ impl Setup {
                 (Some(e), addr, BrokerCpuSource::Embedded, info)
             }
         };
-        // First Ctrl-C: finish the current point early and still report;
-        // a second one exits at once.
-        let interrupt = Arc::new(AtomicBool::new(false));
-        {
-            let flag = interrupt.clone();
-            rt.spawn(async move {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    eprintln!(
-                        "loadgen: interrupted; finishing the current point (Ctrl-C again to abort)"
-                    );
-                    flag.store(true, Ordering::Relaxed);
-                    INTERRUPTED.store(true, Ordering::Relaxed);
-                    if tokio::signal::ctrl_c().await.is_ok() {
-                        std::process::exit(130);
-                    }
-                }
-            });
-        }
         if cfg!(debug_assertions) {
             eprintln!("loadgen: warning: this is a debug build; figures are not representative (use --release)");
         }

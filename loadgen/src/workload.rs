@@ -100,7 +100,30 @@ impl Default for WorkloadSpec {
     }
 }
 
+/// Loadgen's own memory that does not grow with the workload: code,
+/// runtime threads, client libraries, histograms, the time series.
+pub const FIXED_MEMORY_BYTES: u64 = 128 << 20;
+/// What one consumer may hold: a fetch answer of up to 32 MiB (native
+/// client's `max_bytes`; Kafka: `fetch.max.bytes` and the local queue) and
+/// the records decoded from it.
+pub const CONSUMER_MEMORY_BYTES: u64 = 3 * (32 << 20);
+/// A producer holds at most `buffer_bytes` of unacknowledged records
+/// (enforced before a record is copied in), and besides them the sealed
+/// (compressed) copy of a batch and the encoded request while it is
+/// written: at most three times the buffer.
+pub const PRODUCER_MEMORY_PER_BUFFER_BYTE: u64 = 3;
+
 impl WorkloadSpec {
+    /// Upper bound on loadgen's own memory for this workload, whatever its
+    /// rate or duration. An embedded broker adds its own budget
+    /// (`EmbeddedBroker::memory_budget`).
+    pub fn memory_budget(&self) -> u64 {
+        let consumers = self.consumers.min(self.partitions) as u64;
+        self.producers as u64 * PRODUCER_MEMORY_PER_BUFFER_BYTE * self.buffer_bytes as u64
+            + consumers * CONSUMER_MEMORY_BYTES
+            + FIXED_MEMORY_BYTES
+    }
+
     pub fn validate(&self) -> Result<(), SpecError> {
         let bad = |m: String| Err(SpecError::Invalid(m));
         if self.topic.is_empty() {

@@ -302,9 +302,20 @@ pub fn consumer_config(addr: &str) -> ClientConfig {
         .set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS.to_string())
         // A consumer that fell behind by its local queue's worth waits this
         // long before fetching again (default 1 s: a latency cliff).
-        .set("fetch.queue.backoff.ms", "10");
+        .set("fetch.queue.backoff.ms", "10")
+        // Bound what a consumer buffers, as the native consumer's fetch
+        // size does (librdkafka's defaults allow 64 MiB queued plus a
+        // 50 MB fetch per consumer).
+        .set(
+            "queued.max.messages.kbytes",
+            (CONSUMER_BUFFER_BYTES / 1024).to_string(),
+        )
+        .set("fetch.max.bytes", CONSUMER_BUFFER_BYTES.to_string());
     c
 }
+
+/// Fetched bytes a Kafka consumer may hold: queued and in one fetch each.
+pub const CONSUMER_BUFFER_BYTES: usize = 32 << 20;
 
 fn config_map(c: &ClientConfig) -> BTreeMap<String, String> {
     c.config_map()

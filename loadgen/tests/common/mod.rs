@@ -85,20 +85,147 @@ pub fn assert_a_lossy_consumer_fails_the_run(protocol: Protocol, topic: &str) {
 }
 
 /// Run the `loadgen` binary with `args` and `--report-dir report_dir`,
-/// assert its exit code, and return what it printed on stdout.
+/// assert its exit code and that it left no embedded data directory
+/// behind, and return what it printed on stdout.
 pub fn run_binary(args: &[&str], report_dir: &std::path::Path, expect_code: i32) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
-        .args(args)
-        .arg("--report-dir")
-        .arg(report_dir)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert_eq!(
-        out.status.code(),
-        Some(expect_code),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    let mut all: Vec<&str> = args.to_vec();
+    let dir = report_dir.display().to_string();
+    all.extend(["--report-dir", &dir]);
+    let lg = Loadgen::spawn(&all);
+    let done = lg.wait(std::time::Duration::from_secs(120));
+    assert_eq!(done.code, Some(expect_code), "{done}");
+    done.assert_no_data_dir_left();
+    done.stdout
+}
+
+/// A `loadgen` process with its own TMPDIR, so that where the embedded
+/// broker keeps its data (a `loadgen-broker-*` directory under the system
+/// temp dir) is a directory the test can inspect.
+pub struct Loadgen {
+    child: std::process::Child,
+    tmp: tempfile::TempDir,
+    stdout: std::thread::JoinHandle<String>,
+    stderr: std::thread::JoinHandle<String>,
+    /// Receives `()` once stdout printed "loadgen run:" (signal handlers
+    /// and the embedded broker are up).
+    started: std::sync::mpsc::Receiver<()>,
+}
+
+/// How a [`Loadgen`] ended.
+pub struct Finished {
+    /// Exit status, or None when killed by a signal.
+    pub code: Option<i32>,
+    /// Peak resident set size (getrusage's ru_maxrss), in KiB.
+    pub peak_rss_kib: u64,
+    pub stdout: String,
+    pub stderr: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl std::fmt::Display for Finished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}, peak RSS {} KiB\nstdout: {}\nstderr: {}",
+            self.code, self.peak_rss_kib, self.stdout, self.stderr
+        )
+    }
+}
+
+impl Finished {
+    /// The embedded broker's data directory is gone: TMPDIR is empty.
+    pub fn assert_no_data_dir_left(&self) {
+        let left: Vec<_> = std::fs::read_dir(self.tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}\n{self}");
+    }
+}
+
+impl Loadgen {
+    pub fn spawn(args: &[&str]) -> Loadgen {
+        use std::io::{BufRead, Read};
+        use std::process::{Command, Stdio};
+        let tmp = tempfile::tempdir().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .args(args)
+            .env("TMPDIR", tmp.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Both pipes are drained from threads so the child never blocks on them.
+        let out = child.stdout.take().unwrap();
+        let (tx, started) = std::sync::mpsc::channel();
+        let stdout = std::thread::spawn(move || {
+            let mut text = String::new();
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with("loadgen run:") || line.starts_with("loadgen sweep:") {
+                    let _ = tx.send(());
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
+            text
+        });
+        let mut err = child.stderr.take().unwrap();
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = err.read_to_string(&mut text);
+            text
+        });
+        Loadgen {
+            child,
+            tmp,
+            stdout,
+            stderr,
+            started,
+        }
+    }
+
+    /// Wait until the run has started (panics after `timeout`).
+    pub fn wait_started(&self, timeout: std::time::Duration) {
+        self.started
+            .recv_timeout(timeout)
+            .expect("loadgen did not start its run in time");
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory effects; the pid is our unreaped child.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+
+    /// Wait for the exit (SIGKILL and panic after `timeout`), with the
+    /// peak RSS from wait4's rusage: exact, however short the peak.
+    pub fn wait(self, timeout: std::time::Duration) -> Finished {
+        let pid = self.child.id() as libc::pid_t;
+        let t0 = std::time::Instant::now();
+        let mut status = 0;
+        // SAFETY: a zeroed rusage is a valid value to be overwritten.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        loop {
+            // SAFETY: pointers to live locals; reaps only our own child
+            // (std's Child is never waited on afterwards).
+            let r = unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut ru) };
+            assert!(r >= 0, "wait4: {}", std::io::Error::last_os_error());
+            if r == pid {
+                break;
+            }
+            if t0.elapsed() > timeout {
+                self.signal(libc::SIGKILL);
+                panic!("loadgen still running after {timeout:?}; killed");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Finished {
+            code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
+            peak_rss_kib: ru.ru_maxrss as u64,
+            stdout: self.stdout.join().unwrap(),
+            stderr: self.stderr.join().unwrap(),
+            tmp: self.tmp,
+        }
+    }
 }
