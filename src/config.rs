@@ -140,6 +140,33 @@ impl BrokerConfig {
         })
     }
 
+    /// The most memory `shards` shards hold for data under these settings,
+    /// in bytes (README, "Guarantees: memory"): per shard, the request
+    /// budget, the batch cache, twice the unwritten budget or one request,
+    /// whichever is larger (unwritten data sits in its cached frame and in
+    /// its write chunk), the pool of write buffers and the io_uring memory.
+    /// Connections (128 KiB each) and a fixed overhead come on top.
+    pub fn data_memory_bound(&self, shards: usize) -> u64 {
+        let unwritten = self
+            .max_unwritten_bytes_per_shard
+            .max(self.max_request_bytes);
+        let per_shard = self.max_inflight_bytes_per_shard
+            + self.shard_cache_bytes_max
+            + 2 * unwritten
+            + crate::storage::dma::POOL_BUFFERS_MAX * self.write_chunk_bytes
+            + self.io_memory_bytes;
+        (shards * per_shard) as u64
+    }
+
+    /// The broker's whole resident memory bound (README, "Guarantees:
+    /// memory"): [`Self::data_memory_bound`], plus 128 KiB per connection
+    /// (its read buffer and one small request in flight), plus a fixed
+    /// 256 MiB (code, runtimes, metadata and allocator slack; an idle
+    /// broker uses about 40 MiB of it).
+    pub fn memory_bound(&self, shards: usize, connections: usize) -> u64 {
+        self.data_memory_bound(shards) + connections as u64 * (128 << 10) + (256 << 20)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: &str| Err(ConfigError::Invalid(m.to_string()));
         if self.write_chunk_bytes < 4096 || !self.write_chunk_bytes.is_power_of_two() {

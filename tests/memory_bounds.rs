@@ -39,13 +39,8 @@ use std::time::{Duration, Instant};
 const MIB: u64 = 1 << 20;
 const SHARDS: u64 = 2;
 
-/// The memory settings a test runs with, and the bound the README states
-/// for them (its "Memory" guarantee): per shard, the request budget, the
-/// cache, twice the unwritten budget or one request, whichever is larger
-/// (appended data sits both in its cached frame and in its write chunk
-/// until written), and the shard's pool of 64 write buffers (1 MiB each);
-/// plus 128 KiB per connection and a fixed 256 MiB (an idle broker uses
-/// about 40 MiB; the rest is allocator slack measured under these loads).
+/// The memory settings a test runs with; the bound is the README's, as
+/// `BrokerConfig::memory_bound` computes it.
 struct Budgets {
     inflight: u64,
     unwritten: u64,
@@ -90,12 +85,13 @@ impl Budgets {
     }
 
     fn bound(&self, connections: u64) -> u64 {
-        // One append larger than the unwritten budget goes alone: at most
-        // a whole request (max_request_bytes, 64 MiB).
-        let unwritten = self.unwritten.max(64 * MIB);
-        SHARDS * (self.inflight + self.cache + 2 * unwritten + 64 * MIB)
-            + 256 * MIB
-            + connections * 128 * 1024
+        shardlog::config::BrokerConfig {
+            max_inflight_bytes_per_shard: self.inflight as usize,
+            max_unwritten_bytes_per_shard: self.unwritten as usize,
+            shard_cache_bytes_max: self.cache as usize,
+            ..Default::default()
+        }
+        .memory_bound(SHARDS as usize, connections as usize)
     }
 }
 
@@ -117,7 +113,11 @@ fn create_topic(c: &mut Conn, name: &str, partitions: i32) {
         .with_timeout_ms(10_000)
         .with_topics(vec![creatable_topic(name, partitions)]);
     let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 4, &req);
-    assert_eq!(r.topics[0].error_code, 0, "create {name}: {:?}", r.topics[0]);
+    assert_eq!(
+        r.topics[0].error_code, 0,
+        "create {name}: {:?}",
+        r.topics[0]
+    );
 }
 
 fn creatable_topic(name: &str, partitions: i32) -> create_topics_request::CreatableTopic {
@@ -211,12 +211,8 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
             s: s.try_clone().unwrap(),
             corr: 0,
         };
-        let (stop, sent, answered, errors) = (
-            stop.clone(),
-            sent.clone(),
-            answered.clone(),
-            errors.clone(),
-        );
+        let (stop, sent, answered, errors) =
+            (stop.clone(), sent.clone(), answered.clone(), errors.clone());
         let mine = Arc::new(AtomicU64::new(0));
         let mine2 = mine.clone();
         let request = request.clone();
@@ -243,8 +239,7 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
                     break;
                 };
                 ResponseHeader::decode(&mut f, 0).unwrap();
-                let r = ProduceResponse::decode(&mut f, 7)
-                    .unwrap();
+                let r = ProduceResponse::decode(&mut f, 7).unwrap();
                 for p in &r.responses[0].partition_responses {
                     if p.error_code != 0 {
                         errors.fetch_add(1, Ordering::Relaxed);

@@ -92,9 +92,15 @@ async fn reopen_after_fault(
 ) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
     disk.heal();
     disk.crash();
-    let log = Log::open(disk.clone(), dir.to_path_buf(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
-        .await
-        .expect("reopen after a fault");
+    let log = Log::open(
+        disk.clone(),
+        dir.to_path_buf(),
+        cfg.clone(),
+        budget.clone(),
+        WriteBudget::unlimited(),
+    )
+    .await
+    .expect("reopen after a fault");
     let flusher = glommio::spawn_local(log.clone().run_flusher());
     let next = log.next_offset();
     let durable_end = model
@@ -122,9 +128,15 @@ async fn run_seed(seed: u64) {
     let cfg = cfg(&mut rng);
     let budget = CacheBudget::new(rng.gen_range(0..200_000));
     let mut model: Vec<Appended> = Vec::new();
-    let mut log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
-        .await
-        .unwrap();
+    let mut log = Log::open(
+        disk.clone(),
+        dir.clone(),
+        cfg.clone(),
+        budget.clone(),
+        WriteBudget::unlimited(),
+    )
+    .await
+    .unwrap();
     let mut flusher = glommio::spawn_local(log.clone().run_flusher());
     let mut tag = 0u64;
     let mut log_start = 0u64;
@@ -204,7 +216,14 @@ async fn run_seed(seed: u64) {
                 disk.crash();
                 faulted = false;
                 STATS.with(|s| s.borrow_mut().0 += 1);
-                log = match Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited()).await
+                log = match Log::open(
+                    disk.clone(),
+                    dir.clone(),
+                    cfg.clone(),
+                    budget.clone(),
+                    WriteBudget::unlimited(),
+                )
+                .await
                 {
                     Ok(l) => l,
                     Err(StorageError::Corrupt { .. }) => {
@@ -273,9 +292,15 @@ async fn run_seed(seed: u64) {
                 drop(flusher);
                 let next = log.next_offset();
                 drop(log);
-                log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
-                    .await
-                    .unwrap();
+                log = Log::open(
+                    disk.clone(),
+                    dir.clone(),
+                    cfg.clone(),
+                    budget.clone(),
+                    WriteBudget::unlimited(),
+                )
+                .await
+                .unwrap();
                 assert_eq!(log.next_offset(), next, "seed {seed}: clean reopen");
                 flusher = glommio::spawn_local(log.clone().run_flusher());
                 for m in model.iter_mut() {
@@ -290,9 +315,15 @@ async fn run_seed(seed: u64) {
         drop(flusher);
         drop(log);
         disk.crash();
-        let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
-            .await
-            .unwrap();
+        let log = Log::open(
+            disk.clone(),
+            dir.clone(),
+            cfg.clone(),
+            budget.clone(),
+            WriteBudget::unlimited(),
+        )
+        .await
+        .unwrap();
         let durable_end = model
             .iter()
             .filter(|m| m.durable)
@@ -308,9 +339,15 @@ async fn run_seed(seed: u64) {
     }
     drop(flusher);
     drop(log);
-    let log = Log::open(disk.clone(), dir.clone(), cfg.clone(), budget.clone(), WriteBudget::unlimited())
-        .await
-        .unwrap();
+    let log = Log::open(
+        disk.clone(),
+        dir.clone(),
+        cfg.clone(),
+        budget.clone(),
+        WriteBudget::unlimited(),
+    )
+    .await
+    .unwrap();
     let start = log.log_start_offset();
     let got = read_all(&log, start).await;
     let want: Vec<_> = model.iter().filter(|m| m.base_offset >= start).collect();

@@ -10,9 +10,8 @@
 //! **Memory.** The broker shares loadgen's address space, so its budgets
 //! are loadgen's: they are set here, smaller than a production broker's
 //! defaults, and [`EmbeddedBroker::memory_budget`] adds them up for the
-//! README and the tests. One part is not bounded by any broker setting in
-//! this version: with acks=0/1 a produce is answered once appended in
-//! memory, so data the disk has not yet absorbed piles up (see README).
+//! README and the tests, including data appended with acks=0/1 that the
+//! disk has not absorbed yet (`max_unwritten_bytes_per_shard`).
 //!
 //! **Cleanup.** The data directory is removed when the broker is dropped or
 //! shut down. A process that exits without unwinding (a second Ctrl-C,
@@ -31,6 +30,8 @@ use std::sync::Mutex;
 pub const CACHE_BYTES_PER_SHARD: usize = 128 << 20;
 /// Request bytes a shard holds while serving them.
 pub const INFLIGHT_BYTES_PER_SHARD: usize = 128 << 20;
+/// Appended bytes a shard holds ahead of its flushers (acks=0/1).
+pub const UNWRITTEN_BYTES_PER_SHARD: usize = 64 << 20;
 
 /// Data directories of embedded brokers still alive in this process.
 static LIVE_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
@@ -144,6 +145,7 @@ impl EmbeddedBroker {
             shards,
             shard_cache_bytes_max: CACHE_BYTES_PER_SHARD,
             max_inflight_bytes_per_shard: INFLIGHT_BYTES_PER_SHARD,
+            max_unwritten_bytes_per_shard: UNWRITTEN_BYTES_PER_SHARD,
             ..Default::default()
         })?;
         if protocol == Protocol::Kafka && broker.kafka_addr.is_none() {
@@ -153,13 +155,17 @@ impl EmbeddedBroker {
         Ok(broker)
     }
 
-    /// What the broker's settings bound, in bytes: per shard its batch
-    /// cache, its in-flight requests (plus one frame per connection) and
-    /// its io_uring buffers. Data appended with acks=0/1 but not yet
-    /// written is not included: no setting of this broker version bounds it.
+    /// What the broker's settings bound, in bytes
+    /// ([`BrokerConfig::memory_bound`] of the settings used here, for
+    /// loadgen's connections).
     pub fn memory_budget(shards: usize) -> u64 {
-        let c = BrokerConfig::default();
-        (shards * (CACHE_BYTES_PER_SHARD + INFLIGHT_BYTES_PER_SHARD + c.io_memory_bytes)) as u64
+        BrokerConfig {
+            shard_cache_bytes_max: CACHE_BYTES_PER_SHARD,
+            max_inflight_bytes_per_shard: INFLIGHT_BYTES_PER_SHARD,
+            max_unwritten_bytes_per_shard: UNWRITTEN_BYTES_PER_SHARD,
+            ..Default::default()
+        }
+        .memory_bound(shards, 64)
     }
 
     /// The data directory (removed when the broker stops).

@@ -24,9 +24,9 @@
 use super::api_versions::{self, accepted};
 use super::errors::KafkaError;
 use super::*;
+use crate::config::BrokerConfig;
 use crate::event::LocalEvent;
 use crate::server::conn::{Handled, Protocol};
-use crate::config::BrokerConfig;
 use crate::shard::Shard;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;

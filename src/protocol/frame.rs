@@ -115,10 +115,7 @@ pub fn finish_frame(b: &mut BytesMut, start: usize) {
 /// The total length (prefix included) of the frame that `buf` starts
 /// with, as soon as the length prefix is readable: the rest may not have
 /// arrived yet. Errors when the declared length exceeds `max_frame_bytes`.
-pub fn frame_total_len(
-    buf: &[u8],
-    max_frame_bytes: usize,
-) -> Result<Option<usize>, DecodeError> {
+pub fn frame_total_len(buf: &[u8], max_frame_bytes: usize) -> Result<Option<usize>, DecodeError> {
     if buf.len() < LEN_PREFIX {
         return Ok(None);
     }

@@ -60,8 +60,7 @@ impl ConnBudget {
     /// the connection or the shard is full. (With nothing in flight, one
     /// small request always goes, so a fresh client is served.)
     fn over(&self) -> bool {
-        self.bytes.get() > 0
-            && (self.bytes.get() >= self.max_bytes || self.shard.memory.is_spent())
+        self.bytes.get() > 0 && (self.bytes.get() >= self.max_bytes || self.shard.memory.is_spent())
     }
 
     /// Wait until this connection may take a request of `bytes`, then

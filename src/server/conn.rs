@@ -136,7 +136,9 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     bytes::Buf::advance(&mut buf, total);
                     frame_started = None;
                     last_request = Instant::now();
-                    let permit = budget.acquire(proto.request_cost(&frame, &shard.config)).await;
+                    let permit = budget
+                        .acquire(proto.request_cost(&frame, &shard.config))
+                        .await;
                     spawn_handler(frame, permit);
                 }
                 Ok(Some(total)) if total > SMALL_REQUEST_BYTES => {

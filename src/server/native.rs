@@ -2,26 +2,23 @@
 //! (fanning out to other shards as needed), encode the answer.
 
 use super::conn::{Handled, Protocol};
+use crate::config::BrokerConfig;
 use crate::format::frame::split_frames;
 use crate::format::validate::check_records;
 use crate::format::HEADER_LEN;
 use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
-use crate::protocol::frame::{
-    frame_total_len, finish_frame, ApiKey, FrameHeader, ResponseHeader,
-};
+use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
 use crate::shard::ops::*;
-use crate::config::BrokerConfig;
 use crate::shard::Shard;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub struct Native;
-
 
 pub fn op_error_code(e: &OpError) -> ErrorCode {
     match e {

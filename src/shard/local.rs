@@ -83,11 +83,7 @@ pub fn append_in_order(
     parts: Vec<ProducePart>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> {
     let ticket = shard.append_gate.ticket();
-    let bytes: usize = parts
-        .iter()
-        .flat_map(|p| &p.frames)
-        .map(|f| f.len())
-        .sum();
+    let bytes: usize = parts.iter().flat_map(|p| &p.frames).map(|f| f.len()).sum();
     if ticket.ready(&shard.write_budget, bytes) {
         let appended = append_local(shard, parts);
         drop(ticket);

@@ -75,7 +75,7 @@ pub struct DmaDisk {
 }
 
 /// Buffers kept for reuse per shard (of the most common size: full chunks).
-const POOL_BUFFERS_MAX: usize = 64;
+pub const POOL_BUFFERS_MAX: usize = 64;
 
 impl DmaDisk {
     /// `alignment` is the O_DIRECT alignment learnt from the probe file.
