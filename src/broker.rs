@@ -163,9 +163,18 @@ fn abort_startup(
     let mut first = None;
     for (shard, t) in threads.into_iter().enumerate() {
         if let Err(e) = t.join() {
+            // Each executor needs a handful of descriptors (rings, eventfds)
+            // before any partition is open: name the limit that ran out.
+            let emfile = matches!(&e, glommio::GlommioError::IoError(io)
+                if io.raw_os_error() == Some(libc::EMFILE));
+            let hint = if emfile {
+                "; raise the open-file limit (ulimit -n, LimitNOFILE=)"
+            } else {
+                ""
+            };
             first.get_or_insert(BrokerError::Executor {
                 shard,
-                detail: e.to_string(),
+                detail: format!("{e}{hint}"),
             });
         }
     }
