@@ -34,6 +34,8 @@ pub enum DataDirError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data directory {path} exists but is not a directory; choose another --data-dir")]
+    NotADirectory { path: PathBuf },
     #[error("data directory {path} is not usable")]
     Resolve {
         path: PathBuf,
@@ -103,9 +105,19 @@ impl DataDir {
     }
 
     fn try_open(path: &Path) -> Result<DataDir, DataDirError> {
-        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
-            path: path.to_path_buf(),
-            source,
+        std::fs::create_dir_all(path).map_err(|source| {
+            // "File exists" under "check that its parent is writable" sent
+            // users to the wrong place.
+            if path.exists() && !path.is_dir() {
+                DataDirError::NotADirectory {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                DataDirError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let abs = std::fs::canonicalize(path).map_err(|source| DataDirError::Resolve {
             path: path.to_path_buf(),
@@ -193,6 +205,21 @@ mod tests {
             d.path(),
             std::fs::canonicalize(tmp.path()).unwrap().join("b/c/data")
         );
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_named_as_such() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("data");
+        std::fs::write(&file, b"not a dir").unwrap();
+        assert!(matches!(
+            DataDir::open(&file),
+            Err(DataDirError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            DataDir::open(&file.join("sub")),
+            Err(DataDirError::Create { .. })
+        ));
     }
 
     #[test]
