@@ -195,7 +195,7 @@ impl Broker {
             Duration::from_millis(config.bind_wait_ms),
             |pid| {
                 tracing::info!(
-                    "data directory lock still held by PID {} which has exited; waiting for the kernel to release it",
+                    "data directory lock still held by PID {}, which has exited or is exiting; waiting for the kernel to release it",
                     pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
                 )
             },

@@ -368,8 +368,16 @@ fn kill9_and_immediate_restart_on_the_same_ports_six_times() {
             Some(input.as_bytes()),
         );
         want.extend((0..N).map(|i| format!("c{cycle}-m{i}")));
-        broker.kill9();
-        broker = Serve::spawn(&dir, &native, &kafka, tmp.path(), cycle);
+        // As the README's `kill -9 %1; shardlog serve ... &` does: the
+        // signal is sent and the new broker started at once, while the old
+        // process may still be tearing down (its lock and sockets held).
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(broker.child.id() as i32, libc::SIGKILL) };
+        let old = std::mem::replace(
+            &mut broker,
+            Serve::spawn(&dir, &native, &kafka, tmp.path(), cycle),
+        );
+        drop(old); // reaps it
         let out = common::cli(&native, &["consume", "cycles", "--from-beginning"], None);
         assert!(
             out.status.success(),
