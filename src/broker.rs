@@ -30,6 +30,15 @@ pub enum BrokerError {
     Metadata(#[from] crate::metadata::MetadataError),
     #[error("cannot start shard {shard}: {detail}")]
     Executor { shard: usize, detail: String },
+    #[error(
+        "the locked-memory limit (RLIMIT_MEMLOCK, `ulimit -l`) is {} KiB; glommio needs at least {} KiB to start \
+         its io_uring executors (and about shards x 3 x io_memory_bytes to register its I/O buffers). \
+         Raise it: `ulimit -l unlimited` (as root) before starting, `LimitMEMLOCK=infinity` in a systemd unit, \
+         `--ulimit memlock=-1:-1` for Docker, or a memlock line in /etc/security/limits.d/ (see tuning/README.md)",
+        limit_bytes / 1024,
+        MIN_MEMLOCK_BYTES / 1024
+    )]
+    MemlockTooLow { limit_bytes: u64 },
     #[error("{0}")]
     Startup(String),
 }
@@ -44,15 +53,77 @@ pub struct Broker {
     data_dir: DataDir,
 }
 
-/// Reports a shard that exits by panicking before it reported ready.
+/// Reports a shard that stops before it reported ready: its code panicked,
+/// or its executor never ran it (glommio failed to set up the thread's
+/// io_uring, and dropped the closure that owns this guard). Without it,
+/// `start` would wait forever on the other shards' senders.
 struct ReadyGuard(std::sync::mpsc::Sender<Result<ShardReady, String>>, usize);
 
 impl Drop for ReadyGuard {
     fn drop(&mut self) {
         let _ = self
             .0
-            .send(Err(format!("shard {} panicked during startup", self.1)));
+            .send(Err(format!("shard {} stopped during startup", self.1)));
     }
+}
+
+/// glommio 0.9 refuses to create an executor below this RLIMIT_MEMLOCK
+/// (`Reactor::new`, DESIGN.md §4).
+pub const MIN_MEMLOCK_BYTES: u64 = 512 * 1024;
+
+/// The soft RLIMIT_MEMLOCK in bytes; None when unlimited or unknown.
+fn memlock_limit() -> Option<u64> {
+    let mut r = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) } != 0
+        || r.rlim_cur == libc::RLIM_INFINITY
+    {
+        return None;
+    }
+    Some(r.rlim_cur)
+}
+
+/// Whether the process may lock memory beyond its limit (CAP_IPC_LOCK, as
+/// root normally has), read from /proc/self/status.
+fn has_cap_ipc_lock() -> bool {
+    const CAP_IPC_LOCK: u32 = 14;
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_IPC_LOCK) != 0)
+}
+
+/// Check the locked-memory limit before any executor starts.
+///
+/// **Why.** Below 512 KiB glommio fails every executor with an error that
+/// reached the user as "a shard exited during startup"; say instead which
+/// limit it is and how to raise it. Above that but below what the shards'
+/// registered buffers need, glommio only logs a raw `Os { code: 12 }`
+/// warning and runs on unregistered (slower) buffers: explain that too.
+fn check_memlock(shards: usize, io_memory_bytes: usize) -> Result<(), BrokerError> {
+    let Some(limit) = memlock_limit() else {
+        return Ok(());
+    };
+    if limit < MIN_MEMLOCK_BYTES {
+        return Err(BrokerError::MemlockTooLow { limit_bytes: limit });
+    }
+    // Each executor registers its io_memory with up to three rings.
+    let wanted = (shards as u64) * 3 * (io_memory_bytes.max(65536) as u64);
+    if limit < wanted && !has_cap_ipc_lock() {
+        warn!(
+            memlock_kib = limit / 1024,
+            wanted_kib = wanted / 1024,
+            "the locked-memory limit (ulimit -l) is below shards x 3 x io_memory_bytes: io_uring buffers may not be registered and I/O runs slower; raise it (ulimit -l unlimited, LimitMEMLOCK=infinity) or lower io_memory_bytes"
+        );
+    }
+    Ok(())
 }
 
 /// Number of online CPUs.
@@ -62,9 +133,61 @@ pub fn online_cpus() -> usize {
         .unwrap_or(1)
 }
 
+/// Stop the shards that did start, join every thread, and return the most
+/// telling error: an executor's own failure (glommio's reason) if one
+/// failed, else `reported`. The data directory lock is released by the
+/// caller dropping it, after this has joined every thread.
+fn abort_startup(
+    router: Router,
+    threads: Vec<glommio::ExecutorJoinHandle<()>>,
+    reported: String,
+) -> BrokerError {
+    let mut waits = Vec::new();
+    for s in 0..router.shards() {
+        let (tx, rx) = reply_channel();
+        if router.send(s, ShardMsg::Shutdown { reply: tx }).is_ok() {
+            waits.push((s, rx));
+        }
+    }
+    // A shard that fails on its own just after the message was queued
+    // never answers, and its queued reply sender is never dropped (see
+    // `Router::is_gone`): wait only while the shard is still there.
+    for (s, rx) in waits {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Err(flume::RecvTimeoutError::Timeout) if !router.is_gone(s) => continue,
+                _ => break,
+            }
+        }
+    }
+    let mut first = None;
+    for (shard, t) in threads.into_iter().enumerate() {
+        if let Err(e) = t.join() {
+            // Each executor needs a handful of descriptors (rings, eventfds)
+            // before any partition is open: name the limit that ran out.
+            let emfile = matches!(&e, glommio::GlommioError::IoError(io)
+                if io.raw_os_error() == Some(libc::EMFILE));
+            let hint = if emfile {
+                "; raise the open-file limit (ulimit -n, LimitNOFILE=)"
+            } else {
+                ""
+            };
+            first.get_or_insert(BrokerError::Executor {
+                shard,
+                detail: format!("{e}{hint}"),
+            });
+        }
+    }
+    first.unwrap_or(BrokerError::Startup(reported))
+}
+
 impl Broker {
     pub fn start(mut config: BrokerConfig) -> Result<Broker, BrokerError> {
         config.validate()?;
+        let n = config.shards.unwrap_or_else(online_cpus);
+        // Before the directory is touched: a limit that stops every
+        // executor is the user's to fix, and nothing should be created first.
+        check_memlock(n, config.io_memory_bytes)?;
         // The lock first: a refused broker must touch nothing in the
         // directory. Then every later use of the path is absolute.
         let data_dir = DataDir::open_waiting(
@@ -72,14 +195,18 @@ impl Broker {
             Duration::from_millis(config.bind_wait_ms),
             |pid| {
                 tracing::info!(
-                    "data directory lock still held by PID {} which has exited; waiting for the kernel to release it",
+                    "data directory lock still held by PID {}, which has exited or is exiting; waiting for the kernel to release it",
                     pid.map(|p| p.to_string()).unwrap_or_else(|| "?".into())
                 )
             },
         )?;
         config.data_dir = data_dir.path().to_path_buf();
+        // Bound before anything is read or created in the directory and
+        // before any shard starts: a port conflict fails fast, leaves a new
+        // data directory holding only its lock file, and the ready line
+        // means every listener is serving.
+        let mut listeners = Some(Listeners::bind(&config)?);
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
-        let n = config.shards.unwrap_or_else(online_cpus);
         let cpus = online_cpus();
         if n > cpus && config.pin_cpus {
             warn!(
@@ -87,9 +214,6 @@ impl Broker {
                 cpus, "more shards than CPUs: shards share CPUs (shard N runs on CPU N mod {cpus})"
             );
         }
-        // Bound before any shard starts, so a port conflict fails fast and
-        // the ready line means every listener is serving.
-        let mut listeners = Some(Listeners::bind(&config)?);
         let config = Arc::new(config);
         let (router, receivers) = Router::new(n);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
@@ -115,10 +239,11 @@ impl Broker {
                 ready_tx.clone(),
             );
             let l = if id == 0 { listeners.take() } else { None };
+            // Made here, not inside the closure: if the executor never runs
+            // the closure, dropping it must still report the shard.
+            let guard = ReadyGuard(tx.clone(), id);
             let handle = b
                 .spawn(move || async move {
-                    // If the shard dies before reporting, say so instead of leaving start() waiting.
-                    let guard = ReadyGuard(tx.clone(), id);
                     shard::run(id, c, r, rx, t, tx, l).await;
                     std::mem::forget(guard);
                 })
@@ -143,19 +268,14 @@ impl Broker {
                         kafka_addr = ka;
                     }
                 }
-                Ok(Err(e)) => {
-                    let b = Broker {
+                Ok(Err(e)) => return Err(abort_startup(router, threads, e)),
+                Err(_) => {
+                    return Err(abort_startup(
                         router,
                         threads,
-                        native_addr: "0.0.0.0:0".parse().unwrap(),
-                        kafka_addr: None,
-                        shards: n,
-                        data_dir,
-                    };
-                    b.shutdown();
-                    return Err(BrokerError::Startup(e));
+                        "a shard exited during startup".into(),
+                    ))
                 }
-                Err(_) => return Err(BrokerError::Startup("a shard exited during startup".into())),
             }
         }
         let native_addr = native_addr.expect("shard 0 reports the listener address");

@@ -34,6 +34,8 @@ pub enum DataDirError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("data directory {path} exists but is not a directory; choose another --data-dir")]
+    NotADirectory { path: PathBuf },
     #[error("data directory {path} is not usable")]
     Resolve {
         path: PathBuf,
@@ -103,9 +105,19 @@ impl DataDir {
     }
 
     fn try_open(path: &Path) -> Result<DataDir, DataDirError> {
-        std::fs::create_dir_all(path).map_err(|source| DataDirError::Create {
-            path: path.to_path_buf(),
-            source,
+        std::fs::create_dir_all(path).map_err(|source| {
+            // "File exists" under "check that its parent is writable" sent
+            // users to the wrong place.
+            if path.exists() && !path.is_dir() {
+                DataDirError::NotADirectory {
+                    path: path.to_path_buf(),
+                }
+            } else {
+                DataDirError::Create {
+                    path: path.to_path_buf(),
+                    source,
+                }
+            }
         })?;
         let abs = std::fs::canonicalize(path).map_err(|source| DataDirError::Resolve {
             path: path.to_path_buf(),
@@ -164,17 +176,44 @@ impl DataDir {
     }
 }
 
-/// Whether `pid` names a process that is still running (a zombie, dead
-/// but not yet reaped, counts as gone).
-fn process_is_running(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state is the first field after the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
+/// Whether `pid` names a process that is still running, as opposed to one
+/// that is gone or on its way out: a zombie (dead, not yet reaped), a
+/// process already in its exit path (PF_EXITING), or one with a SIGKILL
+/// pending.
+///
+/// **Why the last two.** `kill -9 %1; shardlog serve ... &` (the README)
+/// starts the new broker while the old one may not yet have run at all
+/// since the signal: for a few milliseconds (longer on a loaded machine)
+/// it still shows as running, holding its lock and sockets. Counting it as
+/// alive refused the restart about one time in four on a busy 2-core host.
+/// A SIGKILL cannot be caught or blocked, so such a process will exit.
+pub(crate) fn process_is_running(pid: u32) -> bool {
+    /// PF_EXITING in the flags field of /proc/PID/stat (include/linux/sched.h).
+    const PF_EXITING: u64 = 0x4;
+    const SIGKILL_BIT: u64 = 1 << (libc::SIGKILL - 1);
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // After the parenthesised command name: state, ppid, pgrp, session,
+    // tty_nr, tpgid, flags, ...
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let state = fields.first().copied().unwrap_or("X");
+    let flags: u64 = fields.get(6).and_then(|f| f.parse().ok()).unwrap_or(0);
+    if state == "Z" || state == "X" || flags & PF_EXITING != 0 {
+        return false;
     }
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kill_pending = status.lines().any(|l| {
+        ["SigPnd:", "ShdPnd:"].iter().any(|k| {
+            l.strip_prefix(k)
+                .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+                .is_some_and(|mask| mask & SIGKILL_BIT != 0)
+        })
+    });
+    !kill_pending
 }
 
 #[cfg(test)]
@@ -193,6 +232,21 @@ mod tests {
             d.path(),
             std::fs::canonicalize(tmp.path()).unwrap().join("b/c/data")
         );
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_named_as_such() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("data");
+        std::fs::write(&file, b"not a dir").unwrap();
+        assert!(matches!(
+            DataDir::open(&file),
+            Err(DataDirError::NotADirectory { .. })
+        ));
+        assert!(matches!(
+            DataDir::open(&file.join("sub")),
+            Err(DataDirError::Create { .. })
+        ));
     }
 
     #[test]
@@ -222,6 +276,29 @@ mod tests {
             "a running holder must fail at once, not be waited for"
         );
         assert!(started.elapsed() < Duration::from_secs(4));
+    }
+
+    #[test]
+    fn a_process_sent_sigkill_never_counts_as_running() {
+        // Right after kill() returns, the target may not have run yet: it
+        // shows as sleeping with SIGKILL pending. That window is short, so
+        // this catches a regression only sometimes; the README test and
+        // tests/front_door.rs hit it in the real restart flow.
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        assert!(process_is_running(pid));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        // From here on it is dying, a zombie, or reaped: never running.
+        for _ in 0..50 {
+            assert!(!process_is_running(pid));
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        child.wait().unwrap();
+        assert!(!process_is_running(pid));
     }
 
     #[test]

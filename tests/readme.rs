@@ -11,6 +11,8 @@
 //! Needs kcat (the block's last line); as root the test installs it from
 //! Debian when it is missing, otherwise it fails saying so.
 
+mod common;
+
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -75,6 +77,9 @@ impl Drop for Group {
 
 #[test]
 fn readme_try_it_block_works_as_written() {
+    // The block uses the default ports; so do tests/front_door.rs and
+    // maybe another worktree's tests running now.
+    let _ports = common::DefaultPortsLock::acquire(Duration::from_secs(600));
     ensure_kcat();
     let block = try_it_block();
     let mut lines = block.lines();

@@ -43,6 +43,14 @@ impl Router {
             .send(msg)
             .map_err(|_| RouterError::ShardGone(shard))
     }
+
+    /// Whether `shard` has dropped its receiver (its thread has ended).
+    /// A message queued before that stays in the channel, reply sender
+    /// and all, for as long as any router lives, so a waiter for its
+    /// reply must check this rather than wait for a disconnect.
+    pub fn is_gone(&self, shard: usize) -> bool {
+        self.senders[shard].is_disconnected()
+    }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

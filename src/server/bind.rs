@@ -178,7 +178,12 @@ pub fn port_owner(port: u16) -> Option<String> {
             let Ok(link) = std::fs::read_link(fd.path()) else {
                 continue;
             };
-            if targets.iter().any(|t| link.as_os_str() == t.as_str()) {
+            // A process that is exiting (a broker just sent SIGKILL) is no
+            // owner: its socket is about to be orphaned, then freed, so the
+            // caller waits for it instead of refusing a restart.
+            if targets.iter().any(|t| link.as_os_str() == t.as_str())
+                && crate::data_dir::process_is_running(pid)
+            {
                 let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
                 return Some(format!("PID {pid} ({})", comm.trim()));
             }

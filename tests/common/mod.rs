@@ -49,16 +49,29 @@ impl BrokerProc {
 
     /// Start a broker whose log goes to `stderr_path` (e.g. off a full disk).
     pub fn start_in_logging_to(dir: &Path, stderr_path: &Path, extra: &[&str]) -> BrokerProc {
+        Self::start_on(dir, stderr_path, "127.0.0.1:0", "127.0.0.1:0", 2, extra)
+    }
+
+    /// Start a broker on given listen addresses (fixed ports survive
+    /// restarts as they are) and shard count.
+    pub fn start_on(
+        dir: &Path,
+        stderr_path: &Path,
+        native: &str,
+        kafka: &str,
+        shards: usize,
+        extra: &[&str],
+    ) -> BrokerProc {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--data-dir".into(),
             dir.display().to_string(),
             "--listen".into(),
-            "127.0.0.1:0".into(),
+            native.into(),
             "--kafka-listen".into(),
-            "127.0.0.1:0".into(),
+            kafka.into(),
             "--shards".into(),
-            "2".into(),
+            shards.to_string(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut b = BrokerProc {
@@ -244,4 +257,43 @@ pub async fn read_topic(
         }
     }
     out
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Holds an exclusive `flock` on a machine-wide file for tests that use the
+/// broker's default ports (9400, 9092): test binaries of this and other
+/// worktrees may run at the same time, and two such tests would refuse each
+/// other's broker. Waits up to `max` for the holder to finish.
+pub struct DefaultPortsLock(std::fs::File);
+
+impl DefaultPortsLock {
+    pub fn acquire(max: Duration) -> DefaultPortsLock {
+        use std::os::fd::AsRawFd;
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("shardlog-default-ports.lock"))
+            .unwrap();
+        let deadline = std::time::Instant::now() + max;
+        loop {
+            // SAFETY: flock on a descriptor we own.
+            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+                return DefaultPortsLock(f);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "another test held the default ports for {max:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
