@@ -204,8 +204,10 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
     let writers_done = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     let mut readers = Vec::new();
+    let mut sockets = Vec::new();
     for _ in 0..conns {
         let s = TcpStream::connect(addr).unwrap();
+        sockets.push(s.try_clone().unwrap());
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut reader = Conn {
             s: s.try_clone().unwrap(),
@@ -256,6 +258,17 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
         t.join().unwrap();
     }
     writers_done.store(true, Ordering::SeqCst);
+    // A reader may already be blocked reading after its last answer:
+    // once every answer is in (bounded wait), close the sockets under it.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while answered.load(Ordering::Relaxed) < sent.load(Ordering::Relaxed)
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for s in &sockets {
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
     for t in readers {
         t.join().unwrap();
     }

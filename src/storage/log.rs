@@ -541,6 +541,11 @@ impl<D: Disk> Log<D> {
             st.pending.extend(sealed.into_iter().map(Pending::Chunk));
             self.flusher_event.notify();
         }
+        // Make room in the cache now rather than at the flusher's next
+        // round: between rounds, appends would otherwise hold written
+        // batches in memory beyond the shard's cache budget.
+        let flushed = st.flushed_offset;
+        st.cache.evict(flushed, self.cfg.cache_keep_bytes);
         Ok(outcome)
     }
 
