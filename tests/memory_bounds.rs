@@ -22,14 +22,10 @@
 mod common;
 
 use bytes::Bytes;
-use common::kafka::{framed, tn, Conn};
+use common::kafka::{framed, plain_batch, tn, Conn};
 use common::BrokerProc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Decodable;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-};
 use std::io::Write;
 use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -130,34 +126,7 @@ fn creatable_topic(name: &str, partitions: i32) -> create_topics_request::Creata
 /// One Kafka batch of `n` records of `value_len` bytes.
 fn batch(n: usize, value_len: usize) -> Bytes {
     let value = Bytes::from(vec![b'v'; value_len]);
-    let records: Vec<Record> = (0..n)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            delete_horizon: false,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: NO_SEQUENCE,
-            timestamp: 1_700_000_000_000,
-            key: None,
-            value: Some(value.clone()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.freeze()
+    plain_batch((0..n).map(|_| value.clone()))
 }
 
 /// A Produce v7 request with one ~`batch_bytes` batch per partition.

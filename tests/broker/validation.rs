@@ -12,15 +12,11 @@
 //!   a log line naming the segment file and byte, the others keep serving.
 
 use crate::bad_input::{batch, connect, produce, read_response, still_works};
-use crate::common::kafka::{tn, Conn};
+use crate::common::kafka::{plain_batch, tn, Conn};
 use crate::common::{ok, BrokerProc};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{
     produce_request, ApiKey as KApiKey, ProduceRequest, ProduceResponse,
-};
-use kafka_protocol::records::{
-    Compression as KCompression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use shardlog::format::codec::ALL;
 use shardlog::format::crc::batch_crc;
@@ -97,36 +93,7 @@ fn kproduce(c: &mut Conn, topic: &str, parts: Vec<(i32, Vec<u8>)>) -> Vec<(i32, 
 
 /// An honest Kafka v2 batch (uncompressed) of these values.
 fn kafka_batch(values: &[&str]) -> Vec<u8> {
-    let records: Vec<Record> = values
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Record {
-            transactional: false,
-            control: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            delete_horizon: false,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: NO_SEQUENCE,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(v.to_string())),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: KCompression::None,
-        },
-    )
-    .unwrap();
-    buf.to_vec()
+    plain_batch(values.iter().map(|v| Bytes::from(v.to_string()))).to_vec()
 }
 
 /// Fix a Kafka batch's length and CRC after editing it: a client that
