@@ -12,7 +12,7 @@ use crate::protocol::codec::Reader;
 use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
-use crate::shard::ops::*;
+use crate::router::ops::*;
 use crate::shard::Shard;
 use crate::storage::StorageError;
 use bytes::BytesMut;

@@ -17,27 +17,19 @@ pub mod dispatch;
 pub mod housekeeping;
 pub mod local;
 pub mod memory;
-pub mod ops;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
+use crate::router::ops::OpError;
 use crate::router::{shard_of, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
 use crate::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
-use ops::OpError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::{error, info, warn};
-
-/// Which protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Native,
-    Kafka,
-}
 
 /// A partition as its owning shard sees it.
 pub enum PartitionSlot {
