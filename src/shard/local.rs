@@ -61,7 +61,7 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::Adopt { stream, kind } => {
             let stream = stream.bind_to_executor();
-            crate::server::acceptor::serve(&s, stream, kind);
+            (s.adopt)(&s, stream, kind);
         }
         ShardMsg::Task(f) => f(),
         ShardMsg::Shutdown { .. } => unreachable!("handled by the shard loop"),
