@@ -4,7 +4,9 @@
 //! CPU; [`run`] probes the data device (glommio io-poll workaround), opens
 //! (recovers) the partitions this shard owns, reports ready, then serves
 //! [`ShardMsg`]s until Shutdown, when it closes every partition (flush,
-//! fsync, indexes, checkpoint) and returns.
+//! fsync, indexes, checkpoint) and returns. Listeners and adopted
+//! connections are served through the [`Frontend`] the broker plugs in
+//! (the server layer sits above the shard, so the shard never names it).
 //!
 //! Ownership: everything in [`Shard`] belongs to its executor and is never
 //! touched from another core. Other shards reach it only through the
