@@ -244,7 +244,15 @@ impl Broker {
             let guard = ReadyGuard(tx.clone(), id);
             let handle = b
                 .spawn(move || async move {
-                    shard::run(id, c, r, rx, t, tx, l).await;
+                    // The server layer plugs in here: the shard, below it,
+                    // calls these rather than naming `server::acceptor`.
+                    let frontend = shard::Frontend {
+                        listen: l.map(|l| -> shard::Listen {
+                            Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
+                        }),
+                        adopt: crate::server::acceptor::serve,
+                    };
+                    shard::run(id, c, r, rx, t, tx, frontend).await;
                     std::mem::forget(guard);
                 })
                 .map_err(|e| BrokerError::Executor {

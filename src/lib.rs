@@ -7,6 +7,7 @@ pub mod event;
 pub mod format;
 pub mod groups;
 pub mod kafka;
+pub mod layering;
 pub mod metadata;
 pub mod protocol;
 pub mod router;

@@ -2,17 +2,16 @@
 //! shard owns, their committed offsets, and the clock that expires silent
 //! members.
 //!
-//! Lifecycle: created on first use on a shard (kept in the shard's
-//! extensions), with a ticker task that runs until the shard shuts down.
+//! Lifecycle: created on first use on a shard (kept alive by the shard, found
+//! through a [`PerShard`] slot), with a ticker task that runs until the shard shuts down.
 //! Lives on one core; every method is called on that core (through
 //! [`super::with_coordinator`]). No `RefCell` borrow is held across an await.
 
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, SyncStep};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
-use crate::shard::Shard;
+use crate::shard::{PerShard, Shard};
 use bytes::Bytes;
-use std::any::{Any, TypeId};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -21,6 +20,12 @@ use tracing::info;
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(200);
+thread_local! {
+    /// This shard's coordinator: a typed per-shard slot (the shard owns the
+    /// value but does not know its type; see [`PerShard`]).
+    static COORDINATOR: PerShard<Coordinator> = const { PerShard::new() };
+}
+
 /// Groups one shard coordinates, so a client cannot exhaust memory with names.
 pub const GROUPS_MAX: usize = 100_000;
 
@@ -33,35 +38,17 @@ pub struct Coordinator {
 impl Coordinator {
     /// This shard's coordinator, created (with its ticker) on first use.
     pub fn get(shard: &Rc<Shard>) -> Rc<Coordinator> {
-        let existing = shard
-            .extensions
-            .borrow()
-            .get(&TypeId::of::<Coordinator>())
-            .cloned();
-        let any: Rc<dyn Any> = match existing {
-            Some(a) => a,
-            None => {
-                let c = Rc::new(Coordinator::default());
-                shard
-                    .extensions
-                    .borrow_mut()
-                    .insert(TypeId::of::<Coordinator>(), c.clone());
-                glommio::spawn_local(ticker(shard.clone(), Rc::downgrade(&c))).detach();
-                c
-            }
-        };
-        any.downcast::<Coordinator>()
-            .unwrap_or_else(|_| panic!("extensions are keyed by type"))
+        let (c, made) =
+            COORDINATOR.with(|slot| slot.get_or_insert_with(shard, Coordinator::default));
+        if made {
+            glommio::spawn_local(ticker(shard.clone(), Rc::downgrade(&c))).detach();
+        }
+        c
     }
 
     /// This shard's coordinator if it has one (never creates it).
     pub fn existing(shard: &Rc<Shard>) -> Option<Rc<Coordinator>> {
-        let any = shard
-            .extensions
-            .borrow()
-            .get(&TypeId::of::<Coordinator>())
-            .cloned()?;
-        any.downcast::<Coordinator>().ok()
+        COORDINATOR.with(|slot| slot.get(shard))
     }
 
     /// (group id, protocol type, state) of every group with members or history here.

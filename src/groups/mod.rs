@@ -26,8 +26,8 @@ pub mod state;
 pub use coordinator::Coordinator;
 
 use crate::metadata::INTERNAL_PREFIX;
+use crate::router::ops::{AdminError, AdminOp};
 use crate::router::placement::{fnv1a, shard_of};
-use crate::shard::ops::{AdminError, AdminOp};
 use crate::shard::Shard;
 use crate::storage::StorageError;
 use bytes::Bytes;

@@ -19,7 +19,7 @@ use super::{Committed, GroupError, OffsetMap, OFFSETS_TOPIC};
 use crate::format::frame;
 use crate::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use crate::protocol::messages::Acks;
-use crate::shard::ops::{OpError, ProducePart};
+use crate::router::ops::{OpError, ProducePart};
 use crate::shard::Shard;
 use crate::storage::now_ms;
 use bytes::BytesMut;

@@ -3,7 +3,7 @@
 
 use super::{errors, str_bytes, Ctx};
 use crate::metadata::INTERNAL_PREFIX;
-use crate::shard::ops::AdminOp;
+use crate::router::ops::AdminOp;
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse};
 

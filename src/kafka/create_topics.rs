@@ -5,7 +5,7 @@
 
 use super::{errors, str_bytes, topic_uuid, Ctx};
 use crate::metadata::{validate_name, INTERNAL_PREFIX};
-use crate::shard::ops::{AdminError, AdminOp};
+use crate::router::ops::{AdminError, AdminOp};
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use std::collections::BTreeMap;

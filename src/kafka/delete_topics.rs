@@ -3,7 +3,7 @@
 
 use super::{errors, str_bytes, topic_name, topic_uuid, Ctx};
 use crate::metadata::INTERNAL_PREFIX;
-use crate::shard::ops::AdminOp;
+use crate::router::ops::AdminOp;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse};
 

@@ -7,7 +7,7 @@
 
 use super::batch::BatchError;
 use crate::groups::GroupError;
-use crate::shard::ops::{AdminError, OpError};
+use crate::router::ops::{AdminError, OpError};
 use crate::storage::StorageError;
 use kafka_protocol::error::ResponseError;
 

@@ -23,7 +23,7 @@
 use super::batch::{frame_to_kafka, KAFKA_HEADER_LEN};
 use super::{errors, Ctx};
 use crate::format::{frame, BatchHeader};
-use crate::shard::ops::{partition_read_cap, FetchPart, OpError};
+use crate::router::ops::{partition_read_cap, FetchPart, OpError};
 use crate::storage::{FetchOutcome, StorageError};
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{FetchRequest, TopicName};

@@ -8,7 +8,7 @@
 //! are refused: shardlog has no transactions.
 
 use super::{errors, Ctx};
-use crate::shard::ops::{AdminOk, AdminOp};
+use crate::router::ops::{AdminOk, AdminOp};
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use tracing::{debug, warn};
 

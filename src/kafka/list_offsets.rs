@@ -10,7 +10,7 @@
 
 use super::{errors, Ctx, LEADER_EPOCH};
 use crate::format::read_records;
-use crate::shard::ops::{FetchPart, OffsetQuery, OffsetsPart};
+use crate::router::ops::{FetchPart, OffsetQuery, OffsetsPart};
 use crate::shard::Shard;
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,

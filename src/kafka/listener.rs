@@ -27,11 +27,10 @@ use super::*;
 use crate::config::BrokerConfig;
 use crate::event::LocalEvent;
 use crate::server::conn::{Handled, Protocol};
-use crate::shard::Shard;
+use crate::shard::{PerShard, Shard};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
-use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -357,7 +356,12 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
     })
 }
 
-/// Per-shard state of the Kafka listener, kept in the shard's extensions.
+thread_local! {
+    /// This shard's Kafka listener state (a typed per-shard slot, see [`PerShard`]).
+    static KAFKA_SHARD: PerShard<KafkaShard> = const { PerShard::new() };
+}
+
+/// Per-shard state of the Kafka listener, kept alive by the shard.
 #[derive(Default)]
 pub struct KafkaShard {
     advertised: RefCell<Option<(String, i32)>>,
@@ -365,14 +369,7 @@ pub struct KafkaShard {
 
 impl KafkaShard {
     pub fn get(shard: &Rc<Shard>) -> Rc<KafkaShard> {
-        let any: Rc<dyn Any> = shard
-            .extensions
-            .borrow_mut()
-            .entry(TypeId::of::<KafkaShard>())
-            .or_insert_with(|| Rc::new(KafkaShard::default()))
-            .clone();
-        any.downcast::<KafkaShard>()
-            .unwrap_or_else(|_| panic!("extensions are keyed by type"))
+        KAFKA_SHARD.with(|slot| slot.get_or_insert_with(shard, KafkaShard::default).0)
     }
 
     /// Host and port for Metadata and FindCoordinator answers:

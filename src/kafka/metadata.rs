@@ -6,7 +6,7 @@
 
 use super::{errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH, NODE_ID};
 use crate::metadata::{validate_name, SharedTopics, TopicMeta, INTERNAL_PREFIX};
-use crate::shard::ops::{AdminError, AdminOp};
+use crate::router::ops::{AdminError, AdminOp};
 use crate::shard::Shard;
 use kafka_protocol::messages::metadata_response::{
     MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,

@@ -4,7 +4,7 @@
 //! metadata refresh; the answer never makes it truncate.
 
 use super::{errors, Ctx, LEADER_EPOCH};
-use crate::shard::ops::{OffsetQuery, OffsetsPart};
+use crate::router::ops::{OffsetQuery, OffsetsPart};
 use kafka_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };

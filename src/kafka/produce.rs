@@ -19,7 +19,7 @@ use super::batch::kafka_to_frames;
 use super::{errors, str_bytes, Ctx};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::messages::Acks;
-use crate::shard::ops::ProducePart;
+use crate::router::ops::ProducePart;
 use crate::storage::AppendOutcome;
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};

@@ -1,7 +1,9 @@
 //! Error codes of the native protocol (u16 on the wire). Each comes with a
 //! human-readable message in the response; the code is for programs.
-
-use crate::storage::StorageError;
+//!
+//! This module is wire vocabulary only and depends on nothing else in the
+//! crate; mapping a layer's errors onto these codes (storage, ops, groups)
+//! is done where both are visible, in `server::native`.
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
@@ -64,20 +66,5 @@ impl ErrorCode {
             self,
             ErrorCode::NoSpace | ErrorCode::Timeout | ErrorCode::Busy | ErrorCode::ShuttingDown
         )
-    }
-
-    pub fn of_storage(e: &StorageError) -> ErrorCode {
-        match e {
-            StorageError::Io { .. }
-            | StorageError::Failed { .. }
-            | StorageError::Corrupt { .. }
-            | StorageError::NotClaimed(_) => ErrorCode::StorageFailed,
-            StorageError::NoSpace { .. } => ErrorCode::NoSpace,
-            StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-            StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
-            StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-            StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
-            StorageError::Closed => ErrorCode::ShuttingDown,
-        }
     }
 }

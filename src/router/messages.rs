@@ -1,15 +1,33 @@
 //! Messages between shards. Everything here is `Send`: it crosses cores.
 //! Payload buffers move with the message (no copy).
 
-use super::Reply;
-use crate::metadata::SharedTopics;
-use crate::protocol::messages::Acks;
-use crate::shard::ops::{
+use super::ops::{
     AdminOp, AdminResult, FetchPart, FetchPartResult, OffsetsPart, OffsetsPartResult, ProducePart,
     ProducePartResult,
 };
-use crate::shard::ListenerKind;
+use super::Reply;
+use crate::metadata::SharedTopics;
+use crate::protocol::messages::Acks;
 use std::time::Instant;
+
+/// Which protocol a listener speaks. Defined here, with the message that
+/// carries it (`ShardMsg::Adopt`), so the router does not depend on the
+/// shard or server layers above it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    Native,
+    Kafka,
+}
+
+impl ListenerKind {
+    /// For logs: which protocol a listener or connection speaks.
+    pub fn name(self) -> &'static str {
+        match self {
+            ListenerKind::Native => "native",
+            ListenerKind::Kafka => "kafka",
+        }
+    }
+}
 
 pub enum ShardMsg {
     /// Append batches to partitions this shard owns.

@@ -1,5 +1,9 @@
 //! The shared-nothing router: which shard owns a partition, and the
-//! messages shards send each other.
+//! messages shards send each other, and the protocol-neutral operations
+//! those messages carry ([`ops`]: produce/fetch/offsets/admin parts and
+//! their results). The operation types live here rather than in `shard` so
+//! that the router, which names them in [`ShardMsg`], sits below the shard
+//! and depends only on metadata, storage and protocol types.
 //!
 //! Shards share no mutable state. A request that a connection's shard
 //! cannot serve locally becomes a [`ShardMsg`] on the owning shard's
@@ -14,9 +18,10 @@
 //! that stop reading sockets (see crate::server::budget).
 
 pub mod messages;
+pub mod ops;
 pub mod placement;
 
-pub use messages::ShardMsg;
+pub use messages::{ListenerKind, ShardMsg};
 pub use placement::shard_of;
 
 /// The sending side of every shard's channel; cheap to clone, `Send`.

@@ -8,9 +8,9 @@
 //! never pile up on one shard.
 
 use super::conn;
-use crate::router::ShardMsg;
+use crate::router::{ListenerKind, ShardMsg};
 use crate::server::bind::Listeners;
-use crate::shard::{ListenerKind, Shard};
+use crate::shard::Shard;
 use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, IntoRawFd};
@@ -29,7 +29,7 @@ pub fn serve_listeners(
         // SAFETY: the descriptor is a bound, listening TCP socket whose
         // ownership moves into glommio's listener here.
         let l = unsafe { TcpListener::from_raw_fd(l.into_raw_fd()) };
-        info!(%local, protocol = crate::shard::local::kind_name(kind), "listening");
+        info!(%local, protocol = kind.name(), "listening");
         match kind {
             ListenerKind::Native => *shard.native_addr.borrow_mut() = Some(local),
             ListenerKind::Kafka => *shard.kafka_addr.borrow_mut() = Some(local),

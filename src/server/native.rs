@@ -12,20 +12,39 @@ use crate::protocol::codec::Reader;
 use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
-use crate::shard::ops::*;
+use crate::router::ops::*;
 use crate::shard::Shard;
+use crate::storage::StorageError;
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 pub struct Native;
 
+/// A storage error's native code. It lives here, not in `protocol`, so the
+/// wire-protocol module does not depend on storage (layering: see
+/// docs/architecture.md).
+pub fn storage_error_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::Io { .. }
+        | StorageError::Failed { .. }
+        | StorageError::Corrupt { .. }
+        | StorageError::NotClaimed(_) => ErrorCode::StorageFailed,
+        StorageError::NoSpace { .. } => ErrorCode::NoSpace,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
+        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
+        StorageError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
 pub fn op_error_code(e: &OpError) -> ErrorCode {
     match e {
         OpError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         OpError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         OpError::Offline { .. } => ErrorCode::StorageFailed,
-        OpError::Storage(s) => ErrorCode::of_storage(s),
+        OpError::Storage(s) => storage_error_code(s),
         OpError::Corrupt(_) => ErrorCode::Corrupt,
         OpError::Timeout(_) => ErrorCode::Timeout,
         OpError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -362,7 +381,7 @@ async fn serve(
 fn group_error_code(e: &GroupError) -> ErrorCode {
     match e {
         GroupError::InvalidGroupId => ErrorCode::InvalidRequest,
-        GroupError::Storage(s) => ErrorCode::of_storage(s),
+        GroupError::Storage(s) => storage_error_code(s),
         GroupError::Timeout => ErrorCode::Timeout,
         GroupError::CoordinatorLoading
         | GroupError::CoordinatorUnavailable(_)

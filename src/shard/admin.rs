@@ -3,10 +3,10 @@
 //! gets its answer only after every shard has applied it (so a produce
 //! right after "topic created" finds its partitions open).
 
-use super::ops::{AdminError, AdminOk, AdminOp, AdminResult};
 use super::Shard;
 use crate::config::TopicConfig;
 use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
+use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
 use crate::router::{reply_channel, ShardMsg};
 use std::rc::Rc;
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! owning shard, served locally or routed, and gathered back.
 
 use super::local::{append_in_order, await_acks, fetch_local, offsets_local};
-use super::ops::*;
 use super::Shard;
 use crate::protocol::messages::Acks;
+use crate::router::ops::*;
 use crate::router::{reply_channel, shard_of, ShardMsg};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;

@@ -1,9 +1,9 @@
 //! Serving operations on the partitions this shard owns. Called directly
 //! for local partitions, or from [`handle`] for messages routed here.
 
-use super::ops::*;
-use super::{ListenerKind, Shard};
+use super::Shard;
 use crate::protocol::messages::Acks;
+use crate::router::ops::*;
 use crate::router::ShardMsg;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -61,7 +61,7 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
         }
         ShardMsg::Adopt { stream, kind } => {
             let stream = stream.bind_to_executor();
-            crate::server::acceptor::serve(&s, stream, kind);
+            (s.adopt)(&s, stream, kind);
         }
         ShardMsg::Task(f) => f(),
         ShardMsg::Shutdown { .. } => unreachable!("handled by the shard loop"),
@@ -291,12 +291,4 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
         });
     }
     out
-}
-
-/// Used by the listeners to tell which kind a connection is.
-pub fn kind_name(k: ListenerKind) -> &'static str {
-    match k {
-        ListenerKind::Native => "native",
-        ListenerKind::Kafka => "kafka",
-    }
 }

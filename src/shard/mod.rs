@@ -4,7 +4,9 @@
 //! CPU; [`run`] probes the data device (glommio io-poll workaround), opens
 //! (recovers) the partitions this shard owns, reports ready, then serves
 //! [`ShardMsg`]s until Shutdown, when it closes every partition (flush,
-//! fsync, indexes, checkpoint) and returns.
+//! fsync, indexes, checkpoint) and returns. Listeners and adopted
+//! connections are served through the [`Frontend`] the broker plugs in
+//! (the server layer sits above the shard, so the shard never names it).
 //!
 //! Ownership: everything in [`Shard`] belongs to its executor and is never
 //! touched from another core. Other shards reach it only through the
@@ -17,27 +19,88 @@ pub mod dispatch;
 pub mod housekeeping;
 pub mod local;
 pub mod memory;
-pub mod ops;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
-use crate::router::{shard_of, Router, ShardMsg};
+use crate::router::ops::OpError;
+use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
 use crate::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
-use ops::OpError;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use tracing::{error, info, warn};
 
-/// Which protocol a listener speaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListenerKind {
-    Native,
-    Kafka,
+/// Starts the accept loops on the bound listeners (shard 0 only); the
+/// returned tasks are dropped at shutdown. See [`Frontend`].
+pub type Listen = Box<dyn FnOnce(&Rc<Shard>) -> Result<Vec<glommio::task::JoinHandle<()>>, String>>;
+
+/// The connection layer's entry points, plugged in by the broker at startup.
+///
+/// Why a hook: accepting and serving connections is the server layer's
+/// job, and the server sits above the shard (docs/architecture.md), so the
+/// shard reaches it through what the broker hands in here instead of
+/// naming `server::acceptor`.
+pub struct Frontend {
+    /// Serve the listeners on this shard (shard 0 only, else `None`).
+    pub listen: Option<Listen>,
+    /// Serve a connection another shard accepted and handed here
+    /// ([`ShardMsg::Adopt`]), already bound to this executor.
+    pub adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
 }
+
+/// Per-shard state that belongs to a layer above the shard (the group
+/// coordinator, the Kafka listener's advertised address), with typed
+/// access and no downcasts.
+///
+/// Why not a field of [`Shard`]: the shard must not depend on `groups` or
+/// `kafka`; and it replaces a `TypeId -> Rc<dyn Any>` map. The owner
+/// declares one in a `thread_local!` (a shard is its executor's thread, as
+/// [`Shard::current`] relies on). The shard keeps the value alive, so it is
+/// dropped with the shard exactly as a field would be; the slot holds only
+/// a weak handle, tagged with the shard it was made for.
+pub struct PerShard<T: 'static> {
+    slot: RefCell<Option<(*const Shard, Weak<T>)>>,
+}
+
+impl<T: 'static> Default for PerShard<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: 'static> PerShard<T> {
+    pub const fn new() -> Self {
+        PerShard {
+            slot: RefCell::new(None),
+        }
+    }
+
+    /// `shard`'s value, if it has one.
+    pub fn get(&self, shard: &Rc<Shard>) -> Option<Rc<T>> {
+        match &*self.slot.borrow() {
+            Some((owner, v)) if std::ptr::eq(*owner, Rc::as_ptr(shard)) => v.upgrade(),
+            _ => None,
+        }
+    }
+
+    /// `shard`'s value, made with `make` on first use; `true` if made now.
+    pub fn get_or_insert_with(&self, shard: &Rc<Shard>, make: impl FnOnce() -> T) -> (Rc<T>, bool) {
+        if let Some(v) = self.get(shard) {
+            return (v, false);
+        }
+        let v = Rc::new(make());
+        shard.held.borrow_mut().push(v.clone());
+        *self.slot.borrow_mut() = Some((Rc::as_ptr(shard), Rc::downgrade(&v)));
+        (v, true)
+    }
+}
+
+/// Anything a shard keeps alive for a [`PerShard`] slot (never looked at).
+trait Held {}
+impl<T> Held for T {}
 
 /// A partition as its owning shard sees it.
 pub enum PartitionSlot {
@@ -71,8 +134,10 @@ pub struct Shard {
     pub kafka_addr: RefCell<Option<SocketAddr>>,
     /// Controller state (shard 0 only): next producer id to hand out.
     pub next_producer_id: Cell<i64>,
-    /// Extension state (the Kafka group coordinator), keyed by type.
-    pub extensions: RefCell<HashMap<std::any::TypeId, Rc<dyn std::any::Any>>>,
+    /// Values of [`PerShard`] slots, owned here so they live as long as the shard.
+    held: RefCell<Vec<Rc<dyn Held>>>,
+    /// Serves connections handed over by other shards (see [`Frontend`]).
+    adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
 }
 
 thread_local! {
@@ -280,7 +345,7 @@ pub async fn run(
     rx: flume::Receiver<ShardMsg>,
     topics: SharedTopics,
     ready: std::sync::mpsc::Sender<Result<ShardReady, String>>,
-    listeners: Option<crate::server::bind::Listeners>,
+    frontend: Frontend,
 ) {
     // Before any other DMA open on this executor: the io-poll probe workaround.
     let alignment = match crate::storage::dma::probe_device(&config.data_dir).await {
@@ -308,15 +373,16 @@ pub async fn run(
         native_addr: RefCell::new(None),
         kafka_addr: RefCell::new(None),
         next_producer_id: Cell::new(topics.producer_id_block_end),
-        extensions: RefCell::new(HashMap::new()),
+        held: RefCell::new(Vec::new()),
+        adopt: frontend.adopt,
         config,
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     shard.apply_topics(topics).await;
     crate::storage::dma::assert_poll_ring_idle();
     let mut accept_tasks = Vec::new();
-    if let Some(listeners) = listeners {
-        match crate::server::acceptor::serve_listeners(&shard, listeners) {
+    if let Some(listen) = frontend.listen {
+        match listen(&shard) {
             Ok(tasks) => accept_tasks = tasks,
             Err(e) => {
                 let _ = ready.send(Err(e));

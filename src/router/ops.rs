@@ -1,6 +1,9 @@
 //! Protocol-neutral operations a shard serves, and their results. Both the
 //! native and the Kafka listeners translate their requests into these, and
 //! map the results (and [`OpError`]) back to their own error codes.
+//!
+//! Moved here from `shard::ops`: these are the payloads of [`super::ShardMsg`],
+//! and the router sits below the shard, so they belong to the router.
 
 use crate::storage::{AppendOutcome, FetchOutcome, StorageError};
 use bytes::BytesMut;

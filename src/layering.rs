@@ -1,0 +1,190 @@
+//! The module layering rule, enforced by a test (see docs/architecture.md,
+//! "Layers"). Dependencies point down: a module may name (`crate::x`) only
+//! the modules listed for it in [`ALLOWED`], and every listed edge must go
+//! to a lower layer, except the few in [`SAME_LAYER`] and [`KNOWN_UPWARD`].
+
+/// Layers, top first. A module may depend on modules in lower layers.
+pub const LAYERS: &[&[&str]] = &[
+    // Wiring: starts the shards and plugs the server into them.
+    &["broker"],
+    // Connections, listeners, protocol handlers and the services they use.
+    &["server", "kafka", "groups", "client"],
+    &["shard"],
+    &["router"],
+    // Topic table and partition identity (the partition layer).
+    &["metadata"],
+    &["storage"],
+    // Settings (topic record limits come from `format`).
+    &["config"],
+    // Leaves: byte formats, wire vocabulary, wake-ups, the data directory lock.
+    &["format", "protocol", "event", "data_dir"],
+];
+
+/// Every edge `module -> crate::other` that may appear in the source.
+pub const ALLOWED: &[(&str, &[&str])] = &[
+    (
+        "broker",
+        &[
+            "config", "data_dir", "metadata", "router", "server", "shard",
+        ],
+    ),
+    (
+        "server",
+        &[
+            "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol", "router",
+            "shard", "storage",
+        ],
+    ),
+    (
+        "kafka",
+        &[
+            "config", "event", "format", "groups", "metadata", "protocol", "router", "server",
+            "shard", "storage",
+        ],
+    ),
+    (
+        "groups",
+        &[
+            "format", "metadata", "protocol", "router", "shard", "storage",
+        ],
+    ),
+    ("client", &["format", "protocol", "storage"]),
+    (
+        "shard",
+        &[
+            "config", "event", "metadata", "protocol", "router", "storage",
+        ],
+    ),
+    ("router", &["metadata", "protocol", "storage"]),
+    ("metadata", &["config", "data_dir", "storage"]),
+    ("data_dir", &[]),
+    ("storage", &["config", "event", "format"]),
+    ("format", &[]),
+    ("protocol", &[]),
+    ("config", &["format", "storage"]),
+    ("event", &[]),
+];
+
+/// Edges inside one layer that are allowed: the Kafka listener implements
+/// `server::conn::Protocol`, and the server's acceptor starts it.
+pub const SAME_LAYER: &[(&str, &str)] = &[
+    ("server", "kafka"),
+    ("kafka", "server"),
+    ("server", "groups"),
+    ("kafka", "groups"),
+];
+
+/// Upward edges not fixed yet. `config::BrokerConfig::memory_bound` counts
+/// the DMA buffer pool (`storage::dma::POOL_BUFFERS_MAX`).
+pub const KNOWN_UPWARD: &[(&str, &str)] = &[("config", "storage")];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    fn layer_of(m: &str) -> usize {
+        LAYERS
+            .iter()
+            .position(|l| l.contains(&m))
+            .unwrap_or_else(|| panic!("module `{m}` is in no layer (src/layering.rs LAYERS)"))
+    }
+
+    fn rs_files(p: &Path, out: &mut Vec<PathBuf>) {
+        if p.is_dir() {
+            for e in std::fs::read_dir(p).unwrap() {
+                rs_files(&e.unwrap().path(), out);
+            }
+        } else if p.is_file() && p.extension().is_some_and(|e| e == "rs") {
+            out.push(p.to_path_buf());
+        }
+    }
+
+    /// Modules named as `crate::<name>` in code (comments are skipped).
+    fn crate_refs(src: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for line in src.lines() {
+            let code = line.split("//").next().unwrap_or("");
+            let mut rest = code;
+            while let Some(i) = rest.find("crate::") {
+                let after = &rest[i + "crate::".len()..];
+                let name: String = after
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    out.insert(name);
+                }
+                rest = after;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn allowed_edges_point_down() {
+        for (from, tos) in ALLOWED {
+            for to in *tos {
+                let (a, b) = (layer_of(from), layer_of(to));
+                let ok = b > a
+                    || (a == b && SAME_LAYER.contains(&(from, to)))
+                    || KNOWN_UPWARD.contains(&(from, to));
+                assert!(ok, "allowed edge {from} -> {to} does not point down");
+            }
+        }
+    }
+
+    #[test]
+    fn dependencies_point_down() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut violations = Vec::new();
+        for (module, allowed) in ALLOWED {
+            let mut files = Vec::new();
+            rs_files(&src.join(module), &mut files);
+            rs_files(&src.join(format!("{module}.rs")), &mut files);
+            assert!(!files.is_empty(), "no source for module `{module}`");
+            for f in files {
+                let text = std::fs::read_to_string(&f).unwrap();
+                for to in crate_refs(&text) {
+                    if to != *module && !allowed.contains(&to.as_str()) {
+                        violations.push(format!(
+                            "{}: crate::{to} (allowed from {module}: {allowed:?})",
+                            f.strip_prefix(&src).unwrap().display()
+                        ));
+                    }
+                }
+            }
+        }
+        assert!(
+            violations.is_empty(),
+            "layering violations (see docs/architecture.md, Layers):\n{}",
+            violations.join("\n")
+        );
+    }
+
+    #[test]
+    fn every_module_is_listed() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        for e in std::fs::read_dir(&src).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_stem().unwrap().to_string_lossy().to_string();
+            if ["lib", "main", "layering"].contains(&name.as_str()) {
+                continue;
+            }
+            assert!(
+                ALLOWED.iter().any(|(m, _)| *m == name),
+                "src/{name} is not in src/layering.rs ALLOWED"
+            );
+        }
+    }
+
+    #[test]
+    fn scanner_sees_imports() {
+        let refs = crate_refs("use crate::server::acceptor;\n// crate::kafka\nlet x = crate::shard::Shard::current(); // crate::groups");
+        assert_eq!(
+            refs.into_iter().collect::<Vec<_>>(),
+            vec!["server".to_string(), "shard".to_string()]
+        );
+    }
+}
