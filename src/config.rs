@@ -128,6 +128,10 @@ impl Default for BrokerConfig {
     }
 }
 
+/// Write buffers each shard keeps for reuse (`write_chunk_bytes` each):
+/// part of its memory bound.
+pub const WRITE_POOL_BUFFERS: usize = 64;
+
 impl BrokerConfig {
     pub fn from_toml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -153,7 +157,7 @@ impl BrokerConfig {
         let per_shard = self.max_inflight_bytes_per_shard
             + self.shard_cache_bytes_max
             + 2 * unwritten
-            + crate::storage::dma::POOL_BUFFERS_MAX * self.write_chunk_bytes
+            + WRITE_POOL_BUFFERS * self.write_chunk_bytes
             + self.io_memory_bytes;
         (shards * per_shard) as u64
     }

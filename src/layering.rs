@@ -61,7 +61,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("storage", &["config", "event", "format"]),
     ("format", &[]),
     ("protocol", &[]),
-    ("config", &["format", "storage"]),
+    ("config", &["format"]),
     ("event", &[]),
 ];
 
@@ -74,9 +74,9 @@ pub const SAME_LAYER: &[(&str, &str)] = &[
     ("kafka", "groups"),
 ];
 
-/// Upward edges not fixed yet. `config::BrokerConfig::memory_bound` counts
-/// the DMA buffer pool (`storage::dma::POOL_BUFFERS_MAX`).
-pub const KNOWN_UPWARD: &[(&str, &str)] = &[("config", "storage")];
+/// Upward edges not fixed yet (none today; keep the list so the test says
+/// where to record one while it is being fixed).
+pub const KNOWN_UPWARD: &[(&str, &str)] = &[];
 
 #[cfg(test)]
 mod tests {

@@ -75,7 +75,8 @@ pub struct DmaDisk {
 }
 
 /// Buffers kept for reuse per shard (of the most common size: full chunks).
-pub const POOL_BUFFERS_MAX: usize = 64;
+/// The pool's size lives in config so the memory bound can count it.
+const POOL_BUFFERS_MAX: usize = crate::config::WRITE_POOL_BUFFERS;
 
 impl DmaDisk {
     /// `alignment` is the O_DIRECT alignment learnt from the probe file.
