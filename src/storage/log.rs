@@ -27,7 +27,7 @@ use super::checkpoint::{self, Checkpoint};
 use super::file::{read_small_file, write_small_file, Disk, IoBuf, SegmentFile};
 use super::index::SegmentIndex;
 use super::producer_state::{ProducerTable, SeqCheck};
-use super::recovery::{classify, ScanEnd, SegmentScan, Step, TailDamage};
+use super::recovery::{classify, SegmentScan, Step, TailDamage};
 use super::retention::{segments_to_delete, SegmentStat};
 use super::segment::{self, Segment};
 use super::write_budget::{Unwritten, WriteBudget};
@@ -288,7 +288,6 @@ impl<D: Disk> Log<D> {
             } else {
                 None
             };
-            let clean_last = false;
             match loaded {
                 Some(index) => {
                     seg.len = size;
@@ -298,7 +297,7 @@ impl<D: Disk> Log<D> {
                     };
                     seg.max_timestamp = index.times.last().map(|t| t.timestamp).unwrap_or(-1);
                     seg.index = index;
-                    if !fully_before_cp && !clean_last {
+                    if !fully_before_cp {
                         // Closed segment after the checkpoint: replay its producers.
                         let scan = scan_segment(&disk, &dir, &file, base, size, size, &cfg).await?;
                         for h in scan.headers.iter().filter(|h| h.base_offset >= replay_from) {
@@ -307,7 +306,7 @@ impl<D: Disk> Log<D> {
                     }
                 }
                 _ => {
-                    // Scan: the last segment always (unless shut down cleanly),
+                    // Scan: the last segment always,
                     // a closed one whose index is missing or broken.
                     let trusted = if !is_last {
                         size
@@ -1404,8 +1403,8 @@ impl<D: Disk> Log<D> {
         self.notify_durable();
         if closing {
             // Drop the zero padding of the last block: the file then ends
-            // exactly at the checkpointed length, and the next open is clean
-            // (no scan). Appending again rewrites that block from the
+            // exactly at the checkpointed length, so the next open's scan of
+            // the last segment finds no tail to cut. Appending again rewrites that block from the
             // appender's copy, so nothing depends on the padding.
             file.truncate(active_len)
                 .await
@@ -1543,17 +1542,4 @@ async fn scan_segment<F: SegmentFile>(
             }
         }
     }
-}
-
-/// Re-export for tests: the scan end classification of a whole image.
-pub fn describe_scan_end(end: &ScanEnd) -> String {
-    format!("{end:?}")
-}
-
-/// Header of every frame in `frames` (trusted).
-pub fn headers_of(frames: &[Bytes]) -> Vec<BatchHeader> {
-    frames
-        .iter()
-        .map(|f| frame::parse_header(f).expect("stored frames are valid"))
-        .collect()
 }

@@ -135,9 +135,7 @@ pub struct SegmentScan {
     pub valid_len: u64,
     pub next_offset: u64,
     pub max_timestamp: i64,
-    pub first_timestamp: Option<i64>,
     pub index: SegmentIndex,
-    pub batches: u64,
     /// Headers of the valid frames, for rebuilding producer state.
     pub headers: Vec<BatchHeader>,
     /// Why the scan stopped before the end of the file, if it did.
@@ -158,9 +156,7 @@ impl SegmentScan {
             valid_len: pos,
             next_offset,
             max_timestamp: -1,
-            first_timestamp: None,
             index,
-            batches: 0,
             headers: Vec::new(),
             end: None,
         }
@@ -179,8 +175,6 @@ impl SegmentScan {
         self.valid_len += h.frame_len() as u64;
         self.next_offset = h.last_offset() + 1;
         self.max_timestamp = self.max_timestamp.max(h.max_timestamp);
-        self.first_timestamp.get_or_insert(h.base_timestamp);
-        self.batches += 1;
         self.headers.push(*h);
     }
 }
