@@ -43,10 +43,15 @@ pub fn plain_batch(values: impl IntoIterator<Item = Bytes>) -> Bytes {
             headers: Default::default(),
         })
         .collect();
+    encode_batch(&records)
+}
+
+/// These records as one uncompressed Kafka v2 batch.
+pub fn encode_batch(records: &[Record]) -> Bytes {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression: Compression::None,
