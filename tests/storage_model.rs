@@ -81,6 +81,24 @@ async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
     }
 }
 
+/// Open the partition log under test (no write budget: the model drives
+/// the flusher itself).
+async fn open_log(
+    disk: &SimDisk,
+    dir: impl Into<std::path::PathBuf>,
+    cfg: &LogConfig,
+    budget: &Rc<CacheBudget>,
+) -> Result<Rc<Log<SimDisk>>, StorageError> {
+    Log::open(
+        disk.clone(),
+        dir.into(),
+        cfg.clone(),
+        budget.clone(),
+        WriteBudget::unlimited(),
+    )
+    .await
+}
+
 /// Heal the disk, crash it, reopen: every durable batch must be there.
 async fn reopen_after_fault(
     disk: &SimDisk,
@@ -92,15 +110,9 @@ async fn reopen_after_fault(
 ) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
     disk.heal();
     disk.crash();
-    let log = Log::open(
-        disk.clone(),
-        dir.to_path_buf(),
-        cfg.clone(),
-        budget.clone(),
-        WriteBudget::unlimited(),
-    )
-    .await
-    .expect("reopen after a fault");
+    let log = open_log(disk, dir.to_path_buf(), cfg, budget)
+        .await
+        .expect("reopen after a fault");
     let flusher = glommio::spawn_local(log.clone().run_flusher());
     let next = log.next_offset();
     let durable_end = model
@@ -128,15 +140,7 @@ async fn run_seed(seed: u64) {
     let cfg = cfg(&mut rng);
     let budget = CacheBudget::new(rng.gen_range(0..200_000));
     let mut model: Vec<Appended> = Vec::new();
-    let mut log = Log::open(
-        disk.clone(),
-        dir.clone(),
-        cfg.clone(),
-        budget.clone(),
-        WriteBudget::unlimited(),
-    )
-    .await
-    .unwrap();
+    let mut log = open_log(&disk, dir.clone(), &cfg, &budget).await.unwrap();
     let mut flusher = glommio::spawn_local(log.clone().run_flusher());
     let mut tag = 0u64;
     let mut log_start = 0u64;
@@ -216,15 +220,7 @@ async fn run_seed(seed: u64) {
                 disk.crash();
                 faulted = false;
                 STATS.with(|s| s.borrow_mut().0 += 1);
-                log = match Log::open(
-                    disk.clone(),
-                    dir.clone(),
-                    cfg.clone(),
-                    budget.clone(),
-                    WriteBudget::unlimited(),
-                )
-                .await
-                {
+                log = match open_log(&disk, dir.clone(), &cfg, &budget).await {
                     Ok(l) => l,
                     Err(StorageError::Corrupt { .. }) => {
                         panic!("seed {seed}: a crash must never look like corruption")
@@ -292,15 +288,7 @@ async fn run_seed(seed: u64) {
                 drop(flusher);
                 let next = log.next_offset();
                 drop(log);
-                log = Log::open(
-                    disk.clone(),
-                    dir.clone(),
-                    cfg.clone(),
-                    budget.clone(),
-                    WriteBudget::unlimited(),
-                )
-                .await
-                .unwrap();
+                log = open_log(&disk, dir.clone(), &cfg, &budget).await.unwrap();
                 assert_eq!(log.next_offset(), next, "seed {seed}: clean reopen");
                 flusher = glommio::spawn_local(log.clone().run_flusher());
                 for m in model.iter_mut() {
@@ -315,15 +303,7 @@ async fn run_seed(seed: u64) {
         drop(flusher);
         drop(log);
         disk.crash();
-        let log = Log::open(
-            disk.clone(),
-            dir.clone(),
-            cfg.clone(),
-            budget.clone(),
-            WriteBudget::unlimited(),
-        )
-        .await
-        .unwrap();
+        let log = open_log(&disk, dir.clone(), &cfg, &budget).await.unwrap();
         let durable_end = model
             .iter()
             .filter(|m| m.durable)
@@ -339,15 +319,7 @@ async fn run_seed(seed: u64) {
     }
     drop(flusher);
     drop(log);
-    let log = Log::open(
-        disk.clone(),
-        dir.clone(),
-        cfg.clone(),
-        budget.clone(),
-        WriteBudget::unlimited(),
-    )
-    .await
-    .unwrap();
+    let log = open_log(&disk, dir.clone(), &cfg, &budget).await.unwrap();
     let start = log.log_start_offset();
     let got = read_all(&log, start).await;
     let want: Vec<_> = model.iter().filter(|m| m.base_offset >= start).collect();

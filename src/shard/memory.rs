@@ -33,8 +33,6 @@ pub struct RequestMemory {
     max: usize,
     /// Fires whenever bytes are released.
     freed: Rc<LocalEvent>,
-    /// Highest `used` seen, for tests and stats.
-    peak: Cell<usize>,
 }
 
 impl RequestMemory {
@@ -43,20 +41,11 @@ impl RequestMemory {
             used: Cell::new(0),
             max,
             freed: Rc::new(LocalEvent::new()),
-            peak: Cell::new(0),
         })
     }
 
     pub fn used(&self) -> usize {
         self.used.get()
-    }
-
-    pub fn max(&self) -> usize {
-        self.max
-    }
-
-    pub fn peak(&self) -> usize {
-        self.peak.get()
     }
 
     /// Whether nothing more may be charged (except the small-request allowance).
@@ -75,9 +64,7 @@ impl RequestMemory {
     }
 
     fn add(&self, n: usize) {
-        let used = self.used.get() + n;
-        self.used.set(used);
-        self.peak.set(self.peak.get().max(used));
+        self.used.set(self.used.get() + n);
     }
 
     /// Charge `n` bytes at once, without waiting. For allowances that are
@@ -101,20 +88,6 @@ impl RequestMemory {
             l.await;
         }
     }
-
-    /// Charge as much of `want` as fits, but at least `at_least` (waiting
-    /// until that much is free, or nothing is charged at all).
-    pub async fn acquire_up_to(self: &Rc<Self>, want: usize, at_least: usize) -> Grant {
-        let at_least = at_least.min(want);
-        loop {
-            let l = self.freed.listen();
-            if self.fits(at_least) {
-                let free = self.max.saturating_sub(self.used.get());
-                return self.charge_now(want.min(free).max(at_least));
-            }
-            l.await;
-        }
-    }
 }
 
 /// Bytes charged to a [`RequestMemory`]; dropping it releases them.
@@ -129,20 +102,10 @@ impl Grant {
     }
 
     /// Hold `more` bytes too, without waiting (for bytes already bounded by
-    /// an earlier grant, such as an answer built within a fetch's grant).
+    /// an earlier charge, such as an answer whose size its request was charged for).
     pub fn grow(&mut self, more: usize) {
         self.mem.add(more);
         self.bytes += more;
-    }
-
-    /// Keep only `bytes` of this grant (what a read really used).
-    pub fn shrink_to(&mut self, bytes: usize) {
-        if bytes < self.bytes {
-            let give = self.bytes - bytes;
-            self.bytes = bytes;
-            self.mem.used.set(self.mem.used.get() - give);
-            self.mem.freed.notify();
-        }
     }
 }
 
@@ -177,13 +140,7 @@ mod tests {
             let big = m.acquire(500).await;
             assert_eq!(m.used(), 500);
             drop(big);
-            let mut g = m.acquire_up_to(1000, 10).await;
-            assert_eq!(g.bytes(), 100, "capped by what is free");
-            g.shrink_to(30);
-            assert_eq!(m.used(), 30);
-            let h = m.acquire_up_to(1000, 10).await;
-            assert_eq!(h.bytes(), 70);
-            assert_eq!(m.peak(), 500);
+            assert_eq!(m.used(), 0);
         });
     }
 }

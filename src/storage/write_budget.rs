@@ -28,7 +28,6 @@ pub struct WriteBudget {
     used: Cell<usize>,
     max: usize,
     freed: Rc<LocalEvent>,
-    peak: Cell<usize>,
     /// Appends waiting for room.
     waiting: Cell<usize>,
     /// Fires when an append starts waiting: flushers then write what they
@@ -43,7 +42,6 @@ impl WriteBudget {
             used: Cell::new(0),
             max,
             freed: Rc::new(LocalEvent::new()),
-            peak: Cell::new(0),
             waiting: Cell::new(0),
             pressure: Rc::new(LocalEvent::new()),
         })
@@ -56,10 +54,6 @@ impl WriteBudget {
 
     pub fn used(&self) -> usize {
         self.used.get()
-    }
-
-    pub fn peak(&self) -> usize {
-        self.peak.get()
     }
 
     /// Whether an append of `bytes` may go now: it fits, or nothing else
@@ -103,9 +97,7 @@ impl WriteBudget {
     }
 
     fn charge(&self, n: usize) {
-        let used = self.used.get() + n;
-        self.used.set(used);
-        self.peak.set(self.peak.get().max(used));
+        self.used.set(self.used.get() + n);
     }
 
     fn release(&self, n: usize) {
@@ -210,6 +202,5 @@ mod tests {
         u.appended(30, 10);
         drop(u);
         assert_eq!(b.used(), 0);
-        assert_eq!(b.peak(), 100);
     }
 }
