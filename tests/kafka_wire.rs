@@ -41,6 +41,11 @@ fn range_of(all: &[(ApiKey, i16, i16)], key: ApiKey) -> std::ops::RangeInclusive
 }
 
 fn batch(n: i64, pid: i64, epoch: i16, seq: i32) -> Bytes {
+    batch_of(n, pid, epoch, seq, |i| Bytes::from(format!("v{i}")))
+}
+
+/// `n` records with values from `value`, from producer `pid` (or none: -1).
+fn batch_of(n: i64, pid: i64, epoch: i16, seq: i32, value: impl Fn(i64) -> Bytes) -> Bytes {
     let records: Vec<Record> = (0..n)
         .map(|i| Record {
             transactional: false,
@@ -58,7 +63,7 @@ fn batch(n: i64, pid: i64, epoch: i16, seq: i32) -> Bytes {
             },
             timestamp: 1_700_000_000_000 + i,
             key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(format!("v{i}"))),
+            value: Some(value(i)),
             headers: Default::default(),
         })
         .collect();
@@ -594,6 +599,78 @@ fn idempotent_producer_dedupes_and_detects_gaps() {
         lo.topics[0].partitions[0].offset, 6,
         "no duplicate was appended"
     );
+}
+
+/// Produces pipelined on one connection are appended in the order they
+/// were sent, even when a large one (converted while yielding the core)
+/// is followed by small ones that would be ready first. An idempotent
+/// producer detects any reordering: a batch appended ahead of its
+/// predecessor gets OUT_OF_ORDER_SEQUENCE_NUMBER.
+#[test]
+fn pipelined_produces_are_appended_in_the_order_sent() {
+    const PARTITIONS: i32 = 4;
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "pipelined", PARTITIONS);
+    let init: InitProducerIdResponse =
+        c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
+    let pid = init.producer_id.0;
+    let big_value = Bytes::from(vec![b'b'; 1000]);
+    let mut next_seq = [0i32; PARTITIONS as usize];
+    let mut sent = Vec::new();
+    for round in 0..12 {
+        // Even rounds: ~1.5 MiB for every partition (6 MiB in all, over the
+        // size appended at once); odd rounds: one record for partition 0.
+        let (partitions, n): (Vec<i32>, i64) = if round % 2 == 0 {
+            ((0..PARTITIONS).collect(), 1500)
+        } else {
+            (vec![0], 1)
+        };
+        let data = partitions
+            .iter()
+            .map(|&p| {
+                let seq = next_seq[p as usize];
+                next_seq[p as usize] += n as i32;
+                let v = big_value.clone();
+                let value = move |i: i64| {
+                    if n == 1 {
+                        Bytes::from(format!("round {round} record {i}"))
+                    } else {
+                        v.clone()
+                    }
+                };
+                produce_request::PartitionProduceData::default()
+                    .with_index(p)
+                    .with_records(Some(batch_of(n, pid, 0, seq, value)))
+            })
+            .collect();
+        let req = ProduceRequest::default()
+            .with_acks(1)
+            .with_timeout_ms(30_000)
+            .with_topic_data(vec![produce_request::TopicProduceData::default()
+                .with_name(tn("pipelined"))
+                .with_partition_data(data)]);
+        sent.push((c.send(ApiKey::Produce, 9, &req), n));
+    }
+    // Partition 0 receives every round: its offsets follow the send order.
+    let mut expected_offset = 0i64;
+    for (corr, n) in sent {
+        let r: ProduceResponse = c.recv(ApiKey::Produce, 9, corr);
+        for p in &r.responses[0].partition_responses {
+            assert_eq!(
+                p.error_code, 0,
+                "request {corr}, partition {}: {p:?}",
+                p.index
+            );
+            if p.index == 0 {
+                assert_eq!(
+                    p.base_offset, expected_offset,
+                    "request {corr} appended out of order"
+                );
+            }
+        }
+        expected_offset += n;
+    }
 }
 
 #[test]

@@ -16,8 +16,12 @@
 //! keeps its throughput); each one takes a ticket when it starts and hands
 //! its response back only when every earlier ticket has been answered.
 //! Tickets are taken at a task's first poll, and tasks are first polled in
-//! spawn order, which is frame order: the same property that keeps appends
-//! from one connection in order.
+//! spawn order, which is frame order.
+//!
+//! Produce order: a connection's produces must be appended in frame order,
+//! but converting a large one yields the core (see `produce::handle`), so a
+//! produce also takes a place in this connection's produce line at its
+//! first poll, and issues its appends only when its turn comes.
 //!
 //! Lifecycle: one [`Kafka`] per connection, on the shard that serves it.
 
@@ -25,7 +29,7 @@ use super::api_versions::{self, accepted};
 use super::errors::KafkaError;
 use super::*;
 use crate::config::BrokerConfig;
-use crate::event::LocalEvent;
+use crate::event::turns::{Turn, Turns};
 use crate::server::conn::{Handled, Protocol};
 use crate::shard::{PerShard, Shard};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -43,9 +47,10 @@ const HEADER_PEEK_LEN: usize = 8;
 /// One per connection.
 #[derive(Default)]
 pub struct Kafka {
-    next_ticket: Cell<u64>,
-    next_out: Cell<u64>,
-    turn: Rc<LocalEvent>,
+    /// Responses leave in request order.
+    responses: Turns,
+    /// Produces issue their appends in request order.
+    produces: Turns,
     /// (api key, version) pairs this connection has used; each is logged once.
     seen: RefCell<HashSet<(i16, i16)>>,
 }
@@ -55,26 +60,15 @@ impl Kafka {
         Self::default()
     }
 
-    async fn wait_turn(&self, ticket: u64) {
-        loop {
-            let l = self.turn.listen();
-            if self.next_out.get() == ticket {
-                return;
-            }
-            l.await;
-        }
-    }
-
-    fn done(&self, ticket: u64) {
-        assert_eq!(self.next_out.get(), ticket, "responses leave in order");
-        self.next_out.set(ticket + 1);
-        self.turn.notify();
-    }
-
-    async fn serve(&self, shard: Rc<Shard>, frame: BytesMut) -> Handled {
+    async fn serve(
+        &self,
+        shard: Rc<Shard>,
+        frame: BytesMut,
+        produce_turn: Option<Turn>,
+    ) -> Handled {
         let mut body: Bytes = frame.freeze();
         body.advance(4);
-        match self.serve_request(shard, body).await {
+        match self.serve_request(shard, body, produce_turn).await {
             Ok(h) => h,
             Err(e) => {
                 warn!("kafka: closing the connection: {e}");
@@ -87,6 +81,7 @@ impl Kafka {
         &self,
         shard: Rc<Shard>,
         mut body: Bytes,
+        produce_turn: Option<Turn>,
     ) -> Result<Handled, KafkaError> {
         if body.len() < HEADER_PEEK_LEN {
             return Err(KafkaError::ShortRequest(body.len()));
@@ -106,6 +101,7 @@ impl Kafka {
                     version: 0,
                     client_id: String::new(),
                     correlation_id,
+                    produce_turn: Cell::new(None),
                 };
                 return Ok(Handled::Respond(encode(
                     &ctx,
@@ -137,6 +133,7 @@ impl Kafka {
             version,
             client_id,
             correlation_id,
+            produce_turn: Cell::new(produce_turn),
         };
         dispatch(&ctx, key, body).await
     }
@@ -170,11 +167,12 @@ impl Protocol for Kafka {
     }
 
     async fn handle(self: Rc<Self>, shard: Rc<Shard>, frame: BytesMut) -> Handled {
-        let ticket = self.next_ticket.get();
-        self.next_ticket.set(ticket + 1);
-        let out = self.serve(shard, frame).await;
-        self.wait_turn(ticket).await;
-        self.done(ticket);
+        const PRODUCE: i16 = 0;
+        let response_turn = self.responses.take();
+        let is_produce = frame.len() >= 6 && i16::from_be_bytes([frame[4], frame[5]]) == PRODUCE;
+        let produce_turn = is_produce.then(|| self.produces.take());
+        let out = self.serve(shard, frame, produce_turn).await;
+        response_turn.wait().await;
         out
     }
 }

@@ -55,6 +55,9 @@ pub struct Ctx {
     pub version: i16,
     pub client_id: String,
     pub correlation_id: i32,
+    /// A produce's place in its connection's produce order (see
+    /// `listener.rs`); taken by the produce handler.
+    pub produce_turn: std::cell::Cell<Option<crate::event::turns::Turn>>,
 }
 
 /// The single broker's node id in every Kafka answer.

@@ -11,9 +11,13 @@
 //! - Transactional produce, magic v0/v1 batches and writes to internal
 //!   (`__`) topics are refused with a message saying why (`error_message`, v8+).
 //!
-//! Nothing here awaits before the append is issued: requests of one
-//! connection are appended in arrival order, which pipelined idempotent
-//! producers rely on.
+//! Order: requests of one connection are appended in arrival order, which
+//! pipelined idempotent producers rely on. A produce waits for its turn in
+//! the connection's produce line (taken at its first poll, see
+//! `listener.rs`) before converting, and lets the next one go as soon as
+//! its appends are issued. Converting yields the core between partitions
+//! when it has run long: a 50 MiB request no longer holds it for 100+ ms
+//! while a fresh client waits for its Metadata.
 
 use super::batch::kafka_to_frames;
 use super::{errors, str_bytes, Ctx};
@@ -32,6 +36,10 @@ enum Outcome {
 }
 
 pub async fn handle(ctx: &Ctx, mut req: ProduceRequest) -> Option<ProduceResponse> {
+    let turn = ctx.produce_turn.take();
+    if let Some(t) = &turn {
+        t.wait().await;
+    }
     let acks = match req.acks {
         0 => Some(Acks::None),
         1 => Some(Acks::Leader),
@@ -85,6 +93,7 @@ pub async fn handle(ctx: &Ctx, mut req: ProduceRequest) -> Option<ProduceRespons
                 );
                 continue;
             };
+            glommio::yield_if_needed().await;
             let records = p.records.as_deref().unwrap_or(&[]);
             // Validated here, on the connection's shard, before routing:
             // nothing of a partition with a bad batch is stored.
@@ -112,7 +121,9 @@ pub async fn handle(ctx: &Ctx, mut req: ProduceRequest) -> Option<ProduceRespons
     let acks = acks.unwrap_or(Acks::Leader);
     if !parts.is_empty() {
         let timeout_ms = req.timeout_ms.clamp(1, 300_000) as u32;
-        for r in ctx.shard.produce(parts, acks, timeout_ms).await {
+        let issued = ctx.shard.produce(parts, acks, timeout_ms);
+        drop(turn);
+        for r in issued.await {
             let outcome = match r.result {
                 Ok(o) => Outcome::Appended(o),
                 Err(e) => {

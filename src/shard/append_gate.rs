@@ -12,86 +12,39 @@
 //!
 //! Lifecycle: one per shard, owned by its executor.
 
-use crate::event::LocalEvent;
+use crate::event::turns::{Turn, Turns};
 use crate::storage::WriteBudget;
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeSet;
-use std::rc::Rc;
 
 #[derive(Default)]
 pub struct AppendGate {
-    inner: Rc<Inner>,
-}
-
-#[derive(Default)]
-struct Inner {
-    next_ticket: Cell<u64>,
-    /// The ticket whose turn it is.
-    serving: Cell<u64>,
-    /// Tickets dropped before their turn (their task was cancelled).
-    abandoned: RefCell<BTreeSet<u64>>,
-    turn: Rc<LocalEvent>,
+    turns: Turns,
 }
 
 /// A place in the shard's append order. Appending is allowed once
 /// [`Ticket::wait`] returns; dropping the ticket lets the next one go.
 pub struct Ticket {
-    gate: Rc<Inner>,
-    number: u64,
+    turn: Turn,
 }
 
 impl AppendGate {
     /// Take the next place in line (call when the request arrives).
     pub fn ticket(&self) -> Ticket {
-        let number = self.inner.next_ticket.get();
-        self.inner.next_ticket.set(number + 1);
         Ticket {
-            gate: self.inner.clone(),
-            number,
+            turn: self.turns.take(),
         }
-    }
-}
-
-impl Inner {
-    fn advance(&self) {
-        let mut next = self.serving.get() + 1;
-        let mut abandoned = self.abandoned.borrow_mut();
-        while abandoned.remove(&next) {
-            next += 1;
-        }
-        self.serving.set(next);
-        self.turn.notify();
     }
 }
 
 impl Ticket {
     /// Whether this ticket may append `bytes` right now, without waiting.
     pub fn ready(&self, budget: &WriteBudget, bytes: usize) -> bool {
-        self.gate.serving.get() == self.number && budget.has_room(bytes)
+        self.turn.is_now() && budget.has_room(bytes)
     }
 
     /// Wait for this ticket's turn, then for room for `bytes` in the write budget.
     pub async fn wait(&self, budget: &WriteBudget, bytes: usize) {
-        loop {
-            let l = self.gate.turn.listen();
-            if self.gate.serving.get() == self.number {
-                break;
-            }
-            l.await;
-        }
+        self.turn.wait().await;
         budget.wait_for_room(bytes).await;
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let serving = self.gate.serving.get();
-        if serving == self.number {
-            self.gate.advance();
-        } else {
-            assert!(self.number > serving, "a ticket is served once");
-            self.gate.abandoned.borrow_mut().insert(self.number);
-        }
     }
 }
 

@@ -47,12 +47,18 @@ impl Shard {
     }
 
     /// Produce to any partitions; results come back per partition.
-    pub async fn produce(
+    ///
+    /// The appends are *issued* when this is called, not when the future is
+    /// first polled: local ones take their place in the append order and
+    /// routed ones are sent. A caller that must keep its requests in order
+    /// (a connection's produces) may let the next request go as soon as
+    /// this returns.
+    pub fn produce(
         self: &Rc<Self>,
         parts: Vec<ProducePart>,
         acks: Acks,
         timeout_ms: u32,
-    ) -> Vec<ProducePartResult> {
+    ) -> LocalFuture<Vec<ProducePartResult>> {
         let groups = self.group_by_owner(parts, |p| (p.topic.as_str(), p.partition));
         let mut waits: Vec<LocalFuture<Vec<ProducePartResult>>> = Vec::new();
         for (owner, parts) in groups {
@@ -85,11 +91,13 @@ impl Shard {
                 }));
             }
         }
-        futures::future::join_all(waits)
-            .await
-            .into_iter()
-            .flatten()
-            .collect()
+        Box::pin(async move {
+            futures::future::join_all(waits)
+                .await
+                .into_iter()
+                .flatten()
+                .collect()
+        })
     }
 
     fn fetch_group(

@@ -5,6 +5,8 @@ use super::Shard;
 use crate::protocol::messages::Acks;
 use crate::router::ops::*;
 use crate::router::ShardMsg;
+use crate::storage::dma::DmaDisk;
+use crate::storage::Log;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -71,57 +73,82 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
 /// A produce whose appends are done, waiting (maybe) for durability.
 pub struct Appended {
     results: Vec<ProducePartResult>,
-    logs: Vec<Option<Rc<crate::storage::Log<crate::storage::dma::DmaDisk>>>>,
+    logs: Vec<Option<Rc<Log<DmaDisk>>>>,
 }
 
 /// Append `parts` in arrival order (call this when the request arrives:
-/// that is when its place in line is taken). The append happens at once
-/// when nothing waits ahead of it and the shard's write budget has room;
-/// otherwise when both allow it. See [`super::append_gate`].
+/// that is when its place in line is taken). A small append happens at
+/// once when nothing waits ahead of it and the shard's write budget has
+/// room; otherwise (and always for a large one) in the returned future,
+/// when both allow it. See [`super::append_gate`].
 pub fn append_in_order(
     shard: &Rc<Shard>,
     parts: Vec<ProducePart>,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Appended>>> {
     let ticket = shard.append_gate.ticket();
     let bytes: usize = parts.iter().flat_map(|p| &p.frames).map(|f| f.len()).sum();
-    if ticket.ready(&shard.write_budget, bytes) {
-        let appended = append_local(shard, parts);
+    if bytes <= APPEND_AT_ONCE_BYTES && ticket.ready(&shard.write_budget, bytes) {
+        let mut appended = Appended::with_capacity(parts.len());
+        for p in parts {
+            appended.push(append_part(shard, p));
+        }
         drop(ticket);
         return Box::pin(std::future::ready(appended));
     }
     let s = shard.clone();
     Box::pin(async move {
         ticket.wait(&s.write_budget, bytes).await;
-        let appended = append_local(&s, parts);
+        let mut appended = Appended::with_capacity(parts.len());
+        for p in parts {
+            appended.push(append_part(&s, p));
+            // Still holding the turn, so order is kept; but a fresh
+            // client's request is not stuck behind a 50 MiB append.
+            glommio::yield_if_needed().await;
+        }
         drop(ticket);
         appended
     })
 }
 
-/// Append every part now, synchronously (the caller holds the append turn).
-fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
-    let mut results = Vec::with_capacity(parts.len());
-    let mut logs = Vec::with_capacity(parts.len());
-    for p in parts {
-        let (result, log) = if shard.shutting_down.get() {
-            (Err(OpError::ShuttingDown), None)
-        } else {
-            match shard.log(&p.topic, p.partition) {
-                Ok(log) => match log.append(p.frames) {
-                    Ok(o) => (Ok(o), Some(log)),
-                    Err(e) => (Err(OpError::Storage(e)), None),
-                },
-                Err(e) => (Err(e), None),
-            }
-        };
-        logs.push(log);
-        results.push(ProducePartResult {
-            topic: p.topic,
-            partition: p.partition,
-            result,
-        });
+/// Appends up to this size run without a task switch when nothing waits;
+/// larger ones run in their own task and yield between partitions (a
+/// request may carry many MiB for many partitions: copying all of it in
+/// one poll kept other clients waiting 100+ ms).
+const APPEND_AT_ONCE_BYTES: usize = 1 << 20;
+
+impl Appended {
+    fn with_capacity(n: usize) -> Appended {
+        Appended {
+            results: Vec::with_capacity(n),
+            logs: Vec::with_capacity(n),
+        }
     }
-    Appended { results, logs }
+
+    fn push(&mut self, (result, log): (ProducePartResult, Option<Rc<Log<DmaDisk>>>)) {
+        self.results.push(result);
+        self.logs.push(log);
+    }
+}
+
+/// Append one part now (the caller holds the append turn).
+fn append_part(shard: &Rc<Shard>, p: ProducePart) -> (ProducePartResult, Option<Rc<Log<DmaDisk>>>) {
+    let (result, log) = if shard.shutting_down.get() {
+        (Err(OpError::ShuttingDown), None)
+    } else {
+        match shard.log(&p.topic, p.partition) {
+            Ok(log) => match log.append(p.frames) {
+                Ok(o) => (Ok(o), Some(log)),
+                Err(e) => (Err(OpError::Storage(e)), None),
+            },
+            Err(e) => (Err(e), None),
+        }
+    };
+    let result = ProducePartResult {
+        topic: p.topic,
+        partition: p.partition,
+        result,
+    };
+    (result, log)
 }
 
 /// For acks=all, wait (up to `timeout_ms`) until every appended batch is durable.

@@ -3,6 +3,9 @@
 //! progress (acks=all) and waking a partition's flusher.
 //!
 //! Lives on one executor; never crosses cores (`!Send` by construction).
+//! [`turns`] builds ordered tickets on it.
+
+pub mod turns;
 
 use std::cell::{Cell, RefCell};
 use std::future::Future;
