@@ -1,14 +1,15 @@
 //! Memory under hostile load: the broker's peak RSS is measured (VmHWM)
 //! against the bound the README states, with default budgets:
 //!
-//! - an acks=1 produce flood (8 Kafka connections sending ~53 MiB Produce
-//!   requests back to back, no consumer), while a fresh client's Metadata
-//!   round trips are timed;
+//! - acks=1 and acks=all produce floods (8 Kafka connections sending
+//!   ~53 MiB Produce requests back to back, no consumer);
 //! - fetches asking for 2^31-1 bytes per partition on a topic of several
 //!   hundred MB;
 //! - 24 connections each sending a nearly complete 64 MiB frame.
 //!
-//! Each prints its figures (peak RSS, bound, Metadata p50/p99). The flood
+//! During each load a fresh client connects every 50 ms and times its
+//! Metadata round trip. Each test prints its figures (peak RSS, bound,
+//! Metadata p50/p99). The flood
 //! runs `SHARDLOG_FLOOD_SECS` seconds (default 4; the issue's case was 30).
 //! By default the budgets are set small so a debug build fills them fast;
 //! for the README's figures, run with the defaults on a release build:
@@ -158,6 +159,54 @@ fn metadata_round_trip(addr: &str) -> Duration {
     t.elapsed()
 }
 
+/// A fresh client every 50 ms, timing its Metadata round trip (connect
+/// included), for as long as a load runs.
+struct MetadataProbe {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<Duration>>,
+}
+
+impl MetadataProbe {
+    fn start(addr: &str) -> MetadataProbe {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (addr, stop2) = (addr.to_string(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut times = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                times.push(metadata_round_trip(&addr));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            times
+        });
+        MetadataProbe { stop, thread }
+    }
+
+    /// Stop, print the figures under `load`, and check that no fresh
+    /// client waited 10 s (a broker that stops answering new clients under
+    /// load fails here; the 100 ms p99 target is measured, not asserted).
+    fn finish(self, load: &str) {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut times = self.thread.join().unwrap();
+        times.sort();
+        let max = *times.last().expect("at least one probe");
+        println!(
+            "fresh-client Metadata during {load}: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            times.len(),
+            ms(percentile(&times, 0.5)),
+            ms(percentile(&times, 0.99)),
+            ms(max)
+        );
+        assert!(
+            max < Duration::from_secs(10),
+            "a fresh client waited {max:?}"
+        );
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -250,6 +299,17 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
 
 #[test]
 fn acks1_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
+    produce_flood(1);
+}
+
+#[test]
+fn acks_all_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
+    produce_flood(-1);
+}
+
+/// 8 connections sending ~53 MiB Produce requests back to back with
+/// `acks`, no consumer; peak RSS against the bound, Metadata timed.
+fn produce_flood(acks: i16) {
     let budgets = Budgets::for_test();
     let b = budgets.start();
     let kafka = b.kafka.clone().unwrap();
@@ -257,34 +317,21 @@ fn acks1_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
     create_topic(&mut admin, "flood", 8);
     let idle = peak_rss(&b);
     // 8 partitions x ~6.6 MiB batches: a ~53 MiB request.
-    let request = Arc::new(produce_request("flood", 8, 6_800_000, 1));
+    let request = Arc::new(produce_request("flood", 8, 6_800_000, acks));
     let secs: u64 = std::env::var("SHARDLOG_FLOOD_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(4);
-    let probe_stop = Arc::new(AtomicBool::new(false));
-    let prober = {
-        let (addr, stop) = (kafka.clone(), probe_stop.clone());
-        std::thread::spawn(move || {
-            let mut times = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                times.push(metadata_round_trip(&addr));
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            times
-        })
-    };
+    let probe = MetadataProbe::start(&kafka);
     let started = Instant::now();
     let (sent, answered, errors) = flood(&kafka, request.clone(), 8, secs);
     let took = started.elapsed();
-    probe_stop.store(true, Ordering::Relaxed);
-    let mut times = prober.join().unwrap();
-    times.sort();
+    probe.finish(&format!("the acks={acks} flood"));
     let peak = peak_rss(&b);
     let bound = budgets.bound(12);
     let mb = (answered * request.len() as u64) as f64 / MIB as f64;
     println!(
-        "acks=1 flood: {sent} requests of {:.1} MiB sent, {answered} answered ({mb:.0} MiB in {:.1} s, {:.0} MiB/s); \
+        "acks={acks} flood: {sent} requests of {:.1} MiB sent, {answered} answered ({mb:.0} MiB in {:.1} s, {:.0} MiB/s); \
          peak RSS {} MiB (idle {} MiB), documented bound {} MiB",
         request.len() as f64 / MIB as f64,
         took.as_secs_f64(),
@@ -293,23 +340,9 @@ fn acks1_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
         idle / MIB,
         bound / MIB
     );
-    println!(
-        "fresh-client Metadata during the flood: {} samples, p50 {:?}, p99 {:?}, max {:?}",
-        times.len(),
-        percentile(&times, 0.5),
-        percentile(&times, 0.99),
-        times.last().unwrap()
-    );
     assert_eq!(answered, sent, "every produce answered");
     assert_eq!(errors, 0, "no produce refused");
     assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
-    // Not a latency target (that is measured, above): a broker that stops
-    // answering new clients under load fails here.
-    assert!(
-        *times.last().unwrap() < Duration::from_secs(10),
-        "a fresh client waited {:?}",
-        times.last().unwrap()
-    );
 }
 
 #[test]
@@ -350,6 +383,7 @@ fn huge_fetches_are_capped_by_the_broker() {
             )]);
     let frame = Arc::new(framed(ApiKey::Fetch, 11, 1, &fetch));
     let largest = Arc::new(AtomicU64::new(0));
+    let probe = MetadataProbe::start(&kafka);
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let (frame, largest, addr) = (frame.clone(), largest.clone(), kafka.clone());
@@ -366,6 +400,7 @@ fn huge_fetches_are_capped_by_the_broker() {
     for t in threads {
         t.join().unwrap();
     }
+    probe.finish("huge fetches");
     let largest = largest.load(Ordering::Relaxed);
     let peak = peak_rss(&b);
     let bound = budgets.bound(3);
@@ -392,6 +427,7 @@ fn nearly_complete_large_frames_are_charged_before_they_are_read() {
     let body = Arc::new(body);
     let mut held = Vec::new();
     let mut writers = Vec::new();
+    let probe = MetadataProbe::start(&kafka);
     for _ in 0..24 {
         let s = TcpStream::connect(&kafka).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
@@ -413,6 +449,7 @@ fn nearly_complete_large_frames_are_charged_before_they_are_read() {
     for w in writers {
         w.join().unwrap();
     }
+    probe.finish("24 nearly complete 64 MiB frames");
     let peak = peak_rss(&b);
     let bound = budgets.bound(24);
     println!(
@@ -425,7 +462,4 @@ fn nearly_complete_large_frames_are_charged_before_they_are_read() {
     // Readers that were not admitted hold nothing: far less than 24 frames.
     assert!(peak < 24 * 64 * MIB / 2);
     drop(held);
-    // The broker is fine afterwards.
-    let t = metadata_round_trip(&kafka);
-    assert!(t < Duration::from_secs(10));
 }
