@@ -195,6 +195,43 @@ impl BrokerConfig {
     }
 }
 
+/// Kafka topic config names that shardlog stores with the topic and shows
+/// in DescribeConfigs, but does not act on (one replica, no compaction, no
+/// recompression, no tiered storage). Kafka admin tools set them; refusing
+/// them would fail whole AlterConfigs calls for settings that mean nothing
+/// here. The names [`TopicConfig::kafka_key`] knows are applied instead.
+pub const KAFKA_TOPIC_KEYS_STORED: &[&str] = &[
+    "compression.type",
+    "compression.gzip.level",
+    "compression.lz4.level",
+    "compression.zstd.level",
+    "delete.retention.ms",
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "message.downconversion.enable",
+    "message.format.version",
+    "message.timestamp.after.max.ms",
+    "message.timestamp.before.max.ms",
+    "message.timestamp.difference.max.ms",
+    "message.timestamp.type",
+    "min.cleanable.dirty.ratio",
+    "min.compaction.lag.ms",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.log.copy.disable",
+    "remote.log.delete.on.disable",
+    "remote.storage.enable",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "unclean.leader.election.enable",
+];
+
 /// Per-topic settings, stored durably with the topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -330,6 +367,41 @@ impl TopicConfig {
             self.max_batch_bytes,
             self.validate_compressed,
         )
+    }
+
+    /// Kafka's dotted name for a key this config applies (either spelling,
+    /// ours or Kafka's), or None if it is not one of ours.
+    pub fn kafka_key(key: &str) -> Option<&'static str> {
+        Some(match key.replace('_', ".").as_str() {
+            "segment.bytes" => "segment.bytes",
+            "segment.ms" => "segment.ms",
+            "retention.ms" => "retention.ms",
+            "retention.bytes" => "retention.bytes",
+            "index.interval.bytes" => "index.interval.bytes",
+            "max.message.bytes" | "max.batch.bytes" => "max.message.bytes",
+            "validate.compressed" => "validate.compressed",
+            "cleanup.policy" => "cleanup.policy",
+            _ => return None,
+        })
+    }
+
+    /// Put `key` (one [`Self::kafka_key`] knows) back to its value in `defaults`.
+    pub fn reset(&mut self, key: &str, defaults: &TopicConfig) -> Result<(), ConfigError> {
+        match Self::kafka_key(key) {
+            Some("segment.bytes") => self.segment_bytes = defaults.segment_bytes,
+            Some("segment.ms") => self.segment_ms = defaults.segment_ms,
+            Some("retention.ms") => self.retention_ms = defaults.retention_ms,
+            Some("retention.bytes") => self.retention_bytes = defaults.retention_bytes,
+            Some("index.interval.bytes") => {
+                self.index_interval_bytes = defaults.index_interval_bytes
+            }
+            Some("max.message.bytes") => self.max_batch_bytes = defaults.max_batch_bytes,
+            Some("validate.compressed") => self.validate_compressed = defaults.validate_compressed,
+            // Always "delete": nothing to reset.
+            Some("cleanup.policy") => {}
+            _ => return Err(ConfigError::UnknownTopicKey(key.to_string())),
+        }
+        Ok(())
     }
 
     /// Settings as ordered key/value strings, for describe and Kafka DescribeConfigs.

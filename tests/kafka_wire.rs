@@ -939,3 +939,575 @@ fn mutated_requests_never_take_the_broker_down() {
         b.stderr()
     );
 }
+
+/// Create a topic with configs (CreateTopics v4).
+fn create_topic_with(c: &mut Conn, name: &str, partitions: i32, configs: &[(&str, &str)]) {
+    let req = CreateTopicsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![create_topics_request::CreatableTopic::default()
+            .with_name(tn(name))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        create_topics_request::CreatableTopicConfig::default()
+                            .with_name(s(k))
+                            .with_value(Some(s(v)))
+                    })
+                    .collect(),
+            )]);
+    let r: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 4, &req);
+    assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
+}
+
+/// Fetch v11 of one partition: (error code, log start, high watermark, bytes of records).
+fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
+    let req = FetchRequest::default()
+        .with_max_wait_ms(10)
+        .with_min_bytes(1)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![fetch_request::FetchTopic::default()
+            .with_topic(tn(topic))
+            .with_partitions(vec![fetch_request::FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(offset)
+                .with_partition_max_bytes(1 << 20)])]);
+    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
+    let p = &r.responses[0].partitions[0];
+    (
+        p.error_code,
+        p.log_start_offset,
+        p.high_watermark,
+        p.records.as_ref().map_or(0, |b| b.len()),
+    )
+}
+
+/// ListOffsets v7 of partition 0: `ts` -2 earliest, -1 latest.
+fn list_offset(c: &mut Conn, topic: &str, ts: i64) -> (i16, i64) {
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(tn(topic))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(0)
+                    .with_timestamp(ts),
+            ])]);
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+fn delete_records(c: &mut Conn, v: i16, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
+    let req = DeleteRecordsRequest::default()
+        .with_timeout_ms(10_000)
+        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+            .with_name(tn(topic))
+            .with_partitions(vec![
+                delete_records_request::DeleteRecordsPartition::default()
+                    .with_partition_index(partition)
+                    .with_offset(offset),
+            ])]);
+    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, v, &req);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.low_watermark)
+}
+
+#[test]
+fn delete_records_moves_the_log_start_durably() {
+    let mut b = BrokerProc::start(&["--set", "retention_check_interval_ms=100"]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let all = versions(&mut c);
+    // Small segments, so whole segments fall below the new start; no
+    // retention, so only DeleteRecords removes anything.
+    create_topic_with(
+        &mut c,
+        "dr",
+        1,
+        &[("segment.bytes", "4096"), ("retention.ms", "-1")],
+    );
+    for i in 0..10 {
+        let big = |_| Bytes::from(vec![b'x'; 200]);
+        let p = produce_one(
+            &mut c,
+            9,
+            &produce_req("dr", 0, batch_of(10, -1, -1, -1, big), -1),
+        );
+        assert_eq!((p.error_code, p.base_offset), (0, i * 10));
+    }
+    let dr_versions = range_of(&all, ApiKey::DeleteRecords);
+    assert_eq!(dr_versions, 0..=2);
+    for (v, offset) in dr_versions.zip([5, 25, 40]) {
+        assert_eq!(
+            delete_records(&mut c, v, "dr", 0, offset),
+            (0, offset),
+            "DeleteRecords v{v}"
+        );
+    }
+    // Below the start: nothing changes; past the end, unknown topic or partition: refused.
+    assert_eq!(delete_records(&mut c, 2, "dr", 0, 3), (0, 40));
+    assert_eq!(
+        delete_records(&mut c, 2, "dr", 0, 101).0,
+        1,
+        "OFFSET_OUT_OF_RANGE"
+    );
+    assert_eq!(
+        delete_records(&mut c, 2, "dr", 3, 1).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        delete_records(&mut c, 2, "nope", 0, 1).0,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    let check = |c: &mut Conn, start: i64| {
+        assert_eq!(
+            fetch_at(c, "dr", 10).0,
+            1,
+            "a fetch below the start: OFFSET_OUT_OF_RANGE"
+        );
+        let (err, log_start, hw, bytes) = fetch_at(c, "dr", start);
+        assert_eq!((err, log_start, hw), (0, start, 100));
+        assert!(bytes > 0);
+        assert_eq!(list_offset(c, "dr", -2), (0, start), "ListOffsets earliest");
+        assert_eq!(list_offset(c, "dr", -1), (0, 100), "ListOffsets latest");
+    };
+    check(&mut c, 40);
+    // Survives a clean restart and a kill -9.
+    b.stop();
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    check(&mut c, 40);
+    b.kill9();
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    check(&mut c, 40);
+    // -1: up to the high watermark; the partition is then empty but keeps its offsets.
+    assert_eq!(delete_records(&mut c, 1, "dr", 0, -1), (0, 100));
+    assert_eq!(list_offset(&mut c, "dr", -2), (0, 100));
+    let p = produce_one(&mut c, 9, &produce_req("dr", 0, batch(1, -1, -1, -1), -1));
+    assert_eq!(
+        (p.error_code, p.base_offset, p.log_start_offset),
+        (0, 100, 100)
+    );
+}
+
+fn delete_group(c: &mut Conn, v: i16, group: &str) -> i16 {
+    let req = DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s(group))]);
+    let r: DeleteGroupsResponse = c.call(ApiKey::DeleteGroups, v, &req);
+    assert_eq!(r.results[0].group_id.0.as_str(), group);
+    r.results[0].error_code
+}
+
+/// A standalone commit (no member, generation -1) of `offset` for wire-0.
+fn commit_standalone(c: &mut Conn, group: &str, offset: i64) {
+    let commit = OffsetCommitRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_generation_id_or_member_epoch(-1)
+        .with_member_id(s(""))
+        .with_topics(vec![
+            offset_commit_request::OffsetCommitRequestTopic::default()
+                .with_name(tn("dg"))
+                .with_partitions(vec![
+                    offset_commit_request::OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ]);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &commit);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+}
+
+fn committed(c: &mut Conn, group: &str) -> i64 {
+    let req = OffsetFetchRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_topics(Some(vec![
+            offset_fetch_request::OffsetFetchRequestTopic::default()
+                .with_name(tn("dg"))
+                .with_partition_indexes(vec![0]),
+        ]));
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &req);
+    r.topics[0].partitions[0].committed_offset
+}
+
+#[test]
+fn delete_groups_empty_non_empty_and_unknown() {
+    let mut b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let all = versions(&mut c);
+    create_topic(&mut c, "dg", 1);
+    for v in range_of(&all, ApiKey::DeleteGroups) {
+        let g = format!("empty-v{v}");
+        commit_standalone(&mut c, &g, 7);
+        assert_eq!(committed(&mut c, &g), 7);
+        assert_eq!(delete_group(&mut c, v, &g), 0, "DeleteGroups v{v}");
+        assert_eq!(committed(&mut c, &g), -1, "its offsets are gone");
+        assert_eq!(
+            delete_group(&mut c, v, &g),
+            69,
+            "GROUP_ID_NOT_FOUND once deleted"
+        );
+        assert_eq!(
+            delete_group(&mut c, v, "never-seen"),
+            69,
+            "GROUP_ID_NOT_FOUND"
+        );
+    }
+    // A group with a member: NON_EMPTY_GROUP until the member leaves.
+    let join = JoinGroupRequest::default()
+        .with_group_id(GroupId(s("live")))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(s(""))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(b"sub"))]);
+    let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
+    assert_eq!(j.error_code, 0);
+    assert_eq!(delete_group(&mut c, 2, "live"), 68, "NON_EMPTY_GROUP");
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("live")))
+        .with_members(vec![
+            leave_group_request::MemberIdentity::default().with_member_id(j.member_id.clone())
+        ]);
+    let lr: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 3, &leave);
+    assert_eq!(lr.error_code, 0);
+    assert_eq!(delete_group(&mut c, 2, "live"), 0);
+    let r: ListGroupsResponse = c.call(ApiKey::ListGroups, 4, &ListGroupsRequest::default());
+    assert!(r.groups.iter().all(|g| g.group_id.0.as_str() != "live"));
+    // The deletion survives a restart (a tombstone in the offsets log),
+    // and a later commit of the same group does too.
+    commit_standalone(&mut c, "durable", 3);
+    commit_standalone(&mut c, "kept", 4);
+    assert_eq!(delete_group(&mut c, 0, "durable"), 0);
+    b.stop();
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    assert_eq!(committed(&mut c, "durable"), -1);
+    assert_eq!(committed(&mut c, "kept"), 4);
+    commit_standalone(&mut c, "durable", 9);
+    b.stop();
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    assert_eq!(committed(&mut c, "durable"), 9);
+}
+
+/// DescribeConfigs v4 of a topic: name -> (value, config source).
+fn topic_configs(c: &mut Conn, topic: &str) -> std::collections::BTreeMap<String, (String, i8)> {
+    let req = DescribeConfigsRequest::default().with_resources(vec![
+        describe_configs_request::DescribeConfigsResource::default()
+            .with_resource_type(2)
+            .with_resource_name(s(topic))
+            .with_configuration_keys(None),
+    ]);
+    let r: DescribeConfigsResponse = c.call(ApiKey::DescribeConfigs, 4, &req);
+    assert_eq!(r.results[0].error_code, 0);
+    r.results[0]
+        .configs
+        .iter()
+        .map(|e| {
+            (
+                e.name.to_string(),
+                (
+                    e.value.as_deref().unwrap_or("").to_string(),
+                    e.config_source,
+                ),
+            )
+        })
+        .collect()
+}
+
+fn alter(
+    c: &mut Conn,
+    v: i16,
+    kind: i8,
+    name: &str,
+    configs: &[(&str, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let req = AlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![alter_configs_request::AlterConfigsResource::default()
+            .with_resource_type(kind)
+            .with_resource_name(s(name))
+            .with_configs(
+                configs
+                    .iter()
+                    .map(|(k, v)| {
+                        alter_configs_request::AlterableConfig::default()
+                            .with_name(s(k))
+                            .with_value(v.map(s))
+                    })
+                    .collect(),
+            )]);
+    let r: AlterConfigsResponse = c.call(ApiKey::AlterConfigs, v, &req);
+    let x = &r.responses[0];
+    assert_eq!((x.resource_type, x.resource_name.as_str()), (kind, name));
+    (
+        x.error_code,
+        x.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+fn alter_incremental(
+    c: &mut Conn,
+    v: i16,
+    kind: i8,
+    name: &str,
+    ops: &[(&str, i8, Option<&str>)],
+    validate_only: bool,
+) -> (i16, Option<String>) {
+    let req = IncrementalAlterConfigsRequest::default()
+        .with_validate_only(validate_only)
+        .with_resources(vec![
+            incremental_alter_configs_request::AlterConfigsResource::default()
+                .with_resource_type(kind)
+                .with_resource_name(s(name))
+                .with_configs(
+                    ops.iter()
+                        .map(|(k, op, v)| {
+                            incremental_alter_configs_request::AlterableConfig::default()
+                                .with_name(s(k))
+                                .with_config_operation(*op)
+                                .with_value(v.map(s))
+                        })
+                        .collect(),
+                ),
+        ]);
+    let r: IncrementalAlterConfigsResponse = c.call(ApiKey::IncrementalAlterConfigs, v, &req);
+    let x = &r.responses[0];
+    (
+        x.error_code,
+        x.error_message.as_ref().map(|m| m.to_string()),
+    )
+}
+
+#[test]
+fn alter_configs_validated_durable_and_applied_live() {
+    const TOPIC: i8 = 2;
+    const BROKER: i8 = 4;
+    let mut b = BrokerProc::start(&["--set", "retention_check_interval_ms=100"]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let all = versions(&mut c);
+    create_topic_with(
+        &mut c,
+        "cfg",
+        1,
+        &[("retention.ms", "-1"), ("segment.bytes", "4096")],
+    );
+    // AlterConfigs replaces the whole set: what is not named goes back to its default.
+    for v in range_of(&all, ApiKey::AlterConfigs) {
+        let ms = format!("{}", 3_600_000 + v as i64);
+        let set = [
+            ("retention.ms", Some(ms.as_str())),
+            ("min.insync.replicas", Some("1")),
+        ];
+        assert_eq!(
+            alter(&mut c, v, TOPIC, "cfg", &set, false),
+            (0, None),
+            "AlterConfigs v{v}"
+        );
+        let got = topic_configs(&mut c, "cfg");
+        assert_eq!(
+            got["retention.ms"],
+            (ms, 1),
+            "AlterConfigs v{v}: set, source TOPIC"
+        );
+        assert_eq!(got["segment.bytes"].1, 5, "not named: back to the default");
+        assert_eq!(got["min.insync.replicas"].0, "1");
+    }
+    // validate_only stores nothing; bad values and unknown names are INVALID_CONFIG.
+    let only = [("retention.ms", Some("5"))];
+    assert_eq!(alter(&mut c, 2, TOPIC, "cfg", &only, true).0, 0);
+    assert_eq!(topic_configs(&mut c, "cfg")["retention.ms"].0, "3600002");
+    let (code, msg) = alter(
+        &mut c,
+        2,
+        TOPIC,
+        "cfg",
+        &[("retention.ms", Some("soon"))],
+        false,
+    );
+    assert_eq!(code, 40, "INVALID_CONFIG: {msg:?}");
+    assert_eq!(
+        alter(
+            &mut c,
+            2,
+            TOPIC,
+            "cfg",
+            &[("no.such.config", Some("1"))],
+            false
+        )
+        .0,
+        40
+    );
+    assert_eq!(
+        alter(
+            &mut c,
+            2,
+            TOPIC,
+            "cfg",
+            &[("segment.bytes", Some("1"))],
+            false
+        )
+        .0,
+        40
+    );
+    assert_eq!(alter(&mut c, 2, TOPIC, "nope", &only, false).0, 3);
+    assert_eq!(topic_configs(&mut c, "cfg")["retention.ms"].0, "3600002");
+    // Broker configs are static: a change is refused, the empty no-op accepted.
+    let (code, msg) = alter(
+        &mut c,
+        2,
+        BROKER,
+        "0",
+        &[("log.retention.ms", Some("1"))],
+        false,
+    );
+    assert_eq!(code, 40);
+    assert!(msg.unwrap().contains("no dynamic broker configs"));
+    assert_eq!(alter(&mut c, 2, BROKER, "0", &[], false).0, 0);
+    assert_eq!(
+        alter(&mut c, 2, 8, "0", &[], false).0,
+        42,
+        "BROKER_LOGGER: INVALID_REQUEST"
+    );
+    // Incremental: SET, DELETE, APPEND and SUBTRACT, each kept.
+    for v in range_of(&all, ApiKey::IncrementalAlterConfigs) {
+        let bytes = format!("{}", 1_000_000 + v as i64);
+        let ops = [
+            ("retention.bytes", 0, Some(bytes.as_str())),
+            ("retention.ms", 1, None),
+            ("compression.type", 0, Some("zstd")),
+            ("cleanup.policy", 2, Some("delete")),
+            ("leader.replication.throttled.replicas", 2, Some("0:0")),
+        ];
+        assert_eq!(
+            alter_incremental(&mut c, v, TOPIC, "cfg", &ops, false),
+            (0, None),
+            "v{v}"
+        );
+        let got = topic_configs(&mut c, "cfg");
+        assert_eq!(
+            got["retention.bytes"],
+            (bytes, 1),
+            "IncrementalAlterConfigs v{v}"
+        );
+        assert_eq!(got["retention.ms"].1, 5, "DELETE: back to the default");
+        assert_eq!(got["compression.type"].0, "zstd", "stored Kafka name");
+        assert_eq!(got["leader.replication.throttled.replicas"].0, "0:0");
+    }
+    let compact = [("cleanup.policy", 2, Some("compact"))];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &compact, false).0,
+        40
+    );
+    let not_list = [("retention.ms", 2, Some("1"))];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &not_list, false).0,
+        40
+    );
+    let bad_op = [("retention.ms", 9, Some("1"))];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &bad_op, false).0,
+        42
+    );
+    let set_ms = [("retention.ms", 0, Some("86400000"))];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &set_ms, true).0,
+        0
+    );
+    assert_eq!(
+        topic_configs(&mut c, "cfg")["retention.ms"].1,
+        5,
+        "validate_only"
+    );
+    // Durable: the same after a restart.
+    let before = topic_configs(&mut c, "cfg");
+    b.stop();
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    assert_eq!(topic_configs(&mut c, "cfg"), before);
+    // Applied live: old records (2023 timestamps) in sealed segments, kept
+    // while retention is off, go once retention.ms is set.
+    alter_incremental(
+        &mut c,
+        1,
+        TOPIC,
+        "cfg",
+        &[("retention.ms", 0, Some("-1"))],
+        false,
+    );
+    for _ in 0..10 {
+        let big = |_| Bytes::from(vec![b'x'; 200]);
+        let p = produce_one(
+            &mut c,
+            9,
+            &produce_req("cfg", 0, batch_of(10, -1, -1, -1, big), -1),
+        );
+        assert_eq!(p.error_code, 0);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        list_offset(&mut c, "cfg", -2),
+        (0, 0),
+        "retention off: all kept"
+    );
+    let (code, _) = alter_incremental(
+        &mut c,
+        1,
+        TOPIC,
+        "cfg",
+        &[("retention.ms", 0, Some("60000"))],
+        false,
+    );
+    assert_eq!(code, 0);
+    let mut start = 0;
+    for _ in 0..100 {
+        start = list_offset(&mut c, "cfg", -2).1;
+        if start > 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(start > 0, "retention.ms applied without a restart");
+}
+
+#[test]
+fn an_api_we_do_not_serve_gets_an_error_not_a_closed_connection() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let req = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("kip848")))
+        .with_member_epoch(0)
+        .with_rebalance_timeout_ms(30_000)
+        .with_subscribed_topic_names(Some(vec![tn("t")]));
+    // Many connections (a client reconnecting): each gets an answer, the
+    // broker logs the cause once.
+    for v in 0..=1 {
+        for _ in 0..5 {
+            let mut c = Conn::new(&addr);
+            let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, v, &req);
+            assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
+            assert!(r.error_message.unwrap().contains("group.protocol=classic"));
+            // The connection stays open and serves what we do serve.
+            let _ = versions(&mut c);
+        }
+    }
+    let lines = b
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("ConsumerGroupHeartbeat"))
+        .count();
+    // Once per cause per shard (2 shards): never once per connection.
+    assert!(
+        (2..=4).contains(&lines),
+        "one line per cause (API and version) and shard, got {lines}:\n{}",
+        b.stderr()
+    );
+}

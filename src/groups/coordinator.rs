@@ -180,6 +180,38 @@ impl Coordinator {
         Ok(self.offsets.fetch(group_id, wanted.as_deref()))
     }
 
+    /// DeleteGroups: an empty group's state and committed offsets go.
+    pub async fn delete_group(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group_id: &str,
+    ) -> Result<(), GroupError> {
+        self.offsets.ensure_loaded(shard, partition).await?;
+        {
+            let groups = self.groups.borrow();
+            match groups.get(group_id) {
+                Some(g) if !g.members.is_empty() => return Err(GroupError::NonEmptyGroup),
+                None if !self.offsets.has_group(group_id) => {
+                    return Err(GroupError::GroupIdNotFound)
+                }
+                _ => {}
+            }
+        }
+        self.offsets
+            .delete_group(shard, partition, group_id)
+            .await?;
+        // A member may have joined while the tombstone was written: then
+        // the group stays (its offsets are gone, as they would be in Kafka
+        // had the join come just after the delete).
+        let mut groups = self.groups.borrow_mut();
+        if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
+            groups.remove(group_id);
+        }
+        info!(group = %group_id, "kafka: group deleted");
+        Ok(())
+    }
+
     fn tick(&self, now: Instant) {
         for (id, g) in self.groups.borrow_mut().iter_mut() {
             for m in g.tick(now) {

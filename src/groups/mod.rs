@@ -70,6 +70,10 @@ pub enum GroupError {
     Storage(StorageError),
     #[error("timed out storing offsets")]
     Timeout,
+    #[error("the group has members: it can be deleted only once empty")]
+    NonEmptyGroup,
+    #[error("no such group")]
+    GroupIdNotFound,
 }
 
 /// Errors compare by what they say (StorageError has no PartialEq).

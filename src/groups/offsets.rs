@@ -157,7 +157,16 @@ impl OffsetStore {
                     if rec.offset < at {
                         continue;
                     }
-                    let Some(value) = rec.value else { continue };
+                    let Some(value) = rec.value else {
+                        // A tombstone keyed by a group id: the group was
+                        // deleted (DeleteGroups); its earlier commits go.
+                        if let Some(group) =
+                            rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
+                        {
+                            self.forget(group, rec.offset);
+                        }
+                        continue;
+                    };
                     match serde_json::from_slice::<CommitRecord>(&value) {
                         Ok(c) => {
                             records += 1;
@@ -219,20 +228,7 @@ impl OffsetStore {
             let value = serde_json::to_vec(&rec).expect("a commit record serialises");
             b.push(now, Some(group.as_bytes()), Some(&value), &[]);
         }
-        let frame = b.finish(Compression::None, ProducerIds::NONE);
-        let part = ProducePart {
-            topic: OFFSETS_TOPIC.to_string(),
-            partition,
-            frames: vec![BytesMut::from(&frame[..])],
-        };
-        let result = shard
-            .produce(vec![part], Acks::All, COMMIT_TIMEOUT_MS)
-            .await
-            .into_iter()
-            .next()
-            .map(|r| r.result)
-            .unwrap_or(Err(OpError::ShuttingDown));
-        let outcome = result.map_err(op_error)?;
+        let outcome = append(shard, partition, b).await?;
         for (i, it) in items.into_iter().enumerate() {
             self.apply(
                 group,
@@ -242,6 +238,43 @@ impl OffsetStore {
                 outcome.base_offset + i as u64,
             );
         }
+        Ok(())
+    }
+
+    /// Whether any committed offset of `group` is known.
+    pub fn has_group(&self, group: &str) -> bool {
+        self.table
+            .borrow()
+            .get(group)
+            .is_some_and(|g| !g.is_empty())
+    }
+
+    /// Drop `group`'s commits written before `log_offset`.
+    fn forget(&self, group: &str, log_offset: u64) {
+        let mut t = self.table.borrow_mut();
+        if let Some(g) = t.get_mut(group) {
+            g.retain(|_, e| e.log_offset > log_offset);
+            if g.is_empty() {
+                t.remove(group);
+            }
+        }
+    }
+
+    /// Delete every committed offset of `group`, durably: a tombstone (key
+    /// = group id, no value) in its offsets partition, which replay honours.
+    pub async fn delete_group(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+    ) -> Result<(), GroupError> {
+        if !self.has_group(group) {
+            return Ok(());
+        }
+        let mut b = BatchBuilder::new();
+        b.push(now_ms(), Some(group.as_bytes()), None, &[]);
+        let outcome = append(shard, partition, b).await?;
+        self.forget(group, outcome.base_offset);
         Ok(())
     }
 
@@ -272,6 +305,28 @@ impl OffsetStore {
         }
         out
     }
+}
+
+/// Append one batch to an offsets partition and wait until it is durable.
+async fn append(
+    shard: &Rc<Shard>,
+    partition: u32,
+    mut b: BatchBuilder,
+) -> Result<crate::storage::AppendOutcome, GroupError> {
+    let frame = b.finish(Compression::None, ProducerIds::NONE);
+    let part = ProducePart {
+        topic: OFFSETS_TOPIC.to_string(),
+        partition,
+        frames: vec![BytesMut::from(&frame[..])],
+    };
+    shard
+        .produce(vec![part], Acks::All, COMMIT_TIMEOUT_MS)
+        .await
+        .into_iter()
+        .next()
+        .map(|r| r.result)
+        .unwrap_or(Err(OpError::ShuttingDown))
+        .map_err(op_error)
 }
 
 fn op_error(e: OpError) -> GroupError {

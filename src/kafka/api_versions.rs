@@ -46,6 +46,10 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
         ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
         ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
+        ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,
+        ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
+        ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
+        ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
         _ => return None,
     })
 }
@@ -100,9 +104,37 @@ pub fn too_new() -> ApiVersionsResponse {
             .with_max_version(r.max)])
 }
 
+/// Every API served and the request versions accepted, in key order
+/// (`Name min–max, ...`): the README's list is this text, checked by a test
+/// so it cannot drift from the code.
+pub fn served_list() -> String {
+    ApiKey::iter()
+        .filter_map(|k| accepted(k).map(|r| format!("{k:?} {}–{}", r.min, r.max)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readme_lists_what_is_served() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md");
+        let readme = std::fs::read_to_string(path).expect("README.md");
+        let (_, rest) = readme
+            .split_once("<!-- served-kafka-apis -->\n")
+            .expect("README has a <!-- served-kafka-apis --> marker");
+        let (listed, _) = rest
+            .split_once("\n<!-- /served-kafka-apis -->")
+            .expect("README closes the served-kafka-apis block");
+        let want = served_list();
+        assert_eq!(
+            listed.split_whitespace().collect::<Vec<_>>(),
+            want.split_whitespace().collect::<Vec<_>>(),
+            "README's served-kafka-apis block must read (any line breaks):\n{want}"
+        );
+    }
 
     #[test]
     fn table_respects_the_negotiation_traps() {

@@ -3,14 +3,15 @@
 
 use super::{errors, str_bytes, Ctx, NODE_ID};
 use crate::config::TopicConfig;
+use crate::metadata::TopicMeta;
 use kafka_protocol::messages::describe_configs_response::{
     DescribeConfigsResourceResult, DescribeConfigsResult,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 /// Kafka's ConfigResource.Type values.
-const RESOURCE_TOPIC: i8 = 2;
-const RESOURCE_BROKER: i8 = 4;
+pub const RESOURCE_TOPIC: i8 = 2;
+pub const RESOURCE_BROKER: i8 = 4;
 /// Kafka's ConfigSource values.
 const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
@@ -22,23 +23,24 @@ const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
 
 struct Entry {
-    name: &'static str,
+    name: String,
     value: String,
     source: i8,
     kind: i8,
     read_only: bool,
 }
 
-fn topic_entries(c: &TopicConfig, d: &TopicConfig) -> Vec<Entry> {
+fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
+    let c = &m.config;
     let src = |same: bool| if same { SOURCE_DEFAULT } else { SOURCE_TOPIC };
-    let e = |name, value: String, same, kind| Entry {
-        name,
+    let e = |name: &str, value: String, same, kind| Entry {
+        name: name.to_string(),
         value,
         source: src(same),
         kind,
         read_only: false,
     };
-    vec![
+    let mut out = vec![
         e(
             "segment.bytes",
             c.segment_bytes.to_string(),
@@ -82,26 +84,37 @@ fn topic_entries(c: &TopicConfig, d: &TopicConfig) -> Vec<Entry> {
             TYPE_BOOLEAN,
         ),
         Entry {
-            name: "cleanup.policy",
+            name: "cleanup.policy".into(),
             value: "delete".into(),
             source: SOURCE_DEFAULT,
             kind: TYPE_STRING,
-            read_only: true,
+            read_only: false,
         },
-        Entry {
-            name: "min.insync.replicas",
+    ];
+    if !m.stored_config.contains_key("min.insync.replicas") {
+        out.push(Entry {
+            name: "min.insync.replicas".into(),
             value: "1".into(),
             source: SOURCE_DEFAULT,
             kind: TYPE_INT,
-            read_only: true,
-        },
-    ]
+            read_only: false,
+        });
+    }
+    // Kafka names stored but not acted on (see crate::metadata::alter).
+    out.extend(m.stored_config.iter().map(|(k, v)| Entry {
+        name: k.clone(),
+        value: v.clone(),
+        source: SOURCE_TOPIC,
+        kind: TYPE_STRING,
+        read_only: false,
+    }));
+    out
 }
 
 fn broker_entries(ctx: &Ctx) -> Vec<Entry> {
     let c = &ctx.shard.config;
-    let e = |name, value: String, kind| Entry {
-        name,
+    let e = |name: &str, value: String, kind| Entry {
+        name: name.to_string(),
         value,
         source: SOURCE_STATIC_BROKER,
         kind,
@@ -137,7 +150,7 @@ pub async fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 .with_resource_name(r.resource_name.clone());
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => match topics.get(r.resource_name.as_str()) {
-                    Some(m) => topic_entries(&m.config, defaults),
+                    Some(m) => topic_entries(m, defaults),
                     None => {
                         return res
                             .with_error_code(errors::unknown_topic())
@@ -162,7 +175,7 @@ pub async fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
                 })
                 .map(|e| {
                     let mut c = DescribeConfigsResourceResult::default()
-                        .with_name(str_bytes(e.name))
+                        .with_name(str_bytes(&e.name))
                         .with_value(Some(str_bytes(&e.value)))
                         .with_read_only(e.read_only)
                         .with_config_source(e.source)

@@ -117,6 +117,8 @@ pub fn group(e: &GroupError) -> i16 {
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::Storage(s) => return storage(s),
         GroupError::Timeout => ResponseError::RequestTimedOut,
+        GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
+        GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
     })
 }
 
@@ -176,6 +178,14 @@ pub fn coordinator_not_available() -> i16 {
 
 pub fn unsupported_resource() -> i16 {
     code(ResponseError::InvalidRequest)
+}
+
+pub fn offset_out_of_range() -> i16 {
+    code(ResponseError::OffsetOutOfRange)
+}
+
+pub fn invalid_config() -> i16 {
+    code(ResponseError::InvalidConfig)
 }
 
 pub fn unknown_producer_epoch_bump() -> i16 {

@@ -6,8 +6,16 @@
 //! peek at them and check the version *before* decoding anything, so an
 //! unsupported version never reaches the decoder:
 //! - ApiVersions newer than we know: a v0 answer with UNSUPPORTED_VERSION;
-//! - any other unknown API or unsupported version, or a body that does not
-//!   decode: close the connection, as Apache Kafka does.
+//! - an API we do not serve, or a version of one we do not accept, whose
+//!   response the crate can encode with a top-level error code: that
+//!   response, with UNSUPPORTED_VERSION (see [`super::refusal`]), so the
+//!   client reports an error instead of reconnecting forever;
+//! - anything else (an API key nobody knows, a version the crate cannot
+//!   encode, a body that does not decode): close the connection, as Apache
+//!   Kafka does.
+//!
+//! Refusals are logged once per cause (API and version) per shard per
+//! minute, whatever the number of connections.
 //!
 //! Response order: Kafka clients match responses to requests by position
 //! (the Java client and kafka-python fail on an out-of-order correlation id),
@@ -36,9 +44,10 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Bytes every request has before its body: the fixed part of the header.
@@ -68,10 +77,18 @@ impl Kafka {
     ) -> Handled {
         let mut body: Bytes = frame.freeze();
         body.advance(4);
-        match self.serve_request(shard, body, produce_turn).await {
+        let cause = (
+            body.get(..2)
+                .map_or(-1, |b| i16::from_be_bytes([b[0], b[1]])),
+            body.get(2..4)
+                .map_or(-1, |b| i16::from_be_bytes([b[0], b[1]])),
+        );
+        match self.serve_request(shard.clone(), body, produce_turn).await {
             Ok(h) => h,
             Err(e) => {
-                warn!("kafka: closing the connection: {e}");
+                if KafkaShard::get(&shard).first_in_a_while(cause) {
+                    warn!("kafka: closing the connection: {e} (logged once a minute per API and version)");
+                }
                 Handled::Close(None)
             }
         }
@@ -89,7 +106,9 @@ impl Kafka {
         let mut peek = &body[..HEADER_PEEK_LEN];
         let (api, version, correlation_id) = (peek.get_i16(), peek.get_i16(), peek.get_i32());
         let key = ApiKey::try_from(api).map_err(|_| KafkaError::UnknownApi(api))?;
-        let range = accepted(key).ok_or(KafkaError::UnknownApi(api))?;
+        let Some(range) = accepted(key) else {
+            return self.refuse(shard, key, version, correlation_id, None);
+        };
         if version < range.min || version > range.max {
             if key == ApiKey::ApiVersions && version > range.max {
                 debug!(
@@ -109,11 +128,7 @@ impl Kafka {
                     &api_versions::too_new(),
                 )?));
             }
-            return Err(KafkaError::UnsupportedVersion {
-                api: key_name(key),
-                version,
-                range: range.to_string(),
-            });
+            return self.refuse(shard, key, version, correlation_id, Some(range));
         }
         let header = RequestHeader::decode(&mut body, key.request_header_version(version))
             .map_err(|e| KafkaError::Decode {
@@ -136,6 +151,48 @@ impl Kafka {
             produce_turn: Cell::new(produce_turn),
         };
         dispatch(&ctx, key, body).await
+    }
+}
+
+impl Kafka {
+    /// A request we do not serve (`range` None) or at a version we do not
+    /// accept: an error response if the API's response can carry one,
+    /// else the error that closes the connection.
+    fn refuse(
+        &self,
+        shard: Rc<Shard>,
+        key: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        range: Option<kafka_protocol::protocol::VersionRange>,
+    ) -> Result<Handled, KafkaError> {
+        let err = match range {
+            Some(range) => KafkaError::UnsupportedVersion {
+                api: key_name(key),
+                version,
+                range: range.to_string(),
+            },
+            None => KafkaError::UnknownApi(key as i16),
+        };
+        let ks = KafkaShard::get(&shard);
+        let ctx = Ctx {
+            shard,
+            version,
+            client_id: String::new(),
+            correlation_id,
+            produce_turn: Cell::new(None),
+        };
+        let Some(resp) = super::refusal::respond(&ctx, key) else {
+            return Err(err);
+        };
+        if ks.first_in_a_while((key as i16, version)) {
+            warn!(
+                api = key_name(key),
+                version,
+                "kafka: {err}: answered with UNSUPPORTED_VERSION (logged once a minute per API and version)"
+            );
+        }
+        Ok(Handled::Respond(resp))
     }
 }
 
@@ -239,6 +296,11 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "CreatePartitions",
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
         _ => "other",
     }
 }
@@ -350,6 +412,20 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
                 describe_groups::handle
             )
         }
+        ApiKey::DeleteRecords => {
+            serve!(
+                "DeleteRecords",
+                DeleteRecordsRequest,
+                delete_records::handle
+            )
+        }
+        ApiKey::DeleteGroups => serve!("DeleteGroups", DeleteGroupsRequest, delete_groups::handle),
+        ApiKey::AlterConfigs => serve!("AlterConfigs", AlterConfigsRequest, alter_configs::handle),
+        ApiKey::IncrementalAlterConfigs => serve!(
+            "IncrementalAlterConfigs",
+            IncrementalAlterConfigsRequest,
+            alter_configs::handle_incremental
+        ),
         _ => return Err(KafkaError::UnknownApi(key as i16)),
     })
 }
@@ -363,9 +439,37 @@ thread_local! {
 #[derive(Default)]
 pub struct KafkaShard {
     advertised: RefCell<Option<(String, i32)>>,
+    /// When each refusal cause (API key, version) was last logged.
+    refusals_logged: RefCell<HashMap<(i16, i16), Instant>>,
 }
 
+/// A refusal cause is logged at most once per this interval per shard.
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(60);
+/// Causes remembered; a client spraying keys cannot grow the map further.
+const REFUSAL_CAUSES_MAX: usize = 1024;
+
 impl KafkaShard {
+    /// Whether a refusal for `cause` should be logged now: the first time,
+    /// then once per [`REFUSAL_LOG_INTERVAL`], so a client that reconnects
+    /// ten times a second costs one line a minute, not six hundred.
+    pub fn first_in_a_while(&self, cause: (i16, i16)) -> bool {
+        let now = Instant::now();
+        let mut m = self.refusals_logged.borrow_mut();
+        if m.len() >= REFUSAL_CAUSES_MAX && !m.contains_key(&cause) {
+            m.retain(|_, t| now.duration_since(*t) < REFUSAL_LOG_INTERVAL);
+            if m.len() >= REFUSAL_CAUSES_MAX {
+                return false;
+            }
+        }
+        match m.get(&cause) {
+            Some(t) if now.duration_since(*t) < REFUSAL_LOG_INTERVAL => false,
+            _ => {
+                m.insert(cause, now);
+                true
+            }
+        }
+    }
+
     pub fn get(shard: &Rc<Shard>) -> Rc<KafkaShard> {
         KAFKA_SHARD.with(|slot| slot.get_or_insert_with(shard, KafkaShard::default).0)
     }

@@ -17,10 +17,13 @@
 //! `vendor/kafka-protocol/VENDORED.md`): a hostile array count can no longer
 //! make the process allocate hundreds of gigabytes and abort.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod batch;
 pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_groups;
+pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
@@ -39,6 +42,7 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod refusal;
 pub mod sync_group;
 
 pub use listener::Kafka;

@@ -15,6 +15,7 @@
 //! - [`reserve`]: the space kept aside so metadata can be written on a full disk;
 //! - [`durable`]: atomic, durable replacement of a small file.
 
+pub mod alter;
 pub mod dirs;
 pub mod durable;
 pub mod identity;
@@ -112,6 +113,10 @@ pub struct TopicMeta {
     /// Stable 128-bit id (Kafka topic ids), hex.
     pub id: String,
     pub created_ms: i64,
+    /// Kafka topic configs stored but not acted on
+    /// ([`crate::config::KAFKA_TOPIC_KEYS_STORED`]), by Kafka name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub stored_config: BTreeMap<String, String>,
 }
 
 /// An immutable snapshot of every topic, with a version that grows on each change.

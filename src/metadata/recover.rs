@@ -191,6 +191,7 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
                 config: recovered_config(),
                 id: t.id.clone(),
                 created_ms: crate::storage::now_ms(),
+                stored_config: Default::default(),
             },
         );
     }

@@ -203,6 +203,7 @@ mod tests {
                 config: Default::default(),
                 id: id.into(),
                 created_ms: 0,
+                stored_config: Default::default(),
             },
         );
         t

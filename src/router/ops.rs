@@ -114,6 +114,15 @@ pub enum AdminOp {
     },
     /// Allocate a fresh idempotent producer id.
     AllocateProducerId,
+    /// Change a topic's config (applied live by every shard).
+    AlterTopicConfig {
+        name: String,
+        changes: Vec<crate::metadata::alter::ConfigChange>,
+        /// Names not among the changes go back to their defaults (AlterConfigs).
+        replace_all: bool,
+        /// Check the changes only; store nothing.
+        validate_only: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

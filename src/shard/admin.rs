@@ -5,6 +5,7 @@
 
 use super::Shard;
 use crate::config::TopicConfig;
+use crate::metadata::alter::{self, ConfigChange};
 use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
 use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
 use crate::router::{reply_channel, ShardMsg};
@@ -46,24 +47,26 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
                     "{partitions} (must be 1..={PARTITIONS_MAX})"
                 )));
             }
-            let tcfg = shard
-                .config
-                .topic_defaults
-                .clone()
-                .with_overrides(&config)
+            let defaults = &shard.config.topic_defaults;
+            let fresh = TopicMeta {
+                id: metadata::new_topic_id(&name),
+                name: name.clone(),
+                partitions,
+                config: defaults.clone(),
+                created_ms: crate::storage::now_ms(),
+                stored_config: Default::default(),
+            };
+            // The same rules as altering: our names applied, Kafka's other
+            // names stored, anything else refused.
+            let changes: Vec<ConfigChange> = config
+                .into_iter()
+                .map(|(k, v)| ConfigChange::Set(k, v))
+                .collect();
+            let meta = alter::altered(&fresh, defaults, &changes, false)
                 .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
             move_aside_leftovers(shard, &name, 0..partitions)?;
             info!(topic = %name, partitions, "creating topic");
-            next.topics.insert(
-                name.clone(),
-                TopicMeta {
-                    id: metadata::new_topic_id(&name),
-                    name,
-                    partitions,
-                    config: tcfg,
-                    created_ms: crate::storage::now_ms(),
-                },
-            );
+            next.topics.insert(name, meta);
         }
         AdminOp::DeleteTopic { name } => {
             let Some(meta) = next.topics.remove(&name) else {
@@ -110,6 +113,23 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
                 .get_mut(&name)
                 .expect("checked above")
                 .partitions = total;
+        }
+        AdminOp::AlterTopicConfig {
+            name,
+            changes,
+            replace_all,
+            validate_only,
+        } => {
+            let Some(t) = next.topics.get_mut(&name) else {
+                return Err(AdminError::UnknownTopic(name));
+            };
+            let altered = alter::altered(t, &shard.config.topic_defaults, &changes, replace_all)
+                .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+            if validate_only || altered == *t {
+                return Ok(AdminOk::Done);
+            }
+            info!(topic = %name, ?changes, "altering topic config");
+            *t = altered;
         }
         AdminOp::AllocateProducerId => {
             let pid = shard.next_producer_id.get();

@@ -259,6 +259,14 @@ impl Shard {
             }
             info!(topic = %key.0, partition = key.1, "partition deleted");
         }
+        // Altered topic configs apply to open partitions at once.
+        for ((t, _), slot) in self.partitions.borrow().iter() {
+            if let (PartitionSlot::Online { log, .. }, Some(m)) = (slot, topics.get(t)) {
+                if log.topic_config() != m.config {
+                    log.set_topic_config(m.config.clone());
+                }
+            }
+        }
         // Open partitions this shard owns but has not opened.
         let mut opens = Vec::new();
         for meta in topics.topics.values() {

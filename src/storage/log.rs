@@ -138,12 +138,33 @@ struct LogState<D: Disk> {
     /// The closing sync finished: everything is durable, indexed and checkpointed.
     closed: bool,
     last_checkpoint: Option<Instant>,
+    /// Offsets below this were deleted by DeleteRecords (persisted in
+    /// [`LOG_START_FILE`]); the log start is the larger of this and the
+    /// first segment's base.
+    start_floor: u64,
+}
+
+/// The file holding a partition's DeleteRecords floor (a decimal offset):
+/// records below it are gone even while their segment is still on disk.
+pub const LOG_START_FILE: &str = "log-start";
+
+impl<B> LogState<B>
+where
+    B: Disk,
+{
+    /// First offset a reader may ask for.
+    fn log_start(&self) -> u64 {
+        self.segments[0].base_offset.max(self.start_floor)
+    }
 }
 
 pub struct Log<D: Disk> {
     disk: D,
     dir: PathBuf,
     cfg: LogConfig,
+    /// The topic config in force: starts as `cfg.topic`, replaced live by
+    /// [`Log::set_topic_config`] when an admin alters the topic.
+    topic: RefCell<TopicConfig>,
     st: RefCell<LogState<D>>,
     /// Fires when data becomes visible (durable): long-poll fetches wait on it.
     pub data_event: Rc<LocalEvent>,
@@ -201,7 +222,59 @@ impl<D: Disk> Log<D> {
     }
 
     pub fn log_start_offset(&self) -> u64 {
-        self.st.borrow().segments[0].base_offset
+        self.st.borrow().log_start()
+    }
+
+    /// The topic config in force now.
+    pub fn topic_config(&self) -> TopicConfig {
+        self.topic.borrow().clone()
+    }
+
+    /// Apply an altered topic config from now on (segment rolls, index
+    /// spacing, batch limit, retention).
+    pub fn set_topic_config(&self, t: TopicConfig) {
+        *self.topic.borrow_mut() = t;
+    }
+
+    /// DeleteRecords: make `offset` the log start, durably, then delete the
+    /// sealed segments wholly below it. `offset` must not pass the high
+    /// watermark (the caller checks; asserted). Returns the log start after
+    /// the call (unchanged if `offset` is not above it).
+    pub async fn delete_records_before(&self, offset: u64) -> Result<u64, StorageError> {
+        if let Some(e) = self.offline_cause() {
+            return Err(e);
+        }
+        {
+            let st = self.st.borrow();
+            self.check_health(&st.health)?;
+            assert!(
+                offset <= st.durable_offset,
+                "DeleteRecords past the high watermark"
+            );
+            if offset <= st.log_start() {
+                return Ok(st.log_start());
+            }
+        }
+        // Durable before it is visible: a crash after the answer must not
+        // bring the deleted records back.
+        let path = self.dir.join(LOG_START_FILE);
+        write_small_file(&self.disk, &path, format!("{offset}\n").as_bytes())
+            .await
+            .map_err(io_err("write log start", &path))?;
+        self.disk
+            .sync_dir(&self.dir)
+            .await
+            .map_err(io_err("sync dir", &self.dir))?;
+        {
+            let mut st = self.st.borrow_mut();
+            // Two concurrent calls: the larger floor wins.
+            st.start_floor = st.start_floor.max(offset);
+            let start = st.log_start();
+            st.cache.evict(start, 0);
+        }
+        info!(dir = %self.dir.display(), log_start = offset, "records deleted (DeleteRecords)");
+        self.apply_retention(now_ms()).await?;
+        Ok(self.log_start_offset())
     }
 
     pub fn segment_count(&self) -> usize {
@@ -247,6 +320,24 @@ impl<D: Disk> Log<D> {
             }
         } else {
             None
+        };
+        let floor_path = dir.join(LOG_START_FILE);
+        let start_floor = if disk.exists(&floor_path) {
+            let b = read_small_file(&disk, &floor_path)
+                .await
+                .map_err(io_err("read log start", &floor_path))?;
+            match std::str::from_utf8(&b)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok())
+            {
+                Some(o) => o,
+                None => {
+                    warn!(file = %floor_path.display(), "ignoring an unreadable log start (deleted records below it may reappear)");
+                    0
+                }
+            }
+        } else {
+            0
         };
         let align = disk.alignment();
         let mut producers = ProducerTable::default();
@@ -394,7 +485,7 @@ impl<D: Disk> Log<D> {
         info!(
             dir = %dir.display(),
             segments = segments.len(),
-            log_start = segments[0].base_offset,
+            log_start = segments[0].base_offset.max(start_floor.min(next_offset)),
             next_offset,
             "partition log open"
         );
@@ -416,10 +507,14 @@ impl<D: Disk> Log<D> {
             closing: false,
             closed: false,
             last_checkpoint: None,
+            // A recovery cut of an unsynced tail can leave the floor
+            // beyond the end: the log then starts (empty) at its end.
+            start_floor: start_floor.min(next_offset),
         };
         Ok(Rc::new(Log {
             disk,
             dir,
+            topic: RefCell::new(cfg.topic.clone()),
             cfg,
             st: RefCell::new(st),
             data_event: Rc::new(LocalEvent::new()),
@@ -455,7 +550,7 @@ impl<D: Disk> Log<D> {
         let mut headers = Vec::with_capacity(frames.len());
         for (f, h) in frames.iter().zip(parsed) {
             assert_eq!(h.frame_len(), f.len(), "one frame per buffer");
-            let max = self.cfg.topic.max_batch_bytes as usize;
+            let max = self.topic.borrow().max_batch_bytes as usize;
             if f.len() > max {
                 return Err(StorageError::BatchTooLarge { len: f.len(), max });
             }
@@ -475,7 +570,7 @@ impl<D: Disk> Log<D> {
         let mut outcome = AppendOutcome {
             base_offset: u64::MAX,
             last_offset: 0,
-            log_start_offset: st.segments[0].base_offset,
+            log_start_offset: st.log_start(),
             duplicate: true,
         };
         let mut sealed = Vec::new();
@@ -506,7 +601,7 @@ impl<D: Disk> Log<D> {
                 pos,
                 h.max_timestamp,
                 f.len(),
-                self.cfg.topic.index_interval_bytes,
+                self.topic.borrow().index_interval_bytes,
             );
             seg.len += f.len() as u64;
             seg.next_offset = next;
@@ -559,10 +654,10 @@ impl<D: Disk> Log<D> {
         if seg.is_empty() {
             return;
         }
-        let by_size = seg.len + frame_len > self.cfg.topic.segment_bytes;
+        let by_size = seg.len + frame_len > self.topic.borrow().segment_bytes;
         let by_age = seg
             .first_append_ms
-            .is_some_and(|t| now - t >= self.cfg.topic.segment_ms as i64);
+            .is_some_and(|t| now - t >= self.topic.borrow().segment_ms as i64);
         if by_size || by_age {
             self.roll_locked(st, sealed);
         }
@@ -655,7 +750,7 @@ impl<D: Disk> Log<D> {
     ) -> Result<FetchOutcome, StorageError> {
         let (file, pos, seg_len, seg_path, cache_from, visible, first_offset, end_offset) = {
             let mut st = self.st.borrow_mut();
-            let log_start = st.segments[0].base_offset;
+            let log_start = st.log_start();
             // Consumers see only durable data: nothing they read can be lost
             // by a crash (Kafka's high watermark, with fsync as the commit).
             let visible = st.durable_offset;
@@ -806,7 +901,7 @@ impl<D: Disk> Log<D> {
         }
         let st = self.st.borrow();
         out.high_watermark = st.durable_offset;
-        out.log_start_offset = st.segments[0].base_offset;
+        out.log_start_offset = st.log_start();
         Ok(out)
     }
 
@@ -817,7 +912,9 @@ impl<D: Disk> Log<D> {
             let Some(seg) = st.segments.iter().find(|s| s.max_timestamp >= ts) else {
                 return Ok(None);
             };
-            seg.base_offset + seg.index.rel_offset_for_time(ts) as u64
+            // Never below the log start: DeleteRecords may have cut into
+            // the first segment.
+            (seg.base_offset + seg.index.rel_offset_for_time(ts) as u64).max(st.log_start())
         };
         let mut offset = candidate;
         loop {
@@ -843,7 +940,7 @@ impl<D: Disk> Log<D> {
             let st = &mut *st;
             // An active segment whose data is all older than retention is
             // rolled so it can go next time (Kafka does the same).
-            let t = &self.cfg.topic;
+            let t = self.topic_config();
             let active = st.segments.last().unwrap();
             if t.retention_ms >= 0
                 && !active.is_empty()
@@ -871,13 +968,17 @@ impl<D: Disk> Log<D> {
                 .collect();
             let total: u64 = st.segments.iter().map(|s| s.len).sum();
             let bases = segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes);
-            let n = bases.len();
+            // Sealed segments wholly below the DeleteRecords floor go too.
+            let below_floor = (0..closed)
+                .take_while(|&i| st.segments[i + 1].base_offset <= st.start_floor)
+                .count();
+            let n = bases.len().max(below_floor);
             let removed: Vec<_> = st
                 .segments
                 .drain(..n)
                 .map(|s| (s.base_offset, s.file))
                 .collect();
-            let new_start = st.segments[0].base_offset;
+            let new_start = st.log_start();
             if n > 0 {
                 // Cached batches below the new start are gone too.
                 st.cache.evict(new_start, 0);
@@ -1230,7 +1331,7 @@ impl<D: Disk> Log<D> {
             return Ok(());
         }
         let align = self.disk.alignment() as u64;
-        let nominal = self.cfg.topic.segment_bytes.div_ceil(align) * align;
+        let nominal = self.topic.borrow().segment_bytes.div_ceil(align) * align;
         let mut ahead = (end + step).min(nominal).max(end);
         // Near a full disk, reserve only what this write needs: a large
         // reservation would take the last free blocks from everyone else

@@ -1,12 +1,16 @@
 """confluent-kafka (librdkafka): idempotent zstd producer, consumer with
-group.id and synchronous commits, committed offsets read back."""
+group.id and synchronous commits, committed offsets read back; then the
+AdminClient's delete_records, delete_consumer_groups, alter_configs and
+incremental_alter_configs, each checked by its effect."""
 import sys
 import time
 import uuid
 
 import confluent_kafka
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import (
+    AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType,
+)
 
 addr = sys.argv[1]
 run = uuid.uuid4().hex[:8]
@@ -70,3 +74,47 @@ assert extra == 0, f"re-read {extra} committed messages"
 listed = admin.list_consumer_groups().result(30)
 assert group in [g.group_id for g in listed.valid], listed.valid
 print("produced 300 (idempotent, zstd), consumed 300, committed, resumed at the end; the group is listed")
+
+# delete_records: partition 0's log start moves to half its end; a fresh
+# consumer sees the new low watermark.
+probe = Consumer({"bootstrap.servers": addr, "group.id": f"probe-{run}"})
+lo, hi = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+assert (lo, hi) == (0, committed[0].offset), (lo, hi)
+target = hi // 2
+for tp, f in admin.delete_records([TopicPartition(topic, 0, target)]).items():
+    deleted = f.result(30)
+    assert deleted.low_watermark == target, deleted
+lo, _ = probe.get_watermark_offsets(TopicPartition(topic, 0), timeout=30)
+assert lo == target, f"low watermark {lo} after delete_records to {target}"
+probe.close()
+
+# delete_consumer_groups: the (now empty) group and its offsets go.
+for f in admin.delete_consumer_groups([group]).values():
+    f.result(30)
+listed = admin.list_consumer_groups().result(30)
+assert group not in [g.group_id for g in listed.valid], listed.valid
+c = Consumer({"bootstrap.servers": addr, "group.id": group})
+left = c.committed([TopicPartition(topic, p) for p in range(3)], timeout=30)
+c.close()
+assert all(tp.offset < 0 for tp in left), f"offsets survived the delete: {left}"
+
+# alter_configs (whole set) then incremental_alter_configs (one name);
+# describe_configs shows both.
+res = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.ms": "86400001"})
+for f in admin.alter_configs([res]).values():
+    f.result(30)
+inc = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+    ConfigEntry("retention.bytes", "1073741825", incremental_operation=AlterConfigOpType.SET),
+])
+for f in admin.incremental_alter_configs([inc]).values():
+    f.result(30)
+described = list(admin.describe_configs([ConfigResource(ResourceType.TOPIC, topic)]).values())[0].result(30)
+assert described["retention.ms"].value == "86400001", described["retention.ms"]
+assert described["retention.bytes"].value == "1073741825", described["retention.bytes"]
+bad = ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.ms": "soon"})
+try:
+    list(admin.alter_configs([bad]).values())[0].result(30)
+    raise AssertionError("an invalid retention.ms was accepted")
+except confluent_kafka.KafkaException as e:
+    assert e.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG, e
+print(f"delete_records to {target}, delete_consumer_groups, alter_configs and incremental_alter_configs: each took effect")

@@ -1,0 +1,80 @@
+//! DeleteRecords (v0-2): move partitions' log start forward, durably
+//! ([`crate::storage::Log::delete_records_before`]). Each partition is
+//! served on the shard that owns it; the answer carries the new log start
+//! (low watermark). An offset of -1 means the high watermark; one beyond it
+//! is OFFSET_OUT_OF_RANGE, as in Kafka.
+
+use super::{errors, Ctx};
+use crate::groups::OFFSETS_TOPIC;
+use crate::router::shard_of;
+use crate::shard::Shard;
+use kafka_protocol::messages::delete_records_response::{
+    DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
+};
+use kafka_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
+use std::rc::Rc;
+
+/// "Up to the high watermark".
+const HIGH_WATERMARK: i64 = -1;
+
+/// One partition on its owning shard: the new low watermark or an error code.
+async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) -> Result<u64, i16> {
+    let log = s.log(&topic, partition).map_err(|e| errors::op(&e))?;
+    let hw = log.high_watermark();
+    let target = match offset {
+        HIGH_WATERMARK => hw,
+        o if o < 0 || o as u64 > hw => return Err(errors::offset_out_of_range()),
+        o => o as u64,
+    };
+    log.delete_records_before(target)
+        .await
+        .map_err(|e| errors::storage(&e))
+}
+
+pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let shards = ctx.shard.shards();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = t.name.to_string();
+        let answers = futures::future::join_all(t.partitions.iter().map(|p| {
+            let (name, index, offset) = (name.clone(), p.partition_index, p.offset);
+            async move {
+                if index < 0 {
+                    return Err(errors::unknown_topic());
+                }
+                // Committed offsets are replayed from the start of their
+                // log: cutting it would silently lose groups' progress.
+                if name == OFFSETS_TOPIC {
+                    return Err(errors::invalid_topic());
+                }
+                let owner = shard_of(&name, index as u32, shards);
+                ctx.shard
+                    .call_on(owner, move |s| delete_one(s, name, index as u32, offset))
+                    .await
+                    .unwrap_or(Err(errors::kafka_storage_error()))
+            }
+        }))
+        .await;
+        let partitions = t
+            .partitions
+            .iter()
+            .zip(answers)
+            .map(|(p, r)| {
+                let out =
+                    DeleteRecordsPartitionResult::default().with_partition_index(p.partition_index);
+                match r {
+                    Ok(low) => out
+                        .with_low_watermark(low as i64)
+                        .with_error_code(errors::NONE),
+                    Err(code) => out.with_low_watermark(-1).with_error_code(code),
+                }
+            })
+            .collect();
+        topics.push(
+            DeleteRecordsTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(partitions),
+        );
+    }
+    DeleteRecordsResponse::default().with_topics(topics)
+}
