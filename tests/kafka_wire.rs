@@ -1482,6 +1482,10 @@ fn alter_configs_validated_durable_and_applied_live() {
 fn an_api_we_do_not_serve_gets_an_error_not_a_closed_connection() {
     let b = BrokerProc::start(&[]);
     let addr = b.kafka.clone().unwrap();
+    // Advertised although not served: librdkafka sends nothing (and stalls
+    // silently) for an API the broker does not advertise.
+    let all = versions(&mut Conn::new(&addr));
+    assert_eq!(range_of(&all, ApiKey::ConsumerGroupHeartbeat), 0..=1);
     let req = ConsumerGroupHeartbeatRequest::default()
         .with_group_id(GroupId(s("kip848")))
         .with_member_epoch(0)

@@ -54,8 +54,16 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
     })
 }
 
-/// What ApiVersions advertises: the accepted range, except Produce from 0.
+/// What ApiVersions advertises: the accepted range, except Produce from 0,
+/// plus ConsumerGroupHeartbeat, which is not served: librdkafka with
+/// `group.protocol=consumer` never sends it to a broker that does not
+/// advertise it and retries silently forever (0 messages, 0 errors);
+/// advertised, it gets UNSUPPORTED_VERSION ([`super::refusal`]) and raises
+/// a fatal error the application sees.
 pub fn advertised(k: ApiKey) -> Option<VersionRange> {
+    if k == ApiKey::ConsumerGroupHeartbeat {
+        return Some(ConsumerGroupHeartbeatRequest::VERSIONS);
+    }
     let r = accepted(k)?;
     Some(match k {
         ApiKey::Produce => range(0, r.max),

@@ -118,3 +118,18 @@ try:
 except confluent_kafka.KafkaException as e:
     assert e.args[0].code() == confluent_kafka.KafkaError.INVALID_CONFIG, e
 print(f"delete_records to {target}, delete_consumer_groups, alter_configs and incremental_alter_configs: each took effect")
+
+# The KIP-848 consumer protocol is not served: the consumer must fail
+# loudly (librdkafka raises a fatal error), never stall silently.
+c = Consumer({"bootstrap.servers": addr, "group.id": f"kip848-{run}", "group.protocol": "consumer"})
+c.subscribe([topic])
+fatal = None
+deadline = time.time() + 20
+while fatal is None and time.time() < deadline:
+    m = c.poll(0.5)
+    if m is not None and m.error() is not None:
+        fatal = m.error()
+c.close()
+assert fatal is not None and fatal.code() == confluent_kafka.KafkaError._FATAL, (
+    f"group.protocol=consumer: no fatal error within 20 s ({fatal})")
+print("group.protocol=consumer: the client reports", fatal.str())
