@@ -221,3 +221,57 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         assert!(v.last().unwrap().starts_with("value-1000-"));
     });
 }
+
+/// DeleteRecords: the new log start is durable when the call returns (a
+/// power cut keeps it), the sealed segments wholly below it are deleted,
+/// and reads below it are out of range. On a full disk the call fails and
+/// the start does not move.
+#[test]
+fn delete_records_moves_the_start_durably_and_frees_whole_segments() {
+    run(async || {
+        let disk = SimDisk::new(7);
+        let (log, fl) = open(&disk).await;
+        // Frames are stamped in 1970: only DeleteRecords may delete here.
+        log.set_topic_config(TopicConfig {
+            retention_ms: -1,
+            ..log.topic_config()
+        });
+        for i in 0..600 {
+            let o = log.append(vec![frame(i)]).unwrap();
+            log.wait_durable(o.last_offset).await.unwrap();
+        }
+        let before = log.segment_count();
+        assert!(before > 3, "{before} segments");
+        assert_eq!(log.delete_records_before(450).await.unwrap(), 450);
+        assert!(
+            log.segment_count() < before,
+            "whole segments below 450 deleted"
+        );
+        assert!(matches!(
+            log.read(10, 1 << 16).await,
+            Err(StorageError::OffsetOutOfRange { log_start: 450, .. })
+        ));
+        // Not moved backwards.
+        assert_eq!(log.delete_records_before(300).await.unwrap(), 450);
+        let v = values(&log).await;
+        assert_eq!(v.len(), 150);
+        assert!(v[0].starts_with("value-450-"), "{}", v[0]);
+        // A full disk: refused, nothing moves.
+        disk.set_capacity(Some(disk.used_bytes()));
+        assert!(log.delete_records_before(460).await.is_err());
+        assert_eq!(log.log_start_offset(), 450);
+        disk.set_capacity(None);
+        drop(fl);
+        drop(log);
+        disk.crash();
+        let (log, _fl) = open(&disk).await;
+        assert_eq!(
+            log.log_start_offset(),
+            450,
+            "the start survives a power cut"
+        );
+        let v = values(&log).await;
+        assert_eq!(v.len(), 150);
+        assert!(v[0].starts_with("value-450-"), "{}", v[0]);
+    });
+}
