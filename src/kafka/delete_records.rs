@@ -6,8 +6,10 @@
 
 use super::{errors, Ctx};
 use crate::groups::OFFSETS_TOPIC;
+use crate::metadata::reserve;
 use crate::router::shard_of;
 use crate::shard::Shard;
+use crate::storage::StorageError;
 use kafka_protocol::messages::delete_records_response::{
     DeleteRecordsPartitionResult, DeleteRecordsTopicResult,
 };
@@ -26,9 +28,18 @@ async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) ->
         o if o < 0 || o as u64 > hw => return Err(errors::offset_out_of_range()),
         o => o as u64,
     };
-    log.delete_records_before(target)
-        .await
-        .map_err(|e| errors::storage(&e))
+    match log.delete_records_before(target).await {
+        // A full disk is exactly when records get deleted to make room:
+        // the log start file needs one block, so give back the metadata
+        // space reserve (refilled by the controller later) and try once more.
+        Err(StorageError::NoSpace { .. })
+            if matches!(reserve::release(&s.config.data_dir), Ok(true)) =>
+        {
+            log.delete_records_before(target).await
+        }
+        r => r,
+    }
+    .map_err(|e| errors::storage(&e))
 }
 
 pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
