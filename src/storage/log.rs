@@ -246,7 +246,11 @@ impl<D: Disk> Log<D> {
         }
         {
             let st = self.st.borrow();
-            self.check_health(&st.health)?;
+            // A full disk (Health::NoSpace) is no reason to refuse: freeing
+            // space is what this is for. A failed log writes nothing more.
+            if let Health::Failed(_) = st.health {
+                self.check_health(&st.health)?;
+            }
             assert!(
                 offset <= st.durable_offset,
                 "DeleteRecords past the high watermark"
