@@ -60,7 +60,7 @@ async fn values(log: &Log<SimDisk>) -> Vec<String> {
     let mut out = Vec::new();
     let mut off = log.log_start_offset();
     loop {
-        let r = log.read(off, 1 << 16).await.unwrap();
+        let r = log.read(off, 1 << 16, log.durable_offset()).await.unwrap();
         if r.frames.is_empty() {
             return out;
         }
@@ -83,17 +83,17 @@ fn a_failed_write_stops_the_partition_until_reopened() {
         let disk = SimDisk::new(1);
         let (log, fl) = open(&disk).await;
         for i in 0..50 {
-            let o = log.append(vec![frame(i)]).unwrap();
+            let o = log.append(vec![frame(i)], 0).unwrap();
             log.wait_durable(o.last_offset).await.unwrap();
         }
         disk.fail_write_in(0);
-        let o = log.append(vec![frame(50)]).unwrap();
+        let o = log.append(vec![frame(50)], 0).unwrap();
         let err = log.wait_durable(o.last_offset).await.unwrap_err();
         assert!(
             matches!(err, StorageError::Failed { .. } | StorageError::Io { .. }),
             "{err}"
         );
-        let refused = log.append(vec![frame(51)]).unwrap_err();
+        let refused = log.append(vec![frame(51)], 0).unwrap_err();
         assert!(matches!(refused, StorageError::Failed { .. }), "{refused}");
         assert!(refused.to_string().contains("refuses writes"), "{refused}");
         // Reads of what is there keep working.
@@ -108,7 +108,7 @@ fn a_failed_write_stops_the_partition_until_reopened() {
         for (i, s) in v.iter().take(50).enumerate() {
             assert!(s.starts_with(&format!("value-{i}-")));
         }
-        let o = log.append(vec![frame(99)]).unwrap();
+        let o = log.append(vec![frame(99)], 0).unwrap();
         log.wait_durable(o.last_offset).await.unwrap();
     });
 }
@@ -118,11 +118,11 @@ fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
     run(async || {
         let disk = SimDisk::new(2);
         let (log, _fl) = open(&disk).await;
-        let o = log.append(vec![frame(0)]).unwrap();
+        let o = log.append(vec![frame(0)], 0).unwrap();
         log.wait_durable(o.last_offset).await.unwrap();
         disk.fail_sync_in(0);
-        let a = log.append(vec![frame(1)]).unwrap();
-        let b = log.append(vec![frame(2)]).unwrap();
+        let a = log.append(vec![frame(1)], 0).unwrap();
+        let b = log.append(vec![frame(2)], 0).unwrap();
         let (ra, rb) = futures::join!(
             log.wait_durable(a.last_offset),
             log.wait_durable(b.last_offset)
@@ -132,7 +132,7 @@ fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
             "every waiter of the failed group commit hears of it"
         );
         assert!(matches!(
-            log.append(vec![frame(3)]),
+            log.append(vec![frame(3)], 0),
             Err(StorageError::Failed { .. })
         ));
     });
@@ -146,7 +146,7 @@ fn short_writes_are_continued_and_nothing_is_lost() {
         let (log, fl) = open(&disk).await;
         let mut last = 0;
         for i in 0..400 {
-            last = log.append(vec![frame(i)]).unwrap().last_offset;
+            last = log.append(vec![frame(i)], 0).unwrap().last_offset;
         }
         log.wait_durable(last).await.unwrap();
         assert!(disk.write_count() > 10);
@@ -168,7 +168,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         let (log, fl) = open(&disk).await;
         let mut last = 0;
         for i in 0..40 {
-            last = log.append(vec![frame(i)]).unwrap().last_offset;
+            last = log.append(vec![frame(i)], 0).unwrap().last_offset;
         }
         log.wait_durable(last).await.unwrap();
         // Room for a little more, then full.
@@ -176,7 +176,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         let mut refused = None;
         let mut appended = 40;
         for i in 40..400 {
-            match log.append(vec![frame(i)]) {
+            match log.append(vec![frame(i)], 0) {
                 Ok(o) => {
                     appended += 1;
                     if let Err(e) = log.wait_durable(o.last_offset).await {
@@ -203,7 +203,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         disk.set_capacity(None);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let o = loop {
-            match log.append(vec![frame(1000)]) {
+            match log.append(vec![frame(1000)], 0) {
                 Ok(o) => break o,
                 Err(StorageError::NoSpace { .. }) if std::time::Instant::now() < deadline => {
                     glommio::timer::sleep(std::time::Duration::from_millis(20)).await;

@@ -67,7 +67,10 @@ async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
     let mut out = Vec::new();
     let mut off = from;
     loop {
-        let r = log.read(off, 50_000).await.expect("read");
+        let r = log
+            .read(off, 50_000, log.durable_offset())
+            .await
+            .expect("read");
         if r.frames.is_empty() {
             return out;
         }
@@ -152,7 +155,7 @@ async fn run_seed(seed: u64) {
             0..=54 => {
                 tag += 1;
                 let (f, first) = batch(&mut rng, tag);
-                match log.append(vec![f]) {
+                match log.append(vec![f], 0) {
                     Ok(o) => {
                         model.push(Appended {
                             first_value: first,
@@ -193,7 +196,7 @@ async fn run_seed(seed: u64) {
             }
             60..=69 => {
                 // Read back everything visible (durable) and compare with the model.
-                let hw = log.high_watermark();
+                let hw = log.durable_offset();
                 seen_hw = seen_hw.max(hw);
                 let got = read_all(&log, log_start).await;
                 let want: Vec<_> = model

@@ -120,8 +120,10 @@ impl OffsetStore {
     }
 
     async fn replay(&self, shard: &Rc<Shard>, partition: u32) -> Result<usize, GroupError> {
-        let log = shard.log(OFFSETS_TOPIC, partition).map_err(op_error)?;
-        let end = log.next_offset();
+        let log = shard
+            .partition(OFFSETS_TOPIC, partition)
+            .map_err(op_error)?;
+        let end = log.log_end_offset();
         let mut at = log.log_start_offset();
         let mut records = 0;
         while at < end {

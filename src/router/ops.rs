@@ -5,7 +5,8 @@
 //! Moved here from `shard::ops`: these are the payloads of [`super::ShardMsg`],
 //! and the router sits below the shard, so they belong to the router.
 
-use crate::storage::{AppendOutcome, FetchOutcome, StorageError};
+use crate::partition::FetchOutcome;
+use crate::storage::{AppendOutcome, StorageError};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 

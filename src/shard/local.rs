@@ -71,7 +71,7 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
 /// A produce whose appends are done, waiting (maybe) for durability.
 pub struct Appended {
     results: Vec<ProducePartResult>,
-    logs: Vec<Option<Rc<crate::storage::Log<crate::storage::dma::DmaDisk>>>>,
+    logs: Vec<Option<Rc<crate::partition::Partition<crate::storage::dma::DmaDisk>>>>,
 }
 
 /// Append `parts` in arrival order (call this when the request arrives:
@@ -106,8 +106,9 @@ fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
         let (result, log) = if shard.shutting_down.get() {
             (Err(OpError::ShuttingDown), None)
         } else {
-            match shard.log(&p.topic, p.partition) {
-                Ok(log) => match log.append(p.frames) {
+            match shard.partition(&p.topic, p.partition) {
+                // One node: no election ever changes the leader epoch.
+                Ok(log) => match log.append(p.frames, log.leader_epoch()) {
                     Ok(o) => (Ok(o), Some(log)),
                     Err(e) => (Err(OpError::Storage(e)), None),
                 },
@@ -172,7 +173,7 @@ async fn read_parts(shard: &Rc<Shard>, parts: &[FetchPart]) -> (Vec<FetchPartRes
     let reads = parts.iter().map(|p| {
         let s = shard.clone();
         async move {
-            let result = match s.log(&p.topic, p.partition) {
+            let result = match s.partition(&p.topic, p.partition) {
                 Ok(log) => log
                     .read(p.offset, p.max_bytes as usize)
                     .await
@@ -206,8 +207,8 @@ pub async fn fetch_local(
         // Listen before reading, so an append between the read and the wait is not missed.
         let listeners: Vec<_> = parts
             .iter()
-            .filter_map(|p| shard.log(&p.topic, p.partition).ok())
-            .map(|log| log.data_event.listen())
+            .filter_map(|p| shard.partition(&p.topic, p.partition).ok())
+            .map(|partition| partition.data_event().listen())
             .collect();
         let (results, bytes) = read_parts(shard, &parts).await;
         let any_error = results.iter().any(|r| r.result.is_err());
@@ -254,13 +255,13 @@ pub async fn fetch_local(
 pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
-        let result = match shard.log(&p.topic, p.partition) {
+        let result = match shard.partition(&p.topic, p.partition) {
             Ok(log) => {
                 // "Latest" includes everything appended before the question:
                 // a consumer started right after an acks=1 produce must see
                 // it, so sync what is pending (one group commit) first.
                 if p.query == OffsetQuery::Latest {
-                    let appended = log.next_offset();
+                    let appended = log.log_end_offset();
                     if appended > log.high_watermark() {
                         let _ = log.wait_durable(appended - 1).await;
                     }

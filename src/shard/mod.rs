@@ -22,6 +22,7 @@ pub mod memory;
 
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
+use crate::partition::Partition;
 use crate::router::ops::OpError;
 use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
@@ -105,7 +106,7 @@ impl<T> Held for T {}
 /// A partition as its owning shard sees it.
 pub enum PartitionSlot {
     Online {
-        log: Rc<Log<DmaDisk>>,
+        partition: Rc<Partition<DmaDisk>>,
         flusher: glommio::task::JoinHandle<()>,
     },
     /// Recovery refused it (corruption) or its storage failed.
@@ -162,8 +163,12 @@ impl Shard {
         shard_of(topic, partition, self.shards()) == self.id
     }
 
-    /// The log of a partition this shard owns.
-    pub fn log(&self, topic: &str, partition: u32) -> Result<Rc<Log<DmaDisk>>, OpError> {
+    /// A partition this shard owns.
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Rc<Partition<DmaDisk>>, OpError> {
         let topics = self.topics();
         let Some(meta) = topics.get(topic) else {
             return Err(OpError::UnknownTopic(topic.to_string()));
@@ -183,8 +188,8 @@ impl Shard {
         {
             // A log that found corruption on a read is offline like one
             // that recovery refused.
-            Some(PartitionSlot::Online { log, .. }) => match log.offline_cause() {
-                None => Ok(log.clone()),
+            Some(PartitionSlot::Online { partition: p, .. }) => match p.offline_cause() {
+                None => Ok(p.clone()),
                 Some(cause) => Err(OpError::Offline {
                     topic: topic.to_string(),
                     partition,
@@ -206,7 +211,7 @@ impl Shard {
             .borrow()
             .values()
             .filter_map(|s| match s {
-                PartitionSlot::Online { log, .. } => Some(log.clone()),
+                PartitionSlot::Online { partition, .. } => Some(partition.log().clone()),
                 PartitionSlot::Offline(_) => None,
             })
             .collect()
@@ -232,8 +237,8 @@ impl Shard {
         for key in doomed {
             let slot = self.partitions.borrow_mut().remove(&key);
             let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
-            if let Some(PartitionSlot::Online { log, flusher }) = slot {
-                if let Err(e) = log.close().await {
+            if let Some(PartitionSlot::Online { partition, flusher }) = slot {
+                if let Err(e) = partition.log().close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a deleted partition: {e}");
                 }
                 // On a full disk close() gives up at once but the flusher
@@ -302,7 +307,10 @@ impl Shard {
             let slot = match r {
                 Ok(log) => {
                     let flusher = glommio::spawn_local(log.clone().run_flusher()).detach();
-                    PartitionSlot::Online { log, flusher }
+                    PartitionSlot::Online {
+                        partition: Partition::new(log),
+                        flusher,
+                    }
                 }
                 Err(e) => {
                     error!(topic = %key.0, partition = key.1, "partition offline: {e}");
@@ -317,8 +325,8 @@ impl Shard {
     pub async fn close_all(&self) {
         let slots: Vec<_> = self.partitions.borrow_mut().drain().collect();
         let closes = slots.into_iter().filter_map(|(key, slot)| match slot {
-            PartitionSlot::Online { log, flusher } => Some(async move {
-                if let Err(e) = log.close().await {
+            PartitionSlot::Online { partition, flusher } => Some(async move {
+                if let Err(e) = partition.log().close().await {
                     error!(topic = %key.0, partition = key.1, "close failed: {e}");
                 }
                 drop(flusher);

@@ -11,7 +11,10 @@
 //! - [`retention`]: which segments to delete;
 //! - [`producer_state`]: idempotent-producer sequence tracking;
 //! - [`write_budget`]: the shard's appended-but-unwritten bytes;
-//! - [`log`]: the partition log that ties these together, and its flusher.
+//! - [`segment_set`]: the ordered segments of a log, looked up by offset;
+//! - [`offsets`]: log start, durable, flushed and next offsets, and their order;
+//! - [`log`]: the partition log that ties these together: replayer,
+//!   appends, write pipeline and flusher, reader, truncation.
 
 pub mod appender;
 pub mod cache;
@@ -20,15 +23,17 @@ pub mod dma;
 pub mod file;
 pub mod index;
 pub mod log;
+pub mod offsets;
 pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod segment_set;
 pub mod sim;
 pub mod write_budget;
 
 pub use cache::CacheBudget;
-pub use log::{AppendOutcome, FetchOutcome, Log, LogConfig};
+pub use log::{AppendOutcome, Log, LogConfig, ReadOutcome};
 pub use write_budget::WriteBudget;
 
 use std::path::PathBuf;
@@ -47,7 +52,10 @@ pub enum StorageError {
     #[error("no space left on the device holding {path}; produce is refused until space is freed (reads keep working)")]
     NoSpace { path: PathBuf },
     #[error("partition {dir} refuses writes after an earlier I/O failure ({cause}); restart the broker to reopen it after fixing the cause")]
-    Failed { dir: PathBuf, cause: String },
+    Failed {
+        dir: PathBuf,
+        cause: Box<StorageError>,
+    },
     #[error("partition {dir} is corrupt: segment {segment} at byte {position}: {detail}. Refusing to guess: move the partition directory aside, or truncate the segment to {position} bytes to accept the loss, then restart")]
     Corrupt {
         dir: PathBuf,
