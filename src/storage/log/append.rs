@@ -204,7 +204,14 @@ impl<D: super::Disk> Log<D> {
     /// to the flusher, and keep the cache within budget.
     fn after_append(&self, st: &mut LogState<D>, appended: bool, sealed: Vec<Chunk<Buf<D>>>) {
         if appended {
-            st.dirty_since.get_or_insert_with(|| self.clock.now());
+            if st.dirty_since.is_none() {
+                // The first dirty data since the last sync: an idle flusher
+                // waits with no timer, so wake it to start the flush
+                // interval (else the data would wait for the next chunk,
+                // waiter or reader, however long that takes).
+                st.dirty_since = Some(self.clock.now());
+                self.flusher_event.notify();
+            }
             if st.reader_waiting {
                 // Someone is long-polling for this: sync it now rather than
                 // at the flush interval.

@@ -12,6 +12,9 @@
 //!
 //! Both run on the partition's shard. While a suffix truncation runs,
 //! appends are refused ([`StorageError::Closed`]) and the flusher idles.
+//! A suffix truncation that fails takes the partition offline (reads and
+//! writes refused) until it is reopened: the files may then be cut part
+//! way, and only recovery can say how far.
 
 use super::super::checkpoint;
 use super::super::file::SegmentFile;
@@ -23,7 +26,7 @@ use super::replayer::{replay, scan_segment};
 use super::{io_err, Disk, Health, Log, LogState};
 use crate::format::BatchHeader;
 use std::path::Path;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 impl<D: Disk> Log<D> {
     /// Apply retention: delete whole closed segments past the limits.
@@ -112,7 +115,23 @@ impl<D: Disk> Log<D> {
         }
         self.quiesce_for_truncation().await?;
         let r = self.truncate_files_and_recover(offset).await;
-        self.st.borrow_mut().truncating = false;
+        {
+            let mut st = self.st.borrow_mut();
+            st.truncating = false;
+            if let Err(e) = &r {
+                // The files may be cut part way (always a valid prefix of
+                // the log, see `truncate_files_and_recover`) while the state
+                // still describes them whole: refuse reads and writes until
+                // the log is reopened and recovery says what is there.
+                error!(dir = %self.dir.display(), "suffix truncation failed; partition offline until reopened: {e}");
+                st.health = Health::Failed(Box::new(e.clone()));
+                st.offline.get_or_insert(StorageError::Failed {
+                    dir: self.dir.clone(),
+                    cause: Box::new(e.clone()),
+                });
+                st.unwritten.abandon();
+            }
+        }
         self.flusher_event.notify();
         self.notify_durable();
         r
@@ -161,12 +180,13 @@ impl<D: Disk> Log<D> {
                 .collect();
             (cut_base, later)
         };
-        let cp = self.dir.join(checkpoint::FILE_NAME);
-        if self.disk.exists(&cp) {
-            self.disk.remove(&cp).await.map_err(io_err("remove", &cp))?;
-        }
+        // Each removal is made durable before the next, so no crash can
+        // keep a newer file while losing an older one's removal.
+        remove_if_exists(&self.disk, &self.dir.join(checkpoint::FILE_NAME)).await?;
+        self.sync_dir().await?;
         for &base in later.iter().rev() {
             self.remove_segment_files(base, true).await?;
+            self.sync_dir().await?;
         }
         // The cut segment becomes the active one: its index files are
         // rewritten when it is closed, and recovery scans it meanwhile.
