@@ -34,8 +34,8 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol", "router",
-            "shard", "storage",
+            "clock", "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol",
+            "router", "shard", "storage",
         ],
     ),
     (
@@ -57,6 +57,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "groups",
         &[
+            "clock",
             "format",
             "metadata",
             "partition",
@@ -70,6 +71,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "shard",
         &[
+            "clock",
             "config",
             "event",
             "metadata",

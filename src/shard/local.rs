@@ -212,7 +212,7 @@ pub async fn fetch_local(
             .collect();
         let (results, bytes) = read_parts(shard, &parts).await;
         let any_error = results.iter().any(|r| r.result.is_err());
-        let now = Instant::now();
+        let now = shard.clock.now();
         let Some(deadline) = wait_until else {
             return results;
         };
@@ -220,7 +220,7 @@ pub async fn fetch_local(
             return results;
         }
         let data = futures::future::select_all(listeners.into_iter().map(Box::pin));
-        let timer = glommio::timer::sleep(deadline - now);
+        let timer = shard.clock.sleep(deadline - now);
         let cancelled = async {
             match &cancel {
                 Some(c) => {

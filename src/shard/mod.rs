@@ -20,6 +20,7 @@ pub mod housekeeping;
 pub mod local;
 pub mod memory;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::partition::Partition;
@@ -122,6 +123,9 @@ pub struct Shard {
     topics: RefCell<SharedTopics>,
     partitions: RefCell<HashMap<(String, u32), PartitionSlot>>,
     pub cache_budget: Rc<CacheBudget>,
+    /// Time for everything on this shard: flush intervals, long-poll and
+    /// ack deadlines, group sessions, connection timeouts.
+    pub clock: Rc<dyn Clock>,
     /// Appended bytes its flushers have not written yet; appends wait while it is spent.
     pub write_budget: Rc<WriteBudget>,
     /// Appends go through this in arrival order (see [`append_gate`]).
@@ -290,12 +294,13 @@ impl Shard {
                     }
                     let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
                     let cfg = LogConfig::from_broker(&this.config, tcfg);
-                    let r = Log::open(
+                    let r = Log::open_with_clock(
                         this.disk.clone(),
                         dir,
                         cfg,
                         this.cache_budget.clone(),
                         this.write_budget.clone(),
+                        this.clock.clone(),
                     )
                     .await;
                     (key, r)
@@ -373,6 +378,7 @@ pub async fn run(
         topics: RefCell::new(Arc::new(Default::default())),
         partitions: RefCell::new(HashMap::new()),
         cache_budget: CacheBudget::new(config.shard_cache_bytes_max),
+        clock: SystemClock::shared(),
         write_budget: WriteBudget::new(config.max_unwritten_bytes_per_shard),
         append_gate: append_gate::AppendGate::default(),
         memory: memory::RequestMemory::new(config.max_inflight_bytes_per_shard),
