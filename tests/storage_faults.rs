@@ -5,7 +5,7 @@ use bytes::BytesMut;
 use shardlog::config::TopicConfig;
 use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use shardlog::storage::{AppendError, CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -94,7 +94,13 @@ fn a_failed_write_stops_the_partition_until_reopened() {
             "{err}"
         );
         let refused = log.append(vec![frame(51)], 0).unwrap_err();
-        assert!(matches!(refused, StorageError::Failed { .. }), "{refused}");
+        assert!(
+            matches!(
+                refused,
+                AppendError::Unavailable(StorageError::Failed { .. })
+            ),
+            "{refused}"
+        );
         assert!(refused.to_string().contains("refuses writes"), "{refused}");
         // Reads of what is there keep working.
         assert!(values(&log).await.len() >= 50);
@@ -133,7 +139,7 @@ fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
         );
         assert!(matches!(
             log.append(vec![frame(3)], 0),
-            Err(StorageError::Failed { .. })
+            Err(AppendError::Unavailable(StorageError::Failed { .. }))
         ));
     });
 }
@@ -190,7 +196,10 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
             }
         }
         let e = refused.expect("the full disk refuses produce");
-        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+        assert!(
+            matches!(e, AppendError::Unavailable(StorageError::NoSpace { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("no space"), "{e}");
         // Reads keep working: everything durable is readable (batches still
         // waiting for room are not visible until they are durable).
@@ -205,7 +214,9 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         let o = loop {
             match log.append(vec![frame(1000)], 0) {
                 Ok(o) => break o,
-                Err(StorageError::NoSpace { .. }) if std::time::Instant::now() < deadline => {
+                Err(AppendError::Unavailable(StorageError::NoSpace { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
                     glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => panic!("writes did not resume: {e}"),

@@ -16,7 +16,7 @@ use shardlog::clock::{Clock, ManualClock};
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use shardlog::storage::{AppendError, CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -253,9 +253,9 @@ async fn run_seed(seed: u64) {
                             }
                         }
                     }
-                    Err(StorageError::NoSpace { .. }) | Err(StorageError::Failed { .. }) => {
-                        faulted = true
-                    }
+                    Err(AppendError::Unavailable(
+                        StorageError::NoSpace { .. } | StorageError::Failed { .. },
+                    )) => faulted = true,
                     Err(e) => panic!("seed {seed}: append failed: {e}"),
                 }
             }
@@ -276,9 +276,9 @@ async fn run_seed(seed: u64) {
                             durable: false,
                         });
                     }
-                    Err(StorageError::NoSpace { .. }) | Err(StorageError::Failed { .. }) => {
-                        faulted = true
-                    }
+                    Err(AppendError::Unavailable(
+                        StorageError::NoSpace { .. } | StorageError::Failed { .. },
+                    )) => faulted = true,
                     Err(e) => panic!("seed {seed}: append_at failed: {e}"),
                 }
             }

@@ -130,7 +130,7 @@ impl OffsetStore {
             let r = log
                 .read(at, REPLAY_READ_BYTES)
                 .await
-                .map_err(GroupError::Storage)?;
+                .map_err(GroupError::Replay)?;
             if r.frames.is_empty() {
                 break;
             }
@@ -279,6 +279,8 @@ impl OffsetStore {
 fn op_error(e: OpError) -> GroupError {
     match e {
         OpError::Storage(s) => GroupError::Storage(s),
+        OpError::Append(a) => GroupError::Append(a),
+        OpError::Read(r) => GroupError::Replay(r),
         OpError::Timeout(_) => GroupError::Timeout,
         other => GroupError::CoordinatorUnavailable(other.to_string()),
     }

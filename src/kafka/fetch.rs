@@ -25,7 +25,7 @@ use super::{errors, Ctx};
 use crate::format::{frame, BatchHeader};
 use crate::partition::FetchOutcome;
 use crate::router::ops::{partition_read_cap, FetchPart, OpError};
-use crate::storage::StorageError;
+use crate::storage::ReadError;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use std::collections::HashMap;
@@ -89,12 +89,12 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
             if !known {
                 refused.insert((topic.clone(), p.partition), errors::unknown_topic());
             } else if p.fetch_offset < 0 {
-                let e = StorageError::OffsetOutOfRange {
+                let e = ReadError::OffsetOutOfRange {
                     requested: 0,
                     log_start: 0,
                     high_watermark: 0,
                 };
-                refused.insert((topic.clone(), p.partition), errors::storage(&e));
+                refused.insert((topic.clone(), p.partition), errors::read(&e));
             } else {
                 parts.push(FetchPart {
                     topic: topic.clone(),
@@ -152,7 +152,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                     }
                     Some(Err(e)) => {
                         d.error_code = errors::op(&e);
-                        if let OpError::Storage(StorageError::OffsetOutOfRange {
+                        if let OpError::Read(ReadError::OffsetOutOfRange {
                             log_start,
                             high_watermark,
                             ..

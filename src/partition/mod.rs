@@ -20,7 +20,7 @@
 //! the log.
 
 use crate::storage::file::Disk;
-use crate::storage::{AppendOutcome, Log, StorageError};
+use crate::storage::{AppendError, AppendOutcome, Log, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -93,7 +93,7 @@ impl<D: Disk> Partition<D> {
         &self,
         frames: Vec<BytesMut>,
         leader_epoch: i32,
-    ) -> Result<AppendOutcome, StorageError> {
+    ) -> Result<AppendOutcome, AppendError> {
         self.log.append(frames, leader_epoch)
     }
 
@@ -112,7 +112,7 @@ impl<D: Disk> Partition<D> {
     }
 
     /// Read what is visible from `offset` on, up to about `max_bytes`.
-    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, StorageError> {
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, ReadError> {
         let visible = self.high_watermark();
         let r = self.log.read(offset, max_bytes, visible).await?;
         if offset >= visible {
@@ -132,7 +132,7 @@ impl<D: Disk> Partition<D> {
 
     /// First visible offset whose batch has max_timestamp >= `ts`; None
     /// when there is none (Kafka answers with the high watermark).
-    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, StorageError> {
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, ReadError> {
         self.log
             .offset_for_timestamp(ts, self.high_watermark())
             .await

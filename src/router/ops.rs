@@ -6,7 +6,7 @@
 //! and the router sits below the shard, so they belong to the router.
 
 use crate::partition::FetchOutcome;
-use crate::storage::{AppendOutcome, StorageError};
+use crate::storage::{AppendError, AppendOutcome, ReadError, StorageError};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 
@@ -27,6 +27,11 @@ pub enum OpError {
         partition: u32,
         cause: StorageError,
     },
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Waiting for durability failed (the partition failed or the disk is full).
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("invalid batch: {0}")]

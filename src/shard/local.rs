@@ -110,7 +110,7 @@ fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
                 // One node: no election ever changes the leader epoch.
                 Ok(log) => match log.append(p.frames, log.leader_epoch()) {
                     Ok(o) => (Ok(o), Some(log)),
-                    Err(e) => (Err(OpError::Storage(e)), None),
+                    Err(e) => (Err(OpError::Append(e)), None),
                 },
                 Err(e) => (Err(e), None),
             }
@@ -177,7 +177,7 @@ async fn read_parts(shard: &Rc<Shard>, parts: &[FetchPart]) -> (Vec<FetchPartRes
                 Ok(log) => log
                     .read(p.offset, p.max_bytes as usize)
                     .await
-                    .map_err(OpError::Storage),
+                    .map_err(OpError::Read),
                 Err(e) => Err(e),
             };
             FetchPartResult {
@@ -275,7 +275,7 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                         .offset_for_timestamp(ts)
                         .await
                         .map(|o| o.unwrap_or(high_watermark))
-                        .map_err(OpError::Storage),
+                        .map_err(OpError::Read),
                 };
                 offset.map(|offset| PartitionOffsets {
                     offset,

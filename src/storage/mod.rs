@@ -34,13 +34,43 @@ pub mod write_budget;
 
 pub use cache::CacheBudget;
 pub use log::{AppendOutcome, Log, LogConfig, ReadOutcome};
+pub use producer_state::SequenceError;
 pub use write_budget::WriteBudget;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Errors of the storage layer. Cloneable (I/O errors are shared) because
-/// one failure is reported to every waiter it affects.
+/// Why an append was refused. Nothing of the request was appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("batch of {len} bytes exceeds max_batch_bytes {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// The partition takes no writes now: a full disk (retryable), a
+    /// failure or corruption (until reopened), or closing.
+    #[error(transparent)]
+    Unavailable(#[from] StorageError),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        requested: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
+    /// A disk read failed, or the partition is offline (corruption found,
+    /// now or earlier).
+    #[error(transparent)]
+    Unavailable(#[from] StorageError),
+}
+
+/// Errors of the storage layer's own state and I/O, shared by every
+/// operation (each operation's enum wraps it). Cloneable (I/O errors are
+/// shared) because one failure is reported to every waiter it affects.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("I/O error during {op} on {path}: {source}")]
@@ -62,26 +92,6 @@ pub enum StorageError {
         segment: PathBuf,
         position: u64,
         detail: String,
-    },
-    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange {
-        requested: u64,
-        log_start: u64,
-        high_watermark: u64,
-    },
-    #[error("batch of {len} bytes exceeds max_batch_bytes {max}")]
-    BatchTooLarge { len: usize, max: usize },
-    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
-    OutOfOrderSequence {
-        producer_id: i64,
-        expected: i32,
-        got: i32,
-    },
-    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
-    InvalidProducerEpoch {
-        producer_id: i64,
-        epoch: i16,
-        current: i16,
     },
     #[error("partition is closing")]
     Closed,

@@ -12,7 +12,7 @@ use super::super::appender::Chunk;
 use super::super::cache::CachedBatch;
 use super::super::producer_state::SeqCheck;
 use super::super::segment::Segment;
-use super::super::{now_ms, StorageError};
+use super::super::{now_ms, AppendError, StorageError};
 use super::{AppendOutcome, Buf, Log, LogState, Pending};
 use crate::format::frame;
 use crate::format::BatchHeader;
@@ -28,7 +28,7 @@ impl<D: super::Disk> Log<D> {
         &self,
         frames: Vec<BytesMut>,
         leader_epoch: i32,
-    ) -> Result<AppendOutcome, StorageError> {
+    ) -> Result<AppendOutcome, AppendError> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         self.check_writable(st)?;
@@ -71,7 +71,7 @@ impl<D: super::Disk> Log<D> {
     /// exactly (an `assert!`: the replication layer truncates a divergent
     /// tail first). Producer state records them without sequence checks:
     /// the leader checked.
-    pub fn append_at(&self, frames: Vec<BytesMut>) -> Result<AppendOutcome, StorageError> {
+    pub fn append_at(&self, frames: Vec<BytesMut>) -> Result<AppendOutcome, AppendError> {
         let mut st = self.st.borrow_mut();
         let st = &mut *st;
         self.check_writable(st)?;
@@ -127,7 +127,7 @@ impl<D: super::Disk> Log<D> {
         &self,
         st: &LogState<D>,
         frames: &[BytesMut],
-    ) -> Result<Vec<(BatchHeader, SeqCheck)>, StorageError> {
+    ) -> Result<Vec<(BatchHeader, SeqCheck)>, AppendError> {
         let parsed: Vec<BatchHeader> = frames
             .iter()
             .map(|f| frame::parse_header(f).expect("frames are validated at ingress"))
@@ -141,7 +141,7 @@ impl<D: super::Disk> Log<D> {
         for (f, h) in frames.iter().zip(parsed) {
             assert_eq!(h.frame_len(), f.len(), "one frame per buffer");
             if f.len() > max {
-                return Err(StorageError::BatchTooLarge { len: f.len(), max });
+                return Err(AppendError::BatchTooLarge { len: f.len(), max });
             }
             let check = match scratch.as_mut() {
                 Some(table) => {

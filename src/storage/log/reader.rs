@@ -12,7 +12,7 @@
 
 use super::super::file::SegmentFile;
 use super::super::segment;
-use super::super::StorageError;
+use super::super::{ReadError, StorageError};
 use super::{io_err, Disk, Log, ReadOutcome};
 use crate::format::frame::{self, FrameIter};
 use crate::format::HEADER_LEN;
@@ -60,12 +60,12 @@ impl<D: Disk> Log<D> {
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
-    ) -> Result<ReadOutcome, StorageError> {
+    ) -> Result<ReadOutcome, ReadError> {
         if let Some(e) = self.offline_cause() {
-            return Err(e);
+            return Err(e.into());
         }
         let r = self.read_checked(offset, max_bytes, max_offset).await;
-        if let Err(e @ StorageError::Corrupt { .. }) = &r {
+        if let Err(ReadError::Unavailable(e @ StorageError::Corrupt { .. })) = &r {
             self.take_offline(e.clone());
         }
         r
@@ -95,7 +95,7 @@ impl<D: Disk> Log<D> {
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
-    ) -> Result<ReadOutcome, StorageError> {
+    ) -> Result<ReadOutcome, ReadError> {
         let mut out = match self.locate(offset, max_bytes, max_offset)? {
             Located::Served(out) => return Ok(out),
             Located::Disk(at) => self.read_disk(&at, offset, max_bytes).await?,
@@ -111,7 +111,7 @@ impl<D: Disk> Log<D> {
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
-    ) -> Result<Located<D::File>, StorageError> {
+    ) -> Result<Located<D::File>, ReadError> {
         let st = self.st.borrow();
         let log_start = st.offsets.log_start();
         let next = st.offsets.next();
@@ -121,7 +121,7 @@ impl<D: Disk> Log<D> {
             ..Default::default()
         };
         if offset < log_start || offset > next {
-            return Err(StorageError::OffsetOutOfRange {
+            return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
                 log_start,
                 high_watermark: max_offset,
@@ -317,7 +317,7 @@ impl<D: Disk> Log<D> {
         &self,
         ts: i64,
         max_offset: u64,
-    ) -> Result<Option<u64>, StorageError> {
+    ) -> Result<Option<u64>, ReadError> {
         let candidate = {
             let st = self.st.borrow();
             let Some(seg) = st.segments.first_with_timestamp_at_least(ts) else {

@@ -97,21 +97,20 @@ impl<D: Disk> Log<D> {
     /// Remove every batch whose last offset is at or after `offset`,
     /// durably, and return the new log end (`offset`, or the base of the
     /// batch that straddles it). For a follower whose tail diverged from
-    /// its leader's. `offset` at or past the log end changes nothing;
-    /// below the log start it is out of range.
+    /// its leader's. `offset` at or past the log end changes nothing.
+    /// `offset` must not be below the log start (an `assert!`): a replica
+    /// whose whole log diverged starts over rather than truncating.
     pub async fn truncate_suffix(&self, offset: u64) -> Result<u64, StorageError> {
         {
             let st = self.st.borrow();
             if offset >= st.offsets.next() {
                 return Ok(st.offsets.next());
             }
-            if offset < st.offsets.log_start() {
-                return Err(StorageError::OffsetOutOfRange {
-                    requested: offset,
-                    log_start: st.offsets.log_start(),
-                    high_watermark: st.offsets.durable(),
-                });
-            }
+            assert!(
+                offset >= st.offsets.log_start(),
+                "truncating below the log start ({offset} < {})",
+                st.offsets.log_start()
+            );
         }
         self.quiesce_for_truncation().await?;
         let r = self.truncate_files_and_recover(offset).await;
