@@ -51,8 +51,7 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::Io { .. }
         | StorageError::NoSpace { .. }
         | StorageError::Failed { .. }
-        | StorageError::Corrupt { .. }
-        | StorageError::NotClaimed(_) => ResponseError::KafkaStorageError,
+        | StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
         // The partition is closing (shutdown or deletion): retriable.
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
     })

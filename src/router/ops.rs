@@ -10,6 +10,19 @@ use crate::storage::{AppendError, AppendOutcome, ReadError, StorageError};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 
+/// Why a partition is offline (refusing everything until the broker restarts).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OfflineCause {
+    /// Recovery refused it, its storage failed, or a read found corruption.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The partition directory is not this partition's (its identity file
+    /// names another topic), or could not be claimed: the message says why
+    /// and what to do.
+    #[error(transparent)]
+    NotClaimed(std::sync::Arc<crate::metadata::MetadataError>),
+}
+
 /// Why an operation on a partition failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum OpError {
@@ -25,7 +38,7 @@ pub enum OpError {
     Offline {
         topic: String,
         partition: u32,
-        cause: StorageError,
+        cause: OfflineCause,
     },
     #[error(transparent)]
     Append(#[from] AppendError),

@@ -26,10 +26,9 @@ pub struct Native;
 /// docs/architecture.md).
 pub fn storage_error_code(e: &StorageError) -> ErrorCode {
     match e {
-        StorageError::Io { .. }
-        | StorageError::Failed { .. }
-        | StorageError::Corrupt { .. }
-        | StorageError::NotClaimed(_) => ErrorCode::StorageFailed,
+        StorageError::Io { .. } | StorageError::Failed { .. } | StorageError::Corrupt { .. } => {
+            ErrorCode::StorageFailed
+        }
         StorageError::NoSpace { .. } => ErrorCode::NoSpace,
         StorageError::Closed => ErrorCode::ShuttingDown,
     }

@@ -24,10 +24,10 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::partition::Partition;
-use crate::router::ops::OpError;
+use crate::router::ops::{OfflineCause, OpError};
 use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
-use crate::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use crate::storage::{CacheBudget, Log, LogConfig, WriteBudget};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -111,7 +111,7 @@ pub enum PartitionSlot {
         flusher: glommio::task::JoinHandle<()>,
     },
     /// Recovery refused it (corruption) or its storage failed.
-    Offline(StorageError),
+    Offline(OfflineCause),
 }
 
 /// Per-core broker state.
@@ -197,7 +197,7 @@ impl Shard {
                 Some(cause) => Err(OpError::Offline {
                     topic: topic.to_string(),
                     partition,
-                    cause,
+                    cause: cause.into(),
                 }),
             },
             Some(PartitionSlot::Offline(cause)) => Err(OpError::Offline {
@@ -290,7 +290,7 @@ impl Shard {
                 let this = self.clone();
                 async move {
                     if let Err(e) = claim {
-                        return (key, Err(StorageError::NotClaimed(e.to_string())));
+                        return (key, Err(OfflineCause::NotClaimed(Arc::new(e))));
                     }
                     let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
                     let cfg = LogConfig::from_broker(&this.config, tcfg);
@@ -302,7 +302,8 @@ impl Shard {
                         this.write_budget.clone(),
                         this.clock.clone(),
                     )
-                    .await;
+                    .await
+                    .map_err(OfflineCause::Storage);
                     (key, r)
                 }
             },

@@ -40,6 +40,27 @@ pub use write_budget::WriteBudget;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+/// What is wrong with durable data (found by recovery or by a read).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Corruption {
+    /// A frame the recovery decision table refuses below the trusted length.
+    #[error("{0}")]
+    Recovery(recovery::TailDamage),
+    /// A header or CRC check failed on a read.
+    #[error("{0}")]
+    Frame(crate::format::FrameError),
+    #[error("batch has base offset {found}, expected {expected} (offsets must be contiguous)")]
+    OffsetGap { found: u64, expected: u64 },
+    #[error("the segment's readable data ends at offset {found}, expected {expected}")]
+    ReadableEnd { found: u64, expected: u64 },
+    #[error(
+        "frame of {frame_len} bytes runs past the segment's readable end at byte {readable_len}"
+    )]
+    PastReadableEnd { frame_len: usize, readable_len: u64 },
+    #[error("segment ends at offset {ends} but the next segment starts at {next_base}")]
+    SegmentGap { ends: u64, next_base: u64 },
+}
+
 /// Why an append was refused. Nothing of the request was appended.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AppendError {
@@ -91,15 +112,10 @@ pub enum StorageError {
         dir: PathBuf,
         segment: PathBuf,
         position: u64,
-        detail: String,
+        detail: Corruption,
     },
     #[error("partition is closing")]
     Closed,
-    /// The partition directory is not this partition's (its identity file
-    /// names another topic), or could not be claimed: the message says why
-    /// and what to do.
-    #[error("{0}")]
-    NotClaimed(String),
 }
 
 impl StorageError {

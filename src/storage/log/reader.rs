@@ -12,7 +12,7 @@
 
 use super::super::file::SegmentFile;
 use super::super::segment;
-use super::super::{ReadError, StorageError};
+use super::super::{Corruption, ReadError, StorageError};
 use super::{io_err, Disk, Log, ReadOutcome};
 use crate::format::frame::{self, FrameIter};
 use crate::format::HEADER_LEN;
@@ -206,7 +206,7 @@ impl<D: Disk> Log<D> {
             .map_err(io_err("read", &at.path))
     }
 
-    fn corrupt(&self, at: &DiskRead<D::File>, position: u64, detail: String) -> StorageError {
+    fn corrupt(&self, at: &DiskRead<D::File>, position: u64, detail: Corruption) -> StorageError {
         StorageError::Corrupt {
             dir: self.dir.clone(),
             segment: at.path.clone(),
@@ -238,21 +238,22 @@ impl<D: Disk> Log<D> {
         let mut progressed = false;
         for item in FrameIter::new(data.clone()) {
             let position = cursor.at + consumed as u64;
-            let (h, f) = item.map_err(|e| self.corrupt(at, position, e.to_string()))?;
+            let (h, f) = item.map_err(|e| self.corrupt(at, position, Corruption::Frame(e)))?;
             if h.base_offset != cursor.expected {
                 return Err(self.corrupt(
                     at,
                     position,
-                    format!(
-                        "batch has base offset {}, expected {} (offsets must be contiguous)",
-                        h.base_offset, cursor.expected
-                    ),
+                    Corruption::OffsetGap {
+                        found: h.base_offset,
+                        expected: cursor.expected,
+                    },
                 ));
             }
             if h.base_offset >= at.stop_offset {
                 break;
             }
-            frame::verify_crc(&h, &f).map_err(|e| self.corrupt(at, position, e.to_string()))?;
+            frame::verify_crc(&h, &f)
+                .map_err(|e| self.corrupt(at, position, Corruption::Frame(e)))?;
             cursor.expected = h.last_offset() + 1;
             consumed += f.len();
             let end = cursor.at + consumed as u64;
@@ -260,10 +261,10 @@ impl<D: Disk> Log<D> {
                 return Err(self.corrupt(
                     at,
                     end,
-                    format!(
-                        "the segment's readable data ends at offset {}, expected {}",
-                        cursor.expected, at.end_offset
-                    ),
+                    Corruption::ReadableEnd {
+                        found: cursor.expected,
+                        expected: at.end_offset,
+                    },
                 ));
             }
             if h.last_offset() < offset {
@@ -302,10 +303,10 @@ impl<D: Disk> Log<D> {
             return Err(self.corrupt(
                 at,
                 pos,
-                format!(
-                    "frame of {need} bytes runs past the segment's readable end at byte {}",
-                    at.readable_len
-                ),
+                Corruption::PastReadableEnd {
+                    frame_len: need,
+                    readable_len: at.readable_len,
+                },
             ));
         }
         Ok(need)

@@ -23,7 +23,7 @@ use super::super::recovery::{classify, SegmentScan, Step, TailDamage};
 use super::super::segment::{self, Segment};
 use super::super::segment_set::SegmentSet;
 use super::super::write_budget::{Unwritten, WriteBudget};
-use super::super::StorageError;
+use super::super::{Corruption, StorageError};
 use super::{io_err, Buf, Health, Log, LogConfig, LogState};
 use crate::clock::{Clock, SystemClock};
 use crate::event::LocalEvent;
@@ -318,10 +318,10 @@ async fn recover_by_scan<D: Disk>(
                 dir: at.dir.to_path_buf(),
                 segment: at.path(),
                 position: scan.valid_len,
-                detail: format!(
-                    "segment ends at offset {} but the next segment starts at {nb}",
-                    scan.next_offset
-                ),
+                detail: Corruption::SegmentGap {
+                    ends: scan.next_offset,
+                    next_base: nb,
+                },
             });
         }
     }
@@ -484,7 +484,7 @@ pub(super) async fn scan_segment<F: SegmentFile>(
                     dir: dir.to_path_buf(),
                     segment: path,
                     position: pos,
-                    detail: damage.to_string(),
+                    detail: Corruption::Recovery(damage),
                 });
             }
             Step::NeedMore(n) => {
