@@ -72,6 +72,8 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
 pub struct Appended {
     results: Vec<ProducePartResult>,
     logs: Vec<Option<Rc<crate::partition::Partition<crate::storage::dma::DmaDisk>>>>,
+    /// The shard's clock, for the acks=all timeout.
+    clock: Rc<dyn crate::clock::Clock>,
 }
 
 /// Append `parts` in arrival order (call this when the request arrives:
@@ -122,12 +124,20 @@ fn append_local(shard: &Rc<Shard>, parts: Vec<ProducePart>) -> Appended {
             result,
         });
     }
-    Appended { results, logs }
+    Appended {
+        results,
+        logs,
+        clock: shard.clock.clone(),
+    }
 }
 
 /// For acks=all, wait (up to `timeout_ms`) until every appended batch is durable.
 pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<ProducePartResult> {
-    let Appended { mut results, logs } = a;
+    let Appended {
+        mut results,
+        logs,
+        clock,
+    } = a;
     if acks != Acks::All {
         return results;
     }
@@ -142,7 +152,7 @@ pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<Produce
         }
     });
     let all = futures::future::join_all(waits);
-    let timeout = glommio::timer::sleep(Duration::from_millis(timeout_ms.max(1) as u64));
+    let timeout = clock.sleep(Duration::from_millis(timeout_ms.max(1) as u64));
     match futures_lite::future::or(async { Some(all.await) }, async {
         timeout.await;
         None
