@@ -15,14 +15,15 @@
 //!   throughput in proposals/s.
 //! - `idle_heartbeat/{openraft,raft-rs}/N`: N idle groups (each with three
 //!   replicas, all on this core) with heartbeats every
-//!   `SHARDLOG_RAFT_HEARTBEAT_MS` (default 50 ms). One criterion iteration is
+//!   `SHARDLOG_RAFT_HEARTBEAT_MS` (default 100 ms). One criterion iteration is
 //!   one heartbeat interval of wall time; the figure returned is the
 //!   executor thread's CPU time over it (`CLOCK_THREAD_CPUTIME_ID`), so
 //!   criterion's "time" is CPU per heartbeat round for all N groups and the
 //!   throughput is group-heartbeats per CPU second. After each, a summary
 //!   line gives µs of CPU per group per heartbeat (all three replicas; a
 //!   broker holding one replica of each pays about a third) and what 1,000
-//!   groups at a 100 ms heartbeat cost in cores.
+//!   groups at a 100 ms heartbeat cost in cores, and the heap the N groups
+//!   hold (a counting global allocator, live bytes after setup).
 //!
 //! Under `cargo test --all-targets` each runs once with 10 idle groups.
 
@@ -30,8 +31,11 @@ mod common;
 mod raft_spike;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use raft_spike::{openraft_spike, raftrs_spike, OnExecutor};
+use raft_spike::{openraft_spike, raftrs_spike, CountingAlloc, OnExecutor};
 use std::time::Duration;
+
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 const WINDOW: u64 = 256;
 
@@ -39,7 +43,7 @@ fn heartbeat() -> Duration {
     let ms = std::env::var("SHARDLOG_RAFT_HEARTBEAT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(50);
+        .unwrap_or(100);
     Duration::from_millis(ms)
 }
 
@@ -87,11 +91,14 @@ fn summarize(lib: &str, ex: &OnExecutor, groups: usize, hb: Duration) {
     println!(
         "idle_heartbeat/{lib}/{groups}: {per_group_us:.2} us CPU per group per heartbeat \
          (3 replicas; {rounds} rounds of {} ms, executor busy {:.1}% of wall); \
-         1,000 groups at 100 ms => {:.3} cores for the cluster, ~{:.3} per broker",
+         1,000 groups at 100 ms => {:.3} cores for the cluster, ~{:.3} per broker; \
+         heap allocated {:.1} KiB per group (3 replicas), RSS growth {:.1} KiB per group",
         hb.as_millis(),
         100.0 * cpu.as_secs_f64() / wall,
         cores_1000_at_100ms,
         cores_1000_at_100ms / 3.0,
+        ex.setup_bytes as f64 / 1024.0 / groups as f64,
+        ex.setup_rss as f64 / 1024.0 / groups as f64,
     );
 }
 

@@ -17,8 +17,47 @@ pub mod glommio_rt;
 pub mod openraft_spike;
 pub mod raftrs_spike;
 
+use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
+use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::Duration;
+
+static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
+
+/// The system allocator, counting live heap bytes (one relaxed atomic add
+/// per allocation and free), so a bench can report memory per Raft group.
+/// Install with `#[global_allocator]` in the bench file.
+pub struct CountingAlloc;
+
+// SAFETY: defers to `System`; the counter has no effect on the memory.
+unsafe impl GlobalAlloc for CountingAlloc {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        // SAFETY: same contract as ours.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE_BYTES.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
+        // SAFETY: same contract as ours.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+/// Heap bytes currently allocated through `CountingAlloc` (0 if it is not
+/// the global allocator).
+pub fn live_bytes() -> isize {
+    LIVE_BYTES.load(Ordering::Relaxed)
+}
 
 /// Size of one proposed entry's payload.
 pub const ENTRY_BYTES: usize = 64;
@@ -37,6 +76,14 @@ pub fn thread_cpu() -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
+/// Resident set size of the process (`/proc/self/statm`, 4 KiB pages).
+pub fn rss_bytes() -> isize {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
+        .map_or(0, |pages| pages * 4096)
+}
+
 /// What a measured cluster does for `iters` iterations, on its executor.
 pub trait Scenario: 'static {
     /// Runs `iters` iterations and returns the time criterion should see
@@ -48,6 +95,11 @@ type Job = (u64, flume::Sender<Duration>);
 
 /// A glommio executor thread that owns one scenario.
 pub struct OnExecutor {
+    /// Heap bytes the scenario's setup left allocated (its whole cluster).
+    pub setup_bytes: isize,
+    /// Growth of the process RSS during setup (pages actually touched; an
+    /// earlier scenario's freed memory can hide some of it).
+    pub setup_rss: isize,
     jobs: Option<flume::Sender<Job>>,
     thread: Option<glommio::ExecutorJoinHandle<()>>,
 }
@@ -68,14 +120,15 @@ impl OnExecutor {
             glommio::Placement::Unbound
         };
         let (jobs_tx, jobs_rx) = flume::unbounded::<Job>();
-        let (ready_tx, ready_rx) = flume::bounded::<()>(1);
+        let (ready_tx, ready_rx) = flume::bounded::<(isize, isize)>(1);
         let thread = glommio::LocalExecutorBuilder::new(placement)
             .name(name)
             .io_memory(1 << 20)
             .preempt_timer(Duration::from_millis(50))
             .spawn(move || async move {
+                let (heap0, rss0) = (live_bytes(), rss_bytes());
                 let scenario = setup().await;
-                let _ = ready_tx.send(());
+                let _ = ready_tx.send((live_bytes() - heap0, rss_bytes() - rss0));
                 while let Ok((iters, reply)) = jobs_rx.recv_async().await {
                     let _ = reply.send(scenario.run(iters).await);
                 }
@@ -83,8 +136,10 @@ impl OnExecutor {
                 // task still parked is dropped with the executor.
             })
             .expect("start bench executor");
-        ready_rx.recv().expect("scenario setup failed");
+        let (setup_bytes, setup_rss) = ready_rx.recv().expect("scenario setup failed");
         OnExecutor {
+            setup_bytes,
+            setup_rss,
             jobs: Some(jobs_tx),
             thread: Some(thread),
         }
