@@ -19,7 +19,7 @@ pub mod raftrs_spike;
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::future::Future;
-use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
 use std::time::Duration;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
@@ -82,6 +82,20 @@ pub fn rss_bytes() -> isize {
         .ok()
         .and_then(|s| s.split_whitespace().nth(1)?.parse::<isize>().ok())
         .map_or(0, |pages| pages * 4096)
+}
+
+/// Heartbeats sent by leaders: openraft `append_entries` RPCs with no
+/// entries, raft-rs `MsgHeartbeat`s. With this the idle figure can be CPU per
+/// heartbeat actually sent, which stays right when a saturated executor
+/// falls behind its timers.
+static HEARTBEATS_SENT: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_heartbeat() {
+    HEARTBEATS_SENT.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn heartbeats_sent() -> u64 {
+    HEARTBEATS_SENT.load(Ordering::Relaxed)
 }
 
 /// What a measured cluster does for `iters` iterations, on its executor.

@@ -299,6 +299,9 @@ impl RaftNetworkV2<Cfg> for Connection {
         rpc: AppendEntriesRequest<Cfg>,
         _option: RPCOption,
     ) -> Result<AppendEntriesResponse<Cfg>, RPCError<Cfg>> {
+        if rpc.entries.is_empty() {
+            super::count_heartbeat();
+        }
         let peer = self.peer()?;
         peer.append_entries(rpc)
             .await

@@ -15,7 +15,7 @@
 use super::{cpu_over_rounds, Scenario, ENTRY_BYTES};
 use futures::channel::{mpsc, oneshot};
 use futures::StreamExt;
-use raft::eraftpb::{Entry, Message};
+use raft::eraftpb::{Entry, Message, MessageType};
 use raft::storage::MemStorage;
 use raft::{Config, RawNode, StateRole};
 use std::cell::{Cell, RefCell};
@@ -168,6 +168,9 @@ impl Broker {
 
     fn route(outbox: &mut [Vec<(u32, Message)>], g: u32, msgs: Vec<Message>) {
         for m in msgs {
+            if m.get_msg_type() == MessageType::MsgHeartbeat {
+                super::count_heartbeat();
+            }
             outbox[m.to as usize].push((g, m));
         }
     }
