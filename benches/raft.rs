@@ -25,7 +25,8 @@
 //!   groups at a 100 ms heartbeat cost in cores, and the heap the N groups
 //!   hold (a counting global allocator, live bytes after setup).
 //!
-//! Under `cargo test --all-targets` each runs once with 10 idle groups.
+//! `SHARDLOG_RAFT_IDLE_GROUPS` changes N (default 1,000). Under `cargo test
+//! --all-targets` each runs once with 10 idle groups.
 
 mod common;
 mod raft_spike;
@@ -47,12 +48,16 @@ fn heartbeat() -> Duration {
     Duration::from_millis(ms)
 }
 
+/// 1,000 under `cargo bench` unless `SHARDLOG_RAFT_IDLE_GROUPS` says
+/// otherwise; 10 in the smoke test.
 fn idle_groups() -> usize {
-    if common::bench_mode() {
-        1000
-    } else {
-        10
+    if !common::bench_mode() {
+        return 10;
     }
+    std::env::var("SHARDLOG_RAFT_IDLE_GROUPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000)
 }
 
 fn commit(c: &mut Criterion) {
