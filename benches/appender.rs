@@ -148,7 +148,7 @@ impl Ctx {
             let start = Instant::now();
             let mut last = 0;
             for f in frames {
-                last = log.append(vec![f]).expect("append").last_offset;
+                last = log.append(vec![f], 0).expect("append").last_offset;
                 // Give the reactor a turn, as a connection's socket read does
                 // between two requests. (A bare yield_now would not: glommio
                 // polls io_uring only once its task queues run dry or the
@@ -191,7 +191,7 @@ impl Ctx {
                     glommio::spawn_local(async move {
                         for _ in 0..per_task {
                             let t = Instant::now();
-                            let out = log.append(vec![BytesMut::from(&frame[..])]).unwrap();
+                            let out = log.append(vec![BytesMut::from(&frame[..])], 0).unwrap();
                             log.wait_durable(out.last_offset).await.expect("durable");
                             ack_wait.set(ack_wait.get() + t.elapsed());
                             // Each fdatasync publishes a new durable offset:

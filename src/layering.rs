@@ -11,13 +11,16 @@ pub const LAYERS: &[&[&str]] = &[
     &["server", "kafka", "groups", "client"],
     &["shard"],
     &["router"],
-    // Topic table and partition identity (the partition layer).
+    // Topic table and partition identity files.
     &["metadata"],
+    // What of a partition's log is visible (high watermark, last stable
+    // offset) and the leader epoch its appends carry.
+    &["partition"],
     &["storage"],
     // Settings (topic record limits come from `format`).
     &["config"],
-    // Leaves: byte formats, wire vocabulary, wake-ups, the data directory lock.
-    &["format", "protocol", "event", "data_dir"],
+    // Leaves: byte formats, wire vocabulary, wake-ups, time, the data directory lock.
+    &["format", "protocol", "event", "clock", "data_dir"],
 ];
 
 /// Every edge `module -> crate::other` that may appear in the source.
@@ -31,38 +34,63 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "server",
         &[
-            "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol", "router",
-            "shard", "storage",
+            "clock", "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol",
+            "router", "shard", "storage",
         ],
     ),
     (
         "kafka",
         &[
-            "config", "event", "format", "groups", "metadata", "protocol", "router", "server",
-            "shard", "storage",
+            "config",
+            "event",
+            "format",
+            "groups",
+            "metadata",
+            "partition",
+            "protocol",
+            "router",
+            "server",
+            "shard",
+            "storage",
         ],
     ),
     (
         "groups",
         &[
-            "format", "metadata", "protocol", "router", "shard", "storage",
+            "clock",
+            "format",
+            "metadata",
+            "partition",
+            "protocol",
+            "router",
+            "shard",
+            "storage",
         ],
     ),
     ("client", &["format", "protocol", "storage"]),
     (
         "shard",
         &[
-            "config", "event", "metadata", "protocol", "router", "storage",
+            "clock",
+            "config",
+            "event",
+            "metadata",
+            "partition",
+            "protocol",
+            "router",
+            "storage",
         ],
     ),
-    ("router", &["metadata", "protocol", "storage"]),
+    ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),
-    ("storage", &["config", "event", "format"]),
+    ("partition", &["event", "storage"]),
+    ("storage", &["clock", "config", "event", "format"]),
     ("format", &[]),
     ("protocol", &[]),
     ("config", &["format"]),
     ("event", &[]),
+    ("clock", &[]),
 ];
 
 /// Edges inside one layer that are allowed: the Kafka listener implements

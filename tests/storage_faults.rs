@@ -5,7 +5,9 @@ use bytes::BytesMut;
 use shardlog::config::TopicConfig;
 use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use shardlog::storage::{
+    AppendError, CacheBudget, Log, LogConfig, ReadError, StorageError, WriteBudget,
+};
 use std::path::PathBuf;
 use std::rc::Rc;
 
@@ -60,7 +62,7 @@ async fn values(log: &Log<SimDisk>) -> Vec<String> {
     let mut out = Vec::new();
     let mut off = log.log_start_offset();
     loop {
-        let r = log.read(off, 1 << 16).await.unwrap();
+        let r = log.read(off, 1 << 16, log.durable_offset()).await.unwrap();
         if r.frames.is_empty() {
             return out;
         }
@@ -83,18 +85,24 @@ fn a_failed_write_stops_the_partition_until_reopened() {
         let disk = SimDisk::new(1);
         let (log, fl) = open(&disk).await;
         for i in 0..50 {
-            let o = log.append(vec![frame(i)]).unwrap();
+            let o = log.append(vec![frame(i)], 0).unwrap();
             log.wait_durable(o.last_offset).await.unwrap();
         }
         disk.fail_write_in(0);
-        let o = log.append(vec![frame(50)]).unwrap();
+        let o = log.append(vec![frame(50)], 0).unwrap();
         let err = log.wait_durable(o.last_offset).await.unwrap_err();
         assert!(
             matches!(err, StorageError::Failed { .. } | StorageError::Io { .. }),
             "{err}"
         );
-        let refused = log.append(vec![frame(51)]).unwrap_err();
-        assert!(matches!(refused, StorageError::Failed { .. }), "{refused}");
+        let refused = log.append(vec![frame(51)], 0).unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                AppendError::Unavailable(StorageError::Failed { .. })
+            ),
+            "{refused}"
+        );
         assert!(refused.to_string().contains("refuses writes"), "{refused}");
         // Reads of what is there keep working.
         assert!(values(&log).await.len() >= 50);
@@ -108,7 +116,7 @@ fn a_failed_write_stops_the_partition_until_reopened() {
         for (i, s) in v.iter().take(50).enumerate() {
             assert!(s.starts_with(&format!("value-{i}-")));
         }
-        let o = log.append(vec![frame(99)]).unwrap();
+        let o = log.append(vec![frame(99)], 0).unwrap();
         log.wait_durable(o.last_offset).await.unwrap();
     });
 }
@@ -118,11 +126,11 @@ fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
     run(async || {
         let disk = SimDisk::new(2);
         let (log, _fl) = open(&disk).await;
-        let o = log.append(vec![frame(0)]).unwrap();
+        let o = log.append(vec![frame(0)], 0).unwrap();
         log.wait_durable(o.last_offset).await.unwrap();
         disk.fail_sync_in(0);
-        let a = log.append(vec![frame(1)]).unwrap();
-        let b = log.append(vec![frame(2)]).unwrap();
+        let a = log.append(vec![frame(1)], 0).unwrap();
+        let b = log.append(vec![frame(2)], 0).unwrap();
         let (ra, rb) = futures::join!(
             log.wait_durable(a.last_offset),
             log.wait_durable(b.last_offset)
@@ -132,8 +140,8 @@ fn a_failed_sync_fails_its_waiters_and_stops_the_partition() {
             "every waiter of the failed group commit hears of it"
         );
         assert!(matches!(
-            log.append(vec![frame(3)]),
-            Err(StorageError::Failed { .. })
+            log.append(vec![frame(3)], 0),
+            Err(AppendError::Unavailable(StorageError::Failed { .. }))
         ));
     });
 }
@@ -146,7 +154,7 @@ fn short_writes_are_continued_and_nothing_is_lost() {
         let (log, fl) = open(&disk).await;
         let mut last = 0;
         for i in 0..400 {
-            last = log.append(vec![frame(i)]).unwrap().last_offset;
+            last = log.append(vec![frame(i)], 0).unwrap().last_offset;
         }
         log.wait_durable(last).await.unwrap();
         assert!(disk.write_count() > 10);
@@ -168,7 +176,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         let (log, fl) = open(&disk).await;
         let mut last = 0;
         for i in 0..40 {
-            last = log.append(vec![frame(i)]).unwrap().last_offset;
+            last = log.append(vec![frame(i)], 0).unwrap().last_offset;
         }
         log.wait_durable(last).await.unwrap();
         // Room for a little more, then full.
@@ -176,7 +184,7 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         let mut refused = None;
         let mut appended = 40;
         for i in 40..400 {
-            match log.append(vec![frame(i)]) {
+            match log.append(vec![frame(i)], 0) {
                 Ok(o) => {
                     appended += 1;
                     if let Err(e) = log.wait_durable(o.last_offset).await {
@@ -190,7 +198,10 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
             }
         }
         let e = refused.expect("the full disk refuses produce");
-        assert!(matches!(e, StorageError::NoSpace { .. }), "{e}");
+        assert!(
+            matches!(e, AppendError::Unavailable(StorageError::NoSpace { .. })),
+            "{e}"
+        );
         assert!(e.to_string().contains("no space"), "{e}");
         // Reads keep working: everything durable is readable (batches still
         // waiting for room are not visible until they are durable).
@@ -203,9 +214,11 @@ fn a_full_disk_refuses_produce_keeps_reads_and_resumes_when_space_frees() {
         disk.set_capacity(None);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         let o = loop {
-            match log.append(vec![frame(1000)]) {
+            match log.append(vec![frame(1000)], 0) {
                 Ok(o) => break o,
-                Err(StorageError::NoSpace { .. }) if std::time::Instant::now() < deadline => {
+                Err(AppendError::Unavailable(StorageError::NoSpace { .. }))
+                    if std::time::Instant::now() < deadline =>
+                {
                     glommio::timer::sleep(std::time::Duration::from_millis(20)).await;
                 }
                 Err(e) => panic!("writes did not resume: {e}"),
@@ -237,7 +250,7 @@ fn delete_records_moves_the_start_durably_and_frees_whole_segments() {
             ..log.topic_config()
         });
         for i in 0..600 {
-            let o = log.append(vec![frame(i)]).unwrap();
+            let o = log.append(vec![frame(i)], 0).unwrap();
             log.wait_durable(o.last_offset).await.unwrap();
         }
         let before = log.segment_count();
@@ -248,8 +261,8 @@ fn delete_records_moves_the_start_durably_and_frees_whole_segments() {
             "whole segments below 450 deleted"
         );
         assert!(matches!(
-            log.read(10, 1 << 16).await,
-            Err(StorageError::OffsetOutOfRange { log_start: 450, .. })
+            log.read(10, 1 << 16, log.durable_offset()).await,
+            Err(ReadError::OffsetOutOfRange { log_start: 450, .. })
         ));
         // Not moved backwards.
         assert_eq!(log.delete_records_before(300).await.unwrap(), 450);
@@ -273,5 +286,13 @@ fn delete_records_moves_the_start_durably_and_frees_whole_segments() {
         let v = values(&log).await;
         assert_eq!(v.len(), 150);
         assert!(v[0].starts_with("value-450-"), "{}", v[0]);
+        // A suffix truncation recovers from disk: the floor is read back.
+        assert_eq!(log.truncate_suffix(500).await.unwrap(), 500);
+        assert_eq!(
+            log.log_start_offset(),
+            450,
+            "the start survives a truncation"
+        );
+        assert_eq!(values(&log).await.len(), 50);
     });
 }

@@ -1,5 +1,9 @@
-//! Model-checked storage: random sequences of append, sync, roll, crash,
-//! recover, read and retention against a simple model, on the simulated disk.
+//! Model-checked storage: random sequences of append (as leader, and with
+//! leader-assigned offsets as a follower), leader epoch changes, timed
+//! flushes on a manual clock, sync, roll, suffix truncation, crash,
+//! recover, read and retention against a simple model, on the simulated
+//! disk. Reads check offsets, first values and the leader epoch of every
+//! batch, also after every reopen and crash.
 //!
 //! Every seed is independent and replays exactly:
 //! `SHARDLOG_SEED=1234 cargo test --test storage_model -- --nocapture`.
@@ -8,12 +12,14 @@
 use bytes::{Bytes, BytesMut};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use shardlog::clock::{Clock, ManualClock};
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
 use shardlog::storage::sim::SimDisk;
-use shardlog::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use shardlog::storage::{AppendError, CacheBudget, Log, LogConfig, StorageError, WriteBudget};
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::time::Duration;
 
 fn cfg(rng: &mut StdRng) -> LogConfig {
     LogConfig {
@@ -32,7 +38,9 @@ fn cfg(rng: &mut StdRng) -> LogConfig {
         },
         write_chunk_bytes: [4096, 8192, 16384][rng.gen_range(0..3)],
         write_behind: rng.gen_range(1..4),
-        flush_interval_ms: 1_000_000,
+        // Time stands still unless the test advances the manual clock, so
+        // timed flushes happen exactly when an operation says so.
+        flush_interval_ms: rng.gen_range(1..500),
         checkpoint_interval_ms: rng.gen_range(0..3),
         cache_keep_bytes: rng.gen_range(0..20_000),
         preallocate_bytes: [0, 8192, 65536][rng.gen_range(0..3)],
@@ -60,14 +68,26 @@ fn batch(rng: &mut StdRng, tag: u64) -> (BytesMut, Vec<u8>) {
 struct Appended {
     first_value: Vec<u8>,
     base_offset: u64,
+    last_offset: u64,
+    leader_epoch: i32,
     durable: bool,
 }
 
-async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
+impl Appended {
+    fn key(&self) -> (u64, i32, &[u8]) {
+        (self.base_offset, self.leader_epoch, &self.first_value[..])
+    }
+}
+
+/// Every visible batch from `from` on: (base offset, leader epoch, first value).
+async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, i32, Bytes)> {
     let mut out = Vec::new();
     let mut off = from;
     loop {
-        let r = log.read(off, 50_000).await.expect("read");
+        let r = log
+            .read(off, 50_000, log.durable_offset())
+            .await
+            .expect("read");
         if r.frames.is_empty() {
             return out;
         }
@@ -76,27 +96,65 @@ async fn read_all(log: &Log<SimDisk>, from: u64) -> Vec<(u64, Bytes)> {
                 shardlog::format::read_records(&f, 1 << 20).expect("stored frame reads back");
             assert!(h.last_offset() >= off);
             off = h.last_offset() + 1;
-            out.push((h.base_offset, recs[0].value.clone().unwrap()));
+            out.push((
+                h.base_offset,
+                h.partition_leader_epoch,
+                recs[0].value.clone().unwrap(),
+            ));
         }
     }
 }
 
-/// Open the partition log under test (no write budget: the model drives
-/// the flusher itself).
+/// Compare what the log serves from `from` on with the model's batches below `end`.
+async fn check_reads(log: &Log<SimDisk>, model: &[Appended], from: u64, end: u64, what: &str) {
+    let got = read_all(log, from).await;
+    let want: Vec<_> = model
+        .iter()
+        .filter(|m| m.base_offset >= from && m.base_offset < end)
+        .collect();
+    assert_eq!(got.len(), want.len(), "{what}: batch count");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!((g.0, g.1, &g.2[..]), w.key(), "{what}");
+    }
+}
+
+thread_local! {
+    /// The clock of the seed running on this thread.
+    static CLOCK: std::cell::RefCell<Option<Rc<ManualClock>>> = const { std::cell::RefCell::new(None) };
+}
+
+fn clock() -> Rc<ManualClock> {
+    CLOCK.with(|c| c.borrow().clone().expect("a seed is running"))
+}
+
+/// Open the partition log under test on the seed's manual clock (no write
+/// budget: the model drives the flusher itself).
 async fn open_log(
     disk: &SimDisk,
     dir: impl Into<std::path::PathBuf>,
     cfg: &LogConfig,
     budget: &Rc<CacheBudget>,
 ) -> Result<Rc<Log<SimDisk>>, StorageError> {
-    Log::open(
+    let clock: Rc<dyn Clock> = clock();
+    Log::open_with_clock(
         disk.clone(),
         dir.into(),
         cfg.clone(),
         budget.clone(),
         WriteBudget::unlimited(),
+        clock,
     )
     .await
+}
+
+/// Let the flusher run until `done` holds (or it has had plenty of turns).
+async fn settle(log: &Log<SimDisk>, done: impl Fn(&Log<SimDisk>) -> bool) {
+    for _ in 0..1000 {
+        if done(log) {
+            return;
+        }
+        glommio::executor().yield_task_queue_now().await;
+    }
 }
 
 /// Heal the disk, crash it, reopen: every durable batch must be there.
@@ -134,6 +192,7 @@ async fn reopen_after_fault(
 }
 
 async fn run_seed(seed: u64) {
+    CLOCK.with(|c| *c.borrow_mut() = Some(ManualClock::new()));
     let mut rng = StdRng::seed_from_u64(seed);
     let disk = SimDisk::new(seed);
     let dir = PathBuf::from("/sim/t-0");
@@ -145,18 +204,37 @@ async fn run_seed(seed: u64) {
     let mut tag = 0u64;
     let mut log_start = 0u64;
     let mut faulted = false;
+    // A fault was injected since the disk was last healed: it may strike
+    // any later write or sync.
+    let mut fault_armed = false;
+    let mut leader_epoch = 0i32;
+    // A suffix truncation failed: the partition is offline until reopened.
+    let mut truncation_failed = false;
     // Highest offset a reader could see: it must survive every crash.
     let mut seen_hw = 0u64;
+    let verbose = std::env::var_os("SHARDLOG_VERBOSE").is_some();
     for _step in 0..rng.gen_range(20..80) {
-        match rng.gen_range(0..100) {
-            0..=54 => {
+        let op = rng.gen_range(0..100);
+        if verbose {
+            eprintln!(
+                "op {op}: log [{}, {}) durable {} segments {}",
+                log.log_start_offset(),
+                log.next_offset(),
+                log.durable_offset(),
+                log.segment_count()
+            );
+        }
+        match op {
+            0..=44 => {
                 tag += 1;
                 let (f, first) = batch(&mut rng, tag);
-                match log.append(vec![f]) {
+                match log.append(vec![f], leader_epoch) {
                     Ok(o) => {
                         model.push(Appended {
                             first_value: first,
                             base_offset: o.base_offset,
+                            last_offset: o.last_offset,
+                            leader_epoch,
                             durable: false,
                         });
                         if rng.gen_bool(0.3) {
@@ -175,15 +253,139 @@ async fn run_seed(seed: u64) {
                             }
                         }
                     }
-                    Err(StorageError::NoSpace { .. }) | Err(StorageError::Failed { .. }) => {
-                        faulted = true
-                    }
+                    Err(AppendError::Unavailable(
+                        StorageError::NoSpace { .. } | StorageError::Failed { .. },
+                    )) => faulted = true,
                     Err(e) => panic!("seed {seed}: append failed: {e}"),
                 }
             }
-            55..=59 => {
+            45..=49 => {
+                // A follower's append: offsets and epoch come from the leader.
+                tag += 1;
+                let (mut f, first) = batch(&mut rng, tag);
+                let base = log.next_offset();
+                shardlog::format::frame::stamp(&mut f, base, leader_epoch);
+                match log.append_at(vec![f]) {
+                    Ok(o) => {
+                        assert_eq!(o.base_offset, base, "seed {seed}: append_at keeps offsets");
+                        model.push(Appended {
+                            first_value: first,
+                            base_offset: o.base_offset,
+                            last_offset: o.last_offset,
+                            leader_epoch,
+                            durable: false,
+                        });
+                    }
+                    Err(AppendError::Unavailable(
+                        StorageError::NoSpace { .. } | StorageError::Failed { .. },
+                    )) => faulted = true,
+                    Err(e) => panic!("seed {seed}: append_at failed: {e}"),
+                }
+            }
+            50..=51 => {
+                // A new leader: later batches carry its epoch.
+                leader_epoch += rng.gen_range(1..3);
+                STATS.with(|s| s.borrow_mut().epochs += 1);
+            }
+            52..=55 => {
+                // Time passes beyond the flush interval: the flusher syncs
+                // what is dirty on its own, with no waiter asking.
+                clock().advance(Duration::from_millis(cfg.flush_interval_ms + 1));
+                settle(&log, |l| l.durable_offset() == l.next_offset()).await;
+                // A faulted log's offsets promise nothing (a failed
+                // truncation may have cut the files under them).
+                if log.durable_offset() == log.next_offset() && !faulted {
+                    for m in model.iter_mut() {
+                        m.durable = true;
+                    }
+                    STATS.with(|s| s.borrow_mut().timed_flushes += 1);
+                } else {
+                    assert!(
+                        faulted || fault_armed,
+                        "seed {seed}: the flush interval passed without a sync (durable {}, next {})",
+                        log.durable_offset(),
+                        log.next_offset()
+                    );
+                }
+            }
+            56..=59 => {
+                // A follower's tail diverged: cut it at an offset, often a batch boundary.
+                let (start, next) = (log.log_start_offset(), log.next_offset());
+                if next == start {
+                    continue;
+                }
+                let live: Vec<u64> = model
+                    .iter()
+                    .filter(|m| m.base_offset >= start)
+                    .map(|m| m.base_offset)
+                    .collect();
+                let offset = if !live.is_empty() && rng.gen_bool(0.6) {
+                    live[rng.gen_range(0..live.len())]
+                } else {
+                    rng.gen_range(start..=next)
+                };
+                let want_end = model
+                    .iter()
+                    .find(|m| m.last_offset >= offset)
+                    .map(|m| m.base_offset)
+                    .unwrap_or(next);
+                match log.truncate_suffix(offset).await {
+                    Ok(end) => {
+                        STATS.with(|s| s.borrow_mut().truncations += 1);
+                        assert_eq!(end, want_end, "seed {seed}: truncation end");
+                        assert_eq!(log.next_offset(), end, "seed {seed}");
+                        model.retain(|m| m.last_offset < offset);
+                        if offset < next {
+                            // A real cut leaves everything before it durable.
+                            assert_eq!(
+                                log.durable_offset(),
+                                end,
+                                "seed {seed}: truncation is durable"
+                            );
+                            for m in model.iter_mut() {
+                                m.durable = true;
+                            }
+                        }
+                        seen_hw = seen_hw.min(end);
+                        log_start = log.log_start_offset();
+                        check_reads(
+                            &log,
+                            &model,
+                            log_start,
+                            log.durable_offset(),
+                            &format!("seed {seed}: after truncation"),
+                        )
+                        .await;
+                    }
+                    Err(StorageError::NoSpace { .. })
+                    | Err(StorageError::Failed { .. })
+                    | Err(StorageError::Io { .. }) => {
+                        // Refused before touching the files (the partition
+                        // had failed already), or cut part way: then the
+                        // partition is offline (reads refused) until
+                        // reopened. Either way the batches past the cut may
+                        // or may not be there after a reopen.
+                        faulted = true;
+                        truncation_failed = log.offline_cause().is_some();
+                        if truncation_failed {
+                            STATS.with(|s| s.borrow_mut().failed_truncations += 1);
+                            assert!(
+                                log.read(start, 1000, log.durable_offset()).await.is_err(),
+                                "seed {seed}: reads are refused after a failed truncation"
+                            );
+                        }
+                        seen_hw = seen_hw.min(want_end);
+                        for m in model.iter_mut().filter(|m| m.last_offset >= offset) {
+                            m.durable = false;
+                        }
+                    }
+                    Err(e) => panic!("seed {seed}: truncate_suffix failed: {e}"),
+                }
+            }
+            60..=64 => {
                 // Inject a fault; the partition must fail safe.
-                STATS.with(|s| s.borrow_mut().4 += 1);
+                STATS.with(|s| s.borrow_mut().faults += 1);
+                fault_armed = true;
                 match rng.gen_range(0..4) {
                     0 => disk.fail_write_in(rng.gen_range(0..3)),
                     1 => disk.fail_sync_in(rng.gen_range(0..3)),
@@ -191,35 +393,29 @@ async fn run_seed(seed: u64) {
                     _ => disk.set_capacity(Some(disk.used_bytes() + rng.gen_range(0..20_000))),
                 }
             }
-            60..=69 => {
+            65..=72 if truncation_failed => {}
+            65..=72 => {
                 // Read back everything visible (durable) and compare with the model.
-                let hw = log.high_watermark();
+                let hw = log.durable_offset();
                 seen_hw = seen_hw.max(hw);
-                let got = read_all(&log, log_start).await;
-                let want: Vec<_> = model
-                    .iter()
-                    .filter(|m| m.base_offset >= log_start && m.base_offset < hw)
-                    .collect();
-                assert_eq!(got.len(), want.len(), "seed {seed}: batch count");
-                for (g, w) in got.iter().zip(want) {
-                    assert_eq!(g.0, w.base_offset, "seed {seed}");
-                    assert_eq!(&g.1[..], &w.first_value[..], "seed {seed}");
-                }
+                check_reads(&log, &model, log_start, hw, &format!("seed {seed}")).await;
             }
-            70..=74 => {
+            73..=76 => {
                 // Retention by size: keep about half.
                 let deleted = log.apply_retention(i64::MAX / 2).await.unwrap();
-                STATS.with(|s| s.borrow_mut().2 += deleted as u64);
+                STATS.with(|s| s.borrow_mut().deleted += deleted as u64);
                 log_start = log.log_start_offset();
             }
-            75..=84 => {
+            77..=86 => {
                 // Crash: only synced data (plus torn leftovers) survives.
                 drop(flusher);
                 drop(log);
                 disk.heal();
                 disk.crash();
                 faulted = false;
-                STATS.with(|s| s.borrow_mut().0 += 1);
+                fault_armed = false;
+                truncation_failed = false;
+                STATS.with(|s| s.borrow_mut().crashes += 1);
                 log = match open_log(&disk, dir.clone(), &cfg, &budget).await {
                     Ok(l) => l,
                     Err(StorageError::Corrupt { .. }) => {
@@ -247,19 +443,14 @@ async fn run_seed(seed: u64) {
                 }
                 model.retain(|m| m.base_offset < next);
                 log_start = log.log_start_offset();
-                let got = read_all(&log, log_start).await;
-                let want: Vec<_> = model
-                    .iter()
-                    .filter(|m| m.base_offset >= log_start)
-                    .collect();
-                assert_eq!(got.len(), want.len(), "seed {seed}: after crash");
-                for (g, w) in got.iter().zip(want) {
-                    assert_eq!(
-                        (g.0, &g.1[..]),
-                        (w.base_offset, &w.first_value[..]),
-                        "seed {seed}"
-                    );
-                }
+                check_reads(
+                    &log,
+                    &model,
+                    log_start,
+                    u64::MAX,
+                    &format!("seed {seed}: after crash"),
+                )
+                .await;
                 for m in model.iter_mut() {
                     m.durable = true; // recovered data is on disk now
                 }
@@ -272,6 +463,16 @@ async fn run_seed(seed: u64) {
                     reopen_after_fault(&disk, &dir, &cfg, &budget, &mut model, seed).await;
                 log_start = log.log_start_offset();
                 faulted = false;
+                fault_armed = false;
+                truncation_failed = false;
+                check_reads(
+                    &log,
+                    &model,
+                    log_start,
+                    u64::MAX,
+                    &format!("seed {seed}: after a fault"),
+                )
+                .await;
             }
             _ => {
                 // Clean close and reopen: the appender resumes at the exact end.
@@ -283,6 +484,8 @@ async fn run_seed(seed: u64) {
                         reopen_after_fault(&disk, &dir, &cfg, &budget, &mut model, seed).await;
                     log_start = log.log_start_offset();
                     faulted = false;
+                    fault_armed = false;
+                    truncation_failed = false;
                     continue;
                 }
                 drop(flusher);
@@ -294,6 +497,14 @@ async fn run_seed(seed: u64) {
                 for m in model.iter_mut() {
                     m.durable = true;
                 }
+                check_reads(
+                    &log,
+                    &model,
+                    log_start,
+                    u64::MAX,
+                    &format!("seed {seed}: after reopen"),
+                )
+                .await;
             }
         }
     }
@@ -321,19 +532,37 @@ async fn run_seed(seed: u64) {
     drop(log);
     let log = open_log(&disk, dir.clone(), &cfg, &budget).await.unwrap();
     let start = log.log_start_offset();
-    let got = read_all(&log, start).await;
-    let want: Vec<_> = model.iter().filter(|m| m.base_offset >= start).collect();
-    assert_eq!(got.len(), want.len(), "seed {seed}: final");
+    check_reads(
+        &log,
+        &model,
+        start,
+        u64::MAX,
+        &format!("seed {seed}: final"),
+    )
+    .await;
     STATS.with(|s| {
         let mut s = s.borrow_mut();
-        s.1 += model.len() as u64;
-        s.3 += log.segment_count() as u64;
+        s.batches += model.len() as u64;
+        s.segments += log.segment_count() as u64;
     });
 }
 
+/// What the random mix exercised, over all seeds.
+#[derive(Default, Debug)]
+struct Stats {
+    crashes: u64,
+    batches: u64,
+    deleted: u64,
+    segments: u64,
+    faults: u64,
+    epochs: u64,
+    timed_flushes: u64,
+    truncations: u64,
+    failed_truncations: u64,
+}
+
 thread_local! {
-    /// (crashes, batches, segments deleted by retention, segments at the end, faults injected)
-    static STATS: std::cell::RefCell<(u64, u64, u64, u64, u64)> = const { std::cell::RefCell::new((0, 0, 0, 0, 0)) };
+    static STATS: std::cell::RefCell<Stats> = std::cell::RefCell::new(Stats::default());
 }
 
 #[test]
@@ -351,8 +580,17 @@ fn random_operation_sequences_against_a_model() {
             }
             run_seed(seed).await;
         }
-        let (crashes, batches, deleted, segments, faults) = STATS.with(|s| *s.borrow());
-        println!("{n} seeds: {crashes} crashes, {faults} injected faults, {batches} batches kept, {deleted} segments deleted by retention, {segments} segments at the end");
-        assert!(crashes > n && deleted > 0 && segments > n && faults > n, "the random mix must exercise crashes, faults, retention and rolls");
+        STATS.with(|s| {
+            let s = s.borrow();
+            println!(
+                "{n} seeds: {} crashes, {} injected faults, {} batches kept, {} segments deleted by retention, {} segments at the end, {} leader epoch changes, {} timed flushes, {} suffix truncations ({} failed part way)",
+                s.crashes, s.faults, s.batches, s.deleted, s.segments, s.epochs, s.timed_flushes, s.truncations, s.failed_truncations
+            );
+            assert!(
+                s.crashes > n && s.deleted > 0 && s.segments > n && s.faults > n
+                    && s.epochs > 0 && s.timed_flushes > n && s.truncations > n,
+                "the random mix must exercise crashes, faults, retention, rolls, epochs, timed flushes and truncations: {s:?}"
+            );
+        });
     });
 }

@@ -19,12 +19,18 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 /// consumers at 1 MiB batches with the default acks=1 (the broker answers
 /// before its data is written, so its unwritten-bytes budget is what holds
 /// it). The peak RSS (exact, from wait4) is printed as a measurement and
-/// must stay within loadgen's budget plus the embedded broker's.
+/// must stay within loadgen's budget plus the embedded broker's. With a
+/// report directory: drawing the report of a run without consumers (no
+/// end-to-end latency) once allocated without end.
 #[test]
 fn a_closed_loop_run_without_consumers_stays_within_its_memory_budget() {
     let shards = 2;
+    let report = tempfile::tempdir().unwrap();
+    let report_dir = report.path().to_str().unwrap().to_string();
     let lg = Loadgen::spawn(&[
         "run",
+        "--report-dir",
+        &report_dir,
         "--quiet",
         "--rate",
         "0",
@@ -60,6 +66,12 @@ fn a_closed_loop_run_without_consumers_stays_within_its_memory_budget() {
         EmbeddedBroker::memory_budget(shards) >> 20
     );
     assert!(done.stdout.contains("started an embedded broker"), "{done}");
+    for f in ["index.html", "report.json", "timeline.svg"] {
+        assert!(
+            report.path().join(f).is_file(),
+            "no {f} in the report\n{done}"
+        );
+    }
     assert!(
         peak <= budget,
         "peak RSS {peak} B over the budget {budget} B\n{done}"

@@ -218,6 +218,21 @@ mod tests {
     }
 
     #[test]
+    fn the_header_crc_covers_the_leader_epoch() {
+        let mut f = stamped();
+        stamp(&mut f, 1234, 7);
+        let h = parse_header(&f).expect("a stamped header parses");
+        assert_eq!((h.base_offset, h.partition_leader_epoch), (1234, 7));
+        verify_crc(&h, &f).expect("the batch CRC does not cover the epoch");
+        // An epoch changed without re-sealing the header is caught.
+        f[OFF_LEADER_EPOCH] ^= 1;
+        assert!(
+            parse_header(&f).is_err(),
+            "a flipped epoch must fail the header check"
+        );
+    }
+
+    #[test]
     fn every_single_bit_flip_in_the_header_is_refused() {
         let f = stamped();
         assert_eq!(validate(&f).unwrap().base_offset, 1234);

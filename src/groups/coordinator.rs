@@ -10,6 +10,7 @@
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, SyncStep};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
+use crate::clock::Clock;
 use crate::shard::{PerShard, Shard};
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -29,17 +30,23 @@ thread_local! {
 /// Groups one shard coordinates, so a client cannot exhaust memory with names.
 pub const GROUPS_MAX: usize = 100_000;
 
-#[derive(Default)]
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
     offsets: OffsetStore,
+    /// The shard's clock: session and rebalance deadlines are measured on it.
+    clock: Rc<dyn Clock>,
 }
 
 impl Coordinator {
     /// This shard's coordinator, created (with its ticker) on first use.
     pub fn get(shard: &Rc<Shard>) -> Rc<Coordinator> {
-        let (c, made) =
-            COORDINATOR.with(|slot| slot.get_or_insert_with(shard, Coordinator::default));
+        let (c, made) = COORDINATOR.with(|slot| {
+            slot.get_or_insert_with(shard, || Coordinator {
+                groups: RefCell::default(),
+                offsets: OffsetStore::default(),
+                clock: shard.clock.clone(),
+            })
+        });
         if made {
             glommio::spawn_local(ticker(shard.clone(), Rc::downgrade(&c))).detach();
         }
@@ -102,7 +109,7 @@ impl Coordinator {
 
     pub async fn join(&self, p: JoinParams) -> Result<JoinOutcome, GroupError> {
         let group_id = p.group_id.clone();
-        let rx = self.with_group(&group_id, true, |g| g.join(p, Instant::now()))?;
+        let rx = self.with_group(&group_id, true, |g| g.join(p, self.clock.now()))?;
         let out = rx.await.unwrap_or(Err(GroupError::RebalanceInProgress))?;
         if out.leader == out.member_id {
             info!(group = %group_id, generation = out.generation, members = out.members.len(), protocol = %out.protocol_name, "kafka: group rebalanced");
@@ -118,7 +125,7 @@ impl Coordinator {
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncOutcome, GroupError> {
         let step = self.with_group(group_id, false, |g| {
-            g.sync(member_id, generation, assignments, Instant::now())
+            g.sync(member_id, generation, assignments, self.clock.now())
         })?;
         match step {
             SyncStep::Now(o) => Ok(o),
@@ -133,13 +140,13 @@ impl Coordinator {
         generation: i32,
     ) -> Result<(), GroupError> {
         self.with_group(group_id, false, |g| {
-            g.heartbeat(member_id, generation, Instant::now())
+            g.heartbeat(member_id, generation, self.clock.now())
         })
     }
 
     /// Remove members; one result per member id, in order.
     pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Result<(), GroupError>> {
-        let now = Instant::now();
+        let now = self.clock.now();
         member_ids
             .iter()
             .map(|m| self.with_group(group_id, false, |g| g.leave(m, now)))
@@ -223,8 +230,8 @@ impl Coordinator {
 
 async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
     while !shard.shutting_down.get() {
-        glommio::timer::sleep(TICK).await;
+        shard.clock.sleep(TICK).await;
         let Some(c) = c.upgrade() else { return };
-        c.tick(Instant::now());
+        c.tick(c.clock.now());
     }
 }

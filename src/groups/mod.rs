@@ -29,7 +29,7 @@ use crate::metadata::INTERNAL_PREFIX;
 use crate::router::ops::{AdminError, AdminOp};
 use crate::router::placement::{fnv1a, shard_of};
 use crate::shard::Shard;
-use crate::storage::StorageError;
+use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -68,6 +68,10 @@ pub enum GroupError {
     NotCoordinator,
     #[error("offsets could not be stored: {0}")]
     Storage(StorageError),
+    #[error("offsets could not be stored: {0}")]
+    Append(AppendError),
+    #[error("committed offsets could not be read back: {0}")]
+    Replay(ReadError),
     #[error("timed out storing offsets")]
     Timeout,
     #[error("the group has members: it can be deleted only once empty")]

@@ -120,15 +120,17 @@ impl OffsetStore {
     }
 
     async fn replay(&self, shard: &Rc<Shard>, partition: u32) -> Result<usize, GroupError> {
-        let log = shard.log(OFFSETS_TOPIC, partition).map_err(op_error)?;
-        let end = log.next_offset();
+        let log = shard
+            .partition(OFFSETS_TOPIC, partition)
+            .map_err(op_error)?;
+        let end = log.log_end_offset();
         let mut at = log.log_start_offset();
         let mut records = 0;
         while at < end {
             let r = log
                 .read(at, REPLAY_READ_BYTES)
                 .await
-                .map_err(GroupError::Storage)?;
+                .map_err(GroupError::Replay)?;
             if r.frames.is_empty() {
                 break;
             }
@@ -332,6 +334,8 @@ async fn append(
 fn op_error(e: OpError) -> GroupError {
     match e {
         OpError::Storage(s) => GroupError::Storage(s),
+        OpError::Append(a) => GroupError::Append(a),
+        OpError::Read(r) => GroupError::Replay(r),
         OpError::Timeout(_) => GroupError::Timeout,
         other => GroupError::CoordinatorUnavailable(other.to_string()),
     }

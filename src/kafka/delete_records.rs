@@ -21,21 +21,21 @@ const HIGH_WATERMARK: i64 = -1;
 
 /// One partition on its owning shard: the new low watermark or an error code.
 async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) -> Result<u64, i16> {
-    let log = s.log(&topic, partition).map_err(|e| errors::op(&e))?;
-    let hw = log.high_watermark();
+    let p = s.partition(&topic, partition).map_err(|e| errors::op(&e))?;
+    let hw = p.high_watermark();
     let target = match offset {
         HIGH_WATERMARK => hw,
         o if o < 0 || o as u64 > hw => return Err(errors::offset_out_of_range()),
         o => o as u64,
     };
-    match log.delete_records_before(target).await {
+    match p.delete_records_before(target).await {
         // A full disk is exactly when records get deleted to make room:
         // the log start file needs one block, so give back the metadata
         // space reserve (refilled by the controller later) and try once more.
         Err(StorageError::NoSpace { .. })
             if matches!(reserve::release(&s.config.data_dir), Ok(true)) =>
         {
-            log.delete_records_before(target).await
+            p.delete_records_before(target).await
         }
         r => r,
     }

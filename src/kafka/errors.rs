@@ -8,7 +8,7 @@
 use super::batch::BatchError;
 use crate::groups::GroupError;
 use crate::router::ops::{AdminError, OpError};
-use crate::storage::StorageError;
+use crate::storage::{AppendError, ReadError, SequenceError, StorageError};
 use kafka_protocol::error::ResponseError;
 
 /// Kafka's "no error".
@@ -51,15 +51,30 @@ pub fn storage(e: &StorageError) -> i16 {
         StorageError::Io { .. }
         | StorageError::NoSpace { .. }
         | StorageError::Failed { .. }
-        | StorageError::Corrupt { .. }
-        | StorageError::NotClaimed(_) => ResponseError::KafkaStorageError,
-        StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
-        StorageError::BatchTooLarge { .. } => ResponseError::MessageTooLarge,
-        StorageError::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
-        StorageError::InvalidProducerEpoch { .. } => ResponseError::InvalidProducerEpoch,
+        | StorageError::Corrupt { .. } => ResponseError::KafkaStorageError,
         // The partition is closing (shutdown or deletion): retriable.
         StorageError::Closed => ResponseError::NotLeaderOrFollower,
     })
+}
+
+pub fn append(e: &AppendError) -> i16 {
+    match e {
+        AppendError::BatchTooLarge { .. } => code(ResponseError::MessageTooLarge),
+        AppendError::Sequence(SequenceError::OutOfOrderSequence { .. }) => {
+            code(ResponseError::OutOfOrderSequenceNumber)
+        }
+        AppendError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
+            code(ResponseError::InvalidProducerEpoch)
+        }
+        AppendError::Unavailable(s) => storage(s),
+    }
+}
+
+pub fn read(e: &ReadError) -> i16 {
+    match e {
+        ReadError::OffsetOutOfRange { .. } => code(ResponseError::OffsetOutOfRange),
+        ReadError::Unavailable(s) => storage(s),
+    }
 }
 
 pub fn op(e: &OpError) -> i16 {
@@ -69,6 +84,8 @@ pub fn op(e: &OpError) -> i16 {
         }
         OpError::Offline { .. } => code(ResponseError::KafkaStorageError),
         OpError::Storage(s) => storage(s),
+        OpError::Append(a) => append(a),
+        OpError::Read(r) => read(r),
         OpError::Corrupt(_) => code(ResponseError::CorruptMessage),
         OpError::Timeout(_) => code(ResponseError::RequestTimedOut),
         OpError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
@@ -116,6 +133,8 @@ pub fn group(e: &GroupError) -> i16 {
         GroupError::CoordinatorUnavailable(_) => ResponseError::CoordinatorNotAvailable,
         GroupError::NotCoordinator => ResponseError::NotCoordinator,
         GroupError::Storage(s) => return storage(s),
+        GroupError::Append(a) => return append(a),
+        GroupError::Replay(r) => return read(r),
         GroupError::Timeout => ResponseError::RequestTimedOut,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
@@ -198,18 +217,18 @@ mod tests {
 
     #[test]
     fn codes_match_kafka() {
-        let ooo = StorageError::OutOfOrderSequence {
+        let ooo = AppendError::Sequence(SequenceError::OutOfOrderSequence {
             producer_id: 1,
             expected: 2,
             got: 5,
-        };
-        assert_eq!(storage(&ooo), 45);
-        let epoch = StorageError::InvalidProducerEpoch {
+        });
+        assert_eq!(append(&ooo), 45);
+        let epoch = AppendError::Sequence(SequenceError::InvalidProducerEpoch {
             producer_id: 1,
             epoch: 0,
             current: 1,
-        };
-        assert_eq!(storage(&epoch), 47);
+        });
+        assert_eq!(append(&epoch), 47);
         assert_eq!(op(&OpError::UnknownTopic("t".into())), 3);
         assert_eq!(admin(&AdminError::TopicExists("t".into())), 36);
         assert_eq!(group(&GroupError::RebalanceInProgress), 27);

@@ -23,8 +23,9 @@
 use super::batch::{frame_to_kafka, KAFKA_HEADER_LEN};
 use super::{errors, Ctx};
 use crate::format::{frame, BatchHeader};
+use crate::partition::FetchOutcome;
 use crate::router::ops::{partition_read_cap, FetchPart, OpError};
-use crate::storage::{FetchOutcome, StorageError};
+use crate::storage::ReadError;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{FetchRequest, TopicName};
 use std::collections::HashMap;
@@ -88,12 +89,12 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
             if !known {
                 refused.insert((topic.clone(), p.partition), errors::unknown_topic());
             } else if p.fetch_offset < 0 {
-                let e = StorageError::OffsetOutOfRange {
+                let e = ReadError::OffsetOutOfRange {
                     requested: 0,
                     log_start: 0,
                     high_watermark: 0,
                 };
-                refused.insert((topic.clone(), p.partition), errors::storage(&e));
+                refused.insert((topic.clone(), p.partition), errors::read(&e));
             } else {
                 parts.push(FetchPart {
                     topic: topic.clone(),
@@ -128,7 +129,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                 match results.remove(&key) {
                     Some(Ok(o)) => {
                         d.high_watermark = o.high_watermark as i64;
-                        d.last_stable_offset = o.high_watermark as i64;
+                        d.last_stable_offset = o.last_stable_offset as i64;
                         d.log_start_offset = o.log_start_offset as i64;
                         for f in o.frames {
                             if first_batch_sent && f.len() > budget {
@@ -151,7 +152,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                     }
                     Some(Err(e)) => {
                         d.error_code = errors::op(&e);
-                        if let OpError::Storage(StorageError::OffsetOutOfRange {
+                        if let OpError::Read(ReadError::OffsetOutOfRange {
                             log_start,
                             high_watermark,
                             ..

@@ -7,7 +7,7 @@
 //!   acks = 0 gets no response at all.
 //! - Idempotence is the log's: a retried batch is acknowledged with its
 //!   original offsets, a gap is OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch
-//!   INVALID_PRODUCER_EPOCH (see [`super::errors::storage`]).
+//!   INVALID_PRODUCER_EPOCH (see [`super::errors::append`]).
 //! - Transactional produce, magic v0/v1 batches and writes to internal
 //!   (`__`) topics are refused with a message saying why (`error_message`, v8+).
 //!

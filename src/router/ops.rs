@@ -5,9 +5,23 @@
 //! Moved here from `shard::ops`: these are the payloads of [`super::ShardMsg`],
 //! and the router sits below the shard, so they belong to the router.
 
-use crate::storage::{AppendOutcome, FetchOutcome, StorageError};
+use crate::partition::FetchOutcome;
+use crate::storage::{AppendError, AppendOutcome, ReadError, StorageError};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
+
+/// Why a partition is offline (refusing everything until the broker restarts).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OfflineCause {
+    /// Recovery refused it, its storage failed, or a read found corruption.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The partition directory is not this partition's (its identity file
+    /// names another topic), or could not be claimed: the message says why
+    /// and what to do.
+    #[error(transparent)]
+    NotClaimed(std::sync::Arc<crate::metadata::MetadataError>),
+}
 
 /// Why an operation on a partition failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -24,8 +38,13 @@ pub enum OpError {
     Offline {
         topic: String,
         partition: u32,
-        cause: StorageError,
+        cause: OfflineCause,
     },
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    /// Waiting for durability failed (the partition failed or the disk is full).
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("invalid batch: {0}")]

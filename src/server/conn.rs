@@ -3,6 +3,7 @@
 //! write responses in completion order.
 
 use super::budget::{ConnBudget, Permit};
+use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::shard::memory::SMALL_REQUEST_BYTES;
 use crate::shard::Shard;
@@ -57,12 +58,13 @@ async fn read_before(
     reader: &mut (impl futures::AsyncRead + Unpin),
     into: &mut [u8],
     deadline: Instant,
+    clock: &dyn Clock,
 ) -> ReadOutcome {
-    let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+    let Some(left) = deadline.checked_duration_since(clock.now()) else {
         return ReadOutcome::TimedOut;
     };
     let read = futures_lite::future::or(async { Some(reader.read(into).await) }, async {
-        glommio::timer::sleep(left).await;
+        clock.sleep(left).await;
         None
     })
     .await;
@@ -102,7 +104,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     // its own, of exactly its size. Either way a frame owns its memory.
     let mut buf = BytesMut::with_capacity(READ_BYTES);
     let mut frame_started: Option<Instant> = None;
-    let mut last_request = Instant::now();
+    let mut last_request = shard.clock.now();
     let spawn_handler = |frame: BytesMut, permit: Permit| {
         let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
         glommio::spawn_local(async move {
@@ -135,7 +137,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     let frame = BytesMut::from(&buf[..total]);
                     bytes::Buf::advance(&mut buf, total);
                     frame_started = None;
-                    last_request = Instant::now();
+                    last_request = shard.clock.now();
                     let permit = budget
                         .acquire(proto.request_cost(&frame, &shard.config))
                         .await;
@@ -155,9 +157,16 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     let mut filled = buf.len();
                     frame[..filled].copy_from_slice(&buf);
                     buf.clear();
-                    let deadline = Instant::now() + partial;
+                    let deadline = shard.clock.now() + partial;
                     while filled < total {
-                        match read_before(&mut reader, &mut frame[filled..], deadline).await {
+                        match read_before(
+                            &mut reader,
+                            &mut frame[filled..],
+                            deadline,
+                            &*shard.clock,
+                        )
+                        .await
+                        {
                             ReadOutcome::Data(n) => filled += n,
                             ReadOutcome::Closed => break 'conn,
                             ReadOutcome::TimedOut => {
@@ -167,7 +176,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                         }
                     }
                     frame_started = None;
-                    last_request = Instant::now();
+                    last_request = shard.clock.now();
                     let cost = proto.request_cost(&frame, &shard.config);
                     permit.grow(cost.saturating_sub(total));
                     spawn_handler(frame, permit);
@@ -186,13 +195,13 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
         // Backpressure: do not read while over budget.
         budget.wait_for_room().await;
         if !buf.is_empty() && frame_started.is_none() {
-            frame_started = Some(Instant::now());
+            frame_started = Some(shard.clock.now());
         }
         let deadline = match frame_started {
             Some(t) => t + partial,
             None => last_request + idle,
         };
-        if Instant::now() >= deadline {
+        if shard.clock.now() >= deadline {
             debug!(%peer, partial = frame_started.is_some(), "closing connection: timed out");
             break;
         }
@@ -204,7 +213,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
         let at = buf.len();
         let room = (buf.capacity() - at).min(READ_BYTES);
         buf.resize(at + room, 0);
-        let read = read_before(&mut reader, &mut buf[at..], deadline).await;
+        let read = read_before(&mut reader, &mut buf[at..], deadline, &*shard.clock).await;
         match read {
             ReadOutcome::Data(n) => buf.truncate(at + n),
             ReadOutcome::Closed => {

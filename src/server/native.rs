@@ -14,7 +14,7 @@ use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
 use crate::router::ops::*;
 use crate::shard::Shard;
-use crate::storage::StorageError;
+use crate::storage::{AppendError, ReadError, SequenceError, StorageError};
 use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -26,16 +26,31 @@ pub struct Native;
 /// docs/architecture.md).
 pub fn storage_error_code(e: &StorageError) -> ErrorCode {
     match e {
-        StorageError::Io { .. }
-        | StorageError::Failed { .. }
-        | StorageError::Corrupt { .. }
-        | StorageError::NotClaimed(_) => ErrorCode::StorageFailed,
+        StorageError::Io { .. } | StorageError::Failed { .. } | StorageError::Corrupt { .. } => {
+            ErrorCode::StorageFailed
+        }
         StorageError::NoSpace { .. } => ErrorCode::NoSpace,
-        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-        StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
-        StorageError::OutOfOrderSequence { .. } => ErrorCode::OutOfOrderSequence,
-        StorageError::InvalidProducerEpoch { .. } => ErrorCode::InvalidProducerEpoch,
         StorageError::Closed => ErrorCode::ShuttingDown,
+    }
+}
+
+pub fn append_error_code(e: &AppendError) -> ErrorCode {
+    match e {
+        AppendError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        AppendError::Sequence(SequenceError::OutOfOrderSequence { .. }) => {
+            ErrorCode::OutOfOrderSequence
+        }
+        AppendError::Sequence(SequenceError::InvalidProducerEpoch { .. }) => {
+            ErrorCode::InvalidProducerEpoch
+        }
+        AppendError::Unavailable(s) => storage_error_code(s),
+    }
+}
+
+pub fn read_error_code(e: &ReadError) -> ErrorCode {
+    match e {
+        ReadError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        ReadError::Unavailable(s) => storage_error_code(s),
     }
 }
 
@@ -45,6 +60,8 @@ pub fn op_error_code(e: &OpError) -> ErrorCode {
         OpError::UnknownPartition { .. } => ErrorCode::UnknownPartition,
         OpError::Offline { .. } => ErrorCode::StorageFailed,
         OpError::Storage(s) => storage_error_code(s),
+        OpError::Append(a) => append_error_code(a),
+        OpError::Read(r) => read_error_code(r),
         OpError::Corrupt(_) => ErrorCode::Corrupt,
         OpError::Timeout(_) => ErrorCode::Timeout,
         OpError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -249,13 +266,11 @@ async fn serve(
                         },
                         Err(e) => {
                             let (hw, ls) = match &e {
-                                OpError::Storage(
-                                    crate::storage::StorageError::OffsetOutOfRange {
-                                        log_start,
-                                        high_watermark,
-                                        ..
-                                    },
-                                ) => (*high_watermark, *log_start),
+                                OpError::Read(crate::storage::ReadError::OffsetOutOfRange {
+                                    log_start,
+                                    high_watermark,
+                                    ..
+                                }) => (*high_watermark, *log_start),
                                 _ => (0, 0),
                             };
                             FetchPartitionResponse {
@@ -382,6 +397,8 @@ fn group_error_code(e: &GroupError) -> ErrorCode {
     match e {
         GroupError::InvalidGroupId => ErrorCode::InvalidRequest,
         GroupError::Storage(s) => storage_error_code(s),
+        GroupError::Append(a) => append_error_code(a),
+        GroupError::Replay(r) => read_error_code(r),
         GroupError::Timeout => ErrorCode::Timeout,
         GroupError::CoordinatorLoading
         | GroupError::CoordinatorUnavailable(_)

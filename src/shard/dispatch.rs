@@ -143,7 +143,7 @@ impl Shard {
         max_wait_ms: u32,
         min_bytes: u32,
     ) -> Vec<FetchPartResult> {
-        let start = Instant::now();
+        let start = self.clock.now();
         let groups = self.group_by_owner(parts.clone(), |p| (p.topic.as_str(), p.partition));
         let first = futures::future::join_all(
             groups

@@ -9,7 +9,7 @@ use tracing::warn;
 pub async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(10));
     loop {
-        glommio::timer::sleep(interval).await;
+        shard.clock.sleep(interval).await;
         let now = crate::storage::now_ms();
         for log in shard.logs() {
             if let Err(e) = log.apply_retention(now).await {

@@ -2,11 +2,11 @@
 //! for local partitions, or from [`handle`] for messages routed here.
 
 use super::Shard;
+use crate::partition::Partition;
 use crate::protocol::messages::Acks;
 use crate::router::ops::*;
 use crate::router::ShardMsg;
 use crate::storage::dma::DmaDisk;
-use crate::storage::Log;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -73,7 +73,9 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
 /// A produce whose appends are done, waiting (maybe) for durability.
 pub struct Appended {
     results: Vec<ProducePartResult>,
-    logs: Vec<Option<Rc<Log<DmaDisk>>>>,
+    logs: Vec<Option<Rc<Partition<DmaDisk>>>>,
+    /// The shard's clock, for the acks=all timeout.
+    clock: Rc<dyn crate::clock::Clock>,
 }
 
 /// Append `parts` in arrival order (call this when the request arrives:
@@ -88,7 +90,7 @@ pub fn append_in_order(
     let ticket = shard.append_gate.ticket();
     let bytes: usize = parts.iter().flat_map(|p| &p.frames).map(|f| f.len()).sum();
     if bytes <= APPEND_AT_ONCE_BYTES && ticket.ready(&shard.write_budget, bytes) {
-        let mut appended = Appended::with_capacity(parts.len());
+        let mut appended = Appended::with_capacity(shard, parts.len());
         for p in parts {
             appended.push(append_part(shard, p));
         }
@@ -98,7 +100,7 @@ pub fn append_in_order(
     let s = shard.clone();
     Box::pin(async move {
         ticket.wait(&s.write_budget, bytes).await;
-        let mut appended = Appended::with_capacity(parts.len());
+        let mut appended = Appended::with_capacity(&s, parts.len());
         for p in parts {
             appended.push(append_part(&s, p));
             // Still holding the turn, so order is kept; but a fresh
@@ -117,28 +119,33 @@ pub fn append_in_order(
 const APPEND_AT_ONCE_BYTES: usize = 1 << 20;
 
 impl Appended {
-    fn with_capacity(n: usize) -> Appended {
+    fn with_capacity(shard: &Shard, n: usize) -> Appended {
         Appended {
             results: Vec::with_capacity(n),
             logs: Vec::with_capacity(n),
+            clock: shard.clock.clone(),
         }
     }
 
-    fn push(&mut self, (result, log): (ProducePartResult, Option<Rc<Log<DmaDisk>>>)) {
+    fn push(&mut self, (result, log): (ProducePartResult, Option<Rc<Partition<DmaDisk>>>)) {
         self.results.push(result);
         self.logs.push(log);
     }
 }
 
 /// Append one part now (the caller holds the append turn).
-fn append_part(shard: &Rc<Shard>, p: ProducePart) -> (ProducePartResult, Option<Rc<Log<DmaDisk>>>) {
+fn append_part(
+    shard: &Rc<Shard>,
+    p: ProducePart,
+) -> (ProducePartResult, Option<Rc<Partition<DmaDisk>>>) {
     let (result, log) = if shard.shutting_down.get() {
         (Err(OpError::ShuttingDown), None)
     } else {
-        match shard.log(&p.topic, p.partition) {
-            Ok(log) => match log.append(p.frames) {
+        match shard.partition(&p.topic, p.partition) {
+            // One node: no election ever changes the leader epoch.
+            Ok(log) => match log.append(p.frames, log.leader_epoch()) {
                 Ok(o) => (Ok(o), Some(log)),
-                Err(e) => (Err(OpError::Storage(e)), None),
+                Err(e) => (Err(OpError::Append(e)), None),
             },
             Err(e) => (Err(e), None),
         }
@@ -153,7 +160,11 @@ fn append_part(shard: &Rc<Shard>, p: ProducePart) -> (ProducePartResult, Option<
 
 /// For acks=all, wait (up to `timeout_ms`) until every appended batch is durable.
 pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<ProducePartResult> {
-    let Appended { mut results, logs } = a;
+    let Appended {
+        mut results,
+        logs,
+        clock,
+    } = a;
     if acks != Acks::All {
         return results;
     }
@@ -168,7 +179,7 @@ pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<Produce
         }
     });
     let all = futures::future::join_all(waits);
-    let timeout = glommio::timer::sleep(Duration::from_millis(timeout_ms.max(1) as u64));
+    let timeout = clock.sleep(Duration::from_millis(timeout_ms.max(1) as u64));
     match futures_lite::future::or(async { Some(all.await) }, async {
         timeout.await;
         None
@@ -199,11 +210,11 @@ async fn read_parts(shard: &Rc<Shard>, parts: &[FetchPart]) -> (Vec<FetchPartRes
     let reads = parts.iter().map(|p| {
         let s = shard.clone();
         async move {
-            let result = match s.log(&p.topic, p.partition) {
+            let result = match s.partition(&p.topic, p.partition) {
                 Ok(log) => log
                     .read(p.offset, p.max_bytes as usize)
                     .await
-                    .map_err(OpError::Storage),
+                    .map_err(OpError::Read),
                 Err(e) => Err(e),
             };
             FetchPartResult {
@@ -233,12 +244,12 @@ pub async fn fetch_local(
         // Listen before reading, so an append between the read and the wait is not missed.
         let listeners: Vec<_> = parts
             .iter()
-            .filter_map(|p| shard.log(&p.topic, p.partition).ok())
-            .map(|log| log.data_event.listen())
+            .filter_map(|p| shard.partition(&p.topic, p.partition).ok())
+            .map(|partition| partition.data_event().listen())
             .collect();
         let (results, bytes) = read_parts(shard, &parts).await;
         let any_error = results.iter().any(|r| r.result.is_err());
-        let now = Instant::now();
+        let now = shard.clock.now();
         let Some(deadline) = wait_until else {
             return results;
         };
@@ -246,7 +257,7 @@ pub async fn fetch_local(
             return results;
         }
         let data = futures::future::select_all(listeners.into_iter().map(Box::pin));
-        let timer = glommio::timer::sleep(deadline - now);
+        let timer = shard.clock.sleep(deadline - now);
         let cancelled = async {
             match &cancel {
                 Some(c) => {
@@ -281,13 +292,13 @@ pub async fn fetch_local(
 pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
-        let result = match shard.log(&p.topic, p.partition) {
+        let result = match shard.partition(&p.topic, p.partition) {
             Ok(log) => {
                 // "Latest" includes everything appended before the question:
                 // a consumer started right after an acks=1 produce must see
                 // it, so sync what is pending (one group commit) first.
                 if p.query == OffsetQuery::Latest {
-                    let appended = log.next_offset();
+                    let appended = log.log_end_offset();
                     if appended > log.high_watermark() {
                         let _ = log.wait_durable(appended - 1).await;
                     }
@@ -301,7 +312,7 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                         .offset_for_timestamp(ts)
                         .await
                         .map(|o| o.unwrap_or(high_watermark))
-                        .map_err(OpError::Storage),
+                        .map_err(OpError::Read),
                 };
                 offset.map(|offset| PartitionOffsets {
                     offset,

@@ -20,12 +20,14 @@ pub mod housekeeping;
 pub mod local;
 pub mod memory;
 
+use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
-use crate::router::ops::OpError;
+use crate::partition::Partition;
+use crate::router::ops::{OfflineCause, OpError};
 use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
-use crate::storage::{CacheBudget, Log, LogConfig, StorageError, WriteBudget};
+use crate::storage::{CacheBudget, Log, LogConfig, WriteBudget};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -105,11 +107,11 @@ impl<T> Held for T {}
 /// A partition as its owning shard sees it.
 pub enum PartitionSlot {
     Online {
-        log: Rc<Log<DmaDisk>>,
+        partition: Rc<Partition<DmaDisk>>,
         flusher: glommio::task::JoinHandle<()>,
     },
     /// Recovery refused it (corruption) or its storage failed.
-    Offline(StorageError),
+    Offline(OfflineCause),
 }
 
 /// Per-core broker state.
@@ -121,6 +123,9 @@ pub struct Shard {
     topics: RefCell<SharedTopics>,
     partitions: RefCell<HashMap<(String, u32), PartitionSlot>>,
     pub cache_budget: Rc<CacheBudget>,
+    /// Time for everything on this shard: flush intervals, long-poll and
+    /// ack deadlines, group sessions, connection timeouts.
+    pub clock: Rc<dyn Clock>,
     /// Appended bytes its flushers have not written yet; appends wait while it is spent.
     pub write_budget: Rc<WriteBudget>,
     /// Appends go through this in arrival order (see [`append_gate`]).
@@ -162,8 +167,12 @@ impl Shard {
         shard_of(topic, partition, self.shards()) == self.id
     }
 
-    /// The log of a partition this shard owns.
-    pub fn log(&self, topic: &str, partition: u32) -> Result<Rc<Log<DmaDisk>>, OpError> {
+    /// A partition this shard owns.
+    pub fn partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Rc<Partition<DmaDisk>>, OpError> {
         let topics = self.topics();
         let Some(meta) = topics.get(topic) else {
             return Err(OpError::UnknownTopic(topic.to_string()));
@@ -183,12 +192,12 @@ impl Shard {
         {
             // A log that found corruption on a read is offline like one
             // that recovery refused.
-            Some(PartitionSlot::Online { log, .. }) => match log.offline_cause() {
-                None => Ok(log.clone()),
+            Some(PartitionSlot::Online { partition: p, .. }) => match p.offline_cause() {
+                None => Ok(p.clone()),
                 Some(cause) => Err(OpError::Offline {
                     topic: topic.to_string(),
                     partition,
-                    cause,
+                    cause: cause.into(),
                 }),
             },
             Some(PartitionSlot::Offline(cause)) => Err(OpError::Offline {
@@ -206,7 +215,7 @@ impl Shard {
             .borrow()
             .values()
             .filter_map(|s| match s {
-                PartitionSlot::Online { log, .. } => Some(log.clone()),
+                PartitionSlot::Online { partition, .. } => Some(partition.log().clone()),
                 PartitionSlot::Offline(_) => None,
             })
             .collect()
@@ -232,8 +241,8 @@ impl Shard {
         for key in doomed {
             let slot = self.partitions.borrow_mut().remove(&key);
             let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
-            if let Some(PartitionSlot::Online { log, flusher }) = slot {
-                if let Err(e) = log.close().await {
+            if let Some(PartitionSlot::Online { partition, flusher }) = slot {
+                if let Err(e) = partition.log().close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a deleted partition: {e}");
                 }
                 // On a full disk close() gives up at once but the flusher
@@ -261,7 +270,8 @@ impl Shard {
         }
         // Altered topic configs apply to open partitions at once.
         for ((t, _), slot) in self.partitions.borrow().iter() {
-            if let (PartitionSlot::Online { log, .. }, Some(m)) = (slot, topics.get(t)) {
+            if let (PartitionSlot::Online { partition, .. }, Some(m)) = (slot, topics.get(t)) {
+                let log = partition.log();
                 if log.topic_config() != m.config {
                     log.set_topic_config(m.config.clone());
                 }
@@ -289,18 +299,20 @@ impl Shard {
                 let this = self.clone();
                 async move {
                     if let Err(e) = claim {
-                        return (key, Err(StorageError::NotClaimed(e.to_string())));
+                        return (key, Err(OfflineCause::NotClaimed(Arc::new(e))));
                     }
                     let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
                     let cfg = LogConfig::from_broker(&this.config, tcfg);
-                    let r = Log::open(
+                    let r = Log::open_with_clock(
                         this.disk.clone(),
                         dir,
                         cfg,
                         this.cache_budget.clone(),
                         this.write_budget.clone(),
+                        this.clock.clone(),
                     )
-                    .await;
+                    .await
+                    .map_err(OfflineCause::Storage);
                     (key, r)
                 }
             },
@@ -310,7 +322,10 @@ impl Shard {
             let slot = match r {
                 Ok(log) => {
                     let flusher = glommio::spawn_local(log.clone().run_flusher()).detach();
-                    PartitionSlot::Online { log, flusher }
+                    PartitionSlot::Online {
+                        partition: Partition::new(log),
+                        flusher,
+                    }
                 }
                 Err(e) => {
                     error!(topic = %key.0, partition = key.1, "partition offline: {e}");
@@ -325,8 +340,8 @@ impl Shard {
     pub async fn close_all(&self) {
         let slots: Vec<_> = self.partitions.borrow_mut().drain().collect();
         let closes = slots.into_iter().filter_map(|(key, slot)| match slot {
-            PartitionSlot::Online { log, flusher } => Some(async move {
-                if let Err(e) = log.close().await {
+            PartitionSlot::Online { partition, flusher } => Some(async move {
+                if let Err(e) = partition.log().close().await {
                     error!(topic = %key.0, partition = key.1, "close failed: {e}");
                 }
                 drop(flusher);
@@ -373,6 +388,7 @@ pub async fn run(
         topics: RefCell::new(Arc::new(Default::default())),
         partitions: RefCell::new(HashMap::new()),
         cache_budget: CacheBudget::new(config.shard_cache_bytes_max),
+        clock: SystemClock::shared(),
         write_budget: WriteBudget::new(config.max_unwritten_bytes_per_shard),
         append_gate: append_gate::AppendGate::default(),
         memory: memory::RequestMemory::new(config.max_inflight_bytes_per_shard),

@@ -11,7 +11,10 @@
 //! - [`retention`]: which segments to delete;
 //! - [`producer_state`]: idempotent-producer sequence tracking;
 //! - [`write_budget`]: the shard's appended-but-unwritten bytes;
-//! - [`log`]: the partition log that ties these together, and its flusher.
+//! - [`segment_set`]: the ordered segments of a log, looked up by offset;
+//! - [`offsets`]: log start, durable, flushed and next offsets, and their order;
+//! - [`log`]: the partition log that ties these together: replayer,
+//!   appends, write pipeline and flusher, reader, truncation.
 
 pub mod appender;
 pub mod cache;
@@ -20,22 +23,75 @@ pub mod dma;
 pub mod file;
 pub mod index;
 pub mod log;
+pub mod offsets;
 pub mod producer_state;
 pub mod recovery;
 pub mod retention;
 pub mod segment;
+pub mod segment_set;
 pub mod sim;
 pub mod write_budget;
 
 pub use cache::CacheBudget;
-pub use log::{AppendOutcome, FetchOutcome, Log, LogConfig};
+pub use log::{AppendOutcome, Log, LogConfig, ReadOutcome};
+pub use producer_state::SequenceError;
 pub use write_budget::WriteBudget;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-/// Errors of the storage layer. Cloneable (I/O errors are shared) because
-/// one failure is reported to every waiter it affects.
+/// What is wrong with durable data (found by recovery or by a read).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Corruption {
+    /// A frame the recovery decision table refuses below the trusted length.
+    #[error("{0}")]
+    Recovery(recovery::TailDamage),
+    /// A header or CRC check failed on a read.
+    #[error("{0}")]
+    Frame(crate::format::FrameError),
+    #[error("batch has base offset {found}, expected {expected} (offsets must be contiguous)")]
+    OffsetGap { found: u64, expected: u64 },
+    #[error("the segment's readable data ends at offset {found}, expected {expected}")]
+    ReadableEnd { found: u64, expected: u64 },
+    #[error(
+        "frame of {frame_len} bytes runs past the segment's readable end at byte {readable_len}"
+    )]
+    PastReadableEnd { frame_len: usize, readable_len: u64 },
+    #[error("segment ends at offset {ends} but the next segment starts at {next_base}")]
+    SegmentGap { ends: u64, next_base: u64 },
+}
+
+/// Why an append was refused. Nothing of the request was appended.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AppendError {
+    #[error("batch of {len} bytes exceeds max_batch_bytes {max}")]
+    BatchTooLarge { len: usize, max: usize },
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// The partition takes no writes now: a full disk (retryable), a
+    /// failure or corruption (until reopened), or closing.
+    #[error(transparent)]
+    Unavailable(#[from] StorageError),
+}
+
+/// Why a read failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ReadError {
+    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        requested: u64,
+        log_start: u64,
+        high_watermark: u64,
+    },
+    /// A disk read failed, or the partition is offline (corruption found,
+    /// now or earlier).
+    #[error(transparent)]
+    Unavailable(#[from] StorageError),
+}
+
+/// Errors of the storage layer's own state and I/O, shared by every
+/// operation (each operation's enum wraps it). Cloneable (I/O errors are
+/// shared) because one failure is reported to every waiter it affects.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StorageError {
     #[error("I/O error during {op} on {path}: {source}")]
@@ -47,41 +103,19 @@ pub enum StorageError {
     #[error("no space left on the device holding {path}; produce is refused until space is freed (reads keep working)")]
     NoSpace { path: PathBuf },
     #[error("partition {dir} refuses writes after an earlier I/O failure ({cause}); restart the broker to reopen it after fixing the cause")]
-    Failed { dir: PathBuf, cause: String },
+    Failed {
+        dir: PathBuf,
+        cause: Box<StorageError>,
+    },
     #[error("partition {dir} is corrupt: segment {segment} at byte {position}: {detail}. Refusing to guess: move the partition directory aside, or truncate the segment to {position} bytes to accept the loss, then restart")]
     Corrupt {
         dir: PathBuf,
         segment: PathBuf,
         position: u64,
-        detail: String,
-    },
-    #[error("offset {requested} is out of range [{log_start}, {high_watermark}]")]
-    OffsetOutOfRange {
-        requested: u64,
-        log_start: u64,
-        high_watermark: u64,
-    },
-    #[error("batch of {len} bytes exceeds max_batch_bytes {max}")]
-    BatchTooLarge { len: usize, max: usize },
-    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
-    OutOfOrderSequence {
-        producer_id: i64,
-        expected: i32,
-        got: i32,
-    },
-    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
-    InvalidProducerEpoch {
-        producer_id: i64,
-        epoch: i16,
-        current: i16,
+        detail: Corruption,
     },
     #[error("partition is closing")]
     Closed,
-    /// The partition directory is not this partition's (its identity file
-    /// names another topic), or could not be claimed: the message says why
-    /// and what to do.
-    #[error("{0}")]
-    NotClaimed(String),
 }
 
 impl StorageError {

@@ -5,7 +5,6 @@
 //! shard; updated on every append; rebuilt at open from the checkpoint and
 //! the scanned tail of the log.
 
-use super::StorageError;
 use crate::format::BatchHeader;
 use std::collections::{HashMap, VecDeque};
 
@@ -30,6 +29,23 @@ pub struct ProducerEntry {
 }
 
 /// What an append must do with a batch.
+/// Why an idempotent producer's batch was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("producer {producer_id}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        expected: i32,
+        got: i32,
+    },
+    #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqCheck {
     /// Not idempotent, or the next sequence: append.
@@ -66,7 +82,7 @@ impl ProducerTable {
     }
 
     /// Decide what to do with a batch, without changing state.
-    pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, StorageError> {
+    pub fn check(&self, h: &BatchHeader) -> Result<SeqCheck, SequenceError> {
         if h.producer_id < 0 || h.base_sequence < 0 {
             return Ok(SeqCheck::Append);
         }
@@ -74,7 +90,7 @@ impl ProducerTable {
             return Ok(SeqCheck::Append);
         };
         if h.producer_epoch < e.epoch {
-            return Err(StorageError::InvalidProducerEpoch {
+            return Err(SequenceError::InvalidProducerEpoch {
                 producer_id: h.producer_id,
                 epoch: h.producer_epoch,
                 current: e.epoch,
@@ -84,7 +100,7 @@ impl ProducerTable {
             return if h.base_sequence == 0 {
                 Ok(SeqCheck::Append)
             } else {
-                Err(StorageError::OutOfOrderSequence {
+                Err(SequenceError::OutOfOrderSequence {
                     producer_id: h.producer_id,
                     expected: 0,
                     got: h.base_sequence,
@@ -116,7 +132,7 @@ impl ProducerTable {
         if h.base_sequence == expected {
             Ok(SeqCheck::Append)
         } else {
-            Err(StorageError::OutOfOrderSequence {
+            Err(SequenceError::OutOfOrderSequence {
                 producer_id: h.producer_id,
                 expected,
                 got: h.base_sequence,

@@ -74,6 +74,26 @@ fn log2_range(points: &[RunResult]) -> (f64, f64) {
     (lo.floor() - 0.5, hi.ceil() + 0.5)
 }
 
+/// A log axis over `values` (ms): finite, positive, at least a decade,
+/// with headroom. Values that are zero, negative or not finite are left
+/// out; with none left, 1 µs to 1 ms. Why it matters: plotters walks a log
+/// axis's key points from `lo` to `hi`, so an infinite bound (the min of
+/// no values) never ends and allocates until the kernel kills loadgen.
+fn log_axis(values: impl IntoIterator<Item = f64>) -> (f64, f64) {
+    let (mut min, mut max) = (f64::INFINITY, 0.0f64);
+    for v in values.into_iter().filter(|v| v.is_finite() && *v > 0.0) {
+        min = min.min(v);
+        max = max.max(v);
+    }
+    if !min.is_finite() {
+        return (1e-3, 1.0);
+    }
+    let lo = (min / 1.5).max(1e-3);
+    let hi = (max * 1.5).max(lo * 10.0);
+    assert!(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo < hi);
+    (lo, hi)
+}
+
 fn batch_label(x: &f64) -> String {
     if (x - x.round()).abs() < 1e-9 && *x >= 0.0 {
         format_size(2f64.powf(x.round()) as u64)
@@ -116,7 +136,6 @@ where
     let (x0, x1) = log2_range(points);
     let ys: Vec<f64> = points.iter().map(y).filter(|v| v.is_finite()).collect();
     let ymax = ys.iter().cloned().fold(0.0, f64::max);
-    let ymin = ys.iter().cloned().fold(f64::INFINITY, f64::min);
     let groups = series(points);
     let mut b = ChartBuilder::on(area);
     b.caption(caption, ("sans-serif", 16))
@@ -174,8 +193,7 @@ where
         }};
     }
     if log_y {
-        let lo = (ymin.max(1e-3) / 1.5).max(1e-3);
-        let hi = (ymax * 1.5).max(lo * 10.0);
+        let (lo, hi) = log_axis(ys.iter().copied());
         draw!(b
             .build_cartesian_2d(x0..x1, (lo..hi).log_scale().base(2.0))
             .map_err(&e)?);
@@ -273,8 +291,7 @@ fn spectrum_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
             .flat_map(|p| [p.histograms.e2e.min() as f64, p.histograms.e2e.max() as f64])
             .map(|v| v / US_PER_MS)
             .collect();
-        let lo = (all.iter().cloned().fold(f64::INFINITY, f64::min) / 1.5).max(1e-3);
-        let hi = (all.iter().cloned().fold(0.0, f64::max) * 1.5).max(lo * 10.0);
+        let (lo, hi) = log_axis(all);
         for (area, (sname, pts)) in panels.iter().zip(groups.iter()) {
             let mut chart = ChartBuilder::on(area)
                 .caption(
@@ -392,18 +409,7 @@ fn timeline_chart(points: &[RunResult]) -> Result<Chart, PlotError> {
         .fold(0.0, f64::max)
         .max(1.0)
         * 1.15;
-    let lmax = lines
-        .iter()
-        .flat_map(|(_, l)| l.iter().map(|v| v.1))
-        .fold(0.0, f64::max)
-        .max(0.01)
-        * 1.5;
-    let lmin = (lines
-        .iter()
-        .flat_map(|(_, l)| l.iter().map(|v| v.1))
-        .fold(f64::INFINITY, f64::min)
-        / 1.5)
-        .clamp(1e-3, lmax / 10.0);
+    let (lmin, lmax) = log_axis(lines.iter().flat_map(|(_, l)| l.iter().map(|v| v.1)));
     let err = |x: &dyn std::fmt::Display| PlotError {
         chart: name.into(),
         detail: x.to_string(),
@@ -498,7 +504,10 @@ pub fn render_all(points: &[RunResult]) -> Result<Vec<Chart>, PlotError> {
             SeriesLabelPosition::UpperRight,
         )?,
     ];
-    charts.push(spectrum_chart(points)?);
+    // Without consumers there is no end-to-end latency to draw.
+    if points.iter().any(|p| !p.histograms.e2e.is_empty()) {
+        charts.push(spectrum_chart(points)?);
+    }
     charts.push(timeline_chart(points)?);
     Ok(charts)
 }
@@ -517,5 +526,17 @@ mod tests {
         assert_eq!(batch_label(&10.0), "1k");
         assert_eq!(batch_label(&20.0), "1m");
         assert_eq!(batch_label(&10.5), "");
+    }
+
+    #[test]
+    fn log_axes_are_finite_whatever_the_data() {
+        // No data at all (a run without consumers has no e2e latency).
+        assert_eq!(log_axis([]), (1e-3, 1.0));
+        assert_eq!(log_axis([0.0, f64::INFINITY, f64::NAN, -1.0]), (1e-3, 1.0));
+        let (lo, hi) = log_axis([2.0, 200.0]);
+        assert!((lo - 2.0 / 1.5).abs() < 1e-9 && (hi - 300.0).abs() < 1e-9);
+        // One value: still a decade wide.
+        let (lo, hi) = log_axis([5.0]);
+        assert!(lo < 5.0 && hi >= lo * 10.0);
     }
 }

@@ -1,0 +1,151 @@
+//! The partition layer: what of a partition's log is visible, and to whom.
+//!
+//! Owns the visibility offsets, which storage does not decide:
+//! - the *high watermark*: consumers read only below it. Today it is the
+//!   log's durable offset (with one node, the disk is the replica: nothing
+//!   a consumer has seen can vanish in a crash); with replication it will
+//!   be the offset the replicas have committed.
+//! - the *last stable offset*: equal to the high watermark until
+//!   transactions exist.
+//! - the *leader epoch* stamped into every batch this replica appends as
+//!   leader (0 on a single node, where there is no election).
+//!
+//! Reads pass the high watermark to storage as the visible end; appends
+//! pass the leader epoch. A reader that finds nothing new asks the log for
+//! a prompt sync, so acks=1 data becomes visible after one sync rather than
+//! after `flush_interval_ms`.
+//!
+//! Lifecycle and cores: a [`Partition`] wraps the [`Log`] its owning shard
+//! opened and lives on that shard, shared through `Rc`; closing it closes
+//! the log.
+
+use crate::storage::file::Disk;
+use crate::storage::{AppendError, AppendOutcome, Log, ReadError, StorageError};
+use bytes::{Bytes, BytesMut};
+use std::cell::Cell;
+use std::rc::Rc;
+
+/// Leader epoch of a partition that no election ever changed (one node).
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
+/// Result of a fetch from one partition.
+#[derive(Debug, Clone, Default)]
+pub struct FetchOutcome {
+    /// Whole frames; the first contains the requested offset.
+    pub frames: Vec<Bytes>,
+    pub bytes: usize,
+    pub high_watermark: u64,
+    pub last_stable_offset: u64,
+    pub log_start_offset: u64,
+}
+
+/// One partition replica on its owning shard.
+pub struct Partition<D: Disk> {
+    log: Rc<Log<D>>,
+    leader_epoch: Cell<i32>,
+}
+
+impl<D: Disk> Partition<D> {
+    pub fn new(log: Rc<Log<D>>) -> Rc<Self> {
+        Rc::new(Partition {
+            log,
+            leader_epoch: Cell::new(SINGLE_NODE_LEADER_EPOCH),
+        })
+    }
+
+    /// The storage underneath (maintenance: retention, cache, close).
+    pub fn log(&self) -> &Rc<Log<D>> {
+        &self.log
+    }
+
+    /// Epoch stamped into the batches this replica appends as leader.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.get()
+    }
+
+    /// Consumers read below this. Today: the durable offset.
+    pub fn high_watermark(&self) -> u64 {
+        self.log.durable_offset()
+    }
+
+    /// Read-committed consumers read below this. Without transactions it
+    /// is the high watermark.
+    pub fn last_stable_offset(&self) -> u64 {
+        self.high_watermark()
+    }
+
+    /// Every offset below this is covered by an fdatasync (acks=all).
+    pub fn durable_offset(&self) -> u64 {
+        self.log.durable_offset()
+    }
+
+    /// The log end: where the next append goes (may be beyond the high watermark).
+    pub fn log_end_offset(&self) -> u64 {
+        self.log.next_offset()
+    }
+
+    pub fn log_start_offset(&self) -> u64 {
+        self.log.log_start_offset()
+    }
+
+    /// Append as leader, stamping `leader_epoch` into every batch.
+    pub fn append(
+        &self,
+        frames: Vec<BytesMut>,
+        leader_epoch: i32,
+    ) -> Result<AppendOutcome, AppendError> {
+        self.log.append(frames, leader_epoch)
+    }
+
+    /// Wait until `last_offset` is durable (acks=all).
+    pub async fn wait_durable(&self, last_offset: u64) -> Result<(), StorageError> {
+        self.log.wait_durable(last_offset).await
+    }
+
+    /// Fires when the high watermark may have moved.
+    pub fn data_event(&self) -> &Rc<crate::event::LocalEvent> {
+        &self.log.data_event
+    }
+
+    pub fn offline_cause(&self) -> Option<StorageError> {
+        self.log.offline_cause()
+    }
+
+    /// Read what is visible from `offset` on, up to about `max_bytes`.
+    pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, ReadError> {
+        let visible = self.high_watermark();
+        let r = self.log.read(offset, max_bytes, visible).await?;
+        if offset >= visible {
+            self.log.reader_waiting_at_end();
+        }
+        // The high watermark may have moved during a disk read: report the
+        // current one (it only grows, so it still covers what was read).
+        let high_watermark = self.high_watermark();
+        Ok(FetchOutcome {
+            frames: r.frames,
+            bytes: r.bytes,
+            high_watermark,
+            last_stable_offset: self.last_stable_offset(),
+            log_start_offset: r.log_start_offset,
+        })
+    }
+
+    /// DeleteRecords: make `offset` the log start, durably; returns the log
+    /// start after the call. `offset` must not pass the high watermark
+    /// (the caller checks; the log asserts it against its durable offset).
+    pub async fn delete_records_before(&self, offset: u64) -> Result<u64, StorageError> {
+        assert!(
+            offset <= self.high_watermark(),
+            "DeleteRecords past the high watermark"
+        );
+        self.log.delete_records_before(offset).await
+    }
+
+    /// First visible offset whose batch has max_timestamp >= `ts`; None
+    /// when there is none (Kafka answers with the high watermark).
+    pub async fn offset_for_timestamp(&self, ts: i64) -> Result<Option<u64>, ReadError> {
+        self.log
+            .offset_for_timestamp(ts, self.high_watermark())
+            .await
+    }
+}
