@@ -92,6 +92,20 @@ fn produce_one(
     r.responses[0].partition_responses[0].clone()
 }
 
+/// A JoinGroup for a new member of `group` (consumer protocol, range).
+fn join_request(group: &str) -> JoinGroupRequest {
+    JoinGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_session_timeout_ms(30_000)
+        .with_rebalance_timeout_ms(30_000)
+        .with_member_id(s(""))
+        .with_protocol_type(s("consumer"))
+        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+        )
+        .with_name(s("range"))
+        .with_metadata(Bytes::from_static(b"sub"))])
+}
+
 fn create_topic(c: &mut Conn, name: &str, partitions: i32) {
     let req = CreateTopicsRequest::default()
         .with_timeout_ms(10_000)
@@ -374,16 +388,7 @@ fn every_api_answers_at_every_advertised_version() {
         assert_eq!(h.error_code, 25, "after leaving, the member is unknown");
     }
     // A member that stays, for ListGroups and DescribeGroups.
-    let join = JoinGroupRequest::default()
-        .with_group_id(GroupId(s("described")))
-        .with_session_timeout_ms(30_000)
-        .with_rebalance_timeout_ms(30_000)
-        .with_member_id(s(""))
-        .with_protocol_type(s("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-        )
-        .with_name(s("range"))
-        .with_metadata(Bytes::from_static(b"sub"))]);
+    let join = join_request("described");
     let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
     assert_eq!(j.error_code, 0);
     for v in range_of(&all, ApiKey::DescribeGroups) {
@@ -1157,16 +1162,7 @@ fn delete_groups_empty_non_empty_and_unknown() {
         );
     }
     // A group with a member: NON_EMPTY_GROUP until the member leaves.
-    let join = JoinGroupRequest::default()
-        .with_group_id(GroupId(s("live")))
-        .with_session_timeout_ms(30_000)
-        .with_rebalance_timeout_ms(30_000)
-        .with_member_id(s(""))
-        .with_protocol_type(s("consumer"))
-        .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
-        )
-        .with_name(s("range"))
-        .with_metadata(Bytes::from_static(b"sub"))]);
+    let join = join_request("live");
     let j: JoinGroupResponse = c.call(ApiKey::JoinGroup, 5, &join);
     assert_eq!(j.error_code, 0);
     assert_eq!(delete_group(&mut c, 2, "live"), 68, "NON_EMPTY_GROUP");
