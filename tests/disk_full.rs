@@ -57,6 +57,19 @@ fn skip() -> bool {
     std::env::var_os("SHARDLOG_SKIP_ROOT_TESTS").is_some()
 }
 
+/// A fresh 48 MiB file system with an empty `data` directory on it; None
+/// (after saying so) when root-only tests are skipped.
+fn mounted_data_dir() -> Option<(LoopMount, PathBuf)> {
+    if skip() {
+        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+        return None;
+    }
+    let m = LoopMount::new(48);
+    let data = m.dir.join("data");
+    std::fs::create_dir(&data).unwrap();
+    Some((m, data))
+}
+
 fn produce(b: &BrokerProc, from: usize, n: usize) -> (bool, String) {
     produce_to(b, "full", from, n)
 }
@@ -88,13 +101,9 @@ fn consumed_from(b: &BrokerProc, topic: &str) -> Vec<String> {
 
 #[test]
 fn a_full_disk_refuses_produce_keeps_reads_and_recovers_without_restart() {
-    if skip() {
-        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+    let Some((m, data)) = mounted_data_dir() else {
         return;
-    }
-    let m = LoopMount::new(48);
-    let data = m.dir.join("data");
-    std::fs::create_dir(&data).unwrap();
+    };
     // Ballast to free later.
     let ballast = m.dir.join("ballast");
     std::fs::write(&ballast, vec![1u8; 12 << 20]).unwrap();
@@ -213,13 +222,9 @@ fn fill_up(dir: &Path) {
 
 #[test]
 fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
-    if skip() {
-        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+    let Some((m, data)) = mounted_data_dir() else {
         return;
-    }
-    let m = LoopMount::new(48);
-    let data = m.dir.join("data");
-    std::fs::create_dir(&data).unwrap();
+    };
     let log = m._tmp.path().join("broker.stderr");
     // No preallocation: every partition then needs new blocks for its next
     // write, so a full disk stops every topic, not just the one filling it.
@@ -326,13 +331,9 @@ fn deleting_a_topic_on_a_full_disk_gives_its_space_back_and_produce_resumes() {
 
 #[test]
 fn retention_on_a_full_disk_frees_space_and_produce_resumes() {
-    if skip() {
-        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+    let Some((m, data)) = mounted_data_dir() else {
         return;
-    }
-    let m = LoopMount::new(48);
-    let data = m.dir.join("data");
-    std::fs::create_dir(&data).unwrap();
+    };
     let log = m._tmp.path().join("broker.stderr");
     let mut b = BrokerProc::start_in_logging_to(
         &data,
@@ -436,13 +437,9 @@ impl Drop for KeepLog {
 fn delete_records_on_a_full_disk_frees_space_and_produce_resumes() {
     use common::kafka::{tn, Conn};
     use kafka_protocol::messages::*;
-    if skip() {
-        eprintln!("skipped: SHARDLOG_SKIP_ROOT_TESTS is set");
+    let Some((m, data)) = mounted_data_dir() else {
         return;
-    }
-    let m = LoopMount::new(48);
-    let data = m.dir.join("data");
-    std::fs::create_dir(&data).unwrap();
+    };
     let log = m._tmp.path().join("broker.stderr");
     let b = BrokerProc::start_in_logging_to(
         &data,
