@@ -23,6 +23,10 @@ pub trait Clock {
     fn now(&self) -> Instant;
     /// Resolve once `now()` has moved `d` past the moment of the call.
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()>>>;
+    /// Wall-clock time in ms since the Unix epoch: the time stamped into
+    /// batches (log-append time, segment age) and compared with record
+    /// timestamps by time-based retention. Not monotonic on a real clock.
+    fn wall_ms(&self) -> i64;
 }
 
 /// The machine's monotonic clock, with glommio's timers (shard threads only).
@@ -45,13 +49,26 @@ impl Clock for SystemClock {
             glommio::timer::sleep(d).await;
         })
     }
+
+    fn wall_ms(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0)
+    }
 }
+
+/// Where a [`ManualClock`]'s wall time starts: 2023-11-14T22:13:20Z, a
+/// fixed moment so a test's timestamps replay exactly.
+pub const MANUAL_WALL_START_MS: i64 = 1_700_000_000_000;
 
 /// A clock that stands still until the test advances it. Sleepers wake
 /// when an [`advance`](ManualClock::advance) reaches their deadline.
 #[derive(Debug)]
 pub struct ManualClock {
     start: Instant,
+    /// Wall-clock ms at `start` (see [`Clock::wall_ms`]); moves with `advance`.
+    wall_start_ms: i64,
     // Shared with the sleep futures, which outlive the `&self` of `sleep`.
     elapsed: Rc<Cell<Duration>>,
     sleepers: Rc<RefCell<Vec<(Instant, Waker)>>>,
@@ -61,6 +78,7 @@ impl ManualClock {
     pub fn new() -> Rc<Self> {
         Rc::new(ManualClock {
             start: Instant::now(),
+            wall_start_ms: MANUAL_WALL_START_MS,
             elapsed: Rc::new(Cell::new(Duration::ZERO)),
             sleepers: Rc::new(RefCell::new(Vec::new())),
         })
@@ -92,6 +110,10 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> Instant {
         self.start + self.elapsed.get()
+    }
+
+    fn wall_ms(&self) -> i64 {
+        self.wall_start_ms + self.elapsed.get().as_millis() as i64
     }
 
     fn sleep(&self, d: Duration) -> Pin<Box<dyn Future<Output = ()>>> {

@@ -84,7 +84,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),
-    ("partition", &["event", "storage"]),
+    ("partition", &["clock", "config", "event", "storage"]),
     ("storage", &["clock", "config", "event", "format"]),
     ("format", &[]),
     ("protocol", &[]),

@@ -594,3 +594,57 @@ fn random_operation_sequences_against_a_model() {
         });
     });
 }
+
+/// Segment age and time-based retention read the wall time from the log's
+/// clock, so a manual clock decides them exactly: a segment rolls once it
+/// is `segment_ms` old (not a millisecond before), and a sealed segment
+/// goes once its newest record is more than `retention_ms` older than now.
+#[test]
+fn segment_age_and_time_retention_follow_the_manual_clock() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        CLOCK.with(|c| *c.borrow_mut() = Some(ManualClock::new()));
+        let c = clock();
+        let mut rng = StdRng::seed_from_u64(7);
+        let disk = SimDisk::new(7);
+        let mut cfg = cfg(&mut rng);
+        cfg.topic.segment_bytes = 1 << 30;
+        cfg.topic.retention_bytes = -1;
+        cfg.topic.segment_ms = 10_000;
+        cfg.topic.retention_ms = 60_000;
+        cfg.flush_interval_ms = 100;
+        let budget = CacheBudget::new(1 << 20);
+        let log = open_log(&disk, "/sim/age", &cfg, &budget).await.unwrap();
+        let _flusher = glommio::spawn_local(log.clone().run_flusher());
+        // A record stamped with the clock's wall time now.
+        let append_now = |log: &Log<SimDisk>| {
+            let mut b = BatchBuilder::new();
+            b.push(c.wall_ms(), None, Some(b"v"), &[]);
+            let f = b.finish(Compression::None, ProducerIds::NONE);
+            log.append(vec![BytesMut::from(&f[..])], 0)
+                .unwrap()
+                .base_offset
+        };
+        append_now(&log);
+        append_now(&log);
+        c.advance(Duration::from_millis(9_999));
+        append_now(&log);
+        assert_eq!(log.segment_count(), 1, "not segment_ms old yet: no roll");
+        c.advance(Duration::from_millis(1));
+        let second = append_now(&log);
+        assert_eq!(second, 3);
+        assert_eq!(log.segment_count(), 2, "segment_ms old: rolled");
+        c.advance(Duration::from_millis(cfg.flush_interval_ms));
+        settle(&log, |l| l.durable_offset() == l.next_offset()).await;
+        assert_eq!(log.durable_offset(), 4, "the flush interval passed: synced");
+        // The first segment's newest record is at 9,999 ms; now is 10,100.
+        c.advance(Duration::from_millis(69_999 - 10_100));
+        assert_eq!(log.apply_retention(c.wall_ms()).await.unwrap(), 0);
+        assert_eq!(log.segment_count(), 2, "exactly retention_ms old: kept");
+        c.advance(Duration::from_millis(1));
+        assert_eq!(log.apply_retention(c.wall_ms()).await.unwrap(), 1);
+        assert_eq!(log.log_start_offset(), second, "the first segment went");
+        let got = read_all(&log, second).await;
+        assert_eq!(got.len(), 1, "the second segment's batch is still served");
+    });
+}

@@ -86,7 +86,6 @@ pub fn op(e: &OpError) -> i16 {
         OpError::Storage(s) => storage(s),
         OpError::Append(a) => append(a),
         OpError::Read(r) => read(r),
-        OpError::Corrupt(_) => code(ResponseError::CorruptMessage),
         OpError::Timeout(_) => code(ResponseError::RequestTimedOut),
         OpError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
     }

@@ -17,10 +17,15 @@
 //!
 //! Lifecycle and cores: a [`Partition`] wraps the [`Log`] its owning shard
 //! opened and lives on that shard, shared through `Rc`; closing it closes
-//! the log.
+//! the log. The shard reaches storage only through it: appends, reads and
+//! maintenance (flusher, retention, cache trimming, config, close).
 
+use crate::clock::Clock;
+use crate::config::TopicConfig;
 use crate::storage::file::Disk;
-use crate::storage::{AppendError, AppendOutcome, Log, ReadError, StorageError};
+use crate::storage::{
+    AppendError, AppendOutcome, CacheBudget, Log, LogConfig, ReadError, StorageError, WriteBudget,
+};
 use bytes::{Bytes, BytesMut};
 use std::cell::Cell;
 use std::rc::Rc;
@@ -53,9 +58,55 @@ impl<D: Disk> Partition<D> {
         })
     }
 
-    /// The storage underneath (maintenance: retention, cache, close).
-    pub fn log(&self) -> &Rc<Log<D>> {
-        &self.log
+    /// Open (recovering) or create the partition's log in `dir`, timed by
+    /// `clock`.
+    pub async fn open(
+        disk: D,
+        dir: std::path::PathBuf,
+        cfg: LogConfig,
+        cache: Rc<CacheBudget>,
+        write: Rc<WriteBudget>,
+        clock: Rc<dyn Clock>,
+    ) -> Result<Rc<Self>, StorageError> {
+        let log = Log::open_with_clock(disk, dir, cfg, cache, write, clock).await?;
+        Ok(Self::new(log))
+    }
+
+    /// The log's directory (for messages).
+    pub fn dir(&self) -> &std::path::Path {
+        self.log.dir()
+    }
+
+    /// The flusher: the task that writes and syncs what is appended. The
+    /// owning shard runs it for as long as the partition is open.
+    pub fn run_flusher(&self) -> impl std::future::Future<Output = ()> + 'static {
+        self.log.clone().run_flusher()
+    }
+
+    /// Delete what retention allows, judged at wall time `now_ms`; returns
+    /// the number of segments deleted.
+    pub async fn apply_retention(&self, now_ms: i64) -> Result<usize, StorageError> {
+        self.log.apply_retention(now_ms).await
+    }
+
+    /// Give cached batches beyond the cache's share back; returns bytes freed.
+    pub fn trim_cache(&self) -> usize {
+        self.log.trim_cache()
+    }
+
+    pub fn topic_config(&self) -> TopicConfig {
+        self.log.topic_config()
+    }
+
+    /// Apply an altered topic config at once (retention, segment size).
+    pub fn set_topic_config(&self, t: TopicConfig) {
+        self.log.set_topic_config(t)
+    }
+
+    /// Flush, sync, write indexes and the checkpoint; the partition takes
+    /// no more appends.
+    pub async fn close(&self) -> Result<(), StorageError> {
+        self.log.close().await
     }
 
     /// Epoch stamped into the batches this replica appends as leader.

@@ -47,8 +47,6 @@ pub enum OpError {
     /// Waiting for durability failed (the partition failed or the disk is full).
     #[error(transparent)]
     Storage(#[from] StorageError),
-    #[error("invalid batch: {0}")]
-    Corrupt(String),
     #[error("timed out after {0} ms waiting for the batch to become durable")]
     Timeout(u32),
     #[error("the broker is shutting down")]

@@ -62,7 +62,6 @@ pub fn op_error_code(e: &OpError) -> ErrorCode {
         OpError::Storage(s) => storage_error_code(s),
         OpError::Append(a) => append_error_code(a),
         OpError::Read(r) => read_error_code(r),
-        OpError::Corrupt(_) => ErrorCode::Corrupt,
         OpError::Timeout(_) => ErrorCode::Timeout,
         OpError::ShuttingDown => ErrorCode::ShuttingDown,
     }

@@ -10,12 +10,12 @@ pub async fn run(shard: Rc<Shard>) {
     let interval = Duration::from_millis(shard.config.retention_check_interval_ms.max(10));
     loop {
         shard.clock.sleep(interval).await;
-        let now = crate::storage::now_ms();
-        for log in shard.logs() {
-            if let Err(e) = log.apply_retention(now).await {
-                warn!(dir = %log.dir().display(), "retention failed: {e}");
+        let now = shard.clock.wall_ms();
+        for partition in shard.online_partitions() {
+            if let Err(e) = partition.apply_retention(now).await {
+                warn!(dir = %partition.dir().display(), "retention failed: {e}");
             }
-            log.trim_cache();
+            partition.trim_cache();
         }
         if shard.id == 0 {
             // Space freed by retention or by the operator refills the

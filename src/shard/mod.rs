@@ -27,7 +27,7 @@ use crate::partition::Partition;
 use crate::router::ops::{OfflineCause, OpError};
 use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
-use crate::storage::{CacheBudget, Log, LogConfig, WriteBudget};
+use crate::storage::{CacheBudget, LogConfig, WriteBudget};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -209,13 +209,13 @@ impl Shard {
         }
     }
 
-    /// Every online log of this shard.
-    pub fn logs(&self) -> Vec<Rc<Log<DmaDisk>>> {
+    /// Every online partition of this shard.
+    pub fn online_partitions(&self) -> Vec<Rc<Partition<DmaDisk>>> {
         self.partitions
             .borrow()
             .values()
             .filter_map(|s| match s {
-                PartitionSlot::Online { partition, .. } => Some(partition.log().clone()),
+                PartitionSlot::Online { partition, .. } => Some(partition.clone()),
                 PartitionSlot::Offline(_) => None,
             })
             .collect()
@@ -242,7 +242,7 @@ impl Shard {
             let slot = self.partitions.borrow_mut().remove(&key);
             let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
             if let Some(PartitionSlot::Online { partition, flusher }) = slot {
-                if let Err(e) = partition.log().close().await {
+                if let Err(e) = partition.close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a deleted partition: {e}");
                 }
                 // On a full disk close() gives up at once but the flusher
@@ -271,9 +271,8 @@ impl Shard {
         // Altered topic configs apply to open partitions at once.
         for ((t, _), slot) in self.partitions.borrow().iter() {
             if let (PartitionSlot::Online { partition, .. }, Some(m)) = (slot, topics.get(t)) {
-                let log = partition.log();
-                if log.topic_config() != m.config {
-                    log.set_topic_config(m.config.clone());
+                if partition.topic_config() != m.config {
+                    partition.set_topic_config(m.config.clone());
                 }
             }
         }
@@ -303,7 +302,7 @@ impl Shard {
                     }
                     let dir = partition_dir(&this.config.data_dir, &key.0, key.1);
                     let cfg = LogConfig::from_broker(&this.config, tcfg);
-                    let r = Log::open_with_clock(
+                    let r = Partition::open(
                         this.disk.clone(),
                         dir,
                         cfg,
@@ -320,12 +319,9 @@ impl Shard {
         .await;
         for (key, r) in results {
             let slot = match r {
-                Ok(log) => {
-                    let flusher = glommio::spawn_local(log.clone().run_flusher()).detach();
-                    PartitionSlot::Online {
-                        partition: Partition::new(log),
-                        flusher,
-                    }
+                Ok(partition) => {
+                    let flusher = glommio::spawn_local(partition.run_flusher()).detach();
+                    PartitionSlot::Online { partition, flusher }
                 }
                 Err(e) => {
                     error!(topic = %key.0, partition = key.1, "partition offline: {e}");
@@ -341,7 +337,7 @@ impl Shard {
         let slots: Vec<_> = self.partitions.borrow_mut().drain().collect();
         let closes = slots.into_iter().filter_map(|(key, slot)| match slot {
             PartitionSlot::Online { partition, flusher } => Some(async move {
-                if let Err(e) = partition.log().close().await {
+                if let Err(e) = partition.close().await {
                     error!(topic = %key.0, partition = key.1, "close failed: {e}");
                 }
                 drop(flusher);

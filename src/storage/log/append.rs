@@ -12,7 +12,7 @@ use super::super::appender::Chunk;
 use super::super::cache::CachedBatch;
 use super::super::producer_state::SeqCheck;
 use super::super::segment::Segment;
-use super::super::{now_ms, AppendError, StorageError};
+use super::super::{AppendError, StorageError};
 use super::{AppendOutcome, Buf, Log, LogState, Pending};
 use crate::format::frame;
 use crate::format::BatchHeader;
@@ -34,7 +34,7 @@ impl<D: super::Disk> Log<D> {
         self.check_writable(st)?;
         assert!(!frames.is_empty());
         let checked = self.check_batches(st, &frames)?;
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         let mut outcome = AppendOutcome {
             base_offset: u64::MAX,
             last_offset: 0,
@@ -76,7 +76,7 @@ impl<D: super::Disk> Log<D> {
         let st = &mut *st;
         self.check_writable(st)?;
         assert!(!frames.is_empty());
-        let now = now_ms();
+        let now = self.clock.wall_ms();
         let mut outcome = AppendOutcome {
             base_offset: u64::MAX,
             last_offset: 0,

@@ -18,7 +18,7 @@ use super::super::checkpoint::{self, Checkpoint};
 use super::super::file::{write_small_file, IoBuf, SegmentFile};
 use super::super::segment;
 use super::super::StorageError;
-use super::replayer::write_index_files;
+use super::index_files;
 use super::{io_err, Buf, Disk, Health, Log, Pending};
 use std::rc::Rc;
 use std::time::Duration;
@@ -278,7 +278,7 @@ impl<D: Disk> Log<D> {
             .map_err(io_err("truncate", &path))?;
         file.sync().await.map_err(io_err("sync", &path))?;
         let index = self.st.borrow().segments.active().index.clone();
-        write_index_files(&self.disk, &self.dir, active_base, &index).await
+        index_files::write(&self.disk, &self.dir, active_base, &index).await
     }
 
     async fn write_checkpoint(

@@ -38,6 +38,7 @@
 
 mod append;
 mod flusher;
+mod index_files;
 mod reader;
 mod replayer;
 mod truncate;

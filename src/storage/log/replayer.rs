@@ -15,7 +15,7 @@
 use super::super::appender::Appender;
 use super::super::cache::{BatchCache, CacheBudget};
 use super::super::checkpoint::{self, Checkpoint};
-use super::super::file::{read_small_file, write_small_file, Disk, SegmentFile};
+use super::super::file::{read_small_file, Disk, SegmentFile};
 use super::super::index::SegmentIndex;
 use super::super::offsets::LogOffsets;
 use super::super::producer_state::ProducerTable;
@@ -24,7 +24,7 @@ use super::super::segment::{self, Segment};
 use super::super::segment_set::SegmentSet;
 use super::super::write_budget::{Unwritten, WriteBudget};
 use super::super::{Corruption, StorageError};
-use super::{io_err, Buf, Health, Log, LogConfig, LogState, LOG_START_FILE};
+use super::{index_files, io_err, Buf, Health, Log, LogConfig, LogState, LOG_START_FILE};
 use crate::clock::{Clock, SystemClock};
 use crate::event::LocalEvent;
 use bytes::Bytes;
@@ -285,7 +285,7 @@ async fn recover_segment<D: Disk>(
     let loaded = if at.is_last() {
         None
     } else {
-        load_index(disk, at.dir, at.base, size).await
+        index_files::load(disk, at.dir, at.base, size).await
     };
     let mut seg = match loaded {
         Some(index) => recover_indexed(disk, cfg, at, &file, size, index, producers).await?,
@@ -366,7 +366,7 @@ async fn recover_by_scan<D: Disk>(
     seg.index = scan.index;
     if !at.is_last() {
         // Rebuilt: write it back so the next start is fast.
-        write_index_files(disk, at.dir, seg.base_offset, &seg.index).await?;
+        index_files::write(disk, at.dir, seg.base_offset, &seg.index).await?;
         info!(segment = %at.path().display(), "rebuilt missing or broken index");
     }
     Ok(seg)
@@ -438,46 +438,6 @@ async fn read_tail_block<D: Disk>(
         .to_vec();
     assert_eq!(tail.len() as u64, len - from);
     Ok(tail)
-}
-
-async fn load_index<D: Disk>(disk: &D, dir: &Path, base: u64, size: u64) -> Option<SegmentIndex> {
-    let ip = segment::index_path(dir, base);
-    let tp = segment::time_index_path(dir, base);
-    if !disk.exists(&ip) || !disk.exists(&tp) {
-        info!(segment = base, dir = %dir.display(), "index missing; rebuilding");
-        return None;
-    }
-    let (o, t) = match (
-        read_small_file(disk, &ip).await,
-        read_small_file(disk, &tp).await,
-    ) {
-        (Ok(o), Ok(t)) => (o, t),
-        _ => return None,
-    };
-    match SegmentIndex::decode(&o, &t, size) {
-        Ok(i) => Some(i),
-        Err(e) => {
-            warn!(segment = base, dir = %dir.display(), "broken index ({e}); rebuilding");
-            None
-        }
-    }
-}
-
-pub(super) async fn write_index_files<D: Disk>(
-    disk: &D,
-    dir: &Path,
-    base: u64,
-    index: &SegmentIndex,
-) -> Result<(), StorageError> {
-    let ip = segment::index_path(dir, base);
-    let tp = segment::time_index_path(dir, base);
-    write_small_file(disk, &ip, &index.encode_offsets())
-        .await
-        .map_err(io_err("write index", &ip))?;
-    write_small_file(disk, &tp, &index.encode_times())
-        .await
-        .map_err(io_err("write time index", &tp))?;
-    Ok(())
 }
 
 /// Scan a segment file from the start through the recovery decision table.

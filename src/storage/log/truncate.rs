@@ -27,7 +27,7 @@ use super::super::file::SegmentFile;
 use super::super::offsets::LogOffsets;
 use super::super::retention::{segments_to_delete, SegmentStat};
 use super::super::segment;
-use super::super::{now_ms, StorageError};
+use super::super::StorageError;
 use super::replayer::{replay, scan_segment};
 use super::{io_err, Disk, Health, Log, LogConfig, LogState, LOG_START_FILE};
 use crate::format::BatchHeader;
@@ -145,7 +145,7 @@ impl<D: Disk> Log<D> {
             st.assert_invariants();
         }
         info!(dir = %self.dir.display(), log_start = offset, "records deleted (DeleteRecords)");
-        self.apply_retention(now_ms()).await?;
+        self.apply_retention(self.clock.wall_ms()).await?;
         Ok(self.log_start_offset())
     }
 

@@ -16,7 +16,7 @@ use super::super::file::{is_no_space, IoBuf, SegmentFile};
 use super::super::index::TimeEntry;
 use super::super::segment;
 use super::super::StorageError;
-use super::replayer::write_index_files;
+use super::index_files;
 use super::{io_err, Buf, Disk, Log, Pending};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::VecDeque;
@@ -307,7 +307,7 @@ impl<D: Disk> Log<D> {
             })
         };
         if let Some(index) = index {
-            write_index_files(&self.disk, &self.dir, base, &index).await?;
+            index_files::write(&self.disk, &self.dir, base, &index).await?;
         }
         Ok(())
     }
