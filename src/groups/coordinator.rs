@@ -99,7 +99,7 @@ impl Coordinator {
             }
             if groups.len() >= GROUPS_MAX {
                 return Err(GroupError::CoordinatorUnavailable(
-                    "too many groups on this shard".into(),
+                    super::Unavailable::TooManyGroups(GROUPS_MAX),
                 ));
             }
             groups.insert(group_id.to_string(), Group::new(group_id.to_string()));

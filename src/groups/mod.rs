@@ -26,7 +26,7 @@ pub mod state;
 pub use coordinator::Coordinator;
 
 use crate::metadata::INTERNAL_PREFIX;
-use crate::router::ops::{AdminError, AdminOp};
+use crate::router::ops::{AdminError, AdminOp, OpError};
 use crate::router::placement::{fnv1a, shard_of};
 use crate::shard::Shard;
 use crate::storage::{AppendError, ReadError, StorageError};
@@ -63,7 +63,7 @@ pub enum GroupError {
     #[error("committed offsets are still loading")]
     CoordinatorLoading,
     #[error("coordinator not available: {0}")]
-    CoordinatorUnavailable(String),
+    CoordinatorUnavailable(Unavailable),
     #[error("this shard does not coordinate the group")]
     NotCoordinator,
     #[error("offsets could not be stored: {0}")]
@@ -78,6 +78,27 @@ pub enum GroupError {
     NonEmptyGroup,
     #[error("no such group")]
     GroupIdNotFound,
+}
+
+/// Why a group's coordinator cannot serve right now (Kafka's
+/// `COORDINATOR_NOT_AVAILABLE`: clients retry).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Unavailable {
+    #[error("this shard already coordinates {0} groups, its limit")]
+    TooManyGroups(usize),
+    #[error("the offsets topic could not be created: {0}")]
+    OffsetsTopic(AdminError),
+    #[error("the offsets topic vanished")]
+    OffsetsTopicGone,
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+    #[error("{OFFSETS_TOPIC}-{partition}: unreadable batch: {cause}")]
+    UnreadableBatch {
+        partition: u32,
+        cause: crate::format::FrameError,
+    },
+    #[error(transparent)]
+    Offsets(OpError),
 }
 
 /// Errors compare by what they say (StorageError has no PartialEq).
@@ -161,13 +182,19 @@ pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
     };
     match shard.admin(op).await {
         Ok(_) | Err(AdminError::TopicExists(_)) => {}
-        Err(e) => return Err(GroupError::CoordinatorUnavailable(e.to_string())),
+        Err(e) => {
+            return Err(GroupError::CoordinatorUnavailable(
+                Unavailable::OffsetsTopic(e),
+            ))
+        }
     }
     shard
         .topics()
         .get(OFFSETS_TOPIC)
         .map(|m| m.partitions)
-        .ok_or_else(|| GroupError::CoordinatorUnavailable("offsets topic vanished".into()))
+        .ok_or(GroupError::CoordinatorUnavailable(
+            Unavailable::OffsetsTopicGone,
+        ))
 }
 
 /// The offsets partition a group belongs to.
@@ -201,7 +228,7 @@ where
         .await
         .unwrap_or_else(|| {
             Err(GroupError::CoordinatorUnavailable(
-                "the broker is shutting down".into(),
+                Unavailable::ShuttingDown,
             ))
         })
 }

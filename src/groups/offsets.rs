@@ -15,7 +15,7 @@
 //! The log is never compacted: replay time grows with the number of commits
 //! since the partition's retention last deleted a segment.
 
-use super::{Committed, GroupError, OffsetMap, OFFSETS_TOPIC};
+use super::{Committed, GroupError, OffsetMap, Unavailable, OFFSETS_TOPIC};
 use crate::format::frame;
 use crate::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use crate::protocol::messages::Acks;
@@ -142,9 +142,10 @@ impl OffsetStore {
                         // decode. Losing the commits of one batch beats
                         // refusing every group of the partition forever.
                         let h = frame::parse_header(f).map_err(|e| {
-                            GroupError::CoordinatorUnavailable(format!(
-                                "{OFFSETS_TOPIC}-{partition}: unreadable batch: {e}"
-                            ))
+                            GroupError::CoordinatorUnavailable(Unavailable::UnreadableBatch {
+                                partition,
+                                cause: e,
+                            })
                         })?;
                         error!(
                             partition,
@@ -337,6 +338,6 @@ fn op_error(e: OpError) -> GroupError {
         OpError::Append(a) => GroupError::Append(a),
         OpError::Read(r) => GroupError::Replay(r),
         OpError::Timeout(_) => GroupError::Timeout,
-        other => GroupError::CoordinatorUnavailable(other.to_string()),
+        other => GroupError::CoordinatorUnavailable(Unavailable::Offsets(other)),
     }
 }

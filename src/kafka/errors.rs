@@ -98,7 +98,9 @@ pub fn admin(e: &AdminError) -> i16 {
         AdminError::InvalidName(_) => ResponseError::InvalidTopicException,
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        AdminError::Storage(_) => ResponseError::KafkaStorageError,
+        AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => {
+            ResponseError::KafkaStorageError
+        }
         // Retriable: the client asks again (and reaches a restarted broker).
         AdminError::ShuttingDown => ResponseError::NotController,
     })

@@ -142,7 +142,7 @@ pub enum AdminOp {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum AdminError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
@@ -155,7 +155,16 @@ pub enum AdminError {
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
     #[error("metadata could not be stored: {0}")]
-    Storage(String),
+    Storage(std::sync::Arc<crate::metadata::MetadataError>),
+    /// A directory left under a new partition's name could not be moved
+    /// out of its way (see `shard::admin`).
+    #[error(
+        "cannot move the leftover directory {dir} out of the way of the new partition: {cause}"
+    )]
+    LeftoverInTheWay {
+        dir: std::path::PathBuf,
+        cause: std::sync::Arc<crate::metadata::MetadataError>,
+    },
     #[error("the broker is shutting down")]
     ShuttingDown,
 }

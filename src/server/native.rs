@@ -74,7 +74,7 @@ pub fn admin_error_code(e: &AdminError) -> ErrorCode {
         AdminError::InvalidName(_) => ErrorCode::InvalidRequest,
         AdminError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
         AdminError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-        AdminError::Storage(_) => ErrorCode::StorageFailed,
+        AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => ErrorCode::StorageFailed,
         AdminError::ShuttingDown => ErrorCode::ShuttingDown,
     }
 }

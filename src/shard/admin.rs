@@ -155,7 +155,7 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
 fn persist(shard: &Rc<Shard>, table: &TopicTable) -> Result<(), AdminError> {
     table
         .persist(&shard.config.data_dir)
-        .map_err(|e| AdminError::Storage(e.to_string()))
+        .map_err(|e| AdminError::Storage(Arc::new(e)))
 }
 
 /// Partitions about to be created must start empty: a directory already
@@ -180,12 +180,11 @@ fn move_aside_leftovers(
             .expect("partition directory names are ASCII")
             .to_string();
         let found = identity::read(&dir).ok().flatten();
-        let to = identity::move_aside(data_dir, &name).map_err(|e| {
-            AdminError::Storage(format!(
-                "cannot move the leftover directory {} out of the way of the new partition: {e}",
-                dir.display()
-            ))
-        })?;
+        let to =
+            identity::move_aside(data_dir, &name).map_err(|e| AdminError::LeftoverInTheWay {
+                dir: dir.clone(),
+                cause: Arc::new(e),
+            })?;
         warn!(
             "a directory {} was already there (identity: {}); it is not adopted: moved aside to {}",
             dir.display(),
