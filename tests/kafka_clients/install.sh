@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the real, unchanged Kafka clients the scripts here drive:
-#   kcat (Debian), kafka-python 3 and confluent-kafka (PyPI, in a venv), kafkajs (npm).
+#   kcat (Debian), kafka-python 3, confluent-kafka and aiokafka (PyPI, in a venv), kafkajs (npm).
 # Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat
 # Idempotent: what is already installed is left alone.
 set -euo pipefail
@@ -13,9 +13,13 @@ if [ ! -x "$dir/venv/bin/python" ]; then
   python3 -m venv "$dir/venv"
   "$dir/venv/bin/pip" install -q kafka-python==3.0.12 confluent-kafka==2.16.1
 fi
+# Added later than the others: a venv made before it lacks it.
+if ! "$dir/venv/bin/python" -c "import aiokafka" 2>/dev/null; then
+  "$dir/venv/bin/pip" install -q aiokafka==0.14.0
+fi
 if [ ! -d "$dir/js/node_modules/kafkajs" ]; then
   mkdir -p "$dir/js" && (cd "$dir/js" && npm init -y >/dev/null && npm install -s kafkajs@2.2.4 >/dev/null)
 fi
 echo "kcat: $(command -v kcat)"
-echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka)"
+echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka, aiokafka)"
 echo "node: NODE_PATH=$dir/js/node_modules (kafkajs)"
