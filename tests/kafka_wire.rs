@@ -181,18 +181,52 @@ fn every_api_answers_at_every_advertised_version() {
         assert_eq!((p.error_code, p.base_offset), (0, produced), "Produce v{v}");
         produced += 2;
     }
-    for v in range_of(&all, ApiKey::Fetch) {
-        let req = FetchRequest::default()
+    // Fetch v13+ names topics by the id Metadata gives (both are set here;
+    // each version encodes the one it has).
+    let wire_id = {
+        let r: MetadataResponse = c.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(tn("wire"))),
+            ])),
+        );
+        r.topics[0].topic_id
+    };
+    assert!(!wire_id.is_nil(), "Metadata v12 gives a topic id");
+    let fetch_req = |id: uuid::Uuid| {
+        FetchRequest::default()
             .with_max_wait_ms(100)
             .with_min_bytes(1)
             .with_max_bytes(1 << 20)
             .with_topics(vec![fetch_request::FetchTopic::default()
                 .with_topic(tn("wire"))
+                .with_topic_id(id)
                 .with_partitions(vec![fetch_request::FetchPartition::default()
                     .with_partition(1)
                     .with_fetch_offset(3)
-                    .with_partition_max_bytes(1 << 20)])]);
-        let r: FetchResponse = c.call(ApiKey::Fetch, v, &req);
+                    .with_partition_max_bytes(1 << 20)])])
+    };
+    assert!(
+        range_of(&all, ApiKey::Fetch).contains(&13),
+        "Fetch by topic id is advertised"
+    );
+    for v in range_of(&all, ApiKey::Fetch) {
+        let r: FetchResponse = c.call(ApiKey::Fetch, v, &fetch_req(wire_id));
+        if v >= 13 {
+            assert_eq!(
+                r.responses[0].topic_id, wire_id,
+                "Fetch v{v} echoes the topic id"
+            );
+            // An id the broker does not know: UNKNOWN_TOPIC_ID, nothing else.
+            let other = uuid::Uuid::from_u128(0xdead_beef);
+            let u: FetchResponse = c.call(ApiKey::Fetch, v, &fetch_req(other));
+            assert_eq!(u.responses[0].topic_id, other);
+            assert_eq!(
+                u.responses[0].partitions[0].error_code, 100,
+                "Fetch v{v}: UNKNOWN_TOPIC_ID"
+            );
+        }
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "Fetch v{v}");
         assert_eq!(

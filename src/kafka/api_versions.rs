@@ -5,14 +5,15 @@
 //!   never `ApiKey::valid_versions()`, which includes response-only
 //!   versions the decoder rejects (OffsetCommit 10, OffsetFetch 10,
 //!   InitProducerId 6).
-//! - Produce and Fetch stop at 12: v13+ name topics by id only.
+//! - Produce stops at 12: v13 names topics by id only (not served yet);
+//!   Fetch goes to 18, naming topics by id from v13 (see `fetch.rs`).
 //! - Produce is advertised from 0 (librdkafka before 2.11.1 disables every
 //!   codec when the advertised minimum is above 0) but accepted from 3,
 //!   as Kafka 4.0 does; the crate cannot decode older versions anyway.
 //! - kafkajs ignores the advertised minimum and only speaks non-flexible
 //!   versions: every minimum here is at or below kafkajs's maximum.
 
-use super::Ctx;
+use super::{fetch, Ctx};
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::api_versions_response::ApiVersion;
 use kafka_protocol::messages::*;
@@ -29,7 +30,8 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
         ApiKey::Metadata => MetadataRequest::VERSIONS,
         ApiKey::Produce => ProduceRequest::VERSIONS.intersect(&range(3, 12)),
-        ApiKey::Fetch => FetchRequest::VERSIONS.intersect(&range(4, 12)),
+        ApiKey::Fetch => FetchRequest::VERSIONS
+            .intersect(&range(*fetch::VERSIONS.start(), *fetch::VERSIONS.end())),
         ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
         ApiKey::FindCoordinator => FindCoordinatorRequest::VERSIONS,
         ApiKey::JoinGroup => JoinGroupRequest::VERSIONS,
@@ -150,7 +152,7 @@ mod tests {
         assert_eq!(produce.min, 0, "librdkafka < 2.11.1 drops codecs otherwise");
         assert_eq!(accepted(ApiKey::Produce).unwrap().min, 3);
         assert_eq!(advertised(ApiKey::Produce).unwrap().max, 12);
-        assert_eq!(advertised(ApiKey::Fetch).unwrap().max, 12);
+        assert_eq!(advertised(ApiKey::Fetch).unwrap().max, 18);
         assert_eq!(advertised(ApiKey::OffsetCommit).unwrap().max, 9);
         assert_eq!(advertised(ApiKey::OffsetFetch).unwrap().max, 9);
         assert_eq!(advertised(ApiKey::InitProducerId).unwrap().max, 5);

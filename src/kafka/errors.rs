@@ -154,6 +154,11 @@ pub fn unknown_topic() -> i16 {
     code(ResponseError::UnknownTopicOrPartition)
 }
 
+/// A topic named by an id this broker does not know (Fetch v13+).
+pub fn unknown_topic_id() -> i16 {
+    code(ResponseError::UnknownTopicId)
+}
+
 pub fn invalid_topic() -> i16 {
     code(ResponseError::InvalidTopicException)
 }

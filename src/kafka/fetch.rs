@@ -1,6 +1,9 @@
-//! Fetch (v4-12): long poll across shards (max_wait_ms / min_bytes), then
+//! Fetch (v4-18): long poll across shards (max_wait_ms / min_bytes), then
 //! every stored frame rebuilt as the Kafka batch it is, byte for byte.
 //!
+//! - Topics: by name up to v12, by topic id from v13 (the id Metadata
+//!   gives, [`super::topic_uuid`]); an id this broker does not know gets
+//!   `UNKNOWN_TOPIC_ID` for each partition asked, as Kafka answers.
 //! - Sizes: `partition_max_bytes` bounds each partition, `max_bytes` the
 //!   whole answer, except that the first batch always goes (a batch larger
 //!   than the limits must not stall a consumer), as in Kafka. The broker's
@@ -69,8 +72,44 @@ impl PartitionAnswer {
 
 #[derive(Debug, Clone)]
 pub struct TopicAnswer {
+    /// Written up to v12.
     pub topic: TopicName,
+    /// Written from v13 (echoes the request's id).
+    pub topic_id: uuid::Uuid,
     pub partitions: Vec<PartitionAnswer>,
+}
+
+/// Fetch versions served; v13 on names topics by id.
+pub const VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
+
+/// Versions that name topics by id instead of by name.
+fn by_topic_id(version: i16) -> bool {
+    version >= 13
+}
+
+/// The topic a request's entry names: by name up to v12, by id from v13.
+/// `Err` holds the error code when the topic is unknown, and the key its
+/// partitions are filed under (not a valid topic name, so it cannot
+/// collide with one).
+fn resolve(
+    ctx: &Ctx,
+    topics: &crate::metadata::SharedTopics,
+    t: &kafka_protocol::messages::fetch_request::FetchTopic,
+) -> Result<String, (String, i16)> {
+    if !by_topic_id(ctx.version) {
+        return Ok(t.topic.to_string());
+    }
+    topics
+        .topics
+        .values()
+        .find(|m| super::topic_uuid(&m.id) == t.topic_id)
+        .map(|m| m.name.clone())
+        .ok_or_else(|| {
+            (
+                format!("<unknown topic id {}>", t.topic_id),
+                errors::unknown_topic_id(),
+            )
+        })
 }
 
 pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
@@ -81,13 +120,16 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let mut parts = Vec::new();
     let mut refused: HashMap<(String, i32), i16> = HashMap::new();
     for t in &req.topics {
-        let topic = t.topic.to_string();
+        let (topic, unknown) = match resolve(ctx, &topics, t) {
+            Ok(name) => (name, errors::unknown_topic()),
+            Err(refusal) => refusal,
+        };
         for p in &t.partitions {
             let known = topics
                 .get(&topic)
                 .is_some_and(|m| p.partition >= 0 && (p.partition as u32) < m.partitions);
             if !known {
-                refused.insert((topic.clone(), p.partition), errors::unknown_topic());
+                refused.insert((topic.clone(), p.partition), unknown);
             } else if p.fetch_offset < 0 {
                 let e = ReadError::OffsetOutOfRange {
                     requested: 0,
@@ -118,7 +160,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let mut first_batch_sent = false;
     let mut out = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
-        let topic = t.topic.to_string();
+        let topic = resolve(ctx, &topics, t).unwrap_or_else(|(key, _)| key);
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let key = (topic.clone(), p.partition);
@@ -171,6 +213,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
         }
         out.push(TopicAnswer {
             topic: t.topic.clone(),
+            topic_id: t.topic_id,
             partitions,
         });
     }
@@ -185,11 +228,11 @@ fn put_uvarint(out: &mut BytesMut, mut v: u64) {
     out.put_u8(v as u8);
 }
 
-/// `[size][response header][FetchResponse]` at `version` (4..=12), with
-/// every batch written once, directly from its stored frame.
+/// `[size][response header][FetchResponse]` at a version of [`VERSIONS`],
+/// with every batch written once, directly from its stored frame.
 pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> BytesMut {
     assert!(
-        (4..=12).contains(&version),
+        VERSIONS.contains(&version),
         "Fetch v{version} is not served"
     );
     let flexible = version >= 12;
@@ -218,13 +261,17 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> Byte
     };
     array_len(&mut out, topics.len());
     for t in topics {
-        let name = t.topic.0.as_bytes();
-        if flexible {
-            put_uvarint(&mut out, name.len() as u64 + 1);
+        if by_topic_id(version) {
+            out.put_slice(t.topic_id.as_bytes());
         } else {
-            out.put_i16(name.len() as i16);
+            let name = t.topic.0.as_bytes();
+            if flexible {
+                put_uvarint(&mut out, name.len() as u64 + 1);
+            } else {
+                out.put_i16(name.len() as i16);
+            }
+            out.put_slice(name);
         }
-        out.put_slice(name);
         array_len(&mut out, t.partitions.len());
         for p in &t.partitions {
             out.put_i32(p.index);
@@ -313,6 +360,7 @@ mod tests {
                     .collect();
                 FetchableTopicResponse::default()
                     .with_topic(t.topic.clone())
+                    .with_topic_id(t.topic_id)
                     .with_partitions(parts)
             })
             .collect();
@@ -346,14 +394,16 @@ mod tests {
         let topics = vec![
             TopicAnswer {
                 topic: TopicName(StrBytes::from_static_str("orders")),
+                topic_id: uuid::Uuid::from_u128(0x0123_4567_89ab_cdef_0011_2233_4455_6677),
                 partitions: vec![with_data, empty],
             },
             TopicAnswer {
                 topic: TopicName(StrBytes::from_static_str("x")),
+                topic_id: uuid::Uuid::from_u128(7),
                 partitions: vec![failed],
             },
         ];
-        for v in 4..=12 {
+        for v in VERSIONS {
             assert_eq!(
                 encode(v, 77, &topics),
                 via_crate(v, 77, &topics),
