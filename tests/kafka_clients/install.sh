@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real, unchanged Kafka clients the scripts here drive:
-#   kcat (Debian), kafka-python 3, confluent-kafka and aiokafka (PyPI, in a venv), kafkajs (npm).
+#   kcat (Debian), kafka-python 3, confluent-kafka and aiokafka (PyPI, in a venv),
+#   kafkajs and @platformatic/kafka (npm).
 # Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat
 # Idempotent: what is already installed is left alone.
 set -euo pipefail
@@ -20,6 +21,9 @@ fi
 if [ ! -d "$dir/js/node_modules/kafkajs" ]; then
   mkdir -p "$dir/js" && (cd "$dir/js" && npm init -y >/dev/null && npm install -s kafkajs@2.2.4 >/dev/null)
 fi
+if [ ! -d "$dir/js/node_modules/@platformatic/kafka" ]; then
+  (cd "$dir/js" && npm install -s @platformatic/kafka@1.35.0 >/dev/null)
+fi
 echo "kcat: $(command -v kcat)"
 echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka, aiokafka)"
-echo "node: NODE_PATH=$dir/js/node_modules (kafkajs)"
+echo "node: NODE_PATH=$dir/js/node_modules (kafkajs, @platformatic/kafka)"
