@@ -530,7 +530,7 @@ fn negotiation_traps() {
         "Produce advertised from 0 (librdkafka codec trap)"
     );
     let (_, _, fmax) = *all.iter().find(|(k, _, _)| *k == ApiKey::Fetch).unwrap();
-    assert_eq!(fmax, 12, "Fetch capped below topic-id-only versions");
+    assert_eq!(fmax, 18, "Fetch served up to 18 (topics by id from 13)");
     for k in [
         ApiKey::OffsetCommit,
         ApiKey::OffsetFetch,

@@ -168,13 +168,19 @@ pub fn frame_to_kafka(h: &BatchHeader, frame_bytes: &[u8], out: &mut BytesMut) {
     assert_eq!(frame_bytes.len(), h.frame_len(), "one whole frame");
     let payload = &frame_bytes[HEADER_LEN..];
     out.reserve(KAFKA_HEADER_LEN + payload.len());
+    kafka_header(h, out);
+    out.put_slice(payload);
+}
+
+/// The Kafka batch header (`KAFKA_HEADER_LEN` bytes) of a stored frame,
+/// which its payload (the stored frame after `HEADER_LEN`) follows.
+pub fn kafka_header(h: &BatchHeader, out: &mut BytesMut) {
     out.put_i64(h.base_offset as i64);
-    out.put_i32((BATCH_LENGTH_OVERHEAD + payload.len()) as i32);
+    out.put_i32((BATCH_LENGTH_OVERHEAD + h.payload_len as usize) as i32);
     out.put_i32(h.partition_leader_epoch);
     out.put_i8(2);
     out.put_u32(h.crc);
     out.put_slice(&crc_prefix(h));
-    out.put_slice(payload);
 }
 
 /// The records section of a Fetch answer: every frame rebuilt as a Kafka batch.

@@ -23,10 +23,12 @@
 //! again. A unit test checks that this encoder writes exactly the bytes the
 //! crate writes, at every version served.
 
-use super::batch::{frame_to_kafka, KAFKA_HEADER_LEN};
+use super::batch::{kafka_header, KAFKA_HEADER_LEN};
 use super::{errors, Ctx};
+use crate::format::HEADER_LEN;
 use crate::format::{frame, BatchHeader};
 use crate::partition::FetchOutcome;
+use crate::protocol::gather::Gather;
 use crate::router::ops::{partition_read_cap, FetchPart, OpError};
 use crate::storage::ReadError;
 use bytes::{BufMut, Bytes, BytesMut};
@@ -228,30 +230,27 @@ fn put_uvarint(out: &mut BytesMut, mut v: u64) {
     out.put_u8(v as u8);
 }
 
-/// `[size][response header][FetchResponse]` at a version of [`VERSIONS`],
-/// with every batch written once, directly from its stored frame.
+/// [`encode_parts`] in one buffer.
 pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> BytesMut {
+    let mut out = BytesMut::new();
+    for p in encode_parts(version, correlation_id, topics) {
+        out.extend_from_slice(&p);
+    }
+    out
+}
+
+/// `[size][response header][FetchResponse]` at a version of [`VERSIONS`],
+/// as parts written in order: each batch's Kafka header is written here
+/// (it differs from the stored one); its payload is referenced from the
+/// stored frame, not copied (small ones are: see `protocol::gather`).
+pub fn encode_parts(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> Vec<Bytes> {
     assert!(
         VERSIONS.contains(&version),
         "Fetch v{version} is not served"
     );
     let flexible = version >= 12;
-    let records: usize = topics
-        .iter()
-        .flat_map(|t| &t.partitions)
-        .map(|p| p.records_len() + 64)
-        .sum();
-    let mut out = BytesMut::with_capacity(64 + records + topics.len() * 64);
-    out.put_i32(0); // size, patched at the end
-    out.put_i32(correlation_id);
-    if flexible {
-        put_uvarint(&mut out, 0); // response header v1: no tagged fields
-    }
-    out.put_i32(0); // throttle_time_ms
-    if version >= 7 {
-        out.put_i16(errors::NONE);
-        out.put_i32(0); // session_id: no fetch sessions
-    }
+    let n_parts: usize = topics.iter().map(|t| t.partitions.len()).sum();
+    let mut g = Gather::with_capacity(64 + topics.len() * 64 + n_parts * 128);
     let array_len = |out: &mut BytesMut, n: usize| {
         if flexible {
             put_uvarint(out, n as u64 + 1);
@@ -259,21 +258,36 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> Byte
             out.put_i32(n as i32);
         }
     };
-    array_len(&mut out, topics.len());
+    {
+        let out = g.buf();
+        out.put_i32(0); // size, patched at the end
+        out.put_i32(correlation_id);
+        if flexible {
+            put_uvarint(out, 0); // response header v1: no tagged fields
+        }
+        out.put_i32(0); // throttle_time_ms
+        if version >= 7 {
+            out.put_i16(errors::NONE);
+            out.put_i32(0); // session_id: no fetch sessions
+        }
+        array_len(out, topics.len());
+    }
     for t in topics {
+        let out = g.buf();
         if by_topic_id(version) {
             out.put_slice(t.topic_id.as_bytes());
         } else {
             let name = t.topic.0.as_bytes();
             if flexible {
-                put_uvarint(&mut out, name.len() as u64 + 1);
+                put_uvarint(out, name.len() as u64 + 1);
             } else {
                 out.put_i16(name.len() as i16);
             }
             out.put_slice(name);
         }
-        array_len(&mut out, t.partitions.len());
+        array_len(out, t.partitions.len());
         for p in &t.partitions {
+            let out = g.buf();
             out.put_i32(p.index);
             out.put_i16(p.error_code);
             out.put_i64(p.high_watermark);
@@ -281,35 +295,37 @@ pub fn encode(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -> Byte
             if version >= 5 {
                 out.put_i64(p.log_start_offset);
             }
-            array_len(&mut out, 0); // aborted_transactions: none
+            array_len(out, 0); // aborted_transactions: none
             if version >= 11 {
                 out.put_i32(-1); // preferred_read_replica
             }
             let len = p.records_len();
             if flexible {
-                put_uvarint(&mut out, len as u64 + 1);
+                put_uvarint(out, len as u64 + 1);
             } else {
                 out.put_i32(len as i32);
             }
-            let at = out.len();
+            let at = g.len();
             for (h, f) in &p.frames {
-                frame_to_kafka(h, &f[..h.frame_len()], &mut out);
+                kafka_header(h, g.buf());
+                g.shared(f.slice(HEADER_LEN..h.frame_len()));
             }
-            assert_eq!(out.len() - at, len, "records length as announced");
+            assert_eq!(g.len() - at, len, "records length as announced");
             if flexible {
-                put_uvarint(&mut out, 0);
+                put_uvarint(g.buf(), 0);
             }
         }
         if flexible {
-            put_uvarint(&mut out, 0);
+            put_uvarint(g.buf(), 0);
         }
     }
     if flexible {
-        put_uvarint(&mut out, 0);
+        put_uvarint(g.buf(), 0);
     }
-    let size = (out.len() - 4) as i32;
-    out[..4].copy_from_slice(&size.to_be_bytes());
-    out
+    g.finish(|head, total| {
+        let size = (total - 4) as i32;
+        head[..4].copy_from_slice(&size.to_be_bytes());
+    })
 }
 
 #[cfg(test)]

@@ -362,7 +362,11 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
         ApiKey::Fetch => {
             let req: FetchRequest = decode(&mut body, ctx, "Fetch")?;
             let answer = fetch::handle(ctx, req).await;
-            Handled::Respond(fetch::encode(ctx.version, ctx.correlation_id, &answer))
+            Handled::RespondParts(fetch::encode_parts(
+                ctx.version,
+                ctx.correlation_id,
+                &answer,
+            ))
         }
         ApiKey::ListOffsets => serve!("ListOffsets", ListOffsetsRequest, list_offsets::handle),
         ApiKey::FindCoordinator => {

@@ -4,6 +4,7 @@
 //! split out of the request buffer without copying.
 
 use super::codec::{get_topics, put_str, put_topics, Reader, TopicList};
+use super::gather::Gather;
 use super::{DecodeError, ErrorCode};
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -253,21 +254,38 @@ pub struct FetchResponse {
 }
 
 impl FetchResponse {
-    /// Encode the response; returns the bytes of records in it. The frames
-    /// are copied once, into the outgoing buffer.
+    /// Encode the response into one buffer; returns the bytes of records
+    /// in it.
     pub fn encode(&self, b: &mut BytesMut) -> usize {
+        let mut g = Gather::with_capacity(0);
+        let records = self.encode_gather(&mut g);
+        for part in g.finish(|_, _| {}) {
+            b.extend_from_slice(&part);
+        }
+        records
+    }
+
+    /// Encode the response into `g`, referencing large frames instead of
+    /// copying them (the same bytes as [`FetchResponse::encode`]); returns
+    /// the bytes of records in it.
+    pub fn encode_gather(&self, g: &mut Gather) -> usize {
         let mut records = 0;
-        put_topics(b, &self.topics, |b, p| {
-            p.result.encode(b);
-            b.put_u64_le(p.high_watermark);
-            b.put_u64_le(p.log_start_offset);
-            let len: usize = p.frames.iter().map(|f| f.len()).sum();
-            b.put_u32_le(len as u32);
-            for f in &p.frames {
-                b.put_slice(f);
+        g.buf().put_u32_le(self.topics.len() as u32);
+        for (name, parts) in &self.topics {
+            put_str(g.buf(), name);
+            g.buf().put_u32_le(parts.len() as u32);
+            for p in parts {
+                p.result.encode(g.buf());
+                g.buf().put_u64_le(p.high_watermark);
+                g.buf().put_u64_le(p.log_start_offset);
+                let len: usize = p.frames.iter().map(|f| f.len()).sum();
+                g.buf().put_u32_le(len as u32);
+                for f in &p.frames {
+                    g.shared(f.clone());
+                }
+                records += len;
             }
-            records += len;
-        });
+        }
         records
     }
 

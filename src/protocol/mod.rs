@@ -8,6 +8,7 @@
 pub mod codec;
 pub mod error_code;
 pub mod frame;
+pub mod gather;
 pub mod messages;
 
 pub use error_code::ErrorCode;

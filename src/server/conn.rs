@@ -7,7 +7,7 @@ use crate::clock::Clock;
 use crate::config::BrokerConfig;
 use crate::shard::memory::SMALL_REQUEST_BYTES;
 use crate::shard::Shard;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
@@ -39,9 +39,24 @@ pub trait Protocol: 'static {
 
 pub enum Handled {
     Respond(BytesMut),
+    /// A response in parts, written in order (see `protocol::gather`).
+    RespondParts(Vec<Bytes>),
     NoResponse,
     /// Send this, then close the connection.
     Close(Option<BytesMut>),
+}
+
+/// What the writer task sends next.
+enum Out {
+    Nothing,
+    One(BytesMut),
+    Parts(Vec<Bytes>),
+}
+
+impl From<Option<BytesMut>> for Out {
+    fn from(b: Option<BytesMut>) -> Out {
+        b.map_or(Out::Nothing, Out::One)
+    }
 }
 
 /// Bytes read at a time for small frames.
@@ -112,13 +127,25 @@ async fn read_into_spare(
 pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>, peer: String) {
     let _ = stream.set_nodelay(true);
     let (mut reader, mut writer) = futures::io::AsyncReadExt::split(stream);
-    let (tx, mut rx) = mpsc::unbounded::<(Option<BytesMut>, bool, Option<Permit>)>();
+    let (tx, mut rx) = mpsc::unbounded::<(Out, bool, Option<Permit>)>();
     let writer_task = glommio::spawn_local(async move {
-        while let Some((buf, close, permit)) = rx.next().await {
-            if let Some(buf) = buf {
-                if writer.write_all(&buf).await.is_err() {
-                    return;
+        while let Some((out, close, permit)) = rx.next().await {
+            let written = match out {
+                Out::Nothing => Ok(()),
+                Out::One(buf) => writer.write_all(&buf).await,
+                Out::Parts(parts) => {
+                    let mut r = Ok(());
+                    for p in &parts {
+                        r = writer.write_all(p).await;
+                        if r.is_err() {
+                            break;
+                        }
+                    }
+                    r
                 }
+            };
+            if written.is_err() {
+                return;
             }
             drop(permit);
             if close {
@@ -147,11 +174,16 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     // not read stops us reading, not us buffering.
                     let mut permit = permit;
                     permit.grow(b.len());
-                    let _ = tx.unbounded_send((Some(b), false, Some(permit)));
+                    let _ = tx.unbounded_send((Out::One(b), false, Some(permit)));
+                }
+                Handled::RespondParts(parts) => {
+                    let mut permit = permit;
+                    permit.grow(parts.iter().map(|p| p.len()).sum());
+                    let _ = tx.unbounded_send((Out::Parts(parts), false, Some(permit)));
                 }
                 Handled::NoResponse => drop(permit),
                 Handled::Close(b) => {
-                    let _ = tx.unbounded_send((b, true, Some(permit)));
+                    let _ = tx.unbounded_send((Out::from(b), true, Some(permit)));
                 }
             }
         })
@@ -219,7 +251,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                 Ok(_) => break,
                 Err(reply) => {
                     debug!(%peer, "closing connection: unreadable frame");
-                    let _ = tx.unbounded_send((reply, true, None));
+                    let _ = tx.unbounded_send((Out::from(reply), true, None));
                     break 'conn;
                 }
             }

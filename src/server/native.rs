@@ -10,6 +10,7 @@ use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
+use crate::protocol::gather::Gather;
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
 use crate::router::ops::*;
@@ -155,7 +156,8 @@ impl Protocol for Native {
             Err(_) => return Handled::Close(None),
         };
         match serve(&shard, h, r).await {
-            Ok(Some(b)) => Handled::Respond(b),
+            Ok(Some(Reply::One(b))) => Handled::Respond(b),
+            Ok(Some(Reply::Parts(parts))) => Handled::RespondParts(parts),
             Ok(None) => Handled::NoResponse,
             Err(e) => Handled::Respond(response(
                 h.api_key,
@@ -168,11 +170,24 @@ impl Protocol for Native {
     }
 }
 
+/// A response: one buffer, or parts written in order (Fetch: see
+/// `protocol::gather`).
+enum Reply {
+    One(BytesMut),
+    Parts(Vec<bytes::Bytes>),
+}
+
+impl From<BytesMut> for Reply {
+    fn from(b: BytesMut) -> Reply {
+        Reply::One(b)
+    }
+}
+
 async fn serve(
     shard: &Rc<Shard>,
     h: FrameHeader,
     mut r: Reader,
-) -> Result<Option<BytesMut>, DecodeError> {
+) -> Result<Option<Reply>, DecodeError> {
     let api = ApiKey::from_u16(h.api_key)?;
     if h.api_version != API_VERSION {
         return Err(DecodeError::UnsupportedVersion {
@@ -184,13 +199,13 @@ async fn serve(
     let id = h.request_id;
     let ok = |body: &dyn Fn(&mut BytesMut)| response(key, id, ErrorCode::None, String::new(), body);
     if shard.shutting_down.get() {
-        return Ok(Some(response(
+        return Ok(Some(Reply::from(response(
             key,
             id,
             ErrorCode::ShuttingDown,
             "the broker is shutting down".into(),
             |_| {},
-        )));
+        ))));
     }
     match api {
         ApiKey::Produce => {
@@ -229,7 +244,7 @@ async fn serve(
             let resp = ProduceResponse {
                 topics: by_topic.into_iter().collect(),
             };
-            Ok(Some(ok(&|b| resp.encode(b))))
+            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
         }
         ApiKey::Fetch => {
             let req = FetchRequest::decode(&mut r)?;
@@ -288,9 +303,21 @@ async fn serve(
             let resp = FetchResponse {
                 topics: by_topic.into_iter().collect(),
             };
-            Ok(Some(ok(&|b| {
-                resp.encode(b);
-            })))
+            // The batches are referenced, not copied, into the answer.
+            let mut g = Gather::with_capacity(256);
+            let start = ResponseHeader {
+                api_key: key,
+                error: ErrorCode::None,
+                request_id: id,
+                message: String::new(),
+            }
+            .begin(g.buf());
+            assert_eq!(start, 0);
+            resp.encode_gather(&mut g);
+            Ok(Some(Reply::Parts(g.finish(|head, total| {
+                let len = (total - crate::protocol::frame::LEN_PREFIX) as u32;
+                head[..crate::protocol::frame::LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+            }))))
         }
         ApiKey::ListOffsets => {
             let req = ListOffsetsRequest::decode(&mut r)?;
@@ -334,13 +361,13 @@ async fn serve(
             let resp = ListOffsetsResponse {
                 topics: by_topic.into_iter().collect(),
             };
-            Ok(Some(ok(&|b| resp.encode(b))))
+            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
         }
         ApiKey::Metadata => {
             let req = MetadataRequest::decode(&mut r)?;
             r.finish()?;
             let resp = metadata(shard, req).await;
-            Ok(Some(ok(&|b| resp.encode(b))))
+            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
         }
         ApiKey::CreateTopic => {
             let req = CreateTopicRequest::decode(&mut r)?;
@@ -350,23 +377,23 @@ async fn serve(
                 partitions: req.partitions,
                 config: req.config.into_iter().collect(),
             };
-            Ok(Some(admin_response(shard, key, id, op).await))
+            Ok(Some(Reply::from(admin_response(shard, key, id, op).await)))
         }
         ApiKey::DeleteTopic => {
             let req = TopicRequest::decode(&mut r)?;
             r.finish()?;
             if req.name.starts_with(INTERNAL_PREFIX) {
-                return Ok(Some(response(
+                return Ok(Some(Reply::from(response(
                     key,
                     id,
                     ErrorCode::InvalidRequest,
                     format!("'{}' is an internal topic", req.name),
                     |_| {},
-                )));
+                ))));
             }
-            Ok(Some(
+            Ok(Some(Reply::from(
                 admin_response(shard, key, id, AdminOp::DeleteTopic { name: req.name }).await,
-            ))
+            )))
         }
         ApiKey::CreatePartitions => {
             let req = TopicRequest::decode(&mut r)?;
@@ -375,19 +402,19 @@ async fn serve(
                 name: req.name,
                 total: req.partitions,
             };
-            Ok(Some(admin_response(shard, key, id, op).await))
+            Ok(Some(Reply::from(admin_response(shard, key, id, op).await)))
         }
         ApiKey::OffsetCommit => {
             let req = OffsetCommitRequest::decode(&mut r)?;
             r.finish()?;
             let resp = offset_commit(shard, req).await;
-            Ok(Some(ok(&|b| resp.encode(b))))
+            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
         }
         ApiKey::OffsetFetch => {
             let req = OffsetFetchRequest::decode(&mut r)?;
             r.finish()?;
             let resp = offset_fetch(shard, req).await;
-            Ok(Some(ok(&|b| resp.encode(b))))
+            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
         }
     }
 }
