@@ -75,7 +75,9 @@ pub struct BrokerConfig {
     pub write_chunk_bytes: usize,
     /// Direct-I/O writes a partition keeps in flight.
     pub write_behind: usize,
-    /// Segment file space reserved ahead of the writes (fallocate), in bytes; 0 disables.
+    /// Most segment file space reserved ahead of the writes (fallocate), in
+    /// bytes; a segment reserves as far ahead as it has been written, from
+    /// 1 MiB up to this. 0 disables.
     pub segment_preallocate_bytes: u64,
     /// Longest time appended data may stay un-synced, in ms.
     pub flush_interval_ms: u64,

@@ -194,3 +194,45 @@ fn retention_by_time_expires_everything_old() {
         "fresh\n"
     );
 }
+
+/// Disk space reserved ahead of writes adapts to what a partition writes:
+/// 200 partitions holding a small batch each reserve a few MiB apiece, not
+/// the full `segment_preallocate_bytes` step (32 MiB at the default, 6.4 GB
+/// for 200 partitions before).
+#[test]
+fn quiet_partitions_reserve_little_disk_ahead() {
+    use std::os::unix::fs::MetadataExt;
+    let b = BrokerProc::start(&[]);
+    ok(b.cli(&["topic", "create", "quiet", "--partitions", "200"], None));
+    let input: String = (0..2_000).map(|i| format!("key-{i}:value-{i}\n")).collect();
+    ok(b.cli(
+        &["produce", "quiet", "--key-separator", ":"],
+        Some(input.as_bytes()),
+    ));
+    let (mut written, mut allocated, mut partitions) = (0u64, 0u64, 0u64);
+    for p in 0..200 {
+        let dir = b.data_dir.join(format!("quiet-{p}"));
+        let logs = files(&dir, ".log");
+        if logs.is_empty() {
+            continue;
+        }
+        partitions += 1;
+        for l in logs {
+            let m = std::fs::metadata(dir.join(&l)).unwrap();
+            written += m.len();
+            allocated += m.blocks() * 512;
+        }
+    }
+    assert!(
+        partitions >= 150,
+        "keys spread over most partitions: {partitions}"
+    );
+    let per_partition = allocated / partitions;
+    println!(
+        "{partitions} partitions: {written} bytes in their segment files, {allocated} bytes allocated ({per_partition} per partition)"
+    );
+    assert!(
+        per_partition <= 2 << 20,
+        "each quiet partition reserved {per_partition} bytes (the full step is 32 MiB)"
+    );
+}
