@@ -208,6 +208,7 @@ mod tests {
     };
 
     const LIMITS: RecordLimits = RecordLimits {
+        keys_required: false,
         max_records_bytes: 1 << 20,
         check_compressed: true,
     };

@@ -72,6 +72,11 @@ impl BrokerProc {
             kafka.into(),
             "--shards".into(),
             shards.to_string(),
+            // Groups form at once unless a test is about the initial
+            // rebalance delay (Kafka's 3 s default would slow every group
+            // test); a test's own `--set` comes later and wins.
+            "--set".into(),
+            "group_initial_rebalance_delay_ms=0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut b = BrokerProc {
