@@ -449,7 +449,11 @@ impl TopicConfig {
 /// A `cleanup.policy` value, normalised: a non-empty comma-separated set of
 /// `delete` and `compact`, in that order.
 fn cleanup_policy(v: &str) -> Result<String, ConfigError> {
-    let items: Vec<&str> = v.split(',').map(str::trim).filter(|s| !s.is_empty()).collect();
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
     if items.is_empty()
         || items
             .iter()

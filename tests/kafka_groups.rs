@@ -18,9 +18,7 @@ mod common;
 
 use common::BrokerProc;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance,
-};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -88,17 +86,19 @@ fn group_consumer(
 
 fn create_topic(b: &BrokerProc, name: &str, partitions: u32) {
     common::ok(b.cli(
-        &["topic", "create", name, "--partitions", &partitions.to_string()],
+        &[
+            "topic",
+            "create",
+            name,
+            "--partitions",
+            &partitions.to_string(),
+        ],
         None,
     ));
 }
 
 /// Poll every consumer until `done` holds (bounded by WAIT).
-fn poll_until(
-    consumers: &[&BaseConsumer<Rebalances>],
-    what: &str,
-    mut done: impl FnMut() -> bool,
-) {
+fn poll_until(consumers: &[&BaseConsumer<Rebalances>], what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -174,8 +174,10 @@ fn three_join_at_once(group: &str, extra_for: impl Fn(usize) -> Vec<(String, Str
     let members: Vec<_> = (0..3)
         .map(|i| {
             let extra = extra_for(i);
-            let extra: Vec<(&str, &str)> =
-                extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let extra: Vec<(&str, &str)> = extra
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             let (c, r) = group_consumer(&addr, group, &extra);
             c.subscribe(&[&topic]).unwrap();
             (c, r)
@@ -258,7 +260,11 @@ fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
         a2.assignment().map(|t| t.count()).unwrap_or(0) == 2
     });
     poll_for(&[&a2, &other], Duration::from_secs(2));
-    assert_eq!(partitions(&a2.assignment().unwrap()), a_parts, "its old partitions");
+    assert_eq!(
+        partitions(&a2.assignment().unwrap()),
+        a_parts,
+        "its old partitions"
+    );
     assert_eq!(r_other.moves(), before, "the other member saw no rebalance");
     assert_eq!(ra2.moves().len(), 1);
     assert_eq!(
@@ -293,7 +299,8 @@ fn a_fenced_static_member_cannot_commit() {
             .unwrap();
         t
     };
-    old.commit(&at(2), CommitMode::Sync).expect("a member commits");
+    old.commit(&at(2), CommitMode::Sync)
+        .expect("a member commits");
     let (new, _r_new) = start();
     poll_until(&[&new], "the new instance assigned", || {
         new.assignment().map(|t| t.count()).unwrap_or(0) == 1
@@ -310,7 +317,8 @@ fn a_fenced_static_member_cannot_commit() {
         "the fenced commit was not stored"
     );
     // The newer member commits as usual.
-    new.commit(&at(3), CommitMode::Sync).expect("the current member commits");
+    new.commit(&at(3), CommitMode::Sync)
+        .expect("the current member commits");
 }
 
 /// OffsetCommit naming a topic or a partition that does not exist: those
@@ -323,10 +331,12 @@ fn committing_offsets_of_a_topic_that_does_not_exist_is_refused() {
     create_topic(&b, "real", 2);
     let (c, _) = group_consumer(&addr, "ghost-commits", &[]);
     let mut t = TopicPartitionList::new();
-    t.add_partition_offset("real", 0, Offset::Offset(5)).unwrap();
+    t.add_partition_offset("real", 0, Offset::Offset(5))
+        .unwrap();
     t.add_partition_offset("no-such-topic", 0, Offset::Offset(5))
         .unwrap();
-    t.add_partition_offset("real", 7, Offset::Offset(5)).unwrap();
+    t.add_partition_offset("real", 7, Offset::Offset(5))
+        .unwrap();
     match c.commit(&t, CommitMode::Sync) {
         Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
         other => panic!("expected UNKNOWN_TOPIC_OR_PARTITION, got {other:?}"),

@@ -1405,7 +1405,10 @@ fn alter_configs_validated_durable_and_applied_live() {
         alter_incremental(&mut c, 1, TOPIC, "cfg", &compact, false).0,
         0
     );
-    assert_eq!(topic_configs(&mut c, "cfg")["cleanup.policy"].0, "delete,compact");
+    assert_eq!(
+        topic_configs(&mut c, "cfg")["cleanup.policy"].0,
+        "delete,compact"
+    );
     let shred = [("cleanup.policy", 0, Some("shred"))];
     assert_eq!(
         alter_incremental(&mut c, 1, TOPIC, "cfg", &shred, false).0,

@@ -336,7 +336,9 @@ impl Group {
         }
         self.members.insert(id.clone(), m);
         match self.phase {
-            Phase::Stable if self.select_protocol() == self.protocol.clone().unwrap_or_default() => {
+            Phase::Stable
+                if self.select_protocol() == self.protocol.clone().unwrap_or_default() =>
+            {
                 // Kafka: the group's assignment still holds; the member
                 // gets the current generation and syncs for its share.
                 self.answer_now(&id, true)
@@ -402,7 +404,8 @@ impl Group {
                     let ids = self.member_ids(|m| m.sync_waiter.is_some());
                     for id in ids {
                         let out = self.sync_outcome(&id);
-                        if let Some(w) = self.members.get_mut(&id).and_then(|m| m.sync_waiter.take())
+                        if let Some(w) =
+                            self.members.get_mut(&id).and_then(|m| m.sync_waiter.take())
                         {
                             let _ = w.send(Ok(out));
                         }

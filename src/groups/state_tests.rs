@@ -29,7 +29,8 @@ fn two_members_rebalance_then_one_expires() {
     assert_eq!((ja.generation, ja.leader == ja.member_id), (1, true));
     assert_eq!(ja.members.len(), 1);
     assert!(matches!(
-        g.sync(MemberRef::dynamic(&ja.member_id),
+        g.sync(
+            MemberRef::dynamic(&ja.member_id),
             1,
             vec![(ja.member_id.clone(), Bytes::from_static(b"all"))],
             t0
@@ -55,14 +56,20 @@ fn two_members_rebalance_then_one_expires() {
     assert_eq!(ja2.members.len(), 2);
     assert!(jb.members.is_empty());
     // B syncs first and waits for the leader.
-    let SyncStep::Wait(mut sb) = g.sync(MemberRef::dynamic(&jb.member_id), 2, vec![], t0).unwrap() else {
+    let SyncStep::Wait(mut sb) = g
+        .sync(MemberRef::dynamic(&jb.member_id), 2, vec![], t0)
+        .unwrap()
+    else {
         panic!("follower waits")
     };
     let asg = vec![
         (ja.member_id.clone(), Bytes::from_static(b"p0")),
         (jb.member_id.clone(), Bytes::from_static(b"p1")),
     ];
-    let SyncStep::Now(sa) = g.sync(MemberRef::dynamic(&ja.member_id), 2, asg, t0).unwrap() else {
+    let SyncStep::Now(sa) = g
+        .sync(MemberRef::dynamic(&ja.member_id), 2, asg, t0)
+        .unwrap()
+    else {
         panic!("leader answered at once")
     };
     assert_eq!(&sa.assignment[..], b"p0");
@@ -72,7 +79,8 @@ fn two_members_rebalance_then_one_expires() {
     );
     // B goes silent: after its session timeout it is removed.
     let t1 = t0 + Duration::from_millis(4000);
-    g.heartbeat(MemberRef::dynamic(&ja.member_id), 2, t1).unwrap();
+    g.heartbeat(MemberRef::dynamic(&ja.member_id), 2, t1)
+        .unwrap();
     assert!(g.tick(t1).is_empty());
     let t2 = t0 + Duration::from_millis(6500);
     assert_eq!(g.tick(t2), vec![jb.member_id.clone()]);
@@ -86,23 +94,34 @@ fn two_members_rebalance_then_one_expires() {
 fn leave_and_commit_rules() {
     let t0 = Instant::now();
     let mut g = Group::new("g".into(), Duration::ZERO);
-    assert_eq!(g.check_commit(MemberRef::dynamic(""), -1), Ok(()), "standalone commit");
+    assert_eq!(
+        g.check_commit(MemberRef::dynamic(""), -1),
+        Ok(()),
+        "standalone commit"
+    );
     let mut a = g.join(params(""), t0).unwrap();
     let ja = joined(&mut a);
     assert_eq!(
         g.check_commit(MemberRef::dynamic(&ja.member_id), 1),
         Err(GroupError::RebalanceInProgress)
     );
-    g.sync(MemberRef::dynamic(&ja.member_id), 1, vec![], t0).unwrap();
+    g.sync(MemberRef::dynamic(&ja.member_id), 1, vec![], t0)
+        .unwrap();
     assert_eq!(g.check_commit(MemberRef::dynamic(&ja.member_id), 1), Ok(()));
     assert_eq!(
         g.check_commit(MemberRef::dynamic(&ja.member_id), 0),
         Err(GroupError::IllegalGeneration)
     );
-    assert_eq!(g.check_commit(MemberRef::dynamic("nobody"), 1), Err(GroupError::UnknownMember));
+    assert_eq!(
+        g.check_commit(MemberRef::dynamic("nobody"), 1),
+        Err(GroupError::UnknownMember)
+    );
     g.leave(MemberRef::dynamic(&ja.member_id), t0).unwrap();
     assert_eq!(g.phase, Phase::Empty);
-    assert_eq!(g.leave(MemberRef::dynamic(&ja.member_id), t0), Err(GroupError::UnknownMember));
+    assert_eq!(
+        g.leave(MemberRef::dynamic(&ja.member_id), t0),
+        Err(GroupError::UnknownMember)
+    );
     assert_eq!(
         g.join(params("ghost"), t0).err(),
         Some(GroupError::UnknownMember)
@@ -114,7 +133,8 @@ fn laggards_are_dropped_at_the_rebalance_deadline() {
     let t0 = Instant::now();
     let mut g = Group::new("g".into(), Duration::ZERO);
     let ja = joined(&mut g.join(params(""), t0).unwrap());
-    g.sync(MemberRef::dynamic(&ja.member_id), 1, vec![], t0).unwrap();
+    g.sync(MemberRef::dynamic(&ja.member_id), 1, vec![], t0)
+        .unwrap();
     let mut b = g.join(params(""), t0).unwrap();
     // A keeps heartbeating but never rejoins.
     let t1 = t0 + Duration::from_millis(5000);
@@ -254,7 +274,11 @@ fn a_restarted_static_member_replaces_its_old_self_and_the_old_id_is_fenced() {
     // B restarts: same instance id, no member id.
     let jb2 = joined(&mut g.join(static_params("", "i-b"), t0).unwrap());
     assert_ne!(jb2.member_id, jb.member_id);
-    assert_eq!((jb2.generation, g.phase), (2, Phase::Stable), "no rebalance");
+    assert_eq!(
+        (jb2.generation, g.phase),
+        (2, Phase::Stable),
+        "no rebalance"
+    );
     let b2_ref = MemberRef {
         member_id: &jb2.member_id,
         instance_id: Some("i-b"),

@@ -20,9 +20,7 @@ pub fn topics_of(metadata: &Bytes) -> BTreeSet<String> {
     }
     // A newer version than we know decodes as our newest (Kafka's rule:
     // later versions only add fields at the end).
-    let version = b
-        .get_i16()
-        .min(ConsumerProtocolSubscription::VERSIONS.max);
+    let version = b.get_i16().min(ConsumerProtocolSubscription::VERSIONS.max);
     match ConsumerProtocolSubscription::decode(&mut b, version) {
         Ok(s) => s.topics.iter().map(|t| t.to_string()).collect(),
         Err(_) => BTreeSet::new(),

@@ -4,7 +4,10 @@
 //! consumers usually send `allow_auto_topic_creation = false`).
 //! Internal topics (`__` prefix) are listed only when asked for by name.
 
-use super::{authorized_ops, errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH, NODE_ID};
+use super::{
+    authorized_ops, errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH,
+    NODE_ID,
+};
 use crate::metadata::{validate_name, SharedTopics, TopicMeta, INTERNAL_PREFIX};
 use crate::router::ops::{AdminError, AdminOp};
 use crate::shard::Shard;

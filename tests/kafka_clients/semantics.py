@@ -141,18 +141,18 @@ for tps in ([TopicPartition(f"sem-missing-{run}", 0, 5)], [TopicPartition(plain,
     try:
         out = admin.alter_consumer_group_offsets([bad_req])[group].result(30)
         errs = [t.error for t in out.topic_partitions if t.error is not None]
-        check(errs and errs[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PARTITION, f"alter {tps}: {out.topic_partitions}")
+        check(errs and errs[0].code() == KafkaError.UNKNOWN_TOPIC_OR_PART, f"alter {tps}: {out.topic_partitions}")
     except KafkaException as e:
-        check(code_of(e) == KafkaError.UNKNOWN_TOPIC_OR_PARTITION, f"alter {tps}: {e}")
+        check(code_of(e) == KafkaError.UNKNOWN_TOPIC_OR_PART, f"alter {tps}: {e}")
 
 # --- ACLs: no authorizer --------------------------------------------------
 flt = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
                        AclOperation.ANY, AclPermissionType.ANY)
-try:
-    admin.describe_acls(flt).result(30)
-    check(False, "describe_acls must fail without an authorizer")
-except KafkaException as e:
-    check(code_of(e) == KafkaError.SECURITY_DISABLED, f"describe_acls: {e}")
+# librdkafka reads DescribeAcls' top-level error code but does not report
+# it: from Kafka without an authorizer, as from us, it gets an empty list
+# (before DescribeAcls was served it failed: "feature not supported").
+# kafka-python reports the code: see below.
+check(admin.describe_acls(flt).result(30) == [], "describe_acls: no bindings")
 binding = AclBinding(ResourceType.TOPIC, plain, ResourcePatternType.LITERAL, "User:alice", "*",
                      AclOperation.READ, AclPermissionType.ALLOW)
 for f in admin.create_acls([binding]).values():
@@ -182,6 +182,16 @@ from kafka import KafkaAdminClient
 from kafka.structs import TopicPartition as KTP
 
 kadmin = KafkaAdminClient(bootstrap_servers=addr, client_id="semantics-kafka-python")
+from kafka.admin import ACLFilter, ACLOperation, ACLPermissionType, ResourcePatternFilter
+from kafka.admin import ResourceType as KResourceType, ACLResourcePatternType
+try:
+    kadmin.describe_acls(ACLFilter(
+        principal=None, host="*", operation=ACLOperation.ANY,
+        permission_type=ACLPermissionType.ANY,
+        resource_pattern=ResourcePatternFilter(KResourceType.ANY, None, ACLResourcePatternType.ANY)))
+    check(False, "kafka-python describe_acls must report SECURITY_DISABLED")
+except Exception as e:
+    check("SecurityDisabled" in type(e).__name__, f"kafka-python describe_acls: {type(e).__name__} {e}")
 out = kadmin.delete_group_offsets(group, [KTP(plain, 0)])
 check(all(err is None or getattr(err, "errno", 0) == 0 for err in out.values()), f"delete_group_offsets: {out}")
 listed = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(30)

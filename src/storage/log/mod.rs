@@ -239,7 +239,11 @@ impl<D: Disk> Log<D> {
     /// yet durable), or -1 for an empty log.
     pub fn max_timestamp(&self) -> i64 {
         let st = self.st.borrow();
-        st.segments.iter().map(|s| s.max_timestamp).max().unwrap_or(-1)
+        st.segments
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(-1)
     }
 
     /// The topic config in force now.
