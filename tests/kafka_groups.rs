@@ -27,10 +27,12 @@ use std::time::{Duration, Instant};
 
 const WAIT: Duration = Duration::from_secs(60);
 
-/// Every rebalance event a consumer saw: ("assign" | "revoke" | "error",
-/// partitions), in order.
+/// One rebalance event: "assign" | "revoke" | "error", and its partitions.
+type Event = (&'static str, Vec<i32>);
+
+/// Every rebalance event a consumer saw, in order.
 #[derive(Clone, Default)]
-struct Rebalances(Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>);
+struct Rebalances(Arc<Mutex<Vec<Event>>>);
 
 impl ClientContext for Rebalances {}
 
@@ -47,7 +49,7 @@ impl ConsumerContext for Rebalances {
 
 impl Rebalances {
     /// Events that moved partitions (librdkafka also reports empty ones).
-    fn moves(&self) -> Vec<(&'static str, Vec<i32>)> {
+    fn moves(&self) -> Vec<Event> {
         self.0
             .lock()
             .unwrap()
@@ -82,19 +84,6 @@ fn group_consumer(
     let ctx = Rebalances::default();
     let consumer = c.create_with_context(ctx.clone()).expect("consumer");
     (consumer, ctx)
-}
-
-fn create_topic(b: &BrokerProc, name: &str, partitions: u32) {
-    common::ok(b.cli(
-        &[
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-        ],
-        None,
-    ));
 }
 
 /// Poll every consumer until `done` holds (bounded by WAIT).
@@ -170,7 +159,7 @@ fn three_join_at_once(group: &str, extra_for: impl Fn(usize) -> Vec<(String, Str
     let b = BrokerProc::start(&["--set", "group_initial_rebalance_delay_ms=3000"]);
     let addr = b.kafka.clone().unwrap();
     let topic = format!("{group}-t");
-    create_topic(&b, &topic, 6);
+    b.create_topic(&topic, 6);
     let members: Vec<_> = (0..3)
         .map(|i| {
             let extra = extra_for(i);
@@ -238,7 +227,7 @@ fn a_restarted_static_member_takes_its_place_without_a_rebalance() {
     let addr = b.kafka.clone().unwrap();
     let group = "restart";
     let topic = "restart-t";
-    create_topic(&b, topic, 4);
+    b.create_topic(topic, 4);
     let start = |i: usize| {
         let (c, r) = group_consumer(&addr, group, &[("group.instance.id", &format!("r-{i}"))]);
         c.subscribe(&[topic]).unwrap();
@@ -283,7 +272,7 @@ fn a_fenced_static_member_cannot_commit() {
     let addr = b.kafka.clone().unwrap();
     let group = "fence";
     let topic = "fence-t";
-    create_topic(&b, topic, 1);
+    b.create_topic(topic, 1);
     let start = || {
         let (c, r) = group_consumer(&addr, group, &[("group.instance.id", "fence-0")]);
         c.subscribe(&[topic]).unwrap();
@@ -338,7 +327,7 @@ fn a_fenced_static_member_cannot_commit() {
 fn committing_offsets_of_a_topic_that_does_not_exist_is_refused() {
     let b = BrokerProc::start(&["--set", "group_initial_rebalance_delay_ms=0"]);
     let addr = b.kafka.clone().unwrap();
-    create_topic(&b, "real", 2);
+    b.create_topic("real", 2);
     let (c, _) = group_consumer(&addr, "ghost-commits", &[]);
     let mut t = TopicPartitionList::new();
     t.add_partition_offset("real", 0, Offset::Offset(5))

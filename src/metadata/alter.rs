@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(c.config.cleanup_policy, "delete,compact");
         assert!(c.config.compacted() && c.config.deletes());
         let only = ConfigChange::Subtract("cleanup.policy".into(), "delete".into());
-        let c = altered(&c, &d, &[only.clone()], false).unwrap();
+        let c = altered(&c, &d, &[only], false).unwrap();
         assert_eq!((c.config.compacted(), c.config.deletes()), (true, false));
         let none = ConfigChange::Subtract("cleanup.policy".into(), "compact".into());
         assert!(altered(&c, &d, &[none], false).is_err());

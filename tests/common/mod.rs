@@ -187,6 +187,20 @@ impl BrokerProc {
         self.spawn();
     }
 
+    /// Create a topic through the CLI (asserting success).
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        ok(self.cli(
+            &[
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ],
+            None,
+        ));
+    }
+
     /// Run a CLI command against this broker.
     pub fn cli(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         cli(&self.native, args, stdin)
