@@ -91,6 +91,11 @@ pub struct BrokerConfig {
     pub io_memory_bytes: usize,
     /// Pin shard N to CPU N. Disable when sharing a box with a load generator you pin yourself.
     pub pin_cpus: bool,
+    /// How long a consumer group that was empty waits for more members
+    /// before its first generation, in ms (Kafka's
+    /// `group.initial.rebalance.delay.ms`, same default); waits again while
+    /// members keep arriving, up to the rebalance timeout. 0 turns it off.
+    pub group_initial_rebalance_delay_ms: u64,
 
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicConfig,
@@ -125,6 +130,7 @@ impl Default for BrokerConfig {
             spin_before_park_us: 0,
             io_memory_bytes: 16 << 20,
             pin_cpus: true,
+            group_initial_rebalance_delay_ms: 3000,
             topic_defaults: TopicConfig::default(),
         }
     }
@@ -262,6 +268,13 @@ pub struct TopicConfig {
     /// are trusted may pay none of it. Uncompressed batches are always
     /// walked (0.2-0.3 s per GiB).
     pub validate_compressed: bool,
+    /// Kafka's `cleanup.policy`: `delete`, `compact` or both (comma
+    /// separated). Without `delete`, retention deletes nothing. With
+    /// `compact`, every produced record must have a key (Kafka's
+    /// INVALID_RECORD otherwise; compressed batches are then always
+    /// decompressed to check), but shardlog does not compact: every record
+    /// is kept.
+    pub cleanup_policy: String,
 }
 
 impl Default for TopicConfig {
@@ -274,12 +287,17 @@ impl Default for TopicConfig {
             index_interval_bytes: 4096,
             max_batch_bytes: 8 << 20,
             validate_compressed: true,
+            cleanup_policy: CLEANUP_DELETE.to_string(),
         }
     }
 }
 
+/// `cleanup.policy` values.
+pub const CLEANUP_DELETE: &str = "delete";
+pub const CLEANUP_COMPACT: &str = "compact";
+
 impl TopicConfig {
-    pub const KEYS: [&'static str; 7] = [
+    pub const KEYS: [&'static str; 8] = [
         "segment_bytes",
         "segment_ms",
         "retention_ms",
@@ -287,6 +305,7 @@ impl TopicConfig {
         "index_interval_bytes",
         "max_batch_bytes",
         "validate_compressed",
+        "cleanup_policy",
     ];
 
     /// Apply `key=value` overrides; Kafka's dotted names are accepted
@@ -327,15 +346,7 @@ impl TopicConfig {
                         }
                     }
                 }
-                // Log compaction is not implemented: say so rather than
-                // silently keep every record.
-                "cleanup_policy" => {
-                    if v.trim() != "delete" {
-                        return Err(ConfigError::Unsupported(format!(
-                            "cleanup.policy={v}: shardlog only deletes whole old segments (cleanup.policy=delete); log compaction is not supported"
-                        )));
-                    }
-                }
+                "cleanup_policy" => self.cleanup_policy = cleanup_policy(v)?,
                 // Kafka admin tools send these; they mean nothing for a single
                 // replica that stores batches as the producer compressed them.
                 "min_insync_replicas" | "compression_type" => {}
@@ -369,6 +380,17 @@ impl TopicConfig {
             self.max_batch_bytes,
             self.validate_compressed,
         )
+        .with_keys_required(self.compacted())
+    }
+
+    /// `cleanup.policy` includes `compact`: records must have keys.
+    pub fn compacted(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == CLEANUP_COMPACT)
+    }
+
+    /// `cleanup.policy` includes `delete`: retention applies.
+    pub fn deletes(&self) -> bool {
+        self.cleanup_policy.split(',').any(|p| p == CLEANUP_DELETE)
     }
 
     /// Kafka's dotted name for a key this config applies (either spelling,
@@ -399,8 +421,7 @@ impl TopicConfig {
             }
             Some("max.message.bytes") => self.max_batch_bytes = defaults.max_batch_bytes,
             Some("validate.compressed") => self.validate_compressed = defaults.validate_compressed,
-            // Always "delete": nothing to reset.
-            Some("cleanup.policy") => {}
+            Some("cleanup.policy") => self.cleanup_policy = defaults.cleanup_policy.clone(),
             _ => return Err(ConfigError::UnknownTopicKey(key.to_string())),
         }
         Ok(())
@@ -422,6 +443,31 @@ impl TopicConfig {
                 "validate_compressed".into(),
                 self.validate_compressed.to_string(),
             ),
+            ("cleanup_policy".into(), self.cleanup_policy.clone()),
         ]
     }
+}
+
+/// A `cleanup.policy` value, normalised: a non-empty comma-separated set of
+/// `delete` and `compact`, in that order.
+fn cleanup_policy(v: &str) -> Result<String, ConfigError> {
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .collect();
+    if items.is_empty()
+        || items
+            .iter()
+            .any(|i| *i != CLEANUP_DELETE && *i != CLEANUP_COMPACT)
+    {
+        return Err(ConfigError::Invalid(format!(
+            "cleanup.policy={v}: expected delete, compact or delete,compact"
+        )));
+    }
+    let out: Vec<&str> = [CLEANUP_DELETE, CLEANUP_COMPACT]
+        .into_iter()
+        .filter(|p| items.contains(p))
+        .collect();
+    Ok(out.join(","))
 }

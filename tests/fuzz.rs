@@ -375,6 +375,7 @@ fn record_walker() {
     let limits = RecordLimits {
         max_records_bytes: 1 << 20,
         check_compressed: true,
+        keys_required: false,
     };
     let header = |count: i32, last: i32, codec: Compression| BatchHeader {
         base_offset: 0,

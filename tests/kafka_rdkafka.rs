@@ -172,26 +172,13 @@ impl Drop for LogOnPanic {
     }
 }
 
-fn create_topic(b: &BrokerProc, name: &str, partitions: u32) {
-    common::ok(b.cli(
-        &[
-            "topic",
-            "create",
-            name,
-            "--partitions",
-            &partitions.to_string(),
-        ],
-        None,
-    ));
-}
-
 #[test]
 fn every_codec_round_trips_through_librdkafka() {
     let b = BrokerProc::start(&[]);
     let kafka = b.kafka.clone().unwrap();
     for codec in ["none", "gzip", "snappy", "lz4", "zstd"] {
         let topic = format!("codec-{codec}");
-        create_topic(&b, &topic, 1);
+        b.create_topic(&topic, 1);
         let (p, r) = producer(
             &kafka,
             &[("compression.type", codec), ("batch.num.messages", "50")],
@@ -243,7 +230,7 @@ fn every_codec_round_trips_through_librdkafka() {
 fn keys_land_where_the_java_partitioner_puts_them() {
     let b = BrokerProc::start(&[]);
     let kafka = b.kafka.clone().unwrap();
-    create_topic(&b, "keyed", 7);
+    b.create_topic("keyed", 7);
     let (p, r) = producer(&kafka, &[("partitioner", "murmur2_random")]);
     let keys: Vec<String> = (0..300).map(|i| format!("customer-{i}")).collect();
     let sends = keys
@@ -353,7 +340,7 @@ fn idempotent_retries_do_not_duplicate() {
     let proxy = TcpListener::bind("127.0.0.1:0").unwrap();
     let proxy_addr = proxy.local_addr().unwrap().to_string();
     let b = BrokerProc::start(&["--advertised-kafka-addr", &proxy_addr]);
-    create_topic(&b, "idem", 3);
+    b.create_topic("idem", 3);
     let drops = Arc::new(AtomicUsize::new(3));
     dropping_proxy(proxy, b.kafka.clone().unwrap(), drops.clone());
     let (p, r) = producer(
@@ -527,7 +514,7 @@ fn consumer_group_splits_rebalances_and_survives_a_kill() {
     let b = BrokerProc::start(&[]);
     let _log = LogOnPanic(b.stderr_path.clone());
     let kafka = b.kafka.clone().unwrap();
-    create_topic(&b, "grp", 4);
+    b.create_topic("grp", 4);
     let (p, r) = producer(&kafka, &[]);
     produce_values(&p, &r, "grp", 4, 0..400);
     // Two members split the four partitions.
@@ -684,7 +671,7 @@ fn consumer_group_splits_rebalances_and_survives_a_kill() {
 fn committed_offsets_survive_a_broker_restart() {
     let mut b = BrokerProc::start(&[]);
     let kafka = b.kafka.clone().unwrap();
-    create_topic(&b, "durable", 2);
+    b.create_topic("durable", 2);
     let (p, r) = producer(&kafka, &[]);
     produce_values(&p, &r, "durable", 2, 0..100);
     drop(p);
@@ -744,8 +731,8 @@ fn native_and_kafka_clients_read_each_other() {
     use shardlog::format::Compression;
     let b = BrokerProc::start(&[]);
     let kafka = b.kafka.clone().unwrap();
-    create_topic(&b, "k2n", 1);
-    create_topic(&b, "n2k", 1);
+    b.create_topic("k2n", 1);
+    b.create_topic("n2k", 1);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -851,7 +838,7 @@ fn clients_ride_through_a_broker_restart() {
     // Keep the Kafka port across the restart, so live clients reconnect.
     let at = b.args.iter().position(|a| a == "--kafka-listen").unwrap();
     b.args[at + 1] = kafka.clone();
-    create_topic(&b, "ride", 2);
+    b.create_topic("ride", 2);
     let (p, r) = producer(&kafka, &[("enable.idempotence", "true")]);
     produce_values(&p, &r, "ride", 2, 0..100);
     let stop = Arc::new(AtomicBool::new(false));

@@ -1432,10 +1432,26 @@ fn alter_configs_validated_durable_and_applied_live() {
         assert_eq!(got["compression.type"].0, "zstd", "stored Kafka name");
         assert_eq!(got["leader.replication.throttled.replicas"].0, "0:0");
     }
+    // compact is accepted and stored (records then need keys; nothing is
+    // compacted); a policy Kafka does not know is INVALID_CONFIG.
     let compact = [("cleanup.policy", 2, Some("compact"))];
     assert_eq!(
         alter_incremental(&mut c, 1, TOPIC, "cfg", &compact, false).0,
+        0
+    );
+    assert_eq!(
+        topic_configs(&mut c, "cfg")["cleanup.policy"].0,
+        "delete,compact"
+    );
+    let shred = [("cleanup.policy", 0, Some("shred"))];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &shred, false).0,
         40
+    );
+    let back = [("cleanup.policy", 1, None)];
+    assert_eq!(
+        alter_incremental(&mut c, 1, TOPIC, "cfg", &back, false).0,
+        0
     );
     let not_list = [("retention.ms", 2, Some("1"))];
     assert_eq!(

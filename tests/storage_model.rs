@@ -35,6 +35,7 @@ fn cfg(rng: &mut StdRng) -> LogConfig {
             index_interval_bytes: rng.gen_range(100..3000),
             max_batch_bytes: 1 << 20,
             validate_compressed: true,
+            ..Default::default()
         },
         write_chunk_bytes: [4096, 8192, 16384][rng.gen_range(0..3)],
         write_behind: rng.gen_range(1..4),

@@ -50,6 +50,9 @@ pub struct RecordLimits {
     /// Decompress compressed batches and walk their records. Off: only the
     /// header and CRC of compressed batches are checked.
     pub check_compressed: bool,
+    /// Every record must have a key (a compacted topic, Kafka's rule).
+    /// Implies walking compressed batches too.
+    pub keys_required: bool,
 }
 
 impl RecordLimits {
@@ -60,7 +63,17 @@ impl RecordLimits {
                 .saturating_mul(DECOMPRESSED_FACTOR)
                 .min(DECOMPRESSED_CAP),
             check_compressed: validate_compressed,
+            keys_required: false,
         }
+    }
+
+    /// The same limits, requiring keys or not.
+    pub fn with_keys_required(mut self, keys_required: bool) -> Self {
+        self.keys_required = keys_required;
+        if keys_required {
+            self.check_compressed = true;
+        }
+        self
     }
 }
 
@@ -87,6 +100,8 @@ pub enum RecordsError {
     },
     #[error("the header declares {header} records but the payload holds more")]
     TooManyRecords { header: i32 },
+    #[error("record {index} has no key: a compacted topic needs one per record")]
+    MissingKey { index: u32 },
     #[error("the header declares {header} records but the payload holds {found}")]
     TooFewRecords { header: i32, found: u32 },
     #[error("record {index}: header key at byte {at} is not UTF-8")]
@@ -124,6 +139,7 @@ pub fn check_records(
     let codec =
         Compression::from_id(h.codec_id()).map_err(|_| RecordsError::UnknownCodec(h.codec_id()))?;
     let mut w = RecordWalker::new(h.record_count, h.last_offset_delta);
+    w.keys_required = limits.keys_required;
     if codec == Compression::None {
         w.feed(payload)?;
         return w.finish();
@@ -192,6 +208,8 @@ pub struct RecordWalker {
     utf8_need: u8,
     utf8_lo: u8,
     utf8_hi: u8,
+    /// Refuse a record with a null key (compacted topics).
+    pub keys_required: bool,
 }
 
 impl RecordWalker {
@@ -213,6 +231,7 @@ impl RecordWalker {
             utf8_need: 0,
             utf8_lo: 0x80,
             utf8_hi: 0xBF,
+            keys_required: false,
         }
     }
 
@@ -407,6 +426,9 @@ impl RecordWalker {
                 } else {
                     ("value length", State::SkipValue)
                 };
+                if v == -1 && self.keys_required && self.state == State::KeyLen {
+                    return Err(RecordsError::MissingKey { index });
+                }
                 if v == -1 {
                     // Null: nothing to skip.
                     self.skip = 0;
@@ -556,6 +578,7 @@ mod tests {
     const LIMITS: RecordLimits = RecordLimits {
         max_records_bytes: 1 << 20,
         check_compressed: true,
+        keys_required: false,
     };
 
     #[test]

@@ -8,13 +8,14 @@
 //! [`super::with_coordinator`]). No `RefCell` borrow is held across an await.
 
 use super::offsets::{CommitItem, OffsetStore};
-use super::state::{Group, SyncStep};
+use super::state::{Group, MemberRef, Phase, SyncStep};
+use super::subscription::{self, CONSUMER_PROTOCOL_TYPE};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
 use crate::clock::Clock;
 use crate::shard::{PerShard, Shard};
 use bytes::Bytes;
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -35,6 +36,9 @@ pub struct Coordinator {
     offsets: OffsetStore,
     /// The shard's clock: session and rebalance deadlines are measured on it.
     clock: Rc<dyn Clock>,
+    /// `group_initial_rebalance_delay_ms`: how long a group that was Empty
+    /// waits for more members before its first generation.
+    initial_delay: Duration,
 }
 
 impl Coordinator {
@@ -45,6 +49,7 @@ impl Coordinator {
                 groups: RefCell::default(),
                 offsets: OffsetStore::default(),
                 clock: shard.clock.clone(),
+                initial_delay: Duration::from_millis(shard.config.group_initial_rebalance_delay_ms),
             })
         });
         if made {
@@ -102,7 +107,10 @@ impl Coordinator {
                     super::Unavailable::TooManyGroups(GROUPS_MAX),
                 ));
             }
-            groups.insert(group_id.to_string(), Group::new(group_id.to_string()));
+            groups.insert(
+                group_id.to_string(),
+                Group::new(group_id.to_string(), self.initial_delay),
+            );
         }
         f(groups.get_mut(group_id).expect("present"))
     }
@@ -120,12 +128,12 @@ impl Coordinator {
     pub async fn sync(
         &self,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncOutcome, GroupError> {
         let step = self.with_group(group_id, false, |g| {
-            g.sync(member_id, generation, assignments, self.clock.now())
+            g.sync(member, generation, assignments, self.clock.now())
         })?;
         match step {
             SyncStep::Now(o) => Ok(o),
@@ -136,20 +144,31 @@ impl Coordinator {
     pub fn heartbeat(
         &self,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
     ) -> Result<(), GroupError> {
         self.with_group(group_id, false, |g| {
-            g.heartbeat(member_id, generation, self.clock.now())
+            g.heartbeat(member, generation, self.clock.now())
         })
     }
 
-    /// Remove members; one result per member id, in order.
-    pub fn leave(&self, group_id: &str, member_ids: &[String]) -> Vec<Result<(), GroupError>> {
+    /// Remove members, each named by (member id, instance id); one result
+    /// per member, in order.
+    pub fn leave(
+        &self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Result<(), GroupError>> {
         let now = self.clock.now();
-        member_ids
+        members
             .iter()
-            .map(|m| self.with_group(group_id, false, |g| g.leave(m, now)))
+            .map(|(id, instance)| {
+                let m = MemberRef {
+                    member_id: id,
+                    instance_id: instance.as_deref(),
+                };
+                self.with_group(group_id, false, |g| g.leave(m, now))
+            })
             .collect()
     }
 
@@ -158,7 +177,7 @@ impl Coordinator {
         shard: &Rc<Shard>,
         partition: u32,
         group_id: &str,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
         items: Vec<CommitItem>,
     ) -> Result<(), GroupError> {
@@ -166,10 +185,14 @@ impl Coordinator {
         let check = {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
-                Some(g) => g.check_commit(member_id, generation),
-                // No live group: only a standalone commit is valid (Kafka's rule).
+                Some(g) => g.check_commit(member, generation),
+                // No live group: a standalone commit (generation -1) is
+                // valid; a member's commit names a member nobody knows
+                // when offsets exist (the group is Empty), else a group
+                // nobody knows (Kafka's rules).
                 None if generation < 0 => Ok(()),
-                None => Err(GroupError::IllegalGeneration),
+                None if self.offsets.has_group(group_id) => Err(GroupError::UnknownMember),
+                None => Err(GroupError::GroupIdNotFound),
             }
         };
         check?;
@@ -217,6 +240,59 @@ impl Coordinator {
         }
         info!(group = %group_id, "kafka: group deleted");
         Ok(())
+    }
+
+    /// OffsetDelete (Kafka's rules): the group must exist; with members it
+    /// must be a consumer group, and the offsets of a topic its members
+    /// subscribe to stay (SubscribedToTopic for those partitions). One
+    /// result per partition, in order.
+    pub async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group_id: &str,
+        parts: Vec<(String, i32)>,
+    ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
+        self.offsets.ensure_loaded(shard, partition).await?;
+        let subscribed: BTreeSet<String> = {
+            let groups = self.groups.borrow();
+            match groups.get(group_id) {
+                None if !self.offsets.has_group(group_id) => {
+                    return Err(GroupError::GroupIdNotFound)
+                }
+                Some(g) if g.phase != Phase::Empty => {
+                    if g.protocol_type.as_deref() != Some(CONSUMER_PROTOCOL_TYPE) {
+                        return Err(GroupError::NonEmptyGroup);
+                    }
+                    g.view()
+                        .members
+                        .iter()
+                        .flat_map(|m| subscription::topics_of(&m.metadata))
+                        .collect()
+                }
+                _ => BTreeSet::new(),
+            }
+        };
+        let results: Vec<Result<(), GroupError>> = parts
+            .iter()
+            .map(|(t, _)| {
+                if subscribed.contains(t) {
+                    Err(GroupError::SubscribedToTopic)
+                } else {
+                    Ok(())
+                }
+            })
+            .collect();
+        let doomed: Vec<(String, i32)> = parts
+            .into_iter()
+            .zip(&results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(k, _)| k)
+            .collect();
+        self.offsets
+            .delete_offsets(shard, partition, group_id, &doomed)
+            .await?;
+        Ok(results)
     }
 
     fn tick(&self, now: Instant) {

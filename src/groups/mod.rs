@@ -22,8 +22,10 @@
 pub mod coordinator;
 pub mod offsets;
 pub mod state;
+pub mod subscription;
 
 pub use coordinator::Coordinator;
+pub use state::MemberRef;
 
 use crate::metadata::INTERNAL_PREFIX;
 use crate::router::ops::{AdminError, AdminOp, OpError};
@@ -52,6 +54,8 @@ pub enum GroupError {
     UnknownMember,
     #[error("stale generation: rejoin the group")]
     IllegalGeneration,
+    #[error("another member now holds this group.instance.id")]
+    FencedInstance,
     #[error("the group is rebalancing: rejoin")]
     RebalanceInProgress,
     #[error("the member's protocol type or protocols do not match the group's")]
@@ -78,6 +82,8 @@ pub enum GroupError {
     NonEmptyGroup,
     #[error("no such group")]
     GroupIdNotFound,
+    #[error("the group's members subscribe to this topic")]
+    SubscribedToTopic,
 }
 
 /// Why a group's coordinator cannot serve right now (Kafka's
@@ -131,6 +137,9 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// For the leader only: (member id, instance id, metadata) of every member.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// The leader need not assign: the group's assignment stands (a static
+    /// leader restarted into a stable group; JoinGroup v9+).
+    pub skip_assignment: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -50,6 +50,10 @@ pub struct CommitRecord {
     pub leader_epoch: i32,
     pub metadata: Option<String>,
     pub commit_ms: i64,
+    /// OffsetDelete: this (group, topic, partition)'s committed offset is
+    /// gone from here on (`offset` is then -1). Absent in older records.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -171,6 +175,10 @@ impl OffsetStore {
                         continue;
                     };
                     match serde_json::from_slice::<CommitRecord>(&value) {
+                        Ok(c) if c.deleted => {
+                            records += 1;
+                            self.forget_one(&c.group, c.topic, c.partition, rec.offset);
+                        }
                         Ok(c) => {
                             records += 1;
                             self.apply(
@@ -227,6 +235,7 @@ impl OffsetStore {
                 leader_epoch: it.committed.leader_epoch,
                 metadata: it.committed.metadata.clone(),
                 commit_ms: now,
+                deleted: false,
             };
             let value = serde_json::to_vec(&rec).expect("a commit record serialises");
             b.push(now, Some(group.as_bytes()), Some(&value), &[]);
@@ -250,6 +259,65 @@ impl OffsetStore {
             .borrow()
             .get(group)
             .is_some_and(|g| !g.is_empty())
+    }
+
+    /// Drop one committed offset of `group` if written before `log_offset`.
+    fn forget_one(&self, group: &str, topic: String, partition: i32, log_offset: u64) {
+        let mut t = self.table.borrow_mut();
+        if let Some(g) = t.get_mut(group) {
+            let key = (topic, partition);
+            if g.get(&key).is_some_and(|e| e.log_offset < log_offset) {
+                g.remove(&key);
+            }
+            if g.is_empty() {
+                t.remove(group);
+            }
+        }
+    }
+
+    /// OffsetDelete: remove these committed offsets of `group`, durably
+    /// (one record per partition marked `deleted`, which replay honours).
+    /// Partitions with no committed offset need no record.
+    pub async fn delete_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+        parts: &[(String, i32)],
+    ) -> Result<(), GroupError> {
+        let present: Vec<&(String, i32)> = {
+            let t = self.table.borrow();
+            let g = t.get(group);
+            parts
+                .iter()
+                .filter(|k| g.is_some_and(|g| g.contains_key(*k)))
+                .collect()
+        };
+        if present.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut b = BatchBuilder::new();
+        for (topic, p) in &present {
+            let rec = CommitRecord {
+                v: 1,
+                group: group.to_string(),
+                topic: topic.clone(),
+                partition: *p,
+                offset: -1,
+                leader_epoch: -1,
+                metadata: None,
+                commit_ms: now,
+                deleted: true,
+            };
+            let value = serde_json::to_vec(&rec).expect("a commit record serialises");
+            b.push(now, Some(group.as_bytes()), Some(&value), &[]);
+        }
+        let outcome = append(shard, partition, b).await?;
+        for (i, (topic, p)) in present.into_iter().enumerate() {
+            self.forget_one(group, topic.clone(), *p, outcome.base_offset + i as u64);
+        }
+        Ok(())
     }
 
     /// Drop `group`'s commits written before `log_offset`.

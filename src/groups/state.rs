@@ -1,29 +1,40 @@
 //! The state machine of one consumer group (Kafka's classic group
-//! protocol). Synchronous and I/O-free: the coordinator owns the groups,
-//! calls these methods with the current time, and awaits the receivers
-//! they hand out.
+//! protocol, with the rules of Kafka's `GroupCoordinator`; each rule and
+//! the test that shows it are listed in docs/kafka.md, "Group rules").
+//! Synchronous and I/O-free: the coordinator owns the groups, calls these
+//! methods with the current time, and awaits the receivers they hand out.
 //!
 //! ```text
-//!   Empty --join--> PreparingRebalance --all members joined, or the rebalance
-//!     ^                 ^   |             deadline passed (laggards removed)--+
-//!     |   join, leave,  |   v                                                 |
-//!     |   expiry        |  CompletingRebalance <------------------------------+
+//!   Empty --join--> PreparingRebalance --all members joined (after the initial
+//!     ^                 ^   |             delay, for a group that was Empty), or
+//!     |                 |   |             the rebalance deadline passed
+//!     |   join, leave,  |   v             (laggards removed) -------------+
+//!     |   expiry        |  CompletingRebalance <--------------------------+
 //!     |                 |   | leader's SyncGroup (assignments)
 //!     |                 |   v
 //!     +-- last member --+- Stable
 //!         leaves/expires
 //! ```
 //!
-//! - A join (new or known member) starts a rebalance; the JoinGroup answer
-//!   waits until every member has rejoined (they learn about the rebalance
-//!   from REBALANCE_IN_PROGRESS on their heartbeats) or the rebalance
-//!   deadline passes.
+//! - A group that was Empty waits `initial_delay` (Kafka's
+//!   `group.initial.rebalance.delay.ms`) before its first generation, and
+//!   waits again (up to the rebalance timeout in all) while new members keep
+//!   arriving, so consumers started together share one generation.
+//! - A new member's join, a leader's rejoin, or a rejoin with changed
+//!   protocols starts a rebalance; a follower rejoining with the same
+//!   protocols gets the current generation back and no rebalance.
+//! - The JoinGroup answer waits until every member has rejoined (they learn
+//!   about the rebalance from REBALANCE_IN_PROGRESS on their heartbeats) or
+//!   the rebalance deadline passes; members that did not rejoin are removed.
 //! - Members that stop heartbeating for their session timeout are removed,
 //!   except while their JoinGroup is parked here (Kafka's rule too).
 //! - The leader (the longest-standing member) gets every member's
 //!   subscription and sends the assignment in its SyncGroup; followers'
 //!   SyncGroups wait for it.
-//! - Static membership (group.instance.id) is accepted but treated as dynamic.
+//! - Static members (`group.instance.id`): a member restarting with the same
+//!   instance id takes over the old member's place under a new member id,
+//!   without a rebalance when the group is stable; the old id is fenced
+//!   (FENCED_INSTANCE_ID on anything it sends).
 
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, MemberView, SyncOutcome};
 use bytes::Bytes;
@@ -60,6 +71,23 @@ impl Phase {
     }
 }
 
+/// Who a request speaks for: its member id and, for a static member, its
+/// `group.instance.id`.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    pub member_id: &'a str,
+    pub instance_id: Option<&'a str>,
+}
+
+impl<'a> MemberRef<'a> {
+    pub fn dynamic(member_id: &'a str) -> Self {
+        MemberRef {
+            member_id,
+            instance_id: None,
+        }
+    }
+}
+
 pub struct Member {
     pub id: String,
     pub instance_id: Option<String>,
@@ -85,6 +113,30 @@ impl Member {
             let _ = w.send(Err(e));
         }
     }
+
+    /// Take the fields a JoinGroup carries.
+    fn update(&mut self, p: &JoinParams, now: Instant) {
+        self.client_id = p.client_id.clone();
+        self.session_timeout = Duration::from_millis(p.session_timeout_ms as u64);
+        let rebalance_ms = if p.rebalance_timeout_ms > 0 {
+            p.rebalance_timeout_ms
+        } else {
+            p.session_timeout_ms
+        };
+        self.rebalance_timeout = Duration::from_millis(rebalance_ms as u64);
+        self.protocol_type = p.protocol_type.clone();
+        self.protocols = p.protocols.clone();
+        self.last_seen = now;
+    }
+
+    /// Park a JoinGroup; an earlier parked one is answered RebalanceInProgress.
+    fn park_join(&mut self) -> JoinReply {
+        let (tx, rx) = oneshot::channel();
+        if let Some(old) = self.join_waiter.replace(tx) {
+            let _ = old.send(Err(GroupError::RebalanceInProgress));
+        }
+        rx
+    }
 }
 
 pub enum SyncStep {
@@ -92,6 +144,19 @@ pub enum SyncStep {
     Wait(SyncReply),
 }
 
+/// The initial rebalance of a group that was Empty (Kafka's
+/// InitialDelayedJoin): it completes at `until`, unless members joined
+/// meanwhile and `remaining` allows another wait.
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    until: Instant,
+    remaining: Duration,
+    new_member_added: bool,
+}
+
+/// One group. Lifecycle: created by the coordinator on the first JoinGroup
+/// naming it, lives (possibly Empty) until DeleteGroups; owned by the
+/// coordinator of its shard, on that shard's core only.
 pub struct Group {
     pub id: String,
     pub phase: Phase,
@@ -100,12 +165,17 @@ pub struct Group {
     pub protocol: Option<String>,
     pub leader: Option<String>,
     pub members: BTreeMap<String, Member>,
+    /// group.instance.id -> the member id that holds it now.
+    statics: BTreeMap<String, String>,
     rebalance_deadline: Option<Instant>,
+    /// `group.initial.rebalance.delay.ms`; zero turns the delay off.
+    initial_delay: Duration,
+    delayed: Option<InitialDelay>,
     next_seq: u64,
 }
 
 impl Group {
-    pub fn new(id: String) -> Self {
+    pub fn new(id: String, initial_delay: Duration) -> Self {
         Group {
             id,
             phase: Phase::Empty,
@@ -114,103 +184,211 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
+            statics: BTreeMap::new(),
             rebalance_deadline: None,
+            initial_delay,
+            delayed: None,
             next_seq: 0,
         }
+    }
+
+    /// Kafka's `supportsProtocols`: an Empty group takes any non-empty
+    /// protocol list; otherwise the type must match and one protocol must be
+    /// one every other member supports.
+    fn supports(&self, p: &JoinParams) -> bool {
+        if p.protocol_type.is_empty() || p.protocols.is_empty() {
+            return false;
+        }
+        let mut others = self
+            .members
+            .values()
+            .filter(|m| m.id != p.member_id)
+            .peekable();
+        if others.peek().is_none() {
+            return true;
+        }
+        if self.protocol_type.as_deref() != Some(p.protocol_type.as_str()) {
+            return false;
+        }
+        p.protocols.iter().any(|(n, _)| {
+            self.members
+                .values()
+                .filter(|m| m.id != p.member_id)
+                .all(|m| m.protocols.iter().any(|(x, _)| x == n))
+        })
+    }
+
+    /// Kafka's `validateMember`: a static member is known by its instance
+    /// id, and a member id other than the one holding it is fenced.
+    fn validate_member(&self, m: MemberRef<'_>) -> Result<(), GroupError> {
+        if let Some(instance) = m.instance_id {
+            return match self.statics.get(instance) {
+                None => Err(GroupError::UnknownMember),
+                Some(id) if id != m.member_id => Err(GroupError::FencedInstance),
+                Some(_) => Ok(()),
+            };
+        }
+        if !self.members.contains_key(m.member_id) {
+            return Err(GroupError::UnknownMember);
+        }
+        Ok(())
+    }
+
+    fn new_member_id(p: &JoinParams) -> String {
+        let prefix = p.instance_id.as_deref().unwrap_or(&p.client_id);
+        format!("{prefix}-{:032x}", rand::random::<u128>())
     }
 
     pub fn join(&mut self, p: JoinParams, now: Instant) -> Result<JoinReply, GroupError> {
         if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&p.session_timeout_ms) {
             return Err(GroupError::InvalidSessionTimeout);
         }
-        if p.protocol_type.is_empty() || p.protocols.is_empty() {
+        if !self.supports(&p) {
             return Err(GroupError::InconsistentProtocol);
         }
-        let others = self.members.values().filter(|m| m.id != p.member_id);
-        let mut others = others.peekable();
-        if others.peek().is_some() {
-            if self.protocol_type.as_deref() != Some(p.protocol_type.as_str()) {
-                return Err(GroupError::InconsistentProtocol);
+        if p.member_id.is_empty() {
+            if let Some(old) = p.instance_id.as_ref().and_then(|i| self.statics.get(i)) {
+                let old = old.clone();
+                return Ok(self.replace_static(&old, p, now));
             }
-            let shared = |name: &str| {
-                self.members
-                    .values()
-                    .filter(|m| m.id != p.member_id)
-                    .all(|m| m.protocols.iter().any(|(n, _)| n == name))
-            };
-            if !p.protocols.iter().any(|(n, _)| shared(n)) {
-                return Err(GroupError::InconsistentProtocol);
-            }
+            return self.join_new(p, now);
         }
-        let member_id = if p.member_id.is_empty() {
-            if self.members.len() >= MEMBERS_MAX {
-                return Err(GroupError::GroupFull);
-            }
-            let id = format!("{}-{:032x}", p.client_id, rand::random::<u128>());
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            self.members.insert(
-                id.clone(),
-                Member {
-                    id: id.clone(),
-                    instance_id: None,
-                    client_id: String::new(),
-                    session_timeout: Duration::ZERO,
-                    rebalance_timeout: Duration::ZERO,
-                    protocol_type: String::new(),
-                    protocols: Vec::new(),
-                    assignment: Bytes::new(),
-                    last_seen: now,
-                    seq,
-                    join_waiter: None,
-                    sync_waiter: None,
-                },
-            );
-            id
-        } else if self.members.contains_key(&p.member_id) {
-            p.member_id.clone()
-        } else {
-            return Err(GroupError::UnknownMember);
-        };
-        let (tx, rx) = oneshot::channel();
-        let m = self
-            .members
-            .get_mut(&member_id)
-            .expect("inserted or present");
-        m.instance_id = p.instance_id;
-        m.client_id = p.client_id;
-        m.session_timeout = Duration::from_millis(p.session_timeout_ms as u64);
-        let rebalance_ms = if p.rebalance_timeout_ms > 0 {
-            p.rebalance_timeout_ms
-        } else {
-            p.session_timeout_ms
-        };
-        m.rebalance_timeout = Duration::from_millis(rebalance_ms as u64);
-        m.protocol_type = p.protocol_type.clone();
-        m.protocols = p.protocols;
-        m.last_seen = now;
-        if let Some(old) = m.join_waiter.replace(tx) {
-            let _ = old.send(Err(GroupError::RebalanceInProgress));
-        }
+        self.validate_member(MemberRef {
+            member_id: &p.member_id,
+            instance_id: p.instance_id.as_deref(),
+        })?;
+        let id = p.member_id.clone();
+        let m = self.members.get_mut(&id).expect("validated");
+        let same = m.protocols == p.protocols;
+        m.update(&p, now);
         self.protocol_type = Some(p.protocol_type);
+        match self.phase {
+            Phase::Empty => Err(GroupError::UnknownMember),
+            Phase::PreparingRebalance => {
+                let rx = self.members.get_mut(&id).expect("validated").park_join();
+                self.try_complete_join(now);
+                Ok(rx)
+            }
+            // Kafka: the member lost its JoinGroup answer; send it again.
+            Phase::CompletingRebalance if same => Ok(self.answer_now(&id, false)),
+            // Kafka: a follower rejoining unchanged changes nothing.
+            Phase::Stable if same && self.leader.as_deref() != Some(id.as_str()) => {
+                Ok(self.answer_now(&id, false))
+            }
+            Phase::CompletingRebalance | Phase::Stable => {
+                let rx = self.members.get_mut(&id).expect("validated").park_join();
+                self.prepare_rebalance(now);
+                self.try_complete_join(now);
+                Ok(rx)
+            }
+        }
+    }
+
+    fn join_new(&mut self, p: JoinParams, now: Instant) -> Result<JoinReply, GroupError> {
+        if self.members.len() >= MEMBERS_MAX {
+            return Err(GroupError::GroupFull);
+        }
+        let id = Self::new_member_id(&p);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let mut m = Member {
+            id: id.clone(),
+            instance_id: p.instance_id.clone(),
+            client_id: String::new(),
+            session_timeout: Duration::ZERO,
+            rebalance_timeout: Duration::ZERO,
+            protocol_type: String::new(),
+            protocols: Vec::new(),
+            assignment: Bytes::new(),
+            last_seen: now,
+            seq,
+            join_waiter: None,
+            sync_waiter: None,
+        };
+        m.update(&p, now);
+        let rx = m.park_join();
+        if let Some(instance) = &p.instance_id {
+            self.statics.insert(instance.clone(), id.clone());
+        }
+        self.members.insert(id, m);
+        self.protocol_type = Some(p.protocol_type);
+        if let Some(d) = self.delayed.as_mut() {
+            d.new_member_added = true;
+        }
         self.prepare_rebalance(now);
         self.try_complete_join(now);
         Ok(rx)
     }
 
+    /// A static member rejoined with no member id (it restarted): it takes
+    /// the old member's place, assignment and seniority under a new id; the
+    /// old id is fenced.
+    fn replace_static(&mut self, old_id: &str, p: JoinParams, now: Instant) -> JoinReply {
+        let mut m = self.members.remove(old_id).expect("statics name members");
+        m.fail_waiters(GroupError::FencedInstance);
+        let id = Self::new_member_id(&p);
+        m.id = id.clone();
+        m.update(&p, now);
+        let instance = p.instance_id.clone().expect("a static member");
+        self.statics.insert(instance, id.clone());
+        if self.leader.as_deref() == Some(old_id) {
+            self.leader = Some(id.clone());
+        }
+        self.members.insert(id.clone(), m);
+        match self.phase {
+            Phase::Stable
+                if self.select_protocol() == self.protocol.clone().unwrap_or_default() =>
+            {
+                // Kafka: the group's assignment still holds; the member
+                // gets the current generation and syncs for its share.
+                self.answer_now(&id, true)
+            }
+            _ => {
+                let rx = self.members.get_mut(&id).expect("inserted").park_join();
+                // Kafka rebalances from CompletingRebalance too: the old
+                // member may already have been handed the leader's role.
+                self.prepare_rebalance(now);
+                self.try_complete_join(now);
+                rx
+            }
+        }
+    }
+
+    /// A JoinGroup answered at once with the current generation. A leader
+    /// gets the roster, and with `skip_assignment` is told the assignment
+    /// stands (JoinGroup v9+).
+    fn answer_now(&mut self, id: &str, skip_assignment: bool) -> JoinReply {
+        let (tx, rx) = oneshot::channel();
+        let leader = self.leader.clone().unwrap_or_default();
+        let out = JoinOutcome {
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            protocol_name: self.protocol.clone().unwrap_or_default(),
+            member_id: id.to_string(),
+            members: if leader == id {
+                self.roster()
+            } else {
+                Vec::new()
+            },
+            skip_assignment: skip_assignment && leader == id,
+            leader,
+        };
+        let _ = tx.send(Ok(out));
+        rx
+    }
+
     pub fn sync(
         &mut self,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
         now: Instant,
     ) -> Result<SyncStep, GroupError> {
-        if !self.members.contains_key(member_id) {
-            return Err(GroupError::UnknownMember);
-        }
+        self.validate_member(member)?;
         if generation != self.generation {
             return Err(GroupError::IllegalGeneration);
         }
+        let member_id = member.member_id;
         match self.phase {
             Phase::Empty => Err(GroupError::UnknownMember),
             Phase::PreparingRebalance => Err(GroupError::RebalanceInProgress),
@@ -223,8 +401,8 @@ impl Group {
                         m.assignment = given.remove(&m.id).unwrap_or_default();
                     }
                     self.phase = Phase::Stable;
-                    let waiting = self.member_ids(|m| m.sync_waiter.is_some());
-                    for id in waiting {
+                    let ids = self.member_ids(|m| m.sync_waiter.is_some());
+                    for id in ids {
                         let out = self.sync_outcome(&id);
                         if let Some(w) =
                             self.members.get_mut(&id).and_then(|m| m.sync_waiter.take())
@@ -269,16 +447,15 @@ impl Group {
 
     pub fn heartbeat(
         &mut self,
-        member_id: &str,
+        member: MemberRef<'_>,
         generation: i32,
         now: Instant,
     ) -> Result<(), GroupError> {
-        let Some(m) = self.members.get_mut(member_id) else {
-            return Err(GroupError::UnknownMember);
-        };
+        self.validate_member(member)?;
         if generation != self.generation {
             return Err(GroupError::IllegalGeneration);
         }
+        let m = self.members.get_mut(member.member_id).expect("validated");
         m.last_seen = now;
         match self.phase {
             Phase::Empty => Err(GroupError::UnknownMember),
@@ -287,13 +464,38 @@ impl Group {
         }
     }
 
-    pub fn leave(&mut self, member_id: &str, now: Instant) -> Result<(), GroupError> {
-        let Some(mut m) = self.members.remove(member_id) else {
-            return Err(GroupError::UnknownMember);
+    /// LeaveGroup: a member leaves by its id, or a static member by its
+    /// instance id (the member id may then be empty, as admin tools send it).
+    pub fn leave(&mut self, member: MemberRef<'_>, now: Instant) -> Result<(), GroupError> {
+        let id = match member.instance_id {
+            Some(instance) => match self.statics.get(instance) {
+                None => return Err(GroupError::UnknownMember),
+                Some(id) if !member.member_id.is_empty() && id != member.member_id => {
+                    return Err(GroupError::FencedInstance)
+                }
+                Some(id) => id.clone(),
+            },
+            None => member.member_id.to_string(),
         };
-        m.fail_waiters(GroupError::UnknownMember);
+        if !self.remove_member(&id, GroupError::UnknownMember) {
+            return Err(GroupError::UnknownMember);
+        }
         self.after_removal(now);
         Ok(())
+    }
+
+    /// Remove a member (and its instance id); its parked requests get `e`.
+    fn remove_member(&mut self, id: &str, e: GroupError) -> bool {
+        let Some(mut m) = self.members.remove(id) else {
+            return false;
+        };
+        if let Some(instance) = &m.instance_id {
+            if self.statics.get(instance).map(String::as_str) == Some(id) {
+                self.statics.remove(instance);
+            }
+        }
+        m.fail_waiters(e);
+        true
     }
 
     pub fn view(&self) -> GroupView {
@@ -321,38 +523,65 @@ impl Group {
         }
     }
 
-    /// Whether a member may commit offsets now (Kafka's rules: a commit
-    /// with the current generation is accepted even mid-rebalance, so
-    /// consumers can commit what they processed before rejoining).
-    pub fn check_commit(&self, member_id: &str, generation: i32) -> Result<(), GroupError> {
-        if generation < 0 && member_id.is_empty() && self.members.is_empty() {
-            return Ok(()); // a standalone (manually assigned) consumer
+    /// Whether an OffsetCommit may be stored now (Kafka's
+    /// `validateOffsetCommit`, in its order):
+    /// - generation < 0 on an Empty group: a standalone consumer or an
+    ///   admin client, accepted;
+    /// - otherwise a member must be named: unknown -> UNKNOWN_MEMBER_ID,
+    ///   an instance id held by another member -> FENCED_INSTANCE_ID, a
+    ///   generation other than the group's -> ILLEGAL_GENERATION;
+    /// - neither generation nor member on a group with members ->
+    ///   UNKNOWN_MEMBER_ID;
+    /// - a valid member while the group awaits its leader's assignment
+    ///   (CompletingRebalance) -> REBALANCE_IN_PROGRESS. A commit with the
+    ///   current generation while members rejoin (PreparingRebalance) is
+    ///   accepted, so consumers can commit what they processed before
+    ///   they rejoin.
+    pub fn check_commit(&self, member: MemberRef<'_>, generation: i32) -> Result<(), GroupError> {
+        if generation < 0 && self.phase == Phase::Empty {
+            return Ok(());
+        }
+        if generation >= 0 || !member.member_id.is_empty() || member.instance_id.is_some() {
+            self.validate_member(member)?;
+            if generation != self.generation {
+                return Err(GroupError::IllegalGeneration);
+            }
+        } else if self.phase != Phase::Empty {
+            return Err(GroupError::UnknownMember);
         }
         if self.phase == Phase::CompletingRebalance {
             return Err(GroupError::RebalanceInProgress);
         }
-        if !self.members.contains_key(member_id) {
-            return Err(GroupError::UnknownMember);
-        }
-        if generation != self.generation {
-            return Err(GroupError::IllegalGeneration);
-        }
         Ok(())
     }
 
-    /// Expire silent members and finish a rebalance whose deadline passed.
-    /// Returns the ids of the expired members.
+    /// Expire silent members, end an initial delay, and finish a rebalance
+    /// whose deadline passed. Returns the ids of the expired members.
     pub fn tick(&mut self, now: Instant) -> Vec<String> {
         let expired = self.member_ids(|m| {
             m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
         });
         for id in &expired {
-            if let Some(mut m) = self.members.remove(id) {
-                m.fail_waiters(GroupError::UnknownMember);
-            }
+            self.remove_member(id, GroupError::UnknownMember);
         }
         if !expired.is_empty() {
             self.after_removal(now);
+        }
+        if let Some(d) = self.delayed.as_mut() {
+            if now >= d.until {
+                if d.new_member_added && !d.remaining.is_zero() {
+                    // Kafka: members keep arriving; wait once more.
+                    let step = self.initial_delay.min(d.remaining);
+                    d.remaining -= step;
+                    d.until = now + step;
+                    d.new_member_added = false;
+                } else {
+                    self.delayed = None;
+                    if self.phase == Phase::PreparingRebalance {
+                        self.complete_join(now);
+                    }
+                }
+            }
         }
         if self.phase == Phase::PreparingRebalance
             && self.rebalance_deadline.is_some_and(|d| now >= d)
@@ -394,16 +623,45 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or(Duration::ZERO);
+        if self.phase == Phase::Empty && !self.initial_delay.is_zero() {
+            // Kafka's InitialDelayedJoin: the first wait is the configured
+            // delay; the rest of the rebalance timeout is left for more.
+            self.delayed = Some(InitialDelay {
+                until: now + self.initial_delay,
+                remaining: timeout.saturating_sub(self.initial_delay),
+                new_member_added: false,
+            });
+            self.rebalance_deadline = None;
+        } else {
+            self.rebalance_deadline = Some(now + timeout);
+        }
         self.phase = Phase::PreparingRebalance;
-        self.rebalance_deadline = Some(now + timeout);
     }
 
     fn try_complete_join(&mut self, now: Instant) {
         if self.phase == Phase::PreparingRebalance
+            && self.delayed.is_none()
             && self.members.values().all(|m| m.join_waiter.is_some())
         {
             self.complete_join(now);
         }
+    }
+
+    /// (member id, instance id, metadata for the group's protocol) of every member.
+    fn roster(&self) -> Vec<(String, Option<String>, Bytes)> {
+        let protocol = self.protocol.clone().unwrap_or_default();
+        self.members
+            .values()
+            .map(|m| {
+                let meta = m
+                    .protocols
+                    .iter()
+                    .find(|(n, _)| *n == protocol)
+                    .map(|(_, b)| b.clone())
+                    .unwrap_or_default();
+                (m.id.clone(), m.instance_id.clone(), meta)
+            })
+            .collect()
     }
 
     /// End the join phase: members that did not rejoin are removed, a new
@@ -412,12 +670,11 @@ impl Group {
         assert_eq!(self.phase, Phase::PreparingRebalance);
         let laggards = self.member_ids(|m| m.join_waiter.is_none());
         for id in laggards {
-            if let Some(mut m) = self.members.remove(&id) {
-                m.fail_waiters(GroupError::UnknownMember);
-            }
+            self.remove_member(&id, GroupError::UnknownMember);
         }
         self.generation = self.generation.wrapping_add(1).max(1);
         self.rebalance_deadline = None;
+        self.delayed = None;
         if self.members.is_empty() {
             self.phase = Phase::Empty;
             self.protocol = None;
@@ -439,19 +696,7 @@ impl Group {
         let protocol = self.select_protocol();
         self.protocol = Some(protocol.clone());
         self.phase = Phase::CompletingRebalance;
-        let roster: Vec<(String, Option<String>, Bytes)> = self
-            .members
-            .values()
-            .map(|m| {
-                let meta = m
-                    .protocols
-                    .iter()
-                    .find(|(n, _)| *n == protocol)
-                    .map(|(_, b)| b.clone())
-                    .unwrap_or_default();
-                (m.id.clone(), m.instance_id.clone(), meta)
-            })
-            .collect();
+        let roster = self.roster();
         let protocol_type = self.protocol_type.clone().unwrap_or_default();
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
@@ -467,6 +712,7 @@ impl Group {
                 } else {
                     Vec::new()
                 },
+                skip_assignment: false,
             };
             if let Some(w) = m.join_waiter.take() {
                 let _ = w.send(Ok(out));
@@ -512,134 +758,5 @@ impl Group {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn params(member: &str) -> JoinParams {
-        JoinParams {
-            group_id: "g".into(),
-            member_id: member.into(),
-            instance_id: None,
-            client_id: "c".into(),
-            session_timeout_ms: 6000,
-            rebalance_timeout_ms: 10_000,
-            protocol_type: "consumer".into(),
-            protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-        }
-    }
-
-    fn joined(rx: &mut JoinReply) -> JoinOutcome {
-        rx.try_recv().unwrap().expect("answered").unwrap()
-    }
-
-    #[test]
-    fn two_members_rebalance_then_one_expires() {
-        let t0 = Instant::now();
-        let mut g = Group::new("g".into());
-        let mut a = g.join(params(""), t0).unwrap();
-        let ja = joined(&mut a);
-        assert_eq!((ja.generation, ja.leader == ja.member_id), (1, true));
-        assert_eq!(ja.members.len(), 1);
-        assert!(matches!(
-            g.sync(
-                &ja.member_id,
-                1,
-                vec![(ja.member_id.clone(), Bytes::from_static(b"all"))],
-                t0
-            ),
-            Ok(SyncStep::Now(_))
-        ));
-        assert_eq!(g.phase, Phase::Stable);
-        // B joins: A must rejoin; B's answer waits.
-        let mut b = g.join(params(""), t0).unwrap();
-        assert!(b.try_recv().unwrap().is_none());
-        assert_eq!(
-            g.heartbeat(&ja.member_id, 1, t0),
-            Err(GroupError::RebalanceInProgress)
-        );
-        let mut a2 = g.join(params(&ja.member_id), t0).unwrap();
-        let ja2 = joined(&mut a2);
-        let jb = joined(&mut b);
-        assert_eq!(ja2.generation, 2);
-        assert_eq!(
-            ja2.leader, ja.member_id,
-            "the longest-standing member leads"
-        );
-        assert_eq!(ja2.members.len(), 2);
-        assert!(jb.members.is_empty());
-        // B syncs first and waits for the leader.
-        let SyncStep::Wait(mut sb) = g.sync(&jb.member_id, 2, vec![], t0).unwrap() else {
-            panic!("follower waits")
-        };
-        let asg = vec![
-            (ja.member_id.clone(), Bytes::from_static(b"p0")),
-            (jb.member_id.clone(), Bytes::from_static(b"p1")),
-        ];
-        let SyncStep::Now(sa) = g.sync(&ja.member_id, 2, asg, t0).unwrap() else {
-            panic!("leader answered at once")
-        };
-        assert_eq!(&sa.assignment[..], b"p0");
-        assert_eq!(
-            &sb.try_recv().unwrap().unwrap().unwrap().assignment[..],
-            b"p1"
-        );
-        // B goes silent: after its session timeout it is removed.
-        let t1 = t0 + Duration::from_millis(4000);
-        g.heartbeat(&ja.member_id, 2, t1).unwrap();
-        assert!(g.tick(t1).is_empty());
-        let t2 = t0 + Duration::from_millis(6500);
-        assert_eq!(g.tick(t2), vec![jb.member_id.clone()]);
-        assert_eq!(g.phase, Phase::PreparingRebalance);
-        let mut a3 = g.join(params(&ja.member_id), t2).unwrap();
-        let ja3 = joined(&mut a3);
-        assert_eq!((ja3.generation, ja3.members.len()), (3, 1));
-    }
-
-    #[test]
-    fn leave_and_commit_rules() {
-        let t0 = Instant::now();
-        let mut g = Group::new("g".into());
-        assert_eq!(g.check_commit("", -1), Ok(()), "standalone commit");
-        let mut a = g.join(params(""), t0).unwrap();
-        let ja = joined(&mut a);
-        assert_eq!(
-            g.check_commit(&ja.member_id, 1),
-            Err(GroupError::RebalanceInProgress)
-        );
-        g.sync(&ja.member_id, 1, vec![], t0).unwrap();
-        assert_eq!(g.check_commit(&ja.member_id, 1), Ok(()));
-        assert_eq!(
-            g.check_commit(&ja.member_id, 0),
-            Err(GroupError::IllegalGeneration)
-        );
-        assert_eq!(g.check_commit("nobody", 1), Err(GroupError::UnknownMember));
-        g.leave(&ja.member_id, t0).unwrap();
-        assert_eq!(g.phase, Phase::Empty);
-        assert_eq!(g.leave(&ja.member_id, t0), Err(GroupError::UnknownMember));
-        assert_eq!(
-            g.join(params("ghost"), t0).err(),
-            Some(GroupError::UnknownMember)
-        );
-    }
-
-    #[test]
-    fn laggards_are_dropped_at_the_rebalance_deadline() {
-        let t0 = Instant::now();
-        let mut g = Group::new("g".into());
-        let ja = joined(&mut g.join(params(""), t0).unwrap());
-        g.sync(&ja.member_id, 1, vec![], t0).unwrap();
-        let mut b = g.join(params(""), t0).unwrap();
-        // A keeps heartbeating but never rejoins.
-        let t1 = t0 + Duration::from_millis(5000);
-        assert_eq!(
-            g.heartbeat(&ja.member_id, 1, t1),
-            Err(GroupError::RebalanceInProgress)
-        );
-        g.tick(t1);
-        assert!(b.try_recv().unwrap().is_none());
-        g.tick(t0 + Duration::from_millis(10_001));
-        let jb = joined(&mut b);
-        assert_eq!((jb.members.len(), jb.leader == jb.member_id), (1, true));
-        assert!(!g.members.contains_key(&ja.member_id));
-    }
-}
+#[path = "state_tests.rs"]
+mod tests;

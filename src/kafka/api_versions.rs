@@ -52,6 +52,11 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::DeleteGroups => DeleteGroupsRequest::VERSIONS,
         ApiKey::AlterConfigs => AlterConfigsRequest::VERSIONS,
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::VERSIONS,
+        ApiKey::OffsetDelete => OffsetDeleteRequest::VERSIONS,
+        ApiKey::DescribeAcls => DescribeAclsRequest::VERSIONS,
+        ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,
+        ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
+        ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,
         _ => return None,
     })
 }

@@ -214,6 +214,7 @@ mod tests {
     };
 
     const LIMITS: RecordLimits = RecordLimits {
+        keys_required: false,
         max_records_bytes: 1 << 20,
         check_compressed: true,
     };

@@ -21,6 +21,7 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
+const TYPE_LIST: i8 = 7;
 
 struct Entry {
     name: String,
@@ -28,7 +29,16 @@ struct Entry {
     source: i8,
     kind: i8,
     read_only: bool,
+    /// What shardlog does with it, when that differs from Kafka (v3+
+    /// `documentation`).
+    doc: Option<&'static str>,
 }
+
+/// Said of every Kafka topic config stored but not acted on.
+pub const DOC_STORED: &str =
+    "stored and shown by shardlog, not acted on (one replica, no recompression, no tiered storage)";
+/// Said of cleanup.policy when it includes compact.
+pub const DOC_NO_COMPACTION: &str = "stored: shardlog does not compact logs, every record is kept (records without a key are refused, as in Kafka)";
 
 fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
     let c = &m.config;
@@ -39,6 +49,7 @@ fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
         source: src(same),
         kind,
         read_only: false,
+        doc: None,
     };
     let mut out = vec![
         e(
@@ -84,11 +95,13 @@ fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
             TYPE_BOOLEAN,
         ),
         Entry {
-            name: "cleanup.policy".into(),
-            value: "delete".into(),
-            source: SOURCE_DEFAULT,
-            kind: TYPE_STRING,
-            read_only: false,
+            doc: c.compacted().then_some(DOC_NO_COMPACTION),
+            ..e(
+                "cleanup.policy",
+                c.cleanup_policy.clone(),
+                c.cleanup_policy == d.cleanup_policy,
+                TYPE_LIST,
+            )
         },
     ];
     if !m.stored_config.contains_key("min.insync.replicas") {
@@ -98,6 +111,7 @@ fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
             source: SOURCE_DEFAULT,
             kind: TYPE_INT,
             read_only: false,
+            doc: Some(DOC_STORED),
         });
     }
     // Kafka names stored but not acted on (see crate::metadata::alter).
@@ -107,6 +121,7 @@ fn topic_entries(m: &TopicMeta, d: &TopicConfig) -> Vec<Entry> {
         source: SOURCE_TOPIC,
         kind: TYPE_STRING,
         read_only: false,
+        doc: Some(DOC_STORED),
     }));
     out
 }
@@ -119,6 +134,7 @@ fn broker_entries(ctx: &Ctx) -> Vec<Entry> {
         source: SOURCE_STATIC_BROKER,
         kind,
         read_only: true,
+        doc: None,
     };
     vec![
         e("broker.id", NODE_ID.to_string(), TYPE_INT),
@@ -181,7 +197,9 @@ pub async fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
                         .with_config_source(e.source)
                         .with_is_sensitive(false);
                     if ctx.version >= 3 {
-                        c = c.with_config_type(e.kind);
+                        c = c
+                            .with_config_type(e.kind)
+                            .with_documentation(e.doc.map(str_bytes));
                     }
                     c
                 })

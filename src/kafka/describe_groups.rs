@@ -1,7 +1,7 @@
 //! DescribeGroups (v0-6): state, protocol and members of each group, from
 //! its coordinator shard. The client host is not tracked (reported empty).
 
-use super::{errors, str_bytes, Ctx};
+use super::{authorized_ops, errors, str_bytes, Ctx};
 use crate::groups::{self, GroupView};
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -39,6 +39,10 @@ pub async fn handle(ctx: &Ctx, req: DescribeGroupsRequest) -> DescribeGroupsResp
                     })
                     .collect();
                 d.with_error_code(errors::NONE)
+                    .with_authorized_operations(authorized_ops::if_asked(
+                        req.include_authorized_operations,
+                        authorized_ops::GROUP,
+                    ))
                     .with_group_state(str_bytes(v.state))
                     .with_protocol_type(str_bytes(&v.protocol_type))
                     .with_protocol_data(str_bytes(&v.protocol))

@@ -6,6 +6,7 @@
 //! for what retrying cannot fix: a corrupt batch, an unsupported format.
 
 use super::batch::BatchError;
+use crate::format::validate::RecordsError;
 use crate::groups::GroupError;
 use crate::router::ops::{AdminError, OpError};
 use crate::storage::{AppendError, ReadError, SequenceError, StorageError};
@@ -111,6 +112,11 @@ pub fn batch(e: &BatchError) -> i16 {
         BatchError::UnsupportedMagic(_) => ResponseError::UnsupportedForMessageFormat,
         BatchError::Transactional | BatchError::Control => ResponseError::InvalidRecord,
         BatchError::Empty => ResponseError::InvalidRecord,
+        // Kafka: "Compacted topic cannot accept message without key".
+        BatchError::Records {
+            source: RecordsError::MissingKey { .. },
+            ..
+        } => ResponseError::InvalidRecord,
         // A batch whose records lie about their count, offsets or lengths,
         // or whose compressed payload does not decompress: CORRUPT_MESSAGE,
         // as Kafka's broker answers for the same cases.
@@ -126,6 +132,7 @@ pub fn group(e: &GroupError) -> i16 {
         GroupError::InvalidGroupId => ResponseError::InvalidGroupId,
         GroupError::UnknownMember => ResponseError::UnknownMemberId,
         GroupError::IllegalGeneration => ResponseError::IllegalGeneration,
+        GroupError::FencedInstance => ResponseError::FencedInstanceId,
         GroupError::RebalanceInProgress => ResponseError::RebalanceInProgress,
         GroupError::InconsistentProtocol => ResponseError::InconsistentGroupProtocol,
         GroupError::InvalidSessionTimeout => ResponseError::InvalidSessionTimeout,
@@ -139,6 +146,7 @@ pub fn group(e: &GroupError) -> i16 {
         GroupError::Timeout => ResponseError::RequestTimedOut,
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
+        GroupError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
     })
 }
 
@@ -211,6 +219,30 @@ pub fn offset_out_of_range() -> i16 {
 
 pub fn invalid_config() -> i16 {
     code(ResponseError::InvalidConfig)
+}
+
+pub fn offset_metadata_too_large() -> i16 {
+    code(ResponseError::OffsetMetadataTooLarge)
+}
+
+/// ACL requests on a broker without an authorizer (Kafka's answer too).
+pub fn security_disabled() -> i16 {
+    code(ResponseError::SecurityDisabled)
+}
+
+/// DescribeUserScramCredentials naming a user with no credentials.
+pub fn resource_not_found() -> i16 {
+    code(ResponseError::ResourceNotFound)
+}
+
+/// The same resource named twice in one request.
+pub fn duplicate_resource() -> i16 {
+    code(ResponseError::DuplicateResource)
+}
+
+/// A keyless record produced to a compacted topic.
+pub fn invalid_record() -> i16 {
+    code(ResponseError::InvalidRecord)
 }
 
 pub fn unknown_producer_epoch_bump() -> i16 {

@@ -1,6 +1,7 @@
 //! JoinGroup (v0-9), answered by the group's coordinator shard once the
 //! rebalance completes. A member that joins with no id gets one directly
-//! (no MEMBER_ID_REQUIRED round trip).
+//! (no MEMBER_ID_REQUIRED round trip). Static members (v5+
+//! `group_instance_id`) follow Kafka's rules, see `crate::groups::state`.
 
 use super::{errors, str_bytes, Ctx};
 use crate::groups::{self, JoinParams};
@@ -57,6 +58,9 @@ pub async fn handle(ctx: &Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
                 .with_members(members);
             if v >= 7 {
                 r = r.with_protocol_type(Some(str_bytes(&o.protocol_type)));
+            }
+            if v >= 9 {
+                r = r.with_skip_assignment(o.skip_assignment);
             }
             r
         }

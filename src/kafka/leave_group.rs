@@ -8,13 +8,19 @@ use kafka_protocol::messages::{LeaveGroupRequest, LeaveGroupResponse};
 
 pub async fn handle(ctx: &Ctx, req: LeaveGroupRequest) -> LeaveGroupResponse {
     let group_id = req.group_id.to_string();
-    let ids: Vec<String> = if ctx.version >= 3 {
+    // (member id, group.instance.id): v3+ batches, static members by instance id.
+    let ids: Vec<(String, Option<String>)> = if ctx.version >= 3 {
         req.members
             .iter()
-            .map(|m| m.member_id.to_string())
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|s| s.to_string()),
+                )
+            })
             .collect()
     } else {
-        vec![req.member_id.to_string()]
+        vec![(req.member_id.to_string(), None)]
     };
     let gid = group_id.clone();
     let asked = ids.clone();

@@ -5,8 +5,10 @@
 //! timestamp reaches the target; this handler then reads that batch and
 //! picks the exact record, so the answer is Kafka's: the first offset whose
 //! timestamp is >= the target, with that record's timestamp, or -1 when no
-//! record is that recent. Max timestamp (-3) is approximated by the last
-//! offset (true unless timestamps go backwards).
+//! record is that recent. Max timestamp (-3): the log finds the first batch
+//! holding the partition's largest timestamp, and this handler the first
+//! record in it with that timestamp (Kafka's answer since KIP-734: that
+//! record's offset and timestamp, whatever order timestamps came in).
 
 use super::{errors, Ctx, LEADER_EPOCH};
 use crate::format::read_records;
@@ -31,7 +33,8 @@ const TIMESTAMP_READ_BYTES: u32 = 1 << 20;
 
 fn query_of(ts: i64) -> Option<OffsetQuery> {
     Some(match ts {
-        LATEST | MAX_TIMESTAMP | LATEST_TIERED => OffsetQuery::Latest,
+        LATEST | LATEST_TIERED => OffsetQuery::Latest,
+        MAX_TIMESTAMP => OffsetQuery::MaxTimestamp,
         EARLIEST | EARLIEST_LOCAL | EARLIEST_TIERED => OffsetQuery::Earliest,
         ts if ts >= 0 => OffsetQuery::Timestamp(ts),
         _ => return None,
@@ -88,19 +91,15 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 Some(Ok(o)) => {
                     r = r.with_error_code(errors::NONE);
                     match p.timestamp {
-                        MAX_TIMESTAMP => {
-                            if o.high_watermark > o.log_start_offset {
-                                r = r.with_offset(o.high_watermark as i64 - 1);
-                            }
-                        }
-                        ts if ts >= 0 => {
+                        ts if ts >= 0 || ts == MAX_TIMESTAMP => {
                             if o.offset < o.high_watermark {
+                                let target = (ts >= 0).then_some(ts);
                                 let (offset, ts) = exact(
                                     &ctx.shard,
                                     &topic,
                                     p.partition_index as u32,
                                     o.offset,
-                                    ts,
+                                    target,
                                 )
                                 .await;
                                 r = r.with_offset(offset).with_timestamp(ts);
@@ -134,15 +133,16 @@ fn query_key(ts: i64) -> i64 {
     }
 }
 
-/// The first record at or after `from` with timestamp >= `target`: (offset,
-/// timestamp). Falls back to the batch's base offset when the batch cannot
-/// be read back.
+/// The first record at or after `from` with timestamp >= `target`, or with
+/// no target the first record of the batch at `from` holding that batch's
+/// largest timestamp: (offset, timestamp). Falls back to the batch's base
+/// offset when the batch cannot be read back.
 async fn exact(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     from: u64,
-    target: i64,
+    target: Option<i64>,
 ) -> (i64, i64) {
     let part = FetchPart {
         topic: topic.to_string(),
@@ -161,6 +161,13 @@ async fn exact(
         let limit = shard.config.max_request_bytes.max(64 << 20);
         let Ok((_, recs)) = read_records(f, limit) else {
             return fallback;
+        };
+        let target = match target {
+            Some(t) => t,
+            None => match recs.iter().map(|r| r.timestamp_ms).max() {
+                Some(max) => max,
+                None => return fallback,
+            },
         };
         if let Some(rec) = recs
             .iter()

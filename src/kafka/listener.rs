@@ -301,6 +301,11 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::DescribeAcls => "DescribeAcls",
+        ApiKey::CreateAcls => "CreateAcls",
+        ApiKey::DeleteAcls => "DeleteAcls",
+        ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
         _ => "other",
     }
 }
@@ -429,6 +434,15 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
             "IncrementalAlterConfigs",
             IncrementalAlterConfigsRequest,
             alter_configs::handle_incremental
+        ),
+        ApiKey::OffsetDelete => serve!("OffsetDelete", OffsetDeleteRequest, offset_delete::handle),
+        ApiKey::DescribeAcls => serve!("DescribeAcls", DescribeAclsRequest, acls::describe),
+        ApiKey::CreateAcls => serve!("CreateAcls", CreateAclsRequest, acls::create),
+        ApiKey::DeleteAcls => serve!("DeleteAcls", DeleteAclsRequest, acls::delete),
+        ApiKey::DescribeUserScramCredentials => serve!(
+            "DescribeUserScramCredentials",
+            DescribeUserScramCredentialsRequest,
+            describe_user_scram_credentials::handle
         ),
         _ => return Err(KafkaError::UnknownApi(key as i16)),
     })

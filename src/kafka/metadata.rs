@@ -4,7 +4,10 @@
 //! consumers usually send `allow_auto_topic_creation = false`).
 //! Internal topics (`__` prefix) are listed only when asked for by name.
 
-use super::{errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH, NODE_ID};
+use super::{
+    authorized_ops, errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH,
+    NODE_ID,
+};
 use crate::metadata::{validate_name, SharedTopics, TopicMeta, INTERNAL_PREFIX};
 use crate::router::ops::{AdminError, AdminOp};
 use crate::shard::Shard;
@@ -84,8 +87,18 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
             },
         });
     }
+    // KIP-430 (v8+): no authorizer, so every operation (see authorized_ops).
+    if req.include_topic_authorized_operations {
+        for t in out.iter_mut().filter(|t| t.error_code == errors::NONE) {
+            t.topic_authorized_operations = authorized_ops::TOPIC;
+        }
+    }
     let (host, port) = super::advertised_addr(shard).await;
     MetadataResponse::default()
+        .with_cluster_authorized_operations(authorized_ops::if_asked(
+            req.include_cluster_authorized_operations,
+            authorized_ops::CLUSTER,
+        ))
         .with_brokers(vec![MetadataResponseBroker::default()
             .with_node_id(BrokerId(NODE_ID))
             .with_host(str_bytes(&host))

@@ -17,8 +17,10 @@
 //! `vendor/kafka-protocol/VENDORED.md`): a hostile array count can no longer
 //! make the process allocate hundreds of gigabytes and abort.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
+pub mod authorized_ops;
 pub mod batch;
 pub mod create_partitions;
 pub mod create_topics;
@@ -27,6 +29,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_user_scram_credentials;
 pub mod errors;
 pub mod fetch;
 pub mod find_coordinator;
@@ -39,6 +42,7 @@ pub mod list_offsets;
 pub mod listener;
 pub mod metadata;
 pub mod offset_commit;
+pub mod offset_delete;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;

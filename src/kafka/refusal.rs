@@ -58,13 +58,6 @@ pub fn respond(ctx: &Ctx, key: ApiKey) -> Option<BytesMut> {
             "GetTelemetrySubscriptions",
             GetTelemetrySubscriptionsResponse::default().with_error_code(code)
         ),
-        ApiKey::DescribeAcls => answer!(
-            DescribeAclsRequest,
-            "DescribeAcls",
-            DescribeAclsResponse::default()
-                .with_error_code(code)
-                .with_error_message(msg(unserved))
-        ),
         ApiKey::ListTransactions => answer!(
             ListTransactionsRequest,
             "ListTransactions",

@@ -2,7 +2,7 @@
 //! member gets its own back (followers wait for the leader).
 
 use super::{errors, str_bytes, Ctx};
-use crate::groups;
+use crate::groups::{self, MemberRef};
 use bytes::Bytes;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
@@ -16,10 +16,28 @@ pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
     let gid = group_id.clone();
+    let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
     let result = groups::with_coordinator(&ctx.shard, &group_id, move |_, c, _| async move {
-        c.sync(&gid, &member_id, generation, assignments).await
+        let member = MemberRef {
+            member_id: &member_id,
+            instance_id: instance.as_deref(),
+        };
+        c.sync(&gid, member, generation, assignments).await
     })
     .await;
+    // v5+: Kafka checks the protocol type and name the member believes in.
+    let result = result.and_then(|o| {
+        let differs = |asked: &Option<kafka_protocol::protocol::StrBytes>, ours: &str| {
+            asked.as_ref().is_some_and(|a| a.as_str() != ours)
+        };
+        if differs(&req.protocol_type, &o.protocol_type)
+            || differs(&req.protocol_name, &o.protocol_name)
+        {
+            Err(groups::GroupError::InconsistentProtocol)
+        } else {
+            Ok(o)
+        }
+    });
     match result {
         Ok(o) => {
             let r = SyncGroupResponse::default()

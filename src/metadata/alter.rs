@@ -101,7 +101,7 @@ pub fn altered(
                     return Err(AlterError::NotAList(k.clone()));
                 }
                 let current = match name {
-                    "cleanup.policy" => "delete".to_string(),
+                    "cleanup.policy" => next.config.cleanup_policy.clone(),
                     n => next.stored_config.get(n).cloned().unwrap_or_default(),
                 };
                 let mut items = list_of(&current);
@@ -217,7 +217,17 @@ mod tests {
             m.stored_config["leader.replication.throttled.replicas"],
             "0:2"
         );
-        assert!(altered(&m, &d, &[a("cleanup.policy", "compact")], false).is_err());
+        // compact is stored (records then need keys); an empty policy or
+        // an unknown one is refused.
+        let c = altered(&m, &d, &[a("cleanup.policy", "compact")], false).unwrap();
+        assert_eq!(c.config.cleanup_policy, "delete,compact");
+        assert!(c.config.compacted() && c.config.deletes());
+        let only = ConfigChange::Subtract("cleanup.policy".into(), "delete".into());
+        let c = altered(&c, &d, &[only], false).unwrap();
+        assert_eq!((c.config.compacted(), c.config.deletes()), (true, false));
+        let none = ConfigChange::Subtract("cleanup.policy".into(), "compact".into());
+        assert!(altered(&c, &d, &[none], false).is_err());
+        assert!(altered(&m, &d, &[a("cleanup.policy", "shred")], false).is_err());
         assert_eq!(
             altered(&m, &d, &[a("retention.ms", "1")], false),
             Err(AlterError::NotAList("retention.ms".into()))

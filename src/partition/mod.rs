@@ -199,4 +199,15 @@ impl<D: Disk> Partition<D> {
             .offset_for_timestamp(ts, self.high_watermark())
             .await
     }
+
+    /// Base offset of the first visible batch holding the partition's
+    /// largest timestamp (Kafka's ListOffsets max_timestamp, -3); None when
+    /// no visible record has one.
+    pub async fn offset_of_max_timestamp(&self) -> Result<Option<u64>, ReadError> {
+        let ts = self.log.max_timestamp();
+        if ts < 0 {
+            return Ok(None);
+        }
+        self.offset_for_timestamp(ts).await
+    }
 }

@@ -90,6 +90,8 @@ pub enum OffsetQuery {
     Latest,
     /// First offset whose batch has max timestamp >= this (ms).
     Timestamp(i64),
+    /// Base offset of the first batch holding the largest timestamp.
+    MaxTimestamp,
 }
 
 #[derive(Debug, Clone)]
@@ -101,7 +103,8 @@ pub struct OffsetsPart {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionOffsets {
-    /// Answer to the query (for Timestamp with no match: the high watermark).
+    /// Answer to the query (for Timestamp and MaxTimestamp with no match:
+    /// the high watermark).
     pub offset: u64,
     pub log_start_offset: u64,
     pub high_watermark: u64,

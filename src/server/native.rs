@@ -6,7 +6,7 @@ use crate::config::BrokerConfig;
 use crate::format::frame::split_frames;
 use crate::format::validate::check_records;
 use crate::format::HEADER_LEN;
-use crate::groups::{self, offsets::CommitItem, Committed, GroupError};
+use crate::groups::{self, offsets::CommitItem, Committed, GroupError, MemberRef};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
@@ -455,7 +455,8 @@ async fn offset_commit(shard: &Rc<Shard>, req: OffsetCommitRequest) -> OffsetsRe
         .collect();
     let group = req.group.clone();
     let result = groups::with_coordinator(shard, &req.group, move |s, c, partition| async move {
-        c.commit(&s, partition, &group, "", -1, items).await
+        c.commit(&s, partition, &group, MemberRef::dynamic(""), -1, items)
+            .await
     })
     .await;
     let per_partition = |r: &Result<(), GroupError>, p: u32| match r {

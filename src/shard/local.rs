@@ -297,7 +297,7 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                 // "Latest" includes everything appended before the question:
                 // a consumer started right after an acks=1 produce must see
                 // it, so sync what is pending (one group commit) first.
-                if p.query == OffsetQuery::Latest {
+                if matches!(p.query, OffsetQuery::Latest | OffsetQuery::MaxTimestamp) {
                     let appended = log.log_end_offset();
                     if appended > log.high_watermark() {
                         let _ = log.wait_durable(appended - 1).await;
@@ -310,6 +310,11 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                     OffsetQuery::Latest => Ok(high_watermark),
                     OffsetQuery::Timestamp(ts) => log
                         .offset_for_timestamp(ts)
+                        .await
+                        .map(|o| o.unwrap_or(high_watermark))
+                        .map_err(OpError::Read),
+                    OffsetQuery::MaxTimestamp => log
+                        .offset_of_max_timestamp()
                         .await
                         .map(|o| o.unwrap_or(high_watermark))
                         .map_err(OpError::Read),

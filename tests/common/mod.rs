@@ -72,6 +72,11 @@ impl BrokerProc {
             kafka.into(),
             "--shards".into(),
             shards.to_string(),
+            // Groups form at once unless a test is about the initial
+            // rebalance delay (Kafka's 3 s default would slow every group
+            // test); a test's own `--set` comes later and wins.
+            "--set".into(),
+            "group_initial_rebalance_delay_ms=0".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut b = BrokerProc {
@@ -180,6 +185,20 @@ impl BrokerProc {
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the broker first");
         self.spawn();
+    }
+
+    /// Create a topic through the CLI (asserting success).
+    pub fn create_topic(&self, name: &str, partitions: u32) {
+        ok(self.cli(
+            &[
+                "topic",
+                "create",
+                name,
+                "--partitions",
+                &partitions.to_string(),
+            ],
+            None,
+        ));
     }
 
     /// Run a CLI command against this broker.

@@ -8,13 +8,14 @@
 # missing) on a free port in a temporary directory and stops it at the end.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic to pick a subset.
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics
+# to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17).
 # Prints one line per client and ends with "N passed, M failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics}
 addr=${1:-}
 broker_pid=
 tmp=
@@ -72,6 +73,7 @@ run kcat bash "$here/kcat.sh" "$addr"
 run kafka_python "$clients_dir/venv/bin/python" "$here/kafka_python.py" "$addr"
 run confluent "$clients_dir/venv/bin/python" "$here/confluent.py" "$addr"
 run aiokafka "$clients_dir/venv/bin/python" "$here/aiokafka_client.py" "$addr"
+run semantics "$clients_dir/venv/bin/python" "$here/semantics.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
 

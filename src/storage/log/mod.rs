@@ -236,6 +236,17 @@ impl<D: Disk> Log<D> {
         self.st.borrow().offsets.log_start()
     }
 
+    /// The largest batch max timestamp of any segment (appended, maybe not
+    /// yet durable), or -1 for an empty log.
+    pub fn max_timestamp(&self) -> i64 {
+        let st = self.st.borrow();
+        st.segments
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(-1)
+    }
+
     /// The topic config in force now.
     pub fn topic_config(&self) -> TopicConfig {
         self.topic.borrow().clone()

@@ -58,8 +58,13 @@ impl<D: Disk> Log<D> {
                 })
                 .collect();
             let total = st.segments.total_bytes();
-            let by_limits =
-                segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len();
+            // cleanup.policy without "delete" (compact only): retention
+            // deletes nothing.
+            let by_limits = if t.deletes() {
+                segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len()
+            } else {
+                0
+            };
             // Sealed segments wholly below the log start (DeleteRecords'
             // floor) go too.
             let floor = st.offsets.log_start();
@@ -155,6 +160,7 @@ impl<D: Disk> Log<D> {
         let t = self.topic_config();
         let active = st.segments.active();
         if t.retention_ms >= 0
+            && t.deletes()
             && !active.is_empty()
             && active.max_timestamp >= 0
             && now - active.max_timestamp > t.retention_ms
