@@ -10,6 +10,9 @@ pub const LAYERS: &[&[&str]] = &[
     // Connections, listeners, protocol handlers and the services they use.
     &["server", "kafka", "groups", "client"],
     &["shard"],
+    // The cluster controller: its replicated state machine, placement and
+    // Raft replica (sans-IO apart from its own files).
+    &["controller"],
     &["router"],
     // Topic table and partition identity files.
     &["metadata"],
@@ -81,6 +84,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
+    ("controller", &["metadata", "protocol", "router"]),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),

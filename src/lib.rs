@@ -3,6 +3,7 @@ pub mod broker;
 pub mod client;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod data_dir;
 pub mod event;
 pub mod format;
