@@ -8,7 +8,7 @@ pub const LAYERS: &[&[&str]] = &[
     // Wiring: starts the shards and plugs the server into them.
     &["broker"],
     // Connections, listeners, protocol handlers and the services they use.
-    &["server", "kafka", "groups", "client"],
+    &["server", "kafka", "groups", "client", "cluster"],
     &["shard"],
     // The cluster controller: its replicated state machine, placement and
     // Raft replica (sans-IO apart from its own files).
@@ -31,7 +31,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "broker",
         &[
-            "config", "data_dir", "metadata", "router", "server", "shard",
+            "cluster", "config", "data_dir", "metadata", "router", "server", "shard",
         ],
     ),
     (
@@ -71,6 +71,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("client", &["format", "protocol", "storage"]),
+    ("cluster", &["config", "controller", "protocol"]),
     (
         "shard",
         &[

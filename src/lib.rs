@@ -2,6 +2,7 @@
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod controller;
 pub mod data_dir;

@@ -5,9 +5,10 @@
 //! ```text
 //! raft.log   u64 magic "SLCLOG01" | record...
 //!   record   u32 len (bytes after crc) | u32 crc32c (of the len bytes after it) | u8 kind | payload
-//!   kind 1   entry       u64 term | u64 index | u8 entry_type | u32 data_len | data | u32 context_len | context
+//!   kind 1   entry       (raft_codec entry) u64 term | u64 index | u8 entry_type | u32 data_len | data
+//!                        | u32 context_len | context
 //!   kind 2   hard state  u64 term | u64 vote | u64 commit
-//! snapshot   u64 magic "SLCSNP01" | u64 index | u64 term | u32 voters | voters x u64
+//! snapshot   u64 magic "SLCSNP01" | (raft_codec snapshot) u64 index | u64 term | u32 voters | voters x u64
 //!            | u32 data_len | data (the encoded ControllerState) | u32 crc32c (of everything before it)
 //! ```
 //! Rules:
@@ -29,9 +30,10 @@
 //!   torn; damage there is not something to guess around.
 
 use super::persist::{append_entries, Persist, PersistError, Persisted};
+use super::raft_codec;
 use crate::protocol::codec::Reader;
 use bytes::{BufMut, BytesMut};
-use raft::eraftpb::{Entry, EntryType, HardState, Snapshot};
+use raft::eraftpb::{Entry, HardState, Snapshot};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -53,18 +55,12 @@ pub struct FileLog {
     log: Option<File>,
 }
 
-fn put_entry(b: &mut BytesMut, e: &Entry) {
+fn put_entry_record(b: &mut BytesMut, e: &Entry) {
     let start = b.len();
     b.put_u32_le(0);
     b.put_u32_le(0);
     b.put_u8(KIND_ENTRY);
-    b.put_u64_le(e.term);
-    b.put_u64_le(e.index);
-    b.put_u8(e.get_entry_type() as u8);
-    b.put_u32_le(e.data.len() as u32);
-    b.put_slice(&e.data);
-    b.put_u32_le(e.context.len() as u32);
-    b.put_slice(&e.context);
+    raft_codec::put_entry(b, e);
     seal(b, start);
 }
 
@@ -87,31 +83,13 @@ fn seal(b: &mut BytesMut, start: usize) {
     b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
-fn entry_type(v: u8) -> Option<EntryType> {
-    match v {
-        0 => Some(EntryType::EntryNormal),
-        1 => Some(EntryType::EntryConfChange),
-        2 => Some(EntryType::EntryConfChangeV2),
-        _ => None,
-    }
-}
-
 /// One record's payload, decoded into `p`. Err: the record is damaged.
 fn read_record(body: &[u8], p: &mut Persisted) -> Result<(), &'static str> {
     let mut r = Reader::new(BytesMut::from(body));
     let bad = |_| "record body does not decode";
     match r.u8("kind").map_err(bad)? {
         KIND_ENTRY => {
-            let mut e = Entry {
-                term: r.u64("term").map_err(bad)?,
-                index: r.u64("index").map_err(bad)?,
-                ..Default::default()
-            };
-            e.set_entry_type(
-                entry_type(r.u8("entry type").map_err(bad)?).ok_or("unknown entry type")?,
-            );
-            e.data = r.blob("data").map_err(bad)?.freeze();
-            e.context = r.blob("context").map_err(bad)?.freeze();
+            let e = raft_codec::get_entry(&mut r).map_err(bad)?;
             r.finish().map_err(bad)?;
             let base = p.snapshot_index();
             if e.index > base + p.entries.len() as u64 + 1 {
@@ -183,36 +161,15 @@ impl FileLog {
             path: path.clone(),
             source,
         };
-        let mut snap = Snapshot::default();
-        let index = r.u64("index").map_err(decode)?;
-        let term = r.u64("term").map_err(decode)?;
-        let n = r.count("voters", 8).map_err(decode)?;
-        let mut voters = Vec::with_capacity(n);
-        for _ in 0..n {
-            voters.push(r.u64("voter").map_err(decode)?);
-        }
-        snap.data = r.blob("data").map_err(decode)?.freeze();
+        let snap = raft_codec::get_snapshot(&mut r).map_err(decode)?;
         r.finish().map_err(decode)?;
-        let meta = snap.mut_metadata();
-        meta.index = index;
-        meta.term = term;
-        meta.set_conf_state((voters, vec![]).into());
         Ok(Some(snap))
     }
 
     fn write_snapshot(&self, snap: &Snapshot) -> Result<(), PersistError> {
-        let meta = snap.get_metadata();
         let mut b = BytesMut::with_capacity(snap.data.len() + 64);
         b.put_slice(SNAP_MAGIC);
-        b.put_u64_le(meta.index);
-        b.put_u64_le(meta.term);
-        let voters = &meta.get_conf_state().voters;
-        b.put_u32_le(voters.len() as u32);
-        for v in voters {
-            b.put_u64_le(*v);
-        }
-        b.put_u32_le(snap.data.len() as u32);
-        b.put_slice(&snap.data);
+        raft_codec::put_snapshot(&mut b, snap);
         let crc = crc32c::crc32c(&b);
         b.put_u32_le(crc);
         self.replace("snapshot", &b)
@@ -255,7 +212,7 @@ impl Persist for FileLog {
     ) -> Result<(), PersistError> {
         let mut b = BytesMut::new();
         for e in entries {
-            put_entry(&mut b, e);
+            put_entry_record(&mut b, e);
         }
         if let Some(hs) = hard_state {
             put_hard_state(&mut b, hs);
@@ -279,7 +236,7 @@ impl Persist for FileLog {
         let mut b = BytesMut::new();
         b.put_slice(LOG_MAGIC);
         for e in kept {
-            put_entry(&mut b, e);
+            put_entry_record(&mut b, e);
         }
         put_hard_state(&mut b, hard_state);
         self.log = None;

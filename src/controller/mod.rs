@@ -14,12 +14,15 @@
 //! - [`state`]: the state machine the commands are applied to, and its
 //!   snapshot encoding;
 //! - [`log_view`]: the in-memory Raft log raft-rs reads (`raft::Storage`);
+//! - [`raft_codec`]: byte layouts of raft-rs's entries, snapshots and
+//!   messages, for files and RPC;
 //! - [`persist`]: what must be durable before Raft may go on, as a trait,
 //!   with an in-memory implementation for simulations;
 //! - [`file_log`]: that trait on files in the data directory, CRC-checked
 //!   and fsynced;
 //! - [`node`]: one controller replica, a raft-rs `RawNode` plus the state
-//!   machine, driven by its caller.
+//!   machine, driven by its caller;
+//! - [`wire`]: the broker-to-broker RPC frames (requests to a replica).
 
 pub mod command;
 pub mod file_log;
@@ -27,7 +30,9 @@ pub mod log_view;
 pub mod node;
 pub mod persist;
 pub mod placement;
+pub mod raft_codec;
 pub mod state;
+pub mod wire;
 
 pub use command::{Command, Envelope};
 pub use node::{Applied, ControllerNode, NodeError, Output};
