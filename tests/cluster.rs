@@ -106,7 +106,7 @@ impl Cluster {
 
 #[test]
 fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_all_of_them() {
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let v = c.settled_view(0, 3, None, Duration::from_secs(30));
     for b in v.state.brokers.values() {
         assert!(b.live, "{b:?}");
@@ -174,6 +174,58 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
     let logs = c.nodes[0].stderr();
     assert!(logs.contains("broker joined the cluster"), "{logs}");
     assert!(logs.contains("controller leader changed"), "{logs}");
+
+    // A broker that stops beating is fenced, new partitions avoid it, and
+    // it is live again once it restarts.
+    let leader = c
+        .settled_view(0, 3, None, Duration::from_secs(30))
+        .leader
+        .unwrap();
+    let down = (leader % 3) as usize; // a node that is not the leader (index)
+    let ask = (down + 1) % 3;
+    c.nodes[down].kill9();
+    let fenced = |c: &Cluster, live: bool| {
+        let started = Instant::now();
+        loop {
+            if let Ok(v) = admin::view(&c.rpc[ask], RPC_TIMEOUT) {
+                if v.state
+                    .brokers
+                    .get(&(down as u32 + 1))
+                    .is_some_and(|b| b.live == live)
+                {
+                    return started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker {} never became live={live}:\n{}",
+                down + 1,
+                c.cluster_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let took = fenced(&c, false);
+    eprintln!("broker {} fenced {took:?} after its kill", down + 1);
+    admin::create_topic(
+        &[c.rpc[ask].clone()],
+        "while-down",
+        6,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let v = admin::view(&c.rpc[ask], RPC_TIMEOUT).unwrap();
+    let nodes: Vec<u32> = v.state.topics["while-down"]
+        .partitions
+        .iter()
+        .map(|p| p.node)
+        .collect();
+    assert!(!nodes.contains(&(down as u32 + 1)), "{nodes:?}");
+    c.nodes[down].restart();
+    fenced(&c, true);
+    assert!(c.cluster_logs().contains("broker left the cluster"));
 }
 
 #[test]

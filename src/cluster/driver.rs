@@ -33,7 +33,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
 /// Raft tick: heartbeats every tick, elections after 10-20 ticks of silence.
@@ -45,6 +45,12 @@ const OUTBOX_MESSAGES: usize = 4096;
 /// Messages per frame to a peer.
 const BATCH_MESSAGES: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often a broker tells the controller leader it is alive.
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
+/// A broker not heard from for this long is fenced (marked not live: its
+/// partitions show no leader and new partitions avoid it) by the
+/// controller leader; a new leader waits this long before fencing anyone.
+pub const BROKER_SESSION: Duration = Duration::from_secs(3);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `fut`, or None once `d` has passed.
@@ -74,6 +80,15 @@ pub struct Driver {
     partial_frame_timeout: Duration,
     rpc_connections: Cell<usize>,
     max_rpc_connections: usize,
+    /// This process's incarnation (registered; sent with each heartbeat).
+    incarnation: u64,
+    /// Leader only: when each broker (and incarnation) was last heard from.
+    /// Soft state, not in the log: a new leader starts it afresh.
+    last_heard: RefCell<BTreeMap<u32, (u64, Instant)>>,
+    /// When this replica last became leader (None: not leader).
+    leader_since: Cell<Option<Instant>>,
+    /// Where heartbeats go: the last leader hint.
+    heartbeat_to: Cell<Option<u32>>,
 }
 
 /// What this broker announces when it registers.
@@ -136,6 +151,10 @@ pub fn start(
         partial_frame_timeout: Duration::from_millis(config.partial_frame_timeout_ms),
         rpc_connections: Cell::new(0),
         max_rpc_connections: config.max_connections_per_shard,
+        incarnation: unix_micros() ^ ((std::process::id() as u64) << 40),
+        last_heard: RefCell::new(BTreeMap::new()),
+        leader_since: Cell::new(None),
+        heartbeat_to: Cell::new(None),
     });
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // SAFETY: a bound, listening TCP socket whose ownership moves into
@@ -154,13 +173,14 @@ pub fn start(
     }
     let reg = Registration {
         id: settings.node_id,
-        incarnation: unix_micros() ^ ((std::process::id() as u64) << 40),
+        incarnation: driver.incarnation,
         shards: announce.shards,
         kafka_addr: announce.kafka_addr,
         native_addr: announce.native_addr,
         rpc_addr: settings.rpc_listen.clone(),
     };
     glommio::spawn_local(driver.clone().register(reg)).detach();
+    glommio::spawn_local(driver.clone().heartbeats()).detach();
     Ok(driver)
 }
 
@@ -195,7 +215,16 @@ impl Driver {
         };
         let leader = node.leader_id();
         let term = node.term();
+        let is_leader = node.is_leader();
         drop(node);
+        match (is_leader, self.leader_since.get()) {
+            (true, None) => {
+                self.leader_since.set(Some(Instant::now()));
+                self.last_heard.borrow_mut().clear();
+            }
+            (false, Some(_)) => self.leader_since.set(None),
+            _ => {}
+        }
         if leader != self.last_leader.get() {
             self.last_leader.set(leader);
             match leader {
@@ -251,12 +280,102 @@ impl Driver {
     }
 
     async fn ticker(self: Rc<Self>) {
+        let mut ticks: u64 = 0;
         loop {
             glommio::timer::sleep(TICK).await;
             if let Some(mut n) = self.node() {
                 n.tick();
             }
             self.pump();
+            ticks += 1;
+            if ticks % 10 == 0 {
+                self.check_sessions();
+            }
+        }
+    }
+
+    /// Leader only: fence live brokers not heard from within
+    /// [`BROKER_SESSION`], unfence fenced ones heard from again (same
+    /// incarnation; a restarted broker registers anew instead).
+    fn check_sessions(self: &Rc<Self>) {
+        let Some(since) = self.leader_since.get() else {
+            return;
+        };
+        if since.elapsed() < BROKER_SESSION {
+            return;
+        }
+        let changes: Vec<Command> = {
+            let Some(n) = self.node() else { return };
+            let heard = self.last_heard.borrow();
+            n.state()
+                .brokers
+                .values()
+                .filter_map(|b| {
+                    let recent = heard.get(&b.reg.id).is_some_and(|(inc, at)| {
+                        *inc == b.reg.incarnation && at.elapsed() < BROKER_SESSION
+                    });
+                    (recent != b.live).then_some(Command::SetBrokerLive {
+                        id: b.reg.id,
+                        incarnation: b.reg.incarnation,
+                        live: recent,
+                    })
+                })
+                .collect()
+        };
+        for command in changes {
+            // No session (origin 0): setting liveness twice is harmless.
+            let env = Envelope {
+                origin: 0,
+                seq: 0,
+                command,
+            };
+            let d = self.clone();
+            glommio::spawn_local(async move {
+                d.propose(env, false).await;
+            })
+            .detach();
+        }
+    }
+
+    fn heard_from(&self, broker: u32, incarnation: u64) -> Result<(), Option<u32>> {
+        if self.leader_since.get().is_none() {
+            return Err(self.node().and_then(|n| n.leader_id()).map(|l| l as u32));
+        }
+        self.last_heard
+            .borrow_mut()
+            .insert(broker, (incarnation, Instant::now()));
+        Ok(())
+    }
+
+    /// Every broker: tell the controller leader we are alive.
+    async fn heartbeats(self: Rc<Self>) {
+        let me = self.settings.node_id;
+        let mut next_voter = 0;
+        loop {
+            glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            if self.heard_from(me, self.incarnation).is_ok() {
+                continue;
+            }
+            let target = self
+                .heartbeat_to
+                .get()
+                .or_else(|| self.node().and_then(|n| n.leader_id()).map(|l| l as u32))
+                .unwrap_or_else(|| {
+                    next_voter += 1;
+                    self.settings.voters[next_voter % self.settings.voters.len()].0
+                });
+            let Some(addr) = self.settings.voter_addr(target).map(str::to_string) else {
+                continue;
+            };
+            let beat = Request::Heartbeat {
+                broker: me,
+                incarnation: self.incarnation,
+            };
+            match rpc::call(&addr, &beat, HEARTBEAT_INTERVAL * 2).await {
+                Ok(Response::Heartbeat(Ok(()))) => self.heartbeat_to.set(Some(target)),
+                Ok(Response::Heartbeat(Err(hint))) => self.heartbeat_to.set(hint),
+                _ => self.heartbeat_to.set(None),
+            }
         }
     }
 
@@ -479,6 +598,10 @@ impl Driver {
                     continue;
                 }
                 Request::Propose(env) => Response::Proposed(self.propose(env, true).await),
+                Request::Heartbeat {
+                    broker,
+                    incarnation,
+                } => Response::Heartbeat(self.heard_from(broker, incarnation)),
                 Request::GetState => match self.node() {
                     Some(n) => Response::State {
                         leader: n.leader_id().map(|l| l as u32),

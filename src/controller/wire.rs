@@ -8,11 +8,14 @@
 //! api 1      RaftMessages  u32 count | count x message (raft_codec)      one-way: no response
 //! api 2      Propose       u32 len | envelope (command layout)           -> api 0x8002
 //! api 3      GetState      (empty)                                       -> api 0x8003
+//! api 4      Heartbeat     u32 broker | u64 incarnation                  -> api 0x8004
 //! 0x8002     u8 status: 0 applied (u8 duplicate | outcome), 1 not leader (u32 leader hint,
 //!            0 = unknown), 2 timed out (may or may not commit later: retry, the
 //!            session makes a retry safe), 3 invalid request
 //! 0x8003     u32 controller leader (0 = unknown) | u64 term | u64 commit index
 //!            | u32 len | controller state (snapshot layout, state.rs)
+//! 0x8004     u8 status: 0 recorded by the controller leader, 1 not the leader
+//!            | u32 leader hint (0 = unknown)
 //! ```
 //! All integers little-endian. A response carries its request's
 //! correlation id. Hostile bytes give a [`DecodeError`], never a panic.
@@ -30,6 +33,7 @@ pub const HEADER_BYTES: usize = 10;
 pub const API_RAFT: u16 = 1;
 pub const API_PROPOSE: u16 = 2;
 pub const API_GET_STATE: u16 = 3;
+pub const API_HEARTBEAT: u16 = 4;
 pub const RESPONSE_BIT: u16 = 0x8000;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -37,6 +41,11 @@ pub enum Request {
     Raft(Vec<Message>),
     Propose(Envelope),
     GetState,
+    /// A broker's liveness beat, to the controller leader.
+    Heartbeat {
+        broker: u32,
+        incarnation: u64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +65,8 @@ pub enum Response {
         commit: u64,
         state: ControllerState,
     },
+    /// Ok(()) recorded; Err(hint) not the leader.
+    Heartbeat(Result<(), Option<u32>>),
 }
 
 /// The fixed part of a frame.
@@ -116,6 +127,13 @@ pub fn encode_request(correlation_id: u32, req: &Request) -> BytesMut {
             b.put_slice(&e);
         }),
         Request::GetState => frame(API_GET_STATE, correlation_id, |_| {}),
+        Request::Heartbeat {
+            broker,
+            incarnation,
+        } => frame(API_HEARTBEAT, correlation_id, |b| {
+            b.put_u32_le(*broker);
+            b.put_u64_le(*incarnation);
+        }),
     }
 }
 
@@ -133,6 +151,10 @@ pub fn decode_request(api: u16, body: BytesMut) -> Result<Request, DecodeError> 
         }
         API_PROPOSE => Request::Propose(Envelope::decode(&r.blob("envelope")?)?),
         API_GET_STATE => Request::GetState,
+        API_HEARTBEAT => Request::Heartbeat {
+            broker: r.u32("broker")?,
+            incarnation: r.u64("incarnation")?,
+        },
         other => return Err(DecodeError::UnknownApi(other)),
     };
     r.finish()?;
@@ -167,6 +189,15 @@ pub fn encode_response(correlation_id: u32, resp: &Response) -> BytesMut {
             b.put_u32_le(s.len() as u32);
             b.put_slice(&s);
         }),
+        Response::Heartbeat(r) => {
+            frame(API_HEARTBEAT | RESPONSE_BIT, correlation_id, |b| match r {
+                Ok(()) => b.put_u8(0),
+                Err(hint) => {
+                    b.put_u8(1);
+                    b.put_u32_le(hint.unwrap_or(0));
+                }
+            })
+        }
     }
 }
 
@@ -203,6 +234,19 @@ pub fn decode_response(api: u16, body: BytesMut) -> Result<Response, DecodeError
             commit: r.u64("commit")?,
             state: ControllerState::decode(&r.blob("state")?)?,
         },
+        a if a == API_HEARTBEAT | RESPONSE_BIT => Response::Heartbeat(match r.u8("status")? {
+            0 => Ok(()),
+            1 => Err(match r.u32("leader")? {
+                0 => None,
+                l => Some(l),
+            }),
+            s => {
+                return Err(DecodeError::Invalid {
+                    what: "heartbeat status",
+                    detail: s.to_string(),
+                })
+            }
+        }),
         other => return Err(DecodeError::UnknownApi(other)),
     };
     r.finish()?;
@@ -234,6 +278,10 @@ mod tests {
                 command: Command::DeleteTopic { name: "x".into() },
             }),
             Request::GetState,
+            Request::Heartbeat {
+                broker: 3,
+                incarnation: 99,
+            },
         ];
         for (i, req) in reqs.iter().enumerate() {
             let f = encode_request(i as u32, req);
@@ -257,6 +305,8 @@ mod tests {
             Response::Proposed(ProposeReply::NotLeader(Some(3))),
             Response::Proposed(ProposeReply::NotLeader(None)),
             Response::Proposed(ProposeReply::TimedOut),
+            Response::Heartbeat(Ok(())),
+            Response::Heartbeat(Err(Some(2))),
             Response::State {
                 leader: Some(2),
                 term: 5,
