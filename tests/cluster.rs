@@ -236,6 +236,12 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         .unwrap_or(10);
     let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
+    // Each node's own data path, which does not go through the controller:
+    // it must keep serving while the controller fails over.
+    for n in &c.nodes {
+        common::ok(n.cli(&["topic", "create", "local", "--partitions", "1"], None));
+    }
+    let mut produced = [0usize; 3];
     let stop = Arc::new(AtomicBool::new(false));
     let acked: Arc<Mutex<Vec<(String, u128)>>> = Arc::default();
     let creator = {
@@ -276,6 +282,13 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         let v = c.settled_view(other, 3, Some(leader), Duration::from_secs(30));
         elections.push(killed_at.elapsed());
         assert_ne!(v.leader, Some(leader));
+        for (i, n) in c.nodes.iter().enumerate() {
+            if i != leader as usize - 1 {
+                let line = format!("round-{round}\n");
+                common::ok(n.cli(&["produce", "local"], Some(line.as_bytes())));
+                produced[i] += 1;
+            }
+        }
         // Topic creation resumes under the new leader.
         let resumed = Instant::now();
         while acked.lock().unwrap().len() <= before {
