@@ -521,3 +521,31 @@ impl TopicConfig {
         ]
     }
 }
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_come_together_or_not_at_all() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.cluster().unwrap(), None);
+        c.rpc_listen = "127.0.0.1:9401".into();
+        assert!(c.validate().is_err(), "rpc_listen without node_id");
+        c.node_id = Some(2);
+        assert!(c.validate().is_err(), "no voters");
+        c.controller_voters = "3@h:3, 1@h:1,2@h:2".into();
+        let cs = c.cluster().unwrap().unwrap();
+        assert_eq!(
+            cs.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(cs.is_voter());
+        assert_eq!(cs.voter_addr(3), Some("h:3"));
+        for bad in ["1@h:1,1@h:2", "0@h:1", "x@h:1", "1@h", "1@:5", "1h:1", ","] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+        c.node_id = Some(0);
+        assert!(c.validate().is_err());
+    }
+}

@@ -119,7 +119,7 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
     for (i, addr) in c.rpc.iter().enumerate() {
         let name = format!("via-node-{}", i + 1);
         admin::create_topic(
-            &[addr.clone()],
+            std::slice::from_ref(addr),
             &name,
             4,
             vec![],

@@ -266,11 +266,13 @@ mod tests {
 
     #[test]
     fn requests_and_responses_round_trip_and_damage_never_panics() {
-        let mut m = Message::default();
-        m.to = 3;
-        m.from = 1;
-        m.term = 4;
-        let reqs = vec![
+        let m = Message {
+            to: 3,
+            from: 1,
+            term: 4,
+            ..Default::default()
+        };
+        let reqs = [
             Request::Raft(vec![m.clone(), m]),
             Request::Propose(Envelope {
                 origin: 2,
@@ -297,7 +299,7 @@ mod tests {
                 let _ = decode_request(h.api, d);
             }
         }
-        let resps = vec![
+        let resps = [
             Response::Proposed(ProposeReply::Applied(ApplyResult {
                 outcome: Outcome::ProducerIds { first: 9, count: 2 },
                 duplicate: true,
