@@ -338,3 +338,92 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
+    use std::io::{Read, Write};
+    let rpc = format!("127.0.0.1:{}", free_port());
+    let dir = tempfile::Builder::new()
+        .prefix("shardlog-cluster-")
+        .tempdir()
+        .unwrap();
+    let voters = format!("1@{rpc}");
+    let node = BrokerProc::start_on(
+        dir.path(),
+        &dir.path().join("broker.stderr"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        1,
+        &[
+            "--no-pin",
+            "--node-id",
+            "1",
+            "--rpc-listen",
+            &rpc,
+            "--controller-voters",
+            &voters,
+        ],
+    );
+    // A one-voter controller elects itself.
+    let started = Instant::now();
+    while admin::view(&rpc, RPC_TIMEOUT).map_or(true, |v| v.leader != Some(1)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let frames: Vec<Vec<u8>> = vec![
+        // A 4 GiB frame: refused from its length, before any allocation.
+        vec![0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0],
+        // Shorter than its own header.
+        vec![2, 0, 0, 0, 1, 0],
+        // Unknown api.
+        vec![6, 0, 0, 0, 0x63, 0, 0, 0, 0, 0],
+        // Raft messages claiming a million entries in 4 bytes.
+        vec![10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x40, 0x42, 0x0f, 0],
+        // A propose whose envelope is garbage.
+        vec![14, 0, 0, 0, 2, 0, 7, 0, 0, 0, 4, 0, 0, 0, 9, 9, 9, 9],
+    ];
+    for f in frames {
+        let mut s = std::net::TcpStream::connect(&rpc).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(&f).unwrap();
+        let mut buf = Vec::new();
+        // The broker closes the connection without an answer.
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "answered {buf:?} to {f:?}");
+    }
+    // Raft messages from a replica that is not a voter are dropped by Raft.
+    let mut m = raft::eraftpb::Message::default();
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    m.to = 1;
+    m.from = 77;
+    m.term = 1_000;
+    let mut s = std::net::TcpStream::connect(&rpc).unwrap();
+    s.write_all(&shardlog::controller::wire::encode_request(
+        0,
+        &shardlog::controller::wire::Request::Raft(vec![m]),
+    ))
+    .unwrap();
+    drop(s);
+    // Still the leader of its term, still serving.
+    std::thread::sleep(Duration::from_millis(300));
+    let v = admin::view(&rpc, RPC_TIMEOUT).unwrap();
+    assert_eq!(v.leader, Some(1), "{}", node.stderr());
+    admin::create_topic(
+        std::slice::from_ref(&rpc),
+        "after-garbage",
+        1,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        node.stderr().contains("rpc connection closed"),
+        "{}",
+        node.stderr()
+    );
+}

@@ -588,9 +588,21 @@ impl Driver {
             let resp = match req {
                 Request::Raft(msgs) => {
                     if let Some(mut n) = self.node() {
+                        let me = self.settings.node_id as u64;
                         for m in msgs {
-                            // A message Raft refuses (unknown peer, local
-                            // type) is dropped, as a lost one would be.
+                            // Only messages between voters, addressed to us:
+                            // raft-rs would take a higher term from anyone
+                            // (a stray or hostile sender could depose the
+                            // leader). A message Raft refuses (local type)
+                            // is dropped, as a lost one would be.
+                            let from_voter = self
+                                .settings
+                                .voters
+                                .iter()
+                                .any(|(id, _)| *id as u64 == m.from);
+                            if !from_voter || m.to != me || m.from == me {
+                                continue;
+                            }
                             let _ = n.step(m);
                         }
                     }
