@@ -32,7 +32,7 @@ pub enum BindError {
         addr: String,
         detail: String,
     },
-    #[error("{what} listener: address {addr} is already in use by {owner}; stop it, or choose another address (--listen / --kafka-listen)")]
+    #[error("{what} listener: address {addr} is already in use by {owner}; stop it, or choose another address (--listen / --kafka-listen / --rpc-listen)")]
     InUse {
         what: &'static str,
         addr: SocketAddr,
