@@ -130,6 +130,30 @@ fn check_memlock(shards: usize, io_memory_bytes: usize) -> Result<(), BrokerErro
     Ok(())
 }
 
+/// What this broker tells the controller about itself: its shard count
+/// and the addresses clients reach it at.
+fn announce(
+    config: &BrokerConfig,
+    ls: &Listeners,
+    shards: usize,
+) -> Result<crate::cluster::driver::Announce, BrokerError> {
+    let addr = |l: &std::net::TcpListener| {
+        l.local_addr()
+            .map(|a| a.to_string())
+            .map_err(|e| BrokerError::Startup(format!("listener address: {e}")))
+    };
+    let kafka_addr = match (&config.advertised_kafka_addr, &ls.kafka) {
+        (Some(a), _) => a.clone(),
+        (None, Some(k)) => addr(k)?,
+        (None, None) => String::new(),
+    };
+    Ok(crate::cluster::driver::Announce {
+        shards: shards.min(u16::MAX as usize) as u16,
+        kafka_addr,
+        native_addr: addr(&ls.native)?,
+    })
+}
+
 /// Number of online CPUs.
 pub fn online_cpus() -> usize {
     std::thread::available_parallelism()
@@ -209,6 +233,7 @@ impl Broker {
         // before any shard starts: a port conflict fails fast, leaves a new
         // data directory holding only its lock file, and the ready line
         // means every listener is serving.
+        let cluster = config.cluster()?;
         let mut listeners = Some(Listeners::bind(&config)?);
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
         let cpus = online_cpus();
@@ -246,7 +271,16 @@ impl Broker {
                 topics.clone(),
                 ready_tx.clone(),
             );
-            let l = if id == 0 { listeners.take() } else { None };
+            let mut l = if id == 0 { listeners.take() } else { None };
+            // Shard 0 runs the cluster side (controller replica, rpc).
+            let cluster_start = match (&cluster, l.as_mut()) {
+                (Some(cs), Some(ls)) => {
+                    let announce = announce(&config, ls, n)?;
+                    let rpc = ls.rpc.take().expect("cluster mode binds the rpc listener");
+                    Some((cs.clone(), rpc, announce))
+                }
+                _ => None,
+            };
             // Made here, not inside the closure: if the executor never runs
             // the closure, dropping it must still report the shard.
             let guard = ReadyGuard(tx.clone(), id);
@@ -259,6 +293,20 @@ impl Broker {
                             Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
                         }),
                         adopt: crate::server::acceptor::serve,
+                    };
+                    let _cluster = match cluster_start {
+                        Some((cs, rpc, announce)) => {
+                            match crate::cluster::driver::start(cs, &c, rpc, announce) {
+                                Ok(d) => Some(d),
+                                Err(e) => {
+                                    // Reported like any startup failure: the guard
+                                    // tells `start` this shard stopped.
+                                    tracing::error!("cannot start the cluster side: {e}");
+                                    return;
+                                }
+                            }
+                        }
+                        None => None,
                     };
                     shard::run(id, c, r, rx, t, tx, frontend).await;
                     std::mem::forget(guard);

@@ -99,6 +99,69 @@ pub struct BrokerConfig {
 
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicConfig,
+
+    /// This broker's id in a cluster (`--node-id`); None: a single broker,
+    /// no cluster (the other cluster keys must then be empty).
+    pub node_id: Option<u32>,
+    /// Listener for other brokers (`--rpc-listen HOST:PORT`); cluster mode only.
+    pub rpc_listen: String,
+    /// The controller's voters and their RPC addresses
+    /// (`--controller-voters 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT`).
+    pub controller_voters: String,
+}
+
+/// A broker's cluster settings, checked (see [`BrokerConfig::cluster`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    pub node_id: u32,
+    pub rpc_listen: String,
+    /// (broker id, RPC address) of every controller voter, sorted by id.
+    pub voters: Vec<(u32, String)>,
+}
+
+impl ClusterSettings {
+    pub fn is_voter(&self) -> bool {
+        self.voters.iter().any(|(id, _)| *id == self.node_id)
+    }
+
+    pub fn voter_addr(&self, id: u32) -> Option<&str> {
+        self.voters
+            .iter()
+            .find(|(v, _)| *v == id)
+            .map(|(_, a)| a.as_str())
+    }
+}
+
+/// Parse `1@HOST:PORT,2@HOST:PORT,...`: ids ≥ 1, distinct, sorted on return.
+pub fn parse_voters(s: &str) -> Result<Vec<(u32, String)>, ConfigError> {
+    let bad = |m: String| ConfigError::Invalid(format!("controller_voters '{s}': {m}"));
+    let mut out: Vec<(u32, String)> = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (id, addr) = part
+            .split_once('@')
+            .ok_or_else(|| bad(format!("'{part}' is not ID@HOST:PORT")))?;
+        let id: u32 = id
+            .parse()
+            .map_err(|_| bad(format!("'{id}' is not a broker id")))?;
+        if id == 0 {
+            return Err(bad("broker ids start at 1".into()));
+        }
+        if addr
+            .rsplit_once(':')
+            .is_none_or(|(h, p)| h.is_empty() || p.parse::<u16>().is_err())
+        {
+            return Err(bad(format!("'{addr}' is not HOST:PORT")));
+        }
+        if out.iter().any(|(i, _)| *i == id) {
+            return Err(bad(format!("broker {id} is listed twice")));
+        }
+        out.push((id, addr.to_string()));
+    }
+    if out.is_empty() {
+        return Err(bad("no voters".into()));
+    }
+    out.sort();
+    Ok(out)
 }
 
 impl Default for BrokerConfig {
@@ -132,6 +195,9 @@ impl Default for BrokerConfig {
             pin_cpus: true,
             group_initial_rebalance_delay_ms: 3000,
             topic_defaults: TopicConfig::default(),
+            node_id: None,
+            rpc_listen: String::new(),
+            controller_voters: String::new(),
         }
     }
 }
@@ -199,7 +265,39 @@ impl BrokerConfig {
         if self.default_partitions == 0 {
             return bad("default_partitions must be >= 1");
         }
+        self.cluster()?;
         self.topic_defaults.validate()
+    }
+
+    /// The cluster settings: None for a single broker (no `node_id`);
+    /// refuses half a cluster configuration.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let Some(node_id) = self.node_id else {
+            if !self.rpc_listen.is_empty() || !self.controller_voters.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "rpc_listen and controller_voters need node_id (--node-id N)".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        if node_id == 0 {
+            return Err(ConfigError::Invalid("node_id must be >= 1".into()));
+        }
+        if self.rpc_listen.is_empty() {
+            return Err(ConfigError::Invalid(
+                "node_id needs rpc_listen (--rpc-listen HOST:PORT)".into(),
+            ));
+        }
+        if self.controller_voters.is_empty() {
+            return Err(ConfigError::Invalid(
+                "node_id needs controller_voters (--controller-voters 1@HOST:PORT,...)".into(),
+            ));
+        }
+        Ok(Some(ClusterSettings {
+            node_id,
+            rpc_listen: self.rpc_listen.clone(),
+            voters: parse_voters(&self.controller_voters)?,
+        }))
     }
 }
 
@@ -470,4 +568,32 @@ fn cleanup_policy(v: &str) -> Result<String, ConfigError> {
         .filter(|p| items.contains(p))
         .collect();
     Ok(out.join(","))
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    use super::*;
+
+    #[test]
+    fn cluster_keys_come_together_or_not_at_all() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.cluster().unwrap(), None);
+        c.rpc_listen = "127.0.0.1:9401".into();
+        assert!(c.validate().is_err(), "rpc_listen without node_id");
+        c.node_id = Some(2);
+        assert!(c.validate().is_err(), "no voters");
+        c.controller_voters = "3@h:3, 1@h:1,2@h:2".into();
+        let cs = c.cluster().unwrap().unwrap();
+        assert_eq!(
+            cs.voters.iter().map(|v| v.0).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        assert!(cs.is_voter());
+        assert_eq!(cs.voter_addr(3), Some("h:3"));
+        for bad in ["1@h:1,1@h:2", "0@h:1", "x@h:1", "1@h", "1@:5", "1h:1", ","] {
+            assert!(parse_voters(bad).is_err(), "{bad}");
+        }
+        c.node_id = Some(0);
+        assert!(c.validate().is_err());
+    }
 }

@@ -8,8 +8,11 @@ pub const LAYERS: &[&[&str]] = &[
     // Wiring: starts the shards and plugs the server into them.
     &["broker"],
     // Connections, listeners, protocol handlers and the services they use.
-    &["server", "kafka", "groups", "client"],
+    &["server", "kafka", "groups", "client", "cluster"],
     &["shard"],
+    // The cluster controller: its replicated state machine, placement and
+    // Raft replica (sans-IO apart from its own files).
+    &["controller"],
     &["router"],
     // Topic table and partition identity files.
     &["metadata"],
@@ -28,7 +31,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "broker",
         &[
-            "config", "data_dir", "metadata", "router", "server", "shard",
+            "cluster", "config", "data_dir", "metadata", "router", "server", "shard",
         ],
     ),
     (
@@ -68,6 +71,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("client", &["format", "protocol", "storage"]),
+    ("cluster", &["config", "controller", "protocol"]),
     (
         "shard",
         &[
@@ -81,6 +85,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
+    ("controller", &["metadata", "protocol", "router"]),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),

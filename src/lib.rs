@@ -2,7 +2,9 @@
 pub mod broker;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod controller;
 pub mod data_dir;
 pub mod event;
 pub mod format;

@@ -53,6 +53,40 @@ enum Cmd {
     /// Rebuild a lost topic table (meta/topics.json) from the partition
     /// directories, with the broker stopped.
     RecoverMetadata(RecoverArgs),
+    /// A cluster's controller: its state as one broker sees it, topic creation.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCmd,
+        /// A broker's RPC address (its --rpc-listen); any broker will do.
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9401",
+            env = "SHARDLOG_RPC"
+        )]
+        rpc: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Brokers (live or fenced, addresses), the controller leader, and
+    /// partitions led per broker, as the broker at --rpc sees them.
+    Status {
+        /// Also list every partition's leader, shard and leader epoch.
+        #[arg(long)]
+        partitions: bool,
+    },
+    /// Create a topic through the controller (from any broker: it
+    /// forwards to the controller leader); prints its placement.
+    CreateTopic {
+        name: String,
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// More brokers' RPC addresses to retry through, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        also: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -91,6 +125,15 @@ struct ServeArgs {
     /// Do not pin shard threads to CPUs.
     #[arg(long)]
     no_pin: bool,
+    /// This broker's id in a cluster (>= 1); without it the broker runs alone.
+    #[arg(long)]
+    node_id: Option<u32>,
+    /// Listener for other brokers (cluster mode).
+    #[arg(long)]
+    rpc_listen: Option<String>,
+    /// The controller's voters: 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT (their RPC addresses).
+    #[arg(long)]
+    controller_voters: Option<String>,
     /// Set any other setting: --set key=value (TOML value syntax), repeatable.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -193,6 +236,7 @@ fn main() {
         Cmd::Produce(a) => runtime().block_on(produce(a)),
         Cmd::Consume(a) => runtime().block_on(consume(a)),
         Cmd::RecoverMetadata(a) => recover_metadata(a),
+        Cmd::Cluster { cmd, rpc } => cluster(cmd, &rpc),
     };
     if let Err(e) = r {
         // `consume ... | head`: the reader went away, as it meant to. Like
@@ -280,6 +324,15 @@ fn broker_config(a: ServeArgs) -> Result<BrokerConfig> {
     if a.no_pin {
         c.pin_cpus = false;
     }
+    if let Some(n) = a.node_id {
+        c.node_id = Some(n);
+    }
+    if let Some(r) = a.rpc_listen {
+        c.rpc_listen = r;
+    }
+    if let Some(v) = a.controller_voters {
+        c.controller_voters = v;
+    }
     c.validate()?;
     Ok(c)
 }
@@ -320,6 +373,39 @@ fn serve(a: ServeArgs) -> Result<()> {
         );
     }
     broker.shutdown();
+    Ok(())
+}
+
+fn cluster(cmd: ClusterCmd, rpc: &str) -> Result<()> {
+    use shardlog::cluster::admin;
+    let timeout = std::time::Duration::from_secs(10);
+    match cmd {
+        ClusterCmd::Status { partitions } => {
+            let v = admin::view(rpc, timeout)?;
+            print!("{}", admin::render(&v, partitions));
+        }
+        ClusterCmd::CreateTopic {
+            name,
+            partitions,
+            also,
+        } => {
+            let mut addrs = vec![rpc.to_string()];
+            addrs.extend(also);
+            admin::create_topic(&addrs, &name, partitions, vec![], timeout, 2 * timeout)?;
+            // Show where it went, as the controller placed it.
+            for addr in &addrs {
+                if let Ok(v) = admin::view(addr, timeout) {
+                    if let Some(t) = v.state.topics.get(&name) {
+                        for (i, p) in t.partitions.iter().enumerate() {
+                            println!("{name}\t{i}\tleader={}\tshard={}", p.node, p.shard);
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            println!("{name}\tcreated");
+        }
+    }
     Ok(())
 }
 

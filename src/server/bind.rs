@@ -32,7 +32,7 @@ pub enum BindError {
         addr: String,
         detail: String,
     },
-    #[error("{what} listener: address {addr} is already in use by {owner}; stop it, or choose another address (--listen / --kafka-listen)")]
+    #[error("{what} listener: address {addr} is already in use by {owner}; stop it, or choose another address (--listen / --kafka-listen / --rpc-listen)")]
     InUse {
         what: &'static str,
         addr: SocketAddr,
@@ -56,6 +56,9 @@ pub enum BindError {
 pub struct Listeners {
     pub native: TcpListener,
     pub kafka: Option<TcpListener>,
+    /// Other brokers' listener (cluster mode only): taken by the cluster
+    /// driver, not by the client accept loops.
+    pub rpc: Option<TcpListener>,
 }
 
 impl Listeners {
@@ -68,7 +71,12 @@ impl Listeners {
         } else {
             Some(bind_exclusive("kafka", &config.kafka_listen, wait)?)
         };
-        Ok(Listeners { native, kafka })
+        let rpc = if config.rpc_listen.is_empty() {
+            None
+        } else {
+            Some(bind_exclusive("rpc", &config.rpc_listen, wait)?)
+        };
+        Ok(Listeners { native, kafka, rpc })
     }
 }
 

@@ -1,0 +1,677 @@
+//! The controller's state machine: what the cluster agrees on.
+//!
+//! Lifecycle and cores: one `ControllerState` per controller replica, owned
+//! by its [`super::node::ControllerNode`] on the shard that runs the
+//! controller (shard 0); brokers that are not voters get copies of it. It
+//! changes only through [`ControllerState::apply`], in log order, so
+//! replicas that applied the same prefix of the log hold equal states
+//! (the simulation checks it byte for byte through [`ControllerState::encode`]).
+//!
+//! `apply` is a pure function of the state and the command: no clock, no
+//! randomness (a new topic's id is chosen by the proposer and travels in
+//! the command), no I/O.
+//!
+//! Snapshot layout (all integers little-endian; strings `u16 length | UTF-8`):
+//! ```text
+//! u8 version (=1) | u64 applied_index | i64 next_producer_id
+//! u32 brokers  | brokers x (u32 id | u64 incarnation | u16 shards | str kafka_addr
+//!                           | str native_addr | str rpc_addr | u8 live)
+//! u32 topics   | topics x (str name | u64 id_hi | u64 id_lo | u32 n | n x (str key | str value)
+//!                          | u32 partitions | partitions x (u32 node | u16 shard | u32 leader_epoch))
+//! u32 sessions | sessions x (u32 origin | u64 seq | outcome)
+//! outcome      u8 code: 0 done | 1 producer ids (i64 first | u32 count) | 2 refused (u8 refusal)
+//! ```
+
+use super::command::{
+    get_config, get_u128, put_config, put_u128, Command, Envelope, Registration, MAX_PARTITIONS,
+};
+use super::placement::{self, Candidate, Loads};
+use crate::protocol::codec::{put_str, Reader};
+use crate::protocol::DecodeError;
+use bytes::{BufMut, BytesMut};
+use std::collections::BTreeMap;
+
+pub const SNAPSHOT_VERSION: u8 = 1;
+/// Most producer ids one command may take.
+pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// As the broker last announced itself.
+    pub reg: Registration,
+    /// Registered and not fenced: it may lead partitions and take new ones.
+    pub live: bool,
+}
+
+/// Where a partition lives. Without replicas its node is its leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionAssignment {
+    pub node: u32,
+    pub shard: u16,
+    /// Grows each time the partition moves.
+    pub leader_epoch: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicInfo {
+    pub id: u128,
+    /// Topic settings as `key = value` text, validated by the broker that
+    /// proposed them (the controller stores, it does not interpret).
+    pub config: Vec<(String, String)>,
+    pub partitions: Vec<PartitionAssignment>,
+}
+
+/// Why a command changed nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the topic already exists")]
+    TopicExists,
+    #[error("no such topic")]
+    UnknownTopic,
+    #[error("invalid topic name")]
+    InvalidName,
+    #[error("invalid partition count (1..={MAX_PARTITIONS}, and partitions never shrink)")]
+    InvalidPartitions,
+    #[error("no live broker to place partitions on")]
+    NoLiveBroker,
+    #[error("no such broker")]
+    UnknownBroker,
+    #[error("the broker has restarted since (another incarnation)")]
+    StaleIncarnation,
+    #[error("no such shard on that broker")]
+    UnknownShard,
+    #[error("invalid producer id count")]
+    InvalidCount,
+    #[error("a newer request of the same origin was applied already")]
+    StaleRequest,
+}
+
+impl Refusal {
+    fn code(self) -> u8 {
+        match self {
+            Refusal::TopicExists => 1,
+            Refusal::UnknownTopic => 2,
+            Refusal::InvalidName => 3,
+            Refusal::InvalidPartitions => 4,
+            Refusal::NoLiveBroker => 5,
+            Refusal::UnknownBroker => 6,
+            Refusal::StaleIncarnation => 7,
+            Refusal::UnknownShard => 8,
+            Refusal::InvalidCount => 9,
+            Refusal::StaleRequest => 10,
+        }
+    }
+
+    fn from_code(c: u8) -> Option<Refusal> {
+        Some(match c {
+            1 => Refusal::TopicExists,
+            2 => Refusal::UnknownTopic,
+            3 => Refusal::InvalidName,
+            4 => Refusal::InvalidPartitions,
+            5 => Refusal::NoLiveBroker,
+            6 => Refusal::UnknownBroker,
+            7 => Refusal::StaleIncarnation,
+            8 => Refusal::UnknownShard,
+            9 => Refusal::InvalidCount,
+            10 => Refusal::StaleRequest,
+            _ => return None,
+        })
+    }
+}
+
+/// What applying a command did; sent back to whoever asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    ProducerIds { first: i64, count: u32 },
+    Refused(Refusal),
+}
+
+impl Outcome {
+    pub fn encode_into(&self, b: &mut BytesMut) {
+        match self {
+            Outcome::Done => b.put_u8(0),
+            Outcome::ProducerIds { first, count } => {
+                b.put_u8(1);
+                b.put_i64_le(*first);
+                b.put_u32_le(*count);
+            }
+            Outcome::Refused(r) => {
+                b.put_u8(2);
+                b.put_u8(r.code());
+            }
+        }
+    }
+
+    pub fn decode_from(r: &mut Reader) -> Result<Outcome, DecodeError> {
+        Ok(match r.u8("outcome")? {
+            0 => Outcome::Done,
+            1 => Outcome::ProducerIds {
+                first: r.i64("first producer id")?,
+                count: r.u32("producer id count")?,
+            },
+            2 => {
+                let c = r.u8("refusal")?;
+                Outcome::Refused(Refusal::from_code(c).ok_or(DecodeError::Invalid {
+                    what: "refusal",
+                    detail: format!("{c}"),
+                })?)
+            }
+            c => {
+                return Err(DecodeError::Invalid {
+                    what: "outcome",
+                    detail: format!("{c}"),
+                })
+            }
+        })
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyResult {
+    pub outcome: Outcome,
+    /// The entry repeated a request already applied (same origin and seq,
+    /// or an older seq): nothing changed, `outcome` is the first answer.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerState {
+    /// Index of the last log entry applied; every entry is applied once, in order.
+    pub applied_index: u64,
+    pub brokers: BTreeMap<u32, BrokerInfo>,
+    pub topics: BTreeMap<String, TopicInfo>,
+    /// Producer ids below this have been handed out.
+    pub next_producer_id: i64,
+    /// Last request applied per origin broker, with its outcome: one entry
+    /// per broker id, so bounded by the brokers.
+    pub sessions: BTreeMap<u32, (u64, Outcome)>,
+}
+
+impl ControllerState {
+    /// An entry with no command (a new leader's empty entry) moves the
+    /// applied index only.
+    pub fn skip(&mut self, index: u64) {
+        assert!(
+            index > self.applied_index,
+            "entry {index} applied after {}",
+            self.applied_index
+        );
+        self.applied_index = index;
+    }
+
+    pub fn apply(&mut self, index: u64, env: &Envelope) -> ApplyResult {
+        self.skip(index);
+        if env.origin != 0 {
+            if let Some(&(last, outcome)) = self.sessions.get(&env.origin) {
+                if env.seq <= last {
+                    let outcome = if env.seq == last {
+                        outcome
+                    } else {
+                        Outcome::Refused(Refusal::StaleRequest)
+                    };
+                    return ApplyResult {
+                        outcome,
+                        duplicate: true,
+                    };
+                }
+            }
+        }
+        let outcome = self.execute(&env.command);
+        if env.origin != 0 {
+            self.sessions.insert(env.origin, (env.seq, outcome));
+        }
+        ApplyResult {
+            outcome,
+            duplicate: false,
+        }
+    }
+
+    fn candidates(&self) -> Vec<Candidate> {
+        self.brokers
+            .values()
+            .filter(|b| b.live && b.reg.shards > 0)
+            .map(|b| Candidate {
+                id: b.reg.id,
+                shards: b.reg.shards,
+            })
+            .collect()
+    }
+
+    fn loads(&self) -> Loads {
+        let mut loads = Loads::default();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if self.brokers.get(&p.node).is_some_and(|b| b.live) {
+                    loads.add(p.node, p.shard);
+                }
+            }
+        }
+        loads
+    }
+
+    fn place(
+        &self,
+        topic: &str,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<PartitionAssignment>, Refusal> {
+        let placed = placement::place(&self.candidates(), &mut self.loads(), topic, first, count)
+            .ok_or(Refusal::NoLiveBroker)?;
+        Ok(placed
+            .into_iter()
+            .map(|(node, shard)| PartitionAssignment {
+                node,
+                shard,
+                leader_epoch: 0,
+            })
+            .collect())
+    }
+
+    fn execute(&mut self, command: &Command) -> Outcome {
+        match self.execute_inner(command) {
+            Ok(o) => o,
+            Err(r) => Outcome::Refused(r),
+        }
+    }
+
+    fn execute_inner(&mut self, command: &Command) -> Result<Outcome, Refusal> {
+        match command {
+            Command::RegisterBroker(reg) => {
+                if reg.shards == 0 {
+                    return Err(Refusal::UnknownShard);
+                }
+                self.brokers.insert(
+                    reg.id,
+                    BrokerInfo {
+                        reg: reg.clone(),
+                        live: true,
+                    },
+                );
+            }
+            Command::SetBrokerLive {
+                id,
+                incarnation,
+                live,
+            } => {
+                let b = self.brokers.get_mut(id).ok_or(Refusal::UnknownBroker)?;
+                if b.reg.incarnation != *incarnation {
+                    return Err(Refusal::StaleIncarnation);
+                }
+                b.live = *live;
+            }
+            Command::CreateTopic {
+                name,
+                topic_id,
+                partitions,
+                config,
+            } => {
+                crate::metadata::validate_name(name).map_err(|_| Refusal::InvalidName)?;
+                if self.topics.contains_key(name) {
+                    return Err(Refusal::TopicExists);
+                }
+                if *partitions == 0 || *partitions > MAX_PARTITIONS {
+                    return Err(Refusal::InvalidPartitions);
+                }
+                let partitions = self.place(name, 0, *partitions)?;
+                self.topics.insert(
+                    name.clone(),
+                    TopicInfo {
+                        id: *topic_id,
+                        config: config.clone(),
+                        partitions,
+                    },
+                );
+            }
+            Command::DeleteTopic { name } => {
+                self.topics.remove(name).ok_or(Refusal::UnknownTopic)?;
+            }
+            Command::CreatePartitions { name, total } => {
+                let have = self
+                    .topics
+                    .get(name)
+                    .ok_or(Refusal::UnknownTopic)?
+                    .partitions
+                    .len() as u32;
+                if *total <= have || *total > MAX_PARTITIONS {
+                    return Err(Refusal::InvalidPartitions);
+                }
+                let more = self.place(name, have, total - have)?;
+                self.topics
+                    .get_mut(name)
+                    .expect("checked above")
+                    .partitions
+                    .extend(more);
+            }
+            Command::AlterTopicConfig { name, config } => {
+                self.topics
+                    .get_mut(name)
+                    .ok_or(Refusal::UnknownTopic)?
+                    .config = config.clone();
+            }
+            Command::AllocateProducerIds { count } => {
+                if *count == 0 || *count > MAX_PRODUCER_ID_BLOCK {
+                    return Err(Refusal::InvalidCount);
+                }
+                let first = self.next_producer_id;
+                self.next_producer_id += *count as i64;
+                return Ok(Outcome::ProducerIds {
+                    first,
+                    count: *count,
+                });
+            }
+            Command::MovePartition {
+                name,
+                partition,
+                node,
+                shard,
+            } => {
+                let b = self.brokers.get(node).ok_or(Refusal::UnknownBroker)?;
+                if *shard >= b.reg.shards {
+                    return Err(Refusal::UnknownShard);
+                }
+                let t = self.topics.get_mut(name).ok_or(Refusal::UnknownTopic)?;
+                let p = t
+                    .partitions
+                    .get_mut(*partition as usize)
+                    .ok_or(Refusal::InvalidPartitions)?;
+                p.node = *node;
+                p.shard = *shard;
+                p.leader_epoch += 1;
+            }
+        }
+        Ok(Outcome::Done)
+    }
+
+    /// The snapshot bytes (layout in the module doc).
+    pub fn encode(&self) -> BytesMut {
+        let mut b = BytesMut::with_capacity(256);
+        b.put_u8(SNAPSHOT_VERSION);
+        b.put_u64_le(self.applied_index);
+        b.put_i64_le(self.next_producer_id);
+        b.put_u32_le(self.brokers.len() as u32);
+        for br in self.brokers.values() {
+            br.reg.encode_into(&mut b);
+            b.put_u8(br.live as u8);
+        }
+        b.put_u32_le(self.topics.len() as u32);
+        for (name, t) in &self.topics {
+            put_str(&mut b, name);
+            put_u128(&mut b, t.id);
+            put_config(&mut b, &t.config);
+            b.put_u32_le(t.partitions.len() as u32);
+            for p in &t.partitions {
+                b.put_u32_le(p.node);
+                b.put_u16_le(p.shard);
+                b.put_u32_le(p.leader_epoch);
+            }
+        }
+        b.put_u32_le(self.sessions.len() as u32);
+        for (origin, (seq, outcome)) in &self.sessions {
+            b.put_u32_le(*origin);
+            b.put_u64_le(*seq);
+            outcome.encode_into(&mut b);
+        }
+        b
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<ControllerState, DecodeError> {
+        let mut r = Reader::new(BytesMut::from(bytes));
+        let v = r.u8("snapshot version")?;
+        if v != SNAPSHOT_VERSION {
+            return Err(DecodeError::Invalid {
+                what: "snapshot version",
+                detail: format!("{v}, this broker reads {SNAPSHOT_VERSION}"),
+            });
+        }
+        let mut s = ControllerState {
+            applied_index: r.u64("applied index")?,
+            next_producer_id: r.i64("next producer id")?,
+            ..Default::default()
+        };
+        for _ in 0..r.count("brokers", 21)? {
+            let br = BrokerInfo {
+                reg: Registration::decode_from(&mut r)?,
+                live: r.u8("live")? != 0,
+            };
+            s.brokers.insert(br.reg.id, br);
+        }
+        for _ in 0..r.count("topics", 26)? {
+            let name = r.string("topic")?;
+            let id = get_u128(&mut r, "topic id")?;
+            let config = get_config(&mut r)?;
+            let n = r.count("partitions", 10)?;
+            let mut partitions = Vec::with_capacity(n);
+            for _ in 0..n {
+                partitions.push(PartitionAssignment {
+                    node: r.u32("node")?,
+                    shard: r.u16("shard")?,
+                    leader_epoch: r.u32("leader epoch")?,
+                });
+            }
+            s.topics.insert(
+                name,
+                TopicInfo {
+                    id,
+                    config,
+                    partitions,
+                },
+            );
+        }
+        for _ in 0..r.count("sessions", 13)? {
+            let origin = r.u32("origin")?;
+            let seq = r.u64("seq")?;
+            s.sessions
+                .insert(origin, (seq, Outcome::decode_from(&mut r)?));
+        }
+        r.finish()?;
+        Ok(s)
+    }
+
+    /// The live broker that leads `topic`'s `partition`, if any.
+    pub fn leader_of(&self, topic: &str, partition: u32) -> Option<&BrokerInfo> {
+        let p = self.topics.get(topic)?.partitions.get(partition as usize)?;
+        self.brokers.get(&p.node).filter(|b| b.live)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reg(id: u32, inc: u64) -> Command {
+        Command::RegisterBroker(Registration {
+            id,
+            incarnation: inc,
+            shards: 2,
+            kafka_addr: format!("127.0.0.1:{}", 9092 + id),
+            native_addr: format!("127.0.0.1:{}", 9400 + id),
+            rpc_addr: format!("127.0.0.1:{}", 9500 + id),
+        })
+    }
+
+    fn env(origin: u32, seq: u64, command: Command) -> Envelope {
+        Envelope {
+            origin,
+            seq,
+            command,
+        }
+    }
+
+    #[test]
+    fn a_repeated_request_is_answered_from_the_session_and_changes_nothing() {
+        let mut s = ControllerState::default();
+        s.apply(1, &env(1, 1, reg(1, 5)));
+        let create = env(
+            1,
+            2,
+            Command::CreateTopic {
+                name: "t".into(),
+                topic_id: 7,
+                partitions: 3,
+                config: vec![],
+            },
+        );
+        assert_eq!(
+            s.apply(2, &create),
+            ApplyResult {
+                outcome: Outcome::Done,
+                duplicate: false
+            }
+        );
+        let before = s.encode();
+        let again = s.apply(3, &create);
+        assert_eq!(
+            again,
+            ApplyResult {
+                outcome: Outcome::Done,
+                duplicate: true
+            }
+        );
+        assert_eq!(s.encode()[9..], before[9..], "only the applied index moved");
+        let other = env(
+            2,
+            1,
+            Command::CreateTopic {
+                name: "t".into(),
+                topic_id: 8,
+                partitions: 1,
+                config: vec![],
+            },
+        );
+        assert_eq!(
+            s.apply(4, &other).outcome,
+            Outcome::Refused(Refusal::TopicExists)
+        );
+    }
+
+    #[test]
+    fn topics_land_on_live_brokers_and_a_stale_fence_is_ignored() {
+        let mut s = ControllerState::default();
+        let mut i = 0;
+        let mut ap = |s: &mut ControllerState, c: Command| {
+            i += 1;
+            s.apply(i, &env(0, 0, c)).outcome
+        };
+        assert_eq!(
+            ap(
+                &mut s,
+                Command::CreateTopic {
+                    name: "t".into(),
+                    topic_id: 1,
+                    partitions: 1,
+                    config: vec![]
+                }
+            ),
+            Outcome::Refused(Refusal::NoLiveBroker)
+        );
+        for b in 1..=3 {
+            ap(&mut s, reg(b, 10));
+        }
+        assert_eq!(
+            ap(
+                &mut s,
+                Command::SetBrokerLive {
+                    id: 2,
+                    incarnation: 9,
+                    live: false
+                }
+            ),
+            Outcome::Refused(Refusal::StaleIncarnation)
+        );
+        ap(
+            &mut s,
+            Command::SetBrokerLive {
+                id: 2,
+                incarnation: 10,
+                live: false,
+            },
+        );
+        ap(
+            &mut s,
+            Command::CreateTopic {
+                name: "t".into(),
+                topic_id: 1,
+                partitions: 6,
+                config: vec![],
+            },
+        );
+        let nodes: Vec<u32> = s.topics["t"].partitions.iter().map(|p| p.node).collect();
+        assert!(!nodes.contains(&2), "{nodes:?}");
+        assert_eq!(nodes.iter().filter(|n| **n == 1).count(), 3);
+        assert_eq!(s.leader_of("t", 0).map(|b| b.reg.id), Some(nodes[0]));
+        assert_eq!(
+            ap(
+                &mut s,
+                Command::CreatePartitions {
+                    name: "t".into(),
+                    total: 6
+                }
+            ),
+            Outcome::Refused(Refusal::InvalidPartitions)
+        );
+        assert_eq!(
+            ap(&mut s, Command::AllocateProducerIds { count: 10 }),
+            Outcome::ProducerIds {
+                first: 0,
+                count: 10
+            }
+        );
+        assert_eq!(
+            ap(&mut s, Command::AllocateProducerIds { count: 10 }),
+            Outcome::ProducerIds {
+                first: 10,
+                count: 10
+            }
+        );
+        ap(
+            &mut s,
+            Command::MovePartition {
+                name: "t".into(),
+                partition: 0,
+                node: 2,
+                shard: 1,
+            },
+        );
+        assert_eq!(
+            s.topics["t"].partitions[0],
+            PartitionAssignment {
+                node: 2,
+                shard: 1,
+                leader_epoch: 1
+            }
+        );
+        assert_eq!(s.leader_of("t", 0), None, "its broker is fenced");
+        let back = ControllerState::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn damaged_snapshots_are_errors_not_panics() {
+        let mut s = ControllerState::default();
+        s.apply(1, &env(1, 1, reg(1, 1)));
+        s.apply(
+            2,
+            &env(
+                1,
+                2,
+                Command::CreateTopic {
+                    name: "t".into(),
+                    topic_id: 3,
+                    partitions: 2,
+                    config: vec![("a".into(), "b".into())],
+                },
+            ),
+        );
+        let bytes = s.encode();
+        for cut in 0..bytes.len() {
+            assert!(ControllerState::decode(&bytes[..cut]).is_err());
+        }
+        for i in 0..bytes.len() {
+            let mut b = bytes.to_vec();
+            b[i] ^= 0xff;
+            let _ = ControllerState::decode(&b);
+        }
+    }
+}

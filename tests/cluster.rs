@@ -1,0 +1,443 @@
+//! A 3-node cluster of real `shardlog serve` processes on distinct
+//! 127.0.0.1 ports: the controller is elected, brokers register, topics
+//! created through any node are placed over all three, and killing the
+//! controller leader (`kill -9`) under topic-creation load loses no
+//! acknowledged topic and creates none twice.
+//!
+//! `SHARDLOG_CLUSTER_KILLS` (default 10) sets how many leaders are killed.
+
+mod common;
+
+use common::{bin, BrokerProc};
+use shardlog::cluster::admin::{self, View};
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const RPC_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// A port for an RPC listener, below the kernel's ephemeral range
+/// (32768+): `free_port` picks from that range, where a broker of another
+/// test binding port 0 can take it before our broker binds it.
+fn rpc_port() -> u16 {
+    loop {
+        let p = 20_000 + (rand::random::<u16>() % 12_000);
+        if std::net::TcpListener::bind(("127.0.0.1", p)).is_ok() {
+            return p;
+        }
+    }
+}
+
+struct Cluster {
+    nodes: Vec<BrokerProc>,
+    rpc: Vec<String>,
+    _dirs: Vec<tempfile::TempDir>,
+}
+
+impl Cluster {
+    fn start() -> Cluster {
+        let rpc: Vec<String> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", rpc_port()))
+            .collect();
+        let voters = rpc
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut nodes = Vec::new();
+        let mut dirs = Vec::new();
+        for (i, addr) in rpc.iter().enumerate() {
+            let dir = tempfile::Builder::new()
+                .prefix("shardlog-cluster-")
+                .tempdir()
+                .unwrap();
+            let id = (i + 1).to_string();
+            nodes.push(BrokerProc::start_on(
+                dir.path(),
+                &dir.path().join("broker.stderr"),
+                "127.0.0.1:0",
+                "127.0.0.1:0",
+                1,
+                &[
+                    "--no-pin",
+                    "--node-id",
+                    &id,
+                    "--rpc-listen",
+                    addr,
+                    "--controller-voters",
+                    &voters,
+                ],
+            ));
+            dirs.push(dir);
+        }
+        Cluster {
+            nodes,
+            rpc,
+            _dirs: dirs,
+        }
+    }
+
+    /// Wait until node `i` sees a leader (other than `not`) and `brokers` registered.
+    fn settled_view(&self, i: usize, brokers: usize, not: Option<u32>, max: Duration) -> View {
+        let started = Instant::now();
+        loop {
+            if let Ok(v) = admin::view(&self.rpc[i], RPC_TIMEOUT) {
+                if v.leader.is_some() && v.leader != not && v.state.brokers.len() >= brokers {
+                    return v;
+                }
+            }
+            assert!(
+                started.elapsed() < max,
+                "node {} saw no controller leader (other than {not:?}) with {brokers} brokers within {max:?}; \
+                 the nodes' cluster log lines:\n{}",
+                i + 1,
+                self.cluster_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Cluster {
+    fn cluster_logs(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for line in n
+                .stderr()
+                .lines()
+                .filter(|l| l.contains("cluster::") || l.contains("panic"))
+            {
+                out.push_str(&format!("node {}: {line}\n", i + 1));
+            }
+        }
+        out
+    }
+}
+
+#[test]
+fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_all_of_them() {
+    let mut c = Cluster::start();
+    let v = c.settled_view(0, 3, None, Duration::from_secs(30));
+    for b in v.state.brokers.values() {
+        assert!(b.live, "{b:?}");
+        assert_eq!(
+            b.reg.kafka_addr,
+            c.nodes[b.reg.id as usize - 1].kafka.clone().unwrap()
+        );
+        assert_eq!(b.reg.native_addr, c.nodes[b.reg.id as usize - 1].native);
+    }
+    for (i, addr) in c.rpc.iter().enumerate() {
+        let name = format!("via-node-{}", i + 1);
+        admin::create_topic(
+            std::slice::from_ref(addr),
+            &name,
+            4,
+            vec![],
+            RPC_TIMEOUT,
+            Duration::from_secs(20),
+        )
+        .unwrap_or_else(|e| panic!("create {name} through node {}: {e}", i + 1));
+    }
+    // Every node applies the same state; the 12 partitions are spread 4/4/4.
+    let started = Instant::now();
+    let states: Vec<View> = loop {
+        let views: Vec<View> = (0..3)
+            .filter_map(|i| admin::view(&c.rpc[i], RPC_TIMEOUT).ok())
+            .collect();
+        if views.len() == 3
+            && views
+                .iter()
+                .all(|v| v.state.topics.len() == 3 && v.state.encode() == views[0].state.encode())
+        {
+            break views;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nodes did not converge"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut led: BTreeMap<u32, usize> = BTreeMap::new();
+    for t in states[0].state.topics.values() {
+        for p in &t.partitions {
+            *led.entry(p.node).or_default() += 1;
+        }
+    }
+    assert_eq!(
+        led,
+        BTreeMap::from([(1, 4), (2, 4), (3, 4)]),
+        "placement: {led:?}"
+    );
+    // The CLI shows the same.
+    let out = std::process::Command::new(bin())
+        .args(["cluster", "status", "--rpc", &c.rpc[2], "--partitions"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("controller leader: "), "{text}");
+    for id in 1..=3 {
+        assert!(text.contains(&format!("broker {id}\tlive\t")), "{text}");
+        assert!(text.contains("partitions_led=4"), "{text}");
+    }
+    assert!(text.contains("via-node-2\t3\tleader="), "{text}");
+    let logs = c.nodes[0].stderr();
+    assert!(logs.contains("broker joined the cluster"), "{logs}");
+    assert!(logs.contains("controller leader changed"), "{logs}");
+
+    // A broker that stops beating is fenced, new partitions avoid it, and
+    // it is live again once it restarts.
+    let leader = c
+        .settled_view(0, 3, None, Duration::from_secs(30))
+        .leader
+        .unwrap();
+    let down = (leader % 3) as usize; // a node that is not the leader (index)
+    let ask = (down + 1) % 3;
+    c.nodes[down].kill9();
+    let fenced = |c: &Cluster, live: bool| {
+        let started = Instant::now();
+        loop {
+            if let Ok(v) = admin::view(&c.rpc[ask], RPC_TIMEOUT) {
+                if v.state
+                    .brokers
+                    .get(&(down as u32 + 1))
+                    .is_some_and(|b| b.live == live)
+                {
+                    return started.elapsed();
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker {} never became live={live}:\n{}",
+                down + 1,
+                c.cluster_logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let took = fenced(&c, false);
+    eprintln!("broker {} fenced {took:?} after its kill", down + 1);
+    admin::create_topic(
+        &[c.rpc[ask].clone()],
+        "while-down",
+        6,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let v = admin::view(&c.rpc[ask], RPC_TIMEOUT).unwrap();
+    let nodes: Vec<u32> = v.state.topics["while-down"]
+        .partitions
+        .iter()
+        .map(|p| p.node)
+        .collect();
+    assert!(!nodes.contains(&(down as u32 + 1)), "{nodes:?}");
+    c.nodes[down].restart();
+    fenced(&c, true);
+    assert!(c.cluster_logs().contains("broker left the cluster"));
+}
+
+#[test]
+fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
+    let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    // Each node's own data path, which does not go through the controller:
+    // it must keep serving while the controller fails over.
+    for n in &c.nodes {
+        common::ok(n.cli(&["topic", "create", "local", "--partitions", "1"], None));
+    }
+    let mut produced = [0usize; 3];
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(String, u128)>>> = Arc::default();
+    let creator = {
+        let (stop, acked, rpc) = (stop.clone(), acked.clone(), c.rpc.clone());
+        std::thread::spawn(move || {
+            let mut k = 0;
+            let mut failed = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let name = format!("load-{k}");
+                // Each node in turn as the entry point, the others as fallbacks.
+                let mut addrs = rpc.clone();
+                addrs.rotate_left(k % 3);
+                match admin::create_topic(
+                    &addrs,
+                    &name,
+                    2,
+                    vec![],
+                    RPC_TIMEOUT,
+                    Duration::from_secs(30),
+                ) {
+                    Ok(id) => acked.lock().unwrap().push((name, id)),
+                    Err(_) => failed += 1,
+                }
+                k += 1;
+            }
+            failed
+        })
+    };
+    let mut elections = Vec::new();
+    for round in 0..kills {
+        let alive = (round % 3 + 1) % 3;
+        let v = c.settled_view(alive, 3, None, Duration::from_secs(30));
+        let leader = v.leader.unwrap();
+        let before = acked.lock().unwrap().len();
+        c.nodes[leader as usize - 1].kill9();
+        let killed_at = Instant::now();
+        let other = (0..3).find(|&i| i != leader as usize - 1).unwrap();
+        let v = c.settled_view(other, 3, Some(leader), Duration::from_secs(30));
+        elections.push(killed_at.elapsed());
+        assert_ne!(v.leader, Some(leader));
+        for (i, n) in c.nodes.iter().enumerate() {
+            if i != leader as usize - 1 {
+                let line = format!("round-{round}\n");
+                common::ok(n.cli(&["produce", "local"], Some(line.as_bytes())));
+                produced[i] += 1;
+            }
+        }
+        // Topic creation resumes under the new leader.
+        let resumed = Instant::now();
+        while acked.lock().unwrap().len() <= before {
+            assert!(
+                resumed.elapsed() < Duration::from_secs(20),
+                "round {round}: no topic created after the failover"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c.nodes[leader as usize - 1].restart();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failed = creator.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{kills} leaders killed; elections seen after {:?}; {} topics acknowledged, {failed} creations gave up",
+        elections,
+        acked.len()
+    );
+    assert!(
+        acked.len() >= kills,
+        "too few topics created: {}",
+        acked.len()
+    );
+    // Every node ends with every acknowledged topic, under the id its
+    // creator chose (so it was created once, by that request), and the
+    // nodes agree byte for byte.
+    let started = Instant::now();
+    loop {
+        let views: Vec<View> = (0..3)
+            .filter_map(|i| admin::view(&c.rpc[i], RPC_TIMEOUT).ok())
+            .collect();
+        let complete = views.len() == 3
+            && views.iter().all(|v| {
+                acked
+                    .iter()
+                    .all(|(name, id)| v.state.topics.get(name).is_some_and(|t| t.id == *id))
+                    && v.state.encode() == views[0].state.encode()
+            });
+        if complete {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "acknowledged topics missing or nodes disagree after the kills"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
+    use std::io::{Read, Write};
+    let rpc = format!("127.0.0.1:{}", rpc_port());
+    let dir = tempfile::Builder::new()
+        .prefix("shardlog-cluster-")
+        .tempdir()
+        .unwrap();
+    let voters = format!("1@{rpc}");
+    let node = BrokerProc::start_on(
+        dir.path(),
+        &dir.path().join("broker.stderr"),
+        "127.0.0.1:0",
+        "127.0.0.1:0",
+        1,
+        &[
+            "--no-pin",
+            "--node-id",
+            "1",
+            "--rpc-listen",
+            &rpc,
+            "--controller-voters",
+            &voters,
+        ],
+    );
+    // A one-voter controller elects itself.
+    let started = Instant::now();
+    while !admin::view(&rpc, RPC_TIMEOUT).is_ok_and(|v| v.leader == Some(1)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let frames: [&[u8]; 5] = [
+        // A 4 GiB frame: refused from its length, before any allocation.
+        &[0xff, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0, 0],
+        // Shorter than its own header.
+        &[2, 0, 0, 0, 1, 0],
+        // Unknown api.
+        &[6, 0, 0, 0, 0x63, 0, 0, 0, 0, 0],
+        // Raft messages claiming a million entries in 4 bytes.
+        &[10, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0x40, 0x42, 0x0f, 0],
+        // A propose whose envelope is garbage.
+        &[14, 0, 0, 0, 2, 0, 7, 0, 0, 0, 4, 0, 0, 0, 9, 9, 9, 9],
+    ];
+    for f in frames {
+        let mut s = std::net::TcpStream::connect(&rpc).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(f).unwrap();
+        let mut buf = Vec::new();
+        // The broker closes the connection without an answer.
+        let _ = s.read_to_end(&mut buf);
+        assert!(buf.is_empty(), "answered {buf:?} to {f:?}");
+    }
+    // Raft messages from a replica that is not a voter are dropped by Raft.
+    let mut m = raft::eraftpb::Message {
+        to: 1,
+        from: 77,
+        term: 1_000,
+        ..Default::default()
+    };
+    m.set_msg_type(raft::eraftpb::MessageType::MsgHeartbeat);
+    let mut s = std::net::TcpStream::connect(&rpc).unwrap();
+    s.write_all(&shardlog::controller::wire::encode_request(
+        0,
+        &shardlog::controller::wire::Request::Raft(vec![m]),
+    ))
+    .unwrap();
+    drop(s);
+    // Still the leader of its term, still serving.
+    std::thread::sleep(Duration::from_millis(300));
+    let v = admin::view(&rpc, RPC_TIMEOUT).unwrap();
+    assert_eq!(v.leader, Some(1), "{}", node.stderr());
+    admin::create_topic(
+        std::slice::from_ref(&rpc),
+        "after-garbage",
+        1,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(10),
+    )
+    .unwrap();
+    assert!(
+        node.stderr().contains("rpc connection closed"),
+        "{}",
+        node.stderr()
+    );
+}
