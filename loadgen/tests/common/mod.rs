@@ -4,6 +4,7 @@
 
 use loadgen::cpu::BrokerCpuSource;
 use loadgen::embedded::EmbeddedBroker;
+use loadgen::knee::SustainRule;
 use loadgen::result::RunResult;
 use loadgen::runner::RunEnv;
 use loadgen::transport::{Protocol, Target};
@@ -12,6 +13,8 @@ use loadgen::workload::WorkloadSpec;
 /// Run against the embedded broker `b` over `protocol`, quietly.
 pub fn env_for(b: &EmbeddedBroker, protocol: Protocol) -> RunEnv {
     RunEnv {
+        target_name: protocol.name().into(),
+        rule: SustainRule::default(),
         target: Target {
             protocol,
             addr: b.addr(),
