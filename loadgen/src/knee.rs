@@ -5,8 +5,9 @@
 //! all; it is an upper bound, and its latencies are queueing in loadgen's
 //! own buffer, so they are never reported as the point's latency. Then
 //! open-loop runs at chosen rates decide, one at a time, whether a rate is
-//! *sustained* ([`SustainRule::judge`]): the acknowledged rate and the
-//! consumed rate are within `tolerance` of the target, no scheduled message
+//! *sustained* ([`SustainRule::judge`]): the acknowledged rate is within
+//! `tolerance` of the target (above it too: more acks than scheduled means
+//! a backlog was caught up), the consumed rate is not below it, no scheduled message
 //! was given up on, and the producer's lateness (publish delay p99) stays
 //! under a bound. The rates tried follow [`Search`]: a first guess just
 //! below the probe, then bisection (in log space) between the highest rate
@@ -66,6 +67,14 @@ impl SustainRule {
                 "acknowledged {:.1}% of the target rate (tolerance {:.0}%)",
                 pct(r.produced.msgs_per_s),
                 self.tolerance * 100.0
+            ));
+        }
+        // More acks than scheduled: the window caught up a backlog from
+        // before it (a stall in the warm-up), which is not a steady rate.
+        if r.produced.msgs_per_s > target * (1.0 + self.tolerance) {
+            reasons.push(format!(
+                "acknowledged {:.1}% of the target rate: a backlog from before the window was caught up",
+                pct(r.produced.msgs_per_s)
             ));
         }
         if r.unsent > 0 {
@@ -206,8 +215,10 @@ impl Search {
             match (self.sustained_max, self.unsustained_min) {
                 // Bracketed: bisect in log space (rates span decades).
                 (Some(lo), Some(hi)) => (lo * hi).sqrt(),
-                // Nothing failed yet: between the best so far and the ceiling.
-                (Some(lo), None) => (lo * (p * CEILING).max(lo * 1.2)).sqrt(),
+                // Nothing failed yet: between the best so far and the
+                // ceiling, or twice the best if the probe came out low (a
+                // stall during the probe must not cap the search).
+                (Some(lo), None) => (lo * (p * CEILING).max(lo * 2.0)).sqrt(),
                 // Nothing held yet: step down by a constant factor.
                 (None, Some(hi)) => hi * STEP_DOWN,
                 (None, None) => p * FIRST_GUESS,
@@ -268,6 +279,13 @@ mod tests {
         let s = search(100_000.0, 5_000.0, 7);
         let knee = s.knee().expect("found");
         assert!(knee <= 5_000.0 && knee > 2_000.0, "{knee}");
+    }
+
+    #[test]
+    fn a_probe_that_came_out_low_does_not_cap_the_search() {
+        // The probe saw 1,000 msg/s (a stall); the broker holds 50,000.
+        let s = search(1_000.0, 50_000.0, 12);
+        assert!(s.knee().unwrap() > 25_000.0, "{:?}", s);
     }
 
     #[test]

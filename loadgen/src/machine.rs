@@ -75,19 +75,6 @@ impl MachineInfo {
     }
 }
 
-/// Bytes the kernel still has to write back (Dirty + Writeback in
-/// /proc/meminfo); None where that file is missing.
-pub fn dirty_bytes() -> Option<u64> {
-    let m = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb = |key: &str| {
-        m.lines()
-            .find(|l| l.starts_with(key))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-    };
-    Some((kb("Dirty:")? + kb("Writeback:")?) * 1024)
-}
-
 impl Versions {
     pub fn current() -> Versions {
         Versions {
@@ -113,6 +100,5 @@ mod tests {
         assert!(m.online_cpus >= 1);
         assert_ne!(m.kernel, "");
         assert_eq!(bracketed("always [madvise] never"), "madvise");
-        assert!(dirty_bytes().is_some());
     }
 }

@@ -464,6 +464,9 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     );
     println!("open {}", display_path(&written.index_html));
     setup.finish();
+    if let Some(e) = &outcome.error {
+        bail!("the sweep stopped early, the report holds what ran before: {e}");
+    }
     // A knee search's steps fail their own checks too: any failed run fails the sweep.
     Ok(ok && outcome.points.iter().all(|p| p.passed))
 }

@@ -15,9 +15,7 @@
 //! 8 × (17.5 + 5) = 180 s by [`estimate_secs`]; the measured figure is in
 //! the README.
 
-use crate::cpu::BrokerCpuSource;
 use crate::knee::{KneeSettings, Search};
-use crate::machine::dirty_bytes;
 use crate::profile::MatrixOverrides;
 use crate::report::{MatrixInfo, ReportError, Writer};
 use crate::result::{Knee, PointResult, RunResult, Spread, Step};
@@ -192,6 +190,9 @@ pub struct Outcome {
     pub points: Vec<PointResult>,
     pub runs: Vec<RunResult>,
     pub interrupted: bool,
+    /// Why the sweep stopped early (the broker went away or refused a
+    /// topic, e.g. a full disk): what ran before is still reported.
+    pub error: Option<String>,
 }
 
 /// One target of a sweep: its name is `env.target_name`.
@@ -202,8 +203,9 @@ pub type TargetEnv = RunEnv;
 /// rotates from point to point, so slow drifts of the machine (another
 /// process, the page cache, thermal state) hit each target equally.
 ///
-/// A point that cannot run at all (broker gone) stops the sweep; a point
-/// that fails its checks or holds no rate does not. With a `writer`, each
+/// A point that cannot run at all (broker gone, disk full) stops the
+/// sweep with `Outcome::error` set, keeping what was measured; a point that
+/// fails its checks or holds no rate does not stop it. With a `writer`, each
 /// run's histograms are written as soon as it ends and then released, so
 /// memory does not grow with the number of runs.
 pub async fn run(
@@ -236,8 +238,18 @@ pub async fn run(
                 run_no: 0,
             };
             let r = match mode {
-                Mode::Fixed => ctx.fixed(p).await?,
-                Mode::Knee(k) => ctx.knee(p, k).await?,
+                Mode::Fixed => ctx.fixed(p).await,
+                Mode::Knee(k) => ctx.knee(p, k).await,
+            };
+            let r = match r {
+                Ok(r) => r,
+                // A broker that cannot run a workload at all stops the
+                // sweep, but the points measured so far are kept.
+                Err(SweepError::Run(e)) => {
+                    out.error = Some(format!("{} (at point {label_now})", e, label_now = p.label));
+                    break 'points;
+                }
+                Err(e) => return Err(e),
             };
             if env.progress.is_some() {
                 eprintln!("[{}/{total} {}] {}", r.index + 1, r.label, point_line(&r));
@@ -286,38 +298,9 @@ struct PointCtx<'a> {
     run_no: usize,
 }
 
-/// Before a run on a broker of this host, wait (up to [`SETTLE_MAX`])
-/// until the kernel has written back all but [`SETTLE_DIRTY_BYTES`] of
-/// dirty page cache. Why: a closed-loop probe or a run above the knee
-/// leaves up to gigabytes dirty, and the next run would pay for their
-/// write-back in its fsyncs, so a rate that holds on a quiet disk would
-/// fail for the previous run's sake. Returns the seconds waited.
-async fn settle(env: &RunEnv) -> f64 {
-    if env.cpu_source == BrokerCpuSource::Unknown {
-        return 0.0; // a remote broker's page cache is not ours to see
-    }
-    let t0 = std::time::Instant::now();
-    while t0.elapsed() < SETTLE_MAX {
-        match dirty_bytes() {
-            Some(d) if d > SETTLE_DIRTY_BYTES => {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await
-            }
-            _ => break,
-        }
-    }
-    t0.elapsed().as_secs_f64()
-}
-
-/// Dirty page cache a run may start with.
-pub const SETTLE_DIRTY_BYTES: u64 = 64 << 20;
-/// Longest wait for it (another process may keep the cache dirty).
-pub const SETTLE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
 impl PointCtx<'_> {
-    /// One workload on a topic of its own (deleted afterwards), on a
-    /// settled page cache.
+    /// One workload on a topic of its own (deleted afterwards).
     async fn one(&mut self, what: &str, spec: &WorkloadSpec) -> Result<RunResult, SweepError> {
-        let waited = settle(self.env).await;
         self.run_no += 1;
         let spec = WorkloadSpec {
             topic: format!("{}-{}", self.topic, self.run_no),
@@ -332,13 +315,7 @@ impl PointCtx<'_> {
             ..self.env.clone()
         };
         let label = format!("{} {what}", self.label);
-        let mut r = runner::run(&label, &spec, &env).await?;
-        if waited >= 0.1 {
-            r.notes.push(format!(
-                "waited {waited:.1} s before this run for the kernel to write back dirty pages (at most {} s; see sweep::settle)",
-                SETTLE_MAX.as_secs()
-            ));
-        }
+        let r = runner::run(&label, &spec, &env).await?;
         if env.progress.is_some() {
             eprintln!(
                 "[{}/{} {} {what}] {} msg/s of {}: {}",
@@ -461,9 +438,21 @@ impl PointCtx<'_> {
             drain_timeout_ms: p.spec.drain_timeout_ms.max(10_000),
             ..p.spec.clone()
         };
-        let probe = self
+        let mut probe = self
             .one("probe", &search_spec(0, k.probe_warmup_ms, k.probe_ms))
             .await?;
+        if probe.produced.msgs_per_s <= 0.0 && !interrupted() {
+            // Nothing acknowledged in the whole window: a stall, not a
+            // rate. Searching down from zero would find nothing; probe again.
+            pr.problems
+                .push("the first probe acknowledged nothing; probed again".into());
+            probe = self
+                .one(
+                    "probe again",
+                    &search_spec(0, k.probe_warmup_ms, k.probe_ms),
+                )
+                .await?;
+        }
         pr.probe = Some(Step::of(&probe));
         let record_bytes = p.spec.record_payload_bytes() as f64;
         let mut search = Search::new(probe.produced.msgs_per_s);
@@ -569,6 +558,6 @@ mod tests {
         let m = Matrix::resolve(&base, &[&profile, &cli]);
         assert_eq!(m.batch_bytes, vec![4096]);
         assert_eq!(m.acks, vec![Acks::Leader, Acks::All]);
-        assert_eq!(points(&base, &m).len(), 6);
+        assert_eq!(points(&base, &m).len(), 4); // 1 batch size x 2 codecs x 2 acks
     }
 }

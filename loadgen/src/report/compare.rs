@@ -266,7 +266,9 @@ mod tests {
         json!({
             "schema": super::super::json::SCHEMA,
             "points": [{"label": "64k none acks=1", "knee": {"msgs_per_s": knee}, "runs": [0, 1],
-                        "spread": {"msgs_per_s": spread, "e2e_p99": spread}}],
+                        "spread": {"msgs_per_s": spread, "publish_p50": spread, "publish_p99": spread,
+                                   "publish_p99_9": spread, "e2e_p50": spread, "e2e_p99": spread,
+                                   "e2e_p99_9": spread}}],
             "runs": [
                 {"level": 0.5, "repeat": false, "passed": true, "sustain": {"sustained": true},
                  "produced": {"msgs_per_s": knee / 2.0},
@@ -287,9 +289,13 @@ mod tests {
         let out = compare(&a, &b, 0.1).unwrap();
         // The knee moved 1.5x, beyond a 5% spread: flagged.
         assert!(out.contains("1.50!"), "{out}");
-        // p99 moved 2.5%, within the 5% spread: not flagged.
-        assert!(out.contains("1.02 ") || out.contains("1.03 "), "{out}");
+        // The percentiles moved 2.5%, within the 5% spread: not flagged.
+        assert!(out.contains("1.02") || out.contains("1.03"), "{out}");
         assert!(!out.contains("1.02!") && !out.contains("1.03!"), "{out}");
+        // With a 1% spread the 2% floor applies, and 2.5% is flagged.
+        let (a, b) = (report(100_000.0, 4000, 0.01), report(100_000.0, 4100, 0.01));
+        let out = compare(&a, &b, 0.1).unwrap();
+        assert!(out.contains("1.02!") || out.contains("1.03!"), "{out}");
         assert!(out.contains("1 points in common"), "{out}");
     }
 
