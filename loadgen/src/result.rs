@@ -229,7 +229,8 @@ pub struct Spread {
     pub e2e_p99_9: f64,
 }
 
-fn rel_diff(a: f64, b: f64) -> f64 {
+/// |a - b| / mean(a, b); 0 when both are 0.
+pub fn rel_diff(a: f64, b: f64) -> f64 {
     let m = (a + b) / 2.0;
     if m > 0.0 {
         (a - b).abs() / m

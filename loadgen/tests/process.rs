@@ -147,7 +147,10 @@ fn a_second_sigint_aborts_at_once_and_still_removes_the_data_dir() {
         "20s",
     ]);
     lg.wait_started(TIMEOUT);
-    std::thread::sleep(Duration::from_millis(1000));
+    // Long enough for the run to have sent messages on a loaded machine
+    // (connections and topic first): with nothing sent the drain has
+    // nothing to wait for and ends before the second signal.
+    std::thread::sleep(Duration::from_millis(3000));
     lg.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     lg.signal(libc::SIGINT);

@@ -16,6 +16,7 @@
 //! `loadgen-report/2`), so a report from an older loadgen is refused with
 //! its schema named rather than misread.
 
+use crate::result::rel_diff;
 use serde_json::Value;
 use std::fmt::Write;
 
@@ -56,15 +57,6 @@ fn get<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 
 fn num(v: &Value, path: &str) -> Option<f64> {
     get(v, path).and_then(Value::as_f64)
-}
-
-fn rel_diff(a: f64, b: f64) -> f64 {
-    let m = (a + b) / 2.0;
-    if m > 0.0 {
-        (a - b).abs() / m
-    } else {
-        0.0
-    }
 }
 
 fn check(which: &'static str, r: &Value) -> Result<(), CompareError> {

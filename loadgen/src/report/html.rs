@@ -338,25 +338,16 @@ fn runs_table(runs: &[RunResult]) -> String {
             ),
             None => "fixed".into(),
         };
+        let cells: String = super::table::level_cells(r)
+            .iter()
+            .map(|c| format!("<td>{c}</td>"))
+            .collect();
         let _ = write!(
             o,
-            "<tr{}><td>{}</td><td class=l>{}</td><td>{level}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=l>{}{}</td></tr>",
+            "<tr{}><td>{}</td><td class=l>{}</td><td>{level}</td>{cells}<td>{}</td><td>{}</td><td class=l>{}{}</td></tr>",
             row_class(r.passed(), r.sustain.sustained),
             i + 1,
             esc(point.trim_end_matches(" again")),
-            if r.target_rate == 0 {
-                "max".into()
-            } else {
-                format_count(r.target_rate as f64)
-            },
-            format_count(r.produced.msgs_per_s),
-            r.produced.mib_per_s,
-            fmt_ms(r.publish.p50_us),
-            fmt_ms(r.publish.p99_us),
-            fmt_ms(r.publish.p99_9_us),
-            fmt_ms(r.e2e.p50_us),
-            fmt_ms(r.e2e.p99_us),
-            fmt_ms(r.e2e.p99_9_us),
             fmt_ms(r.publish_delay.p99_us),
             r.cpu
                 .broker_cpu_s_per_gb

@@ -136,6 +136,20 @@ fn num_label(v: &f64) -> String {
 
 type E = DrawingAreaErrorKind<std::io::Error>;
 
+/// The legend box every chart uses, upper left.
+fn legend<'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, SVGBackend<'a>, CT>,
+    font: u32,
+) -> Result<(), E> {
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", font))
+        .draw()
+}
+
 /// Distinct values in first-seen order.
 fn unique<T: PartialEq>(it: impl IntoIterator<Item = T>) -> Vec<T> {
     let mut v = Vec::new();
@@ -312,11 +326,18 @@ fn tradeoff_chart(
                             )
                             .map_err(&e)?;
                     }
+                    // A run without a figure (nothing acknowledged, no
+                    // latency measured) still gets its cross, on the edge.
                     let bad: Vec<(f64, f64)> = lv
                         .iter()
                         .filter(|r| !good(r))
-                        .map(|r| at(r))
-                        .filter(ok)
+                        .map(|r| {
+                            let (x, y) = at(r);
+                            (
+                                if x > 0.0 { x } else { x0 * 1.1 },
+                                if y > 0.0 { y } else { y0 * 1.3 },
+                            )
+                        })
                         .collect();
                     any_bad |= !bad.is_empty();
                     chart
@@ -345,14 +366,7 @@ fn tradeoff_chart(
                         .map_err(&e)?
                         .label("knee (max sustainable)")
                         .legend(|(x, y)| TriangleMarker::new((x + 9, y), 5, BLACK.filled()));
-                    chart
-                        .configure_series_labels()
-                        .position(SeriesLabelPosition::UpperLeft)
-                        .background_style(WHITE.mix(0.85))
-                        .border_style(RGBColor(200, 200, 200))
-                        .label_font(("sans-serif", 11))
-                        .draw()
-                        .map_err(&e)?;
+                    legend(&mut chart, 11).map_err(&e)?;
                 }
             }
         }
@@ -481,14 +495,7 @@ fn per_batch_chart(
                 .label("no figure")
                 .legend(|(x, y)| Cross::new((x + 9, y), 4, RED.stroke_width(2)));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(&e)?;
+        legend(&mut chart, 12).map_err(&e)?;
         root.present().map_err(&e)?;
     }
     Ok(Chart {
@@ -602,14 +609,7 @@ fn spectrum_chart(points: &[PointResult], runs: &[RunResult]) -> Result<Chart, P
                     PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(2))
                 });
             }
-            chart
-                .configure_series_labels()
-                .position(SeriesLabelPosition::UpperLeft)
-                .background_style(WHITE.mix(0.85))
-                .border_style(RGBColor(200, 200, 200))
-                .label_font(("sans-serif", 11))
-                .draw()
-                .map_err(&e)?;
+            legend(&mut chart, 11).map_err(&e)?;
         }
         root.present().map_err(&e)?;
     }

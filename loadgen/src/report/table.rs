@@ -34,12 +34,7 @@ fn lat_cols(s: &LatencySummary) -> [String; 6] {
 /// Render the wide table (every percentile). Marks: `!` target rate not
 /// sustained, `FAIL` a failed delivery check or errors.
 pub fn render(points: &[RunResult]) -> String {
-    let lw = points
-        .iter()
-        .map(|p| p.label.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let lw = label_width(points.iter().map(|p| p.label.as_str()));
     let mut out = String::new();
     let pad = " ".repeat(lw);
     let _ = writeln!(
@@ -116,14 +111,35 @@ pub fn render(points: &[RunResult]) -> String {
     out
 }
 
+/// Width of the label column: the longest label, at least 5.
+fn label_width<'a>(labels: impl Iterator<Item = &'a str>) -> usize {
+    labels.map(|l| l.chars().count()).max().unwrap_or(5).max(5)
+}
+
+/// A level run's rate and latency cells, as both the text and the HTML
+/// tables show them: target rate, achieved msg/s and MiB/s, publish and
+/// end-to-end p50 / p99 / p99.9 (ms).
+pub fn level_cells(r: &RunResult) -> [String; 9] {
+    [
+        if r.target_rate == 0 {
+            "max".into()
+        } else {
+            format_count(r.target_rate as f64)
+        },
+        format_count(r.produced.msgs_per_s),
+        format!("{:.1}", r.produced.mib_per_s),
+        fmt_ms(r.publish.p50_us),
+        fmt_ms(r.publish.p99_us),
+        fmt_ms(r.publish.p99_9_us),
+        fmt_ms(r.e2e.p50_us),
+        fmt_ms(r.e2e.p99_us),
+        fmt_ms(r.e2e.p99_9_us),
+    ]
+}
+
 /// A sweep's points: probe, knee, CPU, verdict.
 pub fn render_knees(points: &[PointResult]) -> String {
-    let lw = points
-        .iter()
-        .map(|p| p.label.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let lw = label_width(points.iter().map(|p| p.label.as_str()));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -172,12 +188,7 @@ pub fn render_knees(points: &[PointResult]) -> String {
 
 /// A sweep's latency runs, compactly: rate, p50/p99/p99.9, verdict.
 pub fn render_levels(runs: &[RunResult]) -> String {
-    let lw = runs
-        .iter()
-        .map(|p| p.label.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let lw = label_width(runs.iter().map(|p| p.label.as_str()));
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -185,23 +196,20 @@ pub fn render_levels(runs: &[RunResult]) -> String {
         "run", "target/s", "acked/s", "MiB/s", "pub p50", "p99", "p99.9", "e2e p50", "p99", "p99.9"
     );
     for r in runs {
+        let c = level_cells(r);
         let _ = writeln!(
             out,
-            "{:<lw$}  {:>9} {:>9} {:>7.1}  {:>7} {:>7} {:>7}  {:>7} {:>7} {:>7}  {}",
+            "{:<lw$}  {:>9} {:>9} {:>7}  {:>7} {:>7} {:>7}  {:>7} {:>7} {:>7}  {}",
             r.label,
-            if r.target_rate == 0 {
-                "max".into()
-            } else {
-                format_count(r.target_rate as f64)
-            },
-            format_count(r.produced.msgs_per_s),
-            r.produced.mib_per_s,
-            fmt_ms(r.publish.p50_us),
-            fmt_ms(r.publish.p99_us),
-            fmt_ms(r.publish.p99_9_us),
-            fmt_ms(r.e2e.p50_us),
-            fmt_ms(r.e2e.p99_us),
-            fmt_ms(r.e2e.p99_9_us),
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
             match (r.passed(), r.sustain.sustained) {
                 (false, _) => format!("FAIL: {}", r.failures().join("; ")),
                 (true, false) => format!("NOT SUSTAINED: {}", r.sustain.reasons.join("; ")),
