@@ -46,9 +46,9 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run one workload.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Find each setting's max sustainable rate, measure latency below it, write a report.
-    Sweep(SweepArgs),
+    Sweep(Box<SweepArgs>),
     /// Print the ratios of two reports, point by point.
     Compare(CompareArgs),
 }

@@ -66,8 +66,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     loadgen::cpu::register_current_thread();
     let result = match cli.cmd {
-        Cmd::Run(a) => cmd_run(a),
-        Cmd::Sweep(a) => cmd_sweep(a),
+        Cmd::Run(a) => cmd_run(*a),
+        Cmd::Sweep(a) => cmd_sweep(*a),
         Cmd::Compare(a) => cmd_compare(a),
     };
     match result {
