@@ -72,7 +72,9 @@ fn knee_sweep_writes_a_complete_report_that_parses() {
         assert!(p.passed, "{}: {:?}", p.label, p.problems);
         let probe = p.probe.as_ref().expect("probed");
         assert_eq!(probe.target_rate, 0);
-        assert!(probe.produced_msgs_per_s > 1000.0, "{}: {probe:?}", p.label);
+        // Its figure is whatever the machine gave (the tests of this file
+        // run side by side, each with a broker pinned to the same cores),
+        // so only its relation to the search is checked.
         assert_eq!(p.steps.len(), 1);
         // The first guess is just below the probe's rate.
         let first = p.steps[0].target_rate as f64;
