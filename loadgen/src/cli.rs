@@ -2,7 +2,9 @@
 //! override a profile; the defaults live in `WorkloadSpec::default()` and
 //! `sweep::default_base()` and are repeated in the help text.
 
-use crate::profile::{AcksValue, Dur, MatrixOverrides, PayloadArg, Size, WorkloadOverrides};
+use crate::profile::{
+    AcksValue, Dur, KneeOverrides, MatrixOverrides, PayloadArg, Size, WorkloadOverrides,
+};
 use crate::transport::Protocol;
 use crate::units::{parse_duration, parse_size};
 use crate::workload::KeyMode;
@@ -17,8 +19,12 @@ use std::path::PathBuf;
     about = "Benchmark a shardlog broker: open-loop workloads, HdrHistogram latency, batch/compression sweeps",
     long_about = "Benchmark a shardlog broker.\n\n\
 `loadgen run` runs one workload and prints throughput and latency percentiles.\n\
-`loadgen sweep` runs a matrix of batch sizes x codecs (x acks) and writes a report\n\
-(table, report.json, .hgrm histograms, SVG charts, index.html).\n\n\
+`loadgen sweep` runs a matrix of batch sizes x codecs (x acks). For each point it finds\n\
+the max sustainable rate (a closed-loop probe, then open-loop rates until the highest\n\
+one that holds within 2%), then measures latency at fractions of it (10, 50, 80, 95%),\n\
+and writes a report (tables, report.json, .hgrm histograms, SVG charts, index.html).\n\
+--target NAME=ADDR[,PROTOCOL] (repeated) runs the same matrix against several brokers,\n\
+interleaved, on the same charts. `loadgen compare A B` prints two reports' ratios.\n\n\
 Without --broker, an embedded broker is started on 127.0.0.1 with its data in a\n\
 temporary directory.\n\n\
 --protocol kafka drives the broker through librdkafka instead of shardlog's native\n\
@@ -40,9 +46,25 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Cmd {
     /// Run one workload.
-    Run(RunArgs),
-    /// Run a matrix of settings and write a report.
-    Sweep(SweepArgs),
+    Run(Box<RunArgs>),
+    /// Find each setting's max sustainable rate, measure latency below it, write a report.
+    Sweep(Box<SweepArgs>),
+    /// Print the ratios of two reports, point by point.
+    Compare(CompareArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CompareArgs {
+    /// The baseline report (a report.json or the directory holding it).
+    #[arg(value_name = "A")]
+    pub a: PathBuf,
+    /// The report compared with it.
+    #[arg(value_name = "B")]
+    pub b: PathBuf,
+    /// Flag differences beyond this many percent when neither report
+    /// repeated a level (with repeats, their measured spread is used).
+    #[arg(long, value_name = "PCT", default_value_t = 10.0)]
+    pub threshold: f64,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -115,13 +137,14 @@ pub struct WorkloadArgs {
     /// Consumers sharing the partitions [default: 1].
     #[arg(long)]
     pub consumers: Option<u32>,
-    /// Messages per second over all producers; 0 = as fast as possible (closed loop) [default: 20000].
+    /// Messages per second over all producers; 0 = as fast as possible (closed loop)
+    /// [default: 20000; a sweep finds its own rates unless --fixed-rate].
     #[arg(long, value_name = "MSG/S")]
     pub rate: Option<u64>,
-    /// Measured duration (per point in a sweep), e.g. 30s, 2m [default: run 10s, sweep 5s].
+    /// Measured duration (a sweep: per load level), e.g. 30s, 2m [default: run 10s, sweep 1500ms].
     #[arg(long, value_parser = dur_arg, value_name = "DURATION")]
     pub duration: Option<Dur>,
-    /// Warm-up excluded from the figures [default: 1s].
+    /// Warm-up excluded from the figures [default: run 1s, sweep 500ms].
     #[arg(long, value_parser = dur_arg, value_name = "DURATION")]
     pub warmup: Option<Dur>,
     /// How long consumers may take to catch up after the producers stop [default: run 10s, sweep 5s].
@@ -201,20 +224,84 @@ impl RunArgs {
     }
 }
 
+fn pct_arg(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("'{s}' is not a percentage"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{v} is not between 0 and 100"));
+    }
+    Ok(v / 100.0)
+}
+
+/// How a sweep finds each point's knee (all optional: profile `[knee]`
+/// and the defaults in `KneeSettings::default()` fill the rest).
+#[derive(Args, Debug, Clone, Default)]
+pub struct KneeArgs {
+    /// Run each point once at --rate instead of finding its knee.
+    #[arg(long)]
+    pub fixed_rate: bool,
+    /// Load levels, in percent of each point's max sustainable rate [default: 10,50,80,95].
+    #[arg(long, value_parser = pct_arg, value_delimiter = ',', value_name = "PCTS")]
+    pub levels: Option<Vec<f64>>,
+    /// Open-loop rates tried per point after the closed-loop probe [default: 4].
+    #[arg(long, value_name = "N")]
+    pub search_steps: Option<u32>,
+    /// Measured time of the closed-loop probe [default: 1s, after 500ms warm-up].
+    #[arg(long, value_parser = dur_arg, value_name = "DURATION")]
+    pub probe_duration: Option<Dur>,
+    /// Measured time of each search step [default: 1s, after 500ms warm-up].
+    #[arg(long, value_parser = dur_arg, value_name = "DURATION")]
+    pub step_duration: Option<Dur>,
+    /// A rate holds if acknowledged and consumed within this percentage of it [default: 2].
+    #[arg(long, value_parser = pct_arg, value_name = "PCT")]
+    pub tolerance: Option<f64>,
+    /// A rate holds only if publish delay p99 stays under this [default: 50ms].
+    #[arg(long, value_parser = dur_arg, value_name = "DURATION")]
+    pub max_delay: Option<Dur>,
+    /// Measure this level twice per point, for the run-to-run spread `compare` uses; 0 = no repeat [default: 50].
+    #[arg(long, value_parser = pct_arg, value_name = "PCT")]
+    pub repeat_level: Option<f64>,
+}
+
+impl KneeArgs {
+    pub fn overrides(&self) -> KneeOverrides {
+        KneeOverrides {
+            fixed_rate: self.fixed_rate.then_some(true),
+            levels: self.levels.clone(),
+            search_steps: self.search_steps,
+            probe_duration: self.probe_duration,
+            step_duration: self.step_duration,
+            tolerance: self.tolerance,
+            max_delay: self.max_delay,
+            repeat_level: self.repeat_level,
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     #[command(flatten)]
     pub broker: BrokerArgs,
+    /// A broker to measure, NAME=ADDR[,native|kafka][,pid=PID]; repeat for several
+    /// (run interleaved, drawn on the same charts). ADDR `embedded` is loadgen's own
+    /// broker; several Kafka bootstrap servers are separated by ';'.
+    /// Example: --target native=embedded --target kafka=embedded,kafka
+    #[arg(long = "target", value_name = "NAME=ADDR[,PROTOCOL]", conflicts_with_all = ["broker", "broker_pid"])]
+    pub targets: Vec<String>,
+    #[command(flatten)]
+    pub knee: KneeArgs,
     #[command(flatten)]
     pub workload: WorkloadArgs,
     /// TOML profile with workload settings and matrix axes (flags override it),
     /// e.g. tuning/sweeps/batch-latency.toml.
     #[arg(long, value_name = "FILE")]
     pub profile: Option<PathBuf>,
-    /// Batch sizes to sweep [default: 1k,16k,64k,256k,1m].
+    /// Batch sizes to sweep [default: 1k,16k,64k,1m].
     #[arg(long, value_parser = size_arg, value_delimiter = ',', value_name = "LIST")]
     pub batch_bytes: Option<Vec<Size>>,
-    /// Codecs to sweep [default: none,lz4,zstd].
+    /// Codecs to sweep [default: none,zstd].
     #[arg(long, value_parser = codec_arg, value_delimiter = ',', value_name = "LIST")]
     pub compression: Option<Vec<Compression>>,
     /// Acks levels to sweep, e.g. 1,all [default: 1].
@@ -271,6 +358,43 @@ mod tests {
         assert_eq!(s.compression.unwrap().len(), 2);
         assert_eq!(s.acks.unwrap().len(), 2);
         assert_eq!(s.workload.duration.unwrap().0.as_secs(), 2);
+    }
+
+    #[test]
+    fn parses_targets_and_knee_flags() {
+        let cli = Cli::try_parse_from([
+            "loadgen",
+            "sweep",
+            "--target",
+            "native=embedded",
+            "--target",
+            "kafka=embedded,kafka",
+            "--levels",
+            "20,90",
+            "--tolerance",
+            "3",
+            "--repeat-level",
+            "0",
+        ])
+        .unwrap();
+        let Cmd::Sweep(s) = cli.cmd else {
+            panic!("expected sweep")
+        };
+        assert_eq!(s.targets.len(), 2);
+        let k = s.knee.overrides();
+        assert_eq!(k.levels.unwrap(), vec![0.2, 0.9]);
+        assert_eq!(k.tolerance, Some(0.03));
+        assert_eq!(k.repeat_level, Some(0.0));
+        // --target and --broker name the broker twice.
+        assert!(Cli::try_parse_from([
+            "loadgen",
+            "sweep",
+            "--target",
+            "a=embedded",
+            "--broker",
+            "x:1"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -4,16 +4,18 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use loadgen::cli::{BrokerArgs, Cli, Cmd, RunArgs, SweepArgs};
+use loadgen::cli::{BrokerArgs, Cli, Cmd, CompareArgs, RunArgs, SweepArgs};
 use loadgen::cpu::BrokerCpuSource;
 use loadgen::embedded::{BrokerInfo, EmbeddedBroker};
+use loadgen::knee::{KneeSettings, SustainRule};
 use loadgen::machine::{MachineInfo, Versions};
 use loadgen::profile::Profile;
-use loadgen::report::{self, table, ReportMeta};
+use loadgen::report::{self, table, ReportMeta, TargetInfo, Writer};
 use loadgen::result::RunResult;
 use loadgen::runner::{self, RunEnv};
-use loadgen::sweep::{self, Matrix};
-use loadgen::transport::Target;
+use loadgen::sweep::{self, Matrix, Mode};
+use loadgen::target::{Address, TargetSpec};
+use loadgen::transport::{version, Protocol, Target};
 use loadgen::units::{format_duration, format_size};
 use loadgen::workload::WorkloadSpec;
 use std::path::Path;
@@ -64,8 +66,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     loadgen::cpu::register_current_thread();
     let result = match cli.cmd {
-        Cmd::Run(a) => cmd_run(a),
-        Cmd::Sweep(a) => cmd_sweep(a),
+        Cmd::Run(a) => cmd_run(*a),
+        Cmd::Sweep(a) => cmd_sweep(*a),
+        Cmd::Compare(a) => cmd_compare(a),
     };
     match result {
         Ok(_) if INTERRUPTED.load(Ordering::Relaxed) != 0 => {
@@ -80,76 +83,144 @@ fn main() -> ExitCode {
     }
 }
 
-/// The runtime, the broker (embedded or not) and how to reach it.
+/// The runtime, the broker (embedded or not) and how to reach each target.
 struct Setup {
     rt: tokio::runtime::Runtime,
     embedded: Option<EmbeddedBroker>,
-    env: RunEnv,
-    broker: BrokerInfo,
+    /// One per target, in the order given.
+    envs: Vec<RunEnv>,
+    targets: Vec<TargetInfo>,
+}
+
+/// The single target of `--broker`/`--protocol` (or the embedded broker).
+fn default_target(b: &BrokerArgs) -> TargetSpec {
+    TargetSpec {
+        name: b.protocol.name().to_string(),
+        address: match &b.broker {
+            Some(a) => Address::Remote(a.clone()),
+            None => Address::Embedded,
+        },
+        protocol: b.protocol,
+        pid: b.broker_pid,
+    }
 }
 
 impl Setup {
-    fn new(b: &BrokerArgs) -> Result<Setup> {
+    fn new(b: &BrokerArgs, specs: &[TargetSpec], rule: SustainRule) -> Result<Setup> {
+        assert!(!specs.is_empty());
         let rt = loadgen::build_runtime(b.threads).context("cannot start the tokio runtime")?;
         let progress = (!b.quiet).then(String::new);
         let interrupt = Arc::new(AtomicBool::new(false));
         spawn_signal_handler(&rt, interrupt.clone())?;
-        let (embedded, target, cpu_source, broker) = match &b.broker {
-            Some(addr) => {
-                let info = BrokerInfo {
-                    embedded: false,
-                    addr: addr.clone(),
-                    shards: None,
-                    data_dir: None,
-                    data_dir_fs: None,
-                    broker_pid: b.broker_pid,
-                };
-                let cpu = b
-                    .broker_pid
-                    .map(BrokerCpuSource::Pid)
-                    .unwrap_or(BrokerCpuSource::Unknown);
-                println!(
-                    "loadgen: broker at {addr} ({} protocol{})",
-                    b.protocol.name(),
-                    match b.broker_pid {
-                        Some(p) => format!(", CPU of pid {p}"),
-                        None => ", broker CPU not measured (no --broker-pid)".into(),
-                    }
-                );
-                (None, addr.clone(), cpu, info)
-            }
-            None => {
-                let e = EmbeddedBroker::start(b.data_dir.as_deref(), b.shards, b.protocol)
-                    .context("no --broker given, and the embedded broker did not start")?;
-                let info = e.info();
-                println!(
-                    "loadgen: started an embedded broker at {} ({} protocol, {} shards, data in {} on {}); it is stopped at the end",
-                    info.addr,
-                    b.protocol.name(),
-                    info.shards.unwrap_or(0),
-                    info.data_dir.as_deref().unwrap_or("?"),
-                    info.data_dir_fs.as_deref().unwrap_or("?")
-                );
-                let addr = e.addr();
-                (Some(e), addr, BrokerCpuSource::Embedded, info)
-            }
+        // One embedded broker serves every embedded target; its Kafka
+        // listener is on when one of them speaks Kafka.
+        let embedded = if specs.iter().any(|t| t.address == Address::Embedded) {
+            let kafka = specs
+                .iter()
+                .any(|t| t.address == Address::Embedded && t.protocol == Protocol::Kafka);
+            let e = EmbeddedBroker::start(
+                b.data_dir.as_deref(),
+                b.shards,
+                if kafka {
+                    Protocol::Kafka
+                } else {
+                    Protocol::Native
+                },
+            )
+            .context("the embedded broker did not start")?;
+            let info = e.info();
+            println!(
+                "loadgen: started an embedded broker (native {}{}, {} shards, data in {} on {}); it is stopped at the end",
+                e.native_addr(),
+                e.kafka_addr().map(|a| format!(", kafka {a}")).unwrap_or_default(),
+                info.shards.unwrap_or(0),
+                info.data_dir.as_deref().unwrap_or("?"),
+                info.data_dir_fs.as_deref().unwrap_or("?")
+            );
+            Some(e)
+        } else {
+            None
         };
+        let mut envs = Vec::new();
+        let mut targets = Vec::new();
+        for t in specs {
+            let (addr, cpu_source, broker) = match (&t.address, &embedded) {
+                (Address::Embedded, Some(e)) => {
+                    let addr = match t.protocol {
+                        Protocol::Native => e.native_addr(),
+                        Protocol::Kafka => e.kafka_addr().context("no Kafka listener")?,
+                    };
+                    let info = BrokerInfo {
+                        addr: addr.clone(),
+                        ..e.info()
+                    };
+                    (addr, BrokerCpuSource::Embedded, info)
+                }
+                (Address::Embedded, None) => unreachable!("started above"),
+                (Address::Remote(addr), _) => {
+                    println!(
+                        "loadgen: target {} at {addr} ({} protocol{})",
+                        t.name,
+                        t.protocol.name(),
+                        match t.pid {
+                            Some(p) => format!(", CPU of pid {p}"),
+                            None => ", broker CPU not measured (no pid)".into(),
+                        }
+                    );
+                    let info = BrokerInfo {
+                        embedded: false,
+                        addr: addr.clone(),
+                        shards: None,
+                        data_dir: None,
+                        data_dir_fs: None,
+                        broker_pid: t.pid,
+                    };
+                    let cpu = t
+                        .pid
+                        .map(BrokerCpuSource::Pid)
+                        .unwrap_or(BrokerCpuSource::Unknown);
+                    (addr.clone(), cpu, info)
+                }
+            };
+            let target = Target {
+                protocol: t.protocol,
+                addr,
+            };
+            // What the broker says it is, recorded in the report.
+            let (version, version_error) = match rt.block_on(version::probe(&target)) {
+                Ok(v) => {
+                    println!("loadgen: target {}: {}", t.name, v.summary);
+                    (Some(v), None)
+                }
+                Err(e) => {
+                    eprintln!("loadgen: target {}: version unknown: {e}", t.name);
+                    (None, Some(e.to_string()))
+                }
+            };
+            targets.push(TargetInfo {
+                name: t.name.clone(),
+                protocol: t.protocol.name().into(),
+                broker,
+                version,
+                version_error,
+            });
+            envs.push(RunEnv {
+                target_name: t.name.clone(),
+                target,
+                rule,
+                cpu_source,
+                progress: progress.clone(),
+                interrupt: interrupt.clone(),
+            });
+        }
         if cfg!(debug_assertions) {
             eprintln!("loadgen: warning: this is a debug build; figures are not representative (use --release)");
         }
         Ok(Setup {
             rt,
             embedded,
-            env: RunEnv {
-                target: Target {
-                    protocol: b.protocol,
-                    addr: target,
-                },
-                cpu_source,
-                progress,
-                interrupt,
-            },
-            broker,
+            envs,
+            targets,
         })
     }
 
@@ -179,11 +250,13 @@ fn meta(kind: &'static str, title: String, setup: &Setup, wall: Duration) -> Rep
         wall_s: wall.as_secs_f64(),
         command: std::env::args().collect(),
         profile: None,
+        profile_text: None,
         machine: MachineInfo::collect(),
         versions: Versions::current(),
-        broker: setup.broker.clone(),
-        protocol: setup.env.target.protocol.name().to_string(),
+        targets: setup.targets.clone(),
         matrix: None,
+        mode: None,
+        knee: None,
     }
 }
 
@@ -204,7 +277,11 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
     args.overrides().apply(&mut spec);
     spec.fault_drop_every = args.workload.fault_drop_every.unwrap_or(0);
     spec.validate()?;
-    let setup = Setup::new(&args.broker)?;
+    let setup = Setup::new(
+        &args.broker,
+        &[default_target(&args.broker)],
+        SustainRule::default(),
+    )?;
     let label = format!(
         "{} {} acks={}",
         format_size(spec.batch_bytes as u64),
@@ -219,7 +296,7 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
     let t0 = Instant::now();
     let result = setup
         .rt
-        .block_on(runner::run(&label, &spec, &setup.env))
+        .block_on(runner::run(&label, &spec, &setup.envs[0]))
         .context("the run could not complete")?;
     let results = vec![result];
     println!();
@@ -245,6 +322,11 @@ fn display_path(p: &Path) -> String {
 
 fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     let profile = args.profile.as_deref().map(Profile::load).transpose()?;
+    let profile_text = args
+        .profile
+        .as_deref()
+        .map(std::fs::read_to_string)
+        .transpose()?;
     let mut base = sweep::default_base();
     if let Some(p) = &profile {
         p.workload.apply(&mut base);
@@ -262,25 +344,73 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     if matrix.is_empty() {
         bail!("the sweep matrix is empty: every axis needs at least one value");
     }
+    let mut knee = KneeSettings::default();
+    let mut fixed = false;
+    if let Some(p) = &profile {
+        p.knee.overrides().apply(&mut knee, &mut fixed);
+    }
+    args.knee.overrides().apply(&mut knee, &mut fixed);
+    knee.validate().map_err(anyhow::Error::msg)?;
+    if !fixed && base.rate == 0 {
+        bail!(
+            "--rate 0 (closed loop) needs --fixed-rate: a knee search sets its own open-loop rates"
+        );
+    }
+    let mode = if fixed {
+        Mode::Fixed
+    } else {
+        Mode::Knee(knee.clone())
+    };
+    let target_args = if args.targets.is_empty() {
+        profile
+            .as_ref()
+            .map(|p| p.targets.clone())
+            .unwrap_or_default()
+    } else {
+        args.targets.clone()
+    };
+    let specs = if target_args.is_empty() {
+        vec![default_target(&args.broker)]
+    } else {
+        TargetSpec::parse_all(&target_args)?
+    };
     let points = sweep::points(&base, &matrix);
-    let setup = Setup::new(&args.broker)?;
+    let setup = Setup::new(&args.broker, &specs, knee.rule)?;
     println!(
-        "loadgen sweep: {} points = {} batch sizes x {} codecs x {} acks x {} linger; {} messages of {} at {}; {} warm-up + {} measured per point; about {:.0} s",
+        "loadgen sweep: {} points = {} batch sizes x {} codecs x {} acks x {} linger, on {} target(s) ({}); {} messages of {}; {}; about {:.0} s",
         points.len(),
         matrix.batch_bytes.len(),
         matrix.compression.len(),
         matrix.acks.len(),
         matrix.linger_ms.len(),
+        specs.len(),
+        specs.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
         base.payload.label(),
         format_size(base.message_size as u64),
-        if base.rate == 0 {
-            "max rate (closed loop)".to_string()
-        } else {
-            format!("{} msg/s", base.rate)
+        match &mode {
+            Mode::Fixed => format!(
+                "fixed rate {}; {} warm-up + {} measured per point",
+                if base.rate == 0 {
+                    "max (closed loop)".to_string()
+                } else {
+                    format!("{} msg/s", base.rate)
+                },
+                format_duration(base.warmup()),
+                format_duration(base.duration())
+            ),
+            Mode::Knee(k) => format!(
+                "per point: closed-loop probe, {} search steps, then levels {} of the max sustainable rate ({} warm-up + {} measured each)",
+                k.search_steps,
+                k.levels
+                    .iter()
+                    .map(|l| format!("{:.0}%", l * 100.0))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                format_duration(base.warmup()),
+                format_duration(base.duration())
+            ),
         },
-        format_duration(base.warmup()),
-        format_duration(base.duration()),
-        sweep::estimate_secs(&points)
+        sweep::estimate_secs(&points, &mode, specs.len())
     );
     if let Some(p) = &profile {
         if let Some(d) = &p.description {
@@ -288,25 +418,43 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
         }
     }
     let t0 = Instant::now();
-    let results = setup
+    let mut writer = Writer::create(&args.report_dir)?;
+    let outcome = setup
         .rt
-        .block_on(sweep::run(&points, &setup.env))
+        .block_on(sweep::run(&points, &setup.envs, &mode, Some(&mut writer)))
         .context("the sweep could not complete")?;
     let wall = t0.elapsed();
     let mut m = meta(
         "sweep",
-        "loadgen sweep: latency and throughput vs batch size and compression".into(),
+        "loadgen sweep: throughput against latency, per batch size and codec".into(),
         &setup,
         wall,
     );
     m.profile = args.profile.as_ref().map(|p| p.display().to_string());
+    m.profile_text = profile_text;
     m.description = profile.as_ref().and_then(|p| p.description.clone());
     m.matrix = Some(matrix.info());
-    let written = report::write(&args.report_dir, &m, &results)?;
+    m.mode = Some(if fixed { "fixed" } else { "knee" });
+    m.knee = (!fixed).then_some(knee);
+    let written = writer.finish(&m, &outcome.points, &outcome.runs)?;
     println!();
-    print!("{}", table::render(&results));
+    if !fixed {
+        print!("{}", table::render_knees(&outcome.points));
+        println!();
+    }
+    print!("{}", table::render_levels(&outcome.runs));
     println!();
-    let ok = print_failures(&results);
+    let ok = print_failures(&outcome.runs);
+    let unsustained = outcome
+        .points
+        .iter()
+        .filter(|p| !p.sustained || p.knee.is_none() && p.mode == "knee")
+        .count();
+    if unsustained > 0 {
+        println!(
+            "{unsustained} point(s) have a level that did NOT hold its rate or no sustainable rate: marked in every table and chart"
+        );
+    }
     println!(
         "sweep finished in {:.0} s; report in {}: index.html, report.json, {} .hgrm files, {} charts",
         wall.as_secs_f64(),
@@ -316,5 +464,29 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     );
     println!("open {}", display_path(&written.index_html));
     setup.finish();
-    Ok(ok)
+    if let Some(e) = &outcome.error {
+        bail!("the sweep stopped early, the report holds what ran before: {e}");
+    }
+    // A knee search's steps fail their own checks too: any failed run fails the sweep.
+    Ok(ok && outcome.points.iter().all(|p| p.passed))
+}
+
+fn cmd_compare(args: CompareArgs) -> Result<bool> {
+    let read = |p: &Path| -> Result<serde_json::Value> {
+        let file = if p.is_dir() {
+            p.join("report.json")
+        } else {
+            p.to_path_buf()
+        };
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("cannot read {}", file.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", file.display()))
+    };
+    let (a, b) = (read(&args.a)?, read(&args.b)?);
+    println!("A = {}\nB = {}", args.a.display(), args.b.display());
+    print!(
+        "{}",
+        report::compare::compare(&a, &b, args.threshold / 100.0)?
+    );
+    Ok(true)
 }

@@ -14,8 +14,21 @@
 //! compression = ["none", "lz4", "zstd"]
 //! acks = ["1", "all"]
 //! linger_ms = [5]
+//! [knee]                # how each point's knee is found (all optional)
+//! levels = [10, 50, 80, 95]   # percent of the knee
+//! search_steps = 4
+//! probe_duration = "1s"
+//! step_duration = "1s"
+//! tolerance = 2               # percent
+//! max_delay = "50ms"
+//! repeat_level = 50           # percent; 0 = no repeat
+//! fixed_rate = false          # true: one run per point at [workload] rate
 //! ```
+//!
+//! and, at the top, `targets = ["native=embedded", "kafka=embedded,kafka"]`
+//! (the `--target` syntax) to measure several brokers.
 
+use crate::knee::KneeSettings;
 use crate::payload::PayloadKind;
 use crate::units::{parse_duration, parse_size};
 use crate::workload::{KeyMode, WorkloadSpec};
@@ -210,11 +223,123 @@ pub struct MatrixOverrides {
     pub linger_ms: Option<Vec<u64>>,
 }
 
+/// Percent in a profile: 2 or "2%".
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pct(pub f64);
+
+impl<'de> Deserialize<'de> for Pct {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(f64),
+            S(String),
+        }
+        let v = match Raw::deserialize(d)? {
+            Raw::N(n) => n,
+            Raw::S(s) => s
+                .trim_end_matches('%')
+                .parse()
+                .map_err(|_| serde::de::Error::custom(format!("'{s}' is not a percentage")))?,
+        };
+        if !(0.0..=100.0).contains(&v) {
+            return Err(serde::de::Error::custom(format!(
+                "{v} is not between 0 and 100"
+            )));
+        }
+        Ok(Pct(v / 100.0))
+    }
+}
+
+/// Knee settings given explicitly (fractions, not percent, once parsed).
+#[derive(Debug, Clone, Default)]
+pub struct KneeOverrides {
+    pub fixed_rate: Option<bool>,
+    pub levels: Option<Vec<f64>>,
+    pub search_steps: Option<u32>,
+    pub probe_duration: Option<Dur>,
+    pub step_duration: Option<Dur>,
+    pub tolerance: Option<f64>,
+    pub max_delay: Option<Dur>,
+    /// 0 = no repeat.
+    pub repeat_level: Option<f64>,
+}
+
+/// The `[knee]` table of a profile.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KneeTable {
+    pub fixed_rate: Option<bool>,
+    pub levels: Option<Vec<Pct>>,
+    pub search_steps: Option<u32>,
+    pub probe_duration: Option<Dur>,
+    pub step_duration: Option<Dur>,
+    pub tolerance: Option<Pct>,
+    pub max_delay: Option<Dur>,
+    pub repeat_level: Option<Pct>,
+}
+
+impl KneeTable {
+    pub fn overrides(&self) -> KneeOverrides {
+        KneeOverrides {
+            fixed_rate: self.fixed_rate,
+            levels: self
+                .levels
+                .as_ref()
+                .map(|v| v.iter().map(|p| p.0).collect()),
+            search_steps: self.search_steps,
+            probe_duration: self.probe_duration,
+            step_duration: self.step_duration,
+            tolerance: self.tolerance.map(|p| p.0),
+            max_delay: self.max_delay,
+            repeat_level: self.repeat_level.map(|p| p.0),
+        }
+    }
+}
+
+impl KneeOverrides {
+    /// Apply onto `k`; returns whether the sweep runs at a fixed rate.
+    pub fn apply(&self, k: &mut KneeSettings, fixed: &mut bool) {
+        if let Some(v) = self.fixed_rate {
+            *fixed = v;
+        }
+        if let Some(v) = &self.levels {
+            let mut v = v.clone();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            k.levels = v;
+        }
+        if let Some(v) = self.search_steps {
+            k.search_steps = v;
+        }
+        if let Some(v) = self.probe_duration {
+            k.probe_ms = v.0.as_millis() as u64;
+        }
+        if let Some(v) = self.step_duration {
+            k.step_ms = v.0.as_millis() as u64;
+        }
+        if let Some(v) = self.tolerance {
+            k.rule.tolerance = v;
+        }
+        if let Some(v) = self.max_delay {
+            k.rule.max_delay_us = v.0.as_micros() as u64;
+        }
+        if let Some(v) = self.repeat_level {
+            k.repeat_level = (v > 0.0).then_some(v);
+        }
+    }
+}
+
 /// A sweep profile file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Profile {
     pub description: Option<String>,
+    /// `--target` values: several brokers in one report.
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub knee: KneeTable,
     #[serde(default)]
     pub workload: WorkloadOverrides,
     #[serde(default)]
@@ -254,6 +379,10 @@ duration = "3s"
 warmup = 1
 compress_ratio = 3.0
 acks = "all"
+[knee]
+levels = [20, "90%"]
+tolerance = 3
+repeat_level = 0
 [matrix]
 batch_bytes = ["1k", 65536]
 compression = ["none", "zstd"]
@@ -279,6 +408,13 @@ acks = ["1", -1]
             m.compression.unwrap(),
             vec![Compression::None, Compression::Zstd]
         );
+        let mut k = KneeSettings::default();
+        let mut fixed = false;
+        p.knee.overrides().apply(&mut k, &mut fixed);
+        assert_eq!(k.levels, vec![0.2, 0.9]);
+        assert!((k.rule.tolerance - 0.03).abs() < 1e-12);
+        assert_eq!(k.repeat_level, None);
+        assert!(!fixed);
     }
 
     #[test]
@@ -309,6 +445,10 @@ acks = ["1", -1]
                 let mut s = WorkloadSpec::default();
                 prof.workload.apply(&mut s);
                 s.validate().unwrap();
+                let mut k = KneeSettings::default();
+                prof.knee.overrides().apply(&mut k, &mut false);
+                k.validate().unwrap();
+                crate::target::TargetSpec::parse_all(&prof.targets).unwrap();
                 n += 1;
             }
         }

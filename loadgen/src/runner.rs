@@ -13,8 +13,9 @@
 
 use crate::consumer::{self, ConsumerCtx, Drain};
 use crate::cpu::{BrokerCpuSource, CpuReport, CpuSnapshot};
+use crate::knee::{Sustain, SustainRule};
 use crate::producer::{self, FirstError, ProducerCtx, Timebase};
-use crate::result::{CompressionStats, RunResult, Throughput};
+use crate::result::{CompressionStats, RunResult, SpectrumPoint, Throughput};
 use crate::stats::{Bucket, Clock, LatencySummary, Recorder, Window};
 use crate::timeseries::{self, SamplerCtx};
 use crate::transport::{
@@ -45,7 +46,11 @@ pub enum RunError {
 /// How a run reaches the broker and reports progress.
 #[derive(Debug, Clone)]
 pub struct RunEnv {
+    /// The target's name in reports ("native", "kafka", or `--target NAME=`).
+    pub target_name: String,
     pub target: Target,
+    /// When an open-loop run counts as sustained.
+    pub rule: SustainRule,
     pub cpu_source: BrokerCpuSource,
     /// Print a progress line per second with this prefix (None: quiet).
     pub progress: Option<String>,
@@ -378,27 +383,12 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         produced.bytes + consumed.bytes,
     );
     let achieved_fraction = (spec.rate > 0).then(|| produced.msgs_per_s / spec.rate as f64);
-    let saturated = unsent > 0 || achieved_fraction.is_some_and(|f| f < 0.95);
 
     if spec.closed_loop() {
         notes.push("closed loop (--rate 0): each message's intended send time is its actual send time, so latencies are NOT corrected for coordinated omission and publish delay is 0 by construction".into());
     }
     if spec.acks == Acks::None {
         notes.push("acks=0: the broker sends no response, so publish latency is the time until the request was written to the socket".into());
-    }
-    if let Some(f) = achieved_fraction.filter(|_| saturated) {
-        notes.push(format!(
-            "SATURATED: achieved {:.0}% of the target rate {}/s; latency is dominated by queueing in the producer{}",
-            f * 100.0,
-            spec.rate,
-            if unsent > 0 {
-                format!(
-                    "; {unsent} scheduled messages were never sent (the grace period ran out), so the percentiles understate latency"
-                )
-            } else {
-                String::new()
-            }
-        ));
     }
     if cfg!(debug_assertions) {
         notes.push("loadgen was built without optimisations (debug); figures are not representative — use --release".into());
@@ -426,17 +416,22 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         }
     }
 
-    Ok(RunResult {
+    let mut result = RunResult {
         label: label.to_string(),
         client: transport::client_info(&env.target, &settings),
         series: label.to_string(),
+        target: env.target_name.clone(),
+        point: None,
+        level: None,
+        repeat: false,
+        sustain: Sustain::default(),
         spec: spec.clone(),
         partitions,
         closed_loop: spec.closed_loop(),
         measured_s: secs,
         target_rate: spec.rate,
         achieved_fraction,
-        saturated,
+        saturated: false,
         loadgen_bound,
         produced,
         consumed,
@@ -456,8 +451,26 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         errors,
         notes,
         timeseries,
+        e2e_spectrum: SpectrumPoint::of(&total.lat.e2e),
         histograms: total.lat,
-    })
+    };
+    // The verdict needs the finished figures; a run that did not hold its
+    // schedule says so in its notes, in every table and in every chart.
+    result.sustain = env.rule.judge(&result);
+    result.saturated = !result.sustain.sustained;
+    if result.saturated {
+        result.notes.push(format!(
+            "NOT SUSTAINED at {}/s: {}; latency here includes queueing in the producer{}",
+            spec.rate,
+            result.sustain.reasons.join("; "),
+            if unsent > 0 {
+                " (and the percentiles understate it: unsent messages have no latency)"
+            } else {
+                ""
+            }
+        ));
+    }
+    Ok(result)
 }
 
 #[cfg(test)]

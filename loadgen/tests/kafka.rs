@@ -62,7 +62,8 @@ fn a_kafka_run_passes_its_checks_and_writes_a_report() {
         dir.path(),
         0,
     );
-    assert!(stdout.contains("kafka protocol"), "{stdout}");
+    // The version probe spoke ApiVersions and Metadata to the listener.
+    assert!(stdout.contains("target kafka: Kafka API: "), "{stdout}");
     assert!(stdout.contains("-> PASS"), "{stdout}");
     assert!(stdout.contains("enable.idempotence=true"), "{stdout}");
 
@@ -70,9 +71,16 @@ fn a_kafka_run_passes_its_checks_and_writes_a_report() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(json["passed"], true);
-    assert_eq!(json["protocol"], "kafka");
-    assert_eq!(json["broker"]["embedded"], true);
-    let p = &json["points"][0];
+    let target = &json["targets"][0];
+    assert_eq!(target["protocol"], "kafka");
+    assert_eq!(target["embedded"], true);
+    let version = &target["version"];
+    assert!(
+        version["api_versions"]["Produce"][1].as_i64().unwrap() >= 3,
+        "{version}"
+    );
+    assert_eq!(version["brokers"].as_array().unwrap().len(), 1, "{version}");
+    let p = &json["runs"][0];
     let checks = &p["checks"];
     assert_eq!(checks["lost"], 0);
     assert_eq!(checks["duplicated"], 0);

@@ -11,50 +11,118 @@ use common::{
     assert_a_lossy_consumer_fails_the_run, assert_counts_match, env_for, run_binary, small,
 };
 use loadgen::embedded::EmbeddedBroker;
+use loadgen::knee::KneeSettings;
 use loadgen::machine::{MachineInfo, Versions};
-use loadgen::report::{self, hgrm, ReportMeta};
+use loadgen::report::{hgrm, ReportMeta, TargetInfo, Writer};
 use loadgen::runner;
-use loadgen::sweep::{self, Matrix};
+use loadgen::sweep::{self, Matrix, Mode};
 use loadgen::transport::Protocol;
 use loadgen::workload::WorkloadSpec;
 use shardlog::client::{Client, Producer, ProducerConfig};
 use shardlog::format::Compression;
 use std::time::{Duration, Instant};
 
+/// A knee sweep through the library against a real broker: every point
+/// gets a probe, a search and its levels; the report's files are complete
+/// and agree with the results.
 #[test]
-fn sweep_writes_a_complete_report_that_parses() {
+fn knee_sweep_writes_a_complete_report_that_parses() {
     let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
     let rt = loadgen::build_runtime(Some(2)).unwrap();
     let base = WorkloadSpec {
         delete_topic_after: true,
+        warmup_ms: 200,
+        duration_ms: 600,
         ..small("t-sweep")
     };
+    // Two points, each a probe, one search step and two level runs: eight
+    // short runs, well under a minute even on a loaded machine.
     let matrix = Matrix {
-        batch_bytes: vec![1024, 16 << 10],
+        batch_bytes: vec![16 << 10],
         compression: vec![Compression::None, Compression::Lz4],
         acks: vec![base.acks],
         linger_ms: vec![base.linger_ms],
     };
     let points = sweep::points(&base, &matrix);
-    assert_eq!(points.len(), 4);
-    let results = rt
-        .block_on(sweep::run(&points, &env_for(&broker, Protocol::Native)))
+    assert_eq!(points.len(), 2);
+    let knee = KneeSettings {
+        levels: vec![0.5],
+        search_steps: 1,
+        probe_warmup_ms: 200,
+        probe_ms: 600,
+        step_warmup_ms: 200,
+        step_ms: 600,
+        repeat_level: Some(0.5),
+        ..KneeSettings::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut writer = Writer::create(dir.path()).unwrap();
+    let out = rt
+        .block_on(sweep::run(
+            &points,
+            &[env_for(&broker, Protocol::Native)],
+            &Mode::Knee(knee.clone()),
+            Some(&mut writer),
+        ))
         .unwrap();
-    for r in &results {
-        assert!(r.passed(), "{}: {:?} {:?}", r.label, r.failures(), r.errors);
-        assert_counts_match(r);
-        // Both 1 s windows at 2000 msg/s.
+    assert_eq!(out.points.len(), 2);
+    // One level and its repeat per point.
+    assert_eq!(out.runs.len(), 2 * 2);
+    for p in &out.points {
+        assert!(p.passed, "{}: {:?}", p.label, p.problems);
+        let probe = p.probe.as_ref().expect("probed");
+        assert_eq!(probe.target_rate, 0);
+        // Its figure is whatever the machine gave (the tests of this file
+        // run side by side, each with a broker pinned to the same cores),
+        // so only its relation to the search is checked.
+        assert_eq!(p.steps.len(), 1);
+        // The first guess is just below the probe's rate.
+        let first = p.steps[0].target_rate as f64;
         assert!(
-            r.produced.msgs_per_s > 1500.0,
-            "{}: {:?}",
-            r.label,
-            r.produced
+            (first / probe.produced_msgs_per_s - loadgen::knee::FIRST_GUESS).abs() < 0.01,
+            "{}: {first} vs {}",
+            p.label,
+            probe.produced_msgs_per_s
         );
-        assert!(!r.timeseries.is_empty());
+        // The levels are fractions of the knee, or, when no rate held (a
+        // loaded machine), of the lowest rate tried, and the point says so.
+        let reference = match p.knee {
+            Some(k) => {
+                // The knee is a rate that was tried and held.
+                assert!(p
+                    .steps
+                    .iter()
+                    .any(|s| s.sustain.sustained && s.target_rate as f64 == k.msgs_per_s));
+                k.msgs_per_s
+            }
+            None => {
+                assert!(!p.sustained);
+                assert!(
+                    p.problems.iter().any(|m| m.contains("no rate held")),
+                    "{:?}",
+                    p.problems
+                );
+                p.steps.iter().map(|s| s.target_rate).min().unwrap() as f64
+            }
+        };
+        assert!(p.spread.is_some());
+        assert_eq!(p.runs.len(), 2);
+        for &i in &p.runs {
+            let r = &out.runs[i];
+            assert_eq!(r.point, Some(p.index));
+            let level = r.level.unwrap();
+            assert_eq!(r.target_rate, (reference * level).round().max(1.0) as u64);
+            assert!(r.passed(), "{}: {:?}", r.label, r.failures());
+            assert_counts_match(r);
+            // Histograms were written out and released.
+            assert!(r.histograms.released());
+            assert!(!r.e2e_spectrum.is_empty());
+        }
     }
-    let lz4 = results
+    let lz4 = out
+        .runs
         .iter()
-        .find(|r| r.label == "16k lz4 acks=1")
+        .find(|r| r.label.starts_with("16k lz4 acks=1"))
         .unwrap();
     assert!(
         lz4.compression.ratio > 1.3,
@@ -62,7 +130,6 @@ fn sweep_writes_a_complete_report_that_parses() {
         lz4.compression.ratio
     );
 
-    let dir = tempfile::tempdir().unwrap();
     let meta = ReportMeta {
         kind: "sweep",
         title: "test sweep".into(),
@@ -71,26 +138,41 @@ fn sweep_writes_a_complete_report_that_parses() {
         wall_s: 1.0,
         command: vec!["loadgen".into(), "sweep".into()],
         profile: None,
+        profile_text: None,
         machine: MachineInfo::collect(),
         versions: Versions::current(),
-        broker: broker.info(),
-        protocol: "native".into(),
+        targets: vec![TargetInfo {
+            name: "native".into(),
+            protocol: "native".into(),
+            broker: broker.info(),
+            version: None,
+            version_error: None,
+        }],
         matrix: Some(matrix.info()),
+        mode: Some("knee"),
+        knee: Some(knee),
     };
-    let written = report::write(dir.path(), &meta, &results).unwrap();
-    assert_eq!(written.hgrm.len(), 4 * 3);
+    let written = writer.finish(&meta, &out.points, &out.runs).unwrap();
+    assert_eq!(written.hgrm.len(), out.runs.len() * 3);
 
     let json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
-    assert_eq!(json["schema"], "loadgen-report/1");
+    assert_eq!(json["schema"], "loadgen-report/2");
     assert_eq!(json["passed"], true);
     assert!(json["machine"]["cpu_model"].is_string());
     assert!(json["machine"]["kernel"].is_string());
     assert!(json["versions"]["loadgen"].is_string());
-    let pts = json["points"].as_array().unwrap();
-    assert_eq!(pts.len(), 4);
-    for (p, r) in pts.iter().zip(&results) {
+    assert_eq!(json["points"].as_array().unwrap().len(), 2);
+    for (jp, p) in json["points"].as_array().unwrap().iter().zip(&out.points) {
+        assert_eq!(
+            jp["knee"]["msgs_per_s"].as_f64(),
+            p.knee.map(|k| k.msgs_per_s)
+        );
+    }
+    let runs = json["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), out.runs.len());
+    for (p, r) in runs.iter().zip(&out.runs) {
         assert_eq!(p["label"], r.label.as_str());
         assert_eq!(p["spec"]["batch_bytes"], r.spec.batch_bytes);
         assert!(p["timeseries"].as_array().is_some_and(|t| !t.is_empty()));
@@ -109,12 +191,26 @@ fn sweep_writes_a_complete_report_that_parses() {
         // The json percentiles are the histogram's.
         assert_eq!(p["e2e"]["p99_us"], r.e2e.p99_us);
     }
+    let names: Vec<String> = written
+        .charts
+        .iter()
+        .map(|c| c.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in [
+        "tradeoff-e2e.svg",
+        "tradeoff-publish.svg",
+        "knee.svg",
+        "timeline.svg",
+    ] {
+        assert!(names.iter().any(|n| n == want), "{want} not in {names:?}");
+    }
     for c in &written.charts {
         let svg = std::fs::read_to_string(c).unwrap();
         assert!(svg.contains("<svg"), "{}", c.display());
     }
     let html = std::fs::read_to_string(&written.index_html).unwrap();
     assert!(html.contains("<table") && html.contains("<svg") && html.contains("16k lz4 acks=1"));
+    assert!(html.contains("Max sustainable throughput"));
     drop(rt);
     broker.shutdown();
 }
@@ -184,7 +280,7 @@ fn the_binary_exits_nonzero_when_messages_are_lost() {
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("report.json")).unwrap())
             .unwrap();
     assert_eq!(json["passed"], false);
-    assert!(json["points"][0]["checks"]["lost"].as_u64().unwrap() > 0);
+    assert!(json["runs"][0]["checks"]["lost"].as_u64().unwrap() > 0);
 }
 
 /// Regression (found by the batch-size sweep): with linger > 0 the client's

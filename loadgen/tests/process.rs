@@ -147,7 +147,10 @@ fn a_second_sigint_aborts_at_once_and_still_removes_the_data_dir() {
         "20s",
     ]);
     lg.wait_started(TIMEOUT);
-    std::thread::sleep(Duration::from_millis(1000));
+    // Long enough for the run to have sent messages on a loaded machine
+    // (connections and topic first): with nothing sent the drain has
+    // nothing to wait for and ends before the second signal.
+    std::thread::sleep(Duration::from_millis(3000));
     lg.signal(libc::SIGINT);
     std::thread::sleep(Duration::from_millis(500));
     lg.signal(libc::SIGINT);
@@ -156,4 +159,221 @@ fn a_second_sigint_aborts_at_once_and_still_removes_the_data_dir() {
     assert!(done.stderr.contains("aborted"), "{done}");
     assert!(!done.stdout.contains("embedded broker stopped"), "{done}");
     done.assert_no_data_dir_left();
+}
+
+/// A short knee sweep with the flags that keep it to ~20 s.
+fn short_sweep_args() -> Vec<&'static str> {
+    vec![
+        "sweep",
+        "--quiet",
+        "--partitions",
+        "2",
+        "--message-size",
+        "256",
+        "--batch-bytes",
+        "16k,64k",
+        "--compression",
+        "none",
+        "--levels",
+        "20,80",
+        "--search-steps",
+        "2",
+        "--probe-duration",
+        "400ms",
+        "--step-duration",
+        "400ms",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "500ms",
+    ]
+}
+
+fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+/// Issue 15: two targets (shardlog native and shardlog's Kafka listener,
+/// both on the embedded broker) in one report: each point measured on
+/// both, interleaved, both on the same charts, each target's version from
+/// its own answers; `loadgen compare` reads two reports and flags a
+/// difference beyond the measured spread. The peak RSS of the sweep is
+/// printed and held to the budget.
+#[test]
+fn a_two_target_sweep_shares_its_charts_and_compare_reads_it() {
+    let report = tempfile::tempdir().unwrap();
+    let dir = report.path().join("a");
+    let dir_s = dir.to_str().unwrap().to_string();
+    let mut args = short_sweep_args();
+    args.extend([
+        "--target",
+        "native=embedded",
+        "--target",
+        "kafka=embedded,kafka",
+        "--report-dir",
+        &dir_s,
+    ]);
+    let done = Loadgen::spawn(&args).wait(TIMEOUT);
+    // Exit 0: every delivery check passed (a level that did not hold its
+    // rate is marked, not a failure).
+    assert_eq!(done.code, Some(0), "{done}");
+    done.assert_no_data_dir_left();
+    let spec = WorkloadSpec {
+        partitions: 2,
+        ..WorkloadSpec::default()
+    };
+    let budget = spec.memory_budget() + EmbeddedBroker::memory_budget(2);
+    let peak = done.peak_rss_kib << 10;
+    println!(
+        "measurement: two-target sweep peak RSS {} MiB (budget {} MiB)",
+        peak >> 20,
+        budget >> 20
+    );
+    assert!(peak <= budget, "peak RSS {peak} over {budget}\n{done}");
+
+    let json = read_json(&dir.join("report.json"));
+    assert_eq!(json["schema"], "loadgen-report/2");
+    assert_eq!(json["mode"], "knee");
+    let targets = json["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 2);
+    assert!(targets[0]["version"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("shardlog "));
+    assert!(targets[1]["version"]["api_versions"]["Fetch"][1]
+        .as_i64()
+        .is_some_and(|v| v >= 4));
+    assert!(json["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "kafka=embedded,kafka"));
+    assert!(json["machine"]["cpu_model"].is_string());
+    // Two batch sizes on two targets, point-major and interleaved: the
+    // second point starts with the other target.
+    let points = json["points"].as_array().unwrap();
+    let order: Vec<(&str, u64)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["target"].as_str().unwrap(),
+                p["batch_bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("native", 16384),
+            ("kafka", 16384),
+            ("kafka", 65536),
+            ("native", 65536)
+        ]
+    );
+    for p in points {
+        // A closed-loop probe (its figure may be anything on a loaded
+        // machine), two search steps, and the levels (20, 80 and the 50%
+        // repeat) as runs of the report.
+        assert_eq!(p["probe"]["target_rate"], 0, "{p}");
+        assert!(p["probe"]["produced_msgs_per_s"].is_number(), "{p}");
+        assert_eq!(p["steps"].as_array().unwrap().len(), 2);
+        assert_eq!(p["runs"].as_array().unwrap().len(), 3, "{p}");
+        if let Some(k) = p["knee"]["msgs_per_s"].as_f64() {
+            // The knee is one of the rates tried, and it held.
+            assert!(
+                p["steps"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s["target_rate"].as_f64() == Some(k)
+                        && s["sustain"]["sustained"] == true)
+            );
+        }
+    }
+    // Both targets' curves are on the same latency-throughput chart.
+    let svg = std::fs::read_to_string(dir.join("tradeoff-e2e.svg")).unwrap();
+    for want in ["16k native", "16k kafka", "64k native", "64k kafka"] {
+        assert!(svg.contains(want), "{want} not in the chart's legend");
+    }
+    let html = std::fs::read_to_string(dir.join("index.html")).unwrap();
+    assert!(html.contains("Max sustainable throughput"));
+    assert!(html.contains("Kafka API: "));
+    assert!(done.stdout.contains("sustained/s"), "{done}");
+
+    // compare: a report against itself is all ones, nothing flagged; a
+    // copy whose knees doubled is flagged.
+    let lg = env!("CARGO_BIN_EXE_loadgen");
+    let run = |a: &std::path::Path, b: &std::path::Path| {
+        let out = std::process::Command::new(lg)
+            .args(["compare", a.to_str().unwrap(), b.to_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let same = run(&dir, &dir.join("report.json"));
+    assert!(
+        same.contains("4 points in common; 0 figures flagged"),
+        "{same}"
+    );
+    assert!(same.contains("1.00"), "{same}");
+    let mut doubled = json.clone();
+    for p in doubled["points"].as_array_mut().unwrap() {
+        if let Some(k) = p["knee"]["msgs_per_s"].as_f64() {
+            p["knee"]["msgs_per_s"] = serde_json::json!(k * 2.0);
+        }
+    }
+    let b = report.path().join("b.json");
+    std::fs::write(&b, serde_json::to_string(&doubled).unwrap()).unwrap();
+    let diff = run(&dir, &b);
+    if points.iter().any(|p| p["knee"]["msgs_per_s"].is_number()) {
+        assert!(diff.contains("2.00!"), "{diff}");
+    }
+}
+
+/// A rate the broker cannot hold is marked as such in every output: the
+/// stdout table, report.json, the HTML table's row class, and the chart
+/// (a red cross, not a point on a curve). Delivery checks still pass, so
+/// the exit status is 0.
+#[test]
+fn an_unsustained_rate_is_marked_everywhere() {
+    let report = tempfile::tempdir().unwrap();
+    let dir = report.path().to_str().unwrap().to_string();
+    let done = Loadgen::spawn(&[
+        "sweep",
+        "--quiet",
+        "--fixed-rate",
+        "--rate",
+        "5000000",
+        "--partitions",
+        "2",
+        "--message-size",
+        "256",
+        "--batch-bytes",
+        "16k",
+        "--compression",
+        "none",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "500ms",
+        "--report-dir",
+        &dir,
+    ])
+    .wait(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    done.assert_no_data_dir_left();
+    assert!(done.stdout.contains("NOT SUSTAINED"), "{done}");
+    let json = read_json(&report.path().join("report.json"));
+    assert_eq!(json["mode"], "fixed");
+    assert_eq!(json["sustained"], false);
+    let run = &json["runs"][0];
+    assert_eq!(run["sustain"]["sustained"], false);
+    assert!(!run["sustain"]["reasons"].as_array().unwrap().is_empty());
+    assert_eq!(json["points"][0]["sustained"], false);
+    let html = std::fs::read_to_string(report.path().join("index.html")).unwrap();
+    assert!(html.contains("<tr class=sat>"), "no marked row");
+    assert!(html.contains("Not every rate held"));
+    let svg = std::fs::read_to_string(report.path().join("tradeoff-e2e.svg")).unwrap();
+    assert!(svg.contains("not sustained / failed"));
 }

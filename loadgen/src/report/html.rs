@@ -4,7 +4,7 @@
 use super::plots::Chart;
 use super::table::fmt_ms;
 use super::ReportMeta;
-use crate::result::RunResult;
+use crate::result::{PointResult, RunResult};
 use crate::stats::LatencySummary;
 use crate::units::{format_count, format_duration, format_size};
 use std::collections::BTreeMap;
@@ -33,6 +33,10 @@ fn inline_svg(svg: &str) -> &str {
 
 const CSS: &str = r#"
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;max-width:1320px}
+.warn{background:#fff8e1;border:1px solid #f0d58a;padding:8px 12px;border-radius:6px;margin-top:8px}
+.caption{color:#444;font-size:13px;max-width:1100px;margin:4px 0 18px}
+td.wrap{white-space:normal;max-width:420px}
+svg{max-width:100%;height:auto}
 h1{font-size:22px;margin:0 0 4px} h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #ddd;padding-bottom:4px}
 .pass{background:#e6f4ea;border:1px solid #9ad0a8;padding:8px 12px;border-radius:6px}
 .fail{background:#fdecea;border:1px solid #f1a9a0;padding:8px 12px;border-radius:6px}
@@ -46,20 +50,6 @@ details{margin:6px 0} summary{cursor:pointer;font-weight:600}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}
 .chart{margin:12px 0}
 "#;
-
-fn lat_cells(s: &LatencySummary) -> String {
-    [
-        s.p50_us,
-        s.p90_us,
-        s.p99_us,
-        s.p99_9_us,
-        s.p99_99_us,
-        s.max_us,
-    ]
-    .iter()
-    .map(|v| format!("<td>{}</td>", fmt_ms(*v)))
-    .collect()
-}
 
 fn summary_row(name: &str, s: &LatencySummary) -> String {
     format!(
@@ -142,7 +132,7 @@ fn settings_table(p: &RunResult) -> String {
 
 fn point_details(i: usize, p: &RunResult, files: &BTreeMap<String, String>) -> String {
     let mut o = String::new();
-    let verdict = if p.passed() { "ok" } else { "FAILED" };
+    let verdict = status(p);
     let _ = write!(
         o,
         "<details><summary>{}. {} — {}</summary>",
@@ -222,13 +212,194 @@ fn point_details(i: usize, p: &RunResult, files: &BTreeMap<String, String>) -> S
     o
 }
 
+fn status(r: &RunResult) -> &'static str {
+    match (r.passed(), r.sustain.sustained) {
+        (false, _) => "FAIL",
+        (true, false) => "NOT SUSTAINED",
+        (true, true) => "held",
+    }
+}
+
+fn row_class(passed: bool, sustained: bool) -> &'static str {
+    if !passed {
+        " class=bad"
+    } else if !sustained {
+        " class=sat"
+    } else {
+        ""
+    }
+}
+
+fn header(meta: &ReportMeta, n_points: usize, n_runs: usize) -> String {
+    let mut o = String::new();
+    let m = &meta.machine;
+    let _ = write!(
+        o,
+        "<p class=muted>{n_points} points, {n_runs} latency runs in {:.0} s · {} · {} cores · kernel {} · {} MiB · THP {} · governor {} · loadgen {} ({})</p>",
+        meta.wall_s,
+        esc(&m.cpu_model),
+        m.online_cpus,
+        esc(&m.kernel),
+        m.memory_total_mib.unwrap_or(0),
+        esc(m.transparent_hugepages.as_deref().unwrap_or("?")),
+        esc(m.cpu_governor.as_deref().unwrap_or("n/a")),
+        meta.versions.loadgen,
+        meta.versions.build,
+    );
+    o.push_str("<div class=scroll><table><tr><th class=l>target</th><th class=l>protocol</th><th class=l>broker</th><th class=l>data dir on</th><th class=l>version (from the broker's answers)</th></tr>");
+    for t in &meta.targets {
+        let b = &t.broker;
+        let _ = write!(
+            o,
+            "<tr><td class=l>{}</td><td class=l>{}</td><td class=l>{}{}</td><td class=l>{}</td><td class=l>{}</td></tr>",
+            esc(&t.name),
+            esc(&t.protocol),
+            if b.embedded { "embedded, " } else { "" },
+            esc(&b.addr),
+            esc(b.data_dir_fs.as_deref().unwrap_or("?")),
+            esc(&match (&t.version, &t.version_error) {
+                (Some(v), _) => v.summary.clone(),
+                (None, Some(e)) => format!("unknown: {e}"),
+                (None, None) => "-".into(),
+            })
+        );
+    }
+    o.push_str("</table></div>");
+    let _ = write!(
+        o,
+        "<p class=muted>command: <code>{}</code>{}</p>",
+        esc(&meta.command.join(" ")),
+        meta.profile
+            .as_ref()
+            .map(|p| format!(" · profile <code>{}</code>", esc(p)))
+            .unwrap_or_default()
+    );
+    o
+}
+
+fn knee_table(points: &[PointResult], runs: &[RunResult]) -> String {
+    let mut o = String::from("<h2>Max sustainable throughput</h2><p class=muted>Per point: the closed-loop probe (an upper bound; its latency is queueing in loadgen and is not reported), then the highest open-loop rate that held: acknowledged and consumed within the tolerance of the target, with bounded publish delay. The knee lies between it and the next rate tried, which did not hold. Broker CPU is at the highest load level that held. Yellow: a level did not hold its rate; red: a delivery check failed.</p>");
+    o.push_str("<div class=scroll><table><tr><th class=l>point</th><th>probe msg/s</th><th>max sustainable msg/s</th><th>MiB/s</th><th>next tried (failed)</th><th>comp. ratio</th><th>broker CPU s/GB</th><th class=l>status</th></tr>");
+    for p in points {
+        let ratio = p
+            .runs
+            .iter()
+            .filter_map(|&i| runs.get(i))
+            .map(|r| r.compression.ratio)
+            .next_back()
+            .unwrap_or(1.0);
+        let status = if p.problems.is_empty() {
+            "ok".to_string()
+        } else {
+            p.problems.join("; ")
+        };
+        let _ = write!(
+            o,
+            "<tr{}><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ratio:.2}</td><td>{}</td><td class='l wrap'>{}</td></tr>",
+            row_class(p.passed, p.sustained),
+            esc(&p.label),
+            p.probe
+                .as_ref()
+                .map(|s| format_count(s.produced_msgs_per_s))
+                .unwrap_or_else(|| "-".into()),
+            p.knee
+                .map(|k| format_count(k.msgs_per_s))
+                .unwrap_or_else(|| if p.mode == "knee" { "none".into() } else { "-".into() }),
+            p.knee
+                .map(|k| format!("{:.1}", k.mib_per_s))
+                .unwrap_or_else(|| "-".into()),
+            p.knee
+                .and_then(|k| k.next_failed_msgs_per_s)
+                .map(format_count)
+                .unwrap_or_else(|| "-".into()),
+            p.broker_cpu_s_per_gb
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            esc(&status)
+        );
+    }
+    o.push_str("</table></div>");
+    o
+}
+
+fn runs_table(runs: &[RunResult]) -> String {
+    let mut o = String::from("<h2>Latency at each load level</h2><p class=muted>Latency in ms from each message's <i>intended</i> send time (open loop: corrected for coordinated omission). Throughput counts uncompressed payload. <b>level</b> is the fraction of the point's max sustainable rate. Yellow rows did not hold their rate (their latency includes queueing in the producer); red rows failed a delivery check. The numbers match the timeline chart.</p>");
+    o.push_str("<div class=scroll><table><tr><th rowspan=2>#</th><th class=l rowspan=2>point</th><th rowspan=2>level</th><th colspan=3>rate (msg/s, MiB/s)</th><th colspan=3>publish latency (ms)</th><th colspan=3>end-to-end latency (ms)</th><th rowspan=2>delay p99</th><th rowspan=2>broker CPU s/GB</th><th class=l rowspan=2>status</th></tr><tr><th>target</th><th>achieved</th><th>MiB/s</th><th>p50</th><th>p99</th><th>p99.9</th><th>p50</th><th>p99</th><th>p99.9</th></tr>");
+    for (i, r) in runs.iter().enumerate() {
+        let point = match r.label.rsplit_once(' ') {
+            Some((a, b)) if r.level.is_some() && b.ends_with('%') => a.to_string(),
+            _ => r.label.clone(),
+        };
+        let level = match r.level {
+            Some(l) => format!(
+                "{:.0}%{}",
+                l * 100.0,
+                if r.repeat { " (again)" } else { "" }
+            ),
+            None => "fixed".into(),
+        };
+        let cells: String = super::table::level_cells(r)
+            .iter()
+            .map(|c| format!("<td>{c}</td>"))
+            .collect();
+        let _ = write!(
+            o,
+            "<tr{}><td>{}</td><td class=l>{}</td><td>{level}</td>{cells}<td>{}</td><td>{}</td><td class=l>{}{}</td></tr>",
+            row_class(r.passed(), r.sustain.sustained),
+            i + 1,
+            esc(point.trim_end_matches(" again")),
+            fmt_ms(r.publish_delay.p99_us),
+            r.cpu
+                .broker_cpu_s_per_gb
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            status(r),
+            if r.loadgen_bound { " *" } else { "" }
+        );
+    }
+    o.push_str("</table></div><p class=muted>* = loadgen used about a core per producer: the client (batching, compression) may set that row's latency. Every percentile up to p99.99 and the maximum are in each run's details and in report.json.</p>");
+    o
+}
+
+fn search_details(points: &[PointResult]) -> String {
+    let mut o = String::from("<details><summary>Knee search: every rate tried</summary><div class=scroll><table><tr><th class=l>point</th><th class=l>run</th><th>target msg/s</th><th>acked msg/s</th><th>consumed msg/s</th><th>delay p99 (ms)</th><th class=l>verdict</th></tr>");
+    for p in points {
+        for (i, s) in p.probe.iter().chain(p.steps.iter()).enumerate() {
+            let verdict = if !s.passed {
+                format!("FAILED: {}", s.failures.join("; "))
+            } else if s.target_rate == 0 {
+                "closed loop (upper bound)".into()
+            } else if s.sustain.sustained {
+                "held".into()
+            } else {
+                format!("not sustained: {}", s.sustain.reasons.join("; "))
+            };
+            let _ = write!(
+                o,
+                "<tr><td class=l>{}</td><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class='l wrap'>{}</td></tr>",
+                esc(&p.label),
+                if i == 0 { "probe".to_string() } else { format!("step {i}") },
+                if s.target_rate == 0 { "max".into() } else { format_count(s.target_rate as f64) },
+                format_count(s.produced_msgs_per_s),
+                format_count(s.consumed_msgs_per_s),
+                fmt_ms(s.publish_delay_p99_us),
+                esc(&verdict)
+            );
+        }
+    }
+    o.push_str("</table></div></details>");
+    o
+}
+
 pub fn render(
     meta: &ReportMeta,
-    points: &[RunResult],
+    points: &[PointResult],
+    runs: &[RunResult],
     files: &[BTreeMap<String, String>],
     charts: &[Chart],
 ) -> String {
-    let passed = points.iter().all(RunResult::passed);
+    let passed = runs.iter().all(RunResult::passed) && points.iter().all(|p| p.passed);
+    let sustained = runs.iter().all(|r| r.sustain.sustained) && points.iter().all(|p| p.sustained);
     let mut o = String::new();
     let _ = write!(
         o,
@@ -239,39 +410,12 @@ pub fn render(
     if let Some(d) = &meta.description {
         let _ = write!(o, "<p>{}</p>", esc(d));
     }
-    let m = &meta.machine;
-    let _ = write!(
-        o,
-        "<p class=muted>{} points in {:.0} s · {} · {} cores · kernel {} · {} MiB · THP {} · governor {} · loadgen {} ({}) · broker {} {} ({} shards, data on {}) · protocol {}</p><p class=muted>command: <code>{}</code>{}</p>",
-        points.len(),
-        meta.wall_s,
-        esc(&m.cpu_model),
-        m.online_cpus,
-        esc(&m.kernel),
-        m.memory_total_mib.unwrap_or(0),
-        esc(m.transparent_hugepages.as_deref().unwrap_or("?")),
-        esc(m.cpu_governor.as_deref().unwrap_or("n/a")),
-        meta.versions.loadgen,
-        meta.versions.build,
-        if meta.broker.embedded { "embedded at" } else { "at" },
-        esc(&meta.broker.addr),
-        meta.broker
-            .shards
-            .map(|s| s.to_string())
-            .unwrap_or_else(|| "?".into()),
-        esc(meta.broker.data_dir_fs.as_deref().unwrap_or("?")),
-        esc(&meta.protocol),
-        esc(&meta.command.join(" ")),
-        meta.profile
-            .as_ref()
-            .map(|p| format!(" · profile <code>{}</code>", esc(p)))
-            .unwrap_or_default()
-    );
+    o.push_str(&header(meta, points.len(), runs.len()));
     if passed {
         o.push_str("<p class=pass>All delivery checks passed: no message lost, duplicated, reordered or misrouted, and no errors.</p>");
     } else {
         o.push_str("<div class=fail><b>FAILED</b><ul>");
-        for p in points.iter().filter(|p| !p.passed()) {
+        for p in runs.iter().filter(|p| !p.passed()) {
             let _ = write!(
                 o,
                 "<li>{}: {}</li>",
@@ -279,65 +423,66 @@ pub fn render(
                 esc(&p.failures().join("; "))
             );
         }
+        for p in points.iter().filter(|p| !p.passed) {
+            let _ = write!(
+                o,
+                "<li>{}: {}</li>",
+                esc(&p.label),
+                esc(&p.problems.join("; "))
+            );
+        }
         o.push_str("</ul></div>");
     }
-
-    o.push_str("<h2>Results</h2><p class=muted>Latency in ms, measured from each message's <i>intended</i> send time (open loop: corrected for coordinated omission). Throughput counts uncompressed payload. Rows in yellow did not sustain the target rate. * = loadgen used about a core per producer, so the client may set that row's latency.</p>");
-    o.push_str("<div class=scroll><table><tr><th class=l rowspan=2>point</th><th colspan=2>produced</th><th colspan=2>consumed</th><th colspan=6>publish latency (ms)</th><th colspan=6>end-to-end latency (ms)</th><th rowspan=2>delay p99</th><th rowspan=2>comp. ratio</th><th rowspan=2>broker CPU s/GB</th><th rowspan=2>loadgen cores</th><th rowspan=2>checks</th></tr><tr><th>msg/s</th><th>MiB/s</th><th>msg/s</th><th>MiB/s</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th><th>p50</th><th>p90</th><th>p99</th><th>p99.9</th><th>p99.99</th><th>max</th></tr>");
-    for p in points {
-        let class = if !p.passed() {
-            " class=bad"
-        } else if p.saturated {
-            " class=sat"
-        } else {
-            ""
-        };
-        let _ = write!(
-            o,
-            "<tr{class}><td class=l>{}</td><td>{}</td><td>{:.1}</td><td>{}</td><td>{:.1}</td>{}{}<td>{}</td><td>{:.2}</td><td>{}</td><td>{:.2}{}</td><td>{}</td></tr>",
-            esc(&p.label),
-            format_count(p.produced.msgs_per_s),
-            p.produced.mib_per_s,
-            format_count(p.consumed.msgs_per_s),
-            p.consumed.mib_per_s,
-            lat_cells(&p.publish),
-            lat_cells(&p.e2e),
-            fmt_ms(p.publish_delay.p99_us),
-            p.compression.ratio,
-            p.cpu
-                .broker_cpu_s_per_gb
-                .map(|v| format!("{v:.2}"))
-                .unwrap_or_else(|| "-".into()),
-            p.cpu.loadgen_cores,
-            if p.loadgen_bound { " *" } else { "" },
-            if p.passed() { "ok" } else { "FAIL" }
-        );
+    if !sustained {
+        o.push_str("<div class=warn><b>Not every rate held.</b> These runs' latencies include queueing in the producer and are marked in every table and chart:<ul>");
+        for r in runs.iter().filter(|r| !r.sustain.sustained) {
+            let _ = write!(
+                o,
+                "<li>{}: {}</li>",
+                esc(&r.label),
+                esc(&r.sustain.reasons.join("; "))
+            );
+        }
+        for p in points
+            .iter()
+            .filter(|p| p.knee.is_none() && p.mode == "knee")
+        {
+            let _ = write!(o, "<li>{}: no rate held</li>", esc(&p.label));
+        }
+        o.push_str("</ul></div>");
     }
-    o.push_str("</table></div>");
+    if !points.is_empty() {
+        o.push_str(&knee_table(points, runs));
+        if points.iter().any(|p| p.probe.is_some()) {
+            o.push_str(&search_details(points));
+        }
+    }
+    o.push_str(&runs_table(runs));
 
     o.push_str("<h2>Charts</h2>");
     for c in charts {
         let _ = write!(
             o,
-            "<div class=chart><p><b>{}</b> <span class=muted>(<a href=\"{}\">{}</a>)</span></p>{}</div>",
+            "<div class=chart><p><b>{}</b> <span class=muted>(<a href=\"{}\">{}</a>)</span></p>{}<p class=caption>{}</p></div>",
             esc(&c.title),
             esc(&c.file),
             esc(&c.file),
-            inline_svg(&c.svg)
+            inline_svg(&c.svg),
+            esc(&c.caption)
         );
     }
 
-    o.push_str("<h2>Points</h2>");
-    for (i, (p, f)) in points.iter().zip(files).enumerate() {
-        o.push_str(&point_details(i, p, f));
+    o.push_str("<h2>Runs</h2>");
+    for (i, p) in runs.iter().enumerate() {
+        let empty = BTreeMap::new();
+        o.push_str(&point_details(i, p, files.get(i).unwrap_or(&empty)));
     }
     o.push_str("<h2>Reading this report</h2><ul class=muted>");
+    o.push_str("<li><b>max sustainable</b>: the highest open-loop rate at which the producer kept to its schedule and the consumers kept up (the knee). Loads above it only queue: latency grows without bound.</li>");
     o.push_str("<li><b>publish latency</b>: intended send time → broker acknowledgement. <b>publish delay</b>: actual − intended send time; when it grows, the producer (or its buffer) is the bottleneck.</li>");
     o.push_str("<li><b>end-to-end</b>: intended send time → the consumer's fetch returning the message.</li>");
     o.push_str("<li>The <code>.hgrm</code> files are HdrHistogram percentile distributions (values in ms); drop them on the HdrHistogram plotter to compare runs.</li>");
-    o.push_str(
-        "<li>report.json holds every figure shown here and the per-second series.</li></ul>",
-    );
+    o.push_str("<li>report.json holds every figure shown here, the per-second series, the machine and each target's version; <code>loadgen compare A/report.json B/report.json</code> divides two reports point by point.</li></ul>");
     o.push_str("</body></html>\n");
     o
 }

@@ -1,11 +1,14 @@
-//! Report rendering: turns finished [`RunResult`]s into files. Nothing here
-//! measures or computes figures; it only formats them.
+//! Report rendering: turns finished [`RunResult`]s and [`PointResult`]s
+//! into files. Nothing here measures or computes figures; it only formats
+//! them ([`compare`] divides two reports' figures).
 //!
 //! A report directory holds:
 //! - `report.json` — every figure plus settings, machine and versions;
-//! - `NN-<label>.{publish,publish_delay,e2e}.hgrm` — full distributions;
-//! - `*.svg` — charts; `index.html` — table, charts and details, self-contained.
+//! - `NN-<label>.{publish,publish_delay,e2e}.hgrm` — full distributions,
+//!   one set per latency run (written as each run ends, see [`Writer`]);
+//! - `*.svg` — charts; `index.html` — tables, charts and details, self-contained.
 
+pub mod compare;
 pub mod hgrm;
 pub mod html;
 pub mod json;
@@ -13,8 +16,10 @@ pub mod plots;
 pub mod table;
 
 use crate::embedded::BrokerInfo;
+use crate::knee::KneeSettings;
 use crate::machine::{MachineInfo, Versions};
-use crate::result::RunResult;
+use crate::result::{PointResult, RunResult};
+use crate::transport::version::BrokerVersion;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -41,6 +46,18 @@ pub struct MatrixInfo {
     pub linger_ms: Vec<u64>,
 }
 
+/// One broker and protocol the report measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct TargetInfo {
+    pub name: String,
+    pub protocol: String,
+    #[serde(flatten)]
+    pub broker: BrokerInfo,
+    /// What the broker said about itself (Metadata / ApiVersions).
+    pub version: Option<BrokerVersion>,
+    pub version_error: Option<String>,
+}
+
 /// Everything about the report that is not a point's result.
 #[derive(Debug, Clone, Serialize)]
 pub struct ReportMeta {
@@ -50,13 +67,18 @@ pub struct ReportMeta {
     pub description: Option<String>,
     pub created_unix_ms: i64,
     pub wall_s: f64,
+    /// argv, verbatim.
     pub command: Vec<String>,
     pub profile: Option<String>,
+    /// The profile file's text, so the report reproduces without it.
+    pub profile_text: Option<String>,
     pub machine: MachineInfo,
     pub versions: Versions,
-    pub broker: BrokerInfo,
-    pub protocol: String,
+    pub targets: Vec<TargetInfo>,
     pub matrix: Option<MatrixInfo>,
+    /// "knee" or "fixed" for sweeps.
+    pub mode: Option<&'static str>,
+    pub knee: Option<KneeSettings>,
 }
 
 /// The files of a written report.
@@ -119,7 +141,7 @@ fn clear_previous(dir: &Path) {
     }
 }
 
-/// Histogram file names for point `i`.
+/// Histogram file names for run `i`.
 fn hgrm_names(i: usize, p: &RunResult) -> [(String, String); 3] {
     let base = format!("{:02}-{}", i + 1, slug(&p.label));
     [
@@ -132,52 +154,96 @@ fn hgrm_names(i: usize, p: &RunResult) -> [(String, String); 3] {
     ]
 }
 
-/// Write the whole report into `dir` (created if missing).
-pub fn write(dir: &Path, meta: &ReportMeta, points: &[RunResult]) -> Result<Written, ReportError> {
-    std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    clear_previous(dir);
-    let mut hgrm_paths = Vec::new();
-    let mut files = Vec::new();
-    for (i, p) in points.iter().enumerate() {
-        let names = hgrm_names(i, p);
+/// A report directory being filled. Lifecycle: [`create`](Writer::create)
+/// before the first run (clears an earlier report's files), then
+/// [`histograms`](Writer::histograms) once per latency run in order, as it
+/// ends, then [`finish`](Writer::finish). Owned by the command's thread.
+pub struct Writer {
+    dir: PathBuf,
+    files: Vec<BTreeMap<String, String>>,
+    hgrm: Vec<PathBuf>,
+}
+
+impl Writer {
+    pub fn create(dir: &Path) -> Result<Writer, ReportError> {
+        std::fs::create_dir_all(dir).map_err(|source| ReportError::Write {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        clear_previous(dir);
+        Ok(Writer {
+            dir: dir.to_path_buf(),
+            files: Vec::new(),
+            hgrm: Vec::new(),
+        })
+    }
+
+    /// Write run `i`'s three histograms (runs come in order, each once).
+    pub fn histograms(&mut self, i: usize, p: &RunResult) -> Result<(), ReportError> {
+        assert_eq!(i, self.files.len(), "runs are written in order, once");
+        assert!(
+            !p.histograms.released(),
+            "histograms written before release"
+        );
         let hists = [
             &p.histograms.publish,
             &p.histograms.publish_delay,
             &p.histograms.e2e,
         ];
         let mut map = BTreeMap::new();
-        for ((key, name), h) in names.into_iter().zip(hists) {
-            let path = dir.join(&name);
+        for ((key, name), h) in hgrm_names(i, p).into_iter().zip(hists) {
+            let path = self.dir.join(&name);
             write_file(&path, hgrm::render(h).as_bytes())?;
-            hgrm_paths.push(path);
+            self.hgrm.push(path);
             map.insert(key, name);
         }
-        files.push(map);
+        self.files.push(map);
+        Ok(())
     }
-    let charts = plots::render_all(points)?;
-    let mut chart_paths = Vec::new();
-    for c in &charts {
-        let path = dir.join(&c.file);
-        write_file(&path, c.svg.as_bytes())?;
-        chart_paths.push(path);
+
+    /// Charts, report.json and index.html; histograms of runs not written
+    /// yet are written first.
+    pub fn finish(
+        mut self,
+        meta: &ReportMeta,
+        points: &[PointResult],
+        runs: &[RunResult],
+    ) -> Result<Written, ReportError> {
+        for (i, r) in runs.iter().enumerate().skip(self.files.len()) {
+            self.histograms(i, r)?;
+        }
+        let dir = self.dir;
+        let files = self.files;
+        let charts = plots::render_all(points, runs)?;
+        let mut chart_paths = Vec::new();
+        for c in &charts {
+            let path = dir.join(&c.file);
+            write_file(&path, c.svg.as_bytes())?;
+            chart_paths.push(path);
+        }
+        let report_json = dir.join("report.json");
+        write_file(
+            &report_json,
+            json::render(meta, points, runs, &files)?.as_bytes(),
+        )?;
+        let index_html = dir.join("index.html");
+        write_file(
+            &index_html,
+            html::render(meta, points, runs, &files, &charts).as_bytes(),
+        )?;
+        Ok(Written {
+            dir,
+            index_html,
+            report_json,
+            hgrm: self.hgrm,
+            charts: chart_paths,
+        })
     }
-    let report_json = dir.join("report.json");
-    write_file(&report_json, json::render(meta, points, &files)?.as_bytes())?;
-    let index_html = dir.join("index.html");
-    write_file(
-        &index_html,
-        html::render(meta, points, &files, &charts).as_bytes(),
-    )?;
-    Ok(Written {
-        dir: dir.to_path_buf(),
-        index_html,
-        report_json,
-        hgrm: hgrm_paths,
-        charts: chart_paths,
-    })
+}
+
+/// Write a whole report of finished runs (no sweep points) into `dir`.
+pub fn write(dir: &Path, meta: &ReportMeta, runs: &[RunResult]) -> Result<Written, ReportError> {
+    Writer::create(dir)?.finish(meta, &[], runs)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
-//! The human table: one row per point, latency in ms.
+//! The human tables: one row per run (latency in ms), and for a sweep one
+//! row per point (its knee) plus one per load level.
 
-use crate::result::RunResult;
+use crate::result::{PointResult, RunResult};
 use crate::stats::LatencySummary;
 use crate::units::format_count;
 use std::fmt::Write;
@@ -30,15 +31,10 @@ fn lat_cols(s: &LatencySummary) -> [String; 6] {
     ]
 }
 
-/// Render the table. Marks: `!` saturated (target rate not met), `FAIL`
-/// a failed delivery check or errors.
+/// Render the wide table (every percentile). Marks: `!` target rate not
+/// sustained, `FAIL` a failed delivery check or errors.
 pub fn render(points: &[RunResult]) -> String {
-    let lw = points
-        .iter()
-        .map(|p| p.label.chars().count())
-        .max()
-        .unwrap_or(5)
-        .max(5);
+    let lw = label_width(points.iter().map(|p| p.label.as_str()));
     let mut out = String::new();
     let pad = " ".repeat(lw);
     let _ = writeln!(
@@ -99,7 +95,7 @@ pub fn render(points: &[RunResult]) -> String {
     if points.iter().any(|p| p.saturated) {
         let _ = writeln!(
             out,
-            "! = target rate not sustained: latency there is queueing in the producer, not the broker"
+            "! = target rate NOT SUSTAINED: latency there is queueing in the producer, not the broker"
         );
     }
     if points.iter().any(|p| p.loadgen_bound && !p.saturated) {
@@ -111,6 +107,119 @@ pub fn render(points: &[RunResult]) -> String {
     let _ = writeln!(
         out,
         "comp ratio = record bytes / batch frame bytes (framing included); broker cpu/GB = broker CPU s per GB in+out; lg cores = loadgen's own CPU"
+    );
+    out
+}
+
+/// Width of the label column: the longest label, at least 5.
+fn label_width<'a>(labels: impl Iterator<Item = &'a str>) -> usize {
+    labels.map(|l| l.chars().count()).max().unwrap_or(5).max(5)
+}
+
+/// A level run's rate and latency cells, as both the text and the HTML
+/// tables show them: target rate, achieved msg/s and MiB/s, publish and
+/// end-to-end p50 / p99 / p99.9 (ms).
+pub fn level_cells(r: &RunResult) -> [String; 9] {
+    [
+        if r.target_rate == 0 {
+            "max".into()
+        } else {
+            format_count(r.target_rate as f64)
+        },
+        format_count(r.produced.msgs_per_s),
+        format!("{:.1}", r.produced.mib_per_s),
+        fmt_ms(r.publish.p50_us),
+        fmt_ms(r.publish.p99_us),
+        fmt_ms(r.publish.p99_9_us),
+        fmt_ms(r.e2e.p50_us),
+        fmt_ms(r.e2e.p99_us),
+        fmt_ms(r.e2e.p99_9_us),
+    ]
+}
+
+/// A sweep's points: probe, knee, CPU, verdict.
+pub fn render_knees(points: &[PointResult]) -> String {
+    let lw = label_width(points.iter().map(|p| p.label.as_str()));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<lw$}  {:>10}  {:>14} {:>8}  {:>12}  {:>8}  status",
+        "point", "probe/s", "sustained/s", "MiB/s", "next failed", "cpu s/GB"
+    );
+    for p in points {
+        let _ = writeln!(
+            out,
+            "{:<lw$}  {:>10}  {:>14} {:>8}  {:>12}  {:>8}  {}",
+            p.label,
+            p.probe
+                .as_ref()
+                .map(|s| format_count(s.produced_msgs_per_s))
+                .unwrap_or_else(|| "-".into()),
+            p.knee
+                .map(|k| format_count(k.msgs_per_s))
+                .unwrap_or_else(|| if p.mode == "knee" {
+                    "NONE".into()
+                } else {
+                    "-".into()
+                }),
+            p.knee
+                .map(|k| format!("{:.1}", k.mib_per_s))
+                .unwrap_or_else(|| "-".into()),
+            p.knee
+                .and_then(|k| k.next_failed_msgs_per_s)
+                .map(format_count)
+                .unwrap_or_else(|| "-".into()),
+            p.broker_cpu_s_per_gb
+                .map(|v| format!("{v:.1}"))
+                .unwrap_or_else(|| "-".into()),
+            if p.problems.is_empty() {
+                "ok".to_string()
+            } else {
+                p.problems.join("; ")
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "sustained/s = max sustainable rate (open loop, held within tolerance); next failed = the lowest rate tried that did not hold; cpu = broker CPU s per GB in+out at the highest level that held"
+    );
+    out
+}
+
+/// A sweep's latency runs, compactly: rate, p50/p99/p99.9, verdict.
+pub fn render_levels(runs: &[RunResult]) -> String {
+    let lw = label_width(runs.iter().map(|p| p.label.as_str()));
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<lw$}  {:>9} {:>9} {:>7}  {:>7} {:>7} {:>7}  {:>7} {:>7} {:>7}  status",
+        "run", "target/s", "acked/s", "MiB/s", "pub p50", "p99", "p99.9", "e2e p50", "p99", "p99.9"
+    );
+    for r in runs {
+        let c = level_cells(r);
+        let _ = writeln!(
+            out,
+            "{:<lw$}  {:>9} {:>9} {:>7}  {:>7} {:>7} {:>7}  {:>7} {:>7} {:>7}  {}",
+            r.label,
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
+            match (r.passed(), r.sustain.sustained) {
+                (false, _) => format!("FAIL: {}", r.failures().join("; ")),
+                (true, false) => format!("NOT SUSTAINED: {}", r.sustain.reasons.join("; ")),
+                (true, true) => "held".into(),
+            }
+        );
+    }
+    let _ = writeln!(
+        out,
+        "latency in ms from the intended send time (coordinated omission corrected); NOT SUSTAINED rows include queueing in the producer"
     );
     out
 }

@@ -21,6 +21,7 @@
 
 pub mod kafka;
 pub mod native;
+pub mod version;
 
 use serde::Serialize;
 use shardlog::format::Compression;
