@@ -49,27 +49,8 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for (i, addr) in rpc.iter().enumerate() {
-            let dir = tempfile::Builder::new()
-                .prefix("shardlog-cluster-")
-                .tempdir()
-                .unwrap();
-            let id = (i + 1).to_string();
-            nodes.push(BrokerProc::start_on(
-                dir.path(),
-                &dir.path().join("broker.stderr"),
-                "127.0.0.1:0",
-                "127.0.0.1:0",
-                1,
-                &[
-                    "--no-pin",
-                    "--node-id",
-                    &id,
-                    "--rpc-listen",
-                    addr,
-                    "--controller-voters",
-                    &voters,
-                ],
-            ));
+            let (node, dir) = start_node(i as u32 + 1, addr, &voters);
+            nodes.push(node);
             dirs.push(dir);
         }
         Cluster {
@@ -351,15 +332,14 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
     }
 }
 
-#[test]
-fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
-    use std::io::{Read, Write};
-    let rpc = format!("127.0.0.1:{}", rpc_port());
+/// One cluster node (1 shard, unpinned) in a fresh directory, serving its
+/// RPC on `rpc` with the controller voters `voters`.
+fn start_node(id: u32, rpc: &str, voters: &str) -> (BrokerProc, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("shardlog-cluster-")
         .tempdir()
         .unwrap();
-    let voters = format!("1@{rpc}");
+    let id = id.to_string();
     let node = BrokerProc::start_on(
         dir.path(),
         &dir.path().join("broker.stderr"),
@@ -369,13 +349,21 @@ fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
         &[
             "--no-pin",
             "--node-id",
-            "1",
+            &id,
             "--rpc-listen",
-            &rpc,
+            rpc,
             "--controller-voters",
-            &voters,
+            voters,
         ],
     );
+    (node, dir)
+}
+
+#[test]
+fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
+    use std::io::{Read, Write};
+    let rpc = format!("127.0.0.1:{}", rpc_port());
+    let (node, _dir) = start_node(1, &rpc, &format!("1@{rpc}"));
     // A one-voter controller elects itself.
     let started = Instant::now();
     while !admin::view(&rpc, RPC_TIMEOUT).is_ok_and(|v| v.leader == Some(1)) {

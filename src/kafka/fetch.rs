@@ -101,10 +101,7 @@ fn resolve(
     if !by_topic_id(ctx.version) {
         return Ok(t.topic.to_string());
     }
-    topics
-        .topics
-        .values()
-        .find(|m| super::topic_uuid(&m.id) == t.topic_id)
+    super::metadata::by_id(topics, t.topic_id)
         .map(|m| m.name.clone())
         .ok_or_else(|| {
             (
@@ -121,17 +118,22 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let cap = partition_read_cap(max_total as usize, n) as u32;
     let mut parts = Vec::new();
     let mut refused: HashMap<(String, i32), i16> = HashMap::new();
-    for t in &req.topics {
-        let (topic, unknown) = match resolve(ctx, &topics, t) {
+    // Each request topic's name (or its refusal key and code), once.
+    let names: Vec<(String, i16)> = req
+        .topics
+        .iter()
+        .map(|t| match resolve(ctx, &topics, t) {
             Ok(name) => (name, errors::unknown_topic()),
             Err(refusal) => refusal,
-        };
+        })
+        .collect();
+    for (t, (topic, unknown)) in req.topics.iter().zip(&names) {
         for p in &t.partitions {
             let known = topics
-                .get(&topic)
+                .get(topic)
                 .is_some_and(|m| p.partition >= 0 && (p.partition as u32) < m.partitions);
             if !known {
-                refused.insert((topic.clone(), p.partition), unknown);
+                refused.insert((topic.clone(), p.partition), *unknown);
             } else if p.fetch_offset < 0 {
                 let e = ReadError::OffsetOutOfRange {
                     requested: 0,
@@ -161,8 +163,7 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     let mut budget = max_total as usize;
     let mut first_batch_sent = false;
     let mut out = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let topic = resolve(ctx, &topics, t).unwrap_or_else(|(key, _)| key);
+    for (t, (topic, _)) in req.topics.iter().zip(&names) {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let key = (topic.clone(), p.partition);

@@ -109,7 +109,8 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
         .with_topics(out)
 }
 
-fn by_id(topics: &SharedTopics, id: uuid::Uuid) -> Option<&TopicMeta> {
+/// The topic whose Kafka topic id is `id` (Metadata v10+, Fetch v13+).
+pub(super) fn by_id(topics: &SharedTopics, id: uuid::Uuid) -> Option<&TopicMeta> {
     topics.topics.values().find(|m| topic_uuid(&m.id) == id)
 }
 

@@ -68,11 +68,10 @@ impl Gather {
             return;
         }
         let part = self.cur.split();
+        self.len += part.len();
         if self.first.is_none() && self.done.is_empty() {
-            self.len += part.len();
             self.first = Some(part);
         } else {
-            self.len += part.len();
             self.done.push(part.freeze());
         }
     }
