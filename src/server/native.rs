@@ -156,8 +156,7 @@ impl Protocol for Native {
             Err(_) => return Handled::Close(None),
         };
         match serve(&shard, h, r).await {
-            Ok(Some(Reply::One(b))) => Handled::Respond(b),
-            Ok(Some(Reply::Parts(parts))) => Handled::RespondParts(parts),
+            Ok(Some(answer)) => answer,
             Ok(None) => Handled::NoResponse,
             Err(e) => Handled::Respond(response(
                 h.api_key,
@@ -170,24 +169,11 @@ impl Protocol for Native {
     }
 }
 
-/// A response: one buffer, or parts written in order (Fetch: see
-/// `protocol::gather`).
-enum Reply {
-    One(BytesMut),
-    Parts(Vec<bytes::Bytes>),
-}
-
-impl From<BytesMut> for Reply {
-    fn from(b: BytesMut) -> Reply {
-        Reply::One(b)
-    }
-}
-
 async fn serve(
     shard: &Rc<Shard>,
     h: FrameHeader,
     mut r: Reader,
-) -> Result<Option<Reply>, DecodeError> {
+) -> Result<Option<Handled>, DecodeError> {
     let api = ApiKey::from_u16(h.api_key)?;
     if h.api_version != API_VERSION {
         return Err(DecodeError::UnsupportedVersion {
@@ -199,7 +185,7 @@ async fn serve(
     let id = h.request_id;
     let ok = |body: &dyn Fn(&mut BytesMut)| response(key, id, ErrorCode::None, String::new(), body);
     if shard.shutting_down.get() {
-        return Ok(Some(Reply::from(response(
+        return Ok(Some(Handled::Respond(response(
             key,
             id,
             ErrorCode::ShuttingDown,
@@ -244,7 +230,7 @@ async fn serve(
             let resp = ProduceResponse {
                 topics: by_topic.into_iter().collect(),
             };
-            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
         ApiKey::Fetch => {
             let req = FetchRequest::decode(&mut r)?;
@@ -314,7 +300,7 @@ async fn serve(
             .begin(g.buf());
             assert_eq!(start, 0);
             resp.encode_gather(&mut g);
-            Ok(Some(Reply::Parts(g.finish(|head, total| {
+            Ok(Some(Handled::RespondParts(g.finish(|head, total| {
                 let len = (total - crate::protocol::frame::LEN_PREFIX) as u32;
                 head[..crate::protocol::frame::LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
             }))))
@@ -361,13 +347,13 @@ async fn serve(
             let resp = ListOffsetsResponse {
                 topics: by_topic.into_iter().collect(),
             };
-            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
         ApiKey::Metadata => {
             let req = MetadataRequest::decode(&mut r)?;
             r.finish()?;
             let resp = metadata(shard, req).await;
-            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
         ApiKey::CreateTopic => {
             let req = CreateTopicRequest::decode(&mut r)?;
@@ -377,13 +363,15 @@ async fn serve(
                 partitions: req.partitions,
                 config: req.config.into_iter().collect(),
             };
-            Ok(Some(Reply::from(admin_response(shard, key, id, op).await)))
+            Ok(Some(Handled::Respond(
+                admin_response(shard, key, id, op).await,
+            )))
         }
         ApiKey::DeleteTopic => {
             let req = TopicRequest::decode(&mut r)?;
             r.finish()?;
             if req.name.starts_with(INTERNAL_PREFIX) {
-                return Ok(Some(Reply::from(response(
+                return Ok(Some(Handled::Respond(response(
                     key,
                     id,
                     ErrorCode::InvalidRequest,
@@ -391,7 +379,7 @@ async fn serve(
                     |_| {},
                 ))));
             }
-            Ok(Some(Reply::from(
+            Ok(Some(Handled::Respond(
                 admin_response(shard, key, id, AdminOp::DeleteTopic { name: req.name }).await,
             )))
         }
@@ -402,19 +390,21 @@ async fn serve(
                 name: req.name,
                 total: req.partitions,
             };
-            Ok(Some(Reply::from(admin_response(shard, key, id, op).await)))
+            Ok(Some(Handled::Respond(
+                admin_response(shard, key, id, op).await,
+            )))
         }
         ApiKey::OffsetCommit => {
             let req = OffsetCommitRequest::decode(&mut r)?;
             r.finish()?;
             let resp = offset_commit(shard, req).await;
-            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
         ApiKey::OffsetFetch => {
             let req = OffsetFetchRequest::decode(&mut r)?;
             r.finish()?;
             let resp = offset_fetch(shard, req).await;
-            Ok(Some(Reply::from(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
     }
 }
