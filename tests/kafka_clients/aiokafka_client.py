@@ -23,7 +23,12 @@ async def main():
     print("aiokafka", aiokafka.__version__)
     admin = AIOKafkaAdminClient(bootstrap_servers=addr, client_id="aio-admin")
     await admin.start()
-    await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
+    # The records carry 2023 timestamps (T0), so time retention, which the
+    # broker checks every few seconds, would delete them as Kafka does: this
+    # topic keeps everything, or the second member could find nothing left.
+    await admin.create_topics(
+        [NewTopic(topic, num_partitions=3, replication_factor=1, topic_configs={"retention.ms": "-1"})]
+    )
     await admin.close()
 
     producer = AIOKafkaProducer(
