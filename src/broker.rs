@@ -288,13 +288,7 @@ impl Broker {
                 .spawn(move || async move {
                     // The server layer plugs in here: the shard, below it,
                     // calls these rather than naming `server::acceptor`.
-                    let frontend = shard::Frontend {
-                        listen: l.map(|l| -> shard::Listen {
-                            Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
-                        }),
-                        adopt: crate::server::acceptor::serve,
-                    };
-                    let _cluster = match cluster_start {
+                    let cluster = match cluster_start {
                         Some((cs, rpc, announce)) => {
                             match crate::cluster::driver::start(cs, &c, rpc, announce) {
                                 Ok(d) => Some(d),
@@ -307,6 +301,16 @@ impl Broker {
                             }
                         }
                         None => None,
+                    };
+                    // The server layer plugs in here: the shard, below it,
+                    // calls these rather than naming `server::acceptor`.
+                    let frontend = shard::Frontend {
+                        listen: l.map(|l| -> shard::Listen {
+                            Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
+                        }),
+                        adopt: crate::server::acceptor::serve,
+                        attach: cluster
+                            .map(|d| -> shard::Attach { Box::new(move |s| d.attach(s)) }),
                     };
                     shard::run(id, c, r, rx, t, tx, frontend).await;
                     std::mem::forget(guard);

@@ -71,7 +71,17 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("client", &["format", "protocol", "storage"]),
-    ("cluster", &["config", "controller", "protocol"]),
+    (
+        "cluster",
+        &[
+            "config",
+            "controller",
+            "metadata",
+            "protocol",
+            "router",
+            "shard",
+        ],
+    ),
     (
         "shard",
         &[
@@ -85,7 +95,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("controller", &["metadata", "protocol", "router"]),
+    ("controller", &["config", "metadata", "protocol", "router"]),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),

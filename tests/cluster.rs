@@ -1,8 +1,10 @@
 //! A 3-node cluster of real `shardlog serve` processes on distinct
 //! 127.0.0.1 ports: the controller is elected, brokers register, topics
-//! created through any node are placed over all three, and killing the
-//! controller leader (`kill -9`) under topic-creation load loses no
-//! acknowledged topic and creates none twice.
+//! created through any node are placed over all three, a Kafka client
+//! (librdkafka) creates, produces and consumes in a group through any node
+//! as its bootstrap server, and killing the controller leader (`kill -9`)
+//! under topic-creation load loses no acknowledged topic, creates none
+//! twice, and does not stop the other nodes serving their partitions.
 //!
 //! `SHARDLOG_CLUSTER_KILLS` (default 10) sets how many leaders are killed.
 
@@ -222,6 +224,158 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
 }
 
 #[test]
+fn a_kafka_client_creates_produces_and_consumes_through_any_bootstrap_node() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use rdkafka::Message;
+
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let kafka: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    // Created through node 1's Kafka listener (CreateTopics goes to the
+    // controller from there).
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &kafka[0])
+        .create()
+        .unwrap();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+    let created = futures::executor::block_on(admin.create_topics(
+        &[NewTopic::new("orders", 6, TopicReplication::Fixed(1))],
+        &opts,
+    ))
+    .unwrap();
+    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    // Every node lists the three brokers and the same leaders, and every
+    // node leads some of the six partitions.
+    let mut leaders_seen = Vec::new();
+    for (i, k) in kafka.iter().enumerate() {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", k)
+            .create()
+            .unwrap();
+        let started = Instant::now();
+        let leaders = loop {
+            let md = probe
+                .fetch_metadata(Some("orders"), Duration::from_secs(5))
+                .unwrap();
+            let t = &md.topics()[0];
+            let leaders: Vec<i32> = t.partitions().iter().map(|p| p.leader()).collect();
+            if md.brokers().len() == 3 && leaders.len() == 6 && leaders.iter().all(|l| *l > 0) {
+                let mut addrs: Vec<String> = md
+                    .brokers()
+                    .iter()
+                    .map(|b| format!("{}:{}", b.host(), b.port()))
+                    .collect();
+                addrs.sort();
+                let mut want = kafka.clone();
+                want.sort();
+                assert_eq!(
+                    addrs,
+                    want,
+                    "node {} lists the brokers' Kafka addresses",
+                    i + 1
+                );
+                break leaders;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node {}: metadata {:?} / {leaders:?}",
+                i + 1,
+                md.brokers().len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        leaders_seen.push(leaders);
+    }
+    assert!(
+        leaders_seen.windows(2).all(|w| w[0] == w[1]),
+        "{leaders_seen:?}"
+    );
+    for node in 1..=3 {
+        assert!(
+            leaders_seen[0].contains(&node),
+            "node {node} leads nothing: {leaders_seen:?}"
+        );
+    }
+    // Produced through node 2, idempotent, acks=all: the client sends each
+    // partition's batches to its leader.
+    const N: usize = 600;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka[1])
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
+    let sends: Vec<_> = (0..N)
+        .map(|i| {
+            let (key, value) = (format!("k{}", i % 12), i.to_string());
+            producer
+                .send_result(FutureRecord::to("orders").key(&key).payload(&value))
+                .map_err(|(e, _)| e)
+                .unwrap()
+        })
+        .collect();
+    for (i, s) in sends.into_iter().enumerate() {
+        let r = futures::executor::block_on(s).unwrap();
+        assert!(r.is_ok(), "message {i}: {r:?}");
+    }
+    // Consumed in a group through node 3: the coordinator may be any node.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka[2])
+        .set("group.id", "cluster-readers")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["orders"]).unwrap();
+    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut got = 0;
+    let started = Instant::now();
+    while got < N && started.elapsed() < Duration::from_secs(60) {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m.unwrap();
+            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+            let v: usize = std::str::from_utf8(m.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+            by_key.entry(key).or_default().push(v);
+            got += 1;
+        }
+    }
+    assert_eq!(got, N, "consumed through node 3");
+    for (k, vs) in &by_key {
+        assert!(
+            vs.windows(2).all(|w| w[0] < w[1]),
+            "key {k} out of order: {vs:?}"
+        );
+    }
+    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+    // The committed offsets are there for a client of another node.
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &kafka[0])
+        .set("group.id", "cluster-readers")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..6 {
+        tpl.add_partition("orders", p);
+    }
+    let committed = reader
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| e.offset().to_raw().unwrap_or(0))
+        .sum();
+    assert_eq!(total, N as i64, "committed offsets seen through node 1");
+}
+
+#[test]
 fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
     let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
         .ok()
@@ -230,9 +384,45 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
     let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
     // Each node's own data path, which does not go through the controller:
-    // it must keep serving while the controller fails over.
-    for n in &c.nodes {
-        common::ok(n.cli(&["topic", "create", "local", "--partitions", "1"], None));
+    // it must keep serving while the controller fails over. "steady" has
+    // one partition per node (placement balances them); each node is sent
+    // the partition it leads.
+    admin::create_topic(
+        &c.rpc,
+        "steady",
+        3,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let v = c.settled_view(0, 3, None, Duration::from_secs(30));
+    let led_by: BTreeMap<u32, u32> = v.state.topics["steady"]
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(p, a)| (a.node, p as u32))
+        .collect();
+    assert_eq!(led_by.len(), 3, "one steady partition per node: {led_by:?}");
+    // Each node opens its partition once it has installed the table.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let p = led_by[&(i as u32 + 1)].to_string();
+        let started = Instant::now();
+        while !n
+            .cli(
+                &["produce", "steady", "--partition", &p],
+                Some(b"warm-up\n"),
+            )
+            .status
+            .success()
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "node {} never served steady-{p}",
+                i + 1
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
     }
     let mut produced = [0usize; 3];
     let stop = Arc::new(AtomicBool::new(false));
@@ -278,7 +468,11 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         for (i, n) in c.nodes.iter().enumerate() {
             if i != leader as usize - 1 {
                 let line = format!("round-{round}\n");
-                common::ok(n.cli(&["produce", "local"], Some(line.as_bytes())));
+                let p = led_by[&(i as u32 + 1)].to_string();
+                common::ok(n.cli(
+                    &["produce", "steady", "--partition", &p],
+                    Some(line.as_bytes()),
+                ));
                 produced[i] += 1;
             }
         }
@@ -329,6 +523,17 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
             "acknowledged topics missing or nodes disagree after the kills"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+    // Every message a node acknowledged while the controller failed over
+    // (acks=all) is in its partition, through its own restarts.
+    for (i, n) in c.nodes.iter().enumerate() {
+        let p = led_by[&(i as u32 + 1)].to_string();
+        let out = common::ok(n.cli(
+            &["consume", "steady", "--partition", &p, "--from-beginning"],
+            None,
+        ));
+        let rounds = out.lines().filter(|l| l.starts_with("round-")).count();
+        assert_eq!(rounds, produced[i], "node {}'s partition: {out}", i + 1);
     }
 }
 

@@ -21,9 +21,11 @@ use crate::config::{BrokerConfig, ClusterSettings};
 use crate::controller::command::{Command, Envelope, Registration};
 use crate::controller::file_log::FileLog;
 use crate::controller::node::{NodeConfig, ProposeError};
-use crate::controller::state::ApplyResult;
+use crate::controller::state::{ApplyResult, ControllerState};
+use crate::controller::view;
 use crate::controller::wire::{self, ProposeReply, Request, Response, HEADER_BYTES};
 use crate::controller::ControllerNode;
+use crate::shard::{admin, Shard};
 use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
@@ -32,7 +34,7 @@ use raft::eraftpb::{Message, MessageType};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
 
@@ -89,6 +91,14 @@ pub struct Driver {
     leader_since: Cell<Option<Instant>>,
     /// Where heartbeats go: the last leader hint.
     heartbeat_to: Cell<Option<u32>>,
+    /// Shard 0, once it has opened its partitions ([`Driver::attach`]).
+    shard: RefCell<Weak<Shard>>,
+    /// The controller log index of the table this broker serves.
+    published: Cell<u64>,
+    /// Wakes the publisher (capacity 1: a wake-up pending is enough).
+    wake: RefCell<Option<mpsc::Sender<()>>>,
+    /// Not a voter: the latest state fetched from a voter.
+    fetched: RefCell<Option<ControllerState>>,
 }
 
 /// What this broker announces when it registers.
@@ -155,6 +165,10 @@ pub fn start(
         last_heard: RefCell::new(BTreeMap::new()),
         leader_since: Cell::new(None),
         heartbeat_to: Cell::new(None),
+        shard: RefCell::new(Weak::new()),
+        published: Cell::new(0),
+        wake: RefCell::new(None),
+        fetched: RefCell::new(None),
     });
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // SAFETY: a bound, listening TCP socket whose ownership moves into
@@ -247,6 +261,7 @@ impl Driver {
         if out.applied.is_empty() {
             return;
         }
+        self.wake_publisher();
         let mut waiters = self.waiters.borrow_mut();
         for a in out.applied {
             if !a.result.duplicate {
@@ -275,6 +290,98 @@ impl Driver {
             }
             for w in waiters.remove(&(a.origin, a.seq)).unwrap_or_default() {
                 let _ = w.send(a.result);
+            }
+        }
+    }
+
+    /// Shard 0 has opened its partitions: from now on metadata changes go
+    /// through the controller ([`super::link`]), and the tables derived
+    /// from its state are installed on this broker (by the publisher; a
+    /// broker that is not a voter fetches the state from the voters).
+    pub fn attach(self: &Rc<Self>, shard: &Rc<Shard>) {
+        *self.shard.borrow_mut() = Rc::downgrade(shard);
+        shard.link_controller(Rc::new(super::link::Link::new(self.clone())));
+        let (tx, rx) = mpsc::channel(1);
+        *self.wake.borrow_mut() = Some(tx);
+        glommio::spawn_local(self.clone().publisher(rx)).detach();
+        if self.node.is_none() {
+            glommio::spawn_local(self.clone().state_fetcher()).detach();
+        }
+        self.wake_publisher();
+    }
+
+    pub(super) fn shard(&self) -> Option<Rc<Shard>> {
+        self.shard.borrow().upgrade()
+    }
+
+    fn wake_publisher(&self) {
+        if let Some(tx) = self.wake.borrow_mut().as_mut() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// The newest controller state this broker knows.
+    fn known_state(&self) -> Option<ControllerState> {
+        match self.node() {
+            Some(n) => Some(n.state().clone()),
+            None => self.fetched.borrow().clone(),
+        }
+    }
+
+    /// Install the table of each newer controller state on this broker,
+    /// one at a time (a burst of applied entries becomes one install).
+    async fn publisher(self: Rc<Self>, mut wake: mpsc::Receiver<()>) {
+        loop {
+            let (Some(state), Some(shard)) = (self.known_state(), self.shard()) else {
+                return;
+            };
+            if state.applied_index > self.published.get() {
+                let index = state.applied_index;
+                let defaults = shard.config.topic_defaults.clone();
+                match admin::install(&shard, |cur| view::table_of(&state, cur, &defaults)).await {
+                    Ok(()) => self.published.set(index),
+                    Err(e) => {
+                        warn!(
+                            index,
+                            "cannot install the controller's metadata here yet: {e}"
+                        );
+                        glommio::timer::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+                continue;
+            }
+            if wake.next().await.is_none() {
+                return;
+            }
+        }
+    }
+
+    /// Not a voter: fetch the controller state from a voter (the leader
+    /// the heartbeats found, else each voter in turn) every
+    /// [`HEARTBEAT_INTERVAL`], and publish it when it is newer.
+    async fn state_fetcher(self: Rc<Self>) {
+        let mut next_voter = 0;
+        loop {
+            glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            let target = self.heartbeat_to.get().unwrap_or_else(|| {
+                next_voter += 1;
+                self.settings.voters[next_voter % self.settings.voters.len()].0
+            });
+            let Some(addr) = self.settings.voter_addr(target).map(str::to_string) else {
+                continue;
+            };
+            if let Ok(Response::State { state, .. }) =
+                rpc::call(&addr, &Request::GetState, HEARTBEAT_INTERVAL * 2).await
+            {
+                let newer = self
+                    .fetched
+                    .borrow()
+                    .as_ref()
+                    .is_none_or(|s| s.applied_index < state.applied_index);
+                if newer {
+                    *self.fetched.borrow_mut() = Some(state);
+                    self.wake_publisher();
+                }
             }
         }
     }

@@ -8,10 +8,15 @@
 //!   outbound side of admin requests, and `shardlog cluster status`);
 //! - [`admin`]: the blocking client of `shardlog cluster ...`;
 //! - [`driver`]: the controller replica's loop (ticks, Raft messages in
-//!   and out, proposals and their waiters) and the RPC server.
+//!   and out, proposals and their waiters), the RPC server, and the
+//!   publisher that installs the topic table derived from the controller's
+//!   state on this broker;
+//! - [`link`]: metadata changes from this broker's clients (CreateTopics,
+//!   DeleteTopics, configs, producer ids) turned into controller commands.
 
 pub mod admin;
 pub mod driver;
+pub mod link;
 pub mod rpc;
 
 pub use crate::config::ClusterSettings;

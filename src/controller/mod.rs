@@ -22,7 +22,8 @@
 //!   and fsynced;
 //! - [`node`]: one controller replica, a raft-rs `RawNode` plus the state
 //!   machine, driven by its caller;
-//! - [`wire`]: the broker-to-broker RPC frames (requests to a replica).
+//! - [`wire`]: the broker-to-broker RPC frames (requests to a replica);
+//! - [`view`]: the topic table a broker serves from, derived from the state.
 
 pub mod command;
 pub mod file_log;
@@ -32,6 +33,7 @@ pub mod persist;
 pub mod placement;
 pub mod raft_codec;
 pub mod state;
+pub mod view;
 pub mod wire;
 
 pub use command::{Command, Envelope};

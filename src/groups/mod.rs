@@ -29,7 +29,8 @@ pub use state::MemberRef;
 
 use crate::metadata::INTERNAL_PREFIX;
 use crate::router::ops::{AdminError, AdminOp, OpError};
-use crate::router::placement::{fnv1a, shard_of};
+use crate::router::placement::fnv1a;
+use crate::router::Location;
 use crate::shard::Shard;
 use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::Bytes;
@@ -228,7 +229,22 @@ where
     }
     let n = offsets_partitions(shard).await?;
     let partition = partition_of(group, n);
-    let target = shard_of(OFFSETS_TOPIC, partition, shard.shards());
+    // In a cluster the group lives with its offsets partition: on another
+    // broker, this one is not its coordinator (the client asks
+    // FindCoordinator again).
+    let target = match shard
+        .topics()
+        .get(OFFSETS_TOPIC)
+        .map(|m| shard.locate(m, partition))
+    {
+        Some(Location::Here(s)) => s,
+        Some(Location::Elsewhere { .. }) => return Err(GroupError::NotCoordinator),
+        None => {
+            return Err(GroupError::CoordinatorUnavailable(
+                Unavailable::OffsetsTopicGone,
+            ))
+        }
+    };
     shard
         .call_on(target, move |s: Rc<Shard>| async move {
             let c = Coordinator::get(&s);

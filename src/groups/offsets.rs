@@ -406,6 +406,8 @@ fn op_error(e: OpError) -> GroupError {
         OpError::Append(a) => GroupError::Append(a),
         OpError::Read(r) => GroupError::Replay(r),
         OpError::Timeout(_) => GroupError::Timeout,
+        // The offsets partition moved to another broker: so did the group.
+        OpError::NotLeader { .. } => GroupError::NotCoordinator,
         other => GroupError::CoordinatorUnavailable(Unavailable::Offsets(other)),
     }
 }

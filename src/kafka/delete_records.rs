@@ -7,7 +7,6 @@
 use super::{errors, Ctx};
 use crate::groups::OFFSETS_TOPIC;
 use crate::metadata::reserve;
-use crate::router::shard_of;
 use crate::shard::Shard;
 use crate::storage::StorageError;
 use kafka_protocol::messages::delete_records_response::{
@@ -43,7 +42,6 @@ async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) ->
 }
 
 pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
-    let shards = ctx.shard.shards();
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.name.to_string();
@@ -58,7 +56,7 @@ pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                 if name == OFFSETS_TOPIC {
                     return Err(errors::invalid_topic());
                 }
-                let owner = shard_of(&name, index as u32, shards);
+                let owner = ctx.shard.serving_shard(&name, index as u32);
                 ctx.shard
                     .call_on(owner, move |s| delete_one(s, name, index as u32, offset))
                     .await

@@ -1,7 +1,7 @@
 //! DescribeConfigs (v1-4) for topics and the broker, under Kafka's config
 //! names, so admin tools (kafka-configs, AdminClient) can read them.
 
-use super::{errors, str_bytes, Ctx, NODE_ID};
+use super::{errors, node_id, str_bytes, Ctx};
 use crate::config::TopicConfig;
 use crate::metadata::TopicMeta;
 use kafka_protocol::messages::describe_configs_response::{
@@ -137,7 +137,7 @@ fn broker_entries(ctx: &Ctx) -> Vec<Entry> {
         doc: None,
     };
     vec![
-        e("broker.id", NODE_ID.to_string(), TYPE_INT),
+        e("broker.id", node_id(&ctx.shard).to_string(), TYPE_INT),
         e("num.partitions", c.default_partitions.to_string(), TYPE_INT),
         e(
             "auto.create.topics.enable",

@@ -88,7 +88,9 @@ pub fn op(e: &OpError) -> i16 {
         OpError::Append(a) => append(a),
         OpError::Read(r) => read(r),
         OpError::Timeout(_) => code(ResponseError::RequestTimedOut),
-        OpError::ShuttingDown => code(ResponseError::NotLeaderOrFollower),
+        OpError::ShuttingDown | OpError::NotLeader { .. } => {
+            code(ResponseError::NotLeaderOrFollower)
+        }
     }
 }
 
@@ -103,7 +105,10 @@ pub fn admin(e: &AdminError) -> i16 {
             ResponseError::KafkaStorageError
         }
         // Retriable: the client asks again (and reaches a restarted broker).
-        AdminError::ShuttingDown => ResponseError::NotController,
+        AdminError::ShuttingDown | AdminError::ControllerUnavailable(_) => {
+            ResponseError::NotController
+        }
+        AdminError::NoLiveBroker => ResponseError::InvalidReplicationFactor,
     })
 }
 
@@ -203,6 +208,11 @@ pub fn internal_topic() -> i16 {
 
 pub fn record_list_too_large() -> i16 {
     code(ResponseError::RecordListTooLarge)
+}
+
+/// A partition whose broker is not live (clients retry their metadata).
+pub fn leader_not_available() -> i16 {
+    code(ResponseError::LeaderNotAvailable)
 }
 
 pub fn coordinator_not_available() -> i16 {

@@ -1,12 +1,16 @@
-//! Metadata: this one broker, and every requested topic with its partitions
-//! (all led by node 0 at leader epoch 0). Unknown topics are created when
-//! `auto_create_topics` is on and the client allows it (producers do;
+//! Metadata: the brokers, and every requested topic with its partitions.
+//! On a single node: this one broker (node 0), leading every partition at
+//! leader epoch 0. In a cluster: every live broker with its advertised
+//! Kafka address, and each partition's leader as the controller placed it
+//! (a partition whose broker is not live has no leader:
+//! LEADER_NOT_AVAILABLE, which clients retry). Unknown topics are created
+//! when `auto_create_topics` is on and the client allows it (producers do;
 //! consumers usually send `allow_auto_topic_creation = false`).
 //! Internal topics (`__` prefix) are listed only when asked for by name.
 
 use super::{
-    authorized_ops, errors, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID, LEADER_EPOCH,
-    NODE_ID,
+    authorized_ops, errors, host_port, node_id, str_bytes, topic_name, topic_uuid, Ctx, CLUSTER_ID,
+    LEADER_EPOCH,
 };
 use crate::metadata::{validate_name, SharedTopics, TopicMeta, INTERNAL_PREFIX};
 use crate::router::ops::{AdminError, AdminOp};
@@ -60,14 +64,14 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
     if all {
         for m in topics.topics.values() {
             if !m.name.starts_with(INTERNAL_PREFIX) {
-                out.push(topic_entry(ctx, m));
+                out.push(topic_entry(ctx, &topics, m));
             }
         }
     }
     for w in wanted {
         out.push(match w {
             Wanted::Name(n) => match topics.get(&n) {
-                Some(m) => topic_entry(ctx, m),
+                Some(m) => topic_entry(ctx, &topics, m),
                 None => {
                     let code = match created_errors.get(&n) {
                         Some(e) => errors::admin(e),
@@ -80,7 +84,7 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
                 }
             },
             Wanted::Id(id) => match by_id(&topics, id) {
-                Some(m) => topic_entry(ctx, m),
+                Some(m) => topic_entry(ctx, &topics, m),
                 None => MetadataResponseTopic::default()
                     .with_error_code(errors::unknown_topic())
                     .with_topic_id(id),
@@ -93,20 +97,45 @@ pub async fn handle(ctx: &Ctx, req: MetadataRequest) -> MetadataResponse {
             t.topic_authorized_operations = authorized_ops::TOPIC;
         }
     }
-    let (host, port) = super::advertised_addr(shard).await;
     MetadataResponse::default()
         .with_cluster_authorized_operations(authorized_ops::if_asked(
             req.include_cluster_authorized_operations,
             authorized_ops::CLUSTER,
         ))
-        .with_brokers(vec![MetadataResponseBroker::default()
-            .with_node_id(BrokerId(NODE_ID))
-            .with_host(str_bytes(&host))
-            .with_port(port)
-            .with_rack(None)])
+        .with_brokers(brokers(shard, &topics).await)
         .with_cluster_id(Some(str_bytes(CLUSTER_ID)))
-        .with_controller_id(BrokerId(NODE_ID))
+        // Any broker takes admin requests (it forwards them to the
+        // cluster's controller), so each names itself.
+        .with_controller_id(BrokerId(node_id(shard)))
         .with_topics(out)
+}
+
+/// This broker alone, or every live broker of the cluster.
+pub(super) async fn brokers(
+    shard: &Rc<Shard>,
+    topics: &SharedTopics,
+) -> Vec<MetadataResponseBroker> {
+    let broker = |id: i32, host: &str, port: i32| {
+        MetadataResponseBroker::default()
+            .with_node_id(BrokerId(id))
+            .with_host(str_bytes(host))
+            .with_port(port)
+            .with_rack(None)
+    };
+    let me = node_id(shard);
+    let mut out: Vec<MetadataResponseBroker> = topics
+        .brokers
+        .values()
+        .filter(|b| b.live && b.id as i32 != me)
+        .filter_map(|b| host_port(&b.kafka_addr).map(|(h, p)| broker(b.id as i32, &h, p)))
+        .collect();
+    // This broker answers with the address its listener advertises (the
+    // one the client reached it by may differ from the registered one
+    // only if the operator changed it since).
+    let (host, port) = super::advertised_addr(shard).await;
+    out.push(broker(me, &host, port));
+    out.sort_by_key(|b| b.node_id.0);
+    out
 }
 
 /// The topic whose Kafka topic id is `id` (Metadata v10+, Fetch v13+).
@@ -114,18 +143,29 @@ pub(super) fn by_id(topics: &SharedTopics, id: uuid::Uuid) -> Option<&TopicMeta>
     topics.topics.values().find(|m| topic_uuid(&m.id) == id)
 }
 
-fn topic_entry(ctx: &Ctx, m: &TopicMeta) -> MetadataResponseTopic {
-    let me = BrokerId(NODE_ID);
+fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataResponseTopic {
+    let me = node_id(&ctx.shard);
     let partitions = (0..m.partitions)
         .map(|p| {
+            let (leader, epoch) = match m.assignment.get(p as usize) {
+                Some(a) => (a.node as i32, a.leader_epoch as i32),
+                None => (me, LEADER_EPOCH),
+            };
+            let live = leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live);
             let mut e = MetadataResponsePartition::default()
-                .with_error_code(errors::NONE)
                 .with_partition_index(p as i32)
-                .with_leader_id(me)
-                .with_replica_nodes(vec![me])
-                .with_isr_nodes(vec![me]);
+                .with_replica_nodes(vec![BrokerId(leader)]);
+            e = if live {
+                e.with_error_code(errors::NONE)
+                    .with_leader_id(BrokerId(leader))
+                    .with_isr_nodes(vec![BrokerId(leader)])
+            } else {
+                e.with_error_code(errors::leader_not_available())
+                    .with_leader_id(BrokerId(-1))
+                    .with_isr_nodes(vec![])
+            };
             if ctx.version >= 7 {
-                e = e.with_leader_epoch(LEADER_EPOCH);
+                e = e.with_leader_epoch(epoch);
             }
             e
         })

@@ -68,8 +68,22 @@ pub struct Ctx {
     pub produce_turn: std::cell::Cell<Option<crate::event::turns::Turn>>,
 }
 
-/// The single broker's node id in every Kafka answer.
+/// The single broker's node id in every Kafka answer (in a cluster, each
+/// broker answers with its `--node-id`: see [`node_id`]).
 pub const NODE_ID: i32 = 0;
+
+/// This broker's node id in Kafka answers.
+pub fn node_id(shard: &Shard) -> i32 {
+    shard.node_id().map_or(NODE_ID, |n| n as i32)
+}
+
+/// `host:port` as Kafka answers carry it; None if it does not parse.
+pub fn host_port(addr: &str) -> Option<(String, i32)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    Some((host.to_string(), port as i32))
+}
 /// Leader epoch of every partition: one replica, never re-elected. Stamped
 /// into every stored batch by the log.
 pub const LEADER_EPOCH: i32 = 0;

@@ -135,6 +135,54 @@ fn set(next: &mut TopicMeta, key: &str, value: &str) -> Result<(), AlterError> {
     Ok(())
 }
 
+/// A topic's settings as `name = value` text, only those that differ from
+/// `defaults` (by Kafka name) plus the stored Kafka configs: what the
+/// cluster's controller keeps for a topic, so each broker rebuilds it
+/// with [`from_overrides`] on top of its own defaults.
+pub fn overrides(meta: &TopicMeta, defaults: &TopicConfig) -> Vec<(String, String)> {
+    let base = defaults.entries();
+    let mut out: Vec<(String, String)> = meta
+        .config
+        .entries()
+        .into_iter()
+        .zip(base)
+        .filter(|(mine, default)| mine.1 != default.1)
+        .map(|((k, v), _)| {
+            let name = TopicConfig::kafka_key(&k).map_or(k, str::to_string);
+            (name, v)
+        })
+        .collect();
+    out.extend(
+        meta.stored_config
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    out
+}
+
+/// `meta`'s config rebuilt from `defaults` and `overrides` (as
+/// [`overrides`] wrote them). A name or value this broker does not accept
+/// (another version proposed it) is skipped and returned, so the caller
+/// can say so; the rest still applies.
+pub fn from_overrides(
+    meta: &TopicMeta,
+    defaults: &TopicConfig,
+    overrides: &[(String, String)],
+) -> (TopicMeta, Vec<(String, AlterError)>) {
+    let mut next = meta.clone();
+    next.config = defaults.clone();
+    next.stored_config.clear();
+    let mut skipped = Vec::new();
+    for (k, v) in overrides {
+        let mut attempt = next.clone();
+        match set(&mut attempt, k, v).and_then(|()| Ok(attempt.config.validate()?)) {
+            Ok(()) => next = attempt,
+            Err(e) => skipped.push((k.clone(), e)),
+        }
+    }
+    (next, skipped)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +195,7 @@ mod tests {
             id: "1".into(),
             created_ms: 0,
             stored_config: BTreeMap::new(),
+            assignment: Vec::new(),
         }
     }
 
@@ -232,5 +281,36 @@ mod tests {
             altered(&m, &d, &[a("retention.ms", "1")], false),
             Err(AlterError::NotAList("retention.ms".into()))
         );
+    }
+
+    #[test]
+    fn overrides_round_trip_through_text() {
+        let d = TopicConfig::default();
+        let m = altered(
+            &meta(),
+            &d,
+            &[
+                set("retention.ms", "1000"),
+                set("cleanup.policy", "compact"),
+                set("min.insync.replicas", "2"),
+            ],
+            false,
+        )
+        .unwrap();
+        let text = overrides(&m, &d);
+        assert_eq!(
+            text.len(),
+            3,
+            "only what differs from the defaults: {text:?}"
+        );
+        let (back, skipped) = from_overrides(&meta(), &d, &text);
+        assert!(skipped.is_empty(), "{skipped:?}");
+        assert_eq!(back, m);
+        // A name this broker does not know is skipped, the rest applies.
+        let mut odd = text.clone();
+        odd.push(("no.such.config".into(), "1".into()));
+        let (back, skipped) = from_overrides(&meta(), &d, &odd);
+        assert_eq!(back, m);
+        assert_eq!(skipped.len(), 1);
     }
 }

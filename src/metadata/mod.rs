@@ -117,6 +117,34 @@ pub struct TopicMeta {
     /// ([`crate::config::KAFKA_TOPIC_KEYS_STORED`]), by Kafka name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub stored_config: BTreeMap<String, String>,
+    /// In a cluster: where each partition lives, as the controller placed
+    /// it (one entry per partition). Empty on a single node, where every
+    /// partition is here and its shard follows from the name
+    /// (`router::placement`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub assignment: Vec<Assignment>,
+}
+
+/// A partition's place in a cluster: the broker that leads it (without
+/// replicas, the only one holding it), the shard there, and the leader
+/// epoch, which grows each time the partition moves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub node: u32,
+    pub shard: u16,
+    pub leader_epoch: u32,
+}
+
+/// A broker of the cluster as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerEndpoint {
+    pub id: u32,
+    /// `host:port` advertised to Kafka clients.
+    pub kafka_addr: String,
+    /// `host:port` of the native listener.
+    pub native_addr: String,
+    /// Registered and not fenced by the controller.
+    pub live: bool,
 }
 
 /// An immutable snapshot of every topic, with a version that grows on each change.
@@ -134,6 +162,19 @@ pub struct TopicTable {
     /// between finishes the job ([`startup`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub deleting: Vec<DeletedTopic>,
+    /// In a cluster: every registered broker, from the controller's state.
+    /// Empty on a single node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub brokers: BTreeMap<u32, BrokerEndpoint>,
+    /// In a cluster: the controller log index this table was derived from
+    /// (0 on a single node). A table from an older index never replaces a
+    /// newer one.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub controller_index: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// A deleted topic whose directories are being removed.

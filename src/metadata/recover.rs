@@ -192,6 +192,7 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
                 id: t.id.clone(),
                 created_ms: crate::storage::now_ms(),
                 stored_config: Default::default(),
+                assignment: Vec::new(),
             },
         );
     }

@@ -204,6 +204,7 @@ mod tests {
                 id: id.into(),
                 created_ms: 0,
                 stored_config: Default::default(),
+                assignment: Vec::new(),
             },
         );
         t

@@ -31,6 +31,8 @@ pub enum ErrorCode {
     Busy = 17,
     ShuttingDown = 18,
     InvalidConfig = 19,
+    /// In a cluster: another broker leads the partition; refresh metadata.
+    NotLeader = 20,
 }
 
 impl ErrorCode {
@@ -56,6 +58,7 @@ impl ErrorCode {
             17 => Busy,
             18 => ShuttingDown,
             19 => InvalidConfig,
+            20 => NotLeader,
             _ => Unknown,
         }
     }
@@ -64,7 +67,11 @@ impl ErrorCode {
     pub fn is_retriable(self) -> bool {
         matches!(
             self,
-            ErrorCode::NoSpace | ErrorCode::Timeout | ErrorCode::Busy | ErrorCode::ShuttingDown
+            ErrorCode::NoSpace
+                | ErrorCode::Timeout
+                | ErrorCode::Busy
+                | ErrorCode::ShuttingDown
+                | ErrorCode::NotLeader
         )
     }
 }

@@ -22,7 +22,7 @@ pub mod ops;
 pub mod placement;
 
 pub use messages::{ListenerKind, ShardMsg};
-pub use placement::shard_of;
+pub use placement::{locate, shard_of, Location};
 
 /// The sending side of every shard's channel; cheap to clone, `Send`.
 #[derive(Clone)]

@@ -49,6 +49,14 @@ pub enum OpError {
     Storage(#[from] StorageError),
     #[error("timed out after {0} ms waiting for the batch to become durable")]
     Timeout(u32),
+    /// In a cluster: another broker leads this partition (the client
+    /// refreshes its metadata and goes there).
+    #[error("partition {topic}-{partition} is led by broker {leader}, not this one")]
+    NotLeader {
+        topic: String,
+        partition: u32,
+        leader: u32,
+    },
     #[error("the broker is shutting down")]
     ShuttingDown,
 }
@@ -170,6 +178,13 @@ pub enum AdminError {
     },
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// In a cluster: no controller leader took the change in time (an
+    /// election is under way, or a majority of voters is down). Retriable.
+    #[error("the cluster controller is not available: {0}")]
+    ControllerUnavailable(String),
+    /// In a cluster: no live broker to place new partitions on.
+    #[error("no live broker to place partitions on")]
+    NoLiveBroker,
 }
 
 pub type AdminResult = Result<AdminOk, AdminError>;

@@ -9,6 +9,31 @@
 //! `--shards`, partitions simply open on their new owners (the files are
 //! shared).
 
+use crate::metadata::TopicMeta;
+
+/// Where a partition is served, as one broker sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// On this broker, by this shard.
+    Here(usize),
+    /// Led by another broker of the cluster.
+    Elsewhere { node: u32 },
+}
+
+/// Where partition `partition` of `meta` is served, seen from broker `me`
+/// (None: a single node) with `shards` shards. In a cluster the topic
+/// table carries the controller's assignment (node and shard); a single
+/// node, or a partition the table has no assignment for, uses the hash
+/// placement below. A shard index beyond this broker's shard count (it
+/// restarted with fewer `--shards`) wraps around, as the hash does.
+pub fn locate(meta: &TopicMeta, partition: u32, shards: usize, me: Option<u32>) -> Location {
+    match (me, meta.assignment.get(partition as usize)) {
+        (Some(me), Some(a)) if a.node != me => Location::Elsewhere { node: a.node },
+        (Some(_), Some(a)) => Location::Here(a.shard as usize % shards),
+        _ => Location::Here(shard_of(&meta.name, partition, shards)),
+    }
+}
+
 /// FNV-1a, 64-bit.
 pub fn fnv1a(s: &str) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;

@@ -65,6 +65,7 @@ pub fn op_error_code(e: &OpError) -> ErrorCode {
         OpError::Read(r) => read_error_code(r),
         OpError::Timeout(_) => ErrorCode::Timeout,
         OpError::ShuttingDown => ErrorCode::ShuttingDown,
+        OpError::NotLeader { .. } => ErrorCode::NotLeader,
     }
 }
 
@@ -77,6 +78,7 @@ pub fn admin_error_code(e: &AdminError) -> ErrorCode {
         AdminError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => ErrorCode::StorageFailed,
         AdminError::ShuttingDown => ErrorCode::ShuttingDown,
+        AdminError::ControllerUnavailable(_) | AdminError::NoLiveBroker => ErrorCode::Timeout,
     }
 }
 

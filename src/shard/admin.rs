@@ -1,7 +1,13 @@
-//! The controller: topic metadata changes, run on shard 0 only, one at a
-//! time. Each change is persisted before it is broadcast, and the caller
-//! gets its answer only after every shard has applied it (so a produce
-//! right after "topic created" finds its partitions open).
+//! Topic metadata changes, run on shard 0 only, one at a time. Each change
+//! is persisted before it is broadcast, and the caller gets its answer
+//! only after every shard has applied it (so a produce right after "topic
+//! created" finds its partitions open).
+//!
+//! On a single node shard 0 decides changes itself ([`execute`]). In a
+//! cluster the controller's Raft group decides them: [`execute`] hands
+//! each one to the [`ControllerLink`] the cluster layer plugged in, and
+//! the tables derived from the controller's state come back through
+//! [`install`], which persists and broadcasts them the same way.
 
 use super::Shard;
 use crate::config::TopicConfig;
@@ -9,6 +15,8 @@ use crate::metadata::alter::{self, ConfigChange};
 use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
 use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
 use crate::router::{reply_channel, ShardMsg};
+use std::future::Future;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use tracing::{debug, info, warn};
@@ -23,10 +31,22 @@ thread_local! {
     static ADMIN_LOCK: Rc<futures::lock::Mutex<()>> = Rc::new(futures::lock::Mutex::new(()));
 }
 
+/// The cluster's controller as shard 0 sees it (plugged in by the cluster
+/// layer, which sits above the shard; see [`Shard::link_controller`]).
+pub trait ControllerLink {
+    /// Apply `op` through the controller; answers once it is committed and
+    /// (as far as this broker is concerned) in this broker's table.
+    fn submit(&self, op: AdminOp) -> Pin<Box<dyn Future<Output = AdminResult>>>;
+}
+
 pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
-    assert_eq!(shard.id, 0, "admin operations run on the controller");
+    assert_eq!(shard.id, 0, "admin operations run on shard 0");
     if shard.shutting_down.get() {
         return Err(AdminError::ShuttingDown);
+    }
+    let link = shard.controller_link.borrow().clone();
+    if let Some(link) = link {
+        return link.submit(op).await;
     }
     let lock = ADMIN_LOCK.with(|l| l.clone());
     let _guard = lock.lock().await;
@@ -38,35 +58,10 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             partitions,
             config,
         } => {
-            metadata::validate_name(&name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
-            if next.topics.contains_key(&name) {
-                return Err(AdminError::TopicExists(name));
-            }
-            if partitions == 0 || partitions > PARTITIONS_MAX {
-                return Err(AdminError::InvalidPartitions(format!(
-                    "{partitions} (must be 1..={PARTITIONS_MAX})"
-                )));
-            }
-            let defaults = &shard.config.topic_defaults;
-            let fresh = TopicMeta {
-                id: metadata::new_topic_id(&name),
-                name: name.clone(),
-                partitions,
-                config: defaults.clone(),
-                created_ms: crate::storage::now_ms(),
-                stored_config: Default::default(),
-            };
-            // The same rules as altering: our names applied, Kafka's other
-            // names stored, anything else refused.
-            let changes: Vec<ConfigChange> = config
-                .into_iter()
-                .map(|(k, v)| ConfigChange::Set(k, v))
-                .collect();
-            let meta = alter::altered(&fresh, defaults, &changes, false)
-                .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
-            move_aside_leftovers(shard, &name, 0..partitions)?;
-            info!(topic = %name, partitions, "creating topic");
-            next.topics.insert(name, meta);
+            let meta = new_topic(shard, &next, name, partitions, config)?;
+            move_aside_leftovers(shard, &meta.name, 0..meta.partitions)?;
+            info!(topic = %meta.name, partitions = meta.partitions, "creating topic");
+            next.topics.insert(meta.name.clone(), meta);
         }
         AdminOp::DeleteTopic { name } => {
             let Some(meta) = next.topics.remove(&name) else {
@@ -89,24 +84,10 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             return Ok(AdminOk::Done);
         }
         AdminOp::CreatePartitions { name, total } => {
-            let Some(t) = next.topics.get_mut(&name) else {
-                return Err(AdminError::UnknownTopic(name));
-            };
-            if total < t.partitions {
-                return Err(AdminError::InvalidPartitions(format!(
-                    "topic '{name}' has {} partitions; the count can grow but never shrink",
-                    t.partitions
-                )));
-            }
-            if total > PARTITIONS_MAX {
-                return Err(AdminError::InvalidPartitions(format!(
-                    "{total} (must be <= {PARTITIONS_MAX})"
-                )));
-            }
-            if total == t.partitions {
+            let from = check_partition_growth(&next, &name, total)?;
+            if total == from {
                 return Ok(AdminOk::Done);
             }
-            let from = t.partitions;
             move_aside_leftovers(shard, &name, from..total)?;
             info!(topic = %name, from, to = total, "adding partitions");
             next.topics
@@ -120,16 +101,12 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             replace_all,
             validate_only,
         } => {
-            let Some(t) = next.topics.get_mut(&name) else {
-                return Err(AdminError::UnknownTopic(name));
-            };
-            let altered = alter::altered(t, &shard.config.topic_defaults, &changes, replace_all)
-                .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+            let (t, altered) = altered_topic(shard, &next, &name, &changes, replace_all)?;
             if validate_only || altered == *t {
                 return Ok(AdminOk::Done);
             }
             info!(topic = %name, ?changes, "altering topic config");
-            *t = altered;
+            next.topics.insert(name, altered);
         }
         AdminOp::AllocateProducerId => {
             let pid = shard.next_producer_id.get();
@@ -148,6 +125,139 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
     broadcast(shard, Arc::new(next)).await;
     refill_reserve(shard);
     Ok(AdminOk::Done)
+}
+
+/// A new topic's metadata, checked as every broker checks it: its name,
+/// partition count and config (our names applied, Kafka's other names
+/// stored, anything else refused), and that `table` does not have it.
+pub fn new_topic(
+    shard: &Shard,
+    table: &TopicTable,
+    name: String,
+    partitions: u32,
+    config: std::collections::BTreeMap<String, String>,
+) -> Result<TopicMeta, AdminError> {
+    metadata::validate_name(&name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
+    if table.topics.contains_key(&name) {
+        return Err(AdminError::TopicExists(name));
+    }
+    if partitions == 0 || partitions > PARTITIONS_MAX {
+        return Err(AdminError::InvalidPartitions(format!(
+            "{partitions} (must be 1..={PARTITIONS_MAX})"
+        )));
+    }
+    let defaults = &shard.config.topic_defaults;
+    let fresh = TopicMeta {
+        id: metadata::new_topic_id(&name),
+        name,
+        partitions,
+        config: defaults.clone(),
+        created_ms: crate::storage::now_ms(),
+        stored_config: Default::default(),
+        assignment: Vec::new(),
+    };
+    let changes: Vec<ConfigChange> = config
+        .into_iter()
+        .map(|(k, v)| ConfigChange::Set(k, v))
+        .collect();
+    alter::altered(&fresh, defaults, &changes, false)
+        .map_err(|e| AdminError::InvalidConfig(e.to_string()))
+}
+
+/// The partition count of `name` today, if it may grow to `total`.
+pub fn check_partition_growth(
+    table: &TopicTable,
+    name: &str,
+    total: u32,
+) -> Result<u32, AdminError> {
+    let Some(t) = table.topics.get(name) else {
+        return Err(AdminError::UnknownTopic(name.to_string()));
+    };
+    if total < t.partitions {
+        return Err(AdminError::InvalidPartitions(format!(
+            "topic '{name}' has {} partitions; the count can grow but never shrink",
+            t.partitions
+        )));
+    }
+    if total > PARTITIONS_MAX {
+        return Err(AdminError::InvalidPartitions(format!(
+            "{total} (must be <= {PARTITIONS_MAX})"
+        )));
+    }
+    Ok(t.partitions)
+}
+
+/// Topic `name` as it is in `table`, and as `changes` would make it.
+pub fn altered_topic<'t>(
+    shard: &Shard,
+    table: &'t TopicTable,
+    name: &str,
+    changes: &[ConfigChange],
+    replace_all: bool,
+) -> Result<(&'t TopicMeta, TopicMeta), AdminError> {
+    let Some(t) = table.topics.get(name) else {
+        return Err(AdminError::UnknownTopic(name.to_string()));
+    };
+    let altered = alter::altered(t, &shard.config.topic_defaults, changes, replace_all)
+        .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+    Ok((t, altered))
+}
+
+/// Cluster mode: serve the table `derive` makes from the current one (the
+/// cluster layer derives it from the controller's state). Topics that are
+/// gone, or came back under a new id, are deleted here as on a single node
+/// (listed as being deleted, persisted, directories removed); directories
+/// in the way of partitions new to this broker are moved aside first. A
+/// table from an older controller index than the one served is ignored.
+pub async fn install(
+    shard: &Rc<Shard>,
+    derive: impl FnOnce(&TopicTable) -> TopicTable,
+) -> Result<(), AdminError> {
+    assert_eq!(shard.id, 0, "the topic table changes on shard 0");
+    if shard.shutting_down.get() {
+        return Err(AdminError::ShuttingDown);
+    }
+    let lock = ADMIN_LOCK.with(|l| l.clone());
+    let _guard = lock.lock().await;
+    let cur = shard.topics();
+    let mut next = derive(&cur);
+    if next.controller_index < cur.controller_index {
+        return Ok(());
+    }
+    let gone: Vec<DeletedTopic> = cur
+        .topics
+        .values()
+        .filter(|m| next.topics.get(&m.name).is_none_or(|n| n.id != m.id))
+        .map(|m| DeletedTopic {
+            name: m.name.clone(),
+            id: m.id.clone(),
+            partitions: m.partitions,
+        })
+        .collect();
+    let me = shard.node_id();
+    for m in next.topics.values() {
+        let fresh = |p: u32| {
+            cur.topics
+                .get(&m.name)
+                .is_none_or(|c| c.id != m.id || p >= c.partitions)
+        };
+        let mine: Vec<u32> = (0..m.partitions)
+            .filter(|p| fresh(*p) && m.assignment.get(*p as usize).map(|a| a.node) == me)
+            .collect();
+        for p in mine {
+            move_aside_leftovers(shard, &m.name, p..p + 1)?;
+        }
+    }
+    for g in &gone {
+        info!(topic = %g.name, "topic deleted by the controller");
+    }
+    next.deleting.extend(gone.iter().cloned());
+    persist(shard, &next)?;
+    broadcast(shard, Arc::new(next)).await;
+    for g in gone {
+        finish_delete(shard, &g.name).await;
+    }
+    Ok(())
 }
 
 /// Store the table (on a full disk, through the space reserve: see

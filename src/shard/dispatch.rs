@@ -5,7 +5,7 @@ use super::local::{append_in_order, await_acks, fetch_local, offsets_local};
 use super::Shard;
 use crate::protocol::messages::Acks;
 use crate::router::ops::*;
-use crate::router::{reply_channel, shard_of, ShardMsg};
+use crate::router::{reply_channel, ShardMsg};
 use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -24,7 +24,7 @@ impl Shard {
         let mut groups: BTreeMap<usize, Vec<T>> = BTreeMap::new();
         for it in items {
             let (t, p) = key(&it);
-            let owner = shard_of(t, p, self.shards());
+            let owner = self.serving_shard(t, p);
             groups.entry(owner).or_default().push(it);
         }
         groups

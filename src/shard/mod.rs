@@ -25,7 +25,7 @@ use crate::config::BrokerConfig;
 use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::partition::Partition;
 use crate::router::ops::{OfflineCause, OpError};
-use crate::router::{shard_of, ListenerKind, Router, ShardMsg};
+use crate::router::{locate, shard_of, ListenerKind, Location, Router, ShardMsg};
 use crate::storage::dma::DmaDisk;
 use crate::storage::{CacheBudget, LogConfig, WriteBudget};
 use std::cell::{Cell, RefCell};
@@ -39,6 +39,9 @@ use tracing::{error, info, warn};
 /// returned tasks are dropped at shutdown. See [`Frontend`].
 pub type Listen = Box<dyn FnOnce(&Rc<Shard>) -> Result<Vec<glommio::task::JoinHandle<()>>, String>>;
 
+/// Attaches a layer above the shard once the shard serves (see [`Frontend`]).
+pub type Attach = Box<dyn FnOnce(&Rc<Shard>)>;
+
 /// The connection layer's entry points, plugged in by the broker at startup.
 ///
 /// Why a hook: accepting and serving connections is the server layer's
@@ -51,6 +54,9 @@ pub struct Frontend {
     /// Serve a connection another shard accepted and handed here
     /// ([`ShardMsg::Adopt`]), already bound to this executor.
     pub adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
+    /// Called once the shard has opened its partitions, before it serves
+    /// (shard 0 in a cluster: the cluster layer attaches itself here).
+    pub attach: Option<Attach>,
 }
 
 /// Per-shard state that belongs to a layer above the shard (the group
@@ -143,6 +149,8 @@ pub struct Shard {
     held: RefCell<Vec<Rc<dyn Held>>>,
     /// Serves connections handed over by other shards (see [`Frontend`]).
     adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
+    /// Shard 0 in a cluster: where metadata changes go (see [`admin`]).
+    controller_link: RefCell<Option<Rc<dyn admin::ControllerLink>>>,
 }
 
 thread_local! {
@@ -163,8 +171,36 @@ impl Shard {
         self.topics.borrow().clone()
     }
 
-    pub fn owns(&self, topic: &str, partition: u32) -> bool {
-        shard_of(topic, partition, self.shards()) == self.id
+    /// Shard 0, in a cluster: send metadata changes to the controller
+    /// through `link` from now on.
+    pub fn link_controller(&self, link: Rc<dyn admin::ControllerLink>) {
+        assert_eq!(self.id, 0, "the controller link lives on shard 0");
+        *self.controller_link.borrow_mut() = Some(link);
+    }
+
+    /// This broker's id in a cluster (None: a single node).
+    pub fn node_id(&self) -> Option<u32> {
+        self.config.node_id
+    }
+
+    /// Where a partition of a known topic is served (see [`locate`]).
+    pub fn locate(&self, meta: &crate::metadata::TopicMeta, partition: u32) -> Location {
+        locate(meta, partition, self.shards(), self.node_id())
+    }
+
+    /// The shard that answers for a partition on this broker: its owner,
+    /// or (for a partition led elsewhere, or an unknown topic) this shard,
+    /// which answers with the error at once instead of routing it.
+    pub fn serving_shard(&self, topic: &str, partition: u32) -> usize {
+        match self.topics().get(topic).map(|m| self.locate(m, partition)) {
+            Some(Location::Here(s)) => s,
+            Some(Location::Elsewhere { .. }) => self.id,
+            None => shard_of(topic, partition, self.shards()),
+        }
+    }
+
+    fn owns(&self, meta: &crate::metadata::TopicMeta, partition: u32) -> bool {
+        self.locate(meta, partition) == Location::Here(self.id)
     }
 
     /// A partition this shard owns.
@@ -184,7 +220,16 @@ impl Shard {
                 partitions: meta.partitions,
             });
         }
-        assert!(self.owns(topic, partition), "routed to the wrong shard");
+        match self.locate(meta, partition) {
+            Location::Here(s) => assert_eq!(s, self.id, "routed to the wrong shard"),
+            Location::Elsewhere { node } => {
+                return Err(OpError::NotLeader {
+                    topic: topic.to_string(),
+                    partition,
+                    leader: node,
+                })
+            }
+        }
         match self
             .partitions
             .borrow()
@@ -229,6 +274,29 @@ impl Shard {
             // Stale broadcast: keep the newer table.
             self.topics.replace(old);
             return;
+        }
+        // Close (and keep the files of) partitions the controller moved to
+        // another broker or shard: the new owner serves them from now on.
+        let moved: Vec<(String, u32)> = self
+            .partitions
+            .borrow()
+            .keys()
+            .filter(|(t, p)| {
+                topics
+                    .get(t)
+                    .is_some_and(|m| *p < m.partitions && !self.owns(m, *p))
+            })
+            .cloned()
+            .collect();
+        for key in moved {
+            let slot = self.partitions.borrow_mut().remove(&key);
+            if let Some(PartitionSlot::Online { partition, flusher }) = slot {
+                if let Err(e) = partition.close().await {
+                    warn!(topic = %key.0, partition = key.1, "closing a partition that moved: {e}");
+                }
+                flusher.cancel();
+            }
+            info!(topic = %key.0, partition = key.1, "partition moved away: closed here");
         }
         // Close and delete partitions of topics that went away.
         let doomed: Vec<(String, u32)> = self
@@ -281,7 +349,7 @@ impl Shard {
         for meta in topics.topics.values() {
             for p in 0..meta.partitions {
                 let key = (meta.name.clone(), p);
-                if self.owns(&meta.name, p) && !self.partitions.borrow().contains_key(&key) {
+                if self.owns(meta, p) && !self.partitions.borrow().contains_key(&key) {
                     let id = topics
                         .identity(&meta.name, p)
                         .expect("topic is in the table");
@@ -395,11 +463,15 @@ pub async fn run(
         next_producer_id: Cell::new(topics.producer_id_block_end),
         held: RefCell::new(Vec::new()),
         adopt: frontend.adopt,
+        controller_link: RefCell::new(None),
         config,
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     shard.apply_topics(topics).await;
     crate::storage::dma::assert_poll_ring_idle();
+    if let Some(attach) = frontend.attach {
+        attach(&shard);
+    }
     let mut accept_tasks = Vec::new();
     if let Some(listen) = frontend.listen {
         match listen(&shard) {
