@@ -310,11 +310,15 @@ mod tests {
     fn registered_threads_count_as_loadgen() {
         let h = std::thread::spawn(|| {
             register_current_thread();
-            // Burn a little CPU.
+            // Burn 30 ms of this thread's CPU (not of wall time: on a
+            // busy machine 30 ms of wall time can be 4 ms on a CPU).
             let t = std::time::Instant::now();
+            let tid = gettid();
             let mut x = 0u64;
-            while t.elapsed().as_millis() < 30 {
-                x = x.wrapping_add(std::hint::black_box(1));
+            while thread_cpu_ns(tid).unwrap_or(0) < 30_000_000 && t.elapsed().as_secs() < 20 {
+                for _ in 0..10_000 {
+                    x = x.wrapping_add(std::hint::black_box(1));
+                }
             }
             let s = CpuSnapshot::take(BrokerCpuSource::Embedded);
             unregister_current_thread();

@@ -114,6 +114,17 @@ impl<D: Disk> Partition<D> {
         self.leader_epoch.get()
     }
 
+    /// In a cluster: the epoch the controller gave this partition's
+    /// current placement (it never goes down).
+    pub fn set_leader_epoch(&self, epoch: i32) {
+        assert!(
+            epoch >= self.leader_epoch.get(),
+            "leader epoch went down: {} -> {epoch}",
+            self.leader_epoch.get()
+        );
+        self.leader_epoch.set(epoch);
+    }
+
     /// Consumers read below this. Today: the durable offset.
     pub fn high_watermark(&self) -> u64 {
         self.log.durable_offset()

@@ -398,6 +398,23 @@ impl Shard {
             };
             self.partitions.borrow_mut().insert(key, slot);
         }
+        self.stamp_leader_epochs(&topics);
+    }
+
+    /// In a cluster: each open partition appends with the leader epoch of
+    /// its placement (the controller bumps it when a partition moves).
+    fn stamp_leader_epochs(&self, topics: &SharedTopics) {
+        for ((t, p), slot) in self.partitions.borrow().iter() {
+            let epoch = topics
+                .get(t)
+                .and_then(|m| m.assignment.get(*p as usize))
+                .map(|a| a.leader_epoch as i32);
+            if let (PartitionSlot::Online { partition, .. }, Some(e)) = (slot, epoch) {
+                if partition.leader_epoch() < e {
+                    partition.set_leader_epoch(e);
+                }
+            }
+        }
     }
 
     /// Close every partition: flush, sync, indexes, checkpoints.

@@ -6,7 +6,8 @@ addr=$1
 base="kcat-$$-$RANDOM"
 echo "kcat: $(kcat -V 2>&1 | head -1)"
 kcat -X client.id=kcat -b "$addr" -L | tee /tmp/kcat-meta.txt | head -3
-grep -q "1 brokers" /tmp/kcat-meta.txt
+# EXPECT_BROKERS: how many brokers Metadata must list (run.sh --cluster: 3).
+grep -q "${EXPECT_BROKERS:-1} brokers" /tmp/kcat-meta.txt
 
 for codec in none gzip snappy lz4 zstd; do
   topic="$base-$codec"
