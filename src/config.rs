@@ -108,6 +108,14 @@ pub struct BrokerConfig {
     /// The controller's voters and their RPC addresses
     /// (`--controller-voters 1@HOST:PORT,2@HOST:PORT,3@HOST:PORT`).
     pub controller_voters: String,
+    /// Cluster mode: how often a broker tells the controller it is alive
+    /// (Kafka's `broker.heartbeat.interval.ms`, which defaults to 2000).
+    pub broker_heartbeat_interval_ms: u64,
+    /// Cluster mode: a broker not heard from for this long is fenced (its
+    /// partitions show no leader; new partitions avoid it). Kafka's
+    /// `broker.session.timeout.ms` (default 9000). At least twice the
+    /// heartbeat interval.
+    pub broker_session_timeout_ms: u64,
 }
 
 /// A broker's cluster settings, checked (see [`BrokerConfig::cluster`]).
@@ -117,6 +125,10 @@ pub struct ClusterSettings {
     pub rpc_listen: String,
     /// (broker id, RPC address) of every controller voter, sorted by id.
     pub voters: Vec<(u32, String)>,
+    /// See [`BrokerConfig::broker_heartbeat_interval_ms`].
+    pub heartbeat_interval: std::time::Duration,
+    /// See [`BrokerConfig::broker_session_timeout_ms`].
+    pub session_timeout: std::time::Duration,
 }
 
 impl ClusterSettings {
@@ -198,6 +210,8 @@ impl Default for BrokerConfig {
             node_id: None,
             rpc_listen: String::new(),
             controller_voters: String::new(),
+            broker_heartbeat_interval_ms: 500,
+            broker_session_timeout_ms: 3000,
         }
     }
 }
@@ -293,10 +307,21 @@ impl BrokerConfig {
                 "node_id needs controller_voters (--controller-voters 1@HOST:PORT,...)".into(),
             ));
         }
+        if self.broker_heartbeat_interval_ms == 0
+            || self.broker_session_timeout_ms < 2 * self.broker_heartbeat_interval_ms
+        {
+            return Err(ConfigError::Invalid(format!(
+                "broker_session_timeout_ms ({}) must be at least twice broker_heartbeat_interval_ms \
+                 ({}), which must be >= 1: else a live broker is fenced between two heartbeats",
+                self.broker_session_timeout_ms, self.broker_heartbeat_interval_ms
+            )));
+        }
         Ok(Some(ClusterSettings {
             node_id,
             rpc_listen: self.rpc_listen.clone(),
             voters: parse_voters(&self.controller_voters)?,
+            heartbeat_interval: std::time::Duration::from_millis(self.broker_heartbeat_interval_ms),
+            session_timeout: std::time::Duration::from_millis(self.broker_session_timeout_ms),
         }))
     }
 }
@@ -593,6 +618,16 @@ mod cluster_tests {
         for bad in ["1@h:1,1@h:2", "0@h:1", "x@h:1", "1@h", "1@:5", "1h:1", ","] {
             assert!(parse_voters(bad).is_err(), "{bad}");
         }
+        assert_eq!(cs.heartbeat_interval, std::time::Duration::from_millis(500));
+        assert_eq!(cs.session_timeout, std::time::Duration::from_secs(3));
+        // A session shorter than two heartbeats would fence live brokers.
+        c.broker_session_timeout_ms = 900;
+        assert!(c.validate().is_err());
+        c.broker_heartbeat_interval_ms = 300;
+        assert_eq!(
+            c.cluster().unwrap().unwrap().session_timeout,
+            std::time::Duration::from_millis(900)
+        );
         c.node_id = Some(0);
         assert!(c.validate().is_err());
     }

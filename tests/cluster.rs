@@ -223,156 +223,213 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
     assert!(c.cluster_logs().contains("broker left the cluster"));
 }
 
-#[test]
-fn a_kafka_client_creates_produces_and_consumes_through_any_bootstrap_node() {
+/// librdkafka through one bootstrap server: topic creation, leaders,
+/// produce, group consume, committed offsets.
+mod kafka {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
     use rdkafka::producer::{FutureProducer, FutureRecord};
     use rdkafka::Message;
+    use std::collections::BTreeMap;
+    use std::time::{Duration, Instant};
 
-    let c = Cluster::start();
-    c.settled_view(0, 3, None, Duration::from_secs(30));
-    let kafka: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
-    // Created through node 1's Kafka listener (CreateTopics goes to the
-    // controller from there).
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", &kafka[0])
-        .create()
-        .unwrap();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
-    let created = futures::executor::block_on(admin.create_topics(
-        &[NewTopic::new("orders", 6, TopicReplication::Fixed(1))],
-        &opts,
-    ))
-    .unwrap();
-    assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
-    // Every node lists the three brokers and the same leaders, and every
-    // node leads some of the six partitions.
-    let mut leaders_seen = Vec::new();
-    for (i, k) in kafka.iter().enumerate() {
-        let probe: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", k)
+    pub fn create(bootstrap: &str, topic: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
             .create()
             .unwrap();
+        let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
+        let created = futures::executor::block_on(admin.create_topics(
+            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &opts,
+        ))
+        .unwrap();
+        assert!(created.iter().all(|r| r.is_ok()), "{created:?}");
+    }
+
+    /// Each partition's leader as `bootstrap` reports it, once it lists
+    /// `brokers` (Kafka addresses) and a leader for every partition.
+    pub fn leaders(bootstrap: &str, topic: &str, brokers: &[String]) -> Vec<i32> {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        let mut want = brokers.to_vec();
+        want.sort();
         let started = Instant::now();
-        let leaders = loop {
+        loop {
             let md = probe
-                .fetch_metadata(Some("orders"), Duration::from_secs(5))
+                .fetch_metadata(Some(topic), Duration::from_secs(5))
                 .unwrap();
-            let t = &md.topics()[0];
-            let leaders: Vec<i32> = t.partitions().iter().map(|p| p.leader()).collect();
-            if md.brokers().len() == 3 && leaders.len() == 6 && leaders.iter().all(|l| *l > 0) {
-                let mut addrs: Vec<String> = md
-                    .brokers()
-                    .iter()
-                    .map(|b| format!("{}:{}", b.host(), b.port()))
-                    .collect();
-                addrs.sort();
-                let mut want = kafka.clone();
-                want.sort();
-                assert_eq!(
-                    addrs,
-                    want,
-                    "node {} lists the brokers' Kafka addresses",
-                    i + 1
-                );
-                break leaders;
+            let leaders: Vec<i32> = md.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| p.leader())
+                .collect();
+            let mut addrs: Vec<String> = md
+                .brokers()
+                .iter()
+                .map(|b| format!("{}:{}", b.host(), b.port()))
+                .collect();
+            addrs.sort();
+            if addrs == want && !leaders.is_empty() && leaders.iter().all(|l| *l > 0) {
+                return leaders;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(20),
-                "node {}: metadata {:?} / {leaders:?}",
-                i + 1,
-                md.brokers().len()
+                "{bootstrap}: brokers {addrs:?} (want {want:?}), leaders {leaders:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
-        };
-        leaders_seen.push(leaders);
-    }
-    assert!(
-        leaders_seen.windows(2).all(|w| w[0] == w[1]),
-        "{leaders_seen:?}"
-    );
-    for node in 1..=3 {
-        assert!(
-            leaders_seen[0].contains(&node),
-            "node {node} leads nothing: {leaders_seen:?}"
-        );
-    }
-    // Produced through node 2, idempotent, acks=all: the client sends each
-    // partition's batches to its leader.
-    const N: usize = 600;
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka[1])
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .create()
-        .unwrap();
-    let sends: Vec<_> = (0..N)
-        .map(|i| {
-            let (key, value) = (format!("k{}", i % 12), i.to_string());
-            producer
-                .send_result(FutureRecord::to("orders").key(&key).payload(&value))
-                .map_err(|(e, _)| e)
-                .unwrap()
-        })
-        .collect();
-    for (i, s) in sends.into_iter().enumerate() {
-        let r = futures::executor::block_on(s).unwrap();
-        assert!(r.is_ok(), "message {i}: {r:?}");
-    }
-    // Consumed in a group through node 3: the coordinator may be any node.
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka[2])
-        .set("group.id", "cluster-readers")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    consumer.subscribe(&["orders"]).unwrap();
-    let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    let mut got = 0;
-    let started = Instant::now();
-    while got < N && started.elapsed() < Duration::from_secs(60) {
-        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-            let m = m.unwrap();
-            let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
-            let v: usize = std::str::from_utf8(m.payload().unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
-            by_key.entry(key).or_default().push(v);
-            got += 1;
         }
     }
-    assert_eq!(got, N, "consumed through node 3");
-    for (k, vs) in &by_key {
+
+    /// `n` keyed messages (key `k{i % 12}`, value `i`), idempotent,
+    /// acks=all; every delivery must succeed.
+    pub fn produce(bootstrap: &str, topic: &str, n: usize) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .unwrap();
+        let sends: Vec<_> = (0..n)
+            .map(|i| {
+                let (key, value) = (format!("k{}", i % 12), i.to_string());
+                producer
+                    .send_result(FutureRecord::to(topic).key(&key).payload(&value))
+                    .map_err(|(e, _)| e)
+                    .unwrap()
+            })
+            .collect();
+        for (i, s) in sends.into_iter().enumerate() {
+            let r = futures::executor::block_on(s).unwrap();
+            assert!(r.is_ok(), "message {i}: {r:?}");
+        }
+    }
+
+    /// Consume `n` messages in group `group`, check each key's values come
+    /// in order, commit, and check another client (through `other`) sees
+    /// the group's committed offsets add up to `n`.
+    pub fn consume_in_group(bootstrap: &str, other: &str, topic: &str, group: &str, n: usize) {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        consumer.subscribe(&[topic]).unwrap();
+        let mut by_key: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        let mut got = 0;
+        let started = Instant::now();
+        while got < n && started.elapsed() < Duration::from_secs(60) {
+            if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+                let m = m.unwrap();
+                let key = String::from_utf8(m.key().unwrap().to_vec()).unwrap();
+                let v: usize = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                by_key.entry(key).or_default().push(v);
+                got += 1;
+            }
+        }
+        assert_eq!(got, n, "consumed through {bootstrap}");
+        for (k, vs) in &by_key {
+            assert!(
+                vs.windows(2).all(|w| w[0] < w[1]),
+                "key {k} out of order: {vs:?}"
+            );
+        }
+        consumer.commit_consumer_state(CommitMode::Sync).unwrap();
+        let reader: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", other)
+            .set("group.id", group)
+            .create()
+            .unwrap();
+        let md = reader
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in md.topics()[0].partitions() {
+            tpl.add_partition(topic, p.id());
+        }
+        let committed = reader
+            .committed_offsets(tpl, Duration::from_secs(10))
+            .unwrap();
+        let total: i64 = committed
+            .elements()
+            .iter()
+            .map(|e| e.offset().to_raw().unwrap_or(0))
+            .sum();
+        assert_eq!(total, n as i64, "committed offsets seen through {other}");
+    }
+}
+
+#[test]
+fn a_kafka_client_creates_produces_and_consumes_through_any_bootstrap_node() {
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    // Created through node 1's Kafka listener (CreateTopics goes to the
+    // controller from there).
+    kafka::create(&brokers[0], "orders", 6);
+    // Every node lists the three brokers and the same leaders, and every
+    // node leads some of the six partitions.
+    let seen: Vec<Vec<i32>> = brokers
+        .iter()
+        .map(|b| kafka::leaders(b, "orders", &brokers))
+        .collect();
+    assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+    for node in 1..=3 {
         assert!(
-            vs.windows(2).all(|w| w[0] < w[1]),
-            "key {k} out of order: {vs:?}"
+            seen[0].contains(&node),
+            "node {node} leads nothing: {seen:?}"
         );
     }
-    consumer.commit_consumer_state(CommitMode::Sync).unwrap();
-    // The committed offsets are there for a client of another node.
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka[0])
-        .set("group.id", "cluster-readers")
-        .create()
-        .unwrap();
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    for p in 0..6 {
-        tpl.add_partition("orders", p);
-    }
-    let committed = reader
-        .committed_offsets(tpl, Duration::from_secs(10))
-        .unwrap();
-    let total: i64 = committed
-        .elements()
+    // Produced through node 2: the client sends each partition's batches
+    // to its leader. Consumed in a group through node 3 (the coordinator
+    // may be any node); the commits are seen through node 1.
+    kafka::produce(&brokers[1], "orders", 600);
+    kafka::consume_in_group(&brokers[2], &brokers[0], "orders", "cluster-readers", 600);
+}
+
+#[test]
+fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() {
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let mut brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create(&brokers[0], "before", 3);
+    kafka::produce(&brokers[0], "before", 120);
+    // Node 4 is not a controller voter: it registers through the voters
+    // and fetches the controller's state from them.
+    let voters = c
+        .rpc
         .iter()
-        .map(|e| e.offset().to_raw().unwrap_or(0))
-        .sum();
-    assert_eq!(total, N as i64, "committed offsets seen through node 1");
+        .enumerate()
+        .map(|(i, a)| format!("{}@{a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let rpc4 = format!("127.0.0.1:{}", rpc_port());
+    let (node4, _dir4) = start_node(4, &rpc4, &voters);
+    let v = c.settled_view(0, 4, None, Duration::from_secs(30));
+    assert!(v.state.brokers[&4].live, "{:?}", v.state.brokers);
+    brokers.push(node4.kafka.clone().unwrap());
+    // A topic created through the new node is spread over all four; the
+    // new node serves its share, and the cluster kept serving throughout.
+    kafka::create(&brokers[3], "after", 8);
+    let leaders = kafka::leaders(&brokers[3], "after", &brokers);
+    for node in 1..=4 {
+        assert!(
+            leaders.contains(&node),
+            "node {node} leads nothing of {leaders:?}"
+        );
+    }
+    kafka::produce(&brokers[3], "after", 400);
+    kafka::consume_in_group(&brokers[0], &brokers[3], "after", "after-readers", 400);
+    kafka::consume_in_group(&brokers[3], &brokers[1], "before", "before-readers", 120);
 }
 
 #[test]

@@ -47,12 +47,13 @@ const OUTBOX_MESSAGES: usize = 4096;
 /// Messages per frame to a peer.
 const BATCH_MESSAGES: usize = 512;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// How often a broker tells the controller leader it is alive.
-pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(500);
-/// A broker not heard from for this long is fenced (marked not live: its
-/// partitions show no leader and new partitions avoid it) by the
-/// controller leader; a new leader waits this long before fencing anyone.
-pub const BROKER_SESSION: Duration = Duration::from_secs(3);
+// How often a broker tells the controller leader it is alive, and how long
+// one not heard from stays live (`settings.heartbeat_interval`,
+// `settings.session_timeout`: config keys `broker_heartbeat_interval_ms`,
+// `broker_session_timeout_ms`). A broker past its session is fenced
+// (marked not live: its partitions show no leader and new partitions
+// avoid it) by the controller leader; a new leader waits one session
+// before fencing anyone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// `fut`, or None once `d` has passed.
@@ -332,10 +333,12 @@ impl Driver {
     /// one at a time (a burst of applied entries becomes one install).
     async fn publisher(self: Rc<Self>, mut wake: mpsc::Receiver<()>) {
         loop {
-            let (Some(state), Some(shard)) = (self.known_state(), self.shard()) else {
+            let Some(shard) = self.shard() else {
                 return;
             };
-            if state.applied_index > self.published.get() {
+            // A broker that is not a voter has no state until its first fetch.
+            let state = self.known_state();
+            if let Some(state) = state.filter(|s| s.applied_index > self.published.get()) {
                 let index = state.applied_index;
                 let defaults = shard.config.topic_defaults.clone();
                 match admin::install(&shard, |cur| view::table_of(&state, cur, &defaults)).await {
@@ -358,11 +361,11 @@ impl Driver {
 
     /// Not a voter: fetch the controller state from a voter (the leader
     /// the heartbeats found, else each voter in turn) every
-    /// [`HEARTBEAT_INTERVAL`], and publish it when it is newer.
+    /// the heartbeat interval, and publish it when it is newer.
     async fn state_fetcher(self: Rc<Self>) {
         let mut next_voter = 0;
         loop {
-            glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            glommio::timer::sleep(self.settings.heartbeat_interval).await;
             let target = self.heartbeat_to.get().unwrap_or_else(|| {
                 next_voter += 1;
                 self.settings.voters[next_voter % self.settings.voters.len()].0
@@ -370,8 +373,12 @@ impl Driver {
             let Some(addr) = self.settings.voter_addr(target).map(str::to_string) else {
                 continue;
             };
-            if let Ok(Response::State { state, .. }) =
-                rpc::call(&addr, &Request::GetState, HEARTBEAT_INTERVAL * 2).await
+            if let Ok(Response::State { state, .. }) = rpc::call(
+                &addr,
+                &Request::GetState,
+                self.settings.heartbeat_interval * 2,
+            )
+            .await
             {
                 let newer = self
                     .fetched
@@ -402,13 +409,13 @@ impl Driver {
     }
 
     /// Leader only: fence live brokers not heard from within
-    /// [`BROKER_SESSION`], unfence fenced ones heard from again (same
+    /// the session timeout, unfence fenced ones heard from again (same
     /// incarnation; a restarted broker registers anew instead).
     fn check_sessions(self: &Rc<Self>) {
         let Some(since) = self.leader_since.get() else {
             return;
         };
-        if since.elapsed() < BROKER_SESSION {
+        if since.elapsed() < self.settings.session_timeout {
             return;
         }
         let changes: Vec<Command> = {
@@ -419,7 +426,7 @@ impl Driver {
                 .values()
                 .filter_map(|b| {
                     let recent = heard.get(&b.reg.id).is_some_and(|(inc, at)| {
-                        *inc == b.reg.incarnation && at.elapsed() < BROKER_SESSION
+                        *inc == b.reg.incarnation && at.elapsed() < self.settings.session_timeout
                     });
                     (recent != b.live).then_some(Command::SetBrokerLive {
                         id: b.reg.id,
@@ -459,7 +466,7 @@ impl Driver {
         let me = self.settings.node_id;
         let mut next_voter = 0;
         loop {
-            glommio::timer::sleep(HEARTBEAT_INTERVAL).await;
+            glommio::timer::sleep(self.settings.heartbeat_interval).await;
             if self.heard_from(me, self.incarnation).is_ok() {
                 continue;
             }
@@ -478,7 +485,7 @@ impl Driver {
                 broker: me,
                 incarnation: self.incarnation,
             };
-            match rpc::call(&addr, &beat, HEARTBEAT_INTERVAL * 2).await {
+            match rpc::call(&addr, &beat, self.settings.heartbeat_interval * 2).await {
                 Ok(Response::Heartbeat(Ok(()))) => self.heartbeat_to.set(Some(target)),
                 Ok(Response::Heartbeat(Err(hint))) => self.heartbeat_to.set(hint),
                 _ => self.heartbeat_to.set(None),
