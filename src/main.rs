@@ -76,6 +76,10 @@ enum ClusterCmd {
         /// Also list every partition's leader, shard and leader epoch.
         #[arg(long)]
         partitions: bool,
+        /// Wait (up to 30 s) until this many brokers are live, e.g. in a
+        /// script that starts a cluster; fails if they are not.
+        #[arg(long, default_value_t = 0)]
+        wait_for_brokers: usize,
     },
     /// Create a topic through the controller (from any broker: it
     /// forwards to the controller leader); prints its placement.
@@ -380,8 +384,43 @@ fn cluster(cmd: ClusterCmd, rpc: &str) -> Result<()> {
     use shardlog::cluster::admin;
     let timeout = std::time::Duration::from_secs(10);
     match cmd {
-        ClusterCmd::Status { partitions } => {
-            let v = admin::view(rpc, timeout)?;
+        ClusterCmd::Status {
+            partitions,
+            wait_for_brokers,
+        } => {
+            // A cluster that is starting has no controller leader for a
+            // second or two, and a node that is starting refuses
+            // connections: wait for a leader (and the brokers asked for),
+            // then show what there is.
+            let patience = if wait_for_brokers > 0 {
+                3 * timeout
+            } else {
+                timeout
+            };
+            let started = std::time::Instant::now();
+            let v = loop {
+                let late = started.elapsed() > patience;
+                match admin::view(rpc, timeout) {
+                    Ok(v) => {
+                        let live = v.state.brokers.values().filter(|b| b.live).count();
+                        if v.leader.is_some() && live >= wait_for_brokers {
+                            break v;
+                        }
+                        if late && wait_for_brokers > 0 {
+                            print!("{}", admin::render(&v, partitions));
+                            anyhow::bail!(
+                                "{live} brokers live after {patience:?}, waited for {wait_for_brokers}"
+                            );
+                        }
+                        if late {
+                            break v;
+                        }
+                    }
+                    Err(e) if late => return Err(e.into()),
+                    Err(_) => {}
+                }
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            };
             print!("{}", admin::render(&v, partitions));
         }
         ClusterCmd::CreateTopic {

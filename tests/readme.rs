@@ -1,4 +1,5 @@
-//! The README's "Try it" block, run as written: a newcomer's first minutes.
+//! The README's "Try it" block, run as written: a newcomer's first minutes;
+//! and its "Cluster" block: three brokers on one machine.
 //!
 //! The block is read from README.md (so any later change to it is what gets
 //! tested) and run by bash in a fresh, empty working directory, with the
@@ -20,11 +21,16 @@ use std::time::{Duration, Instant};
 
 /// The first ```sh block after the "## Try it" heading.
 fn try_it_block() -> String {
+    block_after("## Try it")
+}
+
+/// The first ```sh block after `heading`.
+fn block_after(heading: &str) -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
     let after = readme
-        .split_once("\n## Try it")
-        .expect("README has a '## Try it' section")
+        .split_once(&format!("\n{heading}"))
+        .unwrap_or_else(|| panic!("README has a '{heading}' section"))
         .1;
     let body = after
         .split_once("```sh\n")
@@ -92,45 +98,7 @@ fn readme_try_it_block_works_as_written() {
     let script: String = lines.map(|l| format!("{l}\n")).collect();
     assert!(script.contains("./target/release/shardlog serve --data-dir ./shardlog-data"));
 
-    let dir = tempfile::Builder::new()
-        .prefix("shardlog-readme-")
-        .tempdir()
-        .unwrap();
-    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
-    std::os::unix::fs::symlink(
-        env!("CARGO_BIN_EXE_shardlog"),
-        dir.path().join("target/release/shardlog"),
-    )
-    .unwrap();
-    let out_path = dir.path().join("stdout.txt");
-    let err_path = dir.path().join("stderr.txt");
-    let mut child = Command::new("bash")
-        .arg("-c")
-        .arg(&script)
-        .current_dir(dir.path())
-        .env_remove("SHARDLOG_BROKER")
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&out_path).unwrap())
-        .stderr(std::fs::File::create(&err_path).unwrap())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = Group(child.id() as i32);
-    let deadline = Instant::now() + Duration::from_secs(180);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the block did not finish in 180 s; stderr:\n{}",
-            std::fs::read_to_string(&err_path).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    let out = std::fs::read_to_string(&out_path).unwrap();
-    let err = std::fs::read_to_string(&err_path).unwrap();
+    let (dir, status, out, err) = run_in_fresh_dir(&script);
     let ctx = format!("exit {status}\n--- stdout\n{out}\n--- stderr\n{err}");
     assert!(status.success(), "{ctx}");
 
@@ -179,5 +147,87 @@ fn readme_try_it_block_works_as_written() {
     // The partitions live under the relative data dir.
     for p in 0..8 {
         assert!(data_dir.join(format!("orders-{p}")).is_dir(), "{ctx}");
+    }
+}
+
+/// Run `script` with bash in a fresh temporary directory holding
+/// `target/release/shardlog` (a link to the binary under test), in its own
+/// process group, killed when this returns. Returns the directory (kept
+/// while the caller looks at it), the exit status, stdout and stderr.
+fn run_in_fresh_dir(script: &str) -> (tempfile::TempDir, std::process::ExitStatus, String, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("shardlog-readme-")
+        .tempdir()
+        .unwrap();
+    std::fs::create_dir_all(dir.path().join("target/release")).unwrap();
+    std::os::unix::fs::symlink(
+        env!("CARGO_BIN_EXE_shardlog"),
+        dir.path().join("target/release/shardlog"),
+    )
+    .unwrap();
+    let out_path = dir.path().join("stdout.txt");
+    let err_path = dir.path().join("stderr.txt");
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg(&script)
+        .current_dir(dir.path())
+        .env_remove("SHARDLOG_BROKER")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _group = Group(child.id() as i32);
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the block did not finish in 180 s; stderr:\n{}",
+            std::fs::read_to_string(&err_path).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    (dir, status, out, err)
+}
+
+#[test]
+fn readme_cluster_block_works_as_written() {
+    // Node 2's Kafka port is the default 9092.
+    let _ports = common::DefaultPortsLock::acquire(Duration::from_secs(600));
+    ensure_kcat();
+    let script = block_after("## Cluster");
+    assert!(script.contains("--controller-voters $V"), "{script}");
+    let (_dir, status, out, err) = run_in_fresh_dir(&script);
+    let ctx = format!("exit {status}\n--- stdout\n{out}\n--- stderr\n{err}");
+    assert!(status.success(), "{ctx}");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.starts_with("shardlog ready:"))
+            .count(),
+        3,
+        "{ctx}"
+    );
+    for id in 1..=3 {
+        assert!(out.contains(&format!("broker {id}\tlive\t")), "{ctx}");
+    }
+    // `kcat ... | wc -l` through node 3: every message produced through node 1.
+    assert!(out.lines().any(|l| l.trim() == "1000"), "{ctx}");
+    // The six partitions are led by all three nodes.
+    for id in 1..=3 {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with("clicks\t") && l.contains(&format!("leader={id}\t"))),
+            "no clicks partition led by {id}: {ctx}"
+        );
+    }
+    for bad in ["panicked", "ERROR"] {
+        assert!(!err.contains(bad), "stderr mentions '{bad}': {ctx}");
     }
 }

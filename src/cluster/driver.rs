@@ -735,7 +735,18 @@ impl Driver {
                         commit: n.commit_index(),
                         state: n.state().clone(),
                     },
-                    None => Response::Proposed(ProposeReply::NotLeader(None)),
+                    // Not a voter: the state it last fetched (term and
+                    // commit unknown here: 0), and the leader its
+                    // heartbeats found.
+                    None => match self.fetched.borrow().clone() {
+                        Some(state) => Response::State {
+                            leader: self.heartbeat_to.get(),
+                            term: 0,
+                            commit: 0,
+                            state,
+                        },
+                        None => Response::Proposed(ProposeReply::NotLeader(None)),
+                    },
                 },
             };
             let frame = wire::encode_response(header.correlation_id, &resp);
