@@ -169,7 +169,7 @@ fn run_in_fresh_dir(script: &str) -> (tempfile::TempDir, std::process::ExitStatu
     let err_path = dir.path().join("stderr.txt");
     let mut child = Command::new("bash")
         .arg("-c")
-        .arg(&script)
+        .arg(script)
         .current_dir(dir.path())
         .env_remove("SHARDLOG_BROKER")
         .env_remove("RUST_LOG")
