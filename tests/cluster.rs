@@ -433,6 +433,77 @@ fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() 
 }
 
 #[test]
+fn topic_changes_through_any_node_reach_every_node_and_its_files() {
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let partition_dirs = |name: &str| -> Vec<(usize, String)> {
+        let mut out = Vec::new();
+        for (i, n) in c.nodes.iter().enumerate() {
+            for e in std::fs::read_dir(&n.data_dir).unwrap().flatten() {
+                let f = e.file_name().to_string_lossy().to_string();
+                if f.starts_with(&format!("{name}-")) {
+                    out.push((i + 1, f));
+                }
+            }
+        }
+        out.sort();
+        out
+    };
+    let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
+        let started = Instant::now();
+        while !ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "{what}:\n{}",
+                c.cluster_logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // Created through node 1 with the native CLI, with a setting.
+    common::ok(c.nodes[0].cli(
+        &[
+            "topic",
+            "create",
+            "audit",
+            "--partitions",
+            "6",
+            "--config",
+            "retention_ms=3600000",
+        ],
+        None,
+    ));
+    // Each node holds the directories of the partitions it leads, and
+    // together they hold all six, once each.
+    wait_for("six audit directories over the three nodes", &|| {
+        partition_dirs("audit").len() == 6
+    });
+    let dirs = partition_dirs("audit");
+    for node in 1..=3 {
+        assert!(dirs.iter().any(|(n, _)| *n == node), "{dirs:?}");
+    }
+    // Node 3 describes it with the setting; node 2 grows it to 9.
+    let described = common::ok(c.nodes[2].cli(&["topic", "describe", "audit"], None));
+    assert!(described.contains("3600000"), "{described}");
+    common::ok(c.nodes[1].cli(&["topic", "alter", "audit", "--partitions", "9"], None));
+    wait_for("nine audit directories", &|| {
+        partition_dirs("audit").len() == 9
+    });
+    let listed = common::ok(c.nodes[0].cli(&["topic", "list"], None));
+    assert!(listed.contains("audit") && listed.contains('9'), "{listed}");
+    // A name that exists is refused through any node, as on one broker.
+    let again = c.nodes[2].cli(&["topic", "create", "audit", "--partitions", "1"], None);
+    assert!(!again.status.success(), "{again:?}");
+    // Deleted through node 3: every node removes its directories.
+    common::ok(c.nodes[2].cli(&["topic", "delete", "audit"], None));
+    wait_for("audit directories removed on every node", &|| {
+        partition_dirs("audit").is_empty()
+    });
+    let gone = c.nodes[0].cli(&["topic", "describe", "audit"], None);
+    assert!(!gone.status.success(), "{gone:?}");
+}
+
+#[test]
 fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
     let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
         .ok()
