@@ -288,34 +288,18 @@ fn knee_table(points: &[PointResult], runs: &[RunResult]) -> String {
             .map(|r| r.compression.ratio)
             .next_back()
             .unwrap_or(1.0);
-        let status = if p.problems.is_empty() {
-            "ok".to_string()
-        } else {
-            p.problems.join("; ")
-        };
+        let c = super::table::knee_cells(p);
         let _ = write!(
             o,
             "<tr{}><td class=l>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{ratio:.2}</td><td>{}</td><td class='l wrap'>{}</td></tr>",
             row_class(p.passed, p.sustained),
             esc(&p.label),
-            p.probe
-                .as_ref()
-                .map(|s| format_count(s.produced_msgs_per_s))
-                .unwrap_or_else(|| "-".into()),
-            p.knee
-                .map(|k| format_count(k.msgs_per_s))
-                .unwrap_or_else(|| if p.mode == "knee" { "none".into() } else { "-".into() }),
-            p.knee
-                .map(|k| format!("{:.1}", k.mib_per_s))
-                .unwrap_or_else(|| "-".into()),
-            p.knee
-                .and_then(|k| k.next_failed_msgs_per_s)
-                .map(format_count)
-                .unwrap_or_else(|| "-".into()),
-            p.broker_cpu_s_per_gb
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            esc(&status)
+            c.probe,
+            c.sustained,
+            c.mib_per_s,
+            c.next_failed,
+            c.cpu_s_per_gb,
+            esc(&c.status)
         );
     }
     o.push_str("</table></div>");

@@ -137,6 +137,61 @@ pub fn level_cells(r: &RunResult) -> [String; 9] {
     ]
 }
 
+/// The cells of a point's knee row, formatted once for the text and the
+/// HTML reports.
+pub(crate) struct KneeCells {
+    /// Closed-loop probe msg/s.
+    pub probe: String,
+    /// Max sustainable msg/s; "none" when a knee search found no rate that
+    /// held, "-" when the point did not search.
+    pub sustained: String,
+    pub mib_per_s: String,
+    /// The lowest rate tried that did not hold.
+    pub next_failed: String,
+    pub cpu_s_per_gb: String,
+    /// "ok", or the point's problems.
+    pub status: String,
+}
+
+pub(crate) fn knee_cells(p: &PointResult) -> KneeCells {
+    let dash = || "-".to_string();
+    KneeCells {
+        probe: p
+            .probe
+            .as_ref()
+            .map(|s| format_count(s.produced_msgs_per_s))
+            .unwrap_or_else(dash),
+        sustained: p
+            .knee
+            .map(|k| format_count(k.msgs_per_s))
+            .unwrap_or_else(|| {
+                if p.mode == "knee" {
+                    "none".into()
+                } else {
+                    dash()
+                }
+            }),
+        mib_per_s: p
+            .knee
+            .map(|k| format!("{:.1}", k.mib_per_s))
+            .unwrap_or_else(dash),
+        next_failed: p
+            .knee
+            .and_then(|k| k.next_failed_msgs_per_s)
+            .map(format_count)
+            .unwrap_or_else(dash),
+        cpu_s_per_gb: p
+            .broker_cpu_s_per_gb
+            .map(|v| format!("{v:.1}"))
+            .unwrap_or_else(dash),
+        status: if p.problems.is_empty() {
+            "ok".to_string()
+        } else {
+            p.problems.join("; ")
+        },
+    }
+}
+
 /// A sweep's points: probe, knee, CPU, verdict.
 pub fn render_knees(points: &[PointResult]) -> String {
     let lw = label_width(points.iter().map(|p| p.label.as_str()));
@@ -147,36 +202,22 @@ pub fn render_knees(points: &[PointResult]) -> String {
         "point", "probe/s", "sustained/s", "MiB/s", "next failed", "cpu s/GB"
     );
     for p in points {
+        let c = knee_cells(p);
         let _ = writeln!(
             out,
             "{:<lw$}  {:>10}  {:>14} {:>8}  {:>12}  {:>8}  {}",
             p.label,
-            p.probe
-                .as_ref()
-                .map(|s| format_count(s.produced_msgs_per_s))
-                .unwrap_or_else(|| "-".into()),
-            p.knee
-                .map(|k| format_count(k.msgs_per_s))
-                .unwrap_or_else(|| if p.mode == "knee" {
-                    "NONE".into()
-                } else {
-                    "-".into()
-                }),
-            p.knee
-                .map(|k| format!("{:.1}", k.mib_per_s))
-                .unwrap_or_else(|| "-".into()),
-            p.knee
-                .and_then(|k| k.next_failed_msgs_per_s)
-                .map(format_count)
-                .unwrap_or_else(|| "-".into()),
-            p.broker_cpu_s_per_gb
-                .map(|v| format!("{v:.1}"))
-                .unwrap_or_else(|| "-".into()),
-            if p.problems.is_empty() {
-                "ok".to_string()
+            c.probe,
+            // Loud in a terminal: a knee search that found no rate.
+            if c.sustained == "none" {
+                "NONE"
             } else {
-                p.problems.join("; ")
-            }
+                &c.sustained
+            },
+            c.mib_per_s,
+            c.next_failed,
+            c.cpu_s_per_gb,
+            c.status
         );
     }
     let _ = writeln!(
