@@ -602,6 +602,16 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
                     Some(line.as_bytes()),
                 ));
                 produced[i] += 1;
+                // And consumes, while the controller is still failing over.
+                let out = common::ok(n.cli(
+                    &["consume", "steady", "--partition", &p, "--from-beginning"],
+                    None,
+                ));
+                assert!(
+                    out.lines().any(|l| l == line.trim_end()),
+                    "node {}: {out}",
+                    i + 1
+                );
             }
         }
         // Topic creation resumes under the new leader.
