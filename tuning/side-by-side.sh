@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Throughput against the disk, side by side: the disk's own figures (dd with
+# O_DIRECT, and with O_DIRECT + O_DSYNC) and loadgen's workloads against an
+# embedded broker, on the same file system, interleaved in rounds so that a
+# noisy neighbour or a warming disk hits both alike. Prints, per target, the
+# median of the rounds, their spread, the ratio to the matching dd figure,
+# the seconds that fell below half the run's median (stalls), and the share
+# of the produced bytes a live consumer read.
+#
+#   tuning/side-by-side.sh [--data-dir DIR] [--rounds N] [--duration D] [--dd-gib G] [--out DIR]
+#
+# Defaults: a directory under /var/tmp (the disk, not tmpfs), 3 rounds, 15 s
+# per loadgen run, 4 GiB per dd. The issue's long setting (about 10 GB per
+# produce run) is `--duration 20s --dd-gib 10` on a disk that sustains
+# ~600 MiB/s; size it from the disk. Needs the release build
+# (`cargo build --release -p loadgen`), python3 and about
+# max(dd-gib, rate x duration) GiB free in DIR. Writes every loadgen report
+# and summary.json to --out (default: a new directory under /tmp).
+#
+# Targets (issue 14):
+#   produce 1 KB messages, 1 MiB batches, acks=1, 2 producers + a live consumer   >= 0.7x dd oflag=direct
+#   the same with acks=all                                                      >= 0.7x dd oflag=direct,dsync
+#   100 B messages, 100 per batch                                                >= 5 M msg/s
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+data_dir=/var/tmp/shardlog-side-by-side
+rounds=3
+duration=15s
+dd_gib=4
+out=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --data-dir) data_dir=$2; shift 2 ;;
+    --rounds) rounds=$2; shift 2 ;;
+    --duration) duration=$2; shift 2 ;;
+    --dd-gib) dd_gib=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h|--help) sed -n '2,25p' "$0"; exit 0 ;;
+    *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+done
+loadgen=$root/target/release/loadgen
+[ -x "$loadgen" ] || { echo "build it first: cargo build --release -p loadgen" >&2; exit 2; }
+[ -n "$out" ] || out=$(mktemp -d /tmp/side-by-side-XXXXXX)
+mkdir -p "$data_dir" "$out"
+data_dir=$(cd "$data_dir" && pwd)
+results=$out/results.tsv
+: >"$results"
+echo "data dir $data_dir ($(df -h --output=source,fstype "$data_dir" | tail -1)), out $out"
+
+# dd_mib_s FLAGS: MiB/s of writing dd_gib GiB with `oflag=FLAGS`.
+dd_mib_s() {
+  local f=$data_dir/dd.bin
+  local start end
+  start=$(date +%s.%N)
+  dd if=/dev/zero of="$f" bs=1M count=$((dd_gib * 1024)) oflag="$1" status=none
+  end=$(date +%s.%N)
+  rm -f "$f"
+  python3 -c "print(f'{$dd_gib * 1024 / ($end - $start):.1f}')"
+}
+
+# run_loadgen NAME ARGS...: one loadgen run; its report lands in $out/NAME-rROUND.
+run_loadgen() {
+  local name=$1
+  shift
+  local dir=$out/$name-r$round
+  rm -rf "$data_dir/broker"
+  mkdir -p "$data_dir/broker"
+  "$loadgen" run --data-dir "$data_dir/broker" --duration "$duration" --warmup 3s \
+    --report-dir "$dir" "$@" >"$dir.log" 2>&1 || {
+      echo "loadgen $name failed (round $round); see $dir.log" >&2
+      tail -5 "$dir.log" >&2
+    }
+  rm -rf "$data_dir/broker"
+  printf '%s\t%s\t%s\n' "$round" "$name" "$dir/report.json" >>"$results"
+}
+
+for round in $(seq 1 "$rounds"); do
+  echo "round $round/$rounds"
+  printf '%s\tdd-direct\t%s\n' "$round" "$(dd_mib_s direct)" >>"$results"
+  run_loadgen produce-1k --message-size 1024 --batch-bytes 1MiB --acks 1 --rate 0 \
+    --producers 2 --consumers 1 --partitions 4
+  printf '%s\tdd-direct-dsync\t%s\n' "$round" "$(dd_mib_s direct,dsync)" >>"$results"
+  run_loadgen produce-1k-acks-all --message-size 1024 --batch-bytes 1MiB --acks all --rate 0 \
+    --producers 2 --consumers 1 --partitions 4
+  run_loadgen produce-100b --message-size 100 --batch-bytes 10000 --acks 1 --rate 0 \
+    --producers 2 --consumers 1 --partitions 4
+done
+
+python3 - "$results" "$out/summary.json" <<'EOF'
+import json, statistics, sys
+rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
+dd = {}      # name -> [MiB/s per round]
+runs = {}    # name -> [dict per round]
+for rnd, name, val in rows:
+    if name.startswith("dd-"):
+        dd.setdefault(name, []).append(float(val))
+        continue
+    try:
+        r = json.load(open(val))["runs"][0]
+    except Exception as e:
+        runs.setdefault(name, []).append({"error": str(e)})
+        continue
+    measured = [s for s in r["timeseries"] if s["phase"] == "measure"]
+    per_s = [s["acked_mib_per_s"] for s in measured]
+    med = statistics.median(per_s) if per_s else 0.0
+    runs.setdefault(name, []).append({
+        "round": int(rnd),
+        "mib_s": r["produced"]["mib_per_s"],
+        "msgs_s": r["produced"]["msgs_per_s"],
+        "consumed_share": r["consumed"]["bytes"] / max(1, r["produced"]["bytes"]),
+        "stall_seconds": sum(1 for v in per_s if v < 0.5 * med),
+        "seconds": len(per_s),
+        "broker_cpu_s_per_gb": r["cpu"].get("broker_cpu_s_per_gb"),
+        "loadgen_cpu_s_per_gb": r["cpu"].get("loadgen_cpu_s_per_gb"),
+        "passed": r["passed"],
+    })
+
+def spread(v):
+    return f"{min(v):,.0f}-{max(v):,.0f}" if v else "-"
+
+summary = {"dd": dd, "runs": runs, "targets": []}
+print()
+print(f"{'':28} {'median':>12} {'range':>16} {'ratio':>7} {'target':>8}  stalls  consumed  cpu s/GB (broker/loadgen)")
+for name, vals in dd.items():
+    print(f"{name:28} {statistics.median(vals):>8,.0f} MiB/s {spread(vals):>16}")
+checks = [
+    ("produce-1k", "dd-direct", 0.7, "mib_s"),
+    ("produce-1k-acks-all", "dd-direct-dsync", 0.7, "mib_s"),
+    ("produce-100b", None, 5_000_000, "msgs_s"),
+]
+for name, base, target, key in checks:
+    good = [x for x in runs.get(name, []) if "error" not in x]
+    if not good:
+        print(f"{name:28} no successful run")
+        continue
+    vals = [x[key] for x in good]
+    med = statistics.median(vals)
+    unit = "MiB/s" if key == "mib_s" else "msg/s"
+    if base:
+        # The median of the per-round ratios: each run against its own round's dd.
+        ratios = [x[key] / dd[base][x["round"] - 1] for x in good if len(dd.get(base, [])) >= x["round"]]
+        ratio = statistics.median(ratios) if ratios else float("nan")
+        ok = ratio >= target
+        shown = f"{ratio:.2f}x"
+        tgt = f">={target}x"
+    else:
+        ratio = med
+        ok = med >= target
+        shown = "-"
+        tgt = f">={target / 1e6:.0f}M"
+    stalls = sum(x["stall_seconds"] for x in good)
+    secs = sum(x["seconds"] for x in good)
+    consumed = statistics.median(x["consumed_share"] for x in good)
+    cpu_b = statistics.median(x["broker_cpu_s_per_gb"] or 0 for x in good)
+    cpu_l = statistics.median(x["loadgen_cpu_s_per_gb"] or 0 for x in good)
+    print(f"{name:28} {med:>8,.0f} {unit} {spread(vals):>16} {shown:>7} {tgt:>8}  {stalls:>2}/{secs:<3}  {consumed:>7.0%}  {cpu_b:.2f}/{cpu_l:.2f}  {'MET' if ok else 'not met'}")
+    summary["targets"].append({"name": name, "median": med, "unit": unit, "ratio": ratio, "target": target, "met": ok,
+                               "stall_seconds": stalls, "seconds": secs, "consumed_share": consumed})
+print()
+print("stalls: measured seconds below half the run's median rate, over all rounds; consumed: the live consumer's share of the produced bytes (median)")
+json.dump(summary, open(sys.argv[2], "w"), indent=1)
+print(f"summary: {sys.argv[2]}")
+EOF
