@@ -45,6 +45,56 @@ pub enum BrokerError {
     MemlockTooLow { limit_bytes: u64 },
     #[error("{0}")]
     Startup(String),
+    #[error(
+        "refusing to start in cluster mode: the data directory {data_dir} holds topics a single \
+         broker created ({topics}). The cluster's controller does not know them, so this broker \
+         would delete them when it installs the controller's topic table. Start it without \
+         --node-id to serve them, or move their directories and meta/ out of the data directory \
+         first",
+        data_dir = data_dir.display()
+    )]
+    SingleNodeTopicsInCluster {
+        data_dir: std::path::PathBuf,
+        /// "a, b, c (and N more)".
+        topics: String,
+    },
+    #[error(
+        "refusing to start as a single broker: the data directory {data_dir} belongs to a \
+         cluster node (its topic table came from the cluster's controller). Alone, this broker \
+         would create empty partitions for those other brokers lead. Start it with its \
+         --node-id, --rpc-listen and --controller-voters",
+        data_dir = data_dir.display()
+    )]
+    ClusterDataDirAlone { data_dir: std::path::PathBuf },
+}
+
+/// A data directory serves in the mode that made its topic table: a
+/// single broker's topics would be deleted by a cluster node (the
+/// controller does not know them), and a cluster node's table, served
+/// alone, would make empty partitions for other brokers' ones.
+fn check_mode_matches(
+    topics: &TopicTable,
+    cluster: bool,
+    data_dir: &std::path::Path,
+) -> Result<(), BrokerError> {
+    let from_controller = topics.controller_index > 0;
+    if cluster && !from_controller && !topics.topics.is_empty() {
+        let names: Vec<&str> = topics.topics.keys().map(String::as_str).collect();
+        let mut shown = names.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+        if names.len() > 5 {
+            shown.push_str(&format!(" (and {} more)", names.len() - 5));
+        }
+        return Err(BrokerError::SingleNodeTopicsInCluster {
+            data_dir: data_dir.to_path_buf(),
+            topics: shown,
+        });
+    }
+    if !cluster && from_controller {
+        return Err(BrokerError::ClusterDataDirAlone {
+            data_dir: data_dir.to_path_buf(),
+        });
+    }
+    Ok(())
 }
 
 pub struct Broker {
@@ -236,6 +286,7 @@ impl Broker {
         let cluster = config.cluster()?;
         let mut listeners = Some(Listeners::bind(&config)?);
         let topics = Arc::new(TopicTable::load(&config.data_dir)?);
+        check_mode_matches(&topics, cluster.is_some(), &config.data_dir)?;
         let cpus = online_cpus();
         if n > cpus && config.pin_cpus {
             warn!(

@@ -504,6 +504,74 @@ fn topic_changes_through_any_node_reach_every_node_and_its_files() {
 }
 
 #[test]
+fn a_data_directory_is_served_only_in_the_mode_that_made_it() {
+    // Run `shardlog serve` on `dir` with `extra` flags; it must exit (not
+    // become ready) within 30 s. Returns its stderr.
+    let refused = |dir: &std::path::Path, extra: &[&str]| -> String {
+        let out = std::process::Command::new(bin())
+            .args(["serve", "--data-dir"])
+            .arg(dir)
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--kafka-listen",
+                "127.0.0.1:0",
+                "--no-pin",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "started: {out:?}");
+        String::from_utf8_lossy(&out.stderr).to_string()
+    };
+    // A single broker's topics are not handed to a cluster that would
+    // delete them; alone again, the broker still has them.
+    let dir = tempfile::tempdir().unwrap();
+    let mut single = BrokerProc::start_in(dir.path(), &[]);
+    single.create_topic("kept", 2);
+    common::ok(single.cli(&["produce", "kept"], Some(b"a\nb\nc\n")));
+    single.stop();
+    let rpc = format!("127.0.0.1:{}", rpc_port());
+    let voters = format!("1@{rpc}");
+    let why = refused(
+        dir.path(),
+        &[
+            "--node-id",
+            "1",
+            "--rpc-listen",
+            &rpc,
+            "--controller-voters",
+            &voters,
+        ],
+    );
+    assert!(why.contains("single") && why.contains("kept"), "{why}");
+    single.restart();
+    let out = common::ok(single.cli(&["consume", "kept", "--from-beginning"], None));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    drop(single);
+    // A cluster node's directory does not start alone.
+    let (mut node, cdir) = start_node(1, &rpc, &voters);
+    let started = Instant::now();
+    while !node
+        .cli(&["topic", "create", "clustered", "--partitions", "1"], None)
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    node.stop();
+    let why = refused(cdir.path(), &[]);
+    assert!(why.contains("cluster node"), "{why}");
+}
+
+#[test]
 fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
     let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
         .ok()
