@@ -572,6 +572,44 @@ fn a_data_directory_is_served_only_in_the_mode_that_made_it() {
 }
 
 #[test]
+fn a_controller_that_lost_its_state_cannot_make_a_broker_delete_its_topics() {
+    let rpc = format!("127.0.0.1:{}", rpc_port());
+    let voters = format!("1@{rpc}");
+    let (mut node, dir) = start_node(1, &rpc, &voters);
+    let started = Instant::now();
+    while !node
+        .cli(&["topic", "create", "precious", "--partitions", "1"], None)
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    common::ok(node.cli(&["produce", "precious"], Some(b"x\ny\n")));
+    node.stop();
+    // The only voter loses its controller state: it starts a new cluster.
+    std::fs::remove_dir_all(dir.path().join("controller")).unwrap();
+    node.restart();
+    let started = Instant::now();
+    while !node.stderr().contains("not installed") {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no refusal logged:\n{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The topic and its data are still served.
+    let out = common::ok(node.cli(&["consume", "precious", "--from-beginning"], None));
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["x", "y"], "{out}");
+    assert!(dir.path().join("precious-0").is_dir());
+}
+
+#[test]
 fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
     let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
         .ok()

@@ -25,6 +25,7 @@ use crate::controller::state::{ApplyResult, ControllerState};
 use crate::controller::view;
 use crate::controller::wire::{self, ProposeReply, Request, Response, HEADER_BYTES};
 use crate::controller::ControllerNode;
+use crate::router::ops::AdminError;
 use crate::shard::{admin, Shard};
 use bytes::BytesMut;
 use futures::channel::{mpsc, oneshot};
@@ -343,6 +344,12 @@ impl Driver {
                 let defaults = shard.config.topic_defaults.clone();
                 match admin::install(&shard, |cur| view::table_of(&state, cur, &defaults)).await {
                     Ok(()) => self.published.set(index),
+                    Err(e @ AdminError::OtherCluster { .. }) => {
+                        // Said once per controller state, not retried: only
+                        // a newer state (or an operator) can change it.
+                        error!(index, "{e}");
+                        self.published.set(index);
+                    }
                     Err(e) => {
                         warn!(
                             index,

@@ -13,7 +13,7 @@
 //!
 //! Snapshot layout (all integers little-endian; strings `u16 length | UTF-8`):
 //! ```text
-//! u8 version (=1) | u64 applied_index | i64 next_producer_id
+//! u8 version (=2) | u64 applied_index | i64 next_producer_id | u64 cluster_id
 //! u32 brokers  | brokers x (u32 id | u64 incarnation | u16 shards | str kafka_addr
 //!                           | str native_addr | str rpc_addr | u8 live)
 //! u32 topics   | topics x (str name | u64 id_hi | u64 id_lo | u32 n | n x (str key | str value)
@@ -21,6 +21,7 @@
 //! u32 sessions | sessions x (u32 origin | u64 seq | outcome)
 //! outcome      u8 code: 0 done | 1 producer ids (i64 first | u32 count) | 2 refused (u8 refusal)
 //! ```
+//! Version 1 (read, never written) is the same without `cluster_id`.
 
 use super::command::{
     get_config, get_u128, put_config, put_u128, Command, Envelope, Registration, MAX_PARTITIONS,
@@ -31,7 +32,7 @@ use crate::protocol::DecodeError;
 use bytes::{BufMut, BytesMut};
 use std::collections::BTreeMap;
 
-pub const SNAPSHOT_VERSION: u8 = 1;
+pub const SNAPSHOT_VERSION: u8 = 2;
 /// Most producer ids one command may take.
 pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
 
@@ -184,6 +185,12 @@ pub struct ControllerState {
     pub topics: BTreeMap<String, TopicInfo>,
     /// Producer ids below this have been handed out.
     pub next_producer_id: i64,
+    /// Names this cluster: set when the first broker registers (from its
+    /// id and incarnation, so every replica computes the same value), never
+    /// changed. A broker's data directory remembers it, so a controller
+    /// that lost its state (a new cluster at the same addresses) cannot
+    /// make brokers delete the topics it does not know. 0: none yet.
+    pub cluster_id: u64,
     /// Last request applied per origin broker, with its outcome: one entry
     /// per broker id, so bounded by the brokers.
     pub sessions: BTreeMap<u32, (u64, Outcome)>,
@@ -281,6 +288,9 @@ impl ControllerState {
             Command::RegisterBroker(reg) => {
                 if reg.shards == 0 {
                     return Err(Refusal::UnknownShard);
+                }
+                if self.cluster_id == 0 {
+                    self.cluster_id = (reg.incarnation ^ ((reg.id as u64) << 48)).max(1);
                 }
                 self.brokers.insert(
                     reg.id,
@@ -390,6 +400,7 @@ impl ControllerState {
         b.put_u8(SNAPSHOT_VERSION);
         b.put_u64_le(self.applied_index);
         b.put_i64_le(self.next_producer_id);
+        b.put_u64_le(self.cluster_id);
         b.put_u32_le(self.brokers.len() as u32);
         for br in self.brokers.values() {
             br.reg.encode_into(&mut b);
@@ -419,10 +430,10 @@ impl ControllerState {
     pub fn decode(bytes: &[u8]) -> Result<ControllerState, DecodeError> {
         let mut r = Reader::new(BytesMut::from(bytes));
         let v = r.u8("snapshot version")?;
-        if v != SNAPSHOT_VERSION {
+        if v != SNAPSHOT_VERSION && v != 1 {
             return Err(DecodeError::Invalid {
                 what: "snapshot version",
-                detail: format!("{v}, this broker reads {SNAPSHOT_VERSION}"),
+                detail: format!("{v}, this broker reads 1 and {SNAPSHOT_VERSION}"),
             });
         }
         let mut s = ControllerState {
@@ -430,6 +441,9 @@ impl ControllerState {
             next_producer_id: r.i64("next producer id")?,
             ..Default::default()
         };
+        if v >= 2 {
+            s.cluster_id = r.u64("cluster id")?;
+        }
         for _ in 0..r.count("brokers", 21)? {
             let br = BrokerInfo {
                 reg: Registration::decode_from(&mut r)?,

@@ -27,6 +27,7 @@ pub fn table_of(state: &ControllerState, prev: &TopicTable, defaults: &TopicConf
         producer_id_block_end: prev.producer_id_block_end,
         deleting: prev.deleting.clone(),
         controller_index: state.applied_index,
+        cluster_id: state.cluster_id,
         ..Default::default()
     };
     for (id, b) in &state.brokers {

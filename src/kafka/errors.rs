@@ -109,6 +109,7 @@ pub fn admin(e: &AdminError) -> i16 {
             ResponseError::NotController
         }
         AdminError::NoLiveBroker => ResponseError::InvalidReplicationFactor,
+        AdminError::OtherCluster { .. } => ResponseError::InconsistentClusterId,
     })
 }
 

@@ -171,6 +171,13 @@ pub struct TopicTable {
     /// newer one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub controller_index: u64,
+    /// In a cluster: the id of the cluster whose controller made this
+    /// table (0: none yet). A controller state of another cluster (one
+    /// that lost its state and started afresh at the same addresses) is
+    /// never installed over it: it would delete every topic it does not
+    /// know.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cluster_id: u64,
 }
 
 fn is_zero(v: &u64) -> bool {

@@ -185,6 +185,15 @@ pub enum AdminError {
     /// In a cluster: no live broker to place new partitions on.
     #[error("no live broker to place partitions on")]
     NoLiveBroker,
+    /// In a cluster: the controller's state belongs to another cluster
+    /// than the one that made this broker's topic table.
+    #[error(
+        "the controller's state is of cluster {theirs:016x}, but this broker's topics came from \
+         cluster {ours:016x}: not installed (it would delete every topic it does not know). If the \
+         controller voters lost their state, restore their controller/ directories; if this \
+         broker really joins a new cluster, move its data directory's contents away first"
+    )]
+    OtherCluster { ours: u64, theirs: u64 },
 }
 
 pub type AdminResult = Result<AdminOk, AdminError>;

@@ -79,6 +79,7 @@ pub fn admin_error_code(e: &AdminError) -> ErrorCode {
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => ErrorCode::StorageFailed,
         AdminError::ShuttingDown => ErrorCode::ShuttingDown,
         AdminError::ControllerUnavailable(_) | AdminError::NoLiveBroker => ErrorCode::Timeout,
+        AdminError::OtherCluster { .. } => ErrorCode::StorageFailed,
     }
 }
 

@@ -221,6 +221,12 @@ pub async fn install(
     let _guard = lock.lock().await;
     let cur = shard.topics();
     let mut next = derive(&cur);
+    if cur.cluster_id != 0 && next.cluster_id != cur.cluster_id {
+        return Err(AdminError::OtherCluster {
+            ours: cur.cluster_id,
+            theirs: next.cluster_id,
+        });
+    }
     if next.controller_index < cur.controller_index {
         return Ok(());
     }
