@@ -169,6 +169,7 @@ impl<P: Persist> Sim<P> {
                 topic_id: self.rng.next() as u128,
                 partitions: 1 + self.rng.below(4) as u32,
                 config: vec![("retention.ms".into(), format!("{}", self.rng.below(100)))],
+                replication_factor: 1 + self.rng.below(3) as u16,
             },
             4 => Command::DeleteTopic { name },
             5 => Command::CreatePartitions {

@@ -156,6 +156,7 @@ pub fn create_topic(
             topic_id,
             partitions,
             config,
+            replication_factor: 1,
         },
     };
     let mut attempt = 0;

@@ -95,6 +95,9 @@ async fn submit(
                 topic_id: view::topic_id_of(&meta.id),
                 partitions,
                 config: alter::overrides(&meta, &defaults),
+                // Until partitions replicate, every topic has one replica
+                // (the client APIs refuse a higher factor).
+                replication_factor: 1,
             };
             applied(driver.request(command, ATTEMPTS).await, &meta.name)?;
             let (name, id) = (meta.name, meta.id);

@@ -8,11 +8,12 @@
 //! applied once however often it is committed.
 //!
 //! ```text
-//! envelope  u8 version (=1) | u32 origin | u64 seq | u8 kind | body
+//! envelope  u8 version (=2) | u32 origin | u64 seq | u8 kind | body
 //! strings   u16 length | UTF-8;  lists: u32 count | items;  all integers little-endian
 //! kind 1 RegisterBroker     u32 id | u64 incarnation | u16 shards | str kafka_addr | str native_addr | str rpc_addr
 //! kind 2 SetBrokerLive      u32 id | u64 incarnation | u8 live (0/1)
 //! kind 3 CreateTopic        str name | u64 topic_id_hi | u64 topic_id_lo | u32 partitions | u32 n | n x (str key | str value)
+//!                           | u16 replication_factor   (version 2; version 1 has none and means 1)
 //! kind 4 DeleteTopic        str name
 //! kind 5 CreatePartitions   str name | u32 total
 //! kind 6 AlterTopicConfig   str name | u32 n | n x (str key | str value)   (replaces the whole config)
@@ -28,8 +29,9 @@ use crate::protocol::codec::{put_str, Reader};
 use crate::protocol::DecodeError;
 use bytes::{BufMut, BytesMut};
 
-/// Version byte of the envelope; bumped when a layout changes.
-pub const COMMAND_VERSION: u8 = 1;
+/// Version byte of the envelope; bumped when a layout changes. Entries
+/// written at version 1 (before replication factors) are still read.
+pub const COMMAND_VERSION: u8 = 2;
 /// Largest encoded command accepted for proposal (a topic config is a few
 /// KiB at most; this bounds what one log entry can cost every replica).
 pub const MAX_COMMAND_BYTES: usize = 256 * 1024;
@@ -76,6 +78,8 @@ pub enum Command {
         topic_id: u128,
         partitions: u32,
         config: Vec<(String, String)>,
+        /// Replicas per partition (leader included), ≥ 1.
+        replication_factor: u16,
     },
     DeleteTopic {
         name: String,
@@ -175,12 +179,14 @@ impl Envelope {
                 topic_id,
                 partitions,
                 config,
+                replication_factor,
             } => {
                 b.put_u8(3);
                 put_str(&mut b, name);
                 put_u128(&mut b, *topic_id);
                 b.put_u32_le(*partitions);
                 put_config(&mut b, config);
+                b.put_u16_le(*replication_factor);
             }
             Command::DeleteTopic { name } => {
                 b.put_u8(4);
@@ -225,10 +231,10 @@ impl Envelope {
         }
         let mut r = Reader::new(BytesMut::from(bytes));
         let version = r.u8("command version")?;
-        if version != COMMAND_VERSION {
+        if version != COMMAND_VERSION && version != 1 {
             return Err(DecodeError::Invalid {
                 what: "command version",
-                detail: format!("{version}, this broker reads {COMMAND_VERSION}"),
+                detail: format!("{version}, this broker reads 1 and {COMMAND_VERSION}"),
             });
         }
         let origin = r.u32("origin")?;
@@ -254,6 +260,11 @@ impl Envelope {
                 topic_id: get_u128(&mut r, "topic id")?,
                 partitions: r.u32("partitions")?,
                 config: get_config(&mut r)?,
+                replication_factor: if version >= 2 {
+                    r.u16("replication factor")?
+                } else {
+                    1
+                },
             },
             4 => Command::DeleteTopic {
                 name: r.string("topic")?,
@@ -315,6 +326,7 @@ mod tests {
                 topic_id: 0x0123_4567_89ab_cdef_fedc_ba98_7654_3210,
                 partitions: 8,
                 config: vec![("retention.ms".into(), "-1".into())],
+                replication_factor: 3,
             },
             Command::DeleteTopic {
                 name: "orders".into(),

@@ -17,11 +17,14 @@
 //! u32 brokers  | brokers x (u32 id | u64 incarnation | u16 shards | str kafka_addr
 //!                           | str native_addr | str rpc_addr | u8 live)
 //! u32 topics   | topics x (str name | u64 id_hi | u64 id_lo | u32 n | n x (str key | str value)
-//!                          | u32 partitions | partitions x (u32 node | u16 shard | u32 leader_epoch))
+//!                          | u16 replication_factor
+//!                          | u32 partitions | partitions x (u32 node | u16 shard | u32 leader_epoch
+//!                                                         | u8 followers | followers x (u32 node | u16 shard)))
 //! u32 sessions | sessions x (u32 origin | u64 seq | outcome)
 //! outcome      u8 code: 0 done | 1 producer ids (i64 first | u32 count) | 2 refused (u8 refusal)
 //! ```
-//! Version 1 (read, never written) is the same without `cluster_id`.
+//! Version 1 (read, never written) is the same without `cluster_id`,
+//! `replication_factor` (1) and the followers (none).
 
 use super::command::{
     get_config, get_u128, put_config, put_u128, Command, Envelope, Registration, MAX_PARTITIONS,
@@ -44,13 +47,16 @@ pub struct BrokerInfo {
     pub live: bool,
 }
 
-/// Where a partition lives. Without replicas its node is its leader.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Where a partition lives: its leader (node and shard) and, with a
+/// replication factor above 1, its followers on other brokers.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAssignment {
     pub node: u32,
     pub shard: u16,
     /// Grows each time the partition moves.
     pub leader_epoch: u32,
+    /// (node, shard) of each follower; nodes distinct, and not `node`.
+    pub followers: Vec<(u32, u16)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +65,8 @@ pub struct TopicInfo {
     /// Topic settings as `key = value` text, validated by the broker that
     /// proposed them (the controller stores, it does not interpret).
     pub config: Vec<(String, String)>,
+    /// Replicas per partition, leader included (≥ 1).
+    pub replication_factor: u16,
     pub partitions: Vec<PartitionAssignment>,
 }
 
@@ -85,6 +93,8 @@ pub enum Refusal {
     InvalidCount,
     #[error("a newer request of the same origin was applied already")]
     StaleRequest,
+    #[error("the replication factor is 0 or above the number of live brokers")]
+    ReplicationFactor,
 }
 
 impl Refusal {
@@ -100,6 +110,7 @@ impl Refusal {
             Refusal::UnknownShard => 8,
             Refusal::InvalidCount => 9,
             Refusal::StaleRequest => 10,
+            Refusal::ReplicationFactor => 11,
         }
     }
 
@@ -115,6 +126,7 @@ impl Refusal {
             8 => Refusal::UnknownShard,
             9 => Refusal::InvalidCount,
             10 => Refusal::StaleRequest,
+            11 => Refusal::ReplicationFactor,
             _ => return None,
         })
     }
@@ -247,11 +259,17 @@ impl ControllerState {
     }
 
     fn loads(&self) -> Loads {
+        let live = |n: &u32| self.brokers.get(n).is_some_and(|b| b.live);
         let mut loads = Loads::default();
         for t in self.topics.values() {
             for p in &t.partitions {
-                if self.brokers.get(&p.node).is_some_and(|b| b.live) {
+                if live(&p.node) {
                     loads.add(p.node, p.shard);
+                }
+                for (n, s) in &p.followers {
+                    if live(n) {
+                        loads.add_follower(*n, *s);
+                    }
                 }
             }
         }
@@ -263,15 +281,21 @@ impl ControllerState {
         topic: &str,
         first: u32,
         count: u32,
+        rf: u16,
     ) -> Result<Vec<PartitionAssignment>, Refusal> {
-        let placed = placement::place(&self.candidates(), &mut self.loads(), topic, first, count)
-            .ok_or(Refusal::NoLiveBroker)?;
+        let candidates = self.candidates();
+        if candidates.is_empty() {
+            return Err(Refusal::NoLiveBroker);
+        }
+        let placed = placement::place(&candidates, &mut self.loads(), topic, first, count, rf)
+            .ok_or(Refusal::ReplicationFactor)?;
         Ok(placed
             .into_iter()
-            .map(|(node, shard)| PartitionAssignment {
-                node,
-                shard,
+            .map(|p| PartitionAssignment {
+                node: p.leader.0,
+                shard: p.leader.1,
                 leader_epoch: 0,
+                followers: p.followers,
             })
             .collect())
     }
@@ -316,6 +340,7 @@ impl ControllerState {
                 topic_id,
                 partitions,
                 config,
+                replication_factor,
             } => {
                 crate::metadata::validate_name(name).map_err(|_| Refusal::InvalidName)?;
                 if self.topics.contains_key(name) {
@@ -324,13 +349,14 @@ impl ControllerState {
                 if *partitions == 0 || *partitions > MAX_PARTITIONS {
                     return Err(Refusal::InvalidPartitions);
                 }
-                let partitions = self.place(name, 0, *partitions)?;
+                let placed = self.place(name, 0, *partitions, *replication_factor)?;
                 self.topics.insert(
                     name.clone(),
                     TopicInfo {
                         id: *topic_id,
                         config: config.clone(),
-                        partitions,
+                        replication_factor: *replication_factor,
+                        partitions: placed,
                     },
                 );
             }
@@ -347,7 +373,8 @@ impl ControllerState {
                 if *total <= have || *total > MAX_PARTITIONS {
                     return Err(Refusal::InvalidPartitions);
                 }
-                let more = self.place(name, have, total - have)?;
+                let rf = self.topics[name].replication_factor;
+                let more = self.place(name, have, total - have, rf)?;
                 self.topics
                     .get_mut(name)
                     .expect("checked above")
@@ -386,6 +413,11 @@ impl ControllerState {
                     .partitions
                     .get_mut(*partition as usize)
                     .ok_or(Refusal::InvalidPartitions)?;
+                // Moving the leader onto one of its followers swaps them:
+                // the replica set keeps distinct brokers.
+                if let Some(f) = p.followers.iter_mut().find(|(n, _)| n == node) {
+                    *f = (p.node, p.shard);
+                }
                 p.node = *node;
                 p.shard = *shard;
                 p.leader_epoch += 1;
@@ -411,11 +443,18 @@ impl ControllerState {
             put_str(&mut b, name);
             put_u128(&mut b, t.id);
             put_config(&mut b, &t.config);
+            b.put_u16_le(t.replication_factor);
             b.put_u32_le(t.partitions.len() as u32);
             for p in &t.partitions {
                 b.put_u32_le(p.node);
                 b.put_u16_le(p.shard);
                 b.put_u32_le(p.leader_epoch);
+                assert!(p.followers.len() < 256, "at most 255 followers");
+                b.put_u8(p.followers.len() as u8);
+                for (n, sh) in &p.followers {
+                    b.put_u32_le(*n);
+                    b.put_u16_le(*sh);
+                }
             }
         }
         b.put_u32_le(self.sessions.len() as u32);
@@ -451,24 +490,40 @@ impl ControllerState {
             };
             s.brokers.insert(br.reg.id, br);
         }
-        for _ in 0..r.count("topics", 26)? {
+        // Smallest topic and partition entries at this version.
+        let (topic_min, partition_min) = if v >= 2 { (28, 11) } else { (26, 10) };
+        for _ in 0..r.count("topics", topic_min)? {
             let name = r.string("topic")?;
             let id = get_u128(&mut r, "topic id")?;
             let config = get_config(&mut r)?;
-            let n = r.count("partitions", 10)?;
+            let replication_factor = if v >= 2 {
+                r.u16("replication factor")?
+            } else {
+                1
+            };
+            let n = r.count("partitions", partition_min)?;
             let mut partitions = Vec::with_capacity(n);
             for _ in 0..n {
-                partitions.push(PartitionAssignment {
+                let mut p = PartitionAssignment {
                     node: r.u32("node")?,
                     shard: r.u16("shard")?,
                     leader_epoch: r.u32("leader epoch")?,
-                });
+                    followers: Vec::new(),
+                };
+                if v >= 2 {
+                    for _ in 0..r.u8("followers")? {
+                        p.followers
+                            .push((r.u32("follower node")?, r.u16("follower shard")?));
+                    }
+                }
+                partitions.push(p);
             }
             s.topics.insert(
                 name,
                 TopicInfo {
                     id,
                     config,
+                    replication_factor,
                     partitions,
                 },
             );
@@ -525,6 +580,7 @@ mod tests {
                 topic_id: 7,
                 partitions: 3,
                 config: vec![],
+                replication_factor: 1,
             },
         );
         assert_eq!(
@@ -552,6 +608,7 @@ mod tests {
                 topic_id: 8,
                 partitions: 1,
                 config: vec![],
+                replication_factor: 1,
             },
         );
         assert_eq!(
@@ -575,7 +632,8 @@ mod tests {
                     name: "t".into(),
                     topic_id: 1,
                     partitions: 1,
-                    config: vec![]
+                    config: vec![],
+                    replication_factor: 1,
                 }
             ),
             Outcome::Refused(Refusal::NoLiveBroker)
@@ -609,6 +667,7 @@ mod tests {
                 topic_id: 1,
                 partitions: 6,
                 config: vec![],
+                replication_factor: 1,
             },
         );
         let nodes: Vec<u32> = s.topics["t"].partitions.iter().map(|p| p.node).collect();
@@ -653,10 +712,74 @@ mod tests {
             PartitionAssignment {
                 node: 2,
                 shard: 1,
-                leader_epoch: 1
+                leader_epoch: 1,
+                followers: vec![],
             }
         );
         assert_eq!(s.leader_of("t", 0), None, "its broker is fenced");
+        let back = ControllerState::decode(&s.encode()).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn replicas_go_to_distinct_live_brokers_and_survive_a_snapshot() {
+        let mut s = ControllerState::default();
+        let mut i = 0;
+        let mut ap = |s: &mut ControllerState, c: Command| {
+            i += 1;
+            s.apply(i, &env(0, 0, c)).outcome
+        };
+        for b in 1..=3 {
+            ap(&mut s, reg(b, 10));
+        }
+        let create = |rf: u16| Command::CreateTopic {
+            name: format!("rf{rf}"),
+            topic_id: rf as u128,
+            partitions: 6,
+            config: vec![],
+            replication_factor: rf,
+        };
+        assert_eq!(
+            ap(&mut s, create(4)),
+            Outcome::Refused(Refusal::ReplicationFactor)
+        );
+        assert_eq!(
+            ap(&mut s, create(0)),
+            Outcome::Refused(Refusal::ReplicationFactor)
+        );
+        assert_eq!(ap(&mut s, create(3)), Outcome::Done);
+        ap(
+            &mut s,
+            Command::CreatePartitions {
+                name: "rf3".into(),
+                total: 9,
+            },
+        );
+        let t = &s.topics["rf3"];
+        assert_eq!(t.replication_factor, 3);
+        assert_eq!(t.partitions.len(), 9);
+        for p in &t.partitions {
+            let mut nodes: Vec<u32> = std::iter::once(p.node)
+                .chain(p.followers.iter().map(|f| f.0))
+                .collect();
+            nodes.sort();
+            assert_eq!(nodes, vec![1, 2, 3], "{p:?}");
+        }
+        // Moving the leader onto a follower swaps the two.
+        let p0 = t.partitions[0].clone();
+        let (to, to_shard) = p0.followers[0];
+        ap(
+            &mut s,
+            Command::MovePartition {
+                name: "rf3".into(),
+                partition: 0,
+                node: to,
+                shard: to_shard,
+            },
+        );
+        let moved = &s.topics["rf3"].partitions[0];
+        assert_eq!((moved.node, moved.leader_epoch), (to, 1));
+        assert!(moved.followers.contains(&(p0.node, p0.shard)), "{moved:?}");
         let back = ControllerState::decode(&s.encode()).unwrap();
         assert_eq!(back, s);
     }
@@ -675,6 +798,7 @@ mod tests {
                     topic_id: 3,
                     partitions: 2,
                     config: vec![("a".into(), "b".into())],
+                    replication_factor: 1,
                 },
             ),
         );

@@ -124,6 +124,7 @@ mod tests {
                 topic_id: 0xabc,
                 partitions: 6,
                 config: vec![("retention.ms".into(), "1000".into())],
+                replication_factor: 1,
             },
         );
         let defaults = TopicConfig::default();
