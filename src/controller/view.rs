@@ -62,6 +62,7 @@ pub fn table_of(state: &ControllerState, prev: &TopicTable, defaults: &TopicConf
                     node: a.node,
                     shard: a.shard,
                     leader_epoch: a.leader_epoch,
+                    followers: a.followers.iter().map(|(n, _)| *n).collect(),
                 })
                 .collect(),
         };

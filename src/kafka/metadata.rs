@@ -147,14 +147,19 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
     let me = node_id(&ctx.shard);
     let partitions = (0..m.partitions)
         .map(|p| {
-            let (leader, epoch) = match m.assignment.get(p as usize) {
-                Some(a) => (a.node as i32, a.leader_epoch as i32),
-                None => (me, LEADER_EPOCH),
+            let (leader, epoch, followers) = match m.assignment.get(p as usize) {
+                Some(a) => (a.node as i32, a.leader_epoch as i32, a.followers.clone()),
+                None => (me, LEADER_EPOCH, Vec::new()),
             };
             let live = leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live);
+            let replicas = std::iter::once(BrokerId(leader))
+                .chain(followers.iter().map(|f| BrokerId(*f as i32)))
+                .collect();
+            // The in-sync set is the leader alone: followers do not
+            // replicate yet (docs/replication.md, the plan's step 4).
             let mut e = MetadataResponsePartition::default()
                 .with_partition_index(p as i32)
-                .with_replica_nodes(vec![BrokerId(leader)]);
+                .with_replica_nodes(replicas);
             e = if live {
                 e.with_error_code(errors::NONE)
                     .with_leader_id(BrokerId(leader))

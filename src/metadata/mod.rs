@@ -125,14 +125,18 @@ pub struct TopicMeta {
     pub assignment: Vec<Assignment>,
 }
 
-/// A partition's place in a cluster: the broker that leads it (without
-/// replicas, the only one holding it), the shard there, and the leader
-/// epoch, which grows each time the partition moves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A partition's place in a cluster: the broker that leads it, the shard
+/// there, the leader epoch (it grows each time the leader moves), and the
+/// brokers of its other replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub node: u32,
     pub shard: u16,
     pub leader_epoch: u32,
+    /// Brokers holding the partition's other replicas (none until topics
+    /// are created with a replication factor above 1).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub followers: Vec<u32>,
 }
 
 /// A broker of the cluster as clients reach it.
