@@ -11,8 +11,9 @@ pub const LAYERS: &[&[&str]] = &[
     &["server", "kafka", "groups", "client", "cluster"],
     &["shard"],
     // The cluster controller: its replicated state machine, placement and
-    // Raft replica (sans-IO apart from its own files).
-    &["controller"],
+    // Raft replica (sans-IO apart from its own files); and the replicated
+    // partitions' Raft pieces.
+    &["controller", "replica"],
     &["router"],
     // Topic table and partition identity files.
     &["metadata"],
@@ -96,6 +97,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("controller", &["config", "metadata", "protocol", "router"]),
+    ("replica", &[]),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),

@@ -14,6 +14,7 @@ pub mod layering;
 pub mod metadata;
 pub mod partition;
 pub mod protocol;
+pub mod replica;
 pub mod router;
 pub mod server;
 pub mod shard;

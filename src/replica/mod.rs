@@ -1,0 +1,11 @@
+//! Replicated partitions (issue 13; docs/replication.md, "Plan for issue
+//! 13"): one Raft group per partition, whose log is the partition's own
+//! segment log, one frame per Raft entry.
+//!
+//! Built so far (not yet driven by the broker):
+//! - [`log_index`]: the bridge between Raft indexes and the log's offsets
+//!   and terms, bounded in memory.
+
+pub mod log_index;
+
+pub use log_index::{EpochStart, Found, LogIndex};
