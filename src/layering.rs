@@ -97,7 +97,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("controller", &["config", "metadata", "protocol", "router"]),
-    ("replica", &[]),
+    ("replica", &["metadata"]),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),
