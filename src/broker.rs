@@ -360,8 +360,14 @@ impl Broker {
                             Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
                         }),
                         adopt: crate::server::acceptor::serve,
-                        attach: cluster
-                            .map(|d| -> shard::Attach { Box::new(move |s| d.attach(s)) }),
+                        // In a cluster, clients are served once this
+                        // broker caught up with the controller.
+                        attach: cluster.map(|d| -> shard::Attach {
+                            Box::new(move |s| {
+                                d.attach(s);
+                                Box::pin(d.catch_up(crate::cluster::driver::CATCH_UP_WAIT))
+                            })
+                        }),
                     };
                     shard::run(id, c, r, rx, t, tx, frontend).await;
                     std::mem::forget(guard);

@@ -434,12 +434,13 @@ fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() 
 
 #[test]
 fn topic_changes_through_any_node_reach_every_node_and_its_files() {
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
+    let data_dirs: Vec<std::path::PathBuf> = c.nodes.iter().map(|n| n.data_dir.clone()).collect();
     let partition_dirs = |name: &str| -> Vec<(usize, String)> {
         let mut out = Vec::new();
-        for (i, n) in c.nodes.iter().enumerate() {
-            for e in std::fs::read_dir(&n.data_dir).unwrap().flatten() {
+        for (i, d) in data_dirs.iter().enumerate() {
+            for e in std::fs::read_dir(d).unwrap().flatten() {
                 let f = e.file_name().to_string_lossy().to_string();
                 if f.starts_with(&format!("{name}-")) {
                     out.push((i + 1, f));
@@ -452,11 +453,7 @@ fn topic_changes_through_any_node_reach_every_node_and_its_files() {
     let wait_for = |what: &str, ok: &dyn Fn() -> bool| {
         let started = Instant::now();
         while !ok() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "{what}:\n{}",
-                c.cluster_logs()
-            );
+            assert!(started.elapsed() < Duration::from_secs(20), "{what}");
             std::thread::sleep(Duration::from_millis(100));
         }
     };
@@ -494,6 +491,15 @@ fn topic_changes_through_any_node_reach_every_node_and_its_files() {
     // A name that exists is refused through any node, as on one broker.
     let again = c.nodes[2].cli(&["topic", "create", "audit", "--partitions", "1"], None);
     assert!(!again.status.success(), "{again:?}");
+    // Some data in each of its partitions (each through its leader).
+    let v = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+    for (p, a) in v.state.topics["audit"].partitions.iter().enumerate() {
+        let p = p.to_string();
+        common::ok(
+            c.nodes[a.node as usize - 1]
+                .cli(&["produce", "audit", "--partition", &p], Some(b"old\n")),
+        );
+    }
     // Deleted through node 3: every node removes its directories.
     common::ok(c.nodes[2].cli(&["topic", "delete", "audit"], None));
     wait_for("audit directories removed on every node", &|| {
@@ -501,6 +507,53 @@ fn topic_changes_through_any_node_reach_every_node_and_its_files() {
     });
     let gone = c.nodes[0].cli(&["topic", "describe", "audit"], None);
     assert!(!gone.status.success(), "{gone:?}");
+    // Deleted and created again at once (nodes may see both in one
+    // controller state): the new topic starts empty everywhere.
+    common::ok(c.nodes[0].cli(&["topic", "create", "again", "--partitions", "6"], None));
+    let v = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+    for (p, a) in v.state.topics["again"].partitions.iter().enumerate() {
+        let p = p.to_string();
+        let n = &c.nodes[a.node as usize - 1];
+        let started = Instant::now();
+        while !n
+            .cli(&["produce", "again", "--partition", &p], Some(b"old\n"))
+            .status
+            .success()
+        {
+            assert!(started.elapsed() < Duration::from_secs(20));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    // Node 3 is down (not fenced yet) while "again" is deleted and
+    // created again: when it comes back, its first controller state has
+    // both changes at once, and its old partitions must not serve as the
+    // new topic's.
+    c.nodes[2].kill9();
+    common::ok(c.nodes[0].cli(&["topic", "delete", "again"], None));
+    common::ok(c.nodes[1].cli(&["topic", "create", "again", "--partitions", "6"], None));
+    c.nodes[2].restart();
+    wait_for("six new directories of again", &|| {
+        partition_dirs("again").len() == 6
+    });
+    let v = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+    for (p, a) in v.state.topics["again"].partitions.iter().enumerate() {
+        let p = p.to_string();
+        let n = &c.nodes[a.node as usize - 1];
+        let started = Instant::now();
+        let out = loop {
+            let out = n.cli(
+                &["consume", "again", "--partition", &p, "--from-beginning"],
+                None,
+            );
+            if out.status.success() {
+                break String::from_utf8_lossy(&out.stdout).to_string();
+            }
+            assert!(started.elapsed() < Duration::from_secs(20), "{out:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(out, "", "again-{p} on node {}", a.node);
+        common::ok(n.cli(&["produce", "again", "--partition", &p], Some(b"new\n")));
+    }
 }
 
 #[test]

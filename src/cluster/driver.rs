@@ -41,6 +41,9 @@ use tracing::{error, info, warn};
 
 /// Raft tick: heartbeats every tick, elections after 10-20 ticks of silence.
 pub const TICK: Duration = Duration::from_millis(100);
+/// How long a starting broker waits to catch up with the controller before
+/// it serves clients anyway (from the topic table it had).
+pub const CATCH_UP_WAIT: Duration = Duration::from_secs(10);
 /// How long a proposal waits to be applied before answering "timed out".
 pub const PROPOSE_WAIT: Duration = Duration::from_secs(5);
 /// Raft messages queued per peer; beyond it they are dropped (Raft resends).
@@ -312,6 +315,57 @@ impl Driver {
         self.wake_publisher();
     }
 
+    /// Wait (up to `max`) until this broker serves a topic table at least
+    /// as new as the controller leader's state when asked: the leader's
+    /// applied index, from `GetState`. A broker that restarts must not
+    /// serve clients from its old table (a topic deleted and created again
+    /// meanwhile would be served from the old partition), as a Kafka broker
+    /// serves only once it has caught up with the metadata log. A broker
+    /// that never had a controller's table does not wait.
+    pub async fn catch_up(self: Rc<Self>, max: Duration) {
+        // A broker that never served a controller's table has nothing
+        // stale to serve (it holds no partitions yet): no wait.
+        if self
+            .shard()
+            .is_none_or(|s| s.topics().controller_index == 0)
+        {
+            return;
+        }
+        let started = Instant::now();
+        let mut target = None;
+        'ask: while started.elapsed() < max {
+            for (id, addr) in &self.settings.voters {
+                if let Ok(Response::State { leader, state, .. }) =
+                    rpc::call(addr, &Request::GetState, Duration::from_secs(1)).await
+                {
+                    if leader == Some(*id) {
+                        target = Some(state.applied_index);
+                        if self.node.is_none() {
+                            *self.fetched.borrow_mut() = Some(state);
+                            self.wake_publisher();
+                        }
+                        break 'ask;
+                    }
+                }
+            }
+            glommio::timer::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(target) = target {
+            while self.published.get() < target && started.elapsed() < max {
+                glommio::timer::sleep(Duration::from_millis(20)).await;
+            }
+            if self.published.get() >= target {
+                info!(index = target, waited = ?started.elapsed(), "caught up with the controller");
+                return;
+            }
+        }
+        warn!(
+            waited = ?started.elapsed(),
+            "not caught up with the controller (no leader answered, or its state was not \
+             installed in time): serving clients from the topic table this broker has"
+        );
+    }
+
     pub(super) fn shard(&self) -> Option<Rc<Shard>> {
         self.shard.borrow().upgrade()
     }
@@ -367,8 +421,8 @@ impl Driver {
     }
 
     /// Not a voter: fetch the controller state from a voter (the leader
-    /// the heartbeats found, else each voter in turn) every
-    /// the heartbeat interval, and publish it when it is newer.
+    /// the heartbeats found, else each voter in turn) once per heartbeat
+    /// interval, and publish it when it is newer.
     async fn state_fetcher(self: Rc<Self>) {
         let mut next_voter = 0;
         loop {
@@ -415,8 +469,8 @@ impl Driver {
         }
     }
 
-    /// Leader only: fence live brokers not heard from within
-    /// the session timeout, unfence fenced ones heard from again (same
+    /// Leader only: fence live brokers not heard from within the session
+    /// timeout, unfence fenced ones heard from again (same
     /// incarnation; a restarted broker registers anew instead).
     fn check_sessions(self: &Rc<Self>) {
         let Some(since) = self.leader_since.get() else {

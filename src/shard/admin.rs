@@ -240,6 +240,27 @@ pub async fn install(
             partitions: m.partitions,
         })
         .collect();
+    if !gone.is_empty() {
+        // First a table without them, served and their directories
+        // removed: a topic deleted and created again under its name (both
+        // in one install) must not keep the old partitions open, nor have
+        // their directories moved aside while they are.
+        let mut without: TopicTable = (*cur).clone();
+        without.version = cur.version + 1;
+        for g in &gone {
+            info!(topic = %g.name, "topic deleted by the controller");
+            without.topics.remove(&g.name);
+        }
+        without.deleting.extend(gone.iter().cloned());
+        persist(shard, &without)?;
+        broadcast(shard, Arc::new(without)).await;
+        for g in &gone {
+            finish_delete(shard, &g.name).await;
+        }
+    }
+    let cur = shard.topics();
+    next.version = cur.version + 1;
+    next.deleting = cur.deleting.clone();
     let me = shard.node_id();
     for m in next.topics.values() {
         let fresh = |p: u32| {
@@ -254,15 +275,8 @@ pub async fn install(
             move_aside_leftovers(shard, &m.name, p..p + 1)?;
         }
     }
-    for g in &gone {
-        info!(topic = %g.name, "topic deleted by the controller");
-    }
-    next.deleting.extend(gone.iter().cloned());
     persist(shard, &next)?;
     broadcast(shard, Arc::new(next)).await;
-    for g in gone {
-        finish_delete(shard, &g.name).await;
-    }
     Ok(())
 }
 

@@ -39,8 +39,11 @@ use tracing::{error, info, warn};
 /// returned tasks are dropped at shutdown. See [`Frontend`].
 pub type Listen = Box<dyn FnOnce(&Rc<Shard>) -> Result<Vec<glommio::task::JoinHandle<()>>, String>>;
 
-/// Attaches a layer above the shard once the shard serves (see [`Frontend`]).
-pub type Attach = Box<dyn FnOnce(&Rc<Shard>)>;
+/// Attaches a layer above the shard once its partitions are open; the
+/// shard starts serving clients when the returned future is done (see
+/// [`Frontend`]).
+pub type Attach =
+    Box<dyn FnOnce(&Rc<Shard>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>>;
 
 /// The connection layer's entry points, plugged in by the broker at startup.
 ///
@@ -55,7 +58,8 @@ pub struct Frontend {
     /// ([`ShardMsg::Adopt`]), already bound to this executor.
     pub adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
     /// Called once the shard has opened its partitions, before it serves
-    /// (shard 0 in a cluster: the cluster layer attaches itself here).
+    /// (shard 0 in a cluster: the cluster layer attaches itself here and
+    /// catches up with the controller before clients are served).
     pub attach: Option<Attach>,
 }
 
@@ -487,7 +491,7 @@ pub async fn run(
     shard.apply_topics(topics).await;
     crate::storage::dma::assert_poll_ring_idle();
     if let Some(attach) = frontend.attach {
-        attach(&shard);
+        attach(&shard).await;
     }
     let mut accept_tasks = Vec::new();
     if let Some(listen) = frontend.listen {
