@@ -625,6 +625,40 @@ fn a_data_directory_is_served_only_in_the_mode_that_made_it() {
 }
 
 #[test]
+fn concurrent_topic_creations_through_one_broker_all_succeed() {
+    // The controller keeps one session per broker (a later request applied
+    // first makes an earlier one stale): a broker's requests, its own
+    // registration included, must reach it one at a time.
+    let rpc = format!("127.0.0.1:{}", rpc_port());
+    let (node, _dir) = start_node(1, &rpc, &format!("1@{rpc}"));
+    let native = node.native.clone();
+    let outs: Vec<std::process::Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..8)
+            .map(|k| {
+                let native = native.clone();
+                s.spawn(move || {
+                    let name = format!("many-{k}");
+                    common::cli(
+                        &native,
+                        &["topic", "create", &name, "--partitions", "2"],
+                        None,
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (k, o) in outs.iter().enumerate() {
+        assert!(o.status.success(), "many-{k}: {o:?}\n{}", node.stderr());
+    }
+    let listed = common::ok(node.cli(&["topic", "list"], None));
+    for k in 0..8 {
+        assert!(listed.contains(&format!("many-{k}")), "{listed}");
+    }
+    assert!(node.stderr().contains("registered with the controller"));
+}
+
+#[test]
 fn a_controller_that_lost_its_state_cannot_make_a_broker_delete_its_topics() {
     let rpc = format!("127.0.0.1:{}", rpc_port());
     let voters = format!("1@{rpc}");

@@ -21,7 +21,7 @@ use crate::config::{BrokerConfig, ClusterSettings};
 use crate::controller::command::{Command, Envelope, Registration};
 use crate::controller::file_log::FileLog;
 use crate::controller::node::{NodeConfig, ProposeError};
-use crate::controller::state::{ApplyResult, ControllerState};
+use crate::controller::state::{ApplyResult, ControllerState, Outcome};
 use crate::controller::view;
 use crate::controller::wire::{self, ProposeReply, Request, Response, HEADER_BYTES};
 use crate::controller::ControllerNode;
@@ -104,6 +104,12 @@ pub struct Driver {
     wake: RefCell<Option<mpsc::Sender<()>>>,
     /// Not a voter: the latest state fetched from a voter.
     fetched: RefCell<Option<ControllerState>>,
+    /// Held by each of this broker's requests ([`Driver::request`]) from
+    /// its first proposal to its answer: the controller's sessions keep
+    /// one request per origin (a later seq applied first refuses an
+    /// earlier one as stale), so this broker's registration and its
+    /// clients' admin requests go one at a time.
+    one_request: Rc<futures::lock::Mutex<()>>,
 }
 
 /// What this broker announces when it registers.
@@ -174,6 +180,7 @@ pub fn start(
         published: Cell::new(0),
         wake: RefCell::new(None),
         fetched: RefCell::new(None),
+        one_request: Rc::new(futures::lock::Mutex::new(())),
     });
     let local = listener.local_addr().map_err(|e| e.to_string())?;
     // SAFETY: a bound, listening TCP socket whose ownership moves into
@@ -286,10 +293,12 @@ impl Driver {
                     }
                     Command::CreateTopic {
                         name, partitions, ..
-                    } => {
+                    } if a.result.outcome == Outcome::Done => {
                         info!(topic = %name, partitions, "topic created")
                     }
-                    Command::DeleteTopic { name } => info!(topic = %name, "topic deleted"),
+                    Command::DeleteTopic { name } if a.result.outcome == Outcome::Done => {
+                        info!(topic = %name, "topic deleted")
+                    }
                     _ => {}
                 }
             }
@@ -611,6 +620,9 @@ impl Driver {
         command: Command,
         attempts: usize,
     ) -> Option<ApplyResult> {
+        let lock = self.one_request.clone();
+        let _one = lock.lock().await;
+        // Numbered once it is this request's turn, so seqs are applied in order.
         let env = self.next_envelope(command);
         for attempt in 0..attempts {
             let reply = if self.node.is_some() && attempt % 2 == 0 {
@@ -639,9 +651,19 @@ impl Driver {
     async fn register(self: Rc<Self>, reg: Registration) {
         let id = reg.id;
         loop {
-            if let Some(r) = self.request(Command::RegisterBroker(reg.clone()), 10).await {
-                info!(broker = id, outcome = ?r.outcome, "registered with the controller");
-                return;
+            match self.request(Command::RegisterBroker(reg.clone()), 10).await {
+                Some(r) if r.outcome == Outcome::Done => {
+                    info!(broker = id, "registered with the controller");
+                    return;
+                }
+                Some(r) => {
+                    // A stale seq (this broker's clock went back across a
+                    // restart) or a refusal: say so and ask again.
+                    warn!(broker = id, outcome = ?r.outcome, "registration refused; retried");
+                    glommio::timer::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+                None => {}
             }
             warn!(
                 broker = id,
