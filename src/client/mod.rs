@@ -238,7 +238,8 @@ impl Client {
             partitions,
             config: config.to_vec(),
         };
-        self.admin_call(ApiKey::CreateTopic, |b| req.encode(b)).await
+        self.admin_call(ApiKey::CreateTopic, |b| req.encode(b))
+            .await
     }
 
     /// Create the topic unless it exists (with any partition count).
@@ -262,7 +263,8 @@ impl Client {
             name: name.to_string(),
             partitions: 0,
         };
-        self.admin_call(ApiKey::DeleteTopic, |b| req.encode(b)).await
+        self.admin_call(ApiKey::DeleteTopic, |b| req.encode(b))
+            .await
     }
 
     pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), ClientError> {
@@ -270,7 +272,8 @@ impl Client {
             name: name.to_string(),
             partitions: total,
         };
-        self.admin_call(ApiKey::CreatePartitions, |b| req.encode(b)).await
+        self.admin_call(ApiKey::CreatePartitions, |b| req.encode(b))
+            .await
     }
 
     /// An admin request with an empty answer body, to the bootstrap broker

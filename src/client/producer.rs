@@ -493,10 +493,9 @@ fn take_ready(inner: &Inner, budget: usize) -> (Option<Ready>, Option<Duration>)
     {
         due_in(d);
     }
-    let ready = node.filter(|_| !out.is_empty()).map(|node| Ready {
-        batches: out,
-        node,
-    });
+    let ready = node
+        .filter(|_| !out.is_empty())
+        .map(|node| Ready { batches: out, node });
     (ready, next_due)
 }
 
@@ -641,6 +640,7 @@ async fn answered(
     let mut next_offset: HashMap<(String, u32), u64> = HashMap::new();
     let mut settled = Vec::with_capacity(frames.len());
     let mut again = Vec::new();
+    let mut why: Option<String> = None;
     for s in frames {
         let key = (s.topic.to_string(), s.partition);
         let r: Result<Option<u64>, ClientError> = match &outcome {
@@ -664,6 +664,9 @@ async fn answered(
             && s.attempts < ROUTED_ATTEMPTS_MAX
             && s.first_sent.is_some_and(|t| t.elapsed() < timeout);
         if retry {
+            if why.is_none() {
+                why = r.err().map(|e| e.to_string());
+            }
             again.push(s);
         } else {
             settled.push((s, r));
@@ -679,6 +682,11 @@ async fn answered(
                 acc.retry.entry(k).or_default();
             }
         }
+        tracing::debug!(
+            batches = again.len(),
+            error = why.as_deref().unwrap_or(""),
+            "produce to the wrong or a dead broker; refreshing routes and sending again"
+        );
         let mut topics: Vec<&str> = again.iter().map(|s| &*s.topic).collect();
         topics.sort_unstable();
         topics.dedup();
@@ -691,10 +699,7 @@ async fn answered(
         let not_before = Instant::now();
         for mut s in again {
             s.not_before = Some(not_before + retry_backoff(s.attempts));
-            let q = acc
-                .retry
-                .entry((s.topic.clone(), s.partition))
-                .or_default();
+            let q = acc.retry.entry((s.topic.clone(), s.partition)).or_default();
             let at = q.partition_point(|b| b.seq < s.seq);
             q.insert(at, s);
         }

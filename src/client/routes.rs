@@ -170,10 +170,15 @@ impl Routes {
             } else {
                 // Reroutable, like a NotLeader answer: the table is older
                 // than whoever named this node; a refresh learns its address.
-                Some(t.brokers.get(&node).cloned().ok_or_else(|| ClientError::Broker {
-                    code: ErrorCode::NotLeader,
-                    message: format!("no native address known for broker {node} yet"),
-                })?)
+                Some(
+                    t.brokers
+                        .get(&node)
+                        .cloned()
+                        .ok_or_else(|| ClientError::Broker {
+                            code: ErrorCode::NotLeader,
+                            message: format!("no native address known for broker {node} yet"),
+                        })?,
+                )
             }
         };
         let Some(addr) = addr else {

@@ -444,7 +444,10 @@ impl MetadataResponse {
     /// drops the leaders and the broker list, byte-identical to the
     /// answers of releases before version 1.
     pub fn encode(&self, b: &mut BytesMut, version: u16) {
-        assert!(version <= METADATA_VERSION_MAX, "metadata version {version}");
+        assert!(
+            version <= METADATA_VERSION_MAX,
+            "metadata version {version}"
+        );
         b.put_u32_le(self.shards);
         put_str(b, &self.broker_version);
         b.put_u32_le(self.topics.len() as u32);
@@ -862,7 +865,16 @@ mod tests {
         let n = b.len();
         b[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         let err = MetadataResponse::decode(&mut Reader::new(b), 1).unwrap_err();
-        assert!(matches!(err, DecodeError::TooMany { what: "brokers", .. }), "{err}");
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooMany {
+                    what: "brokers",
+                    ..
+                }
+            ),
+            "{err}"
+        );
         // A partition count that needs 24 bytes an entry in version 1.
         let mut b = BytesMut::new();
         let mut one = sample_metadata();
@@ -872,8 +884,8 @@ mod tests {
         // Cut the second partition's last 4 bytes and the trailer: 44 bytes
         // remain for a count of 2, which version 0 (20 a partition) would take.
         let keep = b.len() - 8 - 4;
-        let err = MetadataResponse::decode(&mut Reader::new(BytesMut::from(&b[..keep])), 1)
-            .unwrap_err();
+        let err =
+            MetadataResponse::decode(&mut Reader::new(BytesMut::from(&b[..keep])), 1).unwrap_err();
         assert!(matches!(err, DecodeError::TooMany { .. }), "{err}");
         // The live flag is a boolean.
         let mut b = BytesMut::new();
@@ -890,7 +902,10 @@ mod tests {
         assert!(matches!(err, DecodeError::Invalid { .. }), "{err}");
         // An unknown version is refused, not guessed at.
         let err = MetadataResponse::decode(&mut Reader::new(BytesMut::new()), 2).unwrap_err();
-        assert!(matches!(err, DecodeError::UnsupportedVersion { .. }), "{err}");
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion { .. }),
+            "{err}"
+        );
     }
 
     #[test]

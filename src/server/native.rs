@@ -357,7 +357,9 @@ async fn serve(
             let req = MetadataRequest::decode(&mut r)?;
             r.finish()?;
             let resp = metadata(shard, req).await;
-            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b, h.api_version)))))
+            Ok(Some(Handled::Respond(ok(&|b| {
+                resp.encode(b, h.api_version)
+            }))))
         }
         ApiKey::CreateTopic => {
             let req = CreateTopicRequest::decode(&mut r)?;
@@ -413,10 +415,12 @@ async fn serve(
         ApiKey::FindCoordinator => {
             let req = FindCoordinatorRequest::decode(&mut r)?;
             r.finish()?;
-            Ok(Some(Handled::Respond(match find_coordinator(shard, &req.group).await {
-                Ok(node) => ok(&|b| FindCoordinatorResponse { node }.encode(b)),
-                Err(e) => response(key, id, group_error_code(&e), e.to_string(), |_| {}),
-            })))
+            Ok(Some(Handled::Respond(
+                match find_coordinator(shard, &req.group).await {
+                    Ok(node) => ok(&|b| FindCoordinatorResponse { node }.encode(b)),
+                    Err(e) => response(key, id, group_error_code(&e), e.to_string(), |_| {}),
+                },
+            )))
         }
     }
 }
