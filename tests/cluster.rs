@@ -850,3 +850,144 @@ fn loadgen_against_a_cluster_node_loses_nothing() {
         );
     }
 }
+
+/// Move partition `partition` of `topic` to `node` through the controller
+/// (there is no CLI for it): proposed through each node in turn until one
+/// reaches the controller leader.
+fn move_partition(rpc: &[String], topic: &str, partition: u32, node: u32) {
+    use shardlog::controller::command::{Command, Envelope};
+    use shardlog::controller::state::Outcome;
+    use shardlog::controller::wire::{ProposeReply, Request, Response};
+    let env = Envelope {
+        origin: 0,
+        seq: 0,
+        command: Command::MovePartition {
+            name: topic.to_string(),
+            partition,
+            node,
+            shard: 0,
+        },
+    };
+    let started = Instant::now();
+    for addr in rpc.iter().cycle() {
+        if let Ok(Response::Proposed(ProposeReply::Applied(r))) =
+            admin::call(addr, &Request::Propose(env.clone()), RPC_TIMEOUT)
+        {
+            assert!(matches!(r.outcome, Outcome::Done), "{:?}", r.outcome);
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "move not applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A producer keeps going when its partition's leader moves: batches the
+/// old leader refuses with NotLeader go to the new leader after a routes
+/// refresh, in order, and every record is acknowledged. The new leader's
+/// log (data does not move without replicas) holds an unbroken, ordered
+/// run of the records up to the last one.
+#[test]
+fn a_producer_follows_a_partition_whose_leader_moves() {
+    use shardlog::client::{Client, Producer, ProducerConfig};
+    use shardlog::protocol::messages::Acks;
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    admin::create_topic(
+        &[c.rpc[0].clone()],
+        "moving",
+        1,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let from =
+        admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap().state.topics["moving"].partitions[0].node;
+    let to = from % 3 + 1;
+    for i in 0..3 {
+        await_topic_on(&c, i, "moving");
+    }
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let move_now = AtomicBool::new(false);
+    let moved = AtomicBool::new(false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !move_now.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            move_partition(&c.rpc, "moving", 0, to);
+            moved.store(true, Ordering::SeqCst);
+        });
+        rt.block_on(async {
+            let client = Client::connect(&c.nodes[1].native).await.unwrap();
+            let (a, e) = (acked.clone(), errors.clone());
+            let cfg = ProducerConfig {
+                acks: Acks::Leader,
+                // Small batches, many in flight when the leader moves.
+                batch_bytes: 512,
+                linger_ms: 1,
+                on_batch_acked: Some(Arc::new(move |b| match b.error {
+                    None => a.lock().unwrap().extend_from_slice(b.tokens),
+                    Some(err) => e.lock().unwrap().push(err.to_string()),
+                })),
+                ..ProducerConfig::default()
+            };
+            let p = Producer::new(client, cfg);
+            // Before the move, while it is applied, and 1000 records after.
+            let mut seq = 0u64;
+            let mut after = None;
+            while after.is_none_or(|a| seq < a + 1000) {
+                let v = seq.to_string();
+                p.send_to("moving", 0, None, Some(v.as_bytes()), &[], 0, seq)
+                    .await
+                    .unwrap();
+                seq += 1;
+                if seq == 1000 {
+                    move_now.store(true, Ordering::SeqCst);
+                }
+                if after.is_none() && moved.load(Ordering::SeqCst) {
+                    after = Some(seq);
+                }
+                if seq % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            p.close().await.unwrap();
+            seq
+        })
+    });
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..sent).collect::<Vec<u64>>(), "acknowledged");
+    let view = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+    assert_eq!(view.state.topics["moving"].partitions[0].node, to);
+    // The new leader's log, read through node 3: an unbroken run ending
+    // at the last record, starting after some records went to the old leader.
+    let out = common::ok(c.nodes[2].cli(&["consume", "moving", "--from-beginning"], None));
+    let values: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let first = *values.first().expect("the new leader holds records");
+    assert!(
+        first > 0,
+        "nothing went to the old leader: the move was not mid-stream"
+    );
+    assert_eq!(
+        values,
+        (first..sent).collect::<Vec<u64>>(),
+        "the new leader's log is not the ordered run {first}..{sent}"
+    );
+    eprintln!("leader moved {from} -> {to}; records {first}..{sent} on the new leader");
+}

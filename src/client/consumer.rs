@@ -6,7 +6,7 @@
 //! `max_wait_ms` when nothing is new. Batches that start before the
 //! position (a fetch from the middle of a batch) are trimmed.
 
-use super::routes::{is_reroutable, retry_backoff, ROUTED_ATTEMPTS_MAX};
+use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
 use crate::format::read_records;
 use crate::protocol::messages::{FetchPartition, FetchRequest, FetchResponse, EARLIEST, LATEST};
@@ -126,7 +126,7 @@ impl Consumer {
     /// One fetch round: whatever records arrived (maybe none, after
     /// max_wait). Each partition is fetched from its leader, one request
     /// per leader, all at once. A partition whose leader answers
-    /// `NotLeader` (or whose connection fails) makes the consumer refresh
+    /// `NotLeader` (or, in a cluster, whose connection fails) makes the consumer refresh
     /// its routes and, if nothing arrived, fetch again after a backoff, at
     /// most [`ROUTED_ATTEMPTS_MAX`] times before the error is returned.
     pub async fn poll(&mut self) -> Result<Vec<Message>, ClientError> {
@@ -190,7 +190,7 @@ impl Consumer {
                         stale = Some(e);
                     }
                 }
-                Err(e) if is_reroutable(&e) => stale = Some(e),
+                Err(e) if self.client.routes().is_reroutable(&e) => stale = Some(e),
                 Err(e) => return Err(e),
             }
         }

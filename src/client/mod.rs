@@ -208,7 +208,7 @@ impl Client {
                 Err(e) => e,
             };
             attempt += 1;
-            if !routes::is_reroutable(&err) || attempt >= routes::ROUTED_ATTEMPTS_MAX {
+            if !self.routes.is_reroutable(&err) || attempt >= routes::ROUTED_ATTEMPTS_MAX {
                 return Err(err);
             }
             tokio::time::sleep(routes::retry_backoff(attempt)).await;

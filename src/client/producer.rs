@@ -12,9 +12,10 @@
 //!
 //! Routing (see [`super::routes`]): one request carries batches for one
 //! broker, the leader of each of their partitions. A batch whose answer is
-//! `NotLeader`, or whose request met a failed connection, is sent again
-//! after a routes refresh and a backoff, at most [`ROUTED_ATTEMPTS_MAX`]
-//! sends and never past `request_timeout_ms` after its first. Order within
+//! `NotLeader`, or (in a cluster) whose request met a failed connection, is
+//! sent again after a routes refresh and a backoff, at most
+//! [`ROUTED_ATTEMPTS_MAX`] sends and never past `request_timeout_ms` after
+//! its first. Order within
 //! a partition survives a retry: the partition is held (no new batch of it
 //! goes out) from the first failed answer until every batch of it in
 //! flight has answered; then the failed batches go again in the order they
@@ -32,7 +33,7 @@
 //! `buffer_bytes_max`; `send` waits when the producer is over it.
 
 use super::partitioner::{DefaultPartitioner, Partitioner};
-use super::routes::{is_reroutable, retry_backoff, ROUTED_ATTEMPTS_MAX};
+use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
 use crate::format::{BatchBuilder, Compression, ProducerIds};
 use crate::protocol::frame::ApiKey;
@@ -288,8 +289,10 @@ impl Producer {
         timestamp_ms: i64,
         token: u64,
     ) -> Result<Delivery, ClientError> {
-        // The topic's leaders, learned with its partition count (once).
-        self.partitions(topic).await?;
+        // The topic's leaders are learned with its partition count (once).
+        // An unknown topic is not refused here: the broker's answer says so,
+        // as before routing.
+        let _ = self.partitions(topic).await;
         let size = BatchBuilder::record_size(key, value, headers);
         // Bound the memory of buffered, unacknowledged records.
         loop {
@@ -660,7 +663,7 @@ async fn answered(
                 ))),
             },
         };
-        let retry = matches!(&r, Err(e) if is_reroutable(e))
+        let retry = matches!(&r, Err(e) if inner.client.routes().is_reroutable(e))
             && s.attempts < ROUTED_ATTEMPTS_MAX
             && s.first_sent.is_some_and(|t| t.elapsed() < timeout);
         if retry {

@@ -34,12 +34,6 @@ pub fn retry_backoff(attempt: u32) -> Duration {
     Duration::from_millis(25u64 << attempt.clamp(1, 6).saturating_sub(1))
 }
 
-/// Whether `e` means "the request went to the wrong broker, or the broker
-/// is gone": refresh the routing table and send again.
-pub fn is_reroutable(e: &ClientError) -> bool {
-    e.code() == Some(ErrorCode::NotLeader) || e.is_transient_connect()
-}
-
 #[derive(Default)]
 struct Table {
     /// Node id of the bootstrap broker (0 on a single node).
@@ -110,6 +104,14 @@ impl Routes {
     /// Whether the last Metadata answer came from a cluster (it listed brokers).
     pub fn is_cluster(&self) -> bool {
         !self.table.lock().unwrap().brokers.is_empty()
+    }
+
+    /// Whether `e` means "the request went to the wrong broker, or, in a
+    /// cluster, the broker is gone": refresh the routing table and send
+    /// again. On a single node a failed connection is final, as it was
+    /// before routing: there is no other broker to find.
+    pub fn is_reroutable(&self, e: &ClientError) -> bool {
+        e.code() == Some(ErrorCode::NotLeader) || (e.is_transient_connect() && self.is_cluster())
     }
 
     /// The refresh count, read before sending, to pass to [`Routes::refresh_once`].
