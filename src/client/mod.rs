@@ -168,7 +168,7 @@ impl Client {
         };
         let resp = MetadataResponse::decode(&mut r, version)?;
         r.finish()?;
-        self.routes.learn(&resp);
+        self.routes.learn(&resp, &conn);
         Ok(resp)
     }
 

@@ -38,7 +38,7 @@ pub fn retry_backoff(attempt: u32) -> Duration {
 struct Table {
     /// Node id of the bootstrap broker (0 on a single node).
     this_node: u32,
-    /// Native address of every known broker but the bootstrap one.
+    /// Native address of every known broker.
     brokers: HashMap<u32, String>,
     /// Per topic, per partition: the leader's node id.
     leaders: HashMap<String, Vec<u32>>,
@@ -69,11 +69,16 @@ impl Routes {
         }
     }
 
-    /// Take what a Metadata answer says: the brokers, and the leaders of
-    /// every topic it describes (topics it does not mention keep theirs).
-    pub fn learn(&self, m: &MetadataResponse) {
+    /// Take what a Metadata answer, received over `from`, says: the
+    /// brokers, and the leaders of every topic it describes (topics it does
+    /// not mention keep theirs). Only an answer over the bootstrap
+    /// connection says which node that connection reaches.
+    pub fn learn(&self, m: &MetadataResponse, from: &Arc<Connection>) {
+        let from_bootstrap = Arc::ptr_eq(from, &self.bootstrap.lock().unwrap());
         let mut t = self.table.lock().unwrap();
-        t.this_node = m.this_node;
+        if from_bootstrap {
+            t.this_node = m.this_node;
+        }
         if !m.brokers.is_empty() {
             t.brokers = m
                 .brokers
