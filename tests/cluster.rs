@@ -5,6 +5,11 @@
 //! as its bootstrap server, and killing the controller leader (`kill -9`)
 //! under topic-creation load loses no acknowledged topic, creates none
 //! twice, and does not stop the other nodes serving their partitions.
+//! The native side follows leaders too: the CLI creates, produces and
+//! consumes through different nodes, offsets are committed through the
+//! group's coordinator, a producer keeps going when its partition moves,
+//! and loadgen bootstrapped from one node loses nothing (the loadgen
+//! binary comes from `cargo test --workspace`, or `LOADGEN_BIN`).
 //!
 //! `SHARDLOG_CLUSTER_KILLS` (default 10) sets how many leaders are killed.
 
