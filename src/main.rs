@@ -493,12 +493,24 @@ async fn topic(cmd: TopicCmd, broker: &str) -> Result<()> {
             for (k, v) in &t.config {
                 println!("config: {k}={v}");
             }
-            println!("partition\tshard\tlog_start\thigh_watermark");
-            for (p, i) in t.partition_info.iter().enumerate() {
-                println!(
-                    "{p}\t{}\t{}\t{}",
-                    i.shard, i.log_start_offset, i.high_watermark
-                );
+            if m.brokers.is_empty() {
+                println!("partition\tshard\tlog_start\thigh_watermark");
+                for (p, i) in t.partition_info.iter().enumerate() {
+                    println!(
+                        "{p}\t{}\t{}\t{}",
+                        i.shard, i.log_start_offset, i.high_watermark
+                    );
+                }
+            } else {
+                // A cluster: each partition's leader (offsets come from the
+                // leader, so partitions led elsewhere show 0 here).
+                println!("partition\tleader\tshard\tlog_start\thigh_watermark");
+                for (p, i) in t.partition_info.iter().enumerate() {
+                    println!(
+                        "{p}\t{}\t{}\t{}\t{}",
+                        i.leader, i.shard, i.log_start_offset, i.high_watermark
+                    );
+                }
             }
         }
         TopicCmd::Alter { name, partitions } => {

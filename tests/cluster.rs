@@ -5,6 +5,11 @@
 //! as its bootstrap server, and killing the controller leader (`kill -9`)
 //! under topic-creation load loses no acknowledged topic, creates none
 //! twice, and does not stop the other nodes serving their partitions.
+//! The native side follows leaders too: the CLI creates, produces and
+//! consumes through different nodes, offsets are committed through the
+//! group's coordinator, a producer keeps going when its partition moves,
+//! and loadgen bootstrapped from one node loses nothing (the loadgen
+//! binary comes from `cargo test --workspace`, or `LOADGEN_BIN`).
 //!
 //! `SHARDLOG_CLUSTER_KILLS` (default 10) sets how many leaders are killed.
 
@@ -964,4 +969,361 @@ fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
         "{}",
         node.stderr()
     );
+}
+
+/// Wait until node `i`'s native listener describes `topic` (a topic created
+/// through another node reaches each broker with the controller's table).
+fn await_topic_on(c: &Cluster, i: usize, topic: &str) -> String {
+    let started = Instant::now();
+    loop {
+        let out = c.nodes[i].cli(&["topic", "describe", topic], None);
+        if out.status.success() {
+            return String::from_utf8(out.stdout).unwrap();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "node {} never saw topic {topic}: {}",
+            i + 1,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The native client follows leaders: a topic created with the CLI through
+/// node 1 has leaders on all three nodes; keyed lines produced with the CLI
+/// through node 2 all come back, each key's in order, from a CLI consumer
+/// bootstrapped from node 3; offsets committed through one node are read
+/// through another, for groups whose coordinators are on every node.
+#[test]
+fn the_native_cli_and_client_produce_and_consume_through_any_bootstrap_node() {
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    common::ok(c.nodes[0].cli(&["topic", "create", "keyed", "--partitions", "6"], None));
+    // Every node describes the same leaders, and each node leads some.
+    let leaders = |text: &str| -> Vec<u32> {
+        text.lines()
+            .skip_while(|l| !l.starts_with("partition\tleader"))
+            .skip(1)
+            .map(|l| l.split('\t').nth(1).unwrap().parse().unwrap())
+            .collect()
+    };
+    let seen: Vec<Vec<u32>> = (0..3)
+        .map(|i| leaders(&await_topic_on(&c, i, "keyed")))
+        .collect();
+    assert_eq!(seen[0].len(), 6, "{seen:?}");
+    assert!(
+        seen.iter().all(|l| *l == seen[0]),
+        "nodes disagree: {seen:?}"
+    );
+    let mut nodes = seen[0].clone();
+    nodes.sort_unstable();
+    nodes.dedup();
+    assert_eq!(nodes, vec![1, 2, 3], "leaders {:?}", seen[0]);
+
+    // 12 keys x 50 values, produced through node 2.
+    let keys = 12;
+    let per_key = 50;
+    let mut input = String::new();
+    for seq in 0..per_key {
+        for k in 0..keys {
+            input.push_str(&format!("key-{k}:{seq}\n"));
+        }
+    }
+    common::ok(c.nodes[1].cli(
+        &["produce", "keyed", "--key-separator", ":"],
+        Some(input.as_bytes()),
+    ));
+    let out = common::ok(c.nodes[2].cli(
+        &[
+            "consume",
+            "keyed",
+            "--from-beginning",
+            "--print-key",
+            "--print-offset",
+        ],
+        None,
+    ));
+    let mut by_key: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+    let mut partitions_seen = std::collections::BTreeSet::new();
+    for line in out.lines() {
+        let mut f = line.split('\t');
+        let (pos, key, value) = (f.next().unwrap(), f.next().unwrap(), f.next().unwrap());
+        partitions_seen.insert(pos.split(':').next().unwrap().to_string());
+        by_key
+            .entry(key.to_string())
+            .or_default()
+            .push(value.parse().unwrap());
+    }
+    assert_eq!(by_key.len(), keys, "{out}");
+    for (k, vs) in &by_key {
+        assert_eq!(
+            *vs,
+            (0..per_key).collect::<Vec<u32>>(),
+            "key {k}: lost, duplicated or reordered"
+        );
+    }
+    assert!(
+        partitions_seen.len() > 3,
+        "keys landed on {partitions_seen:?}"
+    );
+
+    // Offsets: committed through node 1, read through node 3. Groups are
+    // spread over the offsets partitions, so their coordinators are on
+    // every node (checked below through FindCoordinator).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        use shardlog::client::Client;
+        let via1 = Client::connect(&c.nodes[0].native).await.unwrap();
+        let via3 = Client::connect(&c.nodes[2].native).await.unwrap();
+        let groups: Vec<String> = (0..12).map(|g| format!("group-{g}")).collect();
+        for (i, g) in groups.iter().enumerate() {
+            via1.commit_offsets(g, &[("keyed", 0, 10 + i as u64), ("keyed", 5, 7)])
+                .await
+                .unwrap_or_else(|e| panic!("commit for {g} through node 1: {e}"));
+        }
+        for (i, g) in groups.iter().enumerate() {
+            let got = via3
+                .committed_offsets(g, "keyed", &[0, 1, 5])
+                .await
+                .unwrap_or_else(|e| panic!("offsets of {g} through node 3: {e}"));
+            assert_eq!(got, vec![Some(10 + i as u64), None, Some(7)], "{g}");
+        }
+        // The coordinators of those groups really are on several nodes.
+        let mut coordinators = std::collections::BTreeSet::new();
+        for g in &groups {
+            coordinators.insert(find_coordinator(&c.nodes[1].native, g).await);
+        }
+        assert!(coordinators.len() > 1, "every group on {coordinators:?}");
+    });
+}
+
+/// FindCoordinator asked raw of the broker at `addr`.
+async fn find_coordinator(addr: &str, group: &str) -> u32 {
+    use shardlog::protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+    use shardlog::protocol::ApiKey;
+    let conn = shardlog::client::Connection::connect(addr).await.unwrap();
+    let req = FindCoordinatorRequest {
+        group: group.to_string(),
+    };
+    let mut r = conn
+        .call(ApiKey::FindCoordinator, |b| req.encode(b))
+        .await
+        .unwrap();
+    FindCoordinatorResponse::decode(&mut r).unwrap().node
+}
+
+/// The loadgen binary: `LOADGEN_BIN`, else next to the shardlog binary
+/// (`cargo test --workspace`, the README's test command, builds it before
+/// any test runs; alone, `cargo test --test cluster` does not: build it
+/// with `cargo build -p loadgen` first).
+fn loadgen_bin() -> std::path::PathBuf {
+    let p = std::env::var_os("LOADGEN_BIN")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| bin().with_file_name("loadgen"));
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build -p loadgen` (or set LOADGEN_BIN)",
+        p.display()
+    );
+    p
+}
+
+/// loadgen bootstrapped from one node of a cluster produces to and
+/// consumes from the leaders of a topic spread over all three nodes, and
+/// its delivery checks find nothing lost, duplicated or reordered.
+#[test]
+fn loadgen_against_a_cluster_node_loses_nothing() {
+    let lg = loadgen_bin();
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let out = std::process::Command::new(lg)
+        .args([
+            "run",
+            "--broker",
+            &c.nodes[1].native,
+            "--topic",
+            "lg-cluster",
+            "--partitions",
+            "6",
+            "--rate",
+            "2000",
+            "--duration",
+            "2s",
+            "--warmup",
+            "500ms",
+            "--drain-timeout",
+            "10s",
+            "--quiet",
+        ])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "loadgen failed ({:?}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let checks = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("checks"))
+        .unwrap_or_else(|| panic!("no checks line:\n{stdout}"));
+    eprintln!("{stdout}");
+    assert!(checks.contains(", lost 0,"), "{checks}");
+    assert!(checks.contains("duplicated 0, reordered 0"), "{checks}");
+    // The topic really is spread: every node leads some of its partitions.
+    let text = await_topic_on(&c, 0, "lg-cluster");
+    for node in 1..=3 {
+        assert!(
+            text.lines()
+                .any(|l| l.split('\t').nth(1) == Some(&node.to_string())),
+            "node {node} leads nothing:\n{text}"
+        );
+    }
+}
+
+/// Move partition `partition` of `topic` to `node` through the controller
+/// (there is no CLI for it): proposed through each node in turn until one
+/// reaches the controller leader.
+fn move_partition(rpc: &[String], topic: &str, partition: u32, node: u32) {
+    use shardlog::controller::command::{Command, Envelope};
+    use shardlog::controller::state::Outcome;
+    use shardlog::controller::wire::{ProposeReply, Request, Response};
+    let env = Envelope {
+        origin: 0,
+        seq: 0,
+        command: Command::MovePartition {
+            name: topic.to_string(),
+            partition,
+            node,
+            shard: 0,
+        },
+    };
+    let started = Instant::now();
+    for addr in rpc.iter().cycle() {
+        if let Ok(Response::Proposed(ProposeReply::Applied(r))) =
+            admin::call(addr, &Request::Propose(env.clone()), RPC_TIMEOUT)
+        {
+            assert!(matches!(r.outcome, Outcome::Done), "{:?}", r.outcome);
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "move not applied"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A producer keeps going when its partition's leader moves: batches the
+/// old leader refuses with NotLeader go to the new leader after a routes
+/// refresh, in order, and every record is acknowledged. The new leader's
+/// log (data does not move without replicas) holds an unbroken, ordered
+/// run of the records up to the last one.
+#[test]
+fn a_producer_follows_a_partition_whose_leader_moves() {
+    use shardlog::client::{Client, Producer, ProducerConfig};
+    use shardlog::protocol::messages::Acks;
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    admin::create_topic(
+        &[c.rpc[0].clone()],
+        "moving",
+        1,
+        vec![],
+        RPC_TIMEOUT,
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    let from =
+        admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap().state.topics["moving"].partitions[0].node;
+    let to = from % 3 + 1;
+    for i in 0..3 {
+        await_topic_on(&c, i, "moving");
+    }
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let move_now = AtomicBool::new(false);
+    let moved = AtomicBool::new(false);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let sent = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !move_now.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            move_partition(&c.rpc, "moving", 0, to);
+            moved.store(true, Ordering::SeqCst);
+        });
+        rt.block_on(async {
+            let client = Client::connect(&c.nodes[1].native).await.unwrap();
+            let (a, e) = (acked.clone(), errors.clone());
+            let cfg = ProducerConfig {
+                acks: Acks::Leader,
+                // Small batches, many in flight when the leader moves.
+                batch_bytes: 512,
+                linger_ms: 1,
+                on_batch_acked: Some(Arc::new(move |b| match b.error {
+                    None => a.lock().unwrap().extend_from_slice(b.tokens),
+                    Some(err) => e.lock().unwrap().push(err.to_string()),
+                })),
+                ..ProducerConfig::default()
+            };
+            let p = Producer::new(client, cfg);
+            // Before the move, while it is applied, and 1000 records after.
+            let mut seq = 0u64;
+            let mut after = None;
+            while after.is_none_or(|a| seq < a + 1000) {
+                let v = seq.to_string();
+                p.send_to("moving", 0, None, Some(v.as_bytes()), &[], 0, seq)
+                    .await
+                    .unwrap();
+                seq += 1;
+                if seq == 1000 {
+                    move_now.store(true, Ordering::SeqCst);
+                }
+                if after.is_none() && moved.load(Ordering::SeqCst) {
+                    after = Some(seq);
+                }
+                if seq % 20 == 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+            p.close().await.unwrap();
+            seq
+        })
+    });
+    assert!(
+        errors.lock().unwrap().is_empty(),
+        "{:?}",
+        errors.lock().unwrap()
+    );
+    let mut acked = acked.lock().unwrap().clone();
+    acked.sort_unstable();
+    assert_eq!(acked, (0..sent).collect::<Vec<u64>>(), "acknowledged");
+    let view = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+    assert_eq!(view.state.topics["moving"].partitions[0].node, to);
+    // The new leader's log, read through node 3: an unbroken run ending
+    // at the last record, starting after some records went to the old leader.
+    let out = common::ok(c.nodes[2].cli(&["consume", "moving", "--from-beginning"], None));
+    let values: Vec<u64> = out.lines().map(|l| l.parse().unwrap()).collect();
+    let first = *values.first().expect("the new leader holds records");
+    assert!(
+        first > 0,
+        "nothing went to the old leader: the move was not mid-stream"
+    );
+    assert_eq!(
+        values,
+        (first..sent).collect::<Vec<u64>>(),
+        "the new leader's log is not the ordered run {first}..{sent}"
+    );
+    eprintln!("leader moved {from} -> {to}; records {first}..{sent} on the new leader");
 }

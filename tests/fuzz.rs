@@ -208,6 +208,9 @@ fn valid_request() -> impl Strategy<Value = Vec<u8>> {
             }
             .encode(b)
         })),
+        topic.prop_map(|g| encode(ApiKey::FindCoordinator, |b| {
+            FindCoordinatorRequest { group: g.clone() }.encode(b)
+        })),
         (topic, any::<u32>()).prop_map(|(t, p)| encode(ApiKey::CreatePartitions, |b| {
             TopicRequest {
                 name: t.clone(),
@@ -270,6 +273,7 @@ fn decode_like_the_broker(bytes: &[u8]) {
             }
             Ok(ApiKey::OffsetCommit) => drop(OffsetCommitRequest::decode(&mut r)),
             Ok(ApiKey::OffsetFetch) => drop(OffsetFetchRequest::decode(&mut r)),
+            Ok(ApiKey::FindCoordinator) => drop(FindCoordinatorRequest::decode(&mut r)),
             Err(_) => {}
         }
     }

@@ -17,6 +17,9 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
+/// The answer to one request: its header and a reader over its body.
+pub type Answer = oneshot::Receiver<Result<(ResponseHeader, Reader), ClientError>>;
+
 type Waiters = Arc<
     Mutex<Option<HashMap<u32, oneshot::Sender<Result<(ResponseHeader, Reader), ClientError>>>>>,
 >;
@@ -118,6 +121,11 @@ impl Connection {
         })
     }
 
+    /// The reader saw the connection fail or close: no answer will come.
+    pub fn is_closed(&self) -> bool {
+        self.waiters.lock().unwrap().is_none()
+    }
+
     /// Encode and send a request. With `expect_response`, the returned
     /// receiver yields the response; otherwise (acks=0) nothing comes back.
     pub async fn send(
@@ -125,13 +133,24 @@ impl Connection {
         api: ApiKey,
         body: impl FnOnce(&mut BytesMut),
         expect_response: bool,
-    ) -> Result<Option<oneshot::Receiver<Result<(ResponseHeader, Reader), ClientError>>>, ClientError>
-    {
+    ) -> Result<Option<Answer>, ClientError> {
+        self.send_version(api, API_VERSION, body, expect_response)
+            .await
+    }
+
+    /// [`Connection::send`] at an explicit API version.
+    pub async fn send_version(
+        &self,
+        api: ApiKey,
+        api_version: u16,
+        body: impl FnOnce(&mut BytesMut),
+        expect_response: bool,
+    ) -> Result<Option<Answer>, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut b = BytesMut::with_capacity(1024);
         let start = FrameHeader {
             api_key: api as u16,
-            api_version: API_VERSION,
+            api_version,
             request_id: id,
         }
         .begin(&mut b);
@@ -162,8 +181,18 @@ impl Connection {
         api: ApiKey,
         body: impl FnOnce(&mut BytesMut),
     ) -> Result<Reader, ClientError> {
+        self.call_version(api, API_VERSION, body).await
+    }
+
+    /// [`Connection::call`] at an explicit API version.
+    pub async fn call_version(
+        &self,
+        api: ApiKey,
+        api_version: u16,
+        body: impl FnOnce(&mut BytesMut),
+    ) -> Result<Reader, ClientError> {
         let rx = self
-            .send(api, body, true)
+            .send_version(api, api_version, body, true)
             .await?
             .expect("asked for a response");
         let (h, r) = rx.await.map_err(|_| ClientError::Closed)??;

@@ -6,9 +6,10 @@
 //! `max_wait_ms` when nothing is new. Batches that start before the
 //! position (a fetch from the middle of a batch) are trimmed.
 
+use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
 use crate::format::read_records;
-use crate::protocol::messages::{FetchPartition, FetchRequest, EARLIEST, LATEST};
+use crate::protocol::messages::{FetchPartition, FetchRequest, FetchResponse, EARLIEST, LATEST};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -122,26 +123,88 @@ impl Consumer {
             .all(|(p, pos)| self.high_watermarks.get(p).is_some_and(|hw| pos >= hw))
     }
 
-    /// One fetch round: whatever records arrived (maybe none, after max_wait).
+    /// One fetch round: whatever records arrived (maybe none, after
+    /// max_wait). Each partition is fetched from its leader, one request
+    /// per leader, all at once. A partition whose leader answers
+    /// `NotLeader` (or, in a cluster, whose connection fails) makes the consumer refresh
+    /// its routes and, if nothing arrived, fetch again after a backoff, at
+    /// most [`ROUTED_ATTEMPTS_MAX`] times before the error is returned.
     pub async fn poll(&mut self) -> Result<Vec<Message>, ClientError> {
-        let req = FetchRequest {
-            max_wait_ms: self.cfg.max_wait_ms,
-            min_bytes: self.cfg.min_bytes,
-            max_bytes: self.cfg.max_bytes,
-            topics: vec![(
-                self.topic.to_string(),
-                self.positions
-                    .iter()
-                    .map(|(p, o)| FetchPartition {
-                        partition: *p,
-                        offset: *o,
-                        max_bytes: self.cfg.partition_max_bytes,
-                    })
-                    .collect(),
-            )],
-        };
-        let resp = self.client.fetch(&req).await?;
-        let mut out = Vec::new();
+        let mut attempt = 0;
+        loop {
+            let seen = self.client.routes().refresh_count();
+            let mut out = Vec::new();
+            let stale = self.fetch_round(&mut out).await?;
+            let Some(err) = stale else {
+                return Ok(out);
+            };
+            attempt += 1;
+            if attempt >= ROUTED_ATTEMPTS_MAX {
+                return Err(err);
+            }
+            let _ = self.client.refresh_routes(seen, &[&self.topic]).await;
+            if !out.is_empty() {
+                return Ok(out);
+            }
+            tokio::time::sleep(retry_backoff(attempt)).await;
+        }
+    }
+
+    /// Fetch every partition from its leader once, appending records to
+    /// `out`. Returns the error of a partition that must be rerouted.
+    async fn fetch_round(
+        &mut self,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<ClientError>, ClientError> {
+        let routes = self.client.routes();
+        let mut by_leader: BTreeMap<u32, Vec<FetchPartition>> = BTreeMap::new();
+        for (p, o) in &self.positions {
+            by_leader
+                .entry(routes.leader(&self.topic, *p))
+                .or_default()
+                .push(FetchPartition {
+                    partition: *p,
+                    offset: *o,
+                    max_bytes: self.cfg.partition_max_bytes,
+                });
+        }
+        let fetches = by_leader.into_iter().map(|(node, parts)| {
+            let req = FetchRequest {
+                max_wait_ms: self.cfg.max_wait_ms,
+                min_bytes: self.cfg.min_bytes,
+                max_bytes: self.cfg.max_bytes,
+                topics: vec![(self.topic.to_string(), parts)],
+            };
+            let client = &self.client;
+            async move {
+                let conn = client.routes().node(node).await?;
+                client.fetch_from(&conn, &req).await
+            }
+        });
+        let answers = futures::future::join_all(fetches).await;
+        let mut stale = None;
+        for resp in answers {
+            match resp {
+                Ok(resp) => {
+                    if let Some(e) = self.absorb(resp, out)? {
+                        stale = Some(e);
+                    }
+                }
+                Err(e) if self.client.routes().is_reroutable(&e) => stale = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(stale)
+    }
+
+    /// Take one Fetch answer: advance positions past its records (appended
+    /// to `out`). Returns a `NotLeader` error if some partition has moved.
+    fn absorb(
+        &mut self,
+        resp: FetchResponse,
+        out: &mut Vec<Message>,
+    ) -> Result<Option<ClientError>, ClientError> {
+        let mut stale = None;
         for (_, parts) in resp.topics {
             for p in parts {
                 let part = p.result.partition;
@@ -160,6 +223,13 @@ impl Consumer {
                         "offset out of range; resetting"
                     );
                     self.positions.insert(part, reset);
+                    continue;
+                }
+                if p.result.error == ErrorCode::NotLeader {
+                    stale = Some(ClientError::Broker {
+                        code: p.result.error,
+                        message: p.result.message,
+                    });
                     continue;
                 }
                 if p.result.error != ErrorCode::None {
@@ -200,6 +270,6 @@ impl Consumer {
                 }
             }
         }
-        Ok(out)
+        Ok(stale)
     }
 }

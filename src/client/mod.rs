@@ -6,6 +6,7 @@ pub mod connection;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;
+pub mod routes;
 
 pub use connection::Connection;
 pub use consumer::{Consumer, ConsumerConfig, Message, StartAt};
@@ -15,6 +16,7 @@ pub use producer::{Delivery, Producer, ProducerConfig};
 use crate::protocol::frame::ApiKey;
 use crate::protocol::messages::*;
 use crate::protocol::{DecodeError, ErrorCode};
+use routes::Routes;
 use std::sync::Arc;
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -75,21 +77,31 @@ impl ClientError {
     }
 }
 
-/// A connection plus typed admin and lookup calls.
+/// Typed admin and lookup calls over a bootstrap connection, with each
+/// partition's requests routed to its leader ([`routes`]). Cheap to clone;
+/// clones share connections and the routing table.
 #[derive(Clone)]
 pub struct Client {
-    pub conn: Arc<Connection>,
+    routes: Arc<Routes>,
 }
 
 impl Client {
+    /// Connect to `addr`, any broker of the cluster (or the single node).
     pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-        let conn = Connection::connect(addr).await.map_err(|e| match e {
-            ClientError::Connect { addr, source } => ClientError::Connect { addr, source },
-            other => other,
-        })?;
+        let conn = Connection::connect(addr).await?;
         Ok(Client {
-            conn: Arc::new(conn),
+            routes: Arc::new(Routes::new(addr, conn)),
         })
+    }
+
+    /// The routing table and connections (for the producer and consumer).
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    /// The bootstrap connection (reopened if it failed).
+    pub async fn bootstrap(&self) -> Result<Arc<Connection>, ClientError> {
+        self.routes.bootstrap().await
     }
 
     /// Connect to a broker that may still be starting: retry while the
@@ -133,14 +145,77 @@ impl Client {
         }
     }
 
+    /// Metadata of `topics` (none: every topic), from the bootstrap broker
+    /// (or, if it is gone, another known one). The answer also updates the
+    /// routing table. Asks for version 1 (leaders and brokers); a broker
+    /// older than that gets version 0 and is taken as a single node.
     pub async fn metadata(&self, topics: &[&str]) -> Result<MetadataResponse, ClientError> {
         let req = MetadataRequest {
             topics: topics.iter().map(|s| s.to_string()).collect(),
         };
-        let mut r = self.conn.call(ApiKey::Metadata, |b| req.encode(b)).await?;
-        let resp = MetadataResponse::decode(&mut r)?;
+        let conn = self.routes.any().await?;
+        let mut version = METADATA_VERSION_MAX;
+        let mut r = match conn
+            .call_version(ApiKey::Metadata, version, |b| req.encode(b))
+            .await
+        {
+            Err(e) if e.code() == Some(ErrorCode::UnsupportedVersion) => {
+                version = 0;
+                conn.call_version(ApiKey::Metadata, version, |b| req.encode(b))
+                    .await?
+            }
+            other => other?,
+        };
+        let resp = MetadataResponse::decode(&mut r, version)?;
         r.finish()?;
+        self.routes.learn(&resp, &conn);
         Ok(resp)
+    }
+
+    /// Refresh the routing table for `topics` after a request met the wrong
+    /// broker (or a dead one), unless another task refreshed since `seen`
+    /// ([`Routes::refresh_count`]).
+    pub async fn refresh_routes(&self, seen: u64, topics: &[&str]) -> Result<(), ClientError> {
+        self.routes
+            .refresh_once(seen, || async { self.metadata(topics).await.map(|_| ()) })
+            .await
+    }
+
+    /// Run `call` against the connection `pick` chooses; when the answer is
+    /// [`NotLeader`](ErrorCode::NotLeader) or the connection fails, refresh
+    /// the routes of the `refresh` topics and try again, at most
+    /// [`ROUTED_ATTEMPTS_MAX`] times, backing off between attempts.
+    async fn routed<T, P, PF, C, CF>(
+        &self,
+        refresh: &[&str],
+        pick: P,
+        call: C,
+    ) -> Result<T, ClientError>
+    where
+        P: Fn() -> PF,
+        PF: std::future::Future<Output = Result<Arc<Connection>, ClientError>>,
+        C: Fn(Arc<Connection>) -> CF,
+        CF: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut attempt = 0;
+        loop {
+            let seen = self.routes.refresh_count();
+            let err = match pick().await {
+                Ok(conn) => match call(conn).await {
+                    Ok(v) => return Ok(v),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
+            attempt += 1;
+            if !self.routes.is_reroutable(&err) || attempt >= routes::ROUTED_ATTEMPTS_MAX {
+                return Err(err);
+            }
+            tokio::time::sleep(routes::retry_backoff(attempt)).await;
+            // A refresh that fails (the bootstrap broker is the dead one)
+            // leaves the table as it was; the next attempt says what is wrong.
+            let _ = self.refresh_routes(seen, refresh).await;
+        }
     }
 
     /// Metadata of one topic; `UnknownTopic` if it does not exist.
@@ -163,11 +238,8 @@ impl Client {
             partitions,
             config: config.to_vec(),
         };
-        self.conn
-            .call(ApiKey::CreateTopic, |b| req.encode(b))
-            .await?
-            .finish()?;
-        Ok(())
+        self.admin_call(ApiKey::CreateTopic, |b| req.encode(b))
+            .await
     }
 
     /// Create the topic unless it exists (with any partition count).
@@ -191,11 +263,8 @@ impl Client {
             name: name.to_string(),
             partitions: 0,
         };
-        self.conn
-            .call(ApiKey::DeleteTopic, |b| req.encode(b))
-            .await?
-            .finish()?;
-        Ok(())
+        self.admin_call(ApiKey::DeleteTopic, |b| req.encode(b))
+            .await
     }
 
     pub async fn create_partitions(&self, name: &str, total: u32) -> Result<(), ClientError> {
@@ -203,10 +272,19 @@ impl Client {
             name: name.to_string(),
             partitions: total,
         };
-        self.conn
-            .call(ApiKey::CreatePartitions, |b| req.encode(b))
-            .await?
-            .finish()?;
+        self.admin_call(ApiKey::CreatePartitions, |b| req.encode(b))
+            .await
+    }
+
+    /// An admin request with an empty answer body, to the bootstrap broker
+    /// (or another if it is gone): in a cluster any broker forwards topic
+    /// changes to the controller.
+    async fn admin_call(
+        &self,
+        api: ApiKey,
+        body: impl FnOnce(&mut bytes::BytesMut),
+    ) -> Result<(), ClientError> {
+        self.routes.any().await?.call(api, body).await?.finish()?;
         Ok(())
     }
 
@@ -220,24 +298,26 @@ impl Client {
         let req = ListOffsetsRequest {
             topics: vec![(topic.to_string(), vec![(partition, timestamp)])],
         };
-        let mut r = self
-            .conn
-            .call(ApiKey::ListOffsets, |b| req.encode(b))
-            .await?;
-        let resp = ListOffsetsResponse::decode(&mut r)?;
-        let p = resp
-            .topics
-            .into_iter()
-            .flat_map(|(_, ps)| ps)
-            .next()
-            .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
-        if p.result.error != ErrorCode::None {
-            return Err(ClientError::Broker {
-                code: p.result.error,
-                message: p.result.message,
-            });
-        }
-        Ok(p.offset)
+        let req = &req;
+        let call = |conn: Arc<Connection>| async move {
+            let mut r = conn.call(ApiKey::ListOffsets, |b| req.encode(b)).await?;
+            let resp = ListOffsetsResponse::decode(&mut r)?;
+            let p = resp
+                .topics
+                .into_iter()
+                .flat_map(|(_, ps)| ps)
+                .next()
+                .ok_or_else(|| ClientError::Protocol("empty ListOffsets response".into()))?;
+            if p.result.error != ErrorCode::None {
+                return Err(ClientError::Broker {
+                    code: p.result.error,
+                    message: p.result.message,
+                });
+            }
+            Ok(p.offset)
+        };
+        self.routed(&[topic], || self.routes.leader_conn(topic, partition), call)
+            .await
     }
 
     /// Store a consumer group's progress: (topic, partition, next offset).
@@ -258,22 +338,13 @@ impl Client {
             group: group.to_string(),
             topics,
         };
-        let mut r = self
-            .conn
-            .call(ApiKey::OffsetCommit, |b| req.encode(b))
-            .await?;
-        let resp = OffsetsResponse::decode(&mut r)?;
-        for (_, ps) in resp.topics {
-            for (res, _) in ps {
-                if res.error != ErrorCode::None {
-                    return Err(ClientError::Broker {
-                        code: res.error,
-                        message: res.message,
-                    });
-                }
-            }
-        }
-        Ok(())
+        let names: Vec<&str> = req.topics.iter().map(|(t, _)| t.as_str()).collect();
+        let req = &req;
+        let call = |conn: Arc<Connection>| async move {
+            let mut r = conn.call(ApiKey::OffsetCommit, |b| req.encode(b)).await?;
+            offsets_answer(OffsetsResponse::decode(&mut r)?).map(|_| ())
+        };
+        self.routed(&names, || self.coordinator(group), call).await
     }
 
     /// A group's committed offsets for `partitions` of `topic` (None: nothing committed).
@@ -287,30 +358,74 @@ impl Client {
             group: group.to_string(),
             topics: vec![(topic.to_string(), partitions.to_vec())],
         };
-        let mut r = self
-            .conn
-            .call(ApiKey::OffsetFetch, |b| req.encode(b))
-            .await?;
-        let resp = OffsetsResponse::decode(&mut r)?;
-        let mut out = Vec::with_capacity(partitions.len());
-        for (_, ps) in resp.topics {
-            for (res, off) in ps {
-                if res.error != ErrorCode::None {
-                    return Err(ClientError::Broker {
-                        code: res.error,
-                        message: res.message,
-                    });
-                }
-                out.push((off >= 0).then_some(off as u64));
-            }
-        }
-        Ok(out)
+        let req = &req;
+        let call = |conn: Arc<Connection>| async move {
+            let mut r = conn.call(ApiKey::OffsetFetch, |b| req.encode(b)).await?;
+            let offsets = offsets_answer(OffsetsResponse::decode(&mut r)?)?;
+            Ok(offsets
+                .into_iter()
+                .map(|off| (off >= 0).then_some(off as u64))
+                .collect())
+        };
+        self.routed(&[topic], || self.coordinator(group), call)
+            .await
     }
 
+    /// The connection to `group`'s coordinator: the broker leading the
+    /// group's offsets partition, which the bootstrap broker names
+    /// (FindCoordinator). On a single node, the bootstrap broker itself,
+    /// without asking.
+    async fn coordinator(&self, group: &str) -> Result<Arc<Connection>, ClientError> {
+        if !self.routes.is_cluster() {
+            return self.routes.bootstrap().await;
+        }
+        let req = FindCoordinatorRequest {
+            group: group.to_string(),
+        };
+        let mut r = self
+            .routes
+            .any()
+            .await?
+            .call(ApiKey::FindCoordinator, |b| req.encode(b))
+            .await?;
+        let resp = FindCoordinatorResponse::decode(&mut r)?;
+        r.finish()?;
+        self.routes.node(resp.node).await
+    }
+
+    /// A Fetch sent as is to the bootstrap broker (the [`Consumer`] routes
+    /// each partition to its leader instead).
     pub async fn fetch(&self, req: &FetchRequest) -> Result<FetchResponse, ClientError> {
-        let mut r = self.conn.call(ApiKey::Fetch, |b| req.encode(b)).await?;
+        self.fetch_from(&*self.routes.bootstrap().await?, req).await
+    }
+
+    /// A Fetch sent to `conn`.
+    pub async fn fetch_from(
+        &self,
+        conn: &Connection,
+        req: &FetchRequest,
+    ) -> Result<FetchResponse, ClientError> {
+        let mut r = conn.call(ApiKey::Fetch, |b| req.encode(b)).await?;
         let resp = FetchResponse::decode(&mut r)?;
         r.finish()?;
         Ok(resp)
     }
+}
+
+/// The offsets of an OffsetCommit or OffsetFetch answer, in request order;
+/// the first partition error fails the whole call.
+fn offsets_answer(resp: OffsetsResponse) -> Result<Vec<i64>, ClientError> {
+    let mut out = Vec::new();
+    for (_, ps) in resp.topics {
+        for (res, off) in ps {
+            if res.error != ErrorCode::None {
+                return Err(ClientError::Broker {
+                    code: res.error,
+                    message: res.message,
+                });
+            }
+            out.push(off);
+        }
+    }
+    Ok(out)
 }

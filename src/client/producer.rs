@@ -10,6 +10,21 @@
 //! but records keep filling it while every in-flight slot is busy (Kafka's
 //! behaviour): batching adapts to load.
 //!
+//! Routing (see [`super::routes`]): one request carries batches for one
+//! broker, the leader of each of their partitions. A batch whose answer is
+//! `NotLeader`, or (in a cluster) whose request met a failed connection, is
+//! sent again after a routes refresh and a backoff, at most
+//! [`ROUTED_ATTEMPTS_MAX`] sends and never past `request_timeout_ms` after
+//! its first. Order within
+//! a partition survives a retry: the partition is held (no new batch of it
+//! goes out) from the first failed answer until every batch of it in
+//! flight has answered; then the failed batches go again in the order they
+//! were sealed, ahead of anything newer. (Without idempotence a batch that
+//! a dying connection had already delivered may be stored twice, and
+//! batches in flight while leadership moves to the very broker they were
+//! sent to may land around a failed one: the same at-least-once terms as
+//! Kafka's non-idempotent producer.)
+//!
 //! Completion: every record returns a [`Delivery`] that resolves to its
 //! offset; loadgen instead attaches a `u64` token per record and gets one
 //! [`AckedBatch`] callback per batch (no per-record allocation).
@@ -18,13 +33,14 @@
 //! `buffer_bytes_max`; `send` waits when the producer is over it.
 
 use super::partitioner::{DefaultPartitioner, Partitioner};
+use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
 use crate::format::{BatchBuilder, Compression, ProducerIds};
 use crate::protocol::frame::ApiKey;
 use crate::protocol::messages::{encode_produce, Acks, ProduceResponse, ProduceTopicFrames};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -130,15 +146,53 @@ struct SealedBatch {
     topic: Arc<str>,
     partition: u32,
     batch: OpenBatch,
+    /// Seal order across the producer: a partition's failed batches are
+    /// sent again in this order.
+    seq: u64,
+    /// The frame, built (compressed, CRC'd) on the first send; a retry
+    /// sends the same bytes.
+    frame: Option<Bytes>,
+    /// Sends so far, and when the first went out.
+    attempts: u32,
+    first_sent: Option<Instant>,
+    /// A retry waits until then (backoff).
+    not_before: Option<Instant>,
 }
+
+/// A partition of a topic.
+type PartKey = (Arc<str>, u32);
 
 #[derive(Default)]
 struct Accumulator {
-    open: HashMap<(Arc<str>, u32), OpenBatch>,
+    open: HashMap<PartKey, OpenBatch>,
     /// Full batches, in the order they filled up.
     full: Vec<SealedBatch>,
+    /// Next [`SealedBatch::seq`].
+    next_seq: u64,
+    /// Held partitions (see the module doc) and their batches to send
+    /// again, in seal order. A key is present from the first failed answer
+    /// until its batches have gone out again.
+    retry: HashMap<PartKey, VecDeque<SealedBatch>>,
+    /// Batches handed to a request and not yet answered, per partition.
+    inflight: HashMap<PartKey, usize>,
     flush_requested: bool,
     closed: bool,
+}
+
+impl Accumulator {
+    fn seal(&mut self, key: PartKey, batch: OpenBatch) -> SealedBatch {
+        self.next_seq += 1;
+        SealedBatch {
+            topic: key.0,
+            partition: key.1,
+            batch,
+            seq: self.next_seq,
+            frame: None,
+            attempts: 0,
+            first_sent: None,
+            not_before: None,
+        }
+    }
 }
 
 struct Inner {
@@ -235,6 +289,10 @@ impl Producer {
         timestamp_ms: i64,
         token: u64,
     ) -> Result<Delivery, ClientError> {
+        // The topic's leaders are learned with its partition count (once).
+        // An unknown topic is not refused here: the broker's answer says so,
+        // as before routing.
+        let _ = self.partitions(topic).await;
         let size = BatchBuilder::record_size(key, value, headers);
         // Bound the memory of buffered, unacknowledged records.
         loop {
@@ -273,11 +331,8 @@ impl Producer {
             let full = b.builder.size_bytes() >= self.inner.cfg.batch_bytes;
             if full {
                 let batch = acc.open.remove(&key_t).unwrap();
-                acc.full.push(SealedBatch {
-                    topic: key_t.0,
-                    partition,
-                    batch,
-                });
+                let sealed = acc.seal(key_t, batch);
+                acc.full.push(sealed);
             }
             (delivery, full, first)
         };
@@ -330,22 +385,78 @@ pub fn now_ms() -> i64 {
     crate::storage::now_ms()
 }
 
-/// Take the batches that are ready: full ones, and open ones past linger
-/// (all of them when flushing). Returns how long until the next open batch
-/// is due, if none is ready.
-fn take_ready(inner: &Inner, budget: usize) -> (Vec<SealedBatch>, Option<Duration>) {
-    let mut acc = inner.acc.lock().unwrap();
+/// What the sender takes for one request: batches whose partitions share
+/// a leader, and that leader's node id.
+struct Ready {
+    batches: Vec<SealedBatch>,
+    node: u32,
+}
+
+/// Take the batches that are ready and led by one broker, at most about
+/// `budget` bytes: first the retries of held partitions with nothing in
+/// flight (once their backoff is over), then full batches, then open ones
+/// past linger (all of them when flushing). A held partition sends nothing
+/// new. Returns how long until the next batch is due, if none is ready.
+fn take_ready(inner: &Inner, budget: usize) -> (Option<Ready>, Option<Duration>) {
+    let mut guard = inner.acc.lock().unwrap();
+    let acc = &mut *guard;
+    let routes = inner.client.routes();
     let linger = Duration::from_millis(inner.cfg.linger_ms);
+    let now = Instant::now();
     let mut out: Vec<SealedBatch> = Vec::new();
+    let mut node: Option<u32> = None;
     let mut bytes = 0;
-    while !acc.full.is_empty() && (out.is_empty() || bytes < budget) {
-        let b = acc.full.remove(0);
+    let mut next_due: Option<Duration> = None;
+    let mut due_in = |d: Duration| next_due = Some(next_due.map_or(d, |n: Duration| n.min(d)));
+    // Whether a batch of partition `k` may join this request: same leader.
+    let joins = |k: &PartKey, node: &mut Option<u32>| {
+        let leader = routes.leader(&k.0, k.1);
+        match node {
+            Some(n) if *n != leader => false,
+            _ => {
+                *node = Some(leader);
+                true
+            }
+        }
+    };
+    let held: Vec<PartKey> = acc.retry.keys().cloned().collect();
+    for k in held {
+        if acc.inflight.get(&k).copied().unwrap_or(0) > 0 {
+            continue;
+        }
+        let q = acc.retry.get_mut(&k).expect("held partition");
+        if let Some(wait) = q
+            .front()
+            .and_then(|b| b.not_before)
+            .and_then(|t| t.checked_duration_since(now))
+            .filter(|w| !w.is_zero())
+        {
+            due_in(wait);
+            continue;
+        }
+        if !q.is_empty() && !joins(&k, &mut node) {
+            continue;
+        }
+        // All of the partition's retries go in one request, in seal order.
+        while let Some(b) = q.pop_front() {
+            bytes += b.batch.bytes;
+            out.push(b);
+        }
+        acc.retry.remove(&k);
+    }
+    let mut i = 0;
+    while i < acc.full.len() && (out.is_empty() || bytes < budget) {
+        let k = (acc.full[i].topic.clone(), acc.full[i].partition);
+        if acc.retry.contains_key(&k) || !joins(&k, &mut node) {
+            i += 1;
+            continue;
+        }
+        let b = acc.full.remove(i);
         bytes += b.batch.bytes;
         out.push(b);
     }
     let flushing = acc.flush_requested;
-    let now = Instant::now();
-    let due: Vec<(Arc<str>, u32)> = acc
+    let due: Vec<PartKey> = acc
         .open
         .iter()
         .filter(|(_, b)| flushing || now.duration_since(b.opened) >= linger)
@@ -355,23 +466,40 @@ fn take_ready(inner: &Inner, budget: usize) -> (Vec<SealedBatch>, Option<Duratio
         if !out.is_empty() && bytes >= budget {
             break;
         }
+        // Behind a held partition, or a full batch of its own left behind.
+        let behind = acc.retry.contains_key(&k)
+            || acc
+                .full
+                .iter()
+                .any(|f| f.partition == k.1 && f.topic == k.0);
+        if behind || !joins(&k, &mut node) {
+            continue;
+        }
         let b = acc.open.remove(&k).unwrap();
         bytes += b.bytes;
-        out.push(SealedBatch {
-            topic: k.0,
-            partition: k.1,
-            batch: b,
-        });
+        let sealed = acc.seal(k, b);
+        out.push(sealed);
     }
     if acc.open.is_empty() && acc.full.is_empty() {
         acc.flush_requested = false;
     }
-    let next_due = acc
+    for b in &out {
+        *acc.inflight
+            .entry((b.topic.clone(), b.partition))
+            .or_default() += 1;
+    }
+    if let Some(d) = acc
         .open
         .values()
         .map(|b| linger.saturating_sub(now.duration_since(b.opened)))
-        .min();
-    (out, next_due)
+        .min()
+    {
+        due_in(d);
+    }
+    let ready = node
+        .filter(|_| !out.is_empty())
+        .map(|node| Ready { batches: out, node });
+    (ready, next_due)
 }
 
 async fn sender_loop(inner: Arc<Inner>) {
@@ -385,7 +513,7 @@ async fn sender_loop(inner: Arc<Inner>) {
             tokio::pin!(n);
             n.as_mut().enable();
             let (ready, next_due) = take_ready(&inner, inner.cfg.request_bytes_max);
-            if !ready.is_empty() {
+            if let Some(ready) = ready {
                 break ready;
             }
             if inner.acc.lock().unwrap().closed {
@@ -398,30 +526,36 @@ async fn sender_loop(inner: Arc<Inner>) {
                 None => n.await,
             }
         };
-        inner.unacked.fetch_add(ready.len(), Ordering::AcqRel);
-        // Seal: compress once, CRC once.
-        let frames: Vec<(SealedBatch, Bytes)> = ready
-            .into_iter()
-            .map(|mut s| {
-                let f = s
-                    .batch
-                    .builder
-                    .finish(inner.cfg.compression, ProducerIds::NONE);
-                (s, f)
-            })
-            .collect();
-        send_request(&inner, frames, permit).await;
+        let mut batches = ready.batches;
+        let fresh = batches.iter().filter(|b| b.frame.is_none()).count();
+        inner.unacked.fetch_add(fresh, Ordering::AcqRel);
+        // Seal: compress once, CRC once (a retry reuses the frame).
+        let now = Instant::now();
+        for s in &mut batches {
+            if s.frame.is_none() {
+                s.frame = Some(
+                    s.batch
+                        .builder
+                        .finish(inner.cfg.compression, ProducerIds::NONE),
+                );
+            }
+            s.attempts += 1;
+            s.first_sent.get_or_insert(now);
+        }
+        send_request(&inner, ready.node, batches, permit).await;
     }
 }
 
 async fn send_request(
     inner: &Arc<Inner>,
-    frames: Vec<(SealedBatch, Bytes)>,
+    node: u32,
+    frames: Vec<SealedBatch>,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) {
     // Group by topic, then partition; several batches of one partition stay in order.
     let mut order: Vec<TopicBatches> = Vec::new();
-    for (s, f) in &frames {
+    for s in &frames {
+        let f = s.frame.clone().expect("built before sending");
         let t = match order.iter_mut().find(|(t, _)| *t == s.topic) {
             Some(t) => t,
             None => {
@@ -430,8 +564,8 @@ async fn send_request(
             }
         };
         match t.1.iter_mut().find(|(p, _)| *p == s.partition) {
-            Some((_, v)) => v.push(f.clone()),
-            None => t.1.push((s.partition, vec![f.clone()])),
+            Some((_, v)) => v.push(f),
+            None => t.1.push((s.partition, vec![f])),
         }
     }
     let acks = inner.cfg.acks;
@@ -440,15 +574,18 @@ async fn send_request(
         .iter()
         .map(|(t, ps)| (&**t, ps.iter().map(|(p, v)| (*p, v.as_slice())).collect()))
         .collect();
-    let sent = inner
-        .client
-        .conn
-        .send(
-            ApiKey::Produce,
-            |b| encode_produce(b, acks, timeout, &topics),
-            acks != Acks::None,
-        )
-        .await;
+    let seen = inner.client.routes().refresh_count();
+    let sent = match inner.client.routes().node(node).await {
+        Ok(conn) => {
+            conn.send(
+                ApiKey::Produce,
+                |b| encode_produce(b, acks, timeout, &topics),
+                acks != Acks::None,
+            )
+            .await
+        }
+        Err(e) => Err(e),
+    };
     let inner = inner.clone();
     // The write is done (order on the wire is fixed); wait for the answer elsewhere.
     tokio::spawn(async move {
@@ -473,62 +610,134 @@ async fn send_request(
             },
         };
         drop(permit);
-        // Per-partition results; batches of one partition got consecutive offsets.
-        let mut results: HashMap<(String, u32), Result<u64, ClientError>> = HashMap::new();
-        if let Ok(Some(resp)) = &outcome {
-            for (t, ps) in &resp.topics {
-                for p in ps {
-                    let r = if p.result.error == ErrorCode::None {
-                        Ok(p.base_offset)
-                    } else {
-                        Err(ClientError::Broker {
-                            code: p.result.error,
-                            message: p.result.message.clone(),
-                        })
-                    };
-                    results.insert((t.clone(), p.result.partition), r);
-                }
-            }
-        }
-        let mut next_offset: HashMap<(String, u32), u64> = HashMap::new();
-        let n = frames.len();
-        for (s, f) in frames {
-            let key = (s.topic.to_string(), s.partition);
-            let r: Result<Option<u64>, ClientError> = match &outcome {
-                Err(e) => Err(e.clone()),
-                Ok(None) => Ok(None),
-                Ok(Some(_)) => match results.get(&key) {
-                    Some(Ok(base)) => {
-                        let o = next_offset.entry(key.clone()).or_insert(*base);
-                        let mine = *o;
-                        *o += s.batch.builder_count() as u64;
-                        Ok(Some(mine))
-                    }
-                    Some(Err(e)) => Err(e.clone()),
-                    None => Err(ClientError::Protocol(format!(
-                        "no result for {}-{} in the produce response",
-                        key.0, key.1
-                    ))),
-                },
-            };
-            if let Some(cb) = &inner.cfg.on_batch_acked {
-                cb(&AckedBatch {
-                    topic: &s.topic,
-                    partition: s.partition,
-                    base_offset: r.as_ref().ok().copied().flatten(),
-                    tokens: &s.batch.tokens,
-                    uncompressed_bytes: s.batch.bytes,
-                    compressed_bytes: f.len(),
-                    error: r.as_ref().err(),
-                });
-            }
-            s.batch.ack.set(r);
-            inner.buffered.fetch_sub(s.batch.bytes, Ordering::AcqRel);
-        }
-        inner.buffer_freed.notify_waiters();
-        inner.unacked.fetch_sub(n, Ordering::AcqRel);
-        inner.acked.notify_waiters();
+        answered(&inner, seen, frames, outcome).await;
     });
+}
+
+/// Settle the batches of one answered (or failed) request: acknowledge
+/// them, or hold their partitions and queue them to be sent again.
+async fn answered(
+    inner: &Arc<Inner>,
+    seen: u64,
+    frames: Vec<SealedBatch>,
+    outcome: Result<Option<ProduceResponse>, ClientError>,
+) {
+    // Per-partition results; batches of one partition got consecutive offsets.
+    let mut results: HashMap<(String, u32), Result<u64, ClientError>> = HashMap::new();
+    if let Ok(Some(resp)) = &outcome {
+        for (t, ps) in &resp.topics {
+            for p in ps {
+                let r = if p.result.error == ErrorCode::None {
+                    Ok(p.base_offset)
+                } else {
+                    Err(ClientError::Broker {
+                        code: p.result.error,
+                        message: p.result.message.clone(),
+                    })
+                };
+                results.insert((t.clone(), p.result.partition), r);
+            }
+        }
+    }
+    let timeout = Duration::from_millis(inner.cfg.request_timeout_ms as u64);
+    let mut next_offset: HashMap<(String, u32), u64> = HashMap::new();
+    let mut settled = Vec::with_capacity(frames.len());
+    let mut again = Vec::new();
+    let mut why: Option<String> = None;
+    for s in frames {
+        let key = (s.topic.to_string(), s.partition);
+        let r: Result<Option<u64>, ClientError> = match &outcome {
+            Err(e) => Err(e.clone()),
+            Ok(None) => Ok(None),
+            Ok(Some(_)) => match results.get(&key) {
+                Some(Ok(base)) => {
+                    let o = next_offset.entry(key.clone()).or_insert(*base);
+                    let mine = *o;
+                    *o += s.batch.builder_count() as u64;
+                    Ok(Some(mine))
+                }
+                Some(Err(e)) => Err(e.clone()),
+                None => Err(ClientError::Protocol(format!(
+                    "no result for {}-{} in the produce response",
+                    key.0, key.1
+                ))),
+            },
+        };
+        let retry = matches!(&r, Err(e) if inner.client.routes().is_reroutable(e))
+            && s.attempts < ROUTED_ATTEMPTS_MAX
+            && s.first_sent.is_some_and(|t| t.elapsed() < timeout);
+        if retry {
+            if why.is_none() {
+                why = r.err().map(|e| e.to_string());
+            }
+            again.push(s);
+        } else {
+            settled.push((s, r));
+        }
+    }
+    let all_keys = part_keys(again.iter().chain(settled.iter().map(|(s, _)| s)));
+    if !again.is_empty() {
+        // Hold the partitions at once, so nothing newer of theirs goes out
+        // while the routes refresh.
+        {
+            let mut acc = inner.acc.lock().unwrap();
+            for k in part_keys(again.iter()) {
+                acc.retry.entry(k).or_default();
+            }
+        }
+        tracing::debug!(
+            batches = again.len(),
+            error = why.as_deref().unwrap_or(""),
+            "produce to the wrong or a dead broker; refreshing routes and sending again"
+        );
+        let mut topics: Vec<&str> = again.iter().map(|s| &*s.topic).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        // A failed refresh leaves the routes as they were; the retry says
+        // what is wrong if it fails again.
+        let _ = inner.client.refresh_routes(seen, &topics).await;
+    }
+    {
+        let mut acc = inner.acc.lock().unwrap();
+        let not_before = Instant::now();
+        for mut s in again {
+            s.not_before = Some(not_before + retry_backoff(s.attempts));
+            let q = acc.retry.entry((s.topic.clone(), s.partition)).or_default();
+            let at = q.partition_point(|b| b.seq < s.seq);
+            q.insert(at, s);
+        }
+        for k in all_keys {
+            let n = acc.inflight.get_mut(&k).expect("counted when taken");
+            *n -= 1;
+            if *n == 0 {
+                acc.inflight.remove(&k);
+            }
+        }
+    }
+    let n = settled.len();
+    for (s, r) in settled {
+        if let Some(cb) = &inner.cfg.on_batch_acked {
+            cb(&AckedBatch {
+                topic: &s.topic,
+                partition: s.partition,
+                base_offset: r.as_ref().ok().copied().flatten(),
+                tokens: &s.batch.tokens,
+                uncompressed_bytes: s.batch.bytes,
+                compressed_bytes: s.frame.as_ref().map_or(0, |f| f.len()),
+                error: r.as_ref().err(),
+            });
+        }
+        s.batch.ack.set(r);
+        inner.buffered.fetch_sub(s.batch.bytes, Ordering::AcqRel);
+    }
+    inner.buffer_freed.notify_waiters();
+    inner.unacked.fetch_sub(n, Ordering::AcqRel);
+    inner.acked.notify_waiters();
+    inner.wake_sender.notify_one();
+}
+
+fn part_keys<'a>(batches: impl Iterator<Item = &'a SealedBatch>) -> Vec<PartKey> {
+    batches.map(|s| (s.topic.clone(), s.partition)).collect()
 }
 
 impl OpenBatch {

@@ -618,13 +618,18 @@ impl Driver {
     pub async fn request(
         self: &Rc<Self>,
         command: Command,
-        attempts: usize,
+        budget: Duration,
     ) -> Option<ApplyResult> {
         let lock = self.one_request.clone();
         let _one = lock.lock().await;
         // Numbered once it is this request's turn, so seqs are applied in order.
         let env = self.next_envelope(command);
-        for attempt in 0..attempts {
+        // Attempts until `budget` has passed: while a new controller leader
+        // is being elected (1-2 s after the old one died) every attempt can
+        // fail fast (refused connection, no leader known).
+        let started = Instant::now();
+        let mut attempt = 0;
+        while attempt == 0 || started.elapsed() < budget {
             let reply = if self.node.is_some() && attempt % 2 == 0 {
                 self.propose(env.clone(), true).await
             } else {
@@ -643,6 +648,7 @@ impl Driver {
             if let ProposeReply::Applied(r) = reply {
                 return Some(r);
             }
+            attempt += 1;
             glommio::timer::sleep(Duration::from_millis(200)).await;
         }
         None
@@ -651,7 +657,13 @@ impl Driver {
     async fn register(self: Rc<Self>, reg: Registration) {
         let id = reg.id;
         loop {
-            match self.request(Command::RegisterBroker(reg.clone()), 10).await {
+            match self
+                .request(
+                    Command::RegisterBroker(reg.clone()),
+                    Duration::from_secs(10),
+                )
+                .await
+            {
                 Some(r) if r.outcome == Outcome::Done => {
                     info!(broker = id, "registered with the controller");
                     return;

@@ -35,9 +35,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use tracing::warn;
 
-/// Proposal attempts (each waits up to [`PROPOSE_WAIT`]) before a change
-/// is answered "controller not available".
-const ATTEMPTS: usize = 3;
+/// How long a change is retried (each attempt waits up to
+/// [`PROPOSE_WAIT`]) before it is answered "controller not available": a
+/// new controller leader is elected within 1-2 s of the old one's death.
+const REQUEST_BUDGET: Duration = Duration::from_secs(15);
 /// Producer ids taken from the controller at a time: one log entry per
 /// thousand idempotent producers.
 const PRODUCER_ID_BLOCK: u32 = 1000;
@@ -99,7 +100,7 @@ async fn submit(
                 // (the client APIs refuse a higher factor).
                 replication_factor: 1,
             };
-            applied(driver.request(command, ATTEMPTS).await, &meta.name)?;
+            applied(driver.request(command, REQUEST_BUDGET).await, &meta.name)?;
             let (name, id) = (meta.name, meta.id);
             shown(&shard, |t| t.get(&name).is_some_and(|m| m.id == id)).await;
         }
@@ -107,7 +108,7 @@ async fn submit(
             let id = table.get(&name).map(|m| m.id.clone());
             applied(
                 driver
-                    .request(Command::DeleteTopic { name: name.clone() }, ATTEMPTS)
+                    .request(Command::DeleteTopic { name: name.clone() }, REQUEST_BUDGET)
                     .await,
                 &name,
             )?;
@@ -123,7 +124,7 @@ async fn submit(
                     name: name.clone(),
                     total,
                 };
-                applied(driver.request(command, ATTEMPTS).await, &name)?;
+                applied(driver.request(command, REQUEST_BUDGET).await, &name)?;
                 shown(&shard, |t| {
                     t.get(&name).is_some_and(|m| m.partitions >= total)
                 })
@@ -142,7 +143,7 @@ async fn submit(
                     name: name.clone(),
                     config: alter::overrides(&altered, &defaults),
                 };
-                applied(driver.request(command, ATTEMPTS).await, &name)?;
+                applied(driver.request(command, REQUEST_BUDGET).await, &name)?;
                 shown(&shard, |t| {
                     t.get(&name).is_some_and(|m| {
                         m.config == altered.config && m.stored_config == altered.stored_config
@@ -155,7 +156,7 @@ async fn submit(
             let command = Command::AllocateProducerIds {
                 count: PRODUCER_ID_BLOCK,
             };
-            return match applied(driver.request(command, ATTEMPTS).await, "")? {
+            return match applied(driver.request(command, REQUEST_BUDGET).await, "")? {
                 Outcome::ProducerIds { first, count } => {
                     // Two callers may both have asked; the later block wins
                     // and the rest of the earlier one goes unused.

@@ -9,7 +9,7 @@
 //! id and may arrive in any order.
 
 use super::codec::{put_str, Reader};
-use super::{DecodeError, ErrorCode};
+use super::{DecodeError, ErrorCode, API_VERSION};
 use bytes::{BufMut, BytesMut};
 
 /// Bytes of the length prefix.
@@ -29,9 +29,19 @@ pub enum ApiKey {
     CreatePartitions = 7,
     OffsetCommit = 8,
     OffsetFetch = 9,
+    FindCoordinator = 10,
 }
 
 impl ApiKey {
+    /// The newest version of this API the release speaks. Every API is at
+    /// [`API_VERSION`] (0) but Metadata, which also answers version 1.
+    pub fn version_max(self) -> u16 {
+        match self {
+            ApiKey::Metadata => super::messages::METADATA_VERSION_MAX,
+            _ => API_VERSION,
+        }
+    }
+
     pub fn from_u16(v: u16) -> Result<ApiKey, DecodeError> {
         Ok(match v {
             1 => ApiKey::Produce,
@@ -43,6 +53,7 @@ impl ApiKey {
             7 => ApiKey::CreatePartitions,
             8 => ApiKey::OffsetCommit,
             9 => ApiKey::OffsetFetch,
+            10 => ApiKey::FindCoordinator,
             other => return Err(DecodeError::UnknownApi(other)),
         })
     }

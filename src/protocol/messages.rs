@@ -4,6 +4,7 @@
 //! split out of the request buffer without copying.
 
 use super::codec::{get_topics, put_str, put_topics, Reader, TopicList};
+use super::frame::ApiKey;
 use super::gather::Gather;
 use super::{DecodeError, ErrorCode};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -387,26 +388,66 @@ pub struct TopicMetadata {
     pub message: String,
     pub partitions: u32,
     pub config: Vec<(String, String)>,
-    /// Per partition: owning shard, log start offset, high watermark.
+    /// Per partition: owning shard, leader, log start offset, high watermark.
     pub partition_info: Vec<PartitionInfo>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PartitionInfo {
     pub shard: u32,
+    /// Node id of the broker leading the partition (version 1; 0 on a
+    /// single node, and in a version 0 answer: "the broker that answered").
+    pub leader: u32,
     pub log_start_offset: u64,
     pub high_watermark: u64,
 }
+
+/// A broker of the cluster as a native client reaches it (Metadata v1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    pub id: u32,
+    /// `host:port` of its native listener.
+    pub native_addr: String,
+    pub live: bool,
+}
+
+/// The Metadata versions this release speaks: 0 (single node, no leaders)
+/// and 1 (adds each partition's leader and the cluster's brokers).
+pub const METADATA_VERSION_MAX: u16 = 1;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetadataResponse {
     pub shards: u32,
     pub broker_version: String,
     pub topics: Vec<TopicMetadata>,
+    /// Node id of the broker that answered (version 1; 0 on a single node).
+    pub this_node: u32,
+    /// Every registered broker (version 1; empty on a single node).
+    pub brokers: Vec<BrokerInfo>,
 }
 
+/// Smallest encoding of one partition's info, per version: shard,
+/// (leader,) log start, high watermark.
+fn partition_info_bytes(version: u16) -> usize {
+    if version >= 1 {
+        24
+    } else {
+        20
+    }
+}
+
+/// Smallest encoding of a broker entry: id, an empty address, live.
+const BROKER_INFO_MIN_BYTES: usize = 4 + 2 + 1;
+
 impl MetadataResponse {
-    pub fn encode(&self, b: &mut BytesMut) {
+    /// Encode as `version` (0 or 1; see docs/wire_protocol.md). Version 0
+    /// drops the leaders and the broker list, byte-identical to the
+    /// answers of releases before version 1.
+    pub fn encode(&self, b: &mut BytesMut, version: u16) {
+        assert!(
+            version <= METADATA_VERSION_MAX,
+            "metadata version {version}"
+        );
         b.put_u32_le(self.shards);
         put_str(b, &self.broker_version);
         b.put_u32_le(self.topics.len() as u32);
@@ -423,12 +464,31 @@ impl MetadataResponse {
             b.put_u32_le(t.partition_info.len() as u32);
             for p in &t.partition_info {
                 b.put_u32_le(p.shard);
+                if version >= 1 {
+                    b.put_u32_le(p.leader);
+                }
                 b.put_u64_le(p.log_start_offset);
                 b.put_u64_le(p.high_watermark);
             }
         }
+        if version >= 1 {
+            b.put_u32_le(self.this_node);
+            b.put_u32_le(self.brokers.len() as u32);
+            for br in &self.brokers {
+                b.put_u32_le(br.id);
+                put_str(b, &br.native_addr);
+                b.put_u8(br.live as u8);
+            }
+        }
     }
-    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+
+    pub fn decode(r: &mut Reader, version: u16) -> Result<Self, DecodeError> {
+        if version > METADATA_VERSION_MAX {
+            return Err(DecodeError::UnsupportedVersion {
+                api: ApiKey::Metadata,
+                version,
+            });
+        }
         let shards = r.u32("shards")?;
         let broker_version = r.string("version")?;
         let n = r.count("topics", 12)?;
@@ -443,11 +503,14 @@ impl MetadataResponse {
             for _ in 0..nc {
                 config.push((r.string("config key")?, r.string("config value")?));
             }
-            let np = r.count("partition info", 20)?;
+            let np = r.count("partition info", partition_info_bytes(version))?;
             let mut partition_info = Vec::with_capacity(np);
             for _ in 0..np {
+                let shard = r.u32("shard")?;
+                let leader = if version >= 1 { r.u32("leader")? } else { 0 };
                 partition_info.push(PartitionInfo {
-                    shard: r.u32("shard")?,
+                    shard,
+                    leader,
                     log_start_offset: r.u64("log start")?,
                     high_watermark: r.u64("high watermark")?,
                 });
@@ -461,10 +524,76 @@ impl MetadataResponse {
                 partition_info,
             });
         }
+        let (this_node, brokers) = if version >= 1 {
+            let this_node = r.u32("this node")?;
+            let nb = r.count("brokers", BROKER_INFO_MIN_BYTES)?;
+            let mut brokers = Vec::with_capacity(nb);
+            for _ in 0..nb {
+                let id = r.u32("broker id")?;
+                let native_addr = r.string("broker address")?;
+                let live = match r.u8("broker live")? {
+                    0 => false,
+                    1 => true,
+                    v => {
+                        return Err(DecodeError::Invalid {
+                            what: "broker live",
+                            detail: format!("{v} (expected 0 or 1)"),
+                        })
+                    }
+                };
+                brokers.push(BrokerInfo {
+                    id,
+                    native_addr,
+                    live,
+                });
+            }
+            (this_node, brokers)
+        } else {
+            (0, Vec::new())
+        };
         Ok(MetadataResponse {
             shards,
             broker_version,
             topics,
+            this_node,
+            brokers,
+        })
+    }
+}
+
+// ---------------------------------------------------------------- FindCoordinator
+
+/// Which broker coordinates a consumer group: the one leading the group's
+/// partition of the offsets topic. Native offset commits and fetches go there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FindCoordinatorRequest {
+    pub group: String,
+}
+
+impl FindCoordinatorRequest {
+    pub fn encode(&self, b: &mut BytesMut) {
+        put_str(b, &self.group);
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(FindCoordinatorRequest {
+            group: r.string("group")?,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FindCoordinatorResponse {
+    /// Node id of the coordinator (0 on a single node: the broker that answered).
+    pub node: u32,
+}
+
+impl FindCoordinatorResponse {
+    pub fn encode(&self, b: &mut BytesMut) {
+        b.put_u32_le(self.node);
+    }
+    pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(FindCoordinatorResponse {
+            node: r.u32("coordinator node")?,
         })
     }
 }
@@ -604,6 +733,195 @@ mod tests {
         let v = decode(&mut r).unwrap();
         r.finish().unwrap();
         v
+    }
+
+    fn sample_metadata() -> MetadataResponse {
+        MetadataResponse {
+            shards: 2,
+            broker_version: "0.1.0".into(),
+            topics: vec![
+                TopicMetadata {
+                    name: "orders".into(),
+                    error: ErrorCode::None,
+                    message: String::new(),
+                    partitions: 2,
+                    config: vec![("retention_ms".into(), "1000".into())],
+                    partition_info: vec![
+                        PartitionInfo {
+                            shard: 1,
+                            leader: 3,
+                            log_start_offset: 5,
+                            high_watermark: 9,
+                        },
+                        PartitionInfo {
+                            shard: 0,
+                            leader: 1,
+                            log_start_offset: 0,
+                            high_watermark: 0,
+                        },
+                    ],
+                },
+                TopicMetadata {
+                    name: "gone".into(),
+                    error: ErrorCode::UnknownTopic,
+                    message: "unknown topic 'gone'".into(),
+                    partitions: 0,
+                    config: vec![],
+                    partition_info: vec![],
+                },
+            ],
+            this_node: 1,
+            brokers: vec![
+                BrokerInfo {
+                    id: 1,
+                    native_addr: "127.0.0.1:9400".into(),
+                    live: true,
+                },
+                BrokerInfo {
+                    id: 3,
+                    native_addr: "10.0.0.3:9400".into(),
+                    live: false,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn metadata_v1_round_trips_and_v0_drops_leaders_and_brokers() {
+        let m = sample_metadata();
+        let v1 = round_trip(|b| m.encode(b, 1), |r| MetadataResponse::decode(r, 1));
+        assert_eq!(v1, m);
+        let v0 = round_trip(|b| m.encode(b, 0), |r| MetadataResponse::decode(r, 0));
+        let mut expect = m.clone();
+        expect.this_node = 0;
+        expect.brokers.clear();
+        for t in &mut expect.topics {
+            for p in &mut t.partition_info {
+                p.leader = 0;
+            }
+        }
+        assert_eq!(v0, expect);
+    }
+
+    /// Version 0 is the layout of releases before version 1, byte for byte
+    /// (spelled out here from docs/wire_protocol.md, not from the encoder).
+    #[test]
+    fn metadata_v0_bytes_are_the_old_layout() {
+        let m = sample_metadata();
+        let mut b = BytesMut::new();
+        m.encode(&mut b, 0);
+        let mut e: Vec<u8> = Vec::new();
+        let s = |e: &mut Vec<u8>, x: &str| {
+            e.extend((x.len() as u16).to_le_bytes());
+            e.extend(x.as_bytes());
+        };
+        e.extend(2u32.to_le_bytes());
+        s(&mut e, "0.1.0");
+        e.extend(2u32.to_le_bytes());
+        s(&mut e, "orders");
+        e.extend(0u16.to_le_bytes());
+        s(&mut e, "");
+        e.extend(2u32.to_le_bytes());
+        e.extend(1u32.to_le_bytes());
+        s(&mut e, "retention_ms");
+        s(&mut e, "1000");
+        e.extend(2u32.to_le_bytes());
+        for (shard, ls, hw) in [(1u32, 5u64, 9u64), (0, 0, 0)] {
+            e.extend(shard.to_le_bytes());
+            e.extend(ls.to_le_bytes());
+            e.extend(hw.to_le_bytes());
+        }
+        s(&mut e, "gone");
+        e.extend(3u16.to_le_bytes());
+        s(&mut e, "unknown topic 'gone'");
+        e.extend(0u32.to_le_bytes());
+        e.extend(0u32.to_le_bytes());
+        e.extend(0u32.to_le_bytes());
+        assert_eq!(&b[..], &e[..]);
+        // Version 1 appends the leaders (4 bytes a partition) and the broker list.
+        let mut b1 = BytesMut::new();
+        m.encode(&mut b1, 1);
+        let brokers = 4 + 4 + (4 + 2 + 14 + 1) + (4 + 2 + 13 + 1);
+        assert_eq!(b1.len(), e.len() + 2 * 4 + brokers);
+    }
+
+    #[test]
+    fn metadata_truncated_or_garbage_is_refused_before_allocating() {
+        let m = sample_metadata();
+        for version in [0, 1] {
+            let mut b = BytesMut::new();
+            m.encode(&mut b, version);
+            for cut in 0..b.len() {
+                let mut r = Reader::new(BytesMut::from(&b[..cut]));
+                assert!(
+                    MetadataResponse::decode(&mut r, version).is_err(),
+                    "v{version} cut at {cut} decoded"
+                );
+            }
+        }
+        // A broker count larger than the bytes left could hold.
+        let mut b = BytesMut::new();
+        MetadataResponse::default().encode(&mut b, 1);
+        let n = b.len();
+        b[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
+        let err = MetadataResponse::decode(&mut Reader::new(b), 1).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                DecodeError::TooMany {
+                    what: "brokers",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        // A partition count that needs 24 bytes an entry in version 1.
+        let mut b = BytesMut::new();
+        let mut one = sample_metadata();
+        one.topics.truncate(1);
+        one.brokers.clear();
+        one.encode(&mut b, 1);
+        // Cut the second partition's last 4 bytes and the trailer: 44 bytes
+        // remain for a count of 2, which version 0 (20 a partition) would take.
+        let keep = b.len() - 8 - 4;
+        let err =
+            MetadataResponse::decode(&mut Reader::new(BytesMut::from(&b[..keep])), 1).unwrap_err();
+        assert!(matches!(err, DecodeError::TooMany { .. }), "{err}");
+        // The live flag is a boolean.
+        let mut b = BytesMut::new();
+        let mut live = MetadataResponse::default();
+        live.brokers.push(BrokerInfo {
+            id: 2,
+            native_addr: "a:1".into(),
+            live: true,
+        });
+        live.encode(&mut b, 1);
+        let n = b.len();
+        b[n - 1] = 2;
+        let err = MetadataResponse::decode(&mut Reader::new(b), 1).unwrap_err();
+        assert!(matches!(err, DecodeError::Invalid { .. }), "{err}");
+        // An unknown version is refused, not guessed at.
+        let err = MetadataResponse::decode(&mut Reader::new(BytesMut::new()), 2).unwrap_err();
+        assert!(
+            matches!(err, DecodeError::UnsupportedVersion { .. }),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn find_coordinator_round_trips() {
+        let q = FindCoordinatorRequest {
+            group: "billing".into(),
+        };
+        assert_eq!(
+            round_trip(|b| q.encode(b), FindCoordinatorRequest::decode),
+            q
+        );
+        let a = FindCoordinatorResponse { node: 3 };
+        assert_eq!(
+            round_trip(|b| a.encode(b), FindCoordinatorResponse::decode),
+            a
+        );
     }
 
     #[test]

@@ -14,7 +14,8 @@ pub mod messages;
 pub use error_code::ErrorCode;
 pub use frame::{ApiKey, FrameHeader, ResponseHeader};
 
-/// Version of every API in this release; bumped per API when a body changes.
+/// Version of every API in this release but Metadata (see
+/// [`ApiKey::version_max`]); bumped per API when a body changes.
 pub const API_VERSION: u16 = 0;
 
 /// Decoding failed: the frame is malformed. The connection answers with an
@@ -27,7 +28,7 @@ pub enum DecodeError {
     Invalid { what: &'static str, detail: String },
     #[error("unknown api key {0}")]
     UnknownApi(u16),
-    #[error("unsupported version {version} of {api:?} (this broker speaks version {API_VERSION})")]
+    #[error("unsupported version {version} of {api:?} (this broker speaks up to version {})", api.version_max())]
     UnsupportedVersion { api: ApiKey, version: u16 },
     #[error("{count} {what} exceed the limit of {max}")]
     TooMany {

@@ -12,8 +12,9 @@ use crate::protocol::codec::Reader;
 use crate::protocol::frame::{finish_frame, frame_total_len, ApiKey, FrameHeader, ResponseHeader};
 use crate::protocol::gather::Gather;
 use crate::protocol::messages::*;
-use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
+use crate::protocol::{DecodeError, ErrorCode};
 use crate::router::ops::*;
+use crate::router::Location;
 use crate::shard::Shard;
 use crate::storage::{AppendError, ReadError, SequenceError, StorageError};
 use bytes::BytesMut;
@@ -178,7 +179,8 @@ async fn serve(
     mut r: Reader,
 ) -> Result<Option<Handled>, DecodeError> {
     let api = ApiKey::from_u16(h.api_key)?;
-    if h.api_version != API_VERSION {
+    // Every API is at version 0; Metadata also answers version 1.
+    if h.api_version > api.version_max() {
         return Err(DecodeError::UnsupportedVersion {
             api,
             version: h.api_version,
@@ -356,7 +358,9 @@ async fn serve(
             let req = MetadataRequest::decode(&mut r)?;
             r.finish()?;
             let resp = metadata(shard, req).await;
-            Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
+            Ok(Some(Handled::Respond(ok(&|b| {
+                resp.encode(b, h.api_version)
+            }))))
         }
         ApiKey::CreateTopic => {
             let req = CreateTopicRequest::decode(&mut r)?;
@@ -409,6 +413,41 @@ async fn serve(
             let resp = offset_fetch(shard, req).await;
             Ok(Some(Handled::Respond(ok(&|b| resp.encode(b)))))
         }
+        ApiKey::FindCoordinator => {
+            let req = FindCoordinatorRequest::decode(&mut r)?;
+            r.finish()?;
+            Ok(Some(Handled::Respond(
+                match find_coordinator(shard, &req.group).await {
+                    Ok(node) => ok(&|b| FindCoordinatorResponse { node }.encode(b)),
+                    Err(e) => response(key, id, group_error_code(&e), e.to_string(), |_| {}),
+                },
+            )))
+        }
+    }
+}
+
+/// The node leading `group`'s partition of the offsets topic (0 on a
+/// single node: this broker). Creates the offsets topic on first use, as
+/// the Kafka listener's FindCoordinator does.
+async fn find_coordinator(shard: &Rc<Shard>, group: &str) -> Result<u32, GroupError> {
+    if group.is_empty() {
+        return Err(GroupError::InvalidGroupId);
+    }
+    let n = groups::offsets_partitions(shard).await?;
+    let partition = groups::partition_of(group, n);
+    let topics = shard.topics();
+    let meta = topics
+        .get(groups::OFFSETS_TOPIC)
+        .ok_or(GroupError::NotCoordinator)?;
+    Ok(leader_node(shard, meta, partition))
+}
+
+/// The node id a native client is told leads `partition`: this broker's id
+/// (0 on a single node) when it is here, else the leading broker's.
+fn leader_node(shard: &Shard, meta: &crate::metadata::TopicMeta, partition: u32) -> u32 {
+    match shard.locate(meta, partition) {
+        Location::Here(_) => shard.node_id().unwrap_or(0),
+        Location::Elsewhere { node } => node,
     }
 }
 
@@ -419,9 +458,10 @@ fn group_error_code(e: &GroupError) -> ErrorCode {
         GroupError::Append(a) => append_error_code(a),
         GroupError::Replay(r) => read_error_code(r),
         GroupError::Timeout => ErrorCode::Timeout,
-        GroupError::CoordinatorLoading
-        | GroupError::CoordinatorUnavailable(_)
-        | GroupError::NotCoordinator => ErrorCode::Busy,
+        GroupError::CoordinatorLoading | GroupError::CoordinatorUnavailable(_) => ErrorCode::Busy,
+        // In a cluster: the group's offsets partition is led by another
+        // broker; the client asks FindCoordinator again and goes there.
+        GroupError::NotCoordinator => ErrorCode::NotLeader,
         // Membership errors: native commits are standalone, so these mean a
         // Kafka consumer group with live members owns this group id.
         _ => ErrorCode::InvalidRequest,
@@ -631,7 +671,14 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataRespon
                     .map(|p| {
                         let (ls, hw) = by_key.get(&(n.clone(), p)).copied().unwrap_or((0, 0));
                         PartitionInfo {
-                            shard: crate::router::shard_of(&n, p, shard.shards()) as u32,
+                            shard: match shard.locate(m, p) {
+                                Location::Here(s) => s as u32,
+                                // The shard on the leading broker, as the controller placed it.
+                                Location::Elsewhere { .. } => {
+                                    m.assignment.get(p as usize).map_or(0, |a| a.shard as u32)
+                                }
+                            },
+                            leader: leader_node(shard, m, p),
                             log_start_offset: ls,
                             high_watermark: hw,
                         }
@@ -652,5 +699,15 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataRespon
         shards: shard.shards() as u32,
         broker_version: env!("CARGO_PKG_VERSION").to_string(),
         topics: out,
+        this_node: shard.node_id().unwrap_or(0),
+        brokers: topics
+            .brokers
+            .values()
+            .map(|b| BrokerInfo {
+                id: b.id,
+                native_addr: b.native_addr.clone(),
+                live: b.live,
+            })
+            .collect(),
     }
 }
