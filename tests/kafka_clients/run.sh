@@ -8,14 +8,14 @@
 # missing) on a free port in a temporary directory and stops it at the end.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go
 # to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17).
 # Prints one line per client and ends with "N passed, M failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go}
 addr=${1:-}
 broker_pid=
 tmp=
@@ -76,6 +76,8 @@ run aiokafka "$clients_dir/venv/bin/python" "$here/aiokafka_client.py" "$addr"
 run semantics "$clients_dir/venv/bin/python" "$here/semantics.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
+run sarama "$clients_dir/go/sarama_client" "$addr"
+run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
 
 if [ -n "$tmp" ] && [ -f "$tmp/broker.log" ]; then
   # Strip colours, keep a copy, and list (client id, API, version) once each.
