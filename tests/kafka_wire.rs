@@ -11,8 +11,8 @@ use common::BrokerProc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::{
-    legacy, Record, RecordBatchDecoder, TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
-    NO_PRODUCER_ID, NO_SEQUENCE,
+    legacy, Record, RecordBatchDecoder, TimestampType, NO_PARTITION_LEADER_EPOCH,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use std::io::Write;
 use std::net::TcpStream;
@@ -1185,7 +1185,11 @@ fn commit_of(group: &str, parts: &[(&str, i64, i64)]) -> OffsetCommitRequest {
 
 /// A standalone commit (no member, generation -1) of `offset` for dg-0.
 fn commit_standalone(c: &mut Conn, group: &str, offset: i64) {
-    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &commit_of(group, &[("dg", offset, -1)]));
+    let r: OffsetCommitResponse = c.call(
+        ApiKey::OffsetCommit,
+        8,
+        &commit_of(group, &[("dg", offset, -1)]),
+    );
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
 }
 
@@ -1200,7 +1204,11 @@ fn committed_at(c: &mut Conn, v: i16, group: &str) -> (i16, i64, Option<String>)
         ]));
     let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, v, &req);
     let p = &r.topics[0].partitions[0];
-    (p.error_code, p.committed_offset, p.metadata.as_ref().map(|m| m.to_string()))
+    (
+        p.error_code,
+        p.committed_offset,
+        p.metadata.as_ref().map(|m| m.to_string()),
+    )
 }
 
 fn committed(c: &mut Conn, group: &str) -> i64 {
@@ -1214,16 +1222,27 @@ fn old_offset_commit_and_fetch() {
     create_topic(&mut c, "dg", 1);
     // OffsetCommit v0 carries no generation or member: a commit for a
     // group without members, read back with OffsetFetch v0 and v1.
-    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 0, &commit_of("old", &[("dg", 42, -1)]));
+    let r: OffsetCommitResponse = c.call(
+        ApiKey::OffsetCommit,
+        0,
+        &commit_of("old", &[("dg", 42, -1)]),
+    );
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     for v in [0, 1] {
-        assert_eq!(committed_at(&mut c, v, "old"), (0, 42, Some("m".into())), "OffsetFetch v{v}");
+        assert_eq!(
+            committed_at(&mut c, v, "old"),
+            (0, 42, Some("m".into())),
+            "OffsetFetch v{v}"
+        );
     }
     // v1's commit_timestamp decodes and is ignored; an unknown topic is refused.
     let req = commit_of("old", &[("dg", 43, 1_700_000_000_000), ("nope", 1, 1)]);
     let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 1, &req);
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
-    assert_eq!(r.topics[1].partitions[0].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+    assert_eq!(
+        r.topics[1].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
     assert_eq!(committed(&mut c, "old"), 43);
 }
 
@@ -1754,7 +1773,10 @@ fn message_sets_in_on_old_produce_and_out_on_old_fetch() {
         assert_eq!(p.error_code, 2, "{what}: CORRUPT_MESSAGE");
     }
     let p = produce_one(&mut c, 3, &produce_req("ms", 0, good, -1));
-    assert_eq!(p.error_code, 43, "magic 1 on Produce v3: UNSUPPORTED_FOR_MESSAGE_FORMAT");
+    assert_eq!(
+        p.error_code, 43,
+        "magic 1 on Produce v3: UNSUPPORTED_FOR_MESSAGE_FORMAT"
+    );
     let (_, hw, _) = fetch_records(&mut c, 4, "ms");
     assert_eq!(hw, want.len() as i64, "nothing refused was stored");
 }

@@ -159,11 +159,7 @@ pub fn kafka_to_frames(records: &[u8], limits: &RecordLimits) -> Result<Vec<Byte
 
 /// `f`, the `index`th frame of a request, once its header fields, CRC and
 /// records check out: the frame is trusted from here on.
-pub fn validated(
-    f: BytesMut,
-    limits: &RecordLimits,
-    index: usize,
-) -> Result<BytesMut, BatchError> {
+pub fn validated(f: BytesMut, limits: &RecordLimits, index: usize) -> Result<BytesMut, BatchError> {
     let h = frame::validate(&f)?;
     check_records(&h, &f[HEADER_LEN..], limits).map_err(|source| BatchError::Records {
         batch: index,

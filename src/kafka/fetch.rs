@@ -266,7 +266,11 @@ fn down_convert(
     for f in frames {
         let h = frame::parse_header(f).map_err(|e| e.to_string())?;
         if f.len() < h.frame_len() {
-            return Err(format!("frame truncated: {} of {} bytes", f.len(), h.frame_len()));
+            return Err(format!(
+                "frame truncated: {} of {} bytes",
+                f.len(),
+                h.frame_len()
+            ));
         }
         let at = out.len();
         message_set::append_frame(&h, &f.slice(..h.frame_len()), magic, &mut out)
@@ -496,7 +500,12 @@ mod tests {
                 let p = &mut topics[0].partitions[0];
                 let frames: Vec<Bytes> = p.frames.iter().map(|(_, f)| f.clone()).collect();
                 let (mut budget, mut first) = (usize::MAX, false);
-                let m = down_convert(&frames, message_set::fetch_magic(v), &mut budget, &mut first);
+                let m = down_convert(
+                    &frames,
+                    message_set::fetch_magic(v),
+                    &mut budget,
+                    &mut first,
+                );
                 p.message_set = Some(m.unwrap());
             }
             assert_eq!(
@@ -511,7 +520,8 @@ mod tests {
     #[test]
     fn down_conversion_keeps_to_the_budget_but_sends_the_first_batch() {
         let frames: Vec<Bytes> = vec![frame(10, 5).1, frame(15, 5).1, frame(20, 5).1];
-        let one = down_convert(&frames[..1], 1, &mut usize::MAX.clone(), &mut false)
+        let mut unbounded = usize::MAX;
+        let one = down_convert(&frames[..1], 1, &mut unbounded, &mut false)
             .unwrap()
             .len();
         // A budget smaller than one converted batch: the first still goes.
@@ -522,8 +532,8 @@ mod tests {
         let (mut budget, mut first) = (2 * one + one / 2, false);
         let m = down_convert(&frames, 1, &mut budget, &mut first).unwrap();
         assert_eq!(m.len(), 2 * one);
-        let set = kafka_protocol::records::legacy::decode_message_set(&m, |_, _| unreachable!())
-            .unwrap();
+        let set =
+            kafka_protocol::records::legacy::decode_message_set(&m, |_, _| unreachable!()).unwrap();
         let offsets: Vec<i64> = set.records.iter().map(|r| r.offset).collect();
         assert_eq!(offsets, (10..20).collect::<Vec<i64>>());
         assert_eq!(set.version, 1);

@@ -141,7 +141,10 @@ fn query_key(ts: i64) -> i64 {
 /// `max_num_offsets` (one here: Kafka v0 listed segment base offsets too,
 /// which no client we know of reads past the first), and no single
 /// offset or timestamp (v1+ fields, which v0 cannot carry).
-fn old_style(r: ListOffsetsPartitionResponse, max_num_offsets: i32) -> ListOffsetsPartitionResponse {
+fn old_style(
+    r: ListOffsetsPartitionResponse,
+    max_num_offsets: i32,
+) -> ListOffsetsPartitionResponse {
     let offsets = if r.error_code == errors::NONE && r.offset >= 0 && max_num_offsets > 0 {
         vec![r.offset]
     } else {

@@ -84,8 +84,8 @@ pub fn append_frame(
     magic: i8,
     out: &mut BytesMut,
 ) -> Result<(), BatchError> {
-    let (_, recs) = read_records(frame, DECOMPRESSED_CAP)
-        .map_err(|e| BatchError::MessageSet(e.to_string()))?;
+    let (_, recs) =
+        read_records(frame, DECOMPRESSED_CAP).map_err(|e| BatchError::MessageSet(e.to_string()))?;
     let tt = if h.attributes & crate::format::header::attr::LOG_APPEND_TIME != 0 {
         TimestampType::LogAppend
     } else {
