@@ -83,8 +83,9 @@ if [ -n "$tmp" ] && [ -f "$tmp/broker.log" ]; then
   # Strip colours, keep a copy, and list (client id, API, version) once each.
   sed 's/\x1b\[[0-9;]*m//g' "$tmp/broker.log" >/tmp/kafka-clients-broker.log
   echo "API versions the clients used (client_id api version; full log: /tmp/kafka-clients-broker.log):"
-  sed -n 's/.*kafka client uses client_id=\([^ ]*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1 \2 \3/p' \
-    /tmp/kafka-clients-broker.log | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
+  # (client ids may hold spaces, kafka-go's does: they become underscores)
+  sed -n 's/.*kafka client uses client_id=\(.*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1|\2|\3/p' \
+    /tmp/kafka-clients-broker.log | tr ' |' '_ ' | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
   sed -n 's/.*kafka client identified itself client_id=\([^ ]*\) software=\([^ ]*\) software_version=\([^ ]*\).*/    \1: \2 \3/p' \
     /tmp/kafka-clients-broker.log | sort -u
 fi

@@ -4,7 +4,8 @@
 // ListOffsets v0, OffsetCommit v1 and OffsetFetch v1 through the offset
 // manager (Sarama's consumer groups need 0.10.2+, so the default config
 // commits as a group without members), and the admin's ListTopics and
-// DescribeConfig (DescribeConfigs v0).
+// DescribeConfig (DescribeConfigs v0; Sarama's admin needs Version 0.11.0,
+// which that part alone sets).
 //
 // Usage: sarama_client BROKER_ADDR. Exits non-zero with a message on any
 // mismatch.
@@ -137,8 +138,13 @@ func main() {
 	om2.Close()
 	fmt.Println("committed offset 17 read back (OffsetCommit v1, OffsetFetch v1)")
 
-	// Admin: ListTopics (Metadata v0 + DescribeConfigs v0) and DescribeConfig.
-	admin, err := sarama.NewClusterAdmin(addrs, conf)
+	// Admin: ListTopics and DescribeConfig, both DescribeConfigs v0 on the
+	// wire. Sarama 1.22.1 itself refuses its admin below Version 0.11.0
+	// (client-side ErrUnsupportedVersion, before any request), so this part
+	// alone sets that, the lowest version at which Sarama allows them.
+	adminConf := *conf
+	adminConf.Version = sarama.V0_11_0_0
+	admin, err := sarama.NewClusterAdmin(addrs, &adminConf)
 	check(err, "cluster admin")
 	defer admin.Close()
 	topics, err := admin.ListTopics()
