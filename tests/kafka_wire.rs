@@ -1018,9 +1018,9 @@ fn create_topic_with(c: &mut Conn, name: &str, partitions: i32, configs: &[(&str
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
-/// Fetch v11 of one partition: (error code, log start, high watermark, bytes of records).
-fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
-    let req = FetchRequest::default()
+/// A Fetch of partition 0 of `topic` from `offset` (1 MiB, 10 ms wait).
+fn fetch_partition0(topic: &str, offset: i64) -> FetchRequest {
+    FetchRequest::default()
         .with_max_wait_ms(10)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
@@ -1029,8 +1029,12 @@ fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
             .with_partitions(vec![fetch_request::FetchPartition::default()
                 .with_partition(0)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// Fetch v11 of one partition: (error code, log start, high watermark, bytes of records).
+fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
+    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch_partition0(topic, offset));
     let p = &r.responses[0].partitions[0];
     (
         p.error_code,
@@ -1669,17 +1673,7 @@ fn message_set(magic: i8, codec: shardlog::format::Compression, values: &[&str])
 
 /// Fetch of partition 0 at `v` from offset 0: (error, high watermark, records).
 fn fetch_records(c: &mut Conn, v: i16, topic: &str) -> (i16, i64, Vec<Record>) {
-    let req = FetchRequest::default()
-        .with_max_wait_ms(10)
-        .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
-        .with_topics(vec![fetch_request::FetchTopic::default()
-            .with_topic(tn(topic))
-            .with_partitions(vec![fetch_request::FetchPartition::default()
-                .with_partition(0)
-                .with_fetch_offset(0)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r: FetchResponse = c.call(ApiKey::Fetch, v, &req);
+    let r: FetchResponse = c.call(ApiKey::Fetch, v, &fetch_partition0(topic, 0));
     let p = &r.responses[0].partitions[0];
     let mut records = p.records.clone().unwrap_or_default();
     let recs = if records.is_empty() {
