@@ -11,8 +11,8 @@ use common::BrokerProc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
 use kafka_protocol::records::{
-    Record, RecordBatchDecoder, TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH,
-    NO_PRODUCER_ID, NO_SEQUENCE,
+    legacy, Record, RecordBatchDecoder, TimestampType, NO_PARTITION_LEADER_EPOCH,
+    NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 use std::io::Write;
 use std::net::TcpStream;
@@ -229,12 +229,18 @@ fn every_api_answers_at_every_advertised_version() {
         }
         let p = &r.responses[0].partitions[0];
         assert_eq!(p.error_code, 0, "Fetch v{v}");
-        assert_eq!(
-            (p.high_watermark, p.last_stable_offset),
-            (produced, produced)
-        );
+        // v0-3 have no last stable offset (decoded as -1).
+        let lso = if v >= 4 { produced } else { -1 };
+        assert_eq!((p.high_watermark, p.last_stable_offset), (produced, lso));
         let mut records = p.records.clone().unwrap();
-        let sets = RecordBatchDecoder::decode_all(&mut records).unwrap();
+        let sets = if v >= 4 {
+            RecordBatchDecoder::decode_all(&mut records).unwrap()
+        } else {
+            // Message sets: magic 0 for v0-1, magic 1 for v2-3.
+            let set = legacy::decode_message_set(&records, |_, _| unreachable!()).unwrap();
+            assert_eq!(set.version, if v <= 1 { 0 } else { 1 }, "Fetch v{v}");
+            vec![set]
+        };
         let offsets: Vec<i64> = sets
             .iter()
             .flat_map(|s| s.records.iter().map(|r| r.offset))
@@ -260,7 +266,15 @@ fn every_api_answers_at_every_advertised_version() {
         let got: Vec<(i16, i64)> = r.topics[0]
             .partitions
             .iter()
-            .map(|p| (p.error_code, p.offset))
+            .map(|p| {
+                if v == 0 {
+                    // v0: a list of at most max_num_offsets (1) offsets.
+                    assert!(p.old_style_offsets.len() <= 1);
+                    (p.error_code, *p.old_style_offsets.first().unwrap_or(&-1))
+                } else {
+                    (p.error_code, p.offset)
+                }
+            })
             .collect();
         assert_eq!(
             got,
@@ -283,9 +297,11 @@ fn every_api_answers_at_every_advertised_version() {
             ]);
         let r: OffsetForLeaderEpochResponse = c.call(ApiKey::OffsetForLeaderEpoch, v, &req);
         let p = &r.topics[0].partitions[0];
+        // v0 has no leader epoch in the answer (decoded as -1).
+        let epoch = if v >= 1 { 0 } else { -1 };
         assert_eq!(
             (p.error_code, p.leader_epoch, p.end_offset),
-            (0, 0, produced)
+            (0, epoch, produced)
         );
     }
     for v in range_of(&all, ApiKey::DescribeConfigs) {
@@ -385,7 +401,8 @@ fn every_api_answers_at_every_advertised_version() {
             .with_member_id(j.member_id.clone());
         let h: HeartbeatResponse = c.call(ApiKey::Heartbeat, hv, &hb);
         assert_eq!(h.error_code, 0, "Heartbeat v{hv}");
-        let cv = (v + 2).clamp(2, *range_of(&all, ApiKey::OffsetCommit).end());
+        // v0 commits without a generation: see `old_offset_commit_and_fetch`.
+        let cv = v.clamp(1, *range_of(&all, ApiKey::OffsetCommit).end());
         let commit = OffsetCommitRequest::default()
             .with_group_id(group.clone())
             .with_generation_id_or_member_epoch(j.generation_id)
@@ -1001,9 +1018,9 @@ fn create_topic_with(c: &mut Conn, name: &str, partitions: i32, configs: &[(&str
     assert_eq!(r.topics[0].error_code, 0, "{:?}", r.topics[0].error_message);
 }
 
-/// Fetch v11 of one partition: (error code, log start, high watermark, bytes of records).
-fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
-    let req = FetchRequest::default()
+/// A Fetch of partition 0 of `topic` from `offset` (1 MiB, 10 ms wait).
+fn fetch_partition0(topic: &str, offset: i64) -> FetchRequest {
+    FetchRequest::default()
         .with_max_wait_ms(10)
         .with_min_bytes(1)
         .with_max_bytes(1 << 20)
@@ -1012,8 +1029,12 @@ fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
             .with_partitions(vec![fetch_request::FetchPartition::default()
                 .with_partition(0)
                 .with_fetch_offset(offset)
-                .with_partition_max_bytes(1 << 20)])]);
-    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
+                .with_partition_max_bytes(1 << 20)])])
+}
+
+/// Fetch v11 of one partition: (error code, log start, high watermark, bytes of records).
+fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
+    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &fetch_partition0(topic, offset));
     let p = &r.responses[0].partitions[0];
     (
         p.error_code,
@@ -1141,26 +1162,43 @@ fn delete_group(c: &mut Conn, v: i16, group: &str) -> i16 {
     r.results[0].error_code
 }
 
-/// A standalone commit (no member, generation -1) of `offset` for wire-0.
-fn commit_standalone(c: &mut Conn, group: &str, offset: i64) {
-    let commit = OffsetCommitRequest::default()
+/// A commit for `group` without generation or member, of partition 0 of
+/// each (topic, offset, v1 commit timestamp).
+fn commit_of(group: &str, parts: &[(&str, i64, i64)]) -> OffsetCommitRequest {
+    OffsetCommitRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_generation_id_or_member_epoch(-1)
         .with_member_id(s(""))
-        .with_topics(vec![
-            offset_commit_request::OffsetCommitRequestTopic::default()
-                .with_name(tn("dg"))
-                .with_partitions(vec![
-                    offset_commit_request::OffsetCommitRequestPartition::default()
-                        .with_partition_index(0)
-                        .with_committed_offset(offset),
-                ]),
-        ]);
-    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 8, &commit);
+        .with_topics(
+            parts
+                .iter()
+                .map(|(topic, offset, ts)| {
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(tn(topic))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(*offset)
+                                .with_commit_timestamp(*ts)
+                                .with_committed_metadata(Some(s("m"))),
+                        ])
+                })
+                .collect(),
+        )
+}
+
+/// A standalone commit (no member, generation -1) of `offset` for dg-0.
+fn commit_standalone(c: &mut Conn, group: &str, offset: i64) {
+    let r: OffsetCommitResponse = c.call(
+        ApiKey::OffsetCommit,
+        8,
+        &commit_of(group, &[("dg", offset, -1)]),
+    );
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
 }
 
-fn committed(c: &mut Conn, group: &str) -> i64 {
+/// OffsetFetch at `v` of dg-0: (error, offset, metadata).
+fn committed_at(c: &mut Conn, v: i16, group: &str) -> (i16, i64, Option<String>) {
     let req = OffsetFetchRequest::default()
         .with_group_id(GroupId(s(group)))
         .with_topics(Some(vec![
@@ -1168,8 +1206,48 @@ fn committed(c: &mut Conn, group: &str) -> i64 {
                 .with_name(tn("dg"))
                 .with_partition_indexes(vec![0]),
         ]));
-    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, 7, &req);
-    r.topics[0].partitions[0].committed_offset
+    let r: OffsetFetchResponse = c.call(ApiKey::OffsetFetch, v, &req);
+    let p = &r.topics[0].partitions[0];
+    (
+        p.error_code,
+        p.committed_offset,
+        p.metadata.as_ref().map(|m| m.to_string()),
+    )
+}
+
+fn committed(c: &mut Conn, group: &str) -> i64 {
+    committed_at(c, 7, group).1
+}
+
+#[test]
+fn old_offset_commit_and_fetch() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dg", 1);
+    // OffsetCommit v0 carries no generation or member: a commit for a
+    // group without members, read back with OffsetFetch v0 and v1.
+    let r: OffsetCommitResponse = c.call(
+        ApiKey::OffsetCommit,
+        0,
+        &commit_of("old", &[("dg", 42, -1)]),
+    );
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    for v in [0, 1] {
+        assert_eq!(
+            committed_at(&mut c, v, "old"),
+            (0, 42, Some("m".into())),
+            "OffsetFetch v{v}"
+        );
+    }
+    // v1's commit_timestamp decodes and is ignored; an unknown topic is refused.
+    let req = commit_of("old", &[("dg", 43, 1_700_000_000_000), ("nope", 1, 1)]);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 1, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    assert_eq!(
+        r.topics[1].partitions[0].error_code, 3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(committed(&mut c, "old"), 43);
 }
 
 #[test]
@@ -1560,4 +1638,139 @@ fn an_api_we_do_not_serve_gets_an_error_not_a_closed_connection() {
         "one line per cause (API and version) and shard, got {lines}:\n{}",
         b.stderr()
     );
+}
+
+/// A message set of `values` at `magic`, plain or in one `codec` wrapper.
+fn message_set(magic: i8, codec: shardlog::format::Compression, values: &[&str]) -> Bytes {
+    use kafka_protocol::records::Compression as K;
+    let recs: Vec<Record> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            legacy::plain_record(
+                i as i64,
+                1_600_000_000_000 + i as i64,
+                TimestampType::Creation,
+                Some(Bytes::from(format!("k{i}"))),
+                Some(Bytes::from(v.to_string())),
+            )
+        })
+        .collect();
+    let k = match codec {
+        shardlog::format::Compression::None => K::None,
+        shardlog::format::Compression::Gzip => K::Gzip,
+        shardlog::format::Compression::Snappy => K::Snappy,
+        shardlog::format::Compression::Lz4 => K::Lz4,
+        shardlog::format::Compression::Zstd => K::Zstd,
+    };
+    let mut out = BytesMut::new();
+    legacy::encode_message_set(&mut out, &recs, magic, k, |b, _| {
+        Ok(Bytes::from(codec.compress(b)))
+    })
+    .unwrap();
+    out.freeze()
+}
+
+/// Fetch of partition 0 at `v` from offset 0: (error, high watermark, records).
+fn fetch_records(c: &mut Conn, v: i16, topic: &str) -> (i16, i64, Vec<Record>) {
+    let r: FetchResponse = c.call(ApiKey::Fetch, v, &fetch_partition0(topic, 0));
+    let p = &r.responses[0].partitions[0];
+    let mut records = p.records.clone().unwrap_or_default();
+    let recs = if records.is_empty() {
+        Vec::new()
+    } else if v >= 4 {
+        RecordBatchDecoder::decode_all(&mut records)
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.records)
+            .collect()
+    } else {
+        legacy::decode_message_set(&records, |_, _| unreachable!())
+            .unwrap()
+            .records
+    };
+    (p.error_code, p.high_watermark, recs)
+}
+
+#[test]
+fn message_sets_in_on_old_produce_and_out_on_old_fetch() {
+    use shardlog::format::Compression as C;
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "ms", 1);
+    let mut want: Vec<String> = Vec::new();
+    for (v, magic) in [(0i16, 0i8), (1, 0), (2, 1)] {
+        for codec in [C::None, C::Gzip, C::Snappy, C::Lz4] {
+            let values: Vec<String> = (0..3).map(|i| format!("v{v}-{codec:?}-{i}")).collect();
+            let refs: Vec<&str> = values.iter().map(String::as_str).collect();
+            let set = message_set(magic, codec, &refs);
+            let p = produce_one(&mut c, v, &produce_req("ms", 0, set, -1));
+            assert_eq!(
+                (p.error_code, p.base_offset),
+                (0, want.len() as i64),
+                "Produce v{v} magic {magic} {codec:?}"
+            );
+            want.extend(values);
+        }
+    }
+    // Every Fetch version reads the same records, at their offsets.
+    for v in [0i16, 1, 2, 3, 4, 11] {
+        let (err, hw, recs) = fetch_records(&mut c, v, "ms");
+        assert_eq!((err, hw), (0, want.len() as i64), "Fetch v{v}");
+        let values: Vec<String> = recs
+            .iter()
+            .map(|r| String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap())
+            .collect();
+        assert_eq!(values, want, "Fetch v{v}");
+        let offsets: Vec<i64> = recs.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (0..want.len() as i64).collect::<Vec<_>>());
+        // Magic 1 keeps the producer's timestamps; magic 0 had none and
+        // was stamped at append (a recent time), which v0-1 cannot show.
+        let t_magic1 = recs[24].timestamp;
+        match v {
+            0 | 1 => assert!(recs.iter().all(|r| r.timestamp == -1)),
+            _ => {
+                assert_eq!(t_magic1, 1_600_000_000_000, "Fetch v{v}");
+                assert!(recs[0].timestamp > 1_700_000_000_000, "append time");
+            }
+        }
+    }
+    // Refused, with nothing stored: a bad CRC, a size that lies, nested
+    // compression, and a magic 0 set on Produce v3.
+    let good = message_set(1, C::None, &["x"]);
+    let mut bad_crc = good.to_vec();
+    *bad_crc.last_mut().unwrap() ^= 1;
+    let mut lying = good.to_vec();
+    lying[8..12].copy_from_slice(&(good.len() as i32).to_be_bytes());
+    let inner = message_set(1, C::Gzip, &["nested"]);
+    let mut nested = BytesMut::new();
+    nested.put_i64(0);
+    nested.put_i32(0);
+    nested.put_u32(0);
+    nested.put_i8(1); // magic
+    nested.put_i8(1); // gzip
+    nested.put_i64(0); // timestamp
+    nested.put_i32(-1); // null key
+    let z = C::Gzip.compress(&inner);
+    nested.put_i32(z.len() as i32);
+    nested.put_slice(&z);
+    let size = (nested.len() - 12) as i32;
+    nested[8..12].copy_from_slice(&size.to_be_bytes());
+    let crc = kafka_protocol::records::IEEE.checksum(&nested[16..]);
+    nested[12..16].copy_from_slice(&crc.to_be_bytes());
+    for (what, v, bad) in [
+        ("bad CRC", 1i16, Bytes::from(bad_crc)),
+        ("lying size", 2, Bytes::from(lying)),
+        ("nested compression", 2, nested.freeze()),
+    ] {
+        let p = produce_one(&mut c, v, &produce_req("ms", 0, bad, -1));
+        assert_eq!(p.error_code, 2, "{what}: CORRUPT_MESSAGE");
+    }
+    let p = produce_one(&mut c, 3, &produce_req("ms", 0, good, -1));
+    assert_eq!(
+        p.error_code, 43,
+        "magic 1 on Produce v3: UNSUPPORTED_FOR_MESSAGE_FORMAT"
+    );
+    let (_, hw, _) = fetch_records(&mut c, 4, "ms");
+    assert_eq!(hw, want.len() as i64, "nothing refused was stored");
 }

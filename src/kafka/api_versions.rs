@@ -7,9 +7,12 @@
 //!   InitProducerId 6).
 //! - Produce stops at 12: v13 names topics by id only (not served yet);
 //!   Fetch goes to 18, naming topics by id from v13 (see `fetch.rs`).
-//! - Produce is advertised from 0 (librdkafka before 2.11.1 disables every
-//!   codec when the advertised minimum is above 0) but accepted from 3,
-//!   as Kafka 4.0 does; the crate cannot decode older versions anyway.
+//! - Every minimum is at most Kafka 3.9's (before Kafka 4.0 dropped old
+//!   versions): Produce 0-2 and Fetch 0-3 carry message sets (magic 0/1,
+//!   see `message_set.rs`); the vendored crate was extended to decode the
+//!   versions Kafka 4 dropped (vendor/kafka-protocol/VENDORED.md).
+//!   librdkafka before 2.11.1 disables every codec unless Produce v0 is
+//!   advertised, Sarama's default config speaks Produce v0 and Fetch v0.
 //! - kafkajs ignores the advertised minimum and only speaks non-flexible
 //!   versions: every minimum here is at or below kafkajs's maximum.
 
@@ -29,7 +32,7 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
     Some(match k {
         ApiKey::ApiVersions => ApiVersionsRequest::VERSIONS,
         ApiKey::Metadata => MetadataRequest::VERSIONS,
-        ApiKey::Produce => ProduceRequest::VERSIONS.intersect(&range(3, 12)),
+        ApiKey::Produce => ProduceRequest::VERSIONS.intersect(&range(0, 12)),
         ApiKey::Fetch => FetchRequest::VERSIONS
             .intersect(&range(*fetch::VERSIONS.start(), *fetch::VERSIONS.end())),
         ApiKey::ListOffsets => ListOffsetsRequest::VERSIONS,
@@ -61,7 +64,7 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
     })
 }
 
-/// What ApiVersions advertises: the accepted range, except Produce from 0,
+/// What ApiVersions advertises: the accepted range,
 /// plus ConsumerGroupHeartbeat, which is not served: librdkafka with
 /// `group.protocol=consumer` never sends it to a broker that does not
 /// advertise it and retries silently forever (0 messages, 0 errors);
@@ -71,11 +74,7 @@ pub fn advertised(k: ApiKey) -> Option<VersionRange> {
     if k == ApiKey::ConsumerGroupHeartbeat {
         return Some(ConsumerGroupHeartbeatRequest::VERSIONS);
     }
-    let r = accepted(k)?;
-    Some(match k {
-        ApiKey::Produce => range(0, r.max),
-        _ => r,
-    })
+    accepted(k)
 }
 
 fn table() -> Vec<ApiVersion> {
@@ -155,12 +154,45 @@ mod tests {
     fn table_respects_the_negotiation_traps() {
         let produce = advertised(ApiKey::Produce).unwrap();
         assert_eq!(produce.min, 0, "librdkafka < 2.11.1 drops codecs otherwise");
-        assert_eq!(accepted(ApiKey::Produce).unwrap().min, 3);
+        assert_eq!(accepted(ApiKey::Produce).unwrap().min, 0);
         assert_eq!(advertised(ApiKey::Produce).unwrap().max, 12);
         assert_eq!(advertised(ApiKey::Fetch).unwrap().max, 18);
         assert_eq!(advertised(ApiKey::OffsetCommit).unwrap().max, 9);
         assert_eq!(advertised(ApiKey::OffsetFetch).unwrap().max, 9);
         assert_eq!(advertised(ApiKey::InitProducerId).unwrap().max, 5);
+        // Kafka 3.9's minima: nothing it served is refused here.
+        for k in [
+            ApiKey::Produce,
+            ApiKey::Fetch,
+            ApiKey::ListOffsets,
+            ApiKey::Metadata,
+            ApiKey::OffsetCommit,
+            ApiKey::OffsetFetch,
+            ApiKey::FindCoordinator,
+            ApiKey::JoinGroup,
+            ApiKey::SyncGroup,
+            ApiKey::Heartbeat,
+            ApiKey::LeaveGroup,
+            ApiKey::ListGroups,
+            ApiKey::DescribeGroups,
+            ApiKey::CreateTopics,
+            ApiKey::DeleteTopics,
+            ApiKey::DeleteRecords,
+            ApiKey::InitProducerId,
+            ApiKey::OffsetForLeaderEpoch,
+            ApiKey::DescribeAcls,
+            ApiKey::CreateAcls,
+            ApiKey::DeleteAcls,
+            ApiKey::DescribeConfigs,
+            ApiKey::AlterConfigs,
+            ApiKey::CreatePartitions,
+            ApiKey::DeleteGroups,
+            ApiKey::IncrementalAlterConfigs,
+            ApiKey::OffsetDelete,
+            ApiKey::DescribeUserScramCredentials,
+        ] {
+            assert_eq!(accepted(k).unwrap().min, 0, "{k:?}");
+        }
         // kafkajs 2.2's maxima (it ignores our minima).
         for (k, kafkajs_max) in [
             (ApiKey::Produce, 7),

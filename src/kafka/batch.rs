@@ -49,7 +49,7 @@ pub enum BatchError {
     Truncated { need: usize, have: usize },
     #[error("record batch length {0} is invalid")]
     BadLength(i32),
-    #[error("message format v{0} (magic {0}) is not supported: shardlog stores only RecordBatch v2 (Kafka 0.11+); upgrade the client or set its message format to v2")]
+    #[error("message format v{0} (magic {0}) is accepted on Produce v0-2 only: Produce v3+ carries RecordBatch v2 (Kafka 0.11+)")]
     UnsupportedMagic(i8),
     #[error("transactional batches are not supported: shardlog has no transactions (unset transactional.id)")]
     Transactional,
@@ -57,6 +57,8 @@ pub enum BatchError {
     Control,
     #[error("invalid record batch: {0}")]
     Frame(#[from] FrameError),
+    #[error("invalid message set (magic 0/1): {0}")]
+    MessageSet(String),
     #[error("invalid records in batch {batch} (base sequence {base_sequence}): {source}")]
     Records {
         batch: usize,
@@ -149,18 +151,22 @@ pub fn kafka_to_frames(records: &[u8], limits: &RecordLimits) -> Result<Vec<Byte
         let mut f = BytesMut::with_capacity(HEADER_LEN + payload.len());
         f.put_slice(&h.to_bytes());
         f.put_slice(payload);
-        // Header fields and CRC, then the records: the frame is trusted
-        // from here on.
-        let h = frame::validate(&f)?;
-        check_records(&h, &f[HEADER_LEN..], limits).map_err(|source| BatchError::Records {
-            batch: out.len(),
-            base_sequence: h.base_sequence,
-            source,
-        })?;
-        out.push(f);
+        out.push(validated(f, limits, out.len())?);
         rest = &rest[total..];
     }
     Ok(out)
+}
+
+/// `f`, the `index`th frame of a request, once its header fields, CRC and
+/// records check out: the frame is trusted from here on.
+pub fn validated(f: BytesMut, limits: &RecordLimits, index: usize) -> Result<BytesMut, BatchError> {
+    let h = frame::validate(&f)?;
+    check_records(&h, &f[HEADER_LEN..], limits).map_err(|source| BatchError::Records {
+        batch: index,
+        base_sequence: h.base_sequence,
+        source,
+    })?;
+    Ok(f)
 }
 
 /// Append the Kafka form of one stored (validated) frame to `out`.

@@ -1,4 +1,4 @@
-//! DescribeConfigs (v1-4) for topics and the broker, under Kafka's config
+//! DescribeConfigs (v0-4) for topics and the broker, under Kafka's config
 //! names, so admin tools (kafka-configs, AdminClient) can read them.
 
 use super::{errors, node_id, str_bytes, Ctx};
@@ -196,6 +196,10 @@ pub async fn handle(ctx: &Ctx, req: DescribeConfigsRequest) -> DescribeConfigsRe
                         .with_read_only(e.read_only)
                         .with_config_source(e.source)
                         .with_is_sensitive(false);
+                    if ctx.version == 0 {
+                        // v0 has `is_default` where v1+ has the source.
+                        c = c.with_is_default(e.source != SOURCE_TOPIC);
+                    }
                     if ctx.version >= 3 {
                         c = c
                             .with_config_type(e.kind)

@@ -127,6 +127,7 @@ pub fn batch(e: &BatchError) -> i16 {
         // or whose compressed payload does not decompress: CORRUPT_MESSAGE,
         // as Kafka's broker answers for the same cases.
         BatchError::Truncated { .. }
+        | BatchError::MessageSet(_)
         | BatchError::BadLength(_)
         | BatchError::Frame(_)
         | BatchError::Records { .. } => ResponseError::CorruptMessage,

@@ -1,4 +1,4 @@
-//! Fetch (v4-18): long poll across shards (max_wait_ms / min_bytes), then
+//! Fetch (v0-18): long poll across shards (max_wait_ms / min_bytes), then
 //! every stored frame rebuilt as the Kafka batch it is, byte for byte.
 //!
 //! - Topics: by name up to v12, by topic id from v13 (the id Metadata
@@ -15,6 +15,8 @@
 //!   transactions, so read_committed consumers (librdkafka's default) read
 //!   everything.
 //! - No fetch sessions: session_id 0 tells clients to send full requests.
+//! - v0-3 answer with message sets: magic 0 for v0-1, magic 1 for v2-3,
+//!   uncompressed, headers dropped (see [`super::message_set`]).
 //!
 //! Encoding: the response is written here rather than by `kafka-protocol`,
 //! so each batch is copied once, straight from the stored frame into the
@@ -24,7 +26,7 @@
 //! crate writes, at every version served.
 
 use super::batch::{kafka_header, KAFKA_HEADER_LEN};
-use super::{errors, Ctx};
+use super::{errors, message_set, Ctx};
 use crate::format::HEADER_LEN;
 use crate::format::{frame, BatchHeader};
 use crate::partition::FetchOutcome;
@@ -49,6 +51,8 @@ pub struct PartitionAnswer {
     pub log_start_offset: i64,
     /// Stored frames (validated), with their parsed headers.
     pub frames: Vec<(BatchHeader, Bytes)>,
+    /// Fetch v0-3: the frames converted to a message set, written instead.
+    pub message_set: Option<Bytes>,
 }
 
 impl PartitionAnswer {
@@ -60,11 +64,15 @@ impl PartitionAnswer {
             last_stable_offset: -1,
             log_start_offset: -1,
             frames: Vec::new(),
+            message_set: None,
         }
     }
 
     /// Bytes of the records field once rebuilt as Kafka batches.
     fn records_len(&self) -> usize {
+        if let Some(m) = &self.message_set {
+            return m.len();
+        }
         self.frames
             .iter()
             .map(|(h, _)| KAFKA_HEADER_LEN + h.payload_len as usize)
@@ -81,8 +89,14 @@ pub struct TopicAnswer {
     pub partitions: Vec<PartitionAnswer>,
 }
 
-/// Fetch versions served; v13 on names topics by id.
-pub const VERSIONS: std::ops::RangeInclusive<i16> = 4..=18;
+/// Fetch versions served; v13 on names topics by id; v0-3 answer with
+/// message sets (magic 0/1) converted from the stored batches.
+pub const VERSIONS: std::ops::RangeInclusive<i16> = 0..=18;
+
+/// Versions whose records are message sets, not batches.
+fn wants_message_set(version: i16) -> bool {
+    version <= 3
+}
 
 /// Versions that name topics by id instead of by name.
 fn by_topic_id(version: i16) -> bool {
@@ -172,6 +186,20 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                 d.error_code = *code;
             } else {
                 match results.remove(&key) {
+                    Some(Ok(o)) if wants_message_set(ctx.version) => {
+                        d.high_watermark = o.high_watermark as i64;
+                        d.last_stable_offset = o.last_stable_offset as i64;
+                        d.log_start_offset = o.log_start_offset as i64;
+                        let magic = message_set::fetch_magic(ctx.version);
+                        match down_convert(&o.frames, magic, &mut budget, &mut first_batch_sent) {
+                            Ok(m) => d.message_set = Some(m),
+                            Err(e) => {
+                                error!(topic = %topic, partition = p.partition, "kafka fetch: a stored frame does not convert: {e}");
+                                d.error_code = errors::kafka_storage_error();
+                                d.message_set = Some(Bytes::new());
+                            }
+                        }
+                    }
                     Some(Ok(o)) => {
                         d.high_watermark = o.high_watermark as i64;
                         d.last_stable_offset = o.last_stable_offset as i64;
@@ -223,6 +251,41 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     out
 }
 
+/// Frames as one message set of `magic`, within the response's byte
+/// budget measured in converted bytes (a converted batch can be larger than
+/// the stored one: decompressed, with per-message overhead). As with
+/// batches, the response's first batch always goes whole; a batch that
+/// would overrun the budget after that is dropped with all that follow.
+fn down_convert(
+    frames: &[Bytes],
+    magic: i8,
+    budget: &mut usize,
+    first_batch_sent: &mut bool,
+) -> Result<Bytes, String> {
+    let mut out = BytesMut::new();
+    for f in frames {
+        let h = frame::parse_header(f).map_err(|e| e.to_string())?;
+        if f.len() < h.frame_len() {
+            return Err(format!(
+                "frame truncated: {} of {} bytes",
+                f.len(),
+                h.frame_len()
+            ));
+        }
+        let at = out.len();
+        message_set::append_frame(&h, &f.slice(..h.frame_len()), magic, &mut out)
+            .map_err(|e| e.to_string())?;
+        let added = out.len() - at;
+        if *first_batch_sent && added > *budget {
+            out.truncate(at);
+            break;
+        }
+        *budget = budget.saturating_sub(added);
+        *first_batch_sent = true;
+    }
+    Ok(out.freeze())
+}
+
 fn put_uvarint(out: &mut BytesMut, mut v: u64) {
     while v >= 0x80 {
         out.put_u8((v as u8) | 0x80);
@@ -266,7 +329,9 @@ pub fn encode_parts(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -
         if flexible {
             put_uvarint(out, 0); // response header v1: no tagged fields
         }
-        out.put_i32(0); // throttle_time_ms
+        if version >= 1 {
+            out.put_i32(0); // throttle_time_ms
+        }
         if version >= 7 {
             out.put_i16(errors::NONE);
             out.put_i32(0); // session_id: no fetch sessions
@@ -292,11 +357,15 @@ pub fn encode_parts(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -
             out.put_i32(p.index);
             out.put_i16(p.error_code);
             out.put_i64(p.high_watermark);
-            out.put_i64(p.last_stable_offset);
+            if version >= 4 {
+                out.put_i64(p.last_stable_offset);
+            }
             if version >= 5 {
                 out.put_i64(p.log_start_offset);
             }
-            array_len(out, 0); // aborted_transactions: none
+            if version >= 4 {
+                array_len(out, 0); // aborted_transactions: none
+            }
             if version >= 11 {
                 out.put_i32(-1); // preferred_read_replica
             }
@@ -307,9 +376,14 @@ pub fn encode_parts(version: i16, correlation_id: i32, topics: &[TopicAnswer]) -
                 out.put_i32(len as i32);
             }
             let at = g.len();
-            for (h, f) in &p.frames {
-                kafka_header(h, g.buf());
-                g.shared(f.slice(HEADER_LEN..h.frame_len()));
+            if let Some(m) = &p.message_set {
+                assert!(wants_message_set(version), "message sets only up to v3");
+                g.shared(m.clone());
+            } else {
+                for (h, f) in &p.frames {
+                    kafka_header(h, g.buf());
+                    g.shared(f.slice(HEADER_LEN..h.frame_len()));
+                }
             }
             assert_eq!(g.len() - at, len, "records length as announced");
             if flexible {
@@ -366,9 +440,9 @@ mod tests {
                             .with_last_stable_offset(p.last_stable_offset)
                             .with_aborted_transactions(Some(vec![]))
                             .with_preferred_read_replica(BrokerId(-1))
-                            .with_records(Some(
-                                super::super::batch::frames_to_kafka(&frames).unwrap(),
-                            ));
+                            .with_records(Some(p.message_set.clone().unwrap_or_else(|| {
+                                super::super::batch::frames_to_kafka(&frames).unwrap()
+                            })));
                         if version >= 5 {
                             d = d.with_log_start_offset(p.log_start_offset);
                         }
@@ -421,6 +495,19 @@ mod tests {
             },
         ];
         for v in VERSIONS {
+            let mut topics = topics.clone();
+            if wants_message_set(v) {
+                let p = &mut topics[0].partitions[0];
+                let frames: Vec<Bytes> = p.frames.iter().map(|(_, f)| f.clone()).collect();
+                let (mut budget, mut first) = (usize::MAX, false);
+                let m = down_convert(
+                    &frames,
+                    message_set::fetch_magic(v),
+                    &mut budget,
+                    &mut first,
+                );
+                p.message_set = Some(m.unwrap());
+            }
             assert_eq!(
                 encode(v, 77, &topics),
                 via_crate(v, 77, &topics),
@@ -428,5 +515,28 @@ mod tests {
             );
             assert_eq!(encode(v, 5, &[]), via_crate(v, 5, &[]), "empty Fetch v{v}");
         }
+    }
+
+    #[test]
+    fn down_conversion_keeps_to_the_budget_but_sends_the_first_batch() {
+        let frames: Vec<Bytes> = vec![frame(10, 5).1, frame(15, 5).1, frame(20, 5).1];
+        let mut unbounded = usize::MAX;
+        let one = down_convert(&frames[..1], 1, &mut unbounded, &mut false)
+            .unwrap()
+            .len();
+        // A budget smaller than one converted batch: the first still goes.
+        let (mut budget, mut first) = (1, false);
+        let m = down_convert(&frames, 1, &mut budget, &mut first).unwrap();
+        assert_eq!(m.len(), one);
+        // Room for two batches: two go, and the offsets are absolute.
+        let (mut budget, mut first) = (2 * one + one / 2, false);
+        let m = down_convert(&frames, 1, &mut budget, &mut first).unwrap();
+        assert_eq!(m.len(), 2 * one);
+        let set =
+            kafka_protocol::records::legacy::decode_message_set(&m, |_, _| unreachable!()).unwrap();
+        let offsets: Vec<i64> = set.records.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, (10..20).collect::<Vec<i64>>());
+        assert_eq!(set.version, 1);
+        assert_eq!(set.records[0].timestamp, 1000);
     }
 }

@@ -1,5 +1,6 @@
-//! ListOffsets (v1-10): earliest (-2), latest (-1), max timestamp (-3) and
-//! by timestamp.
+//! ListOffsets (v0-10): earliest (-2), latest (-1), max timestamp (-3) and
+//! by timestamp. v0 answers in its old form: a list holding the one offset
+//! found (`old_style_offsets`), empty when `max_num_offsets` is 0.
 //!
 //! By timestamp, the log's time index finds the first batch whose max
 //! timestamp reaches the target; this handler then reads that batch and
@@ -112,6 +113,9 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
                     }
                 }
             }
+            if ctx.version == 0 {
+                r = old_style(r, p.max_num_offsets);
+            }
             partitions.push(r);
         }
         topics.push(
@@ -131,6 +135,24 @@ fn query_key(ts: i64) -> i64 {
         Some(OffsetQuery::Earliest) => EARLIEST,
         _ => ts,
     }
+}
+
+/// The v0 form of an answer: the offset found as a list of at most
+/// `max_num_offsets` (one here: Kafka v0 listed segment base offsets too,
+/// which no client we know of reads past the first), and no single
+/// offset or timestamp (v1+ fields, which v0 cannot carry).
+fn old_style(
+    r: ListOffsetsPartitionResponse,
+    max_num_offsets: i32,
+) -> ListOffsetsPartitionResponse {
+    let offsets = if r.error_code == errors::NONE && r.offset >= 0 && max_num_offsets > 0 {
+        vec![r.offset]
+    } else {
+        Vec::new()
+    };
+    r.with_old_style_offsets(offsets)
+        .with_offset(-1)
+        .with_timestamp(-1)
 }
 
 /// The first record at or after `from` with timestamp >= `target`, or with

@@ -40,6 +40,7 @@ pub mod leave_group;
 pub mod list_groups;
 pub mod list_offsets;
 pub mod listener;
+pub mod message_set;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_delete;

@@ -1,4 +1,4 @@
-//! OffsetCommit (v2-9), from consumers and from admin clients
+//! OffsetCommit (v0-9), from consumers and from admin clients
 //! (AlterConsumerGroupOffsets is an OffsetCommit with generation -1).
 //!
 //! As Kafka's broker does, per partition first: a topic or partition that
@@ -9,6 +9,11 @@
 //! appended durably to the group's `__consumer_offsets` partition, then
 //! acknowledged. A group-level failure is reported on each of those
 //! partitions, as Kafka does.
+//!
+//! v0 carries no generation or member (the crate decodes them as -1 and
+//! ""), so it commits as an admin client does: accepted while the group has
+//! no members. v1's per-partition `commit_timestamp` is ignored (offsets
+//! do not expire here).
 
 use super::{errors, Ctx};
 use crate::groups::{self, offsets::CommitItem, Committed, GroupError, MemberRef};

@@ -1,4 +1,4 @@
-//! Produce (v3+): each partition's Kafka batches become our frames (header
+//! Produce: each partition's Kafka batches become our frames (header
 //! rewritten, records untouched, CRC checked once, records walked and
 //! compressed ones decompressed once; see [`crate::format::validate`]) and are appended through
 //! the same shard operation the native listener uses.
@@ -8,7 +8,9 @@
 //! - Idempotence is the log's: a retried batch is acknowledged with its
 //!   original offsets, a gap is OUT_OF_ORDER_SEQUENCE_NUMBER, a stale epoch
 //!   INVALID_PRODUCER_EPOCH (see [`super::errors::append`]).
-//! - Transactional produce, magic v0/v1 batches and writes to internal
+//! - v0-2 may carry message sets (magic 0/1): converted to one v2 frame
+//!   per partition first ([`super::message_set`]); v3+ must carry v2.
+//! - Transactional produce and writes to internal
 //!   (`__`) topics are refused with a message saying why (`error_message`, v8+).
 //!
 //! Order: requests of one connection are appended in arrival order, which
@@ -20,7 +22,7 @@
 //! while a fresh client waits for its Metadata.
 
 use super::batch::kafka_to_frames;
-use super::{errors, str_bytes, Ctx};
+use super::{errors, message_set, str_bytes, Ctx};
 use crate::metadata::INTERNAL_PREFIX;
 use crate::protocol::messages::Acks;
 use crate::router::ops::ProducePart;
@@ -29,6 +31,15 @@ use kafka_protocol::messages::produce_response::{PartitionProduceResponse, Topic
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use std::collections::HashMap;
 use tracing::debug;
+
+/// Whether a Produce v0-2 partition's records are a message set (magic 0
+/// or 1, at the same place as a v2 batch's magic); Kafka let those
+/// versions carry v2 batches too.
+fn is_message_set(records: &[u8]) -> bool {
+    records
+        .get(kafka_protocol::records::legacy::MAGIC_OFFSET)
+        .is_some_and(|&m| m <= 1)
+}
 
 enum Outcome {
     Appended(AppendOutcome),
@@ -97,7 +108,13 @@ pub async fn handle(ctx: &Ctx, mut req: ProduceRequest) -> Option<ProduceRespons
             let records = p.records.as_deref().unwrap_or(&[]);
             // Validated here, on the connection's shard, before routing:
             // nothing of a partition with a bad batch is stored.
-            match kafka_to_frames(records, &meta.config.record_limits()) {
+            let limits = meta.config.record_limits();
+            let converted = if ctx.version <= 2 && is_message_set(records) {
+                message_set::to_frames(records, &limits, ctx.shard.clock.wall_ms())
+            } else {
+                kafka_to_frames(records, &limits)
+            };
+            match converted {
                 Ok(frames) => parts.push(ProducePart {
                     topic: topic.clone(),
                     partition: p.index as u32,

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Installs the real, unchanged Kafka clients the scripts here drive:
 #   kcat (Debian), kafka-python 3, confluent-kafka and aiokafka (PyPI, in a venv),
-#   kafkajs and @platformatic/kafka (npm).
-# Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat
+#   kafkajs and @platformatic/kafka (npm), Sarama and kafka-go (Debian's golang
+#   packages, built offline in GOPATH mode from /usr/share/gocode: no module proxy).
+# Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat,
+#                            DIR/go/sarama_client, DIR/go/kafka_go_client
 # Idempotent: what is already installed is left alone.
 set -euo pipefail
 dir=${1:?usage: install.sh DIR}
@@ -24,6 +26,21 @@ fi
 if [ ! -d "$dir/js/node_modules/@platformatic/kafka" ]; then
   (cd "$dir/js" && npm install -s @platformatic/kafka@1.35.0 >/dev/null)
 fi
+go_pkgs="golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafka-go-dev"
+# shellcheck disable=SC2086
+if ! dpkg -s $go_pkgs >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $go_pkgs >/dev/null
+fi
+here=$(cd "$(dirname "$0")" && pwd)
+mkdir -p "$dir/go"
+for prog in sarama_client kafka_go_client; do
+  if [ ! -x "$dir/go/$prog" ] || [ "$here/$prog.go" -nt "$dir/go/$prog" ]; then
+    (cd "$here" && GO111MODULE=off GOFLAGS= GOPATH="$dir/go/path:/usr/share/gocode" GOCACHE="$dir/go/cache" \
+      go build -o "$dir/go/$prog" "$prog.go" 2>"$dir/go/$prog.build.log") ||
+      { cat "$dir/go/$prog.build.log" >&2; exit 1; }
+  fi
+done
 echo "kcat: $(command -v kcat)"
 echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka, aiokafka)"
 echo "node: NODE_PATH=$dir/js/node_modules (kafkajs, @platformatic/kafka)"
+echo "go: $dir/go/sarama_client, $dir/go/kafka_go_client"

@@ -12,14 +12,14 @@
 # client must follow partition leaders and group coordinators.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go
 # to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17).
 # Prints one line per client and ends with "N passed, M failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go}
 addr=${1:-}
 cluster=
 if [ "$addr" = "--cluster" ]; then
@@ -122,13 +122,16 @@ run aiokafka "$clients_dir/venv/bin/python" "$here/aiokafka_client.py" "$addr"
 run semantics "$clients_dir/venv/bin/python" "$here/semantics.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
+run sarama "$clients_dir/go/sarama_client" "$addr"
+run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
 
 if [ -n "$tmp" ] && ls "$tmp"/*.log >/dev/null 2>&1; then
   # Strip colours, keep a copy, and list (client id, API, version) once each.
   cat "$tmp"/*.log | sed 's/\x1b\[[0-9;]*m//g' >/tmp/kafka-clients-broker.log
   echo "API versions the clients used (client_id api version; full log: /tmp/kafka-clients-broker.log):"
-  sed -n 's/.*kafka client uses client_id=\([^ ]*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1 \2 \3/p' \
-    /tmp/kafka-clients-broker.log | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
+  # (client ids may hold spaces, kafka-go's does: they become underscores)
+  sed -n 's/.*kafka client uses client_id=\(.*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1|\2|\3/p' \
+    /tmp/kafka-clients-broker.log | tr ' |' '_ ' | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
   sed -n 's/.*kafka client identified itself client_id=\([^ ]*\) software=\([^ ]*\) software_version=\([^ ]*\).*/    \1: \2 \3/p' \
     /tmp/kafka-clients-broker.log | sort -u
 fi

@@ -52,6 +52,9 @@ use crate::protocol::{
 use super::compression::{self as cmpr, Compressor, Decompressor};
 use std::cmp::Ordering;
 use std::convert::TryFrom;
+
+// shardlog patch: message sets (magic 0 and 1), see legacy.rs.
+pub mod legacy;
 /// IEEE (checksum) cyclic redundancy check.
 pub const IEEE: Crc<u32> = Crc::<u32>::new(&CRC_32_ISO_HDLC);
 
@@ -223,7 +226,10 @@ impl RecordBatchEncoder {
     {
         let records = records.into_iter();
         match options.version {
-            0..=1 => bail!("message sets v{} are unsupported", options.version),
+            0..=1 => bail!(
+                "message sets v{} are encoded by records::legacy::encode_message_set",
+                options.version
+            ),
             2 => Self::encode_new(buf, records, options, compressor),
             _ => bail!("Unknown record batch version"),
         }
@@ -482,7 +488,7 @@ impl RecordBatchDecoder {
     {
         let version = buf.try_peek_bytes(MAGIC_BYTE_OFFSET..(MAGIC_BYTE_OFFSET + 1))?[0] as i8;
         let compression = match version {
-            0..=1 => bail!("message sets v{version} are unsupported"),
+            0..=1 => bail!("message sets v{version} are decoded by records::legacy::decode_message_set"),
             2 => Self::decode_new_batch(buf, version, records, decompress_func),
             _ => {
                 bail!("Unknown record batch version ({version})");
