@@ -8,14 +8,16 @@
 # missing) on a free port in a temporary directory and stops it at the end.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics
-# to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17).
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,aiokafka_restarts
+# to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17;
+# aiokafka_restarts.py: a group across broker restarts, only when this script
+# starts its own broker; RESTARTS=10 for the issue's 10, default 3).
 # Prints one line per client and ends with "N passed, M failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,aiokafka_restarts}
 addr=${1:-}
 broker_pid=
 tmp=
@@ -76,6 +78,10 @@ run aiokafka "$clients_dir/venv/bin/python" "$here/aiokafka_client.py" "$addr"
 run semantics "$clients_dir/venv/bin/python" "$here/semantics.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
+# Restarts its own broker (this build's binary): RESTARTS=10 for the issue's target.
+if [ -n "${bin:-}" ]; then
+  run aiokafka_restarts "$clients_dir/venv/bin/python" "$here/aiokafka_restarts.py" "$bin"
+fi
 
 if [ -n "$tmp" ] && [ -f "$tmp/broker.log" ]; then
   # Strip colours, keep a copy, and list (client id, API, version) once each.
