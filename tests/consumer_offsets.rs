@@ -202,10 +202,9 @@ fn a_group_keeps_its_generation_and_offsets_across_restarts() {
     // Heartbeats keep being accepted: no rebalance comes later either.
     let settle = Instant::now() + Duration::from_secs(3);
     while Instant::now() < settle {
-        assert!(
-            c.poll(Duration::from_millis(100)).is_none(),
-            "no more messages"
-        );
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            panic!("no more messages, got {}@{}", m.partition(), m.offset());
+        }
     }
 
     let distinct: BTreeSet<_> = seen.iter().collect();
@@ -390,7 +389,12 @@ fn read_offsets_topic(bootstrap: &str) -> Vec<Rec> {
         );
         if let Some(r) = c.poll(Duration::from_millis(100)) {
             let m = r.expect("fetch of the offsets topic");
-            out.push(decode(m.key().expect("a key"), m.payload()));
+            let key = m.key().expect("a key");
+            // Records of the old encoding (keyed by the group id's UTF-8)
+            // are not Kafka's; a Kafka key starts with a version 0..=2.
+            if key.first() == Some(&0) {
+                out.push(decode(key, m.payload()));
+            }
             next.insert(m.partition(), m.offset() + 1);
         }
     }
