@@ -14,6 +14,7 @@ restarts; RESTART_EVERY_S (default 3) the time between them. Prints one
 line per restart and a summary; exits non-zero on a duplicate or a gap.
 """
 import asyncio
+import logging
 import os
 import re
 import shutil
@@ -33,6 +34,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
 BIN = sys.argv[1]
+# aiokafka logs every failed connection while the broker is away; the
+# summary says what matters.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 RESTARTS = int(os.environ.get("RESTARTS", "3"))
 RESTART_EVERY_S = float(os.environ.get("RESTART_EVERY_S", "3"))
 PARTITIONS = 3
@@ -156,7 +160,16 @@ async def main():
         producer = asyncio.create_task(produce(addr, stop_producing))
         consumers = [asyncio.create_task(consume(addr, f"restarts-c{i}", seen, errors, stop_consuming))
                      for i in range(2)]
-        await asyncio.sleep(RESTART_EVERY_S + 3)  # the group forms (3 s initial delay)
+        async def deliveries_beyond(n, what):
+            deadline = time.monotonic() + 60
+            while sum(seen.values()) <= n:
+                if time.monotonic() > deadline:
+                    raise SystemExit(f"no deliveries {what} within 60 s")
+                await asyncio.sleep(0.1)
+
+        # The group forms (3 s initial delay) and consumes before the first restart.
+        await deliveries_beyond(0, "before the first restart")
+        await asyncio.sleep(RESTART_EVERY_S)
         for n in range(RESTARTS):
             how = "SIGTERM" if n % 2 == 0 else "kill -9"
             t0 = time.monotonic()
@@ -164,7 +177,9 @@ async def main():
             await asyncio.get_running_loop().run_in_executor(None, broker.start)
             print(f"restart {n + 1}/{RESTARTS} ({how}): broker back in "
                   f"{time.monotonic() - t0:.1f} s; {sum(seen.values())} deliveries so far", flush=True)
+            # Each restart lands on a group that is consuming and committing.
             await asyncio.sleep(RESTART_EVERY_S)
+            await deliveries_beyond(sum(seen.values()), f"after restart {n + 1}")
         stop_producing.set()
         produced = await producer
 
