@@ -34,7 +34,10 @@ const OFFSETS_TOPIC: &str = "__consumer_offsets";
 
 /// Every rebalance event a consumer saw: ("assign" | "revoke" | "error", partitions).
 #[derive(Clone, Default)]
-struct Rebalances(Arc<Mutex<Vec<(&'static str, Vec<i32>)>>>);
+struct Rebalances(Arc<Mutex<Vec<Event>>>);
+
+/// ("assign" | "revoke" | "error", partitions).
+type Event = (&'static str, Vec<i32>);
 
 impl ClientContext for Rebalances {}
 
@@ -130,18 +133,15 @@ fn consume_committing(c: &BaseConsumer<Rebalances>, n: usize) -> Vec<(i32, i64)>
             "timed out: {} of {n} messages",
             got.len()
         );
-        match c.poll(Duration::from_millis(100)) {
-            Some(Ok(m)) => {
-                got.push((m.partition(), m.offset()));
-                let mut tpl = TopicPartitionList::new();
-                tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
-                    .unwrap();
-                while let Err(e) = c.commit(&tpl, CommitMode::Sync) {
-                    assert!(Instant::now() < deadline, "commit never succeeded: {e}");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
+            got.push((m.partition(), m.offset()));
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))
+                .unwrap();
+            while let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+                assert!(Instant::now() < deadline, "commit never succeeded: {e}");
+                std::thread::sleep(Duration::from_millis(100));
             }
-            Some(Err(_)) | None => {}
         }
     }
     got
@@ -285,8 +285,11 @@ struct GroupMeta {
     protocol: Option<String>,
     leader: Option<String>,
     /// (member id, client id, session timeout, subscription, assignment)
-    members: Vec<(String, String, i32, Vec<u8>, Vec<u8>)>,
+    members: Vec<MemberMeta>,
 }
+
+/// (member id, client id, session timeout, subscription, assignment)
+type MemberMeta = (String, String, i32, Vec<u8>, Vec<u8>);
 
 fn decode(key: &[u8], value: Option<&[u8]>) -> Rec {
     let mut k = In(key);
