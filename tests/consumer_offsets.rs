@@ -89,28 +89,9 @@ fn produce(bootstrap: &str, topic: &str, partitions: i32, n: usize) {
     p.flush(Duration::from_secs(30)).expect("produced");
 }
 
-/// Text of the broker's log without colour codes.
-fn log_of(b: &BrokerProc) -> String {
-    let raw = b.stderr();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 /// The value of `name=` on each log line with `what` about `group`.
 fn logged(b: &BrokerProc, what: &str, group: &str, name: &str) -> Vec<String> {
-    log_of(b)
+    b.plain_log()
         .lines()
         .filter(|l| l.contains(what) && l.contains(&format!("group={group} ")))
         .filter_map(|l| {
