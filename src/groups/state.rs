@@ -169,7 +169,8 @@ struct InitialDelay {
 }
 
 /// One group. Lifecycle: created by the coordinator on the first JoinGroup
-/// naming it, lives (possibly Empty) until DeleteGroups; owned by the
+/// naming it, or restored from its stored membership after a restart
+/// ([`Group::restore`]); lives (possibly Empty) until DeleteGroups; owned by the
 /// coordinator of its shard, on that shard's core only.
 pub struct Group {
     pub id: String,
