@@ -112,7 +112,7 @@ fn poll_for(consumers: &[&BaseConsumer<Rebalances>], d: Duration) {
 /// (generation, members) of each "group rebalanced" line the broker logged
 /// for `group`.
 fn generations(b: &BrokerProc, group: &str) -> Vec<(i32, usize)> {
-    let log = b.stderr();
+    let log = b.plain_log();
     let field = |line: &str, name: &str| -> Option<String> {
         let at = line.find(&format!("{name}="))? + name.len() + 1;
         Some(
@@ -123,33 +123,15 @@ fn generations(b: &BrokerProc, group: &str) -> Vec<(i32, usize)> {
         )
     };
     log.lines()
-        .map(strip_ansi)
         .filter(|l| l.contains("group rebalanced"))
         .filter(|l| field(l, "group").as_deref() == Some(group))
         .map(|l| {
             (
-                field(&l, "generation").unwrap().parse().unwrap(),
-                field(&l, "members").unwrap().parse().unwrap(),
+                field(l, "generation").unwrap().parse().unwrap(),
+                field(l, "members").unwrap().parse().unwrap(),
             )
         })
         .collect()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for d in chars.by_ref() {
-                if d.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// Three consumers started at once against a broker with Kafka's default

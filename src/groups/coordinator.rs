@@ -4,21 +4,27 @@
 //!
 //! Lifecycle: created on first use on a shard (kept alive by the shard, found
 //! through a [`PerShard`] slot), with a ticker task that runs until the shard shuts down.
+//! A group's state is restored from its offsets partition (the membership
+//! stored after its last completed rebalance) before any request for a
+//! group of that partition is served ([`Coordinator::load`]), so a broker
+//! restart does not force a rebalance.
 //! Lives on one core; every method is called on that core (through
 //! [`super::with_coordinator`]). No `RefCell` borrow is held across an await.
 
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, MemberRef, Phase, SyncStep};
 use super::subscription::{self, CONSUMER_PROTOCOL_TYPE};
+use super::{partition_of, OFFSETS_TOPIC};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
 use crate::clock::Clock;
 use crate::shard::{PerShard, Shard};
+use crate::storage::now_ms;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{info, warn};
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -33,7 +39,7 @@ pub const GROUPS_MAX: usize = 100_000;
 
 pub struct Coordinator {
     groups: RefCell<HashMap<String, Group>>,
-    offsets: OffsetStore,
+    pub(super) offsets: OffsetStore,
     /// The shard's clock: session and rebalance deadlines are measured on it.
     clock: Rc<dyn Clock>,
     /// `group_initial_rebalance_delay_ms`: how long a group that was Empty
@@ -61,6 +67,47 @@ impl Coordinator {
     /// This shard's coordinator if it has one (never creates it).
     pub fn existing(shard: &Rc<Shard>) -> Option<Rc<Coordinator>> {
         COORDINATOR.with(|slot| slot.get(shard))
+    }
+
+    /// Load offsets partition `partition` (committed offsets and stored
+    /// groups) if this process has not yet, restoring its groups. Every
+    /// group request passes here first ([`super::with_coordinator`]).
+    pub async fn load(&self, shard: &Rc<Shard>, partition: u32) -> Result<(), GroupError> {
+        let partitions = super::offsets_partitions(shard).await?;
+        let restored = self
+            .offsets
+            .ensure_loaded(shard, partition, partitions)
+            .await?;
+        if restored.is_empty() {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let mut groups = self.groups.borrow_mut();
+        for (id, v) in restored {
+            let (generation, members) = (v.generation, v.members.len());
+            groups
+                .entry(id.clone())
+                .or_insert_with(|| Group::restore(id.clone(), v, self.initial_delay, now));
+            info!(group = %id, generation, members, "kafka: group restored");
+        }
+        Ok(())
+    }
+
+    /// Load every offsets partition this shard owns, if the offsets topic
+    /// exists (ListGroups after a restart). A partition that cannot load is
+    /// logged and left out.
+    pub async fn load_owned(&self, shard: &Rc<Shard>) {
+        let Some(partitions) = shard.topics().get(OFFSETS_TOPIC).map(|m| m.partitions) else {
+            return;
+        };
+        for p in (0..partitions).filter(|p| shard.owns_partition(OFFSETS_TOPIC, *p)) {
+            if let Err(e) = self.load(shard, p).await {
+                warn!(
+                    partition = p,
+                    "kafka: {OFFSETS_TOPIC} partition not loaded: {e}"
+                );
+            }
+        }
     }
 
     /// (group id, protocol type, state) of every group with members or history here.
@@ -125,13 +172,36 @@ impl Coordinator {
         Ok(out)
     }
 
+    /// SyncGroup. The leader's assignment is stored durably (the group's
+    /// membership record) before any member receives it, so the generation
+    /// members go on with is the one a restart restores.
     pub async fn sync(
         &self,
+        shard: &Rc<Shard>,
+        partition: u32,
         group_id: &str,
         member: MemberRef<'_>,
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncOutcome, GroupError> {
+        let to_store = self.with_group(group_id, false, |g| {
+            Ok(g.leader_sync_snapshot(member, generation, &assignments, now_ms()))
+        })?;
+        if let Some(v) = to_store {
+            if let Err(e) = self
+                .offsets
+                .store_group(shard, partition, group_id, Some(&v))
+                .await
+            {
+                warn!(group = %group_id, generation, "kafka: group assignment not stored, the group rebalances: {e}");
+                let now = self.clock.now();
+                let _ = self.with_group(group_id, false, |g| {
+                    g.assignment_not_stored(generation, now);
+                    Ok(())
+                });
+                return Err(e);
+            }
+        }
         let step = self.with_group(group_id, false, |g| {
             g.sync(member, generation, assignments, self.clock.now())
         })?;
@@ -155,12 +225,13 @@ impl Coordinator {
     /// Remove members, each named by (member id, instance id); one result
     /// per member, in order.
     pub fn leave(
-        &self,
+        self: &Rc<Self>,
+        shard: &Rc<Shard>,
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Result<(), GroupError>> {
         let now = self.clock.now();
-        members
+        let results = members
             .iter()
             .map(|(id, instance)| {
                 let m = MemberRef {
@@ -169,7 +240,46 @@ impl Coordinator {
                 };
                 self.with_group(group_id, false, |g| g.leave(m, now))
             })
-            .collect()
+            .collect();
+        self.store_emptied(shard);
+        results
+    }
+
+    /// Store, in the background, the groups that became Empty (the last
+    /// member left or expired), so a restart does not bring their members
+    /// back. Each is stored as it is when its write starts, and only if it
+    /// is still Empty then.
+    fn store_emptied(self: &Rc<Self>, shard: &Rc<Shard>) {
+        let ids: Vec<String> = self
+            .groups
+            .borrow_mut()
+            .values_mut()
+            .filter(|g| g.empty_unstored)
+            .map(|g| {
+                g.empty_unstored = false;
+                g.id.clone()
+            })
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        let (c, shard) = (self.clone(), shard.clone());
+        glommio::spawn_local(async move {
+            let Some(partitions) = shard.topics().get(OFFSETS_TOPIC).map(|m| m.partitions) else {
+                return;
+            };
+            for id in ids {
+                let v = match c.groups.borrow().get(&id) {
+                    Some(g) if g.phase == Phase::Empty => g.snapshot(None, now_ms()),
+                    _ => continue,
+                };
+                let p = partition_of(&id, partitions);
+                if let Err(e) = c.offsets.store_group(&shard, p, &id, Some(&v)).await {
+                    warn!(group = %id, "kafka: empty group not stored (after a restart its members return until their sessions expire): {e}");
+                }
+            }
+        })
+        .detach();
     }
 
     pub async fn commit(
@@ -181,7 +291,6 @@ impl Coordinator {
         generation: i32,
         items: Vec<CommitItem>,
     ) -> Result<(), GroupError> {
-        self.offsets.ensure_loaded(shard, partition).await?;
         let check = {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
@@ -199,25 +308,23 @@ impl Coordinator {
         self.offsets.commit(shard, partition, group_id, items).await
     }
 
-    pub async fn fetch_offsets(
+    pub fn fetch_offsets(
         &self,
-        shard: &Rc<Shard>,
-        partition: u32,
         group_id: &str,
         wanted: Option<Vec<(String, Vec<i32>)>>,
-    ) -> Result<OffsetMap, GroupError> {
-        self.offsets.ensure_loaded(shard, partition).await?;
-        Ok(self.offsets.fetch(group_id, wanted.as_deref()))
+    ) -> OffsetMap {
+        self.offsets.fetch(group_id, wanted.as_deref())
     }
 
-    /// DeleteGroups: an empty group's state and committed offsets go.
+    /// DeleteGroups: an empty group's state and committed offsets go, as
+    /// in Kafka: a tombstone for each committed offset and one for the
+    /// group's membership record.
     pub async fn delete_group(
         &self,
         shard: &Rc<Shard>,
         partition: u32,
         group_id: &str,
     ) -> Result<(), GroupError> {
-        self.offsets.ensure_loaded(shard, partition).await?;
         {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
@@ -228,8 +335,12 @@ impl Coordinator {
                 _ => {}
             }
         }
+        let parts = self.offsets.partitions_of(group_id);
         self.offsets
-            .delete_group(shard, partition, group_id)
+            .delete_offsets(shard, partition, group_id, &parts)
+            .await?;
+        self.offsets
+            .store_group(shard, partition, group_id, None)
             .await?;
         // A member may have joined while the tombstone was written: then
         // the group stays (its offsets are gone, as they would be in Kafka
@@ -253,7 +364,6 @@ impl Coordinator {
         group_id: &str,
         parts: Vec<(String, i32)>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        self.offsets.ensure_loaded(shard, partition).await?;
         let subscribed: BTreeSet<String> = {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
@@ -309,5 +419,6 @@ async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
         shard.clock.sleep(TICK).await;
         let Some(c) = c.upgrade() else { return };
         c.tick(c.clock.now());
+        c.store_emptied(&shard);
     }
 }

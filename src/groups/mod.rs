@@ -1,26 +1,33 @@
 //! The group coordinator: consumer-group membership, rebalances, and
 //! committed offsets.
 //!
-//! Placement: committed offsets live in the internal topic
-//! `__consumer_offsets` (hidden from listings: `__` prefix). Group G belongs
-//! to partition `fnv1a(G) % partitions` of that topic, and G's coordinator
+//! Placement: committed offsets and group memberships live in the internal
+//! topic `__consumer_offsets` (hidden from listings: `__` prefix), in
+//! Kafka's record format ([`records`], docs/consumer-offsets.md). Group G
+//! belongs to partition `abs(javaHash(G)) % partitions` of that topic (Kafka's
+//! rule; the first encoding used `fnv1a(G)`, see [`legacy`]), and G's coordinator
 //! runs on the shard that owns that partition. So a group's membership state
 //! and its offset log sit on one core: a commit is a local append to a
 //! normal [`crate::storage::Log`] (group-committed fsync, same durability
 //! as acks=all), with no cross-shard hop. Connections on other shards
 //! forward group requests with [`crate::shard::Shard::call_on`].
 //!
-//! Durability: membership is in memory (clients rejoin after a restart, as
-//! with a Kafka coordinator failover); committed offsets are replayed from
-//! the offsets partition the first time its coordinator needs them after a
-//! start.
+//! Durability: committed offsets are durable before OffsetCommit answers; a
+//! group's membership (generation, protocol, leader, members, assignments)
+//! is durable before the leader's SyncGroup completes a rebalance, and is
+//! stored again when the group empties. Both are replayed from the offsets
+//! partition the first time its coordinator needs them after a start, so
+//! members carry on with their generation across a broker restart.
 //!
-//! Map: [`state`] is the per-group state machine (no I/O), [`offsets`] the
-//! committed-offset store, [`coordinator`] the per-shard coordinator that
-//! ties them to time and storage.
+//! Map: [`state`] is the per-group state machine (no I/O), [`records`] the
+//! Kafka record codec (no I/O), [`offsets`] the store over the offsets log,
+//! [`legacy`] the reader of the first encoding, [`coordinator`] the
+//! per-shard coordinator that ties them to time and storage.
 
 pub mod coordinator;
+pub mod legacy;
 pub mod offsets;
+pub mod records;
 pub mod state;
 pub mod subscription;
 
@@ -29,7 +36,6 @@ pub use state::MemberRef;
 
 use crate::metadata::INTERNAL_PREFIX;
 use crate::router::ops::{AdminError, AdminOp, OpError};
-use crate::router::placement::fnv1a;
 use crate::router::Location;
 use crate::shard::Shard;
 use crate::storage::{AppendError, ReadError, StorageError};
@@ -49,7 +55,7 @@ const _: () = assert!(OFFSETS_TOPIC.len() > INTERNAL_PREFIX.len());
 /// Why a group operation failed; mapped to Kafka codes in [`super::errors`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum GroupError {
-    #[error("invalid (empty) group id")]
+    #[error("invalid group id (empty, or longer than 32767 bytes)")]
     InvalidGroupId,
     #[error("unknown member id: rejoin the group")]
     UnknownMember,
@@ -207,10 +213,9 @@ pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
         ))
 }
 
-/// The offsets partition a group belongs to.
+/// The offsets partition a group belongs to (Kafka's rule).
 pub fn partition_of(group: &str, partitions: u32) -> u32 {
-    assert!(partitions > 0);
-    (fnv1a(group) % partitions as u64) as u32
+    records::kafka_partition_of(group, partitions)
 }
 
 /// Run `f` with the coordinator of `group`, on the shard that owns it.
@@ -224,7 +229,8 @@ where
     F: FnOnce(Rc<Shard>, Rc<Coordinator>, u32) -> Fut + Send + 'static,
     Fut: Future<Output = Result<T, GroupError>> + 'static,
 {
-    if group.is_empty() {
+    // A group id must fit the records' int16 length prefix.
+    if group.is_empty() || group.len() > records::STRING_LEN_MAX {
         return Err(GroupError::InvalidGroupId);
     }
     let n = offsets_partitions(shard).await?;
@@ -248,6 +254,7 @@ where
     shard
         .call_on(target, move |s: Rc<Shard>| async move {
             let c = Coordinator::get(&s);
+            c.load(&s, partition).await?;
             f(s, c, partition).await
         })
         .await

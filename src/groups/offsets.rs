@@ -1,20 +1,28 @@
-//! Committed offsets: an in-memory table per coordinator shard, backed by
-//! the `__consumer_offsets` partitions that shard owns.
+//! The coordinator's log: committed offsets and group membership, kept in
+//! memory per coordinator shard and backed by the `__consumer_offsets`
+//! partitions that shard owns, in Kafka's record format ([`super::records`],
+//! docs/consumer-offsets.md).
 //!
 //! A commit is one batch appended to the group's offsets partition (one
-//! record per committed partition, key = group id, value = a small JSON
-//! document) and waited on until durable; only then is the table updated,
-//! so OffsetFetch never shows an offset a crash could take back. Each entry
-//! remembers the log offset that wrote it, so concurrent commits settle in
-//! log order whatever order their fsync waits finish in.
+//! record per committed partition: key = (group, topic, partition), value =
+//! offset, leader epoch, metadata, commit time) and waited on until durable;
+//! only then is the table updated, so OffsetFetch never shows an offset a
+//! crash could take back. Each entry remembers the position of the record
+//! that wrote it, so concurrent commits settle in log order whatever order
+//! their fsync waits finish in. A group's membership is one record (key =
+//! group) written after each completed rebalance and when the group empties;
+//! deletions are records with no value (tombstones), as in Kafka.
 //!
 //! After a start, the table of an offsets partition is rebuilt by reading
 //! the partition from its start, the first time any of its groups needs it;
-//! requests for its groups wait for that.
+//! requests for its groups wait for that ([`super::with_coordinator`]).
+//! Offsets in shardlog's first encoding are read too ([`super::legacy`]).
 //!
 //! The log is never compacted: replay time grows with the number of commits
 //! since the partition's retention last deleted a segment.
 
+use super::legacy::{self, LegacyIndex};
+use super::records::{self, GroupValue, OffsetValue, RecordKey};
 use super::{Committed, GroupError, OffsetMap, Unavailable, OFFSETS_TOPIC};
 use crate::format::frame;
 use crate::format::{read_records, BatchBuilder, Compression, ProducerIds};
@@ -22,8 +30,7 @@ use crate::protocol::messages::Acks;
 use crate::router::ops::{OpError, ProducePart};
 use crate::shard::Shard;
 use crate::storage::now_ms;
-use bytes::BytesMut;
-use serde::{Deserialize, Serialize};
+use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
@@ -37,30 +44,24 @@ const REPLAY_READ_BYTES: usize = 1 << 20;
 const REPLAY_BATCH_BYTES_MAX: usize = 64 << 20;
 /// Committed partitions per group remembered; more are refused.
 pub const PARTITIONS_PER_GROUP_MAX: usize = 100_000;
-
-/// The value of one record in `__consumer_offsets`.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct CommitRecord {
-    /// Format version of this document.
-    pub v: u32,
-    pub group: String,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub leader_epoch: i32,
-    pub metadata: Option<String>,
-    pub commit_ms: i64,
-    /// OffsetDelete: this (group, topic, partition)'s committed offset is
-    /// gone from here on (`offset` is then -1). Absent in older records.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub deleted: bool,
-}
+/// Old-encoding offsets rewritten in Kafka's format along with one commit
+/// (the rest go with the group's next commits), so a commit's batch stays
+/// small.
+const LEGACY_REWRITE_PER_COMMIT_MAX: usize = 1_000;
 
 #[derive(Debug, Clone)]
 struct Entry {
     committed: Committed,
-    /// Offset in the offsets log of the record that wrote this entry.
-    log_offset: u64,
+    /// Where the record that wrote this entry sits: its offset in the
+    /// offsets log + 1, or 0 for an offset read in the old encoding (older
+    /// than every Kafka-format record).
+    seq: u64,
+}
+
+impl Entry {
+    fn is_legacy(&self) -> bool {
+        self.seq == 0
+    }
 }
 
 /// One offset to commit.
@@ -74,141 +75,162 @@ pub struct CommitItem {
 /// (topic, partition) -> entry, for one group.
 type GroupOffsets = HashMap<(String, i32), Entry>;
 
+/// One record of an offsets partition, as [`scan`] hands it out.
+pub struct ScanRecord {
+    pub offset: u64,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+}
+
+/// Lifecycle: one per coordinator (so per shard, on that shard's core),
+/// for the life of the process; an offsets partition's share is filled on
+/// its first use and kept up to date by every write after that.
 #[derive(Default)]
 pub struct OffsetStore {
     /// group -> its offsets.
     table: RefCell<HashMap<String, GroupOffsets>>,
+    /// Memberships replayed but not yet taken by the coordinator.
+    restored: RefCell<HashMap<String, GroupValue>>,
     loaded: RefCell<HashSet<u32>>,
     load_lock: futures::lock::Mutex<()>,
+    /// Old-encoding offsets in the partitions this shard owns.
+    pub(super) legacy: LegacyIndex,
 }
 
 impl OffsetStore {
-    fn apply(
-        &self,
-        group: &str,
-        topic: String,
-        partition: i32,
-        committed: Committed,
-        log_offset: u64,
-    ) {
+    fn apply(&self, group: &str, topic: String, partition: i32, committed: Committed, seq: u64) {
         let mut t = self.table.borrow_mut();
         let g = t.entry(group.to_string()).or_default();
         let key = (topic, partition);
-        if g.get(&key).is_some_and(|e| e.log_offset > log_offset) {
+        if g.get(&key).is_some_and(|e| e.seq > seq) {
             return; // a later commit already landed
         }
-        g.insert(
-            key,
-            Entry {
-                committed,
-                log_offset,
-            },
-        );
+        g.insert(key, Entry { committed, seq });
     }
 
-    /// Make sure the table holds everything offsets partition `partition` stores.
-    pub async fn ensure_loaded(&self, shard: &Rc<Shard>, partition: u32) -> Result<(), GroupError> {
+    /// Make sure the table holds everything offsets partition `partition`
+    /// (of `partitions`) stores. The first time, returns the memberships
+    /// found there (group -> its last stored membership), for the
+    /// coordinator to restore; afterwards, nothing.
+    pub async fn ensure_loaded(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        partitions: u32,
+    ) -> Result<Vec<(String, GroupValue)>, GroupError> {
         if self.loaded.borrow().contains(&partition) {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let _guard = self.load_lock.lock().await;
         if self.loaded.borrow().contains(&partition) {
-            return Ok(());
+            return Ok(Vec::new());
         }
+        let migrated = self.load_legacy(shard, partition, partitions).await?;
         let n = self.replay(shard, partition).await?;
-        if n > 0 {
-            info!(partition, records = n, "kafka: committed offsets replayed");
+        if n > 0 || migrated > 0 {
+            info!(
+                partition,
+                records = n,
+                old_encoding_offsets = migrated,
+                "kafka: committed offsets and groups replayed"
+            );
         }
         self.loaded.borrow_mut().insert(partition);
-        Ok(())
+        Ok(self.restored.borrow_mut().drain().collect())
+    }
+
+    /// Apply the old-encoding offsets of this partition's groups, wherever
+    /// (on whichever shard) they were stored. Returns how many.
+    async fn load_legacy(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        partitions: u32,
+    ) -> Result<usize, GroupError> {
+        let per_shard = futures::future::join_all((0..shard.shards()).map(|s| {
+            shard.call_on(s, move |sh: Rc<Shard>| async move {
+                let c = super::Coordinator::get(&sh);
+                c.offsets.legacy.take(&sh, partition, partitions).await
+            })
+        }))
+        .await;
+        let mut n = 0;
+        for got in per_shard {
+            let got = got.ok_or(GroupError::CoordinatorUnavailable(
+                Unavailable::ShuttingDown,
+            ))??;
+            for (group, offsets) in got {
+                for ((topic, p), committed) in offsets {
+                    n += 1;
+                    self.apply(&group, topic, p, committed, 0);
+                }
+            }
+        }
+        Ok(n)
     }
 
     async fn replay(&self, shard: &Rc<Shard>, partition: u32) -> Result<usize, GroupError> {
-        let log = shard
-            .partition(OFFSETS_TOPIC, partition)
-            .map_err(op_error)?;
-        let end = log.log_end_offset();
-        let mut at = log.log_start_offset();
         let mut records = 0;
-        while at < end {
-            let r = log
-                .read(at, REPLAY_READ_BYTES)
-                .await
-                .map_err(GroupError::Replay)?;
-            if r.frames.is_empty() {
-                break;
+        scan(shard, partition, |r| {
+            if legacy::is_legacy(r.key.as_ref()) {
+                return; // read by the legacy index
             }
-            for f in &r.frames {
-                let (h, recs) = match read_records(f, REPLAY_BATCH_BYTES_MAX) {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Storage validated the frame; only its records do not
-                        // decode. Losing the commits of one batch beats
-                        // refusing every group of the partition forever.
-                        let h = frame::parse_header(f).map_err(|e| {
-                            GroupError::CoordinatorUnavailable(Unavailable::UnreadableBatch {
-                                partition,
-                                cause: e,
-                            })
-                        })?;
-                        error!(
-                            partition,
-                            base_offset = h.base_offset,
-                            "kafka: skipping an undecodable batch of committed offsets: {e}"
-                        );
-                        at = at.max(h.last_offset() + 1);
-                        continue;
-                    }
-                };
-                for rec in recs {
-                    if rec.offset < at {
-                        continue;
-                    }
-                    let Some(value) = rec.value else {
-                        // A tombstone keyed by a group id: the group was
-                        // deleted (DeleteGroups); its earlier commits go.
-                        if let Some(group) =
-                            rec.key.as_deref().and_then(|k| std::str::from_utf8(k).ok())
-                        {
-                            self.forget(group, rec.offset);
-                        }
-                        continue;
-                    };
-                    match serde_json::from_slice::<CommitRecord>(&value) {
-                        Ok(c) if c.deleted => {
-                            records += 1;
-                            self.forget_one(&c.group, c.topic, c.partition, rec.offset);
-                        }
-                        Ok(c) => {
-                            records += 1;
-                            self.apply(
-                                &c.group,
-                                c.topic,
-                                c.partition,
-                                Committed {
-                                    offset: c.offset,
-                                    leader_epoch: c.leader_epoch,
-                                    metadata: c.metadata,
-                                },
-                                rec.offset,
-                            );
-                        }
-                        Err(e) => {
-                            warn!(
-                                partition,
-                                offset = rec.offset,
-                                "kafka: skipping an unreadable offset commit record: {e}"
-                            )
-                        }
-                    }
+            let Some(key) = r.key else {
+                warn!(
+                    partition,
+                    offset = r.offset,
+                    "kafka: skipping a record without a key in {OFFSETS_TOPIC}"
+                );
+                return;
+            };
+            let seq = r.offset + 1;
+            let key = records::decode_key(&key).expect("not legacy, so a Kafka key");
+            let result = match (key, r.value) {
+                (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition: p,
+                    },
+                    Some(v),
+                ) => records::decode_offset_value(&v).map(|v| {
+                    self.apply(&group, topic, p, committed_of(v), seq);
+                }),
+                (
+                    RecordKey::Offset {
+                        group,
+                        topic,
+                        partition: p,
+                    },
+                    None,
+                ) => {
+                    self.forget_one(&group, topic, p, seq);
+                    Ok(())
                 }
-                at = at.max(h.last_offset() + 1);
+                (RecordKey::Group { group }, Some(v)) => records::decode_group_value(&v).map(|v| {
+                    self.restored.borrow_mut().insert(group, v);
+                }),
+                (RecordKey::Group { group }, None) => {
+                    self.restored.borrow_mut().remove(&group);
+                    Ok(())
+                }
+            };
+            match result {
+                Ok(()) => records += 1,
+                Err(e) => warn!(
+                    partition,
+                    offset = r.offset,
+                    "kafka: skipping an unreadable {OFFSETS_TOPIC} record: {e}"
+                ),
             }
-        }
+        })
+        .await?;
         Ok(records)
     }
 
-    /// Append a commit durably, then apply it.
+    /// Append a commit durably, then apply it. Offsets of the group still
+    /// known only in the old encoding are rewritten in Kafka's format in
+    /// the same batch.
     pub async fn commit(
         &self,
         shard: &Rc<Shard>,
@@ -223,33 +245,79 @@ impl OffsetStore {
         if known + items.len() > PARTITIONS_PER_GROUP_MAX {
             return Err(GroupError::GroupFull);
         }
+        let mut all: Vec<CommitItem> = items
+            .into_iter()
+            .map(|mut it| {
+                // Kafka stores a null metadata as "" and answers "" for it.
+                it.committed.metadata = Some(it.committed.metadata.unwrap_or_default());
+                it
+            })
+            .collect();
+        all.extend(self.legacy_of(group, &all));
         let now = now_ms();
         let mut b = BatchBuilder::new();
-        for it in &items {
-            let rec = CommitRecord {
-                v: 1,
+        for it in &all {
+            let key = records::encode_key(&RecordKey::Offset {
                 group: group.to_string(),
                 topic: it.topic.clone(),
                 partition: it.partition,
+            });
+            let value = records::encode_offset_value(&OffsetValue {
                 offset: it.committed.offset,
                 leader_epoch: it.committed.leader_epoch,
-                metadata: it.committed.metadata.clone(),
-                commit_ms: now,
-                deleted: false,
-            };
-            let value = serde_json::to_vec(&rec).expect("a commit record serialises");
-            b.push(now, Some(group.as_bytes()), Some(&value), &[]);
+                metadata: it.committed.metadata.clone().unwrap_or_default(),
+                commit_timestamp_ms: now,
+                expire_timestamp_ms: -1,
+            });
+            b.push(now, Some(&key), Some(&value), &[]);
         }
         let outcome = append(shard, partition, b).await?;
-        for (i, it) in items.into_iter().enumerate() {
+        for (i, it) in all.into_iter().enumerate() {
             self.apply(
                 group,
                 it.topic,
                 it.partition,
                 it.committed,
-                outcome.base_offset + i as u64,
+                outcome.base_offset + i as u64 + 1,
             );
         }
+        Ok(())
+    }
+
+    /// The group's offsets still known only in the old encoding (up to a
+    /// bound), other than those `items` commits anew.
+    fn legacy_of(&self, group: &str, items: &[CommitItem]) -> Vec<CommitItem> {
+        let t = self.table.borrow();
+        let Some(g) = t.get(group) else {
+            return Vec::new();
+        };
+        g.iter()
+            .filter(|(_, e)| e.is_legacy())
+            .filter(|((topic, p), _)| !items.iter().any(|i| &i.topic == topic && i.partition == *p))
+            .take(LEGACY_REWRITE_PER_COMMIT_MAX)
+            .map(|((topic, p), e)| CommitItem {
+                topic: topic.clone(),
+                partition: *p,
+                committed: e.committed.clone(),
+            })
+            .collect()
+    }
+
+    /// Store a group's membership durably (key = group; `None`: a tombstone).
+    pub async fn store_group(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+        value: Option<&GroupValue>,
+    ) -> Result<(), GroupError> {
+        let key = records::encode_key(&RecordKey::Group {
+            group: group.to_string(),
+        });
+        let value = value.map(records::encode_group_value);
+        let mut b = BatchBuilder::new();
+        b.push(now_ms(), Some(&key), value.as_deref(), &[]);
+        append(shard, partition, b).await?;
         Ok(())
     }
 
@@ -261,12 +329,12 @@ impl OffsetStore {
             .is_some_and(|g| !g.is_empty())
     }
 
-    /// Drop one committed offset of `group` if written before `log_offset`.
-    fn forget_one(&self, group: &str, topic: String, partition: i32, log_offset: u64) {
+    /// Drop one committed offset of `group` if written before `seq`.
+    fn forget_one(&self, group: &str, topic: String, partition: i32, seq: u64) {
         let mut t = self.table.borrow_mut();
         if let Some(g) = t.get_mut(group) {
             let key = (topic, partition);
-            if g.get(&key).is_some_and(|e| e.log_offset < log_offset) {
+            if g.get(&key).is_some_and(|e| e.seq < seq) {
                 g.remove(&key);
             }
             if g.is_empty() {
@@ -275,9 +343,9 @@ impl OffsetStore {
         }
     }
 
-    /// OffsetDelete: remove these committed offsets of `group`, durably
-    /// (one record per partition marked `deleted`, which replay honours).
-    /// Partitions with no committed offset need no record.
+    /// Remove these committed offsets of `group` durably: one tombstone per
+    /// partition (OffsetDelete; DeleteGroups for all of them). Partitions
+    /// with no committed offset need none.
     pub async fn delete_offsets(
         &self,
         shard: &Rc<Shard>,
@@ -299,54 +367,27 @@ impl OffsetStore {
         let now = now_ms();
         let mut b = BatchBuilder::new();
         for (topic, p) in &present {
-            let rec = CommitRecord {
-                v: 1,
+            let key = records::encode_key(&RecordKey::Offset {
                 group: group.to_string(),
                 topic: topic.clone(),
                 partition: *p,
-                offset: -1,
-                leader_epoch: -1,
-                metadata: None,
-                commit_ms: now,
-                deleted: true,
-            };
-            let value = serde_json::to_vec(&rec).expect("a commit record serialises");
-            b.push(now, Some(group.as_bytes()), Some(&value), &[]);
+            });
+            b.push(now, Some(&key), None, &[]);
         }
         let outcome = append(shard, partition, b).await?;
         for (i, (topic, p)) in present.into_iter().enumerate() {
-            self.forget_one(group, topic.clone(), *p, outcome.base_offset + i as u64);
+            self.forget_one(group, topic.clone(), *p, outcome.base_offset + i as u64 + 1);
         }
         Ok(())
     }
 
-    /// Drop `group`'s commits written before `log_offset`.
-    fn forget(&self, group: &str, log_offset: u64) {
-        let mut t = self.table.borrow_mut();
-        if let Some(g) = t.get_mut(group) {
-            g.retain(|_, e| e.log_offset > log_offset);
-            if g.is_empty() {
-                t.remove(group);
-            }
-        }
-    }
-
-    /// Delete every committed offset of `group`, durably: a tombstone (key
-    /// = group id, no value) in its offsets partition, which replay honours.
-    pub async fn delete_group(
-        &self,
-        shard: &Rc<Shard>,
-        partition: u32,
-        group: &str,
-    ) -> Result<(), GroupError> {
-        if !self.has_group(group) {
-            return Ok(());
-        }
-        let mut b = BatchBuilder::new();
-        b.push(now_ms(), Some(group.as_bytes()), None, &[]);
-        let outcome = append(shard, partition, b).await?;
-        self.forget(group, outcome.base_offset);
-        Ok(())
+    /// Every (topic, partition) of `group` with a committed offset.
+    pub fn partitions_of(&self, group: &str) -> Vec<(String, i32)> {
+        self.table
+            .borrow()
+            .get(group)
+            .map(|g| g.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Committed offsets of a group: every one, or those of `wanted`.
@@ -376,6 +417,71 @@ impl OffsetStore {
         }
         out
     }
+}
+
+fn committed_of(v: OffsetValue) -> Committed {
+    Committed {
+        offset: v.offset,
+        leader_epoch: v.leader_epoch,
+        metadata: Some(v.metadata),
+    }
+}
+
+/// Read offsets partition `partition` from its start to its end, handing
+/// every record to `f` in log order. A batch whose records do not decode is
+/// skipped with an error logged: losing the commits of one batch beats
+/// refusing every group of the partition forever.
+pub async fn scan(
+    shard: &Rc<Shard>,
+    partition: u32,
+    mut f: impl FnMut(ScanRecord),
+) -> Result<(), GroupError> {
+    let log = shard
+        .partition(OFFSETS_TOPIC, partition)
+        .map_err(op_error)?;
+    let end = log.log_end_offset();
+    let mut at = log.log_start_offset();
+    while at < end {
+        let r = log
+            .read(at, REPLAY_READ_BYTES)
+            .await
+            .map_err(GroupError::Replay)?;
+        if r.frames.is_empty() {
+            break;
+        }
+        for fr in &r.frames {
+            let (h, recs) = match read_records(fr, REPLAY_BATCH_BYTES_MAX) {
+                Ok(x) => x,
+                Err(e) => {
+                    let h = frame::parse_header(fr).map_err(|e| {
+                        GroupError::CoordinatorUnavailable(Unavailable::UnreadableBatch {
+                            partition,
+                            cause: e,
+                        })
+                    })?;
+                    error!(
+                        partition,
+                        base_offset = h.base_offset,
+                        "kafka: skipping an undecodable batch of {OFFSETS_TOPIC}: {e}"
+                    );
+                    at = at.max(h.last_offset() + 1);
+                    continue;
+                }
+            };
+            for rec in recs {
+                if rec.offset < at {
+                    continue;
+                }
+                f(ScanRecord {
+                    offset: rec.offset,
+                    key: rec.key,
+                    value: rec.value,
+                });
+            }
+            at = at.max(h.last_offset() + 1);
+        }
+    }
+    Ok(())
 }
 
 /// Append one batch to an offsets partition and wait until it is durable.

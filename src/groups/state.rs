@@ -36,6 +36,7 @@
 //!   without a rebalance when the group is stable; the old id is fenced
 //!   (FENCED_INSTANCE_ID on anything it sends).
 
+use super::records::{GroupValue, MemberValue};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, MemberView, SyncOutcome};
 use bytes::Bytes;
 use futures::channel::oneshot;
@@ -50,6 +51,19 @@ pub const SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
 pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
 /// Members per group, so one group cannot take the coordinator's memory.
 pub const MEMBERS_MAX: usize = 10_000;
+/// Characters of the client or instance id that start a member id.
+const MEMBER_ID_PREFIX_CHARS_MAX: usize = 200;
+
+/// Whether the strings a JoinGroup brings fit the group's stored record
+/// (int16 length prefixes); a longer protocol type or name, or instance
+/// id, is refused as an inconsistent protocol.
+fn storable(p: &JoinParams) -> bool {
+    let max = super::records::STRING_LEN_MAX;
+    p.protocol_type.len() <= max
+        && p.protocols.iter().all(|(n, _)| n.len() <= max)
+        && p.instance_id.as_ref().is_none_or(|i| i.len() <= max)
+        && p.client_id.len() <= max
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
@@ -155,7 +169,8 @@ struct InitialDelay {
 }
 
 /// One group. Lifecycle: created by the coordinator on the first JoinGroup
-/// naming it, lives (possibly Empty) until DeleteGroups; owned by the
+/// naming it, or restored from its stored membership after a restart
+/// ([`Group::restore`]); lives (possibly Empty) until DeleteGroups; owned by the
 /// coordinator of its shard, on that shard's core only.
 pub struct Group {
     pub id: String,
@@ -172,6 +187,9 @@ pub struct Group {
     initial_delay: Duration,
     delayed: Option<InitialDelay>,
     next_seq: u64,
+    /// The group emptied (a new generation with no members) and that has
+    /// not been stored yet; the coordinator stores it and clears this.
+    pub empty_unstored: bool,
 }
 
 impl Group {
@@ -189,6 +207,128 @@ impl Group {
             initial_delay,
             delayed: None,
             next_seq: 0,
+            empty_unstored: false,
+        }
+    }
+
+    /// A group as it was last stored (after a restart): Stable with the
+    /// stored generation, protocol, leader, members and assignments when it
+    /// had members, else Empty. Every member's session starts afresh at
+    /// `now`, so members that are still alive keep heartbeating and
+    /// committing with their generation, without a rebalance; the others
+    /// expire after their session timeout, as in Kafka.
+    pub fn restore(id: String, v: GroupValue, initial_delay: Duration, now: Instant) -> Self {
+        let mut g = Group::new(id, initial_delay);
+        g.generation = v.generation;
+        g.protocol_type = Some(v.protocol_type);
+        let protocol = match v.protocol {
+            Some(p) if !v.members.is_empty() => p,
+            _ => return g,
+        };
+        // The leader keeps the most seniority; the rest keep their order.
+        let mut members = v.members;
+        members.sort_by_key(|m| Some(&m.member_id) != v.leader.as_ref());
+        for mv in members {
+            let seq = g.next_seq;
+            g.next_seq += 1;
+            if let Some(instance) = &mv.group_instance_id {
+                g.statics.insert(instance.clone(), mv.member_id.clone());
+            }
+            let m = Member {
+                id: mv.member_id.clone(),
+                instance_id: mv.group_instance_id,
+                client_id: mv.client_id,
+                session_timeout: Duration::from_millis(mv.session_timeout_ms.max(0) as u64),
+                rebalance_timeout: Duration::from_millis(mv.rebalance_timeout_ms.max(0) as u64),
+                protocol_type: g.protocol_type.clone().unwrap_or_default(),
+                // Only the chosen protocol's metadata is stored (as in
+                // Kafka): a member rejoining with more is a change.
+                protocols: vec![(protocol.clone(), mv.subscription)],
+                assignment: mv.assignment,
+                last_seen: now,
+                seq,
+                join_waiter: None,
+                sync_waiter: None,
+            };
+            g.members.insert(mv.member_id, m);
+        }
+        g.leader = v.leader.filter(|l| g.members.contains_key(l));
+        if g.leader.is_none() {
+            g.leader = g
+                .members
+                .values()
+                .min_by_key(|m| m.seq)
+                .map(|m| m.id.clone());
+        }
+        g.protocol = Some(protocol);
+        g.phase = Phase::Stable;
+        g
+    }
+
+    /// The group as Kafka stores it (group metadata value), with each
+    /// member's assignment from `assignments` when given (the leader's
+    /// SyncGroup, before it is applied), else its current one.
+    pub fn snapshot(&self, assignments: Option<&[(String, Bytes)]>, now_ms: i64) -> GroupValue {
+        let protocol = self.protocol.clone();
+        GroupValue {
+            protocol_type: self.protocol_type.clone().unwrap_or_default(),
+            generation: self.generation,
+            leader: self.leader.clone(),
+            current_state_timestamp_ms: now_ms,
+            members: self
+                .members
+                .values()
+                .map(|m| MemberValue {
+                    member_id: m.id.clone(),
+                    group_instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: String::new(),
+                    rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128)
+                        as i32,
+                    session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                    subscription: m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| Some(n) == protocol.as_ref())
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default(),
+                    assignment: match assignments {
+                        Some(a) => a
+                            .iter()
+                            .find(|(id, _)| *id == m.id)
+                            .map(|(_, b)| b.clone())
+                            .unwrap_or_default(),
+                        None => m.assignment.clone(),
+                    },
+                })
+                .collect(),
+            protocol,
+        }
+    }
+
+    /// If this SyncGroup is the leader's and will complete the rebalance,
+    /// the group as it will then be, to store before it is applied (Kafka
+    /// stores the assignment before anyone receives it). None otherwise:
+    /// [`Group::sync`] answers those.
+    pub fn leader_sync_snapshot(
+        &self,
+        member: MemberRef<'_>,
+        generation: i32,
+        assignments: &[(String, Bytes)],
+        now_ms: i64,
+    ) -> Option<GroupValue> {
+        let completes = self.validate_member(member).is_ok()
+            && generation == self.generation
+            && self.phase == Phase::CompletingRebalance
+            && self.leader.as_deref() == Some(member.member_id);
+        completes.then(|| self.snapshot(Some(assignments), now_ms))
+    }
+
+    /// The leader's assignment of `generation` could not be stored: if the
+    /// group still awaits it, everyone rejoins (Kafka's rule).
+    pub fn assignment_not_stored(&mut self, generation: i32, now: Instant) {
+        if self.phase == Phase::CompletingRebalance && self.generation == generation {
+            self.prepare_rebalance(now);
         }
     }
 
@@ -235,7 +375,14 @@ impl Group {
     }
 
     fn new_member_id(p: &JoinParams) -> String {
-        let prefix = p.instance_id.as_deref().unwrap_or(&p.client_id);
+        // Bounded, so a member id always fits the stored record's string.
+        let prefix: String = p
+            .instance_id
+            .as_deref()
+            .unwrap_or(&p.client_id)
+            .chars()
+            .take(MEMBER_ID_PREFIX_CHARS_MAX)
+            .collect();
         format!("{prefix}-{:032x}", rand::random::<u128>())
     }
 
@@ -243,7 +390,7 @@ impl Group {
         if !(SESSION_TIMEOUT_MS_MIN..=SESSION_TIMEOUT_MS_MAX).contains(&p.session_timeout_ms) {
             return Err(GroupError::InvalidSessionTimeout);
         }
-        if !self.supports(&p) {
+        if !self.supports(&p) || !storable(&p) {
             return Err(GroupError::InconsistentProtocol);
         }
         if p.member_id.is_empty() {
@@ -677,6 +824,7 @@ impl Group {
         self.delayed = None;
         if self.members.is_empty() {
             self.phase = Phase::Empty;
+            self.empty_unstored = true;
             self.protocol = None;
             self.leader = None;
             return;

@@ -24,8 +24,8 @@ pub async fn handle(ctx: &Ctx, req: LeaveGroupRequest) -> LeaveGroupResponse {
     };
     let gid = group_id.clone();
     let asked = ids.clone();
-    let result = groups::with_coordinator(&ctx.shard, &group_id, move |_, c, _| async move {
-        Ok(c.leave(&gid, &asked))
+    let result = groups::with_coordinator(&ctx.shard, &group_id, move |s, c, _| async move {
+        Ok(c.leave(&s, &gid, &asked))
     })
     .await;
     match result {

@@ -1,7 +1,7 @@
 //! ListGroups (v0-5): every group any shard coordinates, with its state
 //! (v4+ filters by state, v5+ by type; all groups here are "classic").
-//! Groups known only from committed offsets appear once their offsets
-//! partition has been loaded (after a restart: on first use).
+//! Groups stored in `__consumer_offsets` appear after a restart too: each
+//! shard loads the offsets partitions it owns first.
 
 use super::{errors, str_bytes, Ctx};
 use crate::groups::Coordinator;
@@ -13,9 +13,11 @@ use std::rc::Rc;
 pub async fn handle(ctx: &Ctx, req: ListGroupsRequest) -> ListGroupsResponse {
     let per_shard = futures::future::join_all((0..ctx.shard.shards()).map(|s| {
         ctx.shard.call_on(s, |sh: Rc<Shard>| async move {
-            Coordinator::existing(&sh)
-                .map(|c| c.list())
-                .unwrap_or_default()
+            // After a restart, groups are known once their offsets
+            // partitions are loaded: load this shard's.
+            let c = Coordinator::get(&sh);
+            c.load_owned(&sh).await;
+            c.list()
         })
     }))
     .await;

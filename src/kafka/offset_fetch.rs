@@ -24,8 +24,8 @@ struct Answer {
 async fn answer(ctx: &Ctx, (group, topics): Wanted) -> Answer {
     let gid = group.clone();
     let wanted = topics.clone();
-    let result = groups::with_coordinator(&ctx.shard, &group, move |s, c, p| async move {
-        c.fetch_offsets(&s, p, &gid, wanted).await
+    let result = groups::with_coordinator(&ctx.shard, &group, move |_, c, _| async move {
+        Ok(c.fetch_offsets(&gid, wanted))
     })
     .await;
     let found: OffsetMap = match result {

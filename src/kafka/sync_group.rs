@@ -17,12 +17,12 @@ pub async fn handle(ctx: &Ctx, req: SyncGroupRequest) -> SyncGroupResponse {
         .collect();
     let gid = group_id.clone();
     let instance = req.group_instance_id.as_ref().map(|s| s.to_string());
-    let result = groups::with_coordinator(&ctx.shard, &group_id, move |_, c, _| async move {
+    let result = groups::with_coordinator(&ctx.shard, &group_id, move |s, c, p| async move {
         let member = MemberRef {
             member_id: &member_id,
             instance_id: instance.as_deref(),
         };
-        c.sync(&gid, member, generation, assignments).await
+        c.sync(&s, p, &gid, member, generation, assignments).await
     })
     .await;
     // v5+: Kafka checks the protocol type and name the member believes in.

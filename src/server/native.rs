@@ -519,8 +519,8 @@ async fn offset_fetch(shard: &Rc<Shard>, req: OffsetFetchRequest) -> OffsetsResp
         .map(|(t, ps)| (t.clone(), ps.iter().map(|p| *p as i32).collect()))
         .collect();
     let group = req.group.clone();
-    let result = groups::with_coordinator(shard, &req.group, move |s, c, partition| async move {
-        c.fetch_offsets(&s, partition, &group, Some(wanted)).await
+    let result = groups::with_coordinator(shard, &req.group, move |_, c, _| async move {
+        Ok(c.fetch_offsets(&group, Some(wanted)))
     })
     .await;
     OffsetsResponse {

@@ -203,6 +203,14 @@ impl Shard {
         }
     }
 
+    /// Whether this shard serves `topic`'s `partition` (false for an
+    /// unknown topic, or a partition on another shard or broker).
+    pub fn owns_partition(&self, topic: &str, partition: u32) -> bool {
+        self.topics()
+            .get(topic)
+            .is_some_and(|m| self.owns(m, partition))
+    }
+
     fn owns(&self, meta: &crate::metadata::TopicMeta, partition: u32) -> bool {
         self.locate(meta, partition) == Location::Here(self.id)
     }

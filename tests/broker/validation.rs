@@ -343,21 +343,7 @@ fn filled(b: &BrokerProc, topic: &str) {
 
 /// The broker's log, without ANSI colour codes (tracing colours field names).
 fn plain_log(b: &BrokerProc) -> String {
-    let raw = b.stderr();
-    let mut out = String::with_capacity(raw.len());
-    let mut chars = raw.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
+    b.plain_log()
 }
 
 /// Partition 0 refuses produce and fetch (offline); partition 1 serves.

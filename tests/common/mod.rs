@@ -157,6 +157,25 @@ impl BrokerProc {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The broker's log without ANSI colour codes (tracing colours field names).
+    pub fn plain_log(&self) -> String {
+        let raw = self.stderr();
+        let mut out = String::with_capacity(raw.len());
+        let mut chars = raw.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// SIGKILL: no flush, no sync, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

@@ -12,14 +12,16 @@
 # client must follow partition leaders and group coordinators.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go
-# to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17).
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,aiokafka_restarts
+# to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17;
+# aiokafka_restarts.py: a group across broker restarts, only when this script
+# starts its own single broker; RESTARTS=10 for the issue's 10, default 3).
 # Prints one line per client and ends with "N passed, M failed".
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,aiokafka_restarts}
 addr=${1:-}
 cluster=
 if [ "$addr" = "--cluster" ]; then
@@ -124,6 +126,10 @@ run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
 run sarama "$clients_dir/go/sarama_client" "$addr"
 run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
+# Restarts its own broker (this build's binary): RESTARTS=10 for the issue's target.
+if [ -n "${bin:-}" ] && [ -z "$cluster" ]; then
+  run aiokafka_restarts "$clients_dir/venv/bin/python" "$here/aiokafka_restarts.py" "$bin"
+fi
 
 if [ -n "$tmp" ] && ls "$tmp"/*.log >/dev/null 2>&1; then
   # Strip colours, keep a copy, and list (client id, API, version) once each.
