@@ -611,19 +611,7 @@ fn a_data_directory_is_served_only_in_the_mode_that_made_it() {
     drop(single);
     // A cluster node's directory does not start alone.
     let (mut node, cdir) = start_node(1, &rpc, &voters);
-    let started = Instant::now();
-    while !node
-        .cli(&["topic", "create", "clustered", "--partitions", "1"], None)
-        .status
-        .success()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{}",
-            node.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    create_once_elected(&node, "clustered");
     node.stop();
     let why = refused(cdir.path(), &[]);
     assert!(why.contains("cluster node"), "{why}");
@@ -668,19 +656,7 @@ fn a_controller_that_lost_its_state_cannot_make_a_broker_delete_its_topics() {
     let rpc = format!("127.0.0.1:{}", rpc_port());
     let voters = format!("1@{rpc}");
     let (mut node, dir) = start_node(1, &rpc, &voters);
-    let started = Instant::now();
-    while !node
-        .cli(&["topic", "create", "precious", "--partitions", "1"], None)
-        .status
-        .success()
-    {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "{}",
-            node.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    create_once_elected(&node, "precious");
     common::ok(node.cli(&["produce", "precious"], Some(b"x\ny\n")));
     node.stop();
     // The only voter loses its controller state: it starts a new cluster.
@@ -870,6 +846,24 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         ));
         let rounds = out.lines().filter(|l| l.starts_with("round-")).count();
         assert_eq!(rounds, produced[i], "node {}'s partition: {out}", i + 1);
+    }
+}
+
+/// Create a one-partition topic through a one-voter cluster's `node`,
+/// retried until its controller has elected itself (up to 20 s).
+fn create_once_elected(node: &BrokerProc, name: &str) {
+    let started = Instant::now();
+    while !node
+        .cli(&["topic", "create", name, "--partitions", "1"], None)
+        .status
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{}",
+            node.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
     }
 }
 
