@@ -563,26 +563,12 @@ fn topic_changes_through_any_node_reach_every_node_and_its_files() {
 
 #[test]
 fn a_data_directory_is_served_only_in_the_mode_that_made_it() {
-    // Run `shardlog serve` on `dir` with `extra` flags; it must exit (not
-    // become ready) within 30 s. Returns its stderr.
+    // `shardlog serve` on `dir` with `extra` flags must exit with an
+    // error, not become ready. Returns its stderr.
     let refused = |dir: &std::path::Path, extra: &[&str]| -> String {
-        let out = std::process::Command::new(bin())
-            .args(["serve", "--data-dir"])
-            .arg(dir)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--kafka-listen",
-                "127.0.0.1:0",
-                "--no-pin",
-            ])
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "started: {out:?}");
-        String::from_utf8_lossy(&out.stderr).to_string()
+        let (code, err) = common::serve_expecting_exit(dir, extra);
+        assert!(code.is_some_and(|c| c != 0), "exit {code:?}: {err}");
+        err
     };
     // A single broker's topics are not handed to a cluster that would
     // delete them; alone again, the broker still has them.

@@ -8,8 +8,7 @@ mod common;
 
 use common::{bin, ok, BrokerProc};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
 fn table_path(dir: &Path) -> PathBuf {
     dir.join("meta").join("topics.json")
@@ -46,48 +45,6 @@ fn consume(b: &BrokerProc, topic: &str) -> Vec<String> {
     v
 }
 
-/// Run `shardlog serve` on `dir` expecting it to exit on its own (within
-/// 30 s): its exit code and stderr. A broker that starts serving instead is
-/// killed, and the exit code is None.
-fn serve_expecting_exit(dir: &Path) -> (Option<i32>, String) {
-    let mut child = Command::new(bin())
-        .args(["serve", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--kafka-listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let code = loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            break st.code();
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let mut err = String::new();
-    use std::io::Read;
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (code, err)
-}
-
 fn recover_metadata(dir: &Path, extra: &[&str]) -> Output {
     Command::new(bin())
         .args(["recover-metadata", "--data-dir"])
@@ -106,7 +63,7 @@ fn a_lost_topic_table_with_partition_dirs_stops_the_broker_with_the_recovery_com
     let dir = b.data_dir.clone();
 
     std::fs::remove_file(table_path(&dir)).unwrap();
-    let (code, err) = serve_expecting_exit(&dir);
+    let (code, err) = common::serve_expecting_exit(&dir, &[]);
     assert_eq!(
         code,
         Some(1),
@@ -128,7 +85,7 @@ fn a_lost_topic_table_with_partition_dirs_stops_the_broker_with_the_recovery_com
 
     // An unreadable table: the same refusal, saying why.
     std::fs::write(table_path(&dir), b"{\"version\": 3, \"topi").unwrap();
-    let (code, err) = serve_expecting_exit(&dir);
+    let (code, err) = common::serve_expecting_exit(&dir, &[]);
     assert_eq!(code, Some(1), "stderr:\n{err}");
     assert!(
         err.contains("unreadable") && err.contains("recover-metadata"),
@@ -150,7 +107,7 @@ fn recover_metadata_rebuilds_the_table_and_the_data_is_served_again() {
     let (orders_id, events_id) = (topic_id(&dir, "orders"), topic_id(&dir, "events"));
 
     std::fs::remove_file(table_path(&dir)).unwrap();
-    let (code, err) = serve_expecting_exit(&dir);
+    let (code, err) = common::serve_expecting_exit(&dir, &[]);
     assert_eq!(code, Some(1), "no start without the table: {err}");
     let out = recover_metadata(&dir, &[]);
     let text = ok(out);

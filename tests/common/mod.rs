@@ -335,3 +335,46 @@ impl DefaultPortsLock {
         }
     }
 }
+
+/// Run `shardlog serve` on `dir` expecting it to exit on its own (within
+/// 30 s): its exit code and stderr. A broker that starts serving instead is
+/// killed, and the exit code is None. `extra`: more flags.
+pub fn serve_expecting_exit(dir: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(bin())
+        .args(["serve", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
+            "--shards",
+            "2",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (code, err)
+}
