@@ -22,9 +22,10 @@ impl Shard {
         key: impl Fn(&T) -> (&str, u32),
     ) -> BTreeMap<usize, Vec<T>> {
         let mut groups: BTreeMap<usize, Vec<T>> = BTreeMap::new();
+        let topics = self.topics();
         for it in items {
             let (t, p) = key(&it);
-            let owner = self.serving_shard(t, p);
+            let owner = self.serving_shard_in(&topics, t, p);
             groups.entry(owner).or_default().push(it);
         }
         groups

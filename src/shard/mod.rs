@@ -196,7 +196,13 @@ impl Shard {
     /// or (for a partition led elsewhere, or an unknown topic) this shard,
     /// which answers with the error at once instead of routing it.
     pub fn serving_shard(&self, topic: &str, partition: u32) -> usize {
-        match self.topics().get(topic).map(|m| self.locate(m, partition)) {
+        self.serving_shard_in(&self.topics(), topic, partition)
+    }
+
+    /// [`Self::serving_shard`] against a table the caller holds (one
+    /// lookup of the shard's table for a whole request's partitions).
+    pub fn serving_shard_in(&self, topics: &SharedTopics, topic: &str, partition: u32) -> usize {
+        match topics.get(topic).map(|m| self.locate(m, partition)) {
             Some(Location::Here(s)) => s,
             Some(Location::Elsewhere { .. }) => self.id,
             None => shard_of(topic, partition, self.shards()),
