@@ -104,7 +104,19 @@ impl BatchBuilder {
 
     /// Seal the batch into a frame and reset the builder.
     pub fn finish(&mut self, codec: Compression, ids: ProducerIds) -> Bytes {
+        self.finish_with_attributes(codec, ids, 0)
+    }
+
+    /// Seal the batch with extra attribute bits (under the Kafka CRC), such
+    /// as [`attr::CONTROL`] for a control batch.
+    pub fn finish_with_attributes(
+        &mut self,
+        codec: Compression,
+        ids: ProducerIds,
+        extra: i16,
+    ) -> Bytes {
         assert!(self.count > 0, "finish on an empty batch");
+        assert_eq!(extra & attr::CODEC_MASK, 0, "the codec is set by `codec`");
         let payload: &[u8] = if codec == Compression::None {
             &self.records
         } else {
@@ -126,7 +138,7 @@ impl BatchBuilder {
             base_sequence: ids.base_sequence,
             record_count: self.count,
             producer_epoch: ids.producer_epoch,
-            attributes: codec.id() as i16 & attr::CODEC_MASK,
+            attributes: (codec.id() as i16 & attr::CODEC_MASK) | extra,
         };
         h.crc = batch_crc(&h, payload);
         let mut out = BytesMut::with_capacity(HEADER_LEN + payload.len());

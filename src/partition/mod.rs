@@ -48,6 +48,10 @@ pub struct FetchOutcome {
 pub struct Partition<D: Disk> {
     log: Rc<Log<D>>,
     leader_epoch: Cell<i32>,
+    /// For a replicated partition, the end of what its Raft group has
+    /// committed and this replica applied (set by `replica::group`); None
+    /// for a partition with one replica, whose disk decides.
+    replicated_high_watermark: Cell<Option<u64>>,
 }
 
 impl<D: Disk> Partition<D> {
@@ -55,6 +59,7 @@ impl<D: Disk> Partition<D> {
         Rc::new(Partition {
             log,
             leader_epoch: Cell::new(SINGLE_NODE_LEADER_EPOCH),
+            replicated_high_watermark: Cell::new(None),
         })
     }
 
@@ -125,9 +130,46 @@ impl<D: Disk> Partition<D> {
         self.leader_epoch.set(epoch);
     }
 
-    /// Consumers read below this. Today: the durable offset.
+    /// Consumers read below this: the durable offset with one replica; the
+    /// committed (and locally durable) end with several.
     pub fn high_watermark(&self) -> u64 {
-        self.log.durable_offset()
+        let durable = self.log.durable_offset();
+        match self.replicated_high_watermark.get() {
+            Some(hw) => hw.min(durable),
+            None => durable,
+        }
+    }
+
+    /// A replicated partition's group committed and applied up to `offset`.
+    /// It never goes down while this replica lives.
+    pub fn set_replicated_high_watermark(&self, offset: u64) {
+        if let Some(old) = self.replicated_high_watermark.get() {
+            assert!(offset >= old, "high watermark went down: {old} -> {offset}");
+        }
+        self.replicated_high_watermark.set(Some(offset));
+    }
+
+    /// Append frames whose offsets and epochs are already stamped, as a
+    /// replica of a Raft group does (see `replica::entry`).
+    pub fn append_at(&self, frames: Vec<BytesMut>) -> Result<AppendOutcome, AppendError> {
+        self.log.append_at(frames)
+    }
+
+    /// Remove every batch from `offset` on (a divergent Raft suffix),
+    /// durably; returns the new log end.
+    pub async fn truncate_suffix(&self, offset: u64) -> Result<u64, StorageError> {
+        self.log.truncate_suffix(offset).await
+    }
+
+    /// Read whole frames from `offset` up to the log end, visible or not:
+    /// for replication and recovery, never for consumers.
+    pub async fn read_unreplicated(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+    ) -> Result<Vec<Bytes>, ReadError> {
+        let end = self.log.next_offset();
+        Ok(self.log.read(offset, max_bytes, end).await?.frames)
     }
 
     /// Read-committed consumers read below this. Without transactions it

@@ -2,30 +2,33 @@
 //! the vote, the commit index, the log's first index with the term before
 //! it (what retention compacted away), and the group's configuration.
 //!
-//! One small file per partition directory, `raft.state`, replaced
-//! atomically and durably (`metadata::durable`: temporary file, fsync,
-//! rename, directory fsync). Raft's promises need the term and vote on disk
-//! before a vote or an append is answered; the commit index may lag (it is
-//! learnt again from the leader), so the driver saves it with the next
-//! term or vote change, or when it advances the log start.
+//! Two small files per partition directory, `raft.state.0` and
+//! `raft.state.1`, written alternately through the storage seam
+//! ([`Disk`], so the simulated disk can crash them) and synced: a save
+//! overwrites the older slot, so a crash that tears it leaves the other,
+//! and a load takes the valid slot with the higher sequence number (the
+//! superblock scheme of TigerBeetle, without a rename that the seam does
+//! not offer). Raft's promises need the term and vote on disk before a
+//! vote or an append is answered; the commit index may lag (it is learnt
+//! again from the leader).
 //!
-//! Layout (all integers little-endian):
+//! Layout of each slot (all integers little-endian):
 //! ```text
-//! u64 magic "SLRST001" | u32 crc32c (of everything after it) | u64 term | u64 vote
-//! | u64 commit | u64 first_index | u64 prev_term
-//! | u32 voters | voters x u64 | u32 learners | learners x u64
+//! u64 magic "SLRST002" | u32 crc32c (of everything after it) | u64 sequence
+//! | u64 term | u64 vote | u64 commit | u64 first_index | u64 prev_term
+//! | u32 voters | voters x u64 | u32 learners | learners x u64      (at most 64 members)
 //! ```
 //!
 //! Bytes read back are checked like bytes from a socket: a bad magic, a
 //! CRC mismatch or a lying count is [`StateError::Corrupt`], never a panic
 //! or a large allocation.
 
-use crate::metadata::durable;
-use crate::metadata::MetadataError;
+use crate::storage::file::{read_small_file, write_small_file, Disk};
 use std::path::Path;
 
-pub const FILE_NAME: &str = "raft.state";
-const MAGIC: &[u8; 8] = b"SLRST001";
+/// The two slots' file names.
+pub const FILE_NAMES: [&str; 2] = ["raft.state.0", "raft.state.1"];
+const MAGIC: &[u8; 8] = b"SLRST002";
 /// Most voters plus learners a group may list.
 const MAX_MEMBERS: u32 = 64;
 
@@ -48,18 +51,109 @@ pub struct ReplicaState {
 pub enum StateError {
     #[error("{path}: {why}")]
     Corrupt { path: String, why: String },
-    #[error(transparent)]
-    Io(#[from] MetadataError),
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The state's two slots in one directory, and which one was written last.
+/// Lifecycle: loaded once when the replica opens, then every save goes
+/// through it, on the partition's shard.
+pub struct StateFile<D: Disk> {
+    disk: D,
+    dir: std::path::PathBuf,
+    /// Sequence number of the last save (0: none yet).
+    seq: u64,
+    /// Which slots' directory entries are durable.
+    exists: [bool; 2],
+}
+
+impl<D: Disk> StateFile<D> {
+    /// Read both slots; the valid one with the higher sequence wins. None
+    /// when neither exists (a new replica). One damaged slot next to a
+    /// valid one is a save torn by a crash, and is ignored; two damaged
+    /// slots are an error.
+    pub async fn load(
+        disk: D,
+        dir: &Path,
+    ) -> Result<(StateFile<D>, Option<ReplicaState>), StateError> {
+        let mut best: Option<(u64, ReplicaState)> = None;
+        let mut damaged = Vec::new();
+        let mut exists = [false; 2];
+        for (slot, name) in FILE_NAMES.iter().enumerate() {
+            let path = dir.join(name);
+            if !disk.exists(&path) {
+                continue;
+            }
+            exists[slot] = true;
+            let bytes = read_small_file(&disk, &path)
+                .await
+                .map_err(|source| StateError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+            match ReplicaState::decode(&bytes) {
+                Ok((seq, st)) => {
+                    if best.as_ref().is_none_or(|(s, _)| seq > *s) {
+                        best = Some((seq, st));
+                    }
+                }
+                Err(why) => damaged.push(StateError::Corrupt {
+                    path: path.display().to_string(),
+                    why,
+                }),
+            }
+        }
+        if best.is_none() && damaged.len() == FILE_NAMES.len() {
+            return Err(damaged.remove(0));
+        }
+        let seq = best.as_ref().map_or(0, |(s, _)| *s);
+        let file = StateFile {
+            disk,
+            dir: dir.to_path_buf(),
+            seq,
+            exists,
+        };
+        Ok((file, best.map(|(_, st)| st)))
+    }
+
+    /// Save `st` durably into the older slot. A slot's first save also
+    /// syncs the directory: until then a crash may forget the file (the
+    /// replica simulation found a vote forgotten that way, and two leaders
+    /// in one term).
+    pub async fn save(&mut self, st: &ReplicaState) -> Result<(), StateError> {
+        let seq = self.seq + 1;
+        let slot = (seq % 2) as usize;
+        let path = self.dir.join(FILE_NAMES[slot]);
+        let io = |source| StateError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        write_small_file(&self.disk, &path, &st.encode(seq))
+            .await
+            .map_err(io)?;
+        if !self.exists[slot] {
+            self.disk.sync_dir(&self.dir).await.map_err(io)?;
+            self.exists[slot] = true;
+        }
+        self.seq = seq;
+        Ok(())
+    }
 }
 
 impl ReplicaState {
-    pub fn encode(&self) -> Vec<u8> {
+    /// The slot bytes, with sequence number `seq`.
+    pub fn encode(&self, seq: u64) -> Vec<u8> {
         assert!(
             self.voters.len() + self.learners.len() <= MAX_MEMBERS as usize,
             "a group of at most {MAX_MEMBERS} members"
         );
         let mut body = Vec::with_capacity(64);
         for v in [
+            seq,
             self.term,
             self.vote,
             self.commit,
@@ -81,7 +175,8 @@ impl ReplicaState {
         out
     }
 
-    pub fn decode(bytes: &[u8]) -> Result<ReplicaState, String> {
+    /// A slot's sequence number and state.
+    pub fn decode(bytes: &[u8]) -> Result<(u64, ReplicaState), String> {
         if bytes.len() < 12 || &bytes[..8] != MAGIC {
             return Err("not a replica state file (bad magic or too short)".into());
         }
@@ -98,7 +193,7 @@ impl ReplicaState {
             at += n;
             Ok(s)
         };
-        let mut u64s = [0u64; 5];
+        let mut u64s = [0u64; 6];
         for v in &mut u64s {
             *v = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
         }
@@ -115,45 +210,27 @@ impl ReplicaState {
         if at != body.len() {
             return Err(format!("{} bytes after the end", body.len() - at));
         }
-        let [term, vote, commit, first_index, prev_term] = u64s;
+        let [seq, term, vote, commit, first_index, prev_term] = u64s;
         let [voters, learners] = lists;
-        Ok(ReplicaState {
-            term,
-            vote,
-            commit,
-            first_index,
-            prev_term,
-            voters,
-            learners,
-        })
-    }
-
-    /// Replace `dir/raft.state` durably.
-    pub fn save(&self, dir: &Path) -> Result<(), StateError> {
-        Ok(durable::replace(dir, FILE_NAME, &self.encode())?)
-    }
-
-    /// `dir/raft.state`, or None if the replica has never saved one.
-    pub fn load(dir: &Path) -> Result<Option<ReplicaState>, StateError> {
-        let path = dir.join(FILE_NAME);
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                ReplicaState::decode(&bytes)
-                    .map(Some)
-                    .map_err(|why| StateError::Corrupt {
-                        path: path.display().to_string(),
-                        why,
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(MetadataError::io("read", &path)(e).into()),
-        }
+        Ok((
+            seq,
+            ReplicaState {
+                term,
+                vote,
+                commit,
+                first_index,
+                prev_term,
+                voters,
+                learners,
+            },
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::sim::SimDisk;
 
     fn sample() -> ReplicaState {
         ReplicaState {
@@ -167,20 +244,58 @@ mod tests {
         }
     }
 
+    fn run<F: std::future::Future<Output = ()>>(f: F) {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(f);
+    }
+
     #[test]
-    fn saved_state_loads_back_and_damage_is_an_error() {
-        let dir = tempfile::tempdir().unwrap();
-        assert!(ReplicaState::load(dir.path()).unwrap().is_none());
-        sample().save(dir.path()).unwrap();
-        assert_eq!(ReplicaState::load(dir.path()).unwrap(), Some(sample()));
-        let mut next = sample();
-        next.term = 8;
-        next.vote = 0;
-        next.save(dir.path()).unwrap();
-        assert_eq!(ReplicaState::load(dir.path()).unwrap(), Some(next));
-        // Every truncation and every flipped byte is refused (CRC, magic or
-        // bounds), never a panic.
-        let bytes = sample().encode();
+    fn saved_state_loads_back_and_a_torn_save_leaves_the_older_one() {
+        run(async {
+            let disk = SimDisk::new(7);
+            let dir = Path::new("/p");
+            disk.create_dir_all(dir).unwrap();
+            let (mut f, st) = StateFile::load(disk.clone(), dir).await.unwrap();
+            assert!(st.is_none());
+            f.save(&sample()).await.unwrap();
+            let mut next = sample();
+            next.term = 8;
+            next.vote = 0;
+            f.save(&next).await.unwrap();
+            // Both saves survive a crash: the slots' directory entries were synced.
+            disk.crash();
+            let (_, st) = StateFile::load(disk.clone(), dir).await.unwrap();
+            assert_eq!(st, Some(next.clone()));
+            // Damage the newer slot (as a torn write would): the older one wins.
+            let newer = dir.join(FILE_NAMES[0]);
+            let mut bytes = disk.contents(&newer).unwrap();
+            bytes[20] ^= 1;
+            disk.set_contents(&newer, bytes);
+            let (mut f, st) = StateFile::load(disk.clone(), dir).await.unwrap();
+            assert_eq!(st, Some(sample()));
+            // The next save replaces the damaged slot and wins.
+            let mut third = next.clone();
+            third.term = 9;
+            f.save(&third).await.unwrap();
+            let (_, st) = StateFile::load(disk.clone(), dir).await.unwrap();
+            assert_eq!(st, Some(third));
+            // Both slots damaged: an error naming a file, not a fresh replica.
+            for name in FILE_NAMES {
+                disk.set_contents(&dir.join(name), b"SLRST002garbage".to_vec());
+            }
+            assert!(matches!(
+                StateFile::load(disk.clone(), dir).await,
+                Err(StateError::Corrupt { .. })
+            ));
+        });
+    }
+
+    #[test]
+    fn every_cut_and_flipped_byte_is_refused() {
+        let bytes = sample().encode(3);
+        assert_eq!(ReplicaState::decode(&bytes).unwrap(), (3, sample()));
         for cut in 0..bytes.len() {
             assert!(ReplicaState::decode(&bytes[..cut]).is_err(), "cut at {cut}");
         }
@@ -189,16 +304,11 @@ mod tests {
             d[i] ^= 0x40;
             assert!(ReplicaState::decode(&d).is_err(), "flip at {i}");
         }
-        std::fs::write(dir.path().join(FILE_NAME), b"SLRST001garbage").unwrap();
-        assert!(matches!(
-            ReplicaState::load(dir.path()),
-            Err(StateError::Corrupt { .. })
-        ));
     }
 
     #[test]
     fn a_lying_member_count_allocates_nothing() {
-        let mut body = vec![0u8; 40];
+        let mut body = vec![0u8; 48];
         body.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());

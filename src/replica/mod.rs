@@ -2,14 +2,25 @@
 //! 13"): one Raft group per partition, whose log is the partition's own
 //! segment log, one frame per Raft entry.
 //!
-//! Built so far (not yet driven by the broker):
+//! Built so far (driven by `tests/replica_sim.rs`, not yet by the broker):
+//! - [`group`]: one replica of a partition's group (raft-rs `RawNode`),
+//!   appending to and truncating the partition's log, moving its high
+//!   watermark to the commit index;
+//! - [`entry`]: a Raft entry as a frame (Raft's own entries as control
+//!   batches);
+//! - [`storage`]: what raft-rs reads (`raft::Storage`): recent entries in a
+//!   bounded window, older ones fetched from the log asynchronously;
 //! - [`log_index`]: the bridge between Raft indexes and the log's offsets
 //!   and terms, bounded in memory;
 //! - [`hard_state`]: the replica's term, vote, commit, log start and
-//!   configuration, in one small durable file per partition.
+//!   configuration, in two small alternating files per partition.
 
+pub mod entry;
+pub mod group;
 pub mod hard_state;
 pub mod log_index;
+pub mod storage;
 
-pub use hard_state::{ReplicaState, StateError};
+pub use group::{GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, ReplicaError};
+pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};

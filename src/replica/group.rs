@@ -1,0 +1,513 @@
+//! One replica of a partition's Raft group: a raft-rs `RawNode` whose log
+//! is the partition's own segment log, one frame per entry.
+//!
+//! What it does with raft-rs's output (`Ready`), in the order Raft needs:
+//! 1. the leader's appends to followers go out at once (Raft allows a
+//!    leader to send before its own write is durable: it counts itself
+//!    only once it is);
+//! 2. new entries are stamped (base offset = where this log ends, leader
+//!    epoch = the entry's term; see [`super::entry`]) and appended to the
+//!    partition's log after any divergent suffix is truncated;
+//! 3. a changed term or vote is saved ([`super::hard_state`]);
+//! 4. the appended entries are made durable (the flusher's group commit);
+//! 5. only then do the messages that promise durability go out (votes,
+//!    append acknowledgements), and raft-rs hears that the ready is
+//!    persisted;
+//! 6. committed entries are "applied": for a partition that only moves
+//!    the high watermark to the end of the last applied entry's frame.
+//!
+//! The high watermark therefore never passes the commit index: a consumer
+//! never reads a batch that a failover could lose. A proposal is
+//! acknowledged (acks=all) when the applied index reaches its index and
+//! the entry there still has the proposal's term.
+//!
+//! Lifecycle and cores: opened by the shard that owns the partition's
+//! replica on this broker (after the partition's log is open), driven by
+//! that shard's replication driver (ticks, peer messages, proposals), and
+//! dropped before the log is closed. Not `Send`.
+
+use super::entry::{self, EntryError};
+use super::hard_state::{ReplicaState, StateError, StateFile};
+use super::log_index::{Found, LogIndex};
+use super::storage::ReplicaStorage;
+use crate::partition::Partition;
+use crate::storage::file::Disk;
+use crate::storage::{AppendError, ReadError, StorageError};
+use bytes::{Bytes, BytesMut};
+use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
+use raft::{RawNode, StateRole};
+use std::rc::Rc;
+
+/// Settings of one group (the same on every replica).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    /// This replica's id (its broker's node id, never 0).
+    pub id: u64,
+    pub voters: Vec<u64>,
+    /// Ticks without a leader before a follower campaigns (randomised
+    /// between this and twice this by raft-rs).
+    pub election_tick: usize,
+    pub heartbeat_tick: usize,
+    /// Largest append message, and how many may be in flight to one
+    /// follower: together the bound on what a slow follower costs.
+    pub max_size_per_msg: u64,
+    pub max_inflight_msgs: usize,
+    /// Bytes of recent entries kept in memory for followers.
+    pub window_bytes: usize,
+    /// Election timeout range in ticks, `[min, max)`; None: raft-rs's
+    /// default (`election_tick ..< 2 * election_tick`, drawn from the
+    /// thread's RNG). A simulation fixes it per replica to replay exactly.
+    pub election_range: Option<(usize, usize)>,
+}
+
+impl GroupConfig {
+    pub fn new(id: u64, voters: Vec<u64>) -> GroupConfig {
+        GroupConfig {
+            id,
+            voters,
+            election_tick: 10,
+            heartbeat_tick: 1,
+            max_size_per_msg: 1 << 20,
+            max_inflight_msgs: 32,
+            window_bytes: 8 << 20,
+            election_range: None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicaError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Entry(#[from] EntryError),
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    #[error("the log holds {frames} frames but the replica has no saved Raft state")]
+    Unmanaged { frames: u64 },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProposeError {
+    #[error("not the leader (leader: {leader:?})")]
+    NotLeader { leader: Option<u64> },
+    #[error("proposal dropped by raft (leadership transfer or too many uncommitted bytes)")]
+    Dropped,
+}
+
+/// Where a proposal went: acknowledged (acks=all) once
+/// [`PartitionGroup::outcome`] says so.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposed {
+    pub index: u64,
+    pub term: u64,
+}
+
+/// What became of a proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Pending,
+    /// Committed and applied; its frame starts at this offset.
+    Committed {
+        base_offset: u64,
+    },
+    /// Another leader's entry took its place: not written.
+    Lost,
+}
+
+pub struct PartitionGroup<D: Disk> {
+    raw: RawNode<ReplicaStorage>,
+    store: ReplicaStorage,
+    partition: Rc<Partition<D>>,
+    state_file: StateFile<D>,
+    /// What was last saved in `state_file`.
+    saved: ReplicaState,
+    applied: u64,
+}
+
+fn discard_logger() -> slog::Logger {
+    slog::Logger::root(slog::Discard, slog::o!())
+}
+
+/// Bytes read from the log per step of recovery's scan and of a fetch.
+const READ_CHUNK: usize = 1 << 20;
+
+impl<D: Disk> PartitionGroup<D> {
+    /// Open the replica of an open partition: load the saved Raft state,
+    /// index the log's frames as entries (recovery reads the whole log
+    /// once), and start as a follower.
+    pub async fn open(
+        cfg: &GroupConfig,
+        disk: D,
+        partition: Rc<Partition<D>>,
+    ) -> Result<PartitionGroup<D>, ReplicaError> {
+        assert!(cfg.id != 0 && cfg.voters.contains(&cfg.id));
+        let (state_file, saved) = StateFile::load(disk, partition.dir()).await?;
+        let start = partition.log_start_offset();
+        let saved = match saved {
+            Some(s) => s,
+            None => {
+                if partition.log_end_offset() > start {
+                    return Err(ReplicaError::Unmanaged {
+                        frames: partition.log_end_offset() - start,
+                    });
+                }
+                ReplicaState {
+                    first_index: 1,
+                    voters: cfg.voters.clone(),
+                    ..Default::default()
+                }
+            }
+        };
+        let index = LogIndex::new(saved.first_index, saved.prev_term, start);
+        let conf = ConfState::from((saved.voters.clone(), saved.learners.clone()));
+        let hard = HardState {
+            term: saved.term,
+            vote: saved.vote,
+            commit: 0,
+            ..Default::default()
+        };
+        let store = ReplicaStorage::new(index, hard, conf, cfg.window_bytes);
+        // Index every frame; keep the entries in the window (it trims
+        // itself to its budget once they are unpinned below).
+        let mut offset = start;
+        let mut next_index = saved.first_index;
+        while offset < partition.log_end_offset() {
+            let frames = partition.read_unreplicated(offset, READ_CHUNK).await?;
+            assert!(
+                !frames.is_empty(),
+                "the log ends at {}",
+                partition.log_end_offset()
+            );
+            for f in frames {
+                let base = crate::format::frame::base_offset_of(&f);
+                assert_eq!(base, offset, "recovered frames are contiguous");
+                let end = base + entry::offsets_of(&f);
+                let e = entry::from_frame(f, next_index)?;
+                store.append(e, base, end);
+                next_index += 1;
+                offset = end;
+            }
+        }
+        let last = store.last_index();
+        // The saved commit may lag (it is not saved on every change), and
+        // may not pass what the log holds.
+        let commit = saved.commit.min(last);
+        store.set_commit(commit);
+        store.unpin_below(commit + 1);
+        let mut rc = raft::Config {
+            id: cfg.id,
+            election_tick: cfg.election_tick,
+            heartbeat_tick: cfg.heartbeat_tick,
+            max_size_per_msg: cfg.max_size_per_msg,
+            max_inflight_msgs: cfg.max_inflight_msgs,
+            applied: commit,
+            pre_vote: true,
+            check_quorum: true,
+            ..Default::default()
+        };
+        if let Some((min, max)) = cfg.election_range {
+            rc.min_election_tick = min;
+            rc.max_election_tick = max;
+        }
+        rc.validate()?;
+        let raw = RawNode::new(&rc, store.clone(), &discard_logger())?;
+        if let Some(end) = store.end_offset(commit) {
+            partition.set_replicated_high_watermark(end);
+        }
+        Ok(PartitionGroup {
+            raw,
+            store,
+            partition,
+            state_file,
+            saved,
+            applied: commit,
+        })
+    }
+
+    pub fn id(&self) -> u64 {
+        self.raw.raft.id
+    }
+
+    pub fn partition(&self) -> &Rc<Partition<D>> {
+        &self.partition
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader
+    }
+
+    pub fn leader_id(&self) -> Option<u64> {
+        match self.raw.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    pub fn term(&self) -> u64 {
+        self.raw.raft.term
+    }
+
+    pub fn commit_index(&self) -> u64 {
+        self.raw.raft.raft_log.committed
+    }
+
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.store.last_index()
+    }
+
+    /// Memory held by recent entries kept for followers.
+    pub fn window_bytes(&self) -> usize {
+        self.store.window_bytes()
+    }
+
+    pub fn tick(&mut self) {
+        self.raw.tick();
+    }
+
+    /// Take a message from a peer. Entries are checked first (a frame that
+    /// is not one valid batch refuses the whole message); an error means
+    /// the message was dropped.
+    pub fn step(&mut self, m: Message) -> Result<(), ReplicaError> {
+        for e in m.get_entries() {
+            entry::check(e)?;
+        }
+        Ok(self.raw.step(m)?)
+    }
+
+    /// The transport could not reach `to`: Raft probes it rather than
+    /// streaming appends into the void.
+    pub fn report_unreachable(&mut self, to: u64) {
+        self.raw.report_unreachable(to);
+    }
+
+    /// Propose one validated frame as the next entry (leader only). The
+    /// frame's bytes travel as they are: no copy until each replica
+    /// stamps it.
+    pub fn propose(&mut self, frame: Bytes) -> Result<Proposed, ProposeError> {
+        if !self.is_leader() {
+            return Err(ProposeError::NotLeader {
+                leader: self.leader_id(),
+            });
+        }
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.id();
+        m.set_entries(
+            vec![Entry {
+                data: frame,
+                ..Default::default()
+            }]
+            .into(),
+        );
+        let before = self.raw.raft.raft_log.last_index();
+        self.raw.raft.step(m).map_err(|_| ProposeError::Dropped)?;
+        let index = self.raw.raft.raft_log.last_index();
+        if index == before {
+            return Err(ProposeError::Dropped);
+        }
+        Ok(Proposed {
+            index,
+            term: self.raw.raft.term,
+        })
+    }
+
+    /// What became of proposal `p` as far as this replica knows: decided
+    /// only once this replica applied its index (before that, a later
+    /// leader may still hold and commit it).
+    pub fn outcome(&self, p: Proposed) -> Outcome {
+        if p.index > self.applied {
+            return Outcome::Pending;
+        }
+        match (self.store.term_of(p.index), self.store.find(p.index)) {
+            (Some(t), Some(Found::At(base_offset))) if t == p.term => {
+                Outcome::Committed { base_offset }
+            }
+            (Some(t), _) if t != p.term => Outcome::Lost,
+            _ => Outcome::Pending,
+        }
+    }
+
+    /// Handle what raft-rs produced since the last call; returns the
+    /// messages to send, in order. Call after every tick, step or
+    /// proposal.
+    pub async fn ready(&mut self) -> Result<Vec<Message>, ReplicaError> {
+        let mut out = Vec::new();
+        if !self.raw.has_ready() {
+            return Ok(out);
+        }
+        let mut rd = self.raw.ready();
+        out.extend(rd.take_messages());
+        assert!(
+            rd.snapshot().is_empty(),
+            "no replica offers a snapshot, so none arrives"
+        );
+        let committed = rd.take_committed_entries();
+        let entries = rd.take_entries();
+        let last_offset = self.append_entries(&entries).await?;
+        if let Some(hs) = rd.hs().cloned() {
+            self.save_hard_state(&hs).await?;
+            self.store.set_hard_state(hs);
+        }
+        if let Some(last) = last_offset {
+            self.partition.wait_durable(last).await?;
+        }
+        out.extend(rd.take_persisted_messages());
+        self.apply(&committed);
+        let mut light = self.raw.advance(rd);
+        if let Some(c) = light.commit_index() {
+            self.store.set_commit(c);
+        }
+        out.extend(light.take_messages());
+        self.apply(&light.take_committed_entries());
+        self.raw.advance_apply_to(self.applied);
+        Ok(out)
+    }
+
+    /// Serve raft-rs's requests for entries older than the window (a
+    /// follower catching up): read them from the log, then let raft-rs ask
+    /// again. Returns whether there were any (call [`Self::ready`] after).
+    pub async fn fetch_for_followers(&mut self) -> Result<bool, ReplicaError> {
+        let wanted = self.store.take_wanted();
+        let any = !wanted.is_empty();
+        for w in wanted {
+            if w.low < self.store.first_index() || w.high > self.store.last_index() + 1 {
+                continue; // the log moved since; raft-rs will ask again
+            }
+            let mut offset = self.locate(w.low).await?;
+            let mut index = w.low;
+            let mut got = Vec::new();
+            let mut bytes = 0u64;
+            'read: while index < w.high && bytes < w.max_size.max(1) {
+                let frames = self
+                    .partition
+                    .read_unreplicated(offset, READ_CHUNK.min(w.max_size as usize).max(4096))
+                    .await?;
+                if frames.is_empty() {
+                    break;
+                }
+                for f in frames {
+                    if index >= w.high {
+                        break 'read;
+                    }
+                    let base = crate::format::frame::base_offset_of(&f);
+                    assert_eq!(base, offset, "entry {index} starts at {offset}");
+                    offset = base + entry::offsets_of(&f);
+                    bytes += f.len() as u64;
+                    got.push(entry::from_frame(f, index)?);
+                    index += 1;
+                }
+            }
+            self.store.fetched(w.low, got);
+            self.raw.on_entries_fetched(w.context);
+        }
+        Ok(any)
+    }
+
+    /// The base offset of entry `index`, reading forward from the nearest
+    /// known one when the index keeps no exact place for it.
+    async fn locate(&self, index: u64) -> Result<u64, ReplicaError> {
+        match self.store.find(index).expect("index within the log") {
+            Found::At(o) => Ok(o),
+            Found::ScanFrom {
+                index: mut i,
+                offset: mut o,
+            } => {
+                while i < index {
+                    let frames = self.partition.read_unreplicated(o, READ_CHUNK).await?;
+                    assert!(!frames.is_empty());
+                    for f in frames {
+                        if i == index {
+                            break;
+                        }
+                        o = crate::format::frame::base_offset_of(&f) + entry::offsets_of(&f);
+                        i += 1;
+                    }
+                }
+                Ok(o)
+            }
+        }
+    }
+
+    /// Step 2: truncate a divergent suffix, stamp and append. Returns the
+    /// last offset appended, if any.
+    async fn append_entries(&mut self, entries: &[Entry]) -> Result<Option<u64>, ReplicaError> {
+        let Some(first) = entries.first() else {
+            return Ok(None);
+        };
+        if first.index <= self.store.last_index() {
+            // Raft replaces everything from `first.index` on; what it
+            // replaces was never committed (Raft's log matching), so no
+            // consumer saw it.
+            assert!(
+                first.index > self.applied,
+                "truncating applied entry {} (applied {})",
+                first.index,
+                self.applied
+            );
+            let at = self.locate(first.index).await?;
+            let end = self.partition.truncate_suffix(at).await?;
+            assert_eq!(end, at, "entries are whole frames");
+            self.store.truncate_after(first.index - 1, at);
+        }
+        assert_eq!(first.index, self.store.last_index() + 1);
+        let mut frames = Vec::with_capacity(entries.len());
+        let mut offset = self.store.next_offset();
+        let mut placed = Vec::with_capacity(entries.len());
+        for e in entries {
+            let f: BytesMut = entry::to_frame(e, offset)?;
+            let end = offset + entry::offsets_of(&f);
+            placed.push((offset, end));
+            offset = end;
+            frames.push(f);
+        }
+        let outcome = self.partition.append_at(frames)?;
+        assert_eq!(outcome.last_offset + 1, offset);
+        for (e, (base, end)) in entries.iter().zip(placed) {
+            self.store.append(e.clone(), base, end);
+        }
+        Ok(Some(offset - 1))
+    }
+
+    /// Step 3: term and vote before anything that depends on them is sent.
+    async fn save_hard_state(&mut self, hs: &HardState) -> Result<(), ReplicaError> {
+        if hs.term == self.saved.term && hs.vote == self.saved.vote {
+            return Ok(());
+        }
+        let mut next = self.saved.clone();
+        next.term = hs.term;
+        next.vote = hs.vote;
+        next.commit = hs.commit.min(self.store.last_index());
+        next.first_index = self.store.first_index();
+        next.prev_term = self
+            .store
+            .term_of(next.first_index - 1)
+            .expect("the term before the log start is kept");
+        self.state_file.save(&next).await?;
+        self.saved = next;
+        Ok(())
+    }
+
+    /// Step 6: move the high watermark to the end of the last applied entry.
+    fn apply(&mut self, committed: &[Entry]) {
+        let Some(last) = committed.last() else {
+            return;
+        };
+        assert!(last.index > self.applied || committed.is_empty());
+        self.applied = last.index;
+        if let Some(end) = self.store.end_offset(self.applied) {
+            self.partition.set_replicated_high_watermark(end);
+        }
+        self.store.unpin_below(self.applied + 1);
+    }
+}

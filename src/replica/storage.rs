@@ -1,0 +1,291 @@
+//! What raft-rs reads through `raft::Storage` for one replicated
+//! partition: terms and indexes from the [`LogIndex`], recent entries from
+//! a bounded window, older ones fetched from the partition's log.
+//!
+//! raft-rs asks synchronously; the log answers asynchronously (a DMA read).
+//! So:
+//! - the **window** keeps the most recent entries (their `Bytes` frames),
+//!   never dropping one that is not yet durable or not yet applied: raft-rs
+//!   reads those synchronously (committed entries for apply, a new leader's
+//!   check for pending configuration changes). Older entries leave the
+//!   window once it holds more than its byte budget.
+//! - an older range is asked for only to send it to a follower that is
+//!   behind. raft-rs allows that request to be asynchronous: the storage
+//!   answers `LogTemporarilyUnavailable` and records the request; the
+//!   replica reads the frames from the log, hands them over with
+//!   [`ReplicaStorage::fetched`], and calls raft-rs's `on_entries_fetched`,
+//!   which asks again and gets them.
+//! - no snapshot is offered yet: retention never deletes what a follower
+//!   still needs (see docs/replication.md).
+//!
+//! Lifecycle and cores: one per replicated partition, on the shard that
+//! owns the partition's replica; a clone shares the same state (the
+//! replica and its `RawNode` both hold one). Changed only by the replica,
+//! after the log itself changed.
+
+use super::log_index::LogIndex;
+use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
+use raft::{GetEntriesContext, RaftState, Storage, StorageError};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+/// A range raft-rs asked for that the window does not hold.
+#[derive(Debug)]
+pub struct FetchRequest {
+    pub low: u64,
+    pub high: u64,
+    pub max_size: u64,
+    pub context: GetEntriesContext,
+}
+
+struct State {
+    index: LogIndex,
+    hard: HardState,
+    conf: ConfState,
+    /// Contiguous entries ending at `index.last_index()` (or empty).
+    window: VecDeque<Entry>,
+    window_bytes: usize,
+    window_budget: usize,
+    /// Entries at or above this index stay in the window (not durable or
+    /// not applied yet).
+    pinned_from: u64,
+    wanted: Vec<FetchRequest>,
+    /// Entries read from the log for a fetch request, starting at `.0`.
+    fetched: Option<(u64, Vec<Entry>)>,
+}
+
+#[derive(Clone)]
+pub struct ReplicaStorage {
+    st: Rc<RefCell<State>>,
+}
+
+fn entry_bytes(e: &Entry) -> usize {
+    e.data.len() + e.context.len() + 48
+}
+
+/// raft-rs's rule: at least one entry, then as many as fit `max`.
+fn limit(entries: impl Iterator<Item = Entry>, max: u64) -> Vec<Entry> {
+    let mut out = Vec::new();
+    let mut size = 0u64;
+    for e in entries {
+        size += entry_bytes(&e) as u64;
+        if !out.is_empty() && size > max {
+            break;
+        }
+        out.push(e);
+    }
+    out
+}
+
+impl ReplicaStorage {
+    pub fn new(index: LogIndex, hard: HardState, conf: ConfState, window_budget: usize) -> Self {
+        let pinned_from = index.last_index() + 1;
+        ReplicaStorage {
+            st: Rc::new(RefCell::new(State {
+                index,
+                hard,
+                conf,
+                window: VecDeque::new(),
+                window_bytes: 0,
+                window_budget,
+                pinned_from,
+                wanted: Vec::new(),
+                fetched: None,
+            })),
+        }
+    }
+
+    pub fn last_index(&self) -> u64 {
+        self.st.borrow().index.last_index()
+    }
+
+    pub fn first_index(&self) -> u64 {
+        self.st.borrow().index.first_index()
+    }
+
+    /// Where the next entry's frame goes.
+    pub fn next_offset(&self) -> u64 {
+        self.st.borrow().index.next_offset()
+    }
+
+    pub fn term_of(&self, index: u64) -> Option<u64> {
+        self.st.borrow().index.term(index)
+    }
+
+    /// The offset right after entry `index`'s frame, when known exactly
+    /// (always for the last [`super::log_index::TAIL_ENTRIES`] entries).
+    pub fn end_offset(&self, index: u64) -> Option<u64> {
+        let st = self.st.borrow();
+        if index == st.index.last_index() {
+            return Some(st.index.next_offset());
+        }
+        match st.index.find(index + 1)? {
+            super::log_index::Found::At(o) => Some(o),
+            super::log_index::Found::ScanFrom { .. } => None,
+        }
+    }
+
+    pub fn find(&self, index: u64) -> Option<super::log_index::Found> {
+        self.st.borrow().index.find(index)
+    }
+
+    pub fn hard_state(&self) -> HardState {
+        self.st.borrow().hard.clone()
+    }
+
+    pub fn set_hard_state(&self, hs: HardState) {
+        self.st.borrow_mut().hard = hs;
+    }
+
+    pub fn set_commit(&self, commit: u64) {
+        self.st.borrow_mut().hard.commit = commit;
+    }
+
+    pub fn conf_state(&self) -> ConfState {
+        self.st.borrow().conf.clone()
+    }
+
+    /// Record entry `e` (the next index), stored at `base .. end` offsets.
+    pub fn append(&self, e: Entry, base: u64, end: u64) {
+        let mut st = self.st.borrow_mut();
+        let i = st.index.append(e.term, base, end);
+        assert_eq!(i, e.index, "entries are appended in index order");
+        if st.window.back().is_some_and(|b| b.index + 1 != e.index) {
+            st.window.clear();
+            st.window_bytes = 0;
+        }
+        st.window_bytes += entry_bytes(&e);
+        st.window.push_back(e);
+        st.pinned_from = st.pinned_from.min(i);
+        Self::trim(&mut st);
+    }
+
+    /// Entries after `index` are gone (a follower's divergent suffix); the
+    /// log now ends at `end_offset`.
+    pub fn truncate_after(&self, index: u64, end_offset: u64) {
+        let mut st = self.st.borrow_mut();
+        st.index.truncate_after(index, end_offset);
+        while st.window.back().is_some_and(|e| e.index > index) {
+            let e = st.window.pop_back().expect("not empty");
+            st.window_bytes -= entry_bytes(&e);
+        }
+        st.fetched = None;
+        st.pinned_from = st.pinned_from.min(index + 1);
+    }
+
+    /// Entries below `index` are durable and applied: the window may let
+    /// them go.
+    pub fn unpin_below(&self, index: u64) {
+        let mut st = self.st.borrow_mut();
+        st.pinned_from = st.pinned_from.max(index);
+        Self::trim(&mut st);
+    }
+
+    fn trim(st: &mut State) {
+        while st.window_bytes > st.window_budget
+            && st.window.front().is_some_and(|e| e.index < st.pinned_from)
+        {
+            let e = st.window.pop_front().expect("not empty");
+            st.window_bytes -= entry_bytes(&e);
+        }
+    }
+
+    pub fn window_bytes(&self) -> usize {
+        self.st.borrow().window_bytes
+    }
+
+    /// Fetch requests raft-rs made since the last call.
+    pub fn take_wanted(&self) -> Vec<FetchRequest> {
+        std::mem::take(&mut self.st.borrow_mut().wanted)
+    }
+
+    /// Entries read from the log for a request, from `low` on.
+    pub fn fetched(&self, low: u64, entries: Vec<Entry>) {
+        if let Some(f) = entries.first() {
+            assert_eq!(f.index, low);
+        }
+        self.st.borrow_mut().fetched = Some((low, entries));
+    }
+}
+
+impl Storage for ReplicaStorage {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let st = self.st.borrow();
+        Ok(RaftState::new(st.hard.clone(), st.conf.clone()))
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        let max = max_size.into().unwrap_or(u64::MAX);
+        let mut st = self.st.borrow_mut();
+        if low < st.index.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        assert!(
+            high <= st.index.last_index() + 1,
+            "entries {low}..{high} asked past the last index {}",
+            st.index.last_index()
+        );
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        if let Some(front) = st.window.front() {
+            if low >= front.index {
+                let skip = (low - front.index) as usize;
+                let n = (high - low) as usize;
+                return Ok(limit(st.window.iter().skip(skip).take(n).cloned(), max));
+            }
+        }
+        if let Some((from, got)) = &st.fetched {
+            if low >= *from && low < *from + got.len() as u64 {
+                let skip = (low - from) as usize;
+                let n = (high - low) as usize;
+                return Ok(limit(got.iter().skip(skip).take(n).cloned(), max));
+            }
+        }
+        assert!(
+            context.can_async(),
+            "raft-rs read entries {low}..{high} synchronously below the window (from {:?}); \
+             entries not durable or not applied are always in it",
+            st.window.front().map(|e| e.index)
+        );
+        st.wanted.push(FetchRequest {
+            low,
+            high,
+            max_size: max,
+            context,
+        });
+        Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable))
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let st = self.st.borrow();
+        if idx + 1 < st.index.first_index() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        st.index
+            .term(idx)
+            .ok_or(raft::Error::Store(StorageError::Unavailable))
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.st.borrow().index.first_index())
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(self.st.borrow().index.last_index())
+    }
+
+    fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        // Not offered yet: retention keeps what followers need.
+        Err(raft::Error::Store(
+            StorageError::SnapshotTemporarilyUnavailable,
+        ))
+    }
+}
