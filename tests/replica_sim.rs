@@ -95,6 +95,8 @@ struct Stats {
     acked: u64,
     lost: u64,
     crashes: u64,
+    /// Crashes of a replica holding appends that were not yet durable.
+    crashes_unsynced: u64,
     cuts: u64,
     dropped: u64,
     duplicated: u64,
@@ -169,6 +171,13 @@ impl Sim {
 
     fn crash(&mut self, i: usize) {
         let node = &mut self.nodes[i];
+        if node
+            .up
+            .as_ref()
+            .is_some_and(|u| u.group.durable_wanted().is_some())
+        {
+            self.stats.crashes_unsynced += 1;
+        }
         // Dropping the flusher task cancels it; the disk forgets what was
         // not synced.
         node.up = None;
@@ -206,11 +215,39 @@ impl Sim {
                 if up.group.fetch_for_followers().await.unwrap() {
                     self.stats.fetches += 1;
                 }
-                let msgs = up
+                let mut msgs = up
                     .group
                     .ready()
                     .await
                     .unwrap_or_else(|e| panic!("seed {}: node {id} ready: {e}", self.seed));
+                // Now and then the replica crashes between its append and
+                // the sync: its disk loses the appends, and their
+                // acknowledgements were never sent.
+                if self.lossy
+                    && up.group.durable_wanted().is_some()
+                    && self.rng.gen_bool(0.01)
+                    && self.nodes.iter().all(|n| n.up.is_some())
+                {
+                    self.send(id, msgs);
+                    self.crash(i);
+                    continue;
+                }
+                let up = self.nodes[i].up.as_mut().expect("up");
+                // Sometimes the log syncs at once; otherwise the appends
+                // stay pending (a crash now loses them) until the flusher's
+                // interval passes or a later round syncs them.
+                if let Some(end) = up.group.durable_wanted() {
+                    if !self.lossy || self.rng.gen_bool(0.7) {
+                        up.group
+                            .partition()
+                            .wait_durable(end - 1)
+                            .await
+                            .unwrap_or_else(|e| panic!("seed {}: node {id} sync: {e}", self.seed));
+                    }
+                }
+                let released = up.group.on_durable();
+                busy |= !released.is_empty() || up.group.has_ready();
+                msgs.extend(released);
                 busy |= !msgs.is_empty();
                 self.send(id, msgs);
             }
@@ -584,6 +621,7 @@ fn replicated_partition_survives_crashes_partitions_and_a_lossy_network() {
             total.acked += s.acked;
             total.lost += s.lost;
             total.crashes += s.crashes;
+            total.crashes_unsynced += s.crashes_unsynced;
             total.cuts += s.cuts;
             total.dropped += s.dropped;
             total.duplicated += s.duplicated;

@@ -9,10 +9,12 @@
 //!    epoch = the entry's term; see [`super::entry`]) and appended to the
 //!    partition's log after any divergent suffix is truncated;
 //! 3. a changed term or vote is saved ([`super::hard_state`]);
-//! 4. the appended entries are made durable (the flusher's group commit);
-//! 5. only then do the messages that promise durability go out (votes,
-//!    append acknowledgements), and raft-rs hears that the ready is
-//!    persisted;
+//! 4. the appended entries become durable when the log's flusher syncs
+//!    (its group commit, shared by every group and producer of the
+//!    partition's shard; the driver asks for the sync);
+//! 5. only then do the messages that promise durability go out (append
+//!    acknowledgements, a candidate's vote requests), and raft-rs hears
+//!    that the ready is persisted ([`PartitionGroup::on_durable`]);
 //! 6. committed entries are "applied": for a partition that only moves
 //!    the high watermark to the end of the last applied entry's frame.
 //!
@@ -36,6 +38,7 @@ use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
 use raft::{RawNode, StateRole};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Settings of one group (the same on every replica).
@@ -129,6 +132,16 @@ pub struct PartitionGroup<D: Disk> {
     /// What was last saved in `state_file`.
     saved: ReplicaState,
     applied: u64,
+    /// Readies whose appends are not yet durable, oldest first, with the
+    /// messages that must wait for them.
+    unsent: VecDeque<Unsent>,
+}
+
+struct Unsent {
+    number: u64,
+    /// The log end after this ready's appends.
+    durable_at: u64,
+    messages: Vec<Message>,
 }
 
 fn discard_logger() -> slog::Logger {
@@ -228,6 +241,7 @@ impl<D: Disk> PartitionGroup<D> {
             state_file,
             saved,
             applied: commit,
+            unsent: VecDeque::new(),
         })
     }
 
@@ -269,6 +283,11 @@ impl<D: Disk> PartitionGroup<D> {
     /// Memory held by recent entries kept for followers.
     pub fn window_bytes(&self) -> usize {
         self.store.window_bytes()
+    }
+
+    /// Whether [`Self::ready`] has work.
+    pub fn has_ready(&self) -> bool {
+        self.raw.has_ready()
     }
 
     pub fn tick(&mut self) {
@@ -339,8 +358,11 @@ impl<D: Disk> PartitionGroup<D> {
     }
 
     /// Handle what raft-rs produced since the last call; returns the
-    /// messages to send, in order. Call after every tick, step or
-    /// proposal.
+    /// messages that may go out now, in order. Call after every tick, step,
+    /// proposal and [`Self::on_durable`]. Appends are not awaited: the
+    /// messages that promise them (a follower's acknowledgement) wait in
+    /// this replica until [`Self::on_durable`] sees the log durable past
+    /// them, so many groups' appends share one group commit.
     pub async fn ready(&mut self) -> Result<Vec<Message>, ReplicaError> {
         let mut out = Vec::new();
         if !self.raw.has_ready() {
@@ -352,26 +374,50 @@ impl<D: Disk> PartitionGroup<D> {
             rd.snapshot().is_empty(),
             "no replica offers a snapshot, so none arrives"
         );
+        // Committed entries come only up to what this replica persisted.
         let committed = rd.take_committed_entries();
+        self.apply(&committed);
         let entries = rd.take_entries();
-        let last_offset = self.append_entries(&entries).await?;
+        self.append_entries(&entries).await?;
         if let Some(hs) = rd.hs().cloned() {
+            // Term and vote are saved before anything that depends on them
+            // goes out (rare: elections only); the commit index rides along.
             self.save_hard_state(&hs).await?;
             self.store.set_hard_state(hs);
         }
-        if let Some(last) = last_offset {
-            self.partition.wait_durable(last).await?;
-        }
-        out.extend(rd.take_persisted_messages());
-        self.apply(&committed);
-        let mut light = self.raw.advance(rd);
-        if let Some(c) = light.commit_index() {
-            self.store.set_commit(c);
-        }
-        out.extend(light.take_messages());
-        self.apply(&light.take_committed_entries());
+        self.unsent.push_back(Unsent {
+            number: rd.number(),
+            durable_at: self.store.next_offset(),
+            messages: rd.take_persisted_messages(),
+        });
+        self.raw.advance_append_async(rd);
         self.raw.advance_apply_to(self.applied);
+        out.extend(self.on_durable());
         Ok(out)
+    }
+
+    /// The log offset that must become durable before the held messages
+    /// may go out, if any are held (the driver asks the log to sync it).
+    pub fn durable_wanted(&self) -> Option<u64> {
+        self.unsent.back().map(|u| u.durable_at)
+    }
+
+    /// Tell raft-rs how far this replica's log is durable, and release the
+    /// messages that waited for it. Call [`Self::ready`] afterwards (the
+    /// leader may commit more).
+    pub fn on_durable(&mut self) -> Vec<Message> {
+        let durable = self.partition.durable_offset();
+        let mut out = Vec::new();
+        let mut number = None;
+        while self.unsent.front().is_some_and(|u| u.durable_at <= durable) {
+            let u = self.unsent.pop_front().expect("not empty");
+            number = Some(u.number);
+            out.extend(u.messages);
+        }
+        if let Some(n) = number {
+            self.raw.on_persist_ready(n);
+        }
+        out
     }
 
     /// Serve raft-rs's requests for entries older than the window (a
@@ -439,11 +485,10 @@ impl<D: Disk> PartitionGroup<D> {
         }
     }
 
-    /// Step 2: truncate a divergent suffix, stamp and append. Returns the
-    /// last offset appended, if any.
-    async fn append_entries(&mut self, entries: &[Entry]) -> Result<Option<u64>, ReplicaError> {
+    /// Step 2: truncate a divergent suffix, stamp and append.
+    async fn append_entries(&mut self, entries: &[Entry]) -> Result<(), ReplicaError> {
         let Some(first) = entries.first() else {
-            return Ok(None);
+            return Ok(());
         };
         if first.index <= self.store.last_index() {
             // Raft replaces everything from `first.index` on; what it
@@ -459,6 +504,11 @@ impl<D: Disk> PartitionGroup<D> {
             let end = self.partition.truncate_suffix(at).await?;
             assert_eq!(end, at, "entries are whole frames");
             self.store.truncate_after(first.index - 1, at);
+            // Truncation made everything before it durable: the readies
+            // still held are persisted, their end now lies at most here.
+            for u in &mut self.unsent {
+                u.durable_at = u.durable_at.min(at);
+            }
         }
         assert_eq!(first.index, self.store.last_index() + 1);
         let mut frames = Vec::with_capacity(entries.len());
@@ -476,7 +526,7 @@ impl<D: Disk> PartitionGroup<D> {
         for (e, (base, end)) in entries.iter().zip(placed) {
             self.store.append(e.clone(), base, end);
         }
-        Ok(Some(offset - 1))
+        Ok(())
     }
 
     /// Step 3: term and vote before anything that depends on them is sent.
