@@ -1,27 +1,31 @@
-//! Seeded simulation of a replicated partition (issue 13): three replicas
-//! of one partition's Raft group in one process, each with its own
-//! simulated disk (`storage::sim`) and its partition log, joined by a
-//! simulated network that drops, delays, duplicates and reorders messages
-//! and cuts nodes off, on simulated time (one tick per step). Proposals of
-//! record batches arrive at whoever leads; replicas crash (losing what was
-//! not synced) and restart.
+//! Seeded simulation of replicated partitions (issue 13): three brokers
+//! in one process, each with its own simulated disk (`storage::sim`), one
+//! replication driver (`replica::ReplicationDriver`, the code a shard
+//! runs) and a replica of each of two partitions' Raft groups. Brokers
+//! exchange encoded batches (`replica::wire`, one per peer per round, all
+//! groups together) over a simulated network that drops, delays,
+//! duplicates and reorders them and cuts brokers off, on simulated time
+//! (one tick per step). Proposals of record batches arrive at whoever
+//! leads each partition; brokers crash (losing what their disk had not
+//! synced, also between an append and its sync) and restart.
 //!
-//! Checked after every step:
-//! - at most one replica accepts writes per term (epoch);
+//! Checked after every step, per partition:
+//! - at most one replica accepts writes, and one leads, per term (epoch);
 //! - what a consumer reads below any replica's high watermark never
 //!   changes, and every replica agrees on it (each replica's visible log is
-//!   read incrementally and compared with one global map offset → batch);
+//!   read incrementally and compared with one map offset → batch);
 //!
-//! and at the end, with the network healed and every replica up:
+//! and at the end, with the network healed and every broker up:
 //! - every acknowledged (committed, acks=all) proposal is present exactly
 //!   once, at the offset it was acknowledged at, on every replica;
-//! - the replicas' logs are identical.
+//! - the replicas' visible logs end alike.
 //!
 //! Every seed replays exactly: `SHARDLOG_SEED=1234 cargo test --test
 //! replica_sim -- --nocapture`. `SHARDLOG_SEEDS=N` runs N seeds (default
-//! 40) and `SHARDLOG_SIM_STEPS=N` sets steps per seed (default 400).
+//! 40) from `SHARDLOG_FIRST_SEED` (default 1); `SHARDLOG_SIM_STEPS=N` sets
+//! steps per seed (default 400).
 
-use raft::eraftpb::Message;
+use bytes::BytesMut;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use shardlog::clock::{Clock, ManualClock};
@@ -29,7 +33,10 @@ use shardlog::config::TopicConfig;
 use shardlog::format::header::attr;
 use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::partition::Partition;
-use shardlog::replica::{GroupConfig, Outcome, PartitionGroup, Proposed};
+use shardlog::replica::wire;
+use shardlog::replica::{
+    GroupConfig, GroupKey, Outcome, PartitionGroup, Proposed, ReplicationDriver,
+};
 use shardlog::storage::file::Disk;
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, LogConfig, WriteBudget};
@@ -39,6 +46,15 @@ use std::rc::Rc;
 use std::time::Duration;
 
 const NODES: u64 = 3;
+const PARTITIONS: u32 = 2;
+const TOPIC: u128 = 0xfeed;
+
+fn key(p: u32) -> GroupKey {
+    GroupKey {
+        topic_id: TOPIC,
+        partition: p,
+    }
+}
 
 fn log_cfg() -> LogConfig {
     LogConfig {
@@ -62,30 +78,32 @@ fn log_cfg() -> LogConfig {
 }
 
 struct Up {
-    group: PartitionGroup<SimDisk>,
-    _flusher: glommio::Task<()>,
+    driver: ReplicationDriver<SimDisk>,
+    _flushers: Vec<glommio::Task<()>>,
 }
 
 struct Node {
     id: u64,
     disk: SimDisk,
     up: Option<Up>,
-    /// Next offset this node's consumer reads from (kept across restarts:
-    /// what was visible must come back).
-    cursor: u64,
+    /// Per partition, the next offset this broker's consumer reads from
+    /// (kept across restarts: what was visible must come back).
+    cursor: Vec<u64>,
 }
 
 struct Flight {
     at: u64,
     from: u64,
     to: u64,
-    msg: Message,
+    bytes: BytesMut,
 }
 
 struct Prop {
     node: u64,
+    partition: u32,
     p: Proposed,
     tag: u64,
+    /// The offset it was acknowledged at; u64::MAX: lost.
     acked: Option<u64>,
 }
 
@@ -95,13 +113,28 @@ struct Stats {
     acked: u64,
     lost: u64,
     crashes: u64,
-    /// Crashes of a replica holding appends that were not yet durable.
+    /// Crashes of a broker holding appends that were not yet durable.
     crashes_unsynced: u64,
     cuts: u64,
+    batches: u64,
     dropped: u64,
     duplicated: u64,
     elections: u64,
-    fetches: u64,
+}
+
+impl Stats {
+    fn add(&mut self, s: &Stats) {
+        self.proposed += s.proposed;
+        self.acked += s.acked;
+        self.lost += s.lost;
+        self.crashes += s.crashes;
+        self.crashes_unsynced += s.crashes_unsynced;
+        self.cuts += s.cuts;
+        self.batches += s.batches;
+        self.dropped += s.dropped;
+        self.duplicated += s.duplicated;
+        self.elections += s.elections;
+    }
 }
 
 struct Sim {
@@ -114,22 +147,23 @@ struct Sim {
     /// Directed links that are cut.
     cut: BTreeSet<(u64, u64)>,
     props: Vec<Prop>,
-    /// Term → the replica that accepted a proposal in it.
-    writers: BTreeMap<u64, u64>,
-    /// Term → the replica that was leader in it.
-    leaders: BTreeMap<u64, u64>,
-    /// What consumers have read: offset → (leader epoch, tag or control).
-    read: BTreeMap<u64, (i32, Option<u64>)>,
+    /// (partition, term) → the replica that accepted a proposal in it.
+    writers: BTreeMap<(u32, u64), u64>,
+    /// (partition, term) → the replica that led it.
+    leaders: BTreeMap<(u32, u64), u64>,
+    /// What consumers have read: (partition, offset) → (epoch, tag or control).
+    read: BTreeMap<(u32, u64), (i32, Option<u64>)>,
     next_tag: u64,
     lossy: bool,
     stats: Stats,
 }
 
-fn group_cfg(id: u64) -> GroupConfig {
+fn group_cfg(id: u64, partition: u32) -> GroupConfig {
     let mut c = GroupConfig::new(id, (1..=NODES).collect());
     // Fixed, distinct election timeouts: raft-rs would draw them from the
-    // thread's RNG, which would not replay.
-    let t = 10 + 4 * id as usize;
+    // thread's RNG, which would not replay. Spread so partitions elect
+    // different leaders.
+    let t = 10 + 4 * ((id + partition as u64) % NODES) as usize;
     c.election_range = Some((t, t + 1));
     // A small window, so followers that fall behind are served from disk.
     c.window_bytes = 2048;
@@ -144,28 +178,33 @@ impl Sim {
     }
 
     async fn start(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        assert!(node.up.is_none());
-        let dir = PathBuf::from("/sim/p-0");
-        node.disk.create_dir_all(&dir).unwrap();
-        let clock: Rc<dyn Clock> = self.clock.clone();
-        let partition = Partition::open(
-            node.disk.clone(),
-            dir,
-            log_cfg(),
-            CacheBudget::new(1 << 20),
-            WriteBudget::unlimited(),
-            clock,
-        )
-        .await
-        .unwrap_or_else(|e| panic!("seed {}: node {} log: {e}", self.seed, node.id));
-        let flusher = glommio::spawn_local(partition.run_flusher());
-        let group = PartitionGroup::open(&group_cfg(node.id), node.disk.clone(), partition)
+        let id = self.nodes[i].id;
+        let disk = self.nodes[i].disk.clone();
+        let mut driver = ReplicationDriver::new(id as u32);
+        let mut flushers = Vec::new();
+        for p in 0..PARTITIONS {
+            let dir = PathBuf::from(format!("/sim/t-{p}"));
+            disk.create_dir_all(&dir).unwrap();
+            let clock: Rc<dyn Clock> = self.clock.clone();
+            let partition = Partition::open(
+                disk.clone(),
+                dir,
+                log_cfg(),
+                CacheBudget::new(1 << 20),
+                WriteBudget::unlimited(),
+                clock,
+            )
             .await
-            .unwrap_or_else(|e| panic!("seed {}: node {} replica: {e}", self.seed, node.id));
-        node.up = Some(Up {
-            group,
-            _flusher: flusher,
+            .unwrap_or_else(|e| self.fail(format!("node {id} log {p}: {e}")));
+            flushers.push(glommio::spawn_local(partition.run_flusher()));
+            let group = PartitionGroup::open(&group_cfg(id, p), disk.clone(), partition)
+                .await
+                .unwrap_or_else(|e| self.fail(format!("node {id} replica {p}: {e}")));
+            driver.insert(key(p), group);
+        }
+        self.nodes[i].up = Some(Up {
+            driver,
+            _flushers: flushers,
         });
     }
 
@@ -174,92 +213,88 @@ impl Sim {
         if node
             .up
             .as_ref()
-            .is_some_and(|u| u.group.durable_wanted().is_some())
+            .is_some_and(|u| !u.driver.durable_wanted().is_empty())
         {
             self.stats.crashes_unsynced += 1;
         }
-        // Dropping the flusher task cancels it; the disk forgets what was
-        // not synced.
+        // Dropping the flusher tasks cancels them; the disk forgets what
+        // was not synced.
         node.up = None;
         node.disk.crash();
-        self.net.retain(|f| f.to != node.id && f.from != node.id);
+        let id = node.id;
+        self.net.retain(|f| f.to != id && f.from != id);
         self.stats.crashes += 1;
     }
 
-    fn send(&mut self, from: u64, msgs: Vec<Message>) {
-        for m in msgs {
-            let to = m.to;
-            let delay = if self.lossy {
-                self.rng.gen_range(0..4)
-            } else {
-                0
-            };
-            self.net.push(Flight {
-                at: self.step + delay,
-                from,
-                to,
-                msg: m,
-            });
-        }
-    }
-
-    /// Run every replica's ready loop until nothing is left to do.
+    /// Run every broker's driver until no batch is left to send.
     async fn settle(&mut self) {
         for _ in 0..20 {
-            let mut busy = false;
+            let mut sent = false;
             for i in 0..self.nodes.len() {
                 let id = self.nodes[i].id;
                 let Some(up) = self.nodes[i].up.as_mut() else {
                     continue;
                 };
-                if up.group.fetch_for_followers().await.unwrap() {
-                    self.stats.fetches += 1;
+                let failed = up.driver.process().await;
+                if let Some((k, e)) = failed.first() {
+                    self.fail(format!("node {id} group {k:?}: {e}"));
                 }
-                let mut msgs = up
-                    .group
-                    .ready()
-                    .await
-                    .unwrap_or_else(|e| panic!("seed {}: node {id} ready: {e}", self.seed));
-                // Now and then the replica crashes between its append and
-                // the sync: its disk loses the appends, and their
+                let wanted = up.driver.durable_wanted();
+                // Now and then the broker crashes between its appends and
+                // their sync: its disk loses them, and their
                 // acknowledgements were never sent.
                 if self.lossy
-                    && up.group.durable_wanted().is_some()
+                    && !wanted.is_empty()
                     && self.rng.gen_bool(0.01)
                     && self.nodes.iter().all(|n| n.up.is_some())
                 {
-                    self.send(id, msgs);
                     self.crash(i);
                     continue;
                 }
+                // Sometimes the logs sync at once; otherwise the appends
+                // stay pending until the flusher's interval passes or a
+                // later round syncs them.
                 let up = self.nodes[i].up.as_mut().expect("up");
-                // Sometimes the log syncs at once; otherwise the appends
-                // stay pending (a crash now loses them) until the flusher's
-                // interval passes or a later round syncs them.
-                if let Some(end) = up.group.durable_wanted() {
+                for (k, end) in wanted {
                     if !self.lossy || self.rng.gen_bool(0.7) {
-                        up.group
-                            .partition()
-                            .wait_durable(end - 1)
+                        let part = up.driver.group(&k).expect("group").partition().clone();
+                        part.wait_durable(end - 1)
                             .await
                             .unwrap_or_else(|e| panic!("seed {}: node {id} sync: {e}", self.seed));
                     }
                 }
-                let released = up.group.on_durable();
-                busy |= !released.is_empty() || up.group.has_ready();
-                msgs.extend(released);
-                busy |= !msgs.is_empty();
-                self.send(id, msgs);
+                up.driver.on_durable();
+                let failed = up.driver.process().await;
+                if let Some((k, e)) = failed.first() {
+                    self.fail(format!("node {id} group {k:?}: {e}"));
+                }
+                for (to, batch) in up.driver.take_batches() {
+                    let mut bytes = BytesMut::new();
+                    wire::encode(&batch, &mut bytes);
+                    let delay = if self.lossy {
+                        self.rng.gen_range(0..4)
+                    } else {
+                        0
+                    };
+                    self.net.push(Flight {
+                        at: self.step + delay,
+                        from: id,
+                        to: to as u64,
+                        bytes,
+                    });
+                    self.stats.batches += 1;
+                    sent = true;
+                }
             }
-            if !busy {
+            if !sent {
                 return;
             }
             self.deliver(true);
         }
     }
 
-    /// Deliver the messages that are due (all of them when `now` is set:
-    /// the same step's exchange).
+    /// Deliver the batches that are due (all of them when `now` is set and
+    /// the network is healed: the same step's exchange).
     fn deliver(&mut self, now: bool) {
         let due: Vec<Flight>;
         (due, self.net) = std::mem::take(&mut self.net)
@@ -279,27 +314,28 @@ impl Sim {
                     at: self.step + self.rng.gen_range(1..5),
                     from: f.from,
                     to: f.to,
-                    msg: f.msg.clone(),
+                    bytes: f.bytes.clone(),
                 });
             }
             let Some(up) = self.nodes[(f.to - 1) as usize].up.as_mut() else {
                 continue;
             };
-            // A refused message is dropped, as a real transport would.
-            let _ = up.group.step(f.msg);
+            let batch = wire::decode(f.bytes)
+                .unwrap_or_else(|e| panic!("seed {}: a batch we encoded: {e}", self.seed));
+            up.driver.receive(batch);
         }
     }
 
-    fn propose(&mut self) {
-        let leaders: Vec<usize> = (0..self.nodes.len())
-            .filter(|&i| {
-                self.nodes[i]
-                    .up
-                    .as_ref()
-                    .is_some_and(|u| u.group.is_leader())
-            })
-            .collect();
-        for i in leaders {
+    fn propose(&mut self, p: u32) {
+        for i in 0..self.nodes.len() {
+            let node = self.nodes[i].id;
+            let leads = self.nodes[i]
+                .up
+                .as_ref()
+                .is_some_and(|u| u.driver.group(&key(p)).is_some_and(|g| g.is_leader()));
+            if !leads {
+                continue;
+            }
             let tag = self.next_tag;
             self.next_tag += 1;
             let mut b = BatchBuilder::new();
@@ -308,22 +344,22 @@ impl Sim {
                 b.push(self.step as i64, None, Some(v.as_bytes()), &[]);
             }
             let frame = b.finish(Compression::None, ProducerIds::NONE);
-            let node = self.nodes[i].id;
             let up = self.nodes[i].up.as_mut().unwrap();
-            if let Ok(p) = up.group.propose(frame) {
+            if let Ok(pr) = up.driver.propose(&key(p), frame) {
                 self.stats.proposed += 1;
-                if let Some(&w) = self.writers.get(&p.term) {
+                if let Some(&w) = self.writers.get(&(p, pr.term)) {
                     if w != node {
                         self.fail(format!(
-                            "nodes {w} and {node} both accepted writes in term {}",
-                            p.term
+                            "partition {p}: nodes {w} and {node} both accepted writes in term {}",
+                            pr.term
                         ));
                     }
                 }
-                self.writers.insert(p.term, node);
+                self.writers.insert((p, pr.term), node);
                 self.props.push(Prop {
                     node,
-                    p,
+                    partition: p,
+                    p: pr,
                     tag,
                     acked: None,
                 });
@@ -338,57 +374,65 @@ impl Sim {
             let Some(up) = self.nodes[i].up.as_ref() else {
                 continue;
             };
-            if up.group.is_leader() {
-                let term = up.group.term();
-                match self.leaders.insert(term, id) {
-                    Some(other) if other != id => {
-                        self.fail(format!("nodes {other} and {id} both led term {term}"))
-                    }
+            for (k, g) in up.driver.groups() {
+                if !g.is_leader() {
+                    continue;
+                }
+                let term = g.term();
+                match self.leaders.insert((k.partition, term), id) {
+                    Some(other) if other != id => self.fail(format!(
+                        "partition {}: nodes {other} and {id} both led term {term}",
+                        k.partition
+                    )),
                     None => self.stats.elections += 1,
                     _ => {}
                 }
             }
         }
-        for k in 0..self.props.len() {
-            if self.props[k].acked.is_some() {
+        for n in 0..self.props.len() {
+            if self.props[n].acked.is_some() {
                 continue;
             }
-            let node = self.props[k].node;
+            let node = self.props[n].node;
             let Some(up) = self.nodes[(node - 1) as usize].up.as_ref() else {
                 continue;
             };
-            match up.group.outcome(self.props[k].p) {
+            let g = up
+                .driver
+                .group(&key(self.props[n].partition))
+                .expect("group");
+            match g.outcome(self.props[n].p) {
                 Outcome::Committed { base_offset } => {
-                    self.props[k].acked = Some(base_offset);
+                    self.props[n].acked = Some(base_offset);
                     self.stats.acked += 1;
                 }
                 Outcome::Lost => {
-                    // Never acknowledged: mark it so it is not looked at again.
-                    self.props[k].acked = Some(u64::MAX);
+                    self.props[n].acked = Some(u64::MAX);
                     self.stats.lost += 1;
                 }
                 Outcome::Pending => {}
             }
         }
         for i in 0..self.nodes.len() {
-            self.read_visible(i).await;
+            for p in 0..PARTITIONS {
+                self.read_visible(i, p).await;
+            }
         }
     }
 
-    /// Read node `i`'s visible log from its cursor, and compare with what
-    /// every consumer has read before.
-    async fn read_visible(&mut self, i: usize) {
+    /// Read broker `i`'s visible log of partition `p` from its cursor, and
+    /// compare with what every consumer has read before.
+    async fn read_visible(&mut self, i: usize, p: u32) {
         let id = self.nodes[i].id;
         let Some(up) = self.nodes[i].up.as_ref() else {
             return;
         };
-        let part = up.group.partition().clone();
+        let part = up.driver.group(&key(p)).expect("group").partition().clone();
         loop {
-            let from = self.nodes[i].cursor;
-            let r = part
-                .read(from, 64 << 10)
-                .await
-                .unwrap_or_else(|e| self.fail(format!("node {id} read at {from}: {e}")));
+            let from = self.nodes[i].cursor[p as usize];
+            let r = part.read(from, 64 << 10).await.unwrap_or_else(|e| {
+                self.fail(format!("node {id} partition {p} read at {from}: {e}"))
+            });
             if r.frames.is_empty() {
                 return;
             }
@@ -402,15 +446,15 @@ impl Sim {
                     Some(s.split(':').next().unwrap().parse::<u64>().unwrap())
                 };
                 let seen = (h.partition_leader_epoch, tag);
-                if let Some(old) = self.read.insert(h.base_offset, seen) {
+                if let Some(old) = self.read.insert((p, h.base_offset), seen) {
                     if old != seen {
                         self.fail(format!(
-                            "node {id}: offset {} read as {seen:?}, earlier as {old:?}",
+                            "node {id}: partition {p} offset {} read as {seen:?}, earlier as {old:?}",
                             h.base_offset
                         ));
                     }
                 }
-                self.nodes[i].cursor = h.last_offset() + 1;
+                self.nodes[i].cursor[p as usize] = h.last_offset() + 1;
             }
         }
     }
@@ -439,17 +483,68 @@ impl Sim {
         } else if roll < 0.14 {
             self.cut.clear();
         }
-        if self.rng.gen_bool(0.5) {
-            self.propose();
-        }
-        for n in &mut self.nodes {
-            if let Some(up) = n.up.as_mut() {
-                up.group.tick();
+        for p in 0..PARTITIONS {
+            if self.rng.gen_bool(0.5) {
+                self.propose(p);
             }
         }
+        self.tick_all();
         self.deliver(false);
         self.settle().await;
         self.check().await;
+    }
+
+    fn tick_all(&mut self) {
+        for n in &mut self.nodes {
+            if let Some(up) = n.up.as_mut() {
+                up.driver.tick();
+            }
+        }
+    }
+
+    /// A step with no faults (after healing); proposals only while `propose`.
+    async fn run_step_quiet(&mut self, propose: bool) {
+        self.step += 1;
+        self.clock.advance(Duration::from_millis(10));
+        if propose && self.step % 10 == 0 {
+            for p in 0..PARTITIONS {
+                self.propose(p);
+            }
+        }
+        self.tick_all();
+        self.deliver(true);
+        self.settle().await;
+        self.check().await;
+    }
+
+    /// Per partition: (applied, last, high watermark) of every replica.
+    fn progress(&self, p: u32) -> Vec<(u64, u64, u64)> {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let g = n.up.as_ref().unwrap().driver.group(&key(p)).unwrap();
+                (
+                    g.applied_index(),
+                    g.last_index(),
+                    g.partition().high_watermark(),
+                )
+            })
+            .collect()
+    }
+
+    /// A batch of the final term committed on partition `p`: everything
+    /// before it is committed too.
+    fn final_term_committed(&self, p: u32) -> bool {
+        let final_term = self
+            .nodes
+            .iter()
+            .map(|n| n.up.as_ref().unwrap().driver.group(&key(p)).unwrap().term())
+            .max();
+        self.props.iter().any(|x| {
+            x.partition == p
+                && Some(x.p.term) == final_term
+                && x.acked.is_some_and(|a| a != u64::MAX)
+        })
     }
 }
 
@@ -464,7 +559,7 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
                 id,
                 disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)),
                 up: None,
-                cursor: 0,
+                cursor: vec![0; PARTITIONS as usize],
             })
             .collect(),
         net: Vec::new(),
@@ -483,8 +578,10 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
     for _ in 0..steps {
         sim.run_step().await;
     }
-    // Heal: every node up, no faults; proposals continue until one
-    // commits in the final term, then quiet steps until all agree.
+    // Heal: every broker up, no faults; proposals continue until one
+    // commits in each partition's final term (proposals still pending
+    // then were never acknowledged: their client timed out), then quiet
+    // steps until all replicas agree.
     sim.lossy = false;
     sim.cut.clear();
     for i in 0..sim.nodes.len() {
@@ -495,101 +592,52 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
     let mut converged = false;
     for round in 0..600 {
         sim.run_step_quiet(round < 300).await;
-        let ups: Vec<_> = sim
-            .nodes
-            .iter()
-            .map(|n| {
-                let g = &n.up.as_ref().unwrap().group;
-                (
-                    g.applied_index(),
-                    g.last_index(),
-                    g.partition().high_watermark(),
-                )
-            })
-            .collect();
-        // A batch of the final term committed: everything before it is
-        // committed too. Proposals still pending after that were never
-        // acknowledged (their client timed out).
-        let final_term = sim
-            .nodes
-            .iter()
-            .map(|n| n.up.as_ref().unwrap().group.term())
-            .max();
-        let committed_now = sim
-            .props
-            .iter()
-            .any(|p| Some(p.p.term) == final_term && p.acked.is_some_and(|a| a != u64::MAX));
-        if committed_now && ups.iter().all(|u| *u == ups[0] && u.0 == u.1) {
-            converged = true;
+        converged = (0..PARTITIONS).all(|p| {
+            let pr = sim.progress(p);
+            sim.final_term_committed(p) && pr.iter().all(|u| *u == pr[0] && u.0 == u.1)
+        });
+        if converged {
             break;
         }
     }
     if !converged {
-        let view: Vec<_> = sim
-            .nodes
-            .iter()
-            .map(|n| {
-                let g = &n.up.as_ref().unwrap().group;
-                (
-                    g.term(),
-                    g.is_leader(),
-                    g.commit_index(),
-                    g.applied_index(),
-                    g.last_index(),
-                )
-            })
-            .collect();
+        let view: Vec<_> = (0..PARTITIONS).map(|p| sim.progress(p)).collect();
         sim.fail(format!(
-            "replicas did not converge after healing: (term, leader, commit, applied, last) {view:?}"
+            "replicas did not converge after healing: per partition (applied, last, hw) {view:?}"
         ));
     }
     sim.check().await;
     // Every acknowledged proposal is where it was acknowledged, once.
-    let mut tags_at: BTreeMap<u64, u64> = BTreeMap::new();
-    for (off, (_, tag)) in &sim.read {
+    let mut tags_at: BTreeMap<u64, (u32, u64)> = BTreeMap::new();
+    for ((p, off), (_, tag)) in &sim.read {
         if let Some(t) = tag {
-            if let Some(other) = tags_at.insert(*t, *off) {
-                sim.fail(format!("batch {t} read at offsets {other} and {off}"));
+            if let Some(other) = tags_at.insert(*t, (*p, *off)) {
+                sim.fail(format!("batch {t} read at {other:?} and {:?}", (p, off)));
             }
         }
     }
-    for p in &sim.props {
-        let Some(at) = p.acked.filter(|a| *a != u64::MAX) else {
+    for x in &sim.props {
+        let Some(at) = x.acked.filter(|a| *a != u64::MAX) else {
             continue;
         };
-        match tags_at.get(&p.tag) {
-            Some(&o) if o == at => {}
+        match tags_at.get(&x.tag) {
+            Some(&(p, o)) if p == x.partition && o == at => {}
             other => sim.fail(format!(
-                "acknowledged batch {} (at {at}, term {}) is at {other:?}",
-                p.tag, p.p.term
+                "acknowledged batch {} (partition {}, offset {at}, term {}) is at {other:?}",
+                x.tag, x.partition, x.p.term
             )),
         }
     }
     // Every replica's consumer read the whole, same log.
-    let ends: Vec<u64> = sim.nodes.iter().map(|n| n.cursor).collect();
-    if ends.iter().any(|e| *e != ends[0]) {
-        sim.fail(format!("replicas' visible ends differ: {ends:?}"));
+    for p in 0..PARTITIONS as usize {
+        let ends: Vec<u64> = sim.nodes.iter().map(|n| n.cursor[p]).collect();
+        if ends.iter().any(|e| *e != ends[0]) {
+            sim.fail(format!(
+                "partition {p}: replicas' visible ends differ: {ends:?}"
+            ));
+        }
     }
     sim.stats
-}
-
-impl Sim {
-    /// A step with no faults (after healing); proposals only while `propose`.
-    async fn run_step_quiet(&mut self, propose: bool) {
-        self.step += 1;
-        self.clock.advance(Duration::from_millis(10));
-        if propose && self.step % 10 == 0 {
-            self.propose();
-        }
-        for n in &mut self.nodes {
-            if let Some(up) = n.up.as_mut() {
-                up.group.tick();
-            }
-        }
-        self.deliver(true);
-        self.settle().await;
-        self.check().await;
-    }
 }
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -603,7 +651,7 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 #[test]
-fn replicated_partition_survives_crashes_partitions_and_a_lossy_network() {
+fn replicated_partitions_survive_crashes_partitions_and_a_lossy_network() {
     let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
     ex.run(async {
         let steps = env_u64("SHARDLOG_SIM_STEPS", 400);
@@ -616,17 +664,7 @@ fn replicated_partition_survives_crashes_partitions_and_a_lossy_network() {
         };
         let mut total = Stats::default();
         for seed in seeds {
-            let s = run_seed(seed, steps).await;
-            total.proposed += s.proposed;
-            total.acked += s.acked;
-            total.lost += s.lost;
-            total.crashes += s.crashes;
-            total.crashes_unsynced += s.crashes_unsynced;
-            total.cuts += s.cuts;
-            total.dropped += s.dropped;
-            total.duplicated += s.duplicated;
-            total.elections += s.elections;
-            total.fetches += s.fetches;
+            total.add(&run_seed(seed, steps).await);
         }
         println!("replica_sim: {total:?}");
         assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");

@@ -3,6 +3,8 @@
 //! segment log, one frame per Raft entry.
 //!
 //! Built so far (driven by `tests/replica_sim.rs`, not yet by the broker):
+//! - [`driver`]: a shard's groups, ticked together, messages batched per
+//!   peer broker; [`wire`]: the bytes of such a batch;
 //! - [`group`]: one replica of a partition's group (raft-rs `RawNode`),
 //!   appending to and truncating the partition's log, moving its high
 //!   watermark to the commit index;
@@ -15,12 +17,15 @@
 //! - [`hard_state`]: the replica's term, vote, commit, log start and
 //!   configuration, in two small alternating files per partition.
 
+pub mod driver;
 pub mod entry;
 pub mod group;
 pub mod hard_state;
 pub mod log_index;
 pub mod storage;
+pub mod wire;
 
+pub use driver::{DriverStats, GroupKey, ReplicationDriver};
 pub use group::{GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, ReplicaError};
 pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};
