@@ -63,6 +63,7 @@ pub fn table_of(state: &ControllerState, prev: &TopicTable, defaults: &TopicConf
                     shard: a.shard,
                     leader_epoch: a.leader_epoch,
                     followers: a.followers.iter().map(|(n, _)| *n).collect(),
+                    follower_shards: a.followers.iter().map(|(_, s)| *s).collect(),
                 })
                 .collect(),
         };

@@ -137,6 +137,33 @@ pub struct Assignment {
     /// are created with a replication factor above 1).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub followers: Vec<u32>,
+    /// The shard of each follower's replica on its broker (same order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub follower_shards: Vec<u16>,
+}
+
+impl Assignment {
+    /// Whether the partition is replicated by a Raft group (more than one
+    /// replica).
+    pub fn replicated(&self) -> bool {
+        !self.followers.is_empty()
+    }
+
+    /// The shard of `node`'s replica, if `node` holds one.
+    pub fn replica_shard(&self, node: u32) -> Option<u16> {
+        if node == self.node {
+            return Some(self.shard);
+        }
+        let i = self.followers.iter().position(|f| *f == node)?;
+        Some(self.follower_shards.get(i).copied().unwrap_or(self.shard))
+    }
+
+    /// Every replica's broker, the initial leader first (the group's voters).
+    pub fn replicas(&self) -> Vec<u32> {
+        let mut v = vec![self.node];
+        v.extend(&self.followers);
+        v
+    }
 }
 
 /// A broker of the cluster as clients reach it.
