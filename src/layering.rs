@@ -97,7 +97,17 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         ],
     ),
     ("controller", &["config", "metadata", "protocol", "router"]),
-    ("replica", &["metadata"]),
+    (
+        "replica",
+        &[
+            "controller",
+            "format",
+            "metadata",
+            "partition",
+            "protocol",
+            "storage",
+        ],
+    ),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
     ("data_dir", &[]),
@@ -117,6 +127,9 @@ pub const SAME_LAYER: &[(&str, &str)] = &[
     ("kafka", "server"),
     ("server", "groups"),
     ("kafka", "groups"),
+    // Partition groups encode raft-rs messages exactly as the controller's
+    // RPC does (`controller::raft_codec`).
+    ("replica", "controller"),
 ];
 
 /// Upward edges not fixed yet (none today; keep the list so the test says
