@@ -44,6 +44,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     /// Partition count of auto-created topics.
     pub default_partitions: u32,
+    /// In a cluster: replicas per partition of topics created without a
+    /// replication factor (auto-created, or -1 in Kafka CreateTopics).
+    pub default_replication_factor: u16,
 
     /// Largest request frame accepted, in bytes. Larger frames are refused and the connection closed.
     pub max_request_bytes: usize,
@@ -186,6 +189,7 @@ impl Default for BrokerConfig {
             advertised_kafka_addr: None,
             auto_create_topics: true,
             default_partitions: 1,
+            default_replication_factor: 1,
             max_request_bytes: 64 << 20,
             max_connections_per_shard: 4096,
             max_inflight_bytes_per_connection: 64 << 20,
@@ -275,6 +279,9 @@ impl BrokerConfig {
         }
         if self.shards == Some(0) {
             return bad("shards must be >= 1");
+        }
+        if self.default_replication_factor == 0 {
+            return bad("default_replication_factor must be >= 1");
         }
         if self.default_partitions == 0 {
             return bad("default_partitions must be >= 1");

@@ -88,15 +88,20 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         &[
             "clock",
             "config",
+            "controller",
             "event",
             "metadata",
             "partition",
             "protocol",
+            "replica",
             "router",
             "storage",
         ],
     ),
-    ("controller", &["config", "metadata", "protocol", "router"]),
+    (
+        "controller",
+        &["config", "metadata", "protocol", "replica", "router"],
+    ),
     (
         "replica",
         &[
@@ -130,6 +135,8 @@ pub const SAME_LAYER: &[(&str, &str)] = &[
     // Partition groups encode raft-rs messages exactly as the controller's
     // RPC does (`controller::raft_codec`).
     ("replica", "controller"),
+    // The RPC port carries partition groups' batches too.
+    ("controller", "replica"),
 ];
 
 /// Upward edges not fixed yet (none today; keep the list so the test says

@@ -87,6 +87,10 @@ enum ClusterCmd {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas of each partition (at most the live brokers); above 1
+        /// each partition is a Raft group (docs/replication.md).
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u16,
         /// More brokers' RPC addresses to retry through, comma-separated.
         #[arg(long, value_delimiter = ',')]
         also: Vec<String>,
@@ -426,11 +430,20 @@ fn cluster(cmd: ClusterCmd, rpc: &str) -> Result<()> {
         ClusterCmd::CreateTopic {
             name,
             partitions,
+            replication_factor,
             also,
         } => {
             let mut addrs = vec![rpc.to_string()];
             addrs.extend(also);
-            admin::create_topic(&addrs, &name, partitions, vec![], timeout, 2 * timeout)?;
+            admin::create_topic(
+                &addrs,
+                &name,
+                partitions,
+                replication_factor,
+                vec![],
+                timeout,
+                2 * timeout,
+            )?;
             // Show where it went, as the controller placed it.
             for addr in &addrs {
                 if let Ok(v) = admin::view(addr, timeout) {

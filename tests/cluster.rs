@@ -122,6 +122,7 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
             std::slice::from_ref(addr),
             &name,
             4,
+            1,
             vec![],
             RPC_TIMEOUT,
             Duration::from_secs(20),
@@ -211,6 +212,7 @@ fn three_nodes_elect_a_controller_and_place_topics_created_through_any_node_on_a
         &[c.rpc[ask].clone()],
         "while-down",
         6,
+        1,
         vec![],
         RPC_TIMEOUT,
         Duration::from_secs(20),
@@ -241,13 +243,21 @@ mod kafka {
     use std::time::{Duration, Instant};
 
     pub fn create(bootstrap: &str, topic: &str, partitions: i32) {
+        create_replicated(bootstrap, topic, partitions, 1)
+    }
+
+    pub fn create_replicated(bootstrap: &str, topic: &str, partitions: i32, rf: i32) {
         let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()
             .unwrap();
         let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(20)));
         let created = futures::executor::block_on(admin.create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(
+                topic,
+                partitions,
+                TopicReplication::Fixed(rf),
+            )],
             &opts,
         ))
         .unwrap();
@@ -290,16 +300,38 @@ mod kafka {
         }
     }
 
+    /// Each partition's leader as `bootstrap` reports it now (-1: none).
+    pub fn leaders_any(bootstrap: &str, topic: &str) -> Vec<i32> {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        match probe.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => md.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| p.leader())
+                .collect(),
+            Err(_) => vec![-1],
+        }
+    }
+
     /// `n` keyed messages (key `k{i % 12}`, value `i`), idempotent,
     /// acks=all; every delivery must succeed.
     pub fn produce(bootstrap: &str, topic: &str, n: usize) {
+        produce_range(bootstrap, topic, 0..n)
+    }
+
+    /// Messages with values `range` (key `k{i % 12}`), as [`produce`].
+    pub fn produce_range(bootstrap: &str, topic: &str, range: std::ops::Range<usize>) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("enable.idempotence", "true")
             .set("linger.ms", "5")
             .create()
             .unwrap();
-        let sends: Vec<_> = (0..n)
+        let sends: Vec<_> = range
+            .clone()
             .map(|i| {
                 let (key, value) = (format!("k{}", i % 12), i.to_string());
                 producer
@@ -308,10 +340,41 @@ mod kafka {
                     .unwrap()
             })
             .collect();
-        for (i, s) in sends.into_iter().enumerate() {
+        for (i, s) in range.zip(sends) {
             let r = futures::executor::block_on(s).unwrap();
             assert!(r.is_ok(), "message {i}: {r:?}");
         }
+    }
+
+    /// Every value of `topic` read from the beginning of each partition
+    /// (assigned, no group), until `n` distinct values or 60 s.
+    pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<usize> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .set("group.id", "unused")
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap();
+        let mut tpl = rdkafka::TopicPartitionList::new();
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, rdkafka::Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let mut seen = Vec::new();
+        let mut distinct = std::collections::BTreeSet::new();
+        let started = Instant::now();
+        while distinct.len() < n && started.elapsed() < Duration::from_secs(60) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+                let v: usize = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                seen.push(v);
+                distinct.insert(v);
+            }
+        }
+        seen
     }
 
     /// Consume `n` messages in group `group`, check each key's values come
@@ -399,6 +462,51 @@ fn a_kafka_client_creates_produces_and_consumes_through_any_bootstrap_node() {
     // may be any node); the commits are seen through node 1.
     kafka::produce(&brokers[1], "orders", 600);
     kafka::consume_in_group(&brokers[2], &brokers[0], "orders", "cluster-readers", 600);
+}
+
+/// A topic with three replicas per partition (issue 13): produce with
+/// acks=all, kill -9 the broker leading partition 0, produce more through a
+/// survivor; every acknowledged message is read back, and each replica's
+/// directory holds the partition's data.
+#[test]
+fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed() {
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "replicated", 2, 3);
+    let leaders = kafka::leaders(&brokers[0], "replicated", &brokers);
+    kafka::produce(&brokers[1], "replicated", 300);
+    let first = kafka::read_all(&brokers[2], "replicated", 2, 300);
+    let distinct: std::collections::BTreeSet<usize> = first.iter().copied().collect();
+    assert_eq!(distinct.len(), 300, "read back before the kill");
+    // Kill the leader of partition 0; a follower takes over.
+    let victim = leaders[0] as usize - 1;
+    c.nodes[victim].kill9();
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != victim)
+        .map(|i| brokers[i].clone())
+        .collect();
+    let started = Instant::now();
+    loop {
+        let now = kafka::leaders_any(&survivors[0], "replicated");
+        if now.iter().all(|l| *l > 0 && *l as usize - 1 != victim) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no new leader for every partition: {now:?}; logs:\n{}",
+            c.cluster_logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kafka::produce_range(&survivors[0], "replicated", 300..600);
+    let all = kafka::read_all(&survivors[1], "replicated", 2, 600);
+    let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();
+    let missing: Vec<usize> = (0..600).filter(|v| !distinct.contains(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged messages missing after the kill: {missing:?}"
+    );
 }
 
 #[test]
@@ -679,6 +787,7 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
         &c.rpc,
         "steady",
         3,
+        1,
         vec![],
         RPC_TIMEOUT,
         Duration::from_secs(20),
@@ -729,6 +838,7 @@ fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknow
                     &addrs,
                     &name,
                     2,
+                    1,
                     vec![],
                     RPC_TIMEOUT,
                     Duration::from_secs(30),
@@ -938,6 +1048,7 @@ fn hostile_bytes_on_the_rpc_port_close_that_connection_and_nothing_else() {
     admin::create_topic(
         std::slice::from_ref(&rpc),
         "after-garbage",
+        1,
         1,
         vec![],
         RPC_TIMEOUT,
@@ -1214,6 +1325,7 @@ fn a_producer_follows_a_partition_whose_leader_moves() {
     admin::create_topic(
         &[c.rpc[0].clone()],
         "moving",
+        1,
         1,
         vec![],
         RPC_TIMEOUT,

@@ -142,6 +142,7 @@ pub fn create_topic(
     addrs: &[String],
     name: &str,
     partitions: u32,
+    replication_factor: u16,
     config: Vec<(String, String)>,
     timeout: Duration,
     deadline: Duration,
@@ -156,7 +157,7 @@ pub fn create_topic(
             topic_id,
             partitions,
             config,
-            replication_factor: 1,
+            replication_factor,
         },
     };
     let mut attempt = 0;

@@ -818,6 +818,12 @@ impl Driver {
                     self.pump();
                     continue;
                 }
+                Request::Replicate(batch) => {
+                    if let Some(shard) = self.shard() {
+                        crate::shard::replication::route(&shard, batch);
+                    }
+                    continue;
+                }
                 Request::Propose(env) => Response::Proposed(self.propose(env, true).await),
                 Request::Heartbeat {
                     broker,

@@ -89,6 +89,7 @@ async fn submit(
             name,
             partitions,
             config,
+            replication_factor,
         } => {
             let meta = admin::new_topic(&shard, &table, name, partitions, config)?;
             let command = Command::CreateTopic {
@@ -96,9 +97,10 @@ async fn submit(
                 topic_id: view::topic_id_of(&meta.id),
                 partitions,
                 config: alter::overrides(&meta, &defaults),
-                // Until partitions replicate, every topic has one replica
-                // (the client APIs refuse a higher factor).
-                replication_factor: 1,
+                // Above 1, each partition is a Raft group; the controller
+                // refuses more replicas than live brokers.
+                replication_factor: replication_factor
+                    .unwrap_or(shard.config.default_replication_factor),
             };
             applied(driver.request(command, REQUEST_BUDGET).await, &meta.name)?;
             let (name, id) = (meta.name, meta.id);
@@ -190,6 +192,9 @@ fn applied(r: Option<ApplyResult>, topic: &str) -> Result<Outcome, AdminError> {
             }
             Refusal::InvalidPartitions => AdminError::InvalidPartitions(why.to_string()),
             Refusal::NoLiveBroker => AdminError::NoLiveBroker,
+            Refusal::ReplicationFactor => {
+                AdminError::InvalidReplicationFactor("0, or more replicas than live brokers".into())
+            }
             other => AdminError::ControllerUnavailable(other.to_string()),
         }),
         ok => Ok(ok),

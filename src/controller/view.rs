@@ -37,6 +37,7 @@ pub fn table_of(state: &ControllerState, prev: &TopicTable, defaults: &TopicConf
                 id: *id,
                 kafka_addr: b.reg.kafka_addr.clone(),
                 native_addr: b.reg.native_addr.clone(),
+                rpc_addr: b.reg.rpc_addr.clone(),
                 live: b.live,
             },
         );

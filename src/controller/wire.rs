@@ -34,6 +34,8 @@ pub const API_RAFT: u16 = 1;
 pub const API_PROPOSE: u16 = 2;
 pub const API_GET_STATE: u16 = 3;
 pub const API_HEARTBEAT: u16 = 4;
+/// Partition groups' Raft messages between brokers (`replica::wire`).
+pub const API_REPLICATE: u16 = 5;
 pub const RESPONSE_BIT: u16 = 0x8000;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +48,8 @@ pub enum Request {
         broker: u32,
         incarnation: u64,
     },
+    /// Partition groups' messages from one broker (no response).
+    Replicate(crate::replica::wire::Batch),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,10 +138,16 @@ pub fn encode_request(correlation_id: u32, req: &Request) -> BytesMut {
             b.put_u32_le(*broker);
             b.put_u64_le(*incarnation);
         }),
+        Request::Replicate(batch) => frame(API_REPLICATE, correlation_id, |b| {
+            crate::replica::wire::encode(batch, b)
+        }),
     }
 }
 
 pub fn decode_request(api: u16, body: BytesMut) -> Result<Request, DecodeError> {
+    if api == API_REPLICATE {
+        return Ok(Request::Replicate(crate::replica::wire::decode(body)?));
+    }
     let mut r = Reader::new(body);
     let req = match api {
         API_RAFT => {

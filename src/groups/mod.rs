@@ -195,6 +195,9 @@ pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
         name: OFFSETS_TOPIC.to_string(),
         partitions: OFFSETS_PARTITIONS,
         config: BTreeMap::new(),
+        // The offsets topic has one replica until its partitions replicate
+        // (docs/replication.md).
+        replication_factor: Some(1),
     };
     match shard.admin(op).await {
         Ok(_) | Err(AdminError::TopicExists(_)) => {}

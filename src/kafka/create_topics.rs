@@ -35,11 +35,14 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse
             ))
         } else if let Err(e) = validate_name(&name) {
             Some((errors::invalid_topic(), e.to_string()))
-        } else if t.replication_factor != -1 && t.replication_factor != 1 {
+        } else if t.replication_factor == 0
+            || t.replication_factor < -1
+            || t.replication_factor > i16::from(u8::MAX)
+        {
             Some((
                 errors::invalid_replication_factor(),
                 format!(
-                    "replication factor {} is not possible: shardlog is a single broker (use 1)",
+                    "replication factor {} is not possible",
                     t.replication_factor
                 ),
             ))
@@ -72,6 +75,8 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse
                 name: name.clone(),
                 partitions: partitions as u32,
                 config,
+                // -1: the broker's default.
+                replication_factor: u16::try_from(t.replication_factor).ok(),
             };
             ctx.shard
                 .admin(op)

@@ -100,6 +100,7 @@ pub fn admin(e: &AdminError) -> i16 {
         AdminError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
         AdminError::InvalidName(_) => ResponseError::InvalidTopicException,
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => {
             ResponseError::KafkaStorageError

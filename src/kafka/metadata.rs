@@ -147,23 +147,43 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
     let me = node_id(&ctx.shard);
     let partitions = (0..m.partitions)
         .map(|p| {
-            let (leader, epoch, followers) = match m.assignment.get(p as usize) {
-                Some(a) => (a.node as i32, a.leader_epoch as i32, a.followers.clone()),
-                None => (me, LEADER_EPOCH, Vec::new()),
+            let (mut leader, mut epoch, replica_ids) = match m.assignment.get(p as usize) {
+                Some(a) => (a.node as i32, a.leader_epoch as i32, a.replicas()),
+                None => (me, LEADER_EPOCH, vec![me as u32]),
             };
-            let live = leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live);
-            let replicas = std::iter::once(BrokerId(leader))
-                .chain(followers.iter().map(|f| BrokerId(*f as i32)))
-                .collect();
-            // The in-sync set is the leader alone: followers do not
-            // replicate yet (docs/replication.md, the plan's step 4).
+            // A replicated partition's leader is its Raft group's, as this
+            // broker's replica last saw it; its epoch is the group's term.
+            let raft = m
+                .assignment
+                .get(p as usize)
+                .filter(|a| a.replicated())
+                .and_then(|_| ctx.shard.replication()?.leader(&m.name, p));
+            if let Some((l, term)) = raft {
+                leader = l.map_or(-1, |l| l as i32);
+                epoch = term as i32;
+            }
+            let live = leader >= 0
+                && (leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live));
+            let replicas = replica_ids.iter().map(|r| BrokerId(*r as i32)).collect();
+            // In-sync: every live replica of a replicated partition (Raft
+            // keeps a majority in step; which followers lag is not tracked
+            // yet), else the leader alone.
+            let isr: Vec<BrokerId> = if raft.is_some() {
+                replica_ids
+                    .iter()
+                    .filter(|r| **r as i32 == me || topics.brokers.get(r).is_some_and(|b| b.live))
+                    .map(|r| BrokerId(*r as i32))
+                    .collect()
+            } else {
+                vec![BrokerId(leader)]
+            };
             let mut e = MetadataResponsePartition::default()
                 .with_partition_index(p as i32)
                 .with_replica_nodes(replicas);
             e = if live {
                 e.with_error_code(errors::NONE)
                     .with_leader_id(BrokerId(leader))
-                    .with_isr_nodes(vec![BrokerId(leader)])
+                    .with_isr_nodes(isr)
             } else {
                 e.with_error_code(errors::leader_not_available())
                     .with_leader_id(BrokerId(-1))
@@ -191,6 +211,7 @@ pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), AdminError
         name: name.to_string(),
         partitions: shard.config.default_partitions,
         config: BTreeMap::new(),
+        replication_factor: None,
     };
     match shard.admin(op).await {
         Ok(_) => {

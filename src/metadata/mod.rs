@@ -174,6 +174,9 @@ pub struct BrokerEndpoint {
     pub kafka_addr: String,
     /// `host:port` of the native listener.
     pub native_addr: String,
+    /// `host:port` of the inter-broker RPC listener.
+    #[serde(default)]
+    pub rpc_addr: String,
     /// Registered and not fenced by the controller.
     pub live: bool,
 }

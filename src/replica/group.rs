@@ -357,6 +357,18 @@ impl<D: Disk> PartitionGroup<D> {
         }
     }
 
+    /// acks=1: where proposal `p` sits in this leader's log, if it was
+    /// appended there and not replaced.
+    pub fn appended_at(&self, p: Proposed) -> Option<u64> {
+        if self.store.term_of(p.index)? != p.term {
+            return None;
+        }
+        match self.store.find(p.index)? {
+            Found::At(o) => Some(o),
+            Found::ScanFrom { .. } => None,
+        }
+    }
+
     /// Handle what raft-rs produced since the last call; returns the
     /// messages that may go out now, in order. Call after every tick, step,
     /// proposal and [`Self::on_durable`]. Appends are not awaited: the

@@ -132,6 +132,9 @@ pub enum AdminOp {
         name: String,
         partitions: u32,
         config: BTreeMap<String, String>,
+        /// Replicas per partition; None: the broker's
+        /// `default_replication_factor`.
+        replication_factor: Option<u16>,
     },
     DeleteTopic {
         name: String,
@@ -163,6 +166,8 @@ pub enum AdminError {
     InvalidName(String),
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
+    #[error("invalid replication factor: {0}")]
+    InvalidReplicationFactor(String),
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
     #[error("metadata could not be stored: {0}")]

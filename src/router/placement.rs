@@ -28,6 +28,12 @@ pub enum Location {
 /// restarted with fewer `--shards`) wraps around, as the hash does.
 pub fn locate(meta: &TopicMeta, partition: u32, shards: usize, me: Option<u32>) -> Location {
     match (me, meta.assignment.get(partition as usize)) {
+        // A replicated partition is served on each broker by the shard
+        // holding its replica there (it answers NOT_LEADER unless its
+        // Raft group leads).
+        (Some(me), Some(a)) if a.replicated() && a.replica_shard(me).is_some() => {
+            Location::Here(a.replica_shard(me).expect("checked") as usize % shards)
+        }
         (Some(me), Some(a)) if a.node != me => Location::Elsewhere { node: a.node },
         (Some(_), Some(a)) => Location::Here(a.shard as usize % shards),
         _ => Location::Here(shard_of(&meta.name, partition, shards)),

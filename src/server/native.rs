@@ -75,7 +75,9 @@ pub fn admin_error_code(e: &AdminError) -> ErrorCode {
         AdminError::TopicExists(_) => ErrorCode::TopicExists,
         AdminError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         AdminError::InvalidName(_) => ErrorCode::InvalidRequest,
-        AdminError::InvalidPartitions(_) => ErrorCode::InvalidPartitions,
+        AdminError::InvalidPartitions(_) | AdminError::InvalidReplicationFactor(_) => {
+            ErrorCode::InvalidPartitions
+        }
         AdminError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => ErrorCode::StorageFailed,
         AdminError::ShuttingDown => ErrorCode::ShuttingDown,
@@ -369,6 +371,7 @@ async fn serve(
                 name: req.name,
                 partitions: req.partitions,
                 config: req.config.into_iter().collect(),
+                replication_factor: None,
             };
             Ok(Some(Handled::Respond(
                 admin_response(shard, key, id, op).await,

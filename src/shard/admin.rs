@@ -57,7 +57,15 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             name,
             partitions,
             config,
+            replication_factor,
         } => {
+            // One broker holds one replica of everything.
+            if replication_factor.is_some_and(|rf| rf != 1) {
+                return Err(AdminError::InvalidReplicationFactor(format!(
+                    "replication factor {} is not possible on a single broker (use 1, or start a cluster)",
+                    replication_factor.unwrap_or(0)
+                )));
+            }
             let meta = new_topic(shard, &next, name, partitions, config)?;
             move_aside_leftovers(shard, &meta.name, 0..meta.partitions)?;
             info!(topic = %meta.name, partitions = meta.partitions, "creating topic");

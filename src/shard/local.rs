@@ -74,6 +74,10 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
 pub struct Appended {
     results: Vec<ProducePartResult>,
     logs: Vec<Option<Rc<Partition<DmaDisk>>>>,
+    /// Per part: proposals to a replicated partition's group, whose
+    /// outcome decides the part's result.
+    replicated: Vec<Option<Submitted>>,
+    replication: Option<Rc<super::replication::Replication>>,
     /// The shard's clock, for the acks=all timeout.
     clock: Rc<dyn crate::clock::Clock>,
 }
@@ -123,25 +127,59 @@ impl Appended {
         Appended {
             results: Vec::with_capacity(n),
             logs: Vec::with_capacity(n),
+            replicated: Vec::with_capacity(n),
+            replication: shard.replication().cloned(),
             clock: shard.clock.clone(),
         }
     }
 
-    fn push(&mut self, (result, log): (ProducePartResult, Option<Rc<Partition<DmaDisk>>>)) {
+    fn push(&mut self, (result, log, sub): Part) {
         self.results.push(result);
         self.logs.push(log);
+        self.replicated.push(sub);
     }
 }
 
-/// Append one part now (the caller holds the append turn).
-fn append_part(
-    shard: &Rc<Shard>,
-    p: ProducePart,
-) -> (ProducePartResult, Option<Rc<Partition<DmaDisk>>>) {
+/// Frames proposed to a replicated partition's Raft group.
+pub struct Submitted {
+    proposals: futures::channel::oneshot::Receiver<
+        Result<Vec<crate::replica::Proposed>, crate::replica::ProposeError>,
+    >,
+    /// Offsets the last frame takes (its record count).
+    last_frame_offsets: u64,
+}
+
+type Part = (
+    ProducePartResult,
+    Option<Rc<Partition<DmaDisk>>>,
+    Option<Submitted>,
+);
+
+/// Append one part now (the caller holds the append turn); a replicated
+/// partition's frames are proposed to its Raft group instead, in the same
+/// order.
+fn append_part(shard: &Rc<Shard>, p: ProducePart) -> Part {
+    let mut sub = None;
     let (result, log) = if shard.shutting_down.get() {
         (Err(OpError::ShuttingDown), None)
     } else {
         match shard.partition(&p.topic, p.partition) {
+            Ok(log) if shard.is_replicated(&p.topic, p.partition) => {
+                let r = shard
+                    .replication()
+                    .expect("replicated partitions are a cluster's");
+                let last_frame_offsets = p.frames.last().map_or(1, |f| {
+                    crate::format::frame::parse_header(f)
+                        .map_or(1, |h| h.last_offset_delta as u64 + 1)
+                });
+                let frames = p.frames.into_iter().map(|f| f.freeze()).collect();
+                sub = Some(Submitted {
+                    proposals: r.submit(&p.topic, p.partition, frames),
+                    last_frame_offsets,
+                });
+                // Filled in by `await_acks` from the proposals' outcome.
+                (Err(OpError::Timeout(0)), Some(log))
+            }
             // One node: no election ever changes the leader epoch.
             Ok(log) => match log.append(p.frames, log.leader_epoch()) {
                 Ok(o) => (Ok(o), Some(log)),
@@ -155,7 +193,56 @@ fn append_part(
         partition: p.partition,
         result,
     };
-    (result, log)
+    (result, log, sub)
+}
+
+/// Wait for a replicated part's proposals: acks=all until committed,
+/// acks=1 until the leader appended them, acks=0 not at all.
+async fn await_replicated(
+    r: &super::replication::Replication,
+    topic: &str,
+    partition: u32,
+    log: &Partition<DmaDisk>,
+    sub: Submitted,
+    acks: Acks,
+) -> Result<crate::storage::AppendOutcome, OpError> {
+    use crate::replica::{Outcome, ProposeError};
+    let not_leader = |leader: Option<u64>| OpError::NotLeader {
+        topic: topic.to_string(),
+        partition,
+        leader: leader.unwrap_or(0) as u32,
+    };
+    let proposals = match sub.proposals.await {
+        Ok(Ok(p)) => p,
+        Ok(Err(ProposeError::NotLeader { leader })) => return Err(not_leader(leader)),
+        Ok(Err(ProposeError::Dropped)) | Err(_) => return Err(not_leader(None)),
+    };
+    let (Some(first), Some(last)) = (proposals.first().copied(), proposals.last().copied()) else {
+        return Err(not_leader(None));
+    };
+    loop {
+        let progressed = r.progressed().listen();
+        let at = |p| match acks {
+            Acks::All => match r.outcome(topic, partition, p) {
+                Outcome::Committed { base_offset } => Some(Ok(base_offset)),
+                Outcome::Lost => Some(Err(())),
+                Outcome::Pending => None,
+            },
+            _ => r.appended_at(topic, partition, p).map(Ok),
+        };
+        match (at(first), at(last)) {
+            (Some(Ok(base)), Some(Ok(last_base))) => {
+                return Ok(crate::storage::AppendOutcome {
+                    base_offset: base,
+                    last_offset: last_base + sub.last_frame_offsets - 1,
+                    log_start_offset: log.log_start_offset(),
+                    duplicate: false,
+                })
+            }
+            (Some(Err(())), _) | (_, Some(Err(()))) => return Err(not_leader(None)),
+            _ => progressed.await,
+        }
+    }
 }
 
 /// For acks=all, wait (up to `timeout_ms`) until every appended batch is durable.
@@ -163,8 +250,60 @@ pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<Produce
     let Appended {
         mut results,
         logs,
+        replicated,
+        replication,
         clock,
     } = a;
+    if let Some(r) = replication.filter(|_| replicated.iter().any(|s| s.is_some())) {
+        let waits = results
+            .iter()
+            .zip(&logs)
+            .zip(replicated)
+            .map(|((res, log), sub)| {
+                let r = r.clone();
+                let (topic, partition, log) = (res.topic.clone(), res.partition, log.clone());
+                async move {
+                    match (sub, log) {
+                        (Some(sub), Some(log)) if acks != Acks::None => {
+                            Some(await_replicated(&r, &topic, partition, &log, sub, acks).await)
+                        }
+                        (Some(_), _) => Some(Ok(crate::storage::AppendOutcome {
+                            base_offset: 0,
+                            last_offset: 0,
+                            log_start_offset: 0,
+                            duplicate: false,
+                        })),
+                        _ => None,
+                    }
+                }
+            });
+        let all = futures::future::join_all(waits);
+        let timeout = clock.sleep(Duration::from_millis(timeout_ms.max(1) as u64));
+        let outcomes = futures_lite::future::or(async { Some(all.await) }, async {
+            timeout.await;
+            None
+        })
+        .await;
+        match outcomes {
+            Some(outcomes) => {
+                for (res, o) in results.iter_mut().zip(outcomes) {
+                    if let Some(o) = o {
+                        res.result = o;
+                    }
+                }
+            }
+            None => {
+                for res in results.iter_mut() {
+                    if matches!(res.result, Err(OpError::Timeout(0))) {
+                        res.result = Err(OpError::Timeout(timeout_ms));
+                    }
+                }
+            }
+        }
+        // A request mixing replicated and single-replica partitions is
+        // answered once the replicated parts are; the others' durability
+        // (acks=all) is covered below.
+    }
     if acks != Acks::All {
         return results;
     }

@@ -19,6 +19,7 @@ pub mod dispatch;
 pub mod housekeeping;
 pub mod local;
 pub mod memory;
+pub mod replication;
 
 use crate::clock::{Clock, SystemClock};
 use crate::config::BrokerConfig;
@@ -155,6 +156,8 @@ pub struct Shard {
     adopt: fn(&Rc<Shard>, glommio::net::TcpStream, ListenerKind),
     /// Shard 0 in a cluster: where metadata changes go (see [`admin`]).
     controller_link: RefCell<Option<Rc<dyn admin::ControllerLink>>>,
+    /// In a cluster: this shard's replicated partitions (Raft groups).
+    replication: Option<Rc<replication::Replication>>,
 }
 
 thread_local! {
@@ -180,6 +183,20 @@ impl Shard {
     pub fn link_controller(&self, link: Rc<dyn admin::ControllerLink>) {
         assert_eq!(self.id, 0, "the controller link lives on shard 0");
         *self.controller_link.borrow_mut() = Some(link);
+    }
+
+    /// Whether a partition is replicated by a Raft group (in a cluster,
+    /// created with a replication factor above 1).
+    pub fn is_replicated(&self, topic: &str, partition: u32) -> bool {
+        self.topics()
+            .get(topic)
+            .and_then(|m| m.assignment.get(partition as usize))
+            .is_some_and(|a| a.replicated())
+    }
+
+    /// In a cluster: this shard's replicated partitions.
+    pub fn replication(&self) -> Option<&Rc<replication::Replication>> {
+        self.replication.as_ref()
     }
 
     /// This broker's id in a cluster (None: a single node).
@@ -256,7 +273,32 @@ impl Shard {
             // A log that found corruption on a read is offline like one
             // that recovery refused.
             Some(PartitionSlot::Online { partition: p, .. }) => match p.offline_cause() {
-                None => Ok(p.clone()),
+                None => {
+                    // A replicated partition serves clients only where its
+                    // Raft group's leader is.
+                    if let Some(a) = meta
+                        .assignment
+                        .get(partition as usize)
+                        .filter(|a| a.replicated())
+                    {
+                        let me = self
+                            .node_id()
+                            .expect("replicated partitions are a cluster's");
+                        let leader = self
+                            .replication
+                            .as_ref()
+                            .and_then(|r| r.leader(topic, partition))
+                            .and_then(|(l, _)| l);
+                        if leader != Some(me) {
+                            return Err(OpError::NotLeader {
+                                topic: topic.to_string(),
+                                partition,
+                                leader: leader.unwrap_or(a.node),
+                            });
+                        }
+                    }
+                    Ok(p.clone())
+                }
                 Some(cause) => Err(OpError::Offline {
                     topic: topic.to_string(),
                     partition,
@@ -308,6 +350,9 @@ impl Shard {
             .collect();
         for key in moved {
             let slot = self.partitions.borrow_mut().remove(&key);
+            if let Some(r) = &self.replication {
+                r.remove(&key.0, key.1);
+            }
             if let Some(PartitionSlot::Online { partition, flusher }) = slot {
                 if let Err(e) = partition.close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a partition that moved: {e}");
@@ -326,6 +371,9 @@ impl Shard {
             .collect();
         for key in doomed {
             let slot = self.partitions.borrow_mut().remove(&key);
+            if let Some(r) = &self.replication {
+                r.remove(&key.0, key.1);
+            }
             let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
             if let Some(PartitionSlot::Online { partition, flusher }) = slot {
                 if let Err(e) = partition.close().await {
@@ -407,6 +455,9 @@ impl Shard {
             let slot = match r {
                 Ok(partition) => {
                     let flusher = glommio::spawn_local(partition.run_flusher()).detach();
+                    if let Err(e) = self.open_group(&topics, &key, &partition).await {
+                        error!(topic = %key.0, partition = key.1, "replica offline: {e}");
+                    }
                     PartitionSlot::Online { partition, flusher }
                 }
                 Err(e) => {
@@ -417,6 +468,55 @@ impl Shard {
             self.partitions.borrow_mut().insert(key, slot);
         }
         self.stamp_leader_epochs(&topics);
+    }
+
+    /// A replicated partition just opened here: start its Raft group's
+    /// replica (voters: every replica's broker, from the assignment).
+    async fn open_group(
+        &self,
+        topics: &SharedTopics,
+        key: &(String, u32),
+        partition: &Rc<Partition<DmaDisk>>,
+    ) -> Result<(), crate::replica::ReplicaError> {
+        let (Some(r), Some(me)) = (&self.replication, self.node_id()) else {
+            return Ok(());
+        };
+        let Some(meta) = topics.get(&key.0) else {
+            return Ok(());
+        };
+        let Some(a) = meta
+            .assignment
+            .get(key.1 as usize)
+            .filter(|a| a.replicated())
+        else {
+            return Ok(());
+        };
+        r.set_peer_addrs(
+            topics
+                .brokers
+                .iter()
+                .map(|(id, b)| (*id, b.rpc_addr.clone()))
+                .collect(),
+        );
+        let topic_id = u128::from_str_radix(&meta.id, 16).unwrap_or(0);
+        let cfg = crate::replica::GroupConfig::new(
+            me as u64,
+            a.replicas().iter().map(|n| *n as u64).collect(),
+        );
+        let group =
+            crate::replica::PartitionGroup::open(&cfg, self.disk.clone(), partition.clone())
+                .await?;
+        r.insert(
+            &key.0,
+            key.1,
+            crate::replica::GroupKey {
+                topic_id,
+                partition: key.1,
+            },
+            group,
+        );
+        info!(topic = %key.0, partition = key.1, replicas = ?a.replicas(), "replica of a replicated partition opened");
+        Ok(())
     }
 
     /// In a cluster: each open partition appends with the leader epoch of
@@ -499,11 +599,17 @@ pub async fn run(
         held: RefCell::new(Vec::new()),
         adopt: frontend.adopt,
         controller_link: RefCell::new(None),
+        replication: config.node_id.map(replication::Replication::new),
         config,
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));
     shard.apply_topics(topics).await;
     crate::storage::dma::assert_poll_ring_idle();
+    // Started after the io-poll check above: it reads and writes logs.
+    let replication = shard
+        .replication
+        .as_ref()
+        .map(|r| glommio::spawn_local(r.clone().run(Rc::downgrade(&shard))).detach());
     if let Some(attach) = frontend.attach {
         attach(&shard).await;
     }
@@ -530,6 +636,11 @@ pub async fn run(
             shard.shutting_down.set(true);
             drop(accept_tasks);
             housekeeping.cancel();
+            // No more appends or truncations by the groups once the
+            // partitions close.
+            if let Some(r) = &replication {
+                r.cancel();
+            }
             shard.close_all().await;
             crate::storage::dma::assert_poll_ring_idle();
             let _ = reply.send(());

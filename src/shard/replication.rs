@@ -1,0 +1,436 @@
+//! A shard's replicated partitions: their Raft groups, driven by one
+//! [`ReplicationDriver`], and the connections that carry their batches to
+//! peer brokers.
+//!
+//! The shard's replication task loops: on each tick (every
+//! `REPLICATION_TICK`) it ticks every group; on each wake (a batch from a
+//! peer, a proposal, a sync done) it steps what arrived and runs the
+//! driver; then it asks the logs to sync what the groups wait for (one
+//! sync per log, shared with acks=all producers: the flusher's group
+//! commit) and hands each peer broker its one batch. Producers waiting for
+//! their proposals re-check after every round ([`Replication::progressed`]).
+//!
+//! Batches go to the peer's RPC listener (shard 0 there), which routes
+//! each group's messages to the shard holding that replica. Replication
+//! traffic is fire-and-forget like the controller's Raft messages: a batch
+//! that cannot be written is dropped and the peer reported unreachable;
+//! Raft resends.
+//!
+//! Lifecycle and cores: created with the shard in cluster mode, owned by
+//! the shard (an `Rc` in [`super::Shard`]); groups come and go with
+//! `apply_topics`. Everything here runs on the shard's executor.
+
+use crate::controller::wire::{self as rpc_wire, Request};
+use crate::event::LocalEvent;
+use crate::partition::Partition;
+use crate::replica::wire::Batch;
+use crate::replica::{
+    GroupKey, Outcome, PartitionGroup, ProposeError, Proposed, ReplicationDriver,
+};
+use crate::storage::dma::DmaDisk;
+use bytes::Bytes;
+use futures::AsyncWriteExt;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+/// How often every group ticks: heartbeats every tick, elections after
+/// 10–20 silent ticks (1–2 s).
+pub const REPLICATION_TICK: Duration = Duration::from_millis(100);
+/// Batches queued for one peer before new ones are dropped (Raft resends).
+const PEER_QUEUE: usize = 256;
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct Replication {
+    node: u32,
+    driver: RefCell<ReplicationDriver<DmaDisk>>,
+    /// (topic, partition) → its group key, for the partitions replicated here.
+    keys: RefCell<HashMap<(String, u32), GroupKey>>,
+    inbox: RefCell<Vec<Batch>>,
+    wake: Rc<LocalEvent>,
+    progressed: Rc<LocalEvent>,
+    /// Peer broker → the queue of its sender task.
+    peers: RefCell<HashMap<u32, flume::Sender<Batch>>>,
+    /// Peer broker → its RPC address (from the topic table).
+    addrs: RefCell<HashMap<u32, String>>,
+    /// Proposals waiting for the task (the driver is busy across awaits
+    /// during a round, so producers never borrow it themselves).
+    proposals: RefCell<Vec<Proposal>>,
+    /// Groups opened or closed since the last round.
+    pending_groups: RefCell<Vec<(GroupKey, PartitionGroup<DmaDisk>)>>,
+    removed: RefCell<Vec<GroupKey>>,
+    /// (topic, partition) → (leader, term) as of the last round, for
+    /// Metadata on any shard of this broker.
+    leaders: RefCell<HashMap<(String, u32), (Option<u32>, u64)>>,
+}
+
+struct Proposal {
+    key: GroupKey,
+    frames: Vec<Bytes>,
+    reply: futures::channel::oneshot::Sender<Result<Vec<Proposed>, ProposeError>>,
+}
+
+/// `fut`, or None once `d` passes.
+async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
+    futures_lite::future::or(async { Some(fut.await) }, async {
+        glommio::timer::sleep(d).await;
+        None
+    })
+    .await
+}
+
+impl Replication {
+    pub fn new(node: u32) -> Rc<Replication> {
+        Rc::new(Replication {
+            node,
+            driver: RefCell::new(ReplicationDriver::new(node)),
+            keys: RefCell::new(HashMap::new()),
+            inbox: RefCell::new(Vec::new()),
+            wake: Rc::new(LocalEvent::new()),
+            progressed: Rc::new(LocalEvent::new()),
+            peers: RefCell::new(HashMap::new()),
+            addrs: RefCell::new(HashMap::new()),
+            proposals: RefCell::new(Vec::new()),
+            pending_groups: RefCell::new(Vec::new()),
+            removed: RefCell::new(Vec::new()),
+            leaders: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// Fires after every round of the driver: proposals may have an outcome.
+    pub fn progressed(&self) -> &Rc<LocalEvent> {
+        &self.progressed
+    }
+
+    pub fn set_peer_addrs(&self, addrs: HashMap<u32, String>) {
+        *self.addrs.borrow_mut() = addrs;
+    }
+
+    pub fn key_of(&self, topic: &str, partition: u32) -> Option<GroupKey> {
+        self.keys
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    /// Open a group (the task inserts it at its next round).
+    pub fn insert(
+        &self,
+        topic: &str,
+        partition: u32,
+        key: GroupKey,
+        group: PartitionGroup<DmaDisk>,
+    ) {
+        self.pending_groups.borrow_mut().push((key, group));
+        self.keys
+            .borrow_mut()
+            .insert((topic.to_string(), partition), key);
+        self.wake.notify();
+    }
+
+    /// Close a group (at the task's next round).
+    pub fn remove(&self, topic: &str, partition: u32) {
+        if let Some(key) = self
+            .keys
+            .borrow_mut()
+            .remove(&(topic.to_string(), partition))
+        {
+            self.removed.borrow_mut().push(key);
+            self.leaders
+                .borrow_mut()
+                .remove(&(topic.to_string(), partition));
+            self.wake.notify();
+        }
+    }
+
+    /// The group's leader as this broker's replica knew it at its last
+    /// round, and its term (None: no replica of it here).
+    pub fn leader(&self, topic: &str, partition: u32) -> Option<(Option<u32>, u64)> {
+        self.leaders
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .copied()
+    }
+
+    /// Batches from a peer (routed here by shard 0's RPC server).
+    pub fn deliver(&self, batch: Batch) {
+        self.inbox.borrow_mut().push(batch);
+        self.wake.notify();
+    }
+
+    /// Queue each frame of a produce for the group of `topic`/`partition`,
+    /// in order (the queue keeps the order calls are made in); the
+    /// receiver gets the proposals once the task took them.
+    pub fn submit(
+        &self,
+        topic: &str,
+        partition: u32,
+        frames: Vec<Bytes>,
+    ) -> futures::channel::oneshot::Receiver<Result<Vec<Proposed>, ProposeError>> {
+        let (reply, rx) = futures::channel::oneshot::channel();
+        match self.key_of(topic, partition) {
+            Some(key) => {
+                self.proposals
+                    .borrow_mut()
+                    .push(Proposal { key, frames, reply });
+                self.wake.notify();
+            }
+            None => {
+                let _ = reply.send(Err(ProposeError::NotLeader { leader: None }));
+            }
+        }
+        rx
+    }
+
+    /// What became of a proposal (Pending while the task is mid-round).
+    pub fn outcome(&self, topic: &str, partition: u32, p: Proposed) -> Outcome {
+        let Some(key) = self.key_of(topic, partition) else {
+            return Outcome::Lost;
+        };
+        let Ok(d) = self.driver.try_borrow() else {
+            return Outcome::Pending;
+        };
+        d.group(&key).map_or(Outcome::Lost, |g| g.outcome(p))
+    }
+
+    /// acks=1: the base offset of a proposal the leader appended, if it did.
+    pub fn appended_at(&self, topic: &str, partition: u32, p: Proposed) -> Option<u64> {
+        let key = self.key_of(topic, partition)?;
+        let d = self.driver.try_borrow().ok()?;
+        d.group(&key)?.appended_at(p)
+    }
+
+    /// The shard's replication task.
+    pub async fn run(self: Rc<Self>, shard: std::rc::Weak<super::Shard>) {
+        let mut next_tick = std::time::Instant::now() + REPLICATION_TICK;
+        loop {
+            let Some(shard) = shard.upgrade() else {
+                return;
+            };
+            let woke = self.wake.listen();
+            let now = std::time::Instant::now();
+            if now >= next_tick {
+                self.driver.borrow_mut().tick();
+                next_tick = now + REPLICATION_TICK;
+            }
+            let batches = std::mem::take(&mut *self.inbox.borrow_mut());
+            let proposals = std::mem::take(&mut *self.proposals.borrow_mut());
+            let opened = std::mem::take(&mut *self.pending_groups.borrow_mut());
+            let closed = std::mem::take(&mut *self.removed.borrow_mut());
+            {
+                let mut d = self.driver.borrow_mut();
+                for key in closed {
+                    d.remove(&key);
+                }
+                for (key, g) in opened {
+                    if d.group(&key).is_none() {
+                        d.insert(key, g);
+                    }
+                }
+                for b in batches {
+                    d.receive(b);
+                }
+                for p in proposals {
+                    let r: Result<Vec<Proposed>, ProposeError> =
+                        p.frames.into_iter().map(|f| d.propose(&p.key, f)).collect();
+                    let _ = p.reply.send(r);
+                }
+            }
+            self.round(&shard).await;
+            drop(shard);
+            let wait = next_tick.saturating_duration_since(std::time::Instant::now());
+            futures_lite::future::or(woke, glommio::timer::sleep(wait)).await;
+        }
+    }
+
+    /// One round: process, ask for syncs, release what is durable, send.
+    async fn round(self: &Rc<Self>, shard: &super::Shard) {
+        // The driver is borrowed across its own awaits (truncation, reads
+        // for followers): nothing else borrows it mutably meanwhile, as
+        // every other entry point only queues and wakes this task.
+        let failed = {
+            let mut d = self.driver.borrow_mut();
+            let mut failed = d.process().await;
+            d.on_durable();
+            failed.extend(d.process().await);
+            failed
+        };
+        for (key, e) in failed {
+            warn!(?key, "replica failed; its group stops: {e}");
+            self.driver.borrow_mut().remove(&key);
+            self.keys.borrow_mut().retain(|_, k| *k != key);
+        }
+        let wanted = self.driver.borrow().durable_wanted();
+        for (key, end) in wanted {
+            let part: Option<Rc<Partition<DmaDisk>>> = self
+                .driver
+                .borrow()
+                .group(&key)
+                .map(|g| g.partition().clone());
+            if let Some(part) = part {
+                let me = self.clone();
+                glommio::spawn_local(async move {
+                    if part.wait_durable(end - 1).await.is_ok() {
+                        me.wake.notify();
+                    }
+                })
+                .detach();
+            }
+        }
+        let out = self.driver.borrow_mut().take_batches();
+        for (to, batch) in out {
+            self.send(to, batch);
+        }
+        self.note_leaders(shard);
+        self.progressed.notify();
+    }
+
+    /// Record this shard's groups' leaders, and tell the broker's other
+    /// shards of every change (Metadata may be answered on any shard).
+    fn note_leaders(&self, shard: &super::Shard) {
+        let d = self.driver.borrow();
+        let by_key: HashMap<GroupKey, (Option<u32>, u64)> = d
+            .groups()
+            .map(|(k, g)| (*k, (g.leader_id().map(|l| l as u32), g.term())))
+            .collect();
+        let mut changed = Vec::new();
+        {
+            let mut leaders = self.leaders.borrow_mut();
+            for ((topic, p), key) in self.keys.borrow().iter() {
+                if let Some(l) = by_key.get(key) {
+                    let k = (topic.clone(), *p);
+                    if leaders.get(&k) != Some(l) {
+                        leaders.insert(k.clone(), *l);
+                        changed.push((k, *l));
+                    }
+                }
+            }
+        }
+        if changed.is_empty() {
+            return;
+        }
+        for s in 0..shard.shards() {
+            if s == shard.id {
+                continue;
+            }
+            let changed = changed.clone();
+            let _ = shard.router.send(
+                s,
+                crate::router::ShardMsg::Task(Box::new(move || {
+                    if let Some(r) = super::Shard::current().replication() {
+                        r.leaders.borrow_mut().extend(changed);
+                    }
+                })),
+            );
+        }
+    }
+
+    fn send(self: &Rc<Self>, to: u32, batch: Batch) {
+        let tx = {
+            let mut peers = self.peers.borrow_mut();
+            match peers.get(&to) {
+                Some(tx) => tx.clone(),
+                None => {
+                    let (tx, rx) = flume::bounded(PEER_QUEUE);
+                    peers.insert(to, tx.clone());
+                    glommio::spawn_local(self.clone().peer_sender(to, rx)).detach();
+                    tx
+                }
+            }
+        };
+        // Full: the peer is slow or down; Raft resends what matters.
+        let _ = tx.try_send(batch);
+    }
+
+    async fn peer_sender(self: Rc<Self>, peer: u32, rx: flume::Receiver<Batch>) {
+        let mut conn: Option<glommio::net::TcpStream> = None;
+        let mut failing = false;
+        while let Ok(batch) = rx.recv_async().await {
+            let Some(addr) = self.addrs.borrow().get(&peer).cloned() else {
+                continue;
+            };
+            if conn.is_none() {
+                if failing {
+                    glommio::timer::sleep(REPLICATION_TICK).await;
+                }
+                conn = match within(
+                    CONNECT_TIMEOUT,
+                    glommio::net::TcpStream::connect_timeout(addr.as_str(), CONNECT_TIMEOUT),
+                )
+                .await
+                {
+                    Some(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        Some(s)
+                    }
+                    _ => None,
+                };
+            }
+            let frame = rpc_wire::encode_request(0, &Request::Replicate(batch));
+            let ok = match conn.as_mut() {
+                Some(c) => matches!(
+                    within(WRITE_TIMEOUT, c.write_all(&frame)).await,
+                    Some(Ok(()))
+                ),
+                None => false,
+            };
+            if !ok {
+                conn = None;
+                if !failing {
+                    warn!(peer, %addr, node = self.node, "replication peer unreachable; retrying");
+                }
+            } else if failing {
+                info!(peer, %addr, "replication peer reachable again");
+            }
+            failing = !ok;
+        }
+    }
+}
+
+/// On the broker's RPC shard: hand each group's messages of a batch from
+/// a peer to the shard holding this broker's replica of that group.
+/// Messages for groups this broker does not replicate are dropped (Raft
+/// resends once the table catches up).
+pub fn route(shard: &Rc<super::Shard>, batch: Batch) {
+    let Some(me) = shard.node_id() else {
+        return;
+    };
+    let topics = shard.topics();
+    let mut by_shard: HashMap<usize, Vec<(GroupKey, raft::eraftpb::Message)>> = HashMap::new();
+    for (key, m) in batch.items {
+        let target = topics.topics.values().find_map(|t| {
+            if u128::from_str_radix(&t.id, 16).ok()? != key.topic_id {
+                return None;
+            }
+            let a = t.assignment.get(key.partition as usize)?;
+            Some(a.replica_shard(me)? as usize % shard.shards())
+        });
+        if let Some(s) = target {
+            by_shard.entry(s).or_default().push((key, m));
+        }
+    }
+    for (s, items) in by_shard {
+        let part = Batch {
+            from: batch.from,
+            items,
+        };
+        if s == shard.id {
+            if let Some(r) = shard.replication() {
+                r.deliver(part);
+            }
+            continue;
+        }
+        let _ = shard.router.send(
+            s,
+            crate::router::ShardMsg::Task(Box::new(move || {
+                let here = super::Shard::current();
+                if let Some(r) = here.replication() {
+                    r.deliver(part);
+                }
+            })),
+        );
+    }
+}
