@@ -500,12 +500,32 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
         std::thread::sleep(Duration::from_millis(200));
     }
     kafka::produce_range(&survivors[0], "replicated", 300..600);
+    // The new leader of partition 0 was a follower: it serves the first
+    // 300 only if it replicated them.
     let all = kafka::read_all(&survivors[1], "replicated", 2, 600);
     let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();
     let missing: Vec<usize> = (0..600).filter(|v| !distinct.contains(v)).collect();
     assert!(
         missing.is_empty(),
         "acknowledged messages missing after the kill: {missing:?}"
+    );
+    // The killed broker comes back and catches up; then the current leader
+    // of partition 0 is killed too, and the two left (one of them the
+    // restarted broker) still serve every acknowledged message.
+    c.nodes[victim].restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let now = kafka::leaders_any(&survivors[0], "replicated");
+    let second = now[0] as usize - 1;
+    assert_ne!(second, victim, "leaders now: {now:?}");
+    c.nodes[second].kill9();
+    let last = (0..3).find(|i| *i != second && *i != victim).unwrap();
+    let all = kafka::read_all(&brokers[last], "replicated", 2, 600);
+    let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();
+    let missing: Vec<usize> = (0..600).filter(|v| !distinct.contains(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged messages missing after the second kill: {missing:?}; logs:\n{}",
+        c.cluster_logs()
     );
 }
 
