@@ -154,6 +154,10 @@ enum TopicCmd {
         name: String,
         #[arg(long, default_value_t = 1)]
         partitions: u32,
+        /// Replicas per partition (a cluster's brokers; at most the live
+        /// ones). Default: the broker's `default_replication_factor`.
+        #[arg(long)]
+        replication_factor: Option<u16>,
         /// Topic setting, repeatable: retention_ms, retention_bytes, segment_bytes, segment_ms, ...
         #[arg(long = "config", value_name = "KEY=VALUE")]
         config: Vec<String>,
@@ -485,9 +489,10 @@ async fn topic(cmd: TopicCmd, broker: &str) -> Result<()> {
         TopicCmd::Create {
             name,
             partitions,
+            replication_factor,
             config,
         } => {
-            c.create_topic(&name, partitions, &parse_kv(&config)?)
+            c.create_replicated_topic(&name, partitions, replication_factor, &parse_kv(&config)?)
                 .await?;
             println!("created topic {name} with {partitions} partitions");
         }

@@ -529,6 +529,48 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
     );
 }
 
+/// The native CLI creates a replicated topic (`--replication-factor 3`),
+/// produces through one broker and consumes through another (the client
+/// follows the Raft leaders the brokers report); a replication factor above
+/// the live brokers is refused with a clear error.
+#[test]
+fn the_native_cli_creates_produces_and_consumes_a_replicated_topic() {
+    let c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let too_many = c.nodes[0].cli(
+        &["topic", "create", "wide", "--replication-factor", "4"],
+        None,
+    );
+    assert!(!too_many.status.success(), "RF 4 on 3 brokers was accepted");
+    let err = String::from_utf8_lossy(&too_many.stderr).to_string();
+    assert!(err.contains("replication factor"), "{err}");
+    common::ok(c.nodes[0].cli(
+        &[
+            "topic",
+            "create",
+            "rep",
+            "--partitions",
+            "3",
+            "--replication-factor",
+            "3",
+        ],
+        None,
+    ));
+    await_topic_on(&c, 1, "rep");
+    let input: String = (0..300).map(|i| format!("{i}\n")).collect();
+    // The group leaders are elected within a second or two of creation:
+    // the CLI retries NOT_LEADER with fresh metadata.
+    common::ok(c.nodes[1].cli(&["produce", "rep", "--acks", "all"], Some(input.as_bytes())));
+    let out = common::ok(c.nodes[2].cli(&["consume", "rep", "--from-beginning"], None));
+    let mut got: Vec<u32> = out
+        .lines()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("line {l:?} of:\n{out}")))
+        .collect();
+    got.sort_unstable();
+    got.dedup();
+    assert_eq!(got, (0..300).collect::<Vec<u32>>(), "{out}");
+}
+
 #[test]
 fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() {
     let c = Cluster::start();

@@ -200,14 +200,18 @@ fn valid_request() -> impl Strategy<Value = Vec<u8>> {
         prop::collection::vec(topic, 0..3).prop_map(|ts| encode(ApiKey::Metadata, |b| {
             MetadataRequest { topics: ts.clone() }.encode(b)
         })),
-        (topic, any::<u32>()).prop_map(|(t, p)| encode(ApiKey::CreateTopic, |b| {
-            CreateTopicRequest {
-                name: t.clone(),
-                partitions: p,
-                config: vec![("retention_ms".into(), "1000".into())],
+        (topic, any::<u32>(), any::<u16>()).prop_map(|(t, p, rf)| encode(
+            ApiKey::CreateTopic,
+            |b| {
+                CreateTopicRequest {
+                    name: t.clone(),
+                    partitions: p,
+                    config: vec![("retention_ms".into(), "1000".into())],
+                    replication_factor: rf,
+                }
+                .encode(b)
             }
-            .encode(b)
-        })),
+        )),
         topic.prop_map(|g| encode(ApiKey::FindCoordinator, |b| {
             FindCoordinatorRequest { group: g.clone() }.encode(b)
         })),

@@ -251,6 +251,13 @@ impl Consumer {
                             read_records(&frame, self.cfg.decompress_limit).map_err(|e| {
                                 ClientError::Protocol(format!("bad batch at partition {part}: {e}"))
                             })?;
+                        // Control batches (a replicated partition's Raft
+                        // entries) take offsets but carry no messages, as
+                        // in Kafka.
+                        if h.attributes & crate::format::header::attr::CONTROL != 0 {
+                            *pos = (*pos).max(h.last_offset() + 1);
+                            continue;
+                        }
                         for r in recs {
                             if r.offset < *pos {
                                 continue;

@@ -233,10 +233,24 @@ impl Client {
         partitions: u32,
         config: &[(String, String)],
     ) -> Result<(), ClientError> {
+        self.create_replicated_topic(name, partitions, None, config)
+            .await
+    }
+
+    /// Create a topic with `replication_factor` replicas per partition
+    /// (None: the broker's `default_replication_factor`).
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: Option<u16>,
+        config: &[(String, String)],
+    ) -> Result<(), ClientError> {
         let req = CreateTopicRequest {
             name: name.to_string(),
             partitions,
             config: config.to_vec(),
+            replication_factor: replication_factor.unwrap_or(0),
         };
         self.admin_call(ApiKey::CreateTopic, |b| req.encode(b))
             .await

@@ -21,6 +21,11 @@ const HIGH_WATERMARK: i64 = -1;
 /// One partition on its owning shard: the new low watermark or an error code.
 async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) -> Result<u64, i16> {
     let p = s.partition(&topic, partition).map_err(|e| errors::op(&e))?;
+    // A replicated partition's log start is its Raft log's first index:
+    // moving it needs the group (snapshots), not built yet.
+    if s.is_replicated(&topic, partition) {
+        return Err(errors::policy_violation());
+    }
     let hw = p.high_watermark();
     let target = match offset {
         HIGH_WATERMARK => hw,

@@ -254,6 +254,12 @@ pub fn duplicate_resource() -> i16 {
 }
 
 /// A keyless record produced to a compacted topic.
+/// POLICY_VIOLATION (44): the request is valid but the broker will not
+/// carry it out on this resource.
+pub fn policy_violation() -> i16 {
+    code(ResponseError::PolicyViolation)
+}
+
 pub fn invalid_record() -> i16 {
     code(ResponseError::InvalidRecord)
 }

@@ -84,6 +84,11 @@ pub fn append_frame(
     magic: i8,
     out: &mut BytesMut,
 ) -> Result<(), BatchError> {
+    // Control batches (a replicated partition's Raft entries) have no
+    // message-set form: dropped, as Kafka drops them when down-converting.
+    if h.attributes & crate::format::header::attr::CONTROL != 0 {
+        return Ok(());
+    }
     let (_, recs) =
         read_records(frame, DECOMPRESSED_CAP).map_err(|e| BatchError::MessageSet(e.to_string()))?;
     let tt = if h.attributes & crate::format::header::attr::LOG_APPEND_TIME != 0 {

@@ -140,6 +140,11 @@ impl<D: Disk> Partition<D> {
         }
     }
 
+    /// Whether a Raft group replicates this partition.
+    pub fn is_replicated(&self) -> bool {
+        self.replicated_high_watermark.get().is_some()
+    }
+
     /// A replicated partition's group committed and applied up to `offset`.
     /// It never goes down while this replica lives.
     pub fn set_replicated_high_watermark(&self, offset: u64) {

@@ -605,6 +605,9 @@ pub struct CreateTopicRequest {
     pub name: String,
     pub partitions: u32,
     pub config: Vec<(String, String)>,
+    /// Replicas per partition; 0: the broker's default. A trailing field:
+    /// a request without it means 0.
+    pub replication_factor: u16,
 }
 
 impl CreateTopicRequest {
@@ -616,6 +619,7 @@ impl CreateTopicRequest {
             put_str(b, k);
             put_str(b, v);
         }
+        b.put_u16_le(self.replication_factor);
     }
     pub fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
         let name = r.string("topic")?;
@@ -625,10 +629,16 @@ impl CreateTopicRequest {
         for _ in 0..n {
             config.push((r.string("config key")?, r.string("config value")?));
         }
+        let replication_factor = if r.remaining() >= 2 {
+            r.u16("replication factor")?
+        } else {
+            0
+        };
         Ok(CreateTopicRequest {
             name,
             partitions,
             config,
+            replication_factor,
         })
     }
 }

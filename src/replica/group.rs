@@ -231,9 +231,10 @@ impl<D: Disk> PartitionGroup<D> {
         }
         rc.validate()?;
         let raw = RawNode::new(&rc, store.clone(), &discard_logger())?;
-        if let Some(end) = store.end_offset(commit) {
-            partition.set_replicated_high_watermark(end);
-        }
+        // From here on the partition is replicated: its high watermark is
+        // the group's (at least the log start: nothing visible yet).
+        let end = store.end_offset(commit).unwrap_or(start);
+        partition.set_replicated_high_watermark(end);
         Ok(PartitionGroup {
             raw,
             store,

@@ -371,7 +371,7 @@ async fn serve(
                 name: req.name,
                 partitions: req.partitions,
                 config: req.config.into_iter().collect(),
-                replication_factor: None,
+                replication_factor: (req.replication_factor != 0).then_some(req.replication_factor),
             };
             Ok(Some(Handled::Respond(
                 admin_response(shard, key, id, op).await,
@@ -448,6 +448,19 @@ async fn find_coordinator(shard: &Rc<Shard>, group: &str) -> Result<u32, GroupEr
 /// The node id a native client is told leads `partition`: this broker's id
 /// (0 on a single node) when it is here, else the leading broker's.
 fn leader_node(shard: &Shard, meta: &crate::metadata::TopicMeta, partition: u32) -> u32 {
+    // A replicated partition: its Raft group's leader as this broker's
+    // replica last saw it (the controller's placement if unknown).
+    if let Some(a) = meta
+        .assignment
+        .get(partition as usize)
+        .filter(|a| a.replicated())
+    {
+        return shard
+            .replication()
+            .and_then(|r| r.leader(&meta.name, partition))
+            .and_then(|(l, _)| l)
+            .unwrap_or(a.node);
+    }
     match shard.locate(meta, partition) {
         Location::Here(_) => shard.node_id().unwrap_or(0),
         Location::Elsewhere { node } => node,
@@ -673,15 +686,21 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataRespon
                 partition_info: (0..m.partitions)
                     .map(|p| {
                         let (ls, hw) = by_key.get(&(n.clone(), p)).copied().unwrap_or((0, 0));
+                        let leader = leader_node(shard, m, p);
+                        let replicated = m.assignment.get(p as usize).filter(|a| a.replicated());
                         PartitionInfo {
                             shard: match shard.locate(m, p) {
+                                // On the leader's broker, the shard of its replica.
+                                _ if replicated.is_some() => replicated
+                                    .and_then(|a| a.replica_shard(leader))
+                                    .map_or(0, |s| s as u32),
                                 Location::Here(s) => s as u32,
                                 // The shard on the leading broker, as the controller placed it.
                                 Location::Elsewhere { .. } => {
                                     m.assignment.get(p as usize).map_or(0, |a| a.shard as u32)
                                 }
                             },
-                            leader: leader_node(shard, m, p),
+                            leader,
                             log_start_offset: ls,
                             high_watermark: hw,
                         }
