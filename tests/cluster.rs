@@ -564,7 +564,10 @@ fn the_native_cli_creates_produces_and_consumes_a_replicated_topic() {
     let out = common::ok(c.nodes[2].cli(&["consume", "rep", "--from-beginning"], None));
     let mut got: Vec<u32> = out
         .lines()
-        .map(|l| l.parse().unwrap_or_else(|_| panic!("line {l:?} of:\n{out}")))
+        .map(|l| {
+            l.parse()
+                .unwrap_or_else(|_| panic!("line {l:?} of:\n{out}"))
+        })
         .collect();
     got.sort_unstable();
     got.dedup();

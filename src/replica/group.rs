@@ -71,8 +71,8 @@ impl GroupConfig {
             election_tick: 10,
             heartbeat_tick: 1,
             max_size_per_msg: 1 << 20,
-            max_inflight_msgs: 32,
-            window_bytes: 8 << 20,
+            max_inflight_msgs: 16,
+            window_bytes: 1 << 20,
             election_range: None,
         }
     }
