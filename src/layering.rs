@@ -90,6 +90,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "config",
             "controller",
             "event",
+            "format",
             "metadata",
             "partition",
             "protocol",

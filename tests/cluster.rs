@@ -529,6 +529,104 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
     );
 }
 
+/// Leaders of a replicated topic are killed (`kill -9`) again and again
+/// while a librdkafka producer (acks=all, retries) writes without pause;
+/// each killed broker restarts before the next kill, so a majority is
+/// always up. Every message the producer saw acknowledged is read back.
+/// `SHARDLOG_REPL_KILLS` (default 3) sets how many leaders are killed.
+#[test]
+fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let kills: usize = std::env::var("SHARDLOG_REPL_KILLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "churn", 3, 3);
+    kafka::leaders(&brokers[0], "churn", &brokers);
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        let bootstrap = brokers.join(",");
+        std::thread::spawn(move || {
+            let p: FutureProducer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("acks", "all")
+                .set("linger.ms", "2")
+                .set("message.timeout.ms", "60000")
+                .create()
+                .unwrap();
+            let mut i = 0usize;
+            let mut pending = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let (key, value) = (format!("k{}", i % 12), i.to_string());
+                if let Ok(f) = p.send_result(FutureRecord::to("churn").key(&key).payload(&value)) {
+                    pending.push((i, f));
+                }
+                i += 1;
+                if pending.len() >= 50 {
+                    for (v, f) in pending.drain(..) {
+                        if let Ok(Ok(_)) = futures::executor::block_on(f) {
+                            acked.lock().unwrap().push(v);
+                        }
+                    }
+                }
+            }
+            for (v, f) in pending {
+                if let Ok(Ok(_)) = futures::executor::block_on(f) {
+                    acked.lock().unwrap().push(v);
+                }
+            }
+        })
+    };
+    for k in 0..kills {
+        std::thread::sleep(Duration::from_secs(2));
+        // The leader of partition k % 3, as a broker reports it (all are
+        // up: the last victim restarted).
+        let leaders = kafka::leaders_any(&brokers[(k + 1) % 3], "churn");
+        let Some(&l) = leaders.get(k % 3).filter(|l| **l > 0) else {
+            continue;
+        };
+        let victim = l as usize - 1;
+        c.nodes[victim].kill9();
+        eprintln!("kill {k}: broker {l} (leader of partition {})", k % 3);
+        std::thread::sleep(Duration::from_secs(3));
+        c.nodes[victim].restart();
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
+    let all = kafka::read_all(&brokers[0], "churn", 3, acked.len());
+    let read: std::collections::BTreeSet<usize> = all.iter().copied().collect();
+    let missing: Vec<usize> = acked
+        .iter()
+        .filter(|v| !read.contains(v))
+        .copied()
+        .collect();
+    eprintln!(
+        "{kills} leader kills: {} acknowledged, {} read ({} distinct), {} missing",
+        acked.len(),
+        all.len(),
+        read.len(),
+        missing.len()
+    );
+    assert!(
+        missing.is_empty(),
+        "acknowledged messages missing: {} of {}: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(20)]
+    );
+}
+
 /// The native CLI creates a replicated topic (`--replication-factor 3`),
 /// produces through one broker and consumes through another (the client
 /// follows the Raft leaders the brokers report); a replication factor above

@@ -62,6 +62,9 @@ pub struct Replication {
     /// Groups opened or closed since the last round.
     pending_groups: RefCell<Vec<(GroupKey, PartitionGroup<DmaDisk>)>>,
     removed: RefCell<Vec<GroupKey>>,
+    /// Per group, the log offset a sync was last asked for (one waiting
+    /// task per group and offset, not one per round).
+    sync_asked: RefCell<HashMap<GroupKey, u64>>,
     /// (topic, partition) → (leader, term) as of the last round, for
     /// Metadata on any shard of this broker.
     leaders: RefCell<HashMap<(String, u32), (Option<u32>, u64)>>,
@@ -96,6 +99,7 @@ impl Replication {
             proposals: RefCell::new(Vec::new()),
             pending_groups: RefCell::new(Vec::new()),
             removed: RefCell::new(Vec::new()),
+            sync_asked: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
         })
     }
@@ -224,6 +228,7 @@ impl Replication {
                 let mut d = self.driver.borrow_mut();
                 for key in closed {
                     d.remove(&key);
+                    self.sync_asked.borrow_mut().remove(&key);
                 }
                 for (key, g) in opened {
                     if d.group(&key).is_none() {
@@ -265,6 +270,10 @@ impl Replication {
         }
         let wanted = self.driver.borrow().durable_wanted();
         for (key, end) in wanted {
+            if self.sync_asked.borrow().get(&key) == Some(&end) {
+                continue;
+            }
+            self.sync_asked.borrow_mut().insert(key, end);
             let part: Option<Rc<Partition<DmaDisk>>> = self
                 .driver
                 .borrow()
