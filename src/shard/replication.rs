@@ -46,7 +46,8 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Replication {
     node: u32,
-    driver: RefCell<ReplicationDriver<DmaDisk>>,
+    /// None only while a round runs (see `round`).
+    driver: RefCell<Option<ReplicationDriver<DmaDisk>>>,
     /// (topic, partition) → its group key, for the partitions replicated here.
     keys: RefCell<HashMap<(String, u32), GroupKey>>,
     inbox: RefCell<Vec<Batch>>,
@@ -67,8 +68,11 @@ pub struct Replication {
     sync_asked: RefCell<HashMap<GroupKey, u64>>,
     /// (topic, partition) → (leader, term) as of the last round, for
     /// Metadata on any shard of this broker.
-    leaders: RefCell<HashMap<(String, u32), (Option<u32>, u64)>>,
+    leaders: RefCell<HashMap<(String, u32), LeaderView>>,
 }
+
+/// A group's leader (None: unknown) and term, as a replica saw them.
+type LeaderView = (Option<u32>, u64);
 
 struct Proposal {
     key: GroupKey,
@@ -89,7 +93,7 @@ impl Replication {
     pub fn new(node: u32) -> Rc<Replication> {
         Rc::new(Replication {
             node,
-            driver: RefCell::new(ReplicationDriver::new(node)),
+            driver: RefCell::new(Some(ReplicationDriver::new(node))),
             keys: RefCell::new(HashMap::new()),
             inbox: RefCell::new(Vec::new()),
             wake: Rc::new(LocalEvent::new()),
@@ -101,6 +105,13 @@ impl Replication {
             removed: RefCell::new(Vec::new()),
             sync_asked: RefCell::new(HashMap::new()),
             leaders: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The driver, outside a round (the task's own steps between awaits).
+    fn driver_mut(&self) -> std::cell::RefMut<'_, ReplicationDriver<DmaDisk>> {
+        std::cell::RefMut::map(self.driver.borrow_mut(), |d| {
+            d.as_mut().expect("not during a round")
         })
     }
 
@@ -152,7 +163,7 @@ impl Replication {
 
     /// The group's leader as this broker's replica knew it at its last
     /// round, and its term (None: no replica of it here).
-    pub fn leader(&self, topic: &str, partition: u32) -> Option<(Option<u32>, u64)> {
+    pub fn leader(&self, topic: &str, partition: u32) -> Option<LeaderView> {
         self.leaders
             .borrow()
             .get(&(topic.to_string(), partition))
@@ -194,7 +205,9 @@ impl Replication {
         let Some(key) = self.key_of(topic, partition) else {
             return Outcome::Lost;
         };
-        let Ok(d) = self.driver.try_borrow() else {
+        // Out of its cell during a round: ask again after it.
+        let d = self.driver.borrow();
+        let Some(d) = d.as_ref() else {
             return Outcome::Pending;
         };
         d.group(&key).map_or(Outcome::Lost, |g| g.outcome(p))
@@ -203,8 +216,8 @@ impl Replication {
     /// acks=1: the base offset of a proposal the leader appended, if it did.
     pub fn appended_at(&self, topic: &str, partition: u32, p: Proposed) -> Option<u64> {
         let key = self.key_of(topic, partition)?;
-        let d = self.driver.try_borrow().ok()?;
-        d.group(&key)?.appended_at(p)
+        let d = self.driver.borrow();
+        d.as_ref()?.group(&key)?.appended_at(p)
     }
 
     /// The shard's replication task.
@@ -217,7 +230,7 @@ impl Replication {
             let woke = self.wake.listen();
             let now = std::time::Instant::now();
             if now >= next_tick {
-                self.driver.borrow_mut().tick();
+                self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
             }
             let batches = std::mem::take(&mut *self.inbox.borrow_mut());
@@ -225,7 +238,7 @@ impl Replication {
             let opened = std::mem::take(&mut *self.pending_groups.borrow_mut());
             let closed = std::mem::take(&mut *self.removed.borrow_mut());
             {
-                let mut d = self.driver.borrow_mut();
+                let mut d = self.driver_mut();
                 for key in closed {
                     d.remove(&key);
                     self.sync_asked.borrow_mut().remove(&key);
@@ -253,32 +266,28 @@ impl Replication {
 
     /// One round: process, ask for syncs, release what is durable, send.
     async fn round(self: &Rc<Self>, shard: &super::Shard) {
-        // The driver is borrowed across its own awaits (truncation, reads
-        // for followers): nothing else borrows it mutably meanwhile, as
-        // every other entry point only queues and wakes this task.
-        let failed = {
-            let mut d = self.driver.borrow_mut();
-            let mut failed = d.process().await;
-            d.on_durable();
-            failed.extend(d.process().await);
-            failed
-        };
+        // The driver leaves its cell for the round (it awaits truncations
+        // and reads for followers): every other entry point only queues
+        // and wakes this task, and readers of outcomes find it absent and
+        // ask again after the round.
+        let mut d = self.driver.take().expect("one round at a time");
+        let mut failed = d.process().await;
+        d.on_durable();
+        failed.extend(d.process().await);
+        *self.driver.borrow_mut() = Some(d);
         for (key, e) in failed {
             warn!(?key, "replica failed; its group stops: {e}");
-            self.driver.borrow_mut().remove(&key);
+            self.driver_mut().remove(&key);
             self.keys.borrow_mut().retain(|_, k| *k != key);
         }
-        let wanted = self.driver.borrow().durable_wanted();
+        let wanted = self.driver_mut().durable_wanted();
         for (key, end) in wanted {
             if self.sync_asked.borrow().get(&key) == Some(&end) {
                 continue;
             }
             self.sync_asked.borrow_mut().insert(key, end);
-            let part: Option<Rc<Partition<DmaDisk>>> = self
-                .driver
-                .borrow()
-                .group(&key)
-                .map(|g| g.partition().clone());
+            let part: Option<Rc<Partition<DmaDisk>>> =
+                self.driver_mut().group(&key).map(|g| g.partition().clone());
             if let Some(part) = part {
                 let me = self.clone();
                 glommio::spawn_local(async move {
@@ -289,7 +298,7 @@ impl Replication {
                 .detach();
             }
         }
-        let out = self.driver.borrow_mut().take_batches();
+        let out = self.driver_mut().take_batches();
         for (to, batch) in out {
             self.send(to, batch);
         }
@@ -300,8 +309,8 @@ impl Replication {
     /// Record this shard's groups' leaders, and tell the broker's other
     /// shards of every change (Metadata may be answered on any shard).
     fn note_leaders(&self, shard: &super::Shard) {
-        let d = self.driver.borrow();
-        let by_key: HashMap<GroupKey, (Option<u32>, u64)> = d
+        let d = self.driver_mut();
+        let by_key: HashMap<GroupKey, LeaderView> = d
             .groups()
             .map(|(k, g)| (*k, (g.leader_id().map(|l| l as u32), g.term())))
             .collect();
