@@ -20,7 +20,8 @@ stops them at the end. Burrow's client profile leaves `kafka-version` at
 Burrow's default ("0.8": Metadata v0, ListOffsets v0, Fetch v0, message sets
 of magic 0); only its polling intervals are shortened so the run takes
 seconds. Producer and committer: confluent-kafka. BURROW_BIN and
-ZOOKEEPER_CLASSPATH override where they are looked for.
+ZOOKEEPER_CLASSPATH override where they are looked for;
+BURROW_KAFKA_VERSION sets Burrow's `kafka-version` (e.g. 2.1.0, its newest).
 """
 import json
 import os
@@ -43,6 +44,8 @@ BURROW = os.environ.get("BURROW_BIN", "/usr/bin/Burrow")
 # it a log (the default is none at all).
 ZK_CLASSPATH = os.environ.get(
     "ZOOKEEPER_CLASSPATH", "/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-simple.jar")
+# Burrow's own default ("0.8") unless set: 0.10.0 to 2.1.0 also pass.
+KAFKA_VERSION = os.environ.get("BURROW_KAFKA_VERSION", "")
 CLUSTER = "shardlog"
 run = uuid.uuid4().hex[:8]
 topic = f"burrow-{run}"
@@ -149,6 +152,7 @@ root-path="/burrow"
 
 [client-profile.shardlog]
 client-id="burrow-lagchecker"
+{f'kafka-version="{KAFKA_VERSION}"' if KAFKA_VERSION else ""}
 
 [cluster.{CLUSTER}]
 class-name="kafka"
