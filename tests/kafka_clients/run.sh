@@ -143,6 +143,9 @@ if [ -n "$tmp" ] && ls "$tmp"/*.log >/dev/null 2>&1; then
     /tmp/kafka-clients-broker.log | tr ' |' '_ ' | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
   sed -n 's/.*kafka client identified itself client_id=\([^ ]*\) software=\([^ ]*\) software_version=\([^ ]*\).*/    \1: \2 \3/p' \
     /tmp/kafka-clients-broker.log | sort -u
+  # Fetch sessions (KIP-227) are not served; which clients ask for one.
+  sed -n 's/.*kafka client asks for a fetch session.* client_id=\([^ ]*\) session_id=\([-0-9]*\) session_epoch=\([-0-9]*\).*/    \1 asks for a fetch session (session id \2, epoch \3)/p' \
+    /tmp/kafka-clients-broker.log | sort -u
 fi
 if [ -n "$cluster" ] && [ -n "$tmp" ]; then
   # Evidence that the clients' partitions were spread over the nodes.
