@@ -14,6 +14,7 @@ use kafka_protocol::records::{
     legacy, Record, RecordBatchDecoder, TimestampType, NO_PARTITION_LEADER_EPOCH,
     NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::time::Duration;
@@ -1773,4 +1774,128 @@ fn message_sets_in_on_old_produce_and_out_on_old_fetch() {
     );
     let (_, hw, _) = fetch_records(&mut c, 4, "ms");
     assert_eq!(hw, want.len() as i64, "nothing refused was stored");
+}
+
+/// `Name min–max` entries of README's served-kafka-apis block, by name.
+fn readme_served_list(readme: &str) -> BTreeMap<String, (i16, i16)> {
+    let block = readme
+        .split_once("<!-- served-kafka-apis -->\n")
+        .and_then(|(_, rest)| rest.split_once("\n<!-- /served-kafka-apis -->"))
+        .expect("README's served-kafka-apis block")
+        .0;
+    let words = block.split_whitespace().collect::<Vec<_>>().join(" ");
+    words
+        .split(", ")
+        .map(|entry| {
+            let (name, range) = entry
+                .trim_end_matches(',')
+                .split_once(' ')
+                .unwrap_or_else(|| panic!("README entry '{entry}' is 'Name min–max'"));
+            (name.to_string(), version_range(range))
+        })
+        .collect()
+}
+
+/// "0–12" or "0" (docs/kafka.md writes a single version alone).
+fn version_range(s: &str) -> (i16, i16) {
+    let num = |x: &str| {
+        x.trim()
+            .parse::<i16>()
+            .unwrap_or_else(|_| panic!("version range '{s}'"))
+    };
+    match s.split_once('–') {
+        Some((a, b)) => (num(a), num(b)),
+        None => (num(s), num(s)),
+    }
+}
+
+/// The rows of docs/kafka.md's "APIs and versions" table: api key → (name, range).
+fn docs_api_table(docs: &str) -> BTreeMap<i16, (String, (i16, i16))> {
+    let table = docs
+        .split_once("\n## APIs and versions\n")
+        .expect("docs/kafka.md has an 'APIs and versions' section")
+        .1;
+    let mut rows = BTreeMap::new();
+    for line in table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+    {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let (keys, names, range) = (cells[1], cells[2], version_range(cells[3]));
+        let keys: Vec<&str> = keys.split(", ").collect();
+        let names: Vec<&str> = names.split(", ").collect();
+        assert_eq!(keys.len(), names.len(), "docs row: {line}");
+        for (k, n) in keys.iter().zip(names) {
+            let k: i16 = k.parse().unwrap_or_else(|_| panic!("docs row key: {line}"));
+            rows.insert(k, (n.to_string(), range));
+        }
+    }
+    assert!(!rows.is_empty(), "docs/kafka.md's API table has rows");
+    rows
+}
+
+/// The README's list of served APIs and docs/kafka.md's API table say what
+/// the listener's ApiVersions answer says, API by API and version by
+/// version (the README's Kafka section must be measured from the code, not
+/// written by hand). An API advertised but not served must be called so
+/// in both: "Name is advertised (min–max) but not served" in the README,
+/// "Name (key) min–max is *advertised*" in docs/kafka.md.
+#[test]
+fn readme_and_docs_list_exactly_what_api_versions_answers() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    let answer = versions(&mut c);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/kafka.md")).unwrap();
+    let listed = readme_served_list(&readme);
+    let rows = docs_api_table(&docs);
+    // Prose may wrap anywhere.
+    let flat = |t: &str| t.split_whitespace().collect::<Vec<_>>().join(" ");
+    let (readme, docs) = (flat(&readme), flat(&docs));
+    let mut wrong = Vec::new();
+    for (key, min, max) in &answer {
+        let name = format!("{key:?}");
+        let code = *key as i16;
+        match listed.get(&name) {
+            Some(r) if *r == (*min, *max) => {}
+            Some(r) => wrong.push(format!(
+                "README lists {name} {}–{}, ApiVersions answers {min}–{max}",
+                r.0, r.1
+            )),
+            None if readme.contains(&format!(
+                "{name} is advertised ({min}–{max}) but not served"
+            )) => {}
+            None => wrong.push(format!(
+                "README does not list {name} {min}–{max}, which ApiVersions answers"
+            )),
+        }
+        match rows.get(&code) {
+            Some((n, r)) if *n == name && *r == (*min, *max) => {}
+            Some((n, r)) => wrong.push(format!(
+                "docs/kafka.md has {code} {n} {}–{}, ApiVersions answers {name} {min}–{max}",
+                r.0, r.1
+            )),
+            None if docs.contains(&format!("{name} ({code}) {min}–{max} is *advertised*")) => {}
+            None => wrong.push(format!(
+                "docs/kafka.md's table lacks {code} {name} {min}–{max}, which ApiVersions answers"
+            )),
+        }
+    }
+    let answered: Vec<String> = answer.iter().map(|(k, _, _)| format!("{k:?}")).collect();
+    for name in listed.keys().filter(|n| !answered.contains(n)) {
+        wrong.push(format!(
+            "README lists {name}, which ApiVersions does not answer"
+        ));
+    }
+    for (code, (name, _)) in &rows {
+        if !answer.iter().any(|(k, _, _)| *k as i16 == *code) {
+            wrong.push(format!(
+                "docs/kafka.md lists {code} {name}, which ApiVersions does not answer"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -62,6 +62,8 @@ pub struct Kafka {
     produces: Turns,
     /// (api key, version) pairs this connection has used; each is logged once.
     seen: RefCell<HashSet<(i16, i16)>>,
+    /// Whether this connection's client asked for a fetch session (logged once).
+    asked_fetch_session: Cell<bool>,
 }
 
 impl Kafka {
@@ -75,6 +77,7 @@ impl Kafka {
         frame: BytesMut,
         produce_turn: Option<Turn>,
     ) -> Handled {
+        self.note_fetch_session(&frame);
         let mut body: Bytes = frame.freeze();
         body.advance(4);
         let cause = (
@@ -155,6 +158,37 @@ impl Kafka {
 }
 
 impl Kafka {
+    /// Fetch sessions (KIP-227) are not served: every answer carries
+    /// session id 0, which tells a client that asked for one (session
+    /// epoch 0, kafka-python and the Java client do) to keep sending full
+    /// fetches. Which clients ask is measured from this line (debug, once
+    /// per connection; see docs/kafka.md, "Fetch sessions").
+    fn note_fetch_session(&self, frame: &[u8]) {
+        const FETCH: i16 = 1;
+        if self.asked_fetch_session.get()
+            || frame.len() < 8
+            || i16::from_be_bytes([frame[4], frame[5]]) != FETCH
+        {
+            return;
+        }
+        let Some(peek) = peek_fetch(frame) else {
+            return;
+        };
+        let Some((session_id, session_epoch)) = peek.session else {
+            return;
+        };
+        // (0, -1): a full fetch outside any session, librdkafka's only kind.
+        if (session_id, session_epoch) != (0, -1) {
+            self.asked_fetch_session.set(true);
+            debug!(
+                client_id = %String::from_utf8_lossy(peek.client_id),
+                session_id,
+                session_epoch,
+                "kafka client asks for a fetch session (not served: answered with session id 0, so it sends full fetches)"
+            );
+        }
+    }
+
     /// A request we do not serve (`range` None) or at a version we do not
     /// accept: an error response if the API's response can carry one,
     /// else the error that closes the connection.
@@ -216,8 +250,8 @@ impl Protocol for Kafka {
         if frame.len() < 8 || i16::from_be_bytes([frame[4], frame[5]]) != FETCH {
             return frame.len();
         }
-        let answer = fetch_max_bytes_of(frame)
-            .map(|m| m.max(1) as usize)
+        let answer = peek_fetch(frame)
+            .map(|p| p.max_bytes.max(1) as usize)
             .unwrap_or(usize::MAX)
             .min(config.fetch_max_bytes);
         frame.len() + answer
@@ -234,19 +268,30 @@ impl Protocol for Kafka {
     }
 }
 
-/// The `max_bytes` field of a Fetch request frame (length prefix
-/// included), read without decoding the request: after the request header
-/// (client id, and tagged fields from v12) come `replica_id` (before v15),
-/// `max_wait_ms`, `min_bytes`, then `max_bytes` (v3+). None if the frame
-/// is too short or older than v3.
-fn fetch_max_bytes_of(frame: &[u8]) -> Option<i32> {
+/// Fields of a Fetch request frame (length prefix included), read without
+/// decoding the request: after the request header (client id, and tagged
+/// fields from v12) come `replica_id` (before v15), `max_wait_ms`,
+/// `min_bytes`, `max_bytes` (v3+), `isolation_level` (v4+), then
+/// `session_id` and `session_epoch` (v7+).
+#[derive(Debug, PartialEq)]
+struct FetchPeek<'a> {
+    client_id: &'a [u8],
+    max_bytes: i32,
+    /// (`session_id`, `session_epoch`), v7+: KIP-227 fetch sessions.
+    session: Option<(i32, i32)>,
+}
+
+/// None if the frame is too short or older than v3.
+fn peek_fetch(frame: &[u8]) -> Option<FetchPeek<'_>> {
     let version = i16::from_be_bytes([*frame.get(6)?, *frame.get(7)?]);
     if version < 3 {
         return None;
     }
     let be_i16 = |at: usize| Some(i16::from_be_bytes([*frame.get(at)?, *frame.get(at + 1)?]));
-    let client_id_len = be_i16(12)?;
-    let mut pos = 14 + client_id_len.max(0) as usize;
+    let be_i32 = |at: usize| Some(i32::from_be_bytes(frame.get(at..at + 4)?.try_into().ok()?));
+    let client_id_len = be_i16(12)?.max(0) as usize;
+    let client_id = frame.get(14..14 + client_id_len)?;
+    let mut pos = 14 + client_id_len;
     let uvarint = |pos: &mut usize| -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..35).step_by(7) {
@@ -270,8 +315,18 @@ fn fetch_max_bytes_of(frame: &[u8]) -> Option<i32> {
         pos += 4; // replica_id
     }
     pos += 8; // max_wait_ms, min_bytes
-    let b = frame.get(pos..pos + 4)?;
-    Some(i32::from_be_bytes(b.try_into().ok()?))
+    let max_bytes = be_i32(pos)?;
+    pos += 4 + 1; // max_bytes, isolation_level
+    let session = if version >= 7 {
+        Some((be_i32(pos)?, be_i32(pos + 4)?))
+    } else {
+        None
+    };
+    Some(FetchPeek {
+        client_id,
+        max_bytes,
+        session,
+    })
 }
 
 fn key_name(k: ApiKey) -> &'static str {
@@ -548,10 +603,10 @@ mod tests {
     }
 
     #[test]
-    fn fetch_max_bytes_is_read_from_the_frame() {
+    fn fetch_fields_are_read_from_the_frame() {
         use kafka_protocol::messages::{FetchRequest, RequestHeader};
         use kafka_protocol::protocol::{Encodable, StrBytes};
-        for version in [4i16, 11, 12] {
+        for version in [3i16, 4, 6, 7, 11, 12, 14, 15, 18] {
             let header = RequestHeader::default()
                 .with_request_api_key(1)
                 .with_request_api_version(version)
@@ -560,7 +615,10 @@ mod tests {
             let req = FetchRequest::default()
                 .with_max_wait_ms(500)
                 .with_min_bytes(1)
-                .with_max_bytes(123_456);
+                .with_max_bytes(123_456)
+                .with_isolation_level(1)
+                .with_session_id(if version >= 7 { 99 } else { 0 })
+                .with_session_epoch(if version >= 7 { 3 } else { -1 });
             let mut b = BytesMut::new();
             b.extend_from_slice(&[0; 4]);
             header
@@ -569,8 +627,27 @@ mod tests {
             req.encode(&mut b, version).unwrap();
             let len = (b.len() - 4) as i32;
             b[..4].copy_from_slice(&len.to_be_bytes());
-            assert_eq!(fetch_max_bytes_of(&b), Some(123_456), "v{version}");
+            let want = FetchPeek {
+                client_id: b"some-client",
+                max_bytes: 123_456,
+                session: (version >= 7).then_some((99, 3)),
+            };
+            assert_eq!(peek_fetch(&b), Some(want), "v{version}");
+            // Cut anywhere: no panic, and either no answer (the fields
+            // read are not all there) or the same answer.
+            for cut in 0..b.len() {
+                let got = peek_fetch(&b[..cut]);
+                assert!(
+                    got.is_none() || got == peek_fetch(&b),
+                    "v{version} cut {cut}"
+                );
+            }
         }
+        // Fetch v0-2 have no max_bytes.
+        let mut old = vec![0u8, 0, 0, 0, 0, 1, 0, 2, 0, 0, 0, 7, 0, 0];
+        old.extend_from_slice(&[0; 16]);
+        assert_eq!(peek_fetch(&old), None);
+        assert_eq!(peek_fetch(&[0, 0, 0, 4, 0, 1, 0]), None);
     }
 
     #[test]

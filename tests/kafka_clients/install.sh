@@ -2,7 +2,8 @@
 # Installs the real, unchanged Kafka clients the scripts here drive:
 #   kcat (Debian), kafka-python 3, confluent-kafka and aiokafka (PyPI, in a venv),
 #   kafkajs and @platformatic/kafka (npm), Sarama and kafka-go (Debian's golang
-#   packages, built offline in GOPATH mode from /usr/share/gocode: no module proxy).
+#   packages, built offline in GOPATH mode from /usr/share/gocode: no module proxy),
+#   Burrow and ZooKeeper (Debian).
 # Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat,
 #                            DIR/go/sarama_client, DIR/go/kafka_go_client
 # Idempotent: what is already installed is left alone.
@@ -31,6 +32,11 @@ go_pkgs="golang-go golang-github-shopify-sarama-dev golang-github-segmentio-kafk
 if ! dpkg -s $go_pkgs >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $go_pkgs >/dev/null
 fi
+# Burrow (the consumer-lag monitor) and the ZooKeeper it needs; burrow.py
+# starts both itself (ZooKeeper from zookeeper.jar, not as a service).
+if ! dpkg -s burrow zookeeper >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends burrow zookeeper >/dev/null
+fi
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$dir/go"
 for prog in sarama_client kafka_go_client; do
@@ -44,3 +50,4 @@ echo "kcat: $(command -v kcat)"
 echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka, aiokafka)"
 echo "node: NODE_PATH=$dir/js/node_modules (kafkajs, @platformatic/kafka)"
 echo "go: $dir/go/sarama_client, $dir/go/kafka_go_client"
+echo "burrow: /usr/bin/Burrow, zookeeper: /usr/share/java/zookeeper.jar"

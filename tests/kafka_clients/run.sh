@@ -12,8 +12,9 @@
 # client must follow partition leaders and group coordinators.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,aiokafka_restarts
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,burrow,aiokafka_restarts
 # to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17;
+# burrow.py: Burrow reports a group's lag, with its own ZooKeeper;
 # aiokafka_restarts.py: a group across broker restarts, only when this script
 # starts its own single broker; RESTARTS=10 for the issue's 10, default 3).
 # Prints one line per client and ends with "N passed, M failed".
@@ -21,7 +22,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,aiokafka_restarts}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,burrow,aiokafka_restarts}
 addr=${1:-}
 cluster=
 if [ "$addr" = "--cluster" ]; then
@@ -126,6 +127,8 @@ run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
 run sarama "$clients_dir/go/sarama_client" "$addr"
 run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
+# Starts its own ZooKeeper and Burrow (Debian) and reads the lag Burrow reports.
+run burrow "$clients_dir/venv/bin/python" "$here/burrow.py" "$addr"
 # Restarts its own broker (this build's binary): RESTARTS=10 for the issue's target.
 if [ -n "${bin:-}" ] && [ -z "$cluster" ]; then
   run aiokafka_restarts "$clients_dir/venv/bin/python" "$here/aiokafka_restarts.py" "$bin"
@@ -139,6 +142,9 @@ if [ -n "$tmp" ] && ls "$tmp"/*.log >/dev/null 2>&1; then
   sed -n 's/.*kafka client uses client_id=\(.*\) api="\?\([A-Za-z]*\)"\? version=\([0-9]*\).*/\1|\2|\3/p' \
     /tmp/kafka-clients-broker.log | tr ' |' '_ ' | sort -u | awk '{v[$1" "$2]=v[$1" "$2] (v[$1" "$2]?",":"") $3} END {for (k in v) print "    " k " v" v[k]}' | sort
   sed -n 's/.*kafka client identified itself client_id=\([^ ]*\) software=\([^ ]*\) software_version=\([^ ]*\).*/    \1: \2 \3/p' \
+    /tmp/kafka-clients-broker.log | sort -u
+  # Fetch sessions (KIP-227) are not served; which clients ask for one.
+  sed -n 's/.*kafka client asks for a fetch session.* client_id=\([^ ]*\) session_id=\([-0-9]*\) session_epoch=\([-0-9]*\).*/    \1 asks for a fetch session (session id \2, epoch \3)/p' \
     /tmp/kafka-clients-broker.log | sort -u
 fi
 if [ -n "$cluster" ] && [ -n "$tmp" ]; then
