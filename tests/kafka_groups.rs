@@ -9,6 +9,8 @@
 //!   fails and is not stored;
 //! - OffsetCommit for a topic or partition that does not exist is
 //!   UNKNOWN_TOPIC_OR_PARTITION and stores nothing.
+//! - JoinGroup refusals (INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL)
+//!   reach the application, and a refused join leaves the group as it was.
 //!
 //! The other group rules (session and rebalance timeouts, generation
 //! checks, commit order) are unit-tested on the state machine
@@ -327,4 +329,71 @@ fn committing_offsets_of_a_topic_that_does_not_exist_is_refused() {
     assert_eq!(offset("real", 0), Offset::Offset(5));
     assert_eq!(offset("no-such-topic", 0), Offset::Invalid);
     assert_eq!(offset("real", 7), Offset::Invalid);
+}
+
+/// Poll `c` (and keep `others` polled) until it reports an error; its code.
+fn first_error(
+    c: &BaseConsumer<Rebalances>,
+    others: &[&BaseConsumer<Rebalances>],
+) -> RDKafkaErrorCode {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no error reported");
+        if let Some(Err(e)) = c.poll(Duration::from_millis(50)) {
+            return e.rdkafka_error_code().unwrap_or_else(|| panic!("{e}"));
+        }
+        for o in others {
+            let _ = o.poll(Duration::from_millis(10));
+        }
+    }
+}
+
+/// JoinGroup refusals librdkafka hands to the application ("JoinGroup
+/// failed"): a session timeout below the broker's minimum (1 s) is
+/// INVALID_SESSION_TIMEOUT; a consumer whose assignor no member of the
+/// group shares is INCONSISTENT_GROUP_PROTOCOL, and the group keeps its
+/// member and its assignment.
+#[test]
+fn join_refusals_reach_the_application() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let topic = "refusals-t";
+    b.create_topic(topic, 2);
+    let (short, _) = group_consumer(
+        &addr,
+        "short-session",
+        &[
+            ("session.timeout.ms", "500"),
+            ("heartbeat.interval.ms", "100"),
+        ],
+    );
+    short.subscribe(&[topic]).unwrap();
+    assert_eq!(
+        first_error(&short, &[]),
+        RDKafkaErrorCode::InvalidSessionTimeout
+    );
+    assert_eq!(short.assignment().unwrap().count(), 0);
+
+    let (range, r_range) = group_consumer(
+        &addr,
+        "assignors",
+        &[("partition.assignment.strategy", "range")],
+    );
+    range.subscribe(&[topic]).unwrap();
+    poll_until(&[&range], "the range consumer assigned", || {
+        range.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    let (rr, _) = group_consumer(
+        &addr,
+        "assignors",
+        &[("partition.assignment.strategy", "roundrobin")],
+    );
+    rr.subscribe(&[topic]).unwrap();
+    assert_eq!(
+        first_error(&rr, &[&range]),
+        RDKafkaErrorCode::InconsistentGroupProtocol
+    );
+    poll_for(&[&range], Duration::from_secs(1));
+    assert_eq!(r_range.moves().len(), 1, "the member saw no rebalance");
+    assert_eq!(range.assignment().unwrap().count(), 2);
 }
