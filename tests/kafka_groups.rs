@@ -7,6 +7,7 @@
 //! - a restarted static member takes its old place without a rebalance;
 //! - a member whose instance id was taken over is fenced: its commit
 //!   fails and is not stored;
+//! - a consumer removed by a rebalance it did not rejoin cannot commit;
 //! - OffsetCommit for a topic or partition that does not exist is
 //!   UNKNOWN_TOPIC_OR_PARTITION and stores nothing.
 //! - JoinGroup refusals (INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL)
@@ -396,4 +397,50 @@ fn join_refusals_reach_the_application() {
     poll_for(&[&range], Duration::from_secs(1));
     assert_eq!(r_range.moves().len(), 1, "the member saw no rebalance");
     assert_eq!(range.assignment().unwrap().count(), 2);
+}
+
+/// A consumer that stops polling while its group rebalances is removed at
+/// the rebalance deadline (its `max.poll.interval.ms`, 3 s here); its
+/// commit afterwards is refused and not stored, so a closing consumer
+/// learns its commit failed; the member that stayed owns every partition.
+#[test]
+fn a_member_rebalanced_out_cannot_commit() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let (group, topic) = ("rebalanced-out", "rebalanced-out-t");
+    b.create_topic(topic, 2);
+    let timing = [
+        ("session.timeout.ms", "2000"),
+        ("heartbeat.interval.ms", "300"),
+        ("max.poll.interval.ms", "3000"),
+    ];
+    let (a, _) = group_consumer(&addr, group, &timing);
+    a.subscribe(&[topic]).unwrap();
+    poll_until(&[&a], "A assigned", || {
+        a.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    let at = |offset: i64| {
+        let mut t = TopicPartitionList::new();
+        t.add_partition_offset(topic, 0, Offset::Offset(offset))
+            .unwrap();
+        t
+    };
+    a.commit(&at(2), CommitMode::Sync)
+        .expect("a member commits");
+    // B joins; A is no longer polled, so it never rejoins.
+    let (later, _) = group_consumer(&addr, group, &timing);
+    later.subscribe(&[topic]).unwrap();
+    poll_until(&[&later], "B assigned both partitions", || {
+        later.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    match a.commit(&at(5), CommitMode::Sync) {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)) => {}
+        other => panic!("expected UNKNOWN_MEMBER_ID, got {other:?}"),
+    }
+    let committed = later.committed_offsets(at(0), WAIT).unwrap();
+    assert_eq!(
+        committed.find_partition(topic, 0).unwrap().offset(),
+        Offset::Offset(2),
+        "the refused commit was not stored"
+    );
 }
