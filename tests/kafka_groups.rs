@@ -89,6 +89,15 @@ fn group_consumer(
     (consumer, ctx)
 }
 
+/// Partition 0 of `topic` at `offset`, as commits and committed-offset
+/// queries name it.
+fn partition0_at(topic: &str, offset: i64) -> TopicPartitionList {
+    let mut t = TopicPartitionList::new();
+    t.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    t
+}
+
 /// Poll every consumer until `done` holds (bounded by WAIT).
 fn poll_until(consumers: &[&BaseConsumer<Rebalances>], what: &str, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + WAIT;
@@ -267,12 +276,7 @@ fn a_fenced_static_member_cannot_commit() {
     poll_until(&[&old], "assigned", || {
         old.assignment().map(|t| t.count()).unwrap_or(0) == 1
     });
-    let at = |offset: i64| {
-        let mut t = TopicPartitionList::new();
-        t.add_partition_offset(topic, 0, Offset::Offset(offset))
-            .unwrap();
-        t
-    };
+    let at = |offset: i64| partition0_at(topic, offset);
     old.commit(&at(2), CommitMode::Sync)
         .expect("a member commits");
     let (new, r_new) = start();
@@ -419,12 +423,7 @@ fn a_member_rebalanced_out_cannot_commit() {
     poll_until(&[&a], "A assigned", || {
         a.assignment().map(|t| t.count()).unwrap_or(0) == 2
     });
-    let at = |offset: i64| {
-        let mut t = TopicPartitionList::new();
-        t.add_partition_offset(topic, 0, Offset::Offset(offset))
-            .unwrap();
-        t
-    };
+    let at = |offset: i64| partition0_at(topic, offset);
     a.commit(&at(2), CommitMode::Sync)
         .expect("a member commits");
     // B joins; A is no longer polled, so it never rejoins.
