@@ -7,8 +7,11 @@
 //! - a restarted static member takes its old place without a rebalance;
 //! - a member whose instance id was taken over is fenced: its commit
 //!   fails and is not stored;
+//! - a consumer removed by a rebalance it did not rejoin cannot commit;
 //! - OffsetCommit for a topic or partition that does not exist is
 //!   UNKNOWN_TOPIC_OR_PARTITION and stores nothing.
+//! - JoinGroup refusals (INVALID_SESSION_TIMEOUT, INCONSISTENT_GROUP_PROTOCOL)
+//!   reach the application, and a refused join leaves the group as it was.
 //!
 //! The other group rules (session and rebalance timeouts, generation
 //! checks, commit order) are unit-tested on the state machine
@@ -84,6 +87,15 @@ fn group_consumer(
     let ctx = Rebalances::default();
     let consumer = c.create_with_context(ctx.clone()).expect("consumer");
     (consumer, ctx)
+}
+
+/// Partition 0 of `topic` at `offset`, as commits and committed-offset
+/// queries name it.
+fn partition0_at(topic: &str, offset: i64) -> TopicPartitionList {
+    let mut t = TopicPartitionList::new();
+    t.add_partition_offset(topic, 0, Offset::Offset(offset))
+        .unwrap();
+    t
 }
 
 /// Poll every consumer until `done` holds (bounded by WAIT).
@@ -264,12 +276,7 @@ fn a_fenced_static_member_cannot_commit() {
     poll_until(&[&old], "assigned", || {
         old.assignment().map(|t| t.count()).unwrap_or(0) == 1
     });
-    let at = |offset: i64| {
-        let mut t = TopicPartitionList::new();
-        t.add_partition_offset(topic, 0, Offset::Offset(offset))
-            .unwrap();
-        t
-    };
+    let at = |offset: i64| partition0_at(topic, offset);
     old.commit(&at(2), CommitMode::Sync)
         .expect("a member commits");
     let (new, r_new) = start();
@@ -327,4 +334,112 @@ fn committing_offsets_of_a_topic_that_does_not_exist_is_refused() {
     assert_eq!(offset("real", 0), Offset::Offset(5));
     assert_eq!(offset("no-such-topic", 0), Offset::Invalid);
     assert_eq!(offset("real", 7), Offset::Invalid);
+}
+
+/// Poll `c` (and keep `others` polled) until it reports an error; its code.
+fn first_error(
+    c: &BaseConsumer<Rebalances>,
+    others: &[&BaseConsumer<Rebalances>],
+) -> RDKafkaErrorCode {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        assert!(Instant::now() < deadline, "no error reported");
+        if let Some(Err(e)) = c.poll(Duration::from_millis(50)) {
+            return e.rdkafka_error_code().unwrap_or_else(|| panic!("{e}"));
+        }
+        for o in others {
+            let _ = o.poll(Duration::from_millis(10));
+        }
+    }
+}
+
+/// JoinGroup refusals librdkafka hands to the application ("JoinGroup
+/// failed"): a session timeout below the broker's minimum (1 s) is
+/// INVALID_SESSION_TIMEOUT; a consumer whose assignor no member of the
+/// group shares is INCONSISTENT_GROUP_PROTOCOL, and the group keeps its
+/// member and its assignment.
+#[test]
+fn join_refusals_reach_the_application() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let topic = "refusals-t";
+    b.create_topic(topic, 2);
+    let (short, _) = group_consumer(
+        &addr,
+        "short-session",
+        &[
+            ("session.timeout.ms", "500"),
+            ("heartbeat.interval.ms", "100"),
+        ],
+    );
+    short.subscribe(&[topic]).unwrap();
+    assert_eq!(
+        first_error(&short, &[]),
+        RDKafkaErrorCode::InvalidSessionTimeout
+    );
+    assert_eq!(short.assignment().unwrap().count(), 0);
+
+    let (range, r_range) = group_consumer(
+        &addr,
+        "assignors",
+        &[("partition.assignment.strategy", "range")],
+    );
+    range.subscribe(&[topic]).unwrap();
+    poll_until(&[&range], "the range consumer assigned", || {
+        range.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    let (rr, _) = group_consumer(
+        &addr,
+        "assignors",
+        &[("partition.assignment.strategy", "roundrobin")],
+    );
+    rr.subscribe(&[topic]).unwrap();
+    assert_eq!(
+        first_error(&rr, &[&range]),
+        RDKafkaErrorCode::InconsistentGroupProtocol
+    );
+    poll_for(&[&range], Duration::from_secs(1));
+    assert_eq!(r_range.moves().len(), 1, "the member saw no rebalance");
+    assert_eq!(range.assignment().unwrap().count(), 2);
+}
+
+/// A consumer that stops polling while its group rebalances is removed at
+/// the rebalance deadline (its `max.poll.interval.ms`, 3 s here); its
+/// commit afterwards is refused and not stored, so a closing consumer
+/// learns its commit failed; the member that stayed owns every partition.
+#[test]
+fn a_member_rebalanced_out_cannot_commit() {
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let (group, topic) = ("rebalanced-out", "rebalanced-out-t");
+    b.create_topic(topic, 2);
+    let timing = [
+        ("session.timeout.ms", "2000"),
+        ("heartbeat.interval.ms", "300"),
+        ("max.poll.interval.ms", "3000"),
+    ];
+    let (a, _) = group_consumer(&addr, group, &timing);
+    a.subscribe(&[topic]).unwrap();
+    poll_until(&[&a], "A assigned", || {
+        a.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    let at = |offset: i64| partition0_at(topic, offset);
+    a.commit(&at(2), CommitMode::Sync)
+        .expect("a member commits");
+    // B joins; A is no longer polled, so it never rejoins.
+    let (later, _) = group_consumer(&addr, group, &timing);
+    later.subscribe(&[topic]).unwrap();
+    poll_until(&[&later], "B assigned both partitions", || {
+        later.assignment().map(|t| t.count()).unwrap_or(0) == 2
+    });
+    match a.commit(&at(5), CommitMode::Sync) {
+        Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::UnknownMemberId)) => {}
+        other => panic!("expected UNKNOWN_MEMBER_ID, got {other:?}"),
+    }
+    let committed = later.committed_offsets(at(0), WAIT).unwrap();
+    assert_eq!(
+        committed.find_partition(topic, 0).unwrap().offset(),
+        Offset::Offset(2),
+        "the refused commit was not stored"
+    );
 }

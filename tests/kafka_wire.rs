@@ -1899,3 +1899,247 @@ fn readme_and_docs_list_exactly_what_api_versions_answers() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+/// A JoinGroup (v5) of `member` ("" for a new one) with these timeouts.
+fn join_timed(group: &str, member: &str, session_ms: i32, rebalance_ms: i32) -> JoinGroupRequest {
+    join_request(group)
+        .with_member_id(s(member))
+        .with_session_timeout_ms(session_ms)
+        .with_rebalance_timeout_ms(rebalance_ms)
+}
+
+fn sync(c: &mut Conn, group: &str, member: &str, generation: i32, leader_assigns: bool) -> i16 {
+    let assignments = if leader_assigns {
+        vec![sync_group_request::SyncGroupRequestAssignment::default()
+            .with_member_id(s(member))
+            .with_assignment(Bytes::from_static(b"a"))]
+    } else {
+        Vec::new()
+    };
+    let req = SyncGroupRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_generation_id(generation)
+        .with_assignments(assignments);
+    let r: SyncGroupResponse = c.call(ApiKey::SyncGroup, 3, &req);
+    r.error_code
+}
+
+fn heartbeat(c: &mut Conn, group: &str, member: &str, generation: i32) -> i16 {
+    let req = HeartbeatRequest::default()
+        .with_group_id(GroupId(s(group)))
+        .with_member_id(s(member))
+        .with_generation_id(generation);
+    let r: HeartbeatResponse = c.call(ApiKey::Heartbeat, 3, &req);
+    r.error_code
+}
+
+/// Kafka's pending-sync rule on the wire: in a generation of two, the
+/// follower heartbeats but never sends its SyncGroup; once the rebalance
+/// timeout (1.5 s here; sessions are 30 s, so only this rule can act) has
+/// passed it is removed (UNKNOWN_MEMBER_ID on its heartbeat), the leader is
+/// told to rejoin, and the next generation has the leader alone. On the
+/// way, the commit rules for members being rebalanced (Kafka's order).
+#[test]
+fn a_member_that_never_syncs_is_removed_and_the_group_rebalances() {
+    const REBALANCE_MS: i32 = 1500;
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let group = "never-syncs";
+    let mut a = Conn::new(&addr);
+    create_topic(&mut a, "dg", 1);
+    let j: JoinGroupResponse = a.call(
+        ApiKey::JoinGroup,
+        5,
+        &join_timed(group, "", 30_000, REBALANCE_MS),
+    );
+    assert_eq!((j.error_code, j.generation_id), (0, 1));
+    let a_id = j.member_id.to_string();
+    assert_eq!(sync(&mut a, group, &a_id, 1, true), 0);
+    // B joins (its answer waits for A's rejoin, so on its own thread).
+    let b_join = {
+        let addr = addr.clone();
+        std::thread::spawn(move || {
+            let mut c = Conn::new(&addr);
+            let j: JoinGroupResponse = c.call(
+                ApiKey::JoinGroup,
+                5,
+                &join_timed(group, "", 30_000, REBALANCE_MS),
+            );
+            (c, j)
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while heartbeat(&mut a, group, &a_id, 1) != 27 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B's join never began a rebalance"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let j: JoinGroupResponse = a.call(
+        ApiKey::JoinGroup,
+        5,
+        &join_timed(group, &a_id, 30_000, REBALANCE_MS),
+    );
+    assert_eq!((j.error_code, j.generation_id, j.members.len()), (0, 2, 2));
+    let (mut bc, jb) = b_join.join().unwrap();
+    assert_eq!((jb.error_code, jb.generation_id), (0, 2));
+    let formed = std::time::Instant::now();
+    let b_id = jb.member_id.to_string();
+    assert_eq!(sync(&mut a, group, &a_id, 2, true), 0, "the leader syncs");
+    // B only heartbeats.
+    let removed_after = loop {
+        let code = heartbeat(&mut bc, group, &b_id, 2);
+        if code == 25 {
+            break formed.elapsed();
+        }
+        assert_eq!(code, 0, "B's heartbeat before its removal");
+        assert!(
+            formed.elapsed() < Duration::from_secs(10),
+            "a member that never syncs must be removed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        removed_after >= Duration::from_millis(REBALANCE_MS as u64 - 100),
+        "removed after {removed_after:?}, before the rebalance timeout"
+    );
+    assert_eq!(heartbeat(&mut a, group, &a_id, 2), 27, "A must rejoin");
+    // Commits of members being rebalanced (issue 17): the removed member's
+    // is refused; A's with its current generation is accepted while the
+    // group waits for rejoins, a stale generation's is not.
+    assert_eq!(
+        commit_as(&mut bc, 8, group, &b_id, 2),
+        25,
+        "UNKNOWN_MEMBER_ID"
+    );
+    assert_eq!(
+        commit_as(&mut a, 8, group, &a_id, 1),
+        22,
+        "ILLEGAL_GENERATION"
+    );
+    assert_eq!(commit_as(&mut a, 8, group, &a_id, 2), 0);
+    let j: JoinGroupResponse = a.call(
+        ApiKey::JoinGroup,
+        5,
+        &join_timed(group, &a_id, 30_000, REBALANCE_MS),
+    );
+    assert_eq!((j.error_code, j.generation_id, j.members.len()), (0, 3, 1));
+    // Generation 3 awaits its assignment: commits wait for it.
+    assert_eq!(
+        commit_as(&mut a, 8, group, &a_id, 3),
+        27,
+        "REBALANCE_IN_PROGRESS"
+    );
+    assert!(b
+        .plain_log()
+        .contains("no SyncGroup within the rebalance timeout"));
+}
+
+/// OffsetCommit (v`v`) of dg-0 at offset 1 by `member` with `generation`:
+/// the partition's error code.
+fn commit_as(c: &mut Conn, v: i16, group: &str, member: &str, generation: i32) -> i16 {
+    let req = commit_of(group, &[("dg", 1, -1)])
+        .with_member_id(s(member))
+        .with_generation_id_or_member_epoch(generation);
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, v, &req);
+    r.topics[0].partitions[0].error_code
+}
+
+/// The group and offset error codes clients act on, case by case (the
+/// JoinGroup refusals as librdkafka reports them are in
+/// `kafka_groups::join_refusals_reach_the_application`): a JoinGroup's
+/// session timeout out of range, at each bound (INVALID_SESSION_TIMEOUT), a
+/// JoinGroup with an empty protocol type or list, another protocol type, or
+/// no protocol in common (INCONSISTENT_GROUP_PROTOCOL), a member's OffsetCommit for a
+/// group the coordinator does not know (GROUP_ID_NOT_FOUND from v9,
+/// ILLEGAL_GENERATION before) or that has offsets but no members
+/// (UNKNOWN_MEMBER_ID), and ListOffsets for a topic or partition that does
+/// not exist (UNKNOWN_TOPIC_OR_PARTITION).
+#[test]
+fn group_and_offset_errors_clients_act_on() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dg", 1);
+    let join = |c: &mut Conn, req: &JoinGroupRequest| -> JoinGroupResponse {
+        c.call(ApiKey::JoinGroup, 5, req)
+    };
+    for session_ms in [0, 999, 1_800_001] {
+        let r = join(&mut c, &join_timed("bad-session", "", session_ms, 10_000));
+        assert_eq!(
+            r.error_code, 26,
+            "INVALID_SESSION_TIMEOUT for {session_ms} ms"
+        );
+    }
+    assert_eq!(
+        join(&mut c, &join_request("bad-proto").with_protocol_type(s(""))).error_code,
+        23
+    );
+    assert_eq!(
+        join(&mut c, &join_request("bad-proto").with_protocols(vec![])).error_code,
+        23
+    );
+    let first = join(&mut c, &join_request("mixed"));
+    assert_eq!(first.error_code, 0);
+    let other_type = join_request("mixed").with_protocol_type(s("connect"));
+    assert_eq!(
+        join(&mut c, &other_type).error_code,
+        23,
+        "another protocol type"
+    );
+    let no_common = join_request("mixed").with_protocols(vec![
+        join_group_request::JoinGroupRequestProtocol::default()
+            .with_name(s("roundrobin"))
+            .with_metadata(Bytes::from_static(b"sub")),
+    ]);
+    assert_eq!(
+        join(&mut c, &no_common).error_code,
+        23,
+        "no protocol in common"
+    );
+    let r: DescribeGroupsResponse = c.call(
+        ApiKey::DescribeGroups,
+        5,
+        &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("mixed"))]),
+    );
+    assert_eq!(
+        r.groups[0].members.len(),
+        1,
+        "the refused joins added nobody"
+    );
+
+    // A member's commit for a group nobody knows, and for one with offsets only.
+    assert_eq!(
+        commit_as(&mut c, 9, "unknown-group", "m-1", 1),
+        69,
+        "GROUP_ID_NOT_FOUND"
+    );
+    assert_eq!(
+        commit_as(&mut c, 8, "unknown-group", "m-1", 1),
+        22,
+        "ILLEGAL_GENERATION"
+    );
+    assert_eq!(committed(&mut c, "unknown-group"), -1, "nothing stored");
+    commit_standalone(&mut c, "offsets-only", 7);
+    assert_eq!(
+        commit_as(&mut c, 8, "offsets-only", "m-1", 1),
+        25,
+        "UNKNOWN_MEMBER_ID"
+    );
+    assert_eq!(committed(&mut c, "offsets-only"), 7);
+
+    // ListOffsets: a topic that does not exist, a partition that does not.
+    assert_eq!(list_offset(&mut c, "no-such-topic", -1).0, 3);
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+            .with_name(tn("dg"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default()
+                    .with_partition_index(5)
+                    .with_timestamp(-1),
+            ])]);
+    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 3);
+}

@@ -407,8 +407,8 @@ impl Coordinator {
 
     fn tick(&self, now: Instant) {
         for (id, g) in self.groups.borrow_mut().iter_mut() {
-            for m in g.tick(now) {
-                info!(group = %id, member = %m, "kafka: group member session expired");
+            for (m, why) in g.tick(now) {
+                info!(group = %id, member = %m, "kafka: group member removed: {why}");
             }
         }
     }

@@ -27,7 +27,16 @@
 //!   about the rebalance from REBALANCE_IN_PROGRESS on their heartbeats) or
 //!   the rebalance deadline passes; members that did not rejoin are removed.
 //! - Members that stop heartbeating for their session timeout are removed,
-//!   except while their JoinGroup is parked here (Kafka's rule too).
+//!   except while their JoinGroup or SyncGroup is parked here (Kafka's
+//!   rule too: a member awaiting a rebalance satisfies its heartbeats).
+//! - A new member (joined with no member id, not yet in a generation) whose
+//!   JoinGroup is still unanswered [`NEW_MEMBER_JOIN_TIMEOUT`] after it
+//!   joined is removed (Kafka's `NewMemberJoinTimeoutMs`): a client that
+//!   gave up waiting and joined again leaves no defunct member for longer.
+//! - Pending sync: every member of a new generation must send its SyncGroup
+//!   within the rebalance timeout (the largest member's); when that
+//!   deadline passes, in CompletingRebalance or Stable, the members that
+//!   did not are removed and the group rebalances (Kafka's DelayedSync).
 //! - The leader (the longest-standing member) gets every member's
 //!   subscription and sends the assignment in its SyncGroup; followers'
 //!   SyncGroups wait for it.
@@ -51,6 +60,10 @@ pub const SESSION_TIMEOUT_MS_MIN: i32 = 1_000;
 pub const SESSION_TIMEOUT_MS_MAX: i32 = 1_800_000;
 /// Members per group, so one group cannot take the coordinator's memory.
 pub const MEMBERS_MAX: usize = 10_000;
+/// How long a new member's JoinGroup may wait for its first generation
+/// before the member is removed (Kafka's `NewMemberJoinTimeoutMs`, a
+/// constant there too).
+pub const NEW_MEMBER_JOIN_TIMEOUT: Duration = Duration::from_secs(300);
 /// Characters of the client or instance id that start a member id.
 const MEMBER_ID_PREFIX_CHARS_MAX: usize = 200;
 
@@ -114,6 +127,13 @@ pub struct Member {
     pub last_seen: Instant,
     /// Order of first join: the leader is the longest-standing member.
     seq: u64,
+    /// When the member joined with no member id, until it is first part of
+    /// a generation (Kafka's `isNew`): bounds its wait by
+    /// [`NEW_MEMBER_JOIN_TIMEOUT`].
+    new_since: Option<Instant>,
+    /// In the current generation and its SyncGroup not yet received
+    /// (Kafka's pending-sync set).
+    pending_sync: bool,
     join_waiter: Option<oneshot::Sender<Result<JoinOutcome, GroupError>>>,
     sync_waiter: Option<oneshot::Sender<Result<SyncOutcome, GroupError>>>,
 }
@@ -153,6 +173,27 @@ impl Member {
     }
 }
 
+/// Why [`Group::tick`] removed a member.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Not heard from for its session timeout.
+    Session,
+    /// In a generation whose sync deadline passed without its SyncGroup.
+    SyncMissed,
+    /// A new member whose JoinGroup waited [`NEW_MEMBER_JOIN_TIMEOUT`].
+    NewMemberJoin,
+}
+
+impl std::fmt::Display for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Expiry::Session => "session timeout",
+            Expiry::SyncMissed => "no SyncGroup within the rebalance timeout",
+            Expiry::NewMemberJoin => "a new member's JoinGroup waited too long for a generation",
+        })
+    }
+}
+
 pub enum SyncStep {
     Now(SyncOutcome),
     Wait(SyncReply),
@@ -183,6 +224,9 @@ pub struct Group {
     /// group.instance.id -> the member id that holds it now.
     statics: BTreeMap<String, String>,
     rebalance_deadline: Option<Instant>,
+    /// CompletingRebalance or Stable with members whose SyncGroup for this
+    /// generation has not come: when they are removed.
+    sync_deadline: Option<Instant>,
     /// `group.initial.rebalance.delay.ms`; zero turns the delay off.
     initial_delay: Duration,
     delayed: Option<InitialDelay>,
@@ -204,6 +248,7 @@ impl Group {
             members: BTreeMap::new(),
             statics: BTreeMap::new(),
             rebalance_deadline: None,
+            sync_deadline: None,
             initial_delay,
             delayed: None,
             next_seq: 0,
@@ -247,6 +292,8 @@ impl Group {
                 assignment: mv.assignment,
                 last_seen: now,
                 seq,
+                new_since: None,
+                pending_sync: false,
                 join_waiter: None,
                 sync_waiter: None,
             };
@@ -449,6 +496,8 @@ impl Group {
             assignment: Bytes::new(),
             last_seen: now,
             seq,
+            new_since: Some(now),
+            pending_sync: false,
             join_waiter: None,
             sync_waiter: None,
         };
@@ -536,6 +585,9 @@ impl Group {
             return Err(GroupError::IllegalGeneration);
         }
         let member_id = member.member_id;
+        if matches!(self.phase, Phase::CompletingRebalance | Phase::Stable) {
+            self.synced(member_id);
+        }
         match self.phase {
             Phase::Empty => Err(GroupError::UnknownMember),
             Phase::PreparingRebalance => Err(GroupError::RebalanceInProgress),
@@ -551,9 +603,10 @@ impl Group {
                     let ids = self.member_ids(|m| m.sync_waiter.is_some());
                     for id in ids {
                         let out = self.sync_outcome(&id);
-                        if let Some(w) =
-                            self.members.get_mut(&id).and_then(|m| m.sync_waiter.take())
-                        {
+                        let m = self.members.get_mut(&id).expect("listed");
+                        // Kafka: an answered member's session starts afresh.
+                        m.last_seen = now;
+                        if let Some(w) = m.sync_waiter.take() {
                             let _ = w.send(Ok(out));
                         }
                     }
@@ -567,6 +620,18 @@ impl Group {
                     Ok(SyncStep::Wait(rx))
                 }
             }
+        }
+    }
+
+    /// The member's SyncGroup for this generation came: it is no longer
+    /// pending, and with nobody pending the sync deadline is off.
+    fn synced(&mut self, member_id: &str) {
+        self.members
+            .get_mut(member_id)
+            .expect("validated")
+            .pending_sync = false;
+        if self.members.values().all(|m| !m.pending_sync) {
+            self.sync_deadline = None;
         }
     }
 
@@ -702,13 +767,43 @@ impl Group {
         Ok(())
     }
 
-    /// Expire silent members, end an initial delay, and finish a rebalance
-    /// whose deadline passed. Returns the ids of the expired members.
-    pub fn tick(&mut self, now: Instant) -> Vec<String> {
-        let expired = self.member_ids(|m| {
-            m.join_waiter.is_none() && now.duration_since(m.last_seen) > m.session_timeout
-        });
-        for id in &expired {
+    /// Expire silent members and new members that waited too long, remove
+    /// members that missed the sync deadline, end an initial delay, and
+    /// finish a rebalance whose deadline passed. Returns the removed
+    /// members' ids, each with why.
+    pub fn tick(&mut self, now: Instant) -> Vec<(String, Expiry)> {
+        let mut expired: Vec<(String, Expiry)> = self
+            .members
+            .values()
+            .filter_map(|m| {
+                let why = if m
+                    .new_since
+                    .is_some_and(|t| now.duration_since(t) >= NEW_MEMBER_JOIN_TIMEOUT)
+                {
+                    // Kafka: parked or not, a new member's wait is bounded.
+                    Expiry::NewMemberJoin
+                } else if m.join_waiter.is_some() || m.sync_waiter.is_some() {
+                    // Awaiting the rebalance counts as heartbeating.
+                    return None;
+                } else if now.duration_since(m.last_seen) > m.session_timeout {
+                    Expiry::Session
+                } else {
+                    return None;
+                };
+                Some((m.id.clone(), why))
+            })
+            .collect();
+        if matches!(self.phase, Phase::CompletingRebalance | Phase::Stable)
+            && self.sync_deadline.is_some_and(|d| now >= d)
+        {
+            self.sync_deadline = None;
+            for m in self.members.values() {
+                if m.pending_sync && !expired.iter().any(|(id, _)| *id == m.id) {
+                    expired.push((m.id.clone(), Expiry::SyncMissed));
+                }
+            }
+        }
+        for (id, _) in &expired {
             self.remove_member(id, GroupError::UnknownMember);
         }
         if !expired.is_empty() {
@@ -757,19 +852,20 @@ impl Group {
         if self.phase == Phase::PreparingRebalance {
             return;
         }
+        self.sync_deadline = None;
+        for m in self.members.values_mut() {
+            m.pending_sync = false;
+        }
         if self.phase == Phase::CompletingRebalance {
             for m in self.members.values_mut() {
                 if let Some(w) = m.sync_waiter.take() {
+                    // Its wait counted as heartbeats; its session restarts.
+                    m.last_seen = now;
                     let _ = w.send(Err(GroupError::RebalanceInProgress));
                 }
             }
         }
-        let timeout = self
-            .members
-            .values()
-            .map(|m| m.rebalance_timeout)
-            .max()
-            .unwrap_or(Duration::ZERO);
+        let timeout = self.rebalance_timeout();
         if self.phase == Phase::Empty && !self.initial_delay.is_zero() {
             // Kafka's InitialDelayedJoin: the first wait is the configured
             // delay; the rest of the rebalance timeout is left for more.
@@ -783,6 +879,16 @@ impl Group {
             self.rebalance_deadline = Some(now + timeout);
         }
         self.phase = Phase::PreparingRebalance;
+    }
+
+    /// The group's rebalance timeout: the largest of its members' (Kafka's
+    /// `rebalanceTimeoutMs`), bounding both the join and the sync phase.
+    fn rebalance_timeout(&self) -> Duration {
+        self.members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     fn try_complete_join(&mut self, now: Instant) {
@@ -846,9 +952,14 @@ impl Group {
         self.phase = Phase::CompletingRebalance;
         let roster = self.roster();
         let protocol_type = self.protocol_type.clone().unwrap_or_default();
+        // Kafka's DelayedSync: everyone's SyncGroup is due within the
+        // group's rebalance timeout (the largest member's).
+        self.sync_deadline = Some(now + self.rebalance_timeout());
         for m in self.members.values_mut() {
             m.assignment = Bytes::new();
             m.last_seen = now;
+            m.new_since = None;
+            m.pending_sync = true;
             let out = JoinOutcome {
                 generation: self.generation,
                 protocol_type: protocol_type.clone(),

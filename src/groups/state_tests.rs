@@ -83,7 +83,7 @@ fn two_members_rebalance_then_one_expires() {
         .unwrap();
     assert!(g.tick(t1).is_empty());
     let t2 = t0 + Duration::from_millis(6500);
-    assert_eq!(g.tick(t2), vec![jb.member_id.clone()]);
+    assert_eq!(g.tick(t2), vec![(jb.member_id.clone(), Expiry::Session)]);
     assert_eq!(g.phase, Phase::PreparingRebalance);
     let mut a3 = g.join(params(&ja.member_id), t2).unwrap();
     let ja3 = joined(&mut a3);
@@ -338,5 +338,184 @@ fn commit_checks_follow_kafkas_order() {
     assert_eq!(
         g.check_commit(MemberRef::dynamic(&jb.member_id), 2),
         Err(GroupError::UnknownMember)
+    );
+}
+
+/// Two members in generation 2 (A leads, B follows), both answered at `t0`;
+/// `rebalance_timeout_ms` for both.
+fn two_member_generation(
+    g: &mut Group,
+    rebalance_timeout_ms: i32,
+    t0: Instant,
+) -> (JoinOutcome, JoinOutcome) {
+    let p = |id: &str| JoinParams {
+        rebalance_timeout_ms,
+        ..params(id)
+    };
+    let ja = joined(&mut g.join(p(""), t0).unwrap());
+    g.sync(MemberRef::dynamic(&ja.member_id), 1, vec![], t0)
+        .unwrap();
+    let mut b = g.join(p(""), t0).unwrap();
+    let ja2 = joined(&mut g.join(p(&ja.member_id), t0).unwrap());
+    let jb = joined(&mut b);
+    assert_eq!((ja2.generation, jb.generation), (2, 2));
+    assert_eq!(ja2.leader, ja.member_id);
+    (ja2, jb)
+}
+
+/// Kafka's pending-sync rule: a follower that keeps heartbeating but never
+/// sends its SyncGroup is removed once the rebalance timeout has passed
+/// since the generation formed, and the group rebalances; members that
+/// synced stay, and once everyone has synced no deadline is left.
+#[test]
+fn a_follower_that_never_syncs_is_removed_at_the_rebalance_timeout() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut g = Group::new("g".into(), Duration::ZERO);
+    let (ja, jb) = two_member_generation(&mut g, 10_000, t0);
+    let (a, b) = (
+        MemberRef::dynamic(&ja.member_id),
+        MemberRef::dynamic(&jb.member_id),
+    );
+    g.sync(a, 2, vec![], t0).unwrap();
+    assert_eq!(g.phase, Phase::Stable);
+    // B heartbeats within its session (6 s) but never syncs.
+    for at in [2000, 4000, 6000, 8000, 9999] {
+        g.heartbeat(a, 2, t0 + ms(at)).unwrap();
+        g.heartbeat(b, 2, t0 + ms(at)).unwrap();
+        assert!(g.tick(t0 + ms(at)).is_empty(), "nobody removed at {at} ms");
+    }
+    assert_eq!(
+        g.tick(t0 + ms(10_000)),
+        vec![(jb.member_id.clone(), Expiry::SyncMissed)]
+    );
+    assert_eq!(g.phase, Phase::PreparingRebalance);
+    assert_eq!(
+        g.heartbeat(b, 2, t0 + ms(10_000)),
+        Err(GroupError::UnknownMember)
+    );
+    assert_eq!(
+        g.heartbeat(a, 2, t0 + ms(10_000)),
+        Err(GroupError::RebalanceInProgress)
+    );
+    let ja3 = joined(&mut g.join(params(&ja.member_id), t0 + ms(10_000)).unwrap());
+    assert_eq!((ja3.generation, ja3.members.len()), (3, 1));
+
+    // Everyone synced: no deadline, members stay as long as they heartbeat.
+    let mut h = Group::new("h".into(), Duration::ZERO);
+    let (ja, jb) = two_member_generation(&mut h, 10_000, t0);
+    let (a, b) = (
+        MemberRef::dynamic(&ja.member_id),
+        MemberRef::dynamic(&jb.member_id),
+    );
+    let SyncStep::Wait(_) = h.sync(b, 2, vec![], t0).unwrap() else {
+        panic!("the follower waits for the leader")
+    };
+    h.sync(a, 2, vec![], t0 + ms(3000)).unwrap();
+    for at in [5000, 10_000, 15_000, 20_000] {
+        h.heartbeat(a, 2, t0 + ms(at)).unwrap();
+        h.heartbeat(b, 2, t0 + ms(at)).unwrap();
+        assert!(h.tick(t0 + ms(at)).is_empty());
+    }
+    assert_eq!((h.phase, h.members.len()), (Phase::Stable, 2));
+}
+
+/// A leader that never sends the assignment: at the rebalance timeout it is
+/// removed, the follower waiting in SyncGroup is told to rejoin
+/// (REBALANCE_IN_PROGRESS) and was not expired meanwhile although its
+/// session timeout (6 s) passed: awaiting the leader counts as heartbeating,
+/// and the answer restarts its session.
+#[test]
+fn a_leader_that_never_syncs_is_removed_and_the_waiting_follower_rejoins() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut g = Group::new("g".into(), Duration::ZERO);
+    let (ja, jb) = two_member_generation(&mut g, 10_000, t0);
+    let b = MemberRef::dynamic(&jb.member_id);
+    let SyncStep::Wait(mut sb) = g.sync(b, 2, vec![], t0).unwrap() else {
+        panic!("the follower waits for the leader")
+    };
+    // The leader heartbeats, so only the sync rule can remove it.
+    for at in [3000, 6000, 9000, 9999] {
+        g.heartbeat(MemberRef::dynamic(&ja.member_id), 2, t0 + ms(at))
+            .unwrap();
+        assert!(g.tick(t0 + ms(at)).is_empty(), "nobody removed at {at} ms");
+    }
+    assert_eq!(g.phase, Phase::CompletingRebalance);
+    assert_eq!(
+        g.tick(t0 + ms(10_000)),
+        vec![(ja.member_id.clone(), Expiry::SyncMissed)]
+    );
+    assert_eq!(
+        sb.try_recv().unwrap().unwrap().err(),
+        Some(GroupError::RebalanceInProgress)
+    );
+    // Answered, its session starts afresh: it has 6 s to rejoin.
+    assert!(g.tick(t0 + ms(15_000)).is_empty());
+    let jb3 = joined(&mut g.join(params(&jb.member_id), t0 + ms(15_000)).unwrap());
+    assert_eq!(
+        (
+            jb3.generation,
+            jb3.leader == jb3.member_id,
+            jb3.members.len()
+        ),
+        (3, true, 1)
+    );
+}
+
+/// Kafka's NewMemberJoinTimeoutMs: a new member whose JoinGroup is still
+/// unanswered 5 minutes after it joined (the group waits, up to a longer
+/// rebalance timeout, for an old member to rejoin) is removed with
+/// UNKNOWN_MEMBER_ID; when it joins again it is a new member again, and
+/// the group forms once the old member rejoins.
+#[test]
+fn a_new_member_waiting_five_minutes_for_its_generation_is_removed() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut g = Group::new("g".into(), Duration::ZERO);
+    let p = |id: &str| JoinParams {
+        rebalance_timeout_ms: 600_000,
+        ..params(id)
+    };
+    let ja = joined(&mut g.join(p(""), t0).unwrap());
+    let a = MemberRef::dynamic(&ja.member_id);
+    g.sync(a, 1, vec![], t0).unwrap();
+    let mut b = g.join(p(""), t0).unwrap();
+    // A heartbeats (and is told to rejoin) but takes its time.
+    let mut at = 0;
+    while at < 300_000 {
+        at += 5000;
+        assert_eq!(
+            g.heartbeat(a, 1, t0 + ms(at - 1)),
+            Err(GroupError::RebalanceInProgress)
+        );
+        let removed = g.tick(t0 + ms(at - 1));
+        assert!(removed.is_empty(), "{removed:?} removed at {} ms", at - 1);
+    }
+    assert!(pending(&mut b));
+    let removed = g.tick(t0 + NEW_MEMBER_JOIN_TIMEOUT);
+    assert_eq!(removed.len(), 1);
+    assert_eq!(removed[0].1, Expiry::NewMemberJoin);
+    assert_eq!(
+        b.try_recv().unwrap().unwrap().err(),
+        Some(GroupError::UnknownMember)
+    );
+    assert_eq!((g.phase, g.members.len()), (Phase::PreparingRebalance, 1));
+    // B tries again; A rejoins: one generation with both, B no longer new.
+    let t1 = t0 + NEW_MEMBER_JOIN_TIMEOUT;
+    let mut b2 = g.join(p(""), t1).unwrap();
+    joined(&mut g.join(p(&ja.member_id), t1 + ms(1000)).unwrap());
+    let jb2 = joined(&mut b2);
+    assert_eq!(jb2.generation, 2);
+    g.sync(a, 2, vec![], t1 + ms(1000)).unwrap();
+    g.sync(MemberRef::dynamic(&jb2.member_id), 2, vec![], t1 + ms(1000))
+        .unwrap();
+    let b2 = MemberRef::dynamic(&jb2.member_id);
+    let later = t1 + NEW_MEMBER_JOIN_TIMEOUT + ms(1000);
+    g.heartbeat(a, 2, later).unwrap();
+    g.heartbeat(b2, 2, later).unwrap();
+    assert!(
+        g.tick(later).is_empty(),
+        "a member of a generation is not new"
     );
 }

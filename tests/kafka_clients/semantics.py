@@ -15,7 +15,11 @@ which confluent-kafka does not expose, kafka-python's admin client:
 - DescribeAcls/CreateAcls/DeleteAcls answer SECURITY_DISABLED (no authorizer);
 - DescribeUserScramCredentials: no users;
 - DeleteConsumerGroupOffsets removes a committed offset durably enough to be
-  read back as gone; an unknown group is GROUP_ID_NOT_FOUND."""
+  read back as gone; an unknown group is GROUP_ID_NOT_FOUND;
+- a record over the topic's max.message.bytes is MESSAGE_TOO_LARGE;
+- CreateTopics: an existing topic is TOPIC_ALREADY_EXISTS, a replication
+  factor above the broker count INVALID_REPLICATION_FACTOR, an invalid name
+  INVALID_TOPIC_EXCEPTION, 0 partitions (kafka-python) INVALID_PARTITIONS."""
 import sys
 import time
 import uuid
@@ -87,6 +91,36 @@ outcome = dict(results)
 check(outcome["keyed"] is None, f"keyed record: {outcome['keyed']}")
 check(outcome["keyless"] is not None and outcome["keyless"].code() == KafkaError.INVALID_RECORD,
       f"keyless record on a compacted topic: {outcome['keyless']}")
+
+# --- A record over the topic's max.message.bytes --------------------------
+small = f"sem-small-{run}"
+for f in admin.create_topics([NewTopic(small, 1, 1, config={"max.message.bytes": "2000"})]).values():
+    f.result(30)
+results = []
+p.produce(small, key=b"k", value=b"x" * 4000, on_delivery=lambda e, m: results.append(("big", e)))
+p.flush(30)
+p.produce(small, key=b"k", value=b"x" * 100, on_delivery=lambda e, m: results.append(("fits", e)))
+p.flush(30)
+outcome = dict(results)
+check(outcome["big"] is not None and outcome["big"].code() == KafkaError.MSG_SIZE_TOO_LARGE,
+      f"a 4000-byte record over max.message.bytes=2000: {outcome['big']}")
+check(outcome["fits"] is None, f"a record that fits: {outcome['fits']}")
+
+# --- CreateTopics refusals ------------------------------------------------
+def create_error(new_topic):
+    try:
+        admin.create_topics([new_topic])[new_topic.topic].result(30)
+        return None
+    except KafkaException as e:
+        return code_of(e)
+
+
+brokers = len(admin.list_topics(timeout=30).brokers)
+check(create_error(NewTopic(compacted, 1, 1)) == KafkaError.TOPIC_ALREADY_EXISTS, "an existing topic")
+check(create_error(NewTopic(f"sem-rf-{run}", 1, brokers + 1)) == KafkaError.INVALID_REPLICATION_FACTOR,
+      f"replication factor {brokers + 1} with {brokers} broker(s)")
+check(create_error(NewTopic(f"sem bad name {run}", 1, 1)) == KafkaError.TOPIC_EXCEPTION,
+      "an invalid topic name")
 
 # --- Authorized operations ------------------------------------------------
 plain = f"sem-plain-{run}"
@@ -203,6 +237,13 @@ try:
 except Exception as e:  # kafka-python raises GroupIdNotFoundError
     check("GroupIdNotFound" in type(e).__name__ or "GROUP_ID_NOT_FOUND" in str(e).upper()
           or "69" in str(e), f"unknown group: {type(e).__name__} {e}")
+# librdkafka refuses a partition count of 0 itself; kafka-python sends it.
+from kafka.admin import NewTopic as KNewTopic
+try:
+    kadmin.create_topics([KNewTopic(f"sem-zero-{run}", 0, 1)])
+    check(False, "0 partitions must be refused")
+except Exception as e:  # kafka-python raises InvalidPartitionsError
+    check("InvalidPartitions" in type(e).__name__, f"0 partitions: {type(e).__name__} {e}")
 kadmin.close()
 
 print(f"semantics: {checks} checks passed")
