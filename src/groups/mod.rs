@@ -24,6 +24,11 @@
 //! [`legacy`] the reader of the first encoding, [`coordinator`] the
 //! per-shard coordinator that ties them to time and storage.
 
+pub mod assignor;
+pub mod consumer_coordinator;
+pub mod consumer_group;
+#[cfg(test)]
+mod consumer_group_tests;
 pub mod coordinator;
 pub mod legacy;
 pub mod offsets;
@@ -91,6 +96,18 @@ pub enum GroupError {
     GroupIdNotFound,
     #[error("the group's members subscribe to this topic")]
     SubscribedToTopic,
+    #[error("the member epoch is fenced: give up every partition and rejoin with epoch 0")]
+    FencedMemberEpoch,
+    #[error("stale member epoch: retry with the epoch of the latest heartbeat")]
+    StaleMemberEpoch,
+    #[error("unknown server_assignor: this broker serves \"uniform\" (default) and \"range\"")]
+    UnsupportedAssignor,
+    #[error("another member of the group still holds this group.instance.id")]
+    UnreleasedInstanceId,
+    #[error("regular expression subscriptions (SubscribedTopicRegex) are not supported by shardlog: subscribe to topic names")]
+    RegexUnsupported,
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
 }
 
 /// Why a group's coordinator cannot serve right now (Kafka's
