@@ -57,6 +57,9 @@ pub enum MemberState {
     UnreleasedPartitions,
 }
 
+/// One member of a consumer group: created by its first heartbeat (epoch
+/// 0), removed when it leaves (-1) or its session or rebalance timeout
+/// ends; owned by its group, on the coordinator's core.
 #[derive(Debug, Clone)]
 pub struct Member {
     pub id: String,

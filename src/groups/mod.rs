@@ -19,10 +19,13 @@
 //! partition the first time its coordinator needs them after a start, so
 //! members carry on with their generation across a broker restart.
 //!
-//! Map: [`state`] is the per-group state machine (no I/O), [`records`] the
-//! Kafka record codec (no I/O), [`offsets`] the store over the offsets log,
-//! [`legacy`] the reader of the first encoding, [`coordinator`] the
-//! per-shard coordinator that ties them to time and storage.
+//! Map: [`state`] is the per-group state machine of the classic protocol
+//! (no I/O), [`consumer_group`] that of KIP-848's consumer protocol (no
+//! I/O) with its server-side [`assignor`]s, [`records`] the Kafka record
+//! codec (no I/O), [`offsets`] the store over the offsets log, [`legacy`]
+//! the reader of the first encoding, [`coordinator`] the per-shard
+//! coordinator that ties them to time and storage (its consumer-protocol
+//! side in [`consumer_coordinator`]).
 
 pub mod assignor;
 pub mod consumer_coordinator;
