@@ -650,4 +650,24 @@ mod cluster_tests {
         c.node_id = Some(0);
         assert!(c.validate().is_err());
     }
+
+    #[test]
+    fn consumer_group_session_is_at_least_two_heartbeats() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            (
+                c.group_consumer_heartbeat_interval_ms,
+                c.group_consumer_session_timeout_ms
+            ),
+            (5000, 45_000),
+            "Kafka's defaults"
+        );
+        assert!(c.validate().is_ok());
+        c.group_consumer_session_timeout_ms = 9999;
+        assert!(c.validate().is_err());
+        c.group_consumer_heartbeat_interval_ms = 0;
+        assert!(c.validate().is_err());
+        c.group_consumer_heartbeat_interval_ms = 500;
+        assert!(c.validate().is_ok());
+    }
 }
