@@ -593,6 +593,14 @@ impl ConsumerGroup {
         for (t, ps) in gain {
             keep.entry(t).or_default().extend(ps);
         }
+        // The protocol's invariant: nothing handed out is owned by another
+        // member (assigned or still being revoked).
+        assert!(
+            keep.iter()
+                .all(|(t, ps)| ps.iter().all(|p| !taken.contains(&(t.clone(), *p)))),
+            "group {}: member {id} would own a partition another member owns",
+            self.id
+        );
         m.assigned = keep;
         m.revoking.clear();
         m.revoke_deadline = None;
