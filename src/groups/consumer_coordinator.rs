@@ -93,8 +93,8 @@ impl Coordinator {
     }
 
     /// ConsumerGroupDescribe of one group: None if no consumer group has
-    /// the id; Some(Err(GroupIdNotFound)) never: callers tell the two apart
-    /// with [`Coordinator::is_classic`].
+    /// the id (callers tell a classic group from an unknown one with
+    /// [`Coordinator::is_classic`]).
     pub fn consumer_describe(&self, group_id: &str) -> Option<ConsumerGroupView> {
         self.consumer.borrow().get(group_id).map(|g| g.view())
     }
