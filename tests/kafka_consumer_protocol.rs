@@ -84,10 +84,11 @@ fn poll_until(
                 Some(Ok(m)) => {
                     let v = String::from_utf8(m.payload().unwrap().to_vec()).unwrap();
                     let at = (m.partition(), m.offset());
-                    assert!(
-                        s.insert(v.clone(), at).is_none(),
-                        "{v} read twice by one consumer"
-                    );
+                    if let Some(before) = s.insert(v.clone(), at) {
+                        panic!(
+                            "{what}: {v} read twice by one consumer: at {before:?}, then at {at:?}"
+                        );
+                    }
                 }
                 // The broker's restart: the client reconnects by itself.
                 Some(Err(KafkaError::MessageConsumption(
@@ -100,6 +101,19 @@ fn poll_until(
     }
 }
 
+/// On a failing test, the broker's group log lines (why a rebalance came).
+struct GroupLogOnPanic<'a>(&'a BrokerProc);
+
+impl Drop for GroupLogOnPanic<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for l in self.0.plain_log().lines().filter(|l| l.contains("group")) {
+                eprintln!("broker: {l}");
+            }
+        }
+    }
+}
+
 /// The case: two `group.protocol=consumer` consumers share a
 /// 4-partition topic (each gets a share, no message read twice); one
 /// leaves and the other gets every partition and reads the rest, starting
@@ -107,6 +121,7 @@ fn poll_until(
 #[test]
 fn two_consumers_share_a_topic_and_one_takes_over_when_the_other_leaves() {
     let b = BrokerProc::start(&["--set", HEARTBEAT]);
+    let _log = GroupLogOnPanic(&b);
     let addr = b.kafka.clone().unwrap();
     let (topic, group) = ("kip848-t", "kip848-g");
     b.create_topic(topic, 4);
