@@ -19,6 +19,7 @@ use super::consumer_group::{
     ConsumerGroup, ConsumerGroupView, HeartbeatParams, HeartbeatReply, TopicLookup,
 };
 use super::coordinator::{Coordinator, GROUPS_MAX};
+use super::offsets::CommitItem;
 use super::state::{MemberRef, Phase};
 use super::{GroupError, GroupView, MemberView, Unavailable};
 use crate::metadata::TopicTable;
@@ -85,7 +86,17 @@ impl Coordinator {
         let g = groups.get_mut(group_id).expect("present");
         let (epoch_in, member) = (p.member_epoch, p.member_id.clone());
         let group_epoch = g.group_epoch;
-        let reply = g.heartbeat(p, topics, now)?;
+        let reply = match g.heartbeat(p, topics, now) {
+            Ok(r) => r,
+            Err(e) => {
+                // Each of these makes the client rejoin (or stop): rare,
+                // and the first thing to look at when partitions move.
+                if matches!(e, GroupError::FencedMemberEpoch | GroupError::UnknownMember) {
+                    info!(group = %group_id, member = %member, member_epoch = epoch_in, "kafka: consumer group heartbeat refused: {e}");
+                }
+                return Err(e);
+            }
+        };
         if epoch_in <= 0 || g.group_epoch != group_epoch {
             info!(group = %group_id, member = %member, member_epoch = reply.member_epoch, group_epoch = g.group_epoch, "kafka: consumer group heartbeat changed the group");
         }
@@ -132,11 +143,21 @@ impl Coordinator {
         group_id: &str,
         member: MemberRef<'_>,
         epoch: i32,
+        items: &[CommitItem],
     ) -> Option<Result<(), GroupError>> {
-        self.consumer
+        let parts: Vec<(&str, i32)> = items
+            .iter()
+            .map(|i| (i.topic.as_str(), i.partition))
+            .collect();
+        let r = self
+            .consumer
             .borrow()
             .get(group_id)
-            .map(|g| g.check_commit(member.member_id, epoch))
+            .map(|g| g.check_commit(member.member_id, epoch, &parts));
+        if let Some(Err(e)) = &r {
+            info!(group = %group_id, member = %member.member_id, member_epoch = epoch, "kafka: consumer group commit refused: {e}");
+        }
+        r
     }
 
     /// OffsetFetch v9's member check, if a consumer group holds the id.

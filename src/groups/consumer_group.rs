@@ -627,10 +627,19 @@ impl ConsumerGroup {
         gone
     }
 
-    /// OffsetCommit from a member (Kafka's `ConsumerGroup.validateOffsetCommit`):
-    /// with epoch < 0 and no members, an admin commit; else the member must
-    /// exist and commit at its current epoch.
-    pub fn check_commit(&self, member_id: &str, epoch: i32) -> Result<(), GroupError> {
+    /// OffsetCommit of partitions `parts` from a member (Kafka's
+    /// `ConsumerGroup.validateOffsetCommit`): with epoch < 0 and no members,
+    /// an admin commit; else the member must exist and commit at its
+    /// current epoch, or at its previous one for partitions it still owns
+    /// (a commit sent before the answer that moved it on arrived: the
+    /// client cannot know its new epoch yet; Kafka 4.1 relaxes its check
+    /// the same way, per partition).
+    pub fn check_commit(
+        &self,
+        member_id: &str,
+        epoch: i32,
+        parts: &[(&str, i32)],
+    ) -> Result<(), GroupError> {
         if epoch < 0 && self.members.is_empty() {
             return Ok(());
         }
@@ -638,7 +647,17 @@ impl ConsumerGroup {
             .members
             .get(member_id)
             .ok_or(GroupError::UnknownMember)?;
-        if epoch != m.epoch {
+        let owns = |t: &str, p: i32| {
+            [&m.assigned, &m.revoking]
+                .iter()
+                .any(|a| a.get(t).is_some_and(|ps| ps.contains(&p)))
+        };
+        // (Epoch 0 is a join: nothing is owned at it.)
+        let in_flight = epoch == m.previous_epoch
+            && epoch > 0
+            && epoch < m.epoch
+            && parts.iter().all(|(t, p)| owns(t, *p));
+        if epoch != m.epoch && !in_flight {
             return Err(GroupError::StaleMemberEpoch);
         }
         Ok(())
@@ -650,7 +669,7 @@ impl ConsumerGroup {
         if epoch < 0 {
             return Ok(());
         }
-        self.check_commit(member_id, epoch)
+        self.check_commit(member_id, epoch, &[])
     }
 
     pub fn view(&self) -> ConsumerGroupView {

@@ -372,25 +372,40 @@ fn commits_need_the_members_current_epoch() {
     let t = topics(&[("t", 2)]);
     let now = Instant::now();
     let mut g = group();
+    let all = [("t", 0), ("t", 1)];
+    let check =
+        |g: &ConsumerGroup, m: &str, e: i32, parts: &[(&str, i32)]| g.check_commit(m, e, parts);
     assert_eq!(
-        g.check_commit("", -1),
+        check(&g, "", -1, &all),
         Ok(()),
         "admin commit to an empty group"
     );
     g.heartbeat(join("a", &["t"]), &t, now).unwrap();
-    assert_eq!(g.check_commit("", -1), Err(GroupError::UnknownMember));
-    assert_eq!(g.check_commit("x", 1), Err(GroupError::UnknownMember));
-    assert_eq!(g.check_commit("a", 1), Ok(()));
-    assert_eq!(g.check_commit("a", 0), Err(GroupError::StaleMemberEpoch));
-    assert_eq!(g.check_commit("a", 2), Err(GroupError::StaleMemberEpoch));
+    assert_eq!(check(&g, "", -1, &all), Err(GroupError::UnknownMember));
+    assert_eq!(check(&g, "x", 1, &all), Err(GroupError::UnknownMember));
+    assert_eq!(check(&g, "a", 1, &all), Ok(()));
+    assert_eq!(check(&g, "a", 0, &all), Err(GroupError::StaleMemberEpoch));
+    assert_eq!(check(&g, "a", 2, &all), Err(GroupError::StaleMemberEpoch));
     // While a revokes (still epoch 1) it may commit what it gives up.
     g.heartbeat(join("b", &["t"]), &t, now).unwrap();
-    g.heartbeat(beat("a", 1, None), &t, now).unwrap();
-    assert_eq!(g.check_commit("a", 1), Ok(()));
+    let kept = g
+        .heartbeat(beat("a", 1, None), &t, now)
+        .unwrap()
+        .assignment
+        .unwrap();
+    assert_eq!(check(&g, "a", 1, &all), Ok(()));
+    // Once it confirmed (epoch 2), a commit still at epoch 1 (sent before
+    // the answer arrived) is accepted for what it still owns only.
+    g.heartbeat(beat("a", 1, Some(kept.clone())), &t, now)
+        .unwrap();
+    let (kt, ps) = kept.iter().next().unwrap();
+    let own = (kt.as_str(), *ps.iter().next().unwrap());
+    assert_eq!(check(&g, "a", 1, &[own]), Ok(()));
+    assert_eq!(check(&g, "a", 1, &all), Err(GroupError::StaleMemberEpoch));
+    assert_eq!(check(&g, "a", 2, &all), Ok(()), "the current epoch");
     assert_eq!(g.check_fetch("a", -1), Ok(()), "admin fetch");
     assert_eq!(g.check_fetch("a", 3), Err(GroupError::StaleMemberEpoch));
 }
-
 #[test]
 fn a_static_member_returns_to_its_partitions() {
     let t = topics(&[("t", 4)]);

@@ -319,21 +319,22 @@ impl Coordinator {
         generation: i32,
         items: Vec<CommitItem>,
     ) -> Result<(), GroupError> {
-        let check = if let Some(r) = self.consumer_check_commit(group_id, member, generation) {
-            r
-        } else {
-            let groups = self.groups.borrow();
-            match groups.get(group_id) {
-                Some(g) => g.check_commit(member, generation),
-                // No live group: a standalone commit (generation -1) is
-                // valid; a member's commit names a member nobody knows
-                // when offsets exist (the group is Empty), else a group
-                // nobody knows (Kafka's rules).
-                None if generation < 0 => Ok(()),
-                None if self.offsets.has_group(group_id) => Err(GroupError::UnknownMember),
-                None => Err(GroupError::GroupIdNotFound),
-            }
-        };
+        let check =
+            if let Some(r) = self.consumer_check_commit(group_id, member, generation, &items) {
+                r
+            } else {
+                let groups = self.groups.borrow();
+                match groups.get(group_id) {
+                    Some(g) => g.check_commit(member, generation),
+                    // No live group: a standalone commit (generation -1) is
+                    // valid; a member's commit names a member nobody knows
+                    // when offsets exist (the group is Empty), else a group
+                    // nobody knows (Kafka's rules).
+                    None if generation < 0 => Ok(()),
+                    None if self.offsets.has_group(group_id) => Err(GroupError::UnknownMember),
+                    None => Err(GroupError::GroupIdNotFound),
+                }
+            };
         check?;
         self.offsets.commit(shard, partition, group_id, items).await
     }
