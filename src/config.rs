@@ -99,6 +99,15 @@ pub struct BrokerConfig {
     /// `group.initial.rebalance.delay.ms`, same default); waits again while
     /// members keep arriving, up to the rebalance timeout. 0 turns it off.
     pub group_initial_rebalance_delay_ms: u64,
+    /// Consumer-protocol groups (KIP-848): the heartbeat interval the
+    /// coordinator tells members to keep, in ms (Kafka's
+    /// `group.consumer.heartbeat.interval.ms`, same default).
+    pub group_consumer_heartbeat_interval_ms: u64,
+    /// Consumer-protocol groups: a member not heard from for this long is
+    /// removed and its partitions reassigned, in ms (Kafka's
+    /// `group.consumer.session.timeout.ms`, same default). At least two
+    /// heartbeat intervals.
+    pub group_consumer_session_timeout_ms: u64,
 
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicConfig,
@@ -210,6 +219,8 @@ impl Default for BrokerConfig {
             io_memory_bytes: 16 << 20,
             pin_cpus: true,
             group_initial_rebalance_delay_ms: 3000,
+            group_consumer_heartbeat_interval_ms: 5000,
+            group_consumer_session_timeout_ms: 45_000,
             topic_defaults: TopicConfig::default(),
             node_id: None,
             rpc_listen: String::new(),
@@ -285,6 +296,14 @@ impl BrokerConfig {
         }
         if self.default_partitions == 0 {
             return bad("default_partitions must be >= 1");
+        }
+        if self.group_consumer_heartbeat_interval_ms == 0
+            || self.group_consumer_heartbeat_interval_ms > i32::MAX as u64
+            || self.group_consumer_session_timeout_ms
+                < 2 * self.group_consumer_heartbeat_interval_ms
+        {
+            return bad("group_consumer_session_timeout_ms must be at least twice \
+                 group_consumer_heartbeat_interval_ms, which must be 1..=2147483647");
         }
         self.cluster()?;
         self.topic_defaults.validate()
@@ -637,5 +656,25 @@ mod cluster_tests {
         );
         c.node_id = Some(0);
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn consumer_group_session_is_at_least_two_heartbeats() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(
+            (
+                c.group_consumer_heartbeat_interval_ms,
+                c.group_consumer_session_timeout_ms
+            ),
+            (5000, 45_000),
+            "Kafka's defaults"
+        );
+        assert!(c.validate().is_ok());
+        c.group_consumer_session_timeout_ms = 9999;
+        assert!(c.validate().is_err());
+        c.group_consumer_heartbeat_interval_ms = 0;
+        assert!(c.validate().is_err());
+        c.group_consumer_heartbeat_interval_ms = 500;
+        assert!(c.validate().is_ok());
     }
 }

@@ -1607,23 +1607,20 @@ fn alter_configs_validated_durable_and_applied_live() {
 fn an_api_we_do_not_serve_gets_an_error_not_a_closed_connection() {
     let b = BrokerProc::start(&[]);
     let addr = b.kafka.clone().unwrap();
-    // Advertised although not served: librdkafka sends nothing (and stalls
-    // silently) for an API the broker does not advertise.
+    // Served now (KIP-848), so advertised; DescribeCluster is neither.
     let all = versions(&mut Conn::new(&addr));
     assert_eq!(range_of(&all, ApiKey::ConsumerGroupHeartbeat), 0..=1);
-    let req = ConsumerGroupHeartbeatRequest::default()
-        .with_group_id(GroupId(s("kip848")))
-        .with_member_epoch(0)
-        .with_rebalance_timeout_ms(30_000)
-        .with_subscribed_topic_names(Some(vec![tn("t")]));
+    assert_eq!(range_of(&all, ApiKey::ConsumerGroupDescribe), 0..=1);
+    assert!(all.iter().all(|(k, _, _)| *k != ApiKey::DescribeCluster));
+    let req = DescribeClusterRequest::default();
     // Many connections (a client reconnecting): each gets an answer, the
     // broker logs the cause once.
     for v in 0..=1 {
         for _ in 0..5 {
             let mut c = Conn::new(&addr);
-            let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, v, &req);
+            let r: DescribeClusterResponse = c.call(ApiKey::DescribeCluster, v, &req);
             assert_eq!(r.error_code, 35, "UNSUPPORTED_VERSION");
-            assert!(r.error_message.unwrap().contains("group.protocol=classic"));
+            assert!(r.error_message.unwrap().contains("not served"));
             // The connection stays open and serves what we do serve.
             let _ = versions(&mut c);
         }
@@ -1631,7 +1628,7 @@ fn an_api_we_do_not_serve_gets_an_error_not_a_closed_connection() {
     let lines = b
         .stderr()
         .lines()
-        .filter(|l| l.contains("ConsumerGroupHeartbeat"))
+        .filter(|l| l.contains("answered with UNSUPPORTED_VERSION"))
         .count();
     // Once per cause per shard (2 shards): never once per connection.
     assert!(

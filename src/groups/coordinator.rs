@@ -11,6 +11,8 @@
 //! Lives on one core; every method is called on that core (through
 //! [`super::with_coordinator`]). No `RefCell` borrow is held across an await.
 
+use super::consumer_coordinator::ListedGroup;
+use super::consumer_group::ConsumerGroup;
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, MemberRef, Phase, SyncStep};
 use super::subscription::{self, CONSUMER_PROTOCOL_TYPE};
@@ -38,10 +40,16 @@ thread_local! {
 pub const GROUPS_MAX: usize = 100_000;
 
 pub struct Coordinator {
-    groups: RefCell<HashMap<String, Group>>,
+    pub(super) groups: RefCell<HashMap<String, Group>>,
+    /// Consumer-protocol (KIP-848) groups, by id; a group id is in at most
+    /// one of the two maps ([`super::consumer_coordinator`]).
+    pub(super) consumer: RefCell<HashMap<String, ConsumerGroup>>,
+    /// `group_consumer_session_timeout_ms` / `_heartbeat_interval_ms`.
+    pub(super) consumer_session_timeout: Duration,
+    pub(super) consumer_heartbeat_interval: Duration,
     pub(super) offsets: OffsetStore,
     /// The shard's clock: session and rebalance deadlines are measured on it.
-    clock: Rc<dyn Clock>,
+    pub(super) clock: Rc<dyn Clock>,
     /// `group_initial_rebalance_delay_ms`: how long a group that was Empty
     /// waits for more members before its first generation.
     initial_delay: Duration,
@@ -53,6 +61,13 @@ impl Coordinator {
         let (c, made) = COORDINATOR.with(|slot| {
             slot.get_or_insert_with(shard, || Coordinator {
                 groups: RefCell::default(),
+                consumer: RefCell::default(),
+                consumer_session_timeout: Duration::from_millis(
+                    shard.config.group_consumer_session_timeout_ms,
+                ),
+                consumer_heartbeat_interval: Duration::from_millis(
+                    shard.config.group_consumer_heartbeat_interval_ms,
+                ),
                 offsets: OffsetStore::default(),
                 clock: shard.clock.clone(),
                 initial_delay: Duration::from_millis(shard.config.group_initial_rebalance_delay_ms),
@@ -110,9 +125,10 @@ impl Coordinator {
         }
     }
 
-    /// (group id, protocol type, state) of every group with members or history here.
-    pub fn list(&self) -> Vec<(String, String, &'static str)> {
-        self.groups
+    /// Every group with members or history here, classic and consumer-protocol.
+    pub fn list(&self) -> Vec<ListedGroup> {
+        let mut out: Vec<_> = self
+            .groups
             .borrow()
             .values()
             .map(|g| {
@@ -120,13 +136,19 @@ impl Coordinator {
                     g.id.clone(),
                     g.protocol_type.clone().unwrap_or_default(),
                     g.phase.name(),
+                    "classic",
                 )
             })
-            .collect()
+            .collect();
+        out.extend(self.consumer_list());
+        out
     }
 
     /// A group's state and members; an unknown group is "Dead", as in Kafka.
     pub fn describe(&self, group_id: &str) -> GroupView {
+        if let Some(v) = self.consumer_classic_view(group_id) {
+            return v;
+        }
         match self.groups.borrow().get(group_id) {
             Some(g) => g.view(),
             None => GroupView {
@@ -164,6 +186,7 @@ impl Coordinator {
 
     pub async fn join(&self, p: JoinParams) -> Result<JoinOutcome, GroupError> {
         let group_id = p.group_id.clone();
+        self.classic_may_take(&group_id)?;
         let rx = self.with_group(&group_id, true, |g| g.join(p, self.clock.now()))?;
         let out = rx.await.unwrap_or(Err(GroupError::RebalanceInProgress))?;
         if out.leader == out.member_id {
@@ -184,6 +207,7 @@ impl Coordinator {
         generation: i32,
         assignments: Vec<(String, Bytes)>,
     ) -> Result<SyncOutcome, GroupError> {
+        self.not_consumer(group_id)?;
         let to_store = self.with_group(group_id, false, |g| {
             Ok(g.leader_sync_snapshot(member, generation, &assignments, now_ms()))
         })?;
@@ -217,6 +241,7 @@ impl Coordinator {
         member: MemberRef<'_>,
         generation: i32,
     ) -> Result<(), GroupError> {
+        self.not_consumer(group_id)?;
         self.with_group(group_id, false, |g| {
             g.heartbeat(member, generation, self.clock.now())
         })
@@ -230,6 +255,9 @@ impl Coordinator {
         group_id: &str,
         members: &[(String, Option<String>)],
     ) -> Vec<Result<(), GroupError>> {
+        if let Err(e) = self.not_consumer(group_id) {
+            return vec![Err(e); members.len()];
+        }
         let now = self.clock.now();
         let results = members
             .iter()
@@ -291,19 +319,22 @@ impl Coordinator {
         generation: i32,
         items: Vec<CommitItem>,
     ) -> Result<(), GroupError> {
-        let check = {
-            let groups = self.groups.borrow();
-            match groups.get(group_id) {
-                Some(g) => g.check_commit(member, generation),
-                // No live group: a standalone commit (generation -1) is
-                // valid; a member's commit names a member nobody knows
-                // when offsets exist (the group is Empty), else a group
-                // nobody knows (Kafka's rules).
-                None if generation < 0 => Ok(()),
-                None if self.offsets.has_group(group_id) => Err(GroupError::UnknownMember),
-                None => Err(GroupError::GroupIdNotFound),
-            }
-        };
+        let check =
+            if let Some(r) = self.consumer_check_commit(group_id, member, generation, &items) {
+                r
+            } else {
+                let groups = self.groups.borrow();
+                match groups.get(group_id) {
+                    Some(g) => g.check_commit(member, generation),
+                    // No live group: a standalone commit (generation -1) is
+                    // valid; a member's commit names a member nobody knows
+                    // when offsets exist (the group is Empty), else a group
+                    // nobody knows (Kafka's rules).
+                    None if generation < 0 => Ok(()),
+                    None if self.offsets.has_group(group_id) => Err(GroupError::UnknownMember),
+                    None => Err(GroupError::GroupIdNotFound),
+                }
+            };
         check?;
         self.offsets.commit(shard, partition, group_id, items).await
     }
@@ -325,11 +356,13 @@ impl Coordinator {
         partition: u32,
         group_id: &str,
     ) -> Result<(), GroupError> {
+        let consumer = self.consumer.borrow().get(group_id).map(|g| g.is_empty());
         {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
+                _ if consumer == Some(false) => return Err(GroupError::NonEmptyGroup),
                 Some(g) if !g.members.is_empty() => return Err(GroupError::NonEmptyGroup),
-                None if !self.offsets.has_group(group_id) => {
+                None if consumer.is_none() && !self.offsets.has_group(group_id) => {
                     return Err(GroupError::GroupIdNotFound)
                 }
                 _ => {}
@@ -349,6 +382,10 @@ impl Coordinator {
         if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
             groups.remove(group_id);
         }
+        let mut consumer = self.consumer.borrow_mut();
+        if consumer.get(group_id).is_some_and(|g| g.is_empty()) {
+            consumer.remove(group_id);
+        }
         info!(group = %group_id, "kafka: group deleted");
         Ok(())
     }
@@ -364,7 +401,14 @@ impl Coordinator {
         group_id: &str,
         parts: Vec<(String, i32)>,
     ) -> Result<Vec<Result<(), GroupError>>, GroupError> {
-        let subscribed: BTreeSet<String> = {
+        let consumer = self
+            .consumer
+            .borrow()
+            .get(group_id)
+            .map(|g| g.subscribed_topics());
+        let subscribed: BTreeSet<String> = if let Some(topics) = consumer {
+            topics
+        } else {
             let groups = self.groups.borrow();
             match groups.get(group_id) {
                 None if !self.offsets.has_group(group_id) => {
@@ -411,6 +455,7 @@ impl Coordinator {
                 info!(group = %id, member = %m, "kafka: group member removed: {why}");
             }
         }
+        self.consumer_tick(now);
     }
 }
 

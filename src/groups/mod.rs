@@ -19,11 +19,19 @@
 //! partition the first time its coordinator needs them after a start, so
 //! members carry on with their generation across a broker restart.
 //!
-//! Map: [`state`] is the per-group state machine (no I/O), [`records`] the
-//! Kafka record codec (no I/O), [`offsets`] the store over the offsets log,
-//! [`legacy`] the reader of the first encoding, [`coordinator`] the
-//! per-shard coordinator that ties them to time and storage.
+//! Map: [`state`] is the per-group state machine of the classic protocol
+//! (no I/O), [`consumer_group`] that of KIP-848's consumer protocol (no
+//! I/O) with its server-side [`assignor`]s, [`records`] the Kafka record
+//! codec (no I/O), [`offsets`] the store over the offsets log, [`legacy`]
+//! the reader of the first encoding, [`coordinator`] the per-shard
+//! coordinator that ties them to time and storage (its consumer-protocol
+//! side in [`consumer_coordinator`]).
 
+pub mod assignor;
+pub mod consumer_coordinator;
+pub mod consumer_group;
+#[cfg(test)]
+mod consumer_group_tests;
 pub mod coordinator;
 pub mod legacy;
 pub mod offsets;
@@ -91,6 +99,18 @@ pub enum GroupError {
     GroupIdNotFound,
     #[error("the group's members subscribe to this topic")]
     SubscribedToTopic,
+    #[error("the member epoch is fenced: give up every partition and rejoin with epoch 0")]
+    FencedMemberEpoch,
+    #[error("stale member epoch: retry with the epoch of the latest heartbeat")]
+    StaleMemberEpoch,
+    #[error("unknown server_assignor: this broker serves \"uniform\" (default) and \"range\"")]
+    UnsupportedAssignor,
+    #[error("another member of the group still holds this group.instance.id")]
+    UnreleasedInstanceId,
+    #[error("regular expression subscriptions (SubscribedTopicRegex) are not supported by shardlog: subscribe to topic names")]
+    RegexUnsupported,
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
 }
 
 /// Why a group's coordinator cannot serve right now (Kafka's

@@ -60,20 +60,17 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::CreateAcls => CreateAclsRequest::VERSIONS,
         ApiKey::DeleteAcls => DeleteAclsRequest::VERSIONS,
         ApiKey::DescribeUserScramCredentials => DescribeUserScramCredentialsRequest::VERSIONS,
+        ApiKey::ConsumerGroupHeartbeat => ConsumerGroupHeartbeatRequest::VERSIONS,
+        ApiKey::ConsumerGroupDescribe => ConsumerGroupDescribeRequest::VERSIONS,
         _ => return None,
     })
 }
 
-/// What ApiVersions advertises: the accepted range,
-/// plus ConsumerGroupHeartbeat, which is not served: librdkafka with
-/// `group.protocol=consumer` never sends it to a broker that does not
-/// advertise it and retries silently forever (0 messages, 0 errors);
-/// advertised, it gets UNSUPPORTED_VERSION ([`super::refusal`]) and raises
-/// a fatal error the application sees.
+/// What ApiVersions advertises: exactly what is accepted. (Before
+/// ConsumerGroupHeartbeat was served it was advertised anyway and refused:
+/// librdkafka with `group.protocol=consumer` never sends it to a broker
+/// that does not list it and retries silently forever.)
 pub fn advertised(k: ApiKey) -> Option<VersionRange> {
-    if k == ApiKey::ConsumerGroupHeartbeat {
-        return Some(ConsumerGroupHeartbeatRequest::VERSIONS);
-    }
     accepted(k)
 }
 

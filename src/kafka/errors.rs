@@ -155,6 +155,16 @@ pub fn group(e: &GroupError) -> i16 {
         GroupError::NonEmptyGroup => ResponseError::NonEmptyGroup,
         GroupError::GroupIdNotFound => ResponseError::GroupIdNotFound,
         GroupError::SubscribedToTopic => ResponseError::GroupSubscribedToTopic,
+        GroupError::FencedMemberEpoch => ResponseError::FencedMemberEpoch,
+        GroupError::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
+        GroupError::UnsupportedAssignor => ResponseError::UnsupportedAssignor,
+        GroupError::UnreleasedInstanceId => ResponseError::UnreleasedInstanceId,
+        // INVALID_REQUEST: clients report it (librdkafka: fatal, with the
+        // message), where INVALID_REGULAR_EXPRESSION would say the regex
+        // is wrong.
+        GroupError::RegexUnsupported | GroupError::InvalidRequest(_) => {
+            ResponseError::InvalidRequest
+        }
     })
 }
 

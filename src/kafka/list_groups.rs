@@ -1,5 +1,5 @@
 //! ListGroups (v0-5): every group any shard coordinates, with its state
-//! (v4+ filters by state, v5+ by type; all groups here are "classic").
+//! (v4+ filters by state, v5+ by type: "classic" or "consumer", KIP-848).
 //! Groups stored in `__consumer_offsets` appear after a restart too: each
 //! shard loads the offsets partitions it owns first.
 
@@ -22,23 +22,19 @@ pub async fn handle(ctx: &Ctx, req: ListGroupsRequest) -> ListGroupsResponse {
     }))
     .await;
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
-    let types_ok = req.types_filter.is_empty()
-        || req
-            .types_filter
-            .iter()
-            .any(|t| t.eq_ignore_ascii_case("classic"));
+    let types: Vec<String> = req.types_filter.iter().map(|s| s.to_lowercase()).collect();
     let mut groups: Vec<ListedGroup> = per_shard
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
-        .filter(|_| types_ok)
-        .map(|(id, protocol_type, state)| {
+        .filter(|(_, _, state, _)| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|(_, _, _, kind)| types.is_empty() || types.iter().any(|t| t == kind))
+        .map(|(id, protocol_type, state, kind)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(&id)))
                 .with_protocol_type(str_bytes(&protocol_type))
                 .with_group_state(str_bytes(state))
-                .with_group_type(str_bytes("classic"))
+                .with_group_type(str_bytes(kind))
         })
         .collect();
     groups.sort_by(|a, b| a.group_id.0.cmp(&b.group_id.0));

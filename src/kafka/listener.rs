@@ -356,6 +356,7 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::AlterConfigs => "AlterConfigs",
         ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
         ApiKey::ConsumerGroupHeartbeat => "ConsumerGroupHeartbeat",
+        ApiKey::ConsumerGroupDescribe => "ConsumerGroupDescribe",
         ApiKey::OffsetDelete => "OffsetDelete",
         ApiKey::DescribeAcls => "DescribeAcls",
         ApiKey::CreateAcls => "CreateAcls",
@@ -494,6 +495,16 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
         ApiKey::DescribeAcls => serve!("DescribeAcls", DescribeAclsRequest, acls::describe),
         ApiKey::CreateAcls => serve!("CreateAcls", CreateAclsRequest, acls::create),
         ApiKey::DeleteAcls => serve!("DeleteAcls", DeleteAclsRequest, acls::delete),
+        ApiKey::ConsumerGroupHeartbeat => serve!(
+            "ConsumerGroupHeartbeat",
+            ConsumerGroupHeartbeatRequest,
+            consumer_group_heartbeat::handle
+        ),
+        ApiKey::ConsumerGroupDescribe => serve!(
+            "ConsumerGroupDescribe",
+            ConsumerGroupDescribeRequest,
+            consumer_group_describe::handle
+        ),
         ApiKey::DescribeUserScramCredentials => serve!(
             "DescribeUserScramCredentials",
             DescribeUserScramCredentialsRequest,

@@ -1,5 +1,8 @@
 //! OffsetFetch (v1-9): committed offsets of one group (v1-7) or several
-//! (v8+); partitions without a commit answer offset -1.
+//! (v8+); partitions without a commit answer offset -1. v9 names the
+//! member: for a consumer-protocol group (KIP-848) it must exist at that
+//! epoch (UNKNOWN_MEMBER_ID / STALE_MEMBER_EPOCH), unless the epoch is -1
+//! (an admin read), as Kafka checks.
 
 use super::{errors, str_bytes, Ctx};
 use crate::groups::{self, OffsetMap};
@@ -12,6 +15,9 @@ use kafka_protocol::messages::{GroupId, OffsetFetchRequest, OffsetFetchResponse,
 /// (group, requested topics and partitions or None for all)
 type Wanted = (String, Option<Vec<(String, Vec<i32>)>>);
 
+/// v9's (member id, member epoch); None before v9.
+type Asker = Option<(String, i32)>;
+
 /// (partition, committed offset, leader epoch, metadata)
 type Row = (i32, i64, i32, Option<String>);
 
@@ -21,10 +27,13 @@ struct Answer {
     rows: Vec<(String, Vec<Row>)>,
 }
 
-async fn answer(ctx: &Ctx, (group, topics): Wanted) -> Answer {
+async fn answer(ctx: &Ctx, (group, topics): Wanted, asker: Asker) -> Answer {
     let gid = group.clone();
     let wanted = topics.clone();
     let result = groups::with_coordinator(&ctx.shard, &group, move |_, c, _| async move {
+        if let Some((member, epoch)) = asker {
+            c.consumer_check_fetch(&gid, &member, epoch)?;
+        }
         Ok(c.fetch_offsets(&gid, wanted))
     })
     .await;
@@ -80,7 +89,15 @@ pub async fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> OffsetFetchResponse {
                     .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
                     .collect()
             });
-            let a = answer(ctx, (g.group_id.to_string(), topics)).await;
+            let asker = (v >= 9).then(|| {
+                let member = g
+                    .member_id
+                    .as_ref()
+                    .map(|m| m.to_string())
+                    .unwrap_or_default();
+                (member, g.member_epoch)
+            });
+            let a = answer(ctx, (g.group_id.to_string(), topics), asker).await;
             let topics = a
                 .rows
                 .into_iter()
@@ -115,7 +132,7 @@ pub async fn handle(ctx: &Ctx, req: OffsetFetchRequest) -> OffsetFetchResponse {
             .map(|t| (t.name.to_string(), t.partition_indexes.clone()))
             .collect()
     });
-    let a = answer(ctx, (req.group_id.to_string(), topics)).await;
+    let a = answer(ctx, (req.group_id.to_string(), topics), None).await;
     let topics = a
         .rows
         .into_iter()

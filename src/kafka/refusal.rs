@@ -14,9 +14,6 @@ use bytes::BytesMut;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::Message;
 
-/// Why a KIP-848 consumer cannot join here.
-pub const CLASSIC_ONLY: &str = "shardlog serves the classic consumer group protocol only (JoinGroup/SyncGroup): set group.protocol=classic";
-
 /// The encoded refusal of `ctx.version` of `key`, or None (close instead).
 pub fn respond(ctx: &Ctx, key: ApiKey) -> Option<BytesMut> {
     let code = errors::unsupported_version();
@@ -32,13 +29,6 @@ pub fn respond(ctx: &Ctx, key: ApiKey) -> Option<BytesMut> {
         }};
     }
     match key {
-        ApiKey::ConsumerGroupHeartbeat => answer!(
-            ConsumerGroupHeartbeatRequest,
-            "ConsumerGroupHeartbeat",
-            ConsumerGroupHeartbeatResponse::default()
-                .with_error_code(code)
-                .with_error_message(msg(CLASSIC_ONLY))
-        ),
         ApiKey::ShareGroupHeartbeat => answer!(
             ShareGroupHeartbeatRequest,
             "ShareGroupHeartbeat",
