@@ -21,6 +21,7 @@ use crate::config::{BrokerConfig, ClusterSettings};
 use crate::controller::command::{Command, Envelope, Registration};
 use crate::controller::file_log::FileLog;
 use crate::controller::node::{NodeConfig, ProposeError};
+use crate::controller::peer_link::PeerLink;
 use crate::controller::state::{ApplyResult, ControllerState, Outcome};
 use crate::controller::view;
 use crate::controller::wire::{self, ProposeReply, Request, Response, HEADER_BYTES};
@@ -34,7 +35,6 @@ use glommio::net::{TcpListener, TcpStream};
 use raft::eraftpb::{Message, MessageType};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 use tracing::{error, info, warn};
@@ -50,7 +50,6 @@ pub const PROPOSE_WAIT: Duration = Duration::from_secs(5);
 const OUTBOX_MESSAGES: usize = 4096;
 /// Messages per frame to a peer.
 const BATCH_MESSAGES: usize = 512;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 // How often a broker tells the controller leader it is alive, and how long
 // one not heard from stays live (`settings.heartbeat_interval`,
 // `settings.session_timeout`: config keys `broker_heartbeat_interval_ms`,
@@ -60,14 +59,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 // before fencing anyone.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// `fut`, or None once `d` has passed.
-pub async fn within<T>(d: Duration, fut: impl Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(d).await;
-        None
-    })
-    .await
-}
+pub use crate::controller::peer_link::within;
 
 type Waiters = BTreeMap<(u32, u64), Vec<oneshot::Sender<ApplyResult>>>;
 
@@ -685,8 +677,7 @@ impl Driver {
     }
 
     async fn peer_sender(self: Rc<Self>, peer: u32, addr: String, mut rx: mpsc::Receiver<Message>) {
-        let mut conn: Option<TcpStream> = None;
-        let mut failing = false;
+        let mut link = PeerLink::new("controller", peer, TICK, WRITE_TIMEOUT);
         while let Some(first) = rx.next().await {
             let mut batch = vec![first];
             while batch.len() < BATCH_MESSAGES {
@@ -695,46 +686,13 @@ impl Driver {
                     Err(_) => break,
                 }
             }
-            if conn.is_none() {
-                if failing {
-                    // Do not spin on a peer that is down.
-                    glommio::timer::sleep(TICK).await;
-                }
-                conn = match within(
-                    CONNECT_TIMEOUT,
-                    TcpStream::connect_timeout(addr.as_str(), CONNECT_TIMEOUT),
-                )
-                .await
-                {
-                    Some(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
-                        Some(s)
-                    }
-                    _ => None,
-                };
-            }
             let snapshots: Vec<u64> = batch
                 .iter()
                 .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
                 .map(|m| m.to)
                 .collect();
             let frame = wire::encode_request(0, &Request::Raft(batch));
-            let ok = match conn.as_mut() {
-                Some(c) => matches!(
-                    within(WRITE_TIMEOUT, c.write_all(&frame)).await,
-                    Some(Ok(()))
-                ),
-                None => false,
-            };
-            if !ok {
-                conn = None;
-                if !failing {
-                    warn!(peer, %addr, "controller peer unreachable; retrying");
-                }
-            } else if failing {
-                info!(peer, %addr, "controller peer reachable again");
-            }
-            failing = !ok;
+            let ok = link.send(&addr, &frame).await;
             if let Some(mut n) = self.node() {
                 for to in snapshots {
                     n.report_snapshot(to, ok);

@@ -29,6 +29,7 @@ pub mod command;
 pub mod file_log;
 pub mod log_view;
 pub mod node;
+pub mod peer_link;
 pub mod persist;
 pub mod placement;
 pub mod raft_codec;

@@ -20,6 +20,7 @@
 //! the shard (an `Rc` in [`super::Shard`]); groups come and go with
 //! `apply_topics`. Everything here runs on the shard's executor.
 
+use crate::controller::peer_link::PeerLink;
 use crate::controller::wire::{self as rpc_wire, Request};
 use crate::event::LocalEvent;
 use crate::partition::Partition;
@@ -29,23 +30,20 @@ use crate::replica::{
 };
 use crate::storage::dma::DmaDisk;
 use bytes::Bytes;
-use futures::AsyncWriteExt;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::warn;
 
 /// How often every group ticks: heartbeats every tick, elections after
 /// 10–20 silent ticks (1–2 s).
 pub const REPLICATION_TICK: Duration = Duration::from_millis(100);
 /// Batches queued for one peer before new ones are dropped (Raft resends).
 const PEER_QUEUE: usize = 256;
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub struct Replication {
-    node: u32,
     /// None only while a round runs (see `round`).
     driver: RefCell<Option<ReplicationDriver<DmaDisk>>>,
     /// (topic, partition) → its group key, for the partitions replicated here.
@@ -80,19 +78,9 @@ struct Proposal {
     reply: futures::channel::oneshot::Sender<Result<Vec<Proposed>, ProposeError>>,
 }
 
-/// `fut`, or None once `d` passes.
-async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> Option<T> {
-    futures_lite::future::or(async { Some(fut.await) }, async {
-        glommio::timer::sleep(d).await;
-        None
-    })
-    .await
-}
-
 impl Replication {
     pub fn new(node: u32) -> Rc<Replication> {
         Rc::new(Replication {
-            node,
             driver: RefCell::new(Some(ReplicationDriver::new(node))),
             keys: RefCell::new(HashMap::new()),
             inbox: RefCell::new(Vec::new()),
@@ -364,46 +352,13 @@ impl Replication {
     }
 
     async fn peer_sender(self: Rc<Self>, peer: u32, rx: flume::Receiver<Batch>) {
-        let mut conn: Option<glommio::net::TcpStream> = None;
-        let mut failing = false;
+        let mut link = PeerLink::new("replication", peer, REPLICATION_TICK, WRITE_TIMEOUT);
         while let Ok(batch) = rx.recv_async().await {
             let Some(addr) = self.addrs.borrow().get(&peer).cloned() else {
                 continue;
             };
-            if conn.is_none() {
-                if failing {
-                    glommio::timer::sleep(REPLICATION_TICK).await;
-                }
-                conn = match within(
-                    CONNECT_TIMEOUT,
-                    glommio::net::TcpStream::connect_timeout(addr.as_str(), CONNECT_TIMEOUT),
-                )
-                .await
-                {
-                    Some(Ok(s)) => {
-                        let _ = s.set_nodelay(true);
-                        Some(s)
-                    }
-                    _ => None,
-                };
-            }
             let frame = rpc_wire::encode_request(0, &Request::Replicate(batch));
-            let ok = match conn.as_mut() {
-                Some(c) => matches!(
-                    within(WRITE_TIMEOUT, c.write_all(&frame)).await,
-                    Some(Ok(()))
-                ),
-                None => false,
-            };
-            if !ok {
-                conn = None;
-                if !failing {
-                    warn!(peer, %addr, node = self.node, "replication peer unreachable; retrying");
-                }
-            } else if failing {
-                info!(peer, %addr, "replication peer reachable again");
-            }
-            failing = !ok;
+            link.send(&addr, &frame).await;
         }
     }
 }
