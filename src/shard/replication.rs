@@ -372,12 +372,15 @@ pub fn route(shard: &Rc<super::Shard>, batch: Batch) {
         return;
     };
     let topics = shard.topics();
+    // One pass over the table per batch, not one per message.
+    let by_id: HashMap<u128, &crate::metadata::TopicMeta> = topics
+        .topics
+        .values()
+        .filter_map(|t| Some((u128::from_str_radix(&t.id, 16).ok()?, t)))
+        .collect();
     let mut by_shard: HashMap<usize, Vec<(GroupKey, raft::eraftpb::Message)>> = HashMap::new();
     for (key, m) in batch.items {
-        let target = topics.topics.values().find_map(|t| {
-            if u128::from_str_radix(&t.id, 16).ok()? != key.topic_id {
-                return None;
-            }
+        let target = by_id.get(&key.topic_id).and_then(|t| {
             let a = t.assignment.get(key.partition as usize)?;
             Some(a.replica_shard(me)? as usize % shard.shards())
         });
