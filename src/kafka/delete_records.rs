@@ -23,7 +23,7 @@ async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) ->
     let p = s.partition(&topic, partition).map_err(|e| errors::op(&e))?;
     // A replicated partition's log start is its Raft log's first index:
     // moving it needs the group (snapshots), not built yet.
-    if s.is_replicated(&topic, partition) {
+    if p.is_replicated() {
         return Err(errors::policy_violation());
     }
     let hw = p.high_watermark();

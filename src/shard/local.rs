@@ -164,7 +164,8 @@ fn append_part(shard: &Rc<Shard>, p: ProducePart) -> Part {
         (Err(OpError::ShuttingDown), None)
     } else {
         match shard.partition(&p.topic, p.partition) {
-            Ok(log) if shard.is_replicated(&p.topic, p.partition) => {
+            // The partition knows (no table lookup on the produce path).
+            Ok(log) if log.is_replicated() => {
                 let r = shard
                     .replication()
                     .expect("replicated partitions are a cluster's");

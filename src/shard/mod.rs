@@ -185,15 +185,6 @@ impl Shard {
         *self.controller_link.borrow_mut() = Some(link);
     }
 
-    /// Whether a partition is replicated by a Raft group (in a cluster,
-    /// created with a replication factor above 1).
-    pub fn is_replicated(&self, topic: &str, partition: u32) -> bool {
-        self.topics()
-            .get(topic)
-            .and_then(|m| m.assignment.get(partition as usize))
-            .is_some_and(|a| a.replicated())
-    }
-
     /// In a cluster: this shard's replicated partitions.
     pub fn replication(&self) -> Option<&Rc<replication::Replication>> {
         self.replication.as_ref()
