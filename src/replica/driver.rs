@@ -89,6 +89,16 @@ impl<D: Disk> ReplicationDriver<D> {
         &self.stats
     }
 
+    /// Batches to `peer` were lost (its queue was full, or the write
+    /// failed): every group probes it again instead of waiting for
+    /// acknowledgements that will not come.
+    pub fn report_unreachable(&mut self, peer: u32) {
+        for (k, g) in self.groups.iter_mut() {
+            g.report_unreachable(peer as u64);
+            self.touched.insert(*k);
+        }
+    }
+
     /// One tick for every group.
     pub fn tick(&mut self) {
         for (k, g) in self.groups.iter_mut() {

@@ -64,6 +64,8 @@ pub struct Replication {
     /// Per group, the log offset a sync was last asked for (one waiting
     /// task per group and offset, not one per round).
     sync_asked: RefCell<HashMap<GroupKey, u64>>,
+    /// Peers some batch to which was lost since the last round.
+    lost_to: Rc<RefCell<std::collections::BTreeSet<u32>>>,
     /// (topic, partition) → (leader, term) as of the last round, for
     /// Metadata on any shard of this broker.
     leaders: RefCell<HashMap<(String, u32), LeaderView>>,
@@ -92,6 +94,7 @@ impl Replication {
             pending_groups: RefCell::new(Vec::new()),
             removed: RefCell::new(Vec::new()),
             sync_asked: RefCell::new(HashMap::new()),
+            lost_to: Rc::new(RefCell::new(Default::default())),
             leaders: RefCell::new(HashMap::new()),
         })
     }
@@ -239,6 +242,12 @@ impl Replication {
                 for b in batches {
                     d.receive(b);
                 }
+                let lost: Vec<u32> = std::mem::take(&mut *self.lost_to.borrow_mut())
+                    .into_iter()
+                    .collect();
+                for peer in lost {
+                    d.report_unreachable(peer);
+                }
                 for p in proposals {
                     let r: Result<Vec<Proposed>, ProposeError> =
                         p.frames.into_iter().map(|f| d.propose(&p.key, f)).collect();
@@ -347,8 +356,12 @@ impl Replication {
                 }
             }
         };
-        // Full: the peer is slow or down; Raft resends what matters.
-        let _ = tx.try_send(batch);
+        // Full: the peer is slow or down. The groups hear of it at the next
+        // round and probe the peer again (Raft resends from there).
+        if tx.try_send(batch).is_err() {
+            self.lost_to.borrow_mut().insert(to);
+            self.wake.notify();
+        }
     }
 
     async fn peer_sender(self: Rc<Self>, peer: u32, rx: flume::Receiver<Batch>) {
@@ -358,7 +371,10 @@ impl Replication {
                 continue;
             };
             let frame = rpc_wire::encode_request(0, &Request::Replicate(batch));
-            link.send(&addr, &frame).await;
+            if !link.send(&addr, &frame).await {
+                self.lost_to.borrow_mut().insert(peer);
+                self.wake.notify();
+            }
         }
     }
 }
