@@ -23,8 +23,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Attempts of one routed call (the first plus retries after a metadata
-/// refresh) before its last error is returned.
-pub const ROUTED_ATTEMPTS_MAX: u32 = 8;
+/// refresh) before its last error is returned (and never past the
+/// request's timeout). With the backoff below, about 13 s: a replicated
+/// partition elects its leader 1-2 s after a creation or a leader's
+/// death, longer on a loaded machine (8 attempts, 2.4 s, were not enough
+/// for a topic created while other brokers were busy).
+pub const ROUTED_ATTEMPTS_MAX: u32 = 20;
 
 /// Wait before retry `attempt` (1-based): 25 ms doubling, at most 800 ms. A
 /// leader change in the cluster is a controller commit plus the table's
