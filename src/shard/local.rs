@@ -221,15 +221,19 @@ async fn await_replicated(
     let (Some(first), Some(last)) = (proposals.first().copied(), proposals.last().copied()) else {
         return Err(not_leader(None));
     };
+    // Looked up once, not at every round the wait re-checks.
+    let Some(key) = r.key_of(topic, partition) else {
+        return Err(not_leader(None));
+    };
     loop {
         let progressed = r.progressed().listen();
         let at = |p| match acks {
-            Acks::All => match r.outcome(topic, partition, p) {
+            Acks::All => match r.outcome(&key, p) {
                 Outcome::Committed { base_offset } => Some(Ok(base_offset)),
                 Outcome::Lost => Some(Err(())),
                 Outcome::Pending => None,
             },
-            _ => r.appended_at(topic, partition, p).map(Ok),
+            _ => r.appended_at(&key, p).map(Ok),
         };
         match (at(first), at(last)) {
             (Some(Ok(base)), Some(Ok(last_base))) => {

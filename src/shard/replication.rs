@@ -192,23 +192,19 @@ impl Replication {
     }
 
     /// What became of a proposal (Pending while the task is mid-round).
-    pub fn outcome(&self, topic: &str, partition: u32, p: Proposed) -> Outcome {
-        let Some(key) = self.key_of(topic, partition) else {
-            return Outcome::Lost;
-        };
+    pub fn outcome(&self, key: &GroupKey, p: Proposed) -> Outcome {
         // Out of its cell during a round: ask again after it.
         let d = self.driver.borrow();
         let Some(d) = d.as_ref() else {
             return Outcome::Pending;
         };
-        d.group(&key).map_or(Outcome::Lost, |g| g.outcome(p))
+        d.group(key).map_or(Outcome::Lost, |g| g.outcome(p))
     }
 
     /// acks=1: the base offset of a proposal the leader appended, if it did.
-    pub fn appended_at(&self, topic: &str, partition: u32, p: Proposed) -> Option<u64> {
-        let key = self.key_of(topic, partition)?;
+    pub fn appended_at(&self, key: &GroupKey, p: Proposed) -> Option<u64> {
         let d = self.driver.borrow();
-        d.as_ref()?.group(&key)?.appended_at(p)
+        d.as_ref()?.group(key)?.appended_at(p)
     }
 
     /// The shard's replication task.
