@@ -197,6 +197,19 @@ impl<D: Disk> Partition<D> {
         self.log.log_start_offset()
     }
 
+    /// An idempotent producer's batch against the producer table as of
+    /// the log end (a replicated partition's leader checks before it
+    /// proposes).
+    pub fn check_sequence(
+        &self,
+        h: &crate::format::BatchHeader,
+    ) -> Result<
+        crate::storage::producer_state::SeqCheck,
+        crate::storage::producer_state::SequenceError,
+    > {
+        self.log.check_sequence(h)
+    }
+
     /// Append as leader, stamping `leader_epoch` into every batch.
     pub fn append(
         &self,

@@ -34,6 +34,7 @@ use super::log_index::{Found, LogIndex};
 use super::storage::ReplicaStorage;
 use crate::partition::Partition;
 use crate::storage::file::Disk;
+use crate::storage::producer_state::{last_seq_of, SeqCheck, SequenceError};
 use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
@@ -55,7 +56,9 @@ pub struct GroupConfig {
     /// follower: together the bound on what a slow follower costs.
     pub max_size_per_msg: u64,
     pub max_inflight_msgs: usize,
-    /// Bytes of recent entries kept in memory for followers.
+    /// Bytes of recent entries a leader keeps in memory for followers
+    /// that have not acknowledged them (beyond it, a lagging follower is
+    /// served from disk); entries every follower has are dropped at once.
     pub window_bytes: usize,
     /// Election timeout range in ticks, `[min, max)`; None: raft-rs's
     /// default (`election_tick ..< 2 * election_tick`, drawn from the
@@ -72,7 +75,7 @@ impl GroupConfig {
             heartbeat_tick: 1,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 16,
-            window_bytes: 1 << 20,
+            window_bytes: 8 << 20,
             election_range: None,
         }
     }
@@ -102,6 +105,24 @@ pub enum ProposeError {
     NotLeader { leader: Option<u64> },
     #[error("proposal dropped by raft (leadership transfer or too many uncommitted bytes)")]
     Dropped,
+    /// An idempotent producer's batch out of order or from a fenced epoch.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// A retry of a batch too far back for its entry to be known: it is in
+    /// the log at `base_offset` (committed once the high watermark passed it).
+    #[error("duplicate of the batch at offset {base_offset}")]
+    Duplicate { base_offset: u64 },
+}
+
+/// A proposal of an idempotent producer not yet in this leader's log (so
+/// not yet in the log's producer table): a retry of it must get the same
+/// proposal, and the producer's next batch must follow it.
+#[derive(Debug, Clone, Copy)]
+struct PendingSeq {
+    epoch: i16,
+    first_seq: i32,
+    last_seq: i32,
+    proposed: Proposed,
 }
 
 /// Where a proposal went: acknowledged (acks=all) once
@@ -135,6 +156,12 @@ pub struct PartitionGroup<D: Disk> {
     /// Readies whose appends are not yet durable, oldest first, with the
     /// messages that must wait for them.
     unsent: VecDeque<Unsent>,
+    /// Log reads made to serve lagging followers (for tests and the debug
+    /// status line: a follower catching up costs about one read per
+    /// `FETCH_CHUNK`, not one per message or per request).
+    fetch_reads: u64,
+    /// Per producer id, its proposals not yet appended here (leader only).
+    pending_seqs: std::collections::HashMap<i64, VecDeque<PendingSeq>>,
 }
 
 struct Unsent {
@@ -150,6 +177,10 @@ fn discard_logger() -> slog::Logger {
 
 /// Bytes read from the log per step of recovery's scan and of a fetch.
 const READ_CHUNK: usize = 1 << 20;
+/// What one fetch for a lagging follower reads ahead: several append
+/// messages' worth, so raft-rs's stream of sends up to its in-flight limit
+/// is served from memory instead of one disk read per message.
+const FETCH_CHUNK: usize = 4 << 20;
 
 impl<D: Disk> PartitionGroup<D> {
     /// Open the replica of an open partition: load the saved Raft state,
@@ -243,6 +274,8 @@ impl<D: Disk> PartitionGroup<D> {
             saved,
             applied: commit,
             unsent: VecDeque::new(),
+            fetch_reads: 0,
+            pending_seqs: std::collections::HashMap::new(),
         })
     }
 
@@ -281,9 +314,50 @@ impl<D: Disk> PartitionGroup<D> {
         self.store.last_index()
     }
 
+    /// Log reads made so far to serve lagging followers.
+    pub fn fetch_reads(&self) -> u64 {
+        self.fetch_reads
+    }
+
     /// Memory held by recent entries kept for followers.
     pub fn window_bytes(&self) -> usize {
         self.store.window_bytes()
+    }
+
+    /// One line of this replica's state for the debug log: role, term,
+    /// indexes, the log's durable end, held readies, and each follower's
+    /// progress as the leader sees it (match, next, state, in flight).
+    pub fn describe(&self) -> String {
+        let r = &self.raw.raft;
+        let mut s = format!(
+            "{:?} term {} last {} commit {} applied {} next_offset {} durable {} held {} window {} fetch_reads {}",
+            r.state,
+            r.term,
+            self.store.last_index(),
+            r.raft_log.committed,
+            self.applied,
+            self.store.next_offset(),
+            self.partition.durable_offset(),
+            self.unsent.len(),
+            self.store.window_bytes(),
+            self.fetch_reads,
+        );
+        if r.state == StateRole::Leader {
+            for (id, p) in r.prs().iter() {
+                if *id == r.id {
+                    continue;
+                }
+                s.push_str(&format!(
+                    " | {id}: match {} next {} {:?} inflight {}{}",
+                    p.matched,
+                    p.next_idx,
+                    p.state,
+                    p.ins.count(),
+                    if p.is_paused() { " paused" } else { "" }
+                ));
+            }
+        }
+        s
     }
 
     /// Whether [`Self::ready`] has work.
@@ -320,6 +394,19 @@ impl<D: Disk> PartitionGroup<D> {
                 leader: self.leader_id(),
             });
         }
+        // Idempotent producers: a retry of a batch this group already took
+        // gets that batch's proposal (its outcome is the original's), never
+        // a second entry; a batch out of order is refused. The log's
+        // producer table is replicated with the log itself (every replica
+        // records the sequences it appends), so a new leader knows them.
+        let h = crate::format::frame::parse_header(&frame)
+            .expect("frames are validated before they are proposed");
+        let idempotent = h.producer_id >= 0 && h.base_sequence >= 0;
+        if idempotent {
+            if let Some(original) = self.check_sequence(&h)? {
+                return Ok(original);
+            }
+        }
         let mut m = Message::default();
         m.set_msg_type(MessageType::MsgPropose);
         m.from = self.id();
@@ -336,10 +423,100 @@ impl<D: Disk> PartitionGroup<D> {
         if index == before {
             return Err(ProposeError::Dropped);
         }
-        Ok(Proposed {
+        let proposed = Proposed {
             index,
             term: self.raw.raft.term,
-        })
+        };
+        if idempotent {
+            self.pending_seqs
+                .entry(h.producer_id)
+                .or_default()
+                .push_back(PendingSeq {
+                    epoch: h.producer_epoch,
+                    first_seq: h.base_sequence,
+                    last_seq: last_seq_of(&h),
+                    proposed,
+                });
+        }
+        Ok(proposed)
+    }
+
+    /// Where an idempotent producer's batch stands: Some(the original's
+    /// proposal) for a retry, None for the producer's next batch.
+    fn check_sequence(
+        &mut self,
+        h: &crate::format::BatchHeader,
+    ) -> Result<Option<Proposed>, ProposeError> {
+        // What is appended is in the log's table now (or was replaced by
+        // another term's entry, which the log's table reflects).
+        let (last, term) = (self.store.last_index(), self.raw.raft.term);
+        self.pending_seqs.retain(|_, q| {
+            q.retain(|x| x.proposed.index > last && x.proposed.term == term);
+            !q.is_empty()
+        });
+        let last_seq = last_seq_of(h);
+        let in_log = |g: &Self| -> Result<Option<Proposed>, ProposeError> {
+            match g.partition.check_sequence(h)? {
+                SeqCheck::Append => Ok(None),
+                SeqCheck::Duplicate { base_offset, .. } => match g.store.index_at(base_offset) {
+                    Some(index) => Ok(Some(Proposed {
+                        index,
+                        term: g.store.term_of(index).expect("an entry in the log"),
+                    })),
+                    None => Err(ProposeError::Duplicate { base_offset }),
+                },
+            }
+        };
+        let Some(back) = self
+            .pending_seqs
+            .get(&h.producer_id)
+            .and_then(|q| q.back().copied())
+        else {
+            return in_log(self);
+        };
+        let out_of_order = |expected: i32| {
+            ProposeError::Sequence(SequenceError::OutOfOrderSequence {
+                producer_id: h.producer_id,
+                expected,
+                got: h.base_sequence,
+            })
+        };
+        if h.producer_epoch < back.epoch {
+            return Err(ProposeError::Sequence(
+                SequenceError::InvalidProducerEpoch {
+                    producer_id: h.producer_id,
+                    epoch: h.producer_epoch,
+                    current: back.epoch,
+                },
+            ));
+        }
+        if h.producer_epoch > back.epoch {
+            return if h.base_sequence == 0 {
+                Ok(None)
+            } else {
+                Err(out_of_order(0))
+            };
+        }
+        if let Some(x) = self.pending_seqs[&h.producer_id]
+            .iter()
+            .find(|x| x.first_seq == h.base_sequence && x.last_seq == last_seq)
+        {
+            return Ok(Some(x.proposed));
+        }
+        // A retry of a batch already appended, before the pending ones.
+        if let Ok(Some(original)) = in_log(self) {
+            return Ok(Some(original));
+        }
+        let expected = if back.last_seq == i32::MAX {
+            0
+        } else {
+            back.last_seq + 1
+        };
+        if h.base_sequence == expected {
+            Ok(None)
+        } else {
+            Err(out_of_order(expected))
+        }
     }
 
     /// What became of proposal `p` as far as this replica knows: decided
@@ -377,6 +554,7 @@ impl<D: Disk> PartitionGroup<D> {
     /// this replica until [`Self::on_durable`] sees the log durable past
     /// them, so many groups' appends share one group commit.
     pub async fn ready(&mut self) -> Result<Vec<Message>, ReplicaError> {
+        self.note_followers();
         let mut out = Vec::new();
         if !self.raw.has_ready() {
             return Ok(out);
@@ -409,6 +587,24 @@ impl<D: Disk> PartitionGroup<D> {
         Ok(out)
     }
 
+    /// Tell the window from which index followers still need entries: a
+    /// leader's slowest follower's acknowledged end (not its optimistic
+    /// next index: what is in flight may be lost and resent).
+    fn note_followers(&self) {
+        let r = &self.raw.raft;
+        let from = if r.state == StateRole::Leader {
+            r.prs()
+                .iter()
+                .filter(|(id, _)| **id != r.id)
+                .map(|(_, p)| p.matched + 1)
+                .min()
+                .unwrap_or(u64::MAX)
+        } else {
+            u64::MAX
+        };
+        self.store.set_needed_from(from);
+    }
+
     /// The log offset that must become durable before the held messages
     /// may go out, if any are held (the driver asks the log to sync it).
     pub fn durable_wanted(&self) -> Option<u64> {
@@ -439,19 +635,31 @@ impl<D: Disk> PartitionGroup<D> {
     pub async fn fetch_for_followers(&mut self) -> Result<bool, ReplicaError> {
         let wanted = self.store.take_wanted();
         let any = !wanted.is_empty();
+        // raft-rs asks again at every trigger (each proposal, each
+        // acknowledgement) while a follower's entries are unavailable, so
+        // the requests repeat: one read per distinct start. Each read takes
+        // a chunk of several messages' worth, so the sends that follow
+        // (raft-rs streams up to its in-flight limit) find their entries.
+        let mut seen = std::collections::BTreeSet::new();
         for w in wanted {
             if w.low < self.store.first_index() || w.high > self.store.last_index() + 1 {
                 continue; // the log moved since; raft-rs will ask again
+            }
+            if !seen.insert(w.low) {
+                continue;
+            }
+            if self.store.holds(w.low) {
+                self.raw.on_entries_fetched(w.context);
+                continue;
             }
             let mut offset = self.locate(w.low).await?;
             let mut index = w.low;
             let mut got = Vec::new();
             let mut bytes = 0u64;
-            'read: while index < w.high && bytes < w.max_size.max(1) {
-                let frames = self
-                    .partition
-                    .read_unreplicated(offset, READ_CHUNK.min(w.max_size as usize).max(4096))
-                    .await?;
+            let chunk = (FETCH_CHUNK as u64).max(w.max_size.min(READ_CHUNK as u64));
+            'read: while index < w.high && bytes < chunk {
+                let frames = self.partition.read_unreplicated(offset, READ_CHUNK).await?;
+                self.fetch_reads += 1;
                 if frames.is_empty() {
                     break;
                 }

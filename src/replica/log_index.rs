@@ -190,6 +190,16 @@ impl LogIndex {
         })
     }
 
+    /// The entry whose frame starts at `offset`, if it is one of the tail's
+    /// (where a producer's retry finds the batch it repeats).
+    pub fn index_at(&self, offset: u64) -> Option<u64> {
+        let k = self.tail.partition_point(|(_, o)| *o < offset);
+        match self.tail.get(k) {
+            Some(&(i, o)) if o == offset => Some(i),
+            _ => None,
+        }
+    }
+
     /// Drop every entry after `index` (a follower's divergent suffix), given
     /// `end_offset`, where entry `index`'s frame ends (the base offset of
     /// entry `index + 1`, which the caller found with [`Self::find`]).

@@ -7,8 +7,10 @@
 //! - the **window** keeps the most recent entries (their `Bytes` frames),
 //!   never dropping one that is not yet durable or not yet applied: raft-rs
 //!   reads those synchronously (committed entries for apply, a new leader's
-//!   check for pending configuration changes). Older entries leave the
-//!   window once it holds more than its byte budget.
+//!   check for pending configuration changes). On a leader it also keeps
+//!   what some follower has not yet acknowledged, up to its byte budget, so
+//!   a follower a few batches behind is served from memory; an entry every
+//!   replica has leaves at once, so an idle partition holds nothing.
 //! - an older range is asked for only to send it to a follower that is
 //!   behind. raft-rs allows that request to be asynchronous: the storage
 //!   answers `LogTemporarilyUnavailable` and records the request; the
@@ -50,6 +52,10 @@ struct State {
     /// Entries at or above this index stay in the window (not durable or
     /// not applied yet).
     pinned_from: u64,
+    /// Entries at or above this index are still wanted by a follower
+    /// (kept while the window is within its budget); `u64::MAX` on a
+    /// replica that leads nobody.
+    needed_from: u64,
     wanted: Vec<FetchRequest>,
     /// Entries read from the log for a fetch request, starting at `.0`.
     fetched: Option<(u64, Vec<Entry>)>,
@@ -90,6 +96,7 @@ impl ReplicaStorage {
                 window_bytes: 0,
                 window_budget,
                 pinned_from,
+                needed_from: u64::MAX,
                 wanted: Vec::new(),
                 fetched: None,
             })),
@@ -124,6 +131,12 @@ impl ReplicaStorage {
             super::log_index::Found::At(o) => Some(o),
             super::log_index::Found::ScanFrom { .. } => None,
         }
+    }
+
+    /// The entry whose frame starts at `offset`, if recent (see
+    /// [`LogIndex::index_at`]).
+    pub fn index_at(&self, offset: u64) -> Option<u64> {
+        self.st.borrow().index.index_at(offset)
     }
 
     pub fn find(&self, index: u64) -> Option<super::log_index::Found> {
@@ -182,10 +195,20 @@ impl ReplicaStorage {
         Self::trim(&mut st);
     }
 
+    /// The lowest index some follower still needs (a leader's slowest
+    /// follower's next index); `u64::MAX` when no replica needs entries
+    /// from this one.
+    pub fn set_needed_from(&self, index: u64) {
+        let mut st = self.st.borrow_mut();
+        st.needed_from = index;
+        Self::trim(&mut st);
+    }
+
     fn trim(st: &mut State) {
-        while st.window_bytes > st.window_budget
-            && st.window.front().is_some_and(|e| e.index < st.pinned_from)
-        {
+        while st.window.front().is_some_and(|e| {
+            e.index < st.pinned_from
+                && (e.index < st.needed_from || st.window_bytes > st.window_budget)
+        }) {
             let e = st.window.pop_front().expect("not empty");
             st.window_bytes -= entry_bytes(&e);
         }
@@ -198,6 +221,19 @@ impl ReplicaStorage {
     /// Fetch requests raft-rs made since the last call.
     pub fn take_wanted(&self) -> Vec<FetchRequest> {
         std::mem::take(&mut self.st.borrow_mut().wanted)
+    }
+
+    /// Whether the window or the last fetched range holds entry `index`
+    /// (a request for it needs no read).
+    pub fn holds(&self, index: u64) -> bool {
+        let st = self.st.borrow();
+        st.window
+            .front()
+            .is_some_and(|f| index >= f.index && index <= st.index.last_index())
+            || st
+                .fetched
+                .as_ref()
+                .is_some_and(|(from, got)| index >= *from && index < *from + got.len() as u64)
     }
 
     /// Entries read from the log for a request, from `low` on.

@@ -217,6 +217,24 @@ async fn await_replicated(
         Ok(Ok(p)) => p,
         Ok(Err(ProposeError::NotLeader { leader })) => return Err(not_leader(leader)),
         Ok(Err(ProposeError::Dropped)) | Err(_) => return Err(not_leader(None)),
+        Ok(Err(ProposeError::Sequence(e))) => {
+            return Err(OpError::Append(crate::storage::AppendError::Sequence(e)))
+        }
+        // A retry of a batch too old for its entry to be known here: it is
+        // acknowledged once the high watermark passed it (it is then
+        // committed); before that the producer retries.
+        Ok(Err(ProposeError::Duplicate { base_offset })) => {
+            return if base_offset < log.high_watermark() || acks != Acks::All {
+                Ok(crate::storage::AppendOutcome {
+                    base_offset,
+                    last_offset: base_offset + sub.last_frame_offsets - 1,
+                    log_start_offset: log.log_start_offset(),
+                    duplicate: true,
+                })
+            } else {
+                Err(not_leader(None))
+            };
+        }
     };
     let (Some(first), Some(last)) = (proposals.first().copied(), proposals.last().copied()) else {
         return Err(not_leader(None));

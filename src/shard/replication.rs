@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tracing::warn;
+use tracing::{debug, warn};
 
 /// How often every group ticks: heartbeats every tick, elections after
 /// 10–20 silent ticks (1–2 s).
@@ -210,6 +210,7 @@ impl Replication {
     /// The shard's replication task.
     pub async fn run(self: Rc<Self>, shard: std::rc::Weak<super::Shard>) {
         let mut next_tick = std::time::Instant::now() + REPLICATION_TICK;
+        let mut ticks = 0u64;
         loop {
             let Some(shard) = shard.upgrade() else {
                 return;
@@ -219,6 +220,12 @@ impl Replication {
             if now >= next_tick {
                 self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
+                ticks += 1;
+                if ticks % 10 == 0 && tracing::enabled!(tracing::Level::DEBUG) {
+                    for (key, g) in self.driver_mut().groups() {
+                        debug!(?key, "replica: {}", g.describe());
+                    }
+                }
             }
             let batches = std::mem::take(&mut *self.inbox.borrow_mut());
             let proposals = std::mem::take(&mut *self.proposals.borrow_mut());

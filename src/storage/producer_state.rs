@@ -59,7 +59,8 @@ pub struct ProducerTable {
     producers: HashMap<i64, ProducerEntry>,
 }
 
-fn last_seq_of(h: &BatchHeader) -> i32 {
+/// The last sequence number a batch carries (sequences wrap past i32::MAX).
+pub fn last_seq_of(h: &BatchHeader) -> i32 {
     // Sequences wrap at i32::MAX, as in Kafka.
     ((h.base_sequence as i64 + h.last_offset_delta as i64) % (i32::MAX as i64 + 1)) as i32
 }

@@ -10,7 +10,7 @@
 
 use super::super::appender::Chunk;
 use super::super::cache::CachedBatch;
-use super::super::producer_state::SeqCheck;
+use super::super::producer_state::{SeqCheck, SequenceError};
 use super::super::segment::Segment;
 use super::super::{AppendError, StorageError};
 use super::{AppendOutcome, Buf, Log, LogState, Pending};
@@ -106,6 +106,14 @@ impl<D: super::Disk> Log<D> {
         }
         self.after_append(st, true, sealed);
         Ok(outcome)
+    }
+
+    /// Where a batch of an idempotent producer stands against the log's
+    /// producer table (as of the log end): new, a retry of one of the
+    /// producer's last batches, or out of order. A replicated partition's
+    /// leader asks before it proposes (see `replica::group`).
+    pub fn check_sequence(&self, h: &BatchHeader) -> Result<SeqCheck, SequenceError> {
+        self.st.borrow().producers.check(h)
     }
 
     /// The error an append gets before it is looked at, if any.
