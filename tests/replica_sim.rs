@@ -7,7 +7,11 @@
 //! duplicates and reorders them and cuts brokers off, on simulated time
 //! (one tick per step). Proposals of record batches arrive at whoever
 //! leads each partition; brokers crash (losing what their disk had not
-//! synced, also between an append and its sync) and restart.
+//! synced, also between an append and its sync) and restart. Partition 0
+//! is written by a plain producer, partition 1 by an idempotent one (one
+//! producer id, sequences, at most 5 batches unacknowledged) that now and
+//! then retries every unacknowledged batch, in order, at whoever leads:
+//! as a Kafka client does after a timeout or a leader change.
 //!
 //! Checked after every step, per partition:
 //! - at most one replica accepts writes, and one leads, per term (epoch);
@@ -17,7 +21,8 @@
 //!
 //! and at the end, with the network healed and every broker up:
 //! - every acknowledged (committed, acks=all) proposal is present exactly
-//!   once, at the offset it was acknowledged at, on every replica;
+//!   once, at the offset it was acknowledged at, on every replica, and no
+//!   batch (retries included) is in the log twice;
 //! - the replicas' visible logs end alike.
 //!
 //! Every seed replays exactly: `SHARDLOG_SEED=1234 cargo test --test
@@ -35,9 +40,10 @@ use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::partition::Partition;
 use shardlog::replica::wire;
 use shardlog::replica::{
-    GroupConfig, GroupKey, Outcome, PartitionGroup, Proposed, ReplicationDriver,
+    GroupConfig, GroupKey, Outcome, PartitionGroup, ProposeError, Proposed, ReplicationDriver,
 };
 use shardlog::storage::file::Disk;
+use shardlog::storage::producer_state::SequenceError;
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, LogConfig, WriteBudget};
 use std::collections::{BTreeMap, BTreeSet};
@@ -120,6 +126,11 @@ struct Stats {
     dropped: u64,
     duplicated: u64,
     elections: u64,
+    /// Idempotent producer: batches sent again, retries answered with the
+    /// original's proposal (deduplicated), retries refused as out of order.
+    retries: u64,
+    deduplicated: u64,
+    out_of_order: u64,
 }
 
 impl Stats {
@@ -134,6 +145,9 @@ impl Stats {
         self.dropped += s.dropped;
         self.duplicated += s.duplicated;
         self.elections += s.elections;
+        self.retries += s.retries;
+        self.deduplicated += s.deduplicated;
+        self.out_of_order += s.out_of_order;
     }
 }
 
@@ -156,7 +170,26 @@ struct Sim {
     next_tag: u64,
     lossy: bool,
     stats: Stats,
+    /// The idempotent producer of partition 1.
+    idem: Idempotent,
 }
+
+/// An idempotent producer: its batches (frame and tag) by sequence, and
+/// which are acknowledged.
+#[derive(Default)]
+struct Idempotent {
+    batches: Vec<(u64, bytes::Bytes)>,
+    acked: BTreeSet<u64>,
+    /// Sequences the broker answered "out of order" for while its log was
+    /// already past them (the client gives up on those batches).
+    given_up: BTreeSet<u64>,
+    next_sequence: i32,
+}
+
+const IDEMPOTENT_PARTITION: u32 = 1;
+const PRODUCER_ID: i64 = 77;
+/// Kafka's limit for idempotent producers (max.in.flight <= 5).
+const IN_FLIGHT: usize = 5;
 
 fn group_cfg(id: u64, partition: u32) -> GroupConfig {
     let mut c = GroupConfig::new(id, (1..=NODES).collect());
@@ -327,6 +360,9 @@ impl Sim {
     }
 
     fn propose(&mut self, p: u32) {
+        if p == IDEMPOTENT_PARTITION {
+            return self.propose_idempotent();
+        }
         for i in 0..self.nodes.len() {
             let node = self.nodes[i].id;
             let leads = self.nodes[i]
@@ -363,6 +399,105 @@ impl Sim {
                     tag,
                     acked: None,
                 });
+            }
+        }
+    }
+
+    /// The idempotent producer's turn: a new batch, or (now and then, or
+    /// when 5 are unacknowledged) every unacknowledged batch again.
+    fn propose_idempotent(&mut self) {
+        let p = IDEMPOTENT_PARTITION;
+        let Some(i) = (0..self.nodes.len()).find(|&i| {
+            self.nodes[i]
+                .up
+                .as_ref()
+                .is_some_and(|u| u.driver.group(&key(p)).is_some_and(|g| g.is_leader()))
+        }) else {
+            return;
+        };
+        let unacked: Vec<u64> = (0..self.idem.batches.len() as u64)
+            .filter(|s| !self.idem.acked.contains(s) && !self.idem.given_up.contains(s))
+            .collect();
+        let send: Vec<(u64, bool)> =
+            if !unacked.is_empty() && (unacked.len() >= IN_FLIGHT || self.rng.gen_bool(0.2)) {
+                unacked.iter().map(|s| (*s, true)).collect()
+            } else {
+                let seq = self.idem.batches.len() as u64;
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                let mut b = BatchBuilder::new();
+                let records = self.rng.gen_range(1..4);
+                for r in 0..records {
+                    let v = format!("{tag}:{r}:{}", "y".repeat(self.rng.gen_range(0..300)));
+                    b.push(self.step as i64, None, Some(v.as_bytes()), &[]);
+                }
+                // Sequences count records, not batches.
+                let frame = b.finish(
+                    Compression::None,
+                    ProducerIds {
+                        producer_id: PRODUCER_ID,
+                        producer_epoch: 0,
+                        base_sequence: self.idem.next_sequence,
+                    },
+                );
+                self.idem.next_sequence += records;
+                self.idem.batches.push((tag, frame));
+                vec![(seq, false)]
+            };
+        let node = self.nodes[i].id;
+        for (seq, retry) in send {
+            let (tag, frame) = self.idem.batches[seq as usize].clone();
+            let up = self.nodes[i].up.as_mut().unwrap();
+            let last_index = up.driver.group(&key(p)).unwrap().last_index();
+            if retry {
+                self.stats.retries += 1;
+            }
+            match up.driver.propose(&key(p), frame.clone()) {
+                Ok(pr) => {
+                    if pr.index <= last_index
+                        || self.props.iter().any(|x| x.partition == p && x.p == pr)
+                    {
+                        if !retry {
+                            self.fail(format!(
+                                "a new batch (sequence {seq}) was answered as a retry: {pr:?}; last index {last_index}; earlier {:?}", self.props.iter().filter(|x| x.partition == p).map(|x| (x.tag, x.p, x.acked)).collect::<Vec<_>>()
+                            ));
+                        }
+                        self.stats.deduplicated += 1;
+                    } else {
+                        self.stats.proposed += 1;
+                        if let Some(&w) = self.writers.get(&(p, pr.term)) {
+                            if w != node {
+                                self.fail(format!(
+                                    "partition {p}: nodes {w} and {node} both accepted writes in term {}",
+                                    pr.term
+                                ));
+                            }
+                        }
+                        self.writers.insert((p, pr.term), node);
+                    }
+                    self.props.push(Prop {
+                        node,
+                        partition: p,
+                        p: pr,
+                        tag,
+                        acked: None,
+                    });
+                }
+                Err(ProposeError::Sequence(SequenceError::OutOfOrderSequence {
+                    expected, ..
+                })) => {
+                    self.stats.out_of_order += 1;
+                    let base = read_records(&frame, 1 << 20)
+                        .expect("our batch")
+                        .0
+                        .base_sequence;
+                    if expected > base {
+                        self.idem.given_up.insert(seq);
+                    }
+                    // Later batches would be out of order too.
+                    break;
+                }
+                Err(_) => break,
             }
         }
     }
@@ -405,6 +540,12 @@ impl Sim {
                 Outcome::Committed { base_offset } => {
                     self.props[n].acked = Some(base_offset);
                     self.stats.acked += 1;
+                    if self.props[n].partition == IDEMPOTENT_PARTITION {
+                        let tag = self.props[n].tag;
+                        if let Some(seq) = self.idem.batches.iter().position(|(t, _)| *t == tag) {
+                            self.idem.acked.insert(seq as u64);
+                        }
+                    }
                 }
                 Outcome::Lost => {
                     self.props[n].acked = Some(u64::MAX);
@@ -571,6 +712,7 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
         next_tag: 0,
         lossy: true,
         stats: Stats::default(),
+        idem: Idempotent::default(),
     };
     for i in 0..NODES as usize {
         sim.start(i).await;
@@ -669,6 +811,10 @@ fn replicated_partitions_survive_crashes_partitions_and_a_lossy_network() {
         println!("replica_sim: {total:?}");
         assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
         assert!(total.elections > 0);
+        assert!(
+            total.deduplicated > 0,
+            "no retry was ever deduplicated: {total:?}"
+        );
     });
 }
 
@@ -703,6 +849,7 @@ fn a_lagging_follower_is_served_in_few_reads_and_idle_groups_hold_no_entries() {
             next_tag: 0,
             lossy: false,
             stats: Stats::default(),
+            idem: Idempotent::default(),
         };
         for i in 0..NODES as usize {
             sim.start(i).await;
