@@ -347,7 +347,9 @@ mod kafka {
     }
 
     /// Every value of `topic` read from the beginning of each partition
-    /// (assigned, no group), until `n` distinct values or 60 s.
+    /// (assigned, no group), until `n` distinct values or 60 s, and then on
+    /// until the partitions are quiet for 1.5 s (so a duplicate stored
+    /// after the first `n` is read too).
     pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<usize> {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -372,6 +374,21 @@ mod kafka {
                     .unwrap();
                 seen.push(v);
                 distinct.insert(v);
+            }
+        }
+        let mut quiet = 0;
+        while quiet < 3 && started.elapsed() < Duration::from_secs(90) {
+            match consumer.poll(Duration::from_millis(500)) {
+                Some(Ok(m)) => {
+                    quiet = 0;
+                    seen.push(
+                        std::str::from_utf8(m.payload().unwrap())
+                            .unwrap()
+                            .parse()
+                            .unwrap(),
+                    );
+                }
+                _ => quiet += 1,
             }
         }
         seen
@@ -530,9 +547,12 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
 }
 
 /// Leaders of a replicated topic are killed (`kill -9`) again and again
-/// while a librdkafka producer (acks=all, retries) writes without pause;
-/// each killed broker restarts before the next kill, so a majority is
-/// always up. Every message the producer saw acknowledged is read back.
+/// while an idempotent librdkafka producer (acks=all, retries) writes
+/// without pause; each killed broker restarts before the next kill, so a
+/// majority is always up. Every message the producer saw acknowledged is
+/// read back, none twice (the new leader knows the producer's sequences
+/// from the replicated log and answers retries with the original), and
+/// each key's messages in the order they were sent.
 /// `SHARDLOG_REPL_KILLS` (default 3) sets how many leaders are killed.
 #[test]
 fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
@@ -558,6 +578,7 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
             let p: FutureProducer = ClientConfig::new()
                 .set("bootstrap.servers", &bootstrap)
                 .set("acks", "all")
+                .set("enable.idempotence", "true")
                 .set("linger.ms", "2")
                 .set("message.timeout.ms", "60000")
                 .create()
@@ -625,6 +646,20 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
         acked.len(),
         &missing[..missing.len().min(20)]
     );
+    assert_eq!(
+        all.len(),
+        read.len(),
+        "an idempotent producer's messages were stored twice"
+    );
+    // Message i has key k{i % 12}: one key, one partition, sent in order.
+    let mut last_of_key = [None::<usize>; 12];
+    for v in &all {
+        let k = v % 12;
+        if let Some(prev) = last_of_key[k] {
+            assert!(prev < *v, "key k{k}: {v} read after {prev}");
+        }
+        last_of_key[k] = Some(*v);
+    }
 }
 
 /// The native CLI creates a replicated topic (`--replication-factor 3`),
