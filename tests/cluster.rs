@@ -1617,3 +1617,142 @@ fn a_producer_follows_a_partition_whose_leader_moves() {
     );
     eprintln!("leader moved {from} -> {to}; records {first}..{sent} on the new leader");
 }
+
+/// The leader epoch of a replicated partition is the Raft term, and the
+/// new leader after a kill answers OffsetForLeaderEpoch from the epoch
+/// history (the old epoch ends where the new one's first entry starts);
+/// a request naming an older epoch is fenced (FENCED_LEADER_EPOCH), a
+/// newer one is UNKNOWN_LEADER_EPOCH, and a follower refuses
+/// (NOT_LEADER_OR_FOLLOWER). Kafka clients use this to find out whether
+/// their position is still on the leader's log after a failover.
+#[test]
+fn a_new_leader_answers_epoch_ends_from_its_history_and_fences_stale_epochs() {
+    use common::kafka::{tn, Conn};
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    use kafka_protocol::messages::*;
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "epochs", 1, 3);
+    kafka::leaders(&brokers[0], "epochs", &brokers);
+    kafka::produce(&brokers[1], "epochs", 100);
+    // (leader, epoch) of partition 0, from a broker's Metadata v9.
+    let view = |addr: &str| -> (i32, i32) {
+        let r: MetadataResponse = Conn::new(addr).call(
+            ApiKey::Metadata,
+            9,
+            &MetadataRequest::default().with_topics(Some(vec![
+                metadata_request::MetadataRequestTopic::default().with_name(Some(tn("epochs"))),
+            ])),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.leader_id.0, p.leader_epoch)
+    };
+    let (old_leader, old_epoch) = view(&brokers[0]);
+    assert!(old_leader > 0 && old_epoch >= 1, "{old_leader} {old_epoch}");
+    let victim = old_leader as usize - 1;
+    c.nodes[victim].kill9();
+    let survivor = brokers[(victim + 1) % 3].clone();
+    let started = Instant::now();
+    let (leader, epoch) = loop {
+        let (l, e) = view(&survivor);
+        if l > 0 && l != old_leader && e > old_epoch {
+            break (l, e);
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "no new leader");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    kafka::produce_range(&survivor, "epochs", 100..200);
+    let ask = |addr: &str, current: i32, asked: i32| {
+        let r: OffsetForLeaderEpochResponse = Conn::new(addr).call(
+            ApiKey::OffsetForLeaderEpoch,
+            3,
+            &OffsetForLeaderEpochRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![OffsetForLeaderTopic::default()
+                    .with_topic(tn("epochs"))
+                    .with_partitions(vec![OffsetForLeaderPartition::default()
+                        .with_partition(0)
+                        .with_current_leader_epoch(current)
+                        .with_leader_epoch(asked)])]),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.leader_epoch, p.end_offset)
+    };
+    let leader_addr = brokers[leader as usize - 1].clone();
+    let (code, e_old, end_old) = ask(&leader_addr, epoch, old_epoch);
+    let (code2, e_new, end_new) = ask(&leader_addr, epoch, epoch);
+    eprintln!("epoch {old_epoch} ends at {end_old}; epoch {epoch} ends at {end_new}");
+    assert_eq!(
+        (code, e_old),
+        (0, old_epoch),
+        "the old epoch, from the history"
+    );
+    assert_eq!((code2, e_new), (0, epoch), "the current epoch");
+    // The first 100 records (and the first leader's control entry) were
+    // written in the old epoch; 100 more (and the new leader's control
+    // entry) in the new one, which ends at the log end.
+    assert!(
+        end_old >= 100 && end_new >= end_old + 100,
+        "{end_old} {end_new}"
+    );
+    let r: ListOffsetsResponse = Conn::new(&leader_addr).call(
+        ApiKey::ListOffsets,
+        4,
+        &ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                .with_name(tn("epochs"))
+                .with_partitions(vec![
+                    list_offsets_request::ListOffsetsPartition::default()
+                        .with_partition_index(0)
+                        .with_current_leader_epoch(-1)
+                        .with_timestamp(-1),
+                ])]),
+    );
+    assert_eq!(
+        end_new, r.topics[0].partitions[0].offset,
+        "the current epoch ends at the high watermark once produce is acknowledged"
+    );
+    // Stale and future epochs, and a follower.
+    assert_eq!(
+        ask(&leader_addr, old_epoch, old_epoch).0,
+        74,
+        "FENCED_LEADER_EPOCH"
+    );
+    assert_eq!(
+        ask(&leader_addr, epoch + 5, epoch).0,
+        75,
+        "UNKNOWN_LEADER_EPOCH"
+    );
+    let follower = (0..3)
+        .find(|i| *i != victim && *i != leader as usize - 1)
+        .unwrap();
+    assert_eq!(
+        ask(&brokers[follower], -1, epoch).0,
+        6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
+    // A Fetch naming the old epoch is fenced too.
+    let f: FetchResponse = Conn::new(&leader_addr).call(
+        ApiKey::Fetch,
+        12,
+        &FetchRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![fetch_request::FetchTopic::default()
+                .with_topic(tn("epochs"))
+                .with_partitions(vec![fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_current_leader_epoch(old_epoch)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]),
+    );
+    assert_eq!(
+        f.responses[0].partitions[0].error_code, 74,
+        "Fetch: FENCED_LEADER_EPOCH"
+    );
+}

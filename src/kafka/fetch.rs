@@ -146,8 +146,21 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
             let known = topics
                 .get(topic)
                 .is_some_and(|m| p.partition >= 0 && (p.partition as u32) < m.partitions);
+            // A replicated partition whose leader epoch the client names
+            // (v9+) must be the epoch this broker knows: an older one means
+            // the client's metadata is stale (FENCED_LEADER_EPOCH).
+            let epoch_refusal = || {
+                let term = ctx
+                    .shard
+                    .replication()?
+                    .leader(topic, p.partition as u32)?
+                    .1;
+                errors::leader_epoch_mismatch(p.current_leader_epoch, term)
+            };
             if !known {
                 refused.insert((topic.clone(), p.partition), *unknown);
+            } else if let Some(code) = epoch_refusal() {
+                refused.insert((topic.clone(), p.partition), code);
             } else if p.fetch_offset < 0 {
                 let e = ReadError::OffsetOutOfRange {
                     requested: 0,

@@ -161,6 +161,11 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
             if let Some((l, term)) = raft {
                 leader = l.map_or(-1, |l| l as i32);
                 epoch = term as i32;
+            } else if m.assignment.get(p as usize).is_some_and(|a| a.replicated()) {
+                // No replica here, so no view of the group's term: -1
+                // ("unknown") keeps clients from naming a stale epoch in
+                // Fetch, which the leader would fence.
+                epoch = -1;
             }
             let live = leader >= 0
                 && (leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live));

@@ -314,6 +314,13 @@ impl<D: Disk> PartitionGroup<D> {
         self.store.last_index()
     }
 
+    /// Kafka's OffsetForLeaderEpoch on this replica's log: the largest
+    /// epoch at or below `epoch` and where it ends (see
+    /// [`super::log_index::LogIndex::epoch_end`]).
+    pub fn epoch_end(&self, epoch: u64) -> Option<(u64, u64)> {
+        self.store.epoch_end(epoch)
+    }
+
     /// Log reads made so far to serve lagging followers.
     pub fn fetch_reads(&self) -> u64 {
         self.fetch_reads

@@ -155,6 +155,17 @@ impl LogIndex {
         self.epochs.iter().find(|e| e.term == term).copied()
     }
 
+    /// Kafka's OffsetForLeaderEpoch: the largest epoch (term) at or below
+    /// `term` that has entries in the log, and where it ends (the next
+    /// epoch's first offset, or the log end for the last epoch). None when
+    /// `term` is below every epoch the log holds.
+    pub fn epoch_end(&self, term: u64) -> Option<(u64, u64)> {
+        let k = self.epochs.partition_point(|e| e.term <= term);
+        let epoch = self.epochs.get(k.checked_sub(1)?)?;
+        let end = self.epochs.get(k).map_or(self.next_offset(), |e| e.offset);
+        Some((epoch.term, end))
+    }
+
     /// Where entry `index` (`first_index ..= last_index`) is.
     pub fn find(&self, index: u64) -> Option<Found> {
         if index < self.first_index || index > self.last_index {

@@ -133,6 +133,11 @@ impl ReplicaStorage {
         }
     }
 
+    /// See [`LogIndex::epoch_end`].
+    pub fn epoch_end(&self, term: u64) -> Option<(u64, u64)> {
+        self.st.borrow().index.epoch_end(term)
+    }
+
     /// The entry whose frame starts at `offset`, if recent (see
     /// [`LogIndex::index_at`]).
     pub fn index_at(&self, offset: u64) -> Option<u64> {

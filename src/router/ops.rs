@@ -100,6 +100,9 @@ pub enum OffsetQuery {
     Timestamp(i64),
     /// Base offset of the first batch holding the largest timestamp.
     MaxTimestamp,
+    /// Kafka's OffsetForLeaderEpoch: where the largest epoch at or below
+    /// this one ends (`offset`), and that epoch (`leader_epoch`).
+    EpochEnd(i32),
 }
 
 #[derive(Debug, Clone)]
@@ -116,6 +119,9 @@ pub struct PartitionOffsets {
     pub offset: u64,
     pub log_start_offset: u64,
     pub high_watermark: u64,
+    /// The partition's leader epoch (for EpochEnd: the epoch answered;
+    /// -1 when the asked epoch is below every epoch in the log).
+    pub leader_epoch: i32,
 }
 
 #[derive(Debug, Clone)]

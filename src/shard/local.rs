@@ -451,6 +451,44 @@ pub async fn fetch_local(
     }
 }
 
+/// OffsetForLeaderEpoch on a replicated partition: answered from the
+/// group's epoch history by its leader; NOT_LEADER_OR_FOLLOWER elsewhere.
+async fn return_epoch_end(
+    shard: &Rc<Shard>,
+    topic: &str,
+    partition: u32,
+    epoch: i32,
+    log_start_offset: u64,
+    high_watermark: u64,
+    out: &mut Vec<OffsetsPartResult>,
+) {
+    let not_leader = |leader: Option<u32>| OpError::NotLeader {
+        topic: topic.to_string(),
+        partition,
+        leader: leader.unwrap_or(0),
+    };
+    let result = match shard
+        .replication()
+        .and_then(|r| Some((r.key_of(topic, partition)?, r)))
+    {
+        None => Err(not_leader(None)),
+        Some((key, r)) => match r.epoch_end(&key, epoch.max(0) as u64).await {
+            Ok(found) => Ok(PartitionOffsets {
+                offset: found.map_or(u64::MAX, |(_, end)| end),
+                log_start_offset,
+                high_watermark,
+                leader_epoch: found.map_or(-1, |(e, _)| e as i32),
+            }),
+            Err((leader, _)) => Err(not_leader(leader)),
+        },
+    };
+    out.push(OffsetsPartResult {
+        topic: topic.to_string(),
+        partition,
+        result,
+    });
+}
+
 pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
     let mut out = Vec::with_capacity(parts.len());
     for p in parts {
@@ -480,11 +518,37 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                         .await
                         .map(|o| o.unwrap_or(high_watermark))
                         .map_err(OpError::Read),
+                    // One node: the partition has had one epoch, ending at
+                    // the high watermark.
+                    OffsetQuery::EpochEnd(e) if !log.is_replicated() => {
+                        Ok(if e >= log.leader_epoch() {
+                            high_watermark
+                        } else {
+                            u64::MAX
+                        })
+                    }
+                    OffsetQuery::EpochEnd(e) => {
+                        return_epoch_end(
+                            shard,
+                            &p.topic,
+                            p.partition,
+                            e,
+                            log_start_offset,
+                            high_watermark,
+                            &mut out,
+                        )
+                        .await;
+                        continue;
+                    }
                 };
                 offset.map(|offset| PartitionOffsets {
                     offset,
                     log_start_offset,
                     high_watermark,
+                    leader_epoch: match p.query {
+                        OffsetQuery::EpochEnd(_) if offset == u64::MAX => -1,
+                        _ => log.leader_epoch(),
+                    },
                 })
             }
             Err(e) => Err(e),

@@ -201,6 +201,31 @@ impl Replication {
         d.group(key).map_or(Outcome::Lost, |g| g.outcome(p))
     }
 
+    /// OffsetForLeaderEpoch on this broker's replica of a group it leads:
+    /// `Ok(Some((epoch, end offset)))`, `Ok(None)` for an epoch below the
+    /// log's first, or the leader (and term) when this replica does not lead.
+    pub async fn epoch_end(
+        &self,
+        key: &GroupKey,
+        epoch: u64,
+    ) -> Result<Option<(u64, u64)>, LeaderView> {
+        loop {
+            let progressed = self.progressed.listen();
+            {
+                let d = self.driver.borrow();
+                if let Some(d) = d.as_ref() {
+                    return match d.group(key) {
+                        Some(g) if g.is_leader() => Ok(g.epoch_end(epoch)),
+                        Some(g) => Err((g.leader_id().map(|l| l as u32), g.term())),
+                        None => Err((None, 0)),
+                    };
+                }
+            }
+            // Mid-round: ask again after it.
+            progressed.await;
+        }
+    }
+
     /// acks=1: the base offset of a proposal the leader appended, if it did.
     pub fn appended_at(&self, key: &GroupKey, p: Proposed) -> Option<u64> {
         let d = self.driver.borrow();
