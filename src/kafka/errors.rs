@@ -278,6 +278,31 @@ pub fn unknown_producer_epoch_bump() -> i16 {
     code(ResponseError::InvalidProducerEpoch)
 }
 
+/// A request's current leader epoch is older than the partition's: the
+/// client's metadata is stale (it refreshes and retries).
+pub fn fenced_leader_epoch() -> i16 {
+    code(ResponseError::FencedLeaderEpoch)
+}
+
+/// A request's current leader epoch is newer than this broker knows.
+pub fn unknown_leader_epoch() -> i16 {
+    code(ResponseError::UnknownLeaderEpoch)
+}
+
+/// Kafka's leader-epoch check for a replicated partition: a request that
+/// names a current leader epoch (-1: none) other than the term this broker
+/// knows is fenced (older) or told to wait (newer). None: it may proceed.
+pub fn leader_epoch_mismatch(current_leader_epoch: i32, term: u64) -> Option<i16> {
+    if current_leader_epoch < 0 {
+        return None;
+    }
+    match (current_leader_epoch as u64).cmp(&term) {
+        std::cmp::Ordering::Less => Some(fenced_leader_epoch()),
+        std::cmp::Ordering::Greater => Some(unknown_leader_epoch()),
+        std::cmp::Ordering::Equal => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -301,30 +326,5 @@ mod tests {
         assert_eq!(group(&GroupError::RebalanceInProgress), 27);
         assert_eq!(batch(&BatchError::UnsupportedMagic(1)), 43);
         assert_eq!(unsupported_version(), 35);
-    }
-}
-
-/// A request's current leader epoch is older than the partition's: the
-/// client's metadata is stale (it refreshes and retries).
-pub fn fenced_leader_epoch() -> i16 {
-    code(ResponseError::FencedLeaderEpoch)
-}
-
-/// A request's current leader epoch is newer than this broker knows.
-pub fn unknown_leader_epoch() -> i16 {
-    code(ResponseError::UnknownLeaderEpoch)
-}
-
-/// Kafka's leader-epoch check for a replicated partition: a request that
-/// names a current leader epoch (-1: none) other than the term this broker
-/// knows is fenced (older) or told to wait (newer). None: it may proceed.
-pub fn leader_epoch_mismatch(current_leader_epoch: i32, term: u64) -> Option<i16> {
-    if current_leader_epoch < 0 {
-        return None;
-    }
-    match (current_leader_epoch as u64).cmp(&term) {
-        std::cmp::Ordering::Less => Some(fenced_leader_epoch()),
-        std::cmp::Ordering::Greater => Some(unknown_leader_epoch()),
-        std::cmp::Ordering::Equal => None,
     }
 }
