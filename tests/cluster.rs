@@ -44,6 +44,11 @@ struct Cluster {
 
 impl Cluster {
     fn start() -> Cluster {
+        Cluster::start_with_shards(1)
+    }
+
+    /// Three brokers with `shards` shards each.
+    fn start_with_shards(shards: usize) -> Cluster {
         let rpc: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", rpc_port()))
             .collect();
@@ -56,7 +61,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for (i, addr) in rpc.iter().enumerate() {
-            let (node, dir) = start_node(i as u32 + 1, addr, &voters);
+            let (node, dir) = start_node_with_shards(i as u32 + 1, addr, &voters, shards);
             nodes.push(node);
             dirs.push(dir);
         }
@@ -1164,6 +1169,15 @@ fn create_once_elected(node: &BrokerProc, name: &str) {
 /// One cluster node (1 shard, unpinned) in a fresh directory, serving its
 /// RPC on `rpc` with the controller voters `voters`.
 fn start_node(id: u32, rpc: &str, voters: &str) -> (BrokerProc, tempfile::TempDir) {
+    start_node_with_shards(id, rpc, voters, 1)
+}
+
+fn start_node_with_shards(
+    id: u32,
+    rpc: &str,
+    voters: &str,
+    shards: usize,
+) -> (BrokerProc, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("shardlog-cluster-")
         .tempdir()
@@ -1174,7 +1188,7 @@ fn start_node(id: u32, rpc: &str, voters: &str) -> (BrokerProc, tempfile::TempDi
         &dir.path().join("broker.stderr"),
         "127.0.0.1:0",
         "127.0.0.1:0",
-        1,
+        shards,
         &[
             "--no-pin",
             "--node-id",
@@ -1755,4 +1769,42 @@ fn a_new_leader_answers_epoch_ends_from_its_history_and_fences_stale_epochs() {
         f.responses[0].partitions[0].error_code, 74,
         "Fetch: FENCED_LEADER_EPOCH"
     );
+}
+
+/// Brokers with two shards each: a replicated partition's group runs on
+/// the shard that owns the partition's replica, so peers' batches arrive
+/// at shard 0's RPC listener and are routed to the owning shard, and
+/// produce reaching the other shard is forwarded. Six partitions spread
+/// over both shards of every broker; a leader is killed and the rest go on.
+#[test]
+fn replicated_partitions_on_two_shard_brokers_replicate_and_fail_over() {
+    let mut c = Cluster::start_with_shards(2);
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "sharded", 6, 3);
+    let leaders = kafka::leaders(&brokers[0], "sharded", &brokers);
+    kafka::produce(&brokers[1], "sharded", 600);
+    let first = kafka::read_all(&brokers[2], "sharded", 6, 600);
+    let distinct: std::collections::BTreeSet<usize> = first.iter().copied().collect();
+    assert_eq!(distinct.len(), 600, "read back through another broker");
+    let victim = leaders[1] as usize - 1;
+    c.nodes[victim].kill9();
+    let survivor = brokers[(victim + 1) % 3].clone();
+    let started = Instant::now();
+    loop {
+        let now = kafka::leaders_any(&survivor, "sharded");
+        if now.iter().all(|l| *l > 0 && *l as usize - 1 != victim) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no new leader for every partition: {now:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kafka::produce_range(&survivor, "sharded", 600..900);
+    let all = kafka::read_all(&brokers[(victim + 2) % 3], "sharded", 6, 900);
+    let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();
+    let missing: Vec<usize> = (0..900).filter(|v| !distinct.contains(v)).collect();
+    assert!(missing.is_empty(), "missing after the kill: {missing:?}");
 }
