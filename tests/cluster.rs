@@ -561,10 +561,6 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
 /// `SHARDLOG_REPL_KILLS` (default 3) sets how many leaders are killed.
 #[test]
 fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
-    use rdkafka::config::ClientConfig;
-    use rdkafka::producer::{FutureProducer, FutureRecord};
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
     let kills: usize = std::env::var("SHARDLOG_REPL_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -574,43 +570,7 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
     let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
     kafka::create_replicated(&brokers[0], "churn", 3, 3);
     kafka::leaders(&brokers[0], "churn", &brokers);
-    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
-    let stop = Arc::new(AtomicBool::new(false));
-    let producer = {
-        let (acked, stop) = (acked.clone(), stop.clone());
-        let bootstrap = brokers.join(",");
-        std::thread::spawn(move || {
-            let p: FutureProducer = ClientConfig::new()
-                .set("bootstrap.servers", &bootstrap)
-                .set("acks", "all")
-                .set("enable.idempotence", "true")
-                .set("linger.ms", "2")
-                .set("message.timeout.ms", "60000")
-                .create()
-                .unwrap();
-            let mut i = 0usize;
-            let mut pending = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let (key, value) = (format!("k{}", i % 12), i.to_string());
-                if let Ok(f) = p.send_result(FutureRecord::to("churn").key(&key).payload(&value)) {
-                    pending.push((i, f));
-                }
-                i += 1;
-                if pending.len() >= 50 {
-                    for (v, f) in pending.drain(..) {
-                        if let Ok(Ok(_)) = futures::executor::block_on(f) {
-                            acked.lock().unwrap().push(v);
-                        }
-                    }
-                }
-            }
-            for (v, f) in pending {
-                if let Ok(Ok(_)) = futures::executor::block_on(f) {
-                    acked.lock().unwrap().push(v);
-                }
-            }
-        })
-    };
+    let (producer, acked, stop) = spawn_idempotent_producer(brokers.join(","), "churn");
     for k in 0..kills {
         std::thread::sleep(Duration::from_secs(2));
         // The leader of partition k % 3, as a broker reports it (all are
@@ -629,8 +589,66 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > 100, "only {} acknowledged", acked.len());
     let all = kafka::read_all(&brokers[0], "churn", 3, acked.len());
+    check_exactly_once(&format!("{kills} leader kills"), &acked, &all);
+}
+
+type Acked = Arc<Mutex<Vec<usize>>>;
+
+/// An idempotent librdkafka producer (acks=all, retries for up to 60 s)
+/// writing message i with key k{i % 12} to `topic` until told to stop;
+/// the messages it saw acknowledged are recorded.
+fn spawn_idempotent_producer(
+    bootstrap: String,
+    topic: &'static str,
+) -> (std::thread::JoinHandle<()>, Acked, Arc<AtomicBool>) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    let acked = Arc::new(Mutex::new(Vec::<usize>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let (a, st) = (acked.clone(), stop.clone());
+    let handle = std::thread::spawn(move || {
+        let p: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "2")
+            .set("message.timeout.ms", "60000")
+            .create()
+            .unwrap();
+        let mut i = 0usize;
+        let mut pending = Vec::new();
+        while !st.load(Ordering::Relaxed) {
+            let (key, value) = (format!("k{}", i % 12), i.to_string());
+            if let Ok(f) = p.send_result(FutureRecord::to(topic).key(&key).payload(&value)) {
+                pending.push((i, f));
+            }
+            i += 1;
+            if pending.len() >= 50 {
+                for (v, f) in pending.drain(..) {
+                    if let Ok(Ok(_)) = futures::executor::block_on(f) {
+                        a.lock().unwrap().push(v);
+                    }
+                }
+            }
+        }
+        for (v, f) in pending {
+            if let Ok(Ok(_)) = futures::executor::block_on(f) {
+                a.lock().unwrap().push(v);
+            }
+        }
+    });
+    (handle, acked, stop)
+}
+
+/// Every acknowledged message was read, none twice, and each key's
+/// messages (one key, one partition) in the order they were sent.
+fn check_exactly_once(what: &str, acked: &[usize], all: &[usize]) {
+    assert!(
+        acked.len() > 100,
+        "{what}: only {} acknowledged",
+        acked.len()
+    );
     let read: std::collections::BTreeSet<usize> = all.iter().copied().collect();
     let missing: Vec<usize> = acked
         .iter()
@@ -638,7 +656,7 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
         .copied()
         .collect();
     eprintln!(
-        "{kills} leader kills: {} acknowledged, {} read ({} distinct), {} missing",
+        "{what}: {} acknowledged, {} read ({} distinct), {} missing",
         acked.len(),
         all.len(),
         read.len(),
@@ -646,7 +664,7 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
     );
     assert!(
         missing.is_empty(),
-        "acknowledged messages missing: {} of {}: {:?}",
+        "{what}: acknowledged messages missing: {} of {}: {:?}",
         missing.len(),
         acked.len(),
         &missing[..missing.len().min(20)]
@@ -654,14 +672,13 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
     assert_eq!(
         all.len(),
         read.len(),
-        "an idempotent producer's messages were stored twice"
+        "{what}: an idempotent producer's messages were stored twice"
     );
-    // Message i has key k{i % 12}: one key, one partition, sent in order.
     let mut last_of_key = [None::<usize>; 12];
-    for v in &all {
+    for v in all {
         let k = v % 12;
         if let Some(prev) = last_of_key[k] {
-            assert!(prev < *v, "key k{k}: {v} read after {prev}");
+            assert!(prev < *v, "{what}: key k{k}: {v} read after {prev}");
         }
         last_of_key[k] = Some(*v);
     }
@@ -1807,4 +1824,106 @@ fn replicated_partitions_on_two_shard_brokers_replicate_and_fail_over() {
     let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();
     let missing: Vec<usize> = (0..900).filter(|v| !distinct.contains(v)).collect();
     assert!(missing.is_empty(), "missing after the kill: {missing:?}");
+}
+
+/// A leader cut off from the other brokers (not from its clients: a
+/// failed link between racks, made with network namespaces and blackhole
+/// routes) while an idempotent producer writes: the others elect a new
+/// leader, the cut-off one steps down (Raft's check-quorum) and cannot
+/// acknowledge anything, and once healed it rejoins as a follower,
+/// dropping what it appended alone. Every acknowledged message is read
+/// back once, in order per key. `SHARDLOG_REPL_ISOLATIONS` (default 2)
+/// sets how many leaders are cut off, one after the other.
+#[test]
+fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
+    let rounds: usize = std::env::var("SHARDLOG_REPL_ISOLATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let net = common::netns::Net::new(3);
+    let rpc: Vec<String> = (1..=3).map(|i| format!("{}:9500", net.addr(i))).collect();
+    let voters = rpc
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}@{a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut dirs = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let dir = tempfile::Builder::new()
+            .prefix("shardlog-netns-")
+            .tempdir()
+            .unwrap();
+        let wrapper = net.exec(i);
+        let wrapper: Vec<&str> = wrapper.iter().map(String::as_str).collect();
+        let listen = format!("{}:0", net.addr(i));
+        let id = i.to_string();
+        nodes.push(BrokerProc::start_wrapped(
+            &wrapper,
+            dir.path(),
+            &dir.path().join("broker.stderr"),
+            &listen,
+            &listen,
+            1,
+            &[
+                "--no-pin",
+                "--node-id",
+                &id,
+                "--rpc-listen",
+                &rpc[i - 1],
+                "--controller-voters",
+                &voters,
+            ],
+        ));
+        dirs.push(dir);
+    }
+    let started = Instant::now();
+    while !admin::view(&rpc[0], RPC_TIMEOUT)
+        .is_ok_and(|v| v.leader.is_some() && v.state.brokers.len() >= 3)
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "no controller");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let brokers: Vec<String> = nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "isolated", 3, 3);
+    kafka::leaders(&brokers[0], "isolated", &brokers);
+    let (producer, acked, stop) = spawn_idempotent_producer(brokers.join(","), "isolated");
+    for r in 0..rounds {
+        std::thread::sleep(Duration::from_secs(2));
+        let p = r % 3;
+        let leaders = kafka::leaders_any(&brokers[(r + 1) % 3], "isolated");
+        let Some(&l) = leaders.get(p).filter(|l| **l > 0) else {
+            continue;
+        };
+        let cut = l as usize;
+        net.isolate(cut);
+        let other = brokers[cut % 3].clone();
+        let started = Instant::now();
+        loop {
+            let now = kafka::leaders_any(&other, "isolated");
+            if now.get(p).is_some_and(|n| *n > 0 && *n as usize != cut) {
+                eprintln!(
+                    "isolation {r}: broker {cut} cut off; partition {p} now led by {}",
+                    now[p]
+                );
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "isolation {r}: no new leader of partition {p} without broker {cut}: {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        net.heal(cut);
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let all = kafka::read_all(&brokers[0], "isolated", 3, acked.len());
+    check_exactly_once(&format!("{rounds} leader isolations"), &acked, &all);
+    drop(nodes);
 }

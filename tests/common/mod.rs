@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod netns;
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub struct BrokerProc {
     _tmp: Option<tempfile::TempDir>,
     pub args: Vec<String>,
     pub stderr_path: PathBuf,
+    /// A command the broker runs under (`ip netns exec NS`), if any.
+    wrapper: Vec<String>,
 }
 
 impl BrokerProc {
@@ -62,6 +65,20 @@ impl BrokerProc {
         shards: usize,
         extra: &[&str],
     ) -> BrokerProc {
+        Self::start_wrapped(&[], dir, stderr_path, native, kafka, shards, extra)
+    }
+
+    /// As [`Self::start_on`], run under `wrapper` (e.g. `ip netns exec
+    /// NS`, which execs the broker: the child's pid is the broker's).
+    pub fn start_wrapped(
+        wrapper: &[&str],
+        dir: &Path,
+        stderr_path: &Path,
+        native: &str,
+        kafka: &str,
+        shards: usize,
+        extra: &[&str],
+    ) -> BrokerProc {
         let mut args: Vec<String> = vec![
             "serve".into(),
             "--data-dir".into(),
@@ -87,6 +104,7 @@ impl BrokerProc {
             _tmp: None,
             args,
             stderr_path: stderr_path.to_path_buf(),
+            wrapper: wrapper.iter().map(|w| w.to_string()).collect(),
         };
         b.spawn();
         b
@@ -98,7 +116,15 @@ impl BrokerProc {
             .append(true)
             .open(&self.stderr_path)
             .unwrap();
-        let mut child = Command::new(bin())
+        let mut cmd = match self.wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(bin());
+                c
+            }
+            None => Command::new(bin()),
+        };
+        let mut child = cmd
             .args(&self.args)
             .env(
                 "RUST_LOG",
