@@ -306,6 +306,27 @@ mod kafka {
     }
 
     /// Each partition's leader as `bootstrap` reports it now (-1: none).
+    /// Each partition's in-sync replicas (sorted) as the broker at
+    /// `bootstrap` reports them.
+    pub fn isr_of(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
+        let probe: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", bootstrap)
+            .create()
+            .unwrap();
+        match probe.fetch_metadata(Some(topic), Duration::from_secs(5)) {
+            Ok(md) => md.topics()[0]
+                .partitions()
+                .iter()
+                .map(|p| {
+                    let mut isr = p.isr().to_vec();
+                    isr.sort_unstable();
+                    isr
+                })
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+
     pub fn leaders_any(bootstrap: &str, topic: &str) -> Vec<i32> {
         let probe: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
@@ -1915,9 +1936,30 @@ fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
-        std::thread::sleep(Duration::from_secs(3));
+        // The new leader soon stops counting the cut-off broker in sync
+        // (not heard from), and counts it again once it caught up.
+        let new_leader = brokers[kafka::leaders_any(&other, "isolated")[p] as usize - 1].clone();
+        let in_sync_without = |want_cut: bool| {
+            let started = Instant::now();
+            loop {
+                let isr = kafka::isr_of(&new_leader, "isolated");
+                let has_cut = isr.get(p).is_some_and(|i| i.contains(&(cut as i32)));
+                if isr.get(p).is_some_and(|i| i.len() >= 2) && has_cut == want_cut {
+                    eprintln!("isolation {r}: partition {p} in sync: {:?}", isr[p]);
+                    return;
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(20),
+                    "isolation {r}: partition {p}'s in-sync replicas {isr:?} (broker {cut} in: {want_cut})"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        };
+        in_sync_without(false);
+        std::thread::sleep(Duration::from_secs(1));
         net.heal(cut);
-        std::thread::sleep(Duration::from_secs(2));
+        in_sync_without(true);
+        std::thread::sleep(Duration::from_secs(1));
     }
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);

@@ -170,10 +170,15 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
             let live = leader >= 0
                 && (leader == me || topics.brokers.get(&(leader as u32)).is_some_and(|b| b.live));
             let replicas = replica_ids.iter().map(|r| BrokerId(*r as i32)).collect();
-            // In-sync: every live replica of a replicated partition (Raft
-            // keeps a majority in step; which followers lag is not tracked
-            // yet), else the leader alone.
-            let isr: Vec<BrokerId> = if raft.is_some() {
+            // In-sync: on the leader's broker, the followers that hold
+            // what the leader held 10 s ago and are heard from
+            // (`PartitionGroup::in_sync`); elsewhere (no view of the
+            // followers' progress) every live replica; a single replica,
+            // the leader alone.
+            let led_here = raft.and_then(|_| ctx.shard.replication()?.in_sync(&m.name, p));
+            let isr: Vec<BrokerId> = if let Some(ids) = led_here {
+                ids.into_iter().map(|r| BrokerId(r as i32)).collect()
+            } else if raft.is_some() {
                 replica_ids
                     .iter()
                     .filter(|r| **r as i32 == me || topics.brokers.get(r).is_some_and(|b| b.live))

@@ -162,7 +162,13 @@ pub struct PartitionGroup<D: Disk> {
     fetch_reads: u64,
     /// Per producer id, its proposals not yet appended here (leader only).
     pending_seqs: std::collections::HashMap<i64, VecDeque<PendingSeq>>,
+    /// The leader's last index at each of the last [`ISR_LAG_TICKS`]
+    /// ticks, oldest first (for [`Self::in_sync`]).
+    last_index_ago: VecDeque<u64>,
 }
+
+/// How far back (in ticks) a follower must have caught up to be in sync.
+pub const ISR_LAG_TICKS: usize = 100;
 
 struct Unsent {
     number: u64,
@@ -276,6 +282,7 @@ impl<D: Disk> PartitionGroup<D> {
             unsent: VecDeque::new(),
             fetch_reads: 0,
             pending_seqs: std::collections::HashMap::new(),
+            last_index_ago: VecDeque::with_capacity(ISR_LAG_TICKS),
         })
     }
 
@@ -374,6 +381,36 @@ impl<D: Disk> PartitionGroup<D> {
 
     pub fn tick(&mut self) {
         self.raw.tick();
+        if self.is_leader() {
+            if self.last_index_ago.len() == ISR_LAG_TICKS {
+                self.last_index_ago.pop_front();
+            }
+            self.last_index_ago.push_back(self.store.last_index());
+        } else {
+            self.last_index_ago.clear();
+        }
+    }
+
+    /// Kafka's in-sync replicas, as this replica sees them when it leads
+    /// (None otherwise): itself, and each follower that is heard from and
+    /// holds everything the leader held [`ISR_LAG_TICKS`] ticks ago (10 s
+    /// at the broker's 100 ms tick; Kafka's `replica.lag.time.max.ms` is
+    /// 30 s). A follower that is down or far behind drops out; a follower
+    /// a few batches behind a steady stream stays in.
+    pub fn in_sync(&self) -> Option<Vec<u64>> {
+        let r = &self.raw.raft;
+        if r.state != StateRole::Leader {
+            return None;
+        }
+        let floor = self.last_index_ago.front().copied().unwrap_or(0);
+        let mut isr: Vec<u64> = r
+            .prs()
+            .iter()
+            .filter(|(id, p)| **id == r.id || (p.recent_active && p.matched >= floor))
+            .map(|(id, _)| *id)
+            .collect();
+        isr.sort_unstable();
+        Some(isr)
     }
 
     /// Take a message from a peer. Entries are checked first (a frame that

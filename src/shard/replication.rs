@@ -69,6 +69,9 @@ pub struct Replication {
     /// (topic, partition) → (leader, term) as of the last round, for
     /// Metadata on any shard of this broker.
     leaders: RefCell<HashMap<(String, u32), LeaderView>>,
+    /// (topic, partition) → its in-sync replicas, for the groups this
+    /// broker leads (as of the last tick), on every shard of this broker.
+    in_sync: RefCell<HashMap<(String, u32), Vec<u32>>>,
 }
 
 /// A group's leader (None: unknown) and term, as a replica saw them.
@@ -96,6 +99,7 @@ impl Replication {
             sync_asked: RefCell::new(HashMap::new()),
             lost_to: Rc::new(RefCell::new(Default::default())),
             leaders: RefCell::new(HashMap::new()),
+            in_sync: RefCell::new(HashMap::new()),
         })
     }
 
@@ -148,6 +152,9 @@ impl Replication {
             self.leaders
                 .borrow_mut()
                 .remove(&(topic.to_string(), partition));
+            self.in_sync
+                .borrow_mut()
+                .remove(&(topic.to_string(), partition));
             self.wake.notify();
         }
     }
@@ -159,6 +166,15 @@ impl Replication {
             .borrow()
             .get(&(topic.to_string(), partition))
             .copied()
+    }
+
+    /// The in-sync replicas of a partition this broker leads (None: not
+    /// led here, so not known here).
+    pub fn in_sync(&self, topic: &str, partition: u32) -> Option<Vec<u32>> {
+        self.in_sync
+            .borrow()
+            .get(&(topic.to_string(), partition))
+            .cloned()
     }
 
     /// Batches from a peer (routed here by shard 0's RPC server).
@@ -242,7 +258,8 @@ impl Replication {
             };
             let woke = self.wake.listen();
             let now = std::time::Instant::now();
-            if now >= next_tick {
+            let ticked = now >= next_tick;
+            if ticked {
                 self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
                 ticks += 1;
@@ -282,7 +299,7 @@ impl Replication {
                     let _ = p.reply.send(r);
                 }
             }
-            self.round(&shard).await;
+            self.round(&shard, ticked).await;
             drop(shard);
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             futures_lite::future::or(woke, glommio::timer::sleep(wait)).await;
@@ -290,7 +307,7 @@ impl Replication {
     }
 
     /// One round: process, ask for syncs, release what is durable, send.
-    async fn round(self: &Rc<Self>, shard: &super::Shard) {
+    async fn round(self: &Rc<Self>, shard: &super::Shard, ticked: bool) {
         // The driver leaves its cell for the round (it awaits truncations
         // and reads for followers): every other entry point only queues
         // and wakes this task, and readers of outcomes find it absent and
@@ -327,7 +344,12 @@ impl Replication {
         for (to, batch) in out {
             self.send(to, batch);
         }
-        self.note_leaders(shard);
+        // Leaders and in-sync sets are noted once per tick, not at every
+        // round (a round runs per proposal under load): a change reaches
+        // Metadata within a tick.
+        if ticked {
+            self.note_leaders(shard);
+        }
         self.progressed.notify();
     }
 
@@ -335,36 +357,57 @@ impl Replication {
     /// shards of every change (Metadata may be answered on any shard).
     fn note_leaders(&self, shard: &super::Shard) {
         let d = self.driver_mut();
-        let by_key: HashMap<GroupKey, LeaderView> = d
+        let by_key: HashMap<GroupKey, (LeaderView, Option<Vec<u32>>)> = d
             .groups()
-            .map(|(k, g)| (*k, (g.leader_id().map(|l| l as u32), g.term())))
+            .map(|(k, g)| {
+                let isr = g
+                    .in_sync()
+                    .map(|ids| ids.into_iter().map(|i| i as u32).collect());
+                (*k, ((g.leader_id().map(|l| l as u32), g.term()), isr))
+            })
             .collect();
         let mut changed = Vec::new();
+        let mut isr_changed = Vec::new();
         {
             let mut leaders = self.leaders.borrow_mut();
+            let mut in_sync = self.in_sync.borrow_mut();
             for ((topic, p), key) in self.keys.borrow().iter() {
-                if let Some(l) = by_key.get(key) {
+                if let Some((l, isr)) = by_key.get(key) {
                     let k = (topic.clone(), *p);
                     if leaders.get(&k) != Some(l) {
                         leaders.insert(k.clone(), *l);
-                        changed.push((k, *l));
+                        changed.push((k.clone(), *l));
+                    }
+                    if in_sync.get(&k) != isr.as_ref() {
+                        match isr {
+                            Some(isr) => in_sync.insert(k.clone(), isr.clone()),
+                            None => in_sync.remove(&k),
+                        };
+                        isr_changed.push((k, isr.clone()));
                     }
                 }
             }
         }
-        if changed.is_empty() {
+        if changed.is_empty() && isr_changed.is_empty() {
             return;
         }
         for s in 0..shard.shards() {
             if s == shard.id {
                 continue;
             }
-            let changed = changed.clone();
+            let (changed, isr_changed) = (changed.clone(), isr_changed.clone());
             let _ = shard.router.send(
                 s,
                 crate::router::ShardMsg::Task(Box::new(move || {
                     if let Some(r) = super::Shard::current().replication() {
                         r.leaders.borrow_mut().extend(changed);
+                        let mut in_sync = r.in_sync.borrow_mut();
+                        for (k, isr) in isr_changed {
+                            match isr {
+                                Some(isr) => in_sync.insert(k, isr),
+                                None => in_sync.remove(&k),
+                            };
+                        }
                     }
                 })),
             );
