@@ -103,7 +103,11 @@ impl<D: Disk> ReplicationDriver<D> {
     pub fn tick(&mut self) {
         for (k, g) in self.groups.iter_mut() {
             g.tick();
-            self.touched.insert(*k);
+            // Most ticks of an idle group change nothing (no heartbeat
+            // due, no election): only those that did get a ready cycle.
+            if g.has_ready() {
+                self.touched.insert(*k);
+            }
         }
     }
 

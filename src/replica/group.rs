@@ -72,7 +72,11 @@ impl GroupConfig {
             id,
             voters,
             election_tick: 10,
-            heartbeat_tick: 1,
+            // Three heartbeats per shortest election timeout: fewer messages
+            // for idle groups (each heartbeat costs both sides a step and a
+            // ready cycle per group) while a lost one or two do not start
+            // an election.
+            heartbeat_tick: 3,
             max_size_per_msg: 1 << 20,
             max_inflight_msgs: 16,
             window_bytes: 8 << 20,
@@ -374,9 +378,9 @@ impl<D: Disk> PartitionGroup<D> {
         s
     }
 
-    /// Whether [`Self::ready`] has work.
+    /// Whether [`Self::ready`] (or [`Self::fetch_for_followers`]) has work.
     pub fn has_ready(&self) -> bool {
-        self.raw.has_ready()
+        self.raw.has_ready() || self.store.has_wanted()
     }
 
     pub fn tick(&mut self) {

@@ -223,6 +223,11 @@ impl ReplicaStorage {
         self.st.borrow().window_bytes
     }
 
+    /// Whether raft-rs asked for entries that are not in memory.
+    pub fn has_wanted(&self) -> bool {
+        !self.st.borrow().wanted.is_empty()
+    }
+
     /// Fetch requests raft-rs made since the last call.
     pub fn take_wanted(&self) -> Vec<FetchRequest> {
         std::mem::take(&mut self.st.borrow_mut().wanted)

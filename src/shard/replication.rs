@@ -36,7 +36,7 @@ use std::rc::Rc;
 use std::time::Duration;
 use tracing::{debug, warn};
 
-/// How often every group ticks: heartbeats every tick, elections after
+/// How often every group ticks: heartbeats every 3 ticks, elections after
 /// 10–20 silent ticks (1–2 s).
 pub const REPLICATION_TICK: Duration = Duration::from_millis(100);
 /// Batches queued for one peer before new ones are dropped (Raft resends).
@@ -356,35 +356,31 @@ impl Replication {
     /// Record this shard's groups' leaders, and tell the broker's other
     /// shards of every change (Metadata may be answered on any shard).
     fn note_leaders(&self, shard: &super::Shard) {
+        // Per tick over every group: no allocation unless something changed.
         let d = self.driver_mut();
-        let by_key: HashMap<GroupKey, (LeaderView, Option<Vec<u32>>)> = d
-            .groups()
-            .map(|(k, g)| {
-                let isr = g
-                    .in_sync()
-                    .map(|ids| ids.into_iter().map(|i| i as u32).collect());
-                (*k, ((g.leader_id().map(|l| l as u32), g.term()), isr))
-            })
-            .collect();
         let mut changed = Vec::new();
         let mut isr_changed = Vec::new();
         {
             let mut leaders = self.leaders.borrow_mut();
             let mut in_sync = self.in_sync.borrow_mut();
-            for ((topic, p), key) in self.keys.borrow().iter() {
-                if let Some((l, isr)) = by_key.get(key) {
-                    let k = (topic.clone(), *p);
-                    if leaders.get(&k) != Some(l) {
-                        leaders.insert(k.clone(), *l);
-                        changed.push((k.clone(), *l));
-                    }
-                    if in_sync.get(&k) != isr.as_ref() {
-                        match isr {
-                            Some(isr) => in_sync.insert(k.clone(), isr.clone()),
-                            None => in_sync.remove(&k),
-                        };
-                        isr_changed.push((k, isr.clone()));
-                    }
+            for (tp, key) in self.keys.borrow().iter() {
+                let Some(g) = d.group(key) else {
+                    continue;
+                };
+                let l: LeaderView = (g.leader_id().map(|l| l as u32), g.term());
+                if leaders.get(tp) != Some(&l) {
+                    leaders.insert(tp.clone(), l);
+                    changed.push((tp.clone(), l));
+                }
+                let isr: Option<Vec<u32>> = g
+                    .in_sync()
+                    .map(|ids| ids.into_iter().map(|i| i as u32).collect());
+                if in_sync.get(tp) != isr.as_ref() {
+                    match &isr {
+                        Some(isr) => in_sync.insert(tp.clone(), isr.clone()),
+                        None => in_sync.remove(tp),
+                    };
+                    isr_changed.push((tp.clone(), isr));
                 }
             }
         }
