@@ -2202,3 +2202,40 @@ fn group_and_offset_errors_clients_act_on() {
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     assert_eq!(r.topics[0].partitions[0].error_code, 3);
 }
+
+/// IBM/sarama at its default Version (2.1.0) commits with OffsetCommit v6
+/// (committed leader epoch 0: what its OffsetFetch v1 read gave it) and
+/// reads commits back with OffsetFetch v1 (Debian's Sarama 1.22, run by
+/// `tests/kafka_clients/sarama_group.go`, commits with v1). A commit made
+/// in a live generation is what the group's next member reads.
+#[test]
+fn sarama_2_1_commit_path_holds_across_members() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dg", 1);
+    let member_of = |c: &mut Conn| -> (String, i32) {
+        let join: JoinGroupResponse = c.call(ApiKey::JoinGroup, 3, &join_request("sg"));
+        assert_eq!(join.error_code, 0);
+        let member = join.member_id.to_string();
+        assert_eq!(sync(c, "sg", &member, join.generation_id, true), 0);
+        (member, join.generation_id)
+    };
+    let (member, generation) = member_of(&mut c);
+    assert_eq!(committed_at(&mut c, 1, "sg").1, -1, "nothing committed yet");
+    let mut req = commit_of("sg", &[("dg", 30, -1)])
+        .with_member_id(s(&member))
+        .with_generation_id_or_member_epoch(generation);
+    req.topics[0].partitions[0].committed_leader_epoch = 0;
+    req.topics[0].partitions[0].committed_metadata = Some(s(""));
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 6, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("sg")))
+        .with_member_id(s(&member));
+    let r: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 1, &leave);
+    assert_eq!(r.error_code, 0);
+    let (next, _) = member_of(&mut c);
+    assert_ne!(next, member);
+    assert_eq!(committed_at(&mut c, 1, "sg").1, 30, "OffsetFetch v1");
+    assert_eq!(committed_at(&mut c, 5, "sg").1, 30, "OffsetFetch v5");
+}
