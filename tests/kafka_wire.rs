@@ -658,6 +658,68 @@ fn idempotent_producer_dedupes_and_detects_gaps() {
     );
 }
 
+fn describe_producers(
+    c: &mut Conn,
+    topics: &[(&str, &[i32])],
+) -> Vec<describe_producers_response::TopicResponse> {
+    let req = DescribeProducersRequest::default().with_topics(
+        topics
+            .iter()
+            .map(|(t, ps)| {
+                describe_producers_request::TopicRequest::default()
+                    .with_name(tn(t))
+                    .with_partition_indexes(ps.to_vec())
+            })
+            .collect(),
+    );
+    let r: DescribeProducersResponse = c.call(ApiKey::DescribeProducers, 0, &req);
+    r.topics
+}
+
+/// DescribeProducers answers from the partition's idempotent-producer
+/// table, and the last timestamp survives a restart (the checkpoint keeps it).
+#[test]
+fn describe_producers_reports_the_idempotent_producer_table() {
+    let mut b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dp", 2);
+    let init: InitProducerIdResponse =
+        c.call(ApiKey::InitProducerId, 4, &InitProducerIdRequest::default());
+    let pid = init.producer_id.0;
+    for (n, seq) in [(3, 0), (2, 3)] {
+        let r = produce_one(&mut c, 9, &produce_req("dp", 0, batch(n, pid, 0, seq), -1));
+        assert_eq!(r.error_code, 0);
+    }
+    // Not idempotent: not in the table.
+    let r = produce_one(&mut c, 9, &produce_req("dp", 1, batch(2, -1, -1, -1), -1));
+    assert_eq!(r.error_code, 0);
+    let check = |c: &mut Conn| {
+        let topics = describe_producers(c, &[("dp", &[0, 1, 2]), ("nope", &[0])]);
+        let dp = &topics[0].partitions;
+        assert_eq!(dp[0].error_code, 0);
+        let p = &dp[0].active_producers;
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert_eq!(
+            (
+                p[0].producer_id.0,
+                p[0].producer_epoch,
+                p[0].last_sequence,
+                p[0].last_timestamp,
+                p[0].coordinator_epoch,
+                p[0].current_txn_start_offset
+            ),
+            (pid, 0, 4, 1_700_000_000_001, -1, -1)
+        );
+        assert_eq!((dp[1].error_code, dp[1].active_producers.len()), (0, 0));
+        assert_eq!(dp[2].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        assert_eq!(topics[1].partitions[0].error_code, 3);
+    };
+    check(&mut c);
+    b.stop();
+    b.restart();
+    check(&mut Conn::new(b.kafka.as_ref().unwrap()));
+}
+
 /// Produces pipelined on one connection are appended in the order they
 /// were sent, even when a large one (converted while yielding the core)
 /// is followed by small ones that would be ready first. An idempotent
@@ -2139,4 +2201,41 @@ fn group_and_offset_errors_clients_act_on() {
             ])]);
     let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
     assert_eq!(r.topics[0].partitions[0].error_code, 3);
+}
+
+/// IBM/sarama at its default Version (2.1.0) commits with OffsetCommit v6
+/// (committed leader epoch 0: what its OffsetFetch v1 read gave it) and
+/// reads commits back with OffsetFetch v1 (Debian's Sarama 1.22, run by
+/// `tests/kafka_clients/sarama_group.go`, commits with v1). A commit made
+/// in a live generation is what the group's next member reads.
+#[test]
+fn sarama_2_1_commit_path_holds_across_members() {
+    let b = BrokerProc::start(&[]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dg", 1);
+    let member_of = |c: &mut Conn| -> (String, i32) {
+        let join: JoinGroupResponse = c.call(ApiKey::JoinGroup, 3, &join_request("sg"));
+        assert_eq!(join.error_code, 0);
+        let member = join.member_id.to_string();
+        assert_eq!(sync(c, "sg", &member, join.generation_id, true), 0);
+        (member, join.generation_id)
+    };
+    let (member, generation) = member_of(&mut c);
+    assert_eq!(committed_at(&mut c, 1, "sg").1, -1, "nothing committed yet");
+    let mut req = commit_of("sg", &[("dg", 30, -1)])
+        .with_member_id(s(&member))
+        .with_generation_id_or_member_epoch(generation);
+    req.topics[0].partitions[0].committed_leader_epoch = 0;
+    req.topics[0].partitions[0].committed_metadata = Some(s(""));
+    let r: OffsetCommitResponse = c.call(ApiKey::OffsetCommit, 6, &req);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let leave = LeaveGroupRequest::default()
+        .with_group_id(GroupId(s("sg")))
+        .with_member_id(s(&member));
+    let r: LeaveGroupResponse = c.call(ApiKey::LeaveGroup, 1, &leave);
+    assert_eq!(r.error_code, 0);
+    let (next, _) = member_of(&mut c);
+    assert_ne!(next, member);
+    assert_eq!(committed_at(&mut c, 1, "sg").1, 30, "OffsetFetch v1");
+    assert_eq!(committed_at(&mut c, 5, "sg").1, 30, "OffsetFetch v5");
 }

@@ -4,7 +4,7 @@
 //! (low watermark). An offset of -1 means the high watermark; one beyond it
 //! is OFFSET_OUT_OF_RANGE, as in Kafka.
 
-use super::{errors, Ctx};
+use super::{errors, on_owner, Ctx};
 use crate::groups::OFFSETS_TOPIC;
 use crate::metadata::reserve;
 use crate::shard::Shard;
@@ -53,19 +53,15 @@ pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsRespon
         let answers = futures::future::join_all(t.partitions.iter().map(|p| {
             let (name, index, offset) = (name.clone(), p.partition_index, p.offset);
             async move {
-                if index < 0 {
-                    return Err(errors::unknown_topic());
-                }
                 // Committed offsets are replayed from the start of their
                 // log: cutting it would silently lose groups' progress.
-                if name == OFFSETS_TOPIC {
+                if index >= 0 && name == OFFSETS_TOPIC {
                     return Err(errors::invalid_topic());
                 }
-                let owner = ctx.shard.serving_shard(&name, index as u32);
-                ctx.shard
-                    .call_on(owner, move |s| delete_one(s, name, index as u32, offset))
-                    .await
-                    .unwrap_or(Err(errors::kafka_storage_error()))
+                on_owner(ctx, name, index, move |s, name, partition| {
+                    delete_one(s, name, partition, offset)
+                })
+                .await
             }
         }))
         .await;

@@ -362,6 +362,7 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::CreateAcls => "CreateAcls",
         ApiKey::DeleteAcls => "DeleteAcls",
         ApiKey::DescribeUserScramCredentials => "DescribeUserScramCredentials",
+        ApiKey::DescribeProducers => "DescribeProducers",
         _ => "other",
     }
 }
@@ -509,6 +510,11 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
             "DescribeUserScramCredentials",
             DescribeUserScramCredentialsRequest,
             describe_user_scram_credentials::handle
+        ),
+        ApiKey::DescribeProducers => serve!(
+            "DescribeProducers",
+            DescribeProducersRequest,
+            describe_producers::handle
         ),
         _ => return Err(KafkaError::UnknownApi(key as i16)),
     })

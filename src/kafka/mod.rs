@@ -31,6 +31,7 @@ pub mod delete_records;
 pub mod delete_topics;
 pub mod describe_configs;
 pub mod describe_groups;
+pub mod describe_producers;
 pub mod describe_user_scram_credentials;
 pub mod errors;
 pub mod fetch;
@@ -106,6 +107,26 @@ pub fn topic_uuid(hex: &str) -> uuid::Uuid {
     u128::from_str_radix(hex, 16)
         .map(uuid::Uuid::from_u128)
         .unwrap_or(uuid::Uuid::nil())
+}
+
+/// Serve one partition of a request with `f` on the shard that owns it: a
+/// negative index is UNKNOWN_TOPIC_OR_PARTITION, a shard that cannot
+/// answer (stopping) KAFKA_STORAGE_ERROR.
+pub async fn on_owner<T, F, Fut>(ctx: &Ctx, topic: String, partition: i32, f: F) -> Result<T, i16>
+where
+    T: Send + 'static,
+    F: FnOnce(Rc<Shard>, String, u32) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<T, i16>> + 'static,
+{
+    if partition < 0 {
+        return Err(errors::unknown_topic());
+    }
+    let partition = partition as u32;
+    let owner = ctx.shard.serving_shard(&topic, partition);
+    ctx.shard
+        .call_on(owner, move |s| f(s, topic, partition))
+        .await
+        .unwrap_or(Err(errors::kafka_storage_error()))
 }
 
 /// The host and port Kafka clients should connect to.

@@ -394,6 +394,7 @@ mod tests {
                         epoch: 0,
                         batches: Default::default(),
                         last_seen_offset: 0,
+                        last_timestamp: -1,
                     };
                     (pid, e)
                 })

@@ -23,6 +23,7 @@
 use crate::clock::Clock;
 use crate::config::TopicConfig;
 use crate::storage::file::Disk;
+use crate::storage::producer_state::ProducerEntry;
 use crate::storage::{
     AppendError, AppendOutcome, CacheBudget, Log, LogConfig, ReadError, StorageError, WriteBudget,
 };
@@ -138,6 +139,11 @@ impl<D: Disk> Partition<D> {
             Some(hw) => hw.min(durable),
             None => durable,
         }
+    }
+
+    /// The idempotent producers this replica's log remembers, by producer id.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        self.log.producers()
     }
 
     /// Whether a Raft group replicates this partition.

@@ -9,11 +9,11 @@
 //!
 //! Layout (little-endian), see docs/segment_format.md:
 //! ```text
-//!  0 u32 magic "SLCP"      4 u32 version = 1
+//!  0 u32 magic "SLCP"      4 u32 version = 2 (1 is read too)
 //!  8 u64 segment_base     16 u64 position      24 u64 next_offset
 //! 32 u32 producer_count   36 u32 reserved (0)
 //! 40 producers: { i64 pid, i16 epoch, u16 batch_count, u32 reserved,
-//!                 u64 last_seen_offset,
+//!                 u64 last_seen_offset, i64 last_timestamp (version 2 only),
 //!                 batch_count x { i32 first_seq, i32 last_seq, u64 base_offset, u64 last_offset } }
 //! .. u32 crc32c of every preceding byte
 //! ```
@@ -22,7 +22,9 @@ use super::producer_state::{ProducerEntry, ProducerTable, SeqBatch};
 use std::collections::VecDeque;
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SLCP");
-const VERSION: u32 = 1;
+const VERSION: u32 = 2;
+/// Version 1 had no last_timestamp per producer; read as -1 (not known).
+const VERSION_1: u32 = 1;
 pub const FILE_NAME: &str = "checkpoint";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,13 +50,11 @@ impl Checkpoint {
         next_offset: u64,
         t: &ProducerTable,
     ) -> Self {
-        let mut producers: Vec<_> = t.iter().map(|(p, e)| (*p, e.clone())).collect();
-        producers.sort_by_key(|(p, _)| *p);
         Checkpoint {
             segment_base,
             position,
             next_offset,
-            producers,
+            producers: t.sorted(),
         }
     }
 
@@ -73,6 +73,7 @@ impl Checkpoint {
             b.extend_from_slice(&(e.batches.len() as u16).to_le_bytes());
             b.extend_from_slice(&0u32.to_le_bytes());
             b.extend_from_slice(&e.last_seen_offset.to_le_bytes());
+            b.extend_from_slice(&e.last_timestamp.to_le_bytes());
             for s in &e.batches {
                 b.extend_from_slice(&s.first_seq.to_le_bytes());
                 b.extend_from_slice(&s.last_seq.to_le_bytes());
@@ -94,7 +95,11 @@ impl Checkpoint {
             return Err(CheckpointError::Invalid);
         }
         let mut r = Reader { b: body, at: 0 };
-        if r.u32()? != MAGIC || r.u32()? != VERSION {
+        if r.u32()? != MAGIC {
+            return Err(CheckpointError::Invalid);
+        }
+        let version = r.u32()?;
+        if version != VERSION && version != VERSION_1 {
             return Err(CheckpointError::Invalid);
         }
         let segment_base = r.u64()?;
@@ -109,6 +114,11 @@ impl Checkpoint {
             let nb = r.u16()? as usize;
             r.u32()?;
             let last_seen_offset = r.u64()?;
+            let last_timestamp = if version == VERSION_1 {
+                -1
+            } else {
+                r.u64()? as i64
+            };
             let mut batches = VecDeque::with_capacity(nb.min(16));
             for _ in 0..nb {
                 batches.push_back(SeqBatch {
@@ -124,6 +134,7 @@ impl Checkpoint {
                     epoch,
                     batches,
                     last_seen_offset,
+                    last_timestamp,
                 },
             ));
         }
@@ -187,6 +198,7 @@ mod tests {
                     epoch: 2,
                     batches,
                     last_seen_offset: 109,
+                    last_timestamp: 1_700_000_000_123,
                 },
             )],
         };
@@ -199,5 +211,15 @@ mod tests {
             Checkpoint::decode(&b[..20]),
             Err(CheckpointError::Truncated)
         );
+        // A version 1 checkpoint (before last_timestamp): the same, minus
+        // the 8 bytes after last_seen_offset; the timestamp reads as -1.
+        let mut v1 = b[..b.len() - 4].to_vec();
+        v1[4..8].copy_from_slice(&VERSION_1.to_le_bytes());
+        v1.drain(40 + 24..40 + 32);
+        let crc = crc32c::crc32c(&v1);
+        v1.extend_from_slice(&crc.to_le_bytes());
+        let mut want = cp.clone();
+        want.producers[0].1.last_timestamp = -1;
+        assert_eq!(Checkpoint::decode(&v1).unwrap(), want);
     }
 }

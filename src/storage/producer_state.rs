@@ -26,6 +26,16 @@ pub struct ProducerEntry {
     pub epoch: i16,
     pub batches: VecDeque<SeqBatch>,
     pub last_seen_offset: u64,
+    /// Max timestamp of the producer's last batch (-1: not known, an entry
+    /// restored from a version 1 checkpoint). DescribeProducers reports it.
+    pub last_timestamp: i64,
+}
+
+impl ProducerEntry {
+    /// Sequence of the producer's last record (-1 before any).
+    pub fn last_sequence(&self) -> i32 {
+        self.batches.back().map_or(-1, |b| b.last_seq)
+    }
 }
 
 /// What an append must do with a batch.
@@ -80,6 +90,13 @@ impl ProducerTable {
 
     pub fn iter(&self) -> impl Iterator<Item = (&i64, &ProducerEntry)> {
         self.producers.iter()
+    }
+
+    /// A copy of every entry, by producer id.
+    pub fn sorted(&self) -> Vec<(i64, ProducerEntry)> {
+        let mut v: Vec<_> = self.iter().map(|(p, e)| (*p, e.clone())).collect();
+        v.sort_by_key(|(p, _)| *p);
+        v
     }
 
     /// Decide what to do with a batch, without changing state.
@@ -164,6 +181,7 @@ impl ProducerTable {
                 epoch: h.producer_epoch,
                 batches: VecDeque::new(),
                 last_seen_offset: 0,
+                last_timestamp: -1,
             });
         if h.producer_epoch != e.epoch {
             e.epoch = h.producer_epoch;
@@ -179,6 +197,7 @@ impl ProducerTable {
             e.batches.pop_front();
         }
         e.last_seen_offset = h.last_offset();
+        e.last_timestamp = h.max_timestamp;
     }
 
     /// Restore an entry from a checkpoint.

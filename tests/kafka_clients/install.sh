@@ -5,7 +5,7 @@
 #   packages, built offline in GOPATH mode from /usr/share/gocode: no module proxy),
 #   Burrow and ZooKeeper (Debian).
 # Usage: install.sh DIR      then: DIR/venv/bin/python, NODE_PATH=DIR/js/node_modules node ..., kcat,
-#                            DIR/go/sarama_client, DIR/go/kafka_go_client
+#                            DIR/go/sarama_client, DIR/go/sarama_group, DIR/go/kafka_go_client
 # Idempotent: what is already installed is left alone.
 set -euo pipefail
 dir=${1:?usage: install.sh DIR}
@@ -39,15 +39,15 @@ if ! dpkg -s burrow zookeeper >/dev/null 2>&1; then
 fi
 here=$(cd "$(dirname "$0")" && pwd)
 mkdir -p "$dir/go"
-for prog in sarama_client kafka_go_client; do
-  if [ ! -x "$dir/go/$prog" ] || [ "$here/$prog.go" -nt "$dir/go/$prog" ]; then
+for prog in sarama_client sarama_group kafka_go_client; do
+  if [ ! -x "$dir/go/$prog" ] || [ "$here/$prog.go" -nt "$dir/go/$prog" ] || [ "$here/go_helpers.go" -nt "$dir/go/$prog" ]; then
     (cd "$here" && GO111MODULE=off GOFLAGS= GOPATH="$dir/go/path:/usr/share/gocode" GOCACHE="$dir/go/cache" \
-      go build -o "$dir/go/$prog" "$prog.go" 2>"$dir/go/$prog.build.log") ||
+      go build -o "$dir/go/$prog" "$prog.go" go_helpers.go 2>"$dir/go/$prog.build.log") ||
       { cat "$dir/go/$prog.build.log" >&2; exit 1; }
   fi
 done
 echo "kcat: $(command -v kcat)"
 echo "python: $dir/venv/bin/python (kafka-python, confluent-kafka, aiokafka)"
 echo "node: NODE_PATH=$dir/js/node_modules (kafkajs, @platformatic/kafka)"
-echo "go: $dir/go/sarama_client, $dir/go/kafka_go_client"
+echo "go: $dir/go/sarama_client, $dir/go/sarama_group, $dir/go/kafka_go_client"
 echo "burrow: /usr/bin/Burrow, zookeeper: /usr/share/java/zookeeper.jar"

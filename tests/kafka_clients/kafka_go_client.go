@@ -18,17 +18,6 @@ import (
 	kafka "github.com/segmentio/kafka-go"
 )
 
-func fail(format string, a ...interface{}) {
-	fmt.Fprintf(os.Stderr, "FAIL: "+format+"\n", a...)
-	os.Exit(1)
-}
-
-func check(err error, what string) {
-	if err != nil {
-		fail("%s: %v", what, err)
-	}
-}
-
 func write(addr, topic string, from, to int) {
 	w := kafka.NewWriter(kafka.WriterConfig{Brokers: []string{addr}, Topic: topic, Balancer: &kafka.Hash{}})
 	var msgs []kafka.Message

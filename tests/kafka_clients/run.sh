@@ -12,7 +12,7 @@
 # client must follow partition leaders and group coordinators.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,burrow,aiokafka_restarts
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts
 # to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17;
 # burrow.py: Burrow reports a group's lag, with its own ZooKeeper;
 # aiokafka_restarts.py: a group across broker restarts, only when this script
@@ -22,7 +22,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,kafka_go,burrow,aiokafka_restarts}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts}
 addr=${1:-}
 cluster=
 if [ "$addr" = "--cluster" ]; then
@@ -126,6 +126,8 @@ run semantics "$clients_dir/venv/bin/python" "$here/semantics.py" "$addr"
 run kafkajs env NODE_PATH="$clients_dir/js/node_modules" node "$here/kafkajs.js" "$addr"
 run platformatic env NODE_PATH="$clients_dir/js/node_modules" node "$here/platformatic.mjs" "$addr"
 run sarama "$clients_dir/go/sarama_client" "$addr"
+# Sarama consumer groups, default offset settings: commits, resume, rebalance.
+run sarama_group "$clients_dir/go/sarama_group" "$addr"
 run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
 # Starts its own ZooKeeper and Burrow (Debian) and reads the lag Burrow reports.
 run burrow "$clients_dir/venv/bin/python" "$here/burrow.py" "$addr"

@@ -19,17 +19,6 @@ import (
 	"github.com/Shopify/sarama"
 )
 
-func fail(format string, a ...interface{}) {
-	fmt.Fprintf(os.Stderr, "FAIL: "+format+"\n", a...)
-	os.Exit(1)
-}
-
-func check(err error, what string) {
-	if err != nil {
-		fail("%s: %v", what, err)
-	}
-}
-
 func main() {
 	if len(os.Args) != 2 {
 		fail("usage: sarama_client BROKER_ADDR")

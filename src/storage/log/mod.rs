@@ -48,7 +48,7 @@ use super::appender::{Appender, Chunk};
 use super::cache::BatchCache;
 use super::file::{Disk, SegmentFile};
 use super::offsets::LogOffsets;
-use super::producer_state::ProducerTable;
+use super::producer_state::{ProducerEntry, ProducerTable};
 use super::segment_set::SegmentSet;
 use super::write_budget::Unwritten;
 use super::StorageError;
@@ -234,6 +234,12 @@ impl<D: Disk> Log<D> {
 
     pub fn log_start_offset(&self) -> u64 {
         self.st.borrow().offsets.log_start()
+    }
+
+    /// The idempotent producers this partition remembers (appended, maybe
+    /// not yet durable), by producer id.
+    pub fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        self.st.borrow().producers.sorted()
     }
 
     /// The largest batch max timestamp of any segment (appended, maybe not
