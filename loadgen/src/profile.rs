@@ -124,6 +124,7 @@ pub enum PayloadArg {
 pub struct WorkloadOverrides {
     pub topic: Option<String>,
     pub partitions: Option<u32>,
+    pub replication_factor: Option<u16>,
     pub message_size: Option<Size>,
     pub payload: Option<PayloadArg>,
     pub compress_ratio: Option<f64>,
@@ -151,6 +152,9 @@ impl WorkloadOverrides {
         }
         if let Some(v) = self.partitions {
             spec.partitions = v;
+        }
+        if let Some(v) = self.replication_factor {
+            spec.replication_factor = Some(v);
         }
         if let Some(v) = self.message_size {
             spec.message_size = v.0 as usize;
