@@ -54,13 +54,17 @@ fn assert_brokers_gone(pids: &[u32], what: &dyn std::fmt::Display) {
     }
 }
 
-#[test]
-fn a_run_on_a_local_3_node_cluster_with_replication_factor_3() {
+/// A 3 s run at a low rate on 3 brokers with RF=3 over `protocol`: the
+/// delivery checks pass, the report records the factor, and neither a
+/// broker nor its data is left afterwards.
+fn run_on_a_local_3_node_cluster_with_replication_factor_3(protocol: &str) {
     build_shardlog();
     let report = tempfile::tempdir().unwrap();
     let report_dir = report.path().to_str().unwrap().to_string();
     let lg = Loadgen::spawn(&[
         "run",
+        "--protocol",
+        protocol,
         "--cluster",
         "3",
         "--replication-factor",
@@ -102,6 +106,19 @@ fn a_run_on_a_local_3_node_cluster_with_replication_factor_3() {
     assert_brokers_gone(&pids, &done);
     // The cluster's data directory was under loadgen's TMPDIR.
     done.assert_no_data_dir_left();
+}
+
+#[test]
+fn a_native_run_on_a_local_3_node_cluster_with_replication_factor_3() {
+    run_on_a_local_3_node_cluster_with_replication_factor_3("native");
+}
+
+/// Over Kafka the factor in the report is read back from Metadata's
+/// replica lists, and the consumer and producer follow each partition's
+/// leader from broker 1's Kafka listener.
+#[test]
+fn a_kafka_run_on_a_local_3_node_cluster_with_replication_factor_3() {
+    run_on_a_local_3_node_cluster_with_replication_factor_3("kafka");
 }
 
 /// A second Ctrl-C exits without unwinding: the brokers must still be
