@@ -26,7 +26,8 @@ and writes a report (tables, report.json, .hgrm histograms, SVG charts, index.ht
 --target NAME=ADDR[,PROTOCOL] (repeated) runs the same matrix against several brokers,\n\
 interleaved, on the same charts. `loadgen compare A B` prints two reports' ratios.\n\n\
 Without --broker, an embedded broker is started on 127.0.0.1 with its data in a\n\
-temporary directory.\n\n\
+temporary directory. --cluster N starts N `shardlog serve` processes instead (a local\n\
+cluster, e.g. for --replication-factor 3), runs against broker 1 and stops them at the end.\n\n\
 --protocol kafka drives the broker through librdkafka instead of shardlog's native\n\
 client, so the same runs and reports work against shardlog's Kafka listener or any\n\
 Kafka-compatible broker (Apache Kafka, Redpanda).\n\n\
@@ -36,7 +37,8 @@ Exit status: 0 all checks passed; 1 a delivery check failed (lost, duplicated,\n
 reordered or misrouted messages) or the broker returned errors; 2 bad usage;\n\
 3 the benchmark could not run; 130 interrupted, 143 terminated (the first SIGINT/Ctrl-C\n\
 or SIGTERM ends the current point early and still writes the report; a second one\n\
-aborts at once). The embedded broker's data directory is removed on every exit."
+aborts at once). The embedded broker's data directory (--cluster: the brokers and their\n\
+data) is removed on every exit."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -80,12 +82,21 @@ pub struct BrokerArgs {
     /// PID of a broker on this host, to measure its CPU from /proc.
     #[arg(long, value_name = "PID", requires = "broker")]
     pub broker_pid: Option<u32>,
-    /// Embedded broker: parent of its temporary data directory [default: system temp dir].
+    /// Embedded broker (or --cluster): parent of its temporary data directory [default: system temp dir].
     #[arg(long, value_name = "DIR", conflicts_with = "broker")]
     pub data_dir: Option<PathBuf>,
-    /// Embedded broker: number of shards [default: one per CPU].
+    /// Embedded broker: number of shards [default: one per CPU]. With --cluster:
+    /// shards per broker [default: 1].
     #[arg(long, value_name = "N", conflicts_with = "broker")]
     pub shards: Option<usize>,
+    /// Instead of the embedded broker, start a local cluster of N `shardlog serve`
+    /// processes (loopback ports, data in a temporary directory, --no-pin, one
+    /// shard each unless --shards), run against broker 1, and stop them at the end.
+    #[arg(long, value_name = "N", conflicts_with = "broker", value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub cluster: Option<u32>,
+    /// The shardlog binary --cluster starts [default: `shardlog` next to loadgen's executable].
+    #[arg(long, value_name = "PATH", requires = "cluster")]
+    pub shardlog_bin: Option<PathBuf>,
     /// Loadgen's own worker threads (client I/O, consumers) [default: one per CPU].
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -119,6 +130,10 @@ pub struct WorkloadArgs {
     /// Partitions of a created topic [default: 4].
     #[arg(long)]
     pub partitions: Option<u32>,
+    /// Replicas per partition of a created topic (more than 1 needs a cluster:
+    /// --cluster N or --broker of one) [default: the broker's default, 1 unless configured].
+    #[arg(long, value_name = "N")]
+    pub replication_factor: Option<u16>,
     /// Message value size incl. loadgen's 32-byte header, e.g. 512, 1k [default: 1k].
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub message_size: Option<Size>,
@@ -171,6 +186,7 @@ impl WorkloadArgs {
         WorkloadOverrides {
             topic: self.topic.clone(),
             partitions: self.partitions,
+            replication_factor: self.replication_factor,
             message_size: self.message_size,
             payload: self.payload,
             compress_ratio: self.compress_ratio,

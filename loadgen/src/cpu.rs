@@ -169,6 +169,8 @@ pub enum BrokerCpuSource {
     Embedded,
     /// A broker process on this host.
     Pid(u32),
+    /// Several broker processes on this host (`--cluster`), summed.
+    Pids(&'static [u32]),
     /// Remote, no pid: unknown.
     Unknown,
 }
@@ -178,6 +180,7 @@ impl BrokerCpuSource {
         match self {
             BrokerCpuSource::Embedded => "embedded broker: process CPU minus loadgen's threads and its client library's (shard-N executors and their helper threads)".into(),
             BrokerCpuSource::Pid(p) => format!("broker process {p}: utime+stime from /proc/{p}/stat"),
+            BrokerCpuSource::Pids(ps) => format!("{} broker processes ({ps:?}): utime+stime from /proc/PID/stat, summed", ps.len()),
             BrokerCpuSource::Unknown => "remote broker without --broker-pid: broker CPU not measured".into(),
         }
     }
@@ -217,16 +220,26 @@ impl CpuSnapshot {
                     loadgen_ns: loadgen,
                 }
             }
-            BrokerCpuSource::Pid(pid) => CpuSnapshot {
-                broker_ns: stat_cpu_ns(&format!("/proc/{pid}/stat")).ok(),
-                shard_threads_ns: None,
-                loadgen_ns: process,
-            },
+            BrokerCpuSource::Pid(pid) => CpuSnapshot::of_processes(&[pid], process),
+            BrokerCpuSource::Pids(pids) => CpuSnapshot::of_processes(pids, process),
             BrokerCpuSource::Unknown => CpuSnapshot {
                 broker_ns: None,
                 shard_threads_ns: None,
                 loadgen_ns: process,
             },
+        }
+    }
+
+    /// Broker processes on this host: their CPU summed (None if one of
+    /// them cannot be read).
+    fn of_processes(pids: &[u32], loadgen_ns: u64) -> CpuSnapshot {
+        CpuSnapshot {
+            broker_ns: pids
+                .iter()
+                .map(|p| stat_cpu_ns(&format!("/proc/{p}/stat")).ok())
+                .sum(),
+            shard_threads_ns: None,
+            loadgen_ns,
         }
     }
 

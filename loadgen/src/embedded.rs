@@ -53,7 +53,17 @@ pub fn remove_data_dirs() {
     }
 }
 
-fn unregister(dir: &Path) {
+/// Have [`remove_data_dirs`] remove `dir` (a broker's data, here or in
+/// a `--cluster` process) on an exit that skips destructors.
+fn register_dir(dir: &Path) {
+    LIVE_DIRS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(dir.to_path_buf());
+}
+
+/// `dir` was removed (or is about to be) by its owner.
+pub fn unregister_dir(dir: &Path) {
     LIVE_DIRS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -61,12 +71,37 @@ fn unregister(dir: &Path) {
 }
 
 #[derive(Debug, thiserror::Error)]
+#[error("cannot create a data directory under {dir}: {source}")]
+pub struct TempDirError {
+    pub dir: PathBuf,
+    pub source: std::io::Error,
+}
+
+/// A temporary directory `PREFIX*` under `parent` (default: the system
+/// temp dir), registered for [`remove_data_dirs`]; its owner calls
+/// [`unregister_dir`] once it removed it.
+pub fn registered_tempdir(
+    parent: Option<&Path>,
+    prefix: &str,
+) -> Result<tempfile::TempDir, TempDirError> {
+    let parent = parent
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(&parent)
+        .map_err(|source| TempDirError {
+            dir: parent.clone(),
+            source,
+        })?;
+    register_dir(dir.path());
+    Ok(dir)
+}
+
+#[derive(Debug, thiserror::Error)]
 pub enum EmbeddedError {
-    #[error("cannot create a data directory under {dir}: {source}")]
-    TempDir {
-        dir: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    TempDir(#[from] TempDirError),
     #[error("cannot start the embedded broker: {0}")]
     Start(#[from] BrokerError),
     #[error("the embedded broker started without its Kafka listener")]
@@ -84,6 +119,9 @@ pub struct BrokerInfo {
     /// File system type of the data directory (direct I/O on tmpfs is not).
     pub data_dir_fs: Option<String>,
     pub broker_pid: Option<u32>,
+    /// Brokers of the local cluster loadgen started (`--cluster`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_brokers: Option<u32>,
 }
 
 pub struct EmbeddedBroker {
@@ -103,25 +141,12 @@ impl EmbeddedBroker {
         shards: Option<usize>,
         protocol: Protocol,
     ) -> Result<EmbeddedBroker, EmbeddedError> {
-        let parent = parent
-            .map(Path::to_path_buf)
-            .unwrap_or_else(std::env::temp_dir);
-        let dir = tempfile::Builder::new()
-            .prefix("loadgen-broker-")
-            .tempdir_in(&parent)
-            .map_err(|source| EmbeddedError::TempDir {
-                dir: parent.clone(),
-                source,
-            })?;
-        LIVE_DIRS
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(dir.path().to_path_buf());
+        let dir = registered_tempdir(parent, "loadgen-broker-")?;
         // From here on the directory is registered; a failed start drops
         // `dir` (removing it) and must unregister it too.
         let started = Self::start_in(&dir, shards, protocol);
         if started.is_err() {
-            unregister(dir.path());
+            unregister_dir(dir.path());
         }
         Ok(EmbeddedBroker {
             broker: Some(started?),
@@ -203,6 +228,7 @@ impl EmbeddedBroker {
             data_dir: Some(self.data_dir().display().to_string()),
             data_dir_fs: fs_type(self.data_dir()),
             broker_pid: None,
+            cluster_brokers: None,
         }
     }
 
@@ -219,13 +245,18 @@ impl Drop for EmbeddedBroker {
             b.shutdown();
         }
         if let Some(dir) = self.dir.take() {
-            let path = dir.path().to_path_buf();
-            // An error here (already removed by remove_data_dirs) leaves
-            // nothing to clean up.
-            let _ = dir.close();
-            unregister(&path);
+            remove_registered(dir);
         }
     }
+}
+
+/// Remove a directory from [`registered_tempdir`] and unregister it.
+pub fn remove_registered(dir: tempfile::TempDir) {
+    let path = dir.path().to_path_buf();
+    // An error here (already removed by remove_data_dirs) leaves nothing
+    // to clean up.
+    let _ = dir.close();
+    unregister_dir(&path);
 }
 
 /// The file system type of `path`, from statfs's magic number.

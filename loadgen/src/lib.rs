@@ -10,10 +10,12 @@
 //!
 //! [`runner`] wires one workload together; [`sweep`] runs a matrix of them.
 //! The binary (`main.rs`) parses flags ([`cli`], [`profile`]) and starts an
-//! [`embedded`] broker when no address is given.
+//! [`embedded`] broker when no address is given, or a local [`cluster`] of
+//! `shardlog serve` processes for `--cluster N`.
 
 pub mod checks;
 pub mod cli;
+pub mod cluster;
 pub mod consumer;
 pub mod cpu;
 pub mod embedded;

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use loadgen::cli::{BrokerArgs, Cli, Cmd, CompareArgs, RunArgs, SweepArgs};
+use loadgen::cluster::{ClusterOptions, LocalCluster};
 use loadgen::cpu::BrokerCpuSource;
 use loadgen::embedded::{BrokerInfo, EmbeddedBroker};
 use loadgen::knee::{KneeSettings, SustainRule};
@@ -31,6 +32,7 @@ static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
 /// Exit at once (second signal): nothing unwinds, so the embedded broker's
 /// data directory is removed here or never.
 fn abort(code: u8) -> ! {
+    loadgen::cluster::kill_all();
     loadgen::embedded::remove_data_dirs();
     std::process::exit(code as i32)
 }
@@ -56,7 +58,9 @@ fn spawn_signal_handler(rt: &tokio::runtime::Runtime, interrupt: Arc<AtomicBool>
             _ = int.recv() => {}
             _ = term.recv() => {}
         }
-        eprintln!("loadgen: aborted; removing the embedded broker's data");
+        eprintln!(
+            "loadgen: aborted; stopping the cluster's brokers (if any), removing the broker data"
+        );
         abort(code);
     });
     Ok(())
@@ -87,6 +91,7 @@ fn main() -> ExitCode {
 struct Setup {
     rt: tokio::runtime::Runtime,
     embedded: Option<EmbeddedBroker>,
+    cluster: Option<LocalCluster>,
     /// One per target, in the order given.
     envs: Vec<RunEnv>,
     targets: Vec<TargetInfo>,
@@ -96,9 +101,10 @@ struct Setup {
 fn default_target(b: &BrokerArgs) -> TargetSpec {
     TargetSpec {
         name: b.protocol.name().to_string(),
-        address: match &b.broker {
-            Some(a) => Address::Remote(a.clone()),
-            None => Address::Embedded,
+        address: match (&b.broker, b.cluster) {
+            (Some(a), _) => Address::Remote(a.clone()),
+            (None, Some(_)) => Address::Cluster,
+            (None, None) => Address::Embedded,
         },
         protocol: b.protocol,
         pid: b.broker_pid,
@@ -141,6 +147,29 @@ impl Setup {
         } else {
             None
         };
+        let cluster = match b.cluster {
+            Some(n) if specs.iter().any(|t| t.address == Address::Cluster) => {
+                let c = LocalCluster::start(&ClusterOptions {
+                    brokers: n,
+                    bin: b.shardlog_bin.clone(),
+                    parent: b.data_dir.clone(),
+                    shards: b.shards,
+                })
+                .context("the local cluster did not start")?;
+                println!(
+                    "loadgen: started a local cluster of {n} brokers ({}, {} shard(s) each, unpinned; data in {}); loadgen talks to broker 1; they are stopped at the end",
+                    c.nodes()
+                        .iter()
+                        .map(|n| format!("{}: native {} kafka {} pid {}", n.id, n.native_addr, n.kafka_addr, n.pid))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                    c.shards,
+                    c.data_dir().display()
+                );
+                Some(c)
+            }
+            _ => None,
+        };
         let mut envs = Vec::new();
         let mut targets = Vec::new();
         for t in specs {
@@ -157,6 +186,26 @@ impl Setup {
                     (addr, BrokerCpuSource::Embedded, info)
                 }
                 (Address::Embedded, None) => unreachable!("started above"),
+                (Address::Cluster, _) => {
+                    let c = cluster.as_ref().expect("started above");
+                    let first = &c.nodes()[0];
+                    let addr = match t.protocol {
+                        Protocol::Native => first.native_addr.clone(),
+                        Protocol::Kafka => first.kafka_addr.clone(),
+                    };
+                    let info = BrokerInfo {
+                        embedded: false,
+                        addr: addr.clone(),
+                        shards: Some(c.shards),
+                        data_dir: Some(c.data_dir().display().to_string()),
+                        data_dir_fs: loadgen::embedded::fs_type(c.data_dir()),
+                        broker_pid: Some(first.pid),
+                        cluster_brokers: Some(c.nodes().len() as u32),
+                    };
+                    // Every broker's CPU: followers replicate, so they work too.
+                    let pids: &'static [u32] = Box::leak(c.pids().into_boxed_slice());
+                    (addr, BrokerCpuSource::Pids(pids), info)
+                }
                 (Address::Remote(addr), _) => {
                     println!(
                         "loadgen: target {} at {addr} ({} protocol{})",
@@ -174,6 +223,7 @@ impl Setup {
                         data_dir: None,
                         data_dir_fs: None,
                         broker_pid: t.pid,
+                        cluster_brokers: None,
                     };
                     let cpu = t
                         .pid
@@ -219,6 +269,7 @@ impl Setup {
         Ok(Setup {
             rt,
             embedded,
+            cluster,
             envs,
             targets,
         })
@@ -231,6 +282,38 @@ impl Setup {
             e.shutdown();
             println!("loadgen: embedded broker stopped");
         }
+        if let Some(c) = self.cluster {
+            let n = c.nodes().len();
+            c.shutdown();
+            println!("loadgen: the local cluster's {n} brokers stopped, their data removed");
+        }
+    }
+}
+
+/// A replication factor the brokers cannot give is refused before anything
+/// starts: the embedded broker is a single node, and a local cluster has
+/// `--cluster` brokers.
+fn check_replication(rf: Option<u16>, b: &BrokerArgs, specs: &[TargetSpec]) -> Result<()> {
+    let Some(rf) = rf.filter(|rf| *rf > 1) else {
+        return Ok(());
+    };
+    if specs.iter().any(|t| t.address == Address::Embedded) {
+        bail!(
+            "--replication-factor {rf} needs {rf} brokers, and the embedded broker is a single node: add --cluster {rf} (a local cluster of shardlog processes) or --broker ADDR of a cluster"
+        );
+    }
+    match b.cluster {
+        Some(n) if (n as u64) < rf as u64 => {
+            bail!("--replication-factor {rf} needs {rf} brokers; --cluster {n} starts {n}")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn rf_text(rf: Option<u16>) -> String {
+    match rf {
+        Some(rf) => format!("replication factor {rf}"),
+        None => "the broker's default replication factor".into(),
     }
 }
 
@@ -277,11 +360,13 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
     args.overrides().apply(&mut spec);
     spec.fault_drop_every = args.workload.fault_drop_every.unwrap_or(0);
     spec.validate()?;
-    let setup = Setup::new(
+    let target = default_target(&args.broker);
+    check_replication(
+        spec.replication_factor,
         &args.broker,
-        &[default_target(&args.broker)],
-        SustainRule::default(),
+        std::slice::from_ref(&target),
     )?;
+    let setup = Setup::new(&args.broker, &[target], SustainRule::default())?;
     let label = format!(
         "{} {} acks={}",
         format_size(spec.batch_bytes as u64),
@@ -289,7 +374,8 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
         spec.acks
     );
     println!(
-        "loadgen run: {label}, {} warm-up + {} measured",
+        "loadgen run: {label}, {}, {} warm-up + {} measured",
+        rf_text(spec.replication_factor),
         format_duration(spec.warmup()),
         format_duration(spec.duration())
     );
@@ -371,13 +457,16 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     };
     let specs = if target_args.is_empty() {
         vec![default_target(&args.broker)]
+    } else if args.broker.cluster.is_some() {
+        bail!("--cluster replaces the embedded broker of a single target; it cannot be combined with --target (a profile's targets included)");
     } else {
         TargetSpec::parse_all(&target_args)?
     };
+    check_replication(base.replication_factor, &args.broker, &specs)?;
     let points = sweep::points(&base, &matrix);
     let setup = Setup::new(&args.broker, &specs, knee.rule)?;
     println!(
-        "loadgen sweep: {} points = {} batch sizes x {} codecs x {} acks x {} linger, on {} target(s) ({}); {} messages of {}; {}; about {:.0} s",
+        "loadgen sweep: {} points = {} batch sizes x {} codecs x {} acks x {} linger, on {} target(s) ({}); {} messages of {}; {}; {}; about {:.0} s",
         points.len(),
         matrix.batch_bytes.len(),
         matrix.compression.len(),
@@ -387,6 +476,7 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
         specs.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join(", "),
         base.payload.label(),
         format_size(base.message_size as u64),
+        rf_text(base.replication_factor),
         match &mode {
             Mode::Fixed => format!(
                 "fixed rate {}; {} warm-up + {} measured per point",

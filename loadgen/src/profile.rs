@@ -124,6 +124,7 @@ pub enum PayloadArg {
 pub struct WorkloadOverrides {
     pub topic: Option<String>,
     pub partitions: Option<u32>,
+    pub replication_factor: Option<u16>,
     pub message_size: Option<Size>,
     pub payload: Option<PayloadArg>,
     pub compress_ratio: Option<f64>,
@@ -151,6 +152,9 @@ impl WorkloadOverrides {
         }
         if let Some(v) = self.partitions {
             spec.partitions = v;
+        }
+        if let Some(v) = self.replication_factor {
+            spec.replication_factor = Some(v);
         }
         if let Some(v) = self.message_size {
             spec.message_size = v.0 as usize;
@@ -379,6 +383,7 @@ duration = "3s"
 warmup = 1
 compress_ratio = 3.0
 acks = "all"
+replication_factor = 3
 [knee]
 levels = [20, "90%"]
 tolerance = 3
@@ -397,6 +402,7 @@ acks = ["1", -1]
         assert_eq!(s.duration_ms, 3000);
         assert_eq!(s.warmup_ms, 1000);
         assert_eq!(s.acks, Acks::All);
+        assert_eq!(s.replication_factor, Some(3));
         assert_eq!(s.payload, PayloadKind::Compressible { ratio: 3.0 });
         let m = p.matrix;
         assert_eq!(m.batch_bytes.unwrap(), vec![Size(1024), Size(65536)]);

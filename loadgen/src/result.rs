@@ -77,6 +77,10 @@ pub struct RunResult {
     pub client: Option<ClientInfo>,
     /// Partitions the topic really has (may differ from the spec if it existed).
     pub partitions: u32,
+    /// Replicas per partition of the topic, when known (Kafka Metadata, or
+    /// the factor this run created it with; `spec.replication_factor` is
+    /// what was asked for).
+    pub replication_factor: Option<u16>,
     /// True when `rate` was 0: intended time = actual send time, so latency
     /// is not corrected for coordinated omission and publish delay is 0.
     pub closed_loop: bool,
@@ -126,6 +130,17 @@ pub struct RunResult {
 }
 
 impl RunResult {
+    /// "NAME (P partitions, replication factor N)", for headers: the
+    /// factor found, else the one asked for, else the broker's default.
+    pub fn topic_label(&self) -> String {
+        let rf = match (self.replication_factor, self.spec.replication_factor) {
+            (Some(rf), _) => format!("replication factor {rf}"),
+            (None, Some(rf)) => format!("replication factor {rf} asked"),
+            (None, None) => "broker's default replication factor".into(),
+        };
+        format!("{} ({} partitions, {rf})", self.spec.topic, self.partitions)
+    }
+
     /// Passed = no loss, duplication, reordering, misrouting, or errors.
     pub fn passed(&self) -> bool {
         self.checks.passed()

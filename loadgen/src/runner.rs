@@ -19,7 +19,8 @@ use crate::result::{CompressionStats, RunResult, SpectrumPoint, Throughput};
 use crate::stats::{Bucket, Clock, LatencySummary, Recorder, Window};
 use crate::timeseries::{self, SamplerCtx};
 use crate::transport::{
-    self, Admin, ConsumerBackend, ProducerBackend, ProducerSettings, Target, TransportError,
+    self, Admin, ConsumerBackend, ProducerBackend, ProducerSettings, Target, TopicInfo,
+    TransportError,
 };
 use crate::units::mib_per_s;
 use crate::workload::{SpecError, WorkloadSpec};
@@ -89,7 +90,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     let mut notes = Vec::new();
     let admin = Admin::connect(&env.target).await.map_err(broker_err)?;
     let topic_info = admin
-        .ensure_topic(&spec.topic, spec.partitions)
+        .ensure_topic(&spec.topic, spec.partitions, spec.replication_factor)
         .await
         .map_err(broker_err)?;
     let partitions = topic_info.partitions;
@@ -98,6 +99,10 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
             "topic '{}' already existed with {partitions} partitions (asked for {}); used {partitions}",
             spec.topic, spec.partitions
         ));
+    }
+    let replication_factor = topic_info.replication_factor;
+    if let Some(note) = replication_note(spec, &topic_info) {
+        notes.push(note);
     }
     let spec_arc = Arc::new(spec.clone());
     let run_id = run_id();
@@ -427,6 +432,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         sustain: Sustain::default(),
         spec: spec.clone(),
         partitions,
+        replication_factor,
         closed_loop: spec.closed_loop(),
         measured_s: secs,
         target_rate: spec.rate,
@@ -473,9 +479,50 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     Ok(result)
 }
 
+/// What a report must say about the topic's replication factor: an
+/// existing topic whose factor differs from the one asked for, or one
+/// that could not be checked.
+fn replication_note(spec: &WorkloadSpec, t: &TopicInfo) -> Option<String> {
+    let asked = spec.replication_factor?;
+    match t.replication_factor {
+        _ if t.created => None,
+        Some(rf) if rf != asked => Some(format!(
+            "topic '{}' already existed with replication factor {rf} (asked for {asked}); used {rf}",
+            spec.topic
+        )),
+        Some(_) => None,
+        None => Some(format!(
+            "topic '{}' already existed; its replication factor (asked for {asked}) is unknown: the native Metadata does not carry it (--protocol kafka shows it)",
+            spec.topic
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_existing_topic_with_another_factor_is_noted() {
+        let spec = WorkloadSpec {
+            replication_factor: Some(3),
+            ..WorkloadSpec::default()
+        };
+        let found = |created, rf| TopicInfo {
+            partitions: 4,
+            created,
+            replication_factor: rf,
+        };
+        assert_eq!(replication_note(&spec, &found(true, Some(3))), None);
+        assert_eq!(replication_note(&spec, &found(false, Some(3))), None);
+        let n = replication_note(&spec, &found(false, Some(1))).unwrap();
+        assert!(n.contains("replication factor 1 (asked for 3)"), "{n}");
+        let n = replication_note(&spec, &found(false, None)).unwrap();
+        assert!(n.contains("unknown"), "{n}");
+        // Nothing asked for: the broker's default, nothing to compare.
+        let spec = WorkloadSpec::default();
+        assert_eq!(replication_note(&spec, &found(false, Some(1))), None);
+    }
 
     #[test]
     fn partitions_are_spread_over_consumers() {

@@ -26,6 +26,9 @@ pub enum TargetError {
 #[serde(rename_all = "lowercase")]
 pub enum Address {
     Embedded,
+    /// Broker 1 of the local cluster `--cluster N` starts (not a
+    /// `--target` address: the flag replaces the embedded broker).
+    Cluster,
     Remote(String),
 }
 

@@ -34,6 +34,10 @@ pub const KEY_LEN: usize = 8;
 pub struct WorkloadSpec {
     pub topic: String,
     pub partitions: u32,
+    /// Replicas per partition of a created topic; None: the broker's
+    /// default (`default_replication_factor`; Kafka: `-1`).
+    #[serde(default)]
+    pub replication_factor: Option<u16>,
     /// Value size in bytes, including loadgen's 32-byte header.
     pub message_size: usize,
     pub payload: PayloadKind,
@@ -78,6 +82,7 @@ impl Default for WorkloadSpec {
         WorkloadSpec {
             topic: "loadgen".into(),
             partitions: 4,
+            replication_factor: None,
             message_size: 1024,
             payload: PayloadKind::Compressible { ratio: 2.0 },
             keys: KeyMode::None,
@@ -131,6 +136,9 @@ impl WorkloadSpec {
         }
         if self.partitions == 0 {
             return bad("--partitions must be at least 1".into());
+        }
+        if self.replication_factor == Some(0) {
+            return bad("--replication-factor must be at least 1".into());
         }
         if self.message_size < HEADER_LEN {
             return bad(format!(

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::Loadgen;
+use common::{read_json, Loadgen};
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::workload::WorkloadSpec;
 use std::time::Duration;
@@ -187,10 +187,6 @@ fn short_sweep_args() -> Vec<&'static str> {
         "--duration",
         "500ms",
     ]
-}
-
-fn read_json(p: &std::path::Path) -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
 }
 
 /// Issue 15: two targets (shardlog native and shardlog's Kafka listener,

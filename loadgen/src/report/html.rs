@@ -70,10 +70,7 @@ fn summary_row(name: &str, s: &LatencySummary) -> String {
 fn settings_table(p: &RunResult) -> String {
     let s = &p.spec;
     let rows: Vec<(&str, String)> = vec![
-        (
-            "topic",
-            format!("{} ({} partitions)", s.topic, p.partitions),
-        ),
+        ("topic", p.topic_label()),
         (
             "message size",
             format!(

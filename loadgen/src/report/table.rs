@@ -291,8 +291,13 @@ pub fn render_summary(p: &RunResult) -> String {
     };
     let _ = writeln!(
         out,
-        "{}: topic {} ({} partitions), {} B messages, {} producer(s), {} consumer(s), {rate}, {:.1} s measured",
-        p.label, s.topic, p.partitions, s.message_size, s.producers, s.consumers, p.measured_s
+        "{}: topic {}, {} B messages, {} producer(s), {} consumer(s), {rate}, {:.1} s measured",
+        p.label,
+        p.topic_label(),
+        s.message_size,
+        s.producers,
+        s.consumers,
+        p.measured_s
     );
     let _ = writeln!(
         out,

@@ -164,14 +164,17 @@ impl KafkaAdmin {
             .operation_timeout(Some(ADMIN_TIMEOUT))
     }
 
-    /// Create the topic with the broker's default replication factor
-    /// (`-1`, KIP-464); "already exists" keeps the existing topic.
+    /// Create the topic with `replication_factor` replicas (None: the
+    /// broker's default, `-1`, KIP-464); "already exists" keeps the
+    /// existing topic. Its factor is read back from Metadata.
     pub async fn ensure_topic(
         &self,
         topic: &str,
         partitions: u32,
+        replication_factor: Option<u16>,
     ) -> Result<TopicInfo, TransportError> {
-        let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(-1));
+        let rf = replication_factor.map_or(-1, i32::from);
+        let new = NewTopic::new(topic, partitions as i32, TopicReplication::Fixed(rf));
         let results = self.admin.create_topics([&new], &Self::options()).await?;
         let created = match results.into_iter().next() {
             Some(Ok(_)) => true,
@@ -189,7 +192,7 @@ impl KafkaAdmin {
         };
         let a = self.admin.clone();
         let name = topic.to_string();
-        let partitions = blocking(move || {
+        let (partitions, replicas) = blocking(move || {
             retry_until_visible(
                 || {
                     let md = a.inner().fetch_metadata(Some(&name), ADMIN_TIMEOUT)?;
@@ -200,7 +203,9 @@ impl KafkaAdmin {
                     let ready = t.error().is_none()
                         && !t.partitions().is_empty()
                         && t.partitions().iter().all(|p| p.leader() >= 0);
-                    Ok(ready.then_some(t.partitions().len() as u32))
+                    let replicas = t.partitions().iter().map(|p| p.replicas().len());
+                    let replicas = replicas.max().unwrap_or(0);
+                    Ok(ready.then_some((t.partitions().len() as u32, replicas)))
                 },
                 &format!("topic '{name}'"),
             )
@@ -209,6 +214,7 @@ impl KafkaAdmin {
         Ok(TopicInfo {
             partitions,
             created,
+            replication_factor: u16::try_from(replicas).ok().filter(|r| *r > 0),
         })
     }
 

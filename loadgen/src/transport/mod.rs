@@ -112,6 +112,10 @@ pub struct TopicInfo {
     pub partitions: u32,
     /// Created by this call (so loadgen may delete it afterwards).
     pub created: bool,
+    /// Replicas per partition, when known: from Kafka Metadata (the
+    /// largest replica list), or the factor this call created the topic
+    /// with. The native Metadata does not carry it.
+    pub replication_factor: Option<u16>,
 }
 
 /// Topic administration.
@@ -132,16 +136,18 @@ impl Admin {
         }
     }
 
-    /// Create the topic if missing. An existing topic keeps its partition
-    /// count, which is returned.
+    /// Create the topic if missing, with `replication_factor` replicas per
+    /// partition (None: the broker's default). An existing topic keeps its
+    /// partition count and factor, which are returned.
     pub async fn ensure_topic(
         &self,
         topic: &str,
         partitions: u32,
+        replication_factor: Option<u16>,
     ) -> Result<TopicInfo, TransportError> {
         match self {
-            Admin::Native(a) => a.ensure_topic(topic, partitions).await,
-            Admin::Kafka(a) => a.ensure_topic(topic, partitions).await,
+            Admin::Native(a) => a.ensure_topic(topic, partitions, replication_factor).await,
+            Admin::Kafka(a) => a.ensure_topic(topic, partitions, replication_factor).await,
         }
     }
 

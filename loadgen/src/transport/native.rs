@@ -26,8 +26,13 @@ impl NativeAdmin {
         &self,
         topic: &str,
         partitions: u32,
+        replication_factor: Option<u16>,
     ) -> Result<TopicInfo, TransportError> {
-        let created = match self.client.create_topic(topic, partitions, &[]).await {
+        let created = match self
+            .client
+            .create_replicated_topic(topic, partitions, replication_factor, &[])
+            .await
+        {
             Ok(()) => true,
             Err(ClientError::Broker {
                 code: ErrorCode::TopicExists,
@@ -38,6 +43,7 @@ impl NativeAdmin {
         Ok(TopicInfo {
             partitions: self.client.topic(topic).await?.partitions,
             created,
+            replication_factor: replication_factor.filter(|_| created),
         })
     }
 

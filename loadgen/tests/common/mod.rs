@@ -236,3 +236,8 @@ impl Loadgen {
         }
     }
 }
+
+/// A JSON file (a report.json).
+pub fn read_json(p: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
