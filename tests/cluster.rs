@@ -94,6 +94,24 @@ impl Cluster {
 }
 
 impl Cluster {
+    /// Wait (up to 30 s) until `bootstrap` reports a leader for every
+    /// partition of `topic`, none of them node `victim` (0-based).
+    fn wait_for_leaders_without(&self, bootstrap: &str, topic: &str, victim: usize) {
+        let started = Instant::now();
+        loop {
+            let now = kafka::leaders_any(bootstrap, topic);
+            if now.iter().all(|l| *l > 0 && *l as usize - 1 != victim) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "no new leader for every partition: {now:?}; logs:\n{}",
+                self.cluster_logs()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     fn cluster_logs(&self) -> String {
         let mut out = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -529,19 +547,7 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
         .filter(|i| *i != victim)
         .map(|i| brokers[i].clone())
         .collect();
-    let started = Instant::now();
-    loop {
-        let now = kafka::leaders_any(&survivors[0], "replicated");
-        if now.iter().all(|l| *l > 0 && *l as usize - 1 != victim) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no new leader for every partition: {now:?}; logs:\n{}",
-            c.cluster_logs()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_for_leaders_without(&survivors[0], "replicated", victim);
     kafka::produce_range(&survivors[0], "replicated", 300..600);
     // The new leader of partition 0 was a follower: it serves the first
     // 300 only if it replicated them.
@@ -1828,18 +1834,7 @@ fn replicated_partitions_on_two_shard_brokers_replicate_and_fail_over() {
     let victim = leaders[1] as usize - 1;
     c.nodes[victim].kill9();
     let survivor = brokers[(victim + 1) % 3].clone();
-    let started = Instant::now();
-    loop {
-        let now = kafka::leaders_any(&survivor, "sharded");
-        if now.iter().all(|l| *l > 0 && *l as usize - 1 != victim) {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "no new leader for every partition: {now:?}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    c.wait_for_leaders_without(&survivor, "sharded", victim);
     kafka::produce_range(&survivor, "sharded", 600..900);
     let all = kafka::read_all(&brokers[(victim + 2) % 3], "sharded", 6, 900);
     let distinct: std::collections::BTreeSet<usize> = all.iter().copied().collect();

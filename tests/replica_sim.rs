@@ -206,6 +206,34 @@ fn group_cfg(id: u64, partition: u32) -> GroupConfig {
 }
 
 impl Sim {
+    /// Three brokers, none started yet; `lossy`: faults on.
+    fn new(seed: u64, lossy: bool) -> Sim {
+        Sim {
+            seed,
+            rng: StdRng::seed_from_u64(seed),
+            clock: ManualClock::new(),
+            step: 0,
+            nodes: (1..=NODES)
+                .map(|id| Node {
+                    id,
+                    disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)),
+                    up: None,
+                    cursor: vec![0; PARTITIONS as usize],
+                })
+                .collect(),
+            net: Vec::new(),
+            cut: BTreeSet::new(),
+            props: Vec::new(),
+            writers: BTreeMap::new(),
+            leaders: BTreeMap::new(),
+            read: BTreeMap::new(),
+            next_tag: 0,
+            lossy,
+            stats: Stats::default(),
+            idem: Idempotent::default(),
+        }
+    }
+
     fn fail(&self, what: String) -> ! {
         panic!("seed {}: step {}: {what}", self.seed, self.step)
     }
@@ -382,16 +410,7 @@ impl Sim {
             let frame = b.finish(Compression::None, ProducerIds::NONE);
             let up = self.nodes[i].up.as_mut().unwrap();
             if let Ok(pr) = up.driver.propose(&key(p), frame) {
-                self.stats.proposed += 1;
-                if let Some(&w) = self.writers.get(&(p, pr.term)) {
-                    if w != node {
-                        self.fail(format!(
-                            "partition {p}: nodes {w} and {node} both accepted writes in term {}",
-                            pr.term
-                        ));
-                    }
-                }
-                self.writers.insert((p, pr.term), node);
+                self.accepted(node, p, pr);
                 self.props.push(Prop {
                     node,
                     partition: p,
@@ -401,6 +420,20 @@ impl Sim {
                 });
             }
         }
+    }
+
+    /// A new proposal `pr` accepted by `node`: the only writer of its term.
+    fn accepted(&mut self, node: u64, p: u32, pr: Proposed) {
+        self.stats.proposed += 1;
+        if let Some(&w) = self.writers.get(&(p, pr.term)) {
+            if w != node {
+                self.fail(format!(
+                    "partition {p}: nodes {w} and {node} both accepted writes in term {}",
+                    pr.term
+                ));
+            }
+        }
+        self.writers.insert((p, pr.term), node);
     }
 
     /// The idempotent producer's turn: a new batch, or (now and then, or
@@ -459,21 +492,12 @@ impl Sim {
                     {
                         if !retry {
                             self.fail(format!(
-                                "a new batch (sequence {seq}) was answered as a retry: {pr:?}; last index {last_index}; earlier {:?}", self.props.iter().filter(|x| x.partition == p).map(|x| (x.tag, x.p, x.acked)).collect::<Vec<_>>()
+                                "a new batch (sequence {seq}) was answered as a retry: {pr:?} (last index {last_index})"
                             ));
                         }
                         self.stats.deduplicated += 1;
                     } else {
-                        self.stats.proposed += 1;
-                        if let Some(&w) = self.writers.get(&(p, pr.term)) {
-                            if w != node {
-                                self.fail(format!(
-                                    "partition {p}: nodes {w} and {node} both accepted writes in term {}",
-                                    pr.term
-                                ));
-                            }
-                        }
-                        self.writers.insert((p, pr.term), node);
+                        self.accepted(node, p, pr);
                     }
                     self.props.push(Prop {
                         node,
@@ -690,30 +714,7 @@ impl Sim {
 }
 
 async fn run_seed(seed: u64, steps: u64) -> Stats {
-    let mut sim = Sim {
-        seed,
-        rng: StdRng::seed_from_u64(seed),
-        clock: ManualClock::new(),
-        step: 0,
-        nodes: (1..=NODES)
-            .map(|id| Node {
-                id,
-                disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)),
-                up: None,
-                cursor: vec![0; PARTITIONS as usize],
-            })
-            .collect(),
-        net: Vec::new(),
-        cut: BTreeSet::new(),
-        props: Vec::new(),
-        writers: BTreeMap::new(),
-        leaders: BTreeMap::new(),
-        read: BTreeMap::new(),
-        next_tag: 0,
-        lossy: true,
-        stats: Stats::default(),
-        idem: Idempotent::default(),
-    };
+    let mut sim = Sim::new(seed, true);
     for i in 0..NODES as usize {
         sim.start(i).await;
     }
@@ -827,30 +828,7 @@ fn replicated_partitions_survive_crashes_partitions_and_a_lossy_network() {
 fn a_lagging_follower_is_served_in_few_reads_and_idle_groups_hold_no_entries() {
     let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
     ex.run(async {
-        let mut sim = Sim {
-            seed: 7,
-            rng: StdRng::seed_from_u64(7),
-            clock: ManualClock::new(),
-            step: 0,
-            nodes: (1..=NODES)
-                .map(|id| Node {
-                    id,
-                    disk: SimDisk::new(700 + id),
-                    up: None,
-                    cursor: vec![0; PARTITIONS as usize],
-                })
-                .collect(),
-            net: Vec::new(),
-            cut: BTreeSet::new(),
-            props: Vec::new(),
-            writers: BTreeMap::new(),
-            leaders: BTreeMap::new(),
-            read: BTreeMap::new(),
-            next_tag: 0,
-            lossy: false,
-            stats: Stats::default(),
-            idem: Idempotent::default(),
-        };
+        let mut sim = Sim::new(7, false);
         for i in 0..NODES as usize {
             sim.start(i).await;
         }
