@@ -158,8 +158,12 @@ impl LogIndex {
     /// Kafka's OffsetForLeaderEpoch: the largest epoch (term) at or below
     /// `term` that has entries in the log, and where it ends (the next
     /// epoch's first offset, or the log end for the last epoch). None when
-    /// `term` is below every epoch the log holds.
+    /// `term` is below every epoch the log holds, or above the last (as
+    /// Kafka answers UNDEFINED for an epoch it has not seen).
     pub fn epoch_end(&self, term: u64) -> Option<(u64, u64)> {
+        if self.epochs.last().is_some_and(|e| term > e.term) {
+            return None;
+        }
         let k = self.epochs.partition_point(|e| e.term <= term);
         let epoch = self.epochs.get(k.checked_sub(1)?)?;
         let end = self.epochs.get(k).map_or(self.next_offset(), |e| e.offset);
@@ -429,6 +433,14 @@ mod tests {
         );
         assert_eq!(idx.find(4), Some(Found::At(12)));
         assert_eq!(idx.epoch(2).map(|e| (e.index, e.offset)), Some((3, 11)));
+        // OffsetForLeaderEpoch: epoch 1 ends where epoch 2 starts, epoch 2
+        // at the log end; an epoch never seen is undefined.
+        assert_eq!(idx.epoch_end(1), Some((1, 11)));
+        assert_eq!(idx.epoch_end(2), Some((2, 20)));
+        assert_eq!(idx.epoch_end(0), None);
+        assert_eq!(idx.epoch_end(3), None);
+        // A retry finds its batch by base offset among the tail's entries.
+        assert_eq!((idx.index_at(11), idx.index_at(5)), (Some(3), None));
         // A follower drops its divergent suffix from entry 3 on.
         idx.truncate_after(2, 11);
         assert_eq!(
