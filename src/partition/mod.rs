@@ -208,12 +208,12 @@ impl<D: Disk> Partition<D> {
     /// proposes).
     pub fn check_sequence(
         &self,
-        h: &crate::format::BatchHeader,
+        frame: &[u8],
     ) -> Result<
         crate::storage::producer_state::SeqCheck,
         crate::storage::producer_state::SequenceError,
     > {
-        self.log.check_sequence(h)
+        self.log.check_sequence(frame)
     }
 
     /// Append as leader, stamping `leader_epoch` into every batch.

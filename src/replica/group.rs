@@ -451,7 +451,7 @@ impl<D: Disk> PartitionGroup<D> {
             .expect("frames are validated before they are proposed");
         let idempotent = h.producer_id >= 0 && h.base_sequence >= 0;
         if idempotent {
-            if let Some(original) = self.check_sequence(&h)? {
+            if let Some(original) = self.check_sequence(&h, &frame)? {
                 return Ok(original);
             }
         }
@@ -494,6 +494,7 @@ impl<D: Disk> PartitionGroup<D> {
     fn check_sequence(
         &mut self,
         h: &crate::format::BatchHeader,
+        frame: &[u8],
     ) -> Result<Option<Proposed>, ProposeError> {
         // What is appended is in the log's table now (or was replaced by
         // another term's entry, which the log's table reflects).
@@ -504,7 +505,7 @@ impl<D: Disk> PartitionGroup<D> {
         });
         let last_seq = last_seq_of(h);
         let in_log = |g: &Self| -> Result<Option<Proposed>, ProposeError> {
-            match g.partition.check_sequence(h)? {
+            match g.partition.check_sequence(frame)? {
                 SeqCheck::Append => Ok(None),
                 SeqCheck::Duplicate { base_offset, .. } => match g.store.index_at(base_offset) {
                     Some(index) => Ok(Some(Proposed {

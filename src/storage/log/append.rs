@@ -112,8 +112,9 @@ impl<D: super::Disk> Log<D> {
     /// producer table (as of the log end): new, a retry of one of the
     /// producer's last batches, or out of order. A replicated partition's
     /// leader asks before it proposes (see `replica::group`).
-    pub fn check_sequence(&self, h: &BatchHeader) -> Result<SeqCheck, SequenceError> {
-        self.st.borrow().producers.check(h)
+    pub fn check_sequence(&self, frame: &[u8]) -> Result<SeqCheck, SequenceError> {
+        let h = frame::parse_header(frame).expect("frames are validated before they are checked");
+        self.st.borrow().producers.check(&h)
     }
 
     /// The error an append gets before it is looked at, if any.
