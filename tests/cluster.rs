@@ -324,9 +324,9 @@ mod kafka {
     }
 
     /// Each partition's leader as `bootstrap` reports it now (-1: none).
-    /// Each partition's in-sync replicas (sorted) as the broker at
-    /// `bootstrap` reports them.
-    pub fn isr_of(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
+    /// Each partition's (leader, sorted in-sync replicas) as the broker
+    /// at `bootstrap` reports them; empty if it did not answer.
+    fn partitions_of(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
         let probe: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()
@@ -338,25 +338,26 @@ mod kafka {
                 .map(|p| {
                     let mut isr = p.isr().to_vec();
                     isr.sort_unstable();
-                    isr
+                    (p.leader(), isr)
                 })
                 .collect(),
             Err(_) => vec![],
         }
     }
 
+    /// Each partition's in-sync replicas (sorted) as `bootstrap` reports them.
+    pub fn isr_of(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
+        partitions_of(bootstrap, topic)
+            .into_iter()
+            .map(|p| p.1)
+            .collect()
+    }
+
+    /// Each partition's leader as `bootstrap` reports it ([-1]: no answer).
     pub fn leaders_any(bootstrap: &str, topic: &str) -> Vec<i32> {
-        let probe: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", bootstrap)
-            .create()
-            .unwrap();
-        match probe.fetch_metadata(Some(topic), Duration::from_secs(5)) {
-            Ok(md) => md.topics()[0]
-                .partitions()
-                .iter()
-                .map(|p| p.leader())
-                .collect(),
-            Err(_) => vec![-1],
+        match partitions_of(bootstrap, topic) {
+            ps if ps.is_empty() => vec![-1],
+            ps => ps.into_iter().map(|p| p.0).collect(),
         }
     }
 

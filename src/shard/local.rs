@@ -452,41 +452,26 @@ pub async fn fetch_local(
 }
 
 /// OffsetForLeaderEpoch on a replicated partition: answered from the
-/// group's epoch history by its leader; NOT_LEADER_OR_FOLLOWER elsewhere.
-async fn return_epoch_end(
+/// group's epoch history by its leader (the end offset and the epoch;
+/// `(u64::MAX, -1)` for an epoch the log never had); NOT_LEADER_OR_FOLLOWER
+/// elsewhere.
+async fn replicated_epoch_end(
     shard: &Rc<Shard>,
     topic: &str,
     partition: u32,
     epoch: i32,
-    log_start_offset: u64,
-    high_watermark: u64,
-    out: &mut Vec<OffsetsPartResult>,
-) {
+) -> Result<(u64, i32), OpError> {
     let not_leader = |leader: Option<u32>| OpError::NotLeader {
         topic: topic.to_string(),
         partition,
         leader: leader.unwrap_or(0),
     };
-    let result = match shard
-        .replication()
-        .and_then(|r| Some((r.key_of(topic, partition)?, r)))
-    {
-        None => Err(not_leader(None)),
-        Some((key, r)) => match r.epoch_end(&key, epoch.max(0) as u64).await {
-            Ok(found) => Ok(PartitionOffsets {
-                offset: found.map_or(u64::MAX, |(_, end)| end),
-                log_start_offset,
-                high_watermark,
-                leader_epoch: found.map_or(-1, |(e, _)| e as i32),
-            }),
-            Err((leader, _)) => Err(not_leader(leader)),
-        },
-    };
-    out.push(OffsetsPartResult {
-        topic: topic.to_string(),
-        partition,
-        result,
-    });
+    let r = shard.replication().ok_or_else(|| not_leader(None))?;
+    let key = r.key_of(topic, partition).ok_or_else(|| not_leader(None))?;
+    match r.epoch_end(&key, epoch.max(0) as u64).await {
+        Ok(found) => Ok(found.map_or((u64::MAX, -1), |(e, end)| (end, e as i32))),
+        Err((leader, _)) => Err(not_leader(leader)),
+    }
 }
 
 pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<OffsetsPartResult> {
@@ -505,50 +490,37 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
                 }
                 let log_start_offset = log.log_start_offset();
                 let high_watermark = log.high_watermark();
-                let offset = match p.query {
-                    OffsetQuery::Earliest => Ok(log_start_offset),
-                    OffsetQuery::Latest => Ok(high_watermark),
+                let epoch = log.leader_epoch();
+                // (offset, the leader epoch it is answered for)
+                let answer = match p.query {
+                    OffsetQuery::Earliest => Ok((log_start_offset, epoch)),
+                    OffsetQuery::Latest => Ok((high_watermark, epoch)),
                     OffsetQuery::Timestamp(ts) => log
                         .offset_for_timestamp(ts)
                         .await
-                        .map(|o| o.unwrap_or(high_watermark))
+                        .map(|o| (o.unwrap_or(high_watermark), epoch))
                         .map_err(OpError::Read),
                     OffsetQuery::MaxTimestamp => log
                         .offset_of_max_timestamp()
                         .await
-                        .map(|o| o.unwrap_or(high_watermark))
+                        .map(|o| (o.unwrap_or(high_watermark), epoch))
                         .map_err(OpError::Read),
                     // One node: the partition has had one epoch, ending at
                     // the high watermark.
-                    OffsetQuery::EpochEnd(e) if !log.is_replicated() => {
-                        Ok(if e >= log.leader_epoch() {
-                            high_watermark
-                        } else {
-                            u64::MAX
-                        })
-                    }
+                    OffsetQuery::EpochEnd(e) if !log.is_replicated() => Ok(if e >= epoch {
+                        (high_watermark, epoch)
+                    } else {
+                        (u64::MAX, -1)
+                    }),
                     OffsetQuery::EpochEnd(e) => {
-                        return_epoch_end(
-                            shard,
-                            &p.topic,
-                            p.partition,
-                            e,
-                            log_start_offset,
-                            high_watermark,
-                            &mut out,
-                        )
-                        .await;
-                        continue;
+                        replicated_epoch_end(shard, &p.topic, p.partition, e).await
                     }
                 };
-                offset.map(|offset| PartitionOffsets {
+                answer.map(|(offset, leader_epoch)| PartitionOffsets {
                     offset,
                     log_start_offset,
                     high_watermark,
-                    leader_epoch: match p.query {
-                        OffsetQuery::EpochEnd(_) if offset == u64::MAX => -1,
-                        _ => log.leader_epoch(),
-                    },
+                    leader_epoch,
                 })
             }
             Err(e) => Err(e),
