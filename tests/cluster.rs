@@ -532,15 +532,7 @@ fn a_kafka_client_creates_produces_and_consumes_through_any_bootstrap_node() {
 /// directory holds the partition's data.
 #[test]
 fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed() {
-    let mut c = Cluster::start();
-    c.settled_view(0, 3, None, Duration::from_secs(30));
-    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
-    kafka::create_replicated(&brokers[0], "replicated", 2, 3);
-    let leaders = kafka::leaders(&brokers[0], "replicated", &brokers);
-    kafka::produce(&brokers[1], "replicated", 300);
-    let first = kafka::read_all(&brokers[2], "replicated", 2, 300);
-    let distinct: std::collections::BTreeSet<usize> = first.iter().copied().collect();
-    assert_eq!(distinct.len(), 300, "read back before the kill");
+    let (mut c, brokers, leaders) = replicated_and_read_back(1, "replicated", 2, 300);
     // Kill the leader of partition 0; a follower takes over.
     let victim = leaders[0] as usize - 1;
     c.nodes[victim].kill9();
@@ -577,6 +569,28 @@ fn a_replicated_topic_keeps_every_acknowledged_message_when_a_leader_is_killed()
         "acknowledged messages missing after the second kill: {missing:?}; logs:\n{}",
         c.cluster_logs()
     );
+}
+
+/// Three brokers with `shards` shards each, an RF=3 topic of `partitions`
+/// whose leaders are all elected, and `n` messages produced through broker
+/// 2 and read back through broker 3. Returns the cluster, the brokers'
+/// Kafka addresses and each partition's leader.
+fn replicated_and_read_back(
+    shards: usize,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> (Cluster, Vec<String>, Vec<i32>) {
+    let c = Cluster::start_with_shards(shards);
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], topic, partitions, 3);
+    let leaders = kafka::leaders(&brokers[0], topic, &brokers);
+    kafka::produce(&brokers[1], topic, n);
+    let first = kafka::read_all(&brokers[2], topic, partitions, n);
+    let distinct: std::collections::BTreeSet<usize> = first.iter().copied().collect();
+    assert_eq!(distinct.len(), n, "read back through another broker");
+    (c, brokers, leaders)
 }
 
 /// Leaders of a replicated topic are killed (`kill -9`) again and again
@@ -1823,15 +1837,7 @@ fn a_new_leader_answers_epoch_ends_from_its_history_and_fences_stale_epochs() {
 /// over both shards of every broker; a leader is killed and the rest go on.
 #[test]
 fn replicated_partitions_on_two_shard_brokers_replicate_and_fail_over() {
-    let mut c = Cluster::start_with_shards(2);
-    c.settled_view(0, 3, None, Duration::from_secs(30));
-    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
-    kafka::create_replicated(&brokers[0], "sharded", 6, 3);
-    let leaders = kafka::leaders(&brokers[0], "sharded", &brokers);
-    kafka::produce(&brokers[1], "sharded", 600);
-    let first = kafka::read_all(&brokers[2], "sharded", 6, 600);
-    let distinct: std::collections::BTreeSet<usize> = first.iter().copied().collect();
-    assert_eq!(distinct.len(), 600, "read back through another broker");
+    let (mut c, brokers, leaders) = replicated_and_read_back(2, "sharded", 6, 600);
     let victim = leaders[1] as usize - 1;
     c.nodes[victim].kill9();
     let survivor = brokers[(victim + 1) % 3].clone();
