@@ -40,7 +40,8 @@ use shardlog::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use shardlog::partition::Partition;
 use shardlog::replica::wire;
 use shardlog::replica::{
-    GroupConfig, GroupKey, Outcome, PartitionGroup, ProposeError, Proposed, ReplicationDriver,
+    GroupConfig, GroupKey, Outcome, PartitionGroup, ProposeError, Proposed, Reconfig,
+    ReplicationDriver,
 };
 use shardlog::storage::file::Disk;
 use shardlog::storage::producer_state::SequenceError;
@@ -51,6 +52,8 @@ use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
 
+/// The brokers whose replicas form each group at its start (its voters
+/// at index 0); a reassignment simulation adds a fourth broker.
 const NODES: u64 = 3;
 const PARTITIONS: u32 = 2;
 const TOPIC: u128 = 0xfeed;
@@ -131,6 +134,9 @@ struct Stats {
     retries: u64,
     deduplicated: u64,
     out_of_order: u64,
+    /// Reassignment: configuration changes proposed, leadership hand-overs.
+    reconfigurations: u64,
+    transfers: u64,
 }
 
 impl Stats {
@@ -148,6 +154,8 @@ impl Stats {
         self.retries += s.retries;
         self.deduplicated += s.deduplicated;
         self.out_of_order += s.out_of_order;
+        self.reconfigurations += s.reconfigurations;
+        self.transfers += s.transfers;
     }
 }
 
@@ -172,6 +180,9 @@ struct Sim {
     stats: Stats,
     /// The idempotent producer of partition 1.
     idem: Idempotent,
+    /// A reassignment in progress or done: the voters every group should
+    /// end with (None: the groups keep their initial voters).
+    target: Option<Vec<u64>>,
 }
 
 /// An idempotent producer: its batches (frame and tag) by sequence, and
@@ -191,12 +202,14 @@ const PRODUCER_ID: i64 = 77;
 /// Kafka's limit for idempotent producers (max.in.flight <= 5).
 const IN_FLIGHT: usize = 5;
 
-fn group_cfg(id: u64, partition: u32) -> GroupConfig {
+fn group_cfg(id: u64, partition: u32, brokers: u64) -> GroupConfig {
+    // Every group starts with brokers 1..=3 as voters; a fourth broker's
+    // replica starts as a non-member and joins through a reassignment.
     let mut c = GroupConfig::new(id, (1..=NODES).collect());
     // Fixed, distinct election timeouts: raft-rs would draw them from the
     // thread's RNG, which would not replay. Spread so partitions elect
     // different leaders.
-    let t = 10 + 4 * ((id + partition as u64) % NODES) as usize;
+    let t = 10 + 4 * ((id + partition as u64) % brokers) as usize;
     c.election_range = Some((t, t + 1));
     // A small window, so followers that fall behind are served from disk.
     c.window_bytes = 2048;
@@ -208,12 +221,17 @@ fn group_cfg(id: u64, partition: u32) -> GroupConfig {
 impl Sim {
     /// Three brokers, none started yet; `lossy`: faults on.
     fn new(seed: u64, lossy: bool) -> Sim {
+        Sim::with_brokers(seed, lossy, NODES)
+    }
+
+    /// `brokers` brokers (3 or 4), each with a replica of every partition.
+    fn with_brokers(seed: u64, lossy: bool, brokers: u64) -> Sim {
         Sim {
             seed,
             rng: StdRng::seed_from_u64(seed),
             clock: ManualClock::new(),
             step: 0,
-            nodes: (1..=NODES)
+            nodes: (1..=brokers)
                 .map(|id| Node {
                     id,
                     disk: SimDisk::new(seed.wrapping_mul(31).wrapping_add(id)),
@@ -231,7 +249,56 @@ impl Sim {
             lossy,
             stats: Stats::default(),
             idem: Idempotent::default(),
+            target: None,
         }
+    }
+
+    fn brokers(&self) -> u64 {
+        self.nodes.len() as u64
+    }
+
+    /// The brokers whose replicas every group ends with.
+    fn members(&self) -> Vec<u64> {
+        self.target.clone().unwrap_or_else(|| (1..=NODES).collect())
+    }
+
+    /// Every broker's driver moves the groups it leads a step towards the
+    /// target (as the shard's replication task does each tick).
+    fn reconfigure(&mut self) {
+        let Some(target) = self.target.clone() else {
+            return;
+        };
+        for n in &mut self.nodes {
+            let Some(up) = n.up.as_mut() else {
+                continue;
+            };
+            for p in 0..PARTITIONS {
+                match up.driver.reconfigure(&key(p), &target) {
+                    Some(Reconfig::Proposed) => self.stats.reconfigurations += 1,
+                    Some(Reconfig::Transferring(_)) => self.stats.transfers += 1,
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// Whether every member of group `p` has applied exactly the target
+    /// configuration (voters = target, no learners, not joint).
+    fn reconfigured(&self, p: u32) -> bool {
+        let want = self.members();
+        want.iter().all(|id| {
+            let cs = self.nodes[(*id - 1) as usize]
+                .up
+                .as_ref()
+                .unwrap()
+                .driver
+                .group(&key(p))
+                .unwrap()
+                .conf_state();
+            let mut voters = cs.voters.clone();
+            voters.sort_unstable();
+            voters == want && cs.learners.is_empty() && cs.voters_outgoing.is_empty()
+        })
     }
 
     fn fail(&self, what: String) -> ! {
@@ -258,7 +325,8 @@ impl Sim {
             .await
             .unwrap_or_else(|e| self.fail(format!("node {id} log {p}: {e}")));
             flushers.push(glommio::spawn_local(partition.run_flusher()));
-            let group = PartitionGroup::open(&group_cfg(id, p), disk.clone(), partition)
+            let cfg = group_cfg(id, p, self.brokers());
+            let group = PartitionGroup::open(&cfg, disk.clone(), partition)
                 .await
                 .unwrap_or_else(|e| self.fail(format!("node {id} replica {p}: {e}")));
             driver.insert(key(p), group);
@@ -637,8 +705,8 @@ impl Sim {
         } else if roll < 0.08 && !down.is_empty() {
             self.start(down[0]).await;
         } else if self.lossy && roll < 0.10 && self.cut.is_empty() {
-            let victim = self.rng.gen_range(1..=NODES);
-            for other in 1..=NODES {
+            let victim = self.rng.gen_range(1..=self.brokers());
+            for other in 1..=self.brokers() {
                 if other != victim {
                     self.cut.insert((victim, other));
                     self.cut.insert((other, victim));
@@ -665,6 +733,7 @@ impl Sim {
                 up.driver.tick();
             }
         }
+        self.reconfigure();
     }
 
     /// A step with no faults (after healing); proposals only while `propose`.
@@ -682,10 +751,13 @@ impl Sim {
         self.check().await;
     }
 
-    /// Per partition: (applied, last, high watermark) of every replica.
+    /// Per partition: (applied, last, high watermark) of every member's
+    /// replica.
     fn progress(&self, p: u32) -> Vec<(u64, u64, u64)> {
+        let members = self.members();
         self.nodes
             .iter()
+            .filter(|n| members.contains(&n.id))
             .map(|n| {
                 let g = n.up.as_ref().unwrap().driver.group(&key(p)).unwrap();
                 (
@@ -700,9 +772,11 @@ impl Sim {
     /// A batch of the final term committed on partition `p`: everything
     /// before it is committed too.
     fn final_term_committed(&self, p: u32) -> bool {
+        let members = self.members();
         let final_term = self
             .nodes
             .iter()
+            .filter(|n| members.contains(&n.id))
             .map(|n| n.up.as_ref().unwrap().driver.group(&key(p)).unwrap().term())
             .max();
         self.props.iter().any(|x| {
@@ -714,11 +788,23 @@ impl Sim {
 }
 
 async fn run_seed(seed: u64, steps: u64) -> Stats {
-    let mut sim = Sim::new(seed, true);
-    for i in 0..NODES as usize {
+    run_seed_with(seed, steps, false).await
+}
+
+/// One seed; with `reassign`, a fourth broker takes part, and a quarter of
+/// the way in every group is reassigned from brokers 1,2,3 to three of
+/// 1..=4 that include broker 4 (one of the first three leaves).
+async fn run_seed_with(seed: u64, steps: u64, reassign: bool) -> Stats {
+    let brokers = if reassign { NODES + 1 } else { NODES };
+    let mut sim = Sim::with_brokers(seed, true, brokers);
+    for i in 0..brokers as usize {
         sim.start(i).await;
     }
-    for _ in 0..steps {
+    let leaving = sim.rng.gen_range(1..=NODES);
+    for step in 0..steps {
+        if reassign && step == steps / 4 {
+            sim.target = Some((1..=brokers).filter(|n| *n != leaving).collect());
+        }
         sim.run_step().await;
     }
     // Heal: every broker up, no faults; proposals continue until one
@@ -737,7 +823,9 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
         sim.run_step_quiet(round < 300).await;
         converged = (0..PARTITIONS).all(|p| {
             let pr = sim.progress(p);
-            sim.final_term_committed(p) && pr.iter().all(|u| *u == pr[0] && u.0 == u.1)
+            sim.final_term_committed(p)
+                && pr.iter().all(|u| *u == pr[0] && u.0 == u.1)
+                && sim.reconfigured(p)
         });
         if converged {
             break;
@@ -771,9 +859,16 @@ async fn run_seed(seed: u64, steps: u64) -> Stats {
             )),
         }
     }
-    // Every replica's consumer read the whole, same log.
+    // Every member's consumer read the whole, same log (a replica that
+    // left read a prefix of it, checked with every read).
+    let members = sim.members();
     for p in 0..PARTITIONS as usize {
-        let ends: Vec<u64> = sim.nodes.iter().map(|n| n.cursor[p]).collect();
+        let ends: Vec<u64> = sim
+            .nodes
+            .iter()
+            .filter(|n| members.contains(&n.id))
+            .map(|n| n.cursor[p])
+            .collect();
         if ends.iter().any(|e| *e != ends[0]) {
             sim.fail(format!(
                 "partition {p}: replicas' visible ends differ: {ends:?}"
@@ -793,18 +888,24 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// The seeds to run: `SHARDLOG_SEED` alone, or `count_var` (default
+/// `default`) seeds from `SHARDLOG_FIRST_SEED` (default 1).
+fn seeds(count_var: &str, default: u64) -> Vec<u64> {
+    match std::env::var("SHARDLOG_SEED") {
+        Ok(s) => vec![s.parse().unwrap()],
+        Err(_) => {
+            let first = env_u64("SHARDLOG_FIRST_SEED", 1);
+            (first..first + env_u64(count_var, default)).collect()
+        }
+    }
+}
+
 #[test]
 fn replicated_partitions_survive_crashes_partitions_and_a_lossy_network() {
     let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
     ex.run(async {
         let steps = env_u64("SHARDLOG_SIM_STEPS", 400);
-        let seeds: Vec<u64> = match std::env::var("SHARDLOG_SEED") {
-            Ok(s) => vec![s.parse().unwrap()],
-            Err(_) => {
-                let first = env_u64("SHARDLOG_FIRST_SEED", 1);
-                (first..first + env_u64("SHARDLOG_SEEDS", 40)).collect()
-            }
-        };
+        let seeds = seeds("SHARDLOG_SEEDS", 40);
         let mut total = Stats::default();
         for seed in seeds {
             total.add(&run_seed(seed, steps).await);
@@ -938,5 +1039,31 @@ fn a_lagging_follower_is_served_in_few_reads_and_idle_groups_hold_no_entries() {
                 g.window_bytes()
             );
         }
+    });
+}
+
+/// Reassignment under faults: four brokers, every group starting with
+/// brokers 1,2,3 as voters and broker 4's replicas as non-members; a
+/// quarter of the way in, every group is reassigned to three brokers that
+/// include 4 (one of 1,2,3, drawn per seed, leaves), while producers write
+/// and brokers crash, restart and are cut off. The per-step checks hold
+/// throughout (one leader and one writer per term, reads never change);
+/// at the end every group's members applied exactly the target
+/// configuration, and every acknowledged batch is on each of them, once.
+/// `SHARDLOG_REASSIGN_SEEDS=N` (default 20) seeds from
+/// `SHARDLOG_FIRST_SEED`; `SHARDLOG_SEED` replays one.
+#[test]
+fn reassignments_under_crashes_and_a_lossy_network_keep_every_acknowledged_batch() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        let steps = env_u64("SHARDLOG_SIM_STEPS", 400);
+        let seeds = seeds("SHARDLOG_REASSIGN_SEEDS", 20);
+        let mut total = Stats::default();
+        for seed in seeds {
+            total.add(&run_seed_with(seed, steps, true).await);
+        }
+        println!("replica_sim reassignments: {total:?}");
+        assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
+        assert!(total.reconfigurations > 0, "{total:?}");
     });
 }

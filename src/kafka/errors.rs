@@ -101,6 +101,7 @@ pub fn admin(e: &AdminError) -> i16 {
         AdminError::InvalidName(_) => ResponseError::InvalidTopicException,
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        AdminError::InvalidReassignment(_) => ResponseError::InvalidReplicaAssignment,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => {
             ResponseError::KafkaStorageError

@@ -85,6 +85,17 @@ impl<D: Disk> ReplicationDriver<D> {
         self.groups.iter()
     }
 
+    /// Move group `key`'s membership a step towards `target` (see
+    /// [`PartitionGroup::reconfigure`]); the group gets a ready cycle.
+    pub fn reconfigure(&mut self, key: &GroupKey, target: &[u64]) -> Option<super::Reconfig> {
+        let g = self.groups.get_mut(key)?;
+        let r = g.reconfigure(target);
+        if g.has_ready() {
+            self.touched.insert(*key);
+        }
+        Some(r)
+    }
+
     pub fn stats(&self) -> &DriverStats {
         &self.stats
     }

@@ -37,7 +37,10 @@ use crate::storage::file::Disk;
 use crate::storage::producer_state::{last_seq_of, SeqCheck, SequenceError};
 use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
-use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    HardState, Message, MessageType,
+};
 use raft::{RawNode, StateRole};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -201,7 +204,10 @@ impl<D: Disk> PartitionGroup<D> {
         disk: D,
         partition: Rc<Partition<D>>,
     ) -> Result<PartitionGroup<D>, ReplicaError> {
-        assert!(cfg.id != 0 && cfg.voters.contains(&cfg.id));
+        // A replica need not be among the initial voters: one added by a
+        // reassignment starts from the group's initial configuration as a
+        // non-member and replays the configuration changes that add it.
+        assert!(cfg.id != 0 && !cfg.voters.is_empty());
         let (state_file, saved) = StateFile::load(disk, partition.dir()).await?;
         let start = partition.log_start_offset();
         let saved = match saved {
@@ -220,7 +226,7 @@ impl<D: Disk> PartitionGroup<D> {
             }
         };
         let index = LogIndex::new(saved.first_index, saved.prev_term, start);
-        let conf = ConfState::from((saved.voters.clone(), saved.learners.clone()));
+        let conf: ConfState = saved.conf_state();
         let hard = HardState {
             term: saved.term,
             vote: saved.vote,
@@ -616,7 +622,7 @@ impl<D: Disk> PartitionGroup<D> {
         );
         // Committed entries come only up to what this replica persisted.
         let committed = rd.take_committed_entries();
-        self.apply(&committed);
+        self.apply(&committed).await?;
         let entries = rd.take_entries();
         self.append_entries(&entries).await?;
         if let Some(hs) = rd.hs().cloned() {
@@ -807,7 +813,9 @@ impl<D: Disk> PartitionGroup<D> {
         let mut next = self.saved.clone();
         next.term = hs.term;
         next.vote = hs.vote;
-        next.commit = hs.commit.min(self.store.last_index());
+        // Never past what was applied: a restart applies again what
+        // follows the saved commit, configuration changes included.
+        next.commit = hs.commit.min(self.store.last_index()).min(self.applied);
         next.first_index = self.store.first_index();
         next.prev_term = self
             .store
@@ -818,16 +826,198 @@ impl<D: Disk> PartitionGroup<D> {
         Ok(())
     }
 
-    /// Step 6: move the high watermark to the end of the last applied entry.
-    fn apply(&mut self, committed: &[Entry]) {
+    /// Step 6: apply configuration changes (each saved before the next
+    /// step), and move the high watermark to the end of the last applied
+    /// entry.
+    async fn apply(&mut self, committed: &[Entry]) -> Result<(), ReplicaError> {
         let Some(last) = committed.last() else {
-            return;
+            return Ok(());
         };
         assert!(last.index > self.applied || committed.is_empty());
+        for e in committed {
+            if e.get_entry_type() == EntryType::EntryNormal || e.index <= self.saved.conf_index {
+                continue;
+            }
+            let cc: ConfChangeV2 = match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    // Never proposed here; read as raft-rs would.
+                    protobuf::Message::parse_from_bytes(&e.data).map(|c: ConfChange| {
+                        let mut one = ConfChangeSingle::default();
+                        one.set_change_type(c.get_change_type());
+                        one.node_id = c.node_id;
+                        let mut v2 = ConfChangeV2::default();
+                        v2.mut_changes().push(one);
+                        v2
+                    })
+                }
+                _ => protobuf::Message::parse_from_bytes(&e.data),
+            }
+            .map_err(|x| EntryError::BadControl {
+                index: e.index,
+                why: format!("configuration change: {x}"),
+            })?;
+            let cs = self.raw.apply_conf_change(&cc)?;
+            // A leader whose group no longer counts it as a voter (a
+            // reassignment removed it while another replica led, and it
+            // was elected before the removal applied) stops leading: it is
+            // not among the replicas whose acknowledgements commit entries,
+            // and raft-rs does not handle that case (it panics on the next
+            // acknowledgement). The others elect a leader of the new set.
+            let me = self.id();
+            if self.is_leader() && !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+                let term = self.term();
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+                tracing::info!(
+                    group = me,
+                    term,
+                    "replica: removed from the group while leading; stepped down"
+                );
+            }
+            let mut next = self.saved.clone();
+            next.set_conf_state(&cs, e.index);
+            next.commit = next.commit.max(e.index);
+            self.state_file.save(&next).await?;
+            self.saved = next;
+            tracing::info!(
+                group = self.id(),
+                index = e.index,
+                voters = ?cs.voters,
+                learners = ?cs.learners,
+                outgoing = ?cs.voters_outgoing,
+                "replica: configuration changed"
+            );
+        }
         self.applied = last.index;
         if let Some(end) = self.store.end_offset(self.applied) {
             self.partition.set_replicated_high_watermark(end);
         }
         self.store.unpin_below(self.applied + 1);
+        Ok(())
     }
+
+    /// The group's configuration as this replica last applied it.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// Move the group's membership one step towards `target` (leader
+    /// only; call again every tick until [`Reconfig::Done`]): add the
+    /// missing replicas as learners; once every learner to promote has
+    /// caught up with the commit index, make them voters and remove the
+    /// replicas outside the target in one change (joint consensus when
+    /// more than one voter changes, left automatically). A leader outside
+    /// the target first hands its leadership to a caught-up voter that
+    /// stays, which carries on from there. One change at a time: Raft
+    /// refuses a second while one is unapplied.
+    pub fn reconfigure(&mut self, target: &[u64]) -> Reconfig {
+        use std::collections::BTreeSet;
+        if !self.is_leader() {
+            return Reconfig::NotLeader;
+        }
+        let r = &self.raw.raft;
+        if r.has_pending_conf() || r.lead_transferee.is_some() {
+            return Reconfig::Waiting;
+        }
+        let cs = self.conf_state();
+        if !cs.voters_outgoing.is_empty() {
+            // A joint configuration is left automatically by the leader
+            // that entered it; a leader elected before that happened
+            // leaves it explicitly (an empty change).
+            return match self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
+                Ok(()) => Reconfig::Proposed,
+                Err(_) => Reconfig::Waiting,
+            };
+        }
+        let target: BTreeSet<u64> = target.iter().copied().collect();
+        let voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
+        let learners: BTreeSet<u64> = cs.learners.iter().copied().collect();
+        let single = |id: u64, ty: ConfChangeType| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(ty);
+            c.node_id = id;
+            c
+        };
+        let add: Vec<ConfChangeSingle> = target
+            .iter()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .map(|id| single(*id, ConfChangeType::AddLearnerNode))
+            .collect();
+        let changes = if !add.is_empty() {
+            add
+        } else {
+            let promote: Vec<u64> = learners.intersection(&target).copied().collect();
+            let committed = r.raft_log.committed;
+            let caught_up = |id: &u64| {
+                r.prs()
+                    .get(*id)
+                    .is_some_and(|p| p.recent_active && p.matched >= committed)
+            };
+            if !promote.iter().all(caught_up) {
+                return Reconfig::Waiting;
+            }
+            let remove: Vec<u64> = voters
+                .difference(&target)
+                .chain(learners.difference(&target))
+                .copied()
+                .collect();
+            if promote.is_empty() && remove.is_empty() {
+                return Reconfig::Done;
+            }
+            if remove.contains(&r.id) {
+                // Hand over to a voter that stays and is caught up to the
+                // commit index (raft-rs sends it the rest before it asks
+                // it to campaign).
+                let to = voters
+                    .intersection(&target)
+                    .copied()
+                    .filter(|id| *id != r.id)
+                    .find(caught_up);
+                match to {
+                    Some(to) => {
+                        self.raw.transfer_leader(to);
+                        return Reconfig::Transferring(to);
+                    }
+                    // No voter of the target yet: promote first, remove after.
+                    None if promote.is_empty() => return Reconfig::Waiting,
+                    None => promote
+                        .iter()
+                        .map(|id| single(*id, ConfChangeType::AddNode))
+                        .collect(),
+                }
+            } else {
+                promote
+                    .iter()
+                    .map(|id| single(*id, ConfChangeType::AddNode))
+                    .chain(
+                        remove
+                            .iter()
+                            .map(|id| single(*id, ConfChangeType::RemoveNode)),
+                    )
+                    .collect()
+            }
+        };
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(changes.into());
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) => Reconfig::Proposed,
+            Err(_) => Reconfig::Waiting,
+        }
+    }
+}
+
+/// What [`PartitionGroup::reconfigure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfig {
+    NotLeader,
+    /// A change is under way, or learners are catching up.
+    Waiting,
+    /// A configuration change was proposed.
+    Proposed,
+    /// Leadership is being handed to this voter (the leader leaves).
+    Transferring(u64),
+    /// The voters are exactly the target, with no learners.
+    Done,
 }

@@ -26,6 +26,8 @@ pub mod storage;
 pub mod wire;
 
 pub use driver::{DriverStats, GroupKey, ReplicationDriver};
-pub use group::{GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, ReplicaError};
+pub use group::{
+    GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, Reconfig, ReplicaError,
+};
 pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};

@@ -34,7 +34,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 /// How often every group ticks: heartbeats every 3 ticks, elections after
 /// 10–20 silent ticks (1–2 s).
@@ -72,7 +72,23 @@ pub struct Replication {
     /// (topic, partition) → its in-sync replicas, for the groups this
     /// broker leads (as of the last tick), on every shard of this broker.
     in_sync: RefCell<HashMap<(String, u32), Vec<u32>>>,
+    /// Groups of this shard with a reassignment in progress: the
+    /// replicas they should end with (from the controller's table).
+    targets: RefCell<HashMap<GroupKey, Target>>,
 }
+
+/// A reassignment this shard's replica carries out when it leads.
+struct Target {
+    topic: String,
+    partition: u32,
+    replicas: Vec<u64>,
+    /// The tick the leader last reported the change complete (reports
+    /// repeat, a few seconds apart, until the table shows it).
+    reported_at: Option<u64>,
+}
+
+/// Ticks between two reports of one completed reassignment.
+const REPORT_EVERY_TICKS: u64 = 30;
 
 /// A group's leader (None: unknown) and term, as a replica saw them.
 type LeaderView = (Option<u32>, u64);
@@ -100,6 +116,7 @@ impl Replication {
             lost_to: Rc::new(RefCell::new(Default::default())),
             leaders: RefCell::new(HashMap::new()),
             in_sync: RefCell::new(HashMap::new()),
+            targets: RefCell::new(HashMap::new()),
         })
     }
 
@@ -141,6 +158,34 @@ impl Replication {
         self.wake.notify();
     }
 
+    /// The replicas partition `topic`/`partition` should end with (None:
+    /// no reassignment in progress), from the controller's table.
+    pub fn set_target(&self, topic: &str, partition: u32, replicas: Option<Vec<u32>>) {
+        let Some(key) = self.key_of(topic, partition) else {
+            return;
+        };
+        let mut targets = self.targets.borrow_mut();
+        match replicas {
+            None => {
+                targets.remove(&key);
+            }
+            Some(r) => {
+                let replicas: Vec<u64> = r.iter().map(|n| *n as u64).collect();
+                if targets.get(&key).is_none_or(|t| t.replicas != replicas) {
+                    targets.insert(
+                        key,
+                        Target {
+                            topic: topic.to_string(),
+                            partition,
+                            replicas,
+                            reported_at: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     /// Close a group (at the task's next round).
     pub fn remove(&self, topic: &str, partition: u32) {
         if let Some(key) = self
@@ -148,6 +193,7 @@ impl Replication {
             .borrow_mut()
             .remove(&(topic.to_string(), partition))
         {
+            self.targets.borrow_mut().remove(&key);
             self.removed.borrow_mut().push(key);
             self.leaders
                 .borrow_mut()
@@ -263,6 +309,7 @@ impl Replication {
                 self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
                 ticks += 1;
+                self.reconfigure(&shard, ticks);
                 if ticks % 10 == 0 && tracing::enabled!(tracing::Level::DEBUG) {
                     for (key, g) in self.driver_mut().groups() {
                         debug!(?key, "replica: {}", g.describe());
@@ -303,6 +350,48 @@ impl Replication {
             drop(shard);
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             futures_lite::future::or(woke, glommio::timer::sleep(wait)).await;
+        }
+    }
+
+    /// Move each group with a reassignment in progress a step on (those
+    /// this broker leads), and report the finished ones to the controller.
+    fn reconfigure(&self, shard: &Rc<super::Shard>, tick: u64) {
+        let Some(me) = shard.node_id() else {
+            return;
+        };
+        let mut targets = self.targets.borrow_mut();
+        for (key, t) in targets.iter_mut() {
+            let step = self.driver_mut().reconfigure(key, &t.replicas);
+            match step {
+                Some(crate::replica::Reconfig::Done) => {}
+                Some(s @ crate::replica::Reconfig::Proposed)
+                | Some(s @ crate::replica::Reconfig::Transferring(_)) => {
+                    info!(topic = %t.topic, partition = t.partition, target = ?t.replicas, "reassignment: {s:?}");
+                    continue;
+                }
+                _ => continue,
+            }
+            if t.reported_at
+                .is_some_and(|at| tick < at + REPORT_EVERY_TICKS)
+            {
+                continue;
+            }
+            t.reported_at = Some(tick);
+            let op = crate::router::ops::AdminOp::CompleteReassignment {
+                name: t.topic.clone(),
+                partition: t.partition,
+                leader: me,
+                replicas: t.replicas.iter().map(|n| *n as u32).collect(),
+            };
+            let (topic, partition) = (t.topic.clone(), t.partition);
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                match shard.admin(op).await {
+                    Ok(_) => info!(%topic, partition, "reassignment complete"),
+                    Err(e) => warn!(%topic, partition, "reporting a completed reassignment: {e}"),
+                }
+            })
+            .detach();
         }
     }
 
