@@ -202,6 +202,14 @@ pub fn invalid_replication_factor() -> i16 {
     code(ResponseError::InvalidReplicationFactor)
 }
 
+pub fn invalid_replica_assignment() -> i16 {
+    code(ResponseError::InvalidReplicaAssignment)
+}
+
+pub fn no_reassignment_in_progress() -> i16 {
+    code(ResponseError::NoReassignmentInProgress)
+}
+
 pub fn invalid_partitions() -> i16 {
     code(ResponseError::InvalidPartitions)
 }
