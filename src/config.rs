@@ -60,6 +60,11 @@ pub struct BrokerConfig {
     /// Bytes a shard may hold appended but not yet written to segment files
     /// (acks=0/1 data ahead of the flushers); appends wait beyond it.
     pub max_unwritten_bytes_per_shard: usize,
+    /// In a cluster: bytes of replicated entries a shard keeps in memory
+    /// for followers (its groups' windows and reads for lagging
+    /// followers); beyond it they are served from disk, and at twice it a
+    /// follower takes no new appends until its own are durable.
+    pub replication_memory_bytes_per_shard: usize,
     /// Largest Fetch answer the broker builds, whatever the client asks for
     /// (Kafka's broker-side `fetch.max.bytes`). The first batch always goes.
     pub fetch_max_bytes: usize,
@@ -204,6 +209,7 @@ impl Default for BrokerConfig {
             max_inflight_bytes_per_connection: 64 << 20,
             max_inflight_bytes_per_shard: 256 << 20,
             max_unwritten_bytes_per_shard: 128 << 20,
+            replication_memory_bytes_per_shard: 64 << 20,
             fetch_max_bytes: 55 << 20,
             idle_timeout_ms: 600_000,
             partial_frame_timeout_ms: 30_000,
@@ -251,17 +257,26 @@ impl BrokerConfig {
     /// in bytes (README, "Guarantees: memory"): per shard, the request
     /// budget, the batch cache, twice the unwritten budget or one request,
     /// whichever is larger (unwritten data sits in its cached frame and in
-    /// its write chunk), the pool of write buffers and the io_uring memory.
+    /// its write chunk), the pool of write buffers and the io_uring memory;
+    /// in a cluster, the replicated entries held for followers.
     /// Connections (128 KiB each) and a fixed overhead come on top.
     pub fn data_memory_bound(&self, shards: usize) -> u64 {
         let unwritten = self
             .max_unwritten_bytes_per_shard
             .max(self.max_request_bytes);
+        // Replicated entries held for followers: twice the budget, plus
+        // one append message and one read past it (replica::WindowBudget).
+        let replication = if self.node_id.is_some() {
+            2 * self.replication_memory_bytes_per_shard + (2 << 20)
+        } else {
+            0
+        };
         let per_shard = self.max_inflight_bytes_per_shard
             + self.shard_cache_bytes_max
             + 2 * unwritten
             + WRITE_POOL_BUFFERS * self.write_chunk_bytes
-            + self.io_memory_bytes;
+            + self.io_memory_bytes
+            + replication;
         (shards * per_shard) as u64
     }
 

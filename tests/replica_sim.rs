@@ -41,7 +41,7 @@ use shardlog::partition::Partition;
 use shardlog::replica::wire;
 use shardlog::replica::{
     GroupConfig, GroupKey, Outcome, PartitionGroup, ProposeError, Proposed, Reconfig,
-    ReplicationDriver,
+    ReplicationDriver, WindowBudget,
 };
 use shardlog::storage::file::Disk;
 use shardlog::storage::producer_state::SequenceError;
@@ -89,6 +89,8 @@ fn log_cfg() -> LogConfig {
 struct Up {
     driver: ReplicationDriver<SimDisk>,
     _flushers: Vec<glommio::Task<()>>,
+    /// The broker's (one shard's) budget for replicated entries in memory.
+    memory: WindowBudget,
 }
 
 struct Node {
@@ -183,6 +185,9 @@ struct Sim {
     /// A reassignment in progress or done: the voters every group should
     /// end with (None: the groups keep their initial voters).
     target: Option<Vec<u64>>,
+    /// Each broker's shard-wide memory limit for replicated entries, and
+    /// each group's own window budget (None: the simulation's defaults).
+    memory_limit: Option<(usize, usize)>,
 }
 
 /// An idempotent producer: its batches (frame and tag) by sequence, and
@@ -250,6 +255,7 @@ impl Sim {
             stats: Stats::default(),
             idem: Idempotent::default(),
             target: None,
+            memory_limit: None,
         }
     }
 
@@ -310,6 +316,10 @@ impl Sim {
         let disk = self.nodes[i].disk.clone();
         let mut driver = ReplicationDriver::new(id as u32);
         let mut flushers = Vec::new();
+        let memory = match self.memory_limit {
+            Some((shard, _)) => WindowBudget::new(shard),
+            None => WindowBudget::unlimited(),
+        };
         for p in 0..PARTITIONS {
             let dir = PathBuf::from(format!("/sim/t-{p}"));
             disk.create_dir_all(&dir).unwrap();
@@ -325,7 +335,11 @@ impl Sim {
             .await
             .unwrap_or_else(|e| self.fail(format!("node {id} log {p}: {e}")));
             flushers.push(glommio::spawn_local(partition.run_flusher()));
-            let cfg = group_cfg(id, p, self.brokers());
+            let mut cfg = group_cfg(id, p, self.brokers());
+            cfg.memory = memory.clone();
+            if let Some((_, window)) = self.memory_limit {
+                cfg.window_bytes = window;
+            }
             let group = PartitionGroup::open(&cfg, disk.clone(), partition)
                 .await
                 .unwrap_or_else(|e| self.fail(format!("node {id} replica {p}: {e}")));
@@ -334,6 +348,7 @@ impl Sim {
         self.nodes[i].up = Some(Up {
             driver,
             _flushers: flushers,
+            memory,
         });
     }
 
@@ -1065,5 +1080,76 @@ fn reassignments_under_crashes_and_a_lossy_network_keep_every_acknowledged_batch
         println!("replica_sim reassignments: {total:?}");
         assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
         assert!(total.reconfigurations > 0, "{total:?}");
+    });
+}
+
+/// The shard-wide budget for replicated entries in memory holds while a
+/// follower falls far behind and catches up: each group's own window is
+/// large (1 MiB, which alone would keep every entry the follower misses),
+/// the broker's budget small (16 KiB); after every step each broker holds
+/// at most twice its budget plus one message and one read. The follower
+/// still catches up (served from disk) and ends with every entry. Without
+/// the budget, the same run keeps far more in the leader's memory.
+#[test]
+fn a_shard_keeps_replicated_entries_within_its_memory_budget() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        let limit = 16 << 10;
+        let held_during_cut = |budgeted: bool| async move {
+            let mut sim = Sim::new(11, false);
+            sim.memory_limit = Some((if budgeted { limit } else { usize::MAX / 4 }, 1 << 20));
+            for i in 0..NODES as usize {
+                sim.start(i).await;
+            }
+            for _ in 0..100 {
+                sim.run_step_quiet(false).await;
+            }
+            let leader = (0..sim.nodes.len())
+                .find(|&i| {
+                    let d = &sim.nodes[i].up.as_ref().unwrap().driver;
+                    d.group(&key(0)).unwrap().is_leader()
+                })
+                .expect("a leader within 100 steps");
+            let lagging = (leader + 1) % NODES as usize;
+            let (l, f) = (sim.nodes[leader].id, sim.nodes[lagging].id);
+            sim.cut.insert((l, f));
+            sim.cut.insert((f, l));
+            let mut peak = 0;
+            let bound = 2 * limit + (2 << 20);
+            let mut check = |sim: &Sim| {
+                for n in &sim.nodes {
+                    let used = n.up.as_ref().unwrap().memory.used();
+                    peak = peak.max(used);
+                    if budgeted {
+                        assert!(used <= bound, "node {}: {used} bytes held, bound {bound}", n.id);
+                    }
+                }
+            };
+            for _ in 0..300 {
+                sim.propose(0);
+                sim.run_step_quiet(false).await;
+                check(&sim);
+            }
+            sim.cut.clear();
+            let mut caught_up = false;
+            for _ in 0..400 {
+                sim.run_step_quiet(false).await;
+                check(&sim);
+                let pr = sim.progress(0);
+                if pr.iter().all(|u| *u == pr[0] && u.0 == u.1) {
+                    caught_up = true;
+                    break;
+                }
+            }
+            assert!(caught_up, "the follower caught up: {:?}", sim.progress(0));
+            peak
+        };
+        let with = held_during_cut(true).await;
+        let without = held_during_cut(false).await;
+        println!("peak replicated bytes in memory per broker: {with} with a {limit}-byte budget, {without} without");
+        assert!(
+            without > 4 * with,
+            "the budget made no difference: {with} with, {without} without"
+        );
     });
 }

@@ -67,6 +67,9 @@ pub struct GroupConfig {
     /// default (`election_tick ..< 2 * election_tick`, drawn from the
     /// thread's RNG). A simulation fixes it per replica to replay exactly.
     pub election_range: Option<(usize, usize)>,
+    /// The shard's budget for entries in memory, shared by its groups
+    /// (see [`super::WindowBudget`]).
+    pub memory: super::WindowBudget,
 }
 
 impl GroupConfig {
@@ -84,6 +87,7 @@ impl GroupConfig {
             max_inflight_msgs: 16,
             window_bytes: 8 << 20,
             election_range: None,
+            memory: super::WindowBudget::unlimited(),
         }
     }
 }
@@ -172,6 +176,7 @@ pub struct PartitionGroup<D: Disk> {
     /// The leader's last index at each of the last [`ISR_LAG_TICKS`]
     /// ticks, oldest first (for [`Self::in_sync`]).
     last_index_ago: VecDeque<u64>,
+    appends_refused: u64,
 }
 
 /// How far back (in ticks) a follower must have caught up to be in sync.
@@ -233,7 +238,7 @@ impl<D: Disk> PartitionGroup<D> {
             commit: 0,
             ..Default::default()
         };
-        let store = ReplicaStorage::new(index, hard, conf, cfg.window_bytes);
+        let store = ReplicaStorage::new(index, hard, conf, cfg.window_bytes, cfg.memory.clone());
         // Index every frame; keep the entries in the window (it trims
         // itself to its budget once they are unpinned below).
         let mut offset = start;
@@ -293,6 +298,7 @@ impl<D: Disk> PartitionGroup<D> {
             fetch_reads: 0,
             pending_seqs: std::collections::HashMap::new(),
             last_index_ago: VecDeque::with_capacity(ISR_LAG_TICKS),
+            appends_refused: 0,
         })
     }
 
@@ -430,7 +436,23 @@ impl<D: Disk> PartitionGroup<D> {
         for e in m.get_entries() {
             entry::check(e)?;
         }
+        // The shard holds twice its budget of entries it cannot drop yet
+        // (not durable or not applied): new entries wait. Raft resends
+        // them once the leader probes again.
+        if m.get_msg_type() == MessageType::MsgAppend
+            && !m.get_entries().is_empty()
+            && self.store.shard_budget().full()
+        {
+            self.appends_refused += 1;
+            return Ok(());
+        }
         Ok(self.raw.step(m)?)
+    }
+
+    /// Appends from a leader dropped because the shard's memory budget was
+    /// full.
+    pub fn appends_refused(&self) -> u64 {
+        self.appends_refused
     }
 
     /// The transport could not reach `to`: Raft probes it rather than
@@ -711,7 +733,13 @@ impl<D: Disk> PartitionGroup<D> {
             let mut index = w.low;
             let mut got = Vec::new();
             let mut bytes = 0u64;
-            let chunk = (FETCH_CHUNK as u64).max(w.max_size.min(READ_CHUNK as u64));
+            // Read ahead only while the shard's budget has room.
+            let ahead = if self.store.shard_budget().over() {
+                READ_CHUNK
+            } else {
+                FETCH_CHUNK
+            };
+            let chunk = (ahead as u64).max(w.max_size.min(READ_CHUNK as u64));
             'read: while index < w.high && bytes < chunk {
                 let frames = self.partition.read_unreplicated(offset, READ_CHUNK).await?;
                 self.fetch_reads += 1;

@@ -23,6 +23,7 @@ pub mod group;
 pub mod hard_state;
 pub mod log_index;
 pub mod storage;
+pub mod window_budget;
 pub mod wire;
 
 pub use driver::{DriverStats, GroupKey, ReplicationDriver};
@@ -31,3 +32,4 @@ pub use group::{
 };
 pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};
+pub use window_budget::WindowBudget;

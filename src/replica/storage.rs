@@ -26,6 +26,7 @@
 //! after the log itself changed.
 
 use super::log_index::LogIndex;
+use super::window_budget::WindowBudget;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::cell::RefCell;
@@ -49,6 +50,9 @@ struct State {
     window: VecDeque<Entry>,
     window_bytes: usize,
     window_budget: usize,
+    /// The shard's budget: `window_bytes` and `fetched_bytes` count in it.
+    shard_budget: WindowBudget,
+    fetched_bytes: usize,
     /// Entries at or above this index stay in the window (not durable or
     /// not applied yet).
     pinned_from: u64,
@@ -85,7 +89,13 @@ fn limit(entries: impl Iterator<Item = Entry>, max: u64) -> Vec<Entry> {
 }
 
 impl ReplicaStorage {
-    pub fn new(index: LogIndex, hard: HardState, conf: ConfState, window_budget: usize) -> Self {
+    pub fn new(
+        index: LogIndex,
+        hard: HardState,
+        conf: ConfState,
+        window_budget: usize,
+        shard_budget: WindowBudget,
+    ) -> Self {
         let pinned_from = index.last_index() + 1;
         ReplicaStorage {
             st: Rc::new(RefCell::new(State {
@@ -95,6 +105,8 @@ impl ReplicaStorage {
                 window: VecDeque::new(),
                 window_bytes: 0,
                 window_budget,
+                shard_budget,
+                fetched_bytes: 0,
                 pinned_from,
                 needed_from: u64::MAX,
                 wanted: Vec::new(),
@@ -171,9 +183,11 @@ impl ReplicaStorage {
         assert_eq!(i, e.index, "entries are appended in index order");
         if st.window.back().is_some_and(|b| b.index + 1 != e.index) {
             st.window.clear();
+            st.shard_budget.sub(st.window_bytes);
             st.window_bytes = 0;
         }
         st.window_bytes += entry_bytes(&e);
+        st.shard_budget.add(entry_bytes(&e));
         st.window.push_back(e);
         st.pinned_from = st.pinned_from.min(i);
         Self::trim(&mut st);
@@ -187,8 +201,9 @@ impl ReplicaStorage {
         while st.window.back().is_some_and(|e| e.index > index) {
             let e = st.window.pop_back().expect("not empty");
             st.window_bytes -= entry_bytes(&e);
+            st.shard_budget.sub(entry_bytes(&e));
         }
-        st.fetched = None;
+        Self::set_fetched(&mut st, None);
         st.pinned_from = st.pinned_from.min(index + 1);
     }
 
@@ -212,11 +227,33 @@ impl ReplicaStorage {
     fn trim(st: &mut State) {
         while st.window.front().is_some_and(|e| {
             e.index < st.pinned_from
-                && (e.index < st.needed_from || st.window_bytes > st.window_budget)
+                && (e.index < st.needed_from
+                    || st.window_bytes > st.window_budget
+                    || st.shard_budget.over())
         }) {
             let e = st.window.pop_front().expect("not empty");
             st.window_bytes -= entry_bytes(&e);
+            st.shard_budget.sub(entry_bytes(&e));
         }
+        // A range read for a follower goes too once the shard is over
+        // budget (the follower's next request reads again).
+        if st.shard_budget.over() && st.fetched.is_some() {
+            Self::set_fetched(st, None);
+        }
+    }
+
+    fn set_fetched(st: &mut State, fetched: Option<(u64, Vec<Entry>)>) {
+        st.shard_budget.sub(st.fetched_bytes);
+        st.fetched_bytes = fetched
+            .as_ref()
+            .map_or(0, |(_, v)| v.iter().map(entry_bytes).sum());
+        st.shard_budget.add(st.fetched_bytes);
+        st.fetched = fetched;
+    }
+
+    /// The shard's budget for entries in memory.
+    pub fn shard_budget(&self) -> WindowBudget {
+        self.st.borrow().shard_budget.clone()
     }
 
     pub fn window_bytes(&self) -> usize {
@@ -251,7 +288,7 @@ impl ReplicaStorage {
         if let Some(f) = entries.first() {
             assert_eq!(f.index, low);
         }
-        self.st.borrow_mut().fetched = Some((low, entries));
+        Self::set_fetched(&mut self.st.borrow_mut(), Some((low, entries)));
     }
 }
 
@@ -333,5 +370,13 @@ impl Storage for ReplicaStorage {
         Err(raft::Error::Store(
             StorageError::SnapshotTemporarilyUnavailable,
         ))
+    }
+}
+
+impl Drop for State {
+    /// A closed group gives its bytes back to the shard's budget.
+    fn drop(&mut self) {
+        self.shard_budget
+            .sub(self.window_bytes + self.fetched_bytes);
     }
 }

@@ -536,10 +536,11 @@ impl Shard {
         let topic_id = u128::from_str_radix(&meta.id, 16).unwrap_or(0);
         // A new replica starts from the group's first configuration and
         // replays its changes; a replica with saved state ignores this.
-        let cfg = crate::replica::GroupConfig::new(
+        let mut cfg = crate::replica::GroupConfig::new(
             me as u64,
             a.origin_voters().iter().map(|n| *n as u64).collect(),
         );
+        cfg.memory = r.memory();
         let group =
             crate::replica::PartitionGroup::open(&cfg, self.disk.clone(), partition.clone())
                 .await?;
@@ -639,7 +640,9 @@ pub async fn run(
         held: RefCell::new(Vec::new()),
         adopt: frontend.adopt,
         controller_link: RefCell::new(None),
-        replication: config.node_id.map(replication::Replication::new),
+        replication: config
+            .node_id
+            .map(|n| replication::Replication::new(n, config.replication_memory_bytes_per_shard)),
         config,
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));

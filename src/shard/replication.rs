@@ -75,6 +75,9 @@ pub struct Replication {
     /// Groups of this shard with a reassignment in progress: the
     /// replicas they should end with (from the controller's table).
     targets: RefCell<HashMap<GroupKey, Target>>,
+    /// The shard's budget for replicated entries in memory, shared by its
+    /// groups.
+    memory: crate::replica::WindowBudget,
 }
 
 /// A reassignment this shard's replica carries out when it leads.
@@ -100,8 +103,9 @@ struct Proposal {
 }
 
 impl Replication {
-    pub fn new(node: u32) -> Rc<Replication> {
+    pub fn new(node: u32, memory_bytes: usize) -> Rc<Replication> {
         Rc::new(Replication {
+            memory: crate::replica::WindowBudget::new(memory_bytes),
             driver: RefCell::new(Some(ReplicationDriver::new(node))),
             keys: RefCell::new(HashMap::new()),
             inbox: RefCell::new(Vec::new()),
@@ -130,6 +134,11 @@ impl Replication {
     /// Fires after every round of the driver: proposals may have an outcome.
     pub fn progressed(&self) -> &Rc<LocalEvent> {
         &self.progressed
+    }
+
+    /// The shard's budget for replicated entries in memory.
+    pub fn memory(&self) -> crate::replica::WindowBudget {
+        self.memory.clone()
     }
 
     pub fn set_peer_addrs(&self, addrs: HashMap<u32, String>) {
