@@ -1775,23 +1775,43 @@ fn a_new_leader_answers_epoch_ends_from_its_history_and_fences_stale_epochs() {
         end_old >= 100 && end_new >= end_old + 100,
         "{end_old} {end_new}"
     );
-    let r: ListOffsetsResponse = Conn::new(&leader_addr).call(
-        ApiKey::ListOffsets,
-        4,
-        &ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(tn("epochs"))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(0)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(-1),
-                ])]),
+    let list_offsets = |current: i32| {
+        let r: ListOffsetsResponse = Conn::new(&leader_addr).call(
+            ApiKey::ListOffsets,
+            4,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(tn("epochs"))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(current)
+                            .with_timestamp(-1),
+                    ])]),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.leader_epoch)
+    };
+    let (code, offset, leader_epoch) = list_offsets(-1);
+    assert_eq!(code, 0);
+    assert_eq!(
+        end_new, offset,
+        "the current epoch ends at the high watermark once produce is acknowledged"
+    );
+    assert_eq!(leader_epoch, epoch, "ListOffsets names the group's term");
+    // ListOffsets naming the current epoch is answered; a stale one is
+    // fenced, a future one unknown.
+    assert_eq!(list_offsets(epoch).0, 0);
+    assert_eq!(
+        list_offsets(old_epoch).0,
+        74,
+        "ListOffsets: FENCED_LEADER_EPOCH"
     );
     assert_eq!(
-        end_new, r.topics[0].partitions[0].offset,
-        "the current epoch ends at the high watermark once produce is acknowledged"
+        list_offsets(epoch + 5).0,
+        75,
+        "ListOffsets: UNKNOWN_LEADER_EPOCH"
     );
     // Stale and future epochs, and a follower.
     assert_eq!(
