@@ -1998,56 +1998,94 @@ fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
 
 /// Scale-out under load: a fourth broker joins a serving three-broker
 /// cluster and `shardlog cluster reassign` moves every partition of an
-/// RF=3 topic off one broker (the leader of partition 0) and onto broker 4
-/// while an idempotent producer (acks=all) writes without pause. Broker
-/// 4's replicas join their Raft groups as learners, catch up from offset
-/// 0, become voters; the leaving broker's replicas leave (partition 0's
-/// leadership is handed over first) and their directories are deleted. At the end every acknowledged message
-/// is read back once and in key order, and broker 4's own copy of each
-/// partition, read from its files, holds every acknowledged message too.
+/// RF=3 topic while an idempotent producer (acks=all) writes without
+/// pause. Round 1 moves the partitions off one broker (the leader of
+/// partition 0, which hands that leadership over first) and onto broker 4:
+/// broker 4's replicas join their Raft groups as learners, catch up from
+/// offset 0 and become voters; the leaving broker's replicas leave and
+/// their directories are deleted. Each later round takes the next broker
+/// out of the set and brings the one left out before back, as a fresh
+/// replica. At the end every acknowledged message is read back once and
+/// in key order, and each final replica's own files, read offline, hold
+/// every acknowledged message once. `SHARDLOG_REASSIGN_ROUNDS` (default 2)
+/// sets the rounds.
 #[test]
 fn reassigning_replicas_to_a_new_broker_under_load_loses_and_duplicates_nothing() {
-    let c = Cluster::start();
+    let rounds: usize = std::env::var("SHARDLOG_REASSIGN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
     let mut brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
     kafka::create_replicated(&brokers[0], "scale", 3, 3);
-    // The broker that leaves is the leader of partition 0: it hands that
+    // The first broker to leave leads partition 0: it hands that
     // leadership over before it leaves the group.
-    let leaving = kafka::leaders(&brokers[0], "scale", &brokers)[0] as u32;
-    let target: Vec<u32> = (1..=4).filter(|n| *n != leaving).collect();
-    let target_arg = target
-        .iter()
-        .map(|n| n.to_string())
-        .collect::<Vec<_>>()
-        .join(",");
-    let (mut node4, dir4) = c.start_fourth();
+    let first_out = kafka::leaders(&brokers[0], "scale", &brokers)[0] as u32;
+    let (node4, dir4) = c.start_fourth();
     c.settled_view(0, 4, None, Duration::from_secs(30));
     brokers.push(node4.kafka.clone().unwrap());
+    c.nodes.push(node4);
     let (producer, acked, stop) = spawn_idempotent_producer(brokers.join(","), "scale");
     std::thread::sleep(Duration::from_secs(3));
-    let before = acked.lock().unwrap().len();
-    // The operator's command, as the README gives it; it waits until every
-    // partition has moved.
-    let asked = leaving as usize % 3; // another broker than the one leaving
-    let out = common::ok(c.nodes[asked].cli(
-        &[
-            "cluster",
-            "reassign",
-            "scale",
-            "--replicas",
-            &target_arg,
-            "--rpc",
-            &c.rpc[asked],
-            "--timeout-secs",
-            "120",
-        ],
-        None,
-    ));
-    assert!(
-        out.contains(&format!("3 partitions now on {target_arg}")),
-        "{out}"
-    );
-    eprint!("{out}");
+    let mut out_now = first_out;
+    let mut target: Vec<u32> = Vec::new();
+    for round in 0..rounds {
+        target = (1..=4).filter(|n| *n != out_now).collect();
+        let target_arg = target
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let before = acked.lock().unwrap().len();
+        // The operator's command, as the README gives it; it waits until
+        // every partition has moved. Asked through a broker that stays.
+        let asked = target[0] as usize - 1;
+        let rpc = admin_rpc(&c, asked);
+        let out = common::ok(c.nodes[asked.min(2)].cli(
+            &[
+                "cluster",
+                "reassign",
+                "scale",
+                "--replicas",
+                &target_arg,
+                "--rpc",
+                &rpc,
+                "--timeout-secs",
+                "120",
+            ],
+            None,
+        ));
+        assert!(
+            out.contains(&format!("3 partitions now on {target_arg}")),
+            "round {round}: {out}"
+        );
+        eprint!("round {round}: {out}");
+        let during = acked.lock().unwrap().len();
+        assert!(
+            during > before,
+            "round {round}: nothing acknowledged during the reassignment"
+        );
+        let v = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+        for (i, p) in v.state.topics["scale"].partitions.iter().enumerate() {
+            let mut r = p.replicas();
+            r.sort_unstable();
+            assert_eq!(r, target, "round {round}, partition {i}: {p:?}");
+            assert!(p.target.is_empty(), "round {round}, partition {i}: {p:?}");
+        }
+        // The leaving broker's copies are gone (its directories are
+        // deleted once it sees the change).
+        let gone = c.nodes[out_now as usize - 1].data_dir.clone();
+        let started = Instant::now();
+        while (0..3).any(|p| gone.join(format!("scale-{p}")).exists()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker {out_now} kept its copies of a partition it no longer holds"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        out_now = out_now % 4 + 1;
+    }
     // Each group went through its steps: learners added, then promoted
     // with the leaving broker removed (a joint configuration, left
     // automatically), after a leadership hand-over for partition 0.
@@ -2061,58 +2099,43 @@ fn reassigning_replicas_to_a_new_broker_under_load_loses_and_duplicates_nothing(
             steps.push_str(&format!("node {}: {l}\n", i + 1));
         }
     }
-    eprint!("{steps}");
     assert!(steps.contains("learners=[4]"), "{steps}");
     assert!(steps.contains("Transferring"), "{steps}");
-    let during = acked.lock().unwrap().len();
-    assert!(
-        during > before,
-        "nothing acknowledged during the reassignment"
-    );
-    let v = admin::view(&c.rpc[2], RPC_TIMEOUT).unwrap();
-    for (i, p) in v.state.topics["scale"].partitions.iter().enumerate() {
-        let mut r = p.replicas();
-        r.sort_unstable();
-        assert_eq!(r, target, "partition {i}: {p:?}");
-        assert!(p.target.is_empty(), "partition {i}: {p:?}");
-    }
     let status = common::ok(c.nodes[0].cli(
         &["cluster", "status", "--partitions", "--rpc", &c.rpc[0]],
         None,
     ));
     assert!(!status.contains("reassigning_to"), "{status}");
-    // The leaving broker's copies are gone (its directories are deleted
-    // once it sees the change).
-    let dir1 = c.nodes[leaving as usize - 1].data_dir.clone();
-    let started = Instant::now();
-    while (0..3).any(|p| dir1.join(format!("scale-{p}")).exists()) {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "broker {leaving} kept its copies of a partition it no longer holds"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    // The producer goes on against the new replica set, then stops.
+    // The producer goes on against the last replica set, then stops.
     std::thread::sleep(Duration::from_secs(3));
     stop.store(true, Ordering::Relaxed);
     producer.join().unwrap();
     let acked = acked.lock().unwrap().clone();
-    let all = kafka::read_all(&brokers[3], "scale", 3, acked.len());
-    check_exactly_once(
-        &format!("reassignment 1,2,3 -> {target_arg} under load"),
-        &acked,
-        &all,
-    );
-    // Broker 4's own files hold every acknowledged message, once.
+    let reader = target[0] as usize - 1;
+    let all = kafka::read_all(&brokers[reader], "scale", 3, acked.len());
+    check_exactly_once(&format!("{rounds} reassignments under load"), &acked, &all);
+    // Each final replica's own files hold every acknowledged message, once.
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(node4.stop(), Some(0), "broker 4 stops cleanly");
-    let mut on4: Vec<usize> = Vec::new();
-    for p in 0..3 {
-        on4.extend(values_in_partition_dir(
-            &dir4.path().join(format!("scale-{p}")),
-        ));
+    for n in &target {
+        let i = *n as usize - 1;
+        assert_eq!(c.nodes[i].stop(), Some(0), "broker {n} stops cleanly");
+        let dir = if *n == 4 {
+            dir4.path().to_path_buf()
+        } else {
+            c.nodes[i].data_dir.clone()
+        };
+        let mut on_disk: Vec<usize> = Vec::new();
+        for p in 0..3 {
+            on_disk.extend(values_in_partition_dir(&dir.join(format!("scale-{p}"))));
+        }
+        check_exactly_once(&format!("broker {n}'s copy"), &acked, &on_disk);
     }
-    check_exactly_once("broker 4's copy", &acked, &on4);
+}
+
+/// The RPC address of broker `i` (0-based; the fourth broker's is not in
+/// `c.rpc`, so its admin calls go through broker 1).
+fn admin_rpc(c: &Cluster, i: usize) -> String {
+    c.rpc[i.min(c.rpc.len() - 1)].clone()
 }
 
 /// Every record value (a decimal number) of the data records in the
