@@ -35,6 +35,99 @@ use std::path::Path;
 use tracing::{error, info, warn};
 
 impl<D: Disk> Log<D> {
+    /// The log start retention would leave now (the base of the first
+    /// segment it would keep), if it would delete any segment; deletes
+    /// nothing. A replicated partition's replica moves its Raft log's
+    /// start there first, then deletes with [`Self::delete_records_before`].
+    pub fn retention_candidate(&self, now: i64) -> Option<u64> {
+        let st = self.st.borrow();
+        if st.truncating {
+            return None;
+        }
+        let t = self.topic_config();
+        if !t.deletes() {
+            return None;
+        }
+        let sealed = st.segments.sealed_prefix();
+        let stats: Vec<SegmentStat> = sealed
+            .iter()
+            .map(|s| SegmentStat {
+                base_offset: s.base_offset,
+                len: s.len,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        let n = segments_to_delete(
+            &stats,
+            st.segments.total_bytes(),
+            now,
+            t.retention_ms,
+            t.retention_bytes,
+        )
+        .len();
+        (n > 0).then(|| sealed[n - 1].next_offset)
+    }
+
+    /// Make the log empty, starting at `start` (any offset, below or past
+    /// the current end): a replica that installs a Raft snapshot. Waits,
+    /// like a suffix truncation, until everything appended is durable and
+    /// the flusher is idle; removes the checkpoint and every segment
+    /// (newest first, each removal durable), then writes the log start
+    /// file, then recovers from the (empty) directory, which starts the
+    /// log at that floor. A crash in between leaves a prefix of the old
+    /// log or an empty one; the caller (which saved its intent first)
+    /// calls this again.
+    pub async fn restart_at(&self, start: u64) -> Result<(), StorageError> {
+        self.quiesce_for_truncation().await?;
+        let r = self.remove_all_and_recover(start).await;
+        {
+            let mut st = self.st.borrow_mut();
+            st.truncating = false;
+            if let Err(e) = &r {
+                error!(dir = %self.dir.display(), "restarting the log failed; partition offline until reopened: {e}");
+                st.health = Health::Failed(Box::new(e.clone()));
+                st.offline.get_or_insert(StorageError::Failed {
+                    dir: self.dir.clone(),
+                    cause: Box::new(e.clone()),
+                });
+                st.unwritten.abandon();
+            }
+        }
+        self.flusher_event.notify();
+        self.notify_durable();
+        r
+    }
+
+    async fn remove_all_and_recover(&self, start: u64) -> Result<(), StorageError> {
+        let bases: Vec<u64> = self
+            .st
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect();
+        remove_if_exists(&self.disk, &self.dir.join(checkpoint::FILE_NAME)).await?;
+        self.sync_dir().await?;
+        for &base in bases.iter().rev() {
+            self.remove_segment_files(base, true).await?;
+            self.sync_dir().await?;
+        }
+        let path = self.dir.join(LOG_START_FILE);
+        write_small_file(&self.disk, &path, format!("{start}\n").as_bytes())
+            .await
+            .map_err(io_err("write log start", &path))?;
+        self.sync_dir().await?;
+        self.recover_after_truncation().await?;
+        let (s, next) = (self.log_start_offset(), self.next_offset());
+        assert_eq!(
+            (s, next),
+            (start, start),
+            "an emptied log starts at its floor"
+        );
+        warn!(dir = %self.dir.display(), start, "log emptied; it starts again at {start}");
+        Ok(())
+    }
+
     /// Apply retention: delete whole closed segments past the limits.
     /// Returns the number of segments deleted.
     pub async fn apply_retention(&self, now: i64) -> Result<usize, StorageError> {
