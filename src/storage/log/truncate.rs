@@ -44,12 +44,22 @@ impl<D: Disk> Log<D> {
         if st.truncating {
             return None;
         }
+        let n = self.by_limits(&st, now);
+        (n > 0).then(|| st.segments.sealed_prefix()[n - 1].next_offset)
+    }
+
+    /// How many sealed segments, oldest first, the topic's retention limits
+    /// delete at wall time `now`. Only sealed segments: a roll the flusher
+    /// is still finishing must not race with deleting its files;
+    /// cleanup.policy without "delete" (compact only) deletes nothing.
+    fn by_limits(&self, st: &LogState<D>, now: i64) -> usize {
         let t = self.topic_config();
         if !t.deletes() {
-            return None;
+            return 0;
         }
-        let sealed = st.segments.sealed_prefix();
-        let stats: Vec<SegmentStat> = sealed
+        let stats: Vec<SegmentStat> = st
+            .segments
+            .sealed_prefix()
             .iter()
             .map(|s| SegmentStat {
                 base_offset: s.base_offset,
@@ -57,15 +67,8 @@ impl<D: Disk> Log<D> {
                 max_timestamp: s.max_timestamp,
             })
             .collect();
-        let n = segments_to_delete(
-            &stats,
-            st.segments.total_bytes(),
-            now,
-            t.retention_ms,
-            t.retention_bytes,
-        )
-        .len();
-        (n > 0).then(|| sealed[n - 1].next_offset)
+        let total = st.segments.total_bytes();
+        segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len()
     }
 
     /// Make the log empty, starting at `start` (any offset, below or past
@@ -80,22 +83,7 @@ impl<D: Disk> Log<D> {
     pub async fn restart_at(&self, start: u64) -> Result<(), StorageError> {
         self.quiesce_for_truncation().await?;
         let r = self.remove_all_and_recover(start).await;
-        {
-            let mut st = self.st.borrow_mut();
-            st.truncating = false;
-            if let Err(e) = &r {
-                error!(dir = %self.dir.display(), "restarting the log failed; partition offline until reopened: {e}");
-                st.health = Health::Failed(Box::new(e.clone()));
-                st.offline.get_or_insert(StorageError::Failed {
-                    dir: self.dir.clone(),
-                    cause: Box::new(e.clone()),
-                });
-                st.unwritten.abandon();
-            }
-        }
-        self.flusher_event.notify();
-        self.notify_durable();
-        r
+        self.end_truncation(r, "restarting the log")
     }
 
     async fn remove_all_and_recover(&self, start: u64) -> Result<(), StorageError> {
@@ -137,27 +125,7 @@ impl<D: Disk> Log<D> {
                 return Ok(0);
             }
             self.roll_expired_active(&mut st, now);
-            let t = self.topic_config();
-            // Only sealed segments: a roll the flusher is still finishing
-            // must not race with deleting its files.
-            let stats: Vec<SegmentStat> = st
-                .segments
-                .sealed_prefix()
-                .iter()
-                .map(|s| SegmentStat {
-                    base_offset: s.base_offset,
-                    len: s.len,
-                    max_timestamp: s.max_timestamp,
-                })
-                .collect();
-            let total = st.segments.total_bytes();
-            // cleanup.policy without "delete" (compact only): retention
-            // deletes nothing.
-            let by_limits = if t.deletes() {
-                segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len()
-            } else {
-                0
-            };
+            let by_limits = self.by_limits(&st, now);
             // Sealed segments wholly below the log start (DeleteRecords'
             // floor) go too.
             let floor = st.offsets.log_start();
@@ -284,15 +252,20 @@ impl<D: Disk> Log<D> {
         }
         self.quiesce_for_truncation().await?;
         let r = self.truncate_files_and_recover(offset).await;
+        self.end_truncation(r, "suffix truncation")
+    }
+
+    /// Give the files back to appends and the flusher after a truncation
+    /// or restart. One that failed may have changed the files part way
+    /// (always a valid prefix of the log) while the state still describes
+    /// them whole: reads and writes are refused until the log is reopened
+    /// and recovery says what is there.
+    fn end_truncation<T>(&self, r: Result<T, StorageError>, what: &str) -> Result<T, StorageError> {
         {
             let mut st = self.st.borrow_mut();
             st.truncating = false;
             if let Err(e) = &r {
-                // The files may be cut part way (always a valid prefix of
-                // the log, see `truncate_files_and_recover`) while the state
-                // still describes them whole: refuse reads and writes until
-                // the log is reopened and recovery says what is there.
-                error!(dir = %self.dir.display(), "suffix truncation failed; partition offline until reopened: {e}");
+                error!(dir = %self.dir.display(), "{what} failed; partition offline until reopened: {e}");
                 st.health = Health::Failed(Box::new(e.clone()));
                 st.offline.get_or_insert(StorageError::Failed {
                     dir: self.dir.clone(),
