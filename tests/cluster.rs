@@ -49,6 +49,11 @@ impl Cluster {
 
     /// Three brokers with `shards` shards each.
     fn start_with_shards(shards: usize) -> Cluster {
+        Cluster::start_with(shards, &[])
+    }
+
+    /// Three brokers with `shards` shards each and `extra` arguments.
+    fn start_with(shards: usize, extra: &[&str]) -> Cluster {
         let rpc: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", rpc_port()))
             .collect();
@@ -61,7 +66,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for (i, addr) in rpc.iter().enumerate() {
-            let (node, dir) = start_node_with_shards(i as u32 + 1, addr, &voters, shards);
+            let (node, dir) = start_node_with(i as u32 + 1, addr, &voters, shards, extra);
             nodes.push(node);
             dirs.push(dir);
         }
@@ -1241,6 +1246,16 @@ fn start_node_with_shards(
     voters: &str,
     shards: usize,
 ) -> (BrokerProc, tempfile::TempDir) {
+    start_node_with(id, rpc, voters, shards, &[])
+}
+
+fn start_node_with(
+    id: u32,
+    rpc: &str,
+    voters: &str,
+    shards: usize,
+    extra: &[&str],
+) -> (BrokerProc, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("shardlog-cluster-")
         .tempdir()
@@ -1253,14 +1268,18 @@ fn start_node_with_shards(
         "127.0.0.1:0",
         shards,
         &[
-            "--no-pin",
-            "--node-id",
-            &id,
-            "--rpc-listen",
-            rpc,
-            "--controller-voters",
-            voters,
-        ],
+            &[
+                "--no-pin",
+                "--node-id",
+                &id,
+                "--rpc-listen",
+                rpc,
+                "--controller-voters",
+                voters,
+            ][..],
+            extra,
+        ]
+        .concat(),
     );
     (node, dir)
 }
@@ -2192,4 +2211,93 @@ fn values_in_partition_dir(dir: &std::path::Path) -> Vec<usize> {
             })
     };
     std::thread::spawn(run).join().unwrap()
+}
+
+/// Retention on a replicated topic: with one follower down, the leader
+/// keeps producing until retention moves its log start past everything
+/// the follower has; the follower, restarted, cannot be sent those
+/// entries and gets a snapshot instead (a position: it empties its log and
+/// starts it at the leader's log start), then replicates the rest. At the
+/// end every replica's own files hold an unbroken run of the produced
+/// values up to the last, each once, and each replica's log start has
+/// moved (retention ran on all three).
+#[test]
+fn a_follower_behind_the_retained_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start_with(1, &["--set", "retention_check_interval_ms=200"]);
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    common::ok(c.nodes[0].cli(
+        &[
+            "topic",
+            "create",
+            "kept",
+            "--replication-factor",
+            "3",
+            "--config",
+            "segment_bytes=16384",
+            "--config",
+            "retention_bytes=65536",
+        ],
+        None,
+    ));
+    let leader = kafka::leaders(&brokers[0], "kept", &brokers)[0] as usize - 1;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    kafka::produce_range(&brokers[leader], "kept", 0..2000);
+    c.nodes[follower].kill9();
+    // About 20 times what retention keeps, while the follower is down.
+    let total = 60_000;
+    kafka::produce_range(&brokers[leader], "kept", 2000..total);
+    let moved = |i: usize| {
+        c.nodes[i]
+            .stderr()
+            .contains("replica: retention moved the log start")
+    };
+    let started = Instant::now();
+    while !(moved(leader) && moved(other)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "retention never moved the replicas' log starts"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.nodes[follower].restart();
+    let started = Instant::now();
+    while !c.nodes[follower].stderr().contains("installed a snapshot") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the restarted follower never installed a snapshot; logs:\n{}",
+            c.nodes[follower].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kafka::produce_range(&brokers[leader], "kept", total..total + 500);
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].stop(), Some(0), "broker {} stops cleanly", i + 1);
+    }
+    for i in 0..3 {
+        let values = values_in_partition_dir(&c.nodes[i].data_dir.join("kept-0"));
+        let first = *values.first().expect("some values kept");
+        assert!(first > 0, "broker {}: retention kept everything", i + 1);
+        let want: Vec<usize> = (first..total + 500).collect();
+        assert!(
+            values == want,
+            "broker {}: {} values from {first}, not the unbroken run {first}..{}",
+            i + 1,
+            values.len(),
+            total + 500
+        );
+        eprintln!(
+            "broker {}: holds {first}..{} ({} values){}",
+            i + 1,
+            total + 500,
+            values.len(),
+            if i == follower {
+                " (from a snapshot)"
+            } else {
+                ""
+            }
+        );
+    }
 }

@@ -65,13 +65,15 @@ fn key(p: u32) -> GroupKey {
     }
 }
 
-fn log_cfg() -> LogConfig {
+/// With `retention`, each log keeps about 6 KB (2 KB segments):
+/// replicas move their logs' starts, and followers behind get snapshots.
+fn log_cfg(retention: bool) -> LogConfig {
     LogConfig {
         topic: TopicConfig {
-            segment_bytes: 16_000,
+            segment_bytes: if retention { 2_000 } else { 16_000 },
             segment_ms: u64::MAX / 4,
             retention_ms: -1,
-            retention_bytes: -1,
+            retention_bytes: if retention { 6_000 } else { -1 },
             index_interval_bytes: 1000,
             max_batch_bytes: 1 << 20,
             validate_compressed: true,
@@ -139,6 +141,10 @@ struct Stats {
     /// Reassignment: configuration changes proposed, leadership hand-overs.
     reconfigurations: u64,
     transfers: u64,
+    /// Retention: replica-steps whose log start had moved; snapshots
+    /// installed by followers.
+    compacted: u64,
+    snapshots: u64,
 }
 
 impl Stats {
@@ -158,6 +164,8 @@ impl Stats {
         self.out_of_order += s.out_of_order;
         self.reconfigurations += s.reconfigurations;
         self.transfers += s.transfers;
+        self.compacted += s.compacted;
+        self.snapshots += s.snapshots;
     }
 }
 
@@ -188,6 +196,8 @@ struct Sim {
     /// Each broker's shard-wide memory limit for replicated entries, and
     /// each group's own window budget (None: the simulation's defaults).
     memory_limit: Option<(usize, usize)>,
+    /// Retention on: every 20 steps each replica compacts its log.
+    retention: bool,
 }
 
 /// An idempotent producer: its batches (frame and tag) by sequence, and
@@ -256,6 +266,7 @@ impl Sim {
             idem: Idempotent::default(),
             target: None,
             memory_limit: None,
+            retention: false,
         }
     }
 
@@ -327,7 +338,7 @@ impl Sim {
             let partition = Partition::open(
                 disk.clone(),
                 dir,
-                log_cfg(),
+                log_cfg(self.retention),
                 CacheBudget::new(1 << 20),
                 WriteBudget::unlimited(),
                 clock,
@@ -352,7 +363,17 @@ impl Sim {
         });
     }
 
+    /// Count the snapshots broker `i`'s replicas installed (before they go).
+    fn count_snapshots(&mut self, i: usize) {
+        if let Some(up) = self.nodes[i].up.as_ref() {
+            for (_, g) in up.driver.groups() {
+                self.stats.snapshots += g.snapshots_installed();
+            }
+        }
+    }
+
     fn crash(&mut self, i: usize) {
+        self.count_snapshots(i);
         let node = &mut self.nodes[i];
         if node
             .up
@@ -677,6 +698,13 @@ impl Sim {
         };
         let part = up.driver.group(&key(p)).expect("group").partition().clone();
         loop {
+            // Retention (or a snapshot) moved the log start past what this
+            // consumer read: it skips to the start, as a Kafka consumer
+            // resets on OFFSET_OUT_OF_RANGE.
+            let start = part.log_start_offset();
+            if self.nodes[i].cursor[p as usize] < start {
+                self.nodes[i].cursor[p as usize] = start;
+            }
             let from = self.nodes[i].cursor[p as usize];
             let r = part.read(from, 64 << 10).await.unwrap_or_else(|e| {
                 self.fail(format!("node {id} partition {p} read at {from}: {e}"))
@@ -737,6 +765,7 @@ impl Sim {
             }
         }
         self.tick_all();
+        self.compact_all().await;
         self.deliver(false);
         self.settle().await;
         self.check().await;
@@ -751,6 +780,32 @@ impl Sim {
         self.reconfigure();
     }
 
+    /// Retention: every 20 steps, each broker's replicas move their log
+    /// starts as far as retention allows (as the shard's replication task
+    /// does every `retention_check_interval_ms`).
+    async fn compact_all(&mut self) {
+        if !self.retention || self.step % 20 != 0 {
+            return;
+        }
+        let now = self.clock.wall_ms();
+        for i in 0..self.nodes.len() {
+            let id = self.nodes[i].id;
+            let Some(up) = self.nodes[i].up.as_mut() else {
+                continue;
+            };
+            let failed = up.driver.compact(now).await;
+            if let Some((k, e)) = failed.first() {
+                self.fail(format!("node {id} group {k:?} compaction: {e}"));
+            }
+            for p in 0..PARTITIONS {
+                let g = up.driver.group(&key(p)).expect("group");
+                if g.partition().log_start_offset() > 0 {
+                    self.stats.compacted += 1;
+                }
+            }
+        }
+    }
+
     /// A step with no faults (after healing); proposals only while `propose`.
     async fn run_step_quiet(&mut self, propose: bool) {
         self.step += 1;
@@ -761,6 +816,7 @@ impl Sim {
             }
         }
         self.tick_all();
+        self.compact_all().await;
         self.deliver(true);
         self.settle().await;
         self.check().await;
@@ -803,15 +859,16 @@ impl Sim {
 }
 
 async fn run_seed(seed: u64, steps: u64) -> Stats {
-    run_seed_with(seed, steps, false).await
+    run_seed_with(seed, steps, false, false).await
 }
 
 /// One seed; with `reassign`, a fourth broker takes part, and a quarter of
 /// the way in every group is reassigned from brokers 1,2,3 to three of
 /// 1..=4 that include broker 4 (one of the first three leaves).
-async fn run_seed_with(seed: u64, steps: u64, reassign: bool) -> Stats {
+async fn run_seed_with(seed: u64, steps: u64, reassign: bool, retention: bool) -> Stats {
     let brokers = if reassign { NODES + 1 } else { NODES };
     let mut sim = Sim::with_brokers(seed, true, brokers);
+    sim.retention = retention;
     for i in 0..brokers as usize {
         sim.start(i).await;
     }
@@ -853,6 +910,9 @@ async fn run_seed_with(seed: u64, steps: u64, reassign: bool) -> Stats {
         ));
     }
     sim.check().await;
+    for i in 0..sim.nodes.len() {
+        sim.count_snapshots(i);
+    }
     // Every acknowledged proposal is where it was acknowledged, once.
     let mut tags_at: BTreeMap<u64, (u32, u64)> = BTreeMap::new();
     for ((p, off), (_, tag)) in &sim.read {
@@ -862,12 +922,25 @@ async fn run_seed_with(seed: u64, steps: u64, reassign: bool) -> Stats {
             }
         }
     }
+    // With retention, a batch below a log start may be gone before any
+    // consumer read it.
+    let log_start = |p: u32| {
+        sim.nodes
+            .iter()
+            .map(|n| {
+                let d = &n.up.as_ref().unwrap().driver;
+                d.group(&key(p)).unwrap().partition().log_start_offset()
+            })
+            .max()
+            .unwrap_or(0)
+    };
     for x in &sim.props {
         let Some(at) = x.acked.filter(|a| *a != u64::MAX) else {
             continue;
         };
         match tags_at.get(&x.tag) {
             Some(&(p, o)) if p == x.partition && o == at => {}
+            None if at < log_start(x.partition) => {}
             other => sim.fail(format!(
                 "acknowledged batch {} (partition {}, offset {at}, term {}) is at {other:?}",
                 x.tag, x.partition, x.p.term
@@ -1075,7 +1148,7 @@ fn reassignments_under_crashes_and_a_lossy_network_keep_every_acknowledged_batch
         let seeds = seeds("SHARDLOG_REASSIGN_SEEDS", 20);
         let mut total = Stats::default();
         for seed in seeds {
-            total.add(&run_seed_with(seed, steps, true).await);
+            total.add(&run_seed_with(seed, steps, true, false).await);
         }
         println!("replica_sim reassignments: {total:?}");
         assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
@@ -1150,6 +1223,34 @@ fn a_shard_keeps_replicated_entries_within_its_memory_budget() {
         assert!(
             without > 4 * with,
             "the budget made no difference: {with} with, {without} without"
+        );
+    });
+}
+
+/// Retention on replicated partitions: each replica's log keeps about
+/// 6 KB, so replicas move their Raft logs' starts every 20 steps, and a
+/// follower that was down or cut off while its leader's log start moved
+/// past it gets a snapshot (a position) and starts its log again there.
+/// Same faults and checks as the main simulation (what consumers read never
+/// changes; acknowledged batches are where they were acknowledged unless
+/// retention deleted them); every other seed also reassigns the groups to
+/// a fourth broker, whose new replicas then start from a snapshot.
+/// `SHARDLOG_RETENTION_SEEDS=N` (default 20).
+#[test]
+fn retention_and_snapshots_keep_replicas_consistent_under_faults() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        let steps = env_u64("SHARDLOG_SIM_STEPS", 400);
+        let mut total = Stats::default();
+        for seed in seeds("SHARDLOG_RETENTION_SEEDS", 20) {
+            total.add(&run_seed_with(seed, steps, seed % 2 == 1, true).await);
+        }
+        println!("replica_sim retention: {total:?}");
+        assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
+        assert!(total.compacted > 0, "no log start ever moved: {total:?}");
+        assert!(
+            total.snapshots > 0,
+            "no follower ever needed a snapshot: {total:?}"
         );
     });
 }

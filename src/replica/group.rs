@@ -108,6 +108,10 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
     #[error("the log holds {frames} frames but the replica has no saved Raft state")]
     Unmanaged { frames: u64 },
+    #[error("the log starts at {log_start} but the replica's saved state at {saved}")]
+    Start { log_start: u64, saved: u64 },
+    #[error("a snapshot from the leader is not a shardlog position ({len} bytes of data)")]
+    BadSnapshot { len: usize },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -177,6 +181,8 @@ pub struct PartitionGroup<D: Disk> {
     /// ticks, oldest first (for [`Self::in_sync`]).
     last_index_ago: VecDeque<u64>,
     appends_refused: u64,
+    /// Snapshots this replica installed (for tests and the status line).
+    snapshots_installed: u64,
 }
 
 /// How far back (in ticks) a follower must have caught up to be in sync.
@@ -213,9 +219,9 @@ impl<D: Disk> PartitionGroup<D> {
         // reassignment starts from the group's initial configuration as a
         // non-member and replays the configuration changes that add it.
         assert!(cfg.id != 0 && !cfg.voters.is_empty());
-        let (state_file, saved) = StateFile::load(disk, partition.dir()).await?;
+        let (mut state_file, saved) = StateFile::load(disk, partition.dir()).await?;
         let start = partition.log_start_offset();
-        let saved = match saved {
+        let mut saved = match saved {
             Some(s) => s,
             None => {
                 if partition.log_end_offset() > start {
@@ -226,10 +232,28 @@ impl<D: Disk> PartitionGroup<D> {
                 ReplicaState {
                     first_index: 1,
                     voters: cfg.voters.clone(),
+                    start_offset: start,
                     ..Default::default()
                 }
             }
         };
+        // The log must start where the saved state says entry
+        // `first_index` is: a crash may have interrupted a snapshot's log
+        // restart (finish it) or a compaction's deletion (redo it).
+        if saved.resetting {
+            partition.restart_at(saved.start_offset).await?;
+            saved.resetting = false;
+            state_file.save(&saved).await?;
+        } else if partition.log_start_offset() < saved.start_offset {
+            partition.delete_records_before(saved.start_offset).await?;
+        }
+        let start = partition.log_start_offset();
+        if start != saved.start_offset {
+            return Err(ReplicaError::Start {
+                log_start: start,
+                saved: saved.start_offset,
+            });
+        }
         let index = LogIndex::new(saved.first_index, saved.prev_term, start);
         let conf: ConfState = saved.conf_state();
         let hard = HardState {
@@ -238,7 +262,14 @@ impl<D: Disk> PartitionGroup<D> {
             commit: 0,
             ..Default::default()
         };
-        let store = ReplicaStorage::new(index, hard, conf, cfg.window_bytes, cfg.memory.clone());
+        let store = ReplicaStorage::new(
+            index,
+            hard,
+            conf,
+            saved.conf_index,
+            cfg.window_bytes,
+            cfg.memory.clone(),
+        );
         // Index every frame; keep the entries in the window (it trims
         // itself to its budget once they are unpinned below).
         let mut offset = start;
@@ -299,6 +330,7 @@ impl<D: Disk> PartitionGroup<D> {
             pending_seqs: std::collections::HashMap::new(),
             last_index_ago: VecDeque::with_capacity(ISR_LAG_TICKS),
             appends_refused: 0,
+            snapshots_installed: 0,
         })
     }
 
@@ -447,6 +479,11 @@ impl<D: Disk> PartitionGroup<D> {
             return Ok(());
         }
         Ok(self.raw.step(m)?)
+    }
+
+    /// Snapshots installed since this replica opened.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
     }
 
     /// Appends from a leader dropped because the shard's memory budget was
@@ -638,10 +675,10 @@ impl<D: Disk> PartitionGroup<D> {
         }
         let mut rd = self.raw.ready();
         out.extend(rd.take_messages());
-        assert!(
-            rd.snapshot().is_empty(),
-            "no replica offers a snapshot, so none arrives"
-        );
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install(&snap).await?;
+        }
         // Committed entries come only up to what this replica persisted.
         let committed = rd.take_committed_entries();
         self.apply(&committed).await?;
@@ -659,9 +696,136 @@ impl<D: Disk> PartitionGroup<D> {
             messages: rd.take_persisted_messages(),
         });
         self.raw.advance_append_async(rd);
-        self.raw.advance_apply_to(self.applied);
+        self.advance_applied();
         out.extend(self.on_durable());
         Ok(out)
+    }
+
+    /// Tell raft-rs what is applied, once it is also persisted (an
+    /// installed snapshot is applied before raft-rs hears it persisted).
+    fn advance_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        if self.applied > log.applied && self.applied <= log.persisted.min(log.committed) {
+            self.raw.advance_apply_to(self.applied);
+        }
+    }
+
+    /// A follower behind the leader's log start got a snapshot: a position
+    /// (index, term, configuration, and the offset where the leader's log
+    /// now starts). The log is emptied and starts again at that offset;
+    /// everything up to the index counts as applied. The intent is saved
+    /// first (`resetting`), so a crash in between finishes the restart at
+    /// the next open.
+    async fn install(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), ReplicaError> {
+        let m = snap.get_metadata();
+        let (index, term) = (m.index, m.term);
+        let Ok(data) = <[u8; 16]>::try_from(&snap.data[..]) else {
+            return Err(ReplicaError::BadSnapshot {
+                len: snap.data.len(),
+            });
+        };
+        let start = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        // The configuration is the leader's current one, made by entry
+        // `conf_index` (possibly after the snapshot's index: those changes
+        // are skipped as the entries are replayed).
+        let conf_index = u64::from_le_bytes(data[8..].try_into().expect("8 bytes")).max(index);
+        assert!(
+            index > self.applied,
+            "snapshot at {index} below the applied index {}",
+            self.applied
+        );
+        let conf = m.get_conf_state().clone();
+        let mut next = self.saved.clone();
+        next.first_index = index + 1;
+        next.prev_term = term;
+        next.start_offset = start;
+        next.set_conf_state(&conf, conf_index);
+        next.commit = index;
+        next.resetting = true;
+        self.state_file.save(&next).await?;
+        self.partition.restart_at(start).await?;
+        next.resetting = false;
+        self.state_file.save(&next).await?;
+        self.saved = next;
+        self.store.reset(
+            LogIndex::new(index + 1, term, start),
+            conf.clone(),
+            conf_index,
+        );
+        self.applied = index;
+        self.partition.set_replicated_high_watermark(start);
+        // The restart made everything before `start` durable, and what the
+        // held readies appended is gone.
+        for u in &mut self.unsent {
+            u.durable_at = u.durable_at.min(start);
+        }
+        self.pending_seqs.clear();
+        self.snapshots_installed += 1;
+        tracing::info!(group = self.id(), index, term, start, voters = ?conf.voters, "replica: installed a snapshot; the log starts again at {start}");
+        Ok(())
+    }
+
+    /// Retention on a replica: when the partition's retention would delete
+    /// segments, move the Raft log's start there first (saved: the first
+    /// index, the term before it, the offset), then delete. Never past
+    /// what this replica applied. A follower that then needs entries from
+    /// before the start gets a snapshot. Returns whether it compacted.
+    pub async fn compact(&mut self, now_ms: i64) -> Result<bool, ReplicaError> {
+        if self.saved.resetting {
+            return Ok(false);
+        }
+        let Some(start) = self.partition.retention_candidate(now_ms) else {
+            return Ok(false);
+        };
+        let applied_end = self.store.end_offset(self.applied);
+        if start <= self.store.first_offset() || applied_end.is_none_or(|e| start > e) {
+            return Ok(false);
+        }
+        let index = self.index_at_offset(start).await?;
+        let prev_term = self.store.term_of(index - 1).expect("an entry in the log");
+        let mut next = self.saved.clone();
+        next.first_index = index;
+        next.prev_term = prev_term;
+        next.start_offset = start;
+        // Everything before the new start is applied (raft-rs starts its
+        // commit index at the first index - 1).
+        next.commit = next.commit.max(index - 1);
+        self.state_file.save(&next).await?;
+        self.saved = next;
+        self.partition.delete_records_before(start).await?;
+        self.store.compact(index, prev_term, start);
+        tracing::info!(
+            group = self.id(),
+            first_index = index,
+            start,
+            "replica: retention moved the log start"
+        );
+        Ok(true)
+    }
+
+    /// The entry whose frame starts at `offset` (a frame boundary within
+    /// the log): from the nearest place the index knows exactly at or
+    /// after it, counting the frames in between.
+    async fn index_at_offset(&self, offset: u64) -> Result<u64, ReplicaError> {
+        let (index, at) = self.store.known_at_or_after(offset);
+        assert!(at >= offset, "{offset} is within the log");
+        let mut o = offset;
+        let mut n = 0u64;
+        while o < at {
+            let frames = self.partition.read_unreplicated(o, READ_CHUNK).await?;
+            assert!(!frames.is_empty(), "frames from {o} up to {at}");
+            for f in frames {
+                if o >= at {
+                    break;
+                }
+                let base = crate::format::frame::base_offset_of(&f);
+                assert_eq!(base, o, "contiguous frames");
+                o = base + entry::offsets_of(&f);
+                n += 1;
+            }
+        }
+        assert_eq!(o, at, "frames from {offset} reach the entry known at {at}");
+        Ok(index - n)
     }
 
     /// Tell the window from which index followers still need entries: a
@@ -702,6 +866,7 @@ impl<D: Disk> PartitionGroup<D> {
         }
         if let Some(n) = number {
             self.raw.on_persist_ready(n);
+            self.advance_applied();
         }
         out
     }
@@ -720,7 +885,10 @@ impl<D: Disk> PartitionGroup<D> {
         let mut seen = std::collections::BTreeSet::new();
         for w in wanted {
             if w.low < self.store.first_index() || w.high > self.store.last_index() + 1 {
-                continue; // the log moved since; raft-rs will ask again
+                // The log moved since (compacted: raft-rs then sends a
+                // snapshot; truncated): let raft-rs ask again.
+                self.raw.on_entries_fetched(w.context);
+                continue;
             }
             if !seen.insert(w.low) {
                 continue;
@@ -901,6 +1069,7 @@ impl<D: Disk> PartitionGroup<D> {
                     "replica: removed from the group while leading; stepped down"
                 );
             }
+            self.store.set_conf(cs.clone(), e.index);
             let mut next = self.saved.clone();
             next.set_conf_state(&cs, e.index);
             next.commit = next.commit.max(e.index);

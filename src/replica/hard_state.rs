@@ -18,7 +18,11 @@
 //! | u64 term | u64 vote | u64 commit | u64 first_index | u64 prev_term
 //! | u32 voters | voters x u64 | u32 learners | learners x u64      (at most 64 members)
 //! | u32 voters_outgoing | x u64 | u32 learners_next | x u64 | u8 auto_leave | u64 conf_index
+//! | u64 start_offset | u8 resetting
 //! ```
+//! `start_offset` is where entry `first_index`'s frame starts (the log
+//! start once retention or a snapshot moved it); `resetting` is set while
+//! a snapshot's log restart is under way (a restart finishes it).
 //! The configuration is the one in force after applying entry
 //! `conf_index` (0: the group's initial one); `commit` never passes what
 //! was applied, so a restart re-applies exactly the configuration changes
@@ -59,6 +63,10 @@ pub struct ReplicaState {
     pub auto_leave: bool,
     /// The entry whose configuration change this is (0: the initial one).
     pub conf_index: u64,
+    /// The offset where entry `first_index`'s frame starts.
+    pub start_offset: u64,
+    /// A snapshot's log restart at `start_offset` is under way.
+    pub resetting: bool,
 }
 
 impl ReplicaState {
@@ -218,6 +226,8 @@ impl ReplicaState {
         }
         body.push(self.auto_leave as u8);
         body.extend_from_slice(&self.conf_index.to_le_bytes());
+        body.extend_from_slice(&self.start_offset.to_le_bytes());
+        body.push(self.resetting as u8);
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -259,19 +269,24 @@ impl ReplicaState {
                 list.push(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
             }
         }
-        let (auto_leave, conf_index) = if v3 {
-            let auto_leave = match take(1)?[0] {
-                0 => false,
-                1 => true,
-                b => return Err(format!("auto_leave {b}")),
-            };
-            (
-                auto_leave,
-                u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")),
-            )
-        } else {
-            (false, 0)
+        let flag = |what: &str, b: u8| match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!("{what} {b}")),
         };
+        let auto_leave = if v3 {
+            flag("auto_leave", take(1)?[0])?
+        } else {
+            false
+        };
+        let mut tail = [0u64; 2];
+        let mut resetting = false;
+        if v3 {
+            tail[0] = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            tail[1] = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            resetting = flag("resetting", take(1)?[0])?;
+        }
+        let [conf_index, start_offset] = tail;
         if at != body.len() {
             return Err(format!("{} bytes after the end", body.len() - at));
         }
@@ -291,6 +306,8 @@ impl ReplicaState {
                 learners_next,
                 auto_leave,
                 conf_index,
+                start_offset,
+                resetting,
             },
         ))
     }
@@ -314,6 +331,8 @@ mod tests {
             learners_next: vec![],
             auto_leave: true,
             conf_index: 40,
+            start_offset: 1234,
+            resetting: true,
         }
     }
 

@@ -314,11 +314,17 @@ impl Replication {
             let woke = self.wake.listen();
             let now = std::time::Instant::now();
             let ticked = now >= next_tick;
+            let mut compact = false;
             if ticked {
                 self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
                 ticks += 1;
                 self.reconfigure(&shard, ticks);
+                // Retention every `retention_check_interval_ms`.
+                let every = (shard.config.retention_check_interval_ms
+                    / REPLICATION_TICK.as_millis() as u64)
+                    .max(1);
+                compact = ticks % every == 0;
                 if ticks % 10 == 0 && tracing::enabled!(tracing::Level::DEBUG) {
                     for (key, g) in self.driver_mut().groups() {
                         debug!(?key, "replica: {}", g.describe());
@@ -355,7 +361,7 @@ impl Replication {
                     let _ = p.reply.send(r);
                 }
             }
-            self.round(&shard, ticked).await;
+            self.round(&shard, ticked, compact).await;
             drop(shard);
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             futures_lite::future::or(woke, glommio::timer::sleep(wait)).await;
@@ -405,13 +411,20 @@ impl Replication {
     }
 
     /// One round: process, ask for syncs, release what is durable, send.
-    async fn round(self: &Rc<Self>, shard: &super::Shard, ticked: bool) {
+    async fn round(self: &Rc<Self>, shard: &super::Shard, ticked: bool, compact: bool) {
         // The driver leaves its cell for the round (it awaits truncations
         // and reads for followers): every other entry point only queues
         // and wakes this task, and readers of outcomes find it absent and
         // ask again after the round.
         let mut d = self.driver.take().expect("one round at a time");
-        let mut failed = d.process().await;
+        let mut failed = Vec::new();
+        if compact {
+            // Retention of replicated partitions runs here, between the
+            // groups' ready cycles, not in the shard's housekeeping: a
+            // group's index must move with its log.
+            failed.extend(d.compact(shard.clock.wall_ms()).await);
+        }
+        failed.extend(d.process().await);
         d.on_durable();
         failed.extend(d.process().await);
         *self.driver.borrow_mut() = Some(d);
