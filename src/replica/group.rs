@@ -674,7 +674,18 @@ impl<D: Disk> PartitionGroup<D> {
             return Ok(out);
         }
         let mut rd = self.raw.ready();
-        out.extend(rd.take_messages());
+        let sent = rd.take_messages();
+        // raft-rs holds a follower in snapshot state until it hears the
+        // snapshot's fate. Ours is a position, applied at once on arrival:
+        // report it finished as it goes; if it is lost, the follower
+        // refuses the next append and is probed (and sent one) again.
+        for m in sent
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        {
+            self.raw.report_snapshot(m.to, raft::SnapshotStatus::Finish);
+        }
+        out.extend(sent);
         if !rd.snapshot().is_empty() {
             let snap = rd.snapshot().clone();
             self.install(&snap).await?;
