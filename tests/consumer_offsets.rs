@@ -375,7 +375,7 @@ fn read_offsets_topic(bootstrap: &str) -> Vec<Rec> {
             let m = r.expect("fetch of the offsets topic");
             let key = m.key().expect("a key");
             // Records of the old encoding (keyed by the group id's UTF-8)
-            // are not Kafka's; a Kafka key starts with a version 0..=2.
+            // are not Kafka's; a Kafka key starts with a version 0..=8.
             if key.first() == Some(&0) {
                 out.push(decode(key, m.payload()));
             }
