@@ -1379,6 +1379,9 @@ fn committed_offsets_expire_after_the_retention_and_stay_expired_after_a_restart
         69,
         "the group's tombstones were replayed"
     );
+    // Its old member, heartbeating on, is told to rejoin.
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(1));
+    assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID");
     let log = b.plain_log();
     assert!(log.contains("kafka: committed offsets expired"));
     assert!(log.contains("kafka: group deleted: empty, and its offsets expired"));
