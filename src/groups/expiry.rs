@@ -107,7 +107,8 @@ pub fn expired(
 #[derive(Debug)]
 pub struct ExpirySchedule {
     interval: Duration,
-    next: std::cell::Cell<Instant>,
+    /// None: beyond what an `Instant` can hold (a huge interval), never.
+    next: std::cell::Cell<Option<Instant>>,
 }
 
 impl ExpirySchedule {
@@ -115,17 +116,19 @@ impl ExpirySchedule {
         assert!(!interval.is_zero(), "a zero expiry interval would spin");
         ExpirySchedule {
             interval,
-            next: std::cell::Cell::new(now + interval),
+            next: std::cell::Cell::new(now.checked_add(interval)),
         }
     }
 
     /// Whether a pass is due at `now`; if so the next one is an interval on.
     pub fn due(&self, now: Instant) -> bool {
-        if now < self.next.get() {
-            return false;
+        match self.next.get() {
+            Some(next) if now >= next => {
+                self.next.set(now.checked_add(self.interval));
+                true
+            }
+            _ => false,
         }
-        self.next.set(now + self.interval);
-        true
     }
 }
 
@@ -345,5 +348,8 @@ mod tests {
         assert!(!s.due(clock.now()), "not twice for one moment");
         clock.advance(Duration::from_secs(600));
         assert!(s.due(clock.now()));
+        // An interval past what the clock can count: never, not a panic.
+        let never = ExpirySchedule::new(Duration::MAX, clock.now());
+        assert!(!never.due(clock.now()));
     }
 }
