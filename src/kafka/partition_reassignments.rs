@@ -93,16 +93,7 @@ async fn reassign_one(
         .get(topic)
         .and_then(|m| m.assignment.get(partition as usize))
         .cloned()
-        .unwrap_or(Assignment {
-            node: 0,
-            shard: 0,
-            leader_epoch: 0,
-            followers: Vec::new(),
-            follower_shards: Vec::new(),
-            origin: Vec::new(),
-            target: Vec::new(),
-            target_shards: Vec::new(),
-        });
+        .unwrap_or_default();
     let replicas: Vec<u32> = match replicas {
         Some(r) => r
             .iter()

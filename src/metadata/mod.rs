@@ -128,7 +128,7 @@ pub struct TopicMeta {
 /// A partition's place in a cluster: the broker that leads it, the shard
 /// there, the leader epoch (it grows each time the leader moves), and the
 /// brokers of its other replicas.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {
     pub node: u32,
     pub shard: u16,
