@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 import urllib.error
 import urllib.request
 import uuid
@@ -247,13 +248,19 @@ address="127.0.0.1:{http_port}"
           json.loads(skipped[0]).get("version") if skipped else "")
     print("burrow: ok")
 except BaseException:
-    for name in ("burrow", "zookeeper"):
+    # The logs first and the failure last, on one stream: run.sh shows only
+    # the tail of this script's output, and a traceback on stderr would land
+    # above a block-buffered stdout's logs.
+    for name, keep in (("zookeeper", 8), ("burrow", 30)):
         path = f"{tmp}/{name}.log"
         if os.path.exists(path):
             print(f"--- {name} log (tail)")
             with open(path, errors="replace") as f:
-                print("".join(f.readlines()[-30:]))
-    raise
+                print("".join(f.readlines()[-keep:]))
+    print("--- burrow.py failed:")
+    traceback.print_exc(file=sys.stdout)
+    sys.stdout.flush()
+    sys.exit(1)
 finally:
     for _, proc in reversed(procs):
         proc.terminate()
