@@ -76,29 +76,35 @@ pub fn coordinator_at(
 }
 
 /// Wait (up to `max`) until this broker's replicas of these offsets
-/// partitions know their leaders. FindCoordinator waits for it, as it
-/// waits for the offsets topic's creation: just created, its partitions
-/// elect leaders within 1–2 s. (Answered "not available" in that time, a
-/// librdkafka group in tests/cluster.rs's four-broker test once did not
-/// form within 60 s; why, in librdkafka, was not found.) A partition with
-/// no replica here is not waited for.
+/// partitions have elected their first leaders. FindCoordinator waits for
+/// it, as it waits for the offsets topic's creation: just created, its
+/// partitions elect leaders within 1–2 s. (Answered "not available" in
+/// that time, a librdkafka group in tests/cluster.rs's four-broker test
+/// once did not form within 60 s; why, in librdkafka, was not found.) A
+/// replica that knew a leader and lost it (cut off, or an election under
+/// way) is not waited for: that can last, and the client had better ask
+/// another broker. Neither is a partition with no replica here.
 pub async fn await_leaders(shard: &Rc<Shard>, partitions: &[u32], max: std::time::Duration) {
+    let Some(r) = shard.replication() else {
+        return;
+    };
     let deadline = shard.clock.now() + max;
     loop {
         let topics = shard.topics();
         let Some(meta) = topics.get(OFFSETS_TOPIC) else {
             return;
         };
-        let unknown = partitions.iter().any(|p| {
+        let unelected = partitions.iter().any(|p| {
             let held = meta.assignment.get(*p as usize).is_some_and(|a| {
                 a.replicated()
                     && shard
                         .node_id()
                         .is_some_and(|me| a.replica_shard(me).is_some())
             });
-            held && coordinator_at(shard, meta, *p) == CoordinatorAt::Unknown
+            // Term 0: no election yet; None: the replica is not open yet.
+            held && matches!(r.leader(OFFSETS_TOPIC, *p), None | Some((None, 0)))
         });
-        if !unknown || shard.clock.now() >= deadline {
+        if !unelected || shard.clock.now() >= deadline {
             return;
         }
         shard
