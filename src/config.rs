@@ -64,6 +64,11 @@ pub struct BrokerConfig {
     /// Bytes a shard may hold appended but not yet written to segment files
     /// (acks=0/1 data ahead of the flushers); appends wait beyond it.
     pub max_unwritten_bytes_per_shard: usize,
+    /// In a cluster: bytes of replicated entries a shard keeps in memory
+    /// for followers (its groups' windows and reads for lagging
+    /// followers); beyond it they are served from disk, and at twice it a
+    /// follower takes no new appends until its own are durable.
+    pub replication_memory_bytes_per_shard: usize,
     /// Largest Fetch answer the broker builds, whatever the client asks for
     /// (Kafka's broker-side `fetch.max.bytes`). The first batch always goes.
     pub fetch_max_bytes: usize,
@@ -112,6 +117,15 @@ pub struct BrokerConfig {
     /// `group.consumer.session.timeout.ms`, same default). At least two
     /// heartbeat intervals.
     pub group_consumer_session_timeout_ms: u64,
+    /// Committed offsets of a group with no members (or of a topic no
+    /// member subscribes to, or committed standalone) are deleted this long
+    /// after their commit, or after the group emptied (Kafka's
+    /// `offsets.retention.minutes`, same default: 7 days). Fractions are
+    /// allowed (0.05 = 3 s), for tests.
+    pub offsets_retention_minutes: f64,
+    /// How often expired offsets are looked for, in ms (Kafka's
+    /// `offsets.retention.check.interval.ms`, same default).
+    pub offsets_retention_check_interval_ms: u64,
 
     /// Defaults for topics created without explicit settings.
     pub topic_defaults: TopicConfig,
@@ -209,6 +223,7 @@ impl Default for BrokerConfig {
             max_inflight_bytes_per_connection: 64 << 20,
             max_inflight_bytes_per_shard: 256 << 20,
             max_unwritten_bytes_per_shard: 128 << 20,
+            replication_memory_bytes_per_shard: 64 << 20,
             fetch_max_bytes: 55 << 20,
             idle_timeout_ms: 600_000,
             partial_frame_timeout_ms: 30_000,
@@ -226,6 +241,8 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 3000,
             group_consumer_heartbeat_interval_ms: 5000,
             group_consumer_session_timeout_ms: 45_000,
+            offsets_retention_minutes: 7.0 * 24.0 * 60.0,
+            offsets_retention_check_interval_ms: 600_000,
             topic_defaults: TopicConfig::default(),
             node_id: None,
             rpc_listen: String::new(),
@@ -256,17 +273,26 @@ impl BrokerConfig {
     /// in bytes (README, "Guarantees: memory"): per shard, the request
     /// budget, the batch cache, twice the unwritten budget or one request,
     /// whichever is larger (unwritten data sits in its cached frame and in
-    /// its write chunk), the pool of write buffers and the io_uring memory.
+    /// its write chunk), the pool of write buffers and the io_uring memory;
+    /// in a cluster, the replicated entries held for followers.
     /// Connections (128 KiB each) and a fixed overhead come on top.
     pub fn data_memory_bound(&self, shards: usize) -> u64 {
         let unwritten = self
             .max_unwritten_bytes_per_shard
             .max(self.max_request_bytes);
+        // Replicated entries held for followers: twice the budget, plus
+        // one append message and one read past it (replica::WindowBudget).
+        let replication = if self.node_id.is_some() {
+            2 * self.replication_memory_bytes_per_shard + (2 << 20)
+        } else {
+            0
+        };
         let per_shard = self.max_inflight_bytes_per_shard
             + self.shard_cache_bytes_max
             + 2 * unwritten
             + WRITE_POOL_BUFFERS * self.write_chunk_bytes
-            + self.io_memory_bytes;
+            + self.io_memory_bytes
+            + replication;
         (shards * per_shard) as u64
     }
 
@@ -313,8 +339,22 @@ impl BrokerConfig {
             return bad("group_consumer_session_timeout_ms must be at least twice \
                  group_consumer_heartbeat_interval_ms, which must be 1..=2147483647");
         }
+        // A retention under 1 ms would expire offsets as they are committed.
+        if !(self.offsets_retention_minutes * 60_000.0 >= 1.0
+            && self.offsets_retention_minutes * 60_000.0 <= i64::MAX as f64)
+        {
+            return bad("offsets_retention_minutes must be at least 1 ms (1.7e-5) and finite");
+        }
+        if self.offsets_retention_check_interval_ms == 0 {
+            return bad("offsets_retention_check_interval_ms must be >= 1");
+        }
         self.cluster()?;
         self.topic_defaults.validate()
+    }
+
+    /// `offsets_retention_minutes` in ms (validated to be 1 or more).
+    pub fn offsets_retention_ms(&self) -> i64 {
+        (self.offsets_retention_minutes * 60_000.0).round().max(1.0) as i64
     }
 
     /// The cluster settings: None for a single broker (no `node_id`);
@@ -684,5 +724,28 @@ mod cluster_tests {
         assert!(c.validate().is_err());
         c.group_consumer_heartbeat_interval_ms = 500;
         assert!(c.validate().is_ok());
+    }
+
+    #[test]
+    fn offset_retention_defaults_to_kafkas_and_takes_fractions() {
+        let mut c = BrokerConfig::default();
+        assert_eq!(c.offsets_retention_ms(), 7 * 24 * 3_600_000, "7 days");
+        assert_eq!(c.offsets_retention_check_interval_ms, 600_000);
+        let c2: BrokerConfig = toml::from_str(
+            "offsets_retention_minutes = 0.05\noffsets_retention_check_interval_ms = 250",
+        )
+        .unwrap();
+        assert_eq!(c2.offsets_retention_ms(), 3000);
+        assert!(c2.validate().is_ok());
+        // An integer minute count is read too (TOML has two number types).
+        let c3: BrokerConfig = toml::from_str("offsets_retention_minutes = 1440").unwrap();
+        assert_eq!(c3.offsets_retention_ms(), 86_400_000);
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            c.offsets_retention_minutes = bad;
+            assert!(c.validate().is_err(), "{bad}");
+        }
+        c.offsets_retention_minutes = 1.0;
+        c.offsets_retention_check_interval_ms = 0;
+        assert!(c.validate().is_err());
     }
 }

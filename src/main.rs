@@ -95,6 +95,29 @@ enum ClusterCmd {
         #[arg(long, value_delimiter = ',')]
         also: Vec<String>,
     },
+    /// Move a replicated topic's partitions to another set of brokers
+    /// while they serve (scale-out: name a new broker). Each new replica
+    /// joins its partition's Raft group as a learner, is promoted once it
+    /// has caught up, and the replicas left out are removed and their data
+    /// deleted. Naming the current set cancels a reassignment in progress.
+    Reassign {
+        topic: String,
+        /// The brokers every chosen partition should end on, e.g. 2,3,4.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// Only these partitions (repeatable or comma-separated); default: all.
+        #[arg(long, value_delimiter = ',')]
+        partition: Vec<u32>,
+        /// Return once proposed instead of waiting until every partition
+        /// has moved (the wait gives up after --timeout-secs).
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout_secs: u64,
+        /// More brokers' RPC addresses to retry through, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        also: Vec<String>,
+    },
 }
 
 #[derive(Args)]
@@ -460,6 +483,55 @@ fn cluster(cmd: ClusterCmd, rpc: &str) -> Result<()> {
                 }
             }
             println!("{name}\tcreated");
+        }
+        ClusterCmd::Reassign {
+            topic,
+            replicas,
+            partition,
+            no_wait,
+            timeout_secs,
+            also,
+        } => {
+            let mut addrs = vec![rpc.to_string()];
+            addrs.extend(also);
+            let parts =
+                admin::reassign(&addrs, &topic, &partition, &replicas, timeout, 2 * timeout)?;
+            let to = replicas
+                .iter()
+                .map(|n| n.to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            println!("{topic}: reassigning {} partitions to {to}", parts.len());
+            if no_wait {
+                return Ok(());
+            }
+            let started = std::time::Instant::now();
+            let mut last = usize::MAX;
+            loop {
+                let left = addrs
+                    .iter()
+                    .find_map(|a| admin::reassigning(a, &topic, &parts, timeout).ok());
+                match left {
+                    Some(l) if l.is_empty() => break,
+                    Some(l) if l.len() != last => {
+                        println!("{topic}: {} partitions still moving", l.len());
+                        last = l.len();
+                    }
+                    _ => {}
+                }
+                if started.elapsed() > std::time::Duration::from_secs(timeout_secs) {
+                    anyhow::bail!(
+                        "{topic}: reassignment not finished after {timeout_secs} s (it goes on; \
+                         `shardlog cluster status --partitions` shows what is left)"
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(250));
+            }
+            println!(
+                "{topic}: {} partitions now on {to} ({:.1} s)",
+                parts.len(),
+                started.elapsed().as_secs_f64()
+            );
         }
     }
     Ok(())

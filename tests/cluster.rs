@@ -49,6 +49,11 @@ impl Cluster {
 
     /// Three brokers with `shards` shards each.
     fn start_with_shards(shards: usize) -> Cluster {
+        Cluster::start_with(shards, &[])
+    }
+
+    /// Three brokers with `shards` shards each and `extra` arguments.
+    fn start_with(shards: usize, extra: &[&str]) -> Cluster {
         let rpc: Vec<String> = (0..3)
             .map(|_| format!("127.0.0.1:{}", rpc_port()))
             .collect();
@@ -61,7 +66,7 @@ impl Cluster {
         let mut nodes = Vec::new();
         let mut dirs = Vec::new();
         for (i, addr) in rpc.iter().enumerate() {
-            let (node, dir) = start_node_with_shards(i as u32 + 1, addr, &voters, shards);
+            let (node, dir) = start_node_with(i as u32 + 1, addr, &voters, shards, extra);
             nodes.push(node);
             dirs.push(dir);
         }
@@ -110,6 +115,20 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// Start broker 4, not a controller voter: it registers through the
+    /// voters and fetches the controller's state from them.
+    fn start_fourth(&self) -> (BrokerProc, tempfile::TempDir) {
+        let voters = self
+            .rpc
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}@{a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let rpc4 = format!("127.0.0.1:{}", rpc_port());
+        start_node(4, &rpc4, &voters)
     }
 
     fn cluster_logs(&self) -> String {
@@ -872,17 +891,7 @@ fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() 
     let mut brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
     kafka::create(&brokers[0], "before", 3);
     kafka::produce(&brokers[0], "before", 120);
-    // Node 4 is not a controller voter: it registers through the voters
-    // and fetches the controller's state from them.
-    let voters = c
-        .rpc
-        .iter()
-        .enumerate()
-        .map(|(i, a)| format!("{}@{a}", i + 1))
-        .collect::<Vec<_>>()
-        .join(",");
-    let rpc4 = format!("127.0.0.1:{}", rpc_port());
-    let (node4, _dir4) = start_node(4, &rpc4, &voters);
+    let (node4, _dir4) = c.start_fourth();
     let v = c.settled_view(0, 4, None, Duration::from_secs(30));
     assert!(v.state.brokers[&4].live, "{:?}", v.state.brokers);
     brokers.push(node4.kafka.clone().unwrap());
@@ -1330,6 +1339,16 @@ fn start_node_with_shards(
     voters: &str,
     shards: usize,
 ) -> (BrokerProc, tempfile::TempDir) {
+    start_node_with(id, rpc, voters, shards, &[])
+}
+
+fn start_node_with(
+    id: u32,
+    rpc: &str,
+    voters: &str,
+    shards: usize,
+    extra: &[&str],
+) -> (BrokerProc, tempfile::TempDir) {
     let dir = tempfile::Builder::new()
         .prefix("shardlog-cluster-")
         .tempdir()
@@ -1342,14 +1361,18 @@ fn start_node_with_shards(
         "127.0.0.1:0",
         shards,
         &[
-            "--no-pin",
-            "--node-id",
-            &id,
-            "--rpc-listen",
-            rpc,
-            "--controller-voters",
-            voters,
-        ],
+            &[
+                "--no-pin",
+                "--node-id",
+                &id,
+                "--rpc-listen",
+                rpc,
+                "--controller-voters",
+                voters,
+            ][..],
+            extra,
+        ]
+        .concat(),
     );
     (node, dir)
 }
@@ -1864,23 +1887,43 @@ fn a_new_leader_answers_epoch_ends_from_its_history_and_fences_stale_epochs() {
         end_old >= 100 && end_new >= end_old + 100,
         "{end_old} {end_new}"
     );
-    let r: ListOffsetsResponse = Conn::new(&leader_addr).call(
-        ApiKey::ListOffsets,
-        4,
-        &ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-                .with_name(tn("epochs"))
-                .with_partitions(vec![
-                    list_offsets_request::ListOffsetsPartition::default()
-                        .with_partition_index(0)
-                        .with_current_leader_epoch(-1)
-                        .with_timestamp(-1),
-                ])]),
+    let list_offsets = |current: i32| {
+        let r: ListOffsetsResponse = Conn::new(&leader_addr).call(
+            ApiKey::ListOffsets,
+            4,
+            &ListOffsetsRequest::default()
+                .with_replica_id(BrokerId(-1))
+                .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(tn("epochs"))
+                    .with_partitions(vec![
+                        list_offsets_request::ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_current_leader_epoch(current)
+                            .with_timestamp(-1),
+                    ])]),
+        );
+        let p = &r.topics[0].partitions[0];
+        (p.error_code, p.offset, p.leader_epoch)
+    };
+    let (code, offset, leader_epoch) = list_offsets(-1);
+    assert_eq!(code, 0);
+    assert_eq!(
+        end_new, offset,
+        "the current epoch ends at the high watermark once produce is acknowledged"
+    );
+    assert_eq!(leader_epoch, epoch, "ListOffsets names the group's term");
+    // ListOffsets naming the current epoch is answered; a stale one is
+    // fenced, a future one unknown.
+    assert_eq!(list_offsets(epoch).0, 0);
+    assert_eq!(
+        list_offsets(old_epoch).0,
+        74,
+        "ListOffsets: FENCED_LEADER_EPOCH"
     );
     assert_eq!(
-        end_new, r.topics[0].partitions[0].offset,
-        "the current epoch ends at the high watermark once produce is acknowledged"
+        list_offsets(epoch + 5).0,
+        75,
+        "ListOffsets: UNKNOWN_LEADER_EPOCH"
     );
     // Stale and future epochs, and a follower.
     assert_eq!(
@@ -2616,5 +2659,292 @@ impl Drop for LogsOnPanic<'_> {
                 eprintln!("node {}: {l}", i + 1);
             }
         }
+    }
+}
+
+/// Scale-out under load: a fourth broker joins a serving three-broker
+/// cluster and `shardlog cluster reassign` moves every partition of an
+/// RF=3 topic while an idempotent producer (acks=all) writes without
+/// pause. Round 1 moves the partitions off one broker (the leader of
+/// partition 0, which hands that leadership over first) and onto broker 4:
+/// broker 4's replicas join their Raft groups as learners, catch up from
+/// offset 0 and become voters; the leaving broker's replicas leave and
+/// their directories are deleted. Each later round takes the next broker
+/// out of the set and brings the one left out before back, as a fresh
+/// replica. At the end every acknowledged message is read back once and
+/// in key order, and each final replica's own files, read offline, hold
+/// every acknowledged message once. `SHARDLOG_REASSIGN_ROUNDS` (default 2)
+/// sets the rounds.
+#[test]
+fn reassigning_replicas_to_a_new_broker_under_load_loses_and_duplicates_nothing() {
+    let rounds: usize = std::env::var("SHARDLOG_REASSIGN_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let mut brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "scale", 3, 3);
+    // The first broker to leave leads partition 0: it hands that
+    // leadership over before it leaves the group.
+    let first_out = kafka::leaders(&brokers[0], "scale", &brokers)[0] as u32;
+    let (node4, dir4) = c.start_fourth();
+    c.settled_view(0, 4, None, Duration::from_secs(30));
+    brokers.push(node4.kafka.clone().unwrap());
+    c.nodes.push(node4);
+    let (producer, acked, stop) = spawn_idempotent_producer(brokers.join(","), "scale");
+    std::thread::sleep(Duration::from_secs(3));
+    let mut out_now = first_out;
+    let mut target: Vec<u32> = Vec::new();
+    for round in 0..rounds {
+        target = (1..=4).filter(|n| *n != out_now).collect();
+        let target_arg = target
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let before = acked.lock().unwrap().len();
+        // The operator's command, as the README gives it; it waits until
+        // every partition has moved. Asked through a broker that stays.
+        let asked = target[0] as usize - 1;
+        let rpc = admin_rpc(&c, asked);
+        let out = common::ok(c.nodes[asked.min(2)].cli(
+            &[
+                "cluster",
+                "reassign",
+                "scale",
+                "--replicas",
+                &target_arg,
+                "--rpc",
+                &rpc,
+                "--timeout-secs",
+                "120",
+            ],
+            None,
+        ));
+        assert!(
+            out.contains(&format!("3 partitions now on {target_arg}")),
+            "round {round}: {out}"
+        );
+        eprint!("round {round}: {out}");
+        let during = acked.lock().unwrap().len();
+        assert!(
+            during > before,
+            "round {round}: nothing acknowledged during the reassignment"
+        );
+        let v = admin::view(&c.rpc[0], RPC_TIMEOUT).unwrap();
+        for (i, p) in v.state.topics["scale"].partitions.iter().enumerate() {
+            let mut r = p.replicas();
+            r.sort_unstable();
+            assert_eq!(r, target, "round {round}, partition {i}: {p:?}");
+            assert!(p.target.is_empty(), "round {round}, partition {i}: {p:?}");
+        }
+        // The leaving broker's copies are gone (its directories are
+        // deleted once it sees the change).
+        let gone = c.nodes[out_now as usize - 1].data_dir.clone();
+        let started = Instant::now();
+        while (0..3).any(|p| gone.join(format!("scale-{p}")).exists()) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "broker {out_now} kept its copies of a partition it no longer holds"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        out_now = out_now % 4 + 1;
+    }
+    // Each group went through its steps: learners added, then promoted
+    // with the leaving broker removed (a joint configuration, left
+    // automatically), after a leadership hand-over for partition 0.
+    let mut steps = String::new();
+    for (i, n) in c.nodes.iter().enumerate() {
+        for l in n
+            .stderr()
+            .lines()
+            .filter(|l| l.contains("configuration changed") || l.contains("reassignment"))
+        {
+            steps.push_str(&format!("node {}: {l}\n", i + 1));
+        }
+    }
+    assert!(steps.contains("learners=[4]"), "{steps}");
+    assert!(steps.contains("Transferring"), "{steps}");
+    let status = common::ok(c.nodes[0].cli(
+        &["cluster", "status", "--partitions", "--rpc", &c.rpc[0]],
+        None,
+    ));
+    assert!(!status.contains("reassigning_to"), "{status}");
+    // The producer goes on against the last replica set, then stops.
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    producer.join().unwrap();
+    let acked = acked.lock().unwrap().clone();
+    let reader = target[0] as usize - 1;
+    let all = kafka::read_all(&brokers[reader], "scale", 3, acked.len());
+    check_exactly_once(&format!("{rounds} reassignments under load"), &acked, &all);
+    // Each final replica's own files hold every acknowledged message, once.
+    std::thread::sleep(Duration::from_secs(2));
+    for n in &target {
+        let i = *n as usize - 1;
+        assert_eq!(c.nodes[i].stop(), Some(0), "broker {n} stops cleanly");
+        let dir = if *n == 4 {
+            dir4.path().to_path_buf()
+        } else {
+            c.nodes[i].data_dir.clone()
+        };
+        let mut on_disk: Vec<usize> = Vec::new();
+        for p in 0..3 {
+            on_disk.extend(values_in_partition_dir(&dir.join(format!("scale-{p}"))));
+        }
+        check_exactly_once(&format!("broker {n}'s copy"), &acked, &on_disk);
+    }
+}
+
+/// The RPC address of broker `i` (0-based; the fourth broker's is not in
+/// `c.rpc`, so its admin calls go through broker 1).
+fn admin_rpc(c: &Cluster, i: usize) -> String {
+    c.rpc[i.min(c.rpc.len() - 1)].clone()
+}
+
+/// Every record value (a decimal number) of the data records in the
+/// partition directory `dir`, in log order, read with the broker's own
+/// storage code from a stopped broker's files (Raft's control batches are
+/// skipped, as Kafka consumers skip them).
+fn values_in_partition_dir(dir: &std::path::Path) -> Vec<usize> {
+    use shardlog::format::header::attr;
+    use shardlog::format::read_records;
+    use shardlog::storage::{dma::DmaDisk, CacheBudget, Log, LogConfig, WriteBudget};
+    let dir = dir.to_path_buf();
+    let run = move || {
+        glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async move {
+                let cfg = LogConfig {
+                    topic: Default::default(),
+                    write_chunk_bytes: 1 << 20,
+                    write_behind: 2,
+                    flush_interval_ms: 1_000,
+                    checkpoint_interval_ms: 0,
+                    cache_keep_bytes: 0,
+                    preallocate_bytes: 0,
+                };
+                let log = Log::open(
+                    DmaDisk::new(4096),
+                    dir.clone(),
+                    cfg,
+                    CacheBudget::new(0),
+                    WriteBudget::unlimited(),
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+                let mut out = Vec::new();
+                let mut off = log.log_start_offset();
+                let end = log.next_offset();
+                while off < end {
+                    let r = log.read(off, 1 << 20, end).await.unwrap();
+                    assert!(!r.frames.is_empty(), "{}: no frame at {off}", dir.display());
+                    for f in r.frames {
+                        let (h, recs) = read_records(&f, 64 << 20).unwrap();
+                        off = h.last_offset() + 1;
+                        if h.attributes & attr::CONTROL != 0 {
+                            continue;
+                        }
+                        for rec in recs {
+                            let v = rec.value.expect("a value");
+                            out.push(std::str::from_utf8(&v).unwrap().parse().unwrap());
+                        }
+                    }
+                }
+                out
+            })
+    };
+    std::thread::spawn(run).join().unwrap()
+}
+
+/// Retention on a replicated topic: with one follower down, the leader
+/// keeps producing until retention moves its log start past everything
+/// the follower has; the follower, restarted, cannot be sent those
+/// entries and gets a snapshot instead (a position: it empties its log and
+/// starts it at the leader's log start), then replicates the rest. At the
+/// end every replica's own files hold an unbroken run of the produced
+/// values up to the last, each once, and each replica's log start has
+/// moved (retention ran on all three).
+#[test]
+fn a_follower_behind_the_retained_log_catches_up_from_a_snapshot() {
+    let mut c = Cluster::start_with(1, &["--set", "retention_check_interval_ms=200"]);
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    common::ok(c.nodes[0].cli(
+        &[
+            "topic",
+            "create",
+            "kept",
+            "--replication-factor",
+            "3",
+            "--config",
+            "segment_bytes=16384",
+            "--config",
+            "retention_bytes=65536",
+        ],
+        None,
+    ));
+    let leader = kafka::leaders(&brokers[0], "kept", &brokers)[0] as usize - 1;
+    let follower = (leader + 1) % 3;
+    let other = (leader + 2) % 3;
+    kafka::produce_range(&brokers[leader], "kept", 0..2000);
+    c.nodes[follower].kill9();
+    // About 20 times what retention keeps, while the follower is down.
+    let total = 60_000;
+    kafka::produce_range(&brokers[leader], "kept", 2000..total);
+    let moved = |i: usize| {
+        c.nodes[i]
+            .stderr()
+            .contains("replica: retention moved the log start")
+    };
+    let started = Instant::now();
+    while !(moved(leader) && moved(other)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "retention never moved the replicas' log starts"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    c.nodes[follower].restart();
+    let started = Instant::now();
+    while !c.nodes[follower].stderr().contains("installed a snapshot") {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the restarted follower never installed a snapshot; logs:\n{}",
+            c.nodes[follower].stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kafka::produce_range(&brokers[leader], "kept", total..total + 500);
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].stop(), Some(0), "broker {} stops cleanly", i + 1);
+    }
+    for i in 0..3 {
+        let values = values_in_partition_dir(&c.nodes[i].data_dir.join("kept-0"));
+        let first = *values.first().expect("some values kept");
+        assert!(first > 0, "broker {}: retention kept everything", i + 1);
+        let want: Vec<usize> = (first..total + 500).collect();
+        assert!(
+            values == want,
+            "broker {}: {} values from {first}, not the unbroken run {first}..{}",
+            i + 1,
+            values.len(),
+            total + 500
+        );
+        eprintln!(
+            "broker {}: holds {first}..{} ({} values){}",
+            i + 1,
+            total + 500,
+            values.len(),
+            if i == follower {
+                " (from a snapshot)"
+            } else {
+                ""
+            }
+        );
     }
 }

@@ -8,6 +8,10 @@
 //!   with a decoder written here from Kafka's schemas (not shardlog's
 //!   encoder): offset commits, the group's membership, and DeleteGroups'
 //!   tombstones;
+//! - the records of a consumer-protocol (KIP-848) group (key types 3 to 8)
+//!   decode with a reader written here from Kafka 4.0's schemas: its epochs,
+//!   member, target and current assignment, and a leaving member's
+//!   tombstones in Kafka's order;
 //! - a data directory written by the broker before this format (the JSON
 //!   encoding, groups placed by fnv1a) keeps its committed offsets, which
 //!   are rewritten in Kafka's format at the next commit.
@@ -219,7 +223,8 @@ fn a_group_keeps_its_generation_and_offsets_across_restarts() {
 
 // ---- an independent reader of Kafka's __consumer_offsets records ----------
 // Written from Kafka's schemas (OffsetCommitKey/Value, GroupMetadataKey/
-// Value in Kafka's group-coordinator module), not from shardlog's encoder.
+// Value and the ConsumerGroup*Key/Value records in Kafka's
+// group-coordinator module), not from shardlog's encoder.
 
 struct In<'a>(&'a [u8]);
 
@@ -249,6 +254,120 @@ impl In<'_> {
         let n = self.i32();
         self.take(n.max(0) as usize).to_vec()
     }
+    // Flexible versions: unsigned varints, lengths as N + 1 (0: null).
+    fn uvarint(&mut self) -> u64 {
+        let mut v = 0u64;
+        for shift in (0..).step_by(7) {
+            let b = self.take(1)[0];
+            v |= ((b & 0x7f) as u64) << shift;
+            if b < 0x80 {
+                return v;
+            }
+        }
+        unreachable!()
+    }
+    fn compact_nstr(&mut self) -> Option<String> {
+        let n = self.uvarint();
+        (n > 0).then(|| String::from_utf8(self.take(n as usize - 1).to_vec()).unwrap())
+    }
+    fn compact_str(&mut self) -> String {
+        self.compact_nstr().expect("a non-null compact string")
+    }
+    fn compact_len(&mut self) -> usize {
+        let n = self.uvarint();
+        assert!(n > 0, "a null array where the schema has none");
+        n as usize - 1
+    }
+    fn uuid(&mut self) -> [u8; 16] {
+        self.take(16).try_into().unwrap()
+    }
+    fn tagged_fields(&mut self) {
+        for _ in 0..self.uvarint() {
+            let _tag = self.uvarint();
+            let n = self.uvarint() as usize;
+            self.take(n);
+        }
+    }
+    /// `[]TopicPartitions`: uuid, `[]int32`, tagged fields.
+    fn id_partitions(&mut self) -> Vec<([u8; 16], Vec<i32>)> {
+        (0..self.compact_len())
+            .map(|_| {
+                let id = self.uuid();
+                let ps = (0..self.compact_len()).map(|_| self.i32()).collect();
+                self.tagged_fields();
+                (id, ps)
+            })
+            .collect()
+    }
+}
+
+/// A consumer-protocol group record's value, by key type (3 to 8).
+#[derive(Debug, Clone, PartialEq)]
+enum CgValue {
+    /// 3: group epoch.
+    Epoch(i32),
+    /// 4: (topic id, name, partitions) per subscribed topic.
+    Topics(Vec<([u8; 16], String, i32)>),
+    /// 5: (client id, subscribed topic names, rebalance timeout, server assignor).
+    Member(String, Vec<String>, i32, Option<String>),
+    /// 6: assignment epoch.
+    AssignmentEpoch(i32),
+    /// 7: target partitions.
+    Target(Vec<([u8; 16], Vec<i32>)>),
+    /// 8: (member epoch, previous epoch, state, assigned, pending revocation).
+    Current(
+        i32,
+        i32,
+        i8,
+        Vec<([u8; 16], Vec<i32>)>,
+        Vec<([u8; 16], Vec<i32>)>,
+    ),
+}
+
+fn decode_cg_value(kind: i16, v: &[u8]) -> CgValue {
+    let mut v = In(v);
+    assert_eq!(v.i16(), 0, "value version 0");
+    let out = match kind {
+        3 => CgValue::Epoch(v.i32()),
+        4 => CgValue::Topics(
+            (0..v.compact_len())
+                .map(|_| {
+                    let id = v.uuid();
+                    let name = v.compact_str();
+                    let n = v.i32();
+                    for _ in 0..v.compact_len() {
+                        let _partition = v.i32();
+                        for _ in 0..v.compact_len() {
+                            v.compact_str();
+                        }
+                        v.tagged_fields();
+                    }
+                    v.tagged_fields();
+                    (id, name, n)
+                })
+                .collect(),
+        ),
+        5 => {
+            let _instance = v.compact_nstr();
+            let _rack = v.compact_nstr();
+            let client = v.compact_str();
+            let _host = v.compact_str();
+            let topics = (0..v.compact_len()).map(|_| v.compact_str()).collect();
+            assert_eq!(v.compact_nstr(), None, "no regex");
+            CgValue::Member(client, topics, v.i32(), v.compact_nstr())
+        }
+        6 => CgValue::AssignmentEpoch(v.i32()),
+        7 => CgValue::Target(v.id_partitions()),
+        8 => {
+            let (epoch, previous) = (v.i32(), v.i32());
+            let state = v.take(1)[0] as i8;
+            CgValue::Current(epoch, previous, state, v.id_partitions(), v.id_partitions())
+        }
+        k => panic!("key type {k}"),
+    };
+    v.tagged_fields();
+    assert!(v.0.is_empty(), "the value ends with its fields");
+    out
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -257,6 +376,8 @@ enum Rec {
     Offset(String, String, i32, Option<(i64, i32, String)>),
     /// group -> Some((protocol type, generation, protocol, leader, members)) or a tombstone.
     Group(String, Option<GroupMeta>),
+    /// (key type 3..=8, group, member for 5/7/8) -> value or a tombstone.
+    Cg(i16, String, Option<String>, Option<CgValue>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -335,6 +456,12 @@ fn decode(key: &[u8], value: Option<&[u8]>) -> Rec {
             });
             Rec::Group(g, v)
         }
+        t @ 3..=8 => {
+            let g = k.str();
+            let member = matches!(t, 5 | 7 | 8).then(|| k.str());
+            assert!(k.0.is_empty(), "key ends with its fields");
+            Rec::Cg(t, g, member, value.map(|v| decode_cg_value(t, v)))
+        }
         v => panic!("unknown key version {v}"),
     }
 }
@@ -375,7 +502,7 @@ fn read_offsets_topic(bootstrap: &str) -> Vec<Rec> {
             let m = r.expect("fetch of the offsets topic");
             let key = m.key().expect("a key");
             // Records of the old encoding (keyed by the group id's UTF-8)
-            // are not Kafka's; a Kafka key starts with a version 0..=2.
+            // are not Kafka's; a Kafka key starts with a version 0..=8.
             if key.first() == Some(&0) {
                 out.push(decode(key, m.payload()));
             }
@@ -487,6 +614,125 @@ fn offsets_topic_records_decode_with_kafkas_schemas() {
             format!("{:?}", Rec::Group(group.into(), None)),
         ]),
         "the last records of the group are its tombstones"
+    );
+}
+
+/// A consumer-protocol (KIP-848) group's records, read back through the
+/// Kafka listener and decoded with the reader above (Kafka 4.0's
+/// ConsumerGroup* schemas): a member joins (hand-built heartbeats, v1) and
+/// gets both partitions; its acknowledging heartbeat changes nothing and
+/// writes nothing; it leaves, which writes its three tombstones (current
+/// assignment, target, metadata, in Kafka's order) before the new group
+/// epoch; all in the group's partition.
+#[test]
+fn consumer_protocol_group_records_decode_with_kafkas_schemas() {
+    use common::kafka::{s, tn, Conn};
+    use kafka_protocol::messages::*;
+    let b = BrokerProc::start(&[]);
+    let addr = b.kafka.clone().unwrap();
+    let (topic, group) = ("cp-fmt-t", "cp-fmt-g");
+    b.create_topic(topic, 2);
+    let mut c = Conn::new(&addr);
+    let hb = |epoch: i32, owned: Option<Vec<consumer_group_heartbeat_request::TopicPartitions>>| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s(group)))
+            .with_member_id(s("m-1"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(if epoch == 0 { 30_000 } else { -1 })
+            .with_subscribed_topic_names((epoch == 0).then(|| vec![tn(topic)]))
+            .with_topic_partitions(owned)
+    };
+    let r: ConsumerGroupHeartbeatResponse =
+        c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(0, Some(vec![])));
+    assert_eq!(
+        (r.error_code, r.member_epoch),
+        (0, 1),
+        "{:?}",
+        r.error_message
+    );
+    let given = &r.assignment.expect("an assignment").topic_partitions[0];
+    let id: [u8; 16] = *given.topic_id.as_bytes();
+    assert_eq!(given.partitions, vec![0, 1]);
+    let owned = consumer_group_heartbeat_request::TopicPartitions::default()
+        .with_topic_id(given.topic_id)
+        .with_partitions(vec![0, 1]);
+    let before_ack = read_offsets_topic(&addr).len();
+    let r: ConsumerGroupHeartbeatResponse =
+        c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(1, Some(vec![owned])));
+    assert_eq!((r.error_code, r.member_epoch), (0, 1));
+    assert_eq!(
+        read_offsets_topic(&addr).len(),
+        before_ack,
+        "a heartbeat that changes nothing writes nothing"
+    );
+    let recs = read_offsets_topic(&addr);
+    let latest = |t: i16, member: Option<&str>| {
+        recs.iter()
+            .rev()
+            .find_map(|r| match r {
+                Rec::Cg(k, g, m, v) if *k == t && g == group && m.as_deref() == member => {
+                    Some(v.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no record of type {t} for {member:?}: {recs:?}"))
+    };
+    assert_eq!(latest(3, None), Some(CgValue::Epoch(1)));
+    assert_eq!(
+        latest(4, None),
+        Some(CgValue::Topics(vec![(id, topic.to_string(), 2)]))
+    );
+    assert_eq!(
+        latest(5, Some("m-1")),
+        Some(CgValue::Member(
+            "shardlog-test".into(),
+            vec![topic.to_string()],
+            30_000,
+            None
+        ))
+    );
+    assert_eq!(latest(6, None), Some(CgValue::AssignmentEpoch(1)));
+    assert_eq!(
+        latest(7, Some("m-1")),
+        Some(CgValue::Target(vec![(id, vec![0, 1])]))
+    );
+    assert_eq!(
+        latest(8, Some("m-1")),
+        Some(CgValue::Current(1, 0, 0, vec![(id, vec![0, 1])], vec![])),
+        "epoch 1 (previous 0), stable, owning both partitions"
+    );
+
+    // The member leaves: its records' tombstones, then the group's epoch 2.
+    let r: ConsumerGroupHeartbeatResponse =
+        c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(-1, None));
+    assert_eq!((r.error_code, r.member_epoch), (0, -1));
+    let recs = read_offsets_topic(&addr);
+    let mine: Vec<(i16, Option<String>, bool)> = recs
+        .iter()
+        .filter_map(|r| match r {
+            Rec::Cg(k, g, m, v) if g == group => Some((*k, m.clone(), v.is_some())),
+            _ => None,
+        })
+        .collect();
+    let m1 = || Some("m-1".to_string());
+    let tail = &mine[mine.len() - 4..];
+    assert_eq!(
+        tail[..3],
+        [(8, m1(), false), (7, m1(), false), (5, m1(), false)],
+        "{mine:?}"
+    );
+    assert_eq!(tail[3], (3, None, true));
+    assert_eq!(
+        recs.iter().rev().find_map(|r| match r {
+            Rec::Cg(3, g, None, v) if g == group => Some(v.clone()),
+            _ => None,
+        }),
+        Some(Some(CgValue::Epoch(2)))
+    );
+    let n = 8;
+    assert_eq!(
+        read_partitions(&addr, n, &|r| matches!(r, Rec::Cg(_, g, ..) if g == group)),
+        BTreeSet::from([kafka_partition(group, n)])
     );
 }
 

@@ -4,8 +4,10 @@
 //! - two consumers in one group share a 4-partition topic, each message
 //!   read once; one leaves (close) and the other takes every partition and
 //!   reads the rest from the committed offsets;
-//! - a broker restart keeps the committed offsets: a running consumer is
-//!   told to rejoin and carries on with no message read twice;
+//! - a broker restart (SIGTERM, then kill -9) keeps the group: its epoch,
+//!   members, member epochs and assignments are as before, the running
+//!   consumers carry on without rejoining and with no message read twice,
+//!   and a fresh member starts from the committed offsets;
 //! - one protocol per group id; DescribeGroups, ListGroups and
 //!   ConsumerGroupDescribe show consumer-protocol groups.
 //!
@@ -101,13 +103,21 @@ fn poll_until(
     }
 }
 
-/// On a failing test, the broker's group log lines (why a rebalance came).
-struct GroupLogOnPanic<'a>(&'a BrokerProc);
+/// On a failing test, the broker's group log lines (why a rebalance came),
+/// read from its log file (so the broker may be restarted meanwhile).
+struct GroupLogOnPanic(std::path::PathBuf);
 
-impl Drop for GroupLogOnPanic<'_> {
+impl GroupLogOnPanic {
+    fn of(b: &BrokerProc) -> Self {
+        GroupLogOnPanic(b.stderr_path.clone())
+    }
+}
+
+impl Drop for GroupLogOnPanic {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            for l in self.0.plain_log().lines().filter(|l| l.contains("group")) {
+            let log = std::fs::read_to_string(&self.0).unwrap_or_default();
+            for l in log.lines().filter(|l| l.contains("group")) {
                 eprintln!("broker: {l}");
             }
         }
@@ -121,7 +131,7 @@ impl Drop for GroupLogOnPanic<'_> {
 #[test]
 fn two_consumers_share_a_topic_and_one_takes_over_when_the_other_leaves() {
     let b = BrokerProc::start(&["--set", HEARTBEAT]);
-    let _log = GroupLogOnPanic(&b);
+    let _log = GroupLogOnPanic::of(&b);
     let addr = b.kafka.clone().unwrap();
     let (topic, group) = ("kip848-t", "kip848-g");
     b.create_topic(topic, 4);
@@ -177,11 +187,63 @@ fn two_consumers_share_a_topic_and_one_takes_over_when_the_other_leaves() {
         .contains("consumer group heartbeat changed the group"));
 }
 
-/// A broker restart (on the same ports) loses the group's in-memory state
-/// but not its committed offsets: the running consumer is told
-/// UNKNOWN_MEMBER_ID, rejoins, and reads only what came after its commit.
+/// A consumer group as ConsumerGroupDescribe shows it: group epoch,
+/// assignment epoch, state, and per member id its epoch, its assignment
+/// and its target (topic, partitions).
+/// (topic, partition) pairs.
+type Parts = BTreeSet<(String, i32)>;
+
+#[derive(Debug, Clone, PartialEq)]
+struct Described {
+    group_epoch: i32,
+    assignment_epoch: i32,
+    state: String,
+    members: BTreeMap<String, (i32, Parts, Parts)>,
+}
+
+fn describe(addr: &str, group: &str) -> Described {
+    let r: ConsumerGroupDescribeResponse = Conn::new(addr).call(
+        ApiKey::ConsumerGroupDescribe,
+        1,
+        &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s(group))]),
+    );
+    let g = &r.groups[0];
+    assert_eq!(g.error_code, 0, "{:?}", g.error_message);
+    let parts = |a: &consumer_group_describe_response::Assignment| {
+        a.topic_partitions
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.topic_name.to_string(), *p)))
+            .collect::<BTreeSet<_>>()
+    };
+    Described {
+        group_epoch: g.group_epoch,
+        assignment_epoch: g.assignment_epoch,
+        state: g.group_state.to_string(),
+        members: g
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    (
+                        m.member_epoch,
+                        parts(&m.assignment),
+                        parts(&m.target_assignment),
+                    ),
+                )
+            })
+            .collect(),
+    }
+}
+
+/// Issue 16: a consumer-protocol group survives a broker restart, SIGTERM
+/// and then kill -9: right after each restart ConsumerGroupDescribe shows
+/// the same group epoch, members, member epochs and assignments; the two
+/// running consumers carry on with no rejoin (the broker logs no
+/// membership change), every message is read once over both; a fresh
+/// member at the end starts from the committed offsets.
 #[test]
-fn a_restart_keeps_committed_offsets_and_the_consumer_rejoins() {
+fn a_restart_keeps_the_group_epochs_and_assignments_and_consumers_carry_on() {
     let dir = tempfile::tempdir().unwrap();
     let kafka = format!("127.0.0.1:{}", free_port());
     let native = format!("127.0.0.1:{}", free_port());
@@ -193,45 +255,97 @@ fn a_restart_keeps_committed_offsets_and_the_consumer_rejoins() {
         2,
         &["--set", HEARTBEAT],
     );
+    let _log = GroupLogOnPanic::of(&b);
     let (topic, group) = ("kip848-restart", "kip848-restart-g");
-    b.create_topic(topic, 2);
-    produce(&kafka, topic, 0, 100);
+    b.create_topic(topic, 4);
+    let a = consumer(&kafka, group);
     let c = consumer(&kafka, group);
+    a.subscribe(&[topic]).unwrap();
     c.subscribe(&[topic]).unwrap();
-    let mut seen = vec![Seen::new()];
-    poll_until(&[&c], &mut seen, "100 messages", |_, s| s[0].len() >= 100);
-    c.commit_consumer_state(CommitMode::Sync).expect("commit");
-    let joins = |b: &BrokerProc| b.plain_log().matches("heartbeat changed the group").count();
-    let joined_before = joins(&b);
-    b.stop();
-    b.restart();
-    // Its next heartbeat gets UNKNOWN_MEMBER_ID (the group was in memory
-    // only) and it rejoins with epoch 0, then resumes from its commit.
-    poll_until(&[&c], &mut seen, "the consumer to rejoin", |_, _| {
-        joins(&b) > joined_before
+    let mut seen = vec![Seen::new(), Seen::new()];
+    poll_until(&[&a, &c], &mut seen, "two partitions each", |cs, _| {
+        cs.iter().all(|c| assigned(c).len() == 2)
     });
-    produce(&kafka, topic, 100, 150);
-    poll_until(&[&c], &mut seen, "the 50 new messages", |_, s| {
-        s[0].len() >= 150
-    });
+    let mut produced = 0;
+    for kill in [false, true] {
+        produce(&kafka, topic, produced, produced + 200);
+        produced += 200;
+        poll_until(&[&a, &c], &mut seen, "every message so far", |_, s| {
+            s.iter().map(|s| s.len()).sum::<usize>() >= produced
+        });
+        a.commit_consumer_state(CommitMode::Sync)
+            .expect("a commits");
+        c.commit_consumer_state(CommitMode::Sync)
+            .expect("c commits");
+        // Both members reconciled (each acknowledges at its next heartbeat).
+        let deadline = Instant::now() + WAIT;
+        let before = loop {
+            let d = describe(&kafka, group);
+            if d.state == "Stable" {
+                break d;
+            }
+            assert!(Instant::now() < deadline, "group not Stable: {d:?}");
+            poll_until(&[&a, &c], &mut seen, "a heartbeat", |_, _| true);
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(before.members.len(), 2);
+        let log_at = b.plain_log().len();
+        if kill {
+            b.kill9();
+        } else {
+            assert_eq!(b.stop(), Some(0));
+        }
+        b.restart();
+        // Before any member's heartbeat could change it: as stored.
+        let after = describe(&kafka, group);
+        assert_eq!(after, before, "kill -9: {kill}");
+        // The consumers carry on: new messages, each read once.
+        produce(&kafka, topic, produced, produced + 200);
+        produced += 200;
+        poll_until(&[&a, &c], &mut seen, "the new messages", |_, s| {
+            s.iter().map(|s| s.len()).sum::<usize>() >= produced
+        });
+        let both: BTreeSet<&String> = seen[0].keys().chain(seen[1].keys()).collect();
+        assert_eq!(
+            both.len(),
+            produced,
+            "kill -9: {kill}: no message read by both consumers"
+        );
+        // Still the same epochs: no member rejoined, none was fenced.
+        let later = describe(&kafka, group);
+        assert_eq!(
+            (later.group_epoch, &later.members),
+            (before.group_epoch, &before.members),
+            "kill -9: {kill}"
+        );
+        let log = b.plain_log()[log_at..].to_string();
+        assert!(log.contains("kafka: consumer group restored"), "{log}");
+        assert!(
+            !log.contains("heartbeat changed the group") && !log.contains("heartbeat refused"),
+            "kill -9: {kill}: the group changed after the restart:\n{log}"
+        );
+    }
+    a.commit_consumer_state(CommitMode::Sync)
+        .expect("a commits");
     c.commit_consumer_state(CommitMode::Sync)
-        .expect("commit after the rejoin");
+        .expect("c commits");
+    drop(a);
     drop(c);
     // A fresh member of the group starts at the committed offsets: it
-    // reads only what is produced now, none of the 150 before.
+    // reads only what is produced now.
     let fresh = consumer(&kafka, group);
     fresh.subscribe(&[topic]).unwrap();
     let mut seen_fresh = vec![Seen::new()];
     poll_until(&[&fresh], &mut seen_fresh, "an assignment", |cs, _| {
-        assigned(cs[0]).len() == 2
+        assigned(cs[0]).len() == 4
     });
-    produce(&kafka, topic, 150, 160);
+    produce(&kafka, topic, produced, produced + 10);
     poll_until(&[&fresh], &mut seen_fresh, "the 10 newest", |_, s| {
         s[0].len() >= 10
     });
     std::thread::sleep(Duration::from_millis(500));
     poll_until(&[&fresh], &mut seen_fresh, "nothing more", |_, _| true);
-    let want: BTreeSet<String> = (150..160).map(|i| format!("v{i}")).collect();
+    let want: BTreeSet<String> = (produced..produced + 10).map(|i| format!("v{i}")).collect();
     assert_eq!(
         seen_fresh[0].keys().cloned().collect::<BTreeSet<_>>(),
         want,

@@ -1282,6 +1282,111 @@ fn committed(c: &mut Conn, group: &str) -> i64 {
     committed_at(c, 7, group).1
 }
 
+/// Offset expiry (Kafka's `offsets.retention.minutes`), here 3 s checked
+/// every 200 ms: a standalone commit is fetched back until 3 s after it
+/// was made, then OffsetFetch answers -1; a commit made 2 s later is still
+/// there when the first is gone. An empty consumer-protocol group whose
+/// offsets expired is deleted with them. The expiry wrote tombstones:
+/// after a restart with no expiry pass due (a 10-minute interval), the
+/// offsets are still -1 and the group still gone, read back from the log.
+#[test]
+fn committed_offsets_expire_after_the_retention_and_stay_expired_after_a_restart() {
+    let mut b = BrokerProc::start(&[
+        "--set",
+        "offsets_retention_minutes=0.05",
+        "--set",
+        "offsets_retention_check_interval_ms=200",
+    ]);
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    create_topic(&mut c, "dg", 1);
+    // A consumer-protocol group: one member joins and leaves (the group
+    // stays, Empty), then its offset is committed as an admin would.
+    let hb = |epoch: i32| {
+        ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(s("exp-cg")))
+            .with_member_id(s("m-1"))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(30_000)
+            .with_subscribed_topic_names(Some(vec![tn("dg")]))
+            .with_topic_partitions(Some(vec![]))
+    };
+    for epoch in [0, -1] {
+        let r: ConsumerGroupHeartbeatResponse =
+            c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(epoch));
+        assert_eq!(r.error_code, 0, "{:?}", r.error_message);
+    }
+    let cg_state = |c: &mut Conn| -> (i16, String) {
+        let r: ConsumerGroupDescribeResponse = c.call(
+            ApiKey::ConsumerGroupDescribe,
+            1,
+            &ConsumerGroupDescribeRequest::default().with_group_ids(vec![GroupId(s("exp-cg"))]),
+        );
+        (r.groups[0].error_code, r.groups[0].group_state.to_string())
+    };
+    assert_eq!(cg_state(&mut c), (0, "Empty".to_string()));
+    let first = std::time::Instant::now();
+    commit_standalone(&mut c, "exp-early", 42);
+    commit_standalone(&mut c, "exp-cg", 5);
+    assert_eq!(committed(&mut c, "exp-early"), 42);
+    std::thread::sleep(Duration::from_secs(2));
+    commit_standalone(&mut c, "exp-late", 7);
+    // Until 3 s after its commit, the first offset stays.
+    let deadline = first + Duration::from_secs(20);
+    while committed(&mut c, "exp-early") == 42 {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let expired_after = first.elapsed();
+    assert!(
+        expired_after >= Duration::from_secs(3),
+        "expired {expired_after:?} after the commit, before the retention"
+    );
+    assert_eq!(committed(&mut c, "exp-early"), -1);
+    // The consumer group's offset went at the same pass, and the empty
+    // group with it (GROUP_ID_NOT_FOUND).
+    let deleted = first + Duration::from_secs(5);
+    while cg_state(&mut c).0 == 0 {
+        assert!(std::time::Instant::now() < deleted, "the group stays");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(cg_state(&mut c).0, 69);
+    assert_eq!(committed(&mut c, "exp-cg"), -1);
+    assert_eq!(
+        committed(&mut c, "exp-late"),
+        7,
+        "committed 2 s later: not expired yet"
+    );
+    while committed(&mut c, "exp-late") == 7 {
+        assert!(std::time::Instant::now() < deadline, "never expired");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Restart with no expiry pass before 10 minutes: what OffsetFetch
+    // answers now comes from the log (the tombstones), not from a pass.
+    let i = b
+        .args
+        .iter()
+        .position(|a| a == "offsets_retention_check_interval_ms=200")
+        .unwrap();
+    b.args[i] = "offsets_retention_check_interval_ms=600000".into();
+    assert_eq!(b.stop(), Some(0));
+    b.restart();
+    let mut c = Conn::new(b.kafka.as_ref().unwrap());
+    assert_eq!(committed(&mut c, "exp-early"), -1);
+    assert_eq!(committed(&mut c, "exp-late"), -1);
+    assert_eq!(committed(&mut c, "exp-cg"), -1);
+    assert_eq!(
+        cg_state(&mut c).0,
+        69,
+        "the group's tombstones were replayed"
+    );
+    // Its old member, heartbeating on, is told to rejoin.
+    let r: ConsumerGroupHeartbeatResponse = c.call(ApiKey::ConsumerGroupHeartbeat, 1, &hb(1));
+    assert_eq!(r.error_code, 25, "UNKNOWN_MEMBER_ID");
+    let log = b.plain_log();
+    assert!(log.contains("kafka: committed offsets expired"));
+    assert!(log.contains("kafka: group deleted: empty, and its offsets expired"));
+}
+
 #[test]
 fn old_offset_commit_and_fetch() {
     let b = BrokerProc::start(&[]);

@@ -26,15 +26,27 @@ fn try_it_block() -> String {
 
 /// The first ```sh block after `heading`.
 fn block_after(heading: &str) -> String {
+    nth_block_after(heading, 0)
+}
+
+/// The `n`th (from 0) ```sh block after `heading`.
+fn nth_block_after(heading: &str, n: usize) -> String {
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
         .expect("README.md");
-    let after = readme
+    let mut after = readme
         .split_once(&format!("\n{heading}"))
         .unwrap_or_else(|| panic!("README has a '{heading}' section"))
         .1;
+    for _ in 0..n {
+        after = after
+            .split_once("```sh\n")
+            .and_then(|(_, rest)| rest.split_once("\n```"))
+            .unwrap_or_else(|| panic!("README has {} sh blocks after '{heading}'", n + 1))
+            .1;
+    }
     let body = after
         .split_once("```sh\n")
-        .expect("a ```sh block under 'Try it'")
+        .unwrap_or_else(|| panic!("a ```sh block under '{heading}'"))
         .1;
     body.split_once("\n```")
         .expect("the block is closed")
@@ -202,8 +214,15 @@ fn readme_cluster_block_works_as_written() {
     // Node 2's Kafka port is the default 9092.
     let _ports = common::DefaultPortsLock::acquire(Duration::from_secs(600));
     ensure_kcat();
-    let script = block_after("## Cluster");
+    // The first block starts three brokers and writes; the second, which
+    // continues it, adds a fourth and moves the topic's replicas onto it.
+    let script = format!(
+        "{}\n{}",
+        block_after("## Cluster"),
+        nth_block_after("## Cluster", 1)
+    );
     assert!(script.contains("--controller-voters $V"), "{script}");
+    assert!(script.contains("cluster reassign clicks"), "{script}");
     let (_dir, status, out, err) = run_in_fresh_dir(&script);
     let ctx = format!("exit {status}\n--- stdout\n{out}\n--- stderr\n{err}");
     assert!(status.success(), "{ctx}");
@@ -211,14 +230,22 @@ fn readme_cluster_block_works_as_written() {
         out.lines()
             .filter(|l| l.starts_with("shardlog ready:"))
             .count(),
-        3,
+        4,
         "{ctx}"
     );
-    for id in 1..=3 {
+    for id in 1..=4 {
         assert!(out.contains(&format!("broker {id}\tlive\t")), "{ctx}");
     }
-    // `kcat ... | wc -l` through node 3: every message produced through node 1.
-    assert!(out.lines().any(|l| l.trim() == "1000"), "{ctx}");
+    // `kcat ... | wc -l` through node 3, then (after the reassignment)
+    // through node 4: every message produced through node 1, both times.
+    assert_eq!(
+        out.lines().filter(|l| l.trim() == "1000").count(),
+        2,
+        "{ctx}"
+    );
+    assert!(out.contains("clicks: 6 partitions now on 2,3,4"), "{ctx}");
+    // `ls cluster-node1`: its copies of clicks were deleted.
+    assert!(!out.lines().any(|l| l.starts_with("clicks-")), "{ctx}");
     // The six partitions are led by all three nodes.
     for id in 1..=3 {
         assert!(

@@ -1,7 +1,9 @@
 //! The command-line side of the cluster RPC (blocking, std sockets):
 //! `shardlog cluster status` asks one broker for its view of the
 //! controller state; `shardlog cluster create-topic` proposes a topic
-//! through any broker, which forwards it to the controller leader.
+//! through any broker, which forwards it to the controller leader;
+//! `shardlog cluster reassign` proposes new replica sets the same way and
+//! can wait until the partitions' leaders have carried them out.
 
 use crate::controller::command::{Command, Envelope};
 use crate::controller::state::{ControllerState, Outcome, Refusal};
@@ -122,11 +124,19 @@ pub fn render(v: &View, partitions: bool) -> String {
     if partitions {
         for (name, t) in &v.state.topics {
             for (i, p) in t.partitions.iter().enumerate() {
-                let _ = writeln!(
+                let _ = write!(
                     out,
                     "{name}\t{i}\tleader={}\tshard={}\tleader_epoch={}",
                     p.node, p.shard, p.leader_epoch
                 );
+                if !p.followers.is_empty() {
+                    let _ = write!(out, "\treplicas={}", join(&p.replicas()));
+                }
+                if !p.target.is_empty() {
+                    let target: Vec<u32> = p.target.iter().map(|(n, _)| *n).collect();
+                    let _ = write!(out, "\treassigning_to={}", join(&target));
+                }
+                let _ = writeln!(out);
             }
         }
     }
@@ -190,4 +200,116 @@ pub fn create_topic(
         std::thread::sleep(Duration::from_millis(200));
     }
     Err(AdminError::NoLeader)
+}
+
+fn join(nodes: &[u32]) -> String {
+    nodes
+        .iter()
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Propose one command through the brokers at `addrs` in turn until one
+/// reaches the controller leader or `deadline` passes. For commands that
+/// are idempotent as state changes (a reassignment's target), a retry
+/// after a lost answer does no harm.
+fn propose(
+    addrs: &[String],
+    command: Command,
+    timeout: Duration,
+    deadline: Duration,
+) -> Result<(), AdminError> {
+    let started = std::time::Instant::now();
+    let env = Envelope {
+        origin: 0,
+        seq: 0,
+        command,
+    };
+    let mut attempt = 0;
+    while attempt == 0 || started.elapsed() < deadline {
+        let addr = &addrs[attempt % addrs.len()];
+        attempt += 1;
+        match call(addr, &Request::Propose(env.clone()), timeout) {
+            Ok(Response::Proposed(ProposeReply::Applied(r))) => {
+                return match r.outcome {
+                    Outcome::Done => Ok(()),
+                    Outcome::Refused(r) => Err(AdminError::Refused(r)),
+                    Outcome::ProducerIds { .. } => {
+                        Err(AdminError::Unexpected { addr: addr.clone() })
+                    }
+                }
+            }
+            Ok(_) | Err(AdminError::Io { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(AdminError::NoLeader)
+}
+
+/// Start moving `partitions` of `topic` (all of them when empty) to the
+/// replica set `replicas`. The controller records each target; each
+/// partition's Raft leader adds the new replicas as learners, promotes
+/// them once caught up, removes the others, and reports completion.
+pub fn reassign(
+    addrs: &[String],
+    topic: &str,
+    partitions: &[u32],
+    replicas: &[u32],
+    timeout: Duration,
+    deadline: Duration,
+) -> Result<Vec<u32>, AdminError> {
+    let all: Vec<u32> = if partitions.is_empty() {
+        let v = addrs
+            .iter()
+            .find_map(|a| view(a, timeout).ok())
+            .ok_or(AdminError::NoLeader)?;
+        let t = v
+            .state
+            .topics
+            .get(topic)
+            .ok_or(AdminError::Refused(Refusal::UnknownTopic))?;
+        (0..t.partitions.len() as u32).collect()
+    } else {
+        partitions.to_vec()
+    };
+    for p in &all {
+        propose(
+            addrs,
+            Command::ReassignPartition {
+                name: topic.to_string(),
+                partition: *p,
+                replicas: replicas.to_vec(),
+            },
+            timeout,
+            deadline,
+        )?;
+    }
+    Ok(all)
+}
+
+/// Partitions of `topic` among `partitions` whose reassignment is still in
+/// progress, as the broker at `addr` sees the controller state.
+pub fn reassigning(
+    addr: &str,
+    topic: &str,
+    partitions: &[u32],
+    timeout: Duration,
+) -> Result<Vec<u32>, AdminError> {
+    let v = view(addr, timeout)?;
+    let t = v
+        .state
+        .topics
+        .get(topic)
+        .ok_or(AdminError::Refused(Refusal::UnknownTopic))?;
+    Ok(partitions
+        .iter()
+        .copied()
+        .filter(|p| {
+            t.partitions
+                .get(*p as usize)
+                .is_some_and(|a| !a.target.is_empty())
+        })
+        .collect())
 }

@@ -154,6 +154,32 @@ async fn submit(
                 .await;
             }
         }
+        AdminOp::Reassign {
+            name,
+            partition,
+            replicas,
+        } => {
+            let command = Command::ReassignPartition {
+                name: name.clone(),
+                partition,
+                replicas,
+            };
+            applied(driver.request(command, REQUEST_BUDGET).await, &name)?;
+        }
+        AdminOp::CompleteReassignment {
+            name,
+            partition,
+            leader,
+            replicas,
+        } => {
+            let command = Command::CompleteReassignment {
+                name: name.clone(),
+                partition,
+                leader,
+                replicas,
+            };
+            applied(driver.request(command, REQUEST_BUDGET).await, &name)?;
+        }
         AdminOp::AllocateProducerId => {
             let command = Command::AllocateProducerIds {
                 count: PRODUCER_ID_BLOCK,
@@ -194,6 +220,9 @@ fn applied(r: Option<ApplyResult>, topic: &str) -> Result<Outcome, AdminError> {
             Refusal::NoLiveBroker => AdminError::NoLiveBroker,
             Refusal::ReplicationFactor => {
                 AdminError::InvalidReplicationFactor("0, or more replicas than live brokers".into())
+            }
+            Refusal::InvalidReassignment | Refusal::NoReassignment | Refusal::UnknownBroker => {
+                AdminError::InvalidReassignment(why.to_string())
             }
             other => AdminError::ControllerUnavailable(other.to_string()),
         }),

@@ -19,6 +19,8 @@
 //! kind 6 AlterTopicConfig   str name | u32 n | n x (str key | str value)   (replaces the whole config)
 //! kind 7 AllocateProducerIds u32 count
 //! kind 8 MovePartition      str name | u32 partition | u32 node | u16 shard
+//! kind 9 ReassignPartition  str name | u32 partition | u8 n | n x u32 node   (the target replica set)
+//! kind 10 CompleteReassignment str name | u32 partition | u32 leader | u8 n | n x u32 node
 //! ```
 //!
 //! Decoding is for bytes that came off a disk or a socket: every length is
@@ -101,6 +103,52 @@ pub enum Command {
         node: u32,
         shard: u16,
     },
+    /// Start moving a replicated partition's replicas to `replicas` (an
+    /// operator's `shardlog cluster reassign`): brokers in the target gain
+    /// a replica that joins its Raft group as a learner; the group's leader
+    /// changes the group's voters once they caught up, then reports
+    /// [`Command::CompleteReassignment`]. A new target replaces one in
+    /// progress; the current set as target cancels it.
+    ReassignPartition {
+        name: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
+    /// The partition's Raft group now has exactly `replicas` as voters
+    /// (reported by its leader `leader`): they become the partition's
+    /// replicas, and brokers outside them drop their copy. Ignored unless
+    /// it matches the target in progress.
+    CompleteReassignment {
+        name: String,
+        partition: u32,
+        leader: u32,
+        replicas: Vec<u32>,
+    },
+}
+
+/// Most replicas a reassignment may name.
+pub const MAX_REPLICAS: usize = 32;
+
+fn put_nodes(b: &mut BytesMut, nodes: &[u32]) {
+    assert!(
+        nodes.len() <= MAX_REPLICAS,
+        "at most {MAX_REPLICAS} replicas"
+    );
+    b.put_u8(nodes.len() as u8);
+    for n in nodes {
+        b.put_u32_le(*n);
+    }
+}
+
+fn get_nodes(r: &mut Reader) -> Result<Vec<u32>, DecodeError> {
+    let n = r.u8("replica count")? as usize;
+    if n > MAX_REPLICAS {
+        return Err(DecodeError::Invalid {
+            what: "replica count",
+            detail: format!("{n}, at most {MAX_REPLICAS}"),
+        });
+    }
+    (0..n).map(|_| r.u32("replica")).collect()
 }
 
 impl Registration {
@@ -218,6 +266,28 @@ impl Envelope {
                 b.put_u32_le(*node);
                 b.put_u16_le(*shard);
             }
+            Command::ReassignPartition {
+                name,
+                partition,
+                replicas,
+            } => {
+                b.put_u8(9);
+                put_str(&mut b, name);
+                b.put_u32_le(*partition);
+                put_nodes(&mut b, replicas);
+            }
+            Command::CompleteReassignment {
+                name,
+                partition,
+                leader,
+                replicas,
+            } => {
+                b.put_u8(10);
+                put_str(&mut b, name);
+                b.put_u32_le(*partition);
+                b.put_u32_le(*leader);
+                put_nodes(&mut b, replicas);
+            }
         }
         b
     }
@@ -286,6 +356,17 @@ impl Envelope {
                 node: r.u32("node")?,
                 shard: r.u16("shard")?,
             },
+            9 => Command::ReassignPartition {
+                name: r.string("topic")?,
+                partition: r.u32("partition")?,
+                replicas: get_nodes(&mut r)?,
+            },
+            10 => Command::CompleteReassignment {
+                name: r.string("topic")?,
+                partition: r.u32("partition")?,
+                leader: r.u32("leader")?,
+                replicas: get_nodes(&mut r)?,
+            },
             k => {
                 return Err(DecodeError::Invalid {
                     what: "command kind",
@@ -345,6 +426,17 @@ mod tests {
                 partition: 3,
                 node: 1,
                 shard: 0,
+            },
+            Command::ReassignPartition {
+                name: "orders".into(),
+                partition: 2,
+                replicas: vec![2, 3, 4],
+            },
+            Command::CompleteReassignment {
+                name: "orders".into(),
+                partition: 2,
+                leader: 3,
+                replicas: vec![2, 3, 4],
             },
         ]
     }

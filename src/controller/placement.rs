@@ -118,6 +118,15 @@ pub fn place(
     Some(out)
 }
 
+/// The shard of broker `node` (with `shards` shards) holding the fewest
+/// replicas: where a replica added to an existing partition goes.
+pub fn least_loaded_shard(loads: &Loads, node: u32, shards: u16) -> u16 {
+    assert!(shards >= 1);
+    (0..shards)
+        .min_by_key(|sh| loads.per_shard.get(&(node, *sh)).copied().unwrap_or(0))
+        .expect("a broker has a shard")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,10 @@
 //! message  u8 msg_type | u32 to | u32 from | u64 term | u64 log_term | u64 index | u64 commit
 //!          | u64 commit_term | u8 reject | u64 reject_hint | u64 request_snapshot | i64 priority
 //!          | u32 context_len | context | u32 entries | entries x entry | u8 has_snapshot | [snapshot]
+//! has_snapshot 0: none; 1: `snapshot` above; 2: `snapshot` followed by the
+//!          rest of its configuration (a replicated partition's snapshot
+//!          names learners and joint parts):
+//!          u32 learners | x u64 | u32 voters_outgoing | x u64 | u32 learners_next | x u64 | u8 auto_leave
 //! ```
 //! Replica ids are broker ids, u32 on the wire (raft-rs's are u64).
 
@@ -108,8 +112,16 @@ pub fn put_message(b: &mut BytesMut, m: &Message) {
     }
     match m.snapshot.as_ref() {
         Some(s) => {
-            b.put_u8(1);
+            b.put_u8(2);
             put_snapshot(b, s);
+            let cs = s.get_metadata().get_conf_state();
+            for list in [&cs.learners, &cs.voters_outgoing, &cs.learners_next] {
+                b.put_u32_le(list.len() as u32);
+                for id in list {
+                    b.put_u64_le(*id);
+                }
+            }
+            b.put_u8(cs.auto_leave as u8);
         }
         None => b.put_u8(0),
     }
@@ -145,6 +157,31 @@ pub fn get_message(r: &mut Reader) -> Result<Message, DecodeError> {
     match r.u8("has snapshot")? {
         0 => {}
         1 => m.set_snapshot(get_snapshot(r)?),
+        2 => {
+            let mut s = get_snapshot(r)?;
+            let mut lists: [Vec<u64>; 3] = Default::default();
+            for (list, what) in lists
+                .iter_mut()
+                .zip(["learner", "outgoing voter", "next learner"])
+            {
+                let n = r.count(what, 8)?;
+                for _ in 0..n {
+                    list.push(r.u64(what)?);
+                }
+            }
+            let auto_leave = match r.u8("auto leave")? {
+                0 => false,
+                1 => true,
+                v => return Err(invalid("auto leave", v)),
+            };
+            let [learners, voters_outgoing, learners_next] = lists;
+            let cs = s.mut_metadata().mut_conf_state();
+            cs.learners = learners;
+            cs.voters_outgoing = voters_outgoing;
+            cs.learners_next = learners_next;
+            cs.auto_leave = auto_leave;
+            m.set_snapshot(s);
+        }
         v => return Err(invalid("has snapshot", v)),
     }
     Ok(m)

@@ -13,18 +13,21 @@
 //!
 //! Snapshot layout (all integers little-endian; strings `u16 length | UTF-8`):
 //! ```text
-//! u8 version (=2) | u64 applied_index | i64 next_producer_id | u64 cluster_id
+//! u8 version (=3) | u64 applied_index | i64 next_producer_id | u64 cluster_id
 //! u32 brokers  | brokers x (u32 id | u64 incarnation | u16 shards | str kafka_addr
 //!                           | str native_addr | str rpc_addr | u8 live)
 //! u32 topics   | topics x (str name | u64 id_hi | u64 id_lo | u32 n | n x (str key | str value)
 //!                          | u16 replication_factor
 //!                          | u32 partitions | partitions x (u32 node | u16 shard | u32 leader_epoch
-//!                                                         | u8 followers | followers x (u32 node | u16 shard)))
+//!                                                         | u8 followers | followers x (u32 node | u16 shard)
+//!                                                         | u8 origin | origin x u32 node
+//!                                                         | u8 target | target x (u32 node | u16 shard)))
 //! u32 sessions | sessions x (u32 origin | u64 seq | outcome)
 //! outcome      u8 code: 0 done | 1 producer ids (i64 first | u32 count) | 2 refused (u8 refusal)
 //! ```
 //! Version 1 (read, never written) is the same without `cluster_id`,
-//! `replication_factor` (1) and the followers (none).
+//! `replication_factor` (1) and the followers (none); version 2 without
+//! `origin` and `target` (both empty).
 
 use super::command::{
     get_config, get_u128, put_config, put_u128, Command, Envelope, Registration, MAX_PARTITIONS,
@@ -35,7 +38,7 @@ use crate::protocol::DecodeError;
 use bytes::{BufMut, BytesMut};
 use std::collections::BTreeMap;
 
-pub const SNAPSHOT_VERSION: u8 = 2;
+pub const SNAPSHOT_VERSION: u8 = 3;
 /// Most producer ids one command may take.
 pub const MAX_PRODUCER_ID_BLOCK: u32 = 1 << 20;
 
@@ -57,6 +60,23 @@ pub struct PartitionAssignment {
     pub leader_epoch: u32,
     /// (node, shard) of each follower; nodes distinct, and not `node`.
     pub followers: Vec<(u32, u16)>,
+    /// The Raft group's voters when it was created (its configuration at
+    /// index 0), which a replica joining later starts from before it
+    /// replays the group's configuration changes. Empty: the current
+    /// replicas (the partition was never reassigned).
+    pub origin: Vec<u32>,
+    /// A reassignment in progress: (node, shard) of every replica the
+    /// partition should end with. Empty: none.
+    pub target: Vec<(u32, u16)>,
+}
+
+impl PartitionAssignment {
+    /// Every replica's broker, the leader of record first.
+    pub fn replicas(&self) -> Vec<u32> {
+        std::iter::once(self.node)
+            .chain(self.followers.iter().map(|(n, _)| *n))
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +115,10 @@ pub enum Refusal {
     StaleRequest,
     #[error("the replication factor is 0 or above the number of live brokers")]
     ReplicationFactor,
+    #[error("only a replicated partition (replication factor 2 or more) can be reassigned, to 2 or more distinct live brokers")]
+    InvalidReassignment,
+    #[error("no such reassignment in progress")]
+    NoReassignment,
 }
 
 impl Refusal {
@@ -111,6 +135,8 @@ impl Refusal {
             Refusal::InvalidCount => 9,
             Refusal::StaleRequest => 10,
             Refusal::ReplicationFactor => 11,
+            Refusal::InvalidReassignment => 12,
+            Refusal::NoReassignment => 13,
         }
     }
 
@@ -127,6 +153,8 @@ impl Refusal {
             9 => Refusal::InvalidCount,
             10 => Refusal::StaleRequest,
             11 => Refusal::ReplicationFactor,
+            12 => Refusal::InvalidReassignment,
+            13 => Refusal::NoReassignment,
             _ => return None,
         })
     }
@@ -271,6 +299,12 @@ impl ControllerState {
                         loads.add_follower(*n, *s);
                     }
                 }
+                // A reassignment's new replicas count where they go.
+                for (n, s) in &p.target {
+                    if live(n) && !p.replicas().contains(n) {
+                        loads.add_follower(*n, *s);
+                    }
+                }
             }
         }
         loads
@@ -296,6 +330,8 @@ impl ControllerState {
                 shard: p.leader.1,
                 leader_epoch: 0,
                 followers: p.followers,
+                origin: Vec::new(),
+                target: Vec::new(),
             })
             .collect())
     }
@@ -422,6 +458,100 @@ impl ControllerState {
                 p.shard = *shard;
                 p.leader_epoch += 1;
             }
+            Command::ReassignPartition {
+                name,
+                partition,
+                replicas,
+            } => {
+                let live = |n: &u32| self.brokers.get(n).is_some_and(|b| b.live);
+                let mut distinct = replicas.clone();
+                distinct.sort_unstable();
+                distinct.dedup();
+                if distinct.len() != replicas.len() || replicas.len() < 2 {
+                    return Err(Refusal::InvalidReassignment);
+                }
+                if replicas.iter().any(|n| !self.brokers.contains_key(n)) {
+                    return Err(Refusal::UnknownBroker);
+                }
+                let t = self.topics.get(name).ok_or(Refusal::UnknownTopic)?;
+                let p = t
+                    .partitions
+                    .get(*partition as usize)
+                    .ok_or(Refusal::InvalidPartitions)?;
+                if p.followers.is_empty() {
+                    return Err(Refusal::InvalidReassignment);
+                }
+                let mut current = p.replicas();
+                current.sort_unstable();
+                // Replicas that stay keep their shard; a new one goes to
+                // its broker's least loaded shard. New replicas must be on
+                // live brokers (they have to catch up).
+                let mut loads = self.loads();
+                let mut target = Vec::with_capacity(replicas.len());
+                for n in replicas {
+                    let shard = if *n == p.node {
+                        p.shard
+                    } else if let Some((_, s)) = p.followers.iter().find(|(f, _)| f == n) {
+                        *s
+                    } else if let Some((_, s)) = p.target.iter().find(|(f, _)| f == n) {
+                        *s
+                    } else {
+                        if !live(n) {
+                            return Err(Refusal::InvalidReassignment);
+                        }
+                        let shards = self.brokers[n].reg.shards;
+                        let s = placement::least_loaded_shard(&loads, *n, shards);
+                        loads.add_follower(*n, s);
+                        s
+                    };
+                    target.push((*n, shard));
+                }
+                let p = &mut self.topics.get_mut(name).expect("checked").partitions
+                    [*partition as usize];
+                // The current set as the target cancels a reassignment
+                // (learners already added leave the group again).
+                p.target = if distinct == current && p.target.is_empty() {
+                    Vec::new()
+                } else {
+                    target
+                };
+            }
+            Command::CompleteReassignment {
+                name,
+                partition,
+                leader,
+                replicas,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or(Refusal::UnknownTopic)?
+                    .partitions
+                    .get_mut(*partition as usize)
+                    .ok_or(Refusal::InvalidPartitions)?;
+                let mut want: Vec<u32> = p.target.iter().map(|(n, _)| *n).collect();
+                want.sort_unstable();
+                let mut got = replicas.clone();
+                got.sort_unstable();
+                if p.target.is_empty() || want != got {
+                    return Err(Refusal::NoReassignment);
+                }
+                if p.origin.is_empty() {
+                    p.origin = p.replicas();
+                }
+                let target = std::mem::take(&mut p.target);
+                let (lead, rest): (Vec<_>, Vec<_>) =
+                    target.into_iter().partition(|(n, _)| n == leader);
+                let mut ordered = lead;
+                ordered.extend(rest);
+                let (node, shard) = ordered[0];
+                if node != p.node {
+                    p.leader_epoch += 1;
+                }
+                p.node = node;
+                p.shard = shard;
+                p.followers = ordered[1..].to_vec();
+            }
         }
         Ok(Outcome::Done)
     }
@@ -455,6 +585,16 @@ impl ControllerState {
                     b.put_u32_le(*n);
                     b.put_u16_le(*sh);
                 }
+                assert!(p.origin.len() < 256 && p.target.len() < 256);
+                b.put_u8(p.origin.len() as u8);
+                for n in &p.origin {
+                    b.put_u32_le(*n);
+                }
+                b.put_u8(p.target.len() as u8);
+                for (n, sh) in &p.target {
+                    b.put_u32_le(*n);
+                    b.put_u16_le(*sh);
+                }
             }
         }
         b.put_u32_le(self.sessions.len() as u32);
@@ -469,10 +609,10 @@ impl ControllerState {
     pub fn decode(bytes: &[u8]) -> Result<ControllerState, DecodeError> {
         let mut r = Reader::new(BytesMut::from(bytes));
         let v = r.u8("snapshot version")?;
-        if v != SNAPSHOT_VERSION && v != 1 {
+        if !(1..=SNAPSHOT_VERSION).contains(&v) {
             return Err(DecodeError::Invalid {
                 what: "snapshot version",
-                detail: format!("{v}, this broker reads 1 and {SNAPSHOT_VERSION}"),
+                detail: format!("{v}, this broker reads 1 to {SNAPSHOT_VERSION}"),
             });
         }
         let mut s = ControllerState {
@@ -491,7 +631,11 @@ impl ControllerState {
             s.brokers.insert(br.reg.id, br);
         }
         // Smallest topic and partition entries at this version.
-        let (topic_min, partition_min) = if v >= 2 { (28, 11) } else { (26, 10) };
+        let (topic_min, partition_min) = match v {
+            1 => (26, 10),
+            2 => (28, 11),
+            _ => (28, 13),
+        };
         for _ in 0..r.count("topics", topic_min)? {
             let name = r.string("topic")?;
             let id = get_u128(&mut r, "topic id")?;
@@ -509,11 +653,22 @@ impl ControllerState {
                     shard: r.u16("shard")?,
                     leader_epoch: r.u32("leader epoch")?,
                     followers: Vec::new(),
+                    origin: Vec::new(),
+                    target: Vec::new(),
                 };
                 if v >= 2 {
                     for _ in 0..r.u8("followers")? {
                         p.followers
                             .push((r.u32("follower node")?, r.u16("follower shard")?));
+                    }
+                }
+                if v >= 3 {
+                    for _ in 0..r.u8("origin voters")? {
+                        p.origin.push(r.u32("origin voter")?);
+                    }
+                    for _ in 0..r.u8("target replicas")? {
+                        p.target
+                            .push((r.u32("target node")?, r.u16("target shard")?));
                     }
                 }
                 partitions.push(p);
@@ -618,6 +773,94 @@ mod tests {
     }
 
     #[test]
+    fn a_reassignment_records_its_target_and_completes_only_as_asked() {
+        let mut s = ControllerState::default();
+        let mut i = 0;
+        let mut ap = |s: &mut ControllerState, c: Command| {
+            i += 1;
+            s.apply(i, &env(0, 0, c)).outcome
+        };
+        for b in 1..=4 {
+            ap(&mut s, reg(b, 10));
+        }
+        let create = |name: &str, rf| Command::CreateTopic {
+            name: name.into(),
+            topic_id: 1,
+            partitions: 2,
+            config: vec![],
+            replication_factor: rf,
+        };
+        assert_eq!(ap(&mut s, create("one", 1)), Outcome::Done);
+        assert_eq!(ap(&mut s, create("three", 3)), Outcome::Done);
+        let reassign = |name: &str, replicas: Vec<u32>| Command::ReassignPartition {
+            name: name.into(),
+            partition: 0,
+            replicas,
+        };
+        // Refused: a partition without replicas, one replica, a repeated
+        // broker, an unknown broker.
+        for (c, why) in [
+            (reassign("one", vec![2, 3]), Refusal::InvalidReassignment),
+            (reassign("three", vec![4]), Refusal::InvalidReassignment),
+            (
+                reassign("three", vec![4, 4, 2]),
+                Refusal::InvalidReassignment,
+            ),
+            (reassign("three", vec![2, 3, 9]), Refusal::UnknownBroker),
+            (reassign("nope", vec![2, 3]), Refusal::UnknownTopic),
+        ] {
+            assert_eq!(ap(&mut s, c), Outcome::Refused(why));
+        }
+        let before = s.topics["three"].partitions[0].clone();
+        let mut old = before.replicas();
+        old.sort_unstable();
+        assert_eq!(old.len(), 3);
+        let leaving = old[0];
+        let target: Vec<u32> = (1..=4).filter(|n| *n != leaving).collect();
+        assert_eq!(ap(&mut s, reassign("three", target.clone())), Outcome::Done);
+        let p = s.topics["three"].partitions[0].clone();
+        assert_eq!(
+            p.replicas(),
+            before.replicas(),
+            "nothing moves until it completes"
+        );
+        let mut moving: Vec<u32> = p.target.iter().map(|(n, _)| *n).collect();
+        moving.sort_unstable();
+        assert_eq!(moving, target);
+        let shard4 = p.target.iter().find(|(n, _)| *n == 4).unwrap().1;
+        assert!(shard4 < 2);
+        // The snapshot keeps the target (and, later, the origin).
+        assert_eq!(ControllerState::decode(&s.encode()).unwrap(), s);
+        // A completion for another set is ignored.
+        let complete = |replicas: Vec<u32>, leader| Command::CompleteReassignment {
+            name: "three".into(),
+            partition: 0,
+            leader,
+            replicas,
+        };
+        assert_eq!(
+            ap(&mut s, complete(vec![1, 2, 3], 1)),
+            Outcome::Refused(Refusal::NoReassignment)
+        );
+        assert_eq!(ap(&mut s, complete(target.clone(), 4)), Outcome::Done);
+        let p = s.topics["three"].partitions[0].clone();
+        assert_eq!(p.node, 4, "the reporting leader is the leader of record");
+        let mut now = p.replicas();
+        now.sort_unstable();
+        assert_eq!(now, target);
+        assert!(p.target.is_empty());
+        let mut origin = p.origin.clone();
+        origin.sort_unstable();
+        assert_eq!(origin, old, "the group's first voters are remembered");
+        assert_eq!(ControllerState::decode(&s.encode()).unwrap(), s);
+        // A second completion finds nothing to complete.
+        assert_eq!(
+            ap(&mut s, complete(target, 4)),
+            Outcome::Refused(Refusal::NoReassignment)
+        );
+    }
+
+    #[test]
     fn topics_land_on_live_brokers_and_a_stale_fence_is_ignored() {
         let mut s = ControllerState::default();
         let mut i = 0;
@@ -714,6 +957,8 @@ mod tests {
                 shard: 1,
                 leader_epoch: 1,
                 followers: vec![],
+                origin: vec![],
+                target: vec![],
             }
         );
         assert_eq!(s.leader_of("t", 0), None, "its broker is fenced");

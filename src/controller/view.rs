@@ -65,6 +65,9 @@ pub fn table_of(state: &ControllerState, prev: &TopicTable, defaults: &TopicConf
                     leader_epoch: a.leader_epoch,
                     followers: a.followers.iter().map(|(n, _)| *n).collect(),
                     follower_shards: a.followers.iter().map(|(_, s)| *s).collect(),
+                    origin: a.origin.clone(),
+                    target: a.target.iter().map(|(n, _)| *n).collect(),
+                    target_shards: a.target.iter().map(|(_, s)| *s).collect(),
                 })
                 .collect(),
         };

@@ -13,24 +13,33 @@
 //! GROUP_ID_NOT_FOUND. Committed offsets belong to the group id and stay
 //! through a change of protocol.
 //!
+//! Every change is stored before it is answered ([`super::consumer_store`]):
+//! a heartbeat's changes are durable when its answer goes; changes without
+//! a request (a member's session or rebalance timeout) are stored in the
+//! background right after the tick that made them.
+//!
 //! Runs on the coordinator's core, like the rest of [`Coordinator`].
 
 use super::consumer_group::{
     ConsumerGroup, ConsumerGroupView, HeartbeatParams, HeartbeatReply, TopicLookup,
 };
+use super::consumer_store::{Scope, TopicIds};
 use super::coordinator::{Coordinator, GROUPS_MAX};
 use super::offsets::CommitItem;
+use super::records::RecordKey;
 use super::state::{MemberRef, Phase};
 use super::{GroupError, GroupView, MemberView, Unavailable};
 use crate::metadata::TopicTable;
+use crate::shard::Shard;
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::consumer_protocol_assignment::TopicPartition;
 use kafka_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, TopicName,
 };
 use kafka_protocol::protocol::{Encodable, StrBytes};
+use std::rc::Rc;
 use std::time::Instant;
-use tracing::info;
+use tracing::{info, warn};
 
 impl TopicLookup for TopicTable {
     fn partitions(&self, topic: &str) -> Option<u32> {
@@ -42,12 +51,99 @@ impl TopicLookup for TopicTable {
 pub type ListedGroup = (String, String, &'static str, &'static str);
 
 impl Coordinator {
-    /// ConsumerGroupHeartbeat for `group_id`, against the topic table `topics`.
-    pub fn consumer_heartbeat(
+    /// ConsumerGroupHeartbeat for `group_id` (offsets partition
+    /// `partition`), against the topic table `topics`. What it changed is
+    /// durable before it answers.
+    pub async fn consumer_heartbeat(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group_id: &str,
+        p: HeartbeatParams,
+        topics: &TopicTable,
+    ) -> Result<HeartbeatReply, GroupError> {
+        let member = p.member_id.clone();
+        let before = self.consumer_shape(group_id, &member);
+        let mut replaced_classic = false;
+        let reply = self.consumer_heartbeat_now(group_id, p, topics, &mut replaced_classic)?;
+        // Only this member's records can have changed unless the group's
+        // epochs or membership moved.
+        let scope = if before.is_some() && before == self.consumer_shape(group_id, &member) {
+            Scope::Member(&member)
+        } else {
+            Scope::All
+        };
+        // The classic group this one replaced is deleted with it.
+        let extra = replaced_classic.then(|| RecordKey::Group {
+            group: group_id.to_string(),
+        });
+        self.persist_consumer(shard, partition, group_id, scope, extra)
+            .await?;
+        Ok(reply)
+    }
+
+    /// (group epoch, assignment epoch, members, whether `member` is one).
+    fn consumer_shape(&self, group_id: &str, member: &str) -> Option<(i32, i32, usize, bool)> {
+        self.consumer.borrow().get(group_id).map(|g| {
+            (
+                g.group_epoch,
+                g.assignment_epoch,
+                g.member_count(),
+                g.member(member).is_some(),
+            )
+        })
+    }
+
+    /// Write what changed in `group_id` (within `scope`) since it was last
+    /// stored, with `extra` tombstones first; a group no longer in memory
+    /// gets tombstones for all its records.
+    pub(super) async fn persist_consumer(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group_id: &str,
+        scope: Scope<'_>,
+        extra: Option<RecordKey>,
+    ) -> Result<(), GroupError> {
+        let ids = TopicIds::of(&shard.topics());
+        let mut recs: Vec<(RecordKey, Option<bytes::Bytes>)> =
+            extra.into_iter().map(|k| (k, None)).collect();
+        recs.extend(self.consumer_store.diff(
+            group_id,
+            self.consumer.borrow().get(group_id),
+            &ids,
+            scope,
+        ));
+        if recs.is_empty() {
+            return Ok(());
+        }
+        match self.offsets.write_records(shard, partition, &recs).await {
+            Ok(base) => {
+                self.consumer_store.written(group_id, &recs, base);
+                Ok(())
+            }
+            Err(e) => {
+                warn!(group = %group_id, "kafka: consumer group change not stored: {e}");
+                self.consumer_store.failed(group_id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Store, in the background, what ticks changed in these groups.
+    pub(super) fn persist_consumer_later(self: &Rc<Self>, shard: &Rc<Shard>, ids: Vec<String>) {
+        self.each_later(shard, ids, |c, shard, id, p| async move {
+            // Logged inside; the next change of the group retries.
+            let _ = c.persist_consumer(&shard, p, &id, Scope::All, None).await;
+        });
+    }
+
+    fn consumer_heartbeat_now(
         &self,
         group_id: &str,
         p: HeartbeatParams,
         topics: &TopicTable,
+        replaced_classic: &mut bool,
     ) -> Result<HeartbeatReply, GroupError> {
         let now = self.clock.now();
         // A classic group with members keeps the id; an empty one gives it up.
@@ -55,18 +151,19 @@ impl Coordinator {
             let mut classic = self.groups.borrow_mut();
             match classic.get(group_id) {
                 Some(g) if g.phase != Phase::Empty => return Err(GroupError::GroupIdNotFound),
-                Some(_) => {
+                Some(_) if p.member_epoch == 0 => {
                     classic.remove(group_id);
+                    *replaced_classic = true;
                 }
-                None => {}
+                _ => {}
             }
         }
         let mut groups = self.consumer.borrow_mut();
         if !groups.contains_key(group_id) {
             if p.member_epoch != 0 {
-                // Kafka answers GROUP_ID_NOT_FOUND; after a restart (groups
-                // of this protocol are not stored) the members must rejoin,
-                // which UNKNOWN_MEMBER_ID tells them.
+                // Kafka answers GROUP_ID_NOT_FOUND; a member of a group
+                // that is gone (deleted, or expired) must rejoin, which
+                // UNKNOWN_MEMBER_ID tells it.
                 return Err(GroupError::UnknownMember);
             }
             if groups.len() + self.groups.borrow().len() >= GROUPS_MAX {
@@ -116,17 +213,26 @@ impl Coordinator {
     }
 
     /// Before a classic JoinGroup: a consumer group with members keeps the
-    /// id (INCONSISTENT_GROUP_PROTOCOL); an empty one is dropped.
-    pub(super) fn classic_may_take(&self, group_id: &str) -> Result<(), GroupError> {
-        let mut groups = self.consumer.borrow_mut();
-        match groups.get(group_id) {
-            Some(g) if !g.is_empty() => Err(GroupError::InconsistentProtocol),
-            Some(_) => {
-                groups.remove(group_id);
-                Ok(())
+    /// id (INCONSISTENT_GROUP_PROTOCOL); an empty one is dropped, and its
+    /// records deleted before the join goes on.
+    pub(super) async fn classic_may_take(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group_id: &str,
+    ) -> Result<(), GroupError> {
+        {
+            let mut groups = self.consumer.borrow_mut();
+            match groups.get(group_id) {
+                Some(g) if !g.is_empty() => return Err(GroupError::InconsistentProtocol),
+                Some(_) => {
+                    groups.remove(group_id);
+                }
+                None => return Ok(()),
             }
-            None => Ok(()),
         }
+        self.persist_consumer(shard, partition, group_id, Scope::All, None)
+            .await
     }
 
     /// SyncGroup, Heartbeat, LeaveGroup: not for a consumer group.
@@ -231,12 +337,19 @@ impl Coordinator {
         })
     }
 
-    pub(super) fn consumer_tick(&self, now: Instant) {
+    /// Expire silent members; returns the groups that changed.
+    pub(super) fn consumer_tick(&self, now: Instant) -> Vec<String> {
+        let mut changed = Vec::new();
         for (id, g) in self.consumer.borrow_mut().iter_mut() {
-            for m in g.tick(now) {
+            let gone = g.tick(now);
+            for m in &gone {
                 info!(group = %id, member = %m, group_epoch = g.group_epoch, "kafka: consumer group member expired (session or rebalance timeout)");
             }
+            if !gone.is_empty() {
+                changed.push(id.clone());
+            }
         }
+        changed
     }
 }
 

@@ -23,10 +23,11 @@
 //!
 //! Lifecycle: created by a member's first heartbeat (epoch 0), lives in its
 //! coordinator's memory (one core, the shard owning the group's offsets
-//! partition) until it is empty and a classic member or DeleteGroups takes
-//! the id. It is not stored: after a broker restart members get
-//! UNKNOWN_MEMBER_ID and rejoin with epoch 0 (docs/kafka.md); committed
-//! offsets are stored as for every group.
+//! partition) until it is empty and a classic member, DeleteGroups or the
+//! expiry of its offsets takes the id. Its state is stored after every
+//! change, in Kafka's records ([`super::consumer_store`]), and rebuilt from
+//! them after a restart ([`ConsumerGroup::restore`]): members carry on with
+//! their epochs and partitions.
 
 use super::assignor::{Assignor, TopicPartitions};
 use super::GroupError;
@@ -176,7 +177,100 @@ fn too_long(s: &Option<String>) -> bool {
     s.as_ref().is_some_and(|s| s.len() > ID_BYTES_MAX)
 }
 
+impl Member {
+    /// A member as it joins: epoch 0, owning nothing, its session ending at
+    /// `session_deadline`; its subscription is set by the caller.
+    pub fn joining(
+        id: String,
+        instance_id: Option<String>,
+        rack_id: Option<String>,
+        client_id: String,
+        rebalance_timeout: Duration,
+        assignor: Option<Assignor>,
+        session_deadline: Instant,
+    ) -> Member {
+        Member {
+            id,
+            instance_id,
+            rack_id,
+            client_id,
+            rebalance_timeout,
+            subscribed: BTreeSet::new(),
+            assignor,
+            epoch: 0,
+            previous_epoch: -1,
+            state: MemberState::Stable,
+            assigned: TopicPartitions::new(),
+            revoking: TopicPartitions::new(),
+            session_deadline,
+            revoke_deadline: None,
+            departed: false,
+        }
+    }
+
+    /// A static member that left with epoch -2, whose place waits.
+    pub fn departed(&self) -> bool {
+        self.departed
+    }
+
+    pub fn set_departed(&mut self, departed: bool) {
+        self.departed = departed;
+    }
+}
+
 impl ConsumerGroup {
+    /// A group as it was stored (after a restart): its epochs, the topic
+    /// sizes it last saw, its members (with their targets) with their
+    /// epochs and ownership. Every member's session starts afresh at `now`
+    /// (a member that died with the broker expires after its session
+    /// timeout, as in Kafka); a member revoking has its rebalance timeout
+    /// from `now`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        id: String,
+        group_epoch: i32,
+        assignment_epoch: i32,
+        topics_seen: BTreeMap<String, u32>,
+        members: Vec<(Member, TopicPartitions)>,
+        session_timeout: Duration,
+        heartbeat_interval: Duration,
+        now: Instant,
+    ) -> Self {
+        let mut g = ConsumerGroup::new(id, session_timeout, heartbeat_interval);
+        g.group_epoch = group_epoch;
+        // Kafka's invariant: the target is never ahead of the group.
+        g.assignment_epoch = assignment_epoch.min(group_epoch);
+        g.topics_seen = topics_seen;
+        for (mut m, target) in members {
+            let target = normalized(target);
+            if !target.is_empty() {
+                g.target.insert(m.id.clone(), target);
+            }
+            m.assigned = normalized(m.assigned);
+            m.revoking = normalized(m.revoking);
+            m.session_deadline = now + session_timeout;
+            m.revoke_deadline =
+                (m.state == MemberState::UnrevokedPartitions).then(|| now + m.rebalance_timeout);
+            g.members.insert(m.id.clone(), m);
+        }
+        g
+    }
+
+    /// Every member, by id.
+    pub fn members(&self) -> impl Iterator<Item = &Member> {
+        self.members.values()
+    }
+
+    /// A member's target assignment (empty if none).
+    pub fn target_of(&self, member_id: &str) -> TopicPartitions {
+        self.target.get(member_id).cloned().unwrap_or_default()
+    }
+
+    /// Partition counts of the subscribed topics when the epoch last moved.
+    pub fn topics_seen(&self) -> &BTreeMap<String, u32> {
+        &self.topics_seen
+    }
+
     pub fn new(id: String, session_timeout: Duration, heartbeat_interval: Duration) -> Self {
         ConsumerGroup {
             id,
@@ -192,6 +286,10 @@ impl ConsumerGroup {
 
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
+    }
+
+    pub fn member_count(&self) -> usize {
+        self.members.len()
     }
 
     pub fn member(&self, id: &str) -> Option<&Member> {
@@ -403,26 +501,17 @@ impl ConsumerGroup {
         if self.members.len() >= MEMBERS_MAX {
             return Err(GroupError::GroupFull);
         }
-        self.members.insert(
+        // The subscription is set (and the epoch bumped) by the caller.
+        let m = Member::joining(
             p.member_id.clone(),
-            Member {
-                id: p.member_id.clone(),
-                instance_id: p.instance_id.clone(),
-                rack_id: p.rack_id.clone(),
-                client_id: p.client_id.clone(),
-                rebalance_timeout,
-                subscribed: BTreeSet::new(), // set (and the epoch bumped) by the caller
-                assignor,
-                epoch: 0,
-                previous_epoch: -1,
-                state: MemberState::Stable,
-                assigned: TopicPartitions::new(),
-                revoking: TopicPartitions::new(),
-                session_deadline: now + self.session_timeout,
-                revoke_deadline: None,
-                departed: false,
-            },
+            p.instance_id.clone(),
+            p.rack_id.clone(),
+            p.client_id.clone(),
+            rebalance_timeout,
+            assignor,
+            now + self.session_timeout,
         );
+        self.members.insert(p.member_id.clone(), m);
         Ok(true)
     }
 

@@ -16,6 +16,8 @@
 
 use super::consumer_coordinator::ListedGroup;
 use super::consumer_group::ConsumerGroup;
+use super::consumer_store::{self, ConsumerStore, Scope, TopicIds};
+use super::expiry::ExpirySchedule;
 use super::leadership;
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, MemberRef, Phase, SyncStep};
@@ -24,7 +26,6 @@ use super::{partition_of, OFFSETS_TOPIC};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
 use crate::clock::Clock;
 use crate::shard::{PerShard, Shard};
-use crate::storage::now_ms;
 use bytes::Bytes;
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -52,7 +53,14 @@ pub struct Coordinator {
     pub(super) consumer_session_timeout: Duration,
     pub(super) consumer_heartbeat_interval: Duration,
     pub(super) offsets: OffsetStore,
-    /// The shard's clock: session and rebalance deadlines are measured on it.
+    /// What the log holds for each consumer-protocol group.
+    pub(super) consumer_store: ConsumerStore,
+    /// `offsets_retention_minutes`, in ms.
+    pub(super) offsets_retention_ms: i64,
+    /// When the next expiry pass is due (`offsets_retention_check_interval_ms`).
+    expiry: ExpirySchedule,
+    /// The shard's clock: session and rebalance deadlines, commit times
+    /// and offset expiry are measured on it.
     pub(super) clock: Rc<dyn Clock>,
     /// `group_initial_rebalance_delay_ms`: how long a group that was Empty
     /// waits for more members before its first generation.
@@ -77,7 +85,13 @@ impl Coordinator {
                 consumer_heartbeat_interval: Duration::from_millis(
                     shard.config.group_consumer_heartbeat_interval_ms,
                 ),
-                offsets: OffsetStore::default(),
+                offsets: OffsetStore::new(shard.clock.clone()),
+                consumer_store: ConsumerStore::default(),
+                offsets_retention_ms: shard.config.offsets_retention_ms(),
+                expiry: ExpirySchedule::new(
+                    Duration::from_millis(shard.config.offsets_retention_check_interval_ms),
+                    shard.clock.now(),
+                ),
                 clock: shard.clock.clone(),
                 initial_delay: Duration::from_millis(shard.config.group_initial_rebalance_delay_ms),
                 led: RefCell::default(),
@@ -133,6 +147,7 @@ impl Coordinator {
         let here = |g: &str| partition_of(g, partitions) == partition;
         self.groups.borrow_mut().retain(|id, _| !here(id));
         self.consumer.borrow_mut().retain(|id, _| !here(id));
+        self.consumer_store.forget(here);
         self.offsets.unload(partition, partitions);
         self.led.borrow_mut().remove(&partition);
     }
@@ -178,8 +193,36 @@ impl Coordinator {
             return Ok(());
         }
         let now = self.clock.now();
+        let ids = TopicIds::of(&shard.topics());
+        let mut consumer = self.consumer.borrow_mut();
+        for (id, recs) in restored.consumer {
+            self.consumer_store.restored(&id, recs.clone());
+            let Some(g) = consumer_store::restore(
+                &id,
+                &recs,
+                &ids,
+                self.consumer_session_timeout,
+                self.consumer_heartbeat_interval,
+                now,
+            ) else {
+                continue;
+            };
+            info!(group = %id, group_epoch = g.group_epoch, members = g.member_count(), "kafka: consumer group restored");
+            consumer.entry(id).or_insert(g);
+        }
         let mut groups = self.groups.borrow_mut();
-        for (id, v) in restored {
+        for (id, v) in restored.classic {
+            // One protocol per id: a conversion stores the other's
+            // tombstones, so both survive only a crash mid-conversion; the
+            // group with members wins, else the consumer group.
+            if consumer
+                .get(&id)
+                .is_some_and(|g| !g.is_empty() || v.members.is_empty())
+            {
+                warn!(group = %id, "kafka: a classic and a consumer group share this id: keeping the consumer group");
+                continue;
+            }
+            consumer.remove(&id);
             let (generation, members) = (v.generation, v.members.len());
             groups
                 .entry(id.clone())
@@ -267,9 +310,14 @@ impl Coordinator {
         f(groups.get_mut(group_id).expect("present"))
     }
 
-    pub async fn join(&self, p: JoinParams) -> Result<JoinOutcome, GroupError> {
+    pub async fn join(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        p: JoinParams,
+    ) -> Result<JoinOutcome, GroupError> {
         let group_id = p.group_id.clone();
-        self.classic_may_take(&group_id)?;
+        self.classic_may_take(shard, partition, &group_id).await?;
         let rx = self.with_group(&group_id, true, |g| g.join(p, self.clock.now()))?;
         let out = rx.await.unwrap_or(Err(GroupError::RebalanceInProgress))?;
         if out.leader == out.member_id {
@@ -292,7 +340,7 @@ impl Coordinator {
     ) -> Result<SyncOutcome, GroupError> {
         self.not_consumer(group_id)?;
         let to_store = self.with_group(group_id, false, |g| {
-            Ok(g.leader_sync_snapshot(member, generation, &assignments, now_ms()))
+            Ok(g.leader_sync_snapshot(member, generation, &assignments, self.clock.wall_ms()))
         })?;
         if let Some(v) = to_store {
             if let Err(e) = self
@@ -368,9 +416,32 @@ impl Coordinator {
             .filter(|g| g.empty_unstored)
             .map(|g| {
                 g.empty_unstored = false;
+                // Offsets of an Empty group expire this long after now.
+                g.empty_since_ms = Some(self.clock.wall_ms());
                 g.id.clone()
             })
             .collect();
+        self.each_later(shard, ids, |c, shard, id, p| async move {
+            let v = match c.groups.borrow().get(&id) {
+                Some(g) if g.phase == Phase::Empty => {
+                    g.snapshot(None, g.empty_since_ms.unwrap_or(c.clock.wall_ms()))
+                }
+                _ => return,
+            };
+            if let Err(e) = c.offsets.store_group(&shard, p, &id, Some(&v)).await {
+                warn!(group = %id, "kafka: empty group not stored (after a restart its members return until their sessions expire): {e}");
+            }
+        });
+    }
+
+    /// Run `f` for each group of `ids`, with its offsets partition, one
+    /// after the other in the background (stores that no request waits
+    /// for). Nothing runs if the offsets topic is gone.
+    pub(super) fn each_later<F, Fut>(self: &Rc<Self>, shard: &Rc<Shard>, ids: Vec<String>, f: F)
+    where
+        F: Fn(Rc<Coordinator>, Rc<Shard>, String, u32) -> Fut + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
         if ids.is_empty() {
             return;
         }
@@ -380,14 +451,8 @@ impl Coordinator {
                 return;
             };
             for id in ids {
-                let v = match c.groups.borrow().get(&id) {
-                    Some(g) if g.phase == Phase::Empty => g.snapshot(None, now_ms()),
-                    _ => continue,
-                };
                 let p = partition_of(&id, partitions);
-                if let Err(e) = c.offsets.store_group(&shard, p, &id, Some(&v)).await {
-                    warn!(group = %id, "kafka: empty group not stored (after a restart its members return until their sessions expire): {e}");
-                }
+                f(c.clone(), shard.clone(), id, p).await;
             }
         })
         .detach();
@@ -455,6 +520,15 @@ impl Coordinator {
         self.offsets
             .delete_offsets(shard, partition, group_id, &parts)
             .await?;
+        if consumer.is_some() {
+            // Its records go (and it, unless a member came meanwhile).
+            let empty = self.consumer.borrow().get(group_id).map(|g| g.is_empty());
+            if empty == Some(true) {
+                self.consumer.borrow_mut().remove(group_id);
+            }
+            self.persist_consumer(shard, partition, group_id, Scope::All, None)
+                .await?;
+        }
         self.offsets
             .store_group(shard, partition, group_id, None)
             .await?;
@@ -532,13 +606,14 @@ impl Coordinator {
         Ok(results)
     }
 
-    fn tick(&self, now: Instant) {
+    /// Expire silent members; returns the consumer groups that changed.
+    fn tick(&self, now: Instant) -> Vec<String> {
         for (id, g) in self.groups.borrow_mut().iter_mut() {
             for (m, why) in g.tick(now) {
                 info!(group = %id, member = %m, "kafka: group member removed: {why}");
             }
         }
-        self.consumer_tick(now);
+        self.consumer_tick(now)
     }
 }
 
@@ -546,8 +621,13 @@ async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
     while !shard.shutting_down.get() {
         shard.clock.sleep(TICK).await;
         let Some(c) = c.upgrade() else { return };
-        c.tick(c.clock.now());
+        let now = c.clock.now();
+        let changed = c.tick(now);
+        c.persist_consumer_later(&shard, changed);
         c.drop_unled(&shard);
         c.store_emptied(&shard);
+        if c.expiry.due(now) {
+            c.expire_offsets(&shard).await;
+        }
     }
 }

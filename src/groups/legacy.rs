@@ -48,7 +48,7 @@ pub struct LegacyRecord {
 pub type LegacyOffsets = BTreeMap<(String, i32), Committed>;
 
 /// Whether a record is in the old encoding: its key is not a Kafka key (a
-/// Kafka key starts with a version 0..=2 and decodes exactly; a group id
+/// Kafka key starts with a version 0..=8 and decodes exactly; a group id
 /// would need to start with a NUL byte to pass for one).
 pub fn is_legacy(key: Option<&bytes::Bytes>) -> bool {
     match key {

@@ -17,26 +17,33 @@
 //! groups ([`leadership`]).
 //!
 //! Durability: committed offsets are durable before OffsetCommit answers; a
-//! group's membership (generation, protocol, leader, members, assignments)
-//! is durable before the leader's SyncGroup completes a rebalance, and is
-//! stored again when the group empties. Both are replayed from the offsets
-//! partition the first time its coordinator needs them after a start, so
-//! members carry on with their generation across a broker restart.
+//! classic group's membership (generation, protocol, leader, members,
+//! assignments) is durable before the leader's SyncGroup completes a
+//! rebalance, and is stored again when the group empties; a
+//! consumer-protocol group's changes (epochs, members, targets, what each
+//! member owns) are durable before the heartbeat that made them is
+//! answered. All are replayed from the offsets partition the first time
+//! its coordinator needs them after a start, so members carry on with
+//! their generation or epoch across a broker restart. Offsets expire
+//! ([`expiry`]) as Kafka's `offsets.retention.minutes` says.
 //!
 //! Map: [`state`] is the per-group state machine of the classic protocol
 //! (no I/O), [`consumer_group`] that of KIP-848's consumer protocol (no
 //! I/O) with its server-side [`assignor`]s, [`records`] the Kafka record
-//! codec (no I/O), [`offsets`] the store over the offsets log, [`legacy`]
-//! the reader of the first encoding, [`coordinator`] the per-shard
-//! coordinator that ties them to time and storage (its consumer-protocol
-//! side in [`consumer_coordinator`]).
+//! codec (no I/O), [`offsets`] the store over the offsets log,
+//! [`consumer_store`] how a consumer-protocol group maps to records,
+//! [`expiry`] offset expiry, [`legacy`] the reader of the first encoding,
+//! [`coordinator`] the per-shard coordinator that ties them to time and
+//! storage (its consumer-protocol side in [`consumer_coordinator`]).
 
 pub mod assignor;
 pub mod consumer_coordinator;
 pub mod consumer_group;
 #[cfg(test)]
 mod consumer_group_tests;
+pub mod consumer_store;
 pub mod coordinator;
+pub mod expiry;
 pub mod leadership;
 pub mod legacy;
 pub mod offsets;

@@ -21,18 +21,26 @@
 //! forgotten ([`OffsetStore::unload`]) when it stops leading.
 //! Offsets in shardlog's first encoding are read too ([`super::legacy`]).
 //!
+//! Consumer-protocol groups are stored as Kafka 4 stores them, one record
+//! per group-level fact and per member fact (key types 3 to 8); replay
+//! hands each group's final records to the coordinator
+//! ([`super::consumer_store`]). Offsets expire as Kafka's
+//! `offsets.retention.minutes` says ([`super::expiry`]): the store keeps
+//! each entry's commit time for that.
+//!
 //! The log is never compacted: replay time grows with the number of commits
 //! since the partition's retention last deleted a segment.
 
+use super::consumer_store::StoredRecords;
 use super::legacy::{self, LegacyIndex};
 use super::records::{self, GroupValue, OffsetValue, RecordKey};
 use super::{Committed, GroupError, OffsetMap, Unavailable, OFFSETS_TOPIC};
+use crate::clock::Clock;
 use crate::format::frame;
 use crate::format::{read_records, BatchBuilder, Compression, ProducerIds};
 use crate::protocol::messages::Acks;
 use crate::router::ops::{OpError, ProducePart};
 use crate::shard::Shard;
-use crate::storage::now_ms;
 use bytes::{Bytes, BytesMut};
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -59,6 +67,9 @@ struct Entry {
     /// offsets log + 1, or 0 for an offset read in the old encoding (older
     /// than every Kafka-format record).
     seq: u64,
+    /// The record's commit timestamp (wall ms; for the old encoding, when
+    /// this process read it): the base of its expiry.
+    commit_ms: i64,
 }
 
 impl Entry {
@@ -85,48 +96,92 @@ pub struct ScanRecord {
     pub value: Option<Bytes>,
 }
 
+/// What loading an offsets partition found for the coordinator to restore.
+#[derive(Default)]
+pub struct Restored {
+    /// Classic groups: group -> its last stored membership.
+    pub classic: Vec<(String, GroupValue)>,
+    /// Consumer-protocol groups: group -> its live records.
+    pub consumer: Vec<(String, StoredRecords)>,
+}
+
+impl Restored {
+    pub fn is_empty(&self) -> bool {
+        self.classic.is_empty() && self.consumer.is_empty()
+    }
+}
+
 /// Lifecycle: one per coordinator (so per shard, on that shard's core),
 /// for the life of the process; an offsets partition's share is filled on
 /// its first use and kept up to date by every write after that.
-#[derive(Default)]
 pub struct OffsetStore {
     /// group -> its offsets.
     table: RefCell<HashMap<String, GroupOffsets>>,
     /// Memberships replayed but not yet taken by the coordinator.
     restored: RefCell<HashMap<String, GroupValue>>,
+    /// Consumer-group records replayed but not yet taken.
+    restored_consumer: RefCell<HashMap<String, StoredRecords>>,
     loaded: RefCell<HashSet<u32>>,
     load_lock: futures::lock::Mutex<()>,
     /// Old-encoding offsets in the partitions this shard owns.
     pub(super) legacy: LegacyIndex,
+    /// The coordinator's clock: commit timestamps are its wall time.
+    clock: Rc<dyn Clock>,
 }
 
 impl OffsetStore {
-    fn apply(&self, group: &str, topic: String, partition: i32, committed: Committed, seq: u64) {
+    pub fn new(clock: Rc<dyn Clock>) -> Self {
+        OffsetStore {
+            table: RefCell::default(),
+            restored: RefCell::default(),
+            restored_consumer: RefCell::default(),
+            loaded: RefCell::default(),
+            load_lock: futures::lock::Mutex::new(()),
+            legacy: LegacyIndex::default(),
+            clock,
+        }
+    }
+
+    fn apply(
+        &self,
+        group: &str,
+        topic: String,
+        partition: i32,
+        committed: Committed,
+        seq: u64,
+        commit_ms: i64,
+    ) {
         let mut t = self.table.borrow_mut();
         let g = t.entry(group.to_string()).or_default();
         let key = (topic, partition);
         if g.get(&key).is_some_and(|e| e.seq > seq) {
             return; // a later commit already landed
         }
-        g.insert(key, Entry { committed, seq });
+        g.insert(
+            key,
+            Entry {
+                committed,
+                seq,
+                commit_ms,
+            },
+        );
     }
 
     /// Make sure the table holds everything offsets partition `partition`
-    /// (of `partitions`) stores. The first time, returns the memberships
-    /// found there (group -> its last stored membership), for the
-    /// coordinator to restore; afterwards, nothing.
+    /// (of `partitions`) stores. The first time, returns the groups found
+    /// there, for the coordinator to restore; afterwards, nothing.
     pub async fn ensure_loaded(
         &self,
         shard: &Rc<Shard>,
         partition: u32,
         partitions: u32,
-    ) -> Result<Vec<(String, GroupValue)>, GroupError> {
+    ) -> Result<Restored, GroupError> {
         if self.loaded.borrow().contains(&partition) {
-            return Ok(Vec::new());
+            return Ok(Restored::default());
         }
         let _guard = self.load_lock.lock().await;
         if self.loaded.borrow().contains(&partition) {
-            return Ok(Vec::new());
+            return Ok(Restored::default());
         }
         let migrated = self.load_legacy(shard, partition, partitions).await?;
         let n = self.replay(shard, partition).await?;
@@ -139,7 +194,15 @@ impl OffsetStore {
             );
         }
         self.loaded.borrow_mut().insert(partition);
-        Ok(self.restored.borrow_mut().drain().collect())
+        Ok(Restored {
+            classic: self.restored.borrow_mut().drain().collect(),
+            consumer: self.restored_consumer.borrow_mut().drain().collect(),
+        })
+    }
+
+    /// The offsets partitions loaded so far.
+    pub fn loaded_partitions(&self) -> Vec<u32> {
+        self.loaded.borrow().iter().copied().collect()
     }
 
     /// Forget offsets partition `partition` (of `partitions`): its groups'
@@ -167,6 +230,9 @@ impl OffsetStore {
         }))
         .await;
         let mut n = 0;
+        // The old encoding's commit times are not kept: their expiry counts
+        // from now, when this process first read them.
+        let now_ms = self.clock.wall_ms();
         for got in per_shard {
             let got = got.ok_or(GroupError::CoordinatorUnavailable(
                 Unavailable::ShuttingDown,
@@ -174,7 +240,7 @@ impl OffsetStore {
             for (group, offsets) in got {
                 for ((topic, p), committed) in offsets {
                     n += 1;
-                    self.apply(&group, topic, p, committed, 0);
+                    self.apply(&group, topic, p, committed, 0, now_ms);
                 }
             }
         }
@@ -206,7 +272,8 @@ impl OffsetStore {
                     },
                     Some(v),
                 ) => records::decode_offset_value(&v).map(|v| {
-                    self.apply(&group, topic, p, committed_of(v), seq);
+                    let at = v.commit_timestamp_ms;
+                    self.apply(&group, topic, p, committed_of(v), seq, at);
                 }),
                 (
                     RecordKey::Offset {
@@ -225,6 +292,41 @@ impl OffsetStore {
                 (RecordKey::Group { group }, None) => {
                     self.restored.borrow_mut().remove(&group);
                     Ok(())
+                }
+                (
+                    RecordKey::Consumer {
+                        kind,
+                        group,
+                        member,
+                    },
+                    value,
+                ) => {
+                    // Decoded here only to refuse what the coordinator
+                    // could not restore; kept as bytes.
+                    let ok = value
+                        .as_ref()
+                        .map(|v| records::decode_consumer_value(kind, v).map(|_| ()))
+                        .unwrap_or(Ok(()));
+                    ok.map(|()| {
+                        let key = RecordKey::Consumer {
+                            kind,
+                            group: group.clone(),
+                            member,
+                        };
+                        let mut all = self.restored_consumer.borrow_mut();
+                        let g = all.entry(group.clone()).or_default();
+                        match value {
+                            Some(v) => {
+                                g.insert(key, (seq, v));
+                            }
+                            None => {
+                                g.remove(&key);
+                                if g.is_empty() {
+                                    all.remove(&group);
+                                }
+                            }
+                        }
+                    })
                 }
             };
             match result {
@@ -266,9 +368,22 @@ impl OffsetStore {
             })
             .collect();
         all.extend(self.legacy_of(group, &all));
-        let now = now_ms();
+        let now = self.clock.wall_ms();
+        self.write_offsets(shard, partition, group, all, now).await
+    }
+
+    /// Append offset commit records durably, each stamped `commit_ms`,
+    /// then apply them.
+    async fn write_offsets(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+        items: Vec<CommitItem>,
+        commit_ms: i64,
+    ) -> Result<(), GroupError> {
         let mut b = BatchBuilder::new();
-        for it in &all {
+        for it in &items {
             let key = records::encode_key(&RecordKey::Offset {
                 group: group.to_string(),
                 topic: it.topic.clone(),
@@ -278,19 +393,20 @@ impl OffsetStore {
                 offset: it.committed.offset,
                 leader_epoch: it.committed.leader_epoch,
                 metadata: it.committed.metadata.clone().unwrap_or_default(),
-                commit_timestamp_ms: now,
+                commit_timestamp_ms: commit_ms,
                 expire_timestamp_ms: -1,
             });
-            b.push(now, Some(&key), Some(&value), &[]);
+            b.push(self.clock.wall_ms(), Some(&key), Some(&value), &[]);
         }
         let outcome = append(shard, partition, b).await?;
-        for (i, it) in all.into_iter().enumerate() {
+        for (i, it) in items.into_iter().enumerate() {
             self.apply(
                 group,
                 it.topic,
                 it.partition,
                 it.committed,
                 outcome.base_offset + i as u64 + 1,
+                commit_ms,
             );
         }
         Ok(())
@@ -328,9 +444,27 @@ impl OffsetStore {
         });
         let value = value.map(records::encode_group_value);
         let mut b = BatchBuilder::new();
-        b.push(now_ms(), Some(&key), value.as_deref(), &[]);
+        b.push(self.clock.wall_ms(), Some(&key), value.as_deref(), &[]);
         append(shard, partition, b).await?;
         Ok(())
+    }
+
+    /// Append records (key, value or None for a tombstone) in one batch
+    /// and wait until they are durable. Returns the first one's offset:
+    /// the i-th sits at that + i.
+    pub async fn write_records(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        recs: &[(RecordKey, Option<Bytes>)],
+    ) -> Result<u64, GroupError> {
+        assert!(!recs.is_empty(), "an empty batch of group records");
+        let now = self.clock.wall_ms();
+        let mut b = BatchBuilder::new();
+        for (k, v) in recs {
+            b.push(now, Some(&records::encode_key(k)), v.as_deref(), &[]);
+        }
+        Ok(append(shard, partition, b).await?.base_offset)
     }
 
     /// Whether any committed offset of `group` is known.
@@ -376,9 +510,27 @@ impl OffsetStore {
         if present.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
+        let base = self
+            .write_tombstones(shard, partition, group, present.iter().copied())
+            .await?;
+        for (i, (topic, p)) in present.into_iter().enumerate() {
+            self.forget_one(group, topic.clone(), *p, base + i as u64 + 1);
+        }
+        Ok(())
+    }
+
+    /// Append one offset tombstone per partition, durably; returns the
+    /// first one's offset.
+    async fn write_tombstones<'a>(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+        parts: impl Iterator<Item = &'a (String, i32)>,
+    ) -> Result<u64, GroupError> {
+        let now = self.clock.wall_ms();
         let mut b = BatchBuilder::new();
-        for (topic, p) in &present {
+        for (topic, p) in parts {
             let key = records::encode_key(&RecordKey::Offset {
                 group: group.to_string(),
                 topic: topic.clone(),
@@ -386,11 +538,94 @@ impl OffsetStore {
             });
             b.push(now, Some(&key), None, &[]);
         }
-        let outcome = append(shard, partition, b).await?;
-        for (i, (topic, p)) in present.into_iter().enumerate() {
-            self.forget_one(group, topic.clone(), *p, outcome.base_offset + i as u64 + 1);
+        Ok(append(shard, partition, b).await?.base_offset)
+    }
+
+    /// Expire these committed offsets of `group`: tombstones, as
+    /// [`Self::delete_offsets`]; but an offset committed anew while they
+    /// were written sits before its tombstone in the log, which would
+    /// delete it, so it is written again after them (with its commit
+    /// time): expiry never takes a commit it did not decide on.
+    pub async fn expire(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        group: &str,
+        parts: &[(String, i32)],
+    ) -> Result<(), GroupError> {
+        // Each expiring offset with the position of the record decided on.
+        let decided: Vec<((String, i32), u64)> = {
+            let t = self.table.borrow();
+            let Some(g) = t.get(group) else {
+                return Ok(());
+            };
+            parts
+                .iter()
+                .filter_map(|k| Some((k.clone(), g.get(k)?.seq)))
+                .collect()
+        };
+        if decided.is_empty() {
+            return Ok(());
+        }
+        let base = self
+            .write_tombstones(shard, partition, group, decided.iter().map(|(k, _)| k))
+            .await?;
+        let mut revived: Vec<(CommitItem, i64)> = Vec::new();
+        for (i, ((topic, p), seq)) in decided.into_iter().enumerate() {
+            let tomb_seq = base + i as u64 + 1;
+            let now_there = self
+                .table
+                .borrow()
+                .get(group)
+                .and_then(|g| g.get(&(topic.clone(), p)).cloned());
+            match now_there {
+                // Committed anew before the tombstone: write it again.
+                Some(e) if e.seq != seq && e.seq < tomb_seq => revived.push((
+                    CommitItem {
+                        topic,
+                        partition: p,
+                        committed: e.committed,
+                    },
+                    e.commit_ms,
+                )),
+                // Committed after the tombstone: it stands.
+                Some(e) if e.seq != seq => {}
+                _ => self.forget_one(group, topic, p, tomb_seq),
+            }
+        }
+        for (it, commit_ms) in revived {
+            let (topic, p) = (it.topic.clone(), it.partition);
+            if let Err(e) = self
+                .write_offsets(shard, partition, group, vec![it], commit_ms)
+                .await
+            {
+                // The log deletes it now: so does memory.
+                self.forget_one(group, topic, p, u64::MAX);
+                return Err(e);
+            }
         }
         Ok(())
+    }
+
+    /// Every (topic, partition) of `group` with a committed offset, with
+    /// its commit timestamp (wall ms).
+    pub fn commit_times(&self, group: &str) -> Vec<((String, i32), i64)> {
+        self.table
+            .borrow()
+            .get(group)
+            .map(|g| g.iter().map(|(k, e)| (k.clone(), e.commit_ms)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Every group with a committed offset, in offsets partition
+    /// `partition` of `partitions`.
+    pub fn groups_in(&self, partition: u32, partitions: u32) -> Vec<String> {
+        self.table
+            .borrow()
+            .keys()
+            .filter(|g| super::partition_of(g, partitions) == partition)
+            .cloned()
+            .collect()
     }
 
     /// Every (topic, partition) of `group` with a committed offset.

@@ -234,6 +234,10 @@ pub struct Group {
     /// The group emptied (a new generation with no members) and that has
     /// not been stored yet; the coordinator stores it and clears this.
     pub empty_unstored: bool,
+    /// When (wall ms) the group last became Empty, if known: its offsets
+    /// expire that long after (the coordinator sets it; Kafka's
+    /// `currentStateTimestamp`).
+    pub empty_since_ms: Option<i64>,
 }
 
 impl Group {
@@ -253,6 +257,7 @@ impl Group {
             delayed: None,
             next_seq: 0,
             empty_unstored: false,
+            empty_since_ms: None,
         }
     }
 
@@ -268,7 +273,11 @@ impl Group {
         g.protocol_type = Some(v.protocol_type);
         let protocol = match v.protocol {
             Some(p) if !v.members.is_empty() => p,
-            _ => return g,
+            _ => {
+                g.empty_since_ms =
+                    (v.current_state_timestamp_ms >= 0).then_some(v.current_state_timestamp_ms);
+                return g;
+            }
         };
         // The leader keeps the most seniority; the rest keep their order.
         let mut members = v.members;

@@ -49,6 +49,8 @@ pub fn accepted(k: ApiKey) -> Option<VersionRange> {
         ApiKey::DescribeConfigs => DescribeConfigsRequest::VERSIONS,
         ApiKey::OffsetForLeaderEpoch => OffsetForLeaderEpochRequest::VERSIONS,
         ApiKey::CreatePartitions => CreatePartitionsRequest::VERSIONS,
+        ApiKey::AlterPartitionReassignments => AlterPartitionReassignmentsRequest::VERSIONS,
+        ApiKey::ListPartitionReassignments => ListPartitionReassignmentsRequest::VERSIONS,
         ApiKey::ListGroups => ListGroupsRequest::VERSIONS,
         ApiKey::DescribeGroups => DescribeGroupsRequest::VERSIONS,
         ApiKey::DeleteRecords => DeleteRecordsRequest::VERSIONS,

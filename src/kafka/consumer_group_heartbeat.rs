@@ -74,24 +74,26 @@ async fn serve(
         owned: None,
     };
     let gid = group_id.clone();
-    let (reply, ids) = groups::with_coordinator(&ctx.shard, &group_id, move |s, c, _| async move {
-        let mut p = p;
-        let table = s.topics();
-        let ids = ids_of(&table);
-        p.owned = owned_ids.map(|ts| {
-            let names: HashMap<&uuid::Uuid, &String> = ids.iter().map(|(n, u)| (u, n)).collect();
-            let mut out = TopicPartitions::new();
-            for (id, parts) in ts {
-                if let Some(name) = names.get(&id) {
-                    out.entry((*name).clone()).or_default().extend(parts);
+    let (reply, ids) =
+        groups::with_coordinator(&ctx.shard, &group_id, move |s, c, partition| async move {
+            let mut p = p;
+            let table = s.topics();
+            let ids = ids_of(&table);
+            p.owned = owned_ids.map(|ts| {
+                let names: HashMap<&uuid::Uuid, &String> =
+                    ids.iter().map(|(n, u)| (u, n)).collect();
+                let mut out = TopicPartitions::new();
+                for (id, parts) in ts {
+                    if let Some(name) = names.get(&id) {
+                        out.entry((*name).clone()).or_default().extend(parts);
+                    }
                 }
-            }
-            out
-        });
-        let reply = c.consumer_heartbeat(&gid, p, &table)?;
-        Ok((reply, ids))
-    })
-    .await?;
+                out
+            });
+            let reply = c.consumer_heartbeat(&s, partition, &gid, p, &table).await?;
+            Ok((reply, ids))
+        })
+        .await?;
     let assignment = reply.assignment.map(|a| {
         Assignment::default().with_topic_partitions(
             a.into_iter()

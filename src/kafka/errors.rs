@@ -101,6 +101,7 @@ pub fn admin(e: &AdminError) -> i16 {
         AdminError::InvalidName(_) => ResponseError::InvalidTopicException,
         AdminError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         AdminError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        AdminError::InvalidReassignment(_) => ResponseError::InvalidReplicaAssignment,
         AdminError::InvalidConfig(_) => ResponseError::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => {
             ResponseError::KafkaStorageError
@@ -199,6 +200,14 @@ pub fn invalid_required_acks() -> i16 {
 
 pub fn invalid_replication_factor() -> i16 {
     code(ResponseError::InvalidReplicationFactor)
+}
+
+pub fn invalid_replica_assignment() -> i16 {
+    code(ResponseError::InvalidReplicaAssignment)
+}
+
+pub fn no_reassignment_in_progress() -> i16 {
+    code(ResponseError::NoReassignmentInProgress)
 }
 
 pub fn invalid_partitions() -> i16 {

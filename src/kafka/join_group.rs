@@ -28,10 +28,11 @@ pub async fn handle(ctx: &Ctx, req: JoinGroupRequest) -> JoinGroupResponse {
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
     };
-    let result = groups::with_coordinator(&ctx.shard, &group_id, move |_, c, _| async move {
-        c.join(params).await
-    })
-    .await;
+    let result =
+        groups::with_coordinator(&ctx.shard, &group_id, move |s, c, partition| async move {
+            c.join(&s, partition, params).await
+        })
+        .await;
     let v = ctx.version;
     match result {
         Ok(o) => {

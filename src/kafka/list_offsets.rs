@@ -46,9 +46,28 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
     // One shard call per distinct query, so a partition asked twice (say
     // earliest and latest) gets both answers.
     let mut by_query: BTreeMap<i64, Vec<OffsetsPart>> = BTreeMap::new();
+    // A replicated partition answers with its Raft term as leader epoch,
+    // and refuses a client naming another (v4+): an older one means the
+    // client's metadata is stale (FENCED_LEADER_EPOCH), a newer one that
+    // this broker's is (UNKNOWN_LEADER_EPOCH), as Fetch does.
+    let term_of = |topic: &str, p: i32| {
+        Some(
+            ctx.shard
+                .replication()?
+                .leader(topic, u32::try_from(p).ok()?)?
+                .1,
+        )
+    };
+    let mut fenced: HashMap<(String, i32), i16> = HashMap::new();
     for t in &req.topics {
         for p in &t.partitions {
             if p.partition_index < 0 {
+                continue;
+            }
+            let refusal = term_of(t.name.as_str(), p.partition_index)
+                .and_then(|term| errors::leader_epoch_mismatch(p.current_leader_epoch, term));
+            if let Some(code) = refusal {
+                fenced.insert((t.name.to_string(), p.partition_index), code);
                 continue;
             }
             if let Some(query) = query_of(p.timestamp) {
@@ -85,6 +104,10 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
                 .with_timestamp(-1)
                 .with_offset(-1);
             let key = (query_key(p.timestamp), topic.clone(), p.partition_index);
+            if let Some(code) = fenced.get(&(topic.clone(), p.partition_index)) {
+                partitions.push(r.with_error_code(*code));
+                continue;
+            }
             match results.get(&key) {
                 None if p.partition_index < 0 => r = r.with_error_code(errors::unknown_topic()),
                 None => r = r.with_error_code(errors::invalid_request()),
@@ -109,7 +132,10 @@ pub async fn handle(ctx: &Ctx, req: ListOffsetsRequest) -> ListOffsetsResponse {
                         _ => r = r.with_offset(o.offset as i64),
                     }
                     if ctx.version >= 4 {
-                        r = r.with_leader_epoch(LEADER_EPOCH);
+                        let epoch = term_of(&topic, p.partition_index)
+                            .and_then(|t| i32::try_from(t).ok())
+                            .unwrap_or(LEADER_EPOCH);
+                        r = r.with_leader_epoch(epoch);
                     }
                 }
             }

@@ -349,6 +349,8 @@ fn key_name(k: ApiKey) -> &'static str {
         ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
         ApiKey::DescribeConfigs => "DescribeConfigs",
         ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::ListGroups => "ListGroups",
         ApiKey::DescribeGroups => "DescribeGroups",
         ApiKey::DeleteRecords => "DeleteRecords",
@@ -469,6 +471,16 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
             "CreatePartitions",
             CreatePartitionsRequest,
             create_partitions::handle
+        ),
+        ApiKey::AlterPartitionReassignments => serve!(
+            "AlterPartitionReassignments",
+            AlterPartitionReassignmentsRequest,
+            partition_reassignments::alter
+        ),
+        ApiKey::ListPartitionReassignments => serve!(
+            "ListPartitionReassignments",
+            ListPartitionReassignmentsRequest,
+            partition_reassignments::list
         ),
         ApiKey::ListGroups => serve!("ListGroups", ListGroupsRequest, list_groups::handle),
         ApiKey::DescribeGroups => {

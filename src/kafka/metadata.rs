@@ -148,7 +148,7 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
     let partitions = (0..m.partitions)
         .map(|p| {
             let (mut leader, mut epoch, replica_ids) = match m.assignment.get(p as usize) {
-                Some(a) => (a.node as i32, a.leader_epoch as i32, a.replicas()),
+                Some(a) => (a.node as i32, a.leader_epoch as i32, a.all_replicas()),
                 None => (me, LEADER_EPOCH, vec![me as u32]),
             };
             // A replicated partition's leader is its Raft group's, as this

@@ -140,6 +140,16 @@ pub struct Assignment {
     /// The shard of each follower's replica on its broker (same order).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub follower_shards: Vec<u16>,
+    /// The Raft group's voters at its creation (empty: the current
+    /// replicas): a replica joining later starts from this configuration.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub origin: Vec<u32>,
+    /// A reassignment in progress: the brokers the partition should end
+    /// with (empty: none), and their replicas' shards (same order).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_shards: Vec<u16>,
 }
 
 impl Assignment {
@@ -149,13 +159,39 @@ impl Assignment {
         !self.followers.is_empty()
     }
 
-    /// The shard of `node`'s replica, if `node` holds one.
+    /// The shard of `node`'s replica, if `node` holds one (a current
+    /// replica, or one a reassignment in progress adds).
     pub fn replica_shard(&self, node: u32) -> Option<u16> {
         if node == self.node {
             return Some(self.shard);
         }
-        let i = self.followers.iter().position(|f| *f == node)?;
-        Some(self.follower_shards.get(i).copied().unwrap_or(self.shard))
+        if let Some(i) = self.followers.iter().position(|f| *f == node) {
+            return Some(self.follower_shards.get(i).copied().unwrap_or(self.shard));
+        }
+        let i = self.target.iter().position(|f| *f == node)?;
+        Some(self.target_shards.get(i).copied().unwrap_or(self.shard))
+    }
+
+    /// Every broker holding a replica: the current ones, then those a
+    /// reassignment in progress adds (Kafka's Metadata lists both while a
+    /// partition moves).
+    pub fn all_replicas(&self) -> Vec<u32> {
+        let mut v = self.replicas();
+        for n in &self.target {
+            if !v.contains(n) {
+                v.push(*n);
+            }
+        }
+        v
+    }
+
+    /// The Raft group's configuration at index 0 (see `origin`).
+    pub fn origin_voters(&self) -> Vec<u32> {
+        if self.origin.is_empty() {
+            self.replicas()
+        } else {
+            self.origin.clone()
+        }
     }
 
     /// Every replica's broker, the initial leader first (the group's voters).

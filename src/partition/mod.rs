@@ -95,6 +95,19 @@ impl<D: Disk> Partition<D> {
         self.log.apply_retention(now_ms).await
     }
 
+    /// The log start retention would leave at wall time `now_ms`, if it
+    /// would delete anything (a replicated partition's replica moves its
+    /// Raft log's start there first; see `replica::group`).
+    pub fn retention_candidate(&self, now_ms: i64) -> Option<u64> {
+        self.log.retention_candidate(now_ms)
+    }
+
+    /// Empty the log and start it again at `start` (a replica installing a
+    /// Raft snapshot); see `Log::restart_at`.
+    pub async fn restart_at(&self, start: u64) -> Result<(), StorageError> {
+        self.log.restart_at(start).await
+    }
+
     /// Give cached batches beyond the cache's share back; returns bytes freed.
     pub fn trim_cache(&self) -> usize {
         self.log.trim_cache()

@@ -85,6 +85,37 @@ impl<D: Disk> ReplicationDriver<D> {
         self.groups.iter()
     }
 
+    /// Retention on every group (see [`PartitionGroup::compact`]); the
+    /// groups whose storage failed are returned (the others go on).
+    pub async fn compact(&mut self, now_ms: i64) -> Vec<(GroupKey, ReplicaError)> {
+        let mut failed = Vec::new();
+        for (k, g) in self.groups.iter_mut() {
+            match g.compact(now_ms).await {
+                Ok(true) => {
+                    self.touched.insert(*k);
+                }
+                Ok(false) => {}
+                Err(e) => failed.push((*k, e)),
+            }
+        }
+        for (k, _) in &failed {
+            self.groups.remove(k);
+            self.touched.remove(k);
+        }
+        failed
+    }
+
+    /// Move group `key`'s membership a step towards `target` (see
+    /// [`PartitionGroup::reconfigure`]); the group gets a ready cycle.
+    pub fn reconfigure(&mut self, key: &GroupKey, target: &[u64]) -> Option<super::Reconfig> {
+        let g = self.groups.get_mut(key)?;
+        let r = g.reconfigure(target);
+        if g.has_ready() {
+            self.touched.insert(*key);
+        }
+        Some(r)
+    }
+
     pub fn stats(&self) -> &DriverStats {
         &self.stats
     }

@@ -37,7 +37,10 @@ use crate::storage::file::Disk;
 use crate::storage::producer_state::{last_seq_of, SeqCheck, SequenceError};
 use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
-use raft::eraftpb::{ConfState, Entry, HardState, Message, MessageType};
+use raft::eraftpb::{
+    ConfChange, ConfChangeSingle, ConfChangeType, ConfChangeV2, ConfState, Entry, EntryType,
+    HardState, Message, MessageType,
+};
 use raft::{RawNode, StateRole};
 use std::collections::VecDeque;
 use std::rc::Rc;
@@ -64,6 +67,9 @@ pub struct GroupConfig {
     /// default (`election_tick ..< 2 * election_tick`, drawn from the
     /// thread's RNG). A simulation fixes it per replica to replay exactly.
     pub election_range: Option<(usize, usize)>,
+    /// The shard's budget for entries in memory, shared by its groups
+    /// (see [`super::WindowBudget`]).
+    pub memory: super::WindowBudget,
 }
 
 impl GroupConfig {
@@ -81,6 +87,7 @@ impl GroupConfig {
             max_inflight_msgs: 16,
             window_bytes: 8 << 20,
             election_range: None,
+            memory: super::WindowBudget::unlimited(),
         }
     }
 }
@@ -101,6 +108,10 @@ pub enum ReplicaError {
     Raft(#[from] raft::Error),
     #[error("the log holds {frames} frames but the replica has no saved Raft state")]
     Unmanaged { frames: u64 },
+    #[error("the log starts at {log_start} but the replica's saved state at {saved}")]
+    Start { log_start: u64, saved: u64 },
+    #[error("a snapshot from the leader is not a shardlog position ({len} bytes of data)")]
+    BadSnapshot { len: usize },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -169,6 +180,9 @@ pub struct PartitionGroup<D: Disk> {
     /// The leader's last index at each of the last [`ISR_LAG_TICKS`]
     /// ticks, oldest first (for [`Self::in_sync`]).
     last_index_ago: VecDeque<u64>,
+    appends_refused: u64,
+    /// Snapshots this replica installed (for tests and the status line).
+    snapshots_installed: u64,
 }
 
 /// How far back (in ticks) a follower must have caught up to be in sync.
@@ -201,10 +215,13 @@ impl<D: Disk> PartitionGroup<D> {
         disk: D,
         partition: Rc<Partition<D>>,
     ) -> Result<PartitionGroup<D>, ReplicaError> {
-        assert!(cfg.id != 0 && cfg.voters.contains(&cfg.id));
-        let (state_file, saved) = StateFile::load(disk, partition.dir()).await?;
+        // A replica need not be among the initial voters: one added by a
+        // reassignment starts from the group's initial configuration as a
+        // non-member and replays the configuration changes that add it.
+        assert!(cfg.id != 0 && !cfg.voters.is_empty());
+        let (mut state_file, saved) = StateFile::load(disk, partition.dir()).await?;
         let start = partition.log_start_offset();
-        let saved = match saved {
+        let mut saved = match saved {
             Some(s) => s,
             None => {
                 if partition.log_end_offset() > start {
@@ -215,19 +232,44 @@ impl<D: Disk> PartitionGroup<D> {
                 ReplicaState {
                     first_index: 1,
                     voters: cfg.voters.clone(),
+                    start_offset: start,
                     ..Default::default()
                 }
             }
         };
+        // The log must start where the saved state says entry
+        // `first_index` is: a crash may have interrupted a snapshot's log
+        // restart (finish it) or a compaction's deletion (redo it).
+        if saved.resetting {
+            partition.restart_at(saved.start_offset).await?;
+            saved.resetting = false;
+            state_file.save(&saved).await?;
+        } else if partition.log_start_offset() < saved.start_offset {
+            partition.delete_records_before(saved.start_offset).await?;
+        }
+        let start = partition.log_start_offset();
+        if start != saved.start_offset {
+            return Err(ReplicaError::Start {
+                log_start: start,
+                saved: saved.start_offset,
+            });
+        }
         let index = LogIndex::new(saved.first_index, saved.prev_term, start);
-        let conf = ConfState::from((saved.voters.clone(), saved.learners.clone()));
+        let conf: ConfState = saved.conf_state();
         let hard = HardState {
             term: saved.term,
             vote: saved.vote,
             commit: 0,
             ..Default::default()
         };
-        let store = ReplicaStorage::new(index, hard, conf, cfg.window_bytes);
+        let store = ReplicaStorage::new(
+            index,
+            hard,
+            conf,
+            saved.conf_index,
+            cfg.window_bytes,
+            cfg.memory.clone(),
+        );
         // Index every frame; keep the entries in the window (it trims
         // itself to its budget once they are unpinned below).
         let mut offset = start;
@@ -287,6 +329,8 @@ impl<D: Disk> PartitionGroup<D> {
             fetch_reads: 0,
             pending_seqs: std::collections::HashMap::new(),
             last_index_ago: VecDeque::with_capacity(ISR_LAG_TICKS),
+            appends_refused: 0,
+            snapshots_installed: 0,
         })
     }
 
@@ -432,7 +476,28 @@ impl<D: Disk> PartitionGroup<D> {
         for e in m.get_entries() {
             entry::check(e)?;
         }
+        // The shard holds twice its budget of entries it cannot drop yet
+        // (not durable or not applied): new entries wait. Raft resends
+        // them once the leader probes again.
+        if m.get_msg_type() == MessageType::MsgAppend
+            && !m.get_entries().is_empty()
+            && self.store.shard_budget().full()
+        {
+            self.appends_refused += 1;
+            return Ok(());
+        }
         Ok(self.raw.step(m)?)
+    }
+
+    /// Snapshots installed since this replica opened.
+    pub fn snapshots_installed(&self) -> u64 {
+        self.snapshots_installed
+    }
+
+    /// Appends from a leader dropped because the shard's memory budget was
+    /// full.
+    pub fn appends_refused(&self) -> u64 {
+        self.appends_refused
     }
 
     /// The transport could not reach `to`: Raft probes it rather than
@@ -617,14 +682,25 @@ impl<D: Disk> PartitionGroup<D> {
             return Ok(out);
         }
         let mut rd = self.raw.ready();
-        out.extend(rd.take_messages());
-        assert!(
-            rd.snapshot().is_empty(),
-            "no replica offers a snapshot, so none arrives"
-        );
+        let sent = rd.take_messages();
+        // raft-rs holds a follower in snapshot state until it hears the
+        // snapshot's fate. Ours is a position, applied at once on arrival:
+        // report it finished as it goes; if it is lost, the follower
+        // refuses the next append and is probed (and sent one) again.
+        for m in sent
+            .iter()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+        {
+            self.raw.report_snapshot(m.to, raft::SnapshotStatus::Finish);
+        }
+        out.extend(sent);
+        if !rd.snapshot().is_empty() {
+            let snap = rd.snapshot().clone();
+            self.install(&snap).await?;
+        }
         // Committed entries come only up to what this replica persisted.
         let committed = rd.take_committed_entries();
-        self.apply(&committed);
+        self.apply(&committed).await?;
         let entries = rd.take_entries();
         self.append_entries(&entries).await?;
         if let Some(hs) = rd.hs().cloned() {
@@ -639,9 +715,136 @@ impl<D: Disk> PartitionGroup<D> {
             messages: rd.take_persisted_messages(),
         });
         self.raw.advance_append_async(rd);
-        self.raw.advance_apply_to(self.applied);
+        self.advance_applied();
         out.extend(self.on_durable());
         Ok(out)
+    }
+
+    /// Tell raft-rs what is applied, once it is also persisted (an
+    /// installed snapshot is applied before raft-rs hears it persisted).
+    fn advance_applied(&mut self) {
+        let log = &self.raw.raft.raft_log;
+        if self.applied > log.applied && self.applied <= log.persisted.min(log.committed) {
+            self.raw.advance_apply_to(self.applied);
+        }
+    }
+
+    /// A follower behind the leader's log start got a snapshot: a position
+    /// (index, term, configuration, and the offset where the leader's log
+    /// now starts). The log is emptied and starts again at that offset;
+    /// everything up to the index counts as applied. The intent is saved
+    /// first (`resetting`), so a crash in between finishes the restart at
+    /// the next open.
+    async fn install(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), ReplicaError> {
+        let m = snap.get_metadata();
+        let (index, term) = (m.index, m.term);
+        let Ok(data) = <[u8; 16]>::try_from(&snap.data[..]) else {
+            return Err(ReplicaError::BadSnapshot {
+                len: snap.data.len(),
+            });
+        };
+        let start = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        // The configuration is the leader's current one, made by entry
+        // `conf_index` (possibly after the snapshot's index: those changes
+        // are skipped as the entries are replayed).
+        let conf_index = u64::from_le_bytes(data[8..].try_into().expect("8 bytes")).max(index);
+        assert!(
+            index > self.applied,
+            "snapshot at {index} below the applied index {}",
+            self.applied
+        );
+        let conf = m.get_conf_state().clone();
+        let mut next = self.saved.clone();
+        next.first_index = index + 1;
+        next.prev_term = term;
+        next.start_offset = start;
+        next.set_conf_state(&conf, conf_index);
+        next.commit = index;
+        next.resetting = true;
+        self.state_file.save(&next).await?;
+        self.partition.restart_at(start).await?;
+        next.resetting = false;
+        self.state_file.save(&next).await?;
+        self.saved = next;
+        self.store.reset(
+            LogIndex::new(index + 1, term, start),
+            conf.clone(),
+            conf_index,
+        );
+        self.applied = index;
+        self.partition.set_replicated_high_watermark(start);
+        // The restart made everything before `start` durable, and what the
+        // held readies appended is gone.
+        for u in &mut self.unsent {
+            u.durable_at = u.durable_at.min(start);
+        }
+        self.pending_seqs.clear();
+        self.snapshots_installed += 1;
+        tracing::info!(group = self.id(), index, term, start, voters = ?conf.voters, "replica: installed a snapshot; the log starts again at {start}");
+        Ok(())
+    }
+
+    /// Retention on a replica: when the partition's retention would delete
+    /// segments, move the Raft log's start there first (saved: the first
+    /// index, the term before it, the offset), then delete. Never past
+    /// what this replica applied. A follower that then needs entries from
+    /// before the start gets a snapshot. Returns whether it compacted.
+    pub async fn compact(&mut self, now_ms: i64) -> Result<bool, ReplicaError> {
+        if self.saved.resetting {
+            return Ok(false);
+        }
+        let Some(start) = self.partition.retention_candidate(now_ms) else {
+            return Ok(false);
+        };
+        let applied_end = self.store.end_offset(self.applied);
+        if start <= self.store.first_offset() || applied_end.is_none_or(|e| start > e) {
+            return Ok(false);
+        }
+        let index = self.index_at_offset(start).await?;
+        let prev_term = self.store.term_of(index - 1).expect("an entry in the log");
+        let mut next = self.saved.clone();
+        next.first_index = index;
+        next.prev_term = prev_term;
+        next.start_offset = start;
+        // Everything before the new start is applied (raft-rs starts its
+        // commit index at the first index - 1).
+        next.commit = next.commit.max(index - 1);
+        self.state_file.save(&next).await?;
+        self.saved = next;
+        self.partition.delete_records_before(start).await?;
+        self.store.compact(index, prev_term, start);
+        tracing::info!(
+            group = self.id(),
+            first_index = index,
+            start,
+            "replica: retention moved the log start"
+        );
+        Ok(true)
+    }
+
+    /// The entry whose frame starts at `offset` (a frame boundary within
+    /// the log): from the nearest place the index knows exactly at or
+    /// after it, counting the frames in between.
+    async fn index_at_offset(&self, offset: u64) -> Result<u64, ReplicaError> {
+        let (index, at) = self.store.known_at_or_after(offset);
+        assert!(at >= offset, "{offset} is within the log");
+        let mut o = offset;
+        let mut n = 0u64;
+        while o < at {
+            let frames = self.partition.read_unreplicated(o, READ_CHUNK).await?;
+            assert!(!frames.is_empty(), "frames from {o} up to {at}");
+            for f in frames {
+                if o >= at {
+                    break;
+                }
+                let base = crate::format::frame::base_offset_of(&f);
+                assert_eq!(base, o, "contiguous frames");
+                o = base + entry::offsets_of(&f);
+                n += 1;
+            }
+        }
+        assert_eq!(o, at, "frames from {offset} reach the entry known at {at}");
+        Ok(index - n)
     }
 
     /// Tell the window from which index followers still need entries: a
@@ -682,6 +885,7 @@ impl<D: Disk> PartitionGroup<D> {
         }
         if let Some(n) = number {
             self.raw.on_persist_ready(n);
+            self.advance_applied();
         }
         out
     }
@@ -700,7 +904,10 @@ impl<D: Disk> PartitionGroup<D> {
         let mut seen = std::collections::BTreeSet::new();
         for w in wanted {
             if w.low < self.store.first_index() || w.high > self.store.last_index() + 1 {
-                continue; // the log moved since; raft-rs will ask again
+                // The log moved since (compacted: raft-rs then sends a
+                // snapshot; truncated): let raft-rs ask again.
+                self.raw.on_entries_fetched(w.context);
+                continue;
             }
             if !seen.insert(w.low) {
                 continue;
@@ -713,7 +920,13 @@ impl<D: Disk> PartitionGroup<D> {
             let mut index = w.low;
             let mut got = Vec::new();
             let mut bytes = 0u64;
-            let chunk = (FETCH_CHUNK as u64).max(w.max_size.min(READ_CHUNK as u64));
+            // Read ahead only while the shard's budget has room.
+            let ahead = if self.store.shard_budget().over() {
+                READ_CHUNK
+            } else {
+                FETCH_CHUNK
+            };
+            let chunk = (ahead as u64).max(w.max_size.min(READ_CHUNK as u64));
             'read: while index < w.high && bytes < chunk {
                 let frames = self.partition.read_unreplicated(offset, READ_CHUNK).await?;
                 self.fetch_reads += 1;
@@ -815,7 +1028,9 @@ impl<D: Disk> PartitionGroup<D> {
         let mut next = self.saved.clone();
         next.term = hs.term;
         next.vote = hs.vote;
-        next.commit = hs.commit.min(self.store.last_index());
+        // Never past what was applied: a restart applies again what
+        // follows the saved commit, configuration changes included.
+        next.commit = hs.commit.min(self.store.last_index()).min(self.applied);
         next.first_index = self.store.first_index();
         next.prev_term = self
             .store
@@ -826,16 +1041,199 @@ impl<D: Disk> PartitionGroup<D> {
         Ok(())
     }
 
-    /// Step 6: move the high watermark to the end of the last applied entry.
-    fn apply(&mut self, committed: &[Entry]) {
+    /// Step 6: apply configuration changes (each saved before the next
+    /// step), and move the high watermark to the end of the last applied
+    /// entry.
+    async fn apply(&mut self, committed: &[Entry]) -> Result<(), ReplicaError> {
         let Some(last) = committed.last() else {
-            return;
+            return Ok(());
         };
         assert!(last.index > self.applied || committed.is_empty());
+        for e in committed {
+            if e.get_entry_type() == EntryType::EntryNormal || e.index <= self.saved.conf_index {
+                continue;
+            }
+            let cc: ConfChangeV2 = match e.get_entry_type() {
+                EntryType::EntryConfChange => {
+                    // Never proposed here; read as raft-rs would.
+                    protobuf::Message::parse_from_bytes(&e.data).map(|c: ConfChange| {
+                        let mut one = ConfChangeSingle::default();
+                        one.set_change_type(c.get_change_type());
+                        one.node_id = c.node_id;
+                        let mut v2 = ConfChangeV2::default();
+                        v2.mut_changes().push(one);
+                        v2
+                    })
+                }
+                _ => protobuf::Message::parse_from_bytes(&e.data),
+            }
+            .map_err(|x| EntryError::BadControl {
+                index: e.index,
+                why: format!("configuration change: {x}"),
+            })?;
+            let cs = self.raw.apply_conf_change(&cc)?;
+            // A leader whose group no longer counts it as a voter (a
+            // reassignment removed it while another replica led, and it
+            // was elected before the removal applied) stops leading: it is
+            // not among the replicas whose acknowledgements commit entries,
+            // and raft-rs does not handle that case (it panics on the next
+            // acknowledgement). The others elect a leader of the new set.
+            let me = self.id();
+            if self.is_leader() && !cs.voters.contains(&me) && !cs.voters_outgoing.contains(&me) {
+                let term = self.term();
+                self.raw.raft.become_follower(term, raft::INVALID_ID);
+                tracing::info!(
+                    group = me,
+                    term,
+                    "replica: removed from the group while leading; stepped down"
+                );
+            }
+            self.store.set_conf(cs.clone(), e.index);
+            let mut next = self.saved.clone();
+            next.set_conf_state(&cs, e.index);
+            next.commit = next.commit.max(e.index);
+            self.state_file.save(&next).await?;
+            self.saved = next;
+            tracing::info!(
+                group = self.id(),
+                index = e.index,
+                voters = ?cs.voters,
+                learners = ?cs.learners,
+                outgoing = ?cs.voters_outgoing,
+                "replica: configuration changed"
+            );
+        }
         self.applied = last.index;
         if let Some(end) = self.store.end_offset(self.applied) {
             self.partition.set_replicated_high_watermark(end);
         }
         self.store.unpin_below(self.applied + 1);
+        Ok(())
     }
+
+    /// The group's configuration as this replica last applied it.
+    pub fn conf_state(&self) -> ConfState {
+        self.raw.raft.prs().conf().to_conf_state()
+    }
+
+    /// Move the group's membership one step towards `target` (leader
+    /// only; call again every tick until [`Reconfig::Done`]): add the
+    /// missing replicas as learners; once every learner to promote has
+    /// caught up with the commit index, make them voters and remove the
+    /// replicas outside the target in one change (joint consensus when
+    /// more than one voter changes, left automatically). A leader outside
+    /// the target first hands its leadership to a caught-up voter that
+    /// stays, which carries on from there. One change at a time: Raft
+    /// refuses a second while one is unapplied.
+    pub fn reconfigure(&mut self, target: &[u64]) -> Reconfig {
+        use std::collections::BTreeSet;
+        if !self.is_leader() {
+            return Reconfig::NotLeader;
+        }
+        let r = &self.raw.raft;
+        if r.has_pending_conf() || r.lead_transferee.is_some() {
+            return Reconfig::Waiting;
+        }
+        let cs = self.conf_state();
+        if !cs.voters_outgoing.is_empty() {
+            // A joint configuration is left automatically by the leader
+            // that entered it; a leader elected before that happened
+            // leaves it explicitly (an empty change).
+            return match self
+                .raw
+                .propose_conf_change(Vec::new(), ConfChangeV2::default())
+            {
+                Ok(()) => Reconfig::Proposed,
+                Err(_) => Reconfig::Waiting,
+            };
+        }
+        let target: BTreeSet<u64> = target.iter().copied().collect();
+        let voters: BTreeSet<u64> = cs.voters.iter().copied().collect();
+        let learners: BTreeSet<u64> = cs.learners.iter().copied().collect();
+        let single = |id: u64, ty: ConfChangeType| {
+            let mut c = ConfChangeSingle::default();
+            c.set_change_type(ty);
+            c.node_id = id;
+            c
+        };
+        let add: Vec<ConfChangeSingle> = target
+            .iter()
+            .filter(|id| !voters.contains(id) && !learners.contains(id))
+            .map(|id| single(*id, ConfChangeType::AddLearnerNode))
+            .collect();
+        let changes = if !add.is_empty() {
+            add
+        } else {
+            let promote: Vec<u64> = learners.intersection(&target).copied().collect();
+            let committed = r.raft_log.committed;
+            let caught_up = |id: &u64| {
+                r.prs()
+                    .get(*id)
+                    .is_some_and(|p| p.recent_active && p.matched >= committed)
+            };
+            if !promote.iter().all(caught_up) {
+                return Reconfig::Waiting;
+            }
+            let remove: Vec<u64> = voters
+                .difference(&target)
+                .chain(learners.difference(&target))
+                .copied()
+                .collect();
+            if promote.is_empty() && remove.is_empty() {
+                return Reconfig::Done;
+            }
+            if remove.contains(&r.id) {
+                // Hand over to a voter that stays and is caught up to the
+                // commit index (raft-rs sends it the rest before it asks
+                // it to campaign).
+                let to = voters
+                    .intersection(&target)
+                    .copied()
+                    .filter(|id| *id != r.id)
+                    .find(caught_up);
+                match to {
+                    Some(to) => {
+                        self.raw.transfer_leader(to);
+                        return Reconfig::Transferring(to);
+                    }
+                    // No voter of the target yet: promote first, remove after.
+                    None if promote.is_empty() => return Reconfig::Waiting,
+                    None => promote
+                        .iter()
+                        .map(|id| single(*id, ConfChangeType::AddNode))
+                        .collect(),
+                }
+            } else {
+                promote
+                    .iter()
+                    .map(|id| single(*id, ConfChangeType::AddNode))
+                    .chain(
+                        remove
+                            .iter()
+                            .map(|id| single(*id, ConfChangeType::RemoveNode)),
+                    )
+                    .collect()
+            }
+        };
+        let mut cc = ConfChangeV2::default();
+        cc.set_changes(changes.into());
+        match self.raw.propose_conf_change(Vec::new(), cc) {
+            Ok(()) => Reconfig::Proposed,
+            Err(_) => Reconfig::Waiting,
+        }
+    }
+}
+
+/// What [`PartitionGroup::reconfigure`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reconfig {
+    NotLeader,
+    /// A change is under way, or learners are catching up.
+    Waiting,
+    /// A configuration change was proposed.
+    Proposed,
+    /// Leadership is being handed to this voter (the leader leaves).
+    Transferring(u64),
+    /// The voters are exactly the target, with no learners.
+    Done,
 }

@@ -14,10 +14,20 @@
 //!
 //! Layout of each slot (all integers little-endian):
 //! ```text
-//! u64 magic "SLRST002" | u32 crc32c (of everything after it) | u64 sequence
+//! u64 magic "SLRST003" | u32 crc32c (of everything after it) | u64 sequence
 //! | u64 term | u64 vote | u64 commit | u64 first_index | u64 prev_term
 //! | u32 voters | voters x u64 | u32 learners | learners x u64      (at most 64 members)
+//! | u32 voters_outgoing | x u64 | u32 learners_next | x u64 | u8 auto_leave | u64 conf_index
+//! | u64 start_offset | u8 resetting
 //! ```
+//! `start_offset` is where entry `first_index`'s frame starts (the log
+//! start once retention or a snapshot moved it); `resetting` is set while
+//! a snapshot's log restart is under way (a restart finishes it).
+//! The configuration is the one in force after applying entry
+//! `conf_index` (0: the group's initial one); `commit` never passes what
+//! was applied, so a restart re-applies exactly the configuration changes
+//! after `conf_index`. Magic "SLRST002" (read, never written) ends after
+//! the learners: no joint configuration, `conf_index` 0.
 //!
 //! Bytes read back are checked like bytes from a socket: a bad magic, a
 //! CRC mismatch or a lying count is [`StateError::Corrupt`], never a panic
@@ -28,7 +38,8 @@ use std::path::Path;
 
 /// The two slots' file names.
 pub const FILE_NAMES: [&str; 2] = ["raft.state.0", "raft.state.1"];
-const MAGIC: &[u8; 8] = b"SLRST002";
+const MAGIC: &[u8; 8] = b"SLRST003";
+const MAGIC_V2: &[u8; 8] = b"SLRST002";
 /// Most voters plus learners a group may list.
 const MAX_MEMBERS: u32 = 64;
 
@@ -45,6 +56,39 @@ pub struct ReplicaState {
     /// Replica ids (broker ids) of the group's voters and learners.
     pub voters: Vec<u64>,
     pub learners: Vec<u64>,
+    /// In a joint configuration: the outgoing voters, and learners that
+    /// become learners once it is left (raft-rs's `ConfState`).
+    pub voters_outgoing: Vec<u64>,
+    pub learners_next: Vec<u64>,
+    pub auto_leave: bool,
+    /// The entry whose configuration change this is (0: the initial one).
+    pub conf_index: u64,
+    /// The offset where entry `first_index`'s frame starts.
+    pub start_offset: u64,
+    /// A snapshot's log restart at `start_offset` is under way.
+    pub resetting: bool,
+}
+
+impl ReplicaState {
+    pub fn conf_state(&self) -> raft::eraftpb::ConfState {
+        raft::eraftpb::ConfState {
+            voters: self.voters.clone(),
+            learners: self.learners.clone(),
+            voters_outgoing: self.voters_outgoing.clone(),
+            learners_next: self.learners_next.clone(),
+            auto_leave: self.auto_leave,
+            ..Default::default()
+        }
+    }
+
+    pub fn set_conf_state(&mut self, cs: &raft::eraftpb::ConfState, index: u64) {
+        self.voters = cs.voters.clone();
+        self.learners = cs.learners.clone();
+        self.voters_outgoing = cs.voters_outgoing.clone();
+        self.learners_next = cs.learners_next.clone();
+        self.auto_leave = cs.auto_leave;
+        self.conf_index = index;
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -147,10 +191,17 @@ impl<D: Disk> StateFile<D> {
 impl ReplicaState {
     /// The slot bytes, with sequence number `seq`.
     pub fn encode(&self, seq: u64) -> Vec<u8> {
-        assert!(
-            self.voters.len() + self.learners.len() <= MAX_MEMBERS as usize,
-            "a group of at most {MAX_MEMBERS} members"
-        );
+        for list in [
+            &self.voters,
+            &self.learners,
+            &self.voters_outgoing,
+            &self.learners_next,
+        ] {
+            assert!(
+                list.len() <= MAX_MEMBERS as usize,
+                "a group of at most {MAX_MEMBERS} members"
+            );
+        }
         let mut body = Vec::with_capacity(64);
         for v in [
             seq,
@@ -162,12 +213,21 @@ impl ReplicaState {
         ] {
             body.extend_from_slice(&v.to_le_bytes());
         }
-        for list in [&self.voters, &self.learners] {
+        for list in [
+            &self.voters,
+            &self.learners,
+            &self.voters_outgoing,
+            &self.learners_next,
+        ] {
             body.extend_from_slice(&(list.len() as u32).to_le_bytes());
             for id in list {
                 body.extend_from_slice(&id.to_le_bytes());
             }
         }
+        body.push(self.auto_leave as u8);
+        body.extend_from_slice(&self.conf_index.to_le_bytes());
+        body.extend_from_slice(&self.start_offset.to_le_bytes());
+        body.push(self.resetting as u8);
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -177,9 +237,10 @@ impl ReplicaState {
 
     /// A slot's sequence number and state.
     pub fn decode(bytes: &[u8]) -> Result<(u64, ReplicaState), String> {
-        if bytes.len() < 12 || &bytes[..8] != MAGIC {
+        if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V2) {
             return Err("not a replica state file (bad magic or too short)".into());
         }
+        let v3 = &bytes[..8] == MAGIC;
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let body = &bytes[12..];
         if crc32c::crc32c(body) != crc {
@@ -197,8 +258,9 @@ impl ReplicaState {
         for v in &mut u64s {
             *v = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
         }
-        let mut lists = [Vec::new(), Vec::new()];
-        for list in &mut lists {
+        let mut lists = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        let count = if v3 { 4 } else { 2 };
+        for list in &mut lists[..count] {
             let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
             if n > MAX_MEMBERS {
                 return Err(format!("{n} members, at most {MAX_MEMBERS}"));
@@ -207,11 +269,29 @@ impl ReplicaState {
                 list.push(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
             }
         }
+        let flag = |what: &str, b: u8| match b {
+            0 => Ok(false),
+            1 => Ok(true),
+            b => Err(format!("{what} {b}")),
+        };
+        let auto_leave = if v3 {
+            flag("auto_leave", take(1)?[0])?
+        } else {
+            false
+        };
+        let mut tail = [0u64; 2];
+        let mut resetting = false;
+        if v3 {
+            tail[0] = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            tail[1] = u64::from_le_bytes(take(8)?.try_into().expect("8 bytes"));
+            resetting = flag("resetting", take(1)?[0])?;
+        }
+        let [conf_index, start_offset] = tail;
         if at != body.len() {
             return Err(format!("{} bytes after the end", body.len() - at));
         }
         let [seq, term, vote, commit, first_index, prev_term] = u64s;
-        let [voters, learners] = lists;
+        let [voters, learners, voters_outgoing, learners_next] = lists;
         Ok((
             seq,
             ReplicaState {
@@ -222,6 +302,12 @@ impl ReplicaState {
                 prev_term,
                 voters,
                 learners,
+                voters_outgoing,
+                learners_next,
+                auto_leave,
+                conf_index,
+                start_offset,
+                resetting,
             },
         ))
     }
@@ -241,6 +327,12 @@ mod tests {
             prev_term: 5,
             voters: vec![1, 2, 3],
             learners: vec![4],
+            voters_outgoing: vec![1, 2, 5],
+            learners_next: vec![],
+            auto_leave: true,
+            conf_index: 40,
+            start_offset: 1234,
+            resetting: true,
         }
     }
 
@@ -304,6 +396,28 @@ mod tests {
             d[i] ^= 0x40;
             assert!(ReplicaState::decode(&d).is_err(), "flip at {i}");
         }
+    }
+
+    #[test]
+    fn a_version_2_file_reads_as_the_initial_configuration() {
+        let mut body = Vec::new();
+        for v in [3u64, 7, 2, 41, 30, 5] {
+            body.extend_from_slice(&v.to_le_bytes());
+        }
+        for list in [&[1u64, 2, 3][..], &[][..]] {
+            body.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for id in list {
+                body.extend_from_slice(&id.to_le_bytes());
+            }
+        }
+        let mut bytes = MAGIC_V2.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&body);
+        let (seq, st) = ReplicaState::decode(&bytes).unwrap();
+        assert_eq!(seq, 3);
+        assert_eq!(st.voters, vec![1, 2, 3]);
+        assert_eq!((st.conf_index, st.auto_leave), (0, false));
+        assert!(st.voters_outgoing.is_empty() && st.learners_next.is_empty());
     }
 
     #[test]

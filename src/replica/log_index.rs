@@ -215,6 +215,44 @@ impl LogIndex {
         }
     }
 
+    /// The first place this index knows exactly at or after `offset`: an
+    /// entry (index, base offset) from the marks, the epochs or the tail,
+    /// or the log end (`last_index + 1`, `next_offset`). An entry that
+    /// starts at `offset` is then found by reading the frames from
+    /// `offset` up to that place and counting them.
+    pub fn known_at_or_after(&self, offset: u64) -> (u64, u64) {
+        let mut best = (self.last_index + 1, self.next_offset);
+        let mut consider = |p: (u64, u64)| {
+            if p.1 >= offset && p.1 < best.1 {
+                best = p;
+            }
+        };
+        let m = self.marks.partition_point(|(_, o)| *o < offset);
+        if let Some(&p) = self.marks.get(m) {
+            consider(p);
+        }
+        let e = self.epochs.partition_point(|e| e.offset < offset);
+        if let Some(ep) = self.epochs.get(e) {
+            consider((ep.index, ep.offset));
+        }
+        let t = self.tail.partition_point(|(_, o)| *o < offset);
+        if let Some(&p) = self.tail.get(t) {
+            consider(p);
+        }
+        if self.first_offset >= offset {
+            consider((self.first_index, self.first_offset));
+        }
+        best
+    }
+
+    pub fn first_offset(&self) -> u64 {
+        self.first_offset
+    }
+
+    pub fn prev_term(&self) -> u64 {
+        self.prev_term
+    }
+
     /// Drop every entry after `index` (a follower's divergent suffix), given
     /// `end_offset`, where entry `index`'s frame ends (the base offset of
     /// entry `index + 1`, which the caller found with [`Self::find`]).

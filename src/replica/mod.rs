@@ -23,9 +23,13 @@ pub mod group;
 pub mod hard_state;
 pub mod log_index;
 pub mod storage;
+pub mod window_budget;
 pub mod wire;
 
 pub use driver::{DriverStats, GroupKey, ReplicationDriver};
-pub use group::{GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, ReplicaError};
+pub use group::{
+    GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, Reconfig, ReplicaError,
+};
 pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};
+pub use window_budget::WindowBudget;

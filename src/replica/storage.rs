@@ -17,8 +17,19 @@
 //!   replica reads the frames from the log, hands them over with
 //!   [`ReplicaStorage::fetched`], and calls raft-rs's `on_entries_fetched`,
 //!   which asks again and gets them.
-//! - no snapshot is offered yet: retention never deletes what a follower
-//!   still needs (see docs/replication.md).
+//! - entries below the first index (retention moved the log start) are
+//!   compacted: a follower that needs them gets a **snapshot** instead,
+//!   which is only a position: the index and term before the first entry,
+//!   the group's current configuration and the entry that made it, and
+//!   the offset where the log now starts (`data`: u64 start offset | u64
+//!   configuration index, little-endian). The follower empties its log and
+//!   starts it at that offset (the records before it are gone by retention
+//!   on the leader, as on any Kafka replica), takes the configuration, and
+//!   skips the configuration changes up to that index as it replays the
+//!   entries after the snapshot (they are in the configuration already).
+//!   The current configuration, not the one at the snapshot's index: a
+//!   replica a reassignment added after that index must find itself in
+//!   it, or raft-rs refuses the snapshot.
 //!
 //! Lifecycle and cores: one per replicated partition, on the shard that
 //! owns the partition's replica; a clone shares the same state (the
@@ -26,6 +37,7 @@
 //! after the log itself changed.
 
 use super::log_index::LogIndex;
+use super::window_budget::WindowBudget;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::cell::RefCell;
@@ -49,6 +61,9 @@ struct State {
     window: VecDeque<Entry>,
     window_bytes: usize,
     window_budget: usize,
+    /// The shard's budget: `window_bytes` and `fetched_bytes` count in it.
+    shard_budget: WindowBudget,
+    fetched_bytes: usize,
     /// Entries at or above this index stay in the window (not durable or
     /// not applied yet).
     pinned_from: u64,
@@ -59,6 +74,8 @@ struct State {
     wanted: Vec<FetchRequest>,
     /// Entries read from the log for a fetch request, starting at `.0`.
     fetched: Option<(u64, Vec<Entry>)>,
+    /// The entry whose configuration change `conf` is (0: the first).
+    conf_index: u64,
 }
 
 #[derive(Clone)]
@@ -85,7 +102,14 @@ fn limit(entries: impl Iterator<Item = Entry>, max: u64) -> Vec<Entry> {
 }
 
 impl ReplicaStorage {
-    pub fn new(index: LogIndex, hard: HardState, conf: ConfState, window_budget: usize) -> Self {
+    pub fn new(
+        index: LogIndex,
+        hard: HardState,
+        conf: ConfState,
+        conf_index: u64,
+        window_budget: usize,
+        shard_budget: WindowBudget,
+    ) -> Self {
         let pinned_from = index.last_index() + 1;
         ReplicaStorage {
             st: Rc::new(RefCell::new(State {
@@ -95,10 +119,13 @@ impl ReplicaStorage {
                 window: VecDeque::new(),
                 window_bytes: 0,
                 window_budget,
+                shard_budget,
+                fetched_bytes: 0,
                 pinned_from,
                 needed_from: u64::MAX,
                 wanted: Vec::new(),
                 fetched: None,
+                conf_index,
             })),
         }
     }
@@ -171,9 +198,11 @@ impl ReplicaStorage {
         assert_eq!(i, e.index, "entries are appended in index order");
         if st.window.back().is_some_and(|b| b.index + 1 != e.index) {
             st.window.clear();
+            st.shard_budget.sub(st.window_bytes);
             st.window_bytes = 0;
         }
         st.window_bytes += entry_bytes(&e);
+        st.shard_budget.add(entry_bytes(&e));
         st.window.push_back(e);
         st.pinned_from = st.pinned_from.min(i);
         Self::trim(&mut st);
@@ -187,9 +216,58 @@ impl ReplicaStorage {
         while st.window.back().is_some_and(|e| e.index > index) {
             let e = st.window.pop_back().expect("not empty");
             st.window_bytes -= entry_bytes(&e);
+            st.shard_budget.sub(entry_bytes(&e));
         }
-        st.fetched = None;
+        Self::set_fetched(&mut st, None);
         st.pinned_from = st.pinned_from.min(index + 1);
+    }
+
+    /// Retention moved the log start: entry `first_index`, at
+    /// `first_offset`, is the first.
+    pub fn compact(&self, first_index: u64, prev_term: u64, first_offset: u64) {
+        let mut st = self.st.borrow_mut();
+        st.index.compact_to(first_index, prev_term, first_offset);
+        while st.window.front().is_some_and(|e| e.index < first_index) {
+            let e = st.window.pop_front().expect("not empty");
+            st.window_bytes -= entry_bytes(&e);
+            st.shard_budget.sub(entry_bytes(&e));
+        }
+        Self::set_fetched(&mut st, None);
+    }
+
+    /// The group applied configuration change `index`: `conf`.
+    pub fn set_conf(&self, conf: ConfState, index: u64) {
+        let mut st = self.st.borrow_mut();
+        st.conf = conf;
+        st.conf_index = index;
+    }
+
+    /// A snapshot was installed: the log is `index` (empty), the
+    /// configuration `conf` (made by entry `conf_index`), and everything
+    /// before the log is committed.
+    pub fn reset(&self, index: LogIndex, conf: ConfState, conf_index: u64) {
+        let mut st = self.st.borrow_mut();
+        let bytes = st.window_bytes;
+        st.shard_budget.sub(bytes);
+        st.window.clear();
+        st.window_bytes = 0;
+        Self::set_fetched(&mut st, None);
+        st.pinned_from = index.last_index() + 1;
+        st.hard.commit = st.hard.commit.max(index.last_index());
+        st.index = index;
+        st.conf = conf;
+        st.conf_index = conf_index;
+    }
+
+    /// The first entry's offset (the log start).
+    pub fn first_offset(&self) -> u64 {
+        self.st.borrow().index.first_offset()
+    }
+
+    /// A place known exactly at or after `offset` (see
+    /// [`LogIndex::known_at_or_after`]).
+    pub fn known_at_or_after(&self, offset: u64) -> (u64, u64) {
+        self.st.borrow().index.known_at_or_after(offset)
     }
 
     /// Entries below `index` are durable and applied: the window may let
@@ -212,11 +290,33 @@ impl ReplicaStorage {
     fn trim(st: &mut State) {
         while st.window.front().is_some_and(|e| {
             e.index < st.pinned_from
-                && (e.index < st.needed_from || st.window_bytes > st.window_budget)
+                && (e.index < st.needed_from
+                    || st.window_bytes > st.window_budget
+                    || st.shard_budget.over())
         }) {
             let e = st.window.pop_front().expect("not empty");
             st.window_bytes -= entry_bytes(&e);
+            st.shard_budget.sub(entry_bytes(&e));
         }
+        // A range read for a follower goes too once the shard is over
+        // budget (the follower's next request reads again).
+        if st.shard_budget.over() && st.fetched.is_some() {
+            Self::set_fetched(st, None);
+        }
+    }
+
+    fn set_fetched(st: &mut State, fetched: Option<(u64, Vec<Entry>)>) {
+        st.shard_budget.sub(st.fetched_bytes);
+        st.fetched_bytes = fetched
+            .as_ref()
+            .map_or(0, |(_, v)| v.iter().map(entry_bytes).sum());
+        st.shard_budget.add(st.fetched_bytes);
+        st.fetched = fetched;
+    }
+
+    /// The shard's budget for entries in memory.
+    pub fn shard_budget(&self) -> WindowBudget {
+        self.st.borrow().shard_budget.clone()
     }
 
     pub fn window_bytes(&self) -> usize {
@@ -251,7 +351,7 @@ impl ReplicaStorage {
         if let Some(f) = entries.first() {
             assert_eq!(f.index, low);
         }
-        self.st.borrow_mut().fetched = Some((low, entries));
+        Self::set_fetched(&mut self.st.borrow_mut(), Some((low, entries)));
     }
 }
 
@@ -329,9 +429,37 @@ impl Storage for ReplicaStorage {
     }
 
     fn snapshot(&self, _request_index: u64, _to: u64) -> raft::Result<Snapshot> {
-        // Not offered yet: retention keeps what followers need.
-        Err(raft::Error::Store(
-            StorageError::SnapshotTemporarilyUnavailable,
-        ))
+        let st = self.st.borrow();
+        let first = st.index.first_index();
+        if first == 1 {
+            // Nothing compacted: a follower is sent entries, not this.
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        if !st.conf.voters_outgoing.is_empty() {
+            // Mid-change: a follower replaying from the snapshot could not
+            // tell which half of the joint configuration it has.
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut s = Snapshot::default();
+        let mut data = st.index.first_offset().to_le_bytes().to_vec();
+        data.extend_from_slice(&st.conf_index.to_le_bytes());
+        s.data = data.into();
+        let m = s.mut_metadata();
+        m.index = first - 1;
+        m.term = st.index.prev_term();
+        m.set_conf_state(st.conf.clone());
+        Ok(s)
+    }
+}
+
+impl Drop for State {
+    /// A closed group gives its bytes back to the shard's budget.
+    fn drop(&mut self) {
+        self.shard_budget
+            .sub(self.window_bytes + self.fetched_bytes);
     }
 }

@@ -151,6 +151,22 @@ pub enum AdminOp {
     },
     /// Allocate a fresh idempotent producer id.
     AllocateProducerId,
+    /// In a cluster: move a replicated partition's replicas to `replicas`
+    /// (the controller records the target; the partition's Raft leader
+    /// carries it out).
+    Reassign {
+        name: String,
+        partition: u32,
+        replicas: Vec<u32>,
+    },
+    /// In a cluster, from a partition's Raft leader: its group's voters
+    /// are now exactly `replicas`.
+    CompleteReassignment {
+        name: String,
+        partition: u32,
+        leader: u32,
+        replicas: Vec<u32>,
+    },
     /// Change a topic's config (applied live by every shard).
     AlterTopicConfig {
         name: String,
@@ -174,6 +190,8 @@ pub enum AdminError {
     InvalidPartitions(String),
     #[error("invalid replication factor: {0}")]
     InvalidReplicationFactor(String),
+    #[error("invalid reassignment: {0}")]
+    InvalidReassignment(String),
     #[error("invalid topic config: {0}")]
     InvalidConfig(String),
     #[error("metadata could not be stored: {0}")]

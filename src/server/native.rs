@@ -75,9 +75,9 @@ pub fn admin_error_code(e: &AdminError) -> ErrorCode {
         AdminError::TopicExists(_) => ErrorCode::TopicExists,
         AdminError::UnknownTopic(_) => ErrorCode::UnknownTopic,
         AdminError::InvalidName(_) => ErrorCode::InvalidRequest,
-        AdminError::InvalidPartitions(_) | AdminError::InvalidReplicationFactor(_) => {
-            ErrorCode::InvalidPartitions
-        }
+        AdminError::InvalidPartitions(_)
+        | AdminError::InvalidReplicationFactor(_)
+        | AdminError::InvalidReassignment(_) => ErrorCode::InvalidPartitions,
         AdminError::InvalidConfig(_) => ErrorCode::InvalidConfig,
         AdminError::Storage(_) | AdminError::LeftoverInTheWay { .. } => ErrorCode::StorageFailed,
         AdminError::ShuttingDown => ErrorCode::ShuttingDown,

@@ -116,6 +116,12 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
             info!(topic = %name, ?changes, "altering topic config");
             next.topics.insert(name, altered);
         }
+        AdminOp::Reassign { .. } | AdminOp::CompleteReassignment { .. } => {
+            return Err(AdminError::InvalidReassignment(
+                "a single broker holds one replica of everything: reassignment needs a cluster"
+                    .into(),
+            ));
+        }
         AdminOp::AllocateProducerId => {
             let pid = shard.next_producer_id.get();
             if pid >= next.producer_id_block_end {

@@ -12,9 +12,9 @@ pub async fn run(shard: Rc<Shard>) {
         shard.clock.sleep(interval).await;
         let now = shard.clock.wall_ms();
         for partition in shard.online_partitions() {
-            // Not on a replicated partition yet: its log start is its Raft
-            // log's first index, which a follower behind it would need a
-            // snapshot to pass (docs/replication.md, "Not yet").
+            // A replicated partition's retention runs in the shard's
+            // replication task: its Raft log's start moves with it
+            // (`replica::PartitionGroup::compact`).
             if !partition.is_replicated() {
                 if let Err(e) = partition.apply_retention(now).await {
                     warn!(dir = %partition.dir().display(), "retention failed: {e}");

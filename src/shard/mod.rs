@@ -344,13 +344,63 @@ impl Shard {
             if let Some(r) = &self.replication {
                 r.remove(&key.0, key.1);
             }
+            let was_online = matches!(slot, Some(PartitionSlot::Online { .. }));
             if let Some(PartitionSlot::Online { partition, flusher }) = slot {
                 if let Err(e) = partition.close().await {
                     warn!(topic = %key.0, partition = key.1, "closing a partition that moved: {e}");
                 }
                 flusher.cancel();
             }
+            // A replica a reassignment removed from a replicated
+            // partition's group: its copy is out of the group for good (a
+            // later reassignment back starts a fresh replica), so its space
+            // comes back now. A partition moved without replicas keeps its
+            // files: they are its only copy.
+            let me = self.node_id();
+            let removed_replica = was_online
+                && old
+                    .get(&key.0)
+                    .and_then(|m| m.assignment.get(key.1 as usize))
+                    .is_some_and(|a| a.replicated())
+                && topics
+                    .get(&key.0)
+                    .and_then(|m| m.assignment.get(key.1 as usize))
+                    .is_some_and(|a| {
+                        a.replicated() && me.is_some_and(|me| a.replica_shard(me).is_none())
+                    });
+            if removed_replica {
+                let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
+                if let Err(e) = std::fs::remove_dir_all(&dir) {
+                    warn!(dir = %dir.display(), "removing a replica reassigned away: {e}");
+                }
+                info!(topic = %key.0, partition = key.1, "replica reassigned away: closed and deleted here");
+                continue;
+            }
             info!(topic = %key.0, partition = key.1, "partition moved away: closed here");
+        }
+        // Every group learns its peers' addresses (a broker that joined
+        // since may now hold replicas) and any reassignment in progress.
+        if let (Some(r), Some(_)) = (&self.replication, self.node_id()) {
+            if !topics.brokers.is_empty() {
+                r.set_peer_addrs(
+                    topics
+                        .brokers
+                        .iter()
+                        .map(|(id, b)| (*id, b.rpc_addr.clone()))
+                        .collect(),
+                );
+            }
+            for ((t, p), slot) in self.partitions.borrow().iter() {
+                if !matches!(slot, PartitionSlot::Online { .. }) {
+                    continue;
+                }
+                let target = topics
+                    .get(t)
+                    .and_then(|m| m.assignment.get(*p as usize))
+                    .filter(|a| a.replicated() && !a.target.is_empty())
+                    .map(|a| a.target.clone());
+                r.set_target(t, *p, target);
+            }
         }
         // Close and delete partitions of topics that went away.
         let doomed: Vec<(String, u32)> = self
@@ -482,18 +532,15 @@ impl Shard {
         else {
             return Ok(());
         };
-        r.set_peer_addrs(
-            topics
-                .brokers
-                .iter()
-                .map(|(id, b)| (*id, b.rpc_addr.clone()))
-                .collect(),
-        );
+        // (The peers' addresses were set by `apply_topics` before opens.)
         let topic_id = u128::from_str_radix(&meta.id, 16).unwrap_or(0);
-        let cfg = crate::replica::GroupConfig::new(
+        // A new replica starts from the group's first configuration and
+        // replays its changes; a replica with saved state ignores this.
+        let mut cfg = crate::replica::GroupConfig::new(
             me as u64,
-            a.replicas().iter().map(|n| *n as u64).collect(),
+            a.origin_voters().iter().map(|n| *n as u64).collect(),
         );
+        cfg.memory = r.memory();
         let group =
             crate::replica::PartitionGroup::open(&cfg, self.disk.clone(), partition.clone())
                 .await?;
@@ -506,7 +553,10 @@ impl Shard {
             },
             group,
         );
-        info!(topic = %key.0, partition = key.1, replicas = ?a.replicas(), "replica of a replicated partition opened");
+        if !a.target.is_empty() {
+            r.set_target(&key.0, key.1, Some(a.target.clone()));
+        }
+        info!(topic = %key.0, partition = key.1, replicas = ?a.replicas(), target = ?a.target, "replica of a replicated partition opened");
         Ok(())
     }
 
@@ -590,7 +640,9 @@ pub async fn run(
         held: RefCell::new(Vec::new()),
         adopt: frontend.adopt,
         controller_link: RefCell::new(None),
-        replication: config.node_id.map(replication::Replication::new),
+        replication: config
+            .node_id
+            .map(|n| replication::Replication::new(n, config.replication_memory_bytes_per_shard)),
         config,
     });
     CURRENT.with(|c| *c.borrow_mut() = Some(shard.clone()));

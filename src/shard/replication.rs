@@ -72,7 +72,26 @@ pub struct Replication {
     /// (topic, partition) → its in-sync replicas, for the groups this
     /// broker leads (as of the last tick), on every shard of this broker.
     in_sync: RefCell<HashMap<(String, u32), Vec<u32>>>,
+    /// Groups of this shard with a reassignment in progress: the
+    /// replicas they should end with (from the controller's table).
+    targets: RefCell<HashMap<GroupKey, Target>>,
+    /// The shard's budget for replicated entries in memory, shared by its
+    /// groups.
+    memory: crate::replica::WindowBudget,
 }
+
+/// A reassignment this shard's replica carries out when it leads.
+struct Target {
+    topic: String,
+    partition: u32,
+    replicas: Vec<u64>,
+    /// The tick the leader last reported the change complete (reports
+    /// repeat, a few seconds apart, until the table shows it).
+    reported_at: Option<u64>,
+}
+
+/// Ticks between two reports of one completed reassignment.
+const REPORT_EVERY_TICKS: u64 = 30;
 
 /// A group's leader (None: unknown) and term, as a replica saw them.
 type LeaderView = (Option<u32>, u64);
@@ -95,8 +114,9 @@ struct Proposal {
 }
 
 impl Replication {
-    pub fn new(node: u32) -> Rc<Replication> {
+    pub fn new(node: u32, memory_bytes: usize) -> Rc<Replication> {
         Rc::new(Replication {
+            memory: crate::replica::WindowBudget::new(memory_bytes),
             driver: RefCell::new(Some(ReplicationDriver::new(node))),
             keys: RefCell::new(HashMap::new()),
             inbox: RefCell::new(Vec::new()),
@@ -111,6 +131,7 @@ impl Replication {
             lost_to: Rc::new(RefCell::new(Default::default())),
             leaders: RefCell::new(HashMap::new()),
             in_sync: RefCell::new(HashMap::new()),
+            targets: RefCell::new(HashMap::new()),
         })
     }
 
@@ -124,6 +145,11 @@ impl Replication {
     /// Fires after every round of the driver: proposals may have an outcome.
     pub fn progressed(&self) -> &Rc<LocalEvent> {
         &self.progressed
+    }
+
+    /// The shard's budget for replicated entries in memory.
+    pub fn memory(&self) -> crate::replica::WindowBudget {
+        self.memory.clone()
     }
 
     pub fn set_peer_addrs(&self, addrs: HashMap<u32, String>) {
@@ -152,6 +178,34 @@ impl Replication {
         self.wake.notify();
     }
 
+    /// The replicas partition `topic`/`partition` should end with (None:
+    /// no reassignment in progress), from the controller's table.
+    pub fn set_target(&self, topic: &str, partition: u32, replicas: Option<Vec<u32>>) {
+        let Some(key) = self.key_of(topic, partition) else {
+            return;
+        };
+        let mut targets = self.targets.borrow_mut();
+        match replicas {
+            None => {
+                targets.remove(&key);
+            }
+            Some(r) => {
+                let replicas: Vec<u64> = r.iter().map(|n| *n as u64).collect();
+                if targets.get(&key).is_none_or(|t| t.replicas != replicas) {
+                    targets.insert(
+                        key,
+                        Target {
+                            topic: topic.to_string(),
+                            partition,
+                            replicas,
+                            reported_at: None,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
     /// Close a group (at the task's next round).
     pub fn remove(&self, topic: &str, partition: u32) {
         if let Some(key) = self
@@ -159,6 +213,7 @@ impl Replication {
             .borrow_mut()
             .remove(&(topic.to_string(), partition))
         {
+            self.targets.borrow_mut().remove(&key);
             self.removed.borrow_mut().push(key);
             self.leaders
                 .borrow_mut()
@@ -294,10 +349,17 @@ impl Replication {
             let woke = self.wake.listen();
             let now = std::time::Instant::now();
             let ticked = now >= next_tick;
+            let mut compact = false;
             if ticked {
                 self.driver_mut().tick();
                 next_tick = now + REPLICATION_TICK;
                 ticks += 1;
+                self.reconfigure(&shard, ticks);
+                // Retention every `retention_check_interval_ms`.
+                let every = (shard.config.retention_check_interval_ms
+                    / REPLICATION_TICK.as_millis() as u64)
+                    .max(1);
+                compact = ticks % every == 0;
                 if ticks % 10 == 0 && tracing::enabled!(tracing::Level::DEBUG) {
                     for (key, g) in self.driver_mut().groups() {
                         debug!(?key, "replica: {}", g.describe());
@@ -334,21 +396,70 @@ impl Replication {
                     let _ = p.reply.send(r);
                 }
             }
-            self.round(&shard, ticked).await;
+            self.round(&shard, ticked, compact).await;
             drop(shard);
             let wait = next_tick.saturating_duration_since(std::time::Instant::now());
             futures_lite::future::or(woke, glommio::timer::sleep(wait)).await;
         }
     }
 
+    /// Move each group with a reassignment in progress a step on (those
+    /// this broker leads), and report the finished ones to the controller.
+    fn reconfigure(&self, shard: &Rc<super::Shard>, tick: u64) {
+        let Some(me) = shard.node_id() else {
+            return;
+        };
+        let mut targets = self.targets.borrow_mut();
+        for (key, t) in targets.iter_mut() {
+            let step = self.driver_mut().reconfigure(key, &t.replicas);
+            match step {
+                Some(crate::replica::Reconfig::Done) => {}
+                Some(s @ crate::replica::Reconfig::Proposed)
+                | Some(s @ crate::replica::Reconfig::Transferring(_)) => {
+                    info!(topic = %t.topic, partition = t.partition, target = ?t.replicas, "reassignment: {s:?}");
+                    continue;
+                }
+                _ => continue,
+            }
+            if t.reported_at
+                .is_some_and(|at| tick < at + REPORT_EVERY_TICKS)
+            {
+                continue;
+            }
+            t.reported_at = Some(tick);
+            let op = crate::router::ops::AdminOp::CompleteReassignment {
+                name: t.topic.clone(),
+                partition: t.partition,
+                leader: me,
+                replicas: t.replicas.iter().map(|n| *n as u32).collect(),
+            };
+            let (topic, partition) = (t.topic.clone(), t.partition);
+            let shard = shard.clone();
+            glommio::spawn_local(async move {
+                match shard.admin(op).await {
+                    Ok(_) => info!(%topic, partition, "reassignment complete"),
+                    Err(e) => warn!(%topic, partition, "reporting a completed reassignment: {e}"),
+                }
+            })
+            .detach();
+        }
+    }
+
     /// One round: process, ask for syncs, release what is durable, send.
-    async fn round(self: &Rc<Self>, shard: &super::Shard, ticked: bool) {
+    async fn round(self: &Rc<Self>, shard: &super::Shard, ticked: bool, compact: bool) {
         // The driver leaves its cell for the round (it awaits truncations
         // and reads for followers): every other entry point only queues
         // and wakes this task, and readers of outcomes find it absent and
         // ask again after the round.
         let mut d = self.driver.take().expect("one round at a time");
-        let mut failed = d.process().await;
+        let mut failed = Vec::new();
+        if compact {
+            // Retention of replicated partitions runs here, between the
+            // groups' ready cycles, not in the shard's housekeeping: a
+            // group's index must move with its log.
+            failed.extend(d.compact(shard.clock.wall_ms()).await);
+        }
+        failed.extend(d.process().await);
         d.on_durable();
         failed.extend(d.process().await);
         *self.driver.borrow_mut() = Some(d);

@@ -12,9 +12,10 @@
 # client must follow partition leaders and group coordinators.
 # Clients are installed by install.sh (next to this script) into
 # $KAFKA_CLIENTS_DIR (default /tmp/shardlog-kafka-clients); set
-# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts
+# KAFKA_CLIENTS=kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts,reassign
 # to pick a subset (semantics.py: Kafka's admin answers in the details, issue 17;
 # burrow.py: Burrow reports a group's lag, with its own ZooKeeper;
+# reassign.py: replica moves through kafka-python (KIP-455), refused on one broker;
 # aiokafka_restarts.py: a group across broker restarts, only when this script
 # starts its own single broker; RESTARTS=10 for the issue's 10, default 3).
 # Prints one line per client and ends with "N passed, M failed".
@@ -22,7 +23,7 @@ set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 clients_dir=${KAFKA_CLIENTS_DIR:-/tmp/shardlog-kafka-clients}
-only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts}
+only=${KAFKA_CLIENTS:-kcat,kafka_python,confluent,aiokafka,kafkajs,platformatic,semantics,sarama,sarama_group,kafka_go,burrow,aiokafka_restarts,reassign}
 addr=${1:-}
 cluster=
 if [ "$addr" = "--cluster" ]; then
@@ -129,6 +130,8 @@ run sarama "$clients_dir/go/sarama_client" "$addr"
 # Sarama consumer groups, default offset settings: commits, resume, rebalance.
 run sarama_group "$clients_dir/go/sarama_group" "$addr"
 run kafka_go "$clients_dir/go/kafka_go_client" "$addr"
+# Replica moves through kafka-python's admin (KIP-455); refused on one broker.
+run reassign "$clients_dir/venv/bin/python" "$here/reassign.py" "$addr"
 # Starts its own ZooKeeper and Burrow (Debian) and reads the lag Burrow reports.
 run burrow "$clients_dir/venv/bin/python" "$here/burrow.py" "$addr"
 # Restarts its own broker (this build's binary): RESTARTS=10 for the issue's target.

@@ -124,11 +124,14 @@ pub(super) async fn replay<D: Disk>(
     let replay_from = producers_from_checkpoint(cp.as_ref(), &bases, &mut producers);
     let mut segments = Vec::new();
     let mut tail = Vec::new();
+    let floor = read_log_start(disk, dir).await?;
     if bases.is_empty() {
         // A new log, or one whose segments retention deleted entirely: it
-        // starts where the checkpoint says the last one ended.
+        // starts where the checkpoint says the last one ended, or at the
+        // log start floor when that is higher (a log restarted at an
+        // offset: `Log::restart_at`).
         segments.push(Segment::new(
-            cp.as_ref().map(|c| c.next_offset).unwrap_or(0),
+            cp.as_ref().map(|c| c.next_offset).unwrap_or(0).max(floor),
         ));
     }
     for (i, &base) in bases.iter().enumerate() {
@@ -144,7 +147,6 @@ pub(super) async fn replay<D: Disk>(
         segments.push(seg);
     }
     let segments = SegmentSet::new(segments);
-    let floor = read_log_start(disk, dir).await?;
     // A recovery cut of an unsynced tail can leave the floor beyond the
     // end: the log then starts (empty) at its end.
     let log_start = segments

@@ -35,6 +35,87 @@ use std::path::Path;
 use tracing::{error, info, warn};
 
 impl<D: Disk> Log<D> {
+    /// The log start retention would leave now (the base of the first
+    /// segment it would keep), if it would delete any segment; deletes
+    /// nothing. A replicated partition's replica moves its Raft log's
+    /// start there first, then deletes with [`Self::delete_records_before`].
+    pub fn retention_candidate(&self, now: i64) -> Option<u64> {
+        let st = self.st.borrow();
+        if st.truncating {
+            return None;
+        }
+        let n = self.by_limits(&st, now);
+        (n > 0).then(|| st.segments.sealed_prefix()[n - 1].next_offset)
+    }
+
+    /// How many sealed segments, oldest first, the topic's retention limits
+    /// delete at wall time `now`. Only sealed segments: a roll the flusher
+    /// is still finishing must not race with deleting its files;
+    /// cleanup.policy without "delete" (compact only) deletes nothing.
+    fn by_limits(&self, st: &LogState<D>, now: i64) -> usize {
+        let t = self.topic_config();
+        if !t.deletes() {
+            return 0;
+        }
+        let stats: Vec<SegmentStat> = st
+            .segments
+            .sealed_prefix()
+            .iter()
+            .map(|s| SegmentStat {
+                base_offset: s.base_offset,
+                len: s.len,
+                max_timestamp: s.max_timestamp,
+            })
+            .collect();
+        let total = st.segments.total_bytes();
+        segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len()
+    }
+
+    /// Make the log empty, starting at `start` (any offset, below or past
+    /// the current end): a replica that installs a Raft snapshot. Waits,
+    /// like a suffix truncation, until everything appended is durable and
+    /// the flusher is idle; removes the checkpoint and every segment
+    /// (newest first, each removal durable), then writes the log start
+    /// file, then recovers from the (empty) directory, which starts the
+    /// log at that floor. A crash in between leaves a prefix of the old
+    /// log or an empty one; the caller (which saved its intent first)
+    /// calls this again.
+    pub async fn restart_at(&self, start: u64) -> Result<(), StorageError> {
+        self.quiesce_for_truncation().await?;
+        let r = self.remove_all_and_recover(start).await;
+        self.end_truncation(r, "restarting the log")
+    }
+
+    async fn remove_all_and_recover(&self, start: u64) -> Result<(), StorageError> {
+        let bases: Vec<u64> = self
+            .st
+            .borrow()
+            .segments
+            .iter()
+            .map(|s| s.base_offset)
+            .collect();
+        remove_if_exists(&self.disk, &self.dir.join(checkpoint::FILE_NAME)).await?;
+        self.sync_dir().await?;
+        for &base in bases.iter().rev() {
+            self.remove_segment_files(base, true).await?;
+            self.sync_dir().await?;
+        }
+        let path = self.dir.join(LOG_START_FILE);
+        write_small_file(&self.disk, &path, format!("{start}\n").as_bytes())
+            .await
+            .map_err(io_err("write log start", &path))?;
+        self.sync_dir().await?;
+        self.recover_after_truncation().await?;
+        let (s, next) = (self.log_start_offset(), self.next_offset());
+        assert_eq!(
+            (s, next),
+            (start, start),
+            "an emptied log starts at its floor"
+        );
+        warn!(dir = %self.dir.display(), start, "log emptied; it starts again at {start}");
+        Ok(())
+    }
+
     /// Apply retention: delete whole closed segments past the limits.
     /// Returns the number of segments deleted.
     pub async fn apply_retention(&self, now: i64) -> Result<usize, StorageError> {
@@ -44,27 +125,7 @@ impl<D: Disk> Log<D> {
                 return Ok(0);
             }
             self.roll_expired_active(&mut st, now);
-            let t = self.topic_config();
-            // Only sealed segments: a roll the flusher is still finishing
-            // must not race with deleting its files.
-            let stats: Vec<SegmentStat> = st
-                .segments
-                .sealed_prefix()
-                .iter()
-                .map(|s| SegmentStat {
-                    base_offset: s.base_offset,
-                    len: s.len,
-                    max_timestamp: s.max_timestamp,
-                })
-                .collect();
-            let total = st.segments.total_bytes();
-            // cleanup.policy without "delete" (compact only): retention
-            // deletes nothing.
-            let by_limits = if t.deletes() {
-                segments_to_delete(&stats, total, now, t.retention_ms, t.retention_bytes).len()
-            } else {
-                0
-            };
+            let by_limits = self.by_limits(&st, now);
             // Sealed segments wholly below the log start (DeleteRecords'
             // floor) go too.
             let floor = st.offsets.log_start();
@@ -191,15 +252,20 @@ impl<D: Disk> Log<D> {
         }
         self.quiesce_for_truncation().await?;
         let r = self.truncate_files_and_recover(offset).await;
+        self.end_truncation(r, "suffix truncation")
+    }
+
+    /// Give the files back to appends and the flusher after a truncation
+    /// or restart. One that failed may have changed the files part way
+    /// (always a valid prefix of the log) while the state still describes
+    /// them whole: reads and writes are refused until the log is reopened
+    /// and recovery says what is there.
+    fn end_truncation<T>(&self, r: Result<T, StorageError>, what: &str) -> Result<T, StorageError> {
         {
             let mut st = self.st.borrow_mut();
             st.truncating = false;
             if let Err(e) = &r {
-                // The files may be cut part way (always a valid prefix of
-                // the log, see `truncate_files_and_recover`) while the state
-                // still describes them whole: refuse reads and writes until
-                // the log is reopened and recovery says what is there.
-                error!(dir = %self.dir.display(), "suffix truncation failed; partition offline until reopened: {e}");
+                error!(dir = %self.dir.display(), "{what} failed; partition offline until reopened: {e}");
                 st.health = Health::Failed(Box::new(e.clone()));
                 st.offline.get_or_insert(StorageError::Failed {
                     dir: self.dir.clone(),
