@@ -47,6 +47,10 @@ pub struct BrokerConfig {
     /// In a cluster: replicas per partition of topics created without a
     /// replication factor (auto-created, or -1 in Kafka CreateTopics).
     pub default_replication_factor: u16,
+    /// In a cluster: replicas per partition of `__consumer_offsets` when it
+    /// is created (Kafka's `offsets.topic.replication.factor`), capped at
+    /// the brokers live then. A single broker ignores it.
+    pub offsets_topic_replication_factor: u16,
 
     /// Largest request frame accepted, in bytes. Larger frames are refused and the connection closed.
     pub max_request_bytes: usize,
@@ -213,6 +217,7 @@ impl Default for BrokerConfig {
             auto_create_topics: true,
             default_partitions: 1,
             default_replication_factor: 1,
+            offsets_topic_replication_factor: 3,
             max_request_bytes: 64 << 20,
             max_connections_per_shard: 4096,
             max_inflight_bytes_per_connection: 64 << 20,
@@ -319,6 +324,9 @@ impl BrokerConfig {
         }
         if self.default_replication_factor == 0 {
             return bad("default_replication_factor must be >= 1");
+        }
+        if self.offsets_topic_replication_factor == 0 {
+            return bad("offsets_topic_replication_factor must be >= 1");
         }
         if self.default_partitions == 0 {
             return bad("default_partitions must be >= 1");

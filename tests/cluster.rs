@@ -343,9 +343,9 @@ mod kafka {
     }
 
     /// Each partition's leader as `bootstrap` reports it now (-1: none).
-    /// Each partition's (leader, sorted in-sync replicas) as the broker
-    /// at `bootstrap` reports them; empty if it did not answer.
-    fn partitions_of(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>)> {
+    /// Each partition's (leader, sorted in-sync replicas, replicas) as the
+    /// broker at `bootstrap` reports them; empty if it did not answer.
+    fn partitions_of(bootstrap: &str, topic: &str) -> Vec<(i32, Vec<i32>, Vec<i32>)> {
         let probe: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .create()
@@ -357,11 +357,19 @@ mod kafka {
                 .map(|p| {
                     let mut isr = p.isr().to_vec();
                     isr.sort_unstable();
-                    (p.leader(), isr)
+                    (p.leader(), isr, p.replicas().to_vec())
                 })
                 .collect(),
             Err(_) => vec![],
         }
+    }
+
+    /// Each partition's replicas as `bootstrap` reports them.
+    pub fn replicas_of(bootstrap: &str, topic: &str) -> Vec<Vec<i32>> {
+        partitions_of(bootstrap, topic)
+            .into_iter()
+            .map(|p| p.2)
+            .collect()
     }
 
     /// Each partition's in-sync replicas (sorted) as `bootstrap` reports them.
@@ -410,11 +418,9 @@ mod kafka {
         }
     }
 
-    /// Every value of `topic` read from the beginning of each partition
-    /// (assigned, no group), until `n` distinct values or 60 s, and then on
-    /// until the partitions are quiet for 1.5 s (so a duplicate stored
-    /// after the first `n` is read too).
-    pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<usize> {
+    /// A consumer assigned partitions 0..`partitions` of `topic` from
+    /// their beginning (no group, nothing committed).
+    pub fn from_beginning(bootstrap: &str, topic: &str, partitions: i32) -> BaseConsumer {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", bootstrap)
             .set("group.id", "unused")
@@ -427,6 +433,15 @@ mod kafka {
                 .unwrap();
         }
         consumer.assign(&tpl).unwrap();
+        consumer
+    }
+
+    /// Every value of `topic` read from the beginning of each partition
+    /// (assigned, no group), until `n` distinct values or 60 s, and then on
+    /// until the partitions are quiet for 1.5 s (so a duplicate stored
+    /// after the first `n` is read too).
+    pub fn read_all(bootstrap: &str, topic: &str, partitions: i32, n: usize) -> Vec<usize> {
+        let consumer = from_beginning(bootstrap, topic, partitions);
         let mut seen = Vec::new();
         let mut distinct = std::collections::BTreeSet::new();
         let started = Instant::now();
@@ -622,16 +637,14 @@ fn replicated_and_read_back(
 /// `SHARDLOG_REPL_KILLS` (default 3) sets how many leaders are killed.
 #[test]
 fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
-    let kills: usize = std::env::var("SHARDLOG_REPL_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let kills: usize = env_count("SHARDLOG_REPL_KILLS", 3);
     let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
     let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
     kafka::create_replicated(&brokers[0], "churn", 3, 3);
     kafka::leaders(&brokers[0], "churn", &brokers);
     let (producer, acked, stop) = spawn_idempotent_producer(brokers.join(","), "churn");
+    let mut killed = 0;
     for k in 0..kills {
         std::thread::sleep(Duration::from_secs(2));
         // The leader of partition k % 3, as a broker reports it (all are
@@ -642,6 +655,7 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
         };
         let victim = l as usize - 1;
         c.nodes[victim].kill9();
+        killed += 1;
         eprintln!("kill {k}: broker {l} (leader of partition {})", k % 3);
         std::thread::sleep(Duration::from_secs(3));
         c.nodes[victim].restart();
@@ -652,9 +666,89 @@ fn acknowledged_messages_survive_repeated_leader_kills_under_load() {
     let acked = acked.lock().unwrap().clone();
     let all = kafka::read_all(&brokers[0], "churn", 3, acked.len());
     check_exactly_once(&format!("{kills} leader kills"), &acked, &all);
+    let won = assert_one_leader_per_epoch(&c);
+    assert!(
+        won.keys().filter(|(t, _, _)| t == "churn").count() >= 3 + killed,
+        "every partition's first leader and one per kill: {won:?}"
+    );
+}
+
+/// (topic, partition, epoch) -> the brokers that logged winning that
+/// epoch's leadership ("replica: became leader", one line each).
+type Leaderships = BTreeMap<(String, u32, u64), std::collections::BTreeSet<u32>>;
+
+/// The leaderships in broker logs (ANSI codes removed).
+fn leaderships<'a>(logs: impl IntoIterator<Item = &'a str>) -> Leaderships {
+    let mut out = Leaderships::new();
+    for line in logs
+        .into_iter()
+        .flat_map(|l| l.lines())
+        .filter(|l| l.contains("replica: became leader"))
+    {
+        let field = |name: &str| {
+            line.split_whitespace()
+                .find_map(|t| t.strip_prefix(name)?.strip_prefix('='))
+                .unwrap_or_else(|| panic!("no {name} in {line:?}"))
+        };
+        out.entry((
+            field("topic").to_string(),
+            field("partition").parse().unwrap(),
+            field("epoch").parse().unwrap(),
+        ))
+        .or_default()
+        .insert(field("node").parse().unwrap());
+    }
+    out
+}
+
+/// No (topic, partition, epoch) was led by two brokers, as the brokers'
+/// own logs (every incarnation: restarts append) tell it. Returns them.
+fn assert_one_leader_per_epoch(c: &Cluster) -> Leaderships {
+    assert_one_leader_per_epoch_in(&c.nodes)
+}
+
+/// [`assert_one_leader_per_epoch`] over these brokers' logs.
+fn assert_one_leader_per_epoch_in(nodes: &[BrokerProc]) -> Leaderships {
+    let logs: Vec<String> = nodes.iter().map(|n| n.plain_log()).collect();
+    let won = leaderships(logs.iter().map(|l| l.as_str()));
+    let twice: Vec<_> = won.iter().filter(|(_, nodes)| nodes.len() > 1).collect();
+    assert!(twice.is_empty(), "two leaders in one epoch: {twice:?}");
+    eprintln!(
+        "{} leaderships in the brokers' logs, one leader each",
+        won.len()
+    );
+    won
+}
+
+/// The log check above finds two leaders of one epoch when there are.
+#[test]
+fn the_leader_log_check_finds_two_leaders_of_one_epoch() {
+    let a = "2026-12-03T20:00:00Z  INFO shardlog::shard::replication: replica: became leader topic=t partition=1 epoch=4 node=2\n\
+             2026-12-03T20:00:09Z  INFO shardlog::shard::replication: replica: became leader topic=t partition=1 epoch=6 node=2";
+    let b = "2026-12-03T20:00:05Z  INFO shardlog::shard::replication: replica: became leader topic=t partition=1 epoch=5 node=3";
+    let fine = leaderships([a, b]);
+    assert_eq!(fine.len(), 3);
+    assert!(fine.values().all(|n| n.len() == 1));
+    let c = "2026-12-03T20:00:05Z  INFO shardlog::shard::replication: replica: became leader topic=t partition=1 epoch=4 node=1";
+    let bad = leaderships([a, b, c]);
+    assert_eq!(
+        bad[&("t".to_string(), 1, 4)]
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        vec![1, 2]
+    );
 }
 
 type Acked = Arc<Mutex<Vec<usize>>>;
+
+/// A count from the environment (a long run), else `default` (CI).
+fn env_count(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
 
 /// An idempotent librdkafka producer (acks=all, retries for up to 60 s)
 /// writing message i with key k{i % 12} to `topic` until told to stop;
@@ -801,6 +895,8 @@ fn a_broker_that_joins_a_serving_cluster_takes_new_partitions_and_serves_them() 
     let v = c.settled_view(0, 4, None, Duration::from_secs(30));
     assert!(v.state.brokers[&4].live, "{:?}", v.state.brokers);
     brokers.push(node4.kafka.clone().unwrap());
+    let _dump = LogsOnPanic(&c.nodes);
+    let _dump4 = LogsOnPanic(std::slice::from_ref(&node4));
     // A topic created through the new node is spread over all four; the
     // new node serves its share, and the cluster kept serving throughout.
     kafka::create(&brokers[3], "after", 8);
@@ -1044,10 +1140,7 @@ fn a_controller_that_lost_its_state_cannot_make_a_broker_delete_its_topics() {
 
 #[test]
 fn killing_the_controller_leader_repeatedly_under_topic_creation_loses_no_acknowledged_topic() {
-    let kills: usize = std::env::var("SHARDLOG_CLUSTER_KILLS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+    let kills: usize = env_count("SHARDLOG_CLUSTER_KILLS", 10);
     let mut c = Cluster::start();
     c.settled_view(0, 3, None, Duration::from_secs(30));
     // Each node's own data path, which does not go through the controller:
@@ -1900,13 +1993,9 @@ fn replicated_partitions_on_two_shard_brokers_replicate_and_fail_over() {
 /// dropping what it appended alone. Every acknowledged message is read
 /// back once, in order per key. `SHARDLOG_REPL_ISOLATIONS` (default 2)
 /// sets how many leaders are cut off, one after the other.
-#[test]
-fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
-    let rounds: usize = std::env::var("SHARDLOG_REPL_ISOLATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(2);
-    let net = common::netns::Net::new(3);
+/// Three brokers, each in its own network namespace of `net` (one shard,
+/// not pinned), once a controller leads and all three registered.
+fn netns_cluster(net: &common::netns::Net) -> (Vec<BrokerProc>, Vec<tempfile::TempDir>) {
     let rpc: Vec<String> = (1..=3).map(|i| format!("{}:9500", net.addr(i))).collect();
     let voters = rpc
         .iter()
@@ -1951,6 +2040,14 @@ fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
         assert!(started.elapsed() < Duration::from_secs(30), "no controller");
         std::thread::sleep(Duration::from_millis(100));
     }
+    (nodes, dirs)
+}
+
+#[test]
+fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
+    let rounds: usize = env_count("SHARDLOG_REPL_ISOLATIONS", 2);
+    let net = common::netns::Net::new(3);
+    let (nodes, _dirs) = netns_cluster(&net);
     let brokers: Vec<String> = nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
     kafka::create_replicated(&brokers[0], "isolated", 3, 3);
     kafka::leaders(&brokers[0], "isolated", &brokers);
@@ -2013,6 +2110,556 @@ fn an_isolated_leader_is_replaced_and_rejoins_without_losing_or_duplicating() {
     let all = kafka::read_all(&brokers[0], "isolated", 3, acked.len());
     check_exactly_once(&format!("{rounds} leader isolations"), &acked, &all);
     drop(nodes);
+}
+
+/// Issue 13: `__consumer_offsets` is replicated (RF 3 on three brokers),
+/// and a group's committed offsets survive `kill -9` of the broker
+/// leading the group's offsets partition, again and again. Per round: a
+/// librdkafka consumer in the group reads the topic (throttled, so it is
+/// still reading and committing when the kill comes) and commits what it
+/// read every 10 messages, synchronously; the leader of the group's
+/// offsets partition is killed; OffsetFetch through a survivor must show
+/// at least every commit acknowledged before it asked, and never less than
+/// any earlier answer; the killed broker restarts. The next round's
+/// consumer (a new member) must start each partition at the committed
+/// offset: its first message is the first one at or after it. At the end
+/// every produced message was consumed at least once, and no epoch of any
+/// partition had two leaders (brokers' logs).
+/// `SHARDLOG_OFFSETS_KILLS` (default 3) sets how many leaders are killed.
+#[test]
+fn committed_offsets_survive_repeated_kills_of_the_offsets_leader() {
+    let kills: usize = env_count("SHARDLOG_OFFSETS_KILLS", 3);
+    const TOPIC: &str = "work";
+    const GROUP: &str = "survivors";
+    const PER_ROUND: usize = 600;
+    let mut c = Cluster::start();
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], TOPIC, 3, 3);
+    kafka::leaders(&brokers[0], TOPIC, &brokers);
+    // FindCoordinator creates the offsets topic: three brokers are live,
+    // so each of its partitions has three replicas.
+    let gp = shardlog::groups::partition_of(GROUP, shardlog::groups::OFFSETS_PARTITIONS) as usize;
+    let first = coordinator_of(&brokers[0], GROUP, None);
+    let replicas = kafka::replicas_of(&brokers[0], shardlog::groups::OFFSETS_TOPIC);
+    assert!(
+        replicas.len() == shardlog::groups::OFFSETS_PARTITIONS as usize
+            && replicas.iter().all(|r| r.len() == 3),
+        "offsets topic replicas: {replicas:?}"
+    );
+    eprintln!("group {GROUP}: offsets partition {gp}, coordinator {first}");
+
+    let mut produced = 0;
+    let mut committed = BTreeMap::<i32, i64>::new();
+    let mut consumed = std::collections::BTreeSet::<usize>::new();
+    // Per round after the first: the committed offsets it started from
+    // and the first offset it read per partition.
+    let mut resumes = Vec::<(BTreeMap<i32, i64>, BTreeMap<i32, i64>)>::new();
+    let mut fetches = 0;
+    for k in 0..=kills {
+        kafka::produce_range(&brokers[k % 3], TOPIC, produced..produced + PER_ROUND);
+        produced += PER_ROUND;
+        let last = k == kills;
+        let started_from = committed.clone();
+        let run = GroupConsumer::spawn(brokers.join(","), TOPIC, GROUP, !last);
+        if !last {
+            run.wait_for_commits(3, Duration::from_secs(60));
+            let coordinator = coordinator_of(&brokers[(k + 1) % 3], GROUP, None);
+            let victim = coordinator as usize - 1;
+            c.nodes[victim].kill9();
+            let killed = Instant::now();
+            let survivor = &brokers[(victim + 1) % 3];
+            eprintln!(
+                "kill {k}: broker {coordinator}, coordinator of {GROUP}; {} commits acknowledged so far",
+                run.commits()
+            );
+            // Everything acknowledged before OffsetFetch asks is there.
+            let acked = run.acked();
+            let now = fetch_committed(survivor, TOPIC, GROUP);
+            fetches += 1;
+            check_committed(&format!("after kill {k}"), &committed, &acked, &now);
+            committed = now;
+            // The group moved to a survivor, and commits go on there.
+            let next = coordinator_of(survivor, GROUP, Some(coordinator));
+            let before = run.commits();
+            run.wait_for_commits(before + 3, Duration::from_secs(60));
+            eprintln!(
+                "kill {k}: {GROUP} moved to broker {next}, 3 more commits acknowledged there {:.1} s after the kill",
+                killed.elapsed().as_secs_f64()
+            );
+            c.nodes[victim].restart();
+            std::thread::sleep(Duration::from_secs(2));
+        } else {
+            run.wait_for(produced, &consumed, Duration::from_secs(120));
+        }
+        let done = run.stop();
+        let now = fetch_committed(&brokers[k % 3], TOPIC, GROUP);
+        fetches += 1;
+        check_committed(&format!("end of round {k}"), &committed, &done.acked, &now);
+        committed = now;
+        eprintln!(
+            "round {k}: {} consumed, {} commits acknowledged, {} refused; committed {committed:?}",
+            done.values.len(),
+            done.commits,
+            done.commit_errors
+        );
+        consumed.extend(done.values);
+        if k > 0 {
+            resumes.push((started_from, done.first));
+        }
+    }
+    let missing: Vec<usize> = (0..produced).filter(|v| !consumed.contains(v)).collect();
+    assert!(
+        missing.is_empty(),
+        "produced but never consumed: {} of {produced}: {:?}",
+        missing.len(),
+        &missing[..missing.len().min(20)]
+    );
+    // Resumed from the committed offsets: the first offset read per
+    // partition is the first message at or after the committed one (a
+    // Raft control batch may sit between them).
+    let data = offsets_of(&brokers[0], TOPIC, 3, produced);
+    assert_eq!(resumes.len(), kills);
+    for (round, (from, first)) in resumes.iter().enumerate() {
+        let checked = from.keys().filter(|p| first.contains_key(p)).count();
+        assert!(
+            checked > 0,
+            "round {}: no partition read from a committed offset: {from:?} {first:?}",
+            round + 1
+        );
+        for (p, at) in from {
+            let Some(got) = first.get(p) else {
+                continue; // not read this round
+            };
+            let want = data[p].range(*at..).next().copied();
+            assert_eq!(
+                Some(*got),
+                want,
+                "round {}: partition {p} committed at {at}, first read at {got}",
+                round + 1
+            );
+        }
+    }
+    let won = assert_one_leader_per_epoch(&c);
+    let offsets_epochs = won
+        .keys()
+        .filter(|(t, p, _)| t == shardlog::groups::OFFSETS_TOPIC && *p as usize == gp)
+        .count();
+    assert!(
+        offsets_epochs > kills,
+        "offsets partition {gp}: {offsets_epochs} leaderships logged for {kills} kills"
+    );
+    eprintln!(
+        "{kills} kills of the offsets leader: {produced} produced, all consumed; \
+         {fetches} OffsetFetch answers never went back; {offsets_epochs} epochs of partition {gp}"
+    );
+}
+
+/// The node FindCoordinator (Kafka, v3) names for `group` when asked of
+/// `addr`, once it names one (other than `not`) without error: up to 30 s.
+fn coordinator_of(addr: &str, group: &str, not: Option<i32>) -> i32 {
+    let started = Instant::now();
+    loop {
+        let (error, node) = find_coordinator_kafka(addr, group);
+        if error == 0 && Some(node) != not {
+            return node;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{addr}: no coordinator for {group} (error {error}, node {node}, not {not:?})"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// One Kafka FindCoordinator (v3) for `group` asked of `addr`: (error, node).
+fn find_coordinator_kafka(addr: &str, group: &str) -> (i16, i32) {
+    use common::kafka::{s, Conn};
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    let mut conn = Conn::new(addr);
+    let r: FindCoordinatorResponse = conn.call(
+        ApiKey::FindCoordinator,
+        3,
+        &FindCoordinatorRequest::default()
+            .with_key(s(group))
+            .with_key_type(0),
+    );
+    (r.error_code, r.node_id.0)
+}
+
+/// The group's committed offsets of `topic`'s partitions 0..3 (OffsetFetch
+/// through librdkafka), retried for up to 60 s while the group's
+/// coordinator fails over. A partition without a committed offset is left out.
+fn fetch_committed(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, i64> {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition(topic, p);
+    }
+    let started = Instant::now();
+    loop {
+        match reader.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+            Ok(got) => {
+                return got
+                    .elements()
+                    .iter()
+                    .filter_map(|e| Some((e.partition(), e.offset().to_raw()?)))
+                    .filter(|(_, o)| *o >= 0)
+                    .collect()
+            }
+            Err(e) => assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "OffsetFetch through {bootstrap}: {e}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// What OffsetFetch answered (`now`) holds every acknowledged commit and
+/// went back on no partition since the previous answer.
+fn check_committed(
+    when: &str,
+    before: &BTreeMap<i32, i64>,
+    acked: &BTreeMap<i32, i64>,
+    now: &BTreeMap<i32, i64>,
+) {
+    for (p, a) in acked {
+        assert!(
+            now.get(p).is_some_and(|n| n >= a),
+            "{when}: partition {p}: commit of {a} acknowledged, OffsetFetch says {:?} (all: {now:?})",
+            now.get(p)
+        );
+    }
+    for (p, b) in before {
+        assert!(
+            now.get(p).is_some_and(|n| n >= b),
+            "{when}: partition {p}: committed offset went back from {b} to {:?} (all: {now:?})",
+            now.get(p)
+        );
+    }
+}
+
+/// Every data offset of `topic` per partition, read from the beginning
+/// (assigned, no group) until `n` messages were read.
+fn offsets_of(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    n: usize,
+) -> BTreeMap<i32, std::collections::BTreeSet<i64>> {
+    use rdkafka::Message;
+    let consumer = kafka::from_beginning(bootstrap, topic, partitions);
+    let mut out = BTreeMap::<i32, std::collections::BTreeSet<i64>>::new();
+    let mut read = 0;
+    let started = Instant::now();
+    while read < n {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "read {read} of {n}"
+        );
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            out.entry(m.partition()).or_default().insert(m.offset());
+            read += 1;
+        }
+    }
+    out
+}
+
+/// A librdkafka consumer in a group on its own thread: it reads `topic`
+/// (throttled to about 100 messages/s if asked, so a round outlasts a
+/// failover), and commits its position (each partition's last read + 1,
+/// never lowered) every 10 messages, synchronously, recording the
+/// commits acknowledged.
+struct GroupConsumer {
+    stop: Arc<AtomicBool>,
+    state: Arc<Mutex<GroupRun>>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct GroupRun {
+    values: Vec<usize>,
+    /// The first offset read per partition.
+    first: BTreeMap<i32, i64>,
+    /// The highest acknowledged commit per partition.
+    acked: BTreeMap<i32, i64>,
+    commits: usize,
+    commit_errors: usize,
+}
+
+impl GroupConsumer {
+    fn spawn(bootstrap: String, topic: &'static str, group: &'static str, throttle: bool) -> Self {
+        use rdkafka::config::ClientConfig;
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        use rdkafka::Message;
+        let stop = Arc::new(AtomicBool::new(false));
+        let state = Arc::new(Mutex::new(GroupRun::default()));
+        let (st, shared) = (stop.clone(), state.clone());
+        let handle = std::thread::spawn(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", group)
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .set("session.timeout.ms", "30000")
+                .create()
+                .unwrap();
+            consumer.subscribe(&[topic]).unwrap();
+            let mut next = BTreeMap::<i32, i64>::new();
+            let mut since_commit = 0;
+            let commit = |next: &BTreeMap<i32, i64>| {
+                let mut tpl = rdkafka::TopicPartitionList::new();
+                for (p, o) in next {
+                    tpl.add_partition_offset(topic, *p, rdkafka::Offset::Offset(*o))
+                        .unwrap();
+                }
+                let r = consumer.commit(&tpl, CommitMode::Sync);
+                let mut s = shared.lock().unwrap();
+                match r {
+                    Ok(()) => {
+                        s.commits += 1;
+                        for (p, o) in next {
+                            let a = s.acked.entry(*p).or_insert(*o);
+                            *a = (*a).max(*o);
+                        }
+                        true
+                    }
+                    Err(_) => {
+                        s.commit_errors += 1;
+                        false
+                    }
+                }
+            };
+            while !st.load(Ordering::Relaxed) {
+                let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else {
+                    continue;
+                };
+                let v: usize = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                {
+                    let mut s = shared.lock().unwrap();
+                    s.values.push(v);
+                    s.first.entry(m.partition()).or_insert(m.offset());
+                }
+                let n = next.entry(m.partition()).or_insert(0);
+                *n = (*n).max(m.offset() + 1);
+                since_commit += 1;
+                if since_commit >= 10 && commit(&next) {
+                    since_commit = 0;
+                }
+                if throttle {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            // The last position, committed before leaving (retried while
+            // the coordinator moves).
+            let started = Instant::now();
+            while !next.is_empty() && !commit(&next) {
+                assert!(
+                    started.elapsed() < Duration::from_secs(60),
+                    "the final commit was refused for 60 s"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        });
+        GroupConsumer {
+            stop,
+            state,
+            handle,
+        }
+    }
+
+    fn acked(&self) -> BTreeMap<i32, i64> {
+        self.state.lock().unwrap().acked.clone()
+    }
+
+    fn commits(&self) -> usize {
+        self.state.lock().unwrap().commits
+    }
+
+    /// Wait until `n` commits were acknowledged in all.
+    fn wait_for_commits(&self, n: usize, max: Duration) {
+        let started = Instant::now();
+        while self.commits() < n {
+            assert!(
+                !self.handle.is_finished() && started.elapsed() < max,
+                "{} of {n} commits acknowledged within {max:?}: {:?}",
+                self.commits(),
+                self.state.lock().unwrap().commit_errors
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Wait until, with `earlier`, every value below `n` was consumed.
+    fn wait_for(&self, n: usize, earlier: &std::collections::BTreeSet<usize>, max: Duration) {
+        let started = Instant::now();
+        loop {
+            let mut all = earlier.clone();
+            all.extend(self.state.lock().unwrap().values.iter().copied());
+            if all.len() >= n {
+                return;
+            }
+            assert!(
+                started.elapsed() < max,
+                "{} of {n} consumed within {max:?}",
+                all.len()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop, commit the last position and leave the group.
+    fn stop(self) -> GroupRun {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap();
+        let s = self.state.lock().unwrap().clone();
+        s
+    }
+}
+
+/// A coordinator that loses its group's offsets partition without dying
+/// (cut off from the other brokers, in network namespaces) drops the
+/// partition's groups, and when it leads the partition again later, still
+/// without a restart, it serves the offsets other leaders took meanwhile,
+/// not what it held before. The leader of the offsets partition is cut
+/// off and healed, over and over, until the first coordinator leads again
+/// (each time one of two brokers wins, so a few rounds); a standalone
+/// commit (librdkafka, no membership) goes through each new leader.
+#[test]
+fn a_coordinator_that_wins_its_offsets_partition_back_serves_what_others_committed_meanwhile() {
+    const GROUP: &str = "returning";
+    let net = common::netns::Net::new(3);
+    let (nodes, _dirs) = netns_cluster(&net);
+    let _dump = LogsOnPanic(&nodes);
+    let brokers: Vec<String> = nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    kafka::create_replicated(&brokers[0], "work", 3, 3);
+    // The first coordinator takes a commit and serves it (the offsets
+    // partitions were just elected: asked again until the same broker
+    // coordinated before and after, so it holds the group in memory).
+    let offset = 10;
+    let first = loop {
+        let before = coordinator_of(&brokers[0], GROUP, None);
+        commit_standalone(&brokers.join(","), GROUP, "work", offset);
+        assert_eq!(
+            fetch_committed(&brokers[0], "work", GROUP).get(&0),
+            Some(&offset)
+        );
+        if coordinator_of(&brokers[0], GROUP, None) == before {
+            break before;
+        }
+    };
+    let mut offset = offset;
+    let mut leader = first;
+    for round in 1.. {
+        assert!(
+            round <= 12,
+            "broker {first} never led the offsets partition again"
+        );
+        // Cut the leader off; one of the other two takes over.
+        net.isolate(leader as usize);
+        let other = &brokers[leader as usize % 3];
+        let next = coordinator_of(other, GROUP, Some(leader));
+        // The cut-off broker stops naming itself (check-quorum), so no
+        // client is sent to it.
+        let started = Instant::now();
+        while find_coordinator_kafka(&brokers[leader as usize - 1], GROUP) == (0, leader) {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "broker {leader} still leads"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // What the new leader serves is the last commit, whoever took it.
+        let got = fetch_committed(other, "work", GROUP);
+        assert_eq!(
+            got.get(&0),
+            Some(&offset),
+            "round {round}: broker {next} leads after {leader}, and serves {got:?}"
+        );
+        eprintln!("round {round}: broker {leader} cut off, broker {next} leads and serves offset {offset}");
+        if next == first {
+            break;
+        }
+        offset += 10;
+        commit_standalone(other, GROUP, "work", offset);
+        net.heal(leader as usize);
+        leader = next;
+        // The healed broker catches up before the next cut.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let log = nodes[first as usize - 1].plain_log();
+    let groups_lines: String = log
+        .lines()
+        .filter(|l| l.contains("kafka:") || l.contains("became leader"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        log.contains("partition no longer led here: its groups are dropped"),
+        "broker {first} dropped its groups when it lost the lead:\n{groups_lines}"
+    );
+    assert!(
+        log.matches("partition led here: its groups are loaded")
+            .count()
+            >= 2,
+        "broker {first} loaded its groups in two terms:\n{groups_lines}"
+    );
+    assert_one_leader_per_epoch_in(&nodes);
+}
+
+/// Commit `offset` for partition 0 of `topic` in `group` without joining
+/// it (generation -1), through librdkafka; retried for up to 60 s.
+fn commit_standalone(bootstrap: &str, group: &str, topic: &str, offset: i64) {
+    use rdkafka::config::ClientConfig;
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    let started = Instant::now();
+    while let Err(e) = c.commit(&tpl, CommitMode::Sync) {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "commit of {offset} through {bootstrap}: {e}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Prints the brokers' group, leadership and warning lines if the test
+/// fails while it is held (their directories go with the test).
+struct LogsOnPanic<'a>(&'a [BrokerProc]);
+
+impl Drop for LogsOnPanic<'_> {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for (i, n) in self.0.iter().enumerate() {
+            for l in n.plain_log().lines().filter(|l| {
+                l.contains("kafka:")
+                    || l.contains("became leader")
+                    || l.contains("WARN")
+                    || l.contains("ERROR")
+            }) {
+                eprintln!("node {}: {l}", i + 1);
+            }
+        }
+    }
 }
 
 /// Scale-out under load: a fourth broker joins a serving three-broker

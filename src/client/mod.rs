@@ -181,15 +181,35 @@ impl Client {
             .await
     }
 
+    /// [`Self::routed`] for a group's coordinator: `Busy` is retried too.
+    /// In a cluster a coordinator answers it while it loads its offsets
+    /// partition (just elected, or just created), as Kafka clients retry
+    /// COORDINATOR_LOAD_IN_PROGRESS and COORDINATOR_NOT_AVAILABLE.
+    async fn routed_to_coordinator<T, C, CF>(
+        &self,
+        refresh: &[&str],
+        group: &str,
+        call: C,
+    ) -> Result<T, ClientError>
+    where
+        C: Fn(Arc<Connection>) -> CF,
+        CF: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let busy = |e: &ClientError| e.code() == Some(ErrorCode::Busy);
+        self.routed(refresh, || self.coordinator(group), call, busy)
+            .await
+    }
+
     /// Run `call` against the connection `pick` chooses; when the answer is
-    /// [`NotLeader`](ErrorCode::NotLeader) or the connection fails, refresh
-    /// the routes of the `refresh` topics and try again, at most
-    /// [`ROUTED_ATTEMPTS_MAX`] times, backing off between attempts.
+    /// [`NotLeader`](ErrorCode::NotLeader), the connection fails, or `also`
+    /// says so, refresh the routes of the `refresh` topics and try again,
+    /// at most [`ROUTED_ATTEMPTS_MAX`] times, backing off between attempts.
     async fn routed<T, P, PF, C, CF>(
         &self,
         refresh: &[&str],
         pick: P,
         call: C,
+        also: impl Fn(&ClientError) -> bool,
     ) -> Result<T, ClientError>
     where
         P: Fn() -> PF,
@@ -208,7 +228,8 @@ impl Client {
                 Err(e) => e,
             };
             attempt += 1;
-            if !self.routes.is_reroutable(&err) || attempt >= routes::ROUTED_ATTEMPTS_MAX {
+            let retry = self.routes.is_reroutable(&err) || also(&err);
+            if !retry || attempt >= routes::ROUTED_ATTEMPTS_MAX {
                 return Err(err);
             }
             tokio::time::sleep(routes::retry_backoff(attempt)).await;
@@ -330,8 +351,14 @@ impl Client {
             }
             Ok(p.offset)
         };
-        self.routed(&[topic], || self.routes.leader_conn(topic, partition), call)
-            .await
+        let never = |_: &ClientError| false;
+        self.routed(
+            &[topic],
+            || self.routes.leader_conn(topic, partition),
+            call,
+            never,
+        )
+        .await
     }
 
     /// Store a consumer group's progress: (topic, partition, next offset).
@@ -358,7 +385,7 @@ impl Client {
             let mut r = conn.call(ApiKey::OffsetCommit, |b| req.encode(b)).await?;
             offsets_answer(OffsetsResponse::decode(&mut r)?).map(|_| ())
         };
-        self.routed(&names, || self.coordinator(group), call).await
+        self.routed_to_coordinator(&names, group, call).await
     }
 
     /// A group's committed offsets for `partitions` of `topic` (None: nothing committed).
@@ -381,8 +408,7 @@ impl Client {
                 .map(|off| (off >= 0).then_some(off as u64))
                 .collect())
         };
-        self.routed(&[topic], || self.coordinator(group), call)
-            .await
+        self.routed_to_coordinator(&[topic], group, call).await
     }
 
     /// The connection to `group`'s coordinator: the broker leading the

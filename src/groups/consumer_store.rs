@@ -244,6 +244,13 @@ pub struct ConsumerStore {
 }
 
 impl ConsumerStore {
+    /// Forget the groups `gone` names (their offsets partition was
+    /// unloaded: the next replay tells their records afresh).
+    pub fn forget(&self, gone: impl Fn(&str) -> bool) {
+        self.stored.borrow_mut().retain(|g, _| !gone(g));
+        self.dirty.borrow_mut().retain(|g| !gone(g));
+    }
+
     /// Take a group's records as replay found them.
     pub fn restored(&self, group: &str, recs: StoredRecords) {
         self.stored.borrow_mut().insert(group.to_string(), recs);

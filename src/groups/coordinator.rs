@@ -8,6 +8,9 @@
 //! stored after its last completed rebalance) before any request for a
 //! group of that partition is served ([`Coordinator::load`]), so a broker
 //! restart does not force a rebalance.
+//! A replicated offsets partition is served only by its Raft leader's
+//! broker, loaded afresh in each term it leads and dropped from memory
+//! when it stops leading ([`super::leadership`]).
 //! Lives on one core; every method is called on that core (through
 //! [`super::with_coordinator`]). No `RefCell` borrow is held across an await.
 
@@ -15,6 +18,7 @@ use super::consumer_coordinator::ListedGroup;
 use super::consumer_group::ConsumerGroup;
 use super::consumer_store::{self, ConsumerStore, Scope, TopicIds};
 use super::expiry::ExpirySchedule;
+use super::leadership;
 use super::offsets::{CommitItem, OffsetStore};
 use super::state::{Group, MemberRef, Phase, SyncStep};
 use super::subscription::{self, CONSUMER_PROTOCOL_TYPE};
@@ -61,6 +65,11 @@ pub struct Coordinator {
     /// `group_initial_rebalance_delay_ms`: how long a group that was Empty
     /// waits for more members before its first generation.
     initial_delay: Duration,
+    /// Replicated offsets partition -> the Raft term this shard loaded it
+    /// in (and leads it in, until the ticker sees otherwise).
+    led: RefCell<HashMap<u32, u64>>,
+    /// One (re)load of a replicated partition at a time.
+    lead_lock: futures::lock::Mutex<()>,
 }
 
 impl Coordinator {
@@ -85,6 +94,8 @@ impl Coordinator {
                 ),
                 clock: shard.clock.clone(),
                 initial_delay: Duration::from_millis(shard.config.group_initial_rebalance_delay_ms),
+                led: RefCell::default(),
+                lead_lock: futures::lock::Mutex::new(()),
             })
         });
         if made {
@@ -100,9 +111,80 @@ impl Coordinator {
 
     /// Load offsets partition `partition` (committed offsets and stored
     /// groups) if this process has not yet, restoring its groups. Every
-    /// group request passes here first ([`super::with_coordinator`]).
+    /// group request passes here first ([`super::with_coordinator`]). A
+    /// replicated partition: only where its Raft group leads (else
+    /// NOT_COORDINATOR), once the term's first entry is applied (else
+    /// COORDINATOR_LOAD_IN_PROGRESS), and afresh in every term it leads.
     pub async fn load(&self, shard: &Rc<Shard>, partition: u32) -> Result<(), GroupError> {
         let partitions = super::offsets_partitions(shard).await?;
+        let Some(term) = leadership::serving_term(shard, partition).await? else {
+            return self.restore(shard, partition, partitions).await;
+        };
+        if self.led.borrow().get(&partition) == Some(&term) {
+            return Ok(());
+        }
+        let _guard = self.lead_lock.lock().await;
+        if self.led.borrow().get(&partition) == Some(&term) {
+            return Ok(());
+        }
+        // Whatever an earlier term left here may be stale: another leader
+        // may have taken commits since.
+        self.unload(partition, partitions);
+        self.restore(shard, partition, partitions).await?;
+        self.led.borrow_mut().insert(partition, term);
+        info!(
+            partition,
+            term, "kafka: {OFFSETS_TOPIC} partition led here: its groups are loaded"
+        );
+        Ok(())
+    }
+
+    /// Drop every group of offsets partition `partition` from memory (its
+    /// committed offsets, memberships and consumer-protocol groups): the
+    /// next load reads them from the log. Members waiting in a rebalance
+    /// are told to rejoin, and then find the new coordinator.
+    fn unload(&self, partition: u32, partitions: u32) {
+        let here = |g: &str| partition_of(g, partitions) == partition;
+        self.groups.borrow_mut().retain(|id, _| !here(id));
+        self.consumer.borrow_mut().retain(|id, _| !here(id));
+        self.consumer_store.forget(here);
+        self.offsets.unload(partition, partitions);
+        self.led.borrow_mut().remove(&partition);
+    }
+
+    /// Drop the groups of the replicated offsets partitions this broker no
+    /// longer leads in the term it loaded them in (the ticker's check).
+    fn drop_unled(&self, shard: &Shard) {
+        let lost: Vec<(u32, u64)> = self
+            .led
+            .borrow()
+            .iter()
+            .filter(|(p, t)| !leadership::still_leads(shard, **p, **t))
+            .map(|(p, t)| (*p, *t))
+            .collect();
+        if lost.is_empty() {
+            return;
+        }
+        let Some(partitions) = shard.topics().get(OFFSETS_TOPIC).map(|m| m.partitions) else {
+            return;
+        };
+        for (p, term) in lost {
+            self.unload(p, partitions);
+            info!(
+                partition = p,
+                term, "kafka: {OFFSETS_TOPIC} partition no longer led here: its groups are dropped"
+            );
+        }
+    }
+
+    /// Read offsets partition `partition` into memory if not yet, and
+    /// restore the groups found there.
+    async fn restore(
+        &self,
+        shard: &Rc<Shard>,
+        partition: u32,
+        partitions: u32,
+    ) -> Result<(), GroupError> {
         let restored = self
             .offsets
             .ensure_loaded(shard, partition, partitions)
@@ -158,11 +240,13 @@ impl Coordinator {
             return;
         };
         for p in (0..partitions).filter(|p| shard.owns_partition(OFFSETS_TOPIC, *p)) {
-            if let Err(e) = self.load(shard, p).await {
-                warn!(
+            match self.load(shard, p).await {
+                // A replica another broker leads: its groups are listed there.
+                Ok(()) | Err(GroupError::NotCoordinator) => {}
+                Err(e) => warn!(
                     partition = p,
                     "kafka: {OFFSETS_TOPIC} partition not loaded: {e}"
-                );
+                ),
             }
         }
     }
@@ -540,6 +624,7 @@ async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
         let now = c.clock.now();
         let changed = c.tick(now);
         c.persist_consumer_later(&shard, changed);
+        c.drop_unled(&shard);
         c.store_emptied(&shard);
         if c.expiry.due(now) {
             c.expire_offsets(&shard).await;

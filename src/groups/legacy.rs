@@ -99,7 +99,11 @@ async fn build(
 ) -> Result<HashMap<u32, HashMap<String, LegacyOffsets>>, GroupError> {
     let mut groups: HashMap<String, LegacyOffsets> = HashMap::new();
     let mut records_read = 0usize;
-    for q in (0..partitions).filter(|q| shard.owns_partition(OFFSETS_TOPIC, *q)) {
+    // A replicated offsets partition is a cluster's, made after the first
+    // encoding was gone (and readable only where it leads).
+    let unreplicated = |q: &u32| !super::leadership::replicated(shard, *q);
+    for q in (0..partitions).filter(|q| shard.owns_partition(OFFSETS_TOPIC, *q) && unreplicated(q))
+    {
         scan(shard, q, |r: ScanRecord| {
             if !is_legacy(r.key.as_ref()) {
                 return;

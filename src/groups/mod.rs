@@ -10,7 +10,11 @@
 //! and its offset log sit on one core: a commit is a local append to a
 //! normal [`crate::storage::Log`] (group-committed fsync, same durability
 //! as acks=all), with no cross-shard hop. Connections on other shards
-//! forward group requests with [`crate::shard::Shard::call_on`].
+//! forward group requests with [`crate::shard::Shard::call_on`]. In a
+//! cluster the offsets topic is replicated (`offsets_topic_replication_factor`):
+//! a commit is a proposal to the partition's Raft group, answered once
+//! committed, and only the broker leading the partition coordinates its
+//! groups ([`leadership`]).
 //!
 //! Durability: committed offsets are durable before OffsetCommit answers; a
 //! classic group's membership (generation, protocol, leader, members,
@@ -40,6 +44,7 @@ mod consumer_group_tests;
 pub mod consumer_store;
 pub mod coordinator;
 pub mod expiry;
+pub mod leadership;
 pub mod legacy;
 pub mod offsets;
 pub mod records;
@@ -222,9 +227,7 @@ pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
         name: OFFSETS_TOPIC.to_string(),
         partitions: OFFSETS_PARTITIONS,
         config: BTreeMap::new(),
-        // The offsets topic has one replica until its partitions replicate
-        // (docs/replication.md).
-        replication_factor: Some(1),
+        replication_factor: Some(offsets_replication_factor(shard)),
     };
     match shard.admin(op).await {
         Ok(_) | Err(AdminError::TopicExists(_)) => {}
@@ -241,6 +244,30 @@ pub async fn offsets_partitions(shard: &Rc<Shard>) -> Result<u32, GroupError> {
         .ok_or(GroupError::CoordinatorUnavailable(
             Unavailable::OffsetsTopicGone,
         ))
+}
+
+/// Replicas per offsets partition for a new offsets topic: in a cluster
+/// `offsets_topic_replication_factor`, but no more than the brokers live
+/// now (the controller refuses more; Kafka refuses to create the topic
+/// instead, which leaves a young cluster without groups); one on a
+/// single broker. Committed offsets survive the loss of a broker only
+/// with a factor of 3 or more (docs/replication.md).
+fn offsets_replication_factor(shard: &Shard) -> u16 {
+    if shard.node_id().is_none() {
+        return 1;
+    }
+    let wanted = shard.config.offsets_topic_replication_factor;
+    let live = shard.topics().brokers.values().filter(|b| b.live).count();
+    let live = u16::try_from(live).unwrap_or(u16::MAX).max(1);
+    if wanted > live {
+        tracing::warn!(
+            wanted,
+            live,
+            "kafka: creating {OFFSETS_TOPIC} with {live} replicas per partition, fewer than \
+             offsets_topic_replication_factor: only {live} brokers are live"
+        );
+    }
+    wanted.min(live)
 }
 
 /// The offsets partition a group belongs to (Kafka's rule).

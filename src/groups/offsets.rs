@@ -14,8 +14,11 @@
 //! deletions are records with no value (tombstones), as in Kafka.
 //!
 //! After a start, the table of an offsets partition is rebuilt by reading
-//! the partition from its start, the first time any of its groups needs it;
-//! requests for its groups wait for that ([`super::with_coordinator`]).
+//! the partition from its start to its high watermark, the first time any
+//! of its groups needs it; requests for its groups wait for that
+//! ([`super::with_coordinator`]). A replicated partition is read again in
+//! every Raft term its replica here leads ([`super::leadership`]), and
+//! forgotten ([`OffsetStore::unload`]) when it stops leading.
 //! Offsets in shardlog's first encoding are read too ([`super::legacy`]).
 //!
 //! Consumer-protocol groups are stored as Kafka 4 stores them, one record
@@ -200,6 +203,15 @@ impl OffsetStore {
     /// The offsets partitions loaded so far.
     pub fn loaded_partitions(&self) -> Vec<u32> {
         self.loaded.borrow().iter().copied().collect()
+    }
+
+    /// Forget offsets partition `partition` (of `partitions`): its groups'
+    /// offsets go, and the next [`Self::ensure_loaded`] replays it.
+    pub fn unload(&self, partition: u32, partitions: u32) {
+        self.loaded.borrow_mut().remove(&partition);
+        self.table
+            .borrow_mut()
+            .retain(|g, _| super::partition_of(g, partitions) != partition);
     }
 
     /// Apply the old-encoding offsets of this partition's groups, wherever
@@ -662,8 +674,10 @@ fn committed_of(v: OffsetValue) -> Committed {
     }
 }
 
-/// Read offsets partition `partition` from its start to its end, handing
-/// every record to `f` in log order. A batch whose records do not decode is
+/// Read offsets partition `partition` from its start to its high
+/// watermark, handing every record to `f` in log order. Only what is
+/// committed: on a replicated partition's leader the log may hold
+/// entries past it that a failover would replace. A batch whose records do not decode is
 /// skipped with an error logged: losing the commits of one batch beats
 /// refusing every group of the partition forever.
 pub async fn scan(
@@ -674,7 +688,7 @@ pub async fn scan(
     let log = shard
         .partition(OFFSETS_TOPIC, partition)
         .map_err(op_error)?;
-    let end = log.log_end_offset();
+    let end = log.high_watermark();
     let mut at = log.log_start_offset();
     while at < end {
         let r = log

@@ -1,16 +1,27 @@
 //! FindCoordinator (v0-6). A group's coordinator is the broker that leads
 //! its partition of the offsets topic: on a single node, this broker (the
 //! owning shard behind it is an internal matter: any connection forwards);
-//! in a cluster, whichever broker the controller placed that partition on.
+//! in a cluster, whichever broker the controller placed that partition on,
+//! or for a replicated offsets partition the broker whose replica leads its
+//! Raft group (`groups::leadership`; elsewhere group requests get
+//! NOT_COORDINATOR and the client asks again).
 //! Creates the offsets topic on first use so the first JoinGroup does not
 //! pay for it. Transaction coordinators do not exist here.
 
-use super::{errors, host_port, node_id, str_bytes, Ctx};
+use super::{coordinator_probe, errors, host_port, node_id, str_bytes, Ctx};
+use crate::groups::leadership::{coordinator_at, CoordinatorAt};
 use crate::groups::{self, OFFSETS_TOPIC};
-use crate::router::Location;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
 use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::protocol::StrBytes;
+
+/// How long an answer waits for the group's offsets partition to elect a
+/// leader (see `groups::leadership::await_leaders`).
+const LEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// How long a replica of the group's offsets partition is given to name
+/// its leader (asked when this broker holds none).
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// FindCoordinator key types.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -36,24 +47,54 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
             .await
             .map_err(|e| failed(errors::coordinator_not_available(), e.to_string()))
     };
+    if let Ok(n) = &common {
+        let parts: Vec<u32> = keys.iter().map(|k| groups::partition_of(k, *n)).collect();
+        groups::leadership::await_leaders(&ctx.shard, &parts, LEADER_WAIT).await;
+    }
     let (host, port) = super::advertised_addr(&ctx.shard).await;
     let me = node_id(&ctx.shard);
-    let answer = |key: &StrBytes| -> Answer {
-        let partitions = match &common {
-            Ok(n) => *n,
-            Err(a) => return a.clone(),
-        };
-        let topics = ctx.shard.topics();
-        let Some(meta) = topics.get(OFFSETS_TOPIC) else {
-            return failed(
-                errors::coordinator_not_available(),
-                "the offsets topic is being created".into(),
-            );
-        };
-        let partition = groups::partition_of(key, partitions);
-        match ctx.shard.locate(meta, partition) {
-            Location::Here(_) => (errors::NONE, None, me, host.clone(), port),
-            Location::Elsewhere { node } => match topics
+    let answer = |key: StrBytes| {
+        let (common, failed, host) = (&common, &failed, &host);
+        async move {
+            let partitions = match common {
+                Ok(n) => *n,
+                Err(a) => return a.clone(),
+            };
+            let topics = ctx.shard.topics();
+            let Some(meta) = topics.get(OFFSETS_TOPIC) else {
+                return failed(
+                    errors::coordinator_not_available(),
+                    "the offsets topic is being created".into(),
+                );
+            };
+            let partition = groups::partition_of(&key, partitions);
+            let node = match coordinator_at(&ctx.shard, meta, partition) {
+                CoordinatorAt::Here => return (errors::NONE, None, me, host.clone(), port),
+                CoordinatorAt::Unknown => {
+                    return failed(
+                        errors::coordinator_not_available(),
+                        format!("{OFFSETS_TOPIC}-{partition} has no leader yet"),
+                    )
+                }
+                CoordinatorAt::Broker(node) => node,
+                CoordinatorAt::AskReplicas(replicas) => {
+                    // The replicas' own answers: the first that names one.
+                    for r in replicas {
+                        let Some(addr) = topics.brokers.get(&r).filter(|b| b.live) else {
+                            continue;
+                        };
+                        let asked = coordinator_probe::ask(&addr.kafka_addr, &key, PROBE_TIMEOUT);
+                        if let Some((node, h, p)) = asked.await {
+                            return (errors::NONE, None, node, h, p);
+                        }
+                    }
+                    return failed(
+                        errors::coordinator_not_available(),
+                        format!("no replica of {OFFSETS_TOPIC}-{partition} named its leader"),
+                    );
+                }
+            };
+            match topics
                 .brokers
                 .get(&node)
                 .filter(|b| b.live)
@@ -64,26 +105,25 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
                     errors::coordinator_not_available(),
                     format!("broker {node}, the group's coordinator, is not live"),
                 ),
-            },
+            }
         }
     };
     if ctx.version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
-            keys.into_iter()
-                .map(|k| {
-                    let (code, message, node, host, port) = answer(&k);
-                    Coordinator::default()
-                        .with_key(k)
-                        .with_node_id(BrokerId(node))
-                        .with_host(str_bytes(&host))
-                        .with_port(port)
-                        .with_error_code(code)
-                        .with_error_message(message)
-                })
-                .collect(),
+            futures::future::join_all(keys.into_iter().map(|k| async {
+                let (code, message, node, host, port) = answer(k.clone()).await;
+                Coordinator::default()
+                    .with_key(k)
+                    .with_node_id(BrokerId(node))
+                    .with_host(str_bytes(&host))
+                    .with_port(port)
+                    .with_error_code(code)
+                    .with_error_message(message)
+            }))
+            .await,
         )
     } else {
-        let (code, message, node, host, port) = answer(&keys[0]);
+        let (code, message, node, host, port) = answer(keys[0].clone()).await;
         let r = FindCoordinatorResponse::default()
             .with_error_code(code)
             .with_node_id(BrokerId(node))

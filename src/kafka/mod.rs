@@ -24,6 +24,7 @@ pub mod authorized_ops;
 pub mod batch;
 pub mod consumer_group_describe;
 pub mod consumer_group_heartbeat;
+pub mod coordinator_probe;
 pub mod create_partitions;
 pub mod create_topics;
 pub mod delete_groups;

@@ -357,6 +357,14 @@ impl<D: Disk> PartitionGroup<D> {
         self.raw.raft.term
     }
 
+    /// Whether this replica leads and has applied an entry of its own
+    /// term (the empty entry a new leader appends): by Raft's leader
+    /// completeness, everything any earlier leader committed is then
+    /// applied here, below the high watermark.
+    pub fn applied_own_term(&self) -> bool {
+        self.is_leader() && self.raw.raft.apply_to_current_term()
+    }
+
     pub fn commit_index(&self) -> u64 {
         self.raw.raft.raft_log.committed
     }

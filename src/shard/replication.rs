@@ -96,6 +96,17 @@ const REPORT_EVERY_TICKS: u64 = 30;
 /// A group's leader (None: unknown) and term, as a replica saw them.
 type LeaderView = (Option<u32>, u64);
 
+/// This broker's replica's own view of its group's leadership, read
+/// between rounds (see [`Replication::lead`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lead {
+    pub leads: bool,
+    pub term: u64,
+    /// It leads and has applied an entry of `term`: its high watermark
+    /// covers everything committed before the term began.
+    pub term_applied: bool,
+}
+
 struct Proposal {
     key: GroupKey,
     frames: Vec<Bytes>,
@@ -297,6 +308,30 @@ impl Replication {
         }
     }
 
+    /// Whether this broker's replica of `topic`/`partition` leads its
+    /// group now, in which term, and whether it applied an entry of that
+    /// term (None: no replica here). A hook for layers that keep state
+    /// derived from a partition's log (the group coordinator reloads
+    /// `__consumer_offsets` once a new term's entry is applied).
+    pub async fn lead(&self, topic: &str, partition: u32) -> Option<Lead> {
+        let key = self.key_of(topic, partition)?;
+        loop {
+            let progressed = self.progressed.listen();
+            {
+                let d = self.driver.borrow();
+                if let Some(d) = d.as_ref() {
+                    return d.group(&key).map(|g| Lead {
+                        leads: g.is_leader(),
+                        term: g.term(),
+                        term_applied: g.applied_own_term(),
+                    });
+                }
+            }
+            // Mid-round: ask again after it.
+            progressed.await;
+        }
+    }
+
     /// acks=1: the base offset of a proposal the leader appended, if it did.
     pub fn appended_at(&self, key: &GroupKey, p: Proposed) -> Option<u64> {
         let d = self.driver.borrow();
@@ -480,6 +515,12 @@ impl Replication {
                 };
                 let l: LeaderView = (g.leader_id().map(|l| l as u32), g.term());
                 if leaders.get(tp) != Some(&l) {
+                    // One line per leadership won, the same shape on every
+                    // broker: tests/cluster.rs checks that no epoch of a
+                    // partition had two leaders.
+                    if l.0.is_some() && l.0 == shard.node_id() {
+                        info!(topic = %tp.0, partition = tp.1, epoch = l.1, node = l.0.unwrap_or(0), "replica: became leader");
+                    }
                     leaders.insert(tp.clone(), l);
                     changed.push((tp.clone(), l));
                 }

@@ -10,7 +10,8 @@
 //! drop (the namespaces, and with them the veth pairs; then the bridge).
 //!
 //! Needs root (CAP_NET_ADMIN) and iproute2, both present on our machines
-//! and CI. Names carry the test process id so parallel tests do not clash.
+//! and CI. Names carry the test process id and a per-process count so
+//! parallel tests do not clash.
 
 use std::process::Command;
 
@@ -44,10 +45,18 @@ fn ip_in(ns: &str, args: &[&str]) {
 impl Net {
     /// `n` brokers' namespaces on a fresh bridge.
     pub fn new(n: usize) -> Net {
+        // Distinct per test process and per Net within it (two tests of
+        // one binary run in parallel).
+        static MADE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let k = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let pid = std::process::id();
-        // 10.A.B.0/24 from the pid: distinct for concurrent test processes.
-        let subnet = format!("10.{}.{}", 100 + (pid >> 8) % 100, pid % 256);
-        let tag = format!("{:x}", pid % 0xfffff);
+        // 10.A.B.0/24 from the pid and k.
+        let subnet = format!(
+            "10.{}.{}",
+            100 + ((pid >> 8) + k) % 100,
+            (pid + 61 * k) % 256
+        );
+        let tag = format!("{:x}", (pid * 16 + k) % 0xfffff);
         let bridge = format!("slb{tag}");
         let mut net = Net {
             namespaces: Vec::new(),
