@@ -239,9 +239,20 @@ address="127.0.0.1:{http_port}"
     # as it does against Kafka.
     with open(f"{tmp}/burrow.log", errors="replace") as f:
         lines = f.readlines()
+    # Nor does it know the record types 3-8 of KIP-848 consumer-protocol
+    # groups (Kafka 3.7+; confluent.py's group.protocol=consumer writes them
+    # when run.sh runs it first): it skips their keys ("key version") with a
+    # warning, as it would against Kafka 4.
     # ("unknown consumer" warnings are this script asking too early.)
+    def skipped_as_against_kafka(line):
+        if '"failed to decode"' not in line:
+            return False
+        if '"message_type":"metadata"' in line:
+            return True
+        entry = json.loads(line)
+        return entry.get("reason") == "key version" and entry.get("version") in range(3, 9)
     complaints = [l for l in lines if '"level":"error"' in l
-                  or ('"failed to decode"' in l and '"message_type":"metadata"' not in l)]
+                  or ('"failed to decode"' in l and not skipped_as_against_kafka(l))]
     assert not complaints, "Burrow complained:\n" + "".join(complaints[:10])
     skipped = [l for l in lines if '"failed to decode"' in l]
     print(f"group metadata records Burrow skipped: {len(skipped)}",
