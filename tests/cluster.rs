@@ -3006,13 +3006,14 @@ fn delete_records_on_a_replicated_partition_holds_on_every_replica_and_after_fai
         ],
         None,
     ));
-    let leader = kafka::leaders(&brokers[0], "dr", &brokers)[0] as usize - 1;
     let total = 3000;
     // Batches of at most 100 records, so that segments fall wholly below
     // the new start.
     for from in (0..total).step_by(100) {
-        kafka::produce_range(&brokers[leader], "dr", from..from + 100);
+        kafka::produce_range(&brokers[0], "dr", from..from + 100);
     }
+    // (A leader elected as the replicas open may hand over once more.)
+    let leader = leader_answering(&brokers, &[0, 1, 2], "dr");
     let (code, end) = list_offset(&brokers[leader], "dr", -1);
     assert_eq!(code, 0);
     // Inside the log, and (the producer batches) most likely inside a batch.
@@ -3030,7 +3031,18 @@ fn delete_records_on_a_replicated_partition_holds_on_every_replica_and_after_fai
         delete_records_on(&brokers[leader], "dr", end + 1).0,
         OFFSET_OUT_OF_RANGE
     );
-    assert_eq!(delete_records_on(&brokers[leader], "dr", cut), (0, cut));
+    let mut leader = leader;
+    for attempt in 0.. {
+        assert!(attempt < 20, "DeleteRecords never reached a leader");
+        match delete_records_on(&brokers[leader], "dr", cut) {
+            // Leadership moved meanwhile: ask the new leader.
+            (NOT_LEADER_OR_FOLLOWER, _) => leader = leader_answering(&brokers, &[0, 1, 2], "dr"),
+            answer => {
+                assert_eq!(answer, (0, cut));
+                break;
+            }
+        }
+    }
     assert_eq!(list_offset(&brokers[leader], "dr", -2), (0, cut));
 
     // Every replica applies it, and compaction then deletes the segments
@@ -3055,12 +3067,11 @@ fn delete_records_on_a_replicated_partition_holds_on_every_replica_and_after_fai
 
     // The leader dies: the next one hides the same records.
     c.nodes[leader].kill9();
-    let survivors: Vec<String> = (0..3)
-        .filter(|i| *i != leader)
-        .map(|i| brokers[i].clone())
-        .collect();
-    let next = kafka::leaders(&survivors[0], "dr", &survivors)[0] as usize - 1;
-    assert_ne!(next, leader);
+    let next = leader_answering(
+        &brokers,
+        &(0..3).filter(|i| *i != leader).collect::<Vec<_>>(),
+        "dr",
+    );
     assert_eq!(list_offset(&brokers[next], "dr", -2), (0, cut));
     kafka::produce_range(&brokers[next], "dr", total..total + 200);
     let want: Vec<usize> = (first_kept..total + 200).collect();
@@ -3116,4 +3127,23 @@ fn first_segment_base(dir: &std::path::Path) -> u64 {
         })
         .min()
         .unwrap_or(0)
+}
+
+/// The index (into `brokers`) of the broker among `among` whose replica
+/// leads `topic`/0 and answers as its leader (ListOffsets), within 30 s.
+fn leader_answering(brokers: &[String], among: &[usize], topic: &str) -> usize {
+    let started = Instant::now();
+    loop {
+        if let Some(&i) = among
+            .iter()
+            .find(|i| list_offset(&brokers[**i], topic, -1).0 == 0)
+        {
+            return i;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no leader of {topic}/0 among {among:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
