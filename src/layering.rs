@@ -62,6 +62,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         "groups",
         &[
             "clock",
+            "config",
             "format",
             "metadata",
             "partition",
@@ -71,7 +72,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("client", &["format", "protocol", "storage"]),
+    ("client", &["clock", "format", "protocol"]),
     (
         "cluster",
         &[
@@ -243,6 +244,44 @@ mod tests {
                 "src/{name} is not in src/layering.rs ALLOWED"
             );
         }
+    }
+
+    /// docs/architecture.md shows every allowed edge: its
+    /// `<!-- layering:edges -->` block lists exactly [`ALLOWED`].
+    #[test]
+    fn the_architecture_doc_lists_every_edge() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
+        )
+        .unwrap();
+        let block = doc
+            .split("<!-- layering:edges -->")
+            .nth(1)
+            .and_then(|rest| rest.split("```text").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/architecture.md has a layering:edges block");
+        let mut in_doc: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            let (from, to) = line.split_once('→').expect("`from → to` lines");
+            let to: BTreeSet<String> = if to.trim() == "(nothing)" {
+                BTreeSet::new()
+            } else {
+                to.split(',').map(|t| t.trim().to_string()).collect()
+            };
+            for m in from.split(',') {
+                in_doc.push((m.trim().to_string(), to.clone()));
+            }
+        }
+        in_doc.sort();
+        let mut in_code: Vec<(String, BTreeSet<String>)> = ALLOWED
+            .iter()
+            .map(|(m, tos)| (m.to_string(), tos.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        in_code.sort();
+        assert_eq!(
+            in_doc, in_code,
+            "docs/architecture.md's layering:edges block differs from ALLOWED"
+        );
     }
 
     #[test]

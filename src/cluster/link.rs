@@ -213,9 +213,7 @@ fn applied(r: Option<ApplyResult>, topic: &str) -> Result<Outcome, AdminError> {
         Outcome::Refused(why) => Err(match why {
             Refusal::TopicExists => AdminError::TopicExists(topic.to_string()),
             Refusal::UnknownTopic => AdminError::UnknownTopic(topic.to_string()),
-            Refusal::InvalidName => {
-                AdminError::InvalidName(format!("invalid topic name '{topic}'"))
-            }
+            Refusal::InvalidName => AdminError::InvalidName(topic.to_string()),
             Refusal::InvalidPartitions => AdminError::InvalidPartitions(why.to_string()),
             Refusal::NoLiveBroker => AdminError::NoLiveBroker,
             Refusal::ReplicationFactor => {

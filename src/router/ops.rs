@@ -184,7 +184,8 @@ pub enum AdminError {
     TopicExists(String),
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
-    #[error("{0}")]
+    /// The topic name (not a message): not a name a topic may have.
+    #[error("invalid topic name '{0}': use 1-200 characters from [a-zA-Z0-9._-], not '.' or '..'")]
     InvalidName(String),
     #[error("invalid partition count: {0}")]
     InvalidPartitions(String),
@@ -193,7 +194,7 @@ pub enum AdminError {
     #[error("invalid reassignment: {0}")]
     InvalidReassignment(String),
     #[error("invalid topic config: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(crate::metadata::alter::AlterError),
     #[error("metadata could not be stored: {0}")]
     Storage(std::sync::Arc<crate::metadata::MetadataError>),
     /// A directory left under a new partition's name could not be moved

@@ -151,7 +151,9 @@ pub fn new_topic(
     partitions: u32,
     config: std::collections::BTreeMap<String, String>,
 ) -> Result<TopicMeta, AdminError> {
-    metadata::validate_name(&name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
+    if metadata::validate_name(&name).is_err() {
+        return Err(AdminError::InvalidName(name));
+    }
     if table.topics.contains_key(&name) {
         return Err(AdminError::TopicExists(name));
     }
@@ -166,7 +168,7 @@ pub fn new_topic(
         name,
         partitions,
         config: defaults.clone(),
-        created_ms: crate::storage::now_ms(),
+        created_ms: shard.clock.wall_ms(),
         stored_config: Default::default(),
         assignment: Vec::new(),
     };
@@ -174,8 +176,7 @@ pub fn new_topic(
         .into_iter()
         .map(|(k, v)| ConfigChange::Set(k, v))
         .collect();
-    alter::altered(&fresh, defaults, &changes, false)
-        .map_err(|e| AdminError::InvalidConfig(e.to_string()))
+    alter::altered(&fresh, defaults, &changes, false).map_err(AdminError::InvalidConfig)
 }
 
 /// The partition count of `name` today, if it may grow to `total`.
@@ -213,7 +214,7 @@ pub fn altered_topic<'t>(
         return Err(AdminError::UnknownTopic(name.to_string()));
     };
     let altered = alter::altered(t, &shard.config.topic_defaults, changes, replace_all)
-        .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+        .map_err(AdminError::InvalidConfig)?;
     Ok((t, altered))
 }
 
@@ -324,11 +325,12 @@ fn move_aside_leftovers(
             .expect("partition directory names are ASCII")
             .to_string();
         let found = identity::read(&dir).ok().flatten();
-        let to =
-            identity::move_aside(data_dir, &name).map_err(|e| AdminError::LeftoverInTheWay {
+        let to = identity::move_aside(data_dir, &name, shard.clock.wall_ms()).map_err(|e| {
+            AdminError::LeftoverInTheWay {
                 dir: dir.clone(),
                 cause: Arc::new(e),
-            })?;
+            }
+        })?;
         warn!(
             "a directory {} was already there (identity: {}); it is not adopted: moved aside to {}",
             dir.display(),
