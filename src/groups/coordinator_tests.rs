@@ -4,19 +4,7 @@
 
 use super::*;
 use crate::clock::ManualClock;
-
-fn params(member: &str) -> JoinParams {
-    JoinParams {
-        group_id: "g".into(),
-        member_id: member.into(),
-        instance_id: None,
-        client_id: "c".into(),
-        session_timeout_ms: 6000,
-        rebalance_timeout_ms: 10_000,
-        protocol_type: "consumer".into(),
-        protocols: vec![("range".into(), Bytes::from_static(b"sub"))],
-    }
-}
+use crate::groups::state::tests::params;
 
 /// Run the ticker's next tick: advance the clock by one [`TICK`] and let
 /// the tick's sleep end. Returns the time the tick saw.

@@ -332,15 +332,17 @@ mod tests {
     const IDLE: Duration = Duration::from_secs(10);
     const PARTIAL: Duration = Duration::from_secs(1);
 
-    /// Read from `peer` into `buf` in a task, until the deadline the
-    /// connection loop would set; returns the task and a flag set when the
-    /// read ends.
-    fn read_task(
+    /// Read from `peer` into `buf` until `deadline` (`after` from now, as
+    /// the connection loop sets it), in a task, and check that the read
+    /// times out exactly then: still waiting 1 ms before. Returns `buf`.
+    async fn times_out_after(
         clock: &Rc<ManualClock>,
         mut peer: Stalling,
         mut buf: BytesMut,
         deadline: Instant,
-    ) -> (glommio::task::JoinHandle<(bool, BytesMut)>, Rc<Cell<bool>>) {
+        after: Duration,
+    ) -> BytesMut {
+        assert_eq!(deadline, clock.now() + after);
         let (c, done) = (clock.clone(), Rc::new(Cell::new(false)));
         let d = done.clone();
         let t = glommio::spawn_local(async move {
@@ -349,11 +351,14 @@ mod tests {
             (matches!(out, ReadOutcome::TimedOut), buf)
         })
         .detach();
-        (t, done)
-    }
-
-    async fn settle() {
         glommio::executor().yield_task_queue_now().await;
+        clock.advance(after - Duration::from_millis(1));
+        glommio::executor().yield_task_queue_now().await;
+        assert!(!done.get(), "timed out 1 ms early");
+        clock.advance(Duration::from_millis(1));
+        let (timed_out, buf) = t.await.unwrap();
+        assert!(timed_out, "the read did not time out");
+        buf
     }
 
     #[test]
@@ -364,14 +369,8 @@ mod tests {
             let last_request = clock.now();
             let deadline = read_deadline(None, last_request, IDLE, PARTIAL);
             let buf = BytesMut::with_capacity(READ_BYTES);
-            let (t, done) = read_task(&clock, Stalling { data: vec![] }, buf, deadline);
-            settle().await;
-            clock.advance(IDLE - Duration::from_millis(1));
-            settle().await;
-            assert!(!done.get(), "timed out before the idle timeout");
-            clock.advance(Duration::from_millis(1));
-            let (timed_out, buf) = t.await.unwrap();
-            assert!(timed_out && buf.is_empty());
+            let buf = times_out_after(&clock, Stalling { data: vec![] }, buf, deadline, IDLE).await;
+            assert!(buf.is_empty());
         });
     }
 
@@ -393,15 +392,7 @@ mod tests {
             let frame_started = Some(clock.now());
             // The partial-frame timeout, not what is left of the idle one, bounds the wait.
             let deadline = read_deadline(frame_started, last_request, IDLE, PARTIAL);
-            assert_eq!(deadline, clock.now() + PARTIAL);
-            let (t, done) = read_task(&clock, peer, buf, deadline);
-            settle().await;
-            clock.advance(PARTIAL - Duration::from_millis(1));
-            settle().await;
-            assert!(!done.get(), "timed out before the partial-frame timeout");
-            clock.advance(Duration::from_millis(1));
-            let (timed_out, buf) = t.await.unwrap();
-            assert!(timed_out);
+            let buf = times_out_after(&clock, peer, buf, deadline, PARTIAL).await;
             assert_eq!(&buf[..], &[0, 0, 1]);
         });
     }
