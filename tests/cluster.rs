@@ -2948,3 +2948,172 @@ fn a_follower_behind_the_retained_log_catches_up_from_a_snapshot() {
         );
     }
 }
+
+/// ListOffsets of `topic`/0 at `timestamp` (-2 earliest, -1 latest)
+/// asked of one broker: (error code, offset).
+fn list_offset(addr: &str, topic: &str, timestamp: i64) -> (i16, i64) {
+    common::kafka::list_offset(&mut common::kafka::Conn::new(addr), topic, timestamp)
+}
+
+/// DeleteRecords (v2) of `topic`/0 below `offset`, asked of one broker:
+/// (error code, low watermark).
+fn delete_records_on(addr: &str, topic: &str, offset: i64) -> (i16, i64) {
+    common::kafka::delete_records(&mut common::kafka::Conn::new(addr), 2, topic, 0, offset)
+}
+
+/// The value of the first record at or after `offset` of `topic`/0.
+fn value_at(bootstrap: &str, topic: &str, offset: i64) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::Message;
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", "unused")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            return std::str::from_utf8(m.payload().unwrap())
+                .unwrap()
+                .parse()
+                .unwrap();
+        }
+    }
+    panic!("nothing read from {topic}/0 at {offset}");
+}
+
+#[test]
+fn delete_records_on_a_replicated_partition_holds_on_every_replica_and_after_failover() {
+    const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+    const OFFSET_OUT_OF_RANGE: i16 = 1;
+    let mut c = Cluster::start_with(1, &["--set", "retention_check_interval_ms=200"]);
+    c.settled_view(0, 3, None, Duration::from_secs(30));
+    let brokers: Vec<String> = c.nodes.iter().map(|n| n.kafka.clone().unwrap()).collect();
+    common::ok(c.nodes[0].cli(
+        &[
+            "topic",
+            "create",
+            "dr",
+            "--replication-factor",
+            "3",
+            "--config",
+            "segment_bytes=16384",
+        ],
+        None,
+    ));
+    let leader = kafka::leaders(&brokers[0], "dr", &brokers)[0] as usize - 1;
+    let total = 3000;
+    // Batches of at most 100 records, so that segments fall wholly below
+    // the new start.
+    for from in (0..total).step_by(100) {
+        kafka::produce_range(&brokers[leader], "dr", from..from + 100);
+    }
+    let (code, end) = list_offset(&brokers[leader], "dr", -1);
+    assert_eq!(code, 0);
+    // Inside the log, and (the producer batches) most likely inside a batch.
+    let cut = end - 777;
+    let first_kept = value_at(&brokers[leader], "dr", cut);
+    assert!(first_kept > 0 && first_kept < total, "{first_kept}");
+
+    // A follower refuses: the client asks the leader.
+    let follower = (leader + 1) % 3;
+    assert_eq!(
+        delete_records_on(&brokers[follower], "dr", cut).0,
+        NOT_LEADER_OR_FOLLOWER
+    );
+    assert_eq!(
+        delete_records_on(&brokers[leader], "dr", end + 1).0,
+        OFFSET_OUT_OF_RANGE
+    );
+    assert_eq!(delete_records_on(&brokers[leader], "dr", cut), (0, cut));
+    assert_eq!(list_offset(&brokers[leader], "dr", -2), (0, cut));
+
+    // Every replica applies it, and compaction then deletes the segments
+    // wholly below the new start (from the Raft log too).
+    let started = Instant::now();
+    let compacted = |i: usize| first_segment_base(&c.nodes[i].data_dir.join("dr-0")) > 1;
+    for i in 0..3 {
+        while !(c.nodes[i]
+            .stderr()
+            .contains("replica: DeleteRecords applied")
+            && compacted(i))
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "broker {} never applied the DeleteRecords entry and compacted; log:\n{}",
+                i + 1,
+                c.nodes[i].stderr()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    // The leader dies: the next one hides the same records.
+    c.nodes[leader].kill9();
+    let survivors: Vec<String> = (0..3)
+        .filter(|i| *i != leader)
+        .map(|i| brokers[i].clone())
+        .collect();
+    let next = kafka::leaders(&survivors[0], "dr", &survivors)[0] as usize - 1;
+    assert_ne!(next, leader);
+    assert_eq!(list_offset(&brokers[next], "dr", -2), (0, cut));
+    kafka::produce_range(&brokers[next], "dr", total..total + 200);
+    let want: Vec<usize> = (first_kept..total + 200).collect();
+    let mut got = kafka::read_all(&brokers[next], "dr", 1, want.len());
+    got.sort();
+    assert!(
+        got == want,
+        "read from the beginning: {} values, not {first_kept}..{}",
+        got.len(),
+        total + 200
+    );
+
+    // The killed broker comes back and agrees; every replica deleted the
+    // segments below the start and kept everything above it.
+    c.nodes[leader].restart();
+    // Time to catch up with the 200 written meanwhile (checked below).
+    std::thread::sleep(Duration::from_secs(3));
+    for i in 0..3 {
+        assert_eq!(c.nodes[i].stop(), Some(0), "broker {} stops cleanly", i + 1);
+    }
+    for i in 0..3 {
+        let dir = c.nodes[i].data_dir.join("dr-0");
+        // From the log start: the batch holding it, whole.
+        let values = values_in_partition_dir(&dir);
+        let first = *values.first().expect("some values kept");
+        assert!(
+            first > 0 && first <= first_kept,
+            "broker {}: the log starts in a batch from {first} (the first kept {first_kept})",
+            i + 1
+        );
+        assert!(
+            first_segment_base(&dir) > 1,
+            "broker {}: segments below the start deleted",
+            i + 1
+        );
+        let tail: Vec<usize> = (first..total + 200).collect();
+        assert!(
+            values == tail,
+            "broker {}: {} values from {first}",
+            i + 1,
+            values.len()
+        );
+    }
+}
+
+/// The base offset of a partition directory's first segment file.
+fn first_segment_base(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let p = e.ok()?.path();
+            (p.extension()? == "log").then(|| p.file_stem()?.to_str()?.parse().ok())?
+        })
+        .min()
+        .unwrap_or(0)
+}

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use common::kafka::{encode_batch, s, tn, Conn};
+use common::kafka::{delete_records, encode_batch, list_offset, s, tn, Conn};
 use common::BrokerProc;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable};
@@ -1105,37 +1105,6 @@ fn fetch_at(c: &mut Conn, topic: &str, offset: i64) -> (i16, i64, i64, usize) {
         p.high_watermark,
         p.records.as_ref().map_or(0, |b| b.len()),
     )
-}
-
-/// ListOffsets v7 of partition 0: `ts` -2 earliest, -1 latest.
-fn list_offset(c: &mut Conn, topic: &str, ts: i64) -> (i16, i64) {
-    let req = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![list_offsets_request::ListOffsetsTopic::default()
-            .with_name(tn(topic))
-            .with_partitions(vec![
-                list_offsets_request::ListOffsetsPartition::default()
-                    .with_partition_index(0)
-                    .with_timestamp(ts),
-            ])]);
-    let r: ListOffsetsResponse = c.call(ApiKey::ListOffsets, 7, &req);
-    let p = &r.topics[0].partitions[0];
-    (p.error_code, p.offset)
-}
-
-fn delete_records(c: &mut Conn, v: i16, topic: &str, partition: i32, offset: i64) -> (i16, i64) {
-    let req = DeleteRecordsRequest::default()
-        .with_timeout_ms(10_000)
-        .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
-            .with_name(tn(topic))
-            .with_partitions(vec![
-                delete_records_request::DeleteRecordsPartition::default()
-                    .with_partition_index(partition)
-                    .with_offset(offset),
-            ])]);
-    let r: DeleteRecordsResponse = c.call(ApiKey::DeleteRecords, v, &req);
-    let p = &r.topics[0].partitions[0];
-    (p.error_code, p.low_watermark)
 }
 
 #[test]

@@ -32,7 +32,7 @@
 //! output can be fed in pieces that split records anywhere.
 
 use super::codec::{CodecError, Compression, StreamError};
-use super::header::BatchHeader;
+use super::header::{attr, BatchHeader};
 
 /// A batch's records may decompress to at most this many times the
 /// topic's `max_batch_bytes` ...
@@ -118,6 +118,13 @@ pub enum RecordsError {
     Decompress { codec: Compression, detail: String },
     #[error("unknown compression codec id {0}")]
     UnknownCodec(u8),
+    /// Control batches (transaction markers, and the Raft entries of a
+    /// replicated partition, see `replica::entry`) are the broker's to
+    /// write: a producer's control batch would be read back as one.
+    #[error("a control batch (attributes bit 5): producers may not write control batches")]
+    ControlBatch,
+    #[error("a transactional batch (attributes bit 4): transactions are not served")]
+    Transactional,
 }
 
 /// What validation did with a batch.
@@ -136,6 +143,12 @@ pub fn check_records(
     payload: &[u8],
     limits: &RecordLimits,
 ) -> Result<Checked, RecordsError> {
+    if h.attributes & attr::CONTROL != 0 {
+        return Err(RecordsError::ControlBatch);
+    }
+    if h.attributes & attr::TRANSACTIONAL != 0 {
+        return Err(RecordsError::Transactional);
+    }
     let codec =
         Compression::from_id(h.codec_id()).map_err(|_| RecordsError::UnknownCodec(h.codec_id()))?;
     let mut w = RecordWalker::new(h.record_count, h.last_offset_delta);
@@ -607,6 +620,24 @@ mod tests {
                 Ok(Checked::Walked { records: 50, .. })
             ));
         }
+    }
+
+    #[test]
+    fn control_and_transactional_batches_from_producers_are_refused() {
+        let recs = records(1, |i| i);
+        let mut h = header(1, 0, Compression::None);
+        assert!(check_records(&h, &recs, &LIMITS).is_ok());
+        h.attributes |= attr::CONTROL;
+        assert_eq!(
+            check_records(&h, &recs, &LIMITS),
+            Err(RecordsError::ControlBatch)
+        );
+        let mut h = header(1, 0, Compression::None);
+        h.attributes |= attr::TRANSACTIONAL;
+        assert_eq!(
+            check_records(&h, &recs, &LIMITS),
+            Err(RecordsError::Transactional)
+        );
     }
 
     #[test]

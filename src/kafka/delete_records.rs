@@ -1,5 +1,7 @@
 //! DeleteRecords (v0-2): move partitions' log start forward, durably
-//! ([`crate::storage::Log::delete_records_before`]). Each partition is
+//! ([`crate::storage::Log::delete_records_before`]; a replicated
+//! partition's through its Raft group, see
+//! [`crate::shard::replication::Replication::delete_records`]). Each partition is
 //! served on the shard that owns it; the answer carries the new log start
 //! (low watermark). An offset of -1 means the high watermark; one beyond it
 //! is OFFSET_OUT_OF_RANGE, as in Kafka.
@@ -7,6 +9,7 @@
 use super::{errors, on_owner, Ctx};
 use crate::groups::OFFSETS_TOPIC;
 use crate::metadata::reserve;
+use crate::shard::replication::NotLeader;
 use crate::shard::Shard;
 use crate::storage::StorageError;
 use kafka_protocol::messages::delete_records_response::{
@@ -19,19 +22,43 @@ use std::rc::Rc;
 const HIGH_WATERMARK: i64 = -1;
 
 /// One partition on its owning shard: the new low watermark or an error code.
-async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) -> Result<u64, i16> {
+async fn delete_one(
+    s: Rc<Shard>,
+    topic: String,
+    partition: u32,
+    offset: i64,
+    timeout_ms: i32,
+) -> Result<u64, i16> {
     let p = s.partition(&topic, partition).map_err(|e| errors::op(&e))?;
-    // A replicated partition's log start is its Raft log's first index:
-    // moving it needs the group (snapshots), not built yet.
-    if p.is_replicated() {
-        return Err(errors::policy_violation());
-    }
     let hw = p.high_watermark();
     let target = match offset {
         HIGH_WATERMARK => hw,
         o if o < 0 || o as u64 > hw => return Err(errors::offset_out_of_range()),
         o => o as u64,
     };
+    if p.is_replicated() {
+        // Through the partition's Raft group, so that every replica (and
+        // so any later leader) hides the same records; answered once the
+        // leader applied it. Kafka instead waits for every follower's log
+        // start; ours follow when they apply the entry.
+        let r = s
+            .replication()
+            .expect("replicated partitions are a cluster's");
+        let deleted = r.delete_records(&topic, partition, target);
+        let timeout = s
+            .clock
+            .sleep(std::time::Duration::from_millis(timeout_ms.max(1) as u64));
+        return match futures_lite::future::or(async { Some(deleted.await) }, async {
+            timeout.await;
+            None
+        })
+        .await
+        {
+            Some(Ok(())) => Ok(p.log_start_offset()),
+            Some(Err(NotLeader)) => Err(errors::not_leader_or_follower()),
+            None => Err(errors::request_timed_out()),
+        };
+    }
     match p.delete_records_before(target).await {
         // A full disk is exactly when records get deleted to make room:
         // the log start file needs one block, so give back the metadata
@@ -47,6 +74,7 @@ async fn delete_one(s: Rc<Shard>, topic: String, partition: u32, offset: i64) ->
 }
 
 pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsResponse {
+    let timeout_ms = req.timeout_ms;
     let mut topics = Vec::with_capacity(req.topics.len());
     for t in &req.topics {
         let name = t.name.to_string();
@@ -59,7 +87,7 @@ pub async fn handle(ctx: &Ctx, req: DeleteRecordsRequest) -> DeleteRecordsRespon
                     return Err(errors::invalid_topic());
                 }
                 on_owner(ctx, name, index, move |s, name, partition| {
-                    delete_one(s, name, partition, offset)
+                    delete_one(s, name, partition, offset, timeout_ms)
                 })
                 .await
             }

@@ -275,6 +275,14 @@ pub fn duplicate_resource() -> i16 {
 /// A keyless record produced to a compacted topic.
 /// POLICY_VIOLATION (44): the request is valid but the broker will not
 /// carry it out on this resource.
+pub fn not_leader_or_follower() -> i16 {
+    code(ResponseError::NotLeaderOrFollower)
+}
+
+pub fn request_timed_out() -> i16 {
+    code(ResponseError::RequestTimedOut)
+}
+
 pub fn policy_violation() -> i16 {
     code(ResponseError::PolicyViolation)
 }

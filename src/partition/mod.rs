@@ -166,6 +166,17 @@ impl<D: Disk> Partition<D> {
 
     /// A replicated partition's group committed and applied up to `offset`.
     /// It never goes down while this replica lives.
+    /// Move the replicated high watermark up to `offset` if it is below.
+    pub fn raise_replicated_high_watermark(&self, offset: u64) {
+        if self
+            .replicated_high_watermark
+            .get()
+            .is_none_or(|hw| hw < offset)
+        {
+            self.replicated_high_watermark.set(Some(offset));
+        }
+    }
+
     pub fn set_replicated_high_watermark(&self, offset: u64) {
         if let Some(old) = self.replicated_high_watermark.get() {
             assert!(offset >= old, "high watermark went down: {old} -> {offset}");
@@ -193,7 +204,28 @@ impl<D: Disk> Partition<D> {
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, ReadError> {
         let end = self.log.next_offset();
-        Ok(self.log.read(offset, max_bytes, end).await?.frames)
+        Ok(self.log.read_stored(offset, max_bytes, end).await?.frames)
+    }
+
+    /// The first offset [`Self::read_unreplicated`] serves (a replicated
+    /// partition's Raft log starts there; the log start readers see may be
+    /// above it, after DeleteRecords).
+    pub fn first_stored_offset(&self) -> u64 {
+        self.log.first_stored_offset()
+    }
+
+    /// A replicated partition's DeleteRecords, as each replica applies it
+    /// (see `replica::entry::CONTROL_DELETE_RECORDS`): raise the log start
+    /// readers see, durably, and delete nothing (the Raft log's start moves
+    /// only with a compaction). `offset` must be durable here (asserted).
+    pub async fn raise_log_start(&self, offset: u64) -> Result<u64, StorageError> {
+        self.log.raise_log_start(offset).await
+    }
+
+    /// A replicated partition's compaction: delete the segments wholly
+    /// below `boundary`, where its Raft log now starts.
+    pub async fn delete_segments_before(&self, boundary: u64) -> Result<usize, StorageError> {
+        self.log.delete_segments_before(boundary).await
     }
 
     /// Read-committed consumers read below this. Without transactions it

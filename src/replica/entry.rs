@@ -16,6 +16,12 @@
 //!   change; its value is `u8 entry_type | data` (raft-rs's `EntryType`
 //!   number and the change's protobuf bytes). Their timestamp is 0, so
 //!   every replica builds the same bytes.
+//! - A DeleteRecords entry is a normal entry whose frame the leader built:
+//!   a one-record control batch with type [`CONTROL_DELETE_RECORDS`] and
+//!   value `u8 0 | u64 new log start` (little-endian). Each replica raises
+//!   its log start when it applies the entry. Producers cannot write
+//!   control batches (`format::check_records` refuses them), so every
+//!   control batch in a replicated log is the broker's own.
 //!
 //! See docs/replication.md, "Raft index and Kafka offsets".
 
@@ -31,6 +37,48 @@ pub const CONTROL_LEADER_CHANGE: i16 = 2;
 /// Control record type of a Raft configuration change (KRaft's voters
 /// record number).
 pub const CONTROL_RAFT_CONFIG: i16 = 6;
+
+/// Control record type of a DeleteRecords entry: shardlog's own number,
+/// far from Kafka's (0-6), which Kafka consumers skip like any control
+/// record outside a transaction.
+pub const CONTROL_DELETE_RECORDS: i16 = 1000;
+
+/// The frame of a DeleteRecords entry moving the log start to `offset`
+/// (proposed as a normal entry: every replica stores these bytes).
+pub fn delete_records_frame(offset: u64) -> Bytes {
+    let mut value = [0u8; 9];
+    value[1..].copy_from_slice(&offset.to_le_bytes());
+    control_frame(CONTROL_DELETE_RECORDS, &value)
+}
+
+/// The new log start a stored or proposed frame carries, if it is a
+/// DeleteRecords entry.
+pub fn delete_records_of(frame: &Bytes) -> Option<u64> {
+    let h = frame::parse_header(frame).ok()?;
+    if h.attributes & attr::CONTROL == 0 {
+        return None;
+    }
+    let (_, recs) = read_records(frame, 1 << 20).ok()?;
+    let [rec] = &recs[..] else { return None };
+    let key = i16::from_be_bytes(rec.key.as_deref()?.get(2..4)?.try_into().ok()?);
+    match rec.value.as_deref()? {
+        [0, rest @ ..] if key == CONTROL_DELETE_RECORDS && rest.len() == 8 => {
+            Some(u64::from_le_bytes(rest.try_into().ok()?))
+        }
+        _ => None,
+    }
+}
+
+/// A one-record control batch: Kafka's control key (`i16 version = 0 |
+/// i16 type`, big-endian) and `value`; timestamp 0, so every replica
+/// builds the same bytes.
+fn control_frame(kind: i16, value: &[u8]) -> Bytes {
+    let mut key = [0u8; 4];
+    key[2..].copy_from_slice(&kind.to_be_bytes());
+    let mut b = BatchBuilder::new();
+    b.push(0, Some(&key), Some(value), &[]);
+    b.finish_with_attributes(Compression::None, ProducerIds::NONE, attr::CONTROL)
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum EntryError {
@@ -89,16 +137,10 @@ pub fn to_frame(e: &Entry, base_offset: u64) -> Result<BytesMut, EntryError> {
         } else {
             CONTROL_RAFT_CONFIG
         };
-        let mut key = [0u8; 4];
-        key[2..].copy_from_slice(&kind.to_be_bytes());
         let mut value = Vec::with_capacity(1 + e.data.len());
         value.push(e.get_entry_type() as u8);
         value.extend_from_slice(&e.data);
-        let mut b = BatchBuilder::new();
-        b.push(0, Some(&key), Some(&value), &[]);
-        BytesMut::from(
-            &b.finish_with_attributes(Compression::None, ProducerIds::NONE, attr::CONTROL)[..],
-        )
+        BytesMut::from(&control_frame(kind, &value)[..])
     };
     frame::stamp(&mut f, base_offset, epoch);
     Ok(f)
@@ -117,7 +159,8 @@ pub fn from_frame(frame: Bytes, index: u64) -> Result<Entry, EntryError> {
         })?,
         ..Default::default()
     };
-    if h.attributes & attr::CONTROL == 0 {
+    if h.attributes & attr::CONTROL == 0 || delete_records_of(&frame).is_some() {
+        // A batch, or a DeleteRecords entry: its frame is the proposal.
         e.set_entry_type(EntryType::EntryNormal);
         e.data = frame;
         return Ok(e);
@@ -212,6 +255,24 @@ mod tests {
     }
 
     const HEADER: usize = crate::format::HEADER_LEN;
+
+    #[test]
+    fn a_delete_records_entry_round_trips_as_a_normal_entry() {
+        let f = delete_records_frame(123_456);
+        assert_eq!(delete_records_of(&f), Some(123_456));
+        assert!(check(&entry(9, 2, EntryType::EntryNormal, f.clone())).is_ok());
+        let stored = to_frame(&entry(9, 2, EntryType::EntryNormal, f), 40).unwrap();
+        let back = from_frame(stored.clone().freeze(), 9).unwrap();
+        assert_eq!(back.get_entry_type(), EntryType::EntryNormal);
+        assert_eq!(&back.data[..], &stored[..]);
+        assert_eq!(delete_records_of(&back.data), Some(123_456));
+        // Batches and Raft's own entries are not DeleteRecords entries.
+        assert_eq!(delete_records_of(&batch(1)), None);
+        let leader = to_frame(&entry(3, 1, EntryType::EntryNormal, Bytes::new()), 0)
+            .unwrap()
+            .freeze();
+        assert_eq!(delete_records_of(&leader), None);
+    }
 
     #[test]
     fn a_peer_entry_that_is_not_one_frame_is_refused() {

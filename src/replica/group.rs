@@ -220,7 +220,10 @@ impl<D: Disk> PartitionGroup<D> {
         // non-member and replays the configuration changes that add it.
         assert!(cfg.id != 0 && !cfg.voters.is_empty());
         let (mut state_file, saved) = StateFile::load(disk, partition.dir()).await?;
-        let start = partition.log_start_offset();
+        // The Raft log starts at the first stored offset; readers' log
+        // start may be above it (a DeleteRecords entry applied, its
+        // segments not yet compacted away).
+        let start = partition.first_stored_offset();
         let mut saved = match saved {
             Some(s) => s,
             None => {
@@ -244,10 +247,11 @@ impl<D: Disk> PartitionGroup<D> {
             partition.restart_at(saved.start_offset).await?;
             saved.resetting = false;
             state_file.save(&saved).await?;
-        } else if partition.log_start_offset() < saved.start_offset {
-            partition.delete_records_before(saved.start_offset).await?;
+        } else if partition.first_stored_offset() < saved.start_offset {
+            partition.raise_log_start(saved.start_offset).await?;
+            partition.delete_segments_before(saved.start_offset).await?;
         }
-        let start = partition.log_start_offset();
+        let start = partition.first_stored_offset();
         if start != saved.start_offset {
             return Err(ReplicaError::Start {
                 log_start: start,
@@ -811,7 +815,10 @@ impl<D: Disk> PartitionGroup<D> {
         next.commit = next.commit.max(index - 1);
         self.state_file.save(&next).await?;
         self.saved = next;
-        self.partition.delete_records_before(start).await?;
+        // Exactly the segments below the new first index: retention's
+        // limits may have moved on since the candidate was chosen.
+        self.partition.raise_log_start(start).await?;
+        self.partition.delete_segments_before(start).await?;
         self.store.compact(index, prev_term, start);
         tracing::info!(
             group = self.id(),
@@ -1050,7 +1057,13 @@ impl<D: Disk> PartitionGroup<D> {
         };
         assert!(last.index > self.applied || committed.is_empty());
         for e in committed {
-            if e.get_entry_type() == EntryType::EntryNormal || e.index <= self.saved.conf_index {
+            if e.get_entry_type() == EntryType::EntryNormal {
+                if let Some(offset) = entry::delete_records_of(&e.data) {
+                    self.apply_delete_records(e.index, offset).await?;
+                }
+                continue;
+            }
+            if e.index <= self.saved.conf_index {
                 continue;
             }
             let cc: ConfChangeV2 = match e.get_entry_type() {
@@ -1108,6 +1121,38 @@ impl<D: Disk> PartitionGroup<D> {
             self.partition.set_replicated_high_watermark(end);
         }
         self.store.unpin_below(self.applied + 1);
+        Ok(())
+    }
+
+    /// A committed DeleteRecords entry: raise this replica's log start,
+    /// durably, before the entry counts as applied (a crash before then
+    /// applies it again after the restart: raising is idempotent). The
+    /// leader checked the offset against its high watermark when it
+    /// proposed, so everything below it precedes this entry, which this
+    /// replica holds durably (raft-rs hands out only persisted committed
+    /// entries); capped there all the same. The high watermark moves up
+    /// to the entry first: the log start never passes it.
+    async fn apply_delete_records(&mut self, index: u64, offset: u64) -> Result<(), ReplicaError> {
+        let Some(at) = self.store.end_offset(index - 1) else {
+            return Ok(()); // before the log's start: compacted past it
+        };
+        if offset > at {
+            tracing::warn!(
+                group = self.id(),
+                index,
+                offset,
+                at,
+                "replica: a DeleteRecords entry past its own position; capped"
+            );
+        }
+        self.partition.raise_replicated_high_watermark(at);
+        let start = self.partition.raise_log_start(offset.min(at)).await?;
+        tracing::info!(
+            group = self.id(),
+            index,
+            log_start = start,
+            "replica: DeleteRecords applied"
+        );
         Ok(())
     }
 

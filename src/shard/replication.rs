@@ -96,6 +96,12 @@ const REPORT_EVERY_TICKS: u64 = 30;
 /// A group's leader (None: unknown) and term, as a replica saw them.
 type LeaderView = (Option<u32>, u64);
 
+/// A request for a replicated partition reached a replica that does not
+/// lead it (or lost its leadership before the request was decided).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this broker's replica does not lead the partition")]
+pub struct NotLeader;
+
 /// This broker's replica's own view of its group's leadership, read
 /// between rounds (see [`Replication::lead`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -329,6 +335,38 @@ impl Replication {
             }
             // Mid-round: ask again after it.
             progressed.await;
+        }
+    }
+
+    /// DeleteRecords on a replicated partition: the new log start goes
+    /// through the group as an entry (`replica::entry::delete_records_frame`),
+    /// and this waits until it is committed and applied on this broker's
+    /// replica (each replica raises its log start as it applies it).
+    /// `offset` must be at most the high watermark (the caller checks).
+    /// `Err(NotLeader)`: this replica does not lead, or a new leader
+    /// replaced the entry; the client asks the leader again.
+    pub async fn delete_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), NotLeader> {
+        let frame = crate::replica::entry::delete_records_frame(offset);
+        let proposed = match self.submit(topic, partition, vec![frame]).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(NotLeader),
+        };
+        let (Some(p), Some(key)) = (proposed.first().copied(), self.key_of(topic, partition))
+        else {
+            return Err(NotLeader);
+        };
+        loop {
+            let progressed = self.progressed.listen();
+            match self.outcome(&key, p) {
+                Outcome::Committed { .. } => return Ok(()),
+                Outcome::Lost => return Err(NotLeader),
+                Outcome::Pending => progressed.await,
+            }
         }
     }
 

@@ -236,6 +236,16 @@ fn native_batches_that_lie_or_hold_garbage_are_refused_and_nothing_is_stored() {
     }
     assert_eq!(log_ends(&b, "nlie"), vec![1, 1], "nothing was stored");
 
+    // Control and transactional batches are the broker's to write (a
+    // replicated partition stores Raft's entries as control batches).
+    for (bit, why) in [(0x20, "control batch"), (0x10, "transactional")] {
+        let f = native_frame(&["x"], None, |h| h.attributes = bit);
+        let r = native_produce(&mut s, "nlie", vec![(0, vec![f])]);
+        assert_eq!(r[0].1, ErrorCode::Corrupt, "{why}: {}", r[0].2);
+        assert!(r[0].2.contains(why), "the message says why: {}", r[0].2);
+    }
+    assert_eq!(log_ends(&b, "nlie"), vec![1, 1], "nothing was stored");
+
     // The connection, the partition and the broker go on.
     let r = native_produce(&mut s, "nlie", vec![(0, vec![batch(b"2")])]);
     assert_eq!(r[0].1, ErrorCode::None);

@@ -58,7 +58,7 @@ use std::time::{Duration, Instant};
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// A freshly created topic may take a moment to show up in metadata (on a
 /// multi-broker cluster, until leaders are elected): retry this long.
-const TOPIC_VISIBLE_TIMEOUT: Duration = Duration::from_secs(15);
+const TOPIC_VISIBLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// librdkafka's own deadline for a record (`message.timeout.ms`); a record
 /// not acknowledged by then fails with a delivery error.
 const MESSAGE_TIMEOUT_MS: u64 = 30_000;

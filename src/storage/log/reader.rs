@@ -61,10 +61,43 @@ impl<D: Disk> Log<D> {
         max_bytes: usize,
         max_offset: u64,
     ) -> Result<ReadOutcome, ReadError> {
+        self.read_above(Floor::LogStart, offset, max_bytes, max_offset)
+            .await
+    }
+
+    /// Read as [`Self::read`] does, but from the first stored segment on,
+    /// below the log start too: a replicated partition's Raft log holds
+    /// the entries DeleteRecords hid from readers until its compaction
+    /// deletes their segments, and followers may still need them.
+    pub async fn read_stored(
+        &self,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<ReadOutcome, ReadError> {
+        self.read_above(Floor::Stored, offset, max_bytes, max_offset)
+            .await
+    }
+
+    /// The first offset [`Self::read_stored`] serves: the first stored
+    /// segment's base.
+    pub fn first_stored_offset(&self) -> u64 {
+        self.st.borrow().segments.log_start()
+    }
+
+    async fn read_above(
+        &self,
+        floor: Floor,
+        offset: u64,
+        max_bytes: usize,
+        max_offset: u64,
+    ) -> Result<ReadOutcome, ReadError> {
         if let Some(e) = self.offline_cause() {
             return Err(e.into());
         }
-        let r = self.read_checked(offset, max_bytes, max_offset).await;
+        let r = self
+            .read_checked(floor, offset, max_bytes, max_offset)
+            .await;
         if let Err(ReadError::Unavailable(e @ StorageError::Corrupt { .. })) = &r {
             self.take_offline(e.clone());
         }
@@ -92,11 +125,12 @@ impl<D: Disk> Log<D> {
 
     async fn read_checked(
         &self,
+        floor: Floor,
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
     ) -> Result<ReadOutcome, ReadError> {
-        let mut out = match self.locate(offset, max_bytes, max_offset)? {
+        let mut out = match self.locate(floor, offset, max_bytes, max_offset)? {
             Located::Served(out) => return Ok(out),
             Located::Disk(at) => self.read_disk(&at, offset, max_bytes).await?,
         };
@@ -108,6 +142,7 @@ impl<D: Disk> Log<D> {
     /// visible, cached); otherwise say where on disk it goes.
     fn locate(
         &self,
+        floor: Floor,
         offset: u64,
         max_bytes: usize,
         max_offset: u64,
@@ -120,7 +155,11 @@ impl<D: Disk> Log<D> {
             log_start_offset: log_start,
             ..Default::default()
         };
-        if offset < log_start || offset > next {
+        let lowest = match floor {
+            Floor::LogStart => log_start,
+            Floor::Stored => st.segments.log_start(),
+        };
+        if offset < lowest || offset > next {
             return Err(ReadError::OffsetOutOfRange {
                 requested: offset,
                 log_start,
@@ -343,6 +382,15 @@ impl<D: Disk> Log<D> {
             }
         }
     }
+}
+
+/// The lowest offset a read may start at.
+#[derive(Clone, Copy)]
+enum Floor {
+    /// What readers see: the log start (DeleteRecords' floor included).
+    LogStart,
+    /// What is stored: the first segment's base.
+    Stored,
 }
 
 /// Where a disk read has got to.

@@ -6,7 +6,10 @@
 //! - DeleteRecords ([`Log::delete_records_before`]) raises the log start to
 //!   an offset, durably (the [`LOG_START_FILE`] floor, read back by the
 //!   replayer at open and after a suffix truncation), then applies
-//!   retention to free the segments wholly below it.
+//!   retention to free the segments wholly below it. A replicated
+//!   partition raises the floor alone ([`Log::raise_log_start`]) and frees
+//!   segments only where its Raft log's start moved
+//!   ([`Log::delete_segments_before`]).
 //! - Suffix truncation ([`Log::truncate_suffix`]) removes every batch at
 //!   and after an offset, for a follower whose tail diverged from its
 //!   leader's. It waits for the flusher to be idle with everything durable,
@@ -44,8 +47,19 @@ impl<D: Disk> Log<D> {
         if st.truncating {
             return None;
         }
-        let n = self.by_limits(&st, now);
+        let n = self.by_limits(&st, now).max(Self::below_floor(&st));
         (n > 0).then(|| st.segments.sealed_prefix()[n - 1].next_offset)
+    }
+
+    /// How many sealed segments, oldest first, lie wholly below the log
+    /// start (DeleteRecords' floor).
+    fn below_floor(st: &LogState<D>) -> usize {
+        let floor = st.offsets.log_start();
+        st.segments
+            .sealed_prefix()
+            .iter()
+            .take_while(|s| s.next_offset <= floor)
+            .count()
     }
 
     /// How many sealed segments, oldest first, the topic's retention limits
@@ -125,35 +139,70 @@ impl<D: Disk> Log<D> {
                 return Ok(0);
             }
             self.roll_expired_active(&mut st, now);
-            let by_limits = self.by_limits(&st, now);
             // Sealed segments wholly below the log start (DeleteRecords'
             // floor) go too.
-            let floor = st.offsets.log_start();
-            let below_floor = st
+            let n = self.by_limits(&st, now).max(Self::below_floor(&st));
+            self.unlink_oldest(&mut st, n)
+        };
+        self.remove_unlinked(&doomed).await
+    }
+
+    /// A replicated partition's compaction: delete the sealed segments
+    /// wholly below `boundary` (a segment boundary at or below the log
+    /// start), and no others: the Raft log's first index was moved to
+    /// exactly there, so retention's limits (which may have moved on since
+    /// the boundary was chosen) must not delete more.
+    pub async fn delete_segments_before(&self, boundary: u64) -> Result<usize, StorageError> {
+        let doomed = {
+            let mut st = self.st.borrow_mut();
+            if st.truncating {
+                return Err(StorageError::Closed);
+            }
+            assert!(
+                boundary <= st.offsets.log_start(),
+                "segments below {boundary} are deleted only once the log starts there ({})",
+                st.offsets.log_start()
+            );
+            let n = st
                 .segments
                 .sealed_prefix()
                 .iter()
-                .take_while(|s| s.next_offset <= floor)
+                .take_while(|s| s.next_offset <= boundary)
                 .count();
-            let n = by_limits.max(below_floor);
-            let removed: Vec<u64> = st
-                .segments
-                .remove_oldest(n)
-                .into_iter()
-                .map(|s| s.base_offset)
-                .collect();
-            if n > 0 {
-                // The floor may be above the new first segment's base.
-                let new_start = st.segments.log_start().max(st.offsets.log_start());
-                st.offsets.start_moved(new_start);
-                // Cached batches below the new start are gone too.
-                st.cache.evict(new_start, 0);
-                st.assert_invariants();
-                info!(dir = %self.dir.display(), deleted = n, log_start = new_start, "retention deleted segments");
-            }
-            removed
+            let doomed = self.unlink_oldest(&mut st, n);
+            assert!(
+                st.segments.log_start() >= boundary || n == 0,
+                "{boundary} is a segment boundary"
+            );
+            doomed
         };
-        for &base in &doomed {
+        self.remove_unlinked(&doomed).await
+    }
+
+    /// Take the `n` oldest (sealed) segments out of the set and move the
+    /// log start past them; returns their base offsets, whose files the
+    /// caller removes ([`Self::remove_unlinked`]).
+    fn unlink_oldest(&self, st: &mut LogState<D>, n: usize) -> Vec<u64> {
+        let removed: Vec<u64> = st
+            .segments
+            .remove_oldest(n)
+            .into_iter()
+            .map(|s| s.base_offset)
+            .collect();
+        if n > 0 {
+            // The floor may be above the new first segment's base.
+            let new_start = st.segments.log_start().max(st.offsets.log_start());
+            st.offsets.start_moved(new_start);
+            // Cached batches below the new start are gone too.
+            st.cache.evict(new_start, 0);
+            st.assert_invariants();
+            info!(dir = %self.dir.display(), deleted = n, log_start = new_start, "retention deleted segments");
+        }
+        removed
+    }
+
+    async fn remove_unlinked(&self, doomed: &[u64]) -> Result<usize, StorageError> {
+        for &base in doomed {
             self.remove_segment_files(base, true).await?;
         }
         if !doomed.is_empty() {
@@ -170,6 +219,17 @@ impl<D: Disk> Log<D> {
     /// for), refused on a failed or offline log and during a suffix
     /// truncation.
     pub async fn delete_records_before(&self, offset: u64) -> Result<u64, StorageError> {
+        self.raise_log_start(offset).await?;
+        self.apply_retention(self.clock.wall_ms()).await?;
+        Ok(self.log_start_offset())
+    }
+
+    /// Make `offset` the log start, durably, and delete nothing: readers
+    /// no longer see what is below it, but [`Self::read_stored`] still
+    /// does (a replicated partition's followers may need those entries
+    /// until its compaction moves the Raft log's start past them). Returns
+    /// the log start after the call.
+    pub async fn raise_log_start(&self, offset: u64) -> Result<u64, StorageError> {
         if let Some(e) = self.offline_cause() {
             return Err(e);
         }
@@ -211,7 +271,6 @@ impl<D: Disk> Log<D> {
             st.assert_invariants();
         }
         info!(dir = %self.dir.display(), log_start = offset, "records deleted (DeleteRecords)");
-        self.apply_retention(self.clock.wall_ms()).await?;
         Ok(self.log_start_offset())
     }
 
