@@ -5,7 +5,8 @@
 
 /// Layers, top first. A module may depend on modules in lower layers.
 pub const LAYERS: &[&[&str]] = &[
-    // Wiring: starts the shards and plugs the server into them.
+    // Wiring: binds the listeners, starts the shards and plugs the server
+    // (and the Kafka listener) into them.
     &["broker"],
     // Connections, listeners, protocol handlers and the services they use.
     &["server", "kafka", "groups", "client", "cluster"],
