@@ -13,7 +13,10 @@ use super::Shard;
 use crate::config::TopicConfig;
 use crate::metadata::alter::{self, ConfigChange};
 use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
-use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
+use crate::router::ops::{
+    AdminError, AdminOk, AdminOp, AdminResult, PartitionCountError, ReassignmentError,
+    ReplicationFactorError,
+};
 use crate::router::{reply_channel, ShardMsg};
 use std::future::Future;
 use std::pin::Pin;
@@ -61,10 +64,9 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         } => {
             // One broker holds one replica of everything.
             if replication_factor.is_some_and(|rf| rf != 1) {
-                return Err(AdminError::InvalidReplicationFactor(format!(
-                    "replication factor {} is not possible on a single broker (use 1, or start a cluster)",
-                    replication_factor.unwrap_or(0)
-                )));
+                return Err(AdminError::InvalidReplicationFactor(
+                    ReplicationFactorError::SingleBroker(replication_factor.unwrap_or(0)),
+                ));
             }
             let meta = new_topic(shard, &next, name, partitions, config)?;
             move_aside_leftovers(shard, &meta.name, 0..meta.partitions)?;
@@ -118,8 +120,7 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         }
         AdminOp::Reassign { .. } | AdminOp::CompleteReassignment { .. } => {
             return Err(AdminError::InvalidReassignment(
-                "a single broker holds one replica of everything: reassignment needs a cluster"
-                    .into(),
+                ReassignmentError::NeedsCluster,
             ));
         }
         AdminOp::AllocateProducerId => {
@@ -158,9 +159,12 @@ pub fn new_topic(
         return Err(AdminError::TopicExists(name));
     }
     if partitions == 0 || partitions > PARTITIONS_MAX {
-        return Err(AdminError::InvalidPartitions(format!(
-            "{partitions} (must be 1..={PARTITIONS_MAX})"
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::OutOfRange {
+                count: partitions,
+                max: PARTITIONS_MAX,
+            },
+        ));
     }
     let defaults = &shard.config.topic_defaults;
     let fresh = TopicMeta {
@@ -189,15 +193,20 @@ pub fn check_partition_growth(
         return Err(AdminError::UnknownTopic(name.to_string()));
     };
     if total < t.partitions {
-        return Err(AdminError::InvalidPartitions(format!(
-            "topic '{name}' has {} partitions; the count can grow but never shrink",
-            t.partitions
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::Shrinks {
+                topic: name.to_string(),
+                partitions: t.partitions,
+            },
+        ));
     }
     if total > PARTITIONS_MAX {
-        return Err(AdminError::InvalidPartitions(format!(
-            "{total} (must be <= {PARTITIONS_MAX})"
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::AboveMax {
+                count: total,
+                max: PARTITIONS_MAX,
+            },
+        ));
     }
     Ok(t.partitions)
 }
