@@ -357,9 +357,15 @@ impl Broker {
                     // calls these rather than naming `server::acceptor`.
                     let frontend = shard::Frontend {
                         listen: l.map(|l| -> shard::Listen {
-                            Box::new(move |s| crate::server::acceptor::serve_listeners(s, l))
+                            Box::new(move |s| {
+                                crate::server::acceptor::serve_listeners(
+                                    s,
+                                    l,
+                                    crate::kafka::serve_connection,
+                                )
+                            })
                         }),
-                        adopt: crate::server::acceptor::serve,
+                        adopt,
                         // In a cluster, clients are served once this
                         // broker caught up with the controller.
                         attach: cluster.map(|d| -> shard::Attach {
@@ -443,4 +449,14 @@ impl Broker {
         drop(self.data_dir);
         info!("broker stopped");
     }
+}
+
+/// Serve a connection another shard accepted ([`shard::Frontend::adopt`]):
+/// the server's acceptor, with the Kafka listener plugged in.
+fn adopt(
+    shard: &std::rc::Rc<shard::Shard>,
+    stream: glommio::net::TcpStream,
+    kind: crate::router::ListenerKind,
+) {
+    crate::server::acceptor::serve(shard, stream, kind, crate::kafka::serve_connection)
 }

@@ -1,11 +1,14 @@
 //! Time as an input: what "now" is and how to wait for a later moment.
 //!
 //! Code that decides by time (the flusher's flush interval and checkpoint
-//! interval, the long-poll fetch deadline) asks a [`Clock`] instead of
-//! calling `Instant::now` and `glommio::timer::sleep` itself, so a test can
-//! drive time by hand and replay a timing exactly. Production uses
-//! [`SystemClock`]; tests use [`ManualClock`], whose time moves only when
-//! the test calls [`ManualClock::advance`].
+//! interval, segment age and time-based retention, the long-poll fetch
+//! deadline, group sessions and rebalance deadlines, committed-offset
+//! expiry, connection idle and partial-frame timeouts, a new topic's
+//! creation time) asks a [`Clock`] instead of calling `Instant::now` and
+//! `glommio::timer::sleep` itself, so a test can drive time by hand and
+//! replay a timing exactly. Production uses [`SystemClock`]; tests use
+//! [`ManualClock`], whose time moves only when the test calls
+//! [`ManualClock::advance`].
 //!
 //! Lifecycle and cores: a clock is created per shard (or per test) and
 //! shared there through `Rc`; neither implementation is `Send`.

@@ -5,7 +5,8 @@
 
 /// Layers, top first. A module may depend on modules in lower layers.
 pub const LAYERS: &[&[&str]] = &[
-    // Wiring: starts the shards and plugs the server into them.
+    // Wiring: binds the listeners, starts the shards and plugs the server
+    // (and the Kafka listener) into them.
     &["broker"],
     // Connections, listeners, protocol handlers and the services they use.
     &["server", "kafka", "groups", "client", "cluster"],
@@ -32,14 +33,14 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     (
         "broker",
         &[
-            "cluster", "config", "data_dir", "metadata", "router", "server", "shard",
+            "cluster", "config", "data_dir", "kafka", "metadata", "router", "server", "shard",
         ],
     ),
     (
         "server",
         &[
-            "clock", "config", "data_dir", "format", "groups", "kafka", "metadata", "protocol",
-            "router", "shard", "storage",
+            "clock", "config", "data_dir", "format", "groups", "metadata", "protocol", "router",
+            "shard", "storage",
         ],
     ),
     (
@@ -62,6 +63,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
         "groups",
         &[
             "clock",
+            "config",
             "format",
             "metadata",
             "partition",
@@ -71,7 +73,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
             "storage",
         ],
     ),
-    ("client", &["format", "protocol", "storage"]),
+    ("client", &["clock", "format", "protocol"]),
     (
         "cluster",
         &[
@@ -105,14 +107,7 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "replica",
-        &[
-            "controller",
-            "format",
-            "metadata",
-            "partition",
-            "protocol",
-            "storage",
-        ],
+        &["format", "metadata", "partition", "protocol", "storage"],
     ),
     ("router", &["metadata", "partition", "protocol", "storage"]),
     ("metadata", &["config", "data_dir", "storage"]),
@@ -126,17 +121,16 @@ pub const ALLOWED: &[(&str, &[&str])] = &[
     ("clock", &[]),
 ];
 
-/// Edges inside one layer that are allowed: the Kafka listener implements
-/// `server::conn::Protocol`, and the server's acceptor starts it.
+/// Edges inside one layer that are allowed, never both ways (a test checks
+/// that [`ALLOWED`] has no cycle): the Kafka listener implements
+/// `server::conn::Protocol` (the broker plugs it into the acceptor), and
+/// the protocol handlers of both listeners call the group coordinator.
 pub const SAME_LAYER: &[(&str, &str)] = &[
-    ("server", "kafka"),
     ("kafka", "server"),
     ("server", "groups"),
     ("kafka", "groups"),
-    // Partition groups encode raft-rs messages exactly as the controller's
-    // RPC does (`controller::raft_codec`).
-    ("replica", "controller"),
-    // The RPC port carries partition groups' batches too.
+    // The controller's RPC port carries partition groups' batches too
+    // (both encode raft-rs messages with `protocol::raft_codec`).
     ("controller", "replica"),
 ];
 
@@ -243,6 +237,73 @@ mod tests {
                 "src/{name} is not in src/layering.rs ALLOWED"
             );
         }
+    }
+
+    /// No import cycle between modules: the allowed edges form a DAG.
+    #[test]
+    fn allowed_edges_have_no_cycle() {
+        fn visit(m: &str, path: &mut Vec<String>, done: &mut BTreeSet<String>) {
+            if done.contains(m) {
+                return;
+            }
+            assert!(
+                !path.iter().any(|p| p == m),
+                "import cycle: {} -> {m}",
+                path.join(" -> ")
+            );
+            path.push(m.to_string());
+            let tos = ALLOWED
+                .iter()
+                .find(|(f, _)| *f == m)
+                .map_or(&[][..], |(_, t)| *t);
+            for to in tos {
+                visit(to, path, done);
+            }
+            path.pop();
+            done.insert(m.to_string());
+        }
+        let mut done = BTreeSet::new();
+        for (m, _) in ALLOWED {
+            visit(m, &mut Vec::new(), &mut done);
+        }
+    }
+
+    /// docs/architecture.md shows every allowed edge: its
+    /// `<!-- layering:edges -->` block lists exactly [`ALLOWED`].
+    #[test]
+    fn the_architecture_doc_lists_every_edge() {
+        let doc = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md"),
+        )
+        .unwrap();
+        let block = doc
+            .split("<!-- layering:edges -->")
+            .nth(1)
+            .and_then(|rest| rest.split("```text").nth(1))
+            .and_then(|rest| rest.split("```").next())
+            .expect("docs/architecture.md has a layering:edges block");
+        let mut in_doc: Vec<(String, BTreeSet<String>)> = Vec::new();
+        for line in block.lines().filter(|l| !l.trim().is_empty()) {
+            let (from, to) = line.split_once('→').expect("`from → to` lines");
+            let to: BTreeSet<String> = if to.trim() == "(nothing)" {
+                BTreeSet::new()
+            } else {
+                to.split(',').map(|t| t.trim().to_string()).collect()
+            };
+            for m in from.split(',') {
+                in_doc.push((m.trim().to_string(), to.clone()));
+            }
+        }
+        in_doc.sort();
+        let mut in_code: Vec<(String, BTreeSet<String>)> = ALLOWED
+            .iter()
+            .map(|(m, tos)| (m.to_string(), tos.iter().map(|t| t.to_string()).collect()))
+            .collect();
+        in_code.sort();
+        assert_eq!(
+            in_doc, in_code,
+            "docs/architecture.md's layering:edges block differs from ALLOWED"
+        );
     }
 
     #[test]

@@ -538,8 +538,12 @@ fn cluster(cmd: ClusterCmd, rpc: &str) -> Result<()> {
 }
 
 fn recover_metadata(a: RecoverArgs) -> Result<()> {
-    let report = shardlog::metadata::recover::recover(&a.data_dir, a.force)
-        .with_context(|| format!("recover-metadata in {}", a.data_dir.display()))?;
+    let report = shardlog::metadata::recover::recover(
+        &a.data_dir,
+        a.force,
+        shardlog::clock::Clock::wall_ms(&shardlog::clock::SystemClock),
+    )
+    .with_context(|| format!("recover-metadata in {}", a.data_dir.display()))?;
     print!("{report}");
     Ok(())
 }

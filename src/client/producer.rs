@@ -381,8 +381,11 @@ impl Producer {
     }
 }
 
+/// The client's wall time, stamped into the records it sends (a client
+/// timestamp, CreateTime: the broker's decisions use its own clock).
 pub fn now_ms() -> i64 {
-    crate::storage::now_ms()
+    use crate::clock::Clock;
+    crate::clock::SystemClock.wall_ms()
 }
 
 /// What the sender takes for one request: batches whose partitions share

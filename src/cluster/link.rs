@@ -22,10 +22,14 @@
 
 use super::driver::{Driver, PROPOSE_WAIT};
 use crate::controller::command::Command;
+use crate::controller::command::MAX_PARTITIONS;
 use crate::controller::state::{ApplyResult, Outcome, Refusal};
 use crate::controller::view;
 use crate::metadata::{alter, TopicTable};
-use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
+use crate::router::ops::{
+    AdminError, AdminOk, AdminOp, AdminResult, ControllerUnavailable, PartitionCountError,
+    ReassignmentError, ReplicationFactorError,
+};
 use crate::shard::admin::{self, ControllerLink};
 use crate::shard::Shard;
 use std::cell::Cell;
@@ -191,9 +195,14 @@ async fn submit(
                     producer_ids.set((first + 1, first + count as i64));
                     Ok(AdminOk::ProducerId(first))
                 }
-                other => Err(AdminError::ControllerUnavailable(format!(
-                    "unexpected answer to a producer id request: {other:?}"
-                ))),
+                other => {
+                    tracing::warn!(
+                        "cluster: unexpected answer to a producer id request: {other:?}"
+                    );
+                    Err(AdminError::ControllerUnavailable(
+                        ControllerUnavailable::UnexpectedAnswer,
+                    ))
+                }
             };
         }
     }
@@ -204,27 +213,41 @@ async fn submit(
 fn applied(r: Option<ApplyResult>, topic: &str) -> Result<Outcome, AdminError> {
     let Some(r) = r else {
         return Err(AdminError::ControllerUnavailable(
-            "no controller leader committed the change in time (an election may be under way, or \
-             a majority of the controller voters is down); retry"
-                .into(),
+            ControllerUnavailable::NotCommitted,
         ));
     };
     match r.outcome {
         Outcome::Refused(why) => Err(match why {
             Refusal::TopicExists => AdminError::TopicExists(topic.to_string()),
             Refusal::UnknownTopic => AdminError::UnknownTopic(topic.to_string()),
-            Refusal::InvalidName => {
-                AdminError::InvalidName(format!("invalid topic name '{topic}'"))
+            Refusal::InvalidName => AdminError::InvalidName(topic.to_string()),
+            Refusal::InvalidPartitions => {
+                AdminError::InvalidPartitions(PartitionCountError::RefusedByController {
+                    max: MAX_PARTITIONS,
+                })
             }
-            Refusal::InvalidPartitions => AdminError::InvalidPartitions(why.to_string()),
             Refusal::NoLiveBroker => AdminError::NoLiveBroker,
             Refusal::ReplicationFactor => {
-                AdminError::InvalidReplicationFactor("0, or more replicas than live brokers".into())
+                AdminError::InvalidReplicationFactor(ReplicationFactorError::AboveLiveBrokers)
             }
-            Refusal::InvalidReassignment | Refusal::NoReassignment | Refusal::UnknownBroker => {
-                AdminError::InvalidReassignment(why.to_string())
+            Refusal::InvalidReassignment => {
+                AdminError::InvalidReassignment(ReassignmentError::NotReplicated)
             }
-            other => AdminError::ControllerUnavailable(other.to_string()),
+            Refusal::NoReassignment => {
+                AdminError::InvalidReassignment(ReassignmentError::NoneInProgress)
+            }
+            Refusal::UnknownBroker => {
+                AdminError::InvalidReassignment(ReassignmentError::UnknownBroker)
+            }
+            Refusal::StaleRequest => {
+                AdminError::ControllerUnavailable(ControllerUnavailable::StaleRequest)
+            }
+            // Refusals of broker registration and of producer id counts
+            // (never sent from here).
+            Refusal::StaleIncarnation | Refusal::UnknownShard | Refusal::InvalidCount => {
+                tracing::warn!("cluster: unexpected refusal of an admin change: {why}");
+                AdminError::ControllerUnavailable(ControllerUnavailable::UnexpectedAnswer)
+            }
         }),
         ok => Ok(ok),
     }

@@ -30,8 +30,8 @@
 //!   torn; damage there is not something to guess around.
 
 use super::persist::{append_entries, Persist, PersistError, Persisted};
-use super::raft_codec;
 use crate::protocol::codec::Reader;
+use crate::protocol::raft_codec;
 use bytes::{BufMut, BytesMut};
 use raft::eraftpb::{Entry, HardState, Snapshot};
 use std::fs::{File, OpenOptions};

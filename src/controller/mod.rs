@@ -14,8 +14,6 @@
 //! - [`state`]: the state machine the commands are applied to, and its
 //!   snapshot encoding;
 //! - [`log_view`]: the in-memory Raft log raft-rs reads (`raft::Storage`);
-//! - [`raft_codec`]: byte layouts of raft-rs's entries, snapshots and
-//!   messages, for files and RPC;
 //! - [`persist`]: what must be durable before Raft may go on, as a trait,
 //!   with an in-memory implementation for simulations;
 //! - [`file_log`]: that trait on files in the data directory, CRC-checked
@@ -32,7 +30,6 @@ pub mod node;
 pub mod peer_link;
 pub mod persist;
 pub mod placement;
-pub mod raft_codec;
 pub mod state;
 pub mod view;
 pub mod wire;

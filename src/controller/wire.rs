@@ -21,9 +21,9 @@
 //! correlation id. Hostile bytes give a [`DecodeError`], never a panic.
 
 use super::command::Envelope;
-use super::raft_codec::{get_message, put_message};
 use super::state::{ApplyResult, ControllerState, Outcome};
 use crate::protocol::codec::Reader;
+use crate::protocol::raft_codec::{get_message, put_message};
 use crate::protocol::DecodeError;
 use bytes::{BufMut, BytesMut};
 use raft::eraftpb::Message;

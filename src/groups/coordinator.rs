@@ -25,6 +25,7 @@ use super::subscription::{self, CONSUMER_PROTOCOL_TYPE};
 use super::{partition_of, OFFSETS_TOPIC};
 use super::{GroupError, GroupView, JoinOutcome, JoinParams, OffsetMap, SyncOutcome};
 use crate::clock::Clock;
+use crate::config::BrokerConfig;
 use crate::shard::{PerShard, Shard};
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -73,29 +74,37 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
+    /// A coordinator with no groups, configured by `config` and timed by
+    /// `clock` (the shard's; a test's manual clock).
+    fn new(config: &BrokerConfig, clock: Rc<dyn Clock>) -> Coordinator {
+        Coordinator {
+            groups: RefCell::default(),
+            consumer: RefCell::default(),
+            consumer_session_timeout: Duration::from_millis(
+                config.group_consumer_session_timeout_ms,
+            ),
+            consumer_heartbeat_interval: Duration::from_millis(
+                config.group_consumer_heartbeat_interval_ms,
+            ),
+            offsets: OffsetStore::new(clock.clone()),
+            consumer_store: ConsumerStore::default(),
+            offsets_retention_ms: config.offsets_retention_ms(),
+            expiry: ExpirySchedule::new(
+                Duration::from_millis(config.offsets_retention_check_interval_ms),
+                clock.now(),
+            ),
+            clock,
+            initial_delay: Duration::from_millis(config.group_initial_rebalance_delay_ms),
+            led: RefCell::default(),
+            lead_lock: futures::lock::Mutex::new(()),
+        }
+    }
+
     /// This shard's coordinator, created (with its ticker) on first use.
     pub fn get(shard: &Rc<Shard>) -> Rc<Coordinator> {
         let (c, made) = COORDINATOR.with(|slot| {
-            slot.get_or_insert_with(shard, || Coordinator {
-                groups: RefCell::default(),
-                consumer: RefCell::default(),
-                consumer_session_timeout: Duration::from_millis(
-                    shard.config.group_consumer_session_timeout_ms,
-                ),
-                consumer_heartbeat_interval: Duration::from_millis(
-                    shard.config.group_consumer_heartbeat_interval_ms,
-                ),
-                offsets: OffsetStore::new(shard.clock.clone()),
-                consumer_store: ConsumerStore::default(),
-                offsets_retention_ms: shard.config.offsets_retention_ms(),
-                expiry: ExpirySchedule::new(
-                    Duration::from_millis(shard.config.offsets_retention_check_interval_ms),
-                    shard.clock.now(),
-                ),
-                clock: shard.clock.clone(),
-                initial_delay: Duration::from_millis(shard.config.group_initial_rebalance_delay_ms),
-                led: RefCell::default(),
-                lead_lock: futures::lock::Mutex::new(()),
+            slot.get_or_insert_with(shard, || {
+                Coordinator::new(&shard.config, shard.clock.clone())
             })
         });
         if made {
@@ -619,10 +628,9 @@ impl Coordinator {
 
 async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
     while !shard.shutting_down.get() {
-        shard.clock.sleep(TICK).await;
-        let Some(c) = c.upgrade() else { return };
-        let now = c.clock.now();
-        let changed = c.tick(now);
+        let Some((c, now, changed)) = next_tick(&c).await else {
+            return;
+        };
         c.persist_consumer_later(&shard, changed);
         c.drop_unled(&shard);
         c.store_emptied(&shard);
@@ -631,3 +639,22 @@ async fn ticker(shard: Rc<Shard>, c: std::rc::Weak<Coordinator>) {
         }
     }
 }
+
+/// One tick of the ticker: wait [`TICK`] on the coordinator's clock, then
+/// expire the members whose session or rebalance deadline passed. Returns
+/// the coordinator, the time of the tick and the consumer groups that
+/// changed; None once the coordinator is gone.
+async fn next_tick(
+    c: &std::rc::Weak<Coordinator>,
+) -> Option<(Rc<Coordinator>, Instant, Vec<String>)> {
+    let clock = c.upgrade()?.clock.clone();
+    clock.sleep(TICK).await;
+    let c = c.upgrade()?;
+    let now = c.clock.now();
+    let changed = c.tick(now);
+    Some((c, now, changed))
+}
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;

@@ -1027,4 +1027,4 @@ impl Group {
 
 #[cfg(test)]
 #[path = "state_tests.rs"]
-mod tests;
+pub(super) mod tests;

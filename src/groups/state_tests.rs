@@ -3,7 +3,8 @@
 
 use super::*;
 
-fn params(member: &str) -> JoinParams {
+/// A JoinGroup of group "g": 6 s session, 10 s rebalance timeout.
+pub(in crate::groups) fn params(member: &str) -> JoinParams {
     JoinParams {
         group_id: "g".into(),
         member_id: member.into(),

@@ -65,7 +65,7 @@ pub async fn handle(ctx: &Ctx, req: CreateTopicsRequest) -> CreateTopicsResponse
                     Some((errors::admin(&e), e.to_string()))
                 }
                 (false, Err(e)) => {
-                    let e = AdminError::InvalidConfig(e.to_string());
+                    let e = AdminError::InvalidConfig(e.into());
                     Some((errors::admin(&e), e.to_string()))
                 }
                 (false, Ok(_)) => None,

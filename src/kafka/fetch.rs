@@ -264,6 +264,15 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     out
 }
 
+/// Why a stored frame could not be served as a message set.
+#[derive(Debug, thiserror::Error)]
+enum DownConvertError {
+    #[error(transparent)]
+    Frame(#[from] frame::FrameError),
+    #[error(transparent)]
+    Convert(#[from] super::batch::BatchError),
+}
+
 /// Frames as one message set of `magic`, within the response's byte
 /// budget measured in converted bytes (a converted batch can be larger than
 /// the stored one: decompressed, with per-message overhead). As with
@@ -274,20 +283,19 @@ fn down_convert(
     magic: i8,
     budget: &mut usize,
     first_batch_sent: &mut bool,
-) -> Result<Bytes, String> {
+) -> Result<Bytes, DownConvertError> {
     let mut out = BytesMut::new();
     for f in frames {
-        let h = frame::parse_header(f).map_err(|e| e.to_string())?;
+        let h = frame::parse_header(f)?;
         if f.len() < h.frame_len() {
-            return Err(format!(
-                "frame truncated: {} of {} bytes",
-                f.len(),
-                h.frame_len()
-            ));
+            return Err(frame::FrameError::Truncated {
+                need: h.frame_len(),
+                have: f.len(),
+            }
+            .into());
         }
         let at = out.len();
-        message_set::append_frame(&h, &f.slice(..h.frame_len()), magic, &mut out)
-            .map_err(|e| e.to_string())?;
+        message_set::append_frame(&h, &f.slice(..h.frame_len()), magic, &mut out)?;
         let added = out.len() - at;
         if *first_batch_sent && added > *budget {
             out.truncate(at);

@@ -216,7 +216,7 @@ fn topic_entry(ctx: &Ctx, topics: &SharedTopics, m: &TopicMeta) -> MetadataRespo
 /// Create a topic with the broker's default partition count; a concurrent
 /// creation of the same topic counts as success.
 pub async fn auto_create(shard: &Rc<Shard>, name: &str) -> Result<(), AdminError> {
-    validate_name(name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
+    validate_name(name).map_err(|_| AdminError::InvalidName(name.to_string()))?;
     let op = AdminOp::CreateTopic {
         name: name.to_string(),
         partitions: shard.config.default_partitions,

@@ -57,6 +57,22 @@ pub mod sync_group;
 
 pub use listener::Kafka;
 
+/// Serve one accepted Kafka connection on this shard, as its own task
+/// (the broker hands this to the acceptor: `server::acceptor::ServeKafka`).
+pub fn serve_connection(
+    shard: std::rc::Rc<crate::shard::Shard>,
+    stream: glommio::net::TcpStream,
+    peer: String,
+) {
+    glommio::spawn_local(crate::server::conn::run(
+        shard,
+        stream,
+        std::rc::Rc::new(Kafka::new()),
+        peer,
+    ))
+    .detach();
+}
+
 use crate::shard::Shard;
 use kafka_protocol::messages::TopicName;
 use kafka_protocol::protocol::StrBytes;

@@ -193,8 +193,9 @@ fn syncfs(path: &Path) -> std::io::Result<()> {
 
 /// Move the directory `data_dir/name` out of the way, into
 /// `data_dir/stale/<name>.<topic id or "unidentified">-<unix ms>`, durably.
-/// Its contents are not touched. Returns where it went.
-pub fn move_aside(data_dir: &Path, name: &str) -> Result<PathBuf, MetadataError> {
+/// Its contents are not touched. `now_ms` is the caller's wall time (the
+/// shard's clock). Returns where it went.
+pub fn move_aside(data_dir: &Path, name: &str, now_ms: i64) -> Result<PathBuf, MetadataError> {
     let dir = data_dir.join(name);
     // An unreadable identity is still moved aside: the point is that it is not adopted.
     let tag = match read(&dir) {
@@ -203,7 +204,7 @@ pub fn move_aside(data_dir: &Path, name: &str) -> Result<PathBuf, MetadataError>
     };
     let stale = data_dir.join(super::dirs::STALE_DIR);
     std::fs::create_dir_all(&stale).map_err(MetadataError::io("create", &stale))?;
-    let ms = crate::storage::now_ms();
+    let ms = now_ms;
     let mut target = stale.join(format!("{name}.{tag}-{ms}"));
     let mut n = 1;
     while target.exists() {
@@ -260,7 +261,7 @@ mod tests {
         let d = tmp.path();
         claim(d, &id("t", 3, "abc")).unwrap();
         std::fs::write(d.join("t-3").join("data"), b"old").unwrap();
-        let to = move_aside(d, "t-3").unwrap();
+        let to = move_aside(d, "t-3", 1_700_000_000_000).unwrap();
         assert!(!d.join("t-3").exists());
         assert!(to.starts_with(d.join("stale")));
         assert!(to

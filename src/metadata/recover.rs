@@ -92,7 +92,9 @@ pub struct Report {
 }
 
 /// Rebuild the topic table of `data_dir` from its partition directories.
-pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
+/// `now_ms` (wall time) becomes the recovered topics' creation time and
+/// tags the replaced table's file name.
+pub fn recover(data_dir: &Path, force: bool, now_ms: i64) -> Result<Report, RecoverError> {
     if !data_dir.is_dir() {
         return Err(RecoverError::NoDataDir(data_dir.to_path_buf()));
     }
@@ -190,7 +192,7 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
                 partitions: t.partitions,
                 config: recovered_config(),
                 id: t.id.clone(),
-                created_ms: crate::storage::now_ms(),
+                created_ms: now_ms,
                 stored_config: Default::default(),
                 assignment: Vec::new(),
             },
@@ -207,8 +209,7 @@ pub fn recover(data_dir: &Path, force: bool) -> Result<Report, RecoverError> {
     }
     let previous_table = match keep_previous_as {
         Some(why) => {
-            let to = table_path
-                .with_file_name(format!("topics.json.{why}-{}", crate::storage::now_ms()));
+            let to = table_path.with_file_name(format!("topics.json.{why}-{now_ms}"));
             std::fs::rename(&table_path, &to).map_err(MetadataError::io("rename", &table_path))?;
             Some(to)
         }
@@ -351,7 +352,7 @@ mod tests {
         }
         std::fs::create_dir(d.join("legacy-0")).unwrap();
         std::fs::write(d.join("legacy-0").join("00000000000000000000.log"), b"x").unwrap();
-        let r = recover(d, false).unwrap();
+        let r = recover(d, false, 1_700_000_000_000).unwrap();
         let t = TopicTable::read(d).unwrap().unwrap();
         assert_eq!(t.topics["orders"].partitions, 4);
         assert_eq!(t.topics["orders"].id, "aa");
@@ -370,10 +371,10 @@ mod tests {
         );
         // A readable table is not replaced without --force.
         assert!(matches!(
-            recover(d, false).unwrap_err(),
+            recover(d, false, 1_700_000_000_000).unwrap_err(),
             RecoverError::TableValid { .. }
         ));
-        let r = recover(d, true).unwrap();
+        let r = recover(d, true, 1_700_000_000_000).unwrap();
         assert!(r.previous_table.unwrap().exists());
     }
 
@@ -401,7 +402,7 @@ mod tests {
                 .collect(),
         };
         std::fs::write(d.join("t-0").join(checkpoint::FILE_NAME), cp.encode()).unwrap();
-        let r = recover(d, false).unwrap();
+        let r = recover(d, false, 1_700_000_000_000).unwrap();
         assert_eq!(r.highest_producer_id_seen, Some(4711));
         let t = TopicTable::read(d).unwrap().unwrap();
         assert_eq!(t.producer_id_block_end, 4712 + PRODUCER_ID_MARGIN);
@@ -413,7 +414,7 @@ mod tests {
         let d = tmp.path();
         identity::claim(d, &pid("t", 0, "aa")).unwrap();
         identity::claim(d, &pid("t", 1, "bb")).unwrap();
-        let e = recover(d, false).unwrap_err();
+        let e = recover(d, false, 1_700_000_000_000).unwrap_err();
         assert!(matches!(e, RecoverError::Conflicts(_)), "{e}");
         assert!(TopicTable::read(d).unwrap().is_none(), "nothing written");
     }

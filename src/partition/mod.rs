@@ -1,10 +1,11 @@
 //! The partition layer: what of a partition's log is visible, and to whom.
 //!
 //! Owns the visibility offsets, which storage does not decide:
-//! - the *high watermark*: consumers read only below it. Today it is the
-//!   log's durable offset (with one node, the disk is the replica: nothing
-//!   a consumer has seen can vanish in a crash); with replication it will
-//!   be the offset the replicas have committed.
+//! - the *high watermark*: consumers read only below it. For a partition
+//!   with one replica it is the log's durable offset (the disk is the
+//!   replica: nothing a consumer has seen can vanish in a crash); for a
+//!   replicated one, the end of what its Raft group committed and this
+//!   replica applied, capped at the durable offset.
 //! - the *last stable offset*: equal to the high watermark until
 //!   transactions exist.
 //! - the *leader epoch* stamped into every batch this replica appends as

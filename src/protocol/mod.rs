@@ -10,6 +10,7 @@ pub mod error_code;
 pub mod frame;
 pub mod gather;
 pub mod messages;
+pub mod raft_codec;
 
 pub use error_code::ErrorCode;
 pub use frame::{ApiKey, FrameHeader, ResponseHeader};

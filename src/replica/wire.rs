@@ -5,7 +5,7 @@
 //! ```text
 //! batch   u8 version (=1) | u32 from (broker id) | u32 items
 //!         | items x (u64 topic_id_hi | u64 topic_id_lo | u32 partition | message)
-//! message as in controller::raft_codec (u8 type | u32 to | u32 from | ... | entries | snapshot)
+//! message as in protocol::raft_codec (u8 type | u32 to | u32 from | ... | entries | snapshot)
 //! ```
 //! All integers little-endian. Entry data is carried as `Bytes` sliced
 //! from the received buffer (no copy until a replica stamps it). A batch
@@ -13,8 +13,8 @@
 //! what remains, and damage is an error, never a panic.
 
 use super::driver::GroupKey;
-use crate::controller::raft_codec::{get_message, put_message};
 use crate::protocol::codec::Reader;
+use crate::protocol::raft_codec::{get_message, put_message};
 use crate::protocol::DecodeError;
 use bytes::{BufMut, BytesMut};
 use raft::eraftpb::Message;

@@ -184,16 +184,17 @@ pub enum AdminError {
     TopicExists(String),
     #[error("unknown topic '{0}'")]
     UnknownTopic(String),
-    #[error("{0}")]
+    /// The topic name (not a message): not a name a topic may have.
+    #[error("invalid topic name '{0}': use 1-200 characters from [a-zA-Z0-9._-], not '.' or '..'")]
     InvalidName(String),
     #[error("invalid partition count: {0}")]
-    InvalidPartitions(String),
+    InvalidPartitions(PartitionCountError),
     #[error("invalid replication factor: {0}")]
-    InvalidReplicationFactor(String),
+    InvalidReplicationFactor(ReplicationFactorError),
     #[error("invalid reassignment: {0}")]
-    InvalidReassignment(String),
+    InvalidReassignment(ReassignmentError),
     #[error("invalid topic config: {0}")]
-    InvalidConfig(String),
+    InvalidConfig(crate::metadata::alter::AlterError),
     #[error("metadata could not be stored: {0}")]
     Storage(std::sync::Arc<crate::metadata::MetadataError>),
     /// A directory left under a new partition's name could not be moved
@@ -210,7 +211,7 @@ pub enum AdminError {
     /// In a cluster: no controller leader took the change in time (an
     /// election is under way, or a majority of voters is down). Retriable.
     #[error("the cluster controller is not available: {0}")]
-    ControllerUnavailable(String),
+    ControllerUnavailable(ControllerUnavailable),
     /// In a cluster: no live broker to place new partitions on.
     #[error("no live broker to place partitions on")]
     NoLiveBroker,
@@ -223,6 +224,59 @@ pub enum AdminError {
          broker really joins a new cluster, move its data directory's contents away first"
     )]
     OtherCluster { ours: u64, theirs: u64 },
+}
+
+/// Why a partition count was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PartitionCountError {
+    /// A new topic's count, outside `1..=max`.
+    #[error("{count} (must be 1..={max})")]
+    OutOfRange { count: u32, max: u32 },
+    /// A grown topic's count, above `max`.
+    #[error("{count} (must be <= {max})")]
+    AboveMax { count: u32, max: u32 },
+    #[error("topic '{topic}' has {partitions} partitions; the count can grow but never shrink")]
+    Shrinks { topic: String, partitions: u32 },
+    /// The cluster controller refused it (outside `1..=max`, or a shrink).
+    #[error("invalid partition count (1..={max}, and partitions never shrink)")]
+    RefusedByController { max: u32 },
+}
+
+/// Why a replication factor was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReplicationFactorError {
+    #[error(
+        "replication factor {0} is not possible on a single broker (use 1, or start a cluster)"
+    )]
+    SingleBroker(u16),
+    #[error("0, or more replicas than live brokers")]
+    AboveLiveBrokers,
+}
+
+/// Why a partition reassignment was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReassignmentError {
+    #[error("a single broker holds one replica of everything: reassignment needs a cluster")]
+    NeedsCluster,
+    #[error("only a replicated partition (replication factor 2 or more) can be reassigned, to 2 or more distinct live brokers")]
+    NotReplicated,
+    #[error("no such reassignment in progress")]
+    NoneInProgress,
+    #[error("no such broker")]
+    UnknownBroker,
+}
+
+/// Why the cluster controller could not take an admin change (the client
+/// retries).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ControllerUnavailable {
+    #[error("no controller leader committed the change in time (an election may be under way, or a majority of the controller voters is down); retry")]
+    NotCommitted,
+    #[error("a newer request of the same origin was applied already")]
+    StaleRequest,
+    /// An answer that does not fit the request (logged where it is seen).
+    #[error("unexpected answer from the controller")]
+    UnexpectedAnswer,
 }
 
 pub type AdminResult = Result<AdminOk, AdminError>;
@@ -242,4 +296,46 @@ pub enum AdminOk {
 pub fn partition_read_cap(max_total: usize, partitions: usize) -> usize {
     const FLOOR: usize = 256 << 10;
     (max_total / partitions.max(1)).max(FLOOR).min(max_total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed admin refusals say what the formatted strings they
+    /// replaced said (clients see this text as the error message).
+    #[test]
+    fn admin_refusals_read_as_before() {
+        let cases = [
+            (
+                AdminError::InvalidPartitions(PartitionCountError::OutOfRange {
+                    count: 0,
+                    max: 10_000,
+                }),
+                "invalid partition count: 0 (must be 1..=10000)",
+            ),
+            (
+                AdminError::InvalidPartitions(PartitionCountError::Shrinks {
+                    topic: "t".into(),
+                    partitions: 4,
+                }),
+                "invalid partition count: topic 't' has 4 partitions; the count can grow but never shrink",
+            ),
+            (
+                AdminError::InvalidReplicationFactor(ReplicationFactorError::SingleBroker(3)),
+                "invalid replication factor: replication factor 3 is not possible on a single broker (use 1, or start a cluster)",
+            ),
+            (
+                AdminError::InvalidReassignment(ReassignmentError::NeedsCluster),
+                "invalid reassignment: a single broker holds one replica of everything: reassignment needs a cluster",
+            ),
+            (
+                AdminError::InvalidName("a/b".into()),
+                "invalid topic name 'a/b': use 1-200 characters from [a-zA-Z0-9._-], not '.' or '..'",
+            ),
+        ];
+        for (e, text) in cases {
+            assert_eq!(e.to_string(), text);
+        }
+    }
 }

@@ -6,6 +6,10 @@
 //! executor. (Per-shard SO_REUSEPORT listeners would let the kernel's hash
 //! leave a shard idle with a few connections, DESIGN.md §3.) Connections
 //! never pile up on one shard.
+//!
+//! The native protocol is the server's own; the Kafka listener sits beside
+//! the server (it implements [`conn::Protocol`]), so the broker plugs it in
+//! as a [`ServeKafka`] instead of the acceptor naming it.
 
 use super::conn;
 use crate::router::{ListenerKind, ShardMsg};
@@ -17,11 +21,16 @@ use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
 use tracing::{info, warn};
 
+/// Starts serving one accepted Kafka connection on this shard (the peer's
+/// address is for messages).
+pub type ServeKafka = fn(Rc<Shard>, TcpStream, String);
+
 /// Serve the listeners `Broker::start` bound (on shard 0): start their
 /// accept loops on this executor.
 pub fn serve_listeners(
     shard: &Rc<Shard>,
     listeners: Listeners,
+    kafka: ServeKafka,
 ) -> Result<Vec<glommio::task::JoinHandle<()>>, String> {
     let mut tasks = Vec::new();
     let mut serve = |l: std::net::TcpListener, kind: ListenerKind| -> Result<(), String> {
@@ -34,7 +43,7 @@ pub fn serve_listeners(
             ListenerKind::Native => *shard.native_addr.borrow_mut() = Some(local),
             ListenerKind::Kafka => *shard.kafka_addr.borrow_mut() = Some(local),
         }
-        tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, kind)).detach());
+        tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, kind, kafka)).detach());
         Ok(())
     };
     serve(listeners.native, ListenerKind::Native)?;
@@ -44,7 +53,12 @@ pub fn serve_listeners(
     Ok(tasks)
 }
 
-async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind) {
+async fn accept_loop(
+    shard: Rc<Shard>,
+    listener: TcpListener,
+    kind: ListenerKind,
+    kafka: ServeKafka,
+) {
     let next = Cell::new(0usize);
     loop {
         let stream = match listener.shared_accept().await {
@@ -58,15 +72,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener, kind: ListenerKind
         let target = next.get() % shard.shards();
         next.set(next.get() + 1);
         if target == shard.id {
-            serve(&shard, stream.bind_to_executor(), kind);
+            serve(&shard, stream.bind_to_executor(), kind, kafka);
         } else if let Err(e) = shard.router.send(target, ShardMsg::Adopt { stream, kind }) {
             warn!("could not hand a connection to shard {target}: {e}");
         }
     }
 }
 
-/// Serve a connection on this shard (or refuse it when over the limit).
-pub fn serve(shard: &Rc<Shard>, stream: TcpStream, kind: ListenerKind) {
+/// Serve a connection on this shard (or refuse it when over the limit);
+/// a Kafka connection through `kafka`.
+pub fn serve(shard: &Rc<Shard>, stream: TcpStream, kind: ListenerKind, kafka: ServeKafka) {
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -85,14 +100,6 @@ pub fn serve(shard: &Rc<Shard>, stream: TcpStream, kind: ListenerKind) {
             glommio::spawn_local(conn::run(s, stream, Rc::new(super::native::Native), peer))
                 .detach();
         }
-        ListenerKind::Kafka => {
-            glommio::spawn_local(conn::run(
-                s,
-                stream,
-                Rc::new(crate::kafka::Kafka::new()),
-                peer,
-            ))
-            .detach();
-        }
+        ListenerKind::Kafka => kafka(s, stream, peer),
     }
 }

@@ -90,6 +90,20 @@ async fn read_before(
     }
 }
 
+/// When the connection's next read times out: `partial` after the first
+/// byte of an incomplete frame arrived, else `idle` after the last request.
+fn read_deadline(
+    frame_started: Option<Instant>,
+    last_request: Instant,
+    idle: Duration,
+    partial: Duration,
+) -> Instant {
+    match frame_started {
+        Some(t) => t + partial,
+        None => last_request + idle,
+    }
+}
+
 /// Read once into `buf`'s spare capacity (at most `max` bytes), unless
 /// `deadline` passes first; the bytes read extend `buf`.
 ///
@@ -264,10 +278,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
         if !buf.is_empty() && frame_started.is_none() {
             frame_started = Some(shard.clock.now());
         }
-        let deadline = match frame_started {
-            Some(t) => t + partial,
-            None => last_request + idle,
-        };
+        let deadline = read_deadline(frame_started, last_request, idle, partial);
         if shard.clock.now() >= deadline {
             debug!(%peer, partial = frame_started.is_some(), "closing connection: timed out");
             break;
@@ -287,4 +298,102 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     let _ = writer_task.await;
     shard.connections.set(shard.connections.get() - 1);
     debug!(%peer, "connection closed");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use std::cell::Cell;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A peer that sends `data`, then nothing more, and never closes.
+    struct Stalling {
+        data: Vec<u8>,
+    }
+
+    impl futures::AsyncRead for Stalling {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<std::io::Result<usize>> {
+            if self.data.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.data.len());
+            buf[..n].copy_from_slice(&self.data[..n]);
+            self.data.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    const IDLE: Duration = Duration::from_secs(10);
+    const PARTIAL: Duration = Duration::from_secs(1);
+
+    /// Read from `peer` into `buf` until `deadline` (`after` from now, as
+    /// the connection loop sets it), in a task, and check that the read
+    /// times out exactly then: still waiting 1 ms before. Returns `buf`.
+    async fn times_out_after(
+        clock: &Rc<ManualClock>,
+        mut peer: Stalling,
+        mut buf: BytesMut,
+        deadline: Instant,
+        after: Duration,
+    ) -> BytesMut {
+        assert_eq!(deadline, clock.now() + after);
+        let (c, done) = (clock.clone(), Rc::new(Cell::new(false)));
+        let d = done.clone();
+        let t = glommio::spawn_local(async move {
+            let out = read_into_spare(&mut peer, &mut buf, READ_BYTES, deadline, &*c).await;
+            d.set(true);
+            (matches!(out, ReadOutcome::TimedOut), buf)
+        })
+        .detach();
+        glommio::executor().yield_task_queue_now().await;
+        clock.advance(after - Duration::from_millis(1));
+        glommio::executor().yield_task_queue_now().await;
+        assert!(!done.get(), "timed out 1 ms early");
+        clock.advance(Duration::from_millis(1));
+        let (timed_out, buf) = t.await.unwrap();
+        assert!(timed_out, "the read did not time out");
+        buf
+    }
+
+    #[test]
+    fn a_silent_connection_times_out_at_the_idle_timeout_of_the_clock() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let clock = ManualClock::new();
+            let last_request = clock.now();
+            let deadline = read_deadline(None, last_request, IDLE, PARTIAL);
+            let buf = BytesMut::with_capacity(READ_BYTES);
+            let buf = times_out_after(&clock, Stalling { data: vec![] }, buf, deadline, IDLE).await;
+            assert!(buf.is_empty());
+        });
+    }
+
+    #[test]
+    fn a_partial_frame_times_out_at_the_partial_frame_timeout_of_the_clock() {
+        let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+        ex.run(async {
+            let clock = ManualClock::new();
+            let last_request = clock.now();
+            clock.advance(Duration::from_secs(3));
+            // Three bytes of a frame arrive, then nothing.
+            let mut peer = Stalling {
+                data: vec![0, 0, 1],
+            };
+            let mut buf = BytesMut::with_capacity(READ_BYTES);
+            let first = read_deadline(None, last_request, IDLE, PARTIAL);
+            let got = read_into_spare(&mut peer, &mut buf, READ_BYTES, first, &*clock).await;
+            assert!(matches!(got, ReadOutcome::Data(3)));
+            let frame_started = Some(clock.now());
+            // The partial-frame timeout, not what is left of the idle one, bounds the wait.
+            let deadline = read_deadline(frame_started, last_request, IDLE, PARTIAL);
+            let buf = times_out_after(&clock, peer, buf, deadline, PARTIAL).await;
+            assert_eq!(&buf[..], &[0, 0, 1]);
+        });
+    }
 }

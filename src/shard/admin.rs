@@ -13,7 +13,10 @@ use super::Shard;
 use crate::config::TopicConfig;
 use crate::metadata::alter::{self, ConfigChange};
 use crate::metadata::{self, identity, reserve, startup, DeletedTopic, TopicMeta, TopicTable};
-use crate::router::ops::{AdminError, AdminOk, AdminOp, AdminResult};
+use crate::router::ops::{
+    AdminError, AdminOk, AdminOp, AdminResult, PartitionCountError, ReassignmentError,
+    ReplicationFactorError,
+};
 use crate::router::{reply_channel, ShardMsg};
 use std::future::Future;
 use std::pin::Pin;
@@ -61,10 +64,9 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         } => {
             // One broker holds one replica of everything.
             if replication_factor.is_some_and(|rf| rf != 1) {
-                return Err(AdminError::InvalidReplicationFactor(format!(
-                    "replication factor {} is not possible on a single broker (use 1, or start a cluster)",
-                    replication_factor.unwrap_or(0)
-                )));
+                return Err(AdminError::InvalidReplicationFactor(
+                    ReplicationFactorError::SingleBroker(replication_factor.unwrap_or(0)),
+                ));
             }
             let meta = new_topic(shard, &next, name, partitions, config)?;
             move_aside_leftovers(shard, &meta.name, 0..meta.partitions)?;
@@ -118,8 +120,7 @@ pub async fn execute(shard: &Rc<Shard>, op: AdminOp) -> AdminResult {
         }
         AdminOp::Reassign { .. } | AdminOp::CompleteReassignment { .. } => {
             return Err(AdminError::InvalidReassignment(
-                "a single broker holds one replica of everything: reassignment needs a cluster"
-                    .into(),
+                ReassignmentError::NeedsCluster,
             ));
         }
         AdminOp::AllocateProducerId => {
@@ -151,14 +152,19 @@ pub fn new_topic(
     partitions: u32,
     config: std::collections::BTreeMap<String, String>,
 ) -> Result<TopicMeta, AdminError> {
-    metadata::validate_name(&name).map_err(|e| AdminError::InvalidName(e.to_string()))?;
+    if metadata::validate_name(&name).is_err() {
+        return Err(AdminError::InvalidName(name));
+    }
     if table.topics.contains_key(&name) {
         return Err(AdminError::TopicExists(name));
     }
     if partitions == 0 || partitions > PARTITIONS_MAX {
-        return Err(AdminError::InvalidPartitions(format!(
-            "{partitions} (must be 1..={PARTITIONS_MAX})"
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::OutOfRange {
+                count: partitions,
+                max: PARTITIONS_MAX,
+            },
+        ));
     }
     let defaults = &shard.config.topic_defaults;
     let fresh = TopicMeta {
@@ -166,7 +172,7 @@ pub fn new_topic(
         name,
         partitions,
         config: defaults.clone(),
-        created_ms: crate::storage::now_ms(),
+        created_ms: shard.clock.wall_ms(),
         stored_config: Default::default(),
         assignment: Vec::new(),
     };
@@ -174,8 +180,7 @@ pub fn new_topic(
         .into_iter()
         .map(|(k, v)| ConfigChange::Set(k, v))
         .collect();
-    alter::altered(&fresh, defaults, &changes, false)
-        .map_err(|e| AdminError::InvalidConfig(e.to_string()))
+    alter::altered(&fresh, defaults, &changes, false).map_err(AdminError::InvalidConfig)
 }
 
 /// The partition count of `name` today, if it may grow to `total`.
@@ -188,15 +193,20 @@ pub fn check_partition_growth(
         return Err(AdminError::UnknownTopic(name.to_string()));
     };
     if total < t.partitions {
-        return Err(AdminError::InvalidPartitions(format!(
-            "topic '{name}' has {} partitions; the count can grow but never shrink",
-            t.partitions
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::Shrinks {
+                topic: name.to_string(),
+                partitions: t.partitions,
+            },
+        ));
     }
     if total > PARTITIONS_MAX {
-        return Err(AdminError::InvalidPartitions(format!(
-            "{total} (must be <= {PARTITIONS_MAX})"
-        )));
+        return Err(AdminError::InvalidPartitions(
+            PartitionCountError::AboveMax {
+                count: total,
+                max: PARTITIONS_MAX,
+            },
+        ));
     }
     Ok(t.partitions)
 }
@@ -213,7 +223,7 @@ pub fn altered_topic<'t>(
         return Err(AdminError::UnknownTopic(name.to_string()));
     };
     let altered = alter::altered(t, &shard.config.topic_defaults, changes, replace_all)
-        .map_err(|e| AdminError::InvalidConfig(e.to_string()))?;
+        .map_err(AdminError::InvalidConfig)?;
     Ok((t, altered))
 }
 
@@ -324,11 +334,12 @@ fn move_aside_leftovers(
             .expect("partition directory names are ASCII")
             .to_string();
         let found = identity::read(&dir).ok().flatten();
-        let to =
-            identity::move_aside(data_dir, &name).map_err(|e| AdminError::LeftoverInTheWay {
+        let to = identity::move_aside(data_dir, &name, shard.clock.wall_ms()).map_err(|e| {
+            AdminError::LeftoverInTheWay {
                 dir: dir.clone(),
                 cause: Arc::new(e),
-            })?;
+            }
+        })?;
         warn!(
             "a directory {} was already there (identity: {}); it is not adopted: moved aside to {}",
             dir.display(),

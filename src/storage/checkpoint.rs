@@ -17,6 +17,10 @@
 //!                 batch_count x { i32 first_seq, i32 last_seq, u64 base_offset, u64 last_offset } }
 //! .. u32 crc32c of every preceding byte
 //! ```
+//!
+//! This module only encodes and decodes (no I/O, no state); the partition's
+//! flusher writes the file and the replayer reads it, both on the
+//! partition's shard.
 
 use super::producer_state::{ProducerEntry, ProducerTable, SeqBatch};
 use std::collections::VecDeque;

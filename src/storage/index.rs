@@ -12,6 +12,8 @@
 //! trailer     { crc32c u32 over the entries, magic u32 }   8 bytes
 //! ```
 //! Entries are strictly increasing in every field.
+//!
+//! Owned by its segment, on the partition's shard.
 
 use std::fmt;
 

@@ -24,7 +24,8 @@
 //!
 //! This module is pure: [`classify`] works on bytes, [`SegmentScan`]
 //! accumulates what the log needs. The log feeds it windows read through
-//! the storage seam; the fuzzer feeds it arbitrary bytes.
+//! the storage seam; the fuzzer feeds it arbitrary bytes. A scan lives for
+//! one segment's recovery, on the shard that opens the partition.
 
 use super::index::SegmentIndex;
 use crate::format::frame::{self, FrameError};

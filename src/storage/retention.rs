@@ -2,6 +2,9 @@
 //!
 //! Only whole closed segments are deleted, oldest first, and never the active
 //! one, so the log-start offset moves in segment steps (as in Kafka).
+//!
+//! No state and no I/O: the log calls [`segments_to_delete`] on its shard
+//! with the wall time of its clock (see `log/truncate.rs`).
 
 /// What retention needs to know about a closed segment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! Byte layouts of raft-rs's own structures, shared by the controller's
-//! files ([`super::file_log`]) and its RPC frames ([`super::wire`]). We
+//! files (`controller::file_log`), its RPC frames (`controller::wire`) and
+//! the replicated partitions' batches (`replica::wire`). We
 //! never use raft-rs's protobuf encoding on the wire or on disk: every
 //! field we carry is spelled out here with its width (little-endian).
 //!
@@ -15,9 +16,12 @@
 //!          u32 learners | x u64 | u32 voters_outgoing | x u64 | u32 learners_next | x u64 | u8 auto_leave
 //! ```
 //! Replica ids are broker ids, u32 on the wire (raft-rs's are u64).
+//!
+//! Here, in the protocol leaf, so both Raft users depend on it and not on
+//! each other. Pure: bytes in, structures out, and back.
 
-use crate::protocol::codec::Reader;
-use crate::protocol::DecodeError;
+use super::codec::Reader;
+use super::DecodeError;
 use bytes::{BufMut, BytesMut};
 use protobuf::ProtobufEnum;
 use raft::eraftpb::{Entry, EntryType, Message, MessageType, Snapshot};
