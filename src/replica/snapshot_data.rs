@@ -44,8 +44,8 @@ pub struct SnapshotData {
     pub producers: Vec<(i64, ProducerEntry)>,
 }
 
-/// Why a snapshot's data was refused (the follower keeps its log and the
-/// leader sends another).
+/// Why a snapshot's data was refused (checked before the follower changes
+/// anything: its log and state are untouched).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapshotDataError {
     #[error("snapshot data of {len} bytes is too short (16, or at least 24)")]
