@@ -9,20 +9,38 @@
 //! leads each partition; brokers crash (losing what their disk had not
 //! synced, also between an append and its sync) and restart. Partition 0
 //! is written by a plain producer, partition 1 by an idempotent one (one
-//! producer id, sequences, at most 5 batches unacknowledged) that now and
+//! producer id, sequences, at most 5 batches in flight) that now and
 //! then retries every unacknowledged batch, in order, at whoever leads:
 //! as a Kafka client does after a timeout or a leader change.
+//!
+//! Every request draws an acks setting, answered as the broker answers it
+//! (`shard::local`'s `await_replicated`): acks=all once committed
+//! (`PartitionGroup::outcome`), acks=1 once the leader appended it
+//! (`PartitionGroup::appended_at`), acks=0 never. The plain producer uses
+//! all three, the idempotent one all and 1 (a client that never hears back
+//! cannot keep sequences; Kafka's refuse idempotence without acks=all).
+//! The idempotent producer's answers are sometimes lost (it retries the
+//! batch); when a leader expects an earlier sequence than the batch it
+//! sends, the batches in between were lost: acks=1 ones it sends again.
 //!
 //! Checked after every step, per partition:
 //! - at most one replica accepts writes, and one leads, per term (epoch);
 //! - what a consumer reads below any replica's high watermark never
 //!   changes, and every replica agrees on it (each replica's visible log is
-//!   read incrementally and compared with one map offset → batch);
+//!   read incrementally and compared with one map offset → batch), and no
+//!   batch is read at two offsets;
+//! - a retry is never taken as a new entry while its batch was read; a
+//!   retry refused as out of order is not among its producer's last 5
+//!   batches in the leader's log; a leader never expects a sequence below
+//!   an acks=all acknowledged batch's;
 //!
 //! and at the end, with the network healed and every broker up:
-//! - every acknowledged (committed, acks=all) proposal is present exactly
-//!   once, at the offset it was acknowledged at, on every replica, and no
-//!   batch (retries included) is in the log twice;
+//! - every acks=all acknowledged proposal is present exactly once, at the
+//!   offset it was acknowledged at, on every replica, and no batch
+//!   (retries included) is in the log twice;
+//! - an acks=1 acknowledged proposal is at the offset it was acknowledged
+//!   at, or was lost by a failover (allowed, as in Kafka; counted as
+//!   `lost_one`) and then never read there by a consumer;
 //! - the replicas' visible logs end alike.
 //!
 //! Every seed replays exactly: `SHARDLOG_SEED=1234 cargo test --test
@@ -44,7 +62,7 @@ use shardlog::replica::{
     ReplicationDriver, WindowBudget,
 };
 use shardlog::storage::file::Disk;
-use shardlog::storage::producer_state::SequenceError;
+use shardlog::storage::producer_state::{SequenceError, BATCHES_REMEMBERED};
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, LogConfig, WriteBudget};
 use std::collections::{BTreeMap, BTreeSet};
@@ -111,19 +129,42 @@ struct Flight {
     bytes: BytesMut,
 }
 
+/// A producer's acks setting for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acks {
+    /// acks=all: answered once committed (`PartitionGroup::outcome`).
+    All,
+    /// acks=1: answered once the leader appended it
+    /// (`PartitionGroup::appended_at`, what the broker's produce path asks).
+    One,
+    /// acks=0: never answered.
+    Zero,
+}
+
 struct Prop {
     node: u64,
     partition: u32,
     p: Proposed,
     tag: u64,
-    /// The offset it was acknowledged at; u64::MAX: lost.
+    acks: Acks,
+    /// The offset it was acknowledged at (acks=all: committed there;
+    /// acks=1: appended there); u64::MAX: lost before any answer.
     acked: Option<u64>,
 }
 
 #[derive(Default, Debug)]
 struct Stats {
     proposed: u64,
+    /// acks=all proposals acknowledged (committed).
     acked: u64,
+    /// acks=1 proposals acknowledged (appended by the leader), and those
+    /// of them that were not in the log in the end (a failover replaced
+    /// them: Kafka's acks=1 contract allows it).
+    acked_one: u64,
+    lost_one: u64,
+    /// acks=0 proposals (never acknowledged).
+    sent_zero: u64,
+    /// Proposals lost before any acknowledgement.
     lost: u64,
     crashes: u64,
     /// Crashes of a broker holding appends that were not yet durable.
@@ -138,6 +179,14 @@ struct Stats {
     retries: u64,
     deduplicated: u64,
     out_of_order: u64,
+    /// Retries of a batch below the leader's log start, deduplicated (only
+    /// the producer table as of the log start knew it), and those of them
+    /// answered by a replica that had installed a snapshot.
+    deduplicated_below_start: u64,
+    deduplicated_after_snapshot: u64,
+    /// Idempotent batches acknowledged with acks=1, found missing by the
+    /// leader (a gap in the sequences) and sent again.
+    resent_lost_one: u64,
     /// Reassignment: configuration changes proposed, leadership hand-overs.
     reconfigurations: u64,
     transfers: u64,
@@ -151,6 +200,9 @@ impl Stats {
     fn add(&mut self, s: &Stats) {
         self.proposed += s.proposed;
         self.acked += s.acked;
+        self.acked_one += s.acked_one;
+        self.lost_one += s.lost_one;
+        self.sent_zero += s.sent_zero;
         self.lost += s.lost;
         self.crashes += s.crashes;
         self.crashes_unsynced += s.crashes_unsynced;
@@ -162,6 +214,9 @@ impl Stats {
         self.retries += s.retries;
         self.deduplicated += s.deduplicated;
         self.out_of_order += s.out_of_order;
+        self.deduplicated_below_start += s.deduplicated_below_start;
+        self.deduplicated_after_snapshot += s.deduplicated_after_snapshot;
+        self.resent_lost_one += s.resent_lost_one;
         self.reconfigurations += s.reconfigurations;
         self.transfers += s.transfers;
         self.compacted += s.compacted;
@@ -185,6 +240,12 @@ struct Sim {
     leaders: BTreeMap<(u32, u64), u64>,
     /// What consumers have read: (partition, offset) → (epoch, tag or control).
     read: BTreeMap<(u32, u64), (i32, Option<u64>)>,
+    /// The same by batch: tag → (partition, offset) (a batch read at two
+    /// offsets is in the log twice).
+    read_tags: BTreeMap<u64, (u32, u64)>,
+    /// Retries the leader answered as duplicates of a batch before its
+    /// log's entries (acknowledged at that batch's offset): (tag, offset).
+    dup_acks: Vec<(u64, u64)>,
     next_tag: u64,
     lossy: bool,
     stats: Stats,
@@ -201,15 +262,26 @@ struct Sim {
 }
 
 /// An idempotent producer: its batches (frame and tag) by sequence, and
-/// which are acknowledged.
+/// which are acknowledged, with which acks setting.
 #[derive(Default)]
 struct Idempotent {
     batches: Vec<(u64, bytes::Bytes)>,
-    acked: BTreeSet<u64>,
+    acked: BTreeMap<u64, Acks>,
     /// Sequences the broker answered "out of order" for while its log was
     /// already past them (the client gives up on those batches).
     given_up: BTreeSet<u64>,
     next_sequence: i32,
+    /// The tags of its batches.
+    tags: BTreeSet<u64>,
+    /// Until this step the producer sends nothing and hears no answer.
+    stalled_until: u64,
+}
+
+fn base_sequence(frame: &bytes::Bytes) -> i32 {
+    read_records(frame, 1 << 20)
+        .expect("our batch")
+        .0
+        .base_sequence
 }
 
 const IDEMPOTENT_PARTITION: u32 = 1;
@@ -260,6 +332,8 @@ impl Sim {
             writers: BTreeMap::new(),
             leaders: BTreeMap::new(),
             read: BTreeMap::new(),
+            read_tags: BTreeMap::new(),
+            dup_acks: Vec::new(),
             next_tag: 0,
             lossy,
             stats: Stats::default(),
@@ -493,8 +567,19 @@ impl Sim {
 
     fn propose(&mut self, p: u32) {
         if p == IDEMPOTENT_PARTITION {
+            // With retention, a plain producer writes there too: the log
+            // start moves past the idempotent producer's batches while it
+            // stalls, and its late retries find them compacted.
+            if self.retention && self.rng.gen_bool(0.5) {
+                self.propose_plain(p);
+            }
             return self.propose_idempotent();
         }
+        self.propose_plain(p)
+    }
+
+    /// A plain producer's batch at every replica that thinks it leads.
+    fn propose_plain(&mut self, p: u32) {
         for i in 0..self.nodes.len() {
             let node = self.nodes[i].id;
             let leads = self.nodes[i]
@@ -512,14 +597,23 @@ impl Sim {
                 b.push(self.step as i64, None, Some(v.as_bytes()), &[]);
             }
             let frame = b.finish(Compression::None, ProducerIds::NONE);
+            let acks = match self.rng.gen_range(0..20) {
+                0..=9 => Acks::All,
+                10..=16 => Acks::One,
+                _ => Acks::Zero,
+            };
             let up = self.nodes[i].up.as_mut().unwrap();
             if let Ok(pr) = up.driver.propose(&key(p), frame) {
                 self.accepted(node, p, pr);
+                if acks == Acks::Zero {
+                    self.stats.sent_zero += 1;
+                }
                 self.props.push(Prop {
                     node,
                     partition: p,
                     p: pr,
                     tag,
+                    acks,
                     acked: None,
                 });
             }
@@ -544,6 +638,15 @@ impl Sim {
     /// when 5 are unacknowledged) every unacknowledged batch again.
     fn propose_idempotent(&mut self) {
         let p = IDEMPOTENT_PARTITION;
+        if self.step < self.idem.stalled_until {
+            return;
+        }
+        // With retention, now and then the producer loses its connections
+        // for a while (answers lost, nothing sent), then retries.
+        if self.retention && self.lossy && self.rng.gen_bool(0.03) {
+            self.idem.stalled_until = self.step + self.rng.gen_range(20..100);
+            return;
+        }
         let Some(i) = (0..self.nodes.len()).find(|&i| {
             self.nodes[i]
                 .up
@@ -553,10 +656,15 @@ impl Sim {
             return;
         };
         let unacked: Vec<u64> = (0..self.idem.batches.len() as u64)
-            .filter(|s| !self.idem.acked.contains(s) && !self.idem.given_up.contains(s))
+            .filter(|s| !self.idem.acked.contains_key(s) && !self.idem.given_up.contains(s))
             .collect();
+        // In flight: every batch from the oldest unacknowledged one on (an
+        // acks=1 answer may come before an earlier acks=all one's).
+        let in_flight = unacked
+            .first()
+            .map_or(0, |s| self.idem.batches.len() - *s as usize);
         let send: Vec<(u64, bool)> =
-            if !unacked.is_empty() && (unacked.len() >= IN_FLIGHT || self.rng.gen_bool(0.2)) {
+            if !unacked.is_empty() && (in_flight >= IN_FLIGHT || self.rng.gen_bool(0.2)) {
                 unacked.iter().map(|s| (*s, true)).collect()
             } else {
                 let seq = self.idem.batches.len() as u64;
@@ -579,13 +687,28 @@ impl Sim {
                 );
                 self.idem.next_sequence += records;
                 self.idem.batches.push((tag, frame));
+                self.idem.tags.insert(tag);
                 vec![(seq, false)]
             };
         let node = self.nodes[i].id;
         for (seq, retry) in send {
             let (tag, frame) = self.idem.batches[seq as usize].clone();
+            // No acks=0: a producer that never hears back cannot keep its
+            // sequences (Kafka clients refuse idempotence without acks=all;
+            // acks=1 is here because a broker must still not duplicate).
+            let acks = if self.rng.gen_bool(0.6) {
+                Acks::All
+            } else {
+                Acks::One
+            };
             let up = self.nodes[i].up.as_mut().unwrap();
-            let last_index = up.driver.group(&key(p)).unwrap().last_index();
+            let g = up.driver.group(&key(p)).unwrap();
+            let (last_index, uncommitted) = (g.last_index(), g.last_index() - g.applied_index());
+            let (log_start, hw) = (
+                g.partition().log_start_offset(),
+                g.partition().high_watermark(),
+            );
+            let snapshotted = g.snapshots_installed() > 0;
             if retry {
                 self.stats.retries += 1;
             }
@@ -601,6 +724,11 @@ impl Sim {
                         }
                         self.stats.deduplicated += 1;
                     } else {
+                        if let Some(at) = self.read_tags.get(&tag) {
+                            self.fail(format!(
+                                "a retry of sequence {seq} (batch {tag}, read at {at:?}) was taken as a new entry {pr:?}"
+                            ));
+                        }
                         self.accepted(node, p, pr);
                     }
                     self.props.push(Prop {
@@ -608,24 +736,99 @@ impl Sim {
                         partition: p,
                         p: pr,
                         tag,
+                        acks,
                         acked: None,
                     });
+                }
+                // A retry of a batch whose entry this leader no longer
+                // knows (before its log's entries): the broker answers it
+                // with the original's offset (acks=all once committed).
+                Err(ProposeError::Duplicate { base_offset }) => {
+                    if !retry {
+                        self.fail(format!(
+                            "a new batch (sequence {seq}) was answered as a duplicate at {base_offset}"
+                        ));
+                    }
+                    if let Some(&at) = self.read_tags.get(&tag) {
+                        if at != (p, base_offset) {
+                            self.fail(format!(
+                                "batch {tag} read at {at:?}, answered as a duplicate at {base_offset}"
+                            ));
+                        }
+                    }
+                    self.stats.deduplicated += 1;
+                    if base_offset < log_start {
+                        self.stats.deduplicated_below_start += 1;
+                        if snapshotted {
+                            self.stats.deduplicated_after_snapshot += 1;
+                        }
+                    }
+                    if acks == Acks::One || base_offset < hw {
+                        self.idem.acked.insert(seq, acks);
+                        self.dup_acks.push((tag, base_offset));
+                    }
                 }
                 Err(ProposeError::Sequence(SequenceError::OutOfOrderSequence {
                     expected, ..
                 })) => {
                     self.stats.out_of_order += 1;
-                    let base = read_records(&frame, 1 << 20)
-                        .expect("our batch")
-                        .0
-                        .base_sequence;
+                    let base = base_sequence(&frame);
                     if expected > base {
+                        // The leader's table is past this batch: fine only
+                        // if it is not among the producer's last
+                        // BATCHES_REMEMBERED in the leader's log (Kafka
+                        // remembers 5), counting every entry the leader
+                        // holds beyond what consumers read as one.
+                        if let Some(&(_, at)) = self.read_tags.get(&tag) {
+                            let later = self
+                                .read
+                                .range((p, at + 1)..(p + 1, 0))
+                                .filter(|(_, (_, t))| {
+                                    t.is_some_and(|t| self.idem.tags.contains(&t))
+                                })
+                                .count() as u64;
+                            if later + uncommitted < BATCHES_REMEMBERED as u64 {
+                                self.fail(format!(
+                                    "sequence {seq} (batch {tag} at {at}) refused as out of order (expected {expected}) with {later} later batches of its producer read and {uncommitted} entries unapplied"
+                                ));
+                            }
+                        }
                         self.idem.given_up.insert(seq);
+                    } else {
+                        self.note_sequence_gap(seq, expected);
                     }
                     // Later batches would be out of order too.
                     break;
                 }
                 Err(_) => break,
+            }
+        }
+    }
+
+    /// The leader expects sequence `expected`, below batch `seq`'s: the
+    /// batches in between are not in its log. An acks=all acknowledged one
+    /// must be (it was committed); an acks=1 acknowledged one may have
+    /// been lost with its leader: the producer sends it again (Kafka's
+    /// client would reset its sequences instead, KIP-360).
+    fn note_sequence_gap(&mut self, seq: u64, expected: i32) {
+        for j in 0..seq {
+            let (tag, frame) = &self.idem.batches[j as usize];
+            if base_sequence(frame) < expected {
+                continue;
+            }
+            match self.idem.acked.get(&j) {
+                Some(Acks::All) => self.fail(format!(
+                    "batch {tag} (sequence {j}) acknowledged with acks=all, yet the leader expects sequence {expected}"
+                )),
+                Some(_) => {
+                    self.idem.acked.remove(&j);
+                    self.stats.resent_lost_one += 1;
+                }
+                // Given up on when another leader's log was past it: that
+                // log's end was lost since.
+                None => {
+                    self.idem.given_up.remove(&j);
+                }
             }
         }
     }
@@ -664,22 +867,39 @@ impl Sim {
                 .driver
                 .group(&key(self.props[n].partition))
                 .expect("group");
-            match g.outcome(self.props[n].p) {
-                Outcome::Committed { base_offset } => {
-                    self.props[n].acked = Some(base_offset);
-                    self.stats.acked += 1;
-                    if self.props[n].partition == IDEMPOTENT_PARTITION {
-                        let tag = self.props[n].tag;
-                        if let Some(seq) = self.idem.batches.iter().position(|(t, _)| *t == tag) {
-                            self.idem.acked.insert(seq as u64);
-                        }
-                    }
-                }
-                Outcome::Lost => {
+            let (pr, acks) = (self.props[n].p, self.props[n].acks);
+            // As the broker answers a produce request (shard::local's
+            // `await_replicated`): acks=all from the proposal's outcome,
+            // acks=1 from where the leader appended it.
+            let acked_at = match (acks, g.outcome(pr)) {
+                (_, Outcome::Lost) => {
                     self.props[n].acked = Some(u64::MAX);
                     self.stats.lost += 1;
+                    continue;
                 }
-                Outcome::Pending => {}
+                (Acks::All, Outcome::Committed { base_offset }) => base_offset,
+                (Acks::One, _) => match g.appended_at(pr) {
+                    Some(base_offset) => base_offset,
+                    None => continue,
+                },
+                _ => continue,
+            };
+            self.props[n].acked = Some(acked_at);
+            match acks {
+                Acks::All => self.stats.acked += 1,
+                _ => self.stats.acked_one += 1,
+            }
+            // Now and then the answer is lost on its way: the idempotent
+            // producer sends the batch again, and the leader must answer
+            // with the original.
+            if self.props[n].partition == IDEMPOTENT_PARTITION
+                && self.step >= self.idem.stalled_until
+                && !(self.lossy && self.rng.gen_bool(0.1))
+            {
+                let tag = self.props[n].tag;
+                if let Some(seq) = self.idem.batches.iter().position(|(t, _)| *t == tag) {
+                    self.idem.acked.insert(seq as u64, acks);
+                }
             }
         }
         for i in 0..self.nodes.len() {
@@ -722,12 +942,21 @@ impl Sim {
                     Some(s.split(':').next().unwrap().parse::<u64>().unwrap())
                 };
                 let seen = (h.partition_leader_epoch, tag);
-                if let Some(old) = self.read.insert((p, h.base_offset), seen) {
-                    if old != seen {
-                        self.fail(format!(
-                            "node {id}: partition {p} offset {} read as {seen:?}, earlier as {old:?}",
-                            h.base_offset
-                        ));
+                match self.read.insert((p, h.base_offset), seen) {
+                    Some(old) if old != seen => self.fail(format!(
+                        "node {id}: partition {p} offset {} read as {seen:?}, earlier as {old:?}",
+                        h.base_offset
+                    )),
+                    Some(_) => {}
+                    None => {
+                        if let Some(t) = tag {
+                            if let Some(other) = self.read_tags.insert(t, (p, h.base_offset)) {
+                                self.fail(format!(
+                                    "batch {t} read at {other:?} and at {:?}: in the log twice",
+                                    (p, h.base_offset)
+                                ));
+                            }
+                        }
                     }
                 }
                 self.nodes[i].cursor[p as usize] = h.last_offset() + 1;
@@ -822,6 +1051,24 @@ impl Sim {
         self.check().await;
     }
 
+    /// The broker whose replica of `p` leads and applied an entry of its
+    /// term, among those up, after quiet steps (at most `steps`).
+    async fn await_leader(&mut self, p: u32, steps: usize) -> Option<usize> {
+        for _ in 0..steps {
+            self.run_step_quiet(false).await;
+            let leader = (0..self.nodes.len()).find(|&i| {
+                self.nodes[i].up.as_ref().is_some_and(|u| {
+                    let g = u.driver.group(&key(p)).unwrap();
+                    g.is_leader() && g.applied_own_term()
+                })
+            });
+            if leader.is_some() {
+                return leader;
+            }
+        }
+        None
+    }
+
     /// Per partition: (applied, last, high watermark) of every member's
     /// replica.
     fn progress(&self, p: u32) -> Vec<(u64, u64, u64)> {
@@ -852,6 +1099,7 @@ impl Sim {
             .max();
         self.props.iter().any(|x| {
             x.partition == p
+                && x.acks == Acks::All
                 && Some(x.p.term) == final_term
                 && x.acked.is_some_and(|a| a != u64::MAX)
         })
@@ -934,6 +1182,9 @@ async fn run_seed_with(seed: u64, steps: u64, reassign: bool, retention: bool) -
             .max()
             .unwrap_or(0)
     };
+    // acks=1: a batch the leader appended may have been replaced by a
+    // failover (counted), but then no consumer ever read it there.
+    let mut lost_one = BTreeSet::new();
     for x in &sim.props {
         let Some(at) = x.acked.filter(|a| *a != u64::MAX) else {
             continue;
@@ -941,9 +1192,28 @@ async fn run_seed_with(seed: u64, steps: u64, reassign: bool, retention: bool) -
         match tags_at.get(&x.tag) {
             Some(&(p, o)) if p == x.partition && o == at => {}
             None if at < log_start(x.partition) => {}
+            other if x.acks == Acks::One => {
+                if sim.read.get(&(x.partition, at)).map(|r| r.1) == Some(Some(x.tag)) {
+                    sim.fail(format!(
+                        "acks=1 batch {} was read at {at}, and is now at {other:?}",
+                        x.tag
+                    ));
+                }
+                lost_one.insert((x.tag, at));
+            }
             other => sim.fail(format!(
                 "acknowledged batch {} (partition {}, offset {at}, term {}) is at {other:?}",
                 x.tag, x.partition, x.p.term
+            )),
+        }
+    }
+    sim.stats.lost_one += lost_one.len() as u64;
+    for &(tag, at) in &sim.dup_acks {
+        match tags_at.get(&tag) {
+            Some(&(IDEMPOTENT_PARTITION, o)) if o == at => {}
+            None if at < log_start(IDEMPOTENT_PARTITION) => {}
+            other => sim.fail(format!(
+                "batch {tag}, answered as a duplicate at {at}, is at {other:?}"
             )),
         }
     }
@@ -1000,6 +1270,7 @@ fn replicated_partitions_survive_crashes_partitions_and_a_lossy_network() {
         }
         println!("replica_sim: {total:?}");
         assert!(total.acked > 0, "nothing was ever acknowledged: {total:?}");
+        assert!(total.acked_one > 0, "no acks=1 answer: {total:?}");
         assert!(total.elections > 0);
         assert!(
             total.deduplicated > 0,
@@ -1234,7 +1505,11 @@ fn a_shard_keeps_replicated_entries_within_its_memory_budget() {
 /// Same faults and checks as the main simulation (what consumers read never
 /// changes; acknowledged batches are where they were acknowledged unless
 /// retention deleted them); every other seed also reassigns the groups to
-/// a fourth broker, whose new replicas then start from a snapshot.
+/// a fourth broker, whose new replicas then start from a snapshot. A plain
+/// producer writes to partition 1 too, and the idempotent producer now and
+/// then stalls (answers lost) and then retries: its retries find their
+/// batches below the leader's log start, known only to the producer table
+/// as of that start (carried in snapshots; `deduplicated_below_start`).
 /// `SHARDLOG_RETENTION_SEEDS=N` (default 20).
 #[test]
 fn retention_and_snapshots_keep_replicas_consistent_under_faults() {
@@ -1251,6 +1526,166 @@ fn retention_and_snapshots_keep_replicas_consistent_under_faults() {
         assert!(
             total.snapshots > 0,
             "no follower ever needed a snapshot: {total:?}"
+        );
+    });
+}
+
+/// The idempotent producer's batch `seq` (base sequence `base_seq`, one
+/// record), tagged `tag`.
+fn idempotent_frame(tag: u64, base_seq: i32) -> bytes::Bytes {
+    let mut b = BatchBuilder::new();
+    b.push(0, None, Some(format!("{tag}:0:y").as_bytes()), &[]);
+    b.finish(
+        Compression::None,
+        ProducerIds {
+            producer_id: PRODUCER_ID,
+            producer_epoch: 0,
+            base_sequence: base_seq,
+        },
+    )
+}
+
+/// The producer table travels in Raft snapshots: a follower cut off while
+/// its leader takes an idempotent producer's batches and then enough
+/// plain ones for retention to delete them comes back, installs a
+/// snapshot (its log restarts past those batches) and is made leader. The
+/// producer's retries of its last batches are then answered as duplicates
+/// at their original offsets (not appended again, not refused as out of
+/// order), and its next batch is taken. Then the new leader restarts (its
+/// table comes back from its saved Raft state) and answers the same.
+/// Without the table in the snapshot, the first retry was a new entry.
+#[test]
+fn a_leader_that_installed_a_snapshot_deduplicates_retries_of_compacted_batches() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        let p = IDEMPOTENT_PARTITION;
+        let mut sim = Sim::new(5, false);
+        sim.retention = true;
+        for i in 0..NODES as usize {
+            sim.start(i).await;
+        }
+        let group = |sim: &Sim, i: usize| {
+            sim.nodes[i].up.as_ref().unwrap().driver.group(&key(p)).unwrap().partition().clone()
+        };
+        let l = sim
+            .await_leader(p, 100)
+            .await
+            .expect("a leader within 100 steps");
+        // The follower that will lead: the other with the shortest
+        // election timeout, so it wins once `l` is gone.
+        let timeout = |i: usize| group_cfg(sim.nodes[i].id, p, NODES).election_range.unwrap().0;
+        let f = (0..NODES as usize)
+            .filter(|&i| i != l)
+            .min_by_key(|&i| timeout(i))
+            .unwrap();
+        let (lid, fid) = (sim.nodes[l].id, sim.nodes[f].id);
+        sim.cut.insert((lid, fid));
+        sim.cut.insert((fid, lid));
+        // Four idempotent batches, committed.
+        let mut sent = Vec::new();
+        for seq in 0..4 {
+            let tag = 1_000_000 + seq as u64;
+            let frame = idempotent_frame(tag, seq);
+            let pr = sim.nodes[l].up.as_mut().unwrap().driver.propose(&key(p), frame.clone());
+            let pr = pr.expect("the leader takes the batch");
+            sent.push((tag, frame, pr));
+            sim.run_step_quiet(false).await;
+        }
+        let mut offsets = Vec::new();
+        for _ in 0..50 {
+            let g = sim.nodes[l].up.as_ref().unwrap().driver.group(&key(p)).unwrap();
+            offsets = sent
+                .iter()
+                .filter_map(|(_, _, pr)| match g.outcome(*pr) {
+                    Outcome::Committed { base_offset } => Some(base_offset),
+                    _ => None,
+                })
+                .collect();
+            if offsets.len() == sent.len() {
+                break;
+            }
+            sim.run_step_quiet(false).await;
+        }
+        assert_eq!(offsets.len(), sent.len(), "the batches commit");
+        // Plain batches (about 100 KB) until retention moved the leader's
+        // log start past them.
+        for _ in 0..300 {
+            if group(&sim, l).log_start_offset() > *offsets.last().unwrap() {
+                break;
+            }
+            sim.propose(0);
+            for _ in 0..3 {
+                let tag = sim.next_tag;
+                sim.next_tag += 1;
+                let mut b = BatchBuilder::new();
+                b.push(0, None, Some(format!("{tag}:0:{}", "z".repeat(300)).as_bytes()), &[]);
+                let frame = b.finish(Compression::None, ProducerIds::NONE);
+                let up = sim.nodes[l].up.as_mut().unwrap();
+                up.driver.propose(&key(p), frame).expect("the leader takes it");
+            }
+            sim.run_step_quiet(false).await;
+        }
+        assert!(
+            group(&sim, l).log_start_offset() > *offsets.last().unwrap(),
+            "retention moved the log start past the producer's batches"
+        );
+        sim.cut.clear();
+        for _ in 0..300 {
+            sim.run_step_quiet(false).await;
+            let pr = sim.progress(p);
+            if pr.iter().all(|u| *u == pr[0] && u.0 == u.1) {
+                break;
+            }
+        }
+        let follower = sim.nodes[f].up.as_ref().unwrap().driver.group(&key(p)).unwrap();
+        assert!(follower.snapshots_installed() > 0, "the follower installed a snapshot");
+        assert!(group(&sim, f).log_start_offset() > *offsets.last().unwrap());
+        // The old leader goes: the follower leads.
+        sim.crash(l);
+        let now = sim.await_leader(p, 200).await;
+        assert_eq!(now, Some(f), "the follower with the shortest timeout leads");
+        let retry = |sim: &mut Sim, seq: usize| {
+            let (tag, frame, _) = &sent[seq];
+            let up = sim.nodes[f].up.as_mut().unwrap();
+            let r = up.driver.propose(&key(p), frame.clone());
+            assert_eq!(
+                r,
+                Err(ProposeError::Duplicate {
+                    base_offset: offsets[seq]
+                }),
+                "a retry of batch {tag} (sequence {seq}) is answered with its offset"
+            );
+        };
+        for seq in 0..4 {
+            retry(&mut sim, seq);
+        }
+        // The leader restarts: its table comes back from its saved state.
+        sim.crash(f);
+        sim.start(f).await;
+        let again = sim.await_leader(p, 300).await;
+        if again == Some(f) {
+            for seq in 0..4 {
+                retry(&mut sim, seq);
+            }
+        }
+        // The producer's next batch is taken by whoever leads, and it
+        // commits; every batch is in the log once.
+        let next = again.expect("a leader");
+        let up = sim.nodes[next].up.as_mut().unwrap();
+        let r = up.driver.propose(&key(p), idempotent_frame(2_000_000, 4));
+        assert!(r.is_ok(), "the producer's next batch is taken: {r:?}");
+        for i in 0..sim.nodes.len() {
+            if sim.nodes[i].up.is_none() {
+                sim.start(i).await;
+            }
+        }
+        for _ in 0..100 {
+            sim.run_step_quiet(false).await;
+        }
+        assert!(sim.read_tags.contains_key(&2_000_000), "the next batch is read");
+        println!(
+            "a leader that installed a snapshot: log start {}, producer batches at {offsets:?}, leader after restart {again:?} (the follower: {f})",
+            group(&sim, f).log_start_offset()
         );
     });
 }

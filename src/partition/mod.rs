@@ -160,6 +160,13 @@ impl<D: Disk> Partition<D> {
         self.log.producers()
     }
 
+    /// Bring in the producer table as of the log start (a replica whose
+    /// log start retention or a Raft snapshot moved); see
+    /// `Log::merge_start_producers`.
+    pub fn merge_start_producers(&self, start: &crate::storage::producer_state::ProducerTable) {
+        self.log.merge_start_producers(start)
+    }
+
     /// Whether a Raft group replicates this partition.
     pub fn is_replicated(&self) -> bool {
         self.replicated_high_watermark.get().is_some()

@@ -31,10 +31,11 @@
 use super::entry::{self, EntryError};
 use super::hard_state::{ReplicaState, StateError, StateFile};
 use super::log_index::{Found, LogIndex};
+use super::snapshot_data::{SnapshotData, SnapshotDataError};
 use super::storage::ReplicaStorage;
 use crate::partition::Partition;
 use crate::storage::file::Disk;
-use crate::storage::producer_state::{last_seq_of, SeqCheck, SequenceError};
+use crate::storage::producer_state::{last_seq_of, ProducerTable, SeqCheck, SequenceError};
 use crate::storage::{AppendError, ReadError, StorageError};
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{
@@ -110,8 +111,12 @@ pub enum ReplicaError {
     Unmanaged { frames: u64 },
     #[error("the log starts at {log_start} but the replica's saved state at {saved}")]
     Start { log_start: u64, saved: u64 },
-    #[error("a snapshot from the leader is not a shardlog position ({len} bytes of data)")]
-    BadSnapshot { len: usize },
+    #[error("a snapshot from the leader is not a shardlog position ({len} bytes of data): {why}")]
+    BadSnapshot {
+        len: usize,
+        #[source]
+        why: SnapshotDataError,
+    },
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -295,6 +300,13 @@ impl<D: Disk> PartitionGroup<D> {
                 offset = end;
             }
         }
+        // The log's producer table was rebuilt from its files: from a
+        // checkpoint (which may know batches before the log start) or from
+        // the batches after the start alone (after a snapshot's restart, or
+        // a truncation that removed the checkpoint). Either way it now
+        // knows the batches the log start cut off too.
+        partition.merge_start_producers(&ProducerTable::from_entries(&saved.start_producers));
+        store.set_start_producers(saved.start_producers.clone());
         let last = store.last_index();
         // The saved commit may lag (it is not saved on every change), and
         // may not pass what the log holds.
@@ -523,7 +535,8 @@ impl<D: Disk> PartitionGroup<D> {
         // gets that batch's proposal (its outcome is the original's), never
         // a second entry; a batch out of order is refused. The log's
         // producer table is replicated with the log itself (every replica
-        // records the sequences it appends), so a new leader knows them.
+        // records the sequences it appends), so a new leader knows them;
+        // the table as of the log start travels in snapshots.
         let h = crate::format::frame::parse_header(&frame)
             .expect("frames are validated before they are proposed");
         let idempotent = h.producer_id >= 0 && h.base_sequence >= 0;
@@ -742,16 +755,15 @@ impl<D: Disk> PartitionGroup<D> {
     async fn install(&mut self, snap: &raft::eraftpb::Snapshot) -> Result<(), ReplicaError> {
         let m = snap.get_metadata();
         let (index, term) = (m.index, m.term);
-        let Ok(data) = <[u8; 16]>::try_from(&snap.data[..]) else {
-            return Err(ReplicaError::BadSnapshot {
-                len: snap.data.len(),
-            });
-        };
-        let start = u64::from_le_bytes(data[..8].try_into().expect("8 bytes"));
+        let data = SnapshotData::decode(&snap.data).map_err(|why| ReplicaError::BadSnapshot {
+            len: snap.data.len(),
+            why,
+        })?;
+        let start = data.start_offset;
         // The configuration is the leader's current one, made by entry
         // `conf_index` (possibly after the snapshot's index: those changes
         // are skipped as the entries are replayed).
-        let conf_index = u64::from_le_bytes(data[8..].try_into().expect("8 bytes")).max(index);
+        let conf_index = data.conf_index.max(index);
         assert!(
             index > self.applied,
             "snapshot at {index} below the applied index {}",
@@ -765,8 +777,13 @@ impl<D: Disk> PartitionGroup<D> {
         next.set_conf_state(&conf, conf_index);
         next.commit = index;
         next.resetting = true;
+        // The producers as of the snapshot's index: the entries after it,
+        // replayed here, bring the table to where the leader's is.
+        next.start_producers = data.producers;
         self.state_file.save(&next).await?;
         self.partition.restart_at(start).await?;
+        self.partition
+            .merge_start_producers(&ProducerTable::from_entries(&next.start_producers));
         next.resetting = false;
         self.state_file.save(&next).await?;
         self.saved = next;
@@ -775,6 +792,8 @@ impl<D: Disk> PartitionGroup<D> {
             conf.clone(),
             conf_index,
         );
+        self.store
+            .set_start_producers(self.saved.start_producers.clone());
         self.applied = index;
         self.partition.set_replicated_high_watermark(start);
         // The restart made everything before `start` durable, and what the
@@ -810,6 +829,7 @@ impl<D: Disk> PartitionGroup<D> {
         next.first_index = index;
         next.prev_term = prev_term;
         next.start_offset = start;
+        next.start_producers = self.producers_at(start).await?.sorted();
         // Everything before the new start is applied (raft-rs starts its
         // commit index at the first index - 1).
         next.commit = next.commit.max(index - 1);
@@ -820,6 +840,8 @@ impl<D: Disk> PartitionGroup<D> {
         self.partition.raise_log_start(start).await?;
         self.partition.delete_segments_before(start).await?;
         self.store.compact(index, prev_term, start);
+        self.store
+            .set_start_producers(self.saved.start_producers.clone());
         tracing::info!(
             group = self.id(),
             first_index = index,
@@ -829,29 +851,56 @@ impl<D: Disk> PartitionGroup<D> {
         Ok(true)
     }
 
+    /// The producer table as of `offset` (a frame boundary within the
+    /// log): the one as of the log start, and the batches before `offset`,
+    /// read from the log (retention is about to delete them: once per
+    /// compaction, only when the log has idempotent producers at all).
+    async fn producers_at(&self, offset: u64) -> Result<ProducerTable, ReplicaError> {
+        let mut t = ProducerTable::from_entries(&self.saved.start_producers);
+        if t.is_empty() && self.partition.producers().is_empty() {
+            // The live table knows every producer of the whole log.
+            return Ok(t);
+        }
+        self.scan_frames(self.store.first_offset(), offset, |h| t.record(h))
+            .await?;
+        Ok(t)
+    }
+
     /// The entry whose frame starts at `offset` (a frame boundary within
     /// the log): from the nearest place the index knows exactly at or
     /// after it, counting the frames in between.
     async fn index_at_offset(&self, offset: u64) -> Result<u64, ReplicaError> {
         let (index, at) = self.store.known_at_or_after(offset);
         assert!(at >= offset, "{offset} is within the log");
-        let mut o = offset;
         let mut n = 0u64;
-        while o < at {
+        self.scan_frames(offset, at, |_| n += 1).await?;
+        Ok(index - n)
+    }
+
+    /// Read the log's frames from `from` up to `to` (both frame
+    /// boundaries), handing each one's header to `each`.
+    async fn scan_frames(
+        &self,
+        from: u64,
+        to: u64,
+        mut each: impl FnMut(&crate::format::BatchHeader),
+    ) -> Result<(), ReplicaError> {
+        let mut o = from;
+        while o < to {
             let frames = self.partition.read_unreplicated(o, READ_CHUNK).await?;
-            assert!(!frames.is_empty(), "frames from {o} up to {at}");
+            assert!(!frames.is_empty(), "frames from {o} up to {to}");
             for f in frames {
-                if o >= at {
+                if o >= to {
                     break;
                 }
-                let base = crate::format::frame::base_offset_of(&f);
-                assert_eq!(base, o, "contiguous frames");
-                o = base + entry::offsets_of(&f);
-                n += 1;
+                let h = crate::format::frame::parse_header(&f).expect("a stored frame");
+                assert_eq!(h.base_offset, o, "contiguous frames");
+                each(&h);
+                o = h.last_offset() + 1;
             }
         }
-        assert_eq!(o, at, "frames from {offset} reach the entry known at {at}");
-        Ok(index - n)
+        assert_eq!(o, to, "frames from {from} reach {to}");
+        Ok(())
     }
 
     /// Tell the window from which index followers still need entries: a
@@ -1002,6 +1051,10 @@ impl<D: Disk> PartitionGroup<D> {
             let end = self.partition.truncate_suffix(at).await?;
             assert_eq!(end, at, "entries are whole frames");
             self.store.truncate_after(first.index - 1, at);
+            // The truncation rebuilt the log's producer table from its
+            // files, without the batches before the log start.
+            self.partition
+                .merge_start_producers(&ProducerTable::from_entries(&self.saved.start_producers));
             // Truncation made everything before it durable: the readies
             // still held are persisted, their end now lies at most here.
             for u in &mut self.unsent {

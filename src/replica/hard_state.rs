@@ -19,26 +19,35 @@
 //! | u32 voters | voters x u64 | u32 learners | learners x u64      (at most 64 members)
 //! | u32 voters_outgoing | x u64 | u32 learners_next | x u64 | u8 auto_leave | u64 conf_index
 //! | u64 start_offset | u8 resetting
+//! | u32 producer_count | producer_count x producer entry
 //! ```
+//! The producer entries (layout in [`super::snapshot_data`], the same as
+//! a snapshot's) are the idempotent-producer table as of `start_offset`:
+//! the batches before it are gone, and a replica rebuilds its log's
+//! table from these and the batches after it (after a restart or a
+//! suffix truncation), and sends them in the snapshots it makes.
 //! `start_offset` is where entry `first_index`'s frame starts (the log
 //! start once retention or a snapshot moved it); `resetting` is set while
 //! a snapshot's log restart is under way (a restart finishes it).
 //! The configuration is the one in force after applying entry
 //! `conf_index` (0: the group's initial one); `commit` never passes what
 //! was applied, so a restart re-applies exactly the configuration changes
-//! after `conf_index`. Magic "SLRST002" (read, never written) ends after
-//! the learners: no joint configuration, `conf_index` 0.
+//! after `conf_index`. Magic "SLRST003" (read, never written) ends after
+//! `resetting`: no producer table. Magic "SLRST002" (read, never written)
+//! ends after the learners: no joint configuration, `conf_index` 0.
 //!
 //! Bytes read back are checked like bytes from a socket: a bad magic, a
 //! CRC mismatch or a lying count is [`StateError::Corrupt`], never a panic
 //! or a large allocation.
 
 use crate::storage::file::{read_small_file, write_small_file, Disk};
+use crate::storage::producer_state::{decode_table, encode_table, ProducerEntry};
 use std::path::Path;
 
 /// The two slots' file names.
 pub const FILE_NAMES: [&str; 2] = ["raft.state.0", "raft.state.1"];
-const MAGIC: &[u8; 8] = b"SLRST003";
+const MAGIC: &[u8; 8] = b"SLRST004";
+const MAGIC_V3: &[u8; 8] = b"SLRST003";
 const MAGIC_V2: &[u8; 8] = b"SLRST002";
 /// Most voters plus learners a group may list.
 const MAX_MEMBERS: u32 = 64;
@@ -67,6 +76,8 @@ pub struct ReplicaState {
     pub start_offset: u64,
     /// A snapshot's log restart at `start_offset` is under way.
     pub resetting: bool,
+    /// The idempotent producers as of `start_offset`, by producer id.
+    pub start_producers: Vec<(i64, ProducerEntry)>,
 }
 
 impl ReplicaState {
@@ -228,6 +239,7 @@ impl ReplicaState {
         body.extend_from_slice(&self.conf_index.to_le_bytes());
         body.extend_from_slice(&self.start_offset.to_le_bytes());
         body.push(self.resetting as u8);
+        encode_table(&self.start_producers, &mut body);
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
@@ -237,10 +249,13 @@ impl ReplicaState {
 
     /// A slot's sequence number and state.
     pub fn decode(bytes: &[u8]) -> Result<(u64, ReplicaState), String> {
-        if bytes.len() < 12 || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V2) {
+        if bytes.len() < 12
+            || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V3 && &bytes[..8] != MAGIC_V2)
+        {
             return Err("not a replica state file (bad magic or too short)".into());
         }
-        let v3 = &bytes[..8] == MAGIC;
+        let v4 = &bytes[..8] == MAGIC;
+        let v3 = v4 || &bytes[..8] == MAGIC_V3;
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let body = &bytes[12..];
         if crc32c::crc32c(body) != crc {
@@ -287,6 +302,12 @@ impl ReplicaState {
             resetting = flag("resetting", take(1)?[0])?;
         }
         let [conf_index, start_offset] = tail;
+        let mut start_producers = Vec::new();
+        if v4 {
+            let (table, used) = decode_table(&body[at..]).map_err(|e| e.to_string())?;
+            start_producers = table;
+            at += used;
+        }
         if at != body.len() {
             return Err(format!("{} bytes after the end", body.len() - at));
         }
@@ -308,6 +329,7 @@ impl ReplicaState {
                 conf_index,
                 start_offset,
                 resetting,
+                start_producers,
             },
         ))
     }
@@ -333,6 +355,21 @@ mod tests {
             conf_index: 40,
             start_offset: 1234,
             resetting: true,
+            start_producers: vec![(
+                77,
+                ProducerEntry {
+                    epoch: 1,
+                    batches: [crate::storage::producer_state::SeqBatch {
+                        first_seq: 5,
+                        last_seq: 7,
+                        base_offset: 1200,
+                        last_offset: 1202,
+                    }]
+                    .into(),
+                    last_seen_offset: 1202,
+                    last_timestamp: 99,
+                },
+            )],
         }
     }
 
@@ -418,6 +455,26 @@ mod tests {
         assert_eq!(st.voters, vec![1, 2, 3]);
         assert_eq!((st.conf_index, st.auto_leave), (0, false));
         assert!(st.voters_outgoing.is_empty() && st.learners_next.is_empty());
+    }
+
+    #[test]
+    fn a_version_3_file_reads_with_no_producer_table() {
+        let v4 = sample().encode(3);
+        // Version 3 is version 4 without the table (its last 4 + 32 + 24
+        // bytes here): same fields, a new magic and CRC.
+        let body = &v4[12..v4.len() - (4 + 32 + 24)];
+        let mut bytes = MAGIC_V3.to_vec();
+        bytes.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        bytes.extend_from_slice(body);
+        let (seq, st) = ReplicaState::decode(&bytes).unwrap();
+        assert_eq!(seq, 3);
+        assert_eq!(
+            st,
+            ReplicaState {
+                start_producers: Vec::new(),
+                ..sample()
+            }
+        );
     }
 
     #[test]

@@ -14,14 +14,18 @@
 //!   bounded window, older ones fetched from the log asynchronously;
 //! - [`log_index`]: the bridge between Raft indexes and the log's offsets
 //!   and terms, bounded in memory;
-//! - [`hard_state`]: the replica's term, vote, commit, log start and
-//!   configuration, in two small alternating files per partition.
+//! - [`hard_state`]: the replica's term, vote, commit, log start (with
+//!   the producer table as of it) and configuration, in two small
+//!   alternating files per partition;
+//! - [`snapshot_data`]: what a Raft snapshot carries (a position, the
+//!   configuration's index, the producer table as of the log start).
 
 pub mod driver;
 pub mod entry;
 pub mod group;
 pub mod hard_state;
 pub mod log_index;
+pub mod snapshot_data;
 pub mod storage;
 pub mod window_budget;
 pub mod wire;
@@ -32,4 +36,5 @@ pub use group::{
 };
 pub use hard_state::{ReplicaState, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};
+pub use snapshot_data::{SnapshotData, SnapshotDataError};
 pub use window_budget::WindowBudget;

@@ -20,11 +20,12 @@
 //! - entries below the first index (retention moved the log start) are
 //!   compacted: a follower that needs them gets a **snapshot** instead,
 //!   which is only a position: the index and term before the first entry,
-//!   the group's current configuration and the entry that made it, and
-//!   the offset where the log now starts (`data`: u64 start offset | u64
-//!   configuration index, little-endian). The follower empties its log and
-//!   starts it at that offset (the records before it are gone by retention
-//!   on the leader, as on any Kafka replica), takes the configuration, and
+//!   the group's current configuration and the entry that made it, the
+//!   offset where the log now starts, and the idempotent-producer table
+//!   as of that offset (`data`: see [`super::snapshot_data`]). The
+//!   follower empties its log and starts it at that offset (the records
+//!   before it are gone by retention on the leader, as on any Kafka
+//!   replica), takes the producer table and the configuration, and
 //!   skips the configuration changes up to that index as it replays the
 //!   entries after the snapshot (they are in the configuration already).
 //!   The current configuration, not the one at the snapshot's index: a
@@ -37,7 +38,9 @@
 //! after the log itself changed.
 
 use super::log_index::LogIndex;
+use super::snapshot_data::SnapshotData;
 use super::window_budget::WindowBudget;
+use crate::storage::producer_state::ProducerEntry;
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::{GetEntriesContext, RaftState, Storage, StorageError};
 use std::cell::RefCell;
@@ -76,6 +79,8 @@ struct State {
     fetched: Option<(u64, Vec<Entry>)>,
     /// The entry whose configuration change `conf` is (0: the first).
     conf_index: u64,
+    /// The idempotent producers as of the log start (sent in snapshots).
+    start_producers: Vec<(i64, ProducerEntry)>,
 }
 
 #[derive(Clone)]
@@ -126,6 +131,7 @@ impl ReplicaStorage {
                 wanted: Vec::new(),
                 fetched: None,
                 conf_index,
+                start_producers: Vec::new(),
             })),
         }
     }
@@ -233,6 +239,12 @@ impl ReplicaStorage {
             st.shard_budget.sub(entry_bytes(&e));
         }
         Self::set_fetched(&mut st, None);
+    }
+
+    /// The producer table as of the log start changed (retention moved the
+    /// start, a snapshot was installed, the replica opened).
+    pub fn set_start_producers(&self, producers: Vec<(i64, ProducerEntry)>) {
+        self.st.borrow_mut().start_producers = producers;
     }
 
     /// The group applied configuration change `index`: `conf`.
@@ -445,9 +457,12 @@ impl Storage for ReplicaStorage {
             ));
         }
         let mut s = Snapshot::default();
-        let mut data = st.index.first_offset().to_le_bytes().to_vec();
-        data.extend_from_slice(&st.conf_index.to_le_bytes());
-        s.data = data.into();
+        let data = SnapshotData {
+            start_offset: st.index.first_offset(),
+            conf_index: st.conf_index,
+            producers: st.start_producers.clone(),
+        };
+        s.data = data.encode().into();
         let m = s.mut_metadata();
         m.index = first - 1;
         m.term = st.index.prev_term();

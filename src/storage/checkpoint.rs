@@ -22,8 +22,7 @@
 //! flusher writes the file and the replayer reads it, both on the
 //! partition's shard.
 
-use super::producer_state::{ProducerEntry, ProducerTable, SeqBatch};
-use std::collections::VecDeque;
+use super::producer_state::{decode_entry, ProducerEntry, ProducerTable, TableBytesError};
 
 const MAGIC: u32 = u32::from_le_bytes(*b"SLCP");
 const VERSION: u32 = 2;
@@ -72,18 +71,7 @@ impl Checkpoint {
         b.extend_from_slice(&(self.producers.len() as u32).to_le_bytes());
         b.extend_from_slice(&0u32.to_le_bytes());
         for (pid, e) in &self.producers {
-            b.extend_from_slice(&pid.to_le_bytes());
-            b.extend_from_slice(&e.epoch.to_le_bytes());
-            b.extend_from_slice(&(e.batches.len() as u16).to_le_bytes());
-            b.extend_from_slice(&0u32.to_le_bytes());
-            b.extend_from_slice(&e.last_seen_offset.to_le_bytes());
-            b.extend_from_slice(&e.last_timestamp.to_le_bytes());
-            for s in &e.batches {
-                b.extend_from_slice(&s.first_seq.to_le_bytes());
-                b.extend_from_slice(&s.last_seq.to_le_bytes());
-                b.extend_from_slice(&s.base_offset.to_le_bytes());
-                b.extend_from_slice(&s.last_offset.to_le_bytes());
-            }
+            super::producer_state::encode_entry(*pid, e, &mut b);
         }
         let crc = crc32c::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
@@ -113,34 +101,13 @@ impl Checkpoint {
         r.u32()?;
         let mut producers = Vec::with_capacity(n.min(100_000));
         for _ in 0..n {
-            let pid = r.u64()? as i64;
-            let epoch = r.u16()? as i16;
-            let nb = r.u16()? as usize;
-            r.u32()?;
-            let last_seen_offset = r.u64()?;
-            let last_timestamp = if version == VERSION_1 {
-                -1
-            } else {
-                r.u64()? as i64
-            };
-            let mut batches = VecDeque::with_capacity(nb.min(16));
-            for _ in 0..nb {
-                batches.push_back(SeqBatch {
-                    first_seq: r.u32()? as i32,
-                    last_seq: r.u32()? as i32,
-                    base_offset: r.u64()?,
-                    last_offset: r.u64()?,
-                });
-            }
-            producers.push((
-                pid,
-                ProducerEntry {
-                    epoch,
-                    batches,
-                    last_seen_offset,
-                    last_timestamp,
-                },
-            ));
+            let (entry, used) =
+                decode_entry(body, r.at, version != VERSION_1).map_err(|e| match e {
+                    TableBytesError::Truncated { .. } => CheckpointError::Truncated,
+                    _ => CheckpointError::Invalid,
+                })?;
+            producers.push(entry);
+            r.at += used;
         }
         if r.at != body.len() {
             return Err(CheckpointError::Invalid);
@@ -168,9 +135,6 @@ impl Reader<'_> {
         self.at += N;
         Ok(s.try_into().unwrap())
     }
-    fn u16(&mut self) -> Result<u16, CheckpointError> {
-        Ok(u16::from_le_bytes(self.take()?))
-    }
     fn u32(&mut self) -> Result<u32, CheckpointError> {
         Ok(u32::from_le_bytes(self.take()?))
     }
@@ -181,7 +145,9 @@ impl Reader<'_> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::producer_state::SeqBatch;
     use super::*;
+    use std::collections::VecDeque;
 
     #[test]
     fn round_trip_and_refuse_damage() {

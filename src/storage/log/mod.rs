@@ -242,6 +242,14 @@ impl<D: Disk> Log<D> {
         self.st.borrow().producers.sorted()
     }
 
+    /// A replicated partition's replica: bring in the producer table as of
+    /// the log start (the batches before it are gone; see
+    /// [`ProducerTable::merge_start`]). After open, a suffix truncation or
+    /// a restart, which rebuild the table from the log's files.
+    pub fn merge_start_producers(&self, start: &ProducerTable) {
+        self.st.borrow_mut().producers.merge_start(start)
+    }
+
     /// The largest batch max timestamp of any segment (appended, maybe not
     /// yet durable), or -1 for an empty log.
     pub fn max_timestamp(&self) -> i64 {
