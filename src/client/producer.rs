@@ -165,8 +165,11 @@ type PartKey = (Arc<str>, u32);
 #[derive(Default)]
 struct Accumulator {
     open: HashMap<PartKey, OpenBatch>,
-    /// Full batches, in the order they filled up.
-    full: Vec<SealedBatch>,
+    /// Full batches, in the order they filled up. A deque: the sender
+    /// takes from the front, and with small batches and a large buffer this
+    /// holds tens of thousands of them (a `Vec::remove(0)` per batch taken
+    /// moved them all and cost loadgen a core at 1 KiB batches).
+    full: VecDeque<SealedBatch>,
     /// Next [`SealedBatch::seq`].
     next_seq: u64,
     /// Held partitions (see the module doc) and their batches to send
@@ -332,7 +335,7 @@ impl Producer {
             if full {
                 let batch = acc.open.remove(&key_t).unwrap();
                 let sealed = acc.seal(key_t, batch);
-                acc.full.push(sealed);
+                acc.full.push_back(sealed);
             }
             (delivery, full, first)
         };
@@ -454,7 +457,7 @@ fn take_ready(inner: &Inner, budget: usize) -> (Option<Ready>, Option<Duration>)
             i += 1;
             continue;
         }
-        let b = acc.full.remove(i);
+        let b = acc.full.remove(i).expect("index below len");
         bytes += b.batch.bytes;
         out.push(b);
     }

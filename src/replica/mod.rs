@@ -2,7 +2,9 @@
 //! 13"): one Raft group per partition, whose log is the partition's own
 //! segment log, one frame per Raft entry.
 //!
-//! Built so far (driven by `tests/replica_sim.rs`, not yet by the broker):
+//! The broker runs these for every topic created with a replication factor
+//! above 1 (`shard::replication`); `tests/replica_sim.rs` drives the same
+//! modules under a simulated network, disk and clock:
 //! - [`driver`]: a shard's groups, ticked together, messages batched per
 //!   peer broker; [`wire`]: the bytes of such a batch;
 //! - [`group`]: one replica of a partition's group (raft-rs `RawNode`),
