@@ -25,6 +25,7 @@
 //!
 //! See docs/replication.md, "Raft index and Kafka offsets".
 
+use crate::format::builder::BatchReadError;
 use crate::format::frame::{self, FrameError};
 use crate::format::header::attr;
 use crate::format::{read_records, BatchBuilder, BatchHeader, Compression, ProducerIds};
@@ -91,9 +92,28 @@ pub enum EntryError {
         frame_len: usize,
     },
     #[error("entry {index}: a control batch that is not a Raft entry: {why}")]
-    BadControl { index: u64, why: String },
+    BadControl { index: u64, why: ControlError },
     #[error("entry {index}: term {term} does not fit a leader epoch (i32)")]
     Term { index: u64, term: u64 },
+}
+
+/// Why a stored control batch is not one of Raft's own entries.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("negative leader epoch {0}")]
+    NegativeEpoch(i32),
+    #[error("{0}")]
+    Records(#[from] BatchReadError),
+    #[error("{0} records, Raft's entries have one")]
+    RecordCount(usize),
+    #[error("control key {0:?} (a Raft entry's is 4 bytes: 0, 0, type)")]
+    Key(Vec<u8>),
+    #[error("empty control value")]
+    EmptyValue,
+    #[error("control type {kind} with entry type {entry_type}")]
+    Type { kind: i16, entry_type: u8 },
+    #[error("configuration change: {0}")]
+    ConfChange(#[from] protobuf::ProtobufError),
 }
 
 /// The leader epoch a term is stamped as.
@@ -155,7 +175,7 @@ pub fn from_frame(frame: Bytes, index: u64) -> Result<Entry, EntryError> {
         index,
         term: u64::try_from(h.partition_leader_epoch).map_err(|_| EntryError::BadControl {
             index,
-            why: format!("negative leader epoch {}", h.partition_leader_epoch),
+            why: ControlError::NegativeEpoch(h.partition_leader_epoch),
         })?,
         ..Default::default()
     };
@@ -165,25 +185,30 @@ pub fn from_frame(frame: Bytes, index: u64) -> Result<Entry, EntryError> {
         e.data = frame;
         return Ok(e);
     }
-    let bad = |why: String| EntryError::BadControl { index, why };
-    let (_, recs) = read_records(&frame, 1 << 20).map_err(|x| bad(x.to_string()))?;
+    let bad = |why: ControlError| EntryError::BadControl { index, why };
+    let (_, recs) = read_records(&frame, 1 << 20).map_err(|x| bad(x.into()))?;
     let [rec] = &recs[..] else {
-        return Err(bad(format!("{} records", recs.len())));
+        return Err(bad(ControlError::RecordCount(recs.len())));
     };
     let key = rec.key.as_deref().unwrap_or_default();
     let kind = match key {
         [0, 0, a, b] => i16::from_be_bytes([*a, *b]),
-        _ => return Err(bad(format!("control key {key:?}"))),
+        _ => return Err(bad(ControlError::Key(key.to_vec()))),
     };
     let value = rec.value.clone().unwrap_or_default();
     let Some((&ty, data)) = value.split_first() else {
-        return Err(bad("empty control value".into()));
+        return Err(bad(ControlError::EmptyValue));
     };
     let ty = match (kind, ty) {
         (CONTROL_LEADER_CHANGE, 0) => EntryType::EntryNormal,
         (CONTROL_RAFT_CONFIG, 1) => EntryType::EntryConfChange,
         (CONTROL_RAFT_CONFIG, 2) => EntryType::EntryConfChangeV2,
-        _ => return Err(bad(format!("control type {kind} with entry type {ty}"))),
+        _ => {
+            return Err(bad(ControlError::Type {
+                kind,
+                entry_type: ty,
+            }))
+        }
     };
     e.set_entry_type(ty);
     e.data = value.slice(1..1 + data.len());

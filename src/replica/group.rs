@@ -1135,7 +1135,7 @@ impl<D: Disk> PartitionGroup<D> {
             }
             .map_err(|x| EntryError::BadControl {
                 index: e.index,
-                why: format!("configuration change: {x}"),
+                why: x.into(),
             })?;
             let cs = self.raw.apply_conf_change(&cc)?;
             // A leader whose group no longer counts it as a voter (a

@@ -41,7 +41,7 @@
 //! or a large allocation.
 
 use crate::storage::file::{read_small_file, write_small_file, Disk};
-use crate::storage::producer_state::{decode_table, encode_table, ProducerEntry};
+use crate::storage::producer_state::{decode_table, encode_table, ProducerEntry, TableBytesError};
 use std::path::Path;
 
 /// The two slots' file names.
@@ -105,13 +105,38 @@ impl ReplicaState {
 #[derive(Debug, thiserror::Error)]
 pub enum StateError {
     #[error("{path}: {why}")]
-    Corrupt { path: String, why: String },
+    Corrupt {
+        path: String,
+        #[source]
+        why: StateDecodeError,
+    },
     #[error("{path}: {source}")]
     Io {
         path: String,
         #[source]
         source: std::io::Error,
     },
+}
+
+/// Why one slot's bytes are not a replica state. A slot torn by a crash
+/// shows up here too; [`StateFile::load`] ignores it when the other slot
+/// is valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDecodeError {
+    #[error("not a replica state file: {len} bytes, bad magic or under 12 bytes")]
+    NotAStateFile { len: usize },
+    #[error("CRC mismatch: stored {stored:#010x}, body gives {computed:#010x}")]
+    Crc { stored: u32, computed: u32 },
+    #[error("the body ends at byte {have}, a field needs {need}")]
+    Truncated { need: usize, have: usize },
+    #[error("{count} members, at most {max}")]
+    TooManyMembers { count: u32, max: u32 },
+    #[error("flag {field} is {value}, not 0 or 1")]
+    BadFlag { field: &'static str, value: u8 },
+    #[error("producer table: {0}")]
+    Table(#[from] TableBytesError),
+    #[error("{extra} bytes after the end")]
+    Trailing { extra: usize },
 }
 
 /// The state's two slots in one directory, and which one was written last.
@@ -248,24 +273,29 @@ impl ReplicaState {
     }
 
     /// A slot's sequence number and state.
-    pub fn decode(bytes: &[u8]) -> Result<(u64, ReplicaState), String> {
+    pub fn decode(bytes: &[u8]) -> Result<(u64, ReplicaState), StateDecodeError> {
         if bytes.len() < 12
             || (&bytes[..8] != MAGIC && &bytes[..8] != MAGIC_V3 && &bytes[..8] != MAGIC_V2)
         {
-            return Err("not a replica state file (bad magic or too short)".into());
+            return Err(StateDecodeError::NotAStateFile { len: bytes.len() });
         }
         let v4 = &bytes[..8] == MAGIC;
         let v3 = v4 || &bytes[..8] == MAGIC_V3;
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let body = &bytes[12..];
-        if crc32c::crc32c(body) != crc {
-            return Err("CRC mismatch".into());
+        let computed = crc32c::crc32c(body);
+        if computed != crc {
+            return Err(StateDecodeError::Crc {
+                stored: crc,
+                computed,
+            });
         }
         let mut at = 0usize;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            let s = body
-                .get(at..at + n)
-                .ok_or_else(|| format!("ends at byte {} of {}", body.len(), at + n))?;
+        let mut take = |n: usize| -> Result<&[u8], StateDecodeError> {
+            let s = body.get(at..at + n).ok_or(StateDecodeError::Truncated {
+                need: at + n,
+                have: body.len(),
+            })?;
             at += n;
             Ok(s)
         };
@@ -278,16 +308,19 @@ impl ReplicaState {
         for list in &mut lists[..count] {
             let n = u32::from_le_bytes(take(4)?.try_into().expect("4 bytes"));
             if n > MAX_MEMBERS {
-                return Err(format!("{n} members, at most {MAX_MEMBERS}"));
+                return Err(StateDecodeError::TooManyMembers {
+                    count: n,
+                    max: MAX_MEMBERS,
+                });
             }
             for _ in 0..n {
                 list.push(u64::from_le_bytes(take(8)?.try_into().expect("8 bytes")));
             }
         }
-        let flag = |what: &str, b: u8| match b {
+        let flag = |field: &'static str, value: u8| match value {
             0 => Ok(false),
             1 => Ok(true),
-            b => Err(format!("{what} {b}")),
+            value => Err(StateDecodeError::BadFlag { field, value }),
         };
         let auto_leave = if v3 {
             flag("auto_leave", take(1)?[0])?
@@ -304,12 +337,14 @@ impl ReplicaState {
         let [conf_index, start_offset] = tail;
         let mut start_producers = Vec::new();
         if v4 {
-            let (table, used) = decode_table(&body[at..]).map_err(|e| e.to_string())?;
+            let (table, used) = decode_table(&body[at..])?;
             start_producers = table;
             at += used;
         }
         if at != body.len() {
-            return Err(format!("{} bytes after the end", body.len() - at));
+            return Err(StateDecodeError::Trailing {
+                extra: body.len() - at,
+            });
         }
         let [seq, term, vote, commit, first_index, prev_term] = u64s;
         let [voters, learners, voters_outgoing, learners_next] = lists;
@@ -485,6 +520,12 @@ mod tests {
         bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         let e = ReplicaState::decode(&bytes).unwrap_err();
-        assert!(e.contains("members"), "{e}");
+        assert_eq!(
+            e,
+            StateDecodeError::TooManyMembers {
+                count: u32::MAX,
+                max: MAX_MEMBERS
+            }
+        );
     }
 }

@@ -36,7 +36,7 @@ pub use driver::{DriverStats, GroupKey, ReplicationDriver};
 pub use group::{
     GroupConfig, Outcome, PartitionGroup, ProposeError, Proposed, Reconfig, ReplicaError,
 };
-pub use hard_state::{ReplicaState, StateError, StateFile};
+pub use hard_state::{ReplicaState, StateDecodeError, StateError, StateFile};
 pub use log_index::{EpochStart, Found, LogIndex};
 pub use snapshot_data::{SnapshotData, SnapshotDataError};
 pub use window_budget::WindowBudget;
