@@ -14,7 +14,10 @@
 //! | `s < e`, not in any gap   | seen before: duplicate                             |
 //!
 //! At the end, whatever is still in a gap, plus anything the producers
-//! report as sent beyond the highest number seen, is lost.
+//! report as sent beyond the highest number seen, is lost, unless the
+//! consumer stopped at the drain deadline: then what lies beyond the
+//! highest number seen is *unread* (it may well be in the log; the
+//! consumer fell behind), and only the gaps count as lost.
 
 use serde::Serialize;
 use std::collections::HashMap;
@@ -34,6 +37,9 @@ pub struct CheckReport {
     pub delivered: u64,
     /// Sent (acknowledged without error) but never seen.
     pub lost: u64,
+    /// Sent after the last message a consumer read before it stopped at
+    /// the drain deadline: not verified either way.
+    pub unread: u64,
     pub duplicated: u64,
     /// Seen after a later message of the same producer and partition.
     pub reordered: u64,
@@ -43,11 +49,16 @@ pub struct CheckReport {
 
 impl CheckReport {
     pub fn passed(&self) -> bool {
-        self.lost == 0 && self.duplicated == 0 && self.reordered == 0 && self.misrouted == 0
+        self.lost == 0
+            && self.unread == 0
+            && self.duplicated == 0
+            && self.reordered == 0
+            && self.misrouted == 0
     }
     pub fn add(&mut self, o: &CheckReport) {
         self.delivered += o.delivered;
         self.lost += o.lost;
+        self.unread += o.unread;
         self.duplicated += o.duplicated;
         self.reordered += o.reordered;
         self.misrouted += o.misrouted;
@@ -119,24 +130,35 @@ impl SeqChecker {
 
     /// Final verdict given what each producer sent: `sent[(partition,
     /// producer)]` = how many numbers it used on that partition. Only the
-    /// partitions this checker reads (`partitions`) are judged.
-    pub fn finish(&self, sent: &HashMap<(u32, u32), u64>, partitions: &[u32]) -> CheckReport {
+    /// partitions this checker reads (`partitions`) are judged. `stopped_early`:
+    /// the consumer gave up at the drain deadline, so the tail it did not
+    /// reach is unread rather than lost.
+    pub fn finish(
+        &self,
+        sent: &HashMap<(u32, u32), u64>,
+        partitions: &[u32],
+        stopped_early: bool,
+    ) -> CheckReport {
         let mut lost = 0;
+        let mut tail = 0;
         for (&(p, prod), &n) in sent {
             if !partitions.contains(&p) {
                 continue;
             }
             match self.state.get(&(p, prod)) {
-                None => lost += n,
+                None => tail += n,
                 Some(st) => {
                     let in_gaps: u64 = st.gaps.iter().map(|&(a, b)| b.min(n) - a.min(n)).sum();
-                    lost += in_gaps + n.saturating_sub(st.next);
+                    lost += in_gaps;
+                    tail += n.saturating_sub(st.next);
                 }
             }
         }
+        let (unread, tail_lost) = if stopped_early { (tail, 0) } else { (0, tail) };
         CheckReport {
             delivered: self.delivered,
-            lost,
+            lost: lost + tail_lost,
+            unread,
             duplicated: self.duplicated,
             reordered: self.reordered,
             misrouted: self.misrouted,
@@ -158,7 +180,7 @@ mod tests {
         for s in 0..100 {
             assert!(c.observe(0, 0, 1, s));
         }
-        let r = c.finish(&sent(100), &[0]);
+        let r = c.finish(&sent(100), &[0], false);
         assert!(r.passed(), "{r:?}");
         assert_eq!(r.delivered, 100);
         assert_eq!(c.delivered_on(0), 100);
@@ -170,7 +192,7 @@ mod tests {
         for s in (0..100).filter(|s| s % 10 != 3) {
             c.observe(0, 0, 1, s);
         }
-        let r = c.finish(&sent(100), &[0]);
+        let r = c.finish(&sent(100), &[0], false);
         assert_eq!(r.lost, 10);
         assert!(!r.passed());
     }
@@ -181,14 +203,14 @@ mod tests {
         for s in 0..90 {
             c.observe(0, 0, 1, s);
         }
-        assert_eq!(c.finish(&sent(100), &[0]).lost, 10);
+        assert_eq!(c.finish(&sent(100), &[0], false).lost, 10);
         // A producer whose messages never arrived at all.
         let mut all = sent(100);
         all.insert((0, 2), 5);
-        assert_eq!(c.finish(&all, &[0]).lost, 15);
+        assert_eq!(c.finish(&all, &[0], false).lost, 15);
         // ...unless that partition belongs to another consumer.
         all.insert((1, 2), 5);
-        assert_eq!(c.finish(&all, &[0]).lost, 15);
+        assert_eq!(c.finish(&all, &[0], false).lost, 15);
     }
 
     #[test]
@@ -197,7 +219,7 @@ mod tests {
         for s in [0, 1, 3, 2, 4, 4, 1, 5] {
             c.observe(0, 0, 1, s);
         }
-        let r = c.finish(&sent(6), &[0]);
+        let r = c.finish(&sent(6), &[0], false);
         assert_eq!(r.reordered, 1);
         assert_eq!(r.duplicated, 2);
         assert_eq!(r.lost, 0);
@@ -208,6 +230,21 @@ mod tests {
     fn misrouted() {
         let mut c = SeqChecker::new();
         assert!(!c.observe(1, 0, 1, 0));
-        assert_eq!(c.finish(&HashMap::new(), &[1]).misrouted, 1);
+        assert_eq!(c.finish(&HashMap::new(), &[1], false).misrouted, 1);
+    }
+
+    #[test]
+    fn a_consumer_stopped_at_the_deadline_leaves_its_tail_unread_not_lost() {
+        let mut c = SeqChecker::new();
+        // 0..5, then 7..9: 5 and 6 are a gap; 10..100 never reached.
+        for s in (0..5).chain(7..10) {
+            c.observe(0, 0, 1, s);
+        }
+        let r = c.finish(&sent(100), &[0], true);
+        assert_eq!((r.lost, r.unread), (2, 90));
+        assert!(!r.passed());
+        // The same consumer reporting it caught up: the tail is lost.
+        let r = c.finish(&sent(100), &[0], false);
+        assert_eq!((r.lost, r.unread), (92, 0));
     }
 }

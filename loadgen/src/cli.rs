@@ -97,9 +97,16 @@ pub struct BrokerArgs {
     /// The shardlog binary --cluster starts [default: `shardlog` next to loadgen's executable].
     #[arg(long, value_name = "PATH", requires = "cluster")]
     pub shardlog_bin: Option<PathBuf>,
-    /// Loadgen's own worker threads (client I/O, consumers) [default: one per CPU].
+    /// Loadgen's own worker threads for the producers' client I/O [default: one per
+    /// CPU]. Consumers get their own threads, one per consumer up to one per CPU.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// Run loadgen's producer threads N nice levels below the broker and the
+    /// consumers, so that closed-loop producers sharing the machine do not starve
+    /// them (0: equal priority).
+    #[arg(long, value_name = "N", default_value_t = crate::priority::PRODUCER_NICE_DEFAULT,
+          value_parser = clap::value_parser!(i32).range(0..=19))]
+    pub producer_nice: i32,
     /// No per-second progress lines.
     #[arg(long, short)]
     pub quiet: bool,

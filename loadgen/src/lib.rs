@@ -22,6 +22,7 @@ pub mod embedded;
 pub mod knee;
 pub mod machine;
 pub mod payload;
+pub mod priority;
 pub mod producer;
 pub mod profile;
 pub mod report;
@@ -38,7 +39,15 @@ pub mod workload;
 /// The tokio runtime loadgen runs on: multi-threaded (producers drive the
 /// client from their own threads with `block_on`), with every worker
 /// registered as a loadgen thread for CPU accounting.
-pub fn build_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// Its workers carry the producers' client I/O, so they run `producer_nice`
+/// levels below the process (see [`priority`]); consumers get their own
+/// runtime per run ([`runner`]).
+pub fn build_runtime(
+    threads: Option<usize>,
+    producer_nice: i32,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    priority::record_base();
     let n = threads
         .unwrap_or_else(|| {
             std::thread::available_parallelism()
@@ -49,7 +58,29 @@ pub fn build_runtime(threads: Option<usize>) -> std::io::Result<tokio::runtime::
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(n)
         .thread_name("lg-worker")
-        .on_thread_start(cpu::register_current_thread)
+        .on_thread_start(move || {
+            cpu::register_current_thread();
+            priority::lower_current_thread(producer_nice);
+        })
+        .on_thread_stop(cpu::unregister_current_thread)
+        .enable_all()
+        .build()
+}
+
+/// The consumers' runtime for one run: `consumers` worker threads (at most
+/// one per CPU, at least one), registered as loadgen threads and at the
+/// process's priority, apart from the producers' I/O.
+pub fn build_consumer_runtime(consumers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(consumers.clamp(1, cpus))
+        .thread_name("lg-consumer")
+        .on_thread_start(|| {
+            cpu::register_current_thread();
+            priority::restore_current_thread();
+        })
         .on_thread_stop(cpu::unregister_current_thread)
         .enable_all()
         .build()

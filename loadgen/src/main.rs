@@ -114,7 +114,8 @@ fn default_target(b: &BrokerArgs) -> TargetSpec {
 impl Setup {
     fn new(b: &BrokerArgs, specs: &[TargetSpec], rule: SustainRule) -> Result<Setup> {
         assert!(!specs.is_empty());
-        let rt = loadgen::build_runtime(b.threads).context("cannot start the tokio runtime")?;
+        let rt = loadgen::build_runtime(b.threads, b.producer_nice)
+            .context("cannot start the tokio runtime")?;
         let progress = (!b.quiet).then(String::new);
         let interrupt = Arc::new(AtomicBool::new(false));
         spawn_signal_handler(&rt, interrupt.clone())?;
@@ -261,6 +262,7 @@ impl Setup {
                 cpu_source,
                 progress: progress.clone(),
                 interrupt: interrupt.clone(),
+                producer_nice: b.producer_nice,
             });
         }
         if cfg!(debug_assertions) {

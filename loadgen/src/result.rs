@@ -156,6 +156,12 @@ impl RunResult {
         if c.lost > 0 {
             f.push(format!("{} messages lost", c.lost));
         }
+        if c.unread > 0 {
+            f.push(format!(
+                "{} messages not read before the drain deadline (the consumers fell behind; see --drain-timeout)",
+                c.unread
+            ));
+        }
         if c.duplicated > 0 {
             f.push(format!("{} messages duplicated", c.duplicated));
         }

@@ -42,6 +42,30 @@ pub enum RunError {
     Runtime,
     #[error("a {0} thread panicked")]
     Panicked(&'static str),
+    #[error("cannot start the consumers' threads: {0}")]
+    ConsumerThreads(std::io::Error),
+}
+
+/// A runtime owned by an async function: dropped without blocking (a
+/// `Runtime` may not be dropped inside an async context), on every path out.
+struct BackgroundRuntime(Option<tokio::runtime::Runtime>);
+
+impl BackgroundRuntime {
+    fn handle(&self) -> tokio::runtime::Handle {
+        self.0
+            .as_ref()
+            .expect("runtime present until drop")
+            .handle()
+            .clone()
+    }
+}
+
+impl Drop for BackgroundRuntime {
+    fn drop(&mut self) {
+        if let Some(rt) = self.0.take() {
+            rt.shutdown_background();
+        }
+    }
 }
 
 /// How a run reaches the broker and reports progress.
@@ -58,6 +82,9 @@ pub struct RunEnv {
     /// Set (by Ctrl-C) to end the run early: producers stop, consumers
     /// drain, and the figures cover the part of the window that ran.
     pub interrupt: Arc<AtomicBool>,
+    /// Nice levels the producers' threads run below the process (see
+    /// [`crate::priority`]; 0: the same priority as the broker and consumers).
+    pub producer_nice: i32,
 }
 
 /// Consumer `c` of `n` reads partitions `p` with `p % n == c`.
@@ -125,13 +152,23 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
             spec.consumers - partitions
         ));
     }
+    // Consumers run on threads of their own, connections included (a
+    // client's reader task lives where the client connected), so that
+    // lowering the producers' threads does not lower them (see priority.rs).
+    let consumer_threads = BackgroundRuntime(Some(
+        crate::build_consumer_runtime(assignment.len()).map_err(RunError::ConsumerThreads)?,
+    ));
+    let consumer_rt = consumer_threads.handle();
     let mut consumer_backends = Vec::new();
     for parts in &assignment {
-        consumer_backends.push(
-            ConsumerBackend::open(&env.target, &spec.topic, parts.clone(), 100)
-                .await
-                .map_err(broker_err)?,
-        );
+        let target = env.target.clone();
+        let topic = spec.topic.clone();
+        let parts = parts.clone();
+        let opened = consumer_rt
+            .spawn(async move { ConsumerBackend::open(&target, &topic, parts, 100).await })
+            .await
+            .map_err(|_| RunError::Panicked("consumer"))?;
+        consumer_backends.push(opened.map_err(broker_err)?);
     }
 
     // Producers' connections, before the clock starts.
@@ -205,7 +242,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         .zip(consumer_recs.iter())
         .enumerate()
         .map(|(i, ((parts, backend), rec))| {
-            tokio::spawn(consumer::run(ConsumerCtx {
+            consumer_rt.spawn(consumer::run(ConsumerCtx {
                 id: i as u32,
                 partitions: parts.clone(),
                 run_id,
@@ -223,6 +260,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         .collect();
 
     // A late producer may keep sending its backlog for this long after the window.
+    let producer_nice = env.producer_nice;
     let grace = (spec.duration() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let mut producer_waits = Vec::new();
     let mut first_errors = Vec::new();
@@ -244,6 +282,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         std::thread::Builder::new()
             .name(format!("lg-producer-{id}"))
             .spawn(move || {
+                crate::priority::lower_current_thread(producer_nice);
                 let _ = tx.send(producer::run(ctx));
             })
             .expect("spawning a producer thread");
@@ -313,7 +352,10 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     let mut errors = Vec::new();
     let mut consumer_errors = 0;
     for c in &consumer_outcomes {
-        checks.add(&c.checker.finish(&sent, &c.partitions));
+        checks.add(
+            &c.checker
+                .finish(&sent, &c.partitions, c.ended == "deadline"),
+        );
         consumer_errors += c.poll_errors;
         if let Some(e) = &c.first_error {
             errors.push(format!("consumer {}: {e}", c.id));
@@ -391,6 +433,9 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
 
     if spec.closed_loop() {
         notes.push("closed loop (--rate 0): each message's intended send time is its actual send time, so latencies are NOT corrected for coordinated omission and publish delay is 0 by construction".into());
+        if env.producer_nice > 0 {
+            notes.push(format!("loadgen's producer threads ran {} nice levels below the consumers and the broker (--producer-nice), so that closed-loop producers do not starve them on a shared machine", env.producer_nice));
+        }
     }
     if spec.acks == Acks::None {
         notes.push("acks=0: the broker sends no response, so publish latency is the time until the request was written to the socket".into());

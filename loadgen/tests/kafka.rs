@@ -123,7 +123,7 @@ fn a_kafka_consumer_that_skips_messages_fails_the_run() {
 #[test]
 fn kafka_acks_1_counts_match_with_two_consumers() {
     let broker = EmbeddedBroker::start(None, None, Protocol::Kafka).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let rt = loadgen::build_runtime(Some(2), loadgen::priority::PRODUCER_NICE_DEFAULT).unwrap();
     let spec = WorkloadSpec {
         acks: Acks::Leader,
         consumers: 2,

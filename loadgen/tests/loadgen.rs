@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 #[test]
 fn knee_sweep_writes_a_complete_report_that_parses() {
     let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let rt = loadgen::build_runtime(Some(2), loadgen::priority::PRODUCER_NICE_DEFAULT).unwrap();
     let base = WorkloadSpec {
         delete_topic_after: true,
         warmup_ms: 200,
@@ -223,7 +223,7 @@ fn a_consumer_that_skips_messages_fails_the_run() {
 #[test]
 fn closed_loop_counts_match_and_publish_delay_is_zero() {
     let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let rt = loadgen::build_runtime(Some(2), loadgen::priority::PRODUCER_NICE_DEFAULT).unwrap();
     let spec = WorkloadSpec {
         rate: 0,
         duration_ms: 600,
@@ -289,7 +289,7 @@ fn the_binary_exits_nonzero_when_messages_are_lost() {
 #[test]
 fn a_lone_record_is_sent_after_linger_not_when_a_batch_fills() {
     let broker = EmbeddedBroker::start(None, None, Protocol::Native).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let rt = loadgen::build_runtime(Some(2), loadgen::priority::PRODUCER_NICE_DEFAULT).unwrap();
     rt.block_on(async {
         let client = Client::connect(&broker.addr()).await.unwrap();
         client.create_topic("t-linger", 1, &[]).await.unwrap();

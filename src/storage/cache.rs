@@ -30,6 +30,8 @@ pub struct CachedBatch {
 pub struct CacheBudget {
     pub used_bytes: Cell<usize>,
     pub max_bytes: Cell<usize>,
+    /// Partition caches alive on the shard (each registers itself).
+    members: Cell<usize>,
 }
 
 impl CacheBudget {
@@ -37,11 +39,23 @@ impl CacheBudget {
         Rc::new(CacheBudget {
             used_bytes: Cell::new(0),
             max_bytes: Cell::new(max_bytes),
+            members: Cell::new(0),
         })
     }
 
     pub fn over(&self) -> bool {
         self.used_bytes.get() > self.max_bytes.get()
+    }
+
+    /// What one partition may keep of written batches: an equal share of
+    /// the shard's budget. Why not a fixed fraction: the fraction was
+    /// 1/64, so with 2 partitions on a shard each kept 2 MiB of a 128 MiB
+    /// budget (10 ms at 200 MiB/s), a live consumer a few milliseconds
+    /// behind read from disk, and at max rate it fell seconds behind and
+    /// never caught up. With equal shares the shard's total stays within
+    /// its budget (plus unwritten batches and the callers' floor).
+    pub fn fair_share(&self) -> usize {
+        self.max_bytes.get() / self.members.get().max(1)
     }
 }
 
@@ -55,11 +69,13 @@ impl Drop for BatchCache {
     fn drop(&mut self) {
         let used = self.budget.used_bytes.get();
         self.budget.used_bytes.set(used - self.bytes);
+        self.budget.members.set(self.budget.members.get() - 1);
     }
 }
 
 impl BatchCache {
     pub fn new(budget: Rc<CacheBudget>) -> Self {
+        budget.members.set(budget.members.get() + 1);
         BatchCache {
             entries: VecDeque::new(),
             bytes: 0,
@@ -104,11 +120,22 @@ impl BatchCache {
     }
 
     /// Evict written batches (last_offset < `flushed_offset`) from the front
-    /// while this partition holds more than `keep_bytes` or the shard is over budget.
+    /// while this partition holds more than its share of the shard's budget
+    /// (at least `keep_bytes`), or the shard is over budget.
     pub fn evict(&mut self, flushed_offset: u64, keep_bytes: usize) -> usize {
+        self.evict_while(flushed_offset, keep_bytes.max(self.budget.fair_share()))
+    }
+
+    /// Evict every batch that ends below `offset` (the log start moved past
+    /// it: retention, DeleteRecords), whatever the budget.
+    pub fn evict_below(&mut self, offset: u64) -> usize {
+        self.evict_while(offset, 0)
+    }
+
+    fn evict_while(&mut self, below: u64, keep_bytes: usize) -> usize {
         let mut freed = 0;
         while let Some(front) = self.entries.front() {
-            if front.last_offset >= flushed_offset {
+            if front.last_offset >= below {
                 break;
             }
             if self.bytes <= keep_bytes && !self.budget.over() {
@@ -158,5 +185,79 @@ impl BatchCache {
             }
         }
         total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(base: u64, len: usize) -> CachedBatch {
+        CachedBatch {
+            base_offset: base,
+            last_offset: base,
+            segment_base: 0,
+            position: base * len as u64,
+            frame: Bytes::from(vec![0u8; len]),
+        }
+    }
+
+    fn fill(c: &mut BatchCache, from: u64, n: u64, len: usize) {
+        for o in from..from + n {
+            c.push(batch(o, len));
+        }
+    }
+
+    #[test]
+    fn each_partition_keeps_its_equal_share_of_the_shard_budget() {
+        let budget = CacheBudget::new(100_000);
+        let mut a = BatchCache::new(budget.clone());
+        let mut b = BatchCache::new(budget.clone());
+        assert_eq!(budget.fair_share(), 50_000);
+        // 80 KB written to `a`: it keeps 50 KB (its share), not the floor.
+        fill(&mut a, 0, 80, 1000);
+        a.evict(80, 1000);
+        assert_eq!(a.bytes(), 50_000);
+        assert_eq!(a.first_offset(), Some(30));
+        // `b` fills its share too; the shard is exactly at budget.
+        fill(&mut b, 0, 50, 1000);
+        b.evict(50, 1000);
+        assert_eq!(b.bytes(), 50_000);
+        assert_eq!(budget.used_bytes.get(), 100_000);
+        // 10 KB more, not yet written: over budget, `b` evicts written
+        // batches until the shard is back within it.
+        fill(&mut b, 50, 10, 1000);
+        b.evict(50, 1000);
+        assert_eq!(budget.used_bytes.get(), 100_000);
+        assert_eq!(b.first_offset(), Some(10));
+        // Unwritten batches are never evicted, even over budget.
+        fill(&mut b, 60, 60, 1000);
+        b.evict(50, 1000);
+        assert_eq!(b.first_offset(), Some(50), "only unwritten batches left");
+        assert_eq!(b.bytes(), 70_000);
+        // A third partition shrinks the shares; `a` also gives up what
+        // puts the shard over budget (b's 70 KB unwritten): 50 -> 30 KB.
+        let c = BatchCache::new(budget.clone());
+        assert_eq!(budget.fair_share(), 33_333);
+        a.evict(80, 1000);
+        assert_eq!(a.bytes(), 30_000);
+        assert_eq!(budget.used_bytes.get(), 100_000);
+        drop(c);
+        assert_eq!(budget.fair_share(), 50_000);
+        drop(a);
+        assert_eq!(budget.used_bytes.get(), 70_000);
+    }
+
+    #[test]
+    fn evict_below_ignores_the_share() {
+        let budget = CacheBudget::new(1 << 30);
+        let mut a = BatchCache::new(budget.clone());
+        fill(&mut a, 0, 10, 100);
+        // Within budget and share: a plain evict keeps everything.
+        assert_eq!(a.evict(10, 0), 0);
+        // The log start moved to 4: batches 0..=3 are gone.
+        assert_eq!(a.evict_below(4), 400);
+        assert_eq!(a.first_offset(), Some(4));
+        assert_eq!(budget.used_bytes.get(), 600);
     }
 }

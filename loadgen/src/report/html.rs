@@ -146,8 +146,8 @@ fn point_details(i: usize, p: &RunResult, files: &BTreeMap<String, String>) -> S
     let c = &p.checks;
     let _ = write!(
         o,
-        "<p><b>Delivery checks</b>: delivered {}, lost {}, duplicated {}, reordered {}, misrouted {}; ack errors {}, send errors {}, fetch errors {}, unsent {}</p>",
-        c.delivered, c.lost, c.duplicated, c.reordered, c.misrouted, p.ack_errors, p.send_errors, p.consumer_errors, p.unsent
+        "<p><b>Delivery checks</b>: delivered {}, lost {}, unread {}, duplicated {}, reordered {}, misrouted {}; ack errors {}, send errors {}, fetch errors {}, unsent {}</p>",
+        c.delivered, c.lost, c.unread, c.duplicated, c.reordered, c.misrouted, p.ack_errors, p.send_errors, p.consumer_errors, p.unsent
     );
     let cm = &p.compression;
     let _ = write!(

@@ -339,9 +339,14 @@ pub fn render_summary(p: &RunResult) -> String {
     let k = &p.checks;
     let _ = writeln!(
         out,
-        "checks         delivered {}, lost {}, duplicated {}, reordered {}, misrouted {} -> {}",
+        "checks         delivered {}, lost {}, {}duplicated {}, reordered {}, misrouted {} -> {}",
         k.delivered,
         k.lost,
+        if k.unread > 0 {
+            format!("unread {}, ", k.unread)
+        } else {
+            String::new()
+        },
         k.duplicated,
         k.reordered,
         k.misrouted,

@@ -22,6 +22,7 @@ pub fn env_for(b: &EmbeddedBroker, protocol: Protocol) -> RunEnv {
         cpu_source: BrokerCpuSource::Embedded,
         progress: None,
         interrupt: Default::default(),
+        producer_nice: loadgen::priority::PRODUCER_NICE_DEFAULT,
     }
 }
 
@@ -60,7 +61,7 @@ pub fn assert_counts_match(r: &RunResult) {
 /// losses counted and nothing else wrong, over `protocol`.
 pub fn assert_a_lossy_consumer_fails_the_run(protocol: Protocol, topic: &str) {
     let broker = EmbeddedBroker::start(None, None, protocol).expect("embedded broker");
-    let rt = loadgen::build_runtime(Some(2)).unwrap();
+    let rt = loadgen::build_runtime(Some(2), loadgen::priority::PRODUCER_NICE_DEFAULT).unwrap();
     let spec = WorkloadSpec {
         fault_drop_every: 50,
         ..small(topic)

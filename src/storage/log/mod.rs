@@ -70,7 +70,9 @@ pub struct LogConfig {
     pub write_behind: usize,
     pub flush_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
-    /// Bytes of written batches a partition keeps cached even when the shard is over budget.
+    /// The least a partition keeps cached of its written batches while the
+    /// shard is within budget; it keeps more when its equal share of the
+    /// shard's budget is larger (see `CacheBudget::fair_share`).
     pub cache_keep_bytes: usize,
     /// Reserve segment file space this far ahead of the writes (0: never).
     pub preallocate_bytes: u64,

@@ -194,7 +194,7 @@ impl<D: Disk> Log<D> {
             let new_start = st.segments.log_start().max(st.offsets.log_start());
             st.offsets.start_moved(new_start);
             // Cached batches below the new start are gone too.
-            st.cache.evict(new_start, 0);
+            st.cache.evict_below(new_start);
             st.assert_invariants();
             info!(dir = %self.dir.display(), deleted = n, log_start = new_start, "retention deleted segments");
         }
@@ -267,7 +267,7 @@ impl<D: Disk> Log<D> {
             // never moves the start back).
             st.offsets.records_deleted(offset);
             let start = st.offsets.log_start();
-            st.cache.evict(start, 0);
+            st.cache.evict_below(start);
             st.assert_invariants();
         }
         info!(dir = %self.dir.display(), log_start = offset, "records deleted (DeleteRecords)");
