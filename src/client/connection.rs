@@ -5,10 +5,11 @@
 
 use super::ClientError;
 use crate::protocol::codec::Reader;
-use crate::protocol::frame::{finish_frame, ApiKey, FrameHeader, ResponseHeader, LEN_PREFIX};
+use crate::protocol::frame::{ApiKey, FrameHeader, ResponseHeader, LEN_PREFIX};
 use crate::protocol::{ErrorCode, API_VERSION};
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -146,6 +147,23 @@ impl Connection {
         body: impl FnOnce(&mut BytesMut),
         expect_response: bool,
     ) -> Result<Option<Answer>, ClientError> {
+        self.send_parts(api, api_version, |b, _| body(b), expect_response)
+            .await
+    }
+
+    /// Send a request whose payload stays in the caller's buffers: `body`
+    /// encodes everything else into `b` and lists each payload buffer with
+    /// the position in `b` where it belongs (ascending). One vectored
+    /// write sends it all. Why: a produce request copied its frames into
+    /// one buffer, grown by doubling, before the kernel copied them again
+    /// (at 1 MiB batches about 10% of loadgen's CPU went to that memmove).
+    pub async fn send_parts(
+        &self,
+        api: ApiKey,
+        api_version: u16,
+        body: impl FnOnce(&mut BytesMut, &mut Vec<(usize, Bytes)>),
+        expect_response: bool,
+    ) -> Result<Option<Answer>, ClientError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let mut b = BytesMut::with_capacity(1024);
         let start = FrameHeader {
@@ -154,8 +172,33 @@ impl Connection {
             request_id: id,
         }
         .begin(&mut b);
-        body(&mut b);
-        finish_frame(&mut b, start);
+        let mut payload = Vec::new();
+        body(&mut b, &mut payload);
+        let payload_len: usize = payload.iter().map(|(_, p)| p.len()).sum();
+        let len = b.len() - start - LEN_PREFIX + payload_len;
+        let len = u32::try_from(len).map_err(|_| {
+            ClientError::Invalid(format!(
+                "a request of {len} bytes is over the 4 GiB frame limit"
+            ))
+        })?;
+        b[start..start + LEN_PREFIX].copy_from_slice(&len.to_le_bytes());
+        let head = b.freeze();
+        let mut segments = Vec::with_capacity(2 * payload.len() + 1);
+        let mut at = 0;
+        for (pos, p) in payload {
+            assert!(
+                pos >= at && pos <= head.len(),
+                "payload positions ascend within the body"
+            );
+            if pos > at {
+                segments.push(head.slice(at..pos));
+            }
+            segments.push(p);
+            at = pos;
+        }
+        if at < head.len() {
+            segments.push(head.slice(at..));
+        }
         let rx = if expect_response {
             let (tx, rx) = oneshot::channel();
             match self.waiters.lock().unwrap().as_mut() {
@@ -169,7 +212,7 @@ impl Connection {
             None
         };
         let mut w = self.writer.lock().await;
-        w.write_all(&b)
+        write_all_vectored(&mut w, &segments)
             .await
             .map_err(|e| ClientError::Io(Arc::new(e)))?;
         Ok(rx)
@@ -203,5 +246,87 @@ impl Connection {
             });
         }
         Ok(r)
+    }
+}
+
+/// Write every segment in order with vectored writes (as few system calls
+/// as the socket allows), resuming mid-segment after a short write.
+async fn write_all_vectored(w: &mut OwnedWriteHalf, segments: &[Bytes]) -> std::io::Result<()> {
+    let mut slices: Vec<IoSlice<'_>> = segments
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| IoSlice::new(s))
+        .collect();
+    let mut rest = &mut slices[..];
+    while !rest.is_empty() {
+        let n = w.write_vectored(rest).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut rest, n);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::frame::finish_frame;
+    use crate::protocol::messages::{encode_produce, encode_produce_deferred, Acks};
+    use tokio::io::AsyncReadExt;
+
+    /// The vectored produce path puts on the wire exactly the bytes the
+    /// copying encoder builds, also when the socket takes them in pieces
+    /// (8 MiB in 2 topics, more than the socket buffers hold; the peer
+    /// reads in small chunks).
+    #[tokio::test]
+    async fn send_parts_writes_what_the_copying_encoder_builds() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut got = Vec::new();
+            let mut chunk = vec![0u8; 7919];
+            loop {
+                let n = s.read(&mut chunk).await.unwrap();
+                if n == 0 {
+                    return got;
+                }
+                got.extend_from_slice(&chunk[..n]);
+            }
+        });
+        let frames: Vec<Bytes> = (0..64u8)
+            .map(|i| Bytes::from(vec![i; (128 << 10) + i as usize]))
+            .collect();
+        let topics = [
+            ("alpha", vec![(0u32, &frames[..10]), (3, &frames[10..11])]),
+            ("b", vec![(1u32, &frames[11..])]),
+        ];
+        let conn = Connection::connect(&addr).await.unwrap();
+        let sent = conn
+            .send_parts(
+                ApiKey::Produce,
+                API_VERSION,
+                |b, payload| encode_produce_deferred(b, payload, Acks::All, 1234, &topics),
+                false,
+            )
+            .await
+            .unwrap();
+        assert!(sent.is_none());
+        drop(conn);
+        let got = peer.await.unwrap();
+
+        let mut want = BytesMut::new();
+        let start = FrameHeader {
+            api_key: ApiKey::Produce as u16,
+            api_version: API_VERSION,
+            request_id: 1,
+        }
+        .begin(&mut want);
+        encode_produce(&mut want, Acks::All, 1234, &topics);
+        finish_frame(&mut want, start);
+        assert!(want.len() > 8 << 20);
+        assert_eq!(got.len(), want.len());
+        assert!(got == want[..], "the bytes differ");
     }
 }

@@ -37,7 +37,9 @@ use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
 use crate::format::{BatchBuilder, Compression, ProducerIds};
 use crate::protocol::frame::ApiKey;
-use crate::protocol::messages::{encode_produce, Acks, ProduceResponse, ProduceTopicFrames};
+use crate::protocol::messages::{
+    encode_produce_deferred, Acks, ProduceResponse, ProduceTopicFrames,
+};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -583,9 +585,10 @@ async fn send_request(
     let seen = inner.client.routes().refresh_count();
     let sent = match inner.client.routes().node(node).await {
         Ok(conn) => {
-            conn.send(
+            conn.send_parts(
                 ApiKey::Produce,
-                |b| encode_produce(b, acks, timeout, &topics),
+                crate::protocol::API_VERSION,
+                |b, payload| encode_produce_deferred(b, payload, acks, timeout, &topics),
                 acks != Acks::None,
             )
             .await

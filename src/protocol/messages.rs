@@ -107,6 +107,32 @@ pub fn encode_produce(
     timeout_ms: u32,
     topics: &[ProduceTopicFrames<'_>],
 ) {
+    encode_produce_with(b, acks, timeout_ms, topics, |b, f| b.put_slice(f));
+}
+
+/// Encode a produce body with holes for its frames: everything but the
+/// frames goes into `b`, and each frame is recorded in `payload` with the
+/// position in `b` where it belongs, to be written from its own buffer
+/// (a vectored write) instead of copied. See `Connection::send_parts`.
+pub fn encode_produce_deferred(
+    b: &mut BytesMut,
+    payload: &mut Vec<(usize, Bytes)>,
+    acks: Acks,
+    timeout_ms: u32,
+    topics: &[ProduceTopicFrames<'_>],
+) {
+    encode_produce_with(b, acks, timeout_ms, topics, |b, f| {
+        payload.push((b.len(), f.clone()))
+    });
+}
+
+fn encode_produce_with(
+    b: &mut BytesMut,
+    acks: Acks,
+    timeout_ms: u32,
+    topics: &[ProduceTopicFrames<'_>],
+    mut frame: impl FnMut(&mut BytesMut, &Bytes),
+) {
     b.put_i8(acks.to_i8());
     b.put_u32_le(timeout_ms);
     b.put_u32_le(topics.len() as u32);
@@ -118,7 +144,7 @@ pub fn encode_produce(
             let len: usize = frames.iter().map(|f| f.len()).sum();
             b.put_u32_le(len as u32);
             for f in frames.iter() {
-                b.put_slice(f);
+                frame(b, f);
             }
         }
     }
