@@ -110,10 +110,16 @@ pub fn encode_produce(
     encode_produce_with(b, acks, timeout_ms, topics, |b, f| b.put_slice(f));
 }
 
-/// Encode a produce body with holes for its frames: everything but the
-/// frames goes into `b`, and each frame is recorded in `payload` with the
-/// position in `b` where it belongs, to be written from its own buffer
-/// (a vectored write) instead of copied. See `Connection::send_parts`.
+/// Frames at least this large are written from their own buffers by
+/// [`encode_produce_deferred`]; smaller ones are copied, as an I/O vector
+/// entry per kilobyte would cost more than the copy.
+pub const DEFER_FRAME_MIN_BYTES: usize = 8 << 10;
+
+/// Encode a produce body with holes for its large frames: everything else
+/// goes into `b`, and each frame of at least [`DEFER_FRAME_MIN_BYTES`] is
+/// recorded in `payload` with the position in `b` where it belongs, to be
+/// written from its own buffer (a vectored write) instead of copied. See
+/// `Connection::send_parts`.
 pub fn encode_produce_deferred(
     b: &mut BytesMut,
     payload: &mut Vec<(usize, Bytes)>,
@@ -122,7 +128,11 @@ pub fn encode_produce_deferred(
     topics: &[ProduceTopicFrames<'_>],
 ) {
     encode_produce_with(b, acks, timeout_ms, topics, |b, f| {
-        payload.push((b.len(), f.clone()))
+        if f.len() >= DEFER_FRAME_MIN_BYTES {
+            payload.push((b.len(), f.clone()))
+        } else {
+            b.put_slice(f)
+        }
     });
 }
 

@@ -30,8 +30,11 @@ pub struct CachedBatch {
 pub struct CacheBudget {
     pub used_bytes: Cell<usize>,
     pub max_bytes: Cell<usize>,
-    /// Partition caches alive on the shard (each registers itself).
-    members: Cell<usize>,
+    /// Partition caches on the shard that hold something: the ones that
+    /// share the budget (idle partitions, and the 50 partitions of
+    /// `__consumer_offsets` that a group never writes, do not shrink the
+    /// others' share).
+    active: Cell<usize>,
 }
 
 impl CacheBudget {
@@ -39,7 +42,7 @@ impl CacheBudget {
         Rc::new(CacheBudget {
             used_bytes: Cell::new(0),
             max_bytes: Cell::new(max_bytes),
-            members: Cell::new(0),
+            active: Cell::new(0),
         })
     }
 
@@ -48,14 +51,15 @@ impl CacheBudget {
     }
 
     /// What one partition may keep of written batches: an equal share of
-    /// the shard's budget. Why not a fixed fraction: the fraction was
+    /// the shard's budget among the partitions whose caches hold something.
+    /// Why not a fixed fraction: the fraction was
     /// 1/64, so with 2 partitions on a shard each kept 2 MiB of a 128 MiB
     /// budget (10 ms at 200 MiB/s), a live consumer a few milliseconds
     /// behind read from disk, and at max rate it fell seconds behind and
     /// never caught up. With equal shares the shard's total stays within
     /// its budget (plus unwritten batches and the callers' floor).
     pub fn fair_share(&self) -> usize {
-        self.max_bytes.get() / self.members.get().max(1)
+        self.max_bytes.get() / self.active.get().max(1)
     }
 }
 
@@ -67,15 +71,12 @@ pub struct BatchCache {
 
 impl Drop for BatchCache {
     fn drop(&mut self) {
-        let used = self.budget.used_bytes.get();
-        self.budget.used_bytes.set(used - self.bytes);
-        self.budget.members.set(self.budget.members.get() - 1);
+        self.set_bytes(0);
     }
 }
 
 impl BatchCache {
     pub fn new(budget: Rc<CacheBudget>) -> Self {
-        budget.members.set(budget.members.get() + 1);
         BatchCache {
             entries: VecDeque::new(),
             bytes: 0,
@@ -85,6 +86,19 @@ impl BatchCache {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The one place this cache's byte count changes: the shard's count
+    /// and its number of active caches follow.
+    fn set_bytes(&mut self, new: usize) {
+        let b = &self.budget;
+        b.used_bytes.set(b.used_bytes.get() - self.bytes + new);
+        match (self.bytes, new) {
+            (0, n) if n > 0 => b.active.set(b.active.get() + 1),
+            (o, 0) if o > 0 => b.active.set(b.active.get() - 1),
+            _ => {}
+        }
+        self.bytes = new;
     }
 
     pub fn len(&self) -> usize {
@@ -112,10 +126,7 @@ impl BatchCache {
                 "cache batches out of order"
             );
         }
-        self.bytes += b.frame.len();
-        self.budget
-            .used_bytes
-            .set(self.budget.used_bytes.get() + b.frame.len());
+        self.set_bytes(self.bytes + b.frame.len());
         self.entries.push_back(b);
     }
 
@@ -142,10 +153,7 @@ impl BatchCache {
                 break;
             }
             let b = self.entries.pop_front().unwrap();
-            self.bytes -= b.frame.len();
-            self.budget
-                .used_bytes
-                .set(self.budget.used_bytes.get() - b.frame.len());
+            self.set_bytes(self.bytes - b.frame.len());
             freed += b.frame.len();
         }
         freed
@@ -153,9 +161,7 @@ impl BatchCache {
 
     /// Drop everything (truncation, deletion).
     pub fn clear(&mut self) {
-        let used = self.budget.used_bytes.get();
-        self.budget.used_bytes.set(used - self.bytes);
-        self.bytes = 0;
+        self.set_bytes(0);
         self.entries.clear();
     }
 
@@ -213,14 +219,20 @@ mod tests {
         let budget = CacheBudget::new(100_000);
         let mut a = BatchCache::new(budget.clone());
         let mut b = BatchCache::new(budget.clone());
-        assert_eq!(budget.fair_share(), 50_000);
-        // 80 KB written to `a`: it keeps 50 KB (its share), not the floor.
+        // Empty caches do not count: alone, `a` may keep the whole budget.
+        assert_eq!(budget.fair_share(), 100_000);
         fill(&mut a, 0, 80, 1000);
+        a.evict(80, 1000);
+        assert_eq!(a.bytes(), 80_000);
+        // Once `b` holds something, each keeps half: `a` gives up 30 KB
+        // at its next eviction, not down to the floor.
+        fill(&mut b, 0, 1, 1000);
+        assert_eq!(budget.fair_share(), 50_000);
         a.evict(80, 1000);
         assert_eq!(a.bytes(), 50_000);
         assert_eq!(a.first_offset(), Some(30));
         // `b` fills its share too; the shard is exactly at budget.
-        fill(&mut b, 0, 50, 1000);
+        fill(&mut b, 1, 49, 1000);
         b.evict(50, 1000);
         assert_eq!(b.bytes(), 50_000);
         assert_eq!(budget.used_bytes.get(), 100_000);
@@ -235,15 +247,20 @@ mod tests {
         b.evict(50, 1000);
         assert_eq!(b.first_offset(), Some(50), "only unwritten batches left");
         assert_eq!(b.bytes(), 70_000);
-        // A third partition shrinks the shares; `a` also gives up what
-        // puts the shard over budget (b's 70 KB unwritten): 50 -> 30 KB.
-        let c = BatchCache::new(budget.clone());
+        // A third partition with data shrinks the shares; `a` also gives
+        // up what puts the shard over budget (b's 70 KB unwritten): 50 -> 30 KB.
+        let mut c = BatchCache::new(budget.clone());
+        fill(&mut c, 0, 1, 1000);
         assert_eq!(budget.fair_share(), 33_333);
         a.evict(80, 1000);
-        assert_eq!(a.bytes(), 30_000);
+        assert_eq!(a.bytes(), 29_000);
         assert_eq!(budget.used_bytes.get(), 100_000);
         drop(c);
         assert_eq!(budget.fair_share(), 50_000);
+        // Emptied by eviction, a cache stops counting.
+        a.evict_below(80);
+        assert!(a.is_empty());
+        assert_eq!(budget.fair_share(), 100_000);
         drop(a);
         assert_eq!(budget.used_bytes.get(), 70_000);
     }
