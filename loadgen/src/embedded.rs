@@ -87,6 +87,12 @@ pub fn registered_tempdir(
     let parent = parent
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
+    // `--data-dir DIR` names where the data goes: a DIR that does not
+    // exist yet is made (as `shardlog serve --data-dir` does), not refused.
+    std::fs::create_dir_all(&parent).map_err(|source| TempDirError {
+        dir: parent.clone(),
+        source,
+    })?;
     let dir = tempfile::Builder::new()
         .prefix(prefix)
         .tempdir_in(&parent)
@@ -280,4 +286,18 @@ pub fn fs_type(path: &Path) -> Option<String> {
         other => return Some(format!("unknown (0x{other:x})")),
     };
     Some(name.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_that_does_not_exist_yet_is_made() {
+        let root = tempfile::tempdir().unwrap();
+        let parent = root.path().join("not/yet");
+        let dir = registered_tempdir(Some(&parent), "loadgen-test-").unwrap();
+        assert!(dir.path().starts_with(&parent) && dir.path().is_dir());
+        unregister_dir(dir.path());
+    }
 }
