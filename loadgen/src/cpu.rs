@@ -45,7 +45,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     exited_ns: 0,
 });
 
-fn gettid() -> i32 {
+pub(crate) fn gettid() -> i32 {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
 }

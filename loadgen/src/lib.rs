@@ -48,38 +48,37 @@ pub fn build_runtime(
     producer_nice: i32,
 ) -> std::io::Result<tokio::runtime::Runtime> {
     priority::record_base();
-    let n = threads
-        .unwrap_or_else(|| {
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2)
-        })
-        .max(1);
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(n)
-        .thread_name("lg-worker")
-        .on_thread_start(move || {
-            cpu::register_current_thread();
-            priority::lower_current_thread(producer_nice);
-        })
-        .on_thread_stop(cpu::unregister_current_thread)
-        .enable_all()
-        .build()
+    let n = threads.unwrap_or_else(cpus).max(1);
+    loadgen_runtime("lg-worker", n, producer_nice)
 }
 
 /// The consumers' runtime for one run: `consumers` worker threads (at most
 /// one per CPU, at least one), registered as loadgen threads and at the
 /// process's priority, apart from the producers' I/O.
 pub fn build_consumer_runtime(consumers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    let cpus = std::thread::available_parallelism()
+    loadgen_runtime("lg-consumer", consumers.clamp(1, cpus()), 0)
+}
+
+fn cpus() -> usize {
+    std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(2);
+        .unwrap_or(2)
+}
+
+/// A multi-threaded runtime of `threads` workers named `name`, each
+/// registered for CPU accounting and running `nice` levels below the
+/// process (0: at its priority, restored if the creating thread was lower).
+fn loadgen_runtime(
+    name: &str,
+    threads: usize,
+    nice: i32,
+) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(consumers.clamp(1, cpus))
-        .thread_name("lg-consumer")
-        .on_thread_start(|| {
+        .worker_threads(threads)
+        .thread_name(name)
+        .on_thread_start(move || {
             cpu::register_current_thread();
-            priority::restore_current_thread();
+            priority::lower_current_thread(nice);
         })
         .on_thread_stop(cpu::unregister_current_thread)
         .enable_all()

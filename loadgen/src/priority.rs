@@ -43,11 +43,9 @@ pub fn record_base() -> i32 {
 }
 
 fn set_current(nice: i32) -> std::io::Result<()> {
-    // SAFETY: gettid and setpriority have no memory preconditions.
-    let rc = unsafe {
-        let tid = libc::gettid() as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
-    };
+    let tid = crate::cpu::gettid() as libc::id_t;
+    // SAFETY: setpriority has no memory preconditions.
+    let rc = unsafe { libc::setpriority(libc::PRIO_PROCESS, tid, nice) };
     if rc == 0 {
         Ok(())
     } else {
@@ -55,8 +53,11 @@ fn set_current(nice: i32) -> std::io::Result<()> {
     }
 }
 
-/// Run the calling thread `by` nice levels below the process (0: at the
-/// process's priority). Lowering one's own priority needs no privilege.
+/// Run the calling thread `by` nice levels below the process (0: back at
+/// the process's priority, for a thread created by a lowered one, which
+/// inherits its value). Lowering one's own priority needs no privilege;
+/// raising it back needs CAP_SYS_NICE unless RLIMIT_NICE allows it, and
+/// without, the thread keeps the inherited value and a warning says so.
 pub fn lower_current_thread(by: i32) {
     let target = (record_base() + by.max(0)).min(19);
     if current() != target {
@@ -69,14 +70,6 @@ pub fn lower_current_thread(by: i32) {
             }
         }
     }
-}
-
-/// Put the calling thread back at the process's priority (a thread
-/// created by a lowered one inherits its value). Raising a priority needs
-/// CAP_SYS_NICE unless RLIMIT_NICE allows it; without, the thread keeps
-/// the inherited value and a warning says so.
-pub fn restore_current_thread() {
-    lower_current_thread(0);
 }
 
 #[cfg(test)]
@@ -92,7 +85,7 @@ mod tests {
             let lowered = current();
             // A thread it creates inherits the lowered value.
             let child = std::thread::spawn(current).join().unwrap();
-            restore_current_thread();
+            lower_current_thread(0);
             (lowered, child, current())
         })
         .join()
