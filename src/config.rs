@@ -99,6 +99,10 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Busy-poll before an idle executor parks, in µs. Lowers cross-shard latency, costs CPU.
     pub spin_before_park_us: u64,
+    /// Report (on stderr, with a backtrace) any shard task queue that runs
+    /// this many ms past its time slice without yielding; 0 = off. A
+    /// diagnostic for latency spikes (glommio's stall detector).
+    pub stall_report_ms: u64,
     /// Registered io_uring buffer memory per executor, in bytes.
     pub io_memory_bytes: usize,
     /// Pin shard N to CPU N. Disable when sharing a box with a load generator you pin yourself.
@@ -236,6 +240,7 @@ impl Default for BrokerConfig {
             recovery_point_interval_ms: 5000,
             retention_check_interval_ms: 5000,
             spin_before_park_us: 0,
+            stall_report_ms: 0,
             io_memory_bytes: 16 << 20,
             pin_cpus: true,
             group_initial_rebalance_delay_ms: 3000,

@@ -23,13 +23,15 @@
 //! in completion order. Requests still run concurrently (pipelined produce
 //! keeps its throughput); each one takes a ticket when it starts and hands
 //! its response back only when every earlier ticket has been answered.
-//! Tickets are taken at a task's first poll, and tasks are first polled in
-//! spawn order, which is frame order.
+//! Tickets are taken when the connection hands the frame to
+//! [`Kafka::handle`], in frame order (not at the task's first poll: produce
+//! and fetch tasks run in the shard's bulk queue, the others in the control
+//! queue, see `shard::queues`).
 //!
 //! Produce order: a connection's produces must be appended in frame order,
 //! but converting a large one yields the core (see `produce::handle`), so a
-//! produce also takes a place in this connection's produce line at its
-//! first poll, and issues its appends only when its turn comes.
+//! produce also takes a place in this connection's produce line when it is
+//! handed over, and issues its appends only when its turn comes.
 //!
 //! Lifecycle: one [`Kafka`] per connection, on the shard that serves it.
 
@@ -140,6 +142,10 @@ impl Kafka {
                 detail: e.to_string(),
             })?;
         let client_id = header.client_id.as_deref().unwrap_or("").to_string();
+        // The header's strings are slices of the frame: held across the
+        // handler's await, they would keep a 50 MiB produce frame alive
+        // after its records were converted (`produce::handle`).
+        drop(header);
         if self.seen.borrow_mut().insert((api, version)) {
             debug!(client_id = %client_id, api = key_name(key), version, "kafka client uses");
         }
@@ -257,14 +263,30 @@ impl Protocol for Kafka {
         frame.len() + answer
     }
 
-    async fn handle(self: Rc<Self>, shard: Rc<Shard>, frame: BytesMut) -> Handled {
+    fn is_bulk(&self, frame: &[u8]) -> bool {
+        const PRODUCE: i16 = 0;
+        const FETCH: i16 = 1;
+        frame.len() >= 6 && matches!(i16::from_be_bytes([frame[4], frame[5]]), PRODUCE | FETCH)
+    }
+
+    /// Takes the request's turns now, when the connection hands the frame
+    /// over (frame order), not at the task's first poll: produce and fetch
+    /// run in the bulk queue, the rest in the control queue, so first polls
+    /// no longer follow frame order.
+    fn handle(
+        self: Rc<Self>,
+        shard: Rc<Shard>,
+        frame: BytesMut,
+    ) -> impl std::future::Future<Output = Handled> + 'static {
         const PRODUCE: i16 = 0;
         let response_turn = self.responses.take();
         let is_produce = frame.len() >= 6 && i16::from_be_bytes([frame[4], frame[5]]) == PRODUCE;
         let produce_turn = is_produce.then(|| self.produces.take());
-        let out = self.serve(shard, frame, produce_turn).await;
-        response_turn.wait().await;
-        out
+        async move {
+            let out = self.serve(shard, frame, produce_turn).await;
+            response_turn.wait().await;
+            out
+        }
     }
 }
 

@@ -64,13 +64,16 @@ pub fn serve_connection(
     stream: glommio::net::TcpStream,
     peer: String,
 ) {
-    glommio::spawn_local(crate::server::conn::run(
-        shard,
-        stream,
-        std::rc::Rc::new(Kafka::new()),
-        peer,
-    ))
-    .detach();
+    // A connection is a control task (`shard::queues`).
+    let queues = shard.queues;
+    queues
+        .spawn_control(crate::server::conn::run(
+            shard,
+            stream,
+            std::rc::Rc::new(Kafka::new()),
+            peer,
+        ))
+        .detach();
 }
 
 use crate::shard::Shard;

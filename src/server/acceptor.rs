@@ -43,7 +43,12 @@ pub fn serve_listeners(
             ListenerKind::Native => *shard.native_addr.borrow_mut() = Some(local),
             ListenerKind::Kafka => *shard.kafka_addr.borrow_mut() = Some(local),
         }
-        tasks.push(glommio::spawn_local(accept_loop(shard.clone(), l, kind, kafka)).detach());
+        tasks.push(
+            shard
+                .queues
+                .spawn_control(accept_loop(shard.clone(), l, kind, kafka))
+                .detach(),
+        );
         Ok(())
     };
     serve(listeners.native, ListenerKind::Native)?;
@@ -97,7 +102,11 @@ pub fn serve(shard: &Rc<Shard>, stream: TcpStream, kind: ListenerKind, kafka: Se
     let s = shard.clone();
     match kind {
         ListenerKind::Native => {
-            glommio::spawn_local(conn::run(s, stream, Rc::new(super::native::Native), peer))
+            // A connection is a control task; its data requests run in the
+            // bulk queue (`shard::queues`).
+            let queues = s.queues;
+            queues
+                .spawn_control(conn::run(s, stream, Rc::new(super::native::Native), peer))
                 .detach();
         }
         ListenerKind::Kafka => kafka(s, stream, peer),

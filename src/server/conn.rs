@@ -28,8 +28,15 @@ pub trait Protocol: 'static {
     fn request_cost(&self, frame: &[u8], _config: &BrokerConfig) -> usize {
         frame.len()
     }
-    /// Serve one frame; return the response bytes, if any. Runs as its own
-    /// task; many run concurrently per connection.
+    /// Whether the frame's work grows with the data it carries or asks for
+    /// (produce, fetch): its handler runs in the shard's bulk task queue,
+    /// so that small requests do not wait behind it (`shard::queues`).
+    fn is_bulk(&self, _frame: &[u8]) -> bool {
+        false
+    }
+    /// Serve one frame; return the response bytes, if any. Called in frame
+    /// order; the future runs as its own task (in the bulk or the control
+    /// queue, see [`Protocol::is_bulk`]), many concurrently per connection.
     fn handle(
         self: Rc<Self>,
         shard: Rc<Shard>,
@@ -181,8 +188,13 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     let mut last_request = shard.clock.now();
     let spawn_handler = |frame: BytesMut, permit: Permit| {
         let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
-        glommio::spawn_local(async move {
-            match p.handle(s, frame).await {
+        let bulk = proto.is_bulk(&frame);
+        // Called here, not in the task: whatever the handler orders
+        // (Kafka's response turns) is taken in frame order, whichever
+        // queue's task runs first.
+        let handled = p.handle(s, frame);
+        let task = async move {
+            match handled.await {
                 Handled::Respond(b) => {
                     // Queued answers count too: a client that does
                     // not read stops us reading, not us buffering.
@@ -200,8 +212,12 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     let _ = tx.unbounded_send((Out::from(b), true, Some(permit)));
                 }
             }
-        })
-        .detach();
+        };
+        if bulk {
+            shard.queues.spawn_bulk(task).detach();
+        } else {
+            glommio::spawn_local(task).detach();
+        }
     };
     'conn: loop {
         // Serve every complete frame in the buffer.

@@ -154,6 +154,14 @@ impl Protocol for Native {
         }
     }
 
+    fn is_bulk(&self, frame: &[u8]) -> bool {
+        frame.len() >= 6
+            && matches!(
+                u16::from_le_bytes([frame[4], frame[5]]),
+                k if k == ApiKey::Produce as u16 || k == ApiKey::Fetch as u16
+            )
+    }
+
     async fn handle(self: Rc<Self>, shard: Rc<Shard>, mut frame: BytesMut) -> Handled {
         bytes::Buf::advance(&mut frame, crate::protocol::frame::LEN_PREFIX);
         let mut r = Reader::new(frame);

@@ -24,11 +24,13 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             // The append's place in line is taken now, before the task is
             // spawned, so messages are appended in the order they arrived.
             let pending = append_in_order(&s, parts);
-            glommio::spawn_local(async move {
-                let r = await_acks(pending.await, acks, timeout_ms).await;
-                let _ = reply.send(r);
-            })
-            .detach();
+            shard
+                .queues
+                .spawn_bulk(async move {
+                    let r = await_acks(pending.await, acks, timeout_ms).await;
+                    let _ = reply.send(r);
+                })
+                .detach();
         }
         ShardMsg::Fetch {
             parts,
@@ -36,11 +38,13 @@ pub fn handle(shard: &Rc<Shard>, msg: ShardMsg) {
             cancel,
             reply,
         } => {
-            glommio::spawn_local(async move {
-                let r = fetch_local(&s, parts, wait_until, cancel).await;
-                let _ = reply.send(r);
-            })
-            .detach();
+            shard
+                .queues
+                .spawn_bulk(async move {
+                    let r = fetch_local(&s, parts, wait_until, cancel).await;
+                    let _ = reply.send(r);
+                })
+                .detach();
         }
         ShardMsg::Offsets { parts, reply } => {
             glommio::spawn_local(async move {

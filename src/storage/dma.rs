@@ -64,6 +64,10 @@ impl SegmentFile for DmaSegmentFile {
     async fn preallocate(&self, len: u64) -> io::Result<()> {
         self.file.pre_allocate(len, false).await.map_err(to_io)
     }
+
+    async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(to_io)
+    }
 }
 
 /// The data directory's device, seen through glommio, with a pool of
@@ -129,7 +133,8 @@ impl Disk for DmaDisk {
     }
 
     async fn remove(&self, path: &Path) -> io::Result<()> {
-        std::fs::remove_file(path)
+        let path = path.to_path_buf();
+        off_shard(move || std::fs::remove_file(path)).await
     }
 
     fn exists(&self, path: &Path) -> bool {
@@ -168,6 +173,29 @@ impl Disk for DmaDisk {
         let d = glommio::io::Directory::open(dir).await.map_err(to_io)?;
         d.sync().await.map_err(to_io)
     }
+}
+
+/// Run a blocking file-system call on glommio's blocking thread pool
+/// rather than the shard's thread: unlinking (or removing a directory of)
+/// large files frees their blocks inline, 100s of ms on a file system
+/// mounted with `discard` (docs/architecture.md, "glommio 0.9 notes").
+pub async fn off_shard<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+    glommio::executor().spawn_blocking(f).await
+}
+
+/// Remove a deleted partition's directory: each file is first emptied
+/// (its blocks freed here, by the caller's thread, even if a shard still
+/// holds it open), then the tree is removed. Run it [`off_shard`].
+pub fn empty_and_remove_dir(dir: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_file() {
+            if let Ok(f) = std::fs::OpenOptions::new().write(true).open(entry.path()) {
+                let _ = f.set_len(0);
+            }
+        }
+    }
+    std::fs::remove_dir_all(dir)
 }
 
 /// Name of the probe file kept in each data directory.

@@ -41,6 +41,9 @@ pub trait SegmentFile: 'static {
     /// space do not extend the file, which on ext4 keeps direct writes on the
     /// asynchronous io_uring path instead of a blocking worker thread.
     async fn preallocate(&self, len: u64) -> io::Result<()>;
+    /// Close the file now (dropping it closes it later, at the executor's
+    /// next I/O cycle).
+    async fn close(self) -> io::Result<()>;
 }
 
 /// A directory tree of files on one device.
@@ -59,6 +62,10 @@ pub trait Disk: Clone + 'static {
     async fn open_rw(&self, path: &Path) -> io::Result<Self::File>;
     /// Open an existing file read-only.
     async fn open_ro(&self, path: &Path) -> io::Result<Self::File>;
+    /// Unlink a file. Production unlinks off the shard's thread: freeing a
+    /// large file's blocks (discarding them, on a file system mounted with
+    /// `discard`) takes 100s of ms, and happens in the unlink when the
+    /// file is no longer open.
     async fn remove(&self, path: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
     /// File names (not paths) in `dir`.

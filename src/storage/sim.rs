@@ -343,6 +343,12 @@ impl SegmentFile for SimFile {
             }
         })
     }
+
+    /// Nothing to release in memory; a closed file's pending writes stay
+    /// pending until a sync, as a real file's page cache does.
+    async fn close(self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Disk for SimDisk {
