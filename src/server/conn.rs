@@ -216,7 +216,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
         if bulk {
             shard.queues.spawn_bulk(task).detach();
         } else {
-            glommio::spawn_local(task).detach();
+            shard.queues.spawn_control(task).detach();
         }
     };
     'conn: loop {

@@ -28,7 +28,7 @@ use crate::metadata::{identity, partition_dir, SharedTopics};
 use crate::partition::Partition;
 use crate::router::ops::{OfflineCause, OpError};
 use crate::router::{locate, shard_of, ListenerKind, Location, Router, ShardMsg};
-use crate::storage::dma::{empty_and_remove_dir, off_shard, DmaDisk};
+use crate::storage::dma::{remove_partition_dir, DmaDisk};
 use crate::storage::{CacheBudget, LogConfig, WriteBudget};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -373,8 +373,7 @@ impl Shard {
                     });
             if removed_replica {
                 let dir = partition_dir(&self.config.data_dir, &key.0, key.1);
-                let d = dir.clone();
-                if let Err(e) = off_shard(move || empty_and_remove_dir(&d)).await {
+                if let Err(e) = remove_partition_dir(&dir).await {
                     warn!(dir = %dir.display(), "removing a replica reassigned away: {e}");
                 }
                 info!(topic = %key.0, partition = key.1, "replica reassigned away: closed and deleted here");
@@ -442,8 +441,7 @@ impl Shard {
             }
             // Off the shard's thread: freeing a partition's segments takes
             // 100s of ms per GiB on a file system mounted with `discard`.
-            let d = dir.clone();
-            if let Err(e) = off_shard(move || empty_and_remove_dir(&d)).await {
+            if let Err(e) = remove_partition_dir(&dir).await {
                 if e.kind() != std::io::ErrorKind::NotFound {
                     warn!(dir = %dir.display(), "removing a deleted partition: {e}");
                 }

@@ -66,8 +66,7 @@ impl TaskQueues {
         &self,
         fut: impl Future<Output = T> + 'static,
     ) -> glommio::Task<T> {
-        glommio::spawn_local_into(fut, self.control)
-            .expect("a shard's task queues live as long as its executor")
+        spawn_into(fut, self.control)
     }
 
     /// Start `fut` as a task of the bulk queue.
@@ -75,9 +74,16 @@ impl TaskQueues {
         &self,
         fut: impl Future<Output = T> + 'static,
     ) -> glommio::Task<T> {
-        glommio::spawn_local_into(fut, self.bulk)
-            .expect("a shard's task queues live as long as its executor")
+        spawn_into(fut, self.bulk)
     }
+}
+
+fn spawn_into<T: 'static>(
+    fut: impl Future<Output = T> + 'static,
+    queue: TaskQueueHandle,
+) -> glommio::Task<T> {
+    glommio::spawn_local_into(fut, queue)
+        .expect("a shard's task queues live as long as its executor")
 }
 
 #[cfg(test)]
@@ -88,7 +94,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     /// The property the queue exists for: with a backlog of busy bulk
-    /// tasks, a task spawned in the default queue runs after at most about
+    /// tasks, a task spawned in the control queue runs after at most about
     /// one time slice of them, not after the whole backlog.
     #[test]
     fn a_control_task_does_not_wait_for_the_bulk_backlog() {

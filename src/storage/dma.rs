@@ -183,10 +183,15 @@ pub async fn off_shard<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static
     glommio::executor().spawn_blocking(f).await
 }
 
-/// Remove a deleted partition's directory: each file is first emptied
-/// (its blocks freed here, by the caller's thread, even if a shard still
-/// holds it open), then the tree is removed. Run it [`off_shard`].
-pub fn empty_and_remove_dir(dir: &Path) -> io::Result<()> {
+/// Remove a deleted partition's directory off the shard's thread: each
+/// file is first emptied (its blocks freed there, even if the shard still
+/// holds it open), then the tree is removed.
+pub async fn remove_partition_dir(dir: &Path) -> io::Result<()> {
+    let dir = dir.to_path_buf();
+    off_shard(move || empty_and_remove_dir(&dir)).await
+}
+
+fn empty_and_remove_dir(dir: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         if entry.file_type()?.is_file() {
