@@ -76,6 +76,11 @@ pub struct BrokerConfig {
     pub idle_timeout_ms: u64,
     /// A request frame must arrive completely within this long once started (slow-loris bound).
     pub partial_frame_timeout_ms: u64,
+    /// A connection whose client accepts no byte of its answers for this
+    /// long is closed, and what it held is freed: answers waiting for a
+    /// client that does not read are charged to the shard's in-flight
+    /// budget, which every connection of the shard shares.
+    pub write_stall_timeout_ms: u64,
     /// At start-up, how long to wait for a listen address, or the data
     /// directory's lock, still held on behalf of a process that has exited
     /// (a broker killed moments ago), in ms. A live holder fails at once.
@@ -231,6 +236,7 @@ impl Default for BrokerConfig {
             fetch_max_bytes: 55 << 20,
             idle_timeout_ms: 600_000,
             partial_frame_timeout_ms: 30_000,
+            write_stall_timeout_ms: 60_000,
             bind_wait_ms: 10_000,
             shard_cache_bytes_max: 512 << 20,
             write_chunk_bytes: 1 << 20,
@@ -320,6 +326,9 @@ impl BrokerConfig {
         }
         if self.max_request_bytes < 1024 {
             return bad("max_request_bytes must be >= 1024");
+        }
+        if self.write_stall_timeout_ms < 10 {
+            return bad("write_stall_timeout_ms must be >= 10");
         }
         if self.fetch_max_bytes < 1024 {
             return bad("fetch_max_bytes must be >= 1024");

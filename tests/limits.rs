@@ -22,6 +22,10 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn produce_frame(topic: &str, value_bytes: usize, id: u32) -> BytesMut {
+    produce_frame_to(topic, 0, value_bytes, id)
+}
+
+fn produce_frame_to(topic: &str, partition: u32, value_bytes: usize, id: u32) -> BytesMut {
     let mut bb = BatchBuilder::new();
     let v = vec![b'x'; 1024];
     for _ in 0..value_bytes / 1024 {
@@ -39,10 +43,21 @@ fn produce_frame(topic: &str, value_bytes: usize, id: u32) -> BytesMut {
         &mut b,
         Acks::Leader,
         5000,
-        &[(topic, vec![(0, std::slice::from_ref(&f))])],
+        &[(topic, vec![(partition, std::slice::from_ref(&f))])],
     );
     finish_frame(&mut b, start);
     b
+}
+
+/// Sixteen 256 KiB batches to partition 0 of `topic` (acks=1), the first
+/// acknowledgement read.
+fn write_4_mib(b: &BrokerProc, topic: &str) {
+    let mut s = TcpStream::connect(&b.native).unwrap();
+    for id in 0..16u32 {
+        s.write_all(&produce_frame(topic, 256 << 10, id)).unwrap();
+    }
+    let mut acks = vec![0u8; 1];
+    s.read_exact(&mut acks).unwrap();
 }
 
 fn is_closed(s: &mut TcpStream) -> bool {
@@ -79,13 +94,7 @@ fn a_client_that_does_not_read_responses_gets_backpressure_not_buffering() {
     let b = BrokerProc::start(&["--set", "max_inflight_bytes_per_connection=8388608"]);
     ok(b.cli(&["topic", "create", "bp", "--partitions", "1"], None));
     // 4 MiB of data, so every fetch from offset 0 answers with up to 1 MiB.
-    let mut s = TcpStream::connect(&b.native).unwrap();
-    for id in 0..16u32 {
-        s.write_all(&produce_frame("bp", 256 << 10, id)).unwrap();
-    }
-    let mut acks = vec![0u8; 1];
-    s.read_exact(&mut acks).unwrap();
-    drop(s);
+    write_4_mib(&b, "bp");
     std::thread::sleep(Duration::from_millis(200));
     let rss_before = rss_kib(b.pid());
     // Ask for 1 MiB answers over and over, never reading one.
@@ -114,6 +123,132 @@ fn a_client_that_does_not_read_responses_gets_backpressure_not_buffering() {
     // Other clients are served meanwhile.
     ok(b.cli(&["topic", "list"], None));
     drop(s);
+}
+
+/// A fetch of many partitions answers within its `max_bytes` (plus at most
+/// one chunk, as Kafka's first batch), however many partitions hold a
+/// batch larger than their share. Before, every partition returned its
+/// first batch: 1,000 partitions of 1 MiB batches answered a 32 MiB fetch
+/// with 0.5–0.8 GB, which the client refused (its limit is 512 MiB) and the
+/// broker kept charged against its memory budget, stalling producers.
+#[test]
+fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
+    let b = BrokerProc::start(&[]);
+    let parts = 64u32;
+    ok(b.cli(
+        &[
+            "topic",
+            "create",
+            "wide",
+            "--partitions",
+            &parts.to_string(),
+        ],
+        None,
+    ));
+    // One 256 KiB batch per partition: 16 MiB in all.
+    let mut s = TcpStream::connect(&b.native).unwrap();
+    for p in 0..parts {
+        s.write_all(&produce_frame_to("wide", p, 256 << 10, p))
+            .unwrap();
+    }
+    for _ in 0..parts {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).unwrap();
+        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+        s.read_exact(&mut body).unwrap();
+    }
+    // acks=1 data becomes visible once written: give the flushers a moment.
+    std::thread::sleep(Duration::from_millis(1000));
+    let max_bytes = 2u32 << 20;
+    let mut req = BytesMut::new();
+    let start = FrameHeader {
+        api_key: ApiKey::Fetch as u16,
+        api_version: 0,
+        request_id: 1000,
+    }
+    .begin(&mut req);
+    FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes,
+        topics: vec![(
+            "wide".to_string(),
+            (0..parts)
+                .map(|p| FetchPartition {
+                    partition: p,
+                    offset: 0,
+                    max_bytes: 1 << 20,
+                })
+                .collect(),
+        )],
+    }
+    .encode(&mut req);
+    finish_frame(&mut req, start);
+    s.write_all(&req).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let len = u32::from_le_bytes(len) as usize;
+    let one_batch = (256 << 10) + 4096;
+    eprintln!("fetch of {parts} partitions, max_bytes {max_bytes}: answer of {len} bytes");
+    assert!(
+        len <= max_bytes as usize + one_batch,
+        "a {max_bytes}-byte fetch answered with {len} bytes"
+    );
+    assert!(
+        len >= (max_bytes as usize) / 2,
+        "the answer holds data up to its budget ({len} bytes)"
+    );
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+}
+
+/// A client that asks for answers and never reads them is disconnected
+/// after `write_stall_timeout_ms`, and its answers (charged to the shard's
+/// in-flight budget, which every connection of the shard shares) are
+/// freed. Without it, a few such clients spend the budget and the shard
+/// stops reading every socket it serves, for good.
+#[test]
+fn a_client_that_never_reads_its_answers_is_disconnected_after_the_write_stall_timeout() {
+    let b = BrokerProc::start(&["--set", "write_stall_timeout_ms=1000"]);
+    ok(b.cli(&["topic", "create", "stall", "--partitions", "1"], None));
+    write_4_mib(&b, "stall");
+    std::thread::sleep(Duration::from_millis(1000));
+    // A small receive buffer, so the broker's writes stall quickly.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(64 << 10).unwrap();
+    let addr: std::net::SocketAddr = b.native.parse().unwrap();
+    sock.connect(&addr.into()).unwrap();
+    let mut s: TcpStream = sock.into();
+    let fetches = 16u32;
+    for id in 0..fetches {
+        s.write_all(&fetch_frame("stall", 1 << 20, id)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(3000));
+    // Read what the kernel holds: the broker closed the connection, so the
+    // stream ends before all the answers came.
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 1 << 20];
+    let ended = loop {
+        match s.read(&mut chunk) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    eprintln!("read {got} bytes of {fetches} answers of 1 MiB before the stream ended: {ended}");
+    assert!(ended, "the broker kept the stalled connection open");
+    assert!(
+        got < (fetches as usize) << 20,
+        "every answer arrived ({got} bytes)"
+    );
+    assert!(
+        b.stderr().contains("write_stall_timeout_ms"),
+        "the close is logged with the knob's name"
+    );
+    // Others are served.
+    ok(b.cli(&["topic", "list"], None));
 }
 
 fn fetch_frame(topic: &str, max_bytes: u32, id: u32) -> BytesMut {

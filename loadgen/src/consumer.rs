@@ -89,6 +89,20 @@ struct Seen {
     header: Header,
 }
 
+/// Resolves once the drain deadline has passed ("deadline") or the run
+/// was stopped ("stopped"), checked every 100 ms.
+async fn past_deadline(drain: &Drain, stop: &AtomicBool, clock: Clock) -> &'static str {
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return "stopped";
+        }
+        if drain.get().is_some_and(|(_, d)| clock.now_ns() >= *d) {
+            return "deadline";
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// Run the consumer until the drain ends. The backend is handed back still
 /// connected: the runner drops it after the CPU window (see `producer::run`).
 pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
@@ -114,7 +128,7 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
         let drain_known_before = ctx.drain.get().is_some();
         seen.clear();
         let run_id = ctx.run_id;
-        let res = ctx
+        let poll = ctx
             .backend
             .poll(|partition, value| match Header::read(value) {
                 Some(h) if h.run_id == run_id => seen.push(Seen {
@@ -122,8 +136,14 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
                     header: h,
                 }),
                 _ => foreign += 1,
-            })
-            .await;
+            });
+        // A poll whose answer never comes (a broker that stalled, a
+        // connection nobody reads) must not outlive the drain deadline or
+        // the stop flag: a benchmark that hangs reports nothing.
+        let res = tokio::select! {
+            r = poll => r,
+            why = past_deadline(&ctx.drain, &ctx.stop, ctx.clock) => break why,
+        };
         let now = ctx.clock.now_ns();
         match res {
             Err(e) => {

@@ -68,6 +68,15 @@ fn spawn_signal_handler(rt: &tokio::runtime::Runtime, interrupt: Arc<AtomicBool>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Logs of the client library and of an embedded broker, only when asked
+    // for: a benchmark's output is its table, and a broker's INFO lines
+    // would interleave with the per-second progress.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .init();
+    }
     loadgen::cpu::register_current_thread();
     let result = match cli.cmd {
         Cmd::Run(a) => cmd_run(*a),

@@ -205,6 +205,7 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
     let slot = |i: u64| (phase_ns + interval_ns * i as f64) as u64;
     let send_end = ctx.window.end_ns;
     let hard_end = send_end + ctx.grace.as_nanos() as u64;
+    let at = |ns: u64| tokio::time::Instant::from_std(ctx.clock.epoch + Duration::from_nanos(ns));
     let record_bytes = spec.record_payload_bytes();
     let mut filler = Filler::new(
         spec.payload,
@@ -255,7 +256,7 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
             continue;
         }
         let ts_ms = shardlog::client::producer::now_ms();
-        let r: Result<(), String> = ctx.rt.block_on(async {
+        let burst = async {
             for _ in 0..BURST_MAX {
                 let now = ctx.clock.now_ns();
                 let intended = if open { slot(i) } else { now };
@@ -304,17 +305,56 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
                 out.sent_per_partition[p as usize] += 1;
                 i += 1;
             }
-            Ok(())
-        });
-        if let Err(e) = r {
-            out.send_errors += 1;
-            out.first_error = Some(e);
-            break 'outer;
+            Ok::<(), String>(())
+        };
+        // A send blocks while the client's buffer is full; a broker that
+        // stopped taking data must not hold it past the grace period.
+        let r = ctx
+            .rt
+            .block_on(async { tokio::time::timeout_at(at(hard_end), burst).await });
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                out.send_errors += 1;
+                out.first_error = Some(e);
+                break 'outer;
+            }
+            Err(_) => {
+                out.unsent = if open {
+                    ((send_end as f64 - phase_ns) / interval_ns).ceil() as u64 - i
+                } else {
+                    0
+                };
+                out.send_errors += 1;
+                out.first_error = Some(format!(
+                    "a send waited until the end of the grace period ({} s after the window): the broker took no more data",
+                    ctx.grace.as_secs_f64()
+                ));
+                break 'outer;
+            }
         }
     }
-    if let Err(e) = ctx.rt.block_on(ctx.backend.close()) {
-        out.send_errors += 1;
-        out.first_error.get_or_insert(e.to_string());
+    // Closing waits for every ack; bounded like the sends, plus CLOSE_WAIT.
+    let close_by = ctx.clock.now_ns().max(hard_end) + CLOSE_WAIT.as_nanos() as u64;
+    match ctx
+        .rt
+        .block_on(async { tokio::time::timeout_at(at(close_by), ctx.backend.close()).await })
+    {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            out.send_errors += 1;
+            out.first_error.get_or_insert(e.to_string());
+        }
+        Err(_) => {
+            out.send_errors += 1;
+            out.first_error.get_or_insert(format!(
+                "closing the producer waited {} s for acks that never came",
+                CLOSE_WAIT.as_secs()
+            ));
+        }
     }
     out
 }
+
+/// Longest a producer waits for its last acks after it stopped sending.
+const CLOSE_WAIT: Duration = Duration::from_secs(30);

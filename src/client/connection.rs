@@ -57,7 +57,12 @@ impl Connection {
         let w2 = waiters.clone();
         let reader = tokio::spawn(async move {
             let mut buf = BytesMut::with_capacity(256 << 10);
-            let fail = |e: ClientError| {
+            let fail = |e: ClientError, rd: &tokio::net::tcp::OwnedReadHalf| {
+                tracing::debug!(%peer, error = %e, "connection failed; requests in flight fail");
+                // Close the socket, not only this half: the broker must see
+                // the connection end and free what it holds for it (an
+                // answer nobody reads would keep its memory charged).
+                let _ = socket2::SockRef::from(rd.as_ref()).shutdown(std::net::Shutdown::Both);
                 if let Some(map) = w2.lock().unwrap().take() {
                     for (_, tx) in map {
                         let _ = tx.send(Err(e.clone()));
@@ -68,9 +73,10 @@ impl Connection {
                 while buf.len() >= LEN_PREFIX {
                     let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
                     if len > RESPONSE_MAX_BYTES {
-                        fail(ClientError::Protocol(format!(
-                            "response of {len} bytes is too large"
-                        )));
+                        fail(
+                            ClientError::Protocol(format!("response of {len} bytes is too large")),
+                            &rd,
+                        );
                         return;
                     }
                     if buf.len() < LEN_PREFIX + len {
@@ -92,7 +98,7 @@ impl Connection {
                             }
                         }
                         Err(e) => {
-                            fail(ClientError::Protocol(e.to_string()));
+                            fail(ClientError::Protocol(e.to_string()), &rd);
                             return;
                         }
                     }
@@ -102,12 +108,12 @@ impl Connection {
                 }
                 match rd.read_buf(&mut buf).await {
                     Ok(0) => {
-                        fail(ClientError::Closed);
+                        fail(ClientError::Closed, &rd);
                         return;
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        fail(ClientError::Io(Arc::new(e)));
+                        fail(ClientError::Io(Arc::new(e)), &rd);
                         return;
                     }
                 }

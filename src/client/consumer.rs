@@ -62,6 +62,11 @@ pub struct Consumer {
     cfg: ConsumerConfig,
     positions: BTreeMap<u32, u64>,
     high_watermarks: BTreeMap<u32, u64>,
+    /// Where the next fetch's partition list starts: after the last
+    /// partition the previous answer moved, so that when answers fill up
+    /// before the list ends (the broker reads in request order), every
+    /// partition still gets its turn, as Kafka's consumers rotate theirs.
+    rotation: usize,
 }
 
 impl Consumer {
@@ -104,6 +109,7 @@ impl Consumer {
             topic: Arc::from(topic),
             cfg,
             positions,
+            rotation: 0,
             high_watermarks,
         })
     }
@@ -158,7 +164,16 @@ impl Consumer {
     ) -> Result<Option<ClientError>, ClientError> {
         let routes = self.client.routes();
         let mut by_leader: BTreeMap<u32, Vec<FetchPartition>> = BTreeMap::new();
-        for (p, o) in &self.positions {
+        let n = self.positions.len().max(1);
+        let start = self.rotation % n;
+        let before: Vec<(u32, u64)> = self
+            .positions
+            .iter()
+            .skip(start)
+            .chain(self.positions.iter().take(start))
+            .map(|(p, o)| (*p, *o))
+            .collect();
+        for (p, o) in &before {
             by_leader
                 .entry(routes.leader(&self.topic, *p))
                 .or_default()
@@ -193,6 +208,13 @@ impl Consumer {
                 Err(e) if self.client.routes().is_reroutable(&e) => stale = Some(e),
                 Err(e) => return Err(e),
             }
+        }
+        // The next fetch starts after the last partition that moved.
+        if let Some(i) = before
+            .iter()
+            .rposition(|(p, o)| self.positions.get(p).is_some_and(|now| now > o))
+        {
+            self.rotation = (start + i + 1) % n;
         }
         Ok(stale)
     }

@@ -182,7 +182,11 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
     if !parts.is_empty() {
         let wait = req.max_wait_ms.clamp(0, MAX_WAIT_MS_MAX) as u32;
         let min_bytes = req.min_bytes.max(0) as u32;
-        for r in ctx.shard.fetch(parts, wait, min_bytes).await {
+        for r in ctx
+            .shard
+            .fetch(parts, wait, min_bytes, max_total as usize)
+            .await
+        {
             results.insert((r.topic, r.partition as i32), r.result);
         }
     }

@@ -199,7 +199,12 @@ async fn exact(
         max_bytes: TIMESTAMP_READ_BYTES,
     };
     let fallback = (from as i64, -1);
-    let Some(r) = shard.fetch(vec![part], 0, 0).await.into_iter().next() else {
+    let Some(r) = shard
+        .fetch(vec![part], 0, 0, TIMESTAMP_READ_BYTES as usize)
+        .await
+        .into_iter()
+        .next()
+    else {
         return fallback;
     };
     let Ok(o) = r.result else {

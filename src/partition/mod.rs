@@ -292,6 +292,18 @@ impl<D: Disk> Partition<D> {
         self.log.offline_cause()
     }
 
+    /// Where the partition stands, with no data: the answer for a part of a
+    /// fetch that was not read because the answer was already full.
+    pub fn position(&self) -> FetchOutcome {
+        FetchOutcome {
+            frames: Vec::new(),
+            bytes: 0,
+            high_watermark: self.high_watermark(),
+            last_stable_offset: self.last_stable_offset(),
+            log_start_offset: self.log_start_offset(),
+        }
+    }
+
     /// Read what is visible from `offset` on, up to about `max_bytes`.
     pub async fn read(&self, offset: u64, max_bytes: usize) -> Result<FetchOutcome, ReadError> {
         let visible = self.high_watermark();

@@ -41,6 +41,9 @@ pub enum ShardMsg {
     /// until then (long poll) unless `cancel` fires first.
     Fetch {
         parts: Vec<FetchPart>,
+        /// The answer's byte budget: reads stop once it is reached (see
+        /// `shard::local::read_parts`).
+        max_bytes: usize,
         wait_until: Option<Instant>,
         cancel: Option<flume::Receiver<()>>,
         reply: Reply<Vec<FetchPartResult>>,

@@ -11,9 +11,10 @@ use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use glommio::net::TcpStream;
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// How a protocol frames and serves requests.
 pub trait Protocol: 'static {
@@ -147,8 +148,19 @@ async fn read_into_spare(
 /// Serve a connection until the peer closes, misbehaves or times out.
 pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>, peer: String) {
     let _ = stream.set_nodelay(true);
+    // Each write must make progress within the stall timeout: a client that
+    // stops reading otherwise keeps its queued answers charged to the
+    // shard's in-flight budget for good, and stops every connection of the
+    // shard once that is spent.
+    let stall = Duration::from_millis(shard.config.write_stall_timeout_ms);
+    let _ = stream.set_write_timeout(Some(stall));
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
     let (mut reader, mut writer) = futures::io::AsyncReadExt::split(stream);
     let (tx, mut rx) = mpsc::unbounded::<(Out, bool, Option<Permit>)>();
+    // Set when the writer gave up: the reading side stops too.
+    let write_failed = Rc::new(Cell::new(false));
+    let writer_failed = write_failed.clone();
+    let writer_peer = peer.clone();
     let writer_task = glommio::spawn_local(async move {
         while let Some((out, close, permit)) = rx.next().await {
             let written = match out {
@@ -165,7 +177,19 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     r
                 }
             };
-            if written.is_err() {
+            if let Err(e) = written {
+                if e.kind() == std::io::ErrorKind::TimedOut {
+                    warn!(peer = %writer_peer, stall_ms = stall.as_millis() as u64,
+                        "closing connection: the client read none of its answers for write_stall_timeout_ms");
+                }
+                // Dropping the queue frees the answers and their charges.
+                writer_failed.set(true);
+                // Both directions, on the socket itself: the reading side
+                // may be waiting for a request that never comes, and a
+                // close of this half would first try to flush.
+                // SAFETY: `fd` belongs to the stream whose halves this task
+                // and the reading side still hold, so it is open and ours.
+                unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
                 return;
             }
             drop(permit);
@@ -286,7 +310,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                 }
             }
         }
-        if shard.shutting_down.get() {
+        if shard.shutting_down.get() || write_failed.get() {
             break;
         }
         // Backpressure: do not read while over budget.

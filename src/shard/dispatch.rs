@@ -105,12 +105,15 @@ impl Shard {
         self: &Rc<Self>,
         owner: usize,
         parts: Vec<FetchPart>,
+        max_bytes: usize,
         wait_until: Option<Instant>,
         cancel: Option<flume::Receiver<()>>,
     ) -> LocalFuture<Vec<FetchPartResult>> {
         if owner == self.id {
             let s = self.clone();
-            return Box::pin(async move { fetch_local(&s, parts, wait_until, cancel).await });
+            return Box::pin(
+                async move { fetch_local(&s, parts, max_bytes, wait_until, cancel).await },
+            );
         }
         let keys: Vec<(String, u32)> = parts
             .iter()
@@ -118,6 +121,7 @@ impl Shard {
             .collect();
         let f = self.route(owner, |reply| ShardMsg::Fetch {
             parts,
+            max_bytes,
             wait_until,
             cancel,
             reply,
@@ -137,19 +141,26 @@ impl Shard {
 
     /// Fetch from any partitions. Long poll: if fewer than `min_bytes` are
     /// available, wait up to `max_wait_ms` for more; the first shard that
-    /// sees enough data cancels the others' waits.
+    /// sees enough data cancels the others' waits. Each shard stops reading
+    /// once its part of the answer holds its share of `max_bytes` (a read
+    /// may pass it by one window of reads; the caller trims the answer).
     pub async fn fetch(
         self: &Rc<Self>,
         parts: Vec<FetchPart>,
         max_wait_ms: u32,
         min_bytes: u32,
+        max_bytes: usize,
     ) -> Vec<FetchPartResult> {
         let start = self.clock.now();
         let groups = self.group_by_owner(parts.clone(), |p| (p.topic.as_str(), p.partition));
+        // Each shard reads its share, so that together they read about
+        // the answer's size rather than `max_bytes` each (the excess was
+        // read, then trimmed away).
+        let max_bytes = (max_bytes / groups.len().max(1)).max(1);
         let first = futures::future::join_all(
             groups
                 .into_iter()
-                .map(|(owner, parts)| self.fetch_group(owner, parts, None, None)),
+                .map(|(owner, parts)| self.fetch_group(owner, parts, max_bytes, None, None)),
         )
         .await;
         let results: Vec<FetchPartResult> = first.into_iter().flatten().collect();
@@ -168,7 +179,7 @@ impl Shard {
             .map(|(owner, parts)| {
                 let (tx, rx) = flume::bounded::<()>(1);
                 cancels.push(tx);
-                self.fetch_group(owner, parts, Some(deadline), Some(rx))
+                self.fetch_group(owner, parts, max_bytes, Some(deadline), Some(rx))
             })
             .collect();
         let mut out = Vec::new();

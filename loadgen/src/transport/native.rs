@@ -138,8 +138,14 @@ impl NativeConsumer {
         max_wait_ms: u32,
     ) -> Result<NativeConsumer, TransportError> {
         let client = Client::connect(addr).await?;
+        // Larger answers than the client's defaults: a benchmark's
+        // consumer has one fetch in flight, so its rate is the answer's
+        // size over a round trip (4 MiB per partition held one partition's
+        // consumer to 273 MiB/s). Kafka's fetch.max.bytes is 50 MiB.
         let cfg = ConsumerConfig {
             max_wait_ms,
+            max_bytes: 50 << 20,
+            partition_max_bytes: 16 << 20,
             ..ConsumerConfig::default()
         };
         let consumer = Consumer::new(client, topic, Some(partitions), StartAt::Latest, cfg).await?;
