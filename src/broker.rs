@@ -21,8 +21,14 @@ use tracing::{info, warn};
 /// A shard's time slice (see the executor builder below). At 50 ms a
 /// Metadata request under a produce flood took 150-800 ms at p99; 10 ms
 /// still gave 30 ms at p50, since each step of a fresh client's way may
-/// wait out a slice; 2 ms: 22 ms at p50, no loss of flood throughput.
-const PREEMPT_TIMER: Duration = Duration::from_millis(2);
+/// wait out a slice; 2 ms gave 22 ms at p50, but not safely: glommio 0.9
+/// then sometimes parked an executor with its tasks runnable (a completion
+/// of its preempt timer left in the latency ring makes `run_task_queues`
+/// run nothing, and the park did not return), so a starting broker's
+/// shard ran its first task only 62 s later, when a debugger's signal
+/// woke it. `cargo test --test broker` hung in 7 of 25 runs at 2 ms
+/// (CI too, at 4e91caa and 0712c39), 0 times in 12 at 10 ms.
+const PREEMPT_TIMER: Duration = Duration::from_millis(10);
 
 /// `stall_report_ms`: log each stall glommio's detector catches, with its backtrace.
 #[derive(Debug)]

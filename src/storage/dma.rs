@@ -236,12 +236,14 @@ pub async fn probe_device(data_dir: &Path) -> io::Result<usize> {
         f.sync_all()?;
         std::fs::rename(&tmp, &path)?;
     }
+    tracing::debug!(path = %path.display(), "io-poll probe: opening");
     let f = DmaFile::open(&path).await.map_err(to_io)?;
     let alignment = f.alignment() as usize;
     let r = f.read_at(0, 4096).await.map_err(to_io)?;
     assert_eq!(r.len(), 4096, "probe file read came back short");
     f.close().await.map_err(to_io)?;
     assert_poll_ring_idle();
+    tracing::debug!("io-poll probe: done");
     Ok(alignment)
 }
 

@@ -4,6 +4,8 @@
 pub mod kafka;
 pub mod netns;
 
+pub mod threads;
+
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -146,8 +148,12 @@ impl BrokerProc {
         let line = match rx.recv_timeout(Duration::from_secs(60)) {
             Ok(l) => l,
             Err(_) => {
+                let threads = threads::thread_report(child.id());
                 let _ = child.kill();
-                panic!("broker did not become ready; stderr:\n{}", self.stderr());
+                panic!(
+                    "broker did not become ready; threads:\n{threads}\nstderr:\n{}",
+                    self.stderr()
+                );
             }
         };
         for part in line.split_whitespace() {
@@ -222,8 +228,9 @@ impl BrokerProc {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        let threads = threads::thread_report(c.id());
         let _ = c.kill();
-        panic!("broker did not stop within 30 s after SIGTERM");
+        panic!("broker did not stop within 30 s after SIGTERM; threads:\n{threads}");
     }
 
     /// Start again on the same directory and ports chosen afresh.

@@ -2,6 +2,9 @@
 //! crate, so not every file uses every helper).
 #![allow(dead_code)]
 
+#[path = "../../../tests/common/threads.rs"]
+mod threads;
+
 use loadgen::cpu::BrokerCpuSource;
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::knee::SustainRule;
@@ -225,7 +228,7 @@ impl Loadgen {
             if t0.elapsed() > timeout {
                 // Where each thread waits, for the report: a hang here has
                 // been seen only under CI's load, so it must explain itself.
-                let stacks = thread_states(pid);
+                let stacks = threads::thread_report(pid as u32);
                 self.signal(libc::SIGKILL);
                 // SAFETY: as above; the child is dead, this reaps it.
                 unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
@@ -246,32 +249,6 @@ impl Loadgen {
             tmp: self.tmp,
         }
     }
-}
-
-/// Each thread of `pid`: its name, state and kernel wait channel, read
-/// from /proc (no debugger needed on the CI machine).
-fn thread_states(pid: libc::pid_t) -> String {
-    let mut out = String::new();
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return out;
-    };
-    for t in tasks.flatten() {
-        let p = t.path();
-        let read = |f: &str| std::fs::read_to_string(p.join(f)).unwrap_or_default();
-        let state = read("status")
-            .lines()
-            .find(|l| l.starts_with("State:"))
-            .unwrap_or_default()
-            .to_string();
-        out.push_str(&format!(
-            "{} {} {} wchan={}\n",
-            t.file_name().to_string_lossy(),
-            read("comm").trim(),
-            state,
-            read("wchan")
-        ));
-    }
-    out
 }
 
 /// A JSON file (a report.json).
