@@ -160,30 +160,18 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
     // acks=1 data becomes visible once written: give the flushers a moment.
     std::thread::sleep(Duration::from_millis(1000));
     let max_bytes = 2u32 << 20;
-    let mut req = BytesMut::new();
-    let start = FrameHeader {
-        api_key: ApiKey::Fetch as u16,
-        api_version: 0,
-        request_id: 1000,
-    }
-    .begin(&mut req);
-    FetchRequest {
-        max_wait_ms: 0,
-        min_bytes: 1,
+    let req = fetch_frame_of(
+        "wide",
+        (0..parts)
+            .map(|p| FetchPartition {
+                partition: p,
+                offset: 0,
+                max_bytes: 1 << 20,
+            })
+            .collect(),
         max_bytes,
-        topics: vec![(
-            "wide".to_string(),
-            (0..parts)
-                .map(|p| FetchPartition {
-                    partition: p,
-                    offset: 0,
-                    max_bytes: 1 << 20,
-                })
-                .collect(),
-        )],
-    }
-    .encode(&mut req);
-    finish_frame(&mut req, start);
+        1000,
+    );
     s.write_all(&req).unwrap();
     let mut len = [0u8; 4];
     s.read_exact(&mut len).unwrap();
@@ -252,6 +240,17 @@ fn a_client_that_never_reads_its_answers_is_disconnected_after_the_write_stall_t
 }
 
 fn fetch_frame(topic: &str, max_bytes: u32, id: u32) -> BytesMut {
+    let one = FetchPartition {
+        partition: 0,
+        offset: 0,
+        max_bytes,
+    };
+    fetch_frame_of(topic, vec![one], max_bytes, id)
+}
+
+/// A native Fetch (no wait) of `parts` of `topic`, answering at most
+/// `max_bytes` in all.
+fn fetch_frame_of(topic: &str, parts: Vec<FetchPartition>, max_bytes: u32, id: u32) -> BytesMut {
     let mut b = BytesMut::new();
     let start = FrameHeader {
         api_key: ApiKey::Fetch as u16,
@@ -263,14 +262,7 @@ fn fetch_frame(topic: &str, max_bytes: u32, id: u32) -> BytesMut {
         max_wait_ms: 0,
         min_bytes: 1,
         max_bytes,
-        topics: vec![(
-            topic.to_string(),
-            vec![FetchPartition {
-                partition: 0,
-                offset: 0,
-                max_bytes,
-            }],
-        )],
+        topics: vec![(topic.to_string(), parts)],
     }
     .encode(&mut b);
     finish_frame(&mut b, start);
