@@ -22,10 +22,16 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 fn produce_frame(topic: &str, value_bytes: usize, id: u32) -> BytesMut {
-    produce_frame_to(topic, 0, value_bytes, id)
+    produce_frame_to(topic, 0, value_bytes, id, Acks::Leader)
 }
 
-fn produce_frame_to(topic: &str, partition: u32, value_bytes: usize, id: u32) -> BytesMut {
+fn produce_frame_to(
+    topic: &str,
+    partition: u32,
+    value_bytes: usize,
+    id: u32,
+    acks: Acks,
+) -> BytesMut {
     let mut bb = BatchBuilder::new();
     let v = vec![b'x'; 1024];
     for _ in 0..value_bytes / 1024 {
@@ -41,7 +47,7 @@ fn produce_frame_to(topic: &str, partition: u32, value_bytes: usize, id: u32) ->
     .begin(&mut b);
     encode_produce(
         &mut b,
-        Acks::Leader,
+        acks,
         5000,
         &[(topic, vec![(partition, std::slice::from_ref(&f))])],
     );
@@ -145,10 +151,13 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
         ],
         None,
     ));
-    // One 256 KiB batch per partition: 16 MiB in all.
+    // One 256 KiB batch per partition: 16 MiB in all, acks=all so that
+    // every batch is on disk and readable once acknowledged (acks=1 data
+    // is read from disk only after the flusher wrote it, up to
+    // flush_interval_ms later: a fixed sleep raced with it).
     let mut s = TcpStream::connect(&b.native).unwrap();
     for p in 0..parts {
-        s.write_all(&produce_frame_to("wide", p, 256 << 10, p))
+        s.write_all(&produce_frame_to("wide", p, 256 << 10, p, Acks::All))
             .unwrap();
     }
     for _ in 0..parts {
@@ -157,8 +166,6 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
         let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
         s.read_exact(&mut body).unwrap();
     }
-    // acks=1 data becomes visible once written: give the flushers a moment.
-    std::thread::sleep(Duration::from_millis(1000));
     let max_bytes = 2u32 << 20;
     let req = fetch_frame_of(
         "wide",

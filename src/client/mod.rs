@@ -65,7 +65,14 @@ impl ClientError {
         };
         matches!(
             io.kind(),
-            ConnectionRefused | ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof
+            ConnectionRefused
+                | ConnectionReset
+                | ConnectionAborted
+                | BrokenPipe
+                | UnexpectedEof
+                // `peer_addr()` of a socket the peer reset right after the
+                // handshake (a dying broker's listener): ENOTCONN.
+                | NotConnected
         )
     }
 

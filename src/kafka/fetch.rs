@@ -190,7 +190,9 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
             results.insert((r.topic, r.partition as i32), r.result);
         }
     }
-    // Assemble in request order, within the response's byte budget.
+    // Assemble in request order. The shard kept the frames within
+    // `max_total`; a down-converted message set is measured again in
+    // converted bytes (it can be larger than the stored batches).
     let mut budget = max_total as usize;
     let mut first_batch_sent = false;
     let mut out = Vec::with_capacity(req.topics.len());
@@ -221,14 +223,10 @@ pub async fn handle(ctx: &Ctx, req: FetchRequest) -> Vec<TopicAnswer> {
                         d.high_watermark = o.high_watermark as i64;
                         d.last_stable_offset = o.last_stable_offset as i64;
                         d.log_start_offset = o.log_start_offset as i64;
+                        // Already within `max_total` (see `Shard::fetch`).
                         for f in o.frames {
-                            if first_batch_sent && f.len() > budget {
-                                break;
-                            }
                             match frame::parse_header(&f) {
                                 Ok(h) if f.len() >= h.frame_len() => {
-                                    budget = budget.saturating_sub(f.len());
-                                    first_batch_sent = true;
                                     d.frames.push((h, f));
                                 }
                                 bad => {

@@ -17,7 +17,7 @@ use crate::router::ops::*;
 use crate::router::Location;
 use crate::shard::Shard;
 use crate::storage::{AppendError, ReadError, SequenceError, StorageError};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -267,12 +267,7 @@ async fn serve(
                 .collect();
             let max_wait = req.max_wait_ms.min(60_000);
             let results = shard.fetch(parts, max_wait, req.min_bytes, max_total).await;
-            // The answer holds at most `max_total` bytes, except that its
-            // first chunk always goes (a batch larger than the limits must
-            // not stall a consumer), as in Kafka; a partition whose data no
-            // longer fits gets its position and no data.
-            let mut budget = max_total;
-            let mut first_sent = false;
+            // In request order and within `max_total` (see `Shard::fetch`).
             let mut by_topic: BTreeMap<String, Vec<FetchPartitionResponse>> = BTreeMap::new();
             for res in results {
                 by_topic
@@ -283,7 +278,7 @@ async fn serve(
                             result: PartitionResult::ok(res.partition),
                             high_watermark: o.high_watermark,
                             log_start_offset: o.log_start_offset,
-                            frames: within_budget(o.frames, &mut budget, &mut first_sent),
+                            frames: o.frames,
                         },
                         Err(e) => {
                             let (hw, ls) = match &e {
@@ -746,19 +741,4 @@ pub async fn metadata(shard: &Rc<Shard>, req: MetadataRequest) -> MetadataRespon
             })
             .collect(),
     }
-}
-
-/// The chunks of one partition's read that fit in what is left of a fetch
-/// answer's `budget`, in order; the answer's first chunk always fits.
-fn within_budget(frames: Vec<Bytes>, budget: &mut usize, first_sent: &mut bool) -> Vec<Bytes> {
-    let mut kept = Vec::with_capacity(frames.len());
-    for f in frames {
-        if *first_sent && f.len() > *budget {
-            break;
-        }
-        *budget = budget.saturating_sub(f.len());
-        *first_sent = true;
-        kept.push(f);
-    }
-    kept
 }

@@ -139,12 +139,35 @@ impl Shard {
         })
     }
 
-    /// Fetch from any partitions. Long poll: if fewer than `min_bytes` are
-    /// available, wait up to `max_wait_ms` for more; the first shard that
-    /// sees enough data cancels the others' waits. Each shard stops reading
-    /// once its part of the answer holds its share of `max_bytes` (a read
-    /// may pass it by one window of reads; the caller trims the answer).
+    /// Fetch from any partitions: one result per distinct partition, in
+    /// request order, holding at most `max_bytes` of frames in all, except
+    /// that the answer's first frame always goes (a batch larger than the
+    /// limits must not stall a consumer), as in Kafka. A partition whose
+    /// data no longer fits keeps its offsets and gets no frames. Long poll:
+    /// if fewer than `min_bytes` are available, wait up to `max_wait_ms`
+    /// for more; the first shard that sees enough data cancels the others'
+    /// waits.
     pub async fn fetch(
+        self: &Rc<Self>,
+        parts: Vec<FetchPart>,
+        max_wait_ms: u32,
+        min_bytes: u32,
+        max_bytes: usize,
+    ) -> Vec<FetchPartResult> {
+        let order: Vec<(String, u32)> = parts
+            .iter()
+            .map(|p| (p.topic.clone(), p.partition))
+            .collect();
+        let results = self
+            .fetch_unordered(parts, max_wait_ms, min_bytes, max_bytes)
+            .await;
+        in_request_order_within(order, results, max_bytes)
+    }
+
+    /// [`Shard::fetch`]'s reads, in the order the shards answer. Each shard
+    /// stops reading once its part of the answer holds its share of
+    /// `max_bytes` (a read may pass it by one window of reads).
+    async fn fetch_unordered(
         self: &Rc<Self>,
         parts: Vec<FetchPart>,
         max_wait_ms: u32,
@@ -269,5 +292,98 @@ impl Shard {
             }
             rx.recv_async().await.ok()
         })
+    }
+}
+
+/// `results` in the order of `order` (a partition listed twice is answered
+/// once), their frames kept while they fit in `max_bytes`; the first frame
+/// of the answer always fits. Once one frame does not fit, no later one is
+/// kept, so a consumer never sees a gap inside a partition.
+fn in_request_order_within(
+    order: Vec<(String, u32)>,
+    results: Vec<FetchPartResult>,
+    max_bytes: usize,
+) -> Vec<FetchPartResult> {
+    let mut by_key: std::collections::HashMap<(String, u32), FetchPartResult> = results
+        .into_iter()
+        .map(|r| ((r.topic.clone(), r.partition), r))
+        .collect();
+    let mut budget = max_bytes;
+    let mut first_sent = false;
+    let mut out = Vec::with_capacity(order.len());
+    for key in order {
+        let Some(mut r) = by_key.remove(&key) else {
+            continue;
+        };
+        if let Ok(o) = &mut r.result {
+            let mut kept = 0;
+            for f in &o.frames {
+                if first_sent && f.len() > budget {
+                    break;
+                }
+                budget = budget.saturating_sub(f.len());
+                first_sent = true;
+                kept += 1;
+            }
+            o.frames.truncate(kept);
+            o.bytes = o.frames.iter().map(|f| f.len()).sum();
+        }
+        out.push(r);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::partition::FetchOutcome;
+    use bytes::Bytes;
+
+    fn result(partition: u32, frames: &[usize]) -> FetchPartResult {
+        let frames: Vec<Bytes> = frames.iter().map(|n| Bytes::from(vec![0u8; *n])).collect();
+        FetchPartResult {
+            topic: "t".into(),
+            partition,
+            result: Ok(FetchOutcome {
+                bytes: frames.iter().map(|f| f.len()).sum(),
+                frames,
+                high_watermark: 9,
+                last_stable_offset: 9,
+                log_start_offset: 0,
+            }),
+        }
+    }
+
+    fn sizes(rs: &[FetchPartResult]) -> Vec<(u32, Vec<usize>)> {
+        rs.iter()
+            .map(|r| {
+                let o = r.result.as_ref().unwrap();
+                (r.partition, o.frames.iter().map(|f| f.len()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_is_trimmed_to_max_bytes_in_request_order_but_its_first_frame_goes() {
+        let order: Vec<(String, u32)> = [2, 0, 1].iter().map(|p| ("t".into(), *p)).collect();
+        // The shards answered in another order.
+        let rs = vec![result(0, &[40, 40]), result(1, &[10]), result(2, &[100, 5])];
+        let got = in_request_order_within(order.clone(), rs.clone(), 60);
+        // Partition 2's first frame (100 > 60) goes; nothing after fits.
+        assert_eq!(sizes(&got), vec![(2, vec![100]), (0, vec![]), (1, vec![])]);
+        let got = in_request_order_within(order, rs, 150);
+        assert_eq!(
+            sizes(&got),
+            vec![(2, vec![100, 5]), (0, vec![40]), (1, vec![])],
+            "a frame that does not fit ends the answer, so no partition has a gap"
+        );
+        assert_eq!(got[1].result.as_ref().unwrap().bytes, 40);
+    }
+
+    #[test]
+    fn a_partition_listed_twice_is_answered_once() {
+        let order: Vec<(String, u32)> = [0, 0].iter().map(|p| ("t".into(), *p)).collect();
+        let got = in_request_order_within(order, vec![result(0, &[1])], 10);
+        assert_eq!(sizes(&got), vec![(0, vec![1])]);
     }
 }

@@ -139,9 +139,10 @@ impl NativeConsumer {
     ) -> Result<NativeConsumer, TransportError> {
         let client = Client::connect(addr).await?;
         // Larger answers than the client's defaults: a benchmark's
-        // consumer has one fetch in flight, so its rate is the answer's
-        // size over a round trip (4 MiB per partition held one partition's
-        // consumer to 273 MiB/s). Kafka's fetch.max.bytes is 50 MiB.
+        // consumer has at most two fetches in flight (the client sends the
+        // next one ahead), so its rate is bounded by the answer's size over
+        // a round trip (4 MiB per partition held one partition's consumer
+        // to 273 MiB/s). Kafka's fetch.max.bytes is 50 MiB.
         let cfg = ConsumerConfig {
             max_wait_ms,
             max_bytes: 50 << 20,
