@@ -112,7 +112,41 @@ impl BrokerProc {
         b
     }
 
+    /// Start the process. A listener asked for as `127.0.0.1:0` gets a
+    /// port the harness picks below the kernel's ephemeral range (see
+    /// [`free_port`]), kept across restarts; if another test takes it
+    /// before the broker binds, the broker is started on other ports.
     fn spawn(&mut self) {
+        let picked: Vec<usize> = ["--listen", "--kafka-listen"]
+            .iter()
+            .filter_map(|flag| self.args.iter().position(|a| a == flag))
+            .map(|i| i + 1)
+            .filter(|&i| self.args.get(i).is_some_and(|a| a == "127.0.0.1:0"))
+            .collect();
+        for attempt in 0.. {
+            for &i in &picked {
+                self.args[i] = format!("127.0.0.1:{}", free_port());
+            }
+            let logged = std::fs::metadata(&self.stderr_path).map_or(0, |m| m.len());
+            match self.try_spawn() {
+                Ok(()) => return,
+                Err(e) if !picked.is_empty() && attempt < 3 && e.contains("already in use") => {
+                    // The failed start's log is not the test's business.
+                    if let Ok(f) = std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&self.stderr_path)
+                    {
+                        let _ = f.set_len(logged);
+                    }
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    /// Start the process and wait until it is ready; on failure, the reason
+    /// with the thread report and the log.
+    fn try_spawn(&mut self) -> Result<(), String> {
         let stderr = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -150,10 +184,11 @@ impl BrokerProc {
             Err(_) => {
                 let threads = threads::thread_report(child.id());
                 let _ = child.kill();
-                panic!(
+                let _ = child.wait();
+                return Err(format!(
                     "broker did not become ready; threads:\n{threads}\nstderr:\n{}",
                     self.stderr()
-                );
+                ));
             }
         };
         for part in line.split_whitespace() {
@@ -179,6 +214,7 @@ impl BrokerProc {
             }
         }
         self.child = Some(child);
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -233,7 +269,7 @@ impl BrokerProc {
         panic!("broker did not stop within 30 s after SIGTERM; threads:\n{threads}");
     }
 
-    /// Start again on the same directory and ports chosen afresh.
+    /// Start again on the same directory and ports.
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop or kill the broker first");
         self.spawn();
@@ -331,7 +367,35 @@ pub async fn read_topic(
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago (the kernel's pick).
+/// A port free on 127.0.0.1 now, below the kernel's ephemeral range.
+///
+/// Why not port 0's pick: that comes from the ephemeral range, which the
+/// kernel also hands out as the local port of outgoing connections. A
+/// broker that keeps its port across a restart (as tests do) left it free
+/// for a moment, and another test's client connection took it: the restart
+/// failed with "address already in use by PID … (shardlog)".
 pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (lo, hi) = (10_000u64, u64::from(ephemeral_low.max(12_000)));
+    // Start somewhere different in each test process; walk from there.
+    let seed = u64::from(std::process::id()).wrapping_mul(7919)
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+    let _ = NEXT.compare_exchange(0, seed | 1, Ordering::Relaxed, Ordering::Relaxed);
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(7, Ordering::Relaxed);
+        let port = (lo + n % (hi - lo)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
