@@ -296,9 +296,11 @@ impl Shard {
 }
 
 /// `results` in the order of `order` (a partition listed twice is answered
-/// once), their frames kept while they fit in `max_bytes`; the first frame
-/// of the answer always fits. Once one frame does not fit, no later one is
-/// kept, so a consumer never sees a gap inside a partition.
+/// once), their frames kept while they fit in what is left of `max_bytes`;
+/// the first frame of the answer always fits. Once a partition's frame does
+/// not fit, that partition's later frames are dropped too, so a consumer
+/// never sees a gap inside a partition; a later partition's smaller frames
+/// may still fit.
 fn in_request_order_within(
     order: Vec<(String, u32)>,
     results: Vec<FetchPartResult>,
