@@ -116,6 +116,35 @@ fn retry_until_visible<T>(
     }
 }
 
+/// Whether `md` shows `topic` without error and each of `partitions` (every
+/// partition when `None`) with a leader that the same answer lists as a
+/// broker.
+///
+/// Why check before `fetch_watermarks`: librdkafka caches a partition
+/// whose leader is -1 (LEADER_NOT_AVAILABLE while a new Raft group elects)
+/// as a *permanent* error, answers `UnknownPartition` from its cache, and
+/// does not refresh the topic on its own. An explicit Metadata request
+/// refreshes that cache entry, so only a partition seen led here is asked.
+fn led_in(md: &rdkafka::metadata::Metadata, topic: &str, partitions: Option<&[u32]>) -> bool {
+    let Some(t) = md.topics().iter().find(|t| t.name() == topic) else {
+        return false;
+    };
+    let led = |q: &rdkafka::metadata::MetadataPartition| {
+        q.error().is_none() && q.leader() >= 0 && md.brokers().iter().any(|b| b.id() == q.leader())
+    };
+    t.error().is_none()
+        && !t.partitions().is_empty()
+        && match partitions {
+            None => t.partitions().iter().all(led),
+            Some(ps) => ps.iter().all(|&p| {
+                t.partitions()
+                    .iter()
+                    .find(|q| q.id() == p as i32)
+                    .is_some_and(led)
+            }),
+        }
+}
+
 fn is_transient(e: &KafkaError) -> bool {
     matches!(
         e.rdkafka_error_code(),
@@ -200,9 +229,7 @@ impl KafkaAdmin {
                         return Ok(None);
                     };
                     // Visible with a leader for every partition.
-                    let ready = t.error().is_none()
-                        && !t.partitions().is_empty()
-                        && t.partitions().iter().all(|p| p.leader() >= 0);
+                    let ready = led_in(&md, &name, None);
                     let replicas = t.partitions().iter().map(|p| p.replicas().len());
                     let replicas = replicas.max().unwrap_or(0);
                     Ok(ready.then_some((t.partitions().len() as u32, replicas)))
@@ -460,6 +487,8 @@ impl KafkaProducer {
         blocking(move || {
             retry_until_visible(
                 || {
+                    // The topic is enough: librdkafka's producer looks up
+                    // a partition's leader again while it has none.
                     let md = p.client().fetch_metadata(Some(&t), ADMIN_TIMEOUT)?;
                     Ok(md
                         .topics()
@@ -602,7 +631,13 @@ impl KafkaConsumer {
             let mut start = Vec::new();
             for &p in &parts {
                 let high = retry_until_visible(
-                    || Ok(Some(c.fetch_watermarks(&t, p as i32, ADMIN_TIMEOUT)?.1)),
+                    || {
+                        let md = c.fetch_metadata(Some(&t), ADMIN_TIMEOUT)?;
+                        if !led_in(&md, &t, Some(&[p])) {
+                            return Ok(None);
+                        }
+                        Ok(Some(c.fetch_watermarks(&t, p as i32, ADMIN_TIMEOUT)?.1))
+                    },
                     &format!("topic '{t}' partition {p}"),
                 )?;
                 tpl.add_partition_offset(&t, p as i32, Offset::Offset(high))?;
