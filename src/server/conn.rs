@@ -61,6 +61,29 @@ enum Out {
     Parts(Vec<Bytes>),
 }
 
+impl Out {
+    fn len(&self) -> usize {
+        match self {
+            Out::Nothing => 0,
+            Out::One(b) => b.len(),
+            Out::Parts(parts) => parts.iter().map(|p| p.len()).sum(),
+        }
+    }
+
+    async fn write_to(&self, w: &mut (impl futures::AsyncWrite + Unpin)) -> std::io::Result<()> {
+        match self {
+            Out::Nothing => Ok(()),
+            Out::One(buf) => w.write_all(buf).await,
+            Out::Parts(parts) => {
+                for p in parts {
+                    w.write_all(p).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 impl From<Option<BytesMut>> for Out {
     fn from(b: Option<BytesMut>) -> Out {
         b.map_or(Out::Nothing, Out::One)
@@ -161,21 +184,24 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     let write_failed = Rc::new(Cell::new(false));
     let writer_failed = write_failed.clone();
     let writer_peer = peer.clone();
+    let queues = shard.queues;
     let writer_task = glommio::spawn_local(async move {
         while let Some((out, close, permit)) = rx.next().await {
-            let written = match out {
-                Out::Nothing => Ok(()),
-                Out::One(buf) => writer.write_all(&buf).await,
-                Out::Parts(parts) => {
-                    let mut r = Ok(());
-                    for p in &parts {
-                        r = writer.write_all(p).await;
-                        if r.is_err() {
-                            break;
-                        }
-                    }
-                    r
-                }
+            // A large answer is written by a bulk task (the kernel's copy
+            // happens in the writing task), a small one here: the same
+            // reason as the large request bodies below.
+            let written = if out.len() > SMALL_REQUEST_BYTES {
+                let (back, r) = queues
+                    .spawn_bulk(async move {
+                        let mut w = writer;
+                        let r = out.write_to(&mut w).await;
+                        (w, r)
+                    })
+                    .await;
+                writer = back;
+                r
+            } else {
+                out.write_to(&mut writer).await
             };
             if let Err(e) = written {
                 if e.kind() == std::io::ErrorKind::TimedOut {
@@ -276,24 +302,44 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     frame.extend_from_slice(&buf);
                     buf.clear();
                     let deadline = shard.clock.now() + partial;
-                    while frame.len() < total {
-                        let want = total - frame.len();
-                        match read_into_spare(
-                            &mut reader,
-                            &mut frame,
-                            want,
-                            deadline,
-                            &*shard.clock,
-                        )
-                        .await
-                        {
-                            ReadOutcome::Data(_) => {}
-                            ReadOutcome::Closed => break 'conn,
-                            ReadOutcome::TimedOut => {
-                                debug!(%peer, filled = frame.len(), total, "closing connection: frame timed out");
-                                break 'conn;
+                    // The body is read by a bulk task, and this control
+                    // task waits for it. Why: the kernel's copy of a large
+                    // body (and the faults on its fresh pages) happens in
+                    // the task that reads; in the control queue, a produce
+                    // flood's bodies took the control queue's turns from
+                    // fresh clients (issue 10).
+                    let clock = shard.clock.clone();
+                    let (back, filled, ended) = shard
+                        .queues
+                        .spawn_bulk(async move {
+                            let (mut reader, mut frame) = (reader, frame);
+                            while frame.len() < total {
+                                let want = total - frame.len();
+                                match read_into_spare(
+                                    &mut reader,
+                                    &mut frame,
+                                    want,
+                                    deadline,
+                                    &*clock,
+                                )
+                                .await
+                                {
+                                    ReadOutcome::Data(_) => {}
+                                    ended => return (reader, frame, Some(ended)),
+                                }
                             }
+                            (reader, frame, None)
+                        })
+                        .await;
+                    reader = back;
+                    let frame = filled;
+                    match ended {
+                        None => {}
+                        Some(ReadOutcome::TimedOut) => {
+                            debug!(%peer, filled = frame.len(), total, "closing connection: frame timed out");
+                            break 'conn;
                         }
+                        Some(_) => break 'conn,
                     }
                     assert_eq!(frame.len(), total);
                     frame_started = None;
