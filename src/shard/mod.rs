@@ -471,8 +471,14 @@ impl Shard {
         }
         // Each directory must be its partition's (identity file), or be
         // created now with it, durably, before any segment.
+        // Off the shard's thread: the claim's `syncfs` flushes the whole
+        // file system (7 ms on an idle disk, far more on a busy one), and
+        // every task of this shard would wait for it (glommio's stall
+        // detector caught it in a topic creation under a produce flood).
         let ids: Vec<_> = opens.iter().map(|(_, _, id)| id.clone()).collect();
-        let claims = identity::claim_all(&self.config.data_dir, &ids);
+        let data_dir = self.config.data_dir.clone();
+        let claims =
+            crate::storage::dma::off_shard(move || identity::claim_all(&data_dir, &ids)).await;
         let results = futures::future::join_all(opens.into_iter().zip(claims).map(
             |((key, tcfg, _), claim)| {
                 let this = self.clone();
