@@ -11,6 +11,22 @@ use shardlog::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfi
 use shardlog::protocol::ErrorCode;
 use std::sync::Arc;
 
+/// How long a created topic may take to reach every broker.
+const TOPIC_VISIBLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Errors that a new topic's metadata, still on its way to every broker
+/// and partition leader, explains.
+fn propagating(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::UnknownTopic(_)
+            | ClientError::Broker {
+                code: ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::NotLeader,
+                ..
+            }
+    )
+}
+
 pub struct NativeAdmin {
     client: Client,
 }
@@ -41,10 +57,54 @@ impl NativeAdmin {
             Err(e) => return Err(e.into()),
         };
         Ok(TopicInfo {
-            partitions: self.client.topic(topic).await?.partitions,
+            partitions: self.visible_everywhere(topic).await?,
             created,
             replication_factor: replication_factor.filter(|_| created),
         })
+    }
+
+    /// Wait (up to [`TOPIC_VISIBLE_TIMEOUT`]) until `topic` is known to
+    /// every live broker of the cluster (just this one on a single node);
+    /// returns its partition count.
+    ///
+    /// Why every broker: a created topic is in the table of the broker
+    /// that created it when the creation is answered (`cluster::link`
+    /// waits for that), but another broker installs the controller's new
+    /// table a moment later, and a request routed there meanwhile (to a
+    /// partition it leads) is answered UnknownTopic.
+    async fn visible_everywhere(&self, topic: &str) -> Result<u32, TransportError> {
+        let deadline = std::time::Instant::now() + TOPIC_VISIBLE_TIMEOUT;
+        loop {
+            let md = self.client.metadata(&[topic]).await?;
+            let known_here = md
+                .topics
+                .first()
+                .filter(|t| t.error == ErrorCode::None)
+                .map(|t| t.partitions);
+            if let Some(partitions) = known_here {
+                let mut everywhere = true;
+                for b in md.brokers.iter().filter(|b| b.live && b.id != md.this_node) {
+                    let other = Client::connect(&b.native_addr).await?;
+                    match other.topic(topic).await {
+                        Ok(_) => {}
+                        Err(ClientError::UnknownTopic(_)) => {
+                            everywhere = false;
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                if everywhere {
+                    return Ok(partitions);
+                }
+            }
+            if std::time::Instant::now() >= deadline {
+                return Err(TransportError::Invalid(format!(
+                    "topic '{topic}' is not known to every broker after {TOPIC_VISIBLE_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
     }
 
     pub async fn delete_topic(&self, topic: &str) -> Result<(), TransportError> {
@@ -149,7 +209,29 @@ impl NativeConsumer {
             partition_max_bytes: 16 << 20,
             ..ConsumerConfig::default()
         };
-        let consumer = Consumer::new(client, topic, Some(partitions), StartAt::Latest, cfg).await?;
+        // A new topic's partitions may not be open on their leaders yet
+        // (a CI run of loadgen/tests/cluster.rs and 1 local run in 3 of
+        // `loadgen run --cluster 3 --replication-factor 3` were answered
+        // UnknownTopic here by a leader): retried, as a Kafka client
+        // retries UNKNOWN_TOPIC_OR_PARTITION.
+        let deadline = std::time::Instant::now() + TOPIC_VISIBLE_TIMEOUT;
+        let consumer = loop {
+            match Consumer::new(
+                client.clone(),
+                topic,
+                Some(partitions.clone()),
+                StartAt::Latest,
+                cfg.clone(),
+            )
+            .await
+            {
+                Ok(c) => break c,
+                Err(e) if propagating(&e) && std::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         Ok(NativeConsumer { consumer })
     }
 
