@@ -629,15 +629,19 @@ impl KafkaConsumer {
             let c: StreamConsumer = cfg.create()?;
             let mut tpl = TopicPartitionList::new();
             let mut start = Vec::new();
+            // One Metadata request (repeated only while some partition has
+            // no leader) refreshes librdkafka's cache for every assigned
+            // partition before their watermarks are asked (see `led_in`).
+            retry_until_visible(
+                || {
+                    let md = c.fetch_metadata(Some(&t), ADMIN_TIMEOUT)?;
+                    Ok(led_in(&md, &t, Some(&parts)).then_some(()))
+                },
+                &format!("topic '{t}' partitions {parts:?}"),
+            )?;
             for &p in &parts {
                 let high = retry_until_visible(
-                    || {
-                        let md = c.fetch_metadata(Some(&t), ADMIN_TIMEOUT)?;
-                        if !led_in(&md, &t, Some(&[p])) {
-                            return Ok(None);
-                        }
-                        Ok(Some(c.fetch_watermarks(&t, p as i32, ADMIN_TIMEOUT)?.1))
-                    },
+                    || Ok(Some(c.fetch_watermarks(&t, p as i32, ADMIN_TIMEOUT)?.1)),
                     &format!("topic '{t}' partition {p}"),
                 )?;
                 tpl.add_partition_offset(&t, p as i32, Offset::Offset(high))?;
