@@ -3,8 +3,13 @@
 //!
 //! - acks=1 and acks=all produce floods (8 Kafka connections sending
 //!   ~53 MiB Produce requests back to back, no consumer);
+//! - the acks=1 flood with ~6.7 MiB requests, and with a quarter of the
+//!   batch cache (the issue's `shard_cache_bytes_max=64MiB`);
+//! - a native closed-loop produce (the client library's producer, 2
+//!   producers, 1 MiB batches, acks=1, no consumer);
 //! - fetches asking for 2^31-1 bytes per partition on a topic of several
-//!   hundred MB;
+//!   hundred MB, alone and as a consumer asking for 1 GiB per fetch
+//!   beside a producer;
 //! - 24 connections each sending a nearly complete 64 MiB frame.
 //!
 //! During each load a fresh client connects every 50 ms and times its
@@ -308,39 +313,64 @@ fn flood(addr: &str, request: Arc<Vec<u8>>, conns: usize, secs: u64) -> (u64, u6
 
 #[test]
 fn acks1_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
-    produce_flood(1);
+    produce_flood(Budgets::for_test(), 1, 6_800_000);
 }
 
 #[test]
 fn acks_all_produce_flood_stays_within_the_memory_bound_and_metadata_is_served() {
-    produce_flood(-1);
+    produce_flood(Budgets::for_test(), -1, 6_800_000);
 }
 
-/// 8 connections sending ~53 MiB Produce requests back to back with
-/// `acks`, no consumer; peak RSS against the bound, Metadata timed.
-fn produce_flood(acks: i16) {
-    let budgets = Budgets::for_test();
+/// The issue's variant with ~6.7 MiB requests: 8 times as many requests
+/// (and frames, answers, appends) for the same bytes.
+#[test]
+fn acks1_flood_of_smaller_requests_stays_within_the_memory_bound() {
+    produce_flood(Budgets::for_test(), 1, 850_000);
+}
+
+/// The issue's variant with a small batch cache: the cache gives back
+/// memory sooner, so the other budgets fill instead; the bound shrinks.
+#[test]
+fn acks1_flood_with_a_small_cache_stays_within_the_smaller_bound() {
+    let mut budgets = Budgets::for_test();
+    budgets.cache /= 4;
+    produce_flood(budgets, 1, 6_800_000);
+}
+
+fn flood_secs() -> u64 {
+    std::env::var("SHARDLOG_FLOOD_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4)
+}
+
+/// 8 connections sending Produce requests of 8 batches of ~`batch_bytes`
+/// back to back with `acks`, no consumer; peak RSS against the bound,
+/// Metadata timed.
+fn produce_flood(budgets: Budgets, acks: i16, batch_bytes: usize) {
     let b = budgets.start();
     let kafka = b.kafka.clone().unwrap();
     let mut admin = Conn::new(&kafka);
     create_topic(&mut admin, "flood", 8);
     let idle = peak_rss(&b);
-    // 8 partitions x ~6.6 MiB batches: a ~53 MiB request.
-    let request = Arc::new(produce_request("flood", 8, 6_800_000, acks));
-    let secs: u64 = std::env::var("SHARDLOG_FLOOD_SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(4);
+    // One batch per partition: 8 x 6.8 MB batches make a ~53 MiB request.
+    let request = Arc::new(produce_request("flood", 8, batch_bytes, acks));
+    let secs = flood_secs();
     let probe = MetadataProbe::start(&kafka);
     let started = Instant::now();
     let (sent, answered, errors) = flood(&kafka, request.clone(), 8, secs);
     let took = started.elapsed();
-    probe.finish(&format!("the acks={acks} flood"));
+    let load = format!(
+        "the acks={acks} flood of {:.1} MiB requests, cache {} MiB per shard",
+        request.len() as f64 / MIB as f64,
+        budgets.cache / MIB
+    );
+    probe.finish(&load);
     let peak = peak_rss(&b);
     let bound = budgets.bound(12);
     let mb = (answered * request.len() as u64) as f64 / MIB as f64;
     println!(
-        "acks={acks} flood: {sent} requests of {:.1} MiB sent, {answered} answered ({mb:.0} MiB in {:.1} s, {:.0} MiB/s); \
+        "{load}: {sent} requests of {:.1} MiB sent, {answered} answered ({mb:.0} MiB in {:.1} s, {:.0} MiB/s); \
          peak RSS {} MiB (idle {} MiB), documented bound {} MiB",
         request.len() as f64 / MIB as f64,
         took.as_secs_f64(),
@@ -354,14 +384,92 @@ fn produce_flood(acks: i16) {
     assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
 }
 
+/// The native client's producer at its maximum rate, as `loadgen run
+/// --producers 2 --consumers 0 --batch-bytes 1MiB --rate 0 --acks 1` drives
+/// it (the issue's case reached 3.6 GB): 2 producers on their own
+/// connections, 1 KB records, 1 MiB batches, acks=1, no consumer.
 #[test]
-fn huge_fetches_are_capped_by_the_broker() {
+fn native_closed_loop_produce_stays_within_the_memory_bound() {
+    use shardlog::client::{Client, Producer, ProducerConfig};
+    use shardlog::protocol::messages::Acks;
     let budgets = Budgets::for_test();
     let b = budgets.start();
     let kafka = b.kafka.clone().unwrap();
     let mut admin = Conn::new(&kafka);
-    create_topic(&mut admin, "big", 4);
-    // ~430 MiB: 4 partitions x 4 MiB batches, acks=all, sequentially.
+    create_topic(&mut admin, "native", 4);
+    let secs = flood_secs();
+    let probe = MetadataProbe::start(&kafka);
+    let started = Instant::now();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let (acked, failed) = rt.block_on(async {
+        let acked = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicU64::new(0));
+        let mut producers = Vec::new();
+        for _ in 0..2 {
+            let client = Client::connect(&b.native).await.unwrap();
+            let (acked, failed) = (acked.clone(), failed.clone());
+            let cfg = ProducerConfig {
+                acks: Acks::Leader,
+                batch_bytes: 1 << 20,
+                request_bytes_max: 4 << 20,
+                on_batch_acked: Some(Arc::new(move |a| {
+                    if a.error.is_some() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        acked.fetch_add(a.uncompressed_bytes as u64, Ordering::Relaxed);
+                    }
+                })),
+                ..ProducerConfig::default()
+            };
+            producers.push(tokio::spawn(async move {
+                let p = Producer::new(client, cfg);
+                let value = vec![b'v'; 1000];
+                let deadline = Instant::now() + Duration::from_secs(secs);
+                let mut i = 0u32;
+                while Instant::now() < deadline {
+                    // A batch's worth per partition, then the next one.
+                    for _ in 0..1000 {
+                        p.send_to("native", i % 4, None, Some(&value), &[], 0, 0)
+                            .await
+                            .unwrap();
+                    }
+                    i += 1;
+                }
+                p.flush().await.unwrap();
+            }));
+        }
+        for p in producers {
+            p.await.unwrap();
+        }
+        (
+            acked.load(Ordering::Relaxed),
+            failed.load(Ordering::Relaxed),
+        )
+    });
+    let took = started.elapsed();
+    probe.finish("the native closed-loop produce");
+    let peak = peak_rss(&b);
+    let bound = budgets.bound(4);
+    println!(
+        "native closed-loop produce: {:.0} MiB acknowledged in {:.1} s ({:.0} MiB/s); peak RSS {} MiB, documented bound {} MiB",
+        acked as f64 / MIB as f64,
+        took.as_secs_f64(),
+        acked as f64 / MIB as f64 / took.as_secs_f64(),
+        peak / MIB,
+        bound / MIB
+    );
+    assert_eq!(failed, 0, "no batch refused");
+    assert!(acked > 0, "the producers were acknowledged");
+    assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
+}
+
+/// Fill topic `big` (4 partitions) with ~430 MiB: 4 MiB batches, acks=all.
+fn fill_big_topic(admin: &mut Conn) {
+    create_topic(admin, "big", 4);
     let request = produce_request("big", 4, 4 << 20, -1);
     for _ in 0..27 {
         admin.s.write_all(&request).unwrap();
@@ -373,11 +481,16 @@ fn huge_fetches_are_capped_by_the_broker() {
             .iter()
             .all(|p| p.error_code == 0));
     }
+}
+
+/// A Fetch v11 frame of topic `big` asking for `max_bytes` in all and
+/// per partition, from `offsets[p]`.
+fn big_fetch(max_bytes: i32, offsets: &[i64; 4]) -> Vec<u8> {
     let fetch = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(0)
         .with_min_bytes(1)
-        .with_max_bytes(i32::MAX)
+        .with_max_bytes(max_bytes)
         .with_topics(vec![fetch_request::FetchTopic::default()
             .with_topic(tn("big"))
             .with_partitions(
@@ -385,12 +498,22 @@ fn huge_fetches_are_capped_by_the_broker() {
                     .map(|p| {
                         fetch_request::FetchPartition::default()
                             .with_partition(p)
-                            .with_fetch_offset(0)
-                            .with_partition_max_bytes(i32::MAX)
+                            .with_fetch_offset(offsets[p as usize])
+                            .with_partition_max_bytes(max_bytes)
                     })
                     .collect(),
             )]);
-    let frame = Arc::new(framed(ApiKey::Fetch, 11, 1, &fetch));
+    framed(ApiKey::Fetch, 11, 1, &fetch)
+}
+
+#[test]
+fn huge_fetches_are_capped_by_the_broker() {
+    let budgets = Budgets::for_test();
+    let b = budgets.start();
+    let kafka = b.kafka.clone().unwrap();
+    let mut admin = Conn::new(&kafka);
+    fill_big_topic(&mut admin);
+    let frame = Arc::new(big_fetch(i32::MAX, &[0; 4]));
     let largest = Arc::new(AtomicU64::new(0));
     let probe = MetadataProbe::start(&kafka);
     let threads: Vec<_> = (0..2)
@@ -423,6 +546,83 @@ fn huge_fetches_are_capped_by_the_broker() {
     assert!(largest > 8 * MIB, "the fetch returned data");
     assert!(largest <= 55 * MIB + 5 * MIB, "answer of {largest} bytes");
     assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
+}
+
+/// The issue's confluent-kafka consumer with `fetch.max.bytes` of 1 GB
+/// reading a large topic while a producer writes to it: a consumer that
+/// asks for 1 GiB per fetch and per partition and advances through the
+/// topic, beside an acks=1 flood of the same topic.
+#[test]
+fn a_consumer_asking_for_a_gibibyte_beside_a_producer_stays_within_the_bound() {
+    let budgets = Budgets::for_test();
+    let b = budgets.start();
+    let kafka = b.kafka.clone().unwrap();
+    let mut admin = Conn::new(&kafka);
+    fill_big_topic(&mut admin);
+    let secs = flood_secs();
+    let stop = Arc::new(AtomicBool::new(false));
+    let consumer = {
+        let (addr, stop) = (kafka.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut c = Conn::new(&addr);
+            let mut offsets = [0i64; 4];
+            let (mut consumed, mut largest) = (0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                c.s.write_all(&big_fetch(1 << 30, &offsets)).unwrap();
+                let mut f = c.read_frame().expect("a fetch answer");
+                largest = largest.max(f.len() as u64);
+                ResponseHeader::decode(&mut f, 0).unwrap();
+                let r = FetchResponse::decode(&mut f, 11).unwrap();
+                for p in &r.responses[0].partitions {
+                    assert_eq!(p.error_code, 0, "fetch of partition {}", p.partition_index);
+                    let records = p.records.clone().unwrap_or_default();
+                    consumed += records.len() as u64;
+                    offsets[p.partition_index as usize] =
+                        next_offset(&records).unwrap_or(offsets[p.partition_index as usize]);
+                }
+            }
+            (consumed, largest)
+        })
+    };
+    let probe = MetadataProbe::start(&kafka);
+    let request = Arc::new(produce_request("big", 4, 4 << 20, 1));
+    let (sent, answered, errors) = flood(&kafka, request, 1, secs);
+    stop.store(true, Ordering::Relaxed);
+    let (consumed, largest) = consumer.join().unwrap();
+    probe.finish("a 1 GiB-per-fetch consumer beside a producer");
+    let peak = peak_rss(&b);
+    let bound = budgets.bound(4);
+    println!(
+        "1 GiB-per-fetch consumer beside a producer: {} MiB consumed, largest answer {:.1} MiB, \
+         {answered} of {sent} produce requests answered; peak RSS {} MiB, bound {} MiB",
+        consumed / MIB,
+        largest as f64 / MIB as f64,
+        peak / MIB,
+        bound / MIB
+    );
+    assert_eq!(errors, 0, "no produce refused");
+    assert!(consumed > 16 * MIB, "the consumer advanced");
+    assert!(largest <= 55 * MIB + 5 * MIB, "answer of {largest} bytes");
+    assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
+}
+
+/// The offset after the last whole Kafka batch in `records`: a batch's
+/// base offset is its bytes 0..8 and its last offset delta bytes 23..27
+/// (docs/kafka.md); its length (bytes 8..12) counts from byte 12.
+fn next_offset(records: &[u8]) -> Option<i64> {
+    let mut at = 0;
+    let mut next = None;
+    while records.len() >= at + 27 {
+        let base = i64::from_be_bytes(records[at..at + 8].try_into().unwrap());
+        let len = i32::from_be_bytes(records[at + 8..at + 12].try_into().unwrap()) as usize;
+        if records.len() < at + 12 + len {
+            break;
+        }
+        let delta = i32::from_be_bytes(records[at + 23..at + 27].try_into().unwrap());
+        next = Some(base + delta as i64 + 1);
+        at += 12 + len;
+    }
+    next
 }
 
 #[test]
