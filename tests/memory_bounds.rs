@@ -3,7 +3,7 @@
 //!
 //! - acks=1 and acks=all produce floods (8 Kafka connections sending
 //!   ~53 MiB Produce requests back to back, no consumer);
-//! - the acks=1 flood with ~6.7 MiB requests, and with a quarter of the
+//! - the acks=1 flood with ~6.8 MiB requests, and with an eighth of the
 //!   batch cache (the issue's `shard_cache_bytes_max=64MiB`);
 //! - a native closed-loop produce (the client library's producer, 2
 //!   producers, 1 MiB batches, acks=1, no consumer);
@@ -24,6 +24,12 @@
 //! SHARDLOG_TEST_BIN=target/release/shardlog SHARDLOG_MEMORY_DEFAULTS=1 \
 //!   SHARDLOG_FLOOD_SECS=30 cargo test --test memory_bounds -- --nocapture --test-threads 1
 //! ```
+//!
+//! To find what delayed a slow probe, run one test with
+//! `SHARDLOG_BROKER_ARGS='--set stall_report_ms=50'` (glommio's stall
+//! detector) and `SHARDLOG_BROKER_LOG=/tmp/broker.log` (the broker's log
+//! is copied there when the load ends); the slowest probe's time after the
+//! load's start is printed.
 
 mod common;
 
@@ -80,8 +86,13 @@ impl Budgets {
         .collect()
     }
 
+    /// Starts the broker; `SHARDLOG_BROKER_ARGS` (whitespace-separated)
+    /// adds arguments, e.g. `--set stall_report_ms=50` to find a slow probe.
     fn start(&self) -> BrokerProc {
-        let args = self.args();
+        let mut args = self.args();
+        if let Ok(extra) = std::env::var("SHARDLOG_BROKER_ARGS") {
+            args.extend(extra.split_whitespace().map(String::from));
+        }
         let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
         BrokerProc::start(&args)
     }
@@ -169,13 +180,15 @@ fn metadata_round_trip(addr: &str) -> (Duration, Duration) {
 /// included), for as long as a load runs.
 struct MetadataProbe {
     stop: Arc<AtomicBool>,
+    /// The broker's log, copied to `SHARDLOG_BROKER_LOG` when the load ends.
+    log: std::path::PathBuf,
     thread: std::thread::JoinHandle<Vec<(Duration, Duration)>>,
 }
 
 impl MetadataProbe {
-    fn start(addr: &str) -> MetadataProbe {
+    fn start(b: &BrokerProc) -> MetadataProbe {
         let stop = Arc::new(AtomicBool::new(false));
-        let (addr, stop2) = (addr.to_string(), stop.clone());
+        let (addr, stop2) = (b.kafka.clone().unwrap(), stop.clone());
         let thread = std::thread::spawn(move || {
             let mut times = Vec::new();
             while !stop2.load(Ordering::Relaxed) {
@@ -184,7 +197,11 @@ impl MetadataProbe {
             }
             times
         });
-        MetadataProbe { stop, thread }
+        MetadataProbe {
+            stop,
+            log: b.stderr_path.clone(),
+            thread,
+        }
     }
 
     /// Stop, print the figures under `load`, and check that no fresh
@@ -197,19 +214,31 @@ impl MetadataProbe {
         // how long the probe itself waited for a core.
         let mut connects: Vec<Duration> = samples.iter().map(|s| s.0).collect();
         let mut times: Vec<Duration> = samples.iter().map(|s| s.1).collect();
+        // When the slowest probe ran (at roughly 50 ms + its predecessors'
+        // round trips each), to find it in a broker log.
+        let slowest = (0..samples.len()).max_by_key(|&i| samples[i].1).unwrap();
+        let slowest_at: Duration = samples[..slowest]
+            .iter()
+            .map(|s| s.1 + Duration::from_millis(50))
+            .sum();
         connects.sort();
         times.sort();
         let max = *times.last().expect("at least one probe");
         println!(
             "fresh-client Metadata during {load}: {} samples, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms \
-             (of which connect: p50 {:.1} ms, p99 {:.1} ms)",
+             ({:.1} s after the load started; of which connect: p50 {:.1} ms, p99 {:.1} ms)",
             times.len(),
             ms(percentile(&times, 0.5)),
             ms(percentile(&times, 0.99)),
             ms(max),
+            slowest_at.as_secs_f64(),
             ms(percentile(&connects, 0.5)),
             ms(percentile(&connects, 0.99)),
         );
+        if let Ok(to) = std::env::var("SHARDLOG_BROKER_LOG") {
+            std::fs::copy(&self.log, &to).unwrap();
+            println!("broker log copied to {to}");
+        }
         assert!(
             max < Duration::from_secs(10),
             "a fresh client waited {max:?}"
@@ -328,12 +357,14 @@ fn acks1_flood_of_smaller_requests_stays_within_the_memory_bound() {
     produce_flood(Budgets::for_test(), 1, 850_000);
 }
 
-/// The issue's variant with a small batch cache: the cache gives back
+/// The issue's variant with a small batch cache (`shard_cache_bytes_max`
+/// of 64 MiB at the defaults): the cache gives back
 /// memory sooner, so the other budgets fill instead; the bound shrinks.
 #[test]
 fn acks1_flood_with_a_small_cache_stays_within_the_smaller_bound() {
     let mut budgets = Budgets::for_test();
-    budgets.cache /= 4;
+    // 64 MiB at the defaults, as in the issue; 16 MiB at the test's.
+    budgets.cache = (budgets.cache / 8).max(16 * MIB);
     produce_flood(budgets, 1, 6_800_000);
 }
 
@@ -356,7 +387,7 @@ fn produce_flood(budgets: Budgets, acks: i16, batch_bytes: usize) {
     // One batch per partition: 8 x 6.8 MB batches make a ~53 MiB request.
     let request = Arc::new(produce_request("flood", 8, batch_bytes, acks));
     let secs = flood_secs();
-    let probe = MetadataProbe::start(&kafka);
+    let probe = MetadataProbe::start(&b);
     let started = Instant::now();
     let (sent, answered, errors) = flood(&kafka, request.clone(), 8, secs);
     let took = started.elapsed();
@@ -398,7 +429,7 @@ fn native_closed_loop_produce_stays_within_the_memory_bound() {
     let mut admin = Conn::new(&kafka);
     create_topic(&mut admin, "native", 4);
     let secs = flood_secs();
-    let probe = MetadataProbe::start(&kafka);
+    let probe = MetadataProbe::start(&b);
     let started = Instant::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -515,7 +546,7 @@ fn huge_fetches_are_capped_by_the_broker() {
     fill_big_topic(&mut admin);
     let frame = Arc::new(big_fetch(i32::MAX, &[0; 4]));
     let largest = Arc::new(AtomicU64::new(0));
-    let probe = MetadataProbe::start(&kafka);
+    let probe = MetadataProbe::start(&b);
     let threads: Vec<_> = (0..2)
         .map(|_| {
             let (frame, largest, addr) = (frame.clone(), largest.clone(), kafka.clone());
@@ -574,6 +605,13 @@ fn a_consumer_asking_for_a_gibibyte_beside_a_producer_stays_within_the_bound() {
                 ResponseHeader::decode(&mut f, 0).unwrap();
                 let r = FetchResponse::decode(&mut f, 11).unwrap();
                 for p in &r.responses[0].partitions {
+                    // The test's batches carry timestamp 0, so retention
+                    // deletes segments under the reader: it starts again
+                    // from the log start, as auto.offset.reset=earliest.
+                    if p.error_code == 1 {
+                        offsets[p.partition_index as usize] = p.log_start_offset;
+                        continue;
+                    }
                     assert_eq!(p.error_code, 0, "fetch of partition {}", p.partition_index);
                     let records = p.records.clone().unwrap_or_default();
                     consumed += records.len() as u64;
@@ -584,7 +622,7 @@ fn a_consumer_asking_for_a_gibibyte_beside_a_producer_stays_within_the_bound() {
             (consumed, largest)
         })
     };
-    let probe = MetadataProbe::start(&kafka);
+    let probe = MetadataProbe::start(&b);
     let request = Arc::new(produce_request("big", 4, 4 << 20, 1));
     let (sent, answered, errors) = flood(&kafka, request, 1, secs);
     stop.store(true, Ordering::Relaxed);
@@ -636,7 +674,7 @@ fn nearly_complete_large_frames_are_charged_before_they_are_read() {
     let body = Arc::new(body);
     let mut held = Vec::new();
     let mut writers = Vec::new();
-    let probe = MetadataProbe::start(&kafka);
+    let probe = MetadataProbe::start(&b);
     for _ in 0..24 {
         let s = TcpStream::connect(&kafka).unwrap();
         s.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
