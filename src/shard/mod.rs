@@ -687,7 +687,15 @@ pub async fn run(
     let housekeeping = glommio::spawn_local(housekeeping::run(shard.clone())).detach();
     while let Ok(msg) = rx.recv_async().await {
         if let ShardMsg::Shutdown { reply } = msg {
-            info!(shard = id, "shutting down: closing partitions");
+            let reads = crate::storage::read_stats::counts();
+            info!(
+                shard = id,
+                read_from_cache_mib = reads.cache_bytes >> 20,
+                read_from_disk_mib = reads.disk_bytes >> 20,
+                disk_reads = reads.disk_reads,
+                disk_read_mib = reads.disk_read_bytes >> 20,
+                "shutting down: closing partitions"
+            );
             shard.shutting_down.set(true);
             drop(accept_tasks);
             housekeeping.cancel();

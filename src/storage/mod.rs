@@ -10,6 +10,7 @@
 //! - [`recovery`], [`checkpoint`]: what survives a crash, and why;
 //! - [`retention`]: which segments to delete;
 //! - [`producer_state`]: idempotent-producer sequence tracking;
+//! - [`read_stats`]: a shard's reads served from the cache and from disk;
 //! - [`write_budget`]: the shard's appended-but-unwritten bytes;
 //! - [`segment_set`]: the ordered segments of a log, looked up by offset;
 //! - [`offsets`]: log start, durable, flushed and next offsets, and their order;
@@ -25,6 +26,7 @@ pub mod index;
 pub mod log;
 pub mod offsets;
 pub mod producer_state;
+pub mod read_stats;
 pub mod recovery;
 pub mod retention;
 pub mod segment;

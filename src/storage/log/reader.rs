@@ -11,6 +11,7 @@
 //! then released for the disk read.
 
 use super::super::file::SegmentFile;
+use super::super::read_stats;
 use super::super::segment;
 use super::super::{Corruption, ReadError, StorageError};
 use super::{io_err, Disk, Log, ReadOutcome};
@@ -174,6 +175,7 @@ impl<D: Disk> Log<D> {
             out.bytes = st
                 .cache
                 .read(offset, max_bytes, max_offset, &mut out.frames);
+            read_stats::served_from_cache(out.bytes);
             return Ok(Located::Served(out));
         }
         let seg = st.segments.containing(offset);
@@ -230,6 +232,7 @@ impl<D: Disk> Log<D> {
                 break;
             }
         }
+        read_stats::served_from_disk(out.bytes);
         Ok(out)
     }
 
@@ -239,10 +242,13 @@ impl<D: Disk> Log<D> {
         pos: u64,
         len: usize,
     ) -> Result<Bytes, StorageError> {
-        at.file
+        let data = at
+            .file
             .read_at(pos, len)
             .await
-            .map_err(io_err("read", &at.path))
+            .map_err(io_err("read", &at.path))?;
+        read_stats::disk_read(data.len());
+        Ok(data)
     }
 
     fn corrupt(&self, at: &DiskRead<D::File>, position: u64, detail: Corruption) -> StorageError {
