@@ -316,18 +316,22 @@ impl Consumer {
                     self.positions.insert(part, reset);
                     continue;
                 }
-                if p.result.error == ErrorCode::NotLeader {
-                    stale = Some(ClientError::Broker {
-                        code: p.result.error,
-                        message: p.result.message,
-                    });
-                    continue;
-                }
                 if p.result.error != ErrorCode::None {
-                    return Err(ClientError::Broker {
+                    let e = ClientError::Broker {
                         code: p.result.error,
                         message: p.result.message,
-                    });
+                    };
+                    // Another leader, or one that does not know the
+                    // partition yet: refresh the routes and ask again.
+                    if self
+                        .client
+                        .routes()
+                        .is_reroutable_for(&e, &self.topic, part)
+                    {
+                        stale = Some(e);
+                        continue;
+                    }
+                    return Err(e);
                 }
                 self.high_watermarks.insert(part, p.high_watermark);
                 let Some(pos) = self.positions.get_mut(&part) else {

@@ -358,12 +358,12 @@ impl Client {
             }
             Ok(p.offset)
         };
-        let never = |_: &ClientError| false;
+        let not_yet_known = |e: &ClientError| self.routes.is_reroutable_for(e, topic, partition);
         self.routed(
             &[topic],
             || self.routes.leader_conn(topic, partition),
             call,
-            never,
+            not_yet_known,
         )
         .await
     }

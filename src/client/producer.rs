@@ -672,7 +672,7 @@ async fn answered(
                 ))),
             },
         };
-        let retry = matches!(&r, Err(e) if inner.client.routes().is_reroutable(e))
+        let retry = matches!(&r, Err(e) if inner.client.routes().is_reroutable_for(e, &key.0, key.1))
             && s.attempts < ROUTED_ATTEMPTS_MAX
             && s.first_sent.is_some_and(|t| t.elapsed() < timeout);
         if retry {

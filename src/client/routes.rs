@@ -61,6 +61,27 @@ pub struct Routes {
     refreshing: tokio::sync::Mutex<()>,
 }
 
+impl Table {
+    /// Whether `code` says a broker does not know (yet) a partition this
+    /// cluster's table lists.
+    fn lists_what_a_broker_does_not_know(
+        &self,
+        code: Option<ErrorCode>,
+        topic: &str,
+        partition: u32,
+    ) -> bool {
+        let listed = self.leaders.get(topic);
+        !self.brokers.is_empty()
+            && match code {
+                Some(ErrorCode::UnknownTopic) => listed.is_some(),
+                Some(ErrorCode::UnknownPartition) => {
+                    listed.is_some_and(|ls| (partition as usize) < ls.len())
+                }
+                _ => false,
+            }
+    }
+}
+
 impl Routes {
     pub fn new(bootstrap_addr: &str, conn: Connection) -> Routes {
         Routes {
@@ -121,6 +142,23 @@ impl Routes {
     /// before routing: there is no other broker to find.
     pub fn is_reroutable(&self, e: &ClientError) -> bool {
         e.code() == Some(ErrorCode::NotLeader) || (e.is_transient_connect() && self.is_cluster())
+    }
+
+    /// As [`Self::is_reroutable`] for a request about one partition, and
+    /// also when, in a cluster, a broker answers UnknownTopic or
+    /// UnknownPartition for a partition the last Metadata answer listed: a
+    /// broker installs the controller's table a moment after the one that
+    /// created a topic (or added partitions) answered, and says "unknown"
+    /// meanwhile. Kafka clients retry UNKNOWN_TOPIC_OR_PARTITION the same
+    /// way. A topic that Metadata does not list is not retried: it does
+    /// not exist, and the caller hears so at once.
+    pub fn is_reroutable_for(&self, e: &ClientError, topic: &str, partition: u32) -> bool {
+        self.is_reroutable(e)
+            || self
+                .table
+                .lock()
+                .unwrap()
+                .lists_what_a_broker_does_not_know(e.code(), topic, partition)
     }
 
     /// The refresh count, read before sending, to pass to [`Routes::refresh_once`].
@@ -218,6 +256,28 @@ impl Routes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_listed_partition_unknown_to_a_cluster_broker_is_retried() {
+        let mut t = Table::default();
+        t.leaders.insert("t".into(), vec![1, 2]);
+        let (topic, part) = (
+            Some(ErrorCode::UnknownTopic),
+            Some(ErrorCode::UnknownPartition),
+        );
+        // A single node: "unknown" is final.
+        assert!(!t.lists_what_a_broker_does_not_know(topic, "t", 0));
+        t.brokers.insert(1, "a:1".into());
+        t.brokers.insert(2, "b:1".into());
+        assert!(t.lists_what_a_broker_does_not_know(topic, "t", 0));
+        assert!(t.lists_what_a_broker_does_not_know(part, "t", 1));
+        // Not listed: a partition beyond the count, another topic.
+        assert!(!t.lists_what_a_broker_does_not_know(part, "t", 2));
+        assert!(!t.lists_what_a_broker_does_not_know(topic, "u", 0));
+        // Other errors are not this case.
+        assert!(!t.lists_what_a_broker_does_not_know(Some(ErrorCode::Corrupt), "t", 0));
+        assert!(!t.lists_what_a_broker_does_not_know(None, "t", 0));
+    }
 
     #[test]
     fn backoff_grows_and_is_capped() {

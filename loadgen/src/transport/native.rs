@@ -14,19 +14,6 @@ use std::sync::Arc;
 /// How long a created topic may take to reach every broker.
 const TOPIC_VISIBLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// Errors that a new topic's metadata, still on its way to every broker
-/// and partition leader, explains.
-fn propagating(e: &ClientError) -> bool {
-    matches!(
-        e,
-        ClientError::UnknownTopic(_)
-            | ClientError::Broker {
-                code: ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::NotLeader,
-                ..
-            }
-    )
-}
-
 pub struct NativeAdmin {
     client: Client,
 }
@@ -209,29 +196,11 @@ impl NativeConsumer {
             partition_max_bytes: 16 << 20,
             ..ConsumerConfig::default()
         };
-        // A new topic's partitions may not be open on their leaders yet
-        // (a CI run of loadgen/tests/cluster.rs and 1 local run in 3 of
-        // `loadgen run --cluster 3 --replication-factor 3` were answered
-        // UnknownTopic here by a leader): retried, as a Kafka client
-        // retries UNKNOWN_TOPIC_OR_PARTITION.
-        let deadline = std::time::Instant::now() + TOPIC_VISIBLE_TIMEOUT;
-        let consumer = loop {
-            match Consumer::new(
-                client.clone(),
-                topic,
-                Some(partitions.clone()),
-                StartAt::Latest,
-                cfg.clone(),
-            )
-            .await
-            {
-                Ok(c) => break c,
-                Err(e) if propagating(&e) && std::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
+        // A leader that does not know the new topic yet answers
+        // UnknownTopic for a moment; the client retries that (see
+        // `Routes::is_reroutable_for`), as a Kafka client retries
+        // UNKNOWN_TOPIC_OR_PARTITION.
+        let consumer = Consumer::new(client, topic, Some(partitions), StartAt::Latest, cfg).await?;
         Ok(NativeConsumer { consumer })
     }
 
