@@ -34,8 +34,13 @@ fn produce_frame_to(
 ) -> BytesMut {
     let mut bb = BatchBuilder::new();
     let v = vec![b'x'; 1024];
+    // Today's time: records from 1970 are past retention, and the next
+    // retention check rolls and deletes them (fetches at offset 0 were
+    // then answered OFFSET_OUT_OF_RANGE, 57 bytes each, in 3 of 6 debug
+    // runs of the write-stall test).
+    let now = shardlog::client::producer::now_ms();
     for _ in 0..value_bytes / 1024 {
-        bb.push(1, None, Some(&v), &[]);
+        bb.push(now, None, Some(&v), &[]);
     }
     let f: Bytes = bb.finish(Compression::None, ProducerIds::NONE);
     let mut b = BytesMut::new();
@@ -55,15 +60,40 @@ fn produce_frame_to(
     b
 }
 
-/// Sixteen 256 KiB batches to partition 0 of `topic` (acks=1), the first
-/// acknowledgement read.
+/// Sixteen 256 KiB batches to partition 0 of `topic` (acks=1), every
+/// answer read; then wait (bounded) until a fetch from offset 0 sees them.
+/// Why wait: the high watermark is the durable offset, so acks=1 data is
+/// visible after the flusher's next sync, up to `flush_interval_ms` (1 s)
+/// later. A fixed 1 s sleep here let the write-stall test's fetches come
+/// back empty in 3 of 6 debug runs, and its connection never stalled.
 fn write_4_mib(b: &BrokerProc, topic: &str) {
     let mut s = TcpStream::connect(&b.native).unwrap();
     for id in 0..16u32 {
         s.write_all(&produce_frame(topic, 256 << 10, id)).unwrap();
     }
-    let mut acks = vec![0u8; 1];
-    s.read_exact(&mut acks).unwrap();
+    for _ in 0..16 {
+        read_answer(&mut s);
+    }
+    for _ in 0..200 {
+        let mut c = TcpStream::connect(&b.native).unwrap();
+        c.write_all(&fetch_frame(topic, 1 << 20, 0)).unwrap();
+        if read_answer(&mut c).len() >= 512 << 10 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the 4 MiB written to {topic} did not become visible in 10 s");
+}
+
+/// One native answer frame (its length prefix, u32 little-endian, read
+/// first); the bytes after the prefix.
+fn read_answer(s: &mut TcpStream) -> Vec<u8> {
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).unwrap();
+    let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
+    s.read_exact(&mut body).unwrap();
+    body
 }
 
 fn is_closed(s: &mut TcpStream) -> bool {
@@ -101,7 +131,6 @@ fn a_client_that_does_not_read_responses_gets_backpressure_not_buffering() {
     ok(b.cli(&["topic", "create", "bp", "--partitions", "1"], None));
     // 4 MiB of data, so every fetch from offset 0 answers with up to 1 MiB.
     write_4_mib(&b, "bp");
-    std::thread::sleep(Duration::from_millis(200));
     let rss_before = rss_kib(b.pid());
     // Ask for 1 MiB answers over and over, never reading one.
     let mut s = TcpStream::connect(&b.native).unwrap();
@@ -161,10 +190,7 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
             .unwrap();
     }
     for _ in 0..parts {
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).unwrap();
-        let mut body = vec![0u8; u32::from_le_bytes(len) as usize];
-        s.read_exact(&mut body).unwrap();
+        read_answer(&mut s);
     }
     let max_bytes = 2u32 << 20;
     let req = fetch_frame_of(
@@ -180,9 +206,7 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
         1000,
     );
     s.write_all(&req).unwrap();
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).unwrap();
-    let len = u32::from_le_bytes(len) as usize;
+    let len = read_answer(&mut s).len();
     let one_batch = (256 << 10) + 4096;
     eprintln!("fetch of {parts} partitions, max_bytes {max_bytes}: answer of {len} bytes");
     assert!(
@@ -193,8 +217,6 @@ fn a_fetch_of_many_partitions_answers_within_its_max_bytes() {
         len >= (max_bytes as usize) / 2,
         "the answer holds data up to its budget ({len} bytes)"
     );
-    let mut body = vec![0u8; len];
-    s.read_exact(&mut body).unwrap();
 }
 
 /// A client that asks for answers and never reads them is disconnected
@@ -207,7 +229,6 @@ fn a_client_that_never_reads_its_answers_is_disconnected_after_the_write_stall_t
     let b = BrokerProc::start(&["--set", "write_stall_timeout_ms=1000"]);
     ok(b.cli(&["topic", "create", "stall", "--partitions", "1"], None));
     write_4_mib(&b, "stall");
-    std::thread::sleep(Duration::from_millis(1000));
     // A small receive buffer, so the broker's writes stall quickly.
     let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     sock.set_recv_buffer_size(64 << 10).unwrap();
