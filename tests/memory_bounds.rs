@@ -498,6 +498,15 @@ fn native_closed_loop_produce_stays_within_the_memory_bound() {
     assert!(peak <= bound, "peak RSS {peak} over the bound {bound}");
 }
 
+/// A broker with the test's budgets and topic `big` (4 partitions) filled
+/// with ~430 MiB (4 MiB batches, acks=all); its Kafka address.
+fn broker_with_a_big_topic(budgets: &Budgets) -> (BrokerProc, String) {
+    let b = budgets.start();
+    let kafka = b.kafka.clone().unwrap();
+    fill_big_topic(&mut Conn::new(&kafka));
+    (b, kafka)
+}
+
 /// Fill topic `big` (4 partitions) with ~430 MiB: 4 MiB batches, acks=all.
 fn fill_big_topic(admin: &mut Conn) {
     create_topic(admin, "big", 4);
@@ -540,10 +549,7 @@ fn big_fetch(max_bytes: i32, offsets: &[i64; 4]) -> Vec<u8> {
 #[test]
 fn huge_fetches_are_capped_by_the_broker() {
     let budgets = Budgets::for_test();
-    let b = budgets.start();
-    let kafka = b.kafka.clone().unwrap();
-    let mut admin = Conn::new(&kafka);
-    fill_big_topic(&mut admin);
+    let (b, kafka) = broker_with_a_big_topic(&budgets);
     let frame = Arc::new(big_fetch(i32::MAX, &[0; 4]));
     let largest = Arc::new(AtomicU64::new(0));
     let probe = MetadataProbe::start(&b);
@@ -586,10 +592,7 @@ fn huge_fetches_are_capped_by_the_broker() {
 #[test]
 fn a_consumer_asking_for_a_gibibyte_beside_a_producer_stays_within_the_bound() {
     let budgets = Budgets::for_test();
-    let b = budgets.start();
-    let kafka = b.kafka.clone().unwrap();
-    let mut admin = Conn::new(&kafka);
-    fill_big_topic(&mut admin);
+    let (b, kafka) = broker_with_a_big_topic(&budgets);
     let secs = flood_secs();
     let stop = Arc::new(AtomicBool::new(false));
     let consumer = {
