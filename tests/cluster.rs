@@ -2291,12 +2291,11 @@ fn find_coordinator_kafka(addr: &str, group: &str) -> (i16, i32) {
 /// through librdkafka), retried for up to 60 s while the group's
 /// coordinator fails over. A partition without a committed offset is left out.
 fn fetch_committed(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, i64> {
-    use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, Consumer};
-    let reader: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let log = ClientLog::default();
+    let reader: BaseConsumer<ClientLog> = ClientLog::config(bootstrap)
         .set("group.id", group)
-        .create()
+        .create_with_context(log.clone())
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     for p in 0..3 {
@@ -2313,14 +2312,84 @@ fn fetch_committed(bootstrap: &str, topic: &str, group: &str) -> BTreeMap<i32, i
                     .filter(|(_, o)| *o >= 0)
                     .collect()
             }
-            Err(e) => assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "OffsetFetch through {bootstrap}: {e}"
+            Err(e) => log.failed_attempt(
+                &format!("OffsetFetch through {bootstrap}"),
+                started,
+                &e,
+                || {
+                    let _ = reader.poll(Duration::from_millis(100));
+                },
             ),
         }
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// A librdkafka client context that keeps the client's last debug lines
+/// (group coordination, brokers, requests), printed when a retry loop
+/// gives up: the broker's log alone does not say what the client was
+/// waiting for.
+#[derive(Clone, Default)]
+struct ClientLog(Arc<Mutex<std::collections::VecDeque<String>>>);
+
+impl ClientLog {
+    const KEPT: usize = 400;
+
+    /// A client configuration that logs what [`ClientLog`] keeps.
+    fn config(bootstrap: &str) -> rdkafka::config::ClientConfig {
+        let mut c = rdkafka::config::ClientConfig::new();
+        c.set("bootstrap.servers", bootstrap)
+            .set("debug", "cgrp,broker,protocol")
+            // The crate passes librdkafka the `log` crate's level, off
+            // in a test without a logger.
+            .set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+        c
+    }
+
+    /// Note a failed attempt at `what`, and past 60 s since `started`
+    /// fail with the client's last lines. `drain` polls the client:
+    /// librdkafka queues its log lines for the client's poll, one per
+    /// event, so it polls for a while to take them all.
+    fn failed_attempt(
+        &self,
+        what: &str,
+        started: Instant,
+        e: &dyn std::fmt::Display,
+        drain: impl FnOnce(),
+    ) {
+        eprintln!("{what} at {:.1?}: {e}", started.elapsed());
+        drain();
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{what}: {e}\nlibrdkafka's last lines:\n{}",
+            self.tail()
+        );
+    }
+
+    fn tail(&self) -> String {
+        let lines = self.0.lock().unwrap();
+        lines.iter().map(|l| format!("  {l}\n")).collect()
+    }
+}
+
+impl rdkafka::ClientContext for ClientLog {
+    fn log(&self, _level: rdkafka::config::RDKafkaLogLevel, fac: &str, line: &str) {
+        let mut lines = self.0.lock().unwrap();
+        if lines.len() == Self::KEPT {
+            lines.pop_front();
+        }
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        lines.push_back(format!(
+            "{}.{:03} {fac} {line}",
+            at.as_secs() % 86_400,
+            at.subsec_millis()
+        ));
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ClientLog {}
 
 /// What OffsetFetch answered (`now`) holds every acknowledged commit and
 /// went back on no partition since the previous answer.
@@ -2619,22 +2688,25 @@ fn a_coordinator_that_wins_its_offsets_partition_back_serves_what_others_committ
 /// Commit `offset` for partition 0 of `topic` in `group` without joining
 /// it (generation -1), through librdkafka; retried for up to 60 s.
 fn commit_standalone(bootstrap: &str, group: &str, topic: &str, offset: i64) {
-    use rdkafka::config::ClientConfig;
     use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+    let log = ClientLog::default();
+    let c: BaseConsumer<ClientLog> = ClientLog::config(bootstrap)
         .set("group.id", group)
         .set("enable.auto.commit", "false")
-        .create()
+        .create_with_context(log.clone())
         .unwrap();
     let mut tpl = rdkafka::TopicPartitionList::new();
     tpl.add_partition_offset(topic, 0, rdkafka::Offset::Offset(offset))
         .unwrap();
     let started = Instant::now();
     while let Err(e) = c.commit(&tpl, CommitMode::Sync) {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "commit of {offset} through {bootstrap}: {e}"
+        log.failed_attempt(
+            &format!("commit of {offset} through {bootstrap}"),
+            started,
+            &e,
+            || {
+                let _ = c.poll(Duration::from_millis(100));
+            },
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -2650,6 +2722,15 @@ impl Drop for LogsOnPanic<'_> {
             return;
         }
         for (i, n) in self.0.iter().enumerate() {
+            // The whole log goes to a file (CI prints only the lines below).
+            let whole = std::env::temp_dir().join(format!(
+                "shardlog-cluster-{}-node{}.log",
+                std::process::id(),
+                i + 1
+            ));
+            if std::fs::write(&whole, n.plain_log()).is_ok() {
+                eprintln!("node {}: whole log in {}", i + 1, whole.display());
+            }
             for l in n.plain_log().lines().filter(|l| {
                 l.contains("kafka:")
                     || l.contains("became leader")

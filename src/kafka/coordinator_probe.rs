@@ -19,29 +19,59 @@ use glommio::net::TcpStream;
 use std::time::Duration;
 
 const FIND_COORDINATOR: i16 = 10;
+/// The client id of a probe: a broker asked by another answers from what
+/// it knows itself, never asking on (two brokers that both knew no leader
+/// would otherwise ask each other back and forth).
+pub const CLIENT_ID: &str = "shardlog-coordinator-probe";
 /// Largest answer read: a v0 answer is 4 fields and a host name.
 const ANSWER_BYTES_MAX: usize = 4096;
 
+/// What a probed broker said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Probe {
+    /// It names this coordinator: (node, host, port).
+    Named(i32, String, i32),
+    /// It answered (or was reached) but named none.
+    NoneNamed,
+    /// No connection could be made within the timeout: from here, that
+    /// broker is out of reach.
+    Unreachable,
+}
+
 /// The coordinator of `group` as the broker at `addr` (its Kafka listener)
-/// names it: (node, host, port); None if it names none, or does not
-/// answer within `timeout`.
-pub async fn ask(addr: &str, group: &str, timeout: Duration) -> Option<(i32, String, i32)> {
+/// names it, within `timeout` in all.
+pub async fn ask(addr: &str, group: &str, timeout: Duration) -> Probe {
+    let connected = std::cell::Cell::new(false);
     let asked = async {
-        let mut s = TcpStream::connect_timeout(addr, timeout).await.ok()?;
-        s.write_all(&request(group)?).await.ok()?;
-        let mut len = [0u8; 4];
-        s.read_exact(&mut len).await.ok()?;
-        let n = usize::try_from(i32::from_be_bytes(len)).ok()?;
-        if n > ANSWER_BYTES_MAX {
-            return None;
+        let Ok(mut s) = TcpStream::connect_timeout(addr, timeout).await else {
+            return Probe::Unreachable;
+        };
+        connected.set(true);
+        let named = async {
+            s.write_all(&request(group)?).await.ok()?;
+            let mut len = [0u8; 4];
+            s.read_exact(&mut len).await.ok()?;
+            let n = usize::try_from(i32::from_be_bytes(len)).ok()?;
+            if n > ANSWER_BYTES_MAX {
+                return None;
+            }
+            let mut body = vec![0u8; n];
+            s.read_exact(&mut body).await.ok()?;
+            answer(&body)
+        };
+        match named.await {
+            Some((node, host, port)) => Probe::Named(node, host, port),
+            None => Probe::NoneNamed,
         }
-        let mut body = vec![0u8; n];
-        s.read_exact(&mut body).await.ok()?;
-        answer(&body)
     };
     futures_lite::future::or(asked, async {
         glommio::timer::sleep(timeout).await;
-        None
+        // Connected but silent: reached, if slow.
+        if connected.get() {
+            Probe::NoneNamed
+        } else {
+            Probe::Unreachable
+        }
     })
     .await
 }
@@ -49,7 +79,7 @@ pub async fn ask(addr: &str, group: &str, timeout: Duration) -> Option<(i32, Str
 /// FindCoordinator v0 for `group`, length prefix included (header v1:
 /// api key, version, correlation id, client id).
 fn request(group: &str) -> Option<Vec<u8>> {
-    let client = b"shardlog-coordinator-probe";
+    let client = CLIENT_ID.as_bytes();
     let group_len = i16::try_from(group.len()).ok()?;
     let mut body = Vec::with_capacity(16 + client.len() + group.len());
     body.extend_from_slice(&FIND_COORDINATOR.to_be_bytes());

@@ -8,7 +8,8 @@
 //! Creates the offsets topic on first use so the first JoinGroup does not
 //! pay for it. Transaction coordinators do not exist here.
 
-use super::{coordinator_probe, errors, host_port, node_id, str_bytes, Ctx};
+use super::coordinator_probe::{self, Probe};
+use super::{errors, host_port, node_id, str_bytes, Ctx};
 use crate::groups::leadership::{coordinator_at, CoordinatorAt};
 use crate::groups::{self, OFFSETS_TOPIC};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -29,7 +30,11 @@ const KEY_TYPE_GROUP: i8 = 0;
 /// One key's answer: (error code, message, node, host, port).
 type Answer = (i16, Option<StrBytes>, i32, String, i32);
 
-pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorResponse {
+/// The answer, and whether to close the connection after it: this broker
+/// found itself cut off from the other replicas of a group's offsets
+/// partition (see the `Unknown` case below).
+pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> (FindCoordinatorResponse, bool) {
+    let cut_off = std::cell::Cell::new(false);
     let keys: Vec<StrBytes> = if ctx.version >= 4 {
         req.coordinator_keys.clone()
     } else {
@@ -54,7 +59,7 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
     let (host, port) = super::advertised_addr(&ctx.shard).await;
     let me = node_id(&ctx.shard);
     let answer = |key: StrBytes| {
-        let (common, failed, host) = (&common, &failed, &host);
+        let (common, failed, host, cut_off) = (&common, &failed, &host, &cut_off);
         async move {
             let partitions = match common {
                 Ok(n) => *n,
@@ -68,25 +73,72 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
                 );
             };
             let partition = groups::partition_of(&key, partitions);
+            // The replicas' own answers, asked at once (a broker cut off
+            // from the others waits out one timeout, not one each): the
+            // first that names a coordinator, else whether any was reached.
+            let ask = |replicas: Vec<u32>| {
+                let (topics, key) = (&topics, &key);
+                async move {
+                    let asked = replicas.iter().filter_map(|r| {
+                        let b = topics.brokers.get(r).filter(|b| b.live)?;
+                        Some(coordinator_probe::ask(&b.kafka_addr, key, PROBE_TIMEOUT))
+                    });
+                    let answers = futures::future::join_all(asked).await;
+                    let reached = answers.iter().any(|a| *a != Probe::Unreachable);
+                    let named = answers.into_iter().find_map(|a| match a {
+                        Probe::Named(node, h, p) => Some((node, h, p)),
+                        _ => None,
+                    });
+                    (named, reached)
+                }
+            };
             let node = match coordinator_at(&ctx.shard, meta, partition) {
                 CoordinatorAt::Here => return (errors::NONE, None, me, host.clone(), port),
+                CoordinatorAt::Unknown if ctx.client_id == coordinator_probe::CLIENT_ID => {
+                    // Another broker asking: say what this one knows, no
+                    // more (never ask on).
+                    return failed(
+                        errors::coordinator_not_available(),
+                        format!("{OFFSETS_TOPIC}-{partition} has no leader here"),
+                    );
+                }
                 CoordinatorAt::Unknown => {
+                    // This broker's replica knows no leader: an election is
+                    // under way, or this broker is cut off from the others.
+                    // The other replicas may know: relay the first that
+                    // names one.
+                    let others: Vec<u32> = meta
+                        .assignment
+                        .get(partition as usize)
+                        .map(|a| a.replicas())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .filter(|r| *r as i32 != me)
+                        .collect();
+                    let (named, reached) = ask(others.clone()).await;
+                    if let Some((node, h, p)) = named {
+                        return (errors::NONE, None, node, h, p);
+                    }
+                    if !reached && !others.is_empty() {
+                        // Cut off: no other replica could be reached. An
+                        // answer alone kept a librdkafka client stuck here
+                        // for as long as this broker stayed cut off: it
+                        // sends its next FindCoordinator to the broker it
+                        // used last, this one (tests/cluster.rs, a
+                        // coordinator cut off and healed). The connection
+                        // is closed after the answer, so the client asks
+                        // another broker meanwhile.
+                        cut_off.set(true);
+                    }
                     return failed(
                         errors::coordinator_not_available(),
                         format!("{OFFSETS_TOPIC}-{partition} has no leader yet"),
-                    )
+                    );
                 }
                 CoordinatorAt::Broker(node) => node,
                 CoordinatorAt::AskReplicas(replicas) => {
-                    // The replicas' own answers: the first that names one.
-                    for r in replicas {
-                        let Some(addr) = topics.brokers.get(&r).filter(|b| b.live) else {
-                            continue;
-                        };
-                        let asked = coordinator_probe::ask(&addr.kafka_addr, &key, PROBE_TIMEOUT);
-                        if let Some((node, h, p)) = asked.await {
-                            return (errors::NONE, None, node, h, p);
-                        }
+                    if let (Some((node, h, p)), _) = ask(replicas).await {
+                        return (errors::NONE, None, node, h, p);
                     }
                     return failed(
                         errors::coordinator_not_available(),
@@ -108,7 +160,7 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
             }
         }
     };
-    if ctx.version >= 4 {
+    let response = if ctx.version >= 4 {
         FindCoordinatorResponse::default().with_coordinators(
             futures::future::join_all(keys.into_iter().map(|k| async {
                 let (code, message, node, host, port) = answer(k.clone()).await;
@@ -134,5 +186,6 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> FindCoordinatorRe
         } else {
             r
         }
-    }
+    };
+    (response, cut_off.get())
 }

@@ -456,11 +456,14 @@ async fn dispatch(ctx: &Ctx, key: ApiKey, mut body: Bytes) -> Result<Handled, Ka
         }
         ApiKey::ListOffsets => serve!("ListOffsets", ListOffsetsRequest, list_offsets::handle),
         ApiKey::FindCoordinator => {
-            serve!(
-                "FindCoordinator",
-                FindCoordinatorRequest,
-                find_coordinator::handle
-            )
+            let req: FindCoordinatorRequest = decode(&mut body, ctx, "FindCoordinator")?;
+            let (resp, cut_off) = find_coordinator::handle(ctx, req).await;
+            let answer = encode(ctx, "FindCoordinator", &resp)?;
+            if cut_off {
+                Handled::Close(Some(answer))
+            } else {
+                Handled::Respond(answer)
+            }
         }
         ApiKey::JoinGroup => serve!("JoinGroup", JoinGroupRequest, join_group::handle),
         ApiKey::SyncGroup => serve!("SyncGroup", SyncGroupRequest, sync_group::handle),
