@@ -75,21 +75,27 @@ pub async fn handle(ctx: &Ctx, req: FindCoordinatorRequest) -> (FindCoordinatorR
             let partition = groups::partition_of(&key, partitions);
             // The replicas' own answers, asked at once (a broker cut off
             // from the others waits out one timeout, not one each): the
-            // first that names a coordinator, else whether any was reached.
+            // first to name a coordinator, as soon as it does; else
+            // whether any was reached.
             let ask = |replicas: Vec<u32>| {
                 let (topics, key) = (&topics, &key);
                 async move {
-                    let asked = replicas.iter().filter_map(|r| {
-                        let b = topics.brokers.get(r).filter(|b| b.live)?;
-                        Some(coordinator_probe::ask(&b.kafka_addr, key, PROBE_TIMEOUT))
-                    });
-                    let answers = futures::future::join_all(asked).await;
-                    let reached = answers.iter().any(|a| *a != Probe::Unreachable);
-                    let named = answers.into_iter().find_map(|a| match a {
-                        Probe::Named(node, h, p) => Some((node, h, p)),
-                        _ => None,
-                    });
-                    (named, reached)
+                    let mut asked: futures::stream::FuturesUnordered<_> = replicas
+                        .iter()
+                        .filter_map(|r| {
+                            let b = topics.brokers.get(r).filter(|b| b.live)?;
+                            Some(coordinator_probe::ask(&b.kafka_addr, key, PROBE_TIMEOUT))
+                        })
+                        .collect();
+                    let mut reached = false;
+                    while let Some(a) = futures::StreamExt::next(&mut asked).await {
+                        match a {
+                            Probe::Named(node, h, p) => return (Some((node, h, p)), true),
+                            Probe::NoneNamed => reached = true,
+                            Probe::Unreachable => {}
+                        }
+                    }
+                    (None, reached)
                 }
             };
             let node = match coordinator_at(&ctx.shard, meta, partition) {
