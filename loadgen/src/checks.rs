@@ -68,7 +68,10 @@ impl CheckReport {
 /// One consumer's view: the partitions it reads.
 #[derive(Debug, Default)]
 pub struct SeqChecker {
-    state: HashMap<(u32, u32), SeqState>,
+    /// Per (partition, producer). FxHash: this is looked up for every
+    /// message read, and SipHash was ~8% of the consumer thread with 100 B
+    /// messages.
+    state: rustc_hash::FxHashMap<(u32, u32), SeqState>,
     duplicated: u64,
     reordered: u64,
     misrouted: u64,

@@ -17,7 +17,7 @@
 
 use super::routes::{retry_backoff, ROUTED_ATTEMPTS_MAX};
 use super::{Client, ClientError};
-use crate::format::read_records;
+use crate::format::{for_each_batch_record, BatchRecord};
 use crate::protocol::messages::{FetchPartition, FetchRequest, FetchResponse, EARLIEST, LATEST};
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
@@ -178,21 +178,52 @@ impl Consumer {
     /// its routes and, if nothing arrived, fetch again after a backoff, at
     /// most [`ROUTED_ATTEMPTS_MAX`] times before the error is returned.
     pub async fn poll(&mut self) -> Result<Vec<Message>, ClientError> {
+        let mut out = Vec::new();
+        let topic = self.topic.clone();
+        self.poll_with(|partition, r| {
+            let r = r.owned();
+            out.push(Message {
+                topic: topic.clone(),
+                partition,
+                offset: r.offset,
+                timestamp_ms: r.timestamp_ms,
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            })
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Consumer::poll`], handing each record to `visit` (with its
+    /// partition) borrowed from the answer, rather than as an owned
+    /// [`Message`]: nothing is allocated or reference-counted per record.
+    /// Returns how many records it visited.
+    pub async fn poll_with(
+        &mut self,
+        mut visit: impl FnMut(u32, &BatchRecord<'_>),
+    ) -> Result<usize, ClientError> {
         let mut attempt = 0;
+        let mut visited = 0;
         loop {
             let seen = self.client.routes().refresh_count();
-            let mut out = Vec::new();
-            let stale = self.fetch_round(&mut out).await?;
+            let stale = self
+                .fetch_round(&mut |p, r| {
+                    visited += 1;
+                    visit(p, r)
+                })
+                .await?;
             let Some(err) = stale else {
-                return Ok(out);
+                return Ok(visited);
             };
             attempt += 1;
             if attempt >= ROUTED_ATTEMPTS_MAX {
                 return Err(err);
             }
             let _ = self.client.refresh_routes(seen, &[&self.topic]).await;
-            if !out.is_empty() {
-                return Ok(out);
+            if visited > 0 {
+                return Ok(visited);
             }
             tokio::time::sleep(retry_backoff(attempt)).await;
         }
@@ -203,7 +234,7 @@ impl Consumer {
     /// Returns the error of a partition that must be rerouted.
     async fn fetch_round(
         &mut self,
-        out: &mut Vec<Message>,
+        visit: &mut impl FnMut(u32, &BatchRecord<'_>),
     ) -> Result<Option<ClientError>, ClientError> {
         // The round stays in `ahead` while awaited: a caller that gives up
         // on this poll (a timeout) finds it still in flight next time.
@@ -217,7 +248,7 @@ impl Consumer {
         for resp in answers {
             match resp {
                 Ok(resp) => {
-                    if let Some(e) = self.absorb(resp, out)? {
+                    if let Some(e) = self.absorb(resp, visit)? {
                         stale = Some(e);
                     }
                 }
@@ -288,12 +319,13 @@ impl Consumer {
         }
     }
 
-    /// Take one Fetch answer: advance positions past its records (appended
-    /// to `out`). Returns a `NotLeader` error if some partition has moved.
+    /// Take one Fetch answer: advance positions past its records (each
+    /// handed to `visit`). Returns a `NotLeader` error if some partition
+    /// has moved.
     fn absorb(
         &mut self,
         resp: FetchResponse,
-        out: &mut Vec<Message>,
+        visit: &mut impl FnMut(u32, &BatchRecord<'_>),
     ) -> Result<Option<ClientError>, ClientError> {
         let mut stale = None;
         for (_, parts) in resp.topics {
@@ -342,31 +374,21 @@ impl Consumer {
                         let (_, frame) = item.map_err(|e| {
                             ClientError::Protocol(format!("bad batch from the broker: {e}"))
                         })?;
-                        let (h, recs) =
-                            read_records(&frame, self.cfg.decompress_limit).map_err(|e| {
-                                ClientError::Protocol(format!("bad batch at partition {part}: {e}"))
-                            })?;
-                        // Control batches (a replicated partition's Raft
-                        // entries) take offsets but carry no messages, as
-                        // in Kafka.
-                        if h.attributes & crate::format::header::attr::CONTROL != 0 {
-                            *pos = (*pos).max(h.last_offset() + 1);
-                            continue;
-                        }
-                        for r in recs {
-                            if r.offset < *pos {
-                                continue;
+                        // Records before the position (a fetch from the
+                        // middle of a batch) are skipped. Control batches
+                        // (a replicated partition's Raft entries) take
+                        // offsets but carry no messages, as in Kafka.
+                        let from = *pos;
+                        let h = for_each_batch_record(&frame, self.cfg.decompress_limit, |r| {
+                            let control =
+                                r.header.attributes & crate::format::header::attr::CONTROL != 0;
+                            if r.offset >= from && !control {
+                                visit(part, r)
                             }
-                            out.push(Message {
-                                topic: self.topic.clone(),
-                                partition: part,
-                                offset: r.offset,
-                                timestamp_ms: r.timestamp_ms,
-                                key: r.key,
-                                value: r.value,
-                                headers: r.headers,
-                            });
-                        }
+                        })
+                        .map_err(|e| {
+                            ClientError::Protocol(format!("bad batch at partition {part}: {e}"))
+                        })?;
                         *pos = (*pos).max(h.last_offset() + 1);
                     }
                 }

@@ -42,7 +42,8 @@ use crate::protocol::messages::{
 };
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
-use std::collections::{HashMap, VecDeque};
+use rustc_hash::FxHashMap as HashMap;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -182,9 +183,26 @@ struct Accumulator {
     inflight: HashMap<PartKey, usize>,
     flush_requested: bool,
     closed: bool,
+    /// The topic of the last record queued, shared by its batches' keys:
+    /// a producer sends to one topic or a few, and making a new `Arc<str>`
+    /// for each record was an allocation and a free per record.
+    last_topic: Option<Arc<str>>,
 }
 
 impl Accumulator {
+    /// `topic` as a shared string, without allocating when it is the
+    /// topic of the last record.
+    fn topic(&mut self, topic: &str) -> Arc<str> {
+        match &self.last_topic {
+            Some(t) if **t == *topic => t.clone(),
+            _ => {
+                let t: Arc<str> = Arc::from(topic);
+                self.last_topic = Some(t.clone());
+                t
+            }
+        }
+    }
+
     fn seal(&mut self, key: PartKey, batch: OpenBatch) -> SealedBatch {
         self.next_seq += 1;
         SealedBatch {
@@ -236,7 +254,7 @@ impl Producer {
             client,
             cfg,
             partitioner,
-            partitions: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::default()),
             acc: Mutex::new(Accumulator::default()),
             wake_sender: Notify::new(),
             buffered: AtomicUsize::new(0),
@@ -299,13 +317,17 @@ impl Producer {
         // as before routing.
         let _ = self.partitions(topic).await;
         let size = BatchBuilder::record_size(key, value, headers);
-        // Bound the memory of buffered, unacknowledged records.
-        loop {
+        // Bound the memory of buffered, unacknowledged records. The check
+        // comes first: registering for a wake-up costs more than the rest
+        // of a small record's send, and the buffer usually has room.
+        let has_room = |cur: usize| cur == 0 || cur + size <= self.inner.cfg.buffer_bytes_max;
+        while !has_room(self.inner.buffered.load(Ordering::Acquire)) {
             let n = self.inner.buffer_freed.notified();
             tokio::pin!(n);
             n.as_mut().enable();
-            let cur = self.inner.buffered.load(Ordering::Acquire);
-            if cur == 0 || cur + size <= self.inner.cfg.buffer_bytes_max {
+            // Again, once registered: room freed in between would
+            // otherwise be a wake-up missed.
+            if has_room(self.inner.buffered.load(Ordering::Acquire)) {
                 break;
             }
             n.await;
@@ -316,7 +338,7 @@ impl Producer {
             if acc.closed {
                 return Err(ClientError::Invalid("producer is closed".into()));
             }
-            let key_t: (Arc<str>, u32) = (Arc::from(topic), partition);
+            let key_t: PartKey = (acc.topic(topic), partition);
             let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
                 builder: BatchBuilder::new(),
                 ack: BatchAck::new(),
@@ -632,7 +654,7 @@ async fn answered(
     outcome: Result<Option<ProduceResponse>, ClientError>,
 ) {
     // Per-partition results; batches of one partition got consecutive offsets.
-    let mut results: HashMap<(String, u32), Result<u64, ClientError>> = HashMap::new();
+    let mut results: HashMap<(String, u32), Result<u64, ClientError>> = HashMap::default();
     if let Ok(Some(resp)) = &outcome {
         for (t, ps) in &resp.topics {
             for p in ps {
@@ -649,7 +671,7 @@ async fn answered(
         }
     }
     let timeout = Duration::from_millis(inner.cfg.request_timeout_ms as u64);
-    let mut next_offset: HashMap<(String, u32), u64> = HashMap::new();
+    let mut next_offset: HashMap<(String, u32), u64> = HashMap::default();
     let mut settled = Vec::with_capacity(frames.len());
     let mut again = Vec::new();
     let mut why: Option<String> = None;

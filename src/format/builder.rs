@@ -18,7 +18,7 @@ use super::codec::{CodecError, Compression};
 use super::crc::batch_crc;
 use super::frame::{self, FrameError};
 use super::header::{attr, BatchHeader, HEADER_LEN};
-use super::record::{self, Record, RecordError};
+use super::record::{self, RecordError, RecordRef};
 use bytes::{BufMut, Bytes, BytesMut};
 
 /// Idempotence fields for a batch; `NONE` when the producer is not idempotent.
@@ -207,12 +207,42 @@ pub struct ConsumedRecord {
     pub headers: Vec<(String, Option<Bytes>)>,
 }
 
-/// Decode every record of one complete frame (validating its CRC first).
-/// `limit` bounds the decompressed size.
-pub fn read_records(
+/// A record of a batch as consumers see it (absolute offset and
+/// timestamp), borrowed from the bytes it was read from.
+pub struct BatchRecord<'a> {
+    /// The header of the batch the record is in.
+    pub header: &'a BatchHeader,
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    pub record: RecordRef<'a>,
+    /// The records section `record` borrows from: the frame itself, or
+    /// the batch's decompressed payload. For [`BatchRecord::owned`].
+    pub source: &'a Bytes,
+}
+
+impl BatchRecord<'_> {
+    /// As a record that owns its parts (sharing the source's memory).
+    pub fn owned(&self) -> ConsumedRecord {
+        let r = record::Record::owned(self.source, &self.record);
+        ConsumedRecord {
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: r.key,
+            value: r.value,
+            headers: r.headers,
+        }
+    }
+}
+
+/// Visit every record of one complete frame, in order, after validating
+/// the frame's CRC and every record's layout (and decompressing it; `limit`
+/// bounds the decompressed size). Nothing is allocated per record (see
+/// [`record::for_each_record`]). On an error, no record was visited.
+pub fn for_each_batch_record(
     frame_bytes: &Bytes,
     limit: usize,
-) -> Result<(BatchHeader, Vec<ConsumedRecord>), BatchReadError> {
+    mut visit: impl FnMut(&BatchRecord<'_>),
+) -> Result<BatchHeader, BatchReadError> {
     let h = frame::validate(frame_bytes)?;
     let payload = frame_bytes.slice(HEADER_LEN..h.frame_len());
     let codec = Compression::from_id(h.codec_id())?;
@@ -221,17 +251,30 @@ pub fn read_records(
     } else {
         Bytes::from(codec.decompress(&payload, limit)?)
     };
-    let recs = record::decode_all(&plain)?;
-    let out = recs
-        .into_iter()
-        .map(|r: Record| ConsumedRecord {
+    // The whole batch is checked before `visit` sees any of it: a batch
+    // with a bad record is refused as a whole, as `read_records` refuses
+    // it, rather than half handed out. The walk is cheap next to the CRC.
+    record::for_each_record(&plain, |_| {})?;
+    record::for_each_record(&plain, |r| {
+        visit(&BatchRecord {
+            header: &h,
             offset: h.base_offset + r.offset_delta as u64,
             timestamp_ms: h.base_timestamp + r.timestamp_delta,
-            key: r.key,
-            value: r.value,
-            headers: r.headers,
+            record: r,
+            source: &plain,
         })
-        .collect();
+    })?;
+    Ok(h)
+}
+
+/// Decode every record of one complete frame (validating its CRC first).
+/// `limit` bounds the decompressed size.
+pub fn read_records(
+    frame_bytes: &Bytes,
+    limit: usize,
+) -> Result<(BatchHeader, Vec<ConsumedRecord>), BatchReadError> {
+    let mut out = Vec::new();
+    let h = for_each_batch_record(frame_bytes, limit, |r| out.push(r.owned()))?;
     Ok((h, out))
 }
 

@@ -9,7 +9,9 @@ pub mod header;
 pub mod record;
 pub mod validate;
 
-pub use builder::{read_records, BatchBuilder, ConsumedRecord, ProducerIds};
+pub use builder::{
+    for_each_batch_record, read_records, BatchBuilder, BatchRecord, ConsumedRecord, ProducerIds,
+};
 pub use codec::Compression;
 pub use frame::FrameError;
 pub use header::{BatchHeader, HEADER_LEN};

@@ -208,11 +208,11 @@ impl NativeConsumer {
         &mut self,
         mut visit: impl FnMut(u32, &[u8]),
     ) -> Result<usize, TransportError> {
-        let msgs = self.consumer.poll().await?;
-        for m in &msgs {
-            visit(m.partition, m.value.as_deref().unwrap_or(&[]));
-        }
-        Ok(msgs.len())
+        // Borrowed records: the header is read from each value in place.
+        Ok(self
+            .consumer
+            .poll_with(|partition, r| visit(partition, r.record.value.unwrap_or(&[])))
+            .await?)
     }
 
     pub fn caught_up(&self) -> bool {
