@@ -223,6 +223,8 @@ struct Inner {
     cfg: ProducerConfig,
     partitioner: Box<dyn Partitioner>,
     partitions: Mutex<HashMap<String, u32>>,
+    /// The first topic whose partitions were learned (never changes).
+    first_topic: OnceLock<Arc<str>>,
     acc: Mutex<Accumulator>,
     wake_sender: Notify,
     buffered: AtomicUsize,
@@ -255,6 +257,7 @@ impl Producer {
             cfg,
             partitioner,
             partitions: Mutex::new(HashMap::default()),
+            first_topic: OnceLock::new(),
             acc: Mutex::new(Accumulator::default()),
             wake_sender: Notify::new(),
             buffered: AtomicUsize::new(0),
@@ -282,6 +285,7 @@ impl Producer {
             .lock()
             .unwrap()
             .insert(topic.to_string(), t.partitions);
+        let _ = self.inner.first_topic.set(Arc::from(topic));
         Ok(t.partitions)
     }
 
@@ -315,7 +319,12 @@ impl Producer {
         // The topic's leaders are learned with its partition count (once).
         // An unknown topic is not refused here: the broker's answer says so,
         // as before routing.
-        let _ = self.partitions(topic).await;
+        // The first topic's check is a string compare, without a lock:
+        // most producers send to one topic, and the lookup's lock and hash
+        // were ~5% of a loadgen producer's CPU with 100 B records.
+        if self.inner.first_topic.get().map(|t| &**t) != Some(topic) {
+            let _ = self.partitions(topic).await;
+        }
         let size = BatchBuilder::record_size(key, value, headers);
         // Bound the memory of buffered, unacknowledged records. The check
         // comes first: registering for a wake-up costs more than the rest
@@ -339,10 +348,21 @@ impl Producer {
                 return Err(ClientError::Invalid("producer is closed".into()));
             }
             let key_t: PartKey = (acc.topic(topic), partition);
+            // A new batch is sized for a full batch at once: grown by
+            // doubling, it was copied at every doubling on its way up (the
+            // producers' memmove fell from 3.1% to 1.7% of a 100 B loadgen
+            // run's samples). But never more than an even share of the
+            // buffer's budget among the open batches: with a thousand
+            // partitions, a full batch's room for each would hold (and, as
+            // the allocator reuses touched memory, keep resident) far more
+            // than the records buffered.
+            let cfg = &self.inner.cfg;
+            let share = cfg.buffer_bytes_max / (acc.open.len() + 1);
+            let room = (cfg.batch_bytes + size).min(share);
             let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::new(),
+                builder: BatchBuilder::with_capacity(room),
                 ack: BatchAck::new(),
-                tokens: Vec::new(),
+                tokens: Vec::with_capacity(room / size.max(1) + 1),
                 opened: Instant::now(),
                 bytes: 0,
             });

@@ -19,7 +19,7 @@ use glommio::net::{TcpListener, TcpStream};
 use std::cell::Cell;
 use std::os::fd::{FromRawFd, IntoRawFd};
 use std::rc::Rc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Starts serving one accepted Kafka connection on this shard (the peer's
 /// address is for messages).
@@ -99,6 +99,7 @@ pub fn serve(shard: &Rc<Shard>, stream: TcpStream, kind: ListenerKind, kafka: Se
         return;
     }
     shard.connections.set(shard.connections.get() + 1);
+    debug!(%peer, shard = shard.id, protocol = kind.name(), "serving connection");
     let s = shard.clone();
     match kind {
         ListenerKind::Native => {
