@@ -143,6 +143,9 @@ struct OpenBatch {
     tokens: Vec<u64>,
     opened: Instant,
     bytes: usize,
+    /// Room reserved for its records when it opened (see
+    /// [`Accumulator::reserved`]).
+    reserved: usize,
 }
 
 struct SealedBatch {
@@ -183,6 +186,9 @@ struct Accumulator {
     inflight: HashMap<PartKey, usize>,
     flush_requested: bool,
     closed: bool,
+    /// Room reserved up front by the open batches, at most
+    /// `buffer_bytes_max` (beyond one record each).
+    reserved: usize,
     /// The topic of the last record queued, shared by its batches' keys:
     /// a producer sends to one topic or a few, and making a new `Arc<str>`
     /// for each record was an allocation and a free per record.
@@ -204,6 +210,7 @@ impl Accumulator {
     }
 
     fn seal(&mut self, key: PartKey, batch: OpenBatch) -> SealedBatch {
+        self.reserved -= batch.reserved;
         self.next_seq += 1;
         SealedBatch {
             topic: key.0,
@@ -348,23 +355,29 @@ impl Producer {
                 return Err(ClientError::Invalid("producer is closed".into()));
             }
             let key_t: PartKey = (acc.topic(topic), partition);
-            // A new batch is sized for a full batch at once: grown by
+            // A new batch reserves room for a full batch at once: grown by
             // doubling, it was copied at every doubling on its way up (the
             // producers' memmove fell from 3.1% to 1.7% of a 100 B loadgen
-            // run's samples). But never more than an even share of the
-            // buffer's budget among the open batches: with a thousand
-            // partitions, a full batch's room for each would hold (and, as
-            // the allocator reuses touched memory, keep resident) far more
-            // than the records buffered.
+            // run's samples). All open batches together reserve at most
+            // the buffer's budget: with a thousand partitions, a full
+            // batch's room for each would hold (and, as the allocator
+            // reuses touched memory, keep resident) far more than the
+            // records buffered; past the budget a batch starts at one
+            // record's room and grows as before.
             let cfg = &self.inner.cfg;
-            let share = cfg.buffer_bytes_max / (acc.open.len() + 1);
-            let room = (cfg.batch_bytes + size).min(share);
-            let b = acc.open.entry(key_t.clone()).or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::with_capacity(room),
-                ack: BatchAck::new(),
-                tokens: Vec::with_capacity(room / size.max(1) + 1),
-                opened: Instant::now(),
-                bytes: 0,
+            let left = cfg.buffer_bytes_max.saturating_sub(acc.reserved);
+            let room = (cfg.batch_bytes + size).min(left).max(size);
+            let acc = &mut *acc;
+            let b = acc.open.entry(key_t.clone()).or_insert_with(|| {
+                acc.reserved += room;
+                OpenBatch {
+                    builder: BatchBuilder::with_capacity(room),
+                    ack: BatchAck::new(),
+                    tokens: Vec::with_capacity(room / size.max(1) + 1),
+                    opened: Instant::now(),
+                    bytes: 0,
+                    reserved: room,
+                }
             });
             let first = b.builder.is_empty();
             b.builder.push(timestamp_ms, key, value, headers);
@@ -394,6 +407,12 @@ impl Producer {
             self.inner.wake_sender.notify_one();
         }
         Ok(delivery)
+    }
+
+    /// Bytes the open batches reserved up front for their records: at most
+    /// `buffer_bytes_max`, beyond one record's room per batch.
+    pub fn reserved_bytes(&self) -> usize {
+        self.inner.acc.lock().unwrap().reserved
     }
 
     /// Send everything buffered and wait until it is acknowledged.

@@ -225,6 +225,59 @@ fn long_poll_fetch_waits_for_data_and_times_out_without_it() {
     });
 }
 
+/// A new batch reserves a full batch's room for its records, but all open
+/// batches together no more than the producer's buffer budget: 64
+/// partitions of 1 MiB batches with a 4 MiB buffer reserve about 4 MiB,
+/// not 64. Every record still arrives.
+#[test]
+fn open_batches_reserve_no_more_than_the_buffer_budget() {
+    let b = BrokerProc::start(&[]);
+    block_on(async {
+        let c = Client::connect(&b.native).await.unwrap();
+        c.create_topic("wide", 64, &[]).await.unwrap();
+        let budget = 4 << 20;
+        let p = Producer::new(
+            c.clone(),
+            ProducerConfig {
+                batch_bytes: 1 << 20,
+                buffer_bytes_max: budget,
+                // Batches stay open while the test looks.
+                linger_ms: 60_000,
+                ..Default::default()
+            },
+        );
+        let value = [7u8; 100];
+        for part in 0..64 {
+            p.send_to("wide", part, None, Some(&value), &[], 0, 0)
+                .await
+                .unwrap();
+        }
+        let reserved = p.reserved_bytes();
+        // Four full batches' room, then one record's for each of the rest.
+        assert!(
+            reserved >= budget && reserved <= budget + 64 * 200,
+            "64 open batches reserved {reserved} bytes with a {budget}-byte budget"
+        );
+        p.flush().await.unwrap();
+        assert_eq!(p.reserved_bytes(), 0, "sealed batches give their room back");
+        let mut consumer = Consumer::new(
+            c.clone(),
+            "wide",
+            None,
+            StartAt::Earliest,
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let mut got = 0;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while got < 64 && Instant::now() < deadline {
+            got += consumer.poll().await.unwrap().len();
+        }
+        assert_eq!(got, 64);
+    });
+}
+
 #[test]
 fn client_offsets_and_timestamps() {
     let b = BrokerProc::start(&[]);
