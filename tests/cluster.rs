@@ -2378,14 +2378,9 @@ impl rdkafka::ClientContext for ClientLog {
         if lines.len() == Self::KEPT {
             lines.pop_front();
         }
-        let at = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        lines.push_back(format!(
-            "{}.{:03} {fac} {line}",
-            at.as_secs() % 86_400,
-            at.subsec_millis()
-        ));
+        // No time stamp: librdkafka queues its lines for the client's
+        // poll, so the time here is the poll's, not the line's.
+        lines.push_back(format!("{fac} {line}"));
     }
 }
 
@@ -2728,10 +2723,11 @@ impl Drop for LogsOnPanic<'_> {
                 std::process::id(),
                 i + 1
             ));
-            if std::fs::write(&whole, n.plain_log()).is_ok() {
+            let log = n.plain_log();
+            if std::fs::write(&whole, &log).is_ok() {
                 eprintln!("node {}: whole log in {}", i + 1, whole.display());
             }
-            for l in n.plain_log().lines().filter(|l| {
+            for l in log.lines().filter(|l| {
                 l.contains("kafka:")
                     || l.contains("became leader")
                     || l.contains("WARN")

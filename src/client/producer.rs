@@ -210,6 +210,10 @@ impl Accumulator {
     }
 
     fn seal(&mut self, key: PartKey, batch: OpenBatch) -> SealedBatch {
+        assert!(
+            self.reserved >= batch.reserved,
+            "a batch's room was counted when it opened"
+        );
         self.reserved -= batch.reserved;
         self.next_seq += 1;
         SealedBatch {
