@@ -561,6 +561,14 @@ fn take_ready(inner: &Inner, budget: usize) -> (Option<Ready>, Option<Duration>)
             .entry((b.topic.clone(), b.partition))
             .or_default() += 1;
     }
+    // Counted as unacknowledged before the lock is released: `flush` sees
+    // a batch either in the accumulator or in `unacked`. Counted after, a
+    // flush on another thread could find both empty between the two and
+    // return before these batches were answered (the CLI's `produce` then
+    // reported records neither acknowledged nor failed). A retry's batch
+    // (its frame already made) was counted when it first went out.
+    let fresh = out.iter().filter(|b| b.frame.is_none()).count();
+    inner.unacked.fetch_add(fresh, Ordering::AcqRel);
     if let Some(d) = acc
         .open
         .values()
@@ -600,8 +608,6 @@ async fn sender_loop(inner: Arc<Inner>) {
             }
         };
         let mut batches = ready.batches;
-        let fresh = batches.iter().filter(|b| b.frame.is_none()).count();
-        inner.unacked.fetch_add(fresh, Ordering::AcqRel);
         // Seal: compress once, CRC once (a retry reuses the frame).
         let now = Instant::now();
         for s in &mut batches {
