@@ -1,4 +1,5 @@
 //! shardlog: a Kafka-style commit-log broker, thread-per-core on io_uring.
+pub mod alloc;
 pub mod broker;
 pub mod client;
 pub mod clock;

@@ -19,6 +19,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+shardlog::use_jemalloc!();
+
 #[derive(Parser)]
 #[command(
     name = "shardlog",

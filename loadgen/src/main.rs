@@ -25,6 +25,8 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+shardlog::use_jemalloc!();
+
 /// Set by the first SIGINT (130) or SIGTERM (143): the report is written,
 /// but the exit status says the benchmark did not run to the end.
 static INTERRUPTED: AtomicU8 = AtomicU8::new(0);
