@@ -374,26 +374,6 @@ fn broker_config(a: ServeArgs) -> Result<BrokerConfig> {
     Ok(c)
 }
 
-/// glibc's malloc serves blocks under its mmap threshold from per-thread
-/// arenas, and raises that threshold (up to 32 MiB) each time a larger
-/// mmapped block is freed. A broker allocates multi-MiB batches on one
-/// shard and frees them on another (cache evictions): the arenas'
-/// free-but-resident holes pushed peak RSS under a 54 MiB produce flood to
-/// 2.6 GB, over the 2.47 GB the budgets allow (README, "Guarantees:
-/// memory"). A fixed 1 MiB threshold gives every large block its own
-/// mapping, returned to the kernel when freed: peak RSS 2.20–2.34 GB, and
-/// throughput rose 5–10%. Small allocations are unaffected. Process-wide,
-/// so set by the `serve` command only, not by programs that embed a broker.
-fn bound_allocator_slack() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: mallopt only sets allocator parameters; called before the
-    // shards start allocating.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 1 << 20);
-    }
-}
-
 fn serve(a: ServeArgs) -> Result<()> {
     // A panic on any shard leaves state nobody can trust: report it and exit
     // (recovery on the next start keeps every acknowledged write), rather
@@ -405,7 +385,6 @@ fn serve(a: ServeArgs) -> Result<()> {
         std::process::exit(101);
     }));
     let config = broker_config(a)?;
-    bound_allocator_slack();
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
