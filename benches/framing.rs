@@ -12,9 +12,11 @@
 //! - `frame/parse_header`: the header half of `validate` alone (no CRC).
 //! - `frame/stamp`: `format::frame::stamp` (two in-place stores, then the
 //!   SLB2 header CRC over the other 60 header bytes).
-//! - `crc32c/hot/<size>`: `crc32c::crc32c` on a buffer that stays in cache.
-//! - `crc32c/cold/1MiB`: each iteration reads the next 1 MiB of a 256 MiB
-//!   buffer, so the data comes from DRAM.
+//! - `crc32c/<impl>/hot/<size>`: CRC-32C on a buffer that stays in cache,
+//!   by the `crc32c` crate (SSE4.2) and by `crc-fast` (carry-less multiply
+//!   folding), which `shardlog::format::crc` uses.
+//! - `crc32c/<impl>/cold/1MiB`: each iteration reads the next 1 MiB of a
+//!   256 MiB buffer, so the data comes from DRAM.
 
 mod common;
 
@@ -96,13 +98,27 @@ fn bench_frame(c: &mut Criterion) {
 }
 
 fn bench_crc(c: &mut Criterion) {
+    // `crc32c` is the crate shardlog used; `crc-fast` the one it uses now
+    // (`shardlog::format::crc`, which says why).
+    type Crc = fn(&[u8]) -> u32;
+    let impls: [(&str, Crc); 2] = [
+        ("crc32c", crc32c::crc32c),
+        ("crc-fast", shardlog::format::crc::crc32c),
+    ];
     let mut g = c.benchmark_group("crc32c");
-    for (len, name) in [(4 << 10, "4KiB"), (64 << 10, "64KiB"), (1 << 20, "1MiB")] {
+    for (len, name) in [
+        (100, "100B"),
+        (4 << 10, "4KiB"),
+        (64 << 10, "64KiB"),
+        (1 << 20, "1MiB"),
+    ] {
         let buf = common::random_bytes(len, 1);
         g.throughput(Throughput::Bytes(len as u64));
-        g.bench_function(BenchmarkId::new("hot", name), |bench| {
-            bench.iter(|| black_box(crc32c::crc32c(black_box(&buf))))
-        });
+        for (imp, f) in impls {
+            g.bench_function(BenchmarkId::new(format!("{imp}/hot"), name), |bench| {
+                bench.iter(|| black_box(f(black_box(&buf))))
+            });
+        }
     }
     // Cold: walk a buffer far larger than the last-level cache.
     let window = 1 << 20;
@@ -112,15 +128,17 @@ fn bench_crc(c: &mut Criterion) {
         4 << 20
     };
     let big = common::random_bytes(total, 2);
-    let mut at = 0usize;
     g.throughput(Throughput::Bytes(window as u64));
-    g.bench_function(BenchmarkId::new("cold", "1MiB"), |bench| {
-        bench.iter(|| {
-            let r = crc32c::crc32c(black_box(&big[at..at + window]));
-            at = (at + window) % total;
-            black_box(r)
-        })
-    });
+    for (imp, f) in impls {
+        let mut at = 0usize;
+        g.bench_function(BenchmarkId::new(format!("{imp}/cold"), "1MiB"), |bench| {
+            bench.iter(|| {
+                let r = f(black_box(&big[at..at + window]));
+                at = (at + window) % total;
+                black_box(r)
+            })
+        });
+    }
     g.finish();
 }
 

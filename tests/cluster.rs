@@ -1772,7 +1772,7 @@ fn a_producer_follows_a_partition_whose_leader_moves() {
                 if after.is_none() && moved.load(Ordering::SeqCst) {
                     after = Some(seq);
                 }
-                if seq % 20 == 0 {
+                if seq.is_multiple_of(20) {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }

@@ -1013,7 +1013,7 @@ impl Sim {
     /// starts as far as retention allows (as the shard's replication task
     /// does every `retention_check_interval_ms`).
     async fn compact_all(&mut self) {
-        if !self.retention || self.step % 20 != 0 {
+        if !self.retention || !self.step.is_multiple_of(20) {
             return;
         }
         let now = self.clock.wall_ms();
@@ -1039,7 +1039,7 @@ impl Sim {
     async fn run_step_quiet(&mut self, propose: bool) {
         self.step += 1;
         self.clock.advance(Duration::from_millis(10));
-        if propose && self.step % 10 == 0 {
+        if propose && self.step.is_multiple_of(10) {
             for p in 0..PARTITIONS {
                 self.propose(p);
             }

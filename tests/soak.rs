@@ -96,7 +96,7 @@ fn native_producer(addr: String, seq: Arc<AtomicU64>, tally: Arc<Tally>, stop: A
                 break;
             }
             tally.sent.fetch_add(1, Ordering::Relaxed);
-            if s % 32 == 0 {
+            if s.is_multiple_of(32) {
                 tokio::time::sleep(Duration::from_micros(500)).await;
             }
         }
@@ -202,7 +202,7 @@ fn kafka_producer(addr: String, seq: Arc<AtomicU64>, tally: Arc<Tally>, stop: Ar
             Err(_) => std::thread::sleep(Duration::from_millis(5)),
         }
         p.poll(Duration::ZERO);
-        if s % 32 == 0 {
+        if s.is_multiple_of(32) {
             std::thread::sleep(Duration::from_micros(500));
         }
     }

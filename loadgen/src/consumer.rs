@@ -170,7 +170,7 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
             for s in &seen {
                 if ctx.drop_every > 0 {
                     dropped_counter += 1;
-                    if dropped_counter % ctx.drop_every == 0 {
+                    if dropped_counter.is_multiple_of(ctx.drop_every) {
                         continue;
                     }
                 }

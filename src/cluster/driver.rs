@@ -464,7 +464,7 @@ impl Driver {
             }
             self.pump();
             ticks += 1;
-            if ticks % 10 == 0 {
+            if ticks.is_multiple_of(10) {
                 self.check_sessions();
             }
         }

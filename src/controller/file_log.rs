@@ -78,7 +78,7 @@ fn put_hard_state(b: &mut BytesMut, hs: &HardState) {
 /// Fill in the length and CRC of the record that starts at `start`.
 fn seal(b: &mut BytesMut, start: usize) {
     let len = (b.len() - start - 8) as u32;
-    let crc = crc32c::crc32c(&b[start + 8..]);
+    let crc = crate::format::crc::crc32c(&b[start + 8..]);
     b[start..start + 4].copy_from_slice(&len.to_le_bytes());
     b[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
@@ -153,7 +153,8 @@ impl FileLog {
             return Err(corrupt(0, "no snapshot magic"));
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if crc32c::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes")) {
+        if crate::format::crc::crc32c(body) != u32::from_le_bytes(crc.try_into().expect("4 bytes"))
+        {
             return Err(corrupt(body.len() as u64, "CRC mismatch"));
         }
         let mut r = Reader::new(BytesMut::from(&body[8..]));
@@ -170,7 +171,7 @@ impl FileLog {
         let mut b = BytesMut::with_capacity(snap.data.len() + 64);
         b.put_slice(SNAP_MAGIC);
         raft_codec::put_snapshot(&mut b, snap);
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.put_u32_le(crc);
         self.replace("snapshot", &b)
     }
@@ -288,7 +289,7 @@ impl Persist for FileLog {
                 break;
             }
             let body = &rest[8..8 + len as usize];
-            if crc32c::crc32c(body) != crc {
+            if crate::format::crc::crc32c(body) != crc {
                 problem = Some("record CRC mismatch");
                 break;
             }

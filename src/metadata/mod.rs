@@ -297,9 +297,9 @@ pub fn new_topic_id(name: &str) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let a = crc32c::crc32c(name.as_bytes()) as u128;
-    let b = crc32c::crc32c(&t.to_le_bytes()) as u128;
-    let c = crc32c::crc32c(&std::process::id().to_le_bytes()) as u128;
+    let a = crate::format::crc::crc32c(name.as_bytes()) as u128;
+    let b = crate::format::crc::crc32c(&t.to_le_bytes()) as u128;
+    let c = crate::format::crc::crc32c(&std::process::id().to_le_bytes()) as u128;
     let d = rand::random::<u32>() as u128;
     format!("{:032x}", (a << 96) | (b << 64) | (c << 32) | d)
 }

@@ -267,7 +267,7 @@ impl ReplicaState {
         encode_table(&self.start_producers, &mut body);
         let mut out = Vec::with_capacity(12 + body.len());
         out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        out.extend_from_slice(&crate::format::crc::crc32c(&body).to_le_bytes());
         out.extend_from_slice(&body);
         out
     }
@@ -283,7 +283,7 @@ impl ReplicaState {
         let v3 = v4 || &bytes[..8] == MAGIC_V3;
         let crc = u32::from_le_bytes(bytes[8..12].try_into().expect("4 bytes"));
         let body = &bytes[12..];
-        let computed = crc32c::crc32c(body);
+        let computed = crate::format::crc::crc32c(body);
         if computed != crc {
             return Err(StateDecodeError::Crc {
                 stored: crc,
@@ -483,7 +483,7 @@ mod tests {
             }
         }
         let mut bytes = MAGIC_V2.to_vec();
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&crate::format::crc::crc32c(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         let (seq, st) = ReplicaState::decode(&bytes).unwrap();
         assert_eq!(seq, 3);
@@ -499,7 +499,7 @@ mod tests {
         // bytes here): same fields, a new magic and CRC.
         let body = &v4[12..v4.len() - (4 + 32 + 24)];
         let mut bytes = MAGIC_V3.to_vec();
-        bytes.extend_from_slice(&crc32c::crc32c(body).to_le_bytes());
+        bytes.extend_from_slice(&crate::format::crc::crc32c(body).to_le_bytes());
         bytes.extend_from_slice(body);
         let (seq, st) = ReplicaState::decode(&bytes).unwrap();
         assert_eq!(seq, 3);
@@ -517,7 +517,7 @@ mod tests {
         let mut body = vec![0u8; 48];
         body.extend_from_slice(&u32::MAX.to_le_bytes());
         let mut bytes = MAGIC.to_vec();
-        bytes.extend_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        bytes.extend_from_slice(&crate::format::crc::crc32c(&body).to_le_bytes());
         bytes.extend_from_slice(&body);
         let e = ReplicaState::decode(&bytes).unwrap_err();
         assert_eq!(

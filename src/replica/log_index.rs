@@ -127,7 +127,7 @@ impl LogIndex {
         self.tail.push_back((index, base_offset));
         if self.tail.len() > TAIL_ENTRIES {
             let (i, o) = self.tail.pop_front().expect("tail is not empty");
-            if (i - self.first_index) % MARK_EVERY == 0 {
+            if (i - self.first_index).is_multiple_of(MARK_EVERY) {
                 self.marks.push((i, o));
             }
         }

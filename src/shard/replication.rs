@@ -397,8 +397,8 @@ impl Replication {
                 let every = (shard.config.retention_check_interval_ms
                     / REPLICATION_TICK.as_millis() as u64)
                     .max(1);
-                compact = ticks % every == 0;
-                if ticks % 10 == 0 && tracing::enabled!(tracing::Level::DEBUG) {
+                compact = ticks.is_multiple_of(every);
+                if ticks.is_multiple_of(10) && tracing::enabled!(tracing::Level::DEBUG) {
                     for (key, g) in self.driver_mut().groups() {
                         debug!(?key, "replica: {}", g.describe());
                     }

@@ -47,7 +47,7 @@ impl<B: IoBuf> Appender<B> {
         alignment: usize,
         alloc: impl FnOnce(usize) -> B,
     ) -> Self {
-        assert!(chunk_bytes % alignment == 0 && chunk_bytes >= alignment);
+        assert!(chunk_bytes.is_multiple_of(alignment) && chunk_bytes >= alignment);
         let buf_pos = len - len % alignment as u64;
         assert_eq!(
             tail.len() as u64,

@@ -73,7 +73,7 @@ impl Checkpoint {
         for (pid, e) in &self.producers {
             super::producer_state::encode_entry(*pid, e, &mut b);
         }
-        let crc = crc32c::crc32c(&b);
+        let crc = crate::format::crc::crc32c(&b);
         b.extend_from_slice(&crc.to_le_bytes());
         b
     }
@@ -83,7 +83,7 @@ impl Checkpoint {
             return Err(CheckpointError::Truncated);
         }
         let (body, crc) = bytes.split_at(bytes.len() - 4);
-        if u32::from_le_bytes(crc.try_into().unwrap()) != crc32c::crc32c(body) {
+        if u32::from_le_bytes(crc.try_into().unwrap()) != crate::format::crc::crc32c(body) {
             return Err(CheckpointError::Invalid);
         }
         let mut r = Reader { b: body, at: 0 };
@@ -186,7 +186,7 @@ mod tests {
         let mut v1 = b[..b.len() - 4].to_vec();
         v1[4..8].copy_from_slice(&VERSION_1.to_le_bytes());
         v1.drain(40 + 24..40 + 32);
-        let crc = crc32c::crc32c(&v1);
+        let crc = crate::format::crc::crc32c(&v1);
         v1.extend_from_slice(&crc.to_le_bytes());
         let mut want = cp.clone();
         want.producers[0].1.last_timestamp = -1;

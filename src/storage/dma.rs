@@ -101,7 +101,7 @@ impl Disk for DmaDisk {
     }
 
     fn alloc(&self, len: usize) -> DmaBuffer {
-        assert!(len % self.alignment == 0);
+        assert!(len.is_multiple_of(self.alignment));
         let mut pool = self.pool.borrow_mut();
         if let Some(i) = pool.iter().position(|b| b.len() == len) {
             return pool.swap_remove(i);

@@ -198,20 +198,20 @@ impl SegmentIndex {
 }
 
 fn seal(mut entries: Vec<u8>, magic: u32) -> Vec<u8> {
-    let crc = crc32c::crc32c(&entries);
+    let crc = crate::format::crc::crc32c(&entries);
     entries.extend_from_slice(&crc.to_le_bytes());
     entries.extend_from_slice(&magic.to_le_bytes());
     entries
 }
 
 fn unseal(bytes: &[u8], entry_len: usize, magic: u32) -> Result<&[u8], IndexError> {
-    if bytes.len() < TRAILER_LEN || (bytes.len() - TRAILER_LEN) % entry_len != 0 {
+    if bytes.len() < TRAILER_LEN || !(bytes.len() - TRAILER_LEN).is_multiple_of(entry_len) {
         return Err(IndexError::BadLength(bytes.len()));
     }
     let (entries, trailer) = bytes.split_at(bytes.len() - TRAILER_LEN);
     let crc = u32::from_le_bytes(trailer[0..4].try_into().unwrap());
     let m = u32::from_le_bytes(trailer[4..8].try_into().unwrap());
-    if m != magic || crc != crc32c::crc32c(entries) {
+    if m != magic || crc != crate::format::crc::crc32c(entries) {
         return Err(IndexError::BadTrailer);
     }
     Ok(entries)

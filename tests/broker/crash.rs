@@ -94,7 +94,7 @@ fn kill9_loop_loses_no_acknowledged_message() {
                     break;
                 }
                 seq += 1;
-                if seq % 64 == 0 {
+                if seq.is_multiple_of(64) {
                     tokio::task::yield_now().await;
                 }
             }
