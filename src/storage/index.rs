@@ -128,6 +128,15 @@ impl SegmentIndex {
         }
     }
 
+    /// Position of the last indexed batch that starts after `from` and at
+    /// or before `limit`: where a read starting at the batch at `from` may
+    /// end on a batch boundary, so that it holds whole batches only.
+    pub fn batch_start_within(&self, from: u64, limit: u64) -> Option<u64> {
+        let i = self.offsets.partition_point(|e| e.position as u64 <= limit);
+        let p = self.offsets[..i].last()?.position as u64;
+        (p > from).then_some(p)
+    }
+
     /// Relative offset of the last time entry whose timestamp is below `ts`:
     /// a safe place to start scanning for the first batch with max_timestamp >= ts.
     pub fn rel_offset_for_time(&self, ts: i64) -> u32 {

@@ -37,6 +37,12 @@ struct DiskRead<F> {
     readable_len: u64,
     /// Offset the readable bytes end at.
     end_offset: u64,
+    /// Where the first read ends: at the last indexed batch start within
+    /// `max_bytes`, when there is one, so the read holds whole batches. Why: a read that ended inside a batch threw that
+    /// batch's head away and the next fetch read it again; a consumer
+    /// catching up through 4 MiB reads of 1 MiB batches read 1.33× the data
+    /// from disk, beside the producers' writes to the same disk.
+    read_end: u64,
     /// Batches from here on are served from the cache, or are not visible.
     stop_offset: u64,
 }
@@ -189,6 +195,16 @@ impl<D: Disk> Log<D> {
             Some((b, p)) if b == seg.base_offset => (p, cache_from),
             _ => (seg.len, seg.next_offset),
         };
+        // An answer holds whole batches up to `max_bytes` (the first one
+        // whatever its size), so a read to the last batch start within
+        // `max_bytes` fetches just what is served. Otherwise (the first
+        // batch is larger, or the rest of the readable data is shorter)
+        // read at least READ_MIN_BYTES; a batch cut short is read on.
+        let wanted_end = pos.saturating_add(max_bytes as u64);
+        let read_end = match seg.index.batch_start_within(pos, wanted_end) {
+            Some(p) if wanted_end < readable_len => p,
+            _ => pos + (max_bytes.max(READ_MIN_BYTES) as u64).min(readable_len - pos),
+        };
         Ok(Located::Disk(DiskRead {
             file,
             path: segment::log_path(&self.dir, seg.base_offset),
@@ -196,6 +212,7 @@ impl<D: Disk> Log<D> {
             first_offset: seg.base_offset + rel as u64,
             readable_len,
             end_offset,
+            read_end,
             stop_offset: cache_from.min(max_offset),
         }))
     }
@@ -212,9 +229,7 @@ impl<D: Disk> Log<D> {
             at: at.pos,
             expected: at.first_offset,
         };
-        let want = (max_bytes as u64)
-            .max(READ_MIN_BYTES as u64)
-            .min(at.readable_len - at.pos) as usize;
+        let want = (at.read_end - at.pos) as usize;
         let mut data = self.read_bytes(at, at.pos, want).await?;
         loop {
             let (consumed, progressed) =
