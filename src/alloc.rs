@@ -11,18 +11,18 @@
 //! for the next requests, so every byte received faulted in a zeroed page:
 //! 6.8 M minor faults in a 15 s 1 KB acks=1 run of `shardlog serve`, with
 //! page-fault handling and `clear_page_erms` about 30% of the broker's
-//! samples. jemalloc with decay turned off reuses what it freed (2,900
-//! faults in the same run), and `thp:always` makes its extents huge pages,
-//! so the first touch of each 2 MiB costs one fault rather than 512.
+//! samples. jemalloc keeps what it frees for reuse a while (2,900 faults
+//! in the same run with no decay, ~300,000 with the 250 ms below), and
+//! `thp:always` makes its extents huge pages, so the first touch of each
+//! 2 MiB costs one fault rather than 512.
 //! Measured on 2 cores (README, "Against the disk"): ~780 → ~1,100 MiB/s
 //! produced, broker CPU 0.94 → ~0.5 s per GB.
 //!
-//! **What it costs.** Resident memory stays at its high-water mark: what
-//! the broker frees is kept for reuse, not returned. The high-water mark is
-//! what the configured budgets bound (`BrokerConfig::memory_bound`), so the
-//! bound holds; an idle broker just does not shrink below it. Set
-//! `_RJEM_MALLOC_CONF` (jemalloc's own syntax) to override at run time, for
-//! example `dirty_decay_ms:10000` to let memory go after 10 s.
+//! **What it costs.** Freed memory stays resident for about 250 ms before
+//! it is given back, on top of what the budgets hold; peak RSS stays within
+//! `BrokerConfig::memory_bound` (tests/memory_bounds, README "Memory").
+//! Set `_RJEM_MALLOC_CONF` (jemalloc's own syntax) to override at run
+//! time.
 //!
 //! Not in the library: tests, benches (one of which counts allocations with
 //! its own allocator) and embedding programs keep theirs. Each binary names
@@ -39,9 +39,17 @@
 /// - `thp:always`: extents are `madvise(MADV_HUGEPAGE)`d; the kernel's
 ///   transparent-huge-page mode `madvise` (the common default) then backs
 ///   them with 2 MiB pages.
-/// - Decay -1: freed pages are never purged.
+/// - `dirty_decay_ms:250`: freed pages are kept about a quarter of a
+///   second for reuse, then given back. Never giving them back (-1) was as
+///   fast, but under 30 s floods of 54 MiB requests with the default
+///   budgets (`SHARDLOG_MEMORY_DEFAULTS=1 SHARDLOG_FLOOD_SECS=30`,
+///   tests/memory_bounds) the free-but-kept extents fragmented and peak RSS
+///   reached 3,155-3,597 MiB against the 2,465 MiB bound; at 1 s, 2,493.
+///   At 250 ms: 2,358-2,396 MiB, and the 1 KB acks=1 run's broker CPU per
+///   GB stayed where it was without decay (0.47 against 0.45 s/GB).
+///   `muzzy_decay_ms:0`: purged pages are unmapped, not kept lazily.
 pub const MALLOC_CONF: &[u8] =
-    b"narenas:1,oversize_threshold:0,thp:always,dirty_decay_ms:-1,muzzy_decay_ms:-1\0";
+    b"narenas:1,oversize_threshold:0,thp:always,dirty_decay_ms:250,muzzy_decay_ms:0\0";
 
 pub use tikv_jemallocator::Jemalloc;
 
