@@ -38,10 +38,11 @@ struct DiskRead<F> {
     /// Offset the readable bytes end at.
     end_offset: u64,
     /// Where the first read ends: at the last indexed batch start within
-    /// `max_bytes`, when there is one, so the read holds whole batches. Why: a read that ended inside a batch threw that
-    /// batch's head away and the next fetch read it again; a consumer
-    /// catching up through 4 MiB reads of 1 MiB batches read 1.33× the data
-    /// from disk, beside the producers' writes to the same disk.
+    /// `max_bytes`, when there is one, so the read holds whole batches.
+    /// Why: a read that ended inside a batch threw that batch's head away
+    /// and the next fetch read it again; a consumer catching up through
+    /// 4 MiB reads of 1 MiB batches read 1.33× the data from disk, beside
+    /// the producers' writes to the same disk.
     read_end: u64,
     /// Batches from here on are served from the cache, or are not visible.
     stop_offset: u64,
