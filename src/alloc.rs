@@ -1,6 +1,6 @@
 //! The process allocator of shardlog's binaries (`shardlog`, `loadgen`):
-//! jemalloc, told to keep the memory it was given and to back it with huge
-//! pages.
+//! jemalloc, with one arena, freed pages kept a quarter of a second for
+//! reuse, and huge pages.
 //!
 //! **Why.** A produce request's frame is read into a buffer of exactly its
 //! size, and its batches stay in the batch cache (they are the cache) until

@@ -173,9 +173,10 @@ impl BatchHeader {
 /// bytes of hardware CRC: a few nanoseconds.
 pub fn header_crc(header: &[u8]) -> u32 {
     assert!(header.len() >= HEADER_LEN);
-    let c = crate::format::crc::crc32c(&HEADER_CRC_SEED_V2);
-    let c = crate::format::crc::crc32c_append(c, &header[..OFF_HEADER_CRC]);
-    crate::format::crc::crc32c_append(c, &header[OFF_HEADER_CRC + 4..HEADER_LEN])
+    use super::crc::{crc32c, crc32c_append};
+    let c = crc32c(&HEADER_CRC_SEED_V2);
+    let c = crc32c_append(c, &header[..OFF_HEADER_CRC]);
+    crc32c_append(c, &header[OFF_HEADER_CRC + 4..HEADER_LEN])
 }
 
 /// Write the header CRC into bytes 32..36 of a header, making it SLB2.
