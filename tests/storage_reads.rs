@@ -4,10 +4,13 @@
 use bytes::BytesMut;
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
+use shardlog::storage::log::sync_trigger_bytes;
 use shardlog::storage::read_stats;
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, Log, LogConfig, WriteBudget};
 use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
 
 /// A batch of one record with a `len`-byte value.
 fn frame(i: u64, len: usize) -> BytesMut {
@@ -15,6 +18,41 @@ fn frame(i: u64, len: usize) -> BytesMut {
     let value = format!("value-{i}-{}", "x".repeat(len));
     b.push(i as i64, None, Some(value.as_bytes()), &[]);
     BytesMut::from(&b.finish(Compression::None, ProducerIds::NONE)[..])
+}
+
+fn config(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        topic: TopicConfig {
+            segment_bytes,
+            ..Default::default()
+        },
+        write_chunk_bytes: 64 << 10,
+        write_behind: 2,
+        flush_interval_ms: 1_000_000,
+        checkpoint_interval_ms: 0,
+        cache_keep_bytes: 0,
+        preallocate_bytes: 1 << 20,
+    }
+}
+
+/// A log on a fresh sim disk with a cache of `cache` bytes (its share:
+/// the only partition), and its flusher running.
+async fn open_log(
+    seed: u64,
+    cfg: LogConfig,
+    cache: usize,
+) -> (Rc<Log<SimDisk>>, glommio::Task<()>) {
+    let log = Log::open(
+        SimDisk::new(seed),
+        PathBuf::from("/sim/p-0"),
+        cfg,
+        CacheBudget::new(cache),
+        WriteBudget::unlimited(),
+    )
+    .await
+    .unwrap();
+    let flusher = glommio::spawn_local(log.clone().run_flusher());
+    (log, flusher)
 }
 
 /// A consumer reading in order with a `max_bytes` that ends inside a batch
@@ -27,30 +65,8 @@ fn an_in_order_reader_below_the_cache_reads_each_byte_from_disk_once() {
         .make()
         .unwrap()
         .run(async {
-            let disk = SimDisk::new(7);
-            let cfg = LogConfig {
-                topic: TopicConfig {
-                    segment_bytes: 4 << 20,
-                    ..Default::default()
-                },
-                write_chunk_bytes: 64 << 10,
-                write_behind: 2,
-                flush_interval_ms: 1_000_000,
-                checkpoint_interval_ms: 0,
-                cache_keep_bytes: 0,
-                preallocate_bytes: 1 << 20,
-            };
             // No cache: every read below the end goes to disk.
-            let log = Log::open(
-                disk.clone(),
-                PathBuf::from("/sim/p-0"),
-                cfg,
-                CacheBudget::new(0),
-                WriteBudget::unlimited(),
-            )
-            .await
-            .unwrap();
-            let _flusher = glommio::spawn_local(log.clone().run_flusher());
+            let (log, _flusher) = open_log(7, config(4 << 20), 0).await;
             // Batches of ~5 KB: above the 4 KiB index interval, so each
             // starts an index entry, and 3.x of them fit in one read.
             let mut last = 0;
@@ -87,5 +103,58 @@ fn an_in_order_reader_below_the_cache_reads_each_byte_from_disk_once() {
                 fetched, served,
                 "disk reads fetched {fetched} bytes to serve {served}"
             );
+        });
+}
+
+/// With acks=1 and a consumer that has a backlog (so it does not long-poll
+/// at the end, which asks for a sync itself), the visible end (the durable
+/// offset) still follows the appends closely: the flusher syncs every
+/// quarter of the partition's cache share, not only at the flush interval
+/// (here: never). So what becomes visible is still in the cache, and a
+/// consumer at the visible end reads memory, not disk. (Nor a segment
+/// roll, which syncs too: the segment here holds the whole run.) Before, nothing
+/// became visible until the interval, and at 350 MiB/s a second's data
+/// surfaced at once, mostly evicted already (issue 14).
+#[test]
+fn the_visible_end_follows_the_appends_within_the_cache_without_a_waiting_reader() {
+    glommio::LocalExecutorBuilder::default()
+        .make()
+        .unwrap()
+        .run(async {
+            // One partition on the shard: its share is the whole cache.
+            let cache = 24 << 20;
+            let trigger = sync_trigger_bytes(cache);
+            // One segment: a roll makes everything before it durable.
+            let (log, _flusher) = open_log(11, config(1 << 30), cache).await;
+            let batch = 64 << 10;
+            let batches = 4 * cache / batch;
+            let (mut appended, mut max_lag) = (0usize, 0usize);
+            for i in 0..batches as u64 {
+                log.append(vec![frame(i, batch)], 0).unwrap();
+                appended += 1;
+                if i % 4 == 3 {
+                    // Let the flusher run, as a busy shard would.
+                    glommio::timer::sleep(Duration::from_micros(200)).await;
+                }
+                let lag = appended - log.durable_offset() as usize;
+                max_lag = max_lag.max(lag);
+            }
+            // The lag is the trigger plus what is appended while one sync
+            // is under way (a few batches here).
+            let bound = trigger / batch + 16;
+            assert!(
+                max_lag <= bound,
+                "the visible end fell {max_lag} batches behind the appends (bound {bound}; \
+                 {batches} appended, durable {})",
+                log.durable_offset()
+            );
+            // A consumer at the visible end reads from the cache.
+            let at = log.durable_offset() - 1;
+            let before = read_stats::counts();
+            let r = log.read(at, 1 << 20, log.durable_offset()).await.unwrap();
+            let after = read_stats::counts();
+            assert!(!r.frames.is_empty());
+            assert_eq!(after.disk_bytes, before.disk_bytes, "read from disk");
+            assert!(after.cache_bytes > before.cache_bytes);
         });
 }

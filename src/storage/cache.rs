@@ -84,6 +84,12 @@ impl BatchCache {
         }
     }
 
+    /// What this partition may keep of written batches now (see
+    /// [`CacheBudget::fair_share`]).
+    pub fn share(&self) -> usize {
+        self.budget.fair_share()
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes
     }

@@ -198,6 +198,7 @@ impl<D: super::Disk> Log<D> {
         st.appender.append(&f, base, next, &mut alloc, sealed);
         st.producers.record(h);
         st.unwritten.appended(next, f.len());
+        st.unsynced_bytes += f.len();
         st.cache.push(CachedBatch {
             base_offset: base,
             last_offset: h.last_offset(),
@@ -226,6 +227,19 @@ impl<D: super::Disk> Log<D> {
                 // at the flush interval.
                 st.reader_waiting = false;
                 st.sync_wanted_offset = st.sync_wanted_offset.max(st.offsets.next());
+                self.flusher_event.notify();
+            } else if st.unsynced_bytes >= sync_trigger_bytes(st.cache.share())
+                && st.sync_wanted_offset < st.offsets.next()
+            {
+                // Consumers see only durable data, and the cache keeps the
+                // newest `share` bytes. Left to the flush interval (1 s),
+                // a partition at 350 MiB/s made a second of data visible at
+                // once, most of it already evicted: a consumer with a
+                // backlog (so not long-polling, which asks for a sync
+                // itself) then read everything from disk, beside the
+                // writes, and never caught up (issue 14). Syncing every
+                // quarter share keeps the visible end inside the cache.
+                st.sync_wanted_offset = st.offsets.next();
                 self.flusher_event.notify();
             }
         }
@@ -281,3 +295,16 @@ impl<D: super::Disk> Log<D> {
         self.flusher_event.notify();
     }
 }
+
+/// Unsynced bytes of one partition at which its flusher syncs without
+/// waiting for the flush interval: a quarter of the partition's cache
+/// share, so that what becomes visible is still cached, but at least
+/// [`SYNC_TRIGGER_MIN_BYTES`], so that a shard with many partitions (and so
+/// a small share each) is not made to sync each one every few batches; the
+/// flush interval still bounds how long their data waits.
+pub fn sync_trigger_bytes(cache_share: usize) -> usize {
+    (cache_share / 4).max(SYNC_TRIGGER_MIN_BYTES)
+}
+
+/// See [`sync_trigger_bytes`].
+pub const SYNC_TRIGGER_MIN_BYTES: usize = 4 << 20;

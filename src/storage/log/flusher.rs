@@ -227,6 +227,7 @@ impl<D: Disk> Log<D> {
         let checkpoint =
             due.then(|| Checkpoint::from_table(seg.base_offset, seg.len, next, &st.producers));
         st.dirty_since = None;
+        st.unsynced_bytes = 0;
         SyncPoint {
             items,
             tail,

@@ -44,6 +44,8 @@ mod replayer;
 mod truncate;
 mod writer;
 
+pub use append::{sync_trigger_bytes, SYNC_TRIGGER_MIN_BYTES};
+
 use super::appender::{Appender, Chunk};
 use super::cache::BatchCache;
 use super::file::{Disk, SegmentFile};
@@ -145,6 +147,9 @@ struct LogState<D: Disk> {
     producers: ProducerTable,
     /// Highest offset an acks=all waiter is waiting to see durable.
     sync_wanted_offset: u64,
+    /// Bytes appended since the last sync point: what consumers cannot see
+    /// yet (the visible end is the durable offset).
+    unsynced_bytes: usize,
     dirty_since: Option<Instant>,
     /// A reader found nothing new and waits: the next append asks for a sync.
     reader_waiting: bool,

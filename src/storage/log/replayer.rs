@@ -84,6 +84,7 @@ impl<D: Disk> Log<D> {
             unwritten: Unwritten::new(write_budget),
             producers: r.producers,
             sync_wanted_offset: 0,
+            unsynced_bytes: 0,
             dirty_since: None,
             reader_waiting: false,
             health: Health::Ok,

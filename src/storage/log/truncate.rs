@@ -493,6 +493,7 @@ impl<D: Disk> Log<D> {
         // The cache may hold batches past the cut, and positions that moved.
         st.cache.clear();
         st.sync_wanted_offset = 0;
+        st.unsynced_bytes = 0;
         st.dirty_since = None;
         st.last_checkpoint = None;
         st.segments.assert_ordered();

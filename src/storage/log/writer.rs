@@ -27,15 +27,18 @@ use std::rc::Rc;
 pub const PREALLOCATE_FIRST_BYTES: u64 = 1 << 20;
 
 impl<D: Disk> Log<D> {
-    /// Write every pending chunk and process rolls, until none are left.
+    /// Write the chunks pending now and process their rolls. Chunks queued
+    /// meanwhile wait for the flusher's next round. Why not loop until none
+    /// are left: under a steady stream of appends there always are, and the
+    /// round's sync (the only thing that moves the visible end with acks=1)
+    /// waited behind them for seconds, while consumers saw nothing new and
+    /// the data they would next read left the cache (issue 14).
     pub(super) async fn write_pending(&self) -> Result<(), StorageError> {
-        loop {
-            let items = std::mem::take(&mut self.st.borrow_mut().pending);
-            if items.is_empty() {
-                return Ok(());
-            }
-            self.write_items(items).await?;
+        let items = std::mem::take(&mut self.st.borrow_mut().pending);
+        if items.is_empty() {
+            return Ok(());
         }
+        self.write_items(items).await
     }
 
     /// Put unwritten items back at the front of the queue, in order.
