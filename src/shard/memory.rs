@@ -21,7 +21,8 @@
 //! that shard's executor (`!Send`). Grants are dropped on the same shard.
 
 use crate::event::LocalEvent;
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::rc::Rc;
 
 /// Requests up to this size, from a connection with nothing in flight, are
@@ -31,8 +32,35 @@ pub const SMALL_REQUEST_BYTES: usize = 64 << 10;
 pub struct RequestMemory {
     used: Cell<usize>,
     max: usize,
-    /// Fires whenever bytes are released.
+    /// Fires whenever bytes are released (and when a waiter leaves the
+    /// queue, so that the next one looks).
     freed: Rc<LocalEvent>,
+    /// Waiting acquisitions, by ticket, in arrival order. Only the first
+    /// may take bytes. Why first come, first served: a fetch is charged
+    /// for its whole answer (32 MiB), and with 64 producers' 1 MiB
+    /// requests keeping the budget nearly spent, each release fitted one
+    /// of theirs and never the fetch: a live consumer read nothing for as
+    /// long as the producers ran (issue 14).
+    queue: RefCell<VecDeque<u64>>,
+    next_ticket: Cell<u64>,
+}
+
+/// A place in [`RequestMemory`]'s queue; leaving it (granted or given up)
+/// lets the next waiter look.
+struct Turn<'a> {
+    mem: &'a RequestMemory,
+    ticket: u64,
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        let mut q = self.mem.queue.borrow_mut();
+        if let Some(i) = q.iter().position(|t| *t == self.ticket) {
+            q.remove(i);
+        }
+        drop(q);
+        self.mem.freed.notify();
+    }
 }
 
 impl RequestMemory {
@@ -41,6 +69,8 @@ impl RequestMemory {
             used: Cell::new(0),
             max,
             freed: Rc::new(LocalEvent::new()),
+            queue: RefCell::new(VecDeque::new()),
+            next_ticket: Cell::new(0),
         })
     }
 
@@ -78,11 +108,19 @@ impl RequestMemory {
         }
     }
 
-    /// Wait until `n` bytes fit, then charge them.
+    /// Wait until `n` bytes fit and every earlier waiter has been served,
+    /// then charge them.
     pub async fn acquire(self: &Rc<Self>, n: usize) -> Grant {
+        if self.queue.borrow().is_empty() && self.fits(n) {
+            return self.charge_now(n);
+        }
+        let ticket = self.next_ticket.get();
+        self.next_ticket.set(ticket + 1);
+        self.queue.borrow_mut().push_back(ticket);
+        let _turn = Turn { mem: self, ticket };
         loop {
             let l = self.freed.listen();
-            if self.fits(n) {
+            if self.queue.borrow().front() == Some(&ticket) && self.fits(n) {
                 return self.charge_now(n);
             }
             l.await;
@@ -140,6 +178,41 @@ mod tests {
             let big = m.acquire(500).await;
             assert_eq!(m.used(), 500);
             drop(big);
+            assert_eq!(m.used(), 0);
+        });
+    }
+
+    /// First come, first served: a small request that would fit does not
+    /// pass a large one waiting before it, and a waiter that gives up does
+    /// not hold the queue.
+    #[test]
+    fn a_large_waiter_is_not_passed_by_smaller_ones() {
+        glommio::LocalExecutor::default().run(async {
+            let m = RequestMemory::new(100);
+            let a = m.acquire(90).await;
+            let m2 = m.clone();
+            let large = glommio::spawn_local(async move { m2.acquire(60).await });
+            glommio::executor().yield_task_queue_now().await;
+            let m3 = m.clone();
+            let small = glommio::spawn_local(async move { m3.acquire(10).await });
+            glommio::executor().yield_task_queue_now().await;
+            // 10 fits beside the 90, but the 60 came first.
+            assert_eq!(m.used(), 90, "the small request went before the large one");
+            drop(a);
+            let large = large.await;
+            assert_eq!(large.bytes(), 60);
+            let small = small.await;
+            assert_eq!(m.used(), 70);
+            drop((large, small));
+            // A waiter that gives up leaves the queue.
+            let a = m.acquire(90).await;
+            let m4 = m.clone();
+            let gone = glommio::spawn_local(async move { m4.acquire(60).await });
+            glommio::executor().yield_task_queue_now().await;
+            drop(gone.cancel().await);
+            let after = m.acquire(5).await;
+            assert_eq!(m.used(), 95);
+            drop((a, after));
             assert_eq!(m.used(), 0);
         });
     }
