@@ -175,7 +175,8 @@ pub struct WorkloadArgs {
     /// Produce requests in flight per producer [default: 5].
     #[arg(long, value_name = "N")]
     pub max_inflight: Option<usize>,
-    /// Producer buffer for unacknowledged records [default: 64m].
+    /// Producer buffer for unacknowledged records, per producer [default: 64m,
+    /// at most 512m among all producers, at least 8m].
     #[arg(long, value_parser = size_arg, value_name = "SIZE")]
     pub buffer_bytes: Option<Size>,
     /// Open loop: producer wake-up period in µs; messages due within one period

@@ -209,7 +209,7 @@ impl WorkloadOverrides {
             spec.max_inflight = v;
         }
         if let Some(v) = self.buffer_bytes {
-            spec.buffer_bytes = v.0 as usize;
+            spec.buffer_bytes = Some(v.0 as usize);
         }
         if let Some(v) = self.pacing_us {
             spec.pacing_us = v;

@@ -179,7 +179,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         compression: spec.compression,
         acks: spec.acks,
         max_inflight: spec.max_inflight,
-        buffer_bytes: spec.buffer_bytes,
+        buffer_bytes: spec.producer_buffer_bytes(),
     };
     let mut recorders = Vec::new();
     let mut producer_parts = Vec::new();

@@ -67,8 +67,9 @@ pub struct WorkloadSpec {
     pub pacing_us: u64,
     /// Produce requests in flight per producer.
     pub max_inflight: usize,
-    /// Producer memory bound for unacknowledged records.
-    pub buffer_bytes: usize,
+    /// Producer memory bound for unacknowledged records, per producer.
+    /// None: [`WorkloadSpec::producer_buffer_bytes`] chooses.
+    pub buffer_bytes: Option<usize>,
     /// Delete the topic after the run (sweeps use one topic per point).
     pub delete_topic_after: bool,
     /// Fault injection for tests: consumers drop every Nth message before
@@ -98,7 +99,7 @@ impl Default for WorkloadSpec {
             drain_timeout_ms: 10_000,
             pacing_us: 100,
             max_inflight: 5,
-            buffer_bytes: 64 << 20,
+            buffer_bytes: None,
             delete_topic_after: false,
             fault_drop_every: 0,
         }
@@ -118,13 +119,39 @@ pub const CONSUMER_MEMORY_BYTES: u64 = 3 * (32 << 20);
 /// written: at most three times the buffer.
 pub const PRODUCER_MEMORY_PER_BUFFER_BYTE: u64 = 3;
 
+/// Default producer buffer: [`BUFFER_BYTES_PER_PRODUCER`] each, but at
+/// most [`BUFFER_BYTES_ALL_PRODUCERS`] among them all (and never less than
+/// [`BUFFER_BYTES_MIN`]).
+///
+/// Why a total: a closed-loop producer keeps its buffer full, so the
+/// buffer is its queue. 64 producers at 64 MiB each queued 4 GiB: loadgen
+/// spent the first seconds filling it (1.8 cores, nothing acknowledged),
+/// publish p50 was 3.4 s, and 16 partitions with 64 producers measured
+/// 353-456 MiB/s. At 8 MiB each: 1,047 MiB/s, publish p50 433 ms (issue 14).
+pub const BUFFER_BYTES_PER_PRODUCER: usize = 64 << 20;
+/// See [`BUFFER_BYTES_PER_PRODUCER`].
+pub const BUFFER_BYTES_ALL_PRODUCERS: usize = 512 << 20;
+/// See [`BUFFER_BYTES_PER_PRODUCER`]: room for a few 1 MiB batches in flight.
+pub const BUFFER_BYTES_MIN: usize = 8 << 20;
+
 impl WorkloadSpec {
+    /// Each producer's buffer: `--buffer-bytes` when given, else the
+    /// default (see [`BUFFER_BYTES_PER_PRODUCER`]).
+    pub fn producer_buffer_bytes(&self) -> usize {
+        self.buffer_bytes.unwrap_or_else(|| {
+            let share = BUFFER_BYTES_ALL_PRODUCERS / self.producers.max(1) as usize;
+            share.clamp(BUFFER_BYTES_MIN, BUFFER_BYTES_PER_PRODUCER)
+        })
+    }
+
     /// Upper bound on loadgen's own memory for this workload, whatever its
     /// rate or duration. An embedded broker adds its own budget
     /// (`EmbeddedBroker::memory_budget`).
     pub fn memory_budget(&self) -> u64 {
         let consumers = self.consumers.min(self.partitions) as u64;
-        self.producers as u64 * PRODUCER_MEMORY_PER_BUFFER_BYTE * self.buffer_bytes as u64
+        self.producers as u64
+            * PRODUCER_MEMORY_PER_BUFFER_BYTE
+            * self.producer_buffer_bytes() as u64
             + consumers * CONSUMER_MEMORY_BYTES
             + FIXED_MEMORY_BYTES
     }
@@ -160,7 +187,7 @@ impl WorkloadSpec {
         if self.max_inflight == 0 {
             return bad("--max-inflight must be at least 1".into());
         }
-        if self.buffer_bytes < self.message_size * 2 {
+        if self.producer_buffer_bytes() < self.message_size * 2 {
             return bad("--buffer-bytes must hold at least two messages".into());
         }
         if let PayloadKind::Compressible { ratio } = self.payload {
@@ -229,5 +256,28 @@ mod tests {
             ..Default::default()
         };
         assert!(s.validate().unwrap_err().to_string().contains("header"));
+    }
+
+    /// The default buffer shares 512 MiB among the producers (64 MiB at
+    /// most, 8 MiB at least); a given `--buffer-bytes` is taken as it is.
+    #[test]
+    fn the_default_producer_buffer_shares_a_total() {
+        let with = |producers: u32, buffer_bytes: Option<usize>| WorkloadSpec {
+            producers,
+            buffer_bytes,
+            ..Default::default()
+        };
+        let mib = 1 << 20;
+        assert_eq!(with(1, None).producer_buffer_bytes(), 64 * mib);
+        assert_eq!(with(2, None).producer_buffer_bytes(), 64 * mib);
+        assert_eq!(with(16, None).producer_buffer_bytes(), 32 * mib);
+        assert_eq!(with(64, None).producer_buffer_bytes(), 8 * mib);
+        assert_eq!(with(1000, None).producer_buffer_bytes(), 8 * mib);
+        assert_eq!(with(64, Some(64 * mib)).producer_buffer_bytes(), 64 * mib);
+        // The memory budget follows what the producers get.
+        assert_eq!(
+            with(64, None).memory_budget(),
+            64 * 3 * 8 * mib as u64 + CONSUMER_MEMORY_BYTES + FIXED_MEMORY_BYTES
+        );
     }
 }

@@ -228,7 +228,7 @@ fn closed_loop_counts_match_and_publish_delay_is_zero() {
         rate: 0,
         duration_ms: 600,
         warmup_ms: 200,
-        buffer_bytes: 1 << 20,
+        buffer_bytes: Some(1 << 20),
         consumers: 2,
         ..small("t-closed")
     };

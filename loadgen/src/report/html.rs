@@ -115,7 +115,7 @@ fn settings_table(p: &RunResult) -> String {
             format!(
                 "{} requests / {}",
                 s.max_inflight,
-                format_size(s.buffer_bytes as u64)
+                format_size(s.producer_buffer_bytes() as u64)
             ),
         ),
     ];

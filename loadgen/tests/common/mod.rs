@@ -39,7 +39,7 @@ pub fn small(topic: &str) -> WorkloadSpec {
         warmup_ms: 300,
         duration_ms: 1000,
         drain_timeout_ms: 5000,
-        buffer_bytes: 4 << 20,
+        buffer_bytes: Some(4 << 20),
         ..WorkloadSpec::default()
     }
 }
