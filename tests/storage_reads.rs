@@ -1,5 +1,6 @@
 //! Reads below the batch cache: from the segment files, in whole batches,
-//! each byte read from disk once by a consumer reading in order.
+//! each byte read from disk once by a consumer reading in order. And what
+//! keeps a tail consumer above it: the visible end follows the appends.
 
 use bytes::BytesMut;
 use shardlog::config::TopicConfig;

@@ -1,10 +1,11 @@
 //! The flusher: the one task that writes a partition's files.
 //!
-//! Owns when I/O happens. Each round writes the queued chunks (see
+//! Owns when I/O happens. Each round writes the chunks queued at its start (see
 //! [`super::writer`]) and, when a sync is due, runs a group commit: seal
 //! everything appended so far, write it, one fdatasync, publish the new
 //! durable offset, maybe write a checkpoint. A sync is due when an acks=all
-//! waiter or a waiting reader asks, when data has been dirty for
+//! waiter or a waiting reader asks, when a quarter of the partition's cache
+//! share is unsynced (`append::sync_trigger_bytes`), when data has been dirty for
 //! `flush_interval_ms` (measured on the log's clock), when the shard's
 //! write budget is under pressure, when closing, and (to retry) after a
 //! full disk.
