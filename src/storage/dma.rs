@@ -44,7 +44,9 @@ impl SegmentFile for DmaSegmentFile {
             return Ok(Bytes::new());
         }
         // One copy: a ReadResult is executor-local, and fetch results may
-        // travel to another shard.
+        // travel to another shard. Up to half a chunk goes as one read:
+        // glommio widens it to alignment, and its buddy allocator rounds
+        // that up to at most one chunk's size.
         if len <= READ_CHUNK_BYTES / 2 {
             let r = self.file.read_at(pos, len).await.map_err(to_io)?;
             return Ok(Bytes::copy_from_slice(&r));
