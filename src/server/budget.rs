@@ -12,7 +12,7 @@
 //! request when nothing else is in flight, plus, per connection, one small
 //! request ([`SMALL_REQUEST_BYTES`]) and its answer.
 
-use crate::shard::memory::{Grant, SMALL_REQUEST_BYTES};
+use crate::shard::memory::{Class, Grant, SMALL_REQUEST_BYTES};
 use crate::shard::Shard;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -44,6 +44,12 @@ impl Permit {
         self.conn.set(self.conn.get() + more);
         self.grant.grow(more);
     }
+
+    /// Hold exactly `bytes` from now on (see [`Grant::resize`]).
+    pub fn resize(&mut self, bytes: usize) {
+        self.conn.set(self.conn.get() - self.grant.bytes() + bytes);
+        self.grant.resize(bytes);
+    }
 }
 
 impl ConnBudget {
@@ -63,10 +69,11 @@ impl ConnBudget {
         self.bytes.get() > 0 && (self.bytes.get() >= self.max_bytes || self.shard.memory.is_spent())
     }
 
-    /// Wait until this connection may take a request of `bytes`, then
-    /// charge it. Small requests on an idle connection are charged at once;
-    /// anything else waits for room in the shard's budget.
-    pub async fn acquire(&self, bytes: usize) -> Permit {
+    /// Wait until this connection may take a request of `bytes` (of
+    /// `class`, for the shard's turns), then charge it. Small requests on
+    /// an idle connection are charged at once; anything else waits for room
+    /// in the shard's budget.
+    pub async fn acquire(&self, bytes: usize, class: Class) -> Permit {
         loop {
             let l = self.shard.memory.released();
             if !self.over() {
@@ -77,7 +84,7 @@ impl ConnBudget {
         let grant = if bytes <= SMALL_REQUEST_BYTES && self.bytes.get() == 0 {
             self.shard.memory.charge_now(bytes)
         } else {
-            self.shard.memory.acquire(bytes).await
+            self.shard.memory.acquire(bytes, class).await
         };
         self.bytes.set(self.bytes.get() + bytes);
         Permit {

@@ -5,7 +5,7 @@
 use super::budget::{ConnBudget, Permit};
 use crate::clock::Clock;
 use crate::config::BrokerConfig;
-use crate::shard::memory::SMALL_REQUEST_BYTES;
+use crate::shard::memory::{Class, SMALL_REQUEST_BYTES};
 use crate::shard::Shard;
 use bytes::{Bytes, BytesMut};
 use futures::channel::mpsc;
@@ -239,6 +239,7 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
     let spawn_handler = |frame: BytesMut, permit: Permit| {
         let (p, s, tx) = (proto.clone(), shard.clone(), tx.clone());
         let bulk = proto.is_bulk(&frame);
+        let frame_len = frame.len();
         // Called here, not in the task: whatever the handler orders
         // (Kafka's response turns) is taken in frame order, whichever
         // queue's task runs first.
@@ -247,14 +248,16 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
             match handled.await {
                 Handled::Respond(b) => {
                     // Queued answers count too: a client that does
-                    // not read stops us reading, not us buffering.
+                    // not read stops us reading, not us buffering. The
+                    // answer takes the place of what a fetch was charged
+                    // for the answer it might return.
                     let mut permit = permit;
-                    permit.grow(b.len());
+                    permit.resize(frame_len + b.len());
                     let _ = tx.unbounded_send((Out::One(b), false, Some(permit)));
                 }
                 Handled::RespondParts(parts) => {
                     let mut permit = permit;
-                    permit.grow(parts.iter().map(|p| p.len()).sum());
+                    permit.resize(frame_len + parts.iter().map(|p| p.len()).sum::<usize>());
                     let _ = tx.unbounded_send((Out::Parts(parts), false, Some(permit)));
                 }
                 Handled::NoResponse => drop(permit),
@@ -283,16 +286,22 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                     bytes::Buf::advance(&mut buf, total);
                     frame_started = None;
                     last_request = shard.clock.now();
-                    let permit = budget
-                        .acquire(proto.request_cost(&frame, &shard.config))
-                        .await;
+                    // A cost beyond the frame is an answer it may
+                    // return: a read, for the shard's turns.
+                    let cost = proto.request_cost(&frame, &shard.config);
+                    let class = if cost > frame.len() {
+                        Class::Reads
+                    } else {
+                        Class::Requests
+                    };
+                    let permit = budget.acquire(cost, class).await;
                     spawn_handler(frame, permit);
                 }
                 Ok(Some(total)) if total > SMALL_REQUEST_BYTES => {
                     // A large frame: charge its full size before allocating
                     // it (waiting, without reading, while the budget is
                     // spent), then read the body straight into place.
-                    let mut permit = budget.acquire(total).await;
+                    let mut permit = budget.acquire(total, Class::Requests).await;
                     if shard.shutting_down.get() {
                         break 'conn;
                     }
