@@ -103,7 +103,8 @@ pub struct BrokerArgs {
     pub threads: Option<usize>,
     /// Run loadgen's producer threads N nice levels below the broker and the
     /// consumers, so that closed-loop producers sharing the machine do not starve
-    /// them (0: equal priority).
+    /// them (0: equal priority). With more than 2 producers each thread goes
+    /// lower still (up to 19), so that together they weigh no more than 2 at N.
     #[arg(long, value_name = "N", default_value_t = crate::priority::PRODUCER_NICE_DEFAULT,
           value_parser = clap::value_parser!(i32).range(0..=19))]
     pub producer_nice: i32,

@@ -26,6 +26,40 @@ use std::sync::OnceLock;
 /// `--producer-nice`'s default.
 pub const PRODUCER_NICE_DEFAULT: i32 = 10;
 
+/// How many producer threads `--producer-nice` is set for: more are
+/// lowered further, so that together they weigh no more than this many at
+/// the given level ([`producer_thread_nice`]).
+pub const PRODUCER_THREADS_WEIGHED: usize = 2;
+
+/// The kernel's fair-scheduler weight of each nice level 0..=19
+/// (`sched_prio_to_weight` in kernel/sched/core.c): a runnable thread gets
+/// CPU in proportion to its weight.
+const CFS_WEIGHT: [u32; 20] = [
+    1024, 820, 655, 526, 423, 335, 272, 215, 172, 137, 110, 87, 70, 56, 45, 36, 29, 23, 18, 15,
+];
+
+/// The nice level (relative to the process) for each of `threads` producer
+/// threads, given `--producer-nice` `nice`: at least `nice`, and lower
+/// still until the threads together weigh no more than
+/// [`PRODUCER_THREADS_WEIGHED`] threads at `nice` (19 at most; 0 stays 0).
+///
+/// Why: each producer has its own thread, and the scheduler weighs threads,
+/// not processes. 2 producers at nice 10 weigh 220 against a consumer's
+/// 1024 and the consumer kept up; 64 producers at nice 10 weigh 7,040, and
+/// the live consumer beside them read 308-633 MiB/s of ~1,200-1,300
+/// produced (16 partitions, 1 MiB batches). At nice 19 (960 together) it
+/// read 1,021 of 1,022.
+pub fn producer_thread_nice(nice: i32, threads: usize) -> i32 {
+    if nice <= 0 {
+        return 0;
+    }
+    let nice = nice.min(19) as usize;
+    let total = CFS_WEIGHT[nice] as usize * PRODUCER_THREADS_WEIGHED;
+    (nice..20)
+        .find(|&n| CFS_WEIGHT[n] as usize * threads.max(1) <= total)
+        .unwrap_or(19) as i32
+}
+
 static BASE: OnceLock<i32> = OnceLock::new();
 
 /// The calling thread's nice value.
@@ -75,6 +109,25 @@ pub fn lower_current_thread(by: i32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_producer_threads_together_weigh_no_more_than_two_at_the_given_level() {
+        // Up to two threads: the level given, never raised.
+        assert_eq!(producer_thread_nice(10, 1), 10);
+        assert_eq!(producer_thread_nice(10, 2), 10);
+        // 4 threads: each at most a quarter of 2 x 110 = 55, so nice 14 (45).
+        assert_eq!(producer_thread_nice(10, 4), 14);
+        // 64 threads cannot get down to 220 together: the lowest level.
+        assert_eq!(producer_thread_nice(10, 64), 19);
+        assert_eq!(producer_thread_nice(19, 3), 19);
+        // 0 means equal priority, whatever the count.
+        assert_eq!(producer_thread_nice(0, 64), 0);
+        for threads in 1..100 {
+            let n = producer_thread_nice(5, threads) as usize;
+            assert!((5..=19).contains(&n));
+            assert!(n == 19 || CFS_WEIGHT[n] as usize * threads <= 2 * CFS_WEIGHT[5] as usize);
+        }
+    }
 
     #[test]
     fn a_lowered_thread_runs_below_the_process_and_others_are_untouched() {

@@ -79,6 +79,72 @@ fn a_closed_loop_run_without_consumers_stays_within_its_memory_budget() {
     done.assert_no_data_dir_left();
 }
 
+/// The nice value of each thread of `pid` whose name starts with `prefix`.
+fn thread_nices(pid: u32, prefix: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        let comm = std::fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name start at field 3 (state);
+        // nice is field 19.
+        if let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) {
+            if let Some(n) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
+                out.push(n);
+            }
+        }
+    }
+    out
+}
+
+/// With more than 2 producers each producer thread runs below
+/// `--producer-nice` (default 10), so that together they weigh no more than
+/// 2 at that level: 8 threads at nice 17 (weight 23 each, 184 together,
+/// against 2 x 110). Read from /proc while the run goes; the report says so.
+#[test]
+fn many_producer_threads_are_lowered_so_that_together_they_weigh_as_two() {
+    // SAFETY: getpriority has no memory preconditions.
+    let base = unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) };
+    let lg = Loadgen::spawn(&[
+        "run",
+        "--quiet",
+        "--rate",
+        "0",
+        "--producers",
+        "8",
+        "--partitions",
+        "2",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "2s",
+    ]);
+    lg.wait_started(TIMEOUT);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let mut nices = thread_nices(lg.pid(), "lg-producer-");
+    while nices.len() < 8 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        nices = thread_nices(lg.pid(), "lg-producer-");
+    }
+    let done = lg.wait(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert_eq!(
+        nices,
+        vec![(base + 17).min(19); 8],
+        "producer threads' nice values\n{done}"
+    );
+    assert!(
+        done.stdout.contains("lowered to 17 for 8 producer threads"),
+        "{done}"
+    );
+    done.assert_no_data_dir_left();
+}
+
 /// A run long enough to be interrupted: 30 s measured at a low rate.
 fn long_run() -> Loadgen {
     Loadgen::spawn(&[

@@ -196,6 +196,11 @@ impl Loadgen {
         }
     }
 
+    /// The process id (for reading /proc while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Wait until the run has started (panics after `timeout`).
     pub fn wait_started(&self, timeout: std::time::Duration) {
         self.started
