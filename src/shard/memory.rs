@@ -46,14 +46,17 @@ pub struct RequestMemory {
     /// Fires whenever bytes are released (and when a waiter leaves the
     /// queue, so that the next one looks).
     freed: Rc<LocalEvent>,
-    /// Waiting acquisitions in arrival order. Only the one [`Self::next_turn`]
-    /// names may take bytes, and it holds the others back until its bytes
-    /// fit. Why no passing: a fetch is charged for its whole answer
-    /// (32 MiB), and with 64 producers' 1 MiB requests keeping the budget
-    /// nearly spent, each release fitted one of theirs and never the
-    /// fetch: a live consumer read nothing for as long as the producers ran
-    /// (issue 14).
-    queue: RefCell<VecDeque<Waiter>>,
+    /// Waiting acquisitions by ticket, one queue per class (indexed by
+    /// `Class as usize`), each in arrival order; tickets grow, so they also
+    /// order the two heads. Only the one [`Self::next_turn`] names may take
+    /// bytes, and it holds the others back until its bytes fit. Why no
+    /// passing: a fetch is charged for its whole answer (32 MiB), and with
+    /// 64 producers' 1 MiB requests keeping the budget nearly spent, each
+    /// release fitted one of theirs and never the fetch: a live consumer
+    /// read nothing for as long as the producers ran (issue 14). Why a
+    /// queue per class: every release wakes every waiter to look, so the
+    /// look must not walk the queue.
+    queues: [RefCell<VecDeque<u64>>; 2],
     next_ticket: Cell<u64>,
     /// Bytes granted through [`Self::acquire`] so far, per class (indexed
     /// by `Class as usize`); only their difference matters.
@@ -78,23 +81,18 @@ impl Class {
     }
 }
 
-#[derive(Clone, Copy)]
-struct Waiter {
-    ticket: u64,
-    class: Class,
-}
-
 /// A place in [`RequestMemory`]'s queue; leaving it (granted or given up)
 /// lets the next waiter look.
 struct Turn<'a> {
     mem: &'a RequestMemory,
     ticket: u64,
+    class: Class,
 }
 
 impl Drop for Turn<'_> {
     fn drop(&mut self) {
-        let mut q = self.mem.queue.borrow_mut();
-        if let Some(i) = q.iter().position(|w| w.ticket == self.ticket) {
+        let mut q = self.mem.queues[self.class as usize].borrow_mut();
+        if let Some(i) = q.iter().position(|t| *t == self.ticket) {
             q.remove(i);
         }
         drop(q);
@@ -108,7 +106,7 @@ impl RequestMemory {
             used: Cell::new(0),
             max,
             freed: Rc::new(LocalEvent::new()),
-            queue: RefCell::new(VecDeque::new()),
+            queues: [RefCell::new(VecDeque::new()), RefCell::new(VecDeque::new())],
             next_ticket: Cell::new(0),
             granted: [Cell::new(0), Cell::new(0)],
         })
@@ -151,17 +149,22 @@ impl RequestMemory {
     /// The ticket whose turn it is: the first waiter of the class granted
     /// fewer bytes (the earlier of the two heads on a tie).
     fn next_turn(&self) -> Option<u64> {
-        let q = self.queue.borrow();
-        let first = *q.front()?;
-        let Some(other) = q.iter().find(|w| w.class != first.class) else {
-            return Some(first.ticket);
-        };
+        let head = |c: Class| self.queues[c as usize].borrow().front().copied();
         let granted = |c: Class| self.granted[c as usize].get();
-        Some(if granted(other.class) < granted(first.class) {
-            other.ticket
-        } else {
-            first.ticket
-        })
+        match (head(Class::Requests), head(Class::Reads)) {
+            (Some(req), Some(read)) => {
+                Some(match granted(Class::Requests).cmp(&granted(Class::Reads)) {
+                    std::cmp::Ordering::Less => req,
+                    std::cmp::Ordering::Greater => read,
+                    std::cmp::Ordering::Equal => req.min(read),
+                })
+            }
+            (one, other) => one.or(other),
+        }
+    }
+
+    fn nobody_waits(&self) -> bool {
+        self.queues.iter().all(|q| q.borrow().is_empty())
     }
 
     /// Charge `n` bytes of `class` through the queue's accounting.
@@ -174,14 +177,14 @@ impl RequestMemory {
     /// Wait until `n` bytes fit and it is this waiter's turn (see "Who
     /// goes next"), then charge them.
     pub async fn acquire(self: &Rc<Self>, n: usize, class: Class) -> Grant {
-        if self.queue.borrow().is_empty() && self.fits(n) {
+        if self.nobody_waits() && self.fits(n) {
             return self.grant(n, class);
         }
         let ticket = self.next_ticket.get();
         self.next_ticket.set(ticket + 1);
         {
-            let mut q = self.queue.borrow_mut();
-            if !q.iter().any(|w| w.class == class) {
+            let mut q = self.queues[class as usize].borrow_mut();
+            if q.is_empty() {
                 // No credit saved up while this class had nobody waiting.
                 let (mine, other) = (
                     &self.granted[class as usize],
@@ -189,9 +192,13 @@ impl RequestMemory {
                 );
                 mine.set(mine.get().max(other));
             }
-            q.push_back(Waiter { ticket, class });
+            q.push_back(ticket);
         }
-        let _turn = Turn { mem: self, ticket };
+        let _turn = Turn {
+            mem: self,
+            ticket,
+            class,
+        };
         loop {
             let l = self.freed.listen();
             if self.next_turn() == Some(ticket) && self.fits(n) {
