@@ -22,9 +22,10 @@
 //! answer it may return). Within a class, first come, first served. Between
 //! classes, the one granted fewer bytes so far goes first, so that while
 //! both wait each gets half the bytes granted. Why: 64 producers keep a
-//! queue of hundreds of 1 MiB requests waiting; first come, first served
-//! across all of them made a consumer's 32 MiB fetch wait behind that whole
-//! queue every time, and it read 27% of what was produced (issue 14). A
+//! queue of up to 64 requests of ~1 MiB waiting (one per connection);
+//! first come, first served across all of them made a consumer's 32 MiB
+//! fetch wait behind that whole queue every time (p99 115 ms), and it read
+//! 27% of what was produced (issue 14). A
 //! class that had no waiter starts level with the other (no credit saved up
 //! while idle), so neither can take the budget for long after a pause.
 //!
