@@ -259,9 +259,10 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         })
         .collect();
 
-    // A late producer may keep sending its backlog for this long after the window.
+    // Each producer thread's nice value (see `priority`), also in the report's notes.
     let producer_nice =
         crate::priority::producer_thread_nice(env.producer_nice, spec.producers as usize);
+    // A late producer may keep sending its backlog for this long after the window.
     let grace = (spec.duration() / 2).clamp(Duration::from_secs(1), Duration::from_secs(10));
     let mut producer_waits = Vec::new();
     let mut first_errors = Vec::new();
@@ -435,8 +436,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     if spec.closed_loop() {
         notes.push("closed loop (--rate 0): each message's intended send time is its actual send time, so latencies are NOT corrected for coordinated omission and publish delay is 0 by construction".into());
         if env.producer_nice > 0 {
-            let each =
-                crate::priority::producer_thread_nice(env.producer_nice, spec.producers as usize);
+            let each = producer_nice;
             let lowered = if each > env.producer_nice {
                 format!(" (--producer-nice {}, lowered to {each} for {} producer threads so that together they weigh no more than {})", env.producer_nice, spec.producers, crate::priority::PRODUCER_THREADS_WEIGHED)
             } else {

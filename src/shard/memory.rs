@@ -25,9 +25,9 @@
 //! queue of up to 64 requests of ~1 MiB waiting (one per connection);
 //! first come, first served across all of them made a consumer's 32 MiB
 //! fetch wait behind that whole queue every time (p99 115 ms), and it read
-//! 27% of what was produced (issue 14). A
-//! class that had no waiter starts level with the other (no credit saved up
-//! while idle), so neither can take the budget for long after a pause.
+//! 27% of what was produced (issue 14). A class that had no waiter starts
+//! level with the other (no credit saved up while idle), so neither can
+//! take the budget for long after a pause.
 //!
 //! Lifecycle: created with its shard, lives as long as the shard; owned by
 //! that shard's executor (`!Send`). Grants are dropped on the same shard.
