@@ -235,6 +235,13 @@ pub struct RunArgs {
     /// Also write a full report (json, hgrm, svg, html) into DIR.
     #[arg(long, value_name = "DIR")]
     pub report_dir: Option<PathBuf>,
+    /// Catch-up read: the consumers start only when the producers have
+    /// finished, then read the whole backlog as fast as they can (from disk
+    /// once it outgrows the broker's cache). Reports the catch-up read rate,
+    /// CPU per GB read and, for a broker on this host, the bytes it read
+    /// from disk. Give --drain-timeout room for the backlog.
+    #[arg(long)]
+    pub catch_up: bool,
 }
 
 impl RunArgs {

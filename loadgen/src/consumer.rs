@@ -78,6 +78,8 @@ pub struct ConsumerOutcome {
     pub first_error: Option<String>,
     /// Why it stopped: "complete", "caught-up", "deadline", "stopped", "error".
     pub ended: &'static str,
+    /// When it last received a message of this run (ns since the epoch).
+    pub last_receipt_ns: Option<u64>,
 }
 
 /// How long fetches must stay empty at the high watermark before a
@@ -115,6 +117,7 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
     let mut first_error = None;
     // Since when every fetch came back empty at the high watermark.
     let mut quiet_since: Option<u64> = None;
+    let mut last_receipt_ns = None;
     let expected_mine = |d: &HashMap<(u32, u32), u64>, parts: &[u32]| -> u64 {
         d.iter()
             .filter(|((p, _), _)| parts.contains(p))
@@ -159,6 +162,9 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
                 continue;
             }
             Ok(_) => consecutive_errors = 0,
+        }
+        if !seen.is_empty() {
+            last_receipt_ns = Some(now);
         }
         if !seen.is_empty() || foreign > 0 {
             let mut r = ctx.rec.lock().unwrap();
@@ -228,6 +234,7 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
         poll_errors,
         first_error,
         ended,
+        last_receipt_ns,
     };
     (outcome, ctx.backend)
 }

@@ -186,6 +186,30 @@ impl BrokerCpuSource {
     }
 }
 
+/// Bytes the broker's process(es) have read from storage so far
+/// (`read_bytes` of `/proc/PID/io`; direct I/O counts, the page cache does
+/// not). Embedded: this process. None for a remote broker or when `/proc`
+/// cannot be read.
+pub fn disk_read_bytes(source: BrokerCpuSource) -> Option<u64> {
+    let of = |path: &str| -> Option<u64> {
+        let text = std::fs::read_to_string(path).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("read_bytes:"))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    match source {
+        BrokerCpuSource::Embedded => of("/proc/self/io"),
+        BrokerCpuSource::Pid(p) => of(&format!("/proc/{p}/io")),
+        BrokerCpuSource::Pids(ps) => ps
+            .iter()
+            .map(|p| of(&format!("/proc/{p}/io")))
+            .sum::<Option<u64>>(),
+        BrokerCpuSource::Unknown => None,
+    }
+}
+
 /// CPU used so far, ns.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CpuSnapshot {

@@ -93,7 +93,16 @@ fn main() -> ExitCode {
         Ok(false) => ExitCode::from(1),
         Err(e) => {
             eprintln!("loadgen: error: {e:#}");
-            ExitCode::from(3)
+            // A workload that contradicts itself is bad usage (2), as the
+            // help promises, like an argument clap refused.
+            let usage = e.chain().any(|c| {
+                c.downcast_ref::<loadgen::workload::SpecError>().is_some()
+                    || matches!(
+                        c.downcast_ref::<loadgen::runner::RunError>(),
+                        Some(loadgen::runner::RunError::Spec(_))
+                    )
+            });
+            ExitCode::from(if usage { 2 } else { 3 })
         }
     }
 }
@@ -372,6 +381,7 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
     let mut spec = WorkloadSpec::default();
     args.overrides().apply(&mut spec);
     spec.fault_drop_every = args.workload.fault_drop_every.unwrap_or(0);
+    spec.catch_up = args.catch_up;
     spec.validate()?;
     let target = default_target(&args.broker);
     check_replication(

@@ -31,6 +31,32 @@ pub struct CompressionStats {
 }
 
 /// One point of a latency distribution: `percentile` in [0, 100), value in µs.
+/// A catch-up read (`--catch-up`): the consumers started once the
+/// producers had finished and read everything they had acknowledged.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct CatchUp {
+    /// Messages and payload bytes the consumers delivered.
+    pub read: Throughput,
+    /// From the consumers' start to the last message any of them received.
+    pub secs: f64,
+    /// CPU from the consumers' start until the last of them stopped, per
+    /// GB read (`gb_moved` is the bytes read).
+    pub cpu: CpuReport,
+    /// Bytes the broker process read from storage meanwhile
+    /// (`/proc/PID/io` read_bytes; embedded: loadgen's own process), when
+    /// the broker runs on this host. With direct I/O every disk read
+    /// counts; reads served from the broker's cache do not.
+    pub disk_read_bytes: Option<u64>,
+}
+
+impl CatchUp {
+    /// Disk bytes read per payload byte delivered.
+    pub fn disk_read_ratio(&self) -> Option<f64> {
+        let d = self.disk_read_bytes?;
+        (self.read.bytes > 0).then(|| d as f64 / self.read.bytes as f64)
+    }
+}
+
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct SpectrumPoint {
     pub percentile: f64,
@@ -114,6 +140,9 @@ pub struct RunResult {
     pub consumer_errors: u64,
     /// Scheduled messages the producers gave up on (far behind schedule).
     pub unsent: u64,
+    /// `--catch-up`: the consumers' read of the backlog after the producers
+    /// finished (they did not run during the window).
+    pub catch_up: Option<CatchUp>,
     pub errors: Vec<String>,
     /// Caveats a reader must know (closed loop, acks=0, saturation...).
     pub notes: Vec<String>,

@@ -15,7 +15,7 @@ use crate::consumer::{self, ConsumerCtx, Drain};
 use crate::cpu::{BrokerCpuSource, CpuReport, CpuSnapshot};
 use crate::knee::{Sustain, SustainRule};
 use crate::producer::{self, FirstError, ProducerCtx, Timebase};
-use crate::result::{CompressionStats, RunResult, SpectrumPoint, Throughput};
+use crate::result::{CatchUp, CompressionStats, RunResult, SpectrumPoint, Throughput};
 use crate::stats::{Bucket, Clock, LatencySummary, Recorder, Window};
 use crate::timeseries::{self, SamplerCtx};
 use crate::transport::{
@@ -236,28 +236,38 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
     });
 
     let exit_when_caught_up = spec.acks != Acks::None;
-    let consumer_tasks: Vec<_> = assignment
-        .iter()
-        .zip(consumer_backends)
-        .zip(consumer_recs.iter())
-        .enumerate()
-        .map(|(i, ((parts, backend), rec))| {
-            consumer_rt.spawn(consumer::run(ConsumerCtx {
-                id: i as u32,
-                partitions: parts.clone(),
-                run_id,
-                clock,
-                window,
-                record_bytes,
-                backend,
-                rec: rec.clone(),
-                drain: drain.clone(),
-                stop: stop.clone(),
-                exit_when_caught_up,
-                drop_every: spec.fault_drop_every,
-            }))
-        })
-        .collect();
+    let spawn_consumers = |backends: Vec<ConsumerBackend>| -> Vec<_> {
+        assignment
+            .iter()
+            .zip(backends)
+            .zip(consumer_recs.iter())
+            .enumerate()
+            .map(|(i, ((parts, backend), rec))| {
+                consumer_rt.spawn(consumer::run(ConsumerCtx {
+                    id: i as u32,
+                    partitions: parts.clone(),
+                    run_id,
+                    clock,
+                    window,
+                    record_bytes,
+                    backend,
+                    rec: rec.clone(),
+                    drain: drain.clone(),
+                    stop: stop.clone(),
+                    exit_when_caught_up,
+                    drop_every: spec.fault_drop_every,
+                }))
+            })
+            .collect()
+    };
+    // A catch-up run's consumers wait, connected and positioned at the
+    // ends the topic had before the producers started, until the
+    // producers are done.
+    let (mut consumer_tasks, mut waiting_consumers) = if spec.catch_up {
+        (Vec::new(), Some(consumer_backends))
+    } else {
+        (spawn_consumers(consumer_backends), None)
+    };
 
     // Each producer thread's nice value (see `priority`), also in the report's notes.
     let producer_nice =
@@ -317,6 +327,15 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         sent.clone(),
         clock.now_ns() + Duration::from_millis(spec.drain_timeout_ms).as_nanos() as u64,
     );
+    let catch_up_start = waiting_consumers.take().map(|backends| {
+        let start = (
+            clock.now_ns(),
+            CpuSnapshot::take(cpu_source),
+            crate::cpu::disk_read_bytes(cpu_source),
+        );
+        consumer_tasks = spawn_consumers(backends);
+        start
+    });
     let mut retired_consumers = Vec::new();
     let mut consumer_outcomes = Vec::new();
     for t in consumer_tasks {
@@ -324,6 +343,41 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         consumer_outcomes.push(outcome);
         retired_consumers.push(backend);
     }
+    let catch_up = catch_up_start.map(|(start_ns, cpu_before, disk_before)| {
+        let used = CpuSnapshot::take(cpu_source).since(&cpu_before);
+        let disk_after = crate::cpu::disk_read_bytes(cpu_source);
+        let msgs: u64 = consumer_outcomes
+            .iter()
+            .map(|c| {
+                c.partitions
+                    .iter()
+                    .map(|p| c.checker.delivered_on(*p))
+                    .sum::<u64>()
+            })
+            .sum();
+        let bytes = msgs * record_bytes;
+        let end_ns = consumer_outcomes
+            .iter()
+            .filter_map(|c| c.last_receipt_ns)
+            .max()
+            .unwrap_or(start_ns);
+        let secs = (end_ns.saturating_sub(start_ns) as f64 / 1e9).max(1e-3);
+        let cpu_wall = clock.now_ns().saturating_sub(start_ns) as f64 / 1e9;
+        CatchUp {
+            read: Throughput {
+                msgs,
+                bytes,
+                msgs_per_s: msgs as f64 / secs,
+                mib_per_s: mib_per_s(bytes, secs),
+            },
+            secs,
+            cpu: CpuReport::new(cpu_source, &used, cpu_wall, bytes),
+            disk_read_bytes: match (disk_before, disk_after) {
+                (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+                _ => None,
+            },
+        }
+    });
     stop.store(true, Ordering::Relaxed);
     sampler_stop.store(true, Ordering::Relaxed);
     let timeseries = sampler.await.map_err(|_| RunError::Panicked("sampler"))?;
@@ -336,6 +390,12 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         cpu_meter.abort();
         CpuSnapshot::default()
     };
+    if catch_up.is_some() {
+        notes.push(
+            "catch-up: the consumers started once the producers had finished, so the window's consumed rate is 0 and end-to-end latency is each message's wait in the backlog; the catch-up read line has the consumers' figures"
+                .into(),
+        );
+    }
     // Closing a client may block (librdkafka joins its threads).
     let _ = tokio::task::spawn_blocking(move || drop((retired_producers, retired_consumers))).await;
 
@@ -507,6 +567,7 @@ pub async fn run(label: &str, spec: &WorkloadSpec, env: &RunEnv) -> Result<RunRe
         send_errors,
         consumer_errors,
         unsent,
+        catch_up,
         errors,
         notes,
         timeseries,

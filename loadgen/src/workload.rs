@@ -76,6 +76,12 @@ pub struct WorkloadSpec {
     /// checking it (0 = off). The run must then fail its loss check.
     #[serde(default)]
     pub fault_drop_every: u64,
+    /// Catch-up read: consumers start only once the producers have
+    /// finished, and read the whole backlog as fast as they can (from disk
+    /// once the backlog outgrows the broker's cache). The run then reports
+    /// the catch-up read rate separately ([`crate::result::CatchUp`]).
+    #[serde(default)]
+    pub catch_up: bool,
 }
 
 impl Default for WorkloadSpec {
@@ -102,6 +108,7 @@ impl Default for WorkloadSpec {
             buffer_bytes: None,
             delete_topic_after: false,
             fault_drop_every: 0,
+            catch_up: false,
         }
     }
 }
@@ -180,6 +187,12 @@ impl WorkloadSpec {
         }
         if self.producers == 0 {
             return bad("--producers must be at least 1".into());
+        }
+        if self.catch_up && self.consumers == 0 {
+            return bad("--catch-up measures consumers: it needs --consumers 1 or more".into());
+        }
+        if self.catch_up && self.acks == Acks::None {
+            return bad("--catch-up needs acknowledged writes (--acks 1 or all): consumers read what the producers had acknowledged".into());
         }
         if self.duration_ms == 0 {
             return bad("--duration must be longer than 0".into());

@@ -439,3 +439,57 @@ fn an_unsustained_rate_is_marked_everywhere() {
     let svg = std::fs::read_to_string(report.path().join("tradeoff-e2e.svg")).unwrap();
     assert!(svg.contains("not sustained / failed"));
 }
+
+/// `--catch-up`: the consumers start only once the producers have
+/// finished, so nothing is consumed inside the measured window, and then
+/// they read the whole backlog: every acknowledged message, counted in the
+/// catch-up figures, with the delivery checks passing.
+#[test]
+fn a_catch_up_run_reads_the_whole_backlog_after_the_producers_finish() {
+    let report = tempfile::tempdir().unwrap();
+    let lg = Loadgen::spawn(&[
+        "run",
+        "--quiet",
+        "--rate",
+        "20000",
+        "--partitions",
+        "4",
+        "--consumers",
+        "2",
+        "--warmup",
+        "200ms",
+        "--duration",
+        "2s",
+        "--catch-up",
+        "--report-dir",
+        report.path().to_str().unwrap(),
+    ]);
+    let done = lg.wait(TIMEOUT);
+    assert_eq!(done.code, Some(0), "{done}");
+    assert!(done.stdout.contains("catch-up read  "), "{done}");
+    let json = read_json(&report.path().join("report.json"));
+    let run = &json["runs"][0];
+    assert_eq!(run["spec"]["catch_up"], true);
+    assert_eq!(
+        run["consumed"]["msgs"], 0,
+        "consumers ran during the window\n{done}"
+    );
+    let read = run["catch_up"]["read"]["msgs"].as_u64().unwrap();
+    // 20,000 msg/s for 2.2 s: about 44,000 messages acknowledged.
+    assert!(read > 30_000, "catch-up read {read}\n{done}");
+    assert_eq!(run["checks"]["delivered"].as_u64(), Some(read), "{done}");
+    assert_eq!(run["checks"]["lost"], 0, "{done}");
+    assert!(run["catch_up"]["secs"].as_f64().unwrap() > 0.0);
+    assert!(
+        run["catch_up"]["disk_read_bytes"].is_u64(),
+        "the embedded broker's disk reads are measured\n{done}"
+    );
+    done.assert_no_data_dir_left();
+}
+
+#[test]
+fn catch_up_without_consumers_is_a_usage_error() {
+    let done = Loadgen::spawn(&["run", "--quiet", "--catch-up", "--consumers", "0"]).wait(TIMEOUT);
+    assert_eq!(done.code, Some(2), "{done}");
+    assert!(done.stderr.contains("--catch-up"), "{done}");
+}

@@ -19,7 +19,9 @@
 //!   runs: [ { label, series, target, point, level, repeat, sustain,
 //!             spec{...}, client{...}, produced{...}, consumed{...},
 //!             publish{p50_us...}, publish_delay{...}, e2e{...},
-//!             compression{...}, cpu{...}, checks{...}, notes, errors,
+//!             compression{...}, cpu{...}, catch_up{read{...}, secs,
+//!             cpu{...}, disk_read_bytes} (null unless --catch-up),
+//!             checks{...}, notes, errors,
 //!             timeseries[...], e2e_spectrum[...], passed, failures,
 //!             files{publish_hgrm, e2e_hgrm, publish_delay_hgrm} } ] }
 //! ```

@@ -336,6 +336,29 @@ pub fn render_summary(p: &RunResult) -> String {
         cpu.loadgen_cores,
         cpu.loadgen_cpu_s_per_gb.unwrap_or(0.0)
     );
+    if let Some(cu) = &p.catch_up {
+        let _ = writeln!(
+            out,
+            "catch-up read  {} msgs ({:.1} MiB) in {:.1} s: {} msg/s ({:.1} MiB/s){}; cpu broker {}, loadgen {:.2} CPU s/GB read",
+            cu.read.msgs,
+            cu.read.bytes as f64 / (1 << 20) as f64,
+            cu.secs,
+            format_count(cu.read.msgs_per_s),
+            cu.read.mib_per_s,
+            match (cu.disk_read_bytes, cu.disk_read_ratio()) {
+                (Some(d), Some(r)) => format!(
+                    ", broker read {:.1} MiB from disk ({r:.2}x the data)",
+                    d as f64 / (1 << 20) as f64
+                ),
+                _ => String::new(),
+            },
+            cu.cpu
+                .broker_cpu_s_per_gb
+                .map(|g| format!("{g:.2}"))
+                .unwrap_or_else(|| "not measured".into()),
+            cu.cpu.loadgen_cpu_s_per_gb.unwrap_or(0.0)
+        );
+    }
     let k = &p.checks;
     let _ = writeln!(
         out,
