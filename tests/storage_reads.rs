@@ -62,14 +62,31 @@ async fn open_log(
 /// batch, and read again by the next fetch.
 #[test]
 fn an_in_order_reader_below_the_cache_reads_each_byte_from_disk_once() {
+    // 3.x batches fit in 16,000 bytes: before, a read held 3 whole batches
+    // and the head of a 4th (1.25x).
+    read_in_order_from_disk(16_000);
+}
+
+/// The same with a `max_bytes` smaller than one batch, as each partition
+/// of a fetch over many partitions gets: each read holds its one batch,
+/// whole. Before, a read of READ_MIN_BYTES (64 KiB) held ~13 batches to
+/// serve one.
+#[test]
+fn a_reader_asking_for_less_than_a_batch_reads_that_batch_from_disk_once() {
+    read_in_order_from_disk(1_000);
+}
+
+/// Append 200 batches of ~5 KB (each above the 4 KiB index interval, so
+/// each starts an index entry), read them back in order `max_bytes` at a
+/// time with no cache, and check that the disk reads fetched exactly the
+/// bytes served.
+fn read_in_order_from_disk(max_bytes: usize) {
     glommio::LocalExecutorBuilder::default()
         .make()
         .unwrap()
-        .run(async {
+        .run(async move {
             // No cache: every read below the end goes to disk.
             let (log, _flusher) = open_log(7, config(4 << 20), 0).await;
-            // Batches of ~5 KB: above the 4 KiB index interval, so each
-            // starts an index entry, and 3.x of them fit in one read.
             let mut last = 0;
             for i in 0..200 {
                 last = log.append(vec![frame(i, 5_000)], 0).unwrap().last_offset;
@@ -80,7 +97,7 @@ fn an_in_order_reader_below_the_cache_reads_each_byte_from_disk_once() {
             let (mut offset, mut batches) = (0u64, 0u64);
             while offset <= last {
                 let r = log
-                    .read(offset, 16_000, log.durable_offset())
+                    .read(offset, max_bytes, log.durable_offset())
                     .await
                     .unwrap();
                 assert!(!r.frames.is_empty(), "nothing read at offset {offset}");
@@ -98,11 +115,10 @@ fn an_in_order_reader_below_the_cache_reads_each_byte_from_disk_once() {
             assert_eq!(after.cache_bytes, before.cache_bytes, "no cache here");
             assert!(served > 200 * 5_000, "every batch came from disk");
             // Each read ends on a batch boundary, so what the disk reads
-            // fetched is exactly what was served (before, a 16,000-byte
-            // read held 3 whole batches and the head of a 4th: 1.25x).
+            // fetched is exactly what was served.
             assert_eq!(
                 fetched, served,
-                "disk reads fetched {fetched} bytes to serve {served}"
+                "max_bytes {max_bytes}: disk reads fetched {fetched} bytes to serve {served}"
             );
         });
 }

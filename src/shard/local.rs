@@ -373,17 +373,24 @@ pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<Produce
     results
 }
 
-/// Partitions one fetch reads at once on one shard.
+/// Partitions one fetch reads at once on one shard, at most.
 const READ_WINDOW: usize = 16;
 
-/// Read the parts in request order, [`READ_WINDOW`] at a time, until the
-/// answer holds `max_bytes`; the parts after that are answered with their
-/// positions and no data (the client asks for them again). Why windows:
-/// each read may return a whole batch larger than its partition's share
-/// (the first batch always goes), so reading every partition of a fetch of
-/// 1,000 partitions at once held one batch per partition, 0.5–0.8 GB for a
-/// 32 MiB fetch of 1 MiB batches. Now a read holds at most `max_bytes` plus
-/// one window of reads.
+/// Read the parts in request order, up to [`READ_WINDOW`] at a time, until
+/// the frames read reach `max_bytes`. Why not all at once: each read may
+/// return a whole batch larger than its partition's share (the first batch
+/// always goes), so reading every partition of a fetch of 1,000 partitions
+/// at once held one batch per partition, 0.5–0.8 GB for a 32 MiB fetch of
+/// 1 MiB batches.
+///
+/// Why the window shrinks as the budget fills: the answer is trimmed to
+/// `max_bytes` afterwards (`dispatch::in_request_order_within`), and
+/// frames read past it are thrown away and read again by the next fetch.
+/// With a full window to the end, a consumer catching up on 1,000
+/// partitions of ~660 KB batches read 1.47× the data from disk. So after
+/// the first window, a window holds only as many partitions as batches of
+/// the size seen so far fit in what is left, and each read asks for at
+/// most its part of that.
 async fn read_parts(
     shard: &Rc<Shard>,
     parts: &[FetchPart],
@@ -391,25 +398,27 @@ async fn read_parts(
 ) -> (Vec<FetchPartResult>, usize) {
     let mut results = Vec::with_capacity(parts.len());
     let mut bytes = 0usize;
-    for window in parts.chunks(READ_WINDOW) {
-        if bytes >= max_bytes {
-            results.extend(window.iter().map(|p| {
-                FetchPartResult {
-                    topic: p.topic.clone(),
-                    partition: p.partition,
-                    result: shard
-                        .partition(&p.topic, p.partition)
-                        .map(|log| log.position()),
-                }
-            }));
-            continue;
+    let mut frames = 0usize;
+    let mut next = 0usize;
+    while next < parts.len() {
+        let left = max_bytes.saturating_sub(bytes);
+        let window_len = match bytes.checked_div(frames) {
+            // Nothing read yet (or only empty partitions): a full window.
+            None | Some(0) => READ_WINDOW,
+            Some(frame_bytes) => (left / frame_bytes).min(READ_WINDOW),
+        };
+        if left == 0 || window_len == 0 {
+            break;
         }
+        let window = &parts[next..(next + window_len).min(parts.len())];
+        next += window.len();
+        let share = (left / window.len()).max(1);
         let reads = window.iter().map(|p| {
             let s = shard.clone();
             async move {
                 let result = match s.partition(&p.topic, p.partition) {
                     Ok(log) => log
-                        .read(p.offset, p.max_bytes as usize)
+                        .read(p.offset, (p.max_bytes as usize).min(share))
                         .await
                         .map_err(OpError::Read),
                     Err(e) => Err(e),
@@ -422,12 +431,24 @@ async fn read_parts(
             }
         });
         let got = futures::future::join_all(reads).await;
-        bytes += got
-            .iter()
-            .map(|r| r.result.as_ref().map(|o| o.bytes).unwrap_or(0))
-            .sum::<usize>();
+        for r in &got {
+            if let Ok(o) = &r.result {
+                bytes += o.bytes;
+                frames += o.frames.len();
+            }
+        }
         results.extend(got);
     }
+    // The rest are not read: their positions only.
+    results.extend(parts[next..].iter().map(|p| {
+        FetchPartResult {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            result: shard
+                .partition(&p.topic, p.partition)
+                .map(|log| log.position()),
+        }
+    }));
     (results, bytes)
 }
 

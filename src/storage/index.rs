@@ -137,6 +137,14 @@ impl SegmentIndex {
         (p > from).then_some(p)
     }
 
+    /// Position of the first indexed batch that starts after `from`: where
+    /// a read starting at the batch at `from` may end so that it holds that
+    /// batch whole (with any batches too small to be indexed after it).
+    pub fn batch_start_after(&self, from: u64) -> Option<u64> {
+        let i = self.offsets.partition_point(|e| e.position as u64 <= from);
+        self.offsets.get(i).map(|e| e.position as u64)
+    }
+
     /// Relative offset of the last time entry whose timestamp is below `ts`:
     /// a safe place to start scanning for the first batch with max_timestamp >= ts.
     pub fn rel_offset_for_time(&self, ts: i64) -> u32 {

@@ -198,12 +198,23 @@ impl<D: Disk> Log<D> {
         };
         // An answer holds whole batches up to `max_bytes` (the first one
         // whatever its size), so a read to the last batch start within
-        // `max_bytes` fetches just what is served. Otherwise (the first
-        // batch is larger, or the rest of the readable data is shorter)
-        // read at least READ_MIN_BYTES; a batch cut short is read on.
+        // `max_bytes` fetches just what is served. When the first batch
+        // alone is larger, the read ends where the next batch starts (or
+        // at the readable end, when none is indexed after it): it holds
+        // that batch whole. Why: a read of `max_bytes` (at least
+        // READ_MIN_BYTES) cut it, and reading on re-read its head; and a
+        // fetch that shares its budget among many partitions asks each
+        // for less than a batch (1,000 partitions: 1.22x the data read
+        // from disk). Otherwise (the rest of the readable data is
+        // shorter) read at least READ_MIN_BYTES; a batch cut short is
+        // read on.
         let wanted_end = pos.saturating_add(max_bytes as u64);
         let read_end = match seg.index.batch_start_within(pos, wanted_end) {
             Some(p) if wanted_end < readable_len => p,
+            None if wanted_end < readable_len => seg
+                .index
+                .batch_start_after(pos)
+                .map_or(readable_len, |p| p.min(readable_len)),
             _ => pos + (max_bytes.max(READ_MIN_BYTES) as u64).min(readable_len - pos),
         };
         Ok(Located::Disk(DiskRead {
