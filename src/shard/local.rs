@@ -402,12 +402,8 @@ async fn read_parts(
     let mut next = 0usize;
     while next < parts.len() {
         let left = max_bytes.saturating_sub(bytes);
-        let window_len = match bytes.checked_div(frames) {
-            // Nothing read yet (or only empty partitions): a full window.
-            None | Some(0) => READ_WINDOW,
-            Some(frame_bytes) => (left / frame_bytes).min(READ_WINDOW),
-        };
-        if left == 0 || window_len == 0 {
+        let window_len = read_window_len(left, bytes, frames);
+        if window_len == 0 {
             break;
         }
         let window = &parts[next..(next + window_len).min(parts.len())];
@@ -450,6 +446,21 @@ async fn read_parts(
         }
     }));
     (results, bytes)
+}
+
+/// How many partitions the next window reads, with `left` bytes of the
+/// shard's share still free after `bytes` in `frames` frames: a full
+/// window while nothing was read, then as many as frames of the average
+/// size so far fit in `left` (0: stop reading).
+fn read_window_len(left: usize, bytes: usize, frames: usize) -> usize {
+    if left == 0 {
+        return 0;
+    }
+    match bytes.checked_div(frames) {
+        // Nothing read yet (or only empty frames): a full window.
+        None | Some(0) => READ_WINDOW,
+        Some(frame_bytes) => (left / frame_bytes).min(READ_WINDOW),
+    }
 }
 
 /// Read the parts; with `wait_until`, wait for data to arrive on any of
@@ -591,4 +602,26 @@ pub async fn offsets_local(shard: &Rc<Shard>, parts: Vec<OffsetsPart>) -> Vec<Of
         });
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_read_window_shrinks_to_what_still_fits_in_the_share() {
+        // Nothing read yet: a full window.
+        assert_eq!(read_window_len(25 << 20, 0, 0), READ_WINDOW);
+        // 10 MiB read in 16 frames of 640 KiB, 15 MiB left: 24 would fit,
+        // the window caps it.
+        assert_eq!(read_window_len(15 << 20, 10 << 20, 16), READ_WINDOW);
+        // 2 MiB left of frames of 640 KiB: three more partitions.
+        assert_eq!(read_window_len(2 << 20, 10 << 20, 16), 3);
+        // Less than one frame left: stop, rather than read a batch that
+        // the answer's trim would throw away.
+        assert_eq!(read_window_len(300 << 10, 10 << 20, 16), 0);
+        assert_eq!(read_window_len(0, 10 << 20, 16), 0);
+        // Only empty partitions so far: no size to go by, a full window.
+        assert_eq!(read_window_len(1 << 20, 0, 0), READ_WINDOW);
+    }
 }
