@@ -377,7 +377,10 @@ pub async fn await_acks(a: Appended, acks: Acks, timeout_ms: u32) -> Vec<Produce
 const READ_WINDOW: usize = 16;
 
 /// Read the parts in request order, up to [`READ_WINDOW`] at a time, until
-/// the frames read reach `max_bytes`. Why not all at once: each read may
+/// what is left of `max_bytes` holds no frame of the size read so far
+/// ([`read_window_len`]); the parts after that are answered with their
+/// positions and no data (the client asks for them again). Why not all at
+/// once: each read may
 /// return a whole batch larger than its partition's share (the first batch
 /// always goes), so reading every partition of a fetch of 1,000 partitions
 /// at once held one batch per partition, 0.5–0.8 GB for a 32 MiB fetch of
