@@ -30,7 +30,6 @@ pub struct CompressionStats {
     pub ratio: f64,
 }
 
-/// One point of a latency distribution: `percentile` in [0, 100), value in µs.
 /// A catch-up read (`--catch-up`): the consumers started once the
 /// producers had finished and read everything they had acknowledged.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -57,6 +56,7 @@ impl CatchUp {
     }
 }
 
+/// One point of a latency distribution: `percentile` in [0, 100), value in µs.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]
 pub struct SpectrumPoint {
     pub percentile: f64,

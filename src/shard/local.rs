@@ -380,11 +380,10 @@ const READ_WINDOW: usize = 16;
 /// what is left of `max_bytes` holds no frame of the size read so far
 /// ([`read_window_len`]); the parts after that are answered with their
 /// positions and no data (the client asks for them again). Why not all at
-/// once: each read may
-/// return a whole batch larger than its partition's share (the first batch
-/// always goes), so reading every partition of a fetch of 1,000 partitions
-/// at once held one batch per partition, 0.5–0.8 GB for a 32 MiB fetch of
-/// 1 MiB batches.
+/// once: each read may return a whole batch larger than its partition's
+/// share (the first batch always goes), so reading every partition of a
+/// fetch of 1,000 partitions at once held one batch per partition,
+/// 0.5–0.8 GB for a 32 MiB fetch of 1 MiB batches.
 ///
 /// Why the window shrinks as the budget fills: the answer is trimmed to
 /// `max_bytes` afterwards (`dispatch::in_request_order_within`), and
