@@ -3,7 +3,7 @@
 //! Lives on one shard: a `DmaDisk` and every file it opens are used only by
 //! the executor that created them.
 
-use super::file::{Disk, IoBuf, SegmentFile};
+use super::file::{Disk, IoBuf, SegmentFile, CHUNK_MIN_BYTES};
 use bytes::Bytes;
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
 use std::cell::RefCell;
@@ -154,10 +154,53 @@ impl Disk for DmaDisk {
         glommio::allocate_dma_buffer(len)
     }
 
+    /// A pooled buffer of `max` bytes if there is one, else the longest
+    /// pooled one (trimmed to `max` if longer), else a new one.
+    ///
+    /// Why not only `max`: a sync point hands the appender's buffer over
+    /// trimmed to its whole blocks, and a trimmed buffer cannot grow back.
+    /// With an exact-length pool those came back, filled the pool and were
+    /// never used again, so chunks were fresh memory, faulted in as the
+    /// appender copied into it: with 1,000 partitions (a sync point after
+    /// nearly every batch) the appender's page faults were 8% of the
+    /// broker's samples (124 of 1,552 in 3 s), against 10 of 1,344 with 4.
+    fn alloc_chunk(&self, max: usize) -> DmaBuffer {
+        if max < CHUNK_MIN_BYTES {
+            return self.alloc(max);
+        }
+        let taken = {
+            let mut pool = self.pool.borrow_mut();
+            let best = pool
+                .iter()
+                .enumerate()
+                .max_by_key(|(_, b)| (b.len() == max, b.len()))
+                .map(|(i, _)| i);
+            best.map(|i| pool.swap_remove(i))
+        };
+        match taken {
+            Some(mut b) => {
+                if b.len() > max {
+                    b.trim_to_size(max);
+                }
+                b
+            }
+            None => self.alloc(max),
+        }
+    }
+
+    /// Keep a buffer of at least `CHUNK_MIN_BYTES`; when the pool is full,
+    /// in place of a shorter one.
     fn recycle(&self, buf: DmaBuffer) {
+        if buf.len() < CHUNK_MIN_BYTES {
+            return;
+        }
         let mut pool = self.pool.borrow_mut();
-        if pool.len() < POOL_BUFFERS_MAX && buf.len() >= 64 << 10 {
+        if pool.len() < POOL_BUFFERS_MAX {
             pool.push(buf);
+        } else if let Some(shortest) = pool.iter_mut().min_by_key(|b| b.len()) {
+            if shortest.len() < buf.len() {
+                *shortest = buf;
+            }
         }
     }
 

@@ -14,6 +14,10 @@ use std::io;
 use std::path::Path;
 use std::rc::Rc;
 
+/// The shortest buffer [`Disk::alloc_chunk`] returns for a larger `max`:
+/// shorter chunks would cost a write each for little data.
+pub const CHUNK_MIN_BYTES: usize = 64 << 10;
+
 /// An aligned, owned I/O buffer.
 pub trait IoBuf: 'static {
     fn as_bytes(&self) -> &[u8];
@@ -55,6 +59,14 @@ pub trait Disk: Clone + 'static {
     /// An aligned buffer of `len` bytes (a multiple of the alignment). Its
     /// contents are unspecified: callers write every byte they send to disk.
     fn alloc(&self, len: usize) -> <Self::File as SegmentFile>::Buf;
+    /// A buffer for the appender to fill: `max` bytes, or fewer (a
+    /// recycled buffer). Its length is a multiple of the alignment, at
+    /// least one block and at most `max` (production's pool never hands out
+    /// fewer than `min(max, CHUNK_MIN_BYTES)`). The appender writes a chunk
+    /// as long as the buffer it got.
+    fn alloc_chunk(&self, max: usize) -> <Self::File as SegmentFile>::Buf {
+        self.alloc(max)
+    }
     /// Give a buffer back for reuse (allocating and faulting in fresh 1 MiB
     /// buffers showed up at ~10% of append time).
     fn recycle(&self, _buf: <Self::File as SegmentFile>::Buf) {}

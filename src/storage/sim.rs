@@ -29,6 +29,13 @@ const SECTOR: usize = 512;
 
 pub struct SimBuf(Vec<u8>);
 
+impl SimBuf {
+    /// `len` bytes of `byte`.
+    pub fn filled(byte: u8, len: usize) -> SimBuf {
+        SimBuf(vec![byte; len])
+    }
+}
+
 impl IoBuf for SimBuf {
     fn as_bytes(&self) -> &[u8] {
         &self.0
@@ -74,6 +81,12 @@ struct SimState {
     alignment: usize,
     writes: u64,
     syncs: u64,
+    /// Calls of `alloc_chunk`: every other one returns a shorter buffer
+    /// (unless `exact_chunks`).
+    chunk_allocs: u64,
+    exact_chunks: bool,
+    /// Lengths of the buffers given back with `recycle`.
+    recycled: Vec<usize>,
 }
 
 /// An in-memory disk. Cloning shares the same disk.
@@ -99,6 +112,9 @@ impl SimDisk {
                 alignment: 4096,
                 writes: 0,
                 syncs: 0,
+                chunk_allocs: 0,
+                exact_chunks: false,
+                recycled: Vec::new(),
             })),
         }
     }
@@ -135,6 +151,17 @@ impl SimDisk {
             .values()
             .map(|f| f.data.len() as u64)
             .sum()
+    }
+
+    /// Chunk buffers of exactly the length asked (by default every other
+    /// one is shorter, as recycled DMA buffers may be).
+    pub fn exact_chunks(&self) {
+        self.st.borrow_mut().exact_chunks = true;
+    }
+
+    /// Lengths of the buffers given back for reuse so far.
+    pub fn recycled(&self) -> Vec<usize> {
+        self.st.borrow().recycled.clone()
     }
 
     pub fn write_count(&self) -> u64 {
@@ -360,7 +387,27 @@ impl Disk for SimDisk {
 
     fn alloc(&self, len: usize) -> SimBuf {
         // Not zeroed, like a pooled DMA buffer: code must not rely on zeros it did not write.
-        SimBuf(vec![0xEE; len])
+        SimBuf::filled(0xEE, len)
+    }
+
+    fn recycle(&self, buf: SimBuf) {
+        self.st.borrow_mut().recycled.push(buf.0.len());
+    }
+
+    /// Every other chunk buffer is shorter than asked (from one block up),
+    /// as recycled DMA buffers may be, so that every simulated test runs
+    /// the appender with chunks of varying length.
+    fn alloc_chunk(&self, max: usize) -> SimBuf {
+        let mut st = self.st.borrow_mut();
+        st.chunk_allocs += 1;
+        let blocks = max / st.alignment;
+        let n = st.chunk_allocs;
+        let len = if n.is_multiple_of(2) && blocks > 1 && !st.exact_chunks {
+            (1 + (n as usize).wrapping_mul(7919) % blocks) * st.alignment
+        } else {
+            max
+        };
+        SimBuf::filled(0xEE, len)
     }
 
     async fn open_rw(&self, path: &Path) -> io::Result<SimFile> {

@@ -194,8 +194,7 @@ impl<D: super::Disk> Log<D> {
         seg.next_offset = next;
         seg.max_timestamp = seg.max_timestamp.max(h.max_timestamp);
         seg.first_append_ms.get_or_insert(now);
-        let mut alloc = |n| self.disk.alloc(n);
-        st.appender.append(&f, base, next, &mut alloc, sealed);
+        st.appender.append(&f, base, next, &self.disk, sealed);
         st.producers.record(h);
         st.unwritten.appended(next, f.len());
         st.unsynced_bytes += f.len();
@@ -282,7 +281,7 @@ impl<D: super::Disk> Log<D> {
         let new_base = st.offsets.next();
         assert!(new_base > old_base, "rolling an empty segment");
         // Push the tail of the old segment ahead of the roll marker.
-        st.appender.roll(new_base, new_base, sealed);
+        st.appender.roll(new_base, new_base, &self.disk, sealed);
         st.pending.extend(sealed.drain(..).map(Pending::Chunk));
         st.pending.push_back(Pending::Roll {
             old_base,

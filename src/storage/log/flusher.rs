@@ -214,8 +214,7 @@ impl<D: Disk> Log<D> {
         let st = &mut *st;
         let mut sealed = Vec::new();
         let next = st.offsets.next();
-        let mut alloc = |n| self.disk.alloc(n);
-        let tail = st.appender.sync_point(next, &mut alloc, &mut sealed);
+        let tail = st.appender.sync_point(next, &self.disk, &mut sealed);
         st.pending.extend(sealed.into_iter().map(Pending::Chunk));
         let items = std::mem::take(&mut st.pending);
         let seg = st.segments.active();

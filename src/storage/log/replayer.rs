@@ -160,7 +160,6 @@ pub(super) async fn replay<D: Disk>(
         &tail,
         cfg.write_chunk_bytes,
         disk.alignment(),
-        |n| disk.alloc(n),
     );
     Ok(Replayed {
         segments,
