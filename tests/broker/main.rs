@@ -7,6 +7,7 @@ mod common;
 
 mod bad_input;
 mod crash;
+mod disk_reads;
 mod roundtrip;
 mod segments;
 mod validation;
