@@ -110,6 +110,12 @@ pub struct BrokerConfig {
     pub stall_report_ms: u64,
     /// Registered io_uring buffer memory per executor, in bytes.
     pub io_memory_bytes: usize,
+    /// Kernel worker threads per shard for blocking file operations
+    /// (fdatasync, fallocate, ftruncate; io_uring's bounded io-wq workers).
+    /// 0 = 4 × online CPUs, the kernel's own size for a ring of our depth,
+    /// set explicitly because glommio leaves one shard with 2
+    /// (`storage::io_workers`).
+    pub io_workers_per_shard: u32,
     /// Pin shard N to CPU N. Disable when sharing a box with a load generator you pin yourself.
     pub pin_cpus: bool,
     /// How long a consumer group that was empty waits for more members
@@ -248,6 +254,7 @@ impl Default for BrokerConfig {
             spin_before_park_us: 0,
             stall_report_ms: 0,
             io_memory_bytes: 16 << 20,
+            io_workers_per_shard: 0,
             pin_cpus: true,
             group_initial_rebalance_delay_ms: 3000,
             group_consumer_heartbeat_interval_ms: 5000,

@@ -5,8 +5,8 @@
 use bytes::BytesMut;
 use shardlog::config::TopicConfig;
 use shardlog::format::{BatchBuilder, Compression, ProducerIds};
+use shardlog::storage::io_stats;
 use shardlog::storage::log::sync_trigger_bytes;
-use shardlog::storage::read_stats;
 use shardlog::storage::sim::SimDisk;
 use shardlog::storage::{CacheBudget, Log, LogConfig, WriteBudget};
 use std::path::PathBuf;
@@ -93,7 +93,7 @@ fn read_in_order_from_disk(max_bytes: usize) {
             }
             log.wait_durable(last).await.unwrap();
 
-            let before = read_stats::counts();
+            let before = io_stats::counts();
             let (mut offset, mut batches) = (0u64, 0u64);
             while offset <= last {
                 let r = log
@@ -108,7 +108,7 @@ fn read_in_order_from_disk(max_bytes: usize) {
                     batches += 1;
                 }
             }
-            let after = read_stats::counts();
+            let after = io_stats::counts();
             assert_eq!(batches, 200);
             let served = after.disk_bytes - before.disk_bytes;
             let fetched = after.disk_read_bytes - before.disk_read_bytes;
@@ -167,9 +167,9 @@ fn the_visible_end_follows_the_appends_within_the_cache_without_a_waiting_reader
             );
             // A consumer at the visible end reads from the cache.
             let at = log.durable_offset() - 1;
-            let before = read_stats::counts();
+            let before = io_stats::counts();
             let r = log.read(at, 1 << 20, log.durable_offset()).await.unwrap();
-            let after = read_stats::counts();
+            let after = io_stats::counts();
             assert!(!r.frames.is_empty());
             assert_eq!(after.disk_bytes, before.disk_bytes, "read from disk");
             assert!(after.cache_bytes > before.cache_bytes);

@@ -632,6 +632,24 @@ pub async fn run(
             return;
         }
     };
+    // Before any partition opens: each shard's own pool of kernel workers
+    // for fdatasync and fallocate, of the same size on every shard.
+    let io_workers = match config.io_workers_per_shard {
+        0 => crate::storage::io_workers::default_bounded(),
+        n => n,
+    };
+    match crate::storage::io_workers::set_bounded(io_workers) {
+        Ok((before, after)) => info!(
+            shard = id,
+            io_workers = after,
+            kernel_had = before,
+            "io workers for blocking file operations"
+        ),
+        Err(e) => warn!(
+            shard = id,
+            "cannot size the io workers for blocking file operations (Linux 5.15+), the kernel's stay: {e}"
+        ),
+    }
     let shard = Rc::new(Shard {
         id,
         router,
@@ -687,13 +705,18 @@ pub async fn run(
     let housekeeping = glommio::spawn_local(housekeeping::run(shard.clone())).detach();
     while let Ok(msg) = rx.recv_async().await {
         if let ShardMsg::Shutdown { reply } = msg {
-            let reads = crate::storage::read_stats::counts();
+            let reads = crate::storage::io_stats::counts();
             info!(
                 shard = id,
                 read_from_cache_mib = reads.cache_bytes >> 20,
                 read_from_disk_mib = reads.disk_bytes >> 20,
                 disk_reads = reads.disk_reads,
                 disk_read_mib = reads.disk_read_bytes >> 20,
+                syncs = reads.syncs,
+                sync_ms_avg = format!(
+                    "{:.2}",
+                    reads.sync_micros as f64 / 1000.0 / reads.syncs.max(1) as f64
+                ),
                 "shutting down: closing partitions"
             );
             shard.shutting_down.set(true);

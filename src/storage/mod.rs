@@ -10,7 +10,10 @@
 //! - [`recovery`], [`checkpoint`]: what survives a crash, and why;
 //! - [`retention`]: which segments to delete;
 //! - [`producer_state`]: idempotent-producer sequence tracking;
-//! - [`read_stats`]: a shard's reads served from the cache and from disk;
+//! - [`io_stats`]: a shard's reads served from the cache and from disk,
+//!   and its syncs;
+//! - [`io_workers`]: the kernel threads that run a shard's blocking file
+//!   operations (fdatasync, fallocate);
 //! - [`write_budget`]: the shard's appended-but-unwritten bytes;
 //! - [`segment_set`]: the ordered segments of a log, looked up by offset;
 //! - [`offsets`]: log start, durable, flushed and next offsets, and their order;
@@ -23,10 +26,11 @@ pub mod checkpoint;
 pub mod dma;
 pub mod file;
 pub mod index;
+pub mod io_stats;
+pub mod io_workers;
 pub mod log;
 pub mod offsets;
 pub mod producer_state;
-pub mod read_stats;
 pub mod recovery;
 pub mod retention;
 pub mod segment;

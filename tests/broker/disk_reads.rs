@@ -21,17 +21,7 @@ const RECORDS_PER_PARTITION: u64 = 256;
 fn sum_field(log: &str, line: &str, key: &str) -> u64 {
     log.lines()
         .filter(|l| l.contains(line))
-        .map(|l| {
-            let at = l
-                .find(&format!("{key}="))
-                .unwrap_or_else(|| panic!("no {key} in {l}"));
-            l[at + key.len() + 1..]
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap()
-        })
+        .map(|l| BrokerProc::log_field(l, key))
         .sum()
 }
 

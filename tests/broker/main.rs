@@ -8,6 +8,7 @@ mod common;
 mod bad_input;
 mod crash;
 mod disk_reads;
+mod io_workers;
 mod roundtrip;
 mod segments;
 mod validation;

@@ -244,6 +244,19 @@ impl BrokerProc {
         out
     }
 
+    /// The number after ` key=` in a line of [`BrokerProc::plain_log`].
+    pub fn log_field(line: &str, key: &str) -> u64 {
+        let at = line
+            .find(&format!(" {key}="))
+            .unwrap_or_else(|| panic!("no {key} in {line}"));
+        line[at + key.len() + 2..]
+            .split(|c: char| !c.is_ascii_digit())
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|e| panic!("{key} in {line}: {e}"))
+    }
+
     /// SIGKILL: no flush, no sync, no goodbye.
     pub fn kill9(&mut self) {
         if let Some(mut c) = self.child.take() {

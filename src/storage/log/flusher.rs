@@ -17,6 +17,7 @@
 
 use super::super::checkpoint::{self, Checkpoint};
 use super::super::file::{write_small_file, IoBuf, SegmentFile};
+use super::super::io_stats;
 use super::super::segment;
 use super::super::StorageError;
 use super::index_files;
@@ -259,7 +260,9 @@ impl<D: Disk> Log<D> {
             self.write_all(&file, Rc::new(buf), pos).await?;
         }
         let path = segment::log_path(&self.dir, active_base);
+        let start = self.clock.now();
         file.sync().await.map_err(io_err("sync", &path))?;
+        io_stats::synced(self.clock.now().saturating_duration_since(start));
         Ok(file)
     }
 

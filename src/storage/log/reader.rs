@@ -11,7 +11,7 @@
 //! then released for the disk read.
 
 use super::super::file::SegmentFile;
-use super::super::read_stats;
+use super::super::io_stats;
 use super::super::segment;
 use super::super::{Corruption, ReadError, StorageError};
 use super::{io_err, Disk, Log, ReadOutcome};
@@ -182,7 +182,7 @@ impl<D: Disk> Log<D> {
             out.bytes = st
                 .cache
                 .read(offset, max_bytes, max_offset, &mut out.frames);
-            read_stats::served_from_cache(out.bytes);
+            io_stats::served_from_cache(out.bytes);
             return Ok(Located::Served(out));
         }
         let seg = st.segments.containing(offset);
@@ -259,7 +259,7 @@ impl<D: Disk> Log<D> {
                 break;
             }
         }
-        read_stats::served_from_disk(out.bytes);
+        io_stats::served_from_disk(out.bytes);
         Ok(out)
     }
 
@@ -274,7 +274,7 @@ impl<D: Disk> Log<D> {
             .read_at(pos, len)
             .await
             .map_err(io_err("read", &at.path))?;
-        read_stats::disk_read(data.len());
+        io_stats::disk_read(data.len());
         Ok(data)
     }
 
