@@ -705,18 +705,17 @@ pub async fn run(
     let housekeeping = glommio::spawn_local(housekeeping::run(shard.clone())).detach();
     while let Ok(msg) = rx.recv_async().await {
         if let ShardMsg::Shutdown { reply } = msg {
-            let reads = crate::storage::io_stats::counts();
+            let io = crate::storage::io_stats::counts();
+            // In hundredths of a ms.
+            let sync_ms_avg = (io.sync_micros / 10 / io.syncs.max(1)) as f64 / 100.0;
             info!(
                 shard = id,
-                read_from_cache_mib = reads.cache_bytes >> 20,
-                read_from_disk_mib = reads.disk_bytes >> 20,
-                disk_reads = reads.disk_reads,
-                disk_read_mib = reads.disk_read_bytes >> 20,
-                syncs = reads.syncs,
-                sync_ms_avg = format!(
-                    "{:.2}",
-                    reads.sync_micros as f64 / 1000.0 / reads.syncs.max(1) as f64
-                ),
+                read_from_cache_mib = io.cache_bytes >> 20,
+                read_from_disk_mib = io.disk_bytes >> 20,
+                disk_reads = io.disk_reads,
+                disk_read_mib = io.disk_read_bytes >> 20,
+                syncs = io.syncs,
+                sync_ms_avg,
                 "shutting down: closing partitions"
             );
             shard.shutting_down.set(true);

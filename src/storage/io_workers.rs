@@ -14,9 +14,10 @@
 //! an executor, before that executor's own rings, so one shard got 2
 //! workers and the others 8 (on 2 CPUs; read back with
 //! `IORING_REGISTER_IOWQ_MAX_WORKERS`, which shard varied from run to run).
-//! With 1,000 partitions that shard's syncs averaged 81-97 ms against
-//! 1.5-2 ms on the other, and the broker took 1,290-1,576 MiB/s; with every
-//! shard at 8 workers, 1,650-1,925 (README, "Against the disk").
+//! With 1,000 partitions and no consumer that shard's syncs averaged
+//! 80-101 ms against 1.3-16 ms on the other, and the broker took 1,290-1,576
+//! MiB/s; with every shard's pool set (4 to 32 workers), 1,648-1,925
+//! (README, "Against the disk").
 //!
 //! Each shard therefore sets its own limit at start (`io_workers_per_shard`,
 //! default 4 × online CPUs, the kernel's intended size) through a

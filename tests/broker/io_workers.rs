@@ -2,7 +2,7 @@
 //! group commit, fallocate, ftruncate) on a pool of kernel workers of the
 //! configured size, read back from the kernel. glommio 0.9 leaves the
 //! first shard to start with 2 and the others with 8 (on 2 CPUs), and
-//! with 1,000 partitions that one shard's syncs took 40 times as long
+//! with 1,000 partitions that one shard's syncs took 6 to 40 times as long
 //! (`storage::io_workers`).
 
 use crate::common::BrokerProc;
