@@ -407,16 +407,21 @@ impl Consumer {
                 let Some(pos) = self.positions.get_mut(&part) else {
                     continue;
                 };
+                // The position moves only once every header parsed: on a
+                // bad one, `fetch_round` rewinds what `moved` holds, which
+                // is not yet this partition.
                 let from = *pos;
+                let mut next = from;
                 for chunk in &p.frames {
                     for item in FrameIter::new(chunk.clone()) {
                         let (h, _) = item.map_err(|e| {
                             ClientError::Protocol(format!("bad batch from the broker: {e}"))
                         })?;
-                        *pos = (*pos).max(h.last_offset() + 1);
+                        next = next.max(h.last_offset() + 1);
                     }
                 }
-                if *pos > from {
+                *pos = next;
+                if next > from {
                     moved.push(Moved {
                         partition: part,
                         from,
