@@ -24,7 +24,7 @@
 //!
 //! Each log: one segment of up to 1 GiB (no roll inside a sample), flush and
 //! checkpoint intervals far away (only the explicit waits sync), a 1 MiB
-//! cache budget with `cache_keep_bytes` 0 (written batches are evicted).
+//! shard cache budget (written batches are evicted, oldest first).
 //!
 //! The bench drives a glommio executor (the broker's io_memory and preempt
 //! timer) on its own thread; criterion's thread
@@ -67,7 +67,6 @@ fn log_config(write_chunk_bytes: usize, write_behind: usize) -> LogConfig {
         write_behind,
         flush_interval_ms: 1_000_000,
         checkpoint_interval_ms: 1_000_000,
-        cache_keep_bytes: 0,
         // The broker's default; SHARDLOG_BENCH_PREALLOC=0 measures without reservation.
         preallocate_bytes: std::env::var("SHARDLOG_BENCH_PREALLOC")
             .ok()

@@ -2903,7 +2903,6 @@ fn values_in_partition_dir(dir: &std::path::Path) -> Vec<usize> {
                     write_behind: 2,
                     flush_interval_ms: 1_000,
                     checkpoint_interval_ms: 0,
-                    cache_keep_bytes: 0,
                     preallocate_bytes: 0,
                 };
                 let log = Log::open(

@@ -101,7 +101,6 @@ fn log_cfg(retention: bool) -> LogConfig {
         write_behind: 2,
         flush_interval_ms: 50,
         checkpoint_interval_ms: 1,
-        cache_keep_bytes: 4096,
         preallocate_bytes: 0,
     }
 }

@@ -43,7 +43,6 @@ fn cfg(rng: &mut StdRng) -> LogConfig {
         // timed flushes happen exactly when an operation says so.
         flush_interval_ms: rng.gen_range(1..500),
         checkpoint_interval_ms: rng.gen_range(0..3),
-        cache_keep_bytes: rng.gen_range(0..20_000),
         preallocate_bytes: [0, 8192, 65536][rng.gen_range(0..3)],
     }
 }

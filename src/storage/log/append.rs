@@ -250,7 +250,7 @@ impl<D: super::Disk> Log<D> {
         // round: between rounds, appends would otherwise hold written
         // batches in memory beyond the shard's cache budget.
         let flushed = st.offsets.flushed();
-        st.cache.evict(flushed, self.cfg.cache_keep_bytes);
+        st.cache.evict(flushed);
     }
 
     fn maybe_roll(

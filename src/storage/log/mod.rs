@@ -72,10 +72,6 @@ pub struct LogConfig {
     pub write_behind: usize,
     pub flush_interval_ms: u64,
     pub checkpoint_interval_ms: u64,
-    /// The least a partition keeps cached of its written batches while the
-    /// shard is within budget; it keeps more when its equal share of the
-    /// shard's budget is larger (see `CacheBudget::fair_share`).
-    pub cache_keep_bytes: usize,
     /// Reserve segment file space this far ahead of the writes (0: never).
     pub preallocate_bytes: u64,
 }
@@ -88,7 +84,6 @@ impl LogConfig {
             write_behind: b.write_behind,
             flush_interval_ms: b.flush_interval_ms,
             checkpoint_interval_ms: b.recovery_point_interval_ms,
-            cache_keep_bytes: (b.shard_cache_bytes_max / 64).max(1 << 20),
             preallocate_bytes: b.segment_preallocate_bytes,
         }
     }
@@ -344,11 +339,12 @@ impl<D: Disk> Log<D> {
         }
     }
 
-    /// Evict written batches from the cache if the partition or shard is over budget.
+    /// Mark written batches evictable, and evict the shard's oldest written
+    /// batches while it is over budget.
     pub fn trim_cache(&self) -> usize {
         let mut st = self.st.borrow_mut();
         let flushed = st.offsets.flushed();
-        st.cache.evict(flushed, self.cfg.cache_keep_bytes)
+        st.cache.evict(flushed)
     }
 
     /// Stop accepting appends, write everything, sync, write indexes and a
