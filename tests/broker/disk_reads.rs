@@ -18,7 +18,7 @@ const VALUE_BYTES: usize = 4 << 10;
 const RECORDS_PER_PARTITION: u64 = 256;
 
 /// The sum of `key=N` over the broker's log lines that contain `line`.
-fn sum_field(log: &str, line: &str, key: &str) -> u64 {
+pub(crate) fn sum_field(log: &str, line: &str, key: &str) -> u64 {
     log.lines()
         .filter(|l| l.contains(line))
         .map(|l| BrokerProc::log_field(l, key))

@@ -37,15 +37,7 @@ fn every_shard_has_the_same_number_of_io_workers_by_default() {
 
 #[test]
 fn io_workers_per_shard_sets_every_shards_pool() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut b = BrokerProc::start_on(
-        dir.path(),
-        &dir.path().join("broker.stderr"),
-        "127.0.0.1:0",
-        "127.0.0.1:0",
-        3,
-        &["--set", "io_workers_per_shard=3"],
-    );
+    let mut b = BrokerProc::start_with_shards(3, &["--set", "io_workers_per_shard=3"]);
     assert_eq!(
         io_workers_per_shard(&b),
         vec![(0, 3), (1, 3), (2, 3)],

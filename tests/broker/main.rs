@@ -6,6 +6,7 @@
 mod common;
 
 mod bad_input;
+mod cache_window;
 mod crash;
 mod disk_reads;
 mod io_workers;

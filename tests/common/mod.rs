@@ -37,12 +37,24 @@ pub struct BrokerProc {
 impl BrokerProc {
     /// Start a broker with 2 shards on free ports in a fresh temporary directory.
     pub fn start(extra: &[&str]) -> BrokerProc {
+        Self::start_with_shards(2, extra)
+    }
+
+    /// As [`Self::start`], with `shards` shards.
+    pub fn start_with_shards(shards: usize, extra: &[&str]) -> BrokerProc {
         let tmp = tempfile::Builder::new()
             .prefix("shardlog-test-")
             .tempdir()
             .unwrap();
-        let dir = tmp.path().to_path_buf();
-        let mut b = Self::start_in(&dir, extra);
+        let dir = tmp.path();
+        let mut b = Self::start_on(
+            dir,
+            &dir.join("broker.stderr"),
+            "127.0.0.1:0",
+            "127.0.0.1:0",
+            shards,
+            extra,
+        );
         b._tmp = Some(tmp);
         b
     }
