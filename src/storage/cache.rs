@@ -195,6 +195,9 @@ impl Drop for BatchCache {
         sh.stale += s.queued;
         self.budget.set_slot_bytes(&mut s, 0);
         sh.free.push(self.slot);
+        // As for `clear`: a shard that deletes topics while within budget
+        // never pops its queue.
+        CacheBudget::compact(&mut sh);
     }
 }
 
