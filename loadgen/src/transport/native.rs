@@ -153,9 +153,9 @@ impl NativeProducer {
         timestamp_ms: i64,
         token: u64,
     ) -> Result<(), TransportError> {
-        // The Delivery handle is dropped: acks arrive through the sink.
+        // No Delivery handle: acks arrive through the sink.
         self.producer
-            .send_to(
+            .send_to_untracked(
                 &self.topic,
                 partition,
                 key,
