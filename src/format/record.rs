@@ -120,6 +120,49 @@ pub fn encode(
     }
 }
 
+/// Why a zigzag varlong could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VarlongError {
+    /// The buffer ended at this byte, inside the varint.
+    Truncated(usize),
+    /// Longer than 10 bytes, or bits beyond 64.
+    Overflow,
+}
+
+/// Read the zigzag varlong at `buf[*pos..]` and move `pos` past it.
+///
+/// Small values (one byte: -64..=63) take a branch of their own: nearly
+/// every varint of a small record is one, and the loop cost the consumer
+/// 15% of its CPU with 100 B records (perf).
+#[inline(always)]
+pub fn decode_varlong(buf: &[u8], pos: &mut usize) -> Result<i64, VarlongError> {
+    let zigzag = |z: u64| ((z >> 1) as i64) ^ -((z & 1) as i64);
+    match buf.get(*pos) {
+        Some(&b) if b < 0x80 => {
+            *pos += 1;
+            Ok(zigzag(b as u64))
+        }
+        _ => decode_varlong_long(buf, pos).map(zigzag),
+    }
+}
+
+#[inline(never)]
+fn decode_varlong_long(buf: &[u8], pos: &mut usize) -> Result<u64, VarlongError> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let b = *buf.get(*pos).ok_or(VarlongError::Truncated(*pos))?;
+        *pos += 1;
+        if shift == 63 && b > 1 {
+            return Err(VarlongError::Overflow);
+        }
+        z |= ((b & 0x7f) as u64) << shift;
+        if b & 0x80 == 0 {
+            return Ok(z);
+        }
+    }
+    Err(VarlongError::Overflow)
+}
+
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -128,22 +171,10 @@ struct Cursor<'a> {
 impl<'a> Cursor<'a> {
     fn varlong(&mut self) -> Result<i64, RecordError> {
         let start = self.pos;
-        let mut z: u64 = 0;
-        for shift in (0..70).step_by(7) {
-            let b = *self
-                .buf
-                .get(self.pos)
-                .ok_or(RecordError::Truncated(self.pos))?;
-            self.pos += 1;
-            if shift == 63 && b > 1 {
-                return Err(RecordError::VarintOverflow(start));
-            }
-            z |= ((b & 0x7f) as u64) << shift;
-            if b & 0x80 == 0 {
-                return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
-            }
-        }
-        Err(RecordError::VarintOverflow(start))
+        decode_varlong(self.buf, &mut self.pos).map_err(|e| match e {
+            VarlongError::Truncated(at) => RecordError::Truncated(at),
+            VarlongError::Overflow => RecordError::VarintOverflow(start),
+        })
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], RecordError> {
