@@ -6,8 +6,9 @@
 //! Why: building a Fetch answer by copying every batch into one response
 //! buffer was 8% of a shard's CPU on the native fetch path (perf, max-rate
 //! produce with a live consumer), and a copy of data the socket then copies
-//! again. Payloads up to [`INLINE_MAX`] are still copied: a write per tiny
-//! batch would cost more than the copy.
+//! again. The connection writes the parts gathered, an `iovec` each
+//! (`server::vectored`); payloads up to [`INLINE_MAX`] are still copied,
+//! where the copy costs less than a part.
 //!
 //! Lifecycle: built by one request's handler on the connection's shard,
 //! handed to the connection's writer as `Vec<Bytes>`; the shared parts keep
@@ -16,8 +17,11 @@
 use bytes::{Bytes, BytesMut};
 
 /// Shared payloads up to this size are copied into the response instead of
-/// being written as parts of their own.
-pub const INLINE_MAX: usize = 16 << 10;
+/// being written as parts of their own. It was 16 KiB while each part was a
+/// write of its own; gathered, a part costs an `iovec`, and copying a
+/// 10 KB batch (100 B records) cost more than that (README, "Against the
+/// disk").
+pub const INLINE_MAX: usize = 512;
 
 /// Parts of a response, in the order they are written.
 #[derive(Debug, Default)]

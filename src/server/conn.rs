@@ -70,16 +70,17 @@ impl Out {
         }
     }
 
-    async fn write_to(&self, w: &mut (impl futures::AsyncWrite + Unpin)) -> std::io::Result<()> {
+    /// Write it to `w`, whose socket is `fd` (parts go out gathered, see
+    /// `server::vectored`).
+    async fn write_to(
+        &self,
+        fd: std::os::fd::RawFd,
+        w: &mut (impl futures::AsyncWrite + Unpin),
+    ) -> std::io::Result<()> {
         match self {
             Out::Nothing => Ok(()),
             Out::One(buf) => w.write_all(buf).await,
-            Out::Parts(parts) => {
-                for p in parts {
-                    w.write_all(p).await?;
-                }
-                Ok(())
-            }
+            Out::Parts(parts) => super::vectored::write_parts(fd, parts, w).await,
         }
     }
 }
@@ -194,14 +195,14 @@ pub async fn run<P: Protocol>(shard: Rc<Shard>, stream: TcpStream, proto: Rc<P>,
                 let (back, r) = queues
                     .spawn_bulk(async move {
                         let mut w = writer;
-                        let r = out.write_to(&mut w).await;
+                        let r = out.write_to(fd, &mut w).await;
                         (w, r)
                     })
                     .await;
                 writer = back;
                 r
             } else {
-                out.write_to(&mut writer).await
+                out.write_to(fd, &mut writer).await
             };
             if let Err(e) = written {
                 if e.kind() == std::io::ErrorKind::TimedOut {

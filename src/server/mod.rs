@@ -6,3 +6,4 @@ pub mod bind;
 pub mod budget;
 pub mod conn;
 pub mod native;
+pub mod vectored;
