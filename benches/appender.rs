@@ -66,6 +66,7 @@ fn log_config(write_chunk_bytes: usize, write_behind: usize) -> LogConfig {
         write_chunk_bytes,
         write_behind,
         flush_interval_ms: 1_000_000,
+        sync_min_interval: std::time::Duration::ZERO,
         checkpoint_interval_ms: 1_000_000,
         // The broker's default; SHARDLOG_BENCH_PREALLOC=0 measures without reservation.
         preallocate_bytes: std::env::var("SHARDLOG_BENCH_PREALLOC")

@@ -2902,6 +2902,7 @@ fn values_in_partition_dir(dir: &std::path::Path) -> Vec<usize> {
                     write_chunk_bytes: 1 << 20,
                     write_behind: 2,
                     flush_interval_ms: 1_000,
+                    sync_min_interval: Duration::ZERO,
                     checkpoint_interval_ms: 0,
                     preallocate_bytes: 0,
                 };

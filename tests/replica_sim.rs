@@ -100,6 +100,9 @@ fn log_cfg(retention: bool) -> LogConfig {
         write_chunk_bytes: 8192,
         write_behind: 2,
         flush_interval_ms: 50,
+        // Zero: a step awaits syncs while its clock stands still, so an
+        // asked-for sync spaced after the last one would never start.
+        sync_min_interval: Duration::ZERO,
         checkpoint_interval_ms: 1,
         preallocate_bytes: 0,
     }

@@ -20,6 +20,7 @@ fn cfg() -> LogConfig {
         write_chunk_bytes: 8192,
         write_behind: 2,
         flush_interval_ms: 1_000_000,
+        sync_min_interval: std::time::Duration::ZERO,
         checkpoint_interval_ms: 0,
         preallocate_bytes: 16384,
     }

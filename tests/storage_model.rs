@@ -42,6 +42,7 @@ fn cfg(rng: &mut StdRng) -> LogConfig {
         // Time stands still unless the test advances the manual clock, so
         // timed flushes happen exactly when an operation says so.
         flush_interval_ms: rng.gen_range(1..500),
+        sync_min_interval: Duration::ZERO,
         checkpoint_interval_ms: rng.gen_range(0..3),
         preallocate_bytes: [0, 8192, 65536][rng.gen_range(0..3)],
     }
@@ -646,5 +647,63 @@ fn segment_age_and_time_retention_follow_the_manual_clock() {
         assert_eq!(log.log_start_offset(), second, "the first segment went");
         let got = read_all(&log, second).await;
         assert_eq!(got.len(), 1, "the second segment's batch is still served");
+    });
+}
+
+/// A sync asked for (here by an acks=all waiter) starts no sooner than
+/// `sync_min_interval` after the last one started, on the log's clock: the
+/// first at once, the next only once the interval has passed.
+#[test]
+fn asked_syncs_are_spaced_by_sync_min_interval() {
+    let ex = glommio::LocalExecutorBuilder::default().make().unwrap();
+    ex.run(async {
+        CLOCK.with(|c| *c.borrow_mut() = Some(ManualClock::new()));
+        let c = clock();
+        let mut rng = StdRng::seed_from_u64(11);
+        let disk = SimDisk::new(11);
+        let mut cfg = cfg(&mut rng);
+        cfg.flush_interval_ms = 1_000_000;
+        cfg.sync_min_interval = Duration::from_millis(5);
+        let budget = CacheBudget::new(1 << 20);
+        let log = open_log(&disk, "/sim/spaced", &cfg, &budget).await.unwrap();
+        let _flusher = glommio::spawn_local(log.clone().run_flusher());
+        let append = |log: &Log<SimDisk>| {
+            let mut b = BatchBuilder::new();
+            b.push(c.wall_ms(), None, Some(b"v"), &[]);
+            let f = b.finish(Compression::None, ProducerIds::NONE);
+            log.append(vec![BytesMut::from(&f[..])], 0)
+                .unwrap()
+                .last_offset
+        };
+        let wait = |log: &Rc<Log<SimDisk>>, last: u64| {
+            let log = log.clone();
+            glommio::spawn_local(async move { log.wait_durable(last).await.unwrap() })
+        };
+        let first = append(&log);
+        let w1 = wait(&log, first);
+        settle(&log, |l| l.durable_offset() == l.next_offset()).await;
+        assert_eq!(
+            log.durable_offset(),
+            first + 1,
+            "the first asked sync runs at once"
+        );
+        w1.await;
+        let second = append(&log);
+        let w2 = wait(&log, second);
+        c.advance(Duration::from_micros(4_999));
+        settle(&log, |l| l.durable_offset() == l.next_offset()).await;
+        assert_eq!(
+            log.durable_offset(),
+            first + 1,
+            "asked again within sync_min_interval: not synced yet"
+        );
+        c.advance(Duration::from_micros(1));
+        settle(&log, |l| l.durable_offset() == l.next_offset()).await;
+        assert_eq!(
+            log.durable_offset(),
+            second + 1,
+            "the interval passed: synced"
+        );
+        w2.await;
     });
 }

@@ -30,6 +30,7 @@ fn config(segment_bytes: u64) -> LogConfig {
         write_chunk_bytes: 64 << 10,
         write_behind: 2,
         flush_interval_ms: 1_000_000,
+        sync_min_interval: std::time::Duration::ZERO,
         checkpoint_interval_ms: 0,
         preallocate_bytes: 1 << 20,
     }

@@ -5,7 +5,8 @@
 //! everything appended so far, write it, one fdatasync, publish the new
 //! durable offset, maybe write a checkpoint. A sync is due when an acks=all
 //! waiter or a waiting reader asks, when a quarter of the partition's cache
-//! share is unsynced (`append::sync_trigger_bytes`), when data has been dirty for
+//! share is unsynced (`append::sync_trigger_bytes`) (these three no sooner
+//! than `sync_min_interval` after the last sync started), when data has been dirty for
 //! `flush_interval_ms` (measured on the log's clock), when the shard's
 //! write budget is under pressure, when closing, and (to retry) after a
 //! full disk.
@@ -110,7 +111,16 @@ impl<D: Disk> Log<D> {
         let interval_due = dirty_for.is_some_and(|d| d >= interval);
         // A full disk is retried by syncing again: whatever failed (a
         // chunk, the tail, the checkpoint) is redone by that round.
-        let want_sync = st.sync_wanted_offset > st.offsets.durable()
+        // An asked-for sync (a waiting reader or acks=all producer, the
+        // cache trigger) gathers what arrives for `sync_min_interval` after
+        // the last one started: back to back, a tailing consumer made a
+        // sync per append.
+        let asked = st.sync_wanted_offset > st.offsets.durable();
+        let asked_at = st
+            .last_sync_at
+            .map(|t| t + self.cfg.sync_min_interval)
+            .filter(|t| *t > now);
+        let want_sync = (asked && asked_at.is_none())
             || interval_due
             || st.unwritten.pressed()
             || (st.closing && !st.closed)
@@ -118,6 +128,10 @@ impl<D: Disk> Log<D> {
         let timeout = match st.health {
             Health::NoSpace => Some(NO_SPACE_RETRY),
             _ => dirty_for.map(|d| interval.saturating_sub(d)),
+        };
+        let timeout = match asked_at.filter(|_| asked && !want_sync) {
+            Some(t) => Some(timeout.map_or(t - now, |d| d.min(t - now))),
+            None => timeout,
         };
         Some(Round {
             has_chunks: !st.pending.is_empty(),
@@ -228,6 +242,7 @@ impl<D: Disk> Log<D> {
         let checkpoint =
             due.then(|| Checkpoint::from_table(seg.base_offset, seg.len, next, &st.producers));
         st.dirty_since = None;
+        st.last_sync_at = Some(now);
         st.unsynced_bytes = 0;
         SyncPoint {
             items,

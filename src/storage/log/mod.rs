@@ -71,6 +71,8 @@ pub struct LogConfig {
     pub write_chunk_bytes: usize,
     pub write_behind: usize,
     pub flush_interval_ms: u64,
+    /// See `BrokerConfig::sync_min_interval_us`.
+    pub sync_min_interval: std::time::Duration,
     pub checkpoint_interval_ms: u64,
     /// Reserve segment file space this far ahead of the writes (0: never).
     pub preallocate_bytes: u64,
@@ -83,6 +85,7 @@ impl LogConfig {
             write_chunk_bytes: b.write_chunk_bytes,
             write_behind: b.write_behind,
             flush_interval_ms: b.flush_interval_ms,
+            sync_min_interval: std::time::Duration::from_micros(b.sync_min_interval_us),
             checkpoint_interval_ms: b.recovery_point_interval_ms,
             preallocate_bytes: b.segment_preallocate_bytes,
         }
@@ -146,6 +149,9 @@ struct LogState<D: Disk> {
     /// yet (the visible end is the durable offset).
     unsynced_bytes: usize,
     dirty_since: Option<Instant>,
+    /// When the last sync point was taken: an asked-for sync waits until
+    /// `sync_min_interval` after it.
+    last_sync_at: Option<Instant>,
     /// A reader found nothing new and waits: the next append asks for a sync.
     reader_waiting: bool,
     health: Health,

@@ -86,6 +86,7 @@ impl<D: Disk> Log<D> {
             sync_wanted_offset: 0,
             unsynced_bytes: 0,
             dirty_since: None,
+            last_sync_at: None,
             reader_waiting: false,
             health: Health::Ok,
             offline: None,
