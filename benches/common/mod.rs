@@ -129,6 +129,28 @@ pub fn json_records_section(min_len: usize, seed: u64) -> Vec<u8> {
     buf.to_vec()
 }
 
+/// A records section like loadgen's 100 B workload: unkeyed records of
+/// `value_len` bytes, timestamp deltas of 0-2 ms, as many as fit in
+/// `min_len` (10,000 B batches: 92 records, offset deltas past 63 take two
+/// bytes).
+pub fn small_records_section(min_len: usize, value_len: usize) -> Vec<u8> {
+    let mut buf = BytesMut::with_capacity(min_len + 1024);
+    let value = vec![0x5a; value_len];
+    let mut i = 0u64;
+    while buf.len() < min_len {
+        shardlog::format::record::encode(
+            &mut buf,
+            (i / 40) as i64,
+            i as i32,
+            None,
+            Some(&value),
+            &[],
+        );
+        i += 1;
+    }
+    buf.to_vec()
+}
+
 /// True under `cargo bench` (cargo passes `--bench`). Under `cargo test
 /// --all-targets` criterion runs every bench once as a smoke test, and the
 /// benches use small sizes so that stays quick.
