@@ -181,13 +181,14 @@ type PartKey = (Arc<str>, u32);
 /// 100 B records.
 #[derive(Default)]
 struct OpenBatches {
+    /// A topic is here only while it has an open batch: `remove` drops it
+    /// with its last one.
     by_topic: HashMap<Arc<str>, HashMap<u32, OpenBatch>>,
-    len: usize,
 }
 
 impl OpenBatches {
     fn is_empty(&self) -> bool {
-        self.len == 0
+        self.by_topic.is_empty()
     }
 
     /// The open batch of `topic`'s `partition`, opened with `open` if there
@@ -203,11 +204,7 @@ impl OpenBatches {
             self.by_topic.insert(shared(), HashMap::default());
         }
         let parts = self.by_topic.get_mut(topic).expect("inserted above");
-        let len = &mut self.len;
-        parts.entry(partition).or_insert_with(|| {
-            *len += 1;
-            open()
-        })
+        parts.entry(partition).or_insert_with(open)
     }
 
     /// Take a partition's open batch out, with its key.
@@ -223,7 +220,6 @@ impl OpenBatches {
                 .0
                 .clone()
         };
-        self.len -= 1;
         Some(((t, partition), b))
     }
 
