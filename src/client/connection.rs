@@ -3,6 +3,7 @@
 //! through a mutex-guarded write half so request order on the wire is the
 //! order of `send` calls.
 
+use super::read_buffer::{ReadBuffers, READ_CHUNK, READ_ROOM_MIN};
 use super::ClientError;
 use crate::protocol::codec::Reader;
 use crate::protocol::frame::{ApiKey, FrameHeader, ResponseHeader, LEN_PREFIX};
@@ -56,7 +57,7 @@ impl Connection {
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         let w2 = waiters.clone();
         let reader = tokio::spawn(async move {
-            let mut buf = BytesMut::with_capacity(256 << 10);
+            let mut bufs = ReadBuffers::default();
             let fail = |e: ClientError, rd: &tokio::net::tcp::OwnedReadHalf| {
                 tracing::debug!(%peer, error = %e, "connection failed; requests in flight fail");
                 // Close the socket, not only this half: the broker must see
@@ -70,6 +71,7 @@ impl Connection {
                 }
             };
             loop {
+                let buf = &mut bufs.cur;
                 while buf.len() >= LEN_PREFIX {
                     let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
                     if len > RESPONSE_MAX_BYTES {
@@ -80,7 +82,6 @@ impl Connection {
                         return;
                     }
                     if buf.len() < LEN_PREFIX + len {
-                        buf.reserve(LEN_PREFIX + len - buf.len());
                         break;
                     }
                     let mut frame = buf.split_to(LEN_PREFIX + len);
@@ -103,10 +104,19 @@ impl Connection {
                         }
                     }
                 }
-                if buf.capacity() - buf.len() < 64 << 10 {
-                    buf.reserve(256 << 10);
+                // Room for the rest of a partial answer, and at least
+                // READ_ROOM_MIN for the read.
+                let partial = (buf.len() >= LEN_PREFIX).then(|| {
+                    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
+                    LEN_PREFIX + len - buf.len()
+                });
+                let room = buf.capacity() - buf.len();
+                match partial {
+                    Some(rest) if rest > room => bufs.make_room(rest),
+                    None | Some(_) if room < READ_ROOM_MIN => bufs.make_room(READ_CHUNK),
+                    _ => {}
                 }
-                match rd.read_buf(&mut buf).await {
+                match rd.read_buf(&mut bufs.cur).await {
                     Ok(0) => {
                         fail(ClientError::Closed, &rd);
                         return;

@@ -6,6 +6,7 @@ pub mod connection;
 pub mod consumer;
 pub mod partitioner;
 pub mod producer;
+pub mod read_buffer;
 pub mod routes;
 
 pub use connection::Connection;
