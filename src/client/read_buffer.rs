@@ -14,9 +14,11 @@
 //! one fills, the caller has usually dropped the answers in the spare, and
 //! the reader moves back to it without allocating.
 //!
-//! **Bound.** The spare is kept only up to [`SPARE_MAX_BYTES`] of capacity:
-//! a buffer grown for one large answer is freed with it rather than held
-//! for the connection's life.
+//! **Bound.** New buffers are rounded up to a power of two so that answers
+//! of a similar size fit the spare, and only buffers up to
+//! [`SPARE_MAX_BYTES`] are kept: the reader holds at most that much beyond
+//! the answers in flight. A buffer for a larger answer is allocated to its
+//! size and freed with the answer, as before.
 //!
 //! Lifecycle: owned by the connection's reader task, dropped with it.
 
@@ -76,8 +78,14 @@ impl ReadBuffers {
             // last answer that holds it), and keep the current one below.
         }
         // Rounded up to a power of two, so that the next answers, of a
-        // similar size, fit in this buffer once it is the spare.
-        let alloc = want.next_power_of_two().max(READ_CHUNK);
+        // similar size, fit in this buffer once it is the spare. A buffer
+        // too large to be kept is allocated to size: rounding a 300 MiB
+        // answer's up to 512 MiB would only raise the peak.
+        let alloc = if want <= SPARE_MAX_BYTES {
+            want.next_power_of_two().max(READ_CHUNK)
+        } else {
+            want
+        };
         let mut fresh = BytesMut::with_capacity(alloc);
         fresh.extend_from_slice(&self.cur);
         let old = std::mem::replace(&mut self.cur, fresh);
@@ -189,6 +197,11 @@ mod tests {
         let mut b = ReadBuffers::default();
         let big = SPARE_MAX_BYTES + 1;
         fill(&mut b, big, 1);
+        assert!(
+            b.cur.capacity() <= big + READ_CHUNK,
+            "a buffer too large to keep was rounded up to {}",
+            b.cur.capacity()
+        );
         let first = b.cur.split_to(big).freeze();
         // The first answer is held, and the second does not fit after it:
         // a new buffer, and the first one's (over the cap) is not kept.
