@@ -72,6 +72,8 @@ impl Connection {
             };
             loop {
                 let buf = &mut bufs.cur;
+                // Bytes still to come of a partial answer.
+                let mut rest = None;
                 while buf.len() >= LEN_PREFIX {
                     let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
                     if len > RESPONSE_MAX_BYTES {
@@ -82,6 +84,7 @@ impl Connection {
                         return;
                     }
                     if buf.len() < LEN_PREFIX + len {
+                        rest = Some(LEN_PREFIX + len - buf.len());
                         break;
                     }
                     let mut frame = buf.split_to(LEN_PREFIX + len);
@@ -106,14 +109,10 @@ impl Connection {
                 }
                 // Room for the rest of a partial answer, and at least
                 // READ_ROOM_MIN for the read.
-                let partial = (buf.len() >= LEN_PREFIX).then(|| {
-                    let len = u32::from_le_bytes(buf[..4].try_into().unwrap()) as usize;
-                    LEN_PREFIX + len - buf.len()
-                });
                 let room = buf.capacity() - buf.len();
-                match partial {
+                match rest {
                     Some(rest) if rest > room => bufs.make_room(rest),
-                    None | Some(_) if room < READ_ROOM_MIN => bufs.make_room(READ_CHUNK),
+                    _ if room < READ_ROOM_MIN => bufs.make_room(READ_CHUNK),
                     _ => {}
                 }
                 match rd.read_buf(&mut bufs.cur).await {
