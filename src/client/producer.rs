@@ -42,10 +42,11 @@ use crate::protocol::messages::{
 };
 use crate::protocol::ErrorCode;
 use bytes::Bytes;
-use rustc_hash::FxHashMap as HashMap;
+use hashbrown::hash_map::EntryRef;
+use rustc_hash::{FxBuildHasher, FxHashMap as HashMap};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 
@@ -183,7 +184,7 @@ type PartKey = (Arc<str>, u32);
 struct OpenBatches {
     /// A topic is here only while it has an open batch: `remove` drops it
     /// with its last one.
-    by_topic: HashMap<Arc<str>, HashMap<u32, OpenBatch>>,
+    by_topic: hashbrown::HashMap<Arc<str>, HashMap<u32, OpenBatch>, FxBuildHasher>,
 }
 
 impl OpenBatches {
@@ -200,10 +201,14 @@ impl OpenBatches {
         shared: impl FnOnce() -> Arc<str>,
         open: impl FnOnce() -> OpenBatch,
     ) -> &mut OpenBatch {
-        if !self.by_topic.contains_key(topic) {
-            self.by_topic.insert(shared(), HashMap::default());
-        }
-        let parts = self.by_topic.get_mut(topic).expect("inserted above");
+        // One hash and compare of the topic: std's map needed two lookups
+        // here (a `get_mut` that may return cannot fall through to an
+        // insert under today's borrow checker), and they, with the
+        // compares, were ~10% of a 100 B loadgen producer's CPU.
+        let parts = match self.by_topic.entry_ref(topic) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => v.insert_with_key(shared(), HashMap::default()),
+        };
         parts.entry(partition).or_insert_with(open)
     }
 
@@ -268,6 +273,84 @@ fn shared_topic(last: &mut Option<Arc<str>>, topic: &str) -> Arc<str> {
             t
         }
     }
+}
+
+/// One record to queue, with its encoded size
+/// ([`BatchBuilder::record_size`]).
+struct RecordRef<'a> {
+    partition: u32,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+    headers: &'a [(&'a str, Option<&'a [u8]>)],
+    timestamp_ms: i64,
+    token: u64,
+    size: usize,
+}
+
+/// Queue `r` into its partition's open batch, under the accumulator's
+/// lock; its room in the buffer was already taken. Returns the delivery
+/// (if `tracked`), whether the batch filled up (and was sealed), and
+/// whether the record opened a batch.
+fn queue_record(
+    acc: &mut Accumulator,
+    cfg: &ProducerConfig,
+    topic: &str,
+    r: &RecordRef<'_>,
+    tracked: bool,
+) -> (Option<Delivery>, bool, bool) {
+    // A new batch reserves room for a full batch at once: grown by
+    // doubling, it was copied at every doubling on its way up (the
+    // producers' memmove fell from 3.1% to 1.7% of a 100 B loadgen
+    // run's samples). All open batches together reserve at most
+    // the buffer's budget: with a thousand partitions, a full
+    // batch's room for each would hold (and, as the allocator
+    // reuses touched memory, keep resident) far more than the
+    // records buffered; past the budget a batch starts at one
+    // record's room and grows as before.
+    let left = cfg.buffer_bytes_max.saturating_sub(acc.reserved);
+    // `size` counts zero deltas; in the batch a record's timestamp
+    // and offset deltas (and so its length) take up to
+    // RECORD_DELTA_SLACK more bytes, and a full batch's last
+    // record overflowed a room of exactly `batch_bytes + size`:
+    // a copy of the whole batch at its doubling (2.5% of a 100 B
+    // producer's CPU), and its tokens' too.
+    let size = r.size;
+    let room = (cfg.batch_bytes + size + RECORD_DELTA_SLACK)
+        .min(left)
+        .max(size);
+    let (open, reserved, last_topic) = (&mut acc.open, &mut acc.reserved, &mut acc.last_topic);
+    let b = open.get_or_open(
+        topic,
+        r.partition,
+        || shared_topic(last_topic, topic),
+        || {
+            *reserved += room;
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(room),
+                ack: BatchAck::new(),
+                tokens: Vec::with_capacity(room / size.max(1) + 1),
+                opened: Instant::now(),
+                bytes: 0,
+                reserved: room,
+            }
+        },
+    );
+    let first = b.builder.is_empty();
+    b.builder.push(r.timestamp_ms, r.key, r.value, r.headers);
+    b.tokens.push(r.token);
+    b.bytes += size;
+    let delivery = tracked.then(|| Delivery {
+        ack: b.ack.clone(),
+        index: b.builder.record_count() as u32 - 1,
+        partition: r.partition,
+    });
+    let full = b.builder.size_bytes() >= cfg.batch_bytes;
+    if full {
+        let (key_t, batch) = acc.open.remove(topic, r.partition).expect("just queued");
+        let sealed = acc.seal(key_t, batch);
+        acc.full.push_back(sealed);
+    }
+    (delivery, full, first)
 }
 
 impl Accumulator {
@@ -474,63 +557,20 @@ impl Producer {
         let (delivery, full, first) = {
             let mut acc = self.inner.acc.lock().unwrap();
             if acc.closed {
+                // Not queued: give its room back.
+                self.inner.buffered.fetch_sub(size, Ordering::AcqRel);
                 return Err(ClientError::Invalid("producer is closed".into()));
             }
-            // A new batch reserves room for a full batch at once: grown by
-            // doubling, it was copied at every doubling on its way up (the
-            // producers' memmove fell from 3.1% to 1.7% of a 100 B loadgen
-            // run's samples). All open batches together reserve at most
-            // the buffer's budget: with a thousand partitions, a full
-            // batch's room for each would hold (and, as the allocator
-            // reuses touched memory, keep resident) far more than the
-            // records buffered; past the budget a batch starts at one
-            // record's room and grows as before.
-            let cfg = &self.inner.cfg;
-            let left = cfg.buffer_bytes_max.saturating_sub(acc.reserved);
-            // `size` counts zero deltas; in the batch a record's timestamp
-            // and offset deltas (and so its length) take up to
-            // RECORD_DELTA_SLACK more bytes, and a full batch's last
-            // record overflowed a room of exactly `batch_bytes + size`:
-            // a copy of the whole batch at its doubling (2.5% of a 100 B
-            // producer's CPU), and its tokens' too.
-            let room = (cfg.batch_bytes + size + RECORD_DELTA_SLACK)
-                .min(left)
-                .max(size);
-            let acc = &mut *acc;
-            let (open, reserved, last_topic) =
-                (&mut acc.open, &mut acc.reserved, &mut acc.last_topic);
-            let b = open.get_or_open(
-                topic,
+            let r = RecordRef {
                 partition,
-                || shared_topic(last_topic, topic),
-                || {
-                    *reserved += room;
-                    OpenBatch {
-                        builder: BatchBuilder::with_capacity(room),
-                        ack: BatchAck::new(),
-                        tokens: Vec::with_capacity(room / size.max(1) + 1),
-                        opened: Instant::now(),
-                        bytes: 0,
-                        reserved: room,
-                    }
-                },
-            );
-            let first = b.builder.is_empty();
-            b.builder.push(timestamp_ms, key, value, headers);
-            b.tokens.push(token);
-            b.bytes += size;
-            let delivery = tracked.then(|| Delivery {
-                ack: b.ack.clone(),
-                index: b.builder.record_count() as u32 - 1,
-                partition,
-            });
-            let full = b.builder.size_bytes() >= self.inner.cfg.batch_bytes;
-            if full {
-                let (key_t, batch) = acc.open.remove(topic, partition).expect("just queued");
-                let sealed = acc.seal(key_t, batch);
-                acc.full.push_back(sealed);
-            }
-            (delivery, full, first)
+                key,
+                value,
+                headers,
+                timestamp_ms,
+                token,
+                size,
+            };
+            queue_record(&mut acc, &self.inner.cfg, topic, &r, tracked)
         };
         if full {
             let n = self.partitions(topic).await.unwrap_or(1);
@@ -580,6 +620,143 @@ impl Producer {
         self.inner.acc.lock().unwrap().closed = true;
         self.inner.wake_sender.notify_one();
         Ok(())
+    }
+}
+
+/// Room a [`Burst`] takes from the buffer's budget at a time.
+const BURST_RESERVE_BYTES: usize = 64 << 10;
+
+/// Records queued in a row under one hold of the producer's lock, for a
+/// caller that sends many small records at once (loadgen's producers).
+///
+/// **Why.** Per record, [`Producer::send_to_untracked`] takes and releases
+/// the accumulator's lock and adds to the shared count of buffered bytes.
+/// With 100 B records those atomic operations, and the store-buffer drain
+/// each one forces after the record's bytes were written, were about a
+/// quarter of a loadgen producer thread.
+///
+/// **Budget.** `buffer_bytes_max` holds as for single sends: room is taken
+/// from the buffered count before a record is queued, up to
+/// [`BURST_RESERVE_BYTES`] at a time, and what is left is given back on
+/// drop. When there is no room, [`Burst::try_send`] queues nothing and
+/// returns false; the caller drops the burst and sends that record with
+/// [`Producer::send_to_untracked`], which waits for room.
+///
+/// Lifecycle: made by [`Producer::burst`] and dropped on the caller's
+/// thread within one synchronous stretch. It holds a std mutex guard (so
+/// it is not `Send`) that the sender task also waits for: hold it for a
+/// few dozen records and never across an `.await`.
+pub struct Burst<'a> {
+    inner: &'a Inner,
+    /// Held until drop (an `Option` so that drop releases it first).
+    acc: Option<MutexGuard<'a, Accumulator>>,
+    topic: &'a str,
+    partitions: u32,
+    /// Room taken from `Inner::buffered` and not yet used by a record.
+    reserved: usize,
+    /// Partitions whose batch filled up in this burst, for the partitioner.
+    sealed: Vec<u32>,
+    /// A batch was opened or sealed: the sender has work.
+    wake: bool,
+}
+
+impl Producer {
+    /// Start a [`Burst`] of records for `topic`. An unknown topic is not
+    /// refused here, as with [`Producer::send_to`]: the broker's answer
+    /// says so.
+    pub async fn burst<'a>(&'a self, topic: &'a str) -> Result<Burst<'a>, ClientError> {
+        let partitions = self.partitions(topic).await.unwrap_or(1);
+        let acc = self.inner.acc.lock().unwrap();
+        if acc.closed {
+            return Err(ClientError::Invalid("producer is closed".into()));
+        }
+        Ok(Burst {
+            inner: &self.inner,
+            acc: Some(acc),
+            topic,
+            partitions,
+            reserved: 0,
+            sealed: Vec::new(),
+            wake: false,
+        })
+    }
+}
+
+impl Burst<'_> {
+    /// Queue a record for `partition` if the buffer has room for it, with a
+    /// token for the batch-ack callback (no [`Delivery`]). False: nothing
+    /// was queued (see the type's doc).
+    pub fn try_send(
+        &mut self,
+        partition: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[(&str, Option<&[u8]>)],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> bool {
+        let size = BatchBuilder::record_size(key, value, headers);
+        if size > self.reserved && !self.reserve(size) {
+            return false;
+        }
+        self.reserved -= size;
+        let r = RecordRef {
+            partition,
+            key,
+            value,
+            headers,
+            timestamp_ms,
+            token,
+            size,
+        };
+        let acc = self.acc.as_mut().expect("held until drop");
+        let (_, full, first) = queue_record(acc, &self.inner.cfg, self.topic, &r, false);
+        if full {
+            self.sealed.push(partition);
+        }
+        self.wake |= full || first;
+        true
+    }
+
+    /// Take room for at least `size` more bytes from the buffer's budget:
+    /// a chunk if it fits, else just `size`. The rule is a single send's:
+    /// a record fits if the buffer is empty or stays within the budget.
+    fn reserve(&mut self, size: usize) -> bool {
+        let max = self.inner.cfg.buffer_bytes_max;
+        let chunk = BURST_RESERVE_BYTES.min(max).max(size);
+        for want in [chunk, size] {
+            let took =
+                self.inner
+                    .buffered
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |cur| {
+                        (cur == 0 || cur + want <= max).then_some(cur + want)
+                    });
+            if took.is_ok() {
+                self.reserved += want;
+                return true;
+            }
+        }
+        false
+    }
+}
+
+impl Drop for Burst<'_> {
+    fn drop(&mut self) {
+        drop(self.acc.take());
+        if self.reserved > 0 {
+            self.inner
+                .buffered
+                .fetch_sub(self.reserved, Ordering::AcqRel);
+            self.inner.buffer_freed.notify_waiters();
+        }
+        for &p in &self.sealed {
+            self.inner
+                .partitioner
+                .on_batch_sealed(self.topic, p, self.partitions);
+        }
+        if self.wake {
+            self.inner.wake_sender.notify_one();
+        }
     }
 }
 

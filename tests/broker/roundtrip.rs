@@ -5,6 +5,7 @@ use crate::block_on;
 use crate::common::{ok, BrokerProc};
 use shardlog::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt};
 use shardlog::format::codec::ALL;
+use shardlog::format::BatchBuilder;
 use shardlog::protocol::messages::{Acks, FetchPartition, FetchRequest};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -275,6 +276,88 @@ fn open_batches_reserve_no_more_than_the_buffer_budget() {
             got += consumer.poll().await.unwrap().len();
         }
         assert_eq!(got, 64);
+    });
+}
+
+/// A burst queues records under one lock while the buffer has room:
+/// exactly as many as the budget holds, then none (nothing half-queued),
+/// and again once the broker acknowledged them. Every record queued
+/// arrives, in order per partition; a closed producer refuses a burst.
+#[test]
+fn a_burst_queues_within_the_buffer_budget_and_delivers_in_order() {
+    let b = BrokerProc::start(&[]);
+    block_on(async {
+        let c = Client::connect(&b.native).await.unwrap();
+        c.create_topic("burst", 2, &[]).await.unwrap();
+        let budget = 64 << 10;
+        let p = Producer::new(
+            c.clone(),
+            ProducerConfig {
+                batch_bytes: 1 << 20,
+                buffer_bytes_max: budget,
+                // Nothing is sent (so nothing frees room) until the flush.
+                linger_ms: 60_000,
+                ..Default::default()
+            },
+        );
+        let value = |i: u32| format!("{i:0100}").into_bytes();
+        let size = BatchBuilder::record_size(None, Some(&value(0)), &[]);
+        let mut sent = 0u32;
+        {
+            let mut burst = p.burst("burst").await.unwrap();
+            while burst.try_send(sent % 2, None, Some(&value(sent)), &[], 0, 0) {
+                sent += 1;
+                assert!(sent as usize <= budget / size, "queued past the budget");
+            }
+        }
+        assert_eq!(
+            sent as usize,
+            budget / size,
+            "the budget's worth was queued"
+        );
+        p.flush().await.unwrap();
+        {
+            let mut burst = p.burst("burst").await.unwrap();
+            for _ in 0..10 {
+                assert!(
+                    burst.try_send(sent % 2, None, Some(&value(sent)), &[], 0, 0),
+                    "acknowledged records gave their room back"
+                );
+                sent += 1;
+            }
+        }
+        p.close().await.unwrap();
+        assert!(
+            p.burst("burst").await.is_err(),
+            "a closed producer took a burst"
+        );
+        let mut per_partition: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        let mut consumer = Consumer::new(
+            c.clone(),
+            "burst",
+            None,
+            StartAt::Earliest,
+            ConsumerConfig::default(),
+        )
+        .await
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut got = 0;
+        while got < sent && Instant::now() < deadline {
+            for m in consumer.poll().await.unwrap() {
+                let v: u32 = std::str::from_utf8(m.value.as_deref().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                per_partition.entry(m.partition).or_default().push(v);
+                got += 1;
+            }
+        }
+        assert_eq!(got, sent);
+        for (part, values) in per_partition {
+            let expected: Vec<u32> = (0..sent).filter(|i| i % 2 == part).collect();
+            assert_eq!(values, expected, "partition {part}");
+        }
     });
 }
 

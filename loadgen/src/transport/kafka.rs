@@ -555,6 +555,19 @@ impl KafkaProducer {
         timestamp_ms: i64,
         token: u64,
     ) -> Result<(), TransportError> {
+        self.send_now(partition, key, value, timestamp_ms, token)
+    }
+
+    /// [`KafkaProducer::send`] without a future: librdkafka's queueing is
+    /// synchronous (it sleeps here while its queue is full).
+    pub fn send_now(
+        &self,
+        partition: u32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<(), TransportError> {
         let mut record =
             BaseRecord::<[u8], [u8], usize>::with_opaque_to(&self.topic, token as usize)
                 .partition(partition as i32)

@@ -165,6 +165,41 @@ pub enum ProducerBackend {
     Kafka(kafka::KafkaProducer),
 }
 
+/// Records sent in a row by one producer thread: the native client queues
+/// them under one hold of its lock ([`shardlog::client::producer::Burst`]);
+/// librdkafka takes them one by one as always. Lifecycle: made and dropped
+/// by a producer within one synchronous stretch, never held across an
+/// `.await`.
+pub enum SendBurst<'a> {
+    Native(shardlog::client::producer::Burst<'a>),
+    Kafka(&'a kafka::KafkaProducer),
+}
+
+impl SendBurst<'_> {
+    /// Queue a record now if the client has room for it. `Ok(false)`:
+    /// nothing was queued; drop the burst and [`ProducerBackend::send`] it,
+    /// which waits for room.
+    #[inline]
+    pub fn try_send(
+        &mut self,
+        partition: u32,
+        key: Option<&[u8]>,
+        value: &[u8],
+        timestamp_ms: i64,
+        token: u64,
+    ) -> Result<bool, TransportError> {
+        match self {
+            SendBurst::Native(b) => {
+                Ok(b.try_send(partition, key, Some(value), &[], timestamp_ms, token))
+            }
+            SendBurst::Kafka(p) => {
+                p.send_now(partition, key, value, timestamp_ms, token)?;
+                Ok(true)
+            }
+        }
+    }
+}
+
 impl ProducerBackend {
     /// Must be called inside the tokio runtime (clients spawn their sender task).
     pub async fn open(
@@ -195,6 +230,14 @@ impl ProducerBackend {
         match self {
             ProducerBackend::Native(p) => p.send(partition, key, value, timestamp_ms, token).await,
             ProducerBackend::Kafka(p) => p.send(partition, key, value, timestamp_ms, token).await,
+        }
+    }
+
+    /// Start a run of records sent in a row (see [`SendBurst`]).
+    pub async fn burst(&self) -> Result<SendBurst<'_>, TransportError> {
+        match self {
+            ProducerBackend::Native(p) => Ok(SendBurst::Native(p.burst().await?)),
+            ProducerBackend::Kafka(p) => Ok(SendBurst::Kafka(p)),
         }
     }
 

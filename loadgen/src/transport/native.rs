@@ -5,7 +5,7 @@
 //! ordering and flow control.
 
 use super::{AckEvent, AckSink, ProducerSettings, TopicInfo, TransportError};
-use shardlog::client::producer::AckedBatch;
+use shardlog::client::producer::{AckedBatch, Burst};
 use shardlog::client::ClientError;
 use shardlog::client::{Client, Consumer, ConsumerConfig, Producer, ProducerConfig, StartAt};
 use shardlog::protocol::ErrorCode;
@@ -166,6 +166,12 @@ impl NativeProducer {
             )
             .await?;
         Ok(())
+    }
+
+    /// Records in a row under one hold of the client's lock (see
+    /// [`Burst`]).
+    pub async fn burst(&self) -> Result<Burst<'_>, TransportError> {
+        Ok(self.producer.burst(&self.topic).await?)
     }
 
     pub async fn close(&self) -> Result<(), TransportError> {
