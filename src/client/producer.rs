@@ -27,7 +27,8 @@
 //!
 //! Completion: every record returns a [`Delivery`] that resolves to its
 //! offset; loadgen instead attaches a `u64` token per record and gets one
-//! [`AckedBatch`] callback per batch (no per-record allocation).
+//! [`AckedBatch`] callback per batch (no per-record allocation), and
+//! queues records in runs under one hold of the lock ([`Burst`]).
 //!
 //! Memory: records buffered but not yet acknowledged are bounded by
 //! `buffer_bytes_max`; `send` waits when the producer is over it.
