@@ -640,7 +640,7 @@ const BURST_RESERVE_BYTES: usize = 64 << 10;
 ///
 /// **Budget.** `buffer_bytes_max` holds as for single sends: room is taken
 /// from the buffered count before a record is queued, up to
-/// [`BURST_RESERVE_BYTES`] at a time, and what is left is given back on
+/// `BURST_RESERVE_BYTES` (64 KiB) at a time, and what is left is given back on
 /// drop. When there is no room, [`Burst::try_send`] queues nothing and
 /// returns false; the caller drops the burst and sends that record with
 /// [`Producer::send_to_untracked`], which waits for room.
