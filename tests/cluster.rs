@@ -1577,6 +1577,26 @@ fn the_native_cli_and_client_produce_and_consume_through_any_bootstrap_node() {
         }
         assert!(coordinators.len() > 1, "every group on {coordinators:?}");
     });
+    // Each offsets partition is led by the leader the controller placed (its
+    // first replica): placement spreads them over the nodes, and the placed
+    // leader times out first in its group's first election.
+    let kafka0 = c.nodes[0].kafka.clone().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let leaders = kafka::leaders_any(&kafka0, shardlog::groups::OFFSETS_TOPIC);
+        let placed: Vec<i32> = kafka::replicas_of(&kafka0, shardlog::groups::OFFSETS_TOPIC)
+            .iter()
+            .map(|r| r.first().copied().unwrap_or(-1))
+            .collect();
+        if leaders == placed {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "offsets partitions led by {leaders:?}, placed on {placed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// FindCoordinator asked raw of the broker at `addr`.

@@ -551,6 +551,7 @@ impl Shard {
             me as u64,
             a.origin_voters().iter().map(|n| *n as u64).collect(),
         );
+        cfg.prefer_leader(a.node == me);
         cfg.memory = r.memory();
         let group =
             crate::replica::PartitionGroup::open(&cfg, self.disk.clone(), partition.clone())
