@@ -75,22 +75,26 @@ pub struct GroupConfig {
 
 impl GroupConfig {
     /// Election timeouts that let the partition's placed leader win its
-    /// group's elections when it is up: it times out after exactly
-    /// `election_tick` ticks (it is alone in its range, so nothing needs
-    /// drawing), the other replicas in the second half of raft-rs's usual
-    /// range (`1.5 ×` to `2 × election_tick`). Half an election timeout
-    /// apart, the placed leader wins the first election even if it opened
-    /// the group a little later. Why: with the whole range for every
-    /// replica, which one led was chance and timing (whichever opened the
-    /// group first), and the controller's placement, which spreads leaders
-    /// over the brokers, was lost: a test once found every
-    /// `__consumer_offsets` partition led by one node, so every group's
-    /// coordinator was there. When the placed leader is down, a follower
-    /// takes over within the usual worst case, 2 × `election_tick`.
+    /// group's elections when it is up: it times out after `election_tick`
+    /// or one tick more, the other replicas in the second half of raft-rs's
+    /// usual range (`1.5 ×` to `2 × election_tick`). Four ticks apart at
+    /// the least, the placed leader wins the first election even if it
+    /// opened the group a little later. Its range is two ticks wide, not
+    /// one, because two replicas may both hold it (one placed before a
+    /// reassignment, one after): with a fixed timeout each, both timing out
+    /// together after the same leader's loss would split every vote.
+    ///
+    /// Why: with the whole range for every replica, which one led was
+    /// chance and timing (whichever opened the group first), and the
+    /// controller's placement, which spreads leaders over the brokers, was
+    /// lost: a test once found every `__consumer_offsets` partition led by
+    /// one node, so every group's coordinator was there. When the placed
+    /// leader is down, a follower takes over within the usual worst case,
+    /// 2 × `election_tick`.
     pub fn prefer_leader(&mut self, placed_leader: bool) {
         let (e, half) = (self.election_tick, self.election_tick / 2);
         self.election_range = Some(if placed_leader {
-            (e, e + 1)
+            (e, e + 2)
         } else {
             (e + half, 2 * e)
         });
