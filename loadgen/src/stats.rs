@@ -217,6 +217,10 @@ pub struct Recorder {
     pub window_sent: u64,
     pub window_acked: u64,
     pub window_received: u64,
+    /// Run-clock time of the latest successful ack: tells a producer cut
+    /// off while waiting for buffer room whether the broker was still
+    /// taking data.
+    pub last_ack_ns: u64,
 }
 
 /// Percentile summary of one histogram, in µs.

@@ -9,22 +9,8 @@
 
 mod common;
 
-use common::{read_json, Loadgen};
-use std::path::PathBuf;
+use common::{build_shardlog, read_json, Loadgen};
 use std::time::Duration;
-
-/// Build the shardlog binary into the same target directory as loadgen's.
-fn build_shardlog() -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args(["build", "-p", "shardlog", "--bin", "shardlog"])
-        .status()
-        .expect("running cargo build -p shardlog");
-    assert!(status.success(), "cargo build -p shardlog failed");
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("shardlog");
-    assert!(bin.is_file(), "no {}", bin.display());
-    bin
-}
 
 /// The brokers' pids from loadgen's "started a local cluster" line.
 fn broker_pids(stdout: &str) -> Vec<u32> {

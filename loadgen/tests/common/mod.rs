@@ -256,6 +256,25 @@ impl Loadgen {
     }
 }
 
+/// Build the shardlog binary into the same target directory as loadgen's.
+pub fn build_shardlog() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_loadgen")).with_file_name("shardlog");
+    // The same profile as loadgen's (target/debug or target/release).
+    let release = bin.parent().is_some_and(|d| d.ends_with("release"));
+    let mut args = vec!["build", "-p", "shardlog", "--bin", "shardlog"];
+    if release {
+        args.push("--release");
+    }
+    let status = std::process::Command::new(cargo)
+        .args(&args)
+        .status()
+        .expect("running cargo build -p shardlog");
+    assert!(status.success(), "cargo build -p shardlog failed");
+    assert!(bin.is_file(), "no {}", bin.display());
+    bin
+}
+
 /// A JSON file (a report.json).
 pub fn read_json(p: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()

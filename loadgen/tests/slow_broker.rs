@@ -1,0 +1,172 @@
+//! loadgen against a separate `shardlog serve` that is slowed or stopped
+//! from outside (SIGSTOP/SIGCONT): a producer held back by a slow broker
+//! is a rate that was not sustained, while a broker that stopped
+//! acknowledging is a failure. Both end with a producer waiting for room
+//! in its client's buffer when the grace period ends; what tells them
+//! apart is whether acks were still arriving.
+
+mod common;
+
+use common::{build_shardlog, Loadgen};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+/// A `shardlog serve` on a free loopback port with its own data dir;
+/// resumed, killed and reaped on drop.
+struct Broker {
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Broker {
+    fn start() -> Broker {
+        let bin = build_shardlog();
+        let dir = tempfile::tempdir().unwrap();
+        // A port the kernel just handed out and we released: free unless
+        // another process grabs it in between (then the wait below fails).
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.1:{port}");
+        let child = Command::new(bin)
+            .args([
+                "serve",
+                "--shards",
+                "1",
+                "--kafka-listen",
+                "",
+                "--listen",
+                &addr,
+            ])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(&addr).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "broker not listening on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Broker {
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory effects; the pid is our unreaped child.
+        let r = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(r, 0, "kill: {}", std::io::Error::last_os_error());
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        self.signal(libc::SIGCONT);
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// loadgen at a rate far above what the broker takes, with the smallest
+/// client buffer so the producer spends the run waiting for room.
+fn overdriven_run(broker: &Broker, warmup: &str, report: &std::path::Path) -> Loadgen {
+    Loadgen::spawn(&[
+        "run",
+        "--broker",
+        &broker.addr,
+        "--rate",
+        "5000000",
+        "--partitions",
+        "2",
+        "--message-size",
+        "256",
+        "--batch-bytes",
+        "16k",
+        "--compression",
+        "none",
+        "--buffer-bytes",
+        "8m",
+        "--warmup",
+        warmup,
+        "--duration",
+        "500ms",
+        "--report-dir",
+        report.to_str().unwrap(),
+    ])
+}
+
+/// The broker runs 10 ms in every 50 (stopped the rest), so acks keep
+/// coming at a fifth of its speed and the producer is waiting for buffer
+/// room when its grace period ends. That is a rate not sustained: unsent
+/// messages, exit 0, delivery checks passing. Before the fix this run
+/// failed with "the broker took no more data" (3 of 3 runs).
+#[test]
+fn a_producer_behind_a_slow_broker_is_not_sustained_rather_than_failed() {
+    let broker = Broker::start();
+    let report = tempfile::tempdir().unwrap();
+    let lg = overdriven_run(&broker, "200ms", report.path());
+    let done = Arc::new(AtomicBool::new(false));
+    let throttle = {
+        let done = done.clone();
+        let pid = broker.child.id() as libc::pid_t;
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                // SAFETY: as in `Broker::signal`.
+                unsafe { libc::kill(pid, libc::SIGSTOP) };
+                std::thread::sleep(Duration::from_millis(40));
+                unsafe { libc::kill(pid, libc::SIGCONT) };
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+    };
+    let out = lg.wait(TIMEOUT);
+    done.store(true, Ordering::Relaxed);
+    throttle.join().unwrap();
+    assert_eq!(out.code, Some(0), "{out}");
+    assert!(out.stdout.contains("NOT SUSTAINED"), "{out}");
+    assert!(
+        out.stdout.contains("scheduled messages never sent"),
+        "{out}"
+    );
+    assert!(!out.stdout.contains("took no more data"), "{out}");
+    let json = common::read_json(&report.path().join("report.json"));
+    let run = &json["runs"][0];
+    assert!(run["unsent"].as_u64().unwrap() > 0, "{run}");
+    assert_eq!(run["checks"]["lost"], 0, "{run}");
+    assert_eq!(run["passed"], true, "{run}");
+}
+
+/// A broker stopped outright from before the measured window until well
+/// after the grace period: the producer's wait for room is cut off with
+/// the error, and the run fails. Resumed afterwards so the run can close.
+#[test]
+fn a_producer_facing_a_stopped_broker_fails_the_run() {
+    let broker = Broker::start();
+    let report = tempfile::tempdir().unwrap();
+    // The measured window starts 2 s after the run's start line: the
+    // broker is stopped 1 s after that line and resumed 8 s after it,
+    // past the grace period's end (2 + 0.5 + 1 s).
+    let lg = overdriven_run(&broker, "2s", report.path());
+    lg.wait_started(TIMEOUT);
+    std::thread::sleep(Duration::from_secs(1));
+    broker.signal(libc::SIGSTOP);
+    std::thread::sleep(Duration::from_secs(7));
+    broker.signal(libc::SIGCONT);
+    let out = lg.wait(TIMEOUT);
+    assert_eq!(out.code, Some(1), "{out}");
+    assert!(out.stdout.contains("took no more data"), "{out}");
+}
