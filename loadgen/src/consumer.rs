@@ -25,7 +25,7 @@
 
 use crate::checks::SeqChecker;
 use crate::payload::Header;
-use crate::stats::{ns_to_us, Clock, Recorder, Window};
+use crate::stats::{ns_to_us, record_in_runs, Clock, Recorder, Window};
 use crate::transport::ConsumerBackend;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -173,47 +173,36 @@ pub async fn run(mut ctx: ConsumerCtx) -> (ConsumerOutcome, ConsumerBackend) {
             r.measured.counts.foreign += foreign;
             foreign = 0;
             let in_window = ctx.window.contains(now);
-            // Messages in a row with the same latency (a closed-loop
-            // producer stamps a whole burst with one time) go into the
-            // histograms as one count: one update per message was a tenth
-            // of this thread with 100 B messages.
-            let mut run: Option<(u64, bool, u64)> = None;
+            // Equal latencies in a row (a closed-loop producer stamps a
+            // run of records with one time) go in as one count.
             let mut received = 0u64;
-            let record = |r: &mut Recorder, (us, measured, n): (u64, bool, u64)| {
+            let samples = seen.iter().filter_map(|s| {
+                if ctx.drop_every > 0 {
+                    dropped_counter += 1;
+                    if dropped_counter.is_multiple_of(ctx.drop_every) {
+                        return None;
+                    }
+                }
+                let h = &s.header;
+                // Duplicates and misrouted messages are counted by the
+                // checker; they are not a second delivery.
+                checker
+                    .observe(s.partition, h.partition, h.producer_id, h.seq)
+                    .then(|| {
+                        (
+                            ns_to_us(now.saturating_sub(h.intended_ns)),
+                            ctx.window.contains(h.intended_ns),
+                        )
+                    })
+            });
+            record_in_runs(samples, |us, measured, n| {
+                received += n;
                 r.interval.lat.e2e.saturating_record_n(us, n);
                 if measured {
                     r.measured.lat.e2e.saturating_record_n(us, n);
                     r.window_received += n;
                 }
-            };
-            for s in &seen {
-                if ctx.drop_every > 0 {
-                    dropped_counter += 1;
-                    if dropped_counter.is_multiple_of(ctx.drop_every) {
-                        continue;
-                    }
-                }
-                let h = &s.header;
-                if !checker.observe(s.partition, h.partition, h.producer_id, h.seq) {
-                    // Duplicates and misrouted messages are counted by the
-                    // checker; they are not a second delivery.
-                    continue;
-                }
-                received += 1;
-                let us = ns_to_us(now.saturating_sub(h.intended_ns));
-                let measured = ctx.window.contains(h.intended_ns);
-                match &mut run {
-                    Some((u, m, n)) if *u == us && *m == measured => *n += 1,
-                    _ => {
-                        if let Some(done) = run.replace((us, measured, 1)) {
-                            record(r, done);
-                        }
-                    }
-                }
-            }
-            if let Some(done) = run {
-                record(r, done);
-            }
+            });
             r.interval.counts.received += received;
             r.interval.counts.received_bytes += received * ctx.record_bytes;
             if in_window {

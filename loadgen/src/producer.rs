@@ -20,7 +20,7 @@
 //! tokens into publish latencies.
 
 use crate::payload::{Filler, Header};
-use crate::stats::{ns_to_us, Clock, Recorder, Window};
+use crate::stats::{ns_to_us, record_in_runs, Clock, Recorder, Window};
 use crate::transport::{AckEvent, AckSink, ProducerBackend};
 use crate::workload::{KeyMode, WorkloadSpec, KEY_LEN};
 use shardlog::client::partitioner::partition_for_key;
@@ -118,32 +118,19 @@ pub fn ack_sink(
         // and often less than a microsecond apart: equal latencies in a
         // row go in as one count (one histogram update per record was 11%
         // of the client thread that runs this, with 100 B records).
-        let mut pending: Option<(u64, bool, u64)> = None;
-        for &t in ev.tokens {
-            let (us, in_window) = (ns_to_us(now.saturating_sub(t)), window.contains(t));
-            match &mut pending {
-                Some((u, w, n)) if *u == us && *w == in_window => *n += 1,
-                _ => {
-                    if let Some(run) = pending.replace((us, in_window, 1)) {
-                        record_publish(r, run);
-                    }
+        record_in_runs(
+            ev.tokens
+                .iter()
+                .map(|&t| (ns_to_us(now.saturating_sub(t)), window.contains(t))),
+            |us, in_window, n| {
+                r.interval.lat.publish.saturating_record_n(us, n);
+                if in_window {
+                    r.measured.lat.publish.saturating_record_n(us, n);
+                    r.window_acked += n;
                 }
-            }
-        }
-        if let Some(run) = pending {
-            record_publish(r, run);
-        }
+            },
+        );
     })
-}
-
-/// `n` acks with publish latency `us`, whose intended times were in the
-/// measured window or not.
-fn record_publish(r: &mut Recorder, (us, in_window, n): (u64, bool, u64)) {
-    r.interval.lat.publish.saturating_record_n(us, n);
-    if in_window {
-        r.measured.lat.publish.saturating_record_n(us, n);
-        r.window_acked += n;
-    }
 }
 
 fn lower_timer_slack() {
@@ -247,14 +234,13 @@ impl SendTally {
         r.interval.counts.sent_bytes += self.sent_bytes;
         r.measured.counts.sent += self.measured_sent;
         r.measured.counts.sent_bytes += self.measured_sent_bytes;
-        for run in self.delays.chunk_by(|a, b| a == b) {
-            let ((delay, in_window), n) = (run[0], run.len() as u64);
+        record_in_runs(self.delays.iter().copied(), |delay, in_window, n| {
             r.interval.lat.publish_delay.saturating_record_n(delay, n);
             if in_window {
                 r.measured.lat.publish_delay.saturating_record_n(delay, n);
                 r.window_sent += n;
             }
-        }
+        });
         drop(guard);
         *self = SendTally {
             delays: std::mem::take(&mut self.delays),
