@@ -229,6 +229,30 @@ mod tests {
         assert_eq!(r.delivered, 6);
     }
 
+    /// Keys interleaved message by message and in runs: each (partition,
+    /// producer) keeps its own sequence.
+    #[test]
+    fn interleaved_producers_and_partitions_keep_their_own_sequences() {
+        let mut c = SeqChecker::new();
+        for s in 0..50 {
+            assert!(c.observe(0, 0, 1, s));
+            assert!(c.observe(0, 0, 2, s));
+            if s != 7 {
+                assert!(c.observe(1, 1, 1, s));
+            }
+        }
+        for s in 50..60 {
+            assert!(c.observe(1, 1, 1, s));
+        }
+        assert!(!c.observe(0, 0, 2, 49), "a duplicate of producer 2");
+        let sent = HashMap::from([((0, 1), 50), ((0, 2), 50), ((1, 1), 60)]);
+        assert_eq!(c.delivered_on(0), 100);
+        assert_eq!(c.delivered_on(1), 59);
+        let r = c.finish(&sent, &[0, 1], false);
+        assert_eq!((r.delivered, r.lost, r.duplicated), (159, 1, 1));
+        assert_eq!(c.finish(&sent, &[0], false).lost, 0);
+    }
+
     #[test]
     fn misrouted() {
         let mut c = SeqChecker::new();
