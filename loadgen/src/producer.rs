@@ -357,9 +357,9 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
                 // sink and the consumers record a run as one count.
                 // Open loop: the slot is the intended time, and the clock
                 // is read per record.
-                let run_now = ctx.clock.now_ns();
+                let run_now = (!open).then(|| ctx.clock.now_ns());
                 for _ in 0..TALLY_MAX.min((BURST_MAX - n) as usize) {
-                    let now = if open { ctx.clock.now_ns() } else { run_now };
+                    let now = run_now.unwrap_or_else(|| ctx.clock.now_ns());
                     let intended = if open { slot(i) } else { now };
                     if intended >= send_end || intended > now {
                         break 'burst;

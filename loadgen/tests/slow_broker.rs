@@ -11,12 +11,12 @@ use common::{build_shardlog, Loadgen};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 
-/// A `shardlog serve` on a free loopback port with its own data dir;
-/// resumed, killed and reaped on drop.
+/// A `shardlog serve` on a loopback port of its own choosing, with its
+/// own data dir; resumed, killed and reaped on drop.
 struct Broker {
     child: Child,
     addr: String,
@@ -24,18 +24,14 @@ struct Broker {
 }
 
 impl Broker {
+    /// Start it with `--listen 127.0.0.1:0` and take the bound address from
+    /// its ready line: no port is picked here and released for the broker
+    /// to bind, so no other process can take it in between.
     fn start() -> Broker {
+        use std::io::BufRead;
         let bin = build_shardlog();
         let dir = tempfile::tempdir().unwrap();
-        // A port the kernel just handed out and we released: free unless
-        // another process grabs it in between (then the wait below fails).
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let child = Command::new(bin)
+        let mut child = Command::new(bin)
             .args([
                 "serve",
                 "--shards",
@@ -43,22 +39,29 @@ impl Broker {
                 "--kafka-listen",
                 "",
                 "--listen",
-                &addr,
+                "127.0.0.1:0",
             ])
             .arg("--data-dir")
             .arg(dir.path())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(30),
-                "broker not listening on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        // Reads until the ready line (then keeps draining, so the broker
+        // never blocks on a full pipe).
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.strip_prefix("shardlog ready: native=") {
+                    let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the broker printed no ready line within 30 s");
         Broker {
             child,
             addr,
