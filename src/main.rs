@@ -267,6 +267,10 @@ fn main() {
         // A log that cannot be written (stderr on a full disk) must not stop the broker.
         .log_internal_errors(false)
         .init();
+    // Freed pages kept for reuse stay within their budget (src/alloc.rs).
+    if let Err(e) = shardlog::alloc::govern_kept_pages(shardlog::alloc::KEPT_BYTES_MAX) {
+        tracing::warn!("freed memory is not governed, only decayed: {e}");
+    }
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),
         Cmd::Topic { cmd, broker } => runtime().block_on(topic(cmd, &broker)),

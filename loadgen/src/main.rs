@@ -80,6 +80,11 @@ fn main() -> ExitCode {
             .init();
     }
     loadgen::cpu::register_current_thread();
+    // Freed pages kept for reuse stay within their budget (shardlog's
+    // src/alloc.rs), the embedded broker's and loadgen's alike.
+    if let Err(e) = shardlog::alloc::govern_kept_pages(shardlog::alloc::KEPT_BYTES_MAX) {
+        eprintln!("warning: freed memory is not governed, only decayed: {e}");
+    }
     let result = match cli.cmd {
         Cmd::Run(a) => cmd_run(*a),
         Cmd::Sweep(a) => cmd_sweep(*a),
