@@ -257,32 +257,52 @@ macro_rules! use_jemalloc {
 mod tests {
     use super::*;
 
+    /// Blocks of 4 MiB from jemalloc itself (the test binary keeps the
+    /// system allocator), every page touched; freed on drop. Below
+    /// jemalloc's default huge threshold (8 MiB), so they come from an
+    /// arena that exists from the start.
+    struct Blocks(Vec<*mut u8>);
+
+    const BLOCK: usize = 4 << 20;
+
+    impl Blocks {
+        fn touched(n: usize) -> Blocks {
+            Blocks(
+                (0..n)
+                    .map(|_| {
+                        // SAFETY: a plain allocation, checked for null and
+                        // written within its size; freed once, in drop.
+                        let p = unsafe { tikv_jemalloc_sys::malloc(BLOCK) }.cast::<u8>();
+                        assert!(!p.is_null());
+                        unsafe { std::ptr::write_bytes(p, 1, BLOCK) };
+                        p
+                    })
+                    .collect(),
+            )
+        }
+    }
+
+    impl Drop for Blocks {
+        fn drop(&mut self) {
+            for &p in &self.0 {
+                // SAFETY: each pointer came from jemalloc's malloc.
+                unsafe { tikv_jemalloc_sys::free(p.cast()) };
+            }
+        }
+    }
+
     /// Real jemalloc (called directly: the test binary keeps the system
     /// allocator), set to keep freed pages: freed memory stays past the
     /// budget until the governor purges it.
     #[test]
     fn the_governor_purges_kept_pages_past_its_budget() {
-        const SIZE: usize = 4 << 20;
         const BUDGET: usize = 32 << 20;
         let arena: u32 = ctl_read("thread.arena").expect("jemalloc answers");
         assert!(ctl_write(
             &format!("arena.{arena}.dirty_decay_ms"),
             Some(-1isize)
         ));
-        let blocks: Vec<*mut u8> = (0..48)
-            .map(|_| {
-                // SAFETY: a plain allocation, checked for null, written
-                // within its size and freed once below.
-                let p = unsafe { tikv_jemalloc_sys::malloc(SIZE) }.cast::<u8>();
-                assert!(!p.is_null());
-                unsafe { std::ptr::write_bytes(p, 1, SIZE) };
-                p
-            })
-            .collect();
-        for p in blocks {
-            // SAFETY: each pointer came from jemalloc's malloc above.
-            unsafe { tikv_jemalloc_sys::free(p.cast()) };
-        }
+        drop(Blocks::touched(48));
         let kept = kept_bytes().expect("jemalloc is built with statistics");
         assert!(kept >= 128 << 20, "freed pages were not kept: {kept} bytes");
         govern_kept_pages(BUDGET).expect("the governor starts");
@@ -312,26 +332,11 @@ mod tests {
 
     #[test]
     fn the_active_page_counter_follows_allocations() {
-        // Below jemalloc's default huge threshold (8 MiB), so the blocks
-        // come from an arena counted from the start.
-        const SIZE: usize = 4 << 20;
         let counters = active_counters();
         let before = active_pages(&counters);
-        let blocks: Vec<*mut u8> = (0..16)
-            .map(|_| {
-                // SAFETY: allocated, checked, touched within its size, freed
-                // once below.
-                let p = unsafe { tikv_jemalloc_sys::malloc(SIZE) }.cast::<u8>();
-                assert!(!p.is_null());
-                unsafe { std::ptr::write_bytes(p, 1, SIZE) };
-                p
-            })
-            .collect();
+        let blocks = Blocks::touched(16);
         let during = active_pages(&counters);
-        for p in blocks {
-            // SAFETY: from jemalloc's malloc above.
-            unsafe { tikv_jemalloc_sys::free(p.cast()) };
-        }
+        drop(blocks);
         let page: usize = ctl_read("arenas.page").unwrap();
         assert!(
             during >= before + 16 * SIZE / page,
