@@ -339,7 +339,7 @@ mod tests {
         drop(blocks);
         let page: usize = ctl_read("arenas.page").unwrap();
         assert!(
-            during >= before + 16 * SIZE / page,
+            during >= before + 16 * BLOCK / page,
             "{before} -> {during} pages"
         );
         assert!(
