@@ -1,6 +1,6 @@
 //! The process allocator of shardlog's binaries (`shardlog`, `loadgen`):
-//! jemalloc, with one arena, freed pages kept a quarter of a second for
-//! reuse, and huge pages.
+//! jemalloc, with one arena, up to 128 MiB of freed pages kept for reuse
+//! (a governor thread purges past that), and huge pages.
 //!
 //! **Why.** A produce request's frame is read into a buffer of exactly its
 //! size, and its batches stay in the batch cache (they are the cache) until
@@ -343,6 +343,16 @@ mod tests {
             );
             std::thread::sleep(GOVERN_EVERY);
         }
+    }
+
+    #[test]
+    fn the_documented_decay_is_the_configured_one() {
+        let conf = std::str::from_utf8(MALLOC_CONF).unwrap();
+        assert!(conf.ends_with('\0'), "jemalloc reads a C string");
+        assert!(
+            conf.contains(&format!(",dirty_decay_ms:{KEEP_DECAY_MS},")),
+            "{conf}"
+        );
     }
 
     #[test]
