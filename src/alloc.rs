@@ -105,8 +105,18 @@ pub fn purges() -> u64 {
     PURGES.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// `mallctl`'s name for "every arena" (jemalloc's `MALLCTL_ARENAS_ALL`).
-const ALL_ARENAS: &str = "4096";
+/// Dirty (freed, kept) pages of every arena; 4096 is jemalloc's
+/// `MALLCTL_ARENAS_ALL`.
+const KEPT_PAGES_CTL: &str = "stats.arenas.4096.pdirty";
+
+/// Purge every arena's dirty pages.
+const PURGE_CTL: &str = "arena.4096.purge";
+
+/// The allocator's page size, read once.
+fn page_bytes() -> Option<usize> {
+    static PAGE: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| ctl_read("arenas.page"))
+}
 
 /// Read a jemalloc control of type `T` (a `size_t` or `uint64_t` one).
 fn ctl_read<T: Copy + Default>(name: &str) -> Option<T> {
@@ -160,29 +170,28 @@ pub fn kept_bytes() -> Option<usize> {
     if !ctl_write("epoch", Some(1u64)) {
         return None;
     }
-    let page: usize = ctl_read("arenas.page")?;
-    let dirty: usize = ctl_read(&format!("stats.arenas.{ALL_ARENAS}.pdirty"))?;
-    Some(dirty * page)
+    let dirty: usize = ctl_read(KEPT_PAGES_CTL)?;
+    Some(dirty * page_bytes()?)
 }
 
 /// Start the thread that holds the pages jemalloc keeps within `max`
 /// bytes: every [`GOVERN_EVERY`] while pages move, and at most every
 /// [`GOVERN_IDLE_EVERY`] while none do ([`next_sleep`]), it reads them
-/// ([`kept_bytes`]) and, past `max`, purges them all. Lives as long as the process; call once, from
-/// a binary that uses [`use_jemalloc!`](crate::use_jemalloc). Err: the
-/// thread could not start, or jemalloc's statistics cannot be read (a
-/// binary with another allocator).
+/// ([`kept_bytes`]) and, past `max`, purges them all. Lives as long as
+/// the process; call once, from a binary that uses
+/// [`use_jemalloc!`](crate::use_jemalloc). Err: the thread could not
+/// start, or jemalloc's statistics cannot be read (a binary with another
+/// allocator).
 pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
     if kept_bytes().is_none() {
         return Err(std::io::Error::other(
             "jemalloc's statistics are not available: is it the global allocator?",
         ));
     }
-    let purge = format!("arena.{ALL_ARENAS}.purge");
     std::thread::Builder::new()
         .name("alloc-governor".into())
         .spawn(move || {
-            let mut counters = active_counters();
+            let (mut narenas, mut counters) = active_counters();
             let (mut active_at_read, mut sleep) = (usize::MAX, GOVERN_EVERY);
             loop {
                 std::thread::sleep(sleep);
@@ -193,14 +202,19 @@ pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
                     continue;
                 }
                 // The read refreshes jemalloc's statistics, its count of
-                // arenas too: take the counters after it.
+                // arenas too: take the counters again after it if that grew
+                // or an arena had none yet (jemalloc makes them lazily).
                 let kept = kept_bytes();
-                counters = active_counters();
+                if ctl_read::<u32>("arenas.narenas") != Some(narenas)
+                    || counters.len() < narenas as usize
+                {
+                    (narenas, counters) = active_counters();
+                }
                 active_at_read = active_pages(&counters);
                 let Some(kept) = kept.filter(|&kept| kept > max) else {
                     continue;
                 };
-                if ctl_write::<u64>(&purge, None) {
+                if ctl_write::<u64>(PURGE_CTL, None) {
                     PURGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::debug!(kept, max, "purged the freed pages the allocator kept");
                 }
@@ -212,10 +226,10 @@ pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
 /// Each arena's count of pages in use, as jemalloc keeps it
 /// (`experimental.arenas.<i>.pactivep`: the counter's address, to be read
 /// with one load and no statistics refresh). The arenas are those of
-/// jemalloc's last statistics refresh.
-fn active_counters() -> Vec<&'static std::sync::atomic::AtomicUsize> {
+/// jemalloc's last statistics refresh; returned with their number.
+fn active_counters() -> (u32, Vec<&'static std::sync::atomic::AtomicUsize>) {
     let narenas: u32 = ctl_read("arenas.narenas").unwrap_or(0);
-    (0..narenas)
+    let counters = (0..narenas)
         .filter_map(|i| ctl_read::<usize>(&format!("experimental.arenas.{i}.pactivep")))
         .map(|p| {
             // SAFETY: jemalloc hands out the address of the arena's
@@ -223,7 +237,8 @@ fn active_counters() -> Vec<&'static std::sync::atomic::AtomicUsize> {
             // atomically; arenas are never freed, so it stays valid.
             unsafe { std::sync::atomic::AtomicUsize::from_ptr(p as *mut usize) }
         })
-        .collect()
+        .collect();
+    (narenas, counters)
 }
 
 /// The pages in use in the arenas of `counters`.
@@ -306,12 +321,12 @@ mod tests {
         // Bind this thread to its arena (made on its first allocation)
         // before taking the counters.
         drop(Blocks::touched(1));
-        let counters = active_counters();
+        let (_, counters) = active_counters();
         let before = active_pages(&counters);
         let blocks = Blocks::touched(16);
         let during = active_pages(&counters);
         drop(blocks);
-        let page: usize = ctl_read("arenas.page").unwrap();
+        let page = page_bytes().unwrap();
         assert!(
             during >= before + 16 * BLOCK / page,
             "{before} -> {during} pages"
