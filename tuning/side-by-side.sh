@@ -4,8 +4,10 @@
 # embedded broker, on the same file system, interleaved in rounds so that a
 # noisy neighbour or a warming disk hits both alike. Prints, per target, the
 # median of the rounds, their spread, the ratio to the matching dd figure,
-# the seconds that fell below half the run's median (stalls), and the share
-# of the produced bytes a live consumer read.
+# the seconds that fell below half the run's median (stalls), the share
+# of the produced bytes a live consumer read, and the embedded broker's
+# slow-disk warnings (a disk operation of 1 s or more: a stall with one is
+# the disk's).
 #
 #   tuning/side-by-side.sh [--data-dir DIR] [--rounds N] [--duration D] [--dd-gib G] [--out DIR]
 #
@@ -106,7 +108,7 @@ for round in $(seq 1 "$rounds"); do
 done
 
 python3 - "$results" "$out/summary.json" <<'EOF'
-import json, statistics, sys
+import json, os, statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 dd = {}      # name -> [MiB/s per round]
 runs = {}    # name -> [dict per round]
@@ -119,6 +121,16 @@ for rnd, name, val in rows:
     except Exception as e:
         runs.setdefault(name, []).append({"error": str(e)})
         continue
+    # The embedded broker's slow-disk warnings (any write, sync or
+    # reservation of 1 s or more), from the run's log: a stall with one is
+    # the disk's, not the broker's.
+    slow_ms = []
+    try:
+        for line in open(os.path.dirname(val) + ".log", errors="replace"):
+            if "slow disk: one " in line and "took_ms=" in line:
+                slow_ms.append(int(line.split("took_ms=")[1].split()[0]))
+    except OSError:
+        pass
     measured = [s for s in r["timeseries"] if s["phase"] == "measure"]
     per_s = [s["acked_mib_per_s"] for s in measured]
     med = statistics.median(per_s) if per_s else 0.0
@@ -132,6 +144,7 @@ for rnd, name, val in rows:
         "consumed_share": r["consumed"]["bytes"] / max(1, r["produced"]["bytes"]),
         "stall_seconds": sum(1 for v in per_s if v < 0.5 * med),
         "seconds": len(per_s),
+        "slow_disk_ms": slow_ms,
         "broker_cpu_s_per_gb": r["cpu"].get("broker_cpu_s_per_gb"),
         "loadgen_cpu_s_per_gb": r["cpu"].get("loadgen_cpu_s_per_gb"),
         "passed": r["passed"],
@@ -185,11 +198,15 @@ for name, base, target, key in checks:
         summary["targets"].append({"name": name, "median": med, "unit": unit, "ratio": ratio, "target": target,
                                    "met": None, "disk_read_ratio": statistics.median(disk) if disk else None})
         continue
-    print(f"{name:28} {med:>8,.0f} {unit} {spread(vals):>16} {shown:>7} {tgt:>8}  {stalls:>2}/{secs:<3}  {consumed:>7.0%}  {cpu_b:.2f}/{cpu_l:.2f}  {verdict}")
+    slow = [ms for x in good for ms in x["slow_disk_ms"]]
+    slow_note = f"  slow disk: {len(slow)} warnings, longest {max(slow):,} ms" if slow else ""
+    print(f"{name:28} {med:>8,.0f} {unit} {spread(vals):>16} {shown:>7} {tgt:>8}  {stalls:>2}/{secs:<3}  {consumed:>7.0%}  {cpu_b:.2f}/{cpu_l:.2f}  {verdict}{slow_note}")
     summary["targets"].append({"name": name, "median": med, "unit": unit, "ratio": ratio, "target": target, "met": ok,
-                               "stall_seconds": stalls, "seconds": secs, "consumed_share": consumed})
+                               "stall_seconds": stalls, "seconds": secs, "consumed_share": consumed,
+                               "slow_disk_warnings": len(slow), "slowest_disk_op_ms": max(slow) if slow else None})
 print()
 print("stalls: measured seconds below half the run's median rate, over all rounds; consumed: the live consumer's share of the produced bytes (median)")
+print("slow disk: the embedded broker's warnings of a disk operation that took 1 s or more (in the runs' .log files): the disk stood still")
 json.dump(summary, open(sys.argv[2], "w"), indent=1)
 print(f"summary: {sys.argv[2]}")
 EOF

@@ -70,15 +70,22 @@ fn spawn_signal_handler(rt: &tokio::runtime::Runtime, interrupt: Arc<AtomicBool>
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // Logs of the client library and of an embedded broker, only when asked
-    // for: a benchmark's output is its table, and a broker's INFO lines
-    // would interleave with the per-second progress.
-    if std::env::var_os("RUST_LOG").is_some() {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .init();
-    }
+    // Logs of the client library and of an embedded broker at RUST_LOG's
+    // levels. Without it, only the embedded broker's storage warnings (a
+    // disk that stood still or filled up, a partition that failed): a
+    // benchmark's output is its table, and a broker's INFO lines would
+    // interleave with the per-second progress, but a figure taken while
+    // the disk stood still must say so.
+    let filter = match std::env::var_os("RUST_LOG") {
+        Some(_) => tracing_subscriber::EnvFilter::from_default_env(),
+        None => tracing_subscriber::EnvFilter::new("shardlog::storage=warn"),
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter)
+        // No colour codes in a log file (side-by-side.sh keeps one per run).
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
     loadgen::cpu::register_current_thread();
     // Freed pages kept for reuse stay within their budget (shardlog's
     // src/alloc.rs), the embedded broker's and loadgen's alike.

@@ -717,6 +717,8 @@ pub async fn run(
                 disk_read_mib = io.disk_read_bytes >> 20,
                 syncs = io.syncs,
                 sync_ms_avg,
+                slow_disk_ops = io.slow_ops,
+                slowest_disk_op_ms = io.slowest_op_micros / 1000,
                 "shutting down: closing partitions"
             );
             shard.shutting_down.set(true);

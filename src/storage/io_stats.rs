@@ -8,9 +8,22 @@
 //! stops. They answer "do my consumers read from memory?" (a live consumer
 //! that falls behind the cache reads from disk, in competition with the
 //! writes, and may never catch up again) and "are syncs slow?" (a sync
-//! holds its partition's writes; see `storage::io_workers`).
+//! holds its partition's writes; see `storage::io_workers`) and "did the
+//! disk stand still?" (slow operations, see `storage::log::slow_disk`).
 
 use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+/// A disk operation that takes this long or longer is a slow one: counted,
+/// and logged by the caller. A healthy disk completes a write chunk in
+/// milliseconds and a group commit's fdatasync in tens of them; a second
+/// is a disk that stood still (issue 14: a run that stood still for 4 s
+/// with every thread waiting).
+pub const SLOW_DISK_OP: Duration = Duration::from_secs(1);
+
+/// At most one slow-disk warning per shard per this interval: a disk that
+/// stands still slows every partition's writes at once.
+pub const SLOW_DISK_WARN_EVERY: Duration = Duration::from_secs(1);
 
 thread_local! {
     static STATS: ReadStats = const {
@@ -21,6 +34,10 @@ thread_local! {
             disk_read_bytes: Cell::new(0),
             syncs: Cell::new(0),
             sync_micros: Cell::new(0),
+            slow_ops: Cell::new(0),
+            slowest_op_micros: Cell::new(0),
+            unlogged_slow_ops: Cell::new(0),
+            slow_warned_at: Cell::new(None),
         }
     };
 }
@@ -39,6 +56,14 @@ struct ReadStats {
     /// time (from submission to completion, as the flusher waited).
     syncs: Cell<u64>,
     sync_micros: Cell<u64>,
+    /// Disk operations (writes, syncs, reservations, file creation) that
+    /// took at least `SLOW_DISK_OP`, and the longest of all operations.
+    slow_ops: Cell<u64>,
+    slowest_op_micros: Cell<u64>,
+    /// Slow operations not yet named in a warning, and when the last
+    /// warning was logged (the rate limit).
+    unlogged_slow_ops: Cell<u64>,
+    slow_warned_at: Cell<Option<Instant>>,
 }
 
 /// A snapshot of this thread's counters.
@@ -50,6 +75,8 @@ pub struct ReadCounts {
     pub disk_read_bytes: u64,
     pub syncs: u64,
     pub sync_micros: u64,
+    pub slow_ops: u64,
+    pub slowest_op_micros: u64,
 }
 
 fn add(c: &Cell<u64>, n: u64) {
@@ -79,6 +106,32 @@ pub fn synced(took: std::time::Duration) {
     });
 }
 
+/// One disk operation that took `took`, ending at `now`. When it was slow
+/// and no warning was logged in the last `SLOW_DISK_WARN_EVERY`, returns
+/// how many slow operations the warning to log now stands for (this one
+/// and those since the previous warning).
+pub fn disk_op(took: Duration, now: Instant) -> Option<u64> {
+    STATS.with(|s| {
+        let micros = took.as_micros() as u64;
+        s.slowest_op_micros
+            .set(s.slowest_op_micros.get().max(micros));
+        if took < SLOW_DISK_OP {
+            return None;
+        }
+        add(&s.slow_ops, 1);
+        add(&s.unlogged_slow_ops, 1);
+        let quiet = s
+            .slow_warned_at
+            .get()
+            .is_none_or(|t| now.saturating_duration_since(t) >= SLOW_DISK_WARN_EVERY);
+        if !quiet {
+            return None;
+        }
+        s.slow_warned_at.set(Some(now));
+        Some(s.unlogged_slow_ops.replace(0))
+    })
+}
+
 /// This thread's counters so far.
 pub fn counts() -> ReadCounts {
     STATS.with(|s| ReadCounts {
@@ -88,6 +141,8 @@ pub fn counts() -> ReadCounts {
         disk_read_bytes: s.disk_read_bytes.get(),
         syncs: s.syncs.get(),
         sync_micros: s.sync_micros.get(),
+        slow_ops: s.slow_ops.get(),
+        slowest_op_micros: s.slowest_op_micros.get(),
     })
 }
 
@@ -110,8 +165,44 @@ mod tests {
         assert_eq!(after.disk_read_bytes - before.disk_read_bytes, 4196);
         assert_eq!(after.syncs - before.syncs, 1);
         assert_eq!(after.sync_micros - before.sync_micros, 3000);
+        assert_eq!(after.slow_ops, before.slow_ops);
         // Another thread has its own.
         let other = std::thread::spawn(counts).join().unwrap();
         assert_eq!(other, ReadCounts::default());
+    }
+
+    #[test]
+    fn slow_operations_are_counted_and_warned_of_at_most_once_a_second() {
+        std::thread::spawn(|| {
+            let t0 = Instant::now();
+            let ms = Duration::from_millis;
+            assert_eq!(disk_op(ms(30), t0), None, "a fast one is not slow");
+            assert_eq!(
+                disk_op(SLOW_DISK_OP, t0),
+                Some(1),
+                "the first slow one warns"
+            );
+            assert_eq!(
+                disk_op(ms(4000), t0 + ms(500)),
+                None,
+                "within a second: counted only"
+            );
+            assert_eq!(disk_op(ms(1500), t0 + ms(900)), None);
+            assert_eq!(
+                disk_op(ms(999), t0 + ms(1200)),
+                None,
+                "not slow, warns of nothing"
+            );
+            assert_eq!(
+                disk_op(ms(1200), t0 + ms(1000)),
+                Some(3),
+                "a second later: this one and the two unlogged"
+            );
+            let c = counts();
+            assert_eq!(c.slow_ops, 4);
+            assert_eq!(c.slowest_op_micros, 4_000_000);
+        })
+        .join()
+        .unwrap();
     }
 }

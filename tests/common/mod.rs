@@ -1,6 +1,7 @@
 //! Test harness: a real `shardlog serve` process on real files and sockets.
 #![allow(dead_code)]
 
+pub mod blkio;
 pub mod kafka;
 pub mod netns;
 

@@ -5,6 +5,9 @@
 #[path = "../../../tests/common/threads.rs"]
 mod threads;
 
+#[path = "../../../tests/common/blkio.rs"]
+pub mod blkio;
+
 use loadgen::cpu::BrokerCpuSource;
 use loadgen::embedded::EmbeddedBroker;
 use loadgen::knee::SustainRule;
@@ -156,10 +159,24 @@ impl Finished {
 
 impl Loadgen {
     pub fn spawn(args: &[&str]) -> Loadgen {
+        Self::spawn_with(&[], tempfile::tempdir().unwrap(), args)
+    }
+
+    /// As [`Self::spawn`] with TMPDIR `tmp`, run under `wrapper` (a
+    /// command that execs the rest of its arguments).
+    pub fn spawn_with(wrapper: &[String], tmp: tempfile::TempDir, args: &[&str]) -> Loadgen {
         use std::io::{BufRead, Read};
         use std::process::{Command, Stdio};
-        let tmp = tempfile::tempdir().unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_loadgen"))
+        let bin = env!("CARGO_BIN_EXE_loadgen");
+        let mut cmd = match wrapper.split_first() {
+            Some((w, rest)) => {
+                let mut c = Command::new(w);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(args)
             .env("TMPDIR", tmp.path())
             .stdout(Stdio::piped())

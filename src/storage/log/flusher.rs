@@ -276,7 +276,9 @@ impl<D: Disk> Log<D> {
         }
         let path = segment::log_path(&self.dir, active_base);
         let start = self.clock.now();
-        file.sync().await.map_err(io_err("sync", &path))?;
+        self.timed("sync", &path, 0, file.sync())
+            .await
+            .map_err(io_err("sync", &path))?;
         io_stats::synced(self.clock.now().saturating_duration_since(start));
         Ok(file)
     }
@@ -292,10 +294,12 @@ impl<D: Disk> Log<D> {
         active_len: u64,
     ) -> Result<(), StorageError> {
         let path = segment::log_path(&self.dir, active_base);
-        file.truncate(active_len)
+        self.timed("truncate", &path, 0, file.truncate(active_len))
             .await
             .map_err(io_err("truncate", &path))?;
-        file.sync().await.map_err(io_err("sync", &path))?;
+        self.timed("sync", &path, 0, file.sync())
+            .await
+            .map_err(io_err("sync", &path))?;
         let index = self.st.borrow().segments.active().index.clone();
         index_files::write(&self.disk, &self.dir, active_base, &index).await
     }
@@ -308,9 +312,15 @@ impl<D: Disk> Log<D> {
         target: u64,
     ) -> Result<(), StorageError> {
         let p = self.dir.join(checkpoint::FILE_NAME);
-        write_small_file(&self.disk, &p, &cp.encode())
-            .await
-            .map_err(io_err("write checkpoint", &p))?;
+        let cp = cp.encode();
+        self.timed(
+            "write checkpoint",
+            &p,
+            cp.len(),
+            write_small_file(&self.disk, &p, &cp),
+        )
+        .await
+        .map_err(io_err("write checkpoint", &p))?;
         debug!(dir = %self.dir.display(), segment = active_base, position = active_len, next = target, "checkpoint");
         self.st.borrow_mut().last_checkpoint = Some(self.clock.now());
         Ok(())

@@ -11,7 +11,9 @@
 //!   reservations, closing rolled segments) and the task that drives it
 //!   (group commit, timed flushes, checkpoints);
 //! - [`reader`]: reads from the cache or the segment files, checked;
-//! - [`truncate`]: retention (prefix) and divergent-tail (suffix) truncation.
+//! - [`truncate`]: retention (prefix) and divergent-tail (suffix) truncation;
+//! - [`slow_disk`]: every disk operation of the flusher timed, and the slow
+//!   ones counted and logged.
 //!
 //! Lifecycle: [`Log::open`] recovers (or creates) the partition directory
 //! and returns the log; the owning shard spawns [`Log::run_flusher`].
@@ -41,6 +43,7 @@ mod flusher;
 mod index_files;
 mod reader;
 mod replayer;
+mod slow_disk;
 mod truncate;
 mod writer;
 

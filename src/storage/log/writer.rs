@@ -232,7 +232,10 @@ impl<D: Disk> Log<D> {
             ahead = end;
         }
         let path = segment::log_path(&self.dir, base);
-        let got = match file.preallocate(ahead).await {
+        let got = match self
+            .timed("preallocate", &path, 0, file.preallocate(ahead))
+            .await
+        {
             Ok(()) => ahead,
             Err(e) if is_no_space(&e) && ahead > end => {
                 // Give back whatever the failed reservation took, then try the minimum.
@@ -260,8 +263,8 @@ impl<D: Disk> Log<D> {
         let align = self.disk.alignment();
         let len = buf.as_bytes().len();
         let path = || self.dir.join("<segment>");
-        let mut done = file
-            .write_at(buf.clone(), pos)
+        let mut done = self
+            .timed("write", &self.dir, len, file.write_at(buf.clone(), pos))
             .await
             .map_err(|e| StorageError::io("write", path(), e))?;
         while done < len {
@@ -277,8 +280,13 @@ impl<D: Disk> Log<D> {
             }
             let mut rest = self.disk.alloc(len - done);
             rest.as_bytes_mut().copy_from_slice(&buf.as_bytes()[done..]);
-            let n = file
-                .write_at(Rc::new(rest), pos + done as u64)
+            let n = self
+                .timed(
+                    "write",
+                    &self.dir,
+                    len - done,
+                    file.write_at(Rc::new(rest), pos + done as u64),
+                )
                 .await
                 .map_err(|e| StorageError::io("write", path(), e))?;
             if n == 0 {
@@ -297,10 +305,12 @@ impl<D: Disk> Log<D> {
     async fn close_segment(&self, base: u64, len: u64) -> Result<(), StorageError> {
         let path = segment::log_path(&self.dir, base);
         let file = self.ensure_file(base).await?;
-        file.truncate(len)
+        self.timed("truncate", &path, 0, file.truncate(len))
             .await
             .map_err(io_err("truncate", &path))?;
-        file.sync().await.map_err(io_err("sync", &path))?;
+        self.timed("sync", &path, 0, file.sync())
+            .await
+            .map_err(io_err("sync", &path))?;
         let index = {
             let mut st = self.st.borrow_mut();
             st.segments.get_mut(base).map(|seg| {
@@ -341,13 +351,11 @@ impl<D: Disk> Log<D> {
         }
         let path = segment::log_path(&self.dir, base);
         let f = Rc::new(
-            self.disk
-                .open_rw(&path)
+            self.timed("create segment", &path, 0, self.disk.open_rw(&path))
                 .await
                 .map_err(io_err("create segment", &path))?,
         );
-        self.disk
-            .sync_dir(&self.dir)
+        self.timed("sync dir", &self.dir, 0, self.disk.sync_dir(&self.dir))
             .await
             .map_err(io_err("sync dir", &self.dir))?;
         if let Some(s) = self.st.borrow_mut().segments.get_mut(base) {
