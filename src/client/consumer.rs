@@ -84,9 +84,16 @@ pub struct Consumer {
 
 /// One round of fetches in flight: the positions it asked from, in request
 /// order, and the answers (one per leader) of the task that sends them.
+/// A fetch round at least this long is logged (debug): a consumer that
+/// stands still while producers go on is the broker's visible end not
+/// moving, or the answer's way back.
+const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(500);
+
 struct Round {
     start: usize,
     asked: Vec<(u32, u64)>,
+    /// When it was sent: a round that takes long is logged (debug).
+    sent: std::time::Instant,
     answers: tokio::task::JoinHandle<Vec<Result<FetchResponse, ClientError>>>,
 }
 
@@ -252,6 +259,25 @@ impl Consumer {
         let answers = self.ahead.as_mut().expect("just set").answers_now().await;
         let round = self.ahead.take().expect("still set");
         let answers = answers?;
+        let took = round.sent.elapsed();
+        if took >= SLOW_ROUND {
+            let parts = || {
+                answers
+                    .iter()
+                    .flatten()
+                    .flat_map(|r| r.topics.iter().flat_map(|(_, ps)| ps.iter()))
+            };
+            let bytes: usize = parts().flat_map(|p| &p.frames).map(|f| f.len()).sum();
+            let high_watermark = parts().map(|p| p.high_watermark).max();
+            tracing::debug!(
+                took_ms = took.as_millis() as u64,
+                partitions = round.asked.len(),
+                bytes,
+                first = ?round.asked.first(),
+                ?high_watermark,
+                "a fetch round took long (sent ahead: includes the time the caller was away)"
+            );
+        }
         let mut stale = None;
         let mut moved = Vec::new();
         for resp in answers {
@@ -345,6 +371,7 @@ impl Consumer {
         Round {
             start,
             asked,
+            sent: std::time::Instant::now(),
             answers: tokio::spawn(futures::future::join_all(fetches)),
         }
     }

@@ -74,6 +74,7 @@ impl ConnBudget {
     /// an idle connection are charged at once; anything else waits for room
     /// in the shard's budget.
     pub async fn acquire(&self, bytes: usize, class: Class) -> Permit {
+        let start = self.shard.clock.now();
         loop {
             let l = self.shard.memory.released();
             if !self.over() {
@@ -86,6 +87,17 @@ impl ConnBudget {
         } else {
             self.shard.memory.acquire(bytes, class).await
         };
+        let waited = self.shard.clock.now().saturating_duration_since(start);
+        if waited >= std::time::Duration::from_secs(1) {
+            // A request held this long is a client that stood still.
+            tracing::debug!(
+                bytes,
+                ?class,
+                waited_ms = waited.as_millis() as u64,
+                shard_used = self.shard.memory.used(),
+                "a request waited long for request memory"
+            );
+        }
         self.bytes.set(self.bytes.get() + bytes);
         Permit {
             conn: self.bytes.clone(),

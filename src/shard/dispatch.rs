@@ -160,9 +160,19 @@ impl Shard {
             .iter()
             .map(|p| (p.topic.clone(), p.partition))
             .collect();
+        let start = self.clock.now();
         let results = self
             .fetch_unordered(parts, max_wait_ms, min_bytes, max_bytes)
             .await;
+        let took = self.clock.now().saturating_duration_since(start);
+        if took >= Duration::from_secs(1) {
+            tracing::debug!(
+                took_ms = took.as_millis() as u64,
+                max_wait_ms,
+                partitions = order.len(),
+                "a fetch took long to read"
+            );
+        }
         in_request_order_within(order, results, max_bytes)
     }
 

@@ -74,6 +74,7 @@ impl<D: Disk> Log<D> {
                 continue;
             }
             self.st.borrow_mut().flusher_busy = true;
+            let round_start = self.clock.now();
             let result = async {
                 self.write_pending().await?;
                 if round.want_sync {
@@ -83,6 +84,18 @@ impl<D: Disk> Log<D> {
             }
             .await;
             self.st.borrow_mut().flusher_busy = false;
+            let took = self.clock.now().saturating_duration_since(round_start);
+            if took >= io_stats::SLOW_DISK_OP {
+                // Each operation may be quick while the round is not: with
+                // acks=1, readers see only synced data, so a long round is
+                // a visible end that stood still.
+                debug!(
+                    dir = %self.dir.display(),
+                    took_ms = took.as_millis() as u64,
+                    synced = round.want_sync,
+                    "a flusher round (writes, then a group commit when due) took long"
+                );
+            }
             if !self.finish_round(result).await {
                 return;
             }

@@ -269,9 +269,8 @@ impl<D: Disk> Log<D> {
         pos: u64,
         len: usize,
     ) -> Result<Bytes, StorageError> {
-        let data = at
-            .file
-            .read_at(pos, len)
+        let data = self
+            .timed("read", &at.path, len, at.file.read_at(pos, len))
             .await
             .map_err(io_err("read", &at.path))?;
         io_stats::disk_read(data.len());

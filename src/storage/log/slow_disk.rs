@@ -5,15 +5,15 @@
 //! write-behind is full, so a disk that stands still shows up in a client
 //! as throughput falling to zero while every broker and client thread
 //! waits (issue 14: a 1 KB run stood still for 4 s that way, and nothing
-//! in the broker's log said why). Every write, sync, space reservation and
-//! file creation of a partition is timed here on the log's clock, from
+//! in the broker's log said why). Every write, sync, space reservation,
+//! file creation and read of a partition is timed here on the log's clock, from
 //! submission to completion. One that takes `io_stats::SLOW_DISK_OP` or
 //! longer is counted in the shard's I/O counters (logged when the shard
 //! stops) and logged as a warning, at most once a second per shard, with
 //! how many slow operations that warning stands for.
 //!
-//! Runs inside the flusher task of the log (see [`super::flusher`]), on
-//! the partition's shard.
+//! Runs inside the flusher task of the log (see [`super::flusher`]) and
+//! its readers, on the partition's shard.
 
 use super::super::io_stats;
 use super::{Disk, Log};
