@@ -82,13 +82,13 @@ pub struct Consumer {
     ahead: Option<Round>,
 }
 
-/// One round of fetches in flight: the positions it asked from, in request
-/// order, and the answers (one per leader) of the task that sends them.
 /// A fetch round at least this long is logged (debug): a consumer that
 /// stands still while producers go on is the broker's visible end not
-/// moving, or the answer's way back.
+/// moving, the answer's way back, or the consumer itself away.
 const SLOW_ROUND: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// One round of fetches in flight: the positions it asked from, in request
+/// order, and the answers (one per leader) of the task that sends them.
 struct Round {
     start: usize,
     asked: Vec<(u32, u64)>,

@@ -56,8 +56,8 @@ struct ReadStats {
     /// time (from submission to completion, as the flusher waited).
     syncs: Cell<u64>,
     sync_micros: Cell<u64>,
-    /// Disk operations (writes, syncs, reservations, file creation) that
-    /// took at least `SLOW_DISK_OP`, and the longest of all operations.
+    /// Disk operations (writes, syncs, reservations, file creation, reads)
+    /// that took at least `SLOW_DISK_OP`, and the longest of all of them.
     slow_ops: Cell<u64>,
     slowest_op_micros: Cell<u64>,
     /// Slow operations not yet named in a warning, and when the last

@@ -12,8 +12,8 @@
 //!   (group commit, timed flushes, checkpoints);
 //! - [`reader`]: reads from the cache or the segment files, checked;
 //! - [`truncate`]: retention (prefix) and divergent-tail (suffix) truncation;
-//! - [`slow_disk`]: every disk operation of the flusher timed, and the slow
-//!   ones counted and logged.
+//! - [`slow_disk`]: every disk operation of the flusher and the readers
+//!   timed, and the slow ones counted and logged.
 //!
 //! Lifecycle: [`Log::open`] recovers (or creates) the partition directory
 //! and returns the log; the owning shard spawns [`Log::run_flusher`].

@@ -43,7 +43,7 @@ impl<D: Disk> Log<D> {
                 bytes,
                 took_ms,
                 slow_ops,
-                "slow disk: one {op} took {took_ms} ms; this partition's writes waited for it \
+                "slow disk: one {op} took {took_ms} ms; this partition waited for it \
                  (slow_ops: slow operations on this shard since the last such warning)"
             );
         }
