@@ -45,6 +45,13 @@ struct Tally {
     acked: Mutex<HashSet<u64>>,
     consumed: Mutex<HashSet<u64>>,
     consumed_total: AtomicU64,
+    /// What the consumers' polls returned other than a message, kept so a
+    /// shortfall can be explained (librdkafka reports fetch errors there).
+    poll_errors: Mutex<Vec<String>>,
+    /// Per partition, the offsets a consumer was handed, with the cycle.
+    delivered: Mutex<HashMap<(u32, u64), u32>>,
+    /// The kill -9 cycle running now (0 = the first).
+    cycle: AtomicU64,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -138,7 +145,10 @@ fn native_consumer(addr: String, parts: Vec<u32>, tally: Arc<Tally>, stop: Arc<A
             let Ok(msgs) = cons.poll().await else { return };
             {
                 let mut seen = tally.consumed.lock().unwrap();
+                let cycle = tally.cycle.load(Ordering::Relaxed) as u32;
+                let mut delivered = tally.delivered.lock().unwrap();
                 for m in &msgs {
+                    delivered.insert((m.partition, m.offset), cycle);
                     seen.insert(
                         std::str::from_utf8(m.value.as_deref().unwrap())
                             .unwrap()
@@ -225,13 +235,30 @@ fn kafka_consumer(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     c.subscribe(&[TOPIC]).unwrap();
     let mut last_commit = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        if let Some(Ok(m)) = c.poll(Duration::from_millis(100)) {
-            let v: u64 = std::str::from_utf8(m.payload().unwrap())
-                .unwrap()
-                .parse()
-                .unwrap();
-            tally.consumed.lock().unwrap().insert(v);
-            tally.consumed_total.fetch_add(1, Ordering::Relaxed);
+        match c.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                let v: u64 = std::str::from_utf8(m.payload().unwrap())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                tally.consumed.lock().unwrap().insert(v);
+                tally.consumed_total.fetch_add(1, Ordering::Relaxed);
+                let cycle = tally.cycle.load(Ordering::Relaxed) as u32;
+                tally
+                    .delivered
+                    .lock()
+                    .unwrap()
+                    .insert((m.partition() as u32, m.offset() as u64), cycle);
+            }
+            Some(Err(e)) => {
+                let cycle = tally.cycle.load(Ordering::Relaxed);
+                tally
+                    .poll_errors
+                    .lock()
+                    .unwrap()
+                    .push(format!("cycle {cycle}: {e}"));
+            }
+            None => {}
         }
         if last_commit.elapsed() > Duration::from_millis(200) {
             let _ = c.commit_consumer_state(CommitMode::Async);
@@ -327,28 +354,41 @@ fn soak(proto: Proto) {
         for t in threads {
             t.join().expect("client thread");
         }
+        tally.cycle.fetch_add(1, Ordering::Relaxed);
     }
     // Quiet phase: no producers; the group consumes to the end and commits.
-    let hw: Vec<u64> = runtime().block_on(async {
-        let c = Client::connect(&b.native).await.unwrap();
-        let mut hw = Vec::new();
-        for p in 0..PARTITIONS {
-            hw.push(c.list_offset(TOPIC, p, -1).await.unwrap());
-        }
-        hw
-    });
+    // The end is read afresh each round and must hold still for a second:
+    // a producer whose final flush gave up (its broker was killed) may have
+    // left a request on the wire that the restarted broker appends only
+    // after the producer thread ended, so an end read once, right after the
+    // join, can be short of what the log finally holds.
     let stop = Arc::new(AtomicBool::new(false));
     let threads = run_cycle(&b, proto, &seq, &tally, &stop, false);
     let caught_up = Instant::now() + Duration::from_secs(60);
-    let committed = loop {
-        let committed: Vec<Option<u64>> = runtime().block_on(async {
+    let mut end_since: Option<(Vec<u64>, Instant)> = None;
+    let (committed, hw) = loop {
+        let (committed, hw): (Vec<Option<u64>>, Vec<u64>) = runtime().block_on(async {
             let c = Client::connect(&b.native).await.unwrap();
-            c.committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
+            let mut hw = Vec::new();
+            for p in 0..PARTITIONS {
+                hw.push(c.list_offset(TOPIC, p, -1).await.unwrap());
+            }
+            let committed = c
+                .committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
                 .await
-                .unwrap()
+                .unwrap();
+            (committed, hw)
         });
-        if committed.iter().zip(&hw).all(|(c, h)| *c == Some(*h)) || Instant::now() > caught_up {
-            break committed;
+        let held = match &end_since {
+            Some((end, since)) if *end == hw => since.elapsed() >= Duration::from_secs(1),
+            _ => {
+                end_since = Some((hw.clone(), Instant::now()));
+                false
+            }
+        };
+        let at_end = committed.iter().zip(&hw).all(|(c, h)| *c == Some(*h));
+        if (at_end && held) || Instant::now() > caught_up {
+            break (committed, hw);
         }
         std::thread::sleep(Duration::from_millis(200));
     };
@@ -401,12 +441,64 @@ fn soak(proto: Proto) {
     assert_eq!(lost, 0, "acknowledged messages lost");
     assert_eq!(duplicated, 0, "messages stored twice");
     assert!(restarts >= 2, "only {restarts} kill -9 restarts");
+    if consumed != stored {
+        explain_shortfall(&log, &tally, &committed, &hw);
+    }
     assert_eq!(consumed, stored, "the group consumed every stored message");
     assert_eq!(
         committed,
         hw.iter().map(|h| Some(*h)).collect::<Vec<_>>(),
         "the group committed its progress to the end"
     );
+}
+
+/// Say which stored messages no consumer was handed: per partition, the
+/// offset ranges, what the group delivered around them and in which cycle,
+/// and what the polls returned instead of messages.
+fn explain_shortfall(
+    log: &BTreeMap<u32, Vec<u64>>,
+    tally: &Tally,
+    committed: &[Option<u64>],
+    hw: &[u64],
+) {
+    let consumed = tally.consumed.lock().unwrap();
+    let delivered = tally.delivered.lock().unwrap();
+    for (p, seqs) in log {
+        let missing: Vec<u64> = (0..seqs.len() as u64)
+            .filter(|o| !consumed.contains(&seqs[*o as usize]))
+            .collect();
+        if missing.is_empty() {
+            continue;
+        }
+        let mut ranges: Vec<(u64, u64)> = Vec::new();
+        for o in missing {
+            match ranges.last_mut() {
+                Some((_, end)) if *end + 1 == o => *end = o,
+                _ => ranges.push((o, o)),
+            }
+        }
+        for (a, b) in &ranges {
+            let before = a.checked_sub(1).and_then(|o| delivered.get(&(*p, o)));
+            let after = delivered.get(&(*p, b + 1));
+            eprintln!(
+                "partition {p}: offsets {a}..={b} ({} messages, seq {}..{}) never delivered; \
+                 offset before delivered in cycle {before:?}, offset after in cycle {after:?}",
+                b - a + 1,
+                seqs[*a as usize],
+                seqs[*b as usize],
+            );
+        }
+        eprintln!(
+            "partition {p}: committed {:?}, high watermark {}",
+            committed.get(*p as usize),
+            hw[*p as usize]
+        );
+    }
+    let errors = tally.poll_errors.lock().unwrap();
+    eprintln!("{} poll errors:", errors.len());
+    for e in errors.iter().take(40) {
+        eprintln!("  {e}");
+    }
 }
 
 #[test]

@@ -24,6 +24,7 @@ use crate::stats::{ns_to_us, record_in_runs, Clock, Recorder, Window};
 use crate::transport::{AckEvent, AckSink, ProducerBackend};
 use crate::workload::{KeyMode, WorkloadSpec, KEY_LEN};
 use shardlog::client::partitioner::partition_for_key;
+use shardlog::format::record;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -146,31 +147,62 @@ fn lower_timer_slack() {
 struct Placement {
     mode: KeyMode,
     partitions: u32,
-    /// Sticky partition for unkeyed records, and bytes sent to it.
+    /// Sticky partition for unkeyed records, and the records and encoded
+    /// bytes sent to it in this visit.
     sticky: u32,
+    sticky_records: i32,
     sticky_bytes: usize,
     batch_bytes: usize,
+    /// A record's key and value as the batch encodes them (lengths only
+    /// matter; loadgen's records have fixed sizes).
+    shape: (Option<Vec<u8>>, Vec<u8>),
     next_key: u64,
     key: [u8; KEY_LEN],
 }
 
 impl Placement {
+    /// The key and value lengths of `spec`'s records, for the batch size.
+    fn shape(spec: &WorkloadSpec) -> (Option<Vec<u8>>, Vec<u8>) {
+        let key = (spec.keys != KeyMode::None).then(|| vec![0u8; KEY_LEN]);
+        (key, vec![0u8; spec.message_size])
+    }
+
     /// The key of the record last placed (none for unkeyed records).
     fn key(&self) -> Option<&[u8]> {
         (self.mode != KeyMode::None).then_some(&self.key[..])
     }
 
     /// Returns the partition; the key (if any) is left in `self.key`.
-    fn next(&mut self, filler: &mut Filler, record_bytes: usize) -> u32 {
+    ///
+    /// Unkeyed: Kafka's sticky partitioner (KIP-480, KIP-794), staying on a
+    /// partition until a batch's worth of bytes went there, counted as the
+    /// batch counts them (encoded records), not as payload. Why: counting
+    /// payload (1,024 of a 1 KB record's ~1,034 encoded bytes), the
+    /// client sealed each 1 MiB batch about ten records before the
+    /// partitioner moved on, and those records made a batch of their own.
+    /// With 4 partitions the partitioner came back within milliseconds and
+    /// filled it; with 1,000 it was sent alone when its linger expired, so
+    /// every full batch came with a ~10 KB one (twice the batches, and the
+    /// broker copied the small ones out of the request they came in).
+    /// The count assumes timestamp deltas under 64 ms (one byte), true
+    /// unless a batch lingers longer; past that it comes short by a byte
+    /// a record, and a batch's last few records make one of their own.
+    fn next(&mut self, filler: &mut Filler) -> u32 {
         match self.mode {
             KeyMode::None => {
-                // Kafka's sticky partitioner (KIP-794): stay on a partition
-                // until a batch's worth of bytes went there.
+                // The client seals a batch once its records reach
+                // `batch_bytes`: the record that gets there is this
+                // visit's last.
                 if self.sticky_bytes >= self.batch_bytes {
                     self.sticky = (self.sticky + 1) % self.partitions;
                     self.sticky_bytes = 0;
+                    self.sticky_records = 0;
                 }
-                self.sticky_bytes += record_bytes;
+                let (key, value) = (&self.shape.0, &self.shape.1);
+                let body =
+                    record::body_len(0, self.sticky_records, key.as_deref(), Some(value), &[]);
+                self.sticky_bytes += body + record::varlong_len(body as i64);
+                self.sticky_records += 1;
                 self.sticky
             }
             KeyMode::Random => {
@@ -290,8 +322,10 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
         mode: spec.keys,
         partitions: n_parts,
         sticky: ctx.id % n_parts,
+        sticky_records: 0,
         sticky_bytes: 0,
         batch_bytes: spec.batch_bytes,
+        shape: Placement::shape(spec),
         next_key: (ctx.id as u64) << 40,
         key: [0; KEY_LEN],
     };
@@ -364,7 +398,7 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
                     if intended >= send_end || intended > now {
                         break 'burst;
                     }
-                    let p = place.next(&mut filler, record_bytes);
+                    let p = place.next(&mut filler);
                     let seq = out.sent_per_partition[p as usize];
                     if refill {
                         filler.fill(&mut buf[crate::payload::HEADER_LEN..]);
@@ -477,3 +511,66 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
 
 /// Longest a producer waits for its last acks after it stopped sending.
 const CLOSE_WAIT: Duration = Duration::from_secs(30);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::payload::PayloadKind;
+    use shardlog::format::builder::BatchBuilder;
+
+    /// Place `visits` partitions' worth of unkeyed records and replay each
+    /// visit into a batch as the native client builds it (sealed once its
+    /// records reach `batch_bytes`): a visit must never overflow into a
+    /// second batch (the tiny batches the payload count made), and must
+    /// fill its batch to within a few records.
+    fn check_sticky(message_size: usize, batch_bytes: usize) {
+        let value = vec![7u8; message_size];
+        let mut place = Placement {
+            mode: KeyMode::None,
+            partitions: 1000,
+            sticky: 0,
+            sticky_records: 0,
+            sticky_bytes: 0,
+            batch_bytes,
+            shape: (None, value.clone()),
+            next_key: 0,
+            key: [0; KEY_LEN],
+        };
+        let mut filler = Filler::new(PayloadKind::Random, 1);
+        let mut visits: Vec<(u32, usize)> = Vec::new();
+        while visits.len() < 4 {
+            let p = place.next(&mut filler);
+            match visits.last_mut() {
+                Some((q, n)) if *q == p => *n += 1,
+                _ => visits.push((p, 1)),
+            }
+        }
+        visits.pop(); // the visit under way when the loop stopped
+        for (p, n) in visits {
+            let mut b = BatchBuilder::new();
+            for i in 0..n {
+                assert!(
+                    b.size_bytes() < batch_bytes,
+                    "{message_size} B records, {batch_bytes} B batches: partition {p}'s batch \
+                     was full after {i} of the {n} records placed there"
+                );
+                b.push(1_700_000_000_000 + i as i64 % 7, None, Some(&value), &[]);
+            }
+            let short = batch_bytes.saturating_sub(b.size_bytes());
+            assert!(
+                short < 2 * (message_size + 16),
+                "{message_size} B records, {batch_bytes} B batches: partition {p}'s batch \
+                 is {short} bytes short of full"
+            );
+        }
+    }
+
+    #[test]
+    fn the_sticky_partitioner_moves_on_exactly_when_the_batch_fills() {
+        for message_size in [10, 100, 1024, 10_000] {
+            for batch_bytes in [16 << 10, 1 << 20] {
+                check_sticky(message_size, batch_bytes);
+            }
+        }
+    }
+}
