@@ -9,10 +9,15 @@
 # slow-disk warnings (a disk operation of 1 s or more: a stall with one is
 # the disk's).
 #
-#   tuning/side-by-side.sh [--data-dir DIR] [--rounds N] [--duration D] [--dd-gib G] [--out DIR]
+#   tuning/side-by-side.sh [--data-dir DIR] [--rounds N] [--duration D] [--catch-up-duration D]
+#                          [--dd-gib G] [--out DIR]
 #
 # Defaults: a directory under /var/tmp (the disk, not tmpfs), 3 rounds, 15 s
-# per loadgen run, 4 GiB per dd. The long setting (about 10 GB per
+# per loadgen run (8 s for the catch-up run's backlog: with no consumer
+# its producers write ~1.5 GiB/s, and 15 s of that filled this machine's
+# free 25 GiB), 4 GiB per dd. Before each loadgen run the script checks
+# that DIR has room for 1.5 GiB/s over the run (warm-up included: faster
+# than this machine's disk) and stops with an error if not. The long setting (about 10 GB per
 # produce run) is `--duration 20s --dd-gib 10` on a disk that sustains
 # ~600 MiB/s; size it from the disk. Needs the release build
 # (`cargo build --release -p loadgen`), python3 and about
@@ -31,6 +36,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 data_dir=/var/tmp/shardlog-side-by-side
 rounds=3
 duration=15s
+catch_up_duration=8s
 dd_gib=4
 out=
 while [ $# -gt 0 ]; do
@@ -38,9 +44,10 @@ while [ $# -gt 0 ]; do
     --data-dir) data_dir=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
     --duration) duration=$2; shift 2 ;;
+    --catch-up-duration) catch_up_duration=$2; shift 2 ;;
     --dd-gib) dd_gib=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
     *) echo "unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -76,14 +83,37 @@ dd_read_mib_s() {
   python3 -c "print(f'{$dd_gib * 1024 / ($end - $start):.1f}')"
 }
 
-# run_loadgen NAME ARGS...: one loadgen run; its report lands in $out/NAME-rROUND.
+# seconds DURATION: a loadgen duration (`20s`, `2m`) in seconds.
+seconds() {
+  case $1 in
+    *ms) echo 1 ;;
+    *s) echo "${1%s}" ;;
+    *m) echo $(( ${1%m} * 60 )) ;;
+    *) echo "$1" ;;
+  esac
+}
+
+# need_room DURATION: stop unless the data dir has room for a run of
+# DURATION (plus the 3 s warm-up) at 1.5 GiB/s.
+need_room() {
+  local need=$(( (3 * ($(seconds "$1") + 3) + 1) / 2 ))
+  local free
+  free=$(df --output=avail -B1G "$data_dir" | tail -1 | tr -d ' ')
+  if [ "$free" -lt "$need" ]; then
+    echo "only ${free} GiB free in $data_dir; a $1 run may write ${need} GiB: free some, or pass a shorter --duration / --catch-up-duration" >&2
+    exit 1
+  fi
+}
+
+# run_loadgen NAME DURATION ARGS...: one loadgen run; its report lands in $out/NAME-rROUND.
 run_loadgen() {
-  local name=$1
-  shift
+  local name=$1 run_duration=$2
+  shift 2
   local dir=$out/$name-r$round
   rm -rf "$data_dir/broker"
+  need_room "$run_duration"
   mkdir -p "$data_dir/broker"
-  "$loadgen" run --data-dir "$data_dir/broker" --duration "$duration" --warmup 3s \
+  "$loadgen" run --data-dir "$data_dir/broker" --duration "$run_duration" --warmup 3s \
     --report-dir "$dir" "$@" >"$dir.log" 2>&1 || {
       echo "loadgen $name failed (round $round); see $dir.log" >&2
       tail -5 "$dir.log" >&2
@@ -95,15 +125,15 @@ run_loadgen() {
 for round in $(seq 1 "$rounds"); do
   echo "round $round/$rounds"
   printf '%s\tdd-direct\t%s\n' "$round" "$(dd_mib_s direct)" >>"$results"
-  run_loadgen produce-1k --message-size 1024 --batch-bytes 1MiB --acks 1 --rate 0 \
+  run_loadgen produce-1k "$duration" --message-size 1024 --batch-bytes 1MiB --acks 1 --rate 0 \
     --producers 2 --consumers 1 --partitions 4
   printf '%s\tdd-direct-dsync\t%s\n' "$round" "$(dd_mib_s direct,dsync)" >>"$results"
-  run_loadgen produce-1k-acks-all --message-size 1024 --batch-bytes 1MiB --acks all --rate 0 \
+  run_loadgen produce-1k-acks-all "$duration" --message-size 1024 --batch-bytes 1MiB --acks all --rate 0 \
     --producers 2 --consumers 1 --partitions 4
-  run_loadgen produce-100b --message-size 100 --batch-bytes 10000 --acks 1 --rate 0 \
+  run_loadgen produce-100b "$duration" --message-size 100 --batch-bytes 10000 --acks 1 --rate 0 \
     --producers 2 --consumers 1 --partitions 4
   printf '%s\tdd-read-direct\t%s\n' "$round" "$(dd_read_mib_s)" >>"$results"
-  run_loadgen catch-up-1k --message-size 1024 --batch-bytes 1MiB --acks 1 --rate 0 \
+  run_loadgen catch-up-1k "$catch_up_duration" --message-size 1024 --batch-bytes 1MiB --acks 1 --rate 0 \
     --producers 2 --consumers 2 --partitions 4 --catch-up --drain-timeout 120s
 done
 

@@ -143,28 +143,88 @@ fn lower_timer_slack() {
     }
 }
 
+/// How the producer's client closes a batch, which the sticky partitioner
+/// must follow to leave a partition with the record that ends its batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// shardlog's client: a batch is sealed once its encoded records reach
+    /// `batch_bytes` (`client::producer`), so the record that gets there
+    /// is the batch's last.
+    Native,
+    /// librdkafka: when it builds a request, it takes a partition's queued
+    /// records while the request's length so far plus the next record's
+    /// worst-case size (key, value and [`LIBRDKAFKA_RECORD_MAX_OVERHEAD`])
+    /// stays within `batch.size` (`rd_kafka_msgset_writer_write_msgq`).
+    Librdkafka,
+}
+
+/// librdkafka's worst-case bytes of a v2 record beyond its key and value
+/// (`RD_KAFKAP_MESSAGE_V2_MAX_OVERHEAD`: the length, offset delta, key
+/// and value lengths and header count as 5-byte varints, the timestamp
+/// delta as a 10-byte one, and the attributes byte).
+const LIBRDKAFKA_RECORD_MAX_OVERHEAD: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+
+/// What librdkafka's request holds before a partition's first record
+/// (request header, client id, topic, partition, the 61-byte batch
+/// header), rounded up: counted high, the partitioner leaves a partition a
+/// record early, and its batch goes out when its linger expires.
+const LIBRDKAFKA_BATCH_START: usize = 512;
+
+impl Framing {
+    /// The bytes a batch counts before its first record.
+    fn batch_start(self) -> usize {
+        match self {
+            Framing::Native => 0,
+            Framing::Librdkafka => LIBRDKAFKA_BATCH_START,
+        }
+    }
+
+    /// The bytes the client counts for an unkeyed record of `value`'s
+    /// length that is its batch's `index`th.
+    fn record_bytes(self, index: i32, value: &[u8]) -> usize {
+        match self {
+            Framing::Native => {
+                // Timestamp delta 0: see `Placement::next`.
+                let body = record::body_len(0, index, None, Some(value), &[]);
+                body + record::varlong_len(body as i64)
+            }
+            Framing::Librdkafka => value.len() + LIBRDKAFKA_RECORD_MAX_OVERHEAD,
+        }
+    }
+}
+
 /// Where the next record goes and with which key.
 struct Placement {
     mode: KeyMode,
     partitions: u32,
-    /// Sticky partition for unkeyed records, and the records and encoded
-    /// bytes sent to it in this visit.
+    framing: Framing,
+    /// Sticky partition for unkeyed records, and the records and bytes (as
+    /// `framing` counts them) sent to it in this visit.
     sticky: u32,
     sticky_records: i32,
     sticky_bytes: usize,
     batch_bytes: usize,
-    /// A record's key and value as the batch encodes them (lengths only
-    /// matter; loadgen's records have fixed sizes).
-    shape: (Option<Vec<u8>>, Vec<u8>),
+    /// A record's value (loadgen's records have a fixed size; only its
+    /// length matters here).
+    value: Vec<u8>,
     next_key: u64,
     key: [u8; KEY_LEN],
 }
 
 impl Placement {
-    /// The key and value lengths of `spec`'s records, for the batch size.
-    fn shape(spec: &WorkloadSpec) -> (Option<Vec<u8>>, Vec<u8>) {
-        let key = (spec.keys != KeyMode::None).then(|| vec![0u8; KEY_LEN]);
-        (key, vec![0u8; spec.message_size])
+    fn new(spec: &WorkloadSpec, framing: Framing, partitions: u32, first: u32) -> Placement {
+        Placement {
+            mode: spec.keys,
+            partitions,
+            framing,
+            sticky: first,
+            sticky_records: 0,
+            sticky_bytes: framing.batch_start(),
+            batch_bytes: spec.batch_bytes,
+            value: vec![0u8; spec.message_size],
+            next_key: 0,
+            key: [0; KEY_LEN],
+        }
     }
 
     /// The key of the record last placed (none for unkeyed records).
@@ -175,33 +235,34 @@ impl Placement {
     /// Returns the partition; the key (if any) is left in `self.key`.
     ///
     /// Unkeyed: Kafka's sticky partitioner (KIP-480, KIP-794), staying on a
-    /// partition until a batch's worth of bytes went there, counted as the
-    /// batch counts them (encoded records), not as payload. Why: counting
-    /// payload (1,024 of a 1 KB record's ~1,034 encoded bytes), the
-    /// client sealed each 1 MiB batch about ten records before the
-    /// partitioner moved on, and those records made a batch of their own.
-    /// With 4 partitions the partitioner came back within milliseconds and
-    /// filled it; with 1,000 it was sent alone when its linger expired, so
-    /// every full batch came with a ~10 KB one (twice the batches, and the
-    /// broker copied the small ones out of the request they came in).
-    /// The count assumes timestamp deltas under 64 ms (one byte), true
-    /// unless a batch lingers longer; past that it comes short by a byte
-    /// a record, and a batch's last few records make one of their own.
+    /// partition until its batch is full, counted as the client counts it
+    /// ([`Framing`]), not as payload. Why: counting payload (1,024 of a
+    /// 1 KB record's ~1,034 encoded bytes), the native client sealed each
+    /// 1 MiB batch about ten records before the partitioner moved on, and
+    /// those records made a batch of their own. With 4 partitions the
+    /// partitioner came back within milliseconds and filled it; with 1,000
+    /// it was sent alone when its linger expired, so every full batch came
+    /// with a ~10 KB one (twice the batches; 0.74x of 4 partitions' rate).
+    /// The native count assumes timestamp deltas under 64 ms (one byte),
+    /// true unless a batch lingers longer; past that it comes short by a
+    /// byte a record, and a batch's last few records make one of their own.
     fn next(&mut self, filler: &mut Filler) -> u32 {
         match self.mode {
             KeyMode::None => {
-                // The client seals a batch once its records reach
-                // `batch_bytes`: the record that gets there is this
-                // visit's last.
-                if self.sticky_bytes >= self.batch_bytes {
+                let size = self.framing.record_bytes(self.sticky_records, &self.value);
+                let fits = match self.framing {
+                    Framing::Native => self.sticky_bytes < self.batch_bytes,
+                    Framing::Librdkafka => {
+                        self.sticky_records == 0 || self.sticky_bytes + size <= self.batch_bytes
+                    }
+                };
+                if !fits {
                     self.sticky = (self.sticky + 1) % self.partitions;
-                    self.sticky_bytes = 0;
                     self.sticky_records = 0;
+                    self.sticky_bytes = self.framing.batch_start();
                 }
-                let (key, value) = (&self.shape.0, &self.shape.1);
-                let body =
-                    record::body_len(0, self.sticky_records, key.as_deref(), Some(value), &[]);
-                self.sticky_bytes += body + record::varlong_len(body as i64);
+                let size = self.framing.record_bytes(self.sticky_records, &self.value);
+                self.sticky_bytes += size;
                 self.sticky_records += 1;
                 self.sticky
             }
@@ -318,17 +379,12 @@ fn run_inner(ctx: &ProducerCtx) -> ProducerOutcome {
         spec.payload,
         0x9e37_79b9_7f4a_7c15 ^ ((ctx.run_id as u64) << 32 | ctx.id as u64),
     );
-    let mut place = Placement {
-        mode: spec.keys,
-        partitions: n_parts,
-        sticky: ctx.id % n_parts,
-        sticky_records: 0,
-        sticky_bytes: 0,
-        batch_bytes: spec.batch_bytes,
-        shape: Placement::shape(spec),
-        next_key: (ctx.id as u64) << 40,
-        key: [0; KEY_LEN],
+    let framing = match ctx.backend {
+        ProducerBackend::Native(_) => Framing::Native,
+        ProducerBackend::Kafka(_) => Framing::Librdkafka,
     };
+    let mut place = Placement::new(spec, framing, n_parts, ctx.id % n_parts);
+    place.next_key = (ctx.id as u64) << 40;
     let mut buf = vec![0u8; spec.message_size];
     // Fresh filler per message only when a codec will see it: random bytes
     // are there to keep compression honest, and making them per message
@@ -518,24 +574,9 @@ mod tests {
     use crate::payload::PayloadKind;
     use shardlog::format::builder::BatchBuilder;
 
-    /// Place `visits` partitions' worth of unkeyed records and replay each
-    /// visit into a batch as the native client builds it (sealed once its
-    /// records reach `batch_bytes`): a visit must never overflow into a
-    /// second batch (the tiny batches the payload count made), and must
-    /// fill its batch to within a few records.
-    fn check_sticky(message_size: usize, batch_bytes: usize) {
-        let value = vec![7u8; message_size];
-        let mut place = Placement {
-            mode: KeyMode::None,
-            partitions: 1000,
-            sticky: 0,
-            sticky_records: 0,
-            sticky_bytes: 0,
-            batch_bytes,
-            shape: (None, value.clone()),
-            next_key: 0,
-            key: [0; KEY_LEN],
-        };
+    /// The partitions `place` visits in turn, with the records placed on
+    /// each: the first three whole visits.
+    fn visits(mut place: Placement) -> Vec<(u32, usize)> {
         let mut filler = Filler::new(PayloadKind::Random, 1);
         let mut visits: Vec<(u32, usize)> = Vec::new();
         while visits.len() < 4 {
@@ -546,7 +587,22 @@ mod tests {
             }
         }
         visits.pop(); // the visit under way when the loop stopped
-        for (p, n) in visits {
+        visits
+    }
+
+    /// Place `visits` partitions' worth of unkeyed records and replay each
+    /// visit into a batch as the native client builds it (sealed once its
+    /// records reach `batch_bytes`): a visit must never overflow into a
+    /// second batch (the tiny batches the payload count made), and must
+    /// fill its batch to within a few records.
+    fn check_sticky(message_size: usize, batch_bytes: usize) {
+        let value = vec![7u8; message_size];
+        let spec = WorkloadSpec {
+            message_size,
+            batch_bytes,
+            ..WorkloadSpec::default()
+        };
+        for (p, n) in visits(Placement::new(&spec, Framing::Native, 1000, 0)) {
             let mut b = BatchBuilder::new();
             for i in 0..n {
                 assert!(
@@ -570,6 +626,47 @@ mod tests {
         for message_size in [10, 100, 1024, 10_000] {
             for batch_bytes in [16 << 10, 1 << 20] {
                 check_sticky(message_size, batch_bytes);
+            }
+        }
+    }
+
+    /// librdkafka's batches: replay each visit as its request writer takes
+    /// records (the request's bytes so far, from a start of `start` bytes,
+    /// plus the next record's worst case within `batch.size`, counting
+    /// what it actually wrote): every visit must go in one batch, and the
+    /// batch must not be short of full by more than the partitioner's
+    /// margins.
+    #[test]
+    fn with_librdkafka_a_partition_s_visit_is_one_batch() {
+        for message_size in [10, 100, 1024, 10_000] {
+            for batch_bytes in [16 << 10, 1 << 20] {
+                let value = vec![7u8; message_size];
+                let spec = WorkloadSpec {
+                    message_size,
+                    batch_bytes,
+                    ..WorkloadSpec::default()
+                };
+                let worst = message_size + LIBRDKAFKA_RECORD_MAX_OVERHEAD;
+                for start in [61 + 40, LIBRDKAFKA_BATCH_START] {
+                    for (p, n) in visits(Placement::new(&spec, Framing::Librdkafka, 1000, 0)) {
+                        let (mut len, mut taken) = (start, 0);
+                        while taken < n && (taken == 0 || len + worst <= batch_bytes) {
+                            len += Framing::Native.record_bytes(taken as i32, &value);
+                            taken += 1;
+                        }
+                        assert_eq!(
+                            taken, n,
+                            "{message_size} B records, {batch_bytes} B batches, start {start}: \
+                             librdkafka took {taken} of partition {p}'s {n} records"
+                        );
+                        let fit = (batch_bytes - LIBRDKAFKA_BATCH_START) / worst;
+                        assert!(
+                            n >= fit,
+                            "{message_size} B records, {batch_bytes} B batches: partition {p} \
+                             got {n} records, {fit} fit"
+                        );
+                    }
+                }
             }
         }
     }
