@@ -288,11 +288,9 @@ impl<D: Disk> Log<D> {
             self.write_all(&file, Rc::new(buf), pos).await?;
         }
         let path = segment::log_path(&self.dir, active_base);
-        let start = self.clock.now();
-        self.timed("sync", &path, 0, file.sync())
-            .await
-            .map_err(io_err("sync", &path))?;
-        io_stats::synced(self.clock.now().saturating_duration_since(start));
+        let (synced, took) = self.timed_took("sync", &path, 0, file.sync()).await;
+        synced.map_err(io_err("sync", &path))?;
+        io_stats::synced(took);
         Ok(file)
     }
 

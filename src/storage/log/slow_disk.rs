@@ -31,6 +31,19 @@ impl<D: Disk> Log<D> {
         bytes: usize,
         io: impl Future<Output = T>,
     ) -> T {
+        self.timed_took(op, path, bytes, io).await.0
+    }
+
+    /// [`Self::timed`], also returning how long the operation took (one
+    /// pair of clock reads serves both the warning and the caller's own
+    /// statistics).
+    pub(super) async fn timed_took<T>(
+        &self,
+        op: &'static str,
+        path: &Path,
+        bytes: usize,
+        io: impl Future<Output = T>,
+    ) -> (T, std::time::Duration) {
         let start = self.clock.now();
         let out = io.await;
         let now = self.clock.now();
@@ -47,6 +60,6 @@ impl<D: Disk> Log<D> {
                  (slow_ops: slow operations on this shard since the last such warning)"
             );
         }
-        out
+        (out, took)
     }
 }
