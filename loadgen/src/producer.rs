@@ -249,7 +249,7 @@ impl Placement {
     fn next(&mut self, filler: &mut Filler) -> u32 {
         match self.mode {
             KeyMode::None => {
-                let size = self.framing.record_bytes(self.sticky_records, &self.value);
+                let mut size = self.framing.record_bytes(self.sticky_records, &self.value);
                 let fits = match self.framing {
                     Framing::Native => self.sticky_bytes < self.batch_bytes,
                     Framing::Librdkafka => {
@@ -260,8 +260,8 @@ impl Placement {
                     self.sticky = (self.sticky + 1) % self.partitions;
                     self.sticky_records = 0;
                     self.sticky_bytes = self.framing.batch_start();
+                    size = self.framing.record_bytes(0, &self.value);
                 }
-                let size = self.framing.record_bytes(self.sticky_records, &self.value);
                 self.sticky_bytes += size;
                 self.sticky_records += 1;
                 self.sticky
