@@ -48,8 +48,12 @@ struct Tally {
     /// What the consumers' polls returned other than a message, kept so a
     /// shortfall can be explained (librdkafka reports fetch errors there).
     poll_errors: Mutex<Vec<String>>,
-    /// Per partition, the offsets a consumer was handed, with the cycle.
+    /// Per partition, the offsets a consumer was handed, with the cycle
+    /// that first got each.
     delivered: Mutex<HashMap<(u32, u64), u32>>,
+    /// The group's committed offsets as each cycle started (after the
+    /// restart), for the shortfall's explanation.
+    committed_at_start: Mutex<Vec<Vec<Option<u64>>>>,
     /// The kill -9 cycle running now (0 = the first).
     cycle: AtomicU64,
 }
@@ -148,7 +152,7 @@ fn native_consumer(addr: String, parts: Vec<u32>, tally: Arc<Tally>, stop: Arc<A
                 let cycle = tally.cycle.load(Ordering::Relaxed) as u32;
                 let mut delivered = tally.delivered.lock().unwrap();
                 for m in &msgs {
-                    delivered.insert((m.partition, m.offset), cycle);
+                    delivered.entry((m.partition, m.offset)).or_insert(cycle);
                     seen.insert(
                         std::str::from_utf8(m.value.as_deref().unwrap())
                             .unwrap()
@@ -248,7 +252,8 @@ fn kafka_consumer(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
                     .delivered
                     .lock()
                     .unwrap()
-                    .insert((m.partition() as u32, m.offset() as u64), cycle);
+                    .entry((m.partition() as u32, m.offset() as u64))
+                    .or_insert(cycle);
             }
             Some(Err(e)) => {
                 let cycle = tally.cycle.load(Ordering::Relaxed);
@@ -338,6 +343,7 @@ fn soak(proto: Proto) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut restarts = 0;
     while Instant::now() < deadline {
+        record_committed(&b, &tally);
         let stop = Arc::new(AtomicBool::new(false));
         let threads = run_cycle(&b, proto, &seq, &tally, &stop, true);
         std::thread::sleep(Duration::from_millis(rng.gen_range(600..2500)));
@@ -362,6 +368,7 @@ fn soak(proto: Proto) {
     // left a request on the wire that the restarted broker appends only
     // after the producer thread ended, so an end read once, right after the
     // join, can be short of what the log finally holds.
+    record_committed(&b, &tally);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = run_cycle(&b, proto, &seq, &tally, &stop, false);
     let caught_up = Instant::now() + Duration::from_secs(60);
@@ -452,6 +459,17 @@ fn soak(proto: Proto) {
     );
 }
 
+/// Note the group's committed offsets as a cycle starts.
+fn record_committed(b: &BrokerProc, tally: &Tally) {
+    let committed = runtime().block_on(async {
+        let c = Client::connect(&b.native).await.unwrap();
+        c.committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
+            .await
+            .unwrap()
+    });
+    tally.committed_at_start.lock().unwrap().push(committed);
+}
+
 /// Say which stored messages no consumer was handed: per partition, the
 /// offset ranges, what the group delivered around them and in which cycle,
 /// and what the polls returned instead of messages.
@@ -493,6 +511,9 @@ fn explain_shortfall(
             committed.get(*p as usize),
             hw[*p as usize]
         );
+    }
+    for (cycle, c) in tally.committed_at_start.lock().unwrap().iter().enumerate() {
+        eprintln!("cycle {cycle} started with committed offsets {c:?}");
     }
     let errors = tally.poll_errors.lock().unwrap();
     eprintln!("{} poll errors:", errors.len());
