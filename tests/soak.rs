@@ -224,11 +224,24 @@ fn kafka_producer(addr: String, seq: Arc<AtomicU64>, tally: Arc<Tally>, stop: Ar
 }
 
 /// A member of a real Kafka consumer group, committing manually.
-fn kafka_consumer(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+/// A member of the librdkafka consumer group. It is a static member
+/// (`group.instance.id`): the consumer that takes its place after a kill -9
+/// replaces the member the restarted broker restored, at once, where a
+/// dynamic member would wait out the dead members' session timeout (longer
+/// than a cycle) before the group could rebalance.
+fn kafka_consumer(addr: String, instance: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &addr)
         .set("group.id", GROUP)
+        .set("group.instance.id", &instance)
         .set("enable.auto.commit", "false")
+        // Offsets are stored only for messages this loop has recorded.
+        // With librdkafka's default (stored as poll hands a message out),
+        // rdkafka's drop, which polls and discards the queued messages
+        // while the consumer closes, stored offsets no one saw, and an
+        // async commit still queued from before the kill -9 committed them
+        // to the restarted broker: the group then skipped those messages.
+        .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "6000")
         .set("heartbeat.interval.ms", "300")
@@ -254,6 +267,9 @@ fn kafka_consumer(addr: String, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
                     .unwrap()
                     .entry((m.partition() as u32, m.offset() as u64))
                     .or_insert(cycle);
+                // Fails only if the partition was revoked meanwhile; its
+                // new owner then reads from the last commit (at least once).
+                let _ = c.store_offset_from_message(&m);
             }
             Some(Err(e)) => {
                 let cycle = tally.cycle.load(Ordering::Relaxed);
@@ -317,7 +333,10 @@ fn run_cycle(
             }
             Proto::Kafka => {
                 let addr = b.kafka.clone().unwrap();
-                threads.push(std::thread::spawn(move || kafka_consumer(addr, t, s)));
+                let instance = format!("soak-consumer-{}", half[0]);
+                threads.push(std::thread::spawn(move || {
+                    kafka_consumer(addr, instance, t, s)
+                }));
             }
         }
     }
@@ -341,7 +360,7 @@ fn soak(proto: Proto) {
     let seq = Arc::new(AtomicU64::new(0));
     let mut rng = rand::rngs::StdRng::seed_from_u64(secs ^ proto as u64);
     let deadline = Instant::now() + Duration::from_secs(secs);
-    let mut restarts = 0;
+    let mut restarts: usize = 0;
     while Instant::now() < deadline {
         record_committed(&b, &tally);
         let stop = Arc::new(AtomicBool::new(false));
@@ -434,8 +453,16 @@ fn soak(proto: Proto) {
     let duplicated = count.values().filter(|n| **n > 1).count();
     let stored: usize = log.values().map(|v| v.len()).sum();
     let consumed = tally.consumed.lock().unwrap().len();
+    // Offsets first delivered in each cycle (the last is the quiet phase):
+    // shows whether the group resumed after each kill -9 or sat idle.
+    let mut per_cycle = vec![0u64; restarts + 1];
+    for c in tally.delivered.lock().unwrap().values() {
+        if let Some(n) = per_cycle.get_mut(*c as usize) {
+            *n += 1;
+        }
+    }
     println!(
-        "soak {proto:?} {secs}s: produced {} acknowledged {} stored {stored} consumed {consumed} (deliveries {}) lost {lost} duplicated {duplicated} restarts {restarts}",
+        "soak {proto:?} {secs}s: produced {} acknowledged {} stored {stored} consumed {consumed} (deliveries {}, new offsets per cycle {per_cycle:?}) lost {lost} duplicated {duplicated} restarts {restarts}",
         tally.sent.load(Ordering::Relaxed),
         acked.len(),
         tally.consumed_total.load(Ordering::Relaxed),
@@ -450,6 +477,7 @@ fn soak(proto: Proto) {
     assert!(restarts >= 2, "only {restarts} kill -9 restarts");
     if consumed != stored {
         explain_shortfall(&log, &tally, &committed, &hw);
+        print_group_log(&b);
     }
     assert_eq!(consumed, stored, "the group consumed every stored message");
     assert_eq!(
@@ -519,6 +547,21 @@ fn explain_shortfall(
     eprintln!("{} poll errors:", errors.len());
     for e in errors.iter().take(40) {
         eprintln!("  {e}");
+    }
+}
+
+/// The broker's own account of the group across every restart: its
+/// rebalances, removals, restores and (with `RUST_LOG=shardlog::groups=debug`)
+/// each offset commit with its answer.
+fn print_group_log(b: &BrokerProc) {
+    let log = std::fs::read_to_string(&b.stderr_path).unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("kafka: ") && l.contains("group") || l.contains("shardlog ready"))
+        .collect();
+    eprintln!("broker's group log ({} lines, the last 400):", lines.len());
+    for l in lines.iter().rev().take(400).rev() {
+        eprintln!("  {l}");
     }
 }
 

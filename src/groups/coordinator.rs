@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// How often sessions and rebalance deadlines are checked.
 const TICK: Duration = Duration::from_millis(200);
@@ -492,6 +492,17 @@ impl Coordinator {
                     None => Err(GroupError::GroupIdNotFound),
                 }
             };
+        // Each commit at debug level: which member and generation asked
+        // for which offsets and what it was answered, so a group that
+        // resumes somewhere unexpected can be traced to the commit that
+        // put it there.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let offsets: Vec<(i32, i64)> = items
+                .iter()
+                .map(|i| (i.partition, i.committed.offset))
+                .collect();
+            debug!(group = %group_id, member = %member.member_id, generation, ?offsets, result = ?check, "kafka: offset commit");
+        }
         check?;
         self.offsets.commit(shard, partition, group_id, items).await
     }
