@@ -251,7 +251,7 @@ impl Disk for DmaDisk {
 
     fn free_bytes(&self, dir: &Path) -> Option<u64> {
         let st = statvfs(dir)?;
-        Some(st.f_bavail as u64 * st.f_frsize as u64)
+        Some(st.f_bavail * st.f_frsize)
     }
 
     async fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -356,7 +356,7 @@ pub fn write_alignment(device: usize, fs_block: Option<u64>) -> usize {
 /// The block size of the file system holding `dir` (`statvfs`'s
 /// `f_bsize`), if it can be read.
 fn fs_block_bytes(dir: &Path) -> Option<u64> {
-    Some(statvfs(dir)?.f_bsize as u64)
+    Some(statvfs(dir)?.f_bsize)
 }
 
 /// `statvfs(2)` of the file system holding `dir`.
