@@ -24,7 +24,7 @@ use shardlog::client::{
 };
 use shardlog::protocol::messages::Acks;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -55,7 +55,7 @@ struct Tally {
     /// restart), for the shortfall's explanation.
     committed_at_start: Mutex<Vec<Vec<Option<u64>>>>,
     /// The kill -9 cycle running now (0 = the first).
-    cycle: AtomicU64,
+    cycle: AtomicU32,
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -149,7 +149,7 @@ fn native_consumer(addr: String, parts: Vec<u32>, tally: Arc<Tally>, stop: Arc<A
             let Ok(msgs) = cons.poll().await else { return };
             {
                 let mut seen = tally.consumed.lock().unwrap();
-                let cycle = tally.cycle.load(Ordering::Relaxed) as u32;
+                let cycle = tally.cycle.load(Ordering::Relaxed);
                 let mut delivered = tally.delivered.lock().unwrap();
                 for m in &msgs {
                     delivered.entry((m.partition, m.offset)).or_insert(cycle);
@@ -260,7 +260,7 @@ fn kafka_consumer(addr: String, instance: String, tally: Arc<Tally>, stop: Arc<A
                     .unwrap();
                 tally.consumed.lock().unwrap().insert(v);
                 tally.consumed_total.fetch_add(1, Ordering::Relaxed);
-                let cycle = tally.cycle.load(Ordering::Relaxed) as u32;
+                let cycle = tally.cycle.load(Ordering::Relaxed);
                 tally
                     .delivered
                     .lock()
@@ -399,11 +399,7 @@ fn soak(proto: Proto) {
             for p in 0..PARTITIONS {
                 hw.push(c.list_offset(TOPIC, p, -1).await.unwrap());
             }
-            let committed = c
-                .committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
-                .await
-                .unwrap();
-            (committed, hw)
+            (committed_offsets(&c).await, hw)
         });
         let held = match &end_since {
             Some((end, since)) if *end == hw => since.elapsed() >= Duration::from_secs(1),
@@ -487,14 +483,17 @@ fn soak(proto: Proto) {
     );
 }
 
+/// The group's committed offset of each partition (None: no commit yet).
+async fn committed_offsets(c: &Client) -> Vec<Option<u64>> {
+    c.committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
+        .await
+        .unwrap()
+}
+
 /// Note the group's committed offsets as a cycle starts.
 fn record_committed(b: &BrokerProc, tally: &Tally) {
-    let committed = runtime().block_on(async {
-        let c = Client::connect(&b.native).await.unwrap();
-        c.committed_offsets(GROUP, TOPIC, &(0..PARTITIONS).collect::<Vec<_>>())
-            .await
-            .unwrap()
-    });
+    let committed = runtime()
+        .block_on(async { committed_offsets(&Client::connect(&b.native).await.unwrap()).await });
     tally.committed_at_start.lock().unwrap().push(committed);
 }
 
