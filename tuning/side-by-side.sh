@@ -17,9 +17,9 @@
 # its producers write ~1.5 GiB/s, and 15 s of that filled this machine's
 # free 25 GiB), 4 GiB per dd. Before each loadgen run the script checks
 # that DIR has room for 1.5 GiB/s over the run (warm-up included: faster
-# than this machine's disk) and stops with an error if not. The long setting (about 10 GB per
-# produce run) is `--duration 20s --dd-gib 10` on a disk that sustains
-# ~600 MiB/s; size it from the disk. Needs the release build
+# than this machine's disk) and stops with an error if not. The issue's
+# long setting (about 10 GB per produce run) is `--duration 20s --dd-gib 10`
+# on a disk that sustains ~600 MiB/s; size it from the disk. Needs the release build
 # (`cargo build --release -p loadgen`), python3 and about
 # max(dd-gib, rate x duration) GiB free in DIR. Writes every loadgen report
 # and summary.json to --out (default: a new directory under /tmp).
