@@ -258,7 +258,9 @@ impl Bench {
             .preempt_timer(Duration::from_millis(50))
             .spawn(move || async move {
                 // Before any other DMA open on this executor: DESIGN.md §4.
-                let alignment = probe_device(&root).await.expect("probe the bench device");
+                let alignment = probe_device(&root, broker.direct_io_alignment)
+                    .await
+                    .expect("probe the bench device");
                 let ctx = Ctx {
                     disk: DmaDisk::new(alignment),
                     root,

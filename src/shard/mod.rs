@@ -623,16 +623,24 @@ pub async fn run(
     frontend: Frontend,
 ) {
     // Before any other DMA open on this executor: the io-poll probe workaround.
-    let alignment = match crate::storage::dma::probe_device(&config.data_dir).await {
-        Ok(a) => a,
-        Err(e) => {
-            let _ = ready.send(Err(format!(
-                "shard {id}: cannot probe data directory {}: {e}",
-                config.data_dir.display()
-            )));
-            return;
-        }
-    };
+    let alignment =
+        match crate::storage::dma::probe_device(&config.data_dir, config.direct_io_alignment).await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = ready.send(Err(format!(
+                    "shard {id}: cannot probe data directory {}: {e}",
+                    config.data_dir.display()
+                )));
+                return;
+            }
+        };
+    info!(
+        shard = id,
+        alignment,
+        setting = ?config.direct_io_alignment,
+        "direct I/O alignment"
+    );
     // Before any partition opens: each shard's own pool of kernel workers
     // for fdatasync and fallocate, of the same size on every shard.
     let io_workers = match config.io_workers_per_shard {
