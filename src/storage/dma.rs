@@ -299,7 +299,8 @@ pub const PROBE_FILE: &str = ".iopoll-probe";
 /// an empty or sparse file that read "succeeds", the device is marked
 /// pollable, and every later DMA read fails with EOPNOTSUPP. So before any
 /// other DMA open, each executor opens a 4 KiB file whose blocks were really
-/// written and synced. Returns the device's O_DIRECT alignment.
+/// written and synced. Returns the alignment `align` asks for: the
+/// device's O_DIRECT unit, or [`write_alignment`]'s.
 pub async fn probe_device(data_dir: &Path, align: DirectIoAlignment) -> io::Result<usize> {
     let path: PathBuf = data_dir.join(PROBE_FILE);
     let ok = std::fs::metadata(&path)
