@@ -556,7 +556,7 @@ fn print_group_log(b: &BrokerProc) {
     let log = std::fs::read_to_string(&b.stderr_path).unwrap_or_default();
     let lines: Vec<&str> = log
         .lines()
-        .filter(|l| l.contains("kafka: ") && l.contains("group") || l.contains("shardlog ready"))
+        .filter(|l| l.contains("kafka: ") && l.contains("group"))
         .collect();
     eprintln!("broker's group log ({} lines, the last 400):", lines.len());
     for l in lines.iter().rev().take(400).rev() {
