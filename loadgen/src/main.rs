@@ -16,9 +16,10 @@ use loadgen::result::RunResult;
 use loadgen::runner::{self, RunEnv};
 use loadgen::sweep::{self, Matrix, Mode};
 use loadgen::target::{Address, TargetSpec};
-use loadgen::transport::{version, Protocol, Target};
+use loadgen::transport::{version, Protocol, Target, TransportError};
 use loadgen::units::{format_duration, format_size};
 use loadgen::workload::WorkloadSpec;
+use shardlog::client::ClientError;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -274,6 +275,11 @@ impl Setup {
                 Ok(v) => {
                     println!("loadgen: target {}: {}", t.name, v.summary);
                     (Some(v), None)
+                }
+                // A broker that answers nothing would fail the run's setup
+                // too, after another request timeout: stop here.
+                Err(e @ TransportError::Native(ClientError::Timeout { .. })) => {
+                    bail!("target {}: the broker does not answer: {e}", t.name)
                 }
                 Err(e) => {
                     eprintln!("loadgen: target {}: version unknown: {e}", t.name);

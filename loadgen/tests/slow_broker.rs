@@ -156,20 +156,52 @@ fn a_producer_behind_a_slow_broker_is_not_sustained_rather_than_failed() {
 /// A broker stopped outright from before the measured window until well
 /// after the grace period: the producer's wait for room is cut off with
 /// the error, and the run fails. Resumed afterwards so the run can close.
+///
+/// The broker is stopped at loadgen's first warm-up progress line, with
+/// 3 s of warm-up left before the window. The test used to sleep 1 s
+/// after the "loadgen run:" line instead, but that line comes before the
+/// run's setup (connections, topic, positions): under CI's load the stop
+/// once landed in the setup, which then waited for the broker without a
+/// deadline, and the whole run took place after the resume (exit 0).
 #[test]
 fn a_producer_facing_a_stopped_broker_fails_the_run() {
     let broker = Broker::start();
     let report = tempfile::tempdir().unwrap();
-    // The measured window starts 2 s after the run's start line: the
-    // broker is stopped 1 s after that line and resumed 8 s after it,
-    // past the grace period's end (2 + 0.5 + 1 s).
-    let lg = overdriven_run(&broker, "2s", report.path());
-    lg.wait_started(TIMEOUT);
-    std::thread::sleep(Duration::from_secs(1));
+    let lg = overdriven_run(&broker, "4s", report.path());
+    lg.wait_warming_up(TIMEOUT);
     broker.signal(libc::SIGSTOP);
-    std::thread::sleep(Duration::from_secs(7));
+    // Resumed well past the grace period's end (4 + 0.5 + 1 s).
+    std::thread::sleep(Duration::from_secs(8));
     broker.signal(libc::SIGCONT);
     let out = lg.wait(TIMEOUT);
     assert_eq!(out.code, Some(1), "{out}");
     assert!(out.stdout.contains("took no more data"), "{out}");
+}
+
+/// A broker stopped before the run begins: loadgen's connections succeed
+/// (the kernel completes them), but no request is answered. loadgen gives
+/// up after one request timeout (its first request, the version probe)
+/// with an error that names the request and the broker, and exit status 3
+/// (the benchmark did not run), where it used to wait forever.
+#[test]
+fn a_run_against_a_broker_that_never_answers_fails_its_setup() {
+    let broker = Broker::start();
+    broker.signal(libc::SIGSTOP);
+    let report = tempfile::tempdir().unwrap();
+    let t0 = std::time::Instant::now();
+    let lg = overdriven_run(&broker, "1s", report.path());
+    let out = lg.wait(TIMEOUT);
+    let took = t0.elapsed();
+    assert_eq!(out.code, Some(3), "{out}");
+    assert!(
+        out.stderr
+            .contains("does not answer: no answer to Metadata")
+            && out.stderr.contains(&broker.addr),
+        "{out}"
+    );
+    let timeout = shardlog::client::connection::REQUEST_TIMEOUT;
+    assert!(
+        took >= timeout && took < 2 * timeout,
+        "failed after {took:?}, not after one request timeout: {out}"
+    );
 }

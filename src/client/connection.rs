@@ -28,6 +28,10 @@ type Waiters = Arc<
 
 pub struct Connection {
     writer: tokio::sync::Mutex<OwnedWriteHalf>,
+    /// The socket's descriptor, to shut it down when a request times out
+    /// while another task may hold `writer`. Valid for the connection's
+    /// life: `writer` owns the socket until the connection drops.
+    fd: std::os::fd::RawFd,
     waiters: Waiters,
     next_id: AtomicU32,
     pub addr: SocketAddr,
@@ -43,6 +47,13 @@ impl Drop for Connection {
 /// Largest response the client accepts.
 const RESPONSE_MAX_BYTES: usize = 512 << 20;
 
+/// How long [`Connection::call`] waits for its answer, writing included:
+/// Kafka's `request.timeout.ms` default. Without it a broker that accepts
+/// the connection but never answers (stopped, wedged, a black-holed peer)
+/// held a caller forever: loadgen hung in its setup for 10 minutes
+/// against a SIGSTOPped broker. Long-poll fetches add their `max_wait`.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 impl Connection {
     pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
         let stream = TcpStream::connect(addr)
@@ -53,6 +64,7 @@ impl Connection {
             })?;
         stream.set_nodelay(true).ok();
         let peer = stream.peer_addr()?;
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
         let (mut rd, wr) = stream.into_split();
         let waiters: Waiters = Arc::new(Mutex::new(Some(HashMap::new())));
         let w2 = waiters.clone();
@@ -130,6 +142,7 @@ impl Connection {
         });
         Ok(Connection {
             writer: tokio::sync::Mutex::new(wr),
+            fd,
             waiters,
             next_id: AtomicU32::new(1),
             addr: peer,
@@ -250,11 +263,44 @@ impl Connection {
         api_version: u16,
         body: impl FnOnce(&mut BytesMut),
     ) -> Result<Reader, ClientError> {
-        let rx = self
-            .send_version(api, api_version, body, true)
-            .await?
-            .expect("asked for a response");
-        let (h, r) = rx.await.map_err(|_| ClientError::Closed)??;
+        self.call_within(api, api_version, body, REQUEST_TIMEOUT)
+            .await
+    }
+
+    /// [`Connection::call_version`] with its own deadline. A request that
+    /// misses it closes the connection, as Kafka's clients do: it may have
+    /// been cut off halfway onto the wire, so nothing more can follow it,
+    /// and its answer may still come. Every other request in flight on the
+    /// connection fails with [`ClientError::Closed`]; the client's routes
+    /// reconnect for the next one.
+    pub async fn call_within(
+        &self,
+        api: ApiKey,
+        api_version: u16,
+        body: impl FnOnce(&mut BytesMut),
+        timeout: std::time::Duration,
+    ) -> Result<Reader, ClientError> {
+        let exchange = async {
+            let rx = self
+                .send_version(api, api_version, body, true)
+                .await?
+                .expect("asked for a response");
+            rx.await.map_err(|_| ClientError::Closed)?
+        };
+        let (h, r) = match tokio::time::timeout(timeout, exchange).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                // SAFETY: `fd` is the socket `writer` owns, open for as
+                // long as `self` lives (see the field).
+                let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(self.fd) };
+                let _ = socket2::SockRef::from(&fd).shutdown(std::net::Shutdown::Both);
+                return Err(ClientError::Timeout {
+                    api,
+                    addr: self.addr,
+                    after: timeout,
+                });
+            }
+        };
         if h.error != ErrorCode::None {
             return Err(ClientError::Broker {
                 code: h.error,
@@ -289,6 +335,7 @@ mod tests {
     use super::*;
     use crate::protocol::frame::finish_frame;
     use crate::protocol::messages::{encode_produce, encode_produce_deferred, Acks};
+    use std::time::Duration;
     use tokio::io::AsyncReadExt;
 
     /// The vectored produce path puts on the wire exactly the bytes the
@@ -353,5 +400,66 @@ mod tests {
         assert!(want.len() > 6 << 20);
         assert_eq!(got.len(), want.len());
         assert!(got == want[..], "the bytes differ");
+    }
+
+    /// A peer that accepts and reads but never answers: the call fails
+    /// with a timeout that names the request and the peer, the connection
+    /// closes (the peer sees EOF), and a request that was waiting beside
+    /// it fails as closed instead of waiting on.
+    #[tokio::test]
+    async fn a_call_the_peer_never_answers_times_out_and_closes_the_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let peer = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut sink = Vec::new();
+            // Returns at EOF: when the client shuts the socket down.
+            s.read_to_end(&mut sink).await.unwrap();
+            sink.len()
+        });
+        let conn = Connection::connect(&addr).await.unwrap();
+        let beside = conn
+            .send(ApiKey::Metadata, |_| {}, true)
+            .await
+            .unwrap()
+            .unwrap();
+        let t0 = std::time::Instant::now();
+        let err = conn
+            .call_within(
+                ApiKey::Metadata,
+                API_VERSION,
+                |_| {},
+                Duration::from_millis(200),
+            )
+            .await
+            .err()
+            .expect("no answer can come");
+        assert!(t0.elapsed() >= Duration::from_millis(200));
+        assert!(
+            matches!(
+                err,
+                ClientError::Timeout {
+                    api: ApiKey::Metadata,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&addr), "{err}");
+        let read = tokio::time::timeout(Duration::from_secs(10), peer)
+            .await
+            .expect("the peer saw no EOF")
+            .unwrap();
+        assert!(read > 0, "both requests reached the peer");
+        let other = tokio::time::timeout(Duration::from_secs(10), beside)
+            .await
+            .expect("the other request still waits");
+        match other {
+            Ok(Err(ClientError::Closed)) => {}
+            Ok(Err(e)) => panic!("the other request failed with {e}, not as closed"),
+            Ok(Ok(_)) => panic!("the other request got an answer"),
+            Err(_) => panic!("the other request's sender was dropped unanswered"),
+        }
+        assert!(conn.is_closed());
     }
 }

@@ -16,7 +16,7 @@ pub use producer::{Delivery, Producer, ProducerConfig};
 
 use crate::protocol::frame::ApiKey;
 use crate::protocol::messages::*;
-use crate::protocol::{DecodeError, ErrorCode};
+use crate::protocol::{DecodeError, ErrorCode, API_VERSION};
 use routes::Routes;
 use std::sync::Arc;
 
@@ -40,6 +40,12 @@ pub enum ClientError {
     UnknownTopic(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("no answer to {api:?} from {addr} within {after:?}; the connection was closed")]
+    Timeout {
+        api: crate::protocol::frame::ApiKey,
+        addr: std::net::SocketAddr,
+        after: std::time::Duration,
+    },
 }
 
 impl From<DecodeError> for ClientError {
@@ -453,7 +459,12 @@ impl Client {
         conn: &Connection,
         req: &FetchRequest,
     ) -> Result<FetchResponse, ClientError> {
-        let mut r = conn.call(ApiKey::Fetch, |b| req.encode(b)).await?;
+        // The broker may hold a fetch for its max_wait before answering.
+        let deadline =
+            connection::REQUEST_TIMEOUT + std::time::Duration::from_millis(req.max_wait_ms as u64);
+        let mut r = conn
+            .call_within(ApiKey::Fetch, API_VERSION, |b| req.encode(b), deadline)
+            .await?;
         let resp = FetchResponse::decode(&mut r)?;
         r.finish()?;
         Ok(resp)

@@ -123,6 +123,10 @@ pub struct Loadgen {
     /// Receives `()` once stdout printed "loadgen run:" (signal handlers
     /// and the embedded broker are up).
     started: std::sync::mpsc::Receiver<()>,
+    /// Receives `()` at each per-second progress line on stderr
+    /// ("[   1s warmup ] ..."): the run's clock is going, so its setup
+    /// (connections, topic, positions) is over.
+    ticking: std::sync::mpsc::Receiver<()>,
 }
 
 /// How a [`Loadgen`] ended.
@@ -165,7 +169,7 @@ impl Loadgen {
     /// As [`Self::spawn`] with TMPDIR `tmp`, run under `wrapper` (a
     /// command that execs the rest of its arguments).
     pub fn spawn_with(wrapper: &[String], tmp: tempfile::TempDir, args: &[&str]) -> Loadgen {
-        use std::io::{BufRead, Read};
+        use std::io::BufRead;
         use std::process::{Command, Stdio};
         let bin = env!("CARGO_BIN_EXE_loadgen");
         let mut cmd = match wrapper.split_first() {
@@ -198,10 +202,18 @@ impl Loadgen {
             }
             text
         });
-        let mut err = child.stderr.take().unwrap();
+        let err = child.stderr.take().unwrap();
+        let (tick, ticking) = std::sync::mpsc::channel();
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
-            let _ = err.read_to_string(&mut text);
+            for line in std::io::BufReader::new(err).lines() {
+                let Ok(line) = line else { break };
+                if line.starts_with('[') && line.contains("s warmup ]") {
+                    let _ = tick.send(());
+                }
+                text.push_str(&line);
+                text.push('\n');
+            }
             text
         });
         Loadgen {
@@ -210,6 +222,7 @@ impl Loadgen {
             stdout,
             stderr,
             started,
+            ticking,
         }
     }
 
@@ -223,6 +236,14 @@ impl Loadgen {
         self.started
             .recv_timeout(timeout)
             .expect("loadgen did not start its run in time");
+    }
+
+    /// Wait for the first progress line of the warm-up (panics after
+    /// `timeout`).
+    pub fn wait_warming_up(&self, timeout: std::time::Duration) {
+        self.ticking
+            .recv_timeout(timeout)
+            .expect("loadgen printed no warm-up progress line in time");
     }
 
     pub fn signal(&self, sig: i32) {
