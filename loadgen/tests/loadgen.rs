@@ -306,15 +306,19 @@ fn a_lone_record_is_sent_after_linger_not_when_a_batch_fills() {
             .send_to("t-linger", 0, None, Some(b"x"), &[], 0, 0)
             .await
             .unwrap();
-        tokio::time::timeout(Duration::from_secs(3), delivery.wait())
+        // Before the fix the record was never sent (no batch fills), so
+        // any deadline catches it. A tight one did not hold on CI's loaded
+        // 2-core machine: one run took 5.0 s with this niced runtime
+        // starved, its own 3 s timer firing late as well.
+        tokio::time::timeout(Duration::from_secs(20), delivery.wait())
             .await
-            .expect("a lone record was not sent within 3 s (linger is 20 ms)")
+            .unwrap_or_else(|_| {
+                panic!(
+                    "a lone record was not sent within {:?} (linger is 20 ms)",
+                    t0.elapsed()
+                )
+            })
             .unwrap();
-        assert!(
-            t0.elapsed() < Duration::from_millis(1000),
-            "{:?}",
-            t0.elapsed()
-        );
     });
     drop(rt);
     broker.shutdown();
