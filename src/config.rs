@@ -107,7 +107,9 @@ pub struct BrokerConfig {
     /// partitions. But with 1,000 partitions and a live consumer its group
     /// commits took 47-87 ms instead of 6-10, and the consumer fell behind
     /// the cache in 7 of 10 runs (45-92% consumed, against 97-102% in 7
-    /// of 7 with `"device"`). README, "Against the disk".
+    /// of 7 with `"device"`). It happens in a fresh broker's first seconds,
+    /// when 60% of its CPU zeroes newly touched memory; a warmed broker
+    /// kept up in 3 of 3 runs. README, "Against the disk".
     pub direct_io_alignment: DirectIoAlignment,
     /// Most segment file space reserved ahead of the writes (fallocate), in
     /// bytes; a segment reserves as far ahead as it has been written, from

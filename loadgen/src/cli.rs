@@ -35,7 +35,8 @@ Latency is measured from each message's intended send time (open loop, corrected
 for coordinated omission) unless --rate 0 is given.\n\n\
 Exit status: 0 all checks passed; 1 a delivery check failed (lost, duplicated,\n\
 reordered or misrouted messages) or the broker returned errors; 2 bad usage;\n\
-3 the benchmark could not run; 130 interrupted, 143 terminated (the first SIGINT/Ctrl-C\n\
+3 the benchmark could not run (among others: a broker that answers no request\n\
+within the client's 30 s request timeout); 130 interrupted, 143 terminated (the first SIGINT/Ctrl-C\n\
 or SIGTERM ends the current point early and still writes the report; a second one\n\
 aborts at once). The embedded broker's data directory (--cluster: the brokers and their\n\
 data) is removed on every exit."
