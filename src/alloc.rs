@@ -28,9 +28,12 @@
 //! virtual machine that hands free memory back to its host (this one's
 //! virtio-balloon free page reporting) a purged page costs more again:
 //! the next touch waits for the host to back it. So jemalloc keeps freed
-//! pages for up to [`KEEP_DECAY_MS`] and a governor thread
-//! ([`govern_kept_pages`]) purges them all once they pass
-//! [`KEPT_BYTES_MAX`], the budget, checked every [`GOVERN_EVERY`]. Peak
+//! pages (no decay of its own) and a governor thread
+//! ([`govern_kept_pages`]) purges them all once they pass their budget,
+//! checked every [`GOVERN_EVERY`]: [`KEPT_BYTES_MAX`], or in a broker the
+//! room its data budgets leave beyond the pages in use
+//! ([`set_heap_bytes_max`]); and once the process has not reused them for
+//! [`KEEP_IDLE`]. Peak
 //! RSS stays within `BrokerConfig::memory_bound`, whose 256 MiB beyond the
 //! data budgets covers the kept pages (tests/memory_bounds, README
 //! "Memory"). Set `_RJEM_MALLOC_CONF` (jemalloc's own syntax) to override
@@ -51,19 +54,28 @@
 /// - `thp:always`: extents are `madvise(MADV_HUGEPAGE)`d; the kernel's
 ///   transparent-huge-page mode `madvise` (the common default) then backs
 ///   them with 2 MiB pages.
-/// - `dirty_decay_ms:10000`: freed pages are kept for reuse, and given back
-///   over about 10 s once the process stops reusing them (after a burst).
-///   While it runs, [`govern_kept_pages`] holds them within the budget:
-///   never purged (-1) or decayed over 1 s, the free-but-kept extents of
-///   30 s floods of 54 MiB requests (`SHARDLOG_MEMORY_DEFAULTS=1
-///   SHARDLOG_FLOOD_SECS=30`, tests/memory_bounds) fragmented and peak RSS
-///   reached 2,493-3,597 MiB against the 2,465 MiB bound.
+/// - `dirty_decay_ms:-1`: freed pages are kept for reuse until the
+///   governor ([`govern_kept_pages`]) purges them: past the budget, or
+///   once the process stops reusing them for [`KEEP_IDLE`]. jemalloc's own
+///   decay (10 s in earlier builds) purged the pool a steady stream reuses,
+///   a little at a time: 85,000-106,000 page faults in a 10 s 1 KB acks=1
+///   run of `shardlog serve` (96% of them in `recv` into fresh request
+///   buffers), against 1,188 with no decay, and the broker's CPU per GB
+///   0.62 against 0.55-0.57 s (README, "Against the disk").
 ///   `muzzy_decay_ms:0`: purged pages are unmapped, not kept lazily.
 pub const MALLOC_CONF: &[u8] =
-    b"narenas:1,oversize_threshold:0,thp:always,dirty_decay_ms:10000,muzzy_decay_ms:0\0";
+    b"narenas:1,oversize_threshold:0,thp:always,dirty_decay_ms:-1,muzzy_decay_ms:0\0";
 
-/// [`MALLOC_CONF`]'s decay, in milliseconds.
-pub const KEEP_DECAY_MS: u64 = 10_000;
+/// How long the process may go without reusing its kept pages before
+/// the governor gives them back: an idle broker returns to its idle
+/// size about this long after a burst, as jemalloc's 10 s decay did.
+pub const KEEP_IDLE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Fewer large allocations (jemalloc's blocks of 16 KiB and more: request
+/// buffers, batches, fetch answers) than this over [`KEEP_IDLE`] count as
+/// idle. A client producing one small batch a second is idle; one
+/// streaming at any benchmark's rate is not.
+pub const IDLE_LARGE_ALLOCS: u64 = 64;
 
 /// The most bytes of freed pages the process keeps for reuse: past this
 /// the governor purges them all. Part of the 256 MiB that
@@ -95,6 +107,32 @@ pub fn next_sleep(moved: bool, slept: std::time::Duration) -> std::time::Duratio
     } else {
         (slept * 2).min(GOVERN_IDLE_EVERY)
     }
+}
+
+/// The most bytes the heap may hold, pages in use and freed pages kept
+/// together, before the governor purges the kept ones; 0 while no
+/// process has set it ([`set_heap_bytes_max`]). Why: a broker's budgets
+/// bound the memory its data may hold, and while the data holds less
+/// (a batch cache not yet full, few requests in flight) the pages it
+/// freed are better kept than purged and faulted in afresh: each purge
+/// of 128 MiB cost ~32,000 page faults and as many zeroed pages
+/// (`clear_page_erms`, 6-10% of a 1 KB acks=1 run's samples).
+static HEAP_BYTES_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Let the governor keep freed pages while pages in use plus kept stay
+/// within `bytes` (and always up to its `max`). The broker sets its data
+/// budgets here (`BrokerConfig::data_memory_bound` less the io_uring
+/// memory, which jemalloc does not hold), so its resident memory keeps
+/// within `BrokerConfig::memory_bound` as before.
+pub fn set_heap_bytes_max(bytes: usize) {
+    HEAP_BYTES_MAX.store(bytes, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How many bytes of freed pages the governor lets jemalloc keep while
+/// `active` bytes are in use: `kept_max`, or more while the heap budget
+/// `heap_max` has room beyond what is in use.
+pub fn kept_allowance(kept_max: usize, heap_max: usize, active: usize) -> usize {
+    kept_max.max(heap_max.saturating_sub(active))
 }
 
 /// Purges the governor made in this process (for logs and tests).
@@ -167,11 +205,35 @@ fn ctl_write<T: Copy>(name: &str, v: Option<T>) -> bool {
 /// statistics first (the `epoch` control). None if jemalloc is not the
 /// process's allocator or was built without statistics.
 pub fn kept_bytes() -> Option<usize> {
+    read_heap().map(|r| r.kept)
+}
+
+/// What the governor reads of the heap, from one statistics refresh.
+struct HeapRead {
+    /// Bytes of freed pages kept.
+    kept: usize,
+    /// Bytes of pages in use (jemalloc's `stats.active`).
+    active: usize,
+    /// Large allocations since the process started, all arenas.
+    large_allocs: u64,
+}
+
+fn read_heap() -> Option<HeapRead> {
     if !ctl_write("epoch", Some(1u64)) {
         return None;
     }
     let dirty: usize = ctl_read(KEPT_PAGES_CTL)?;
-    Some(dirty * page_bytes()?)
+    Some(HeapRead {
+        kept: dirty * page_bytes()?,
+        active: ctl_read("stats.active")?,
+        large_allocs: ctl_read("stats.arenas.4096.large.nmalloc")?,
+    })
+}
+
+/// Whether the governor purges the kept pages after a read: they passed
+/// what it allows, or the process has not reused them for [`KEEP_IDLE`].
+pub fn should_purge(kept: usize, allowed: usize, idle_for: std::time::Duration) -> bool {
+    kept > allowed || (kept > 0 && idle_for >= KEEP_IDLE)
 }
 
 /// Start the thread that holds the pages jemalloc keeps within `max`
@@ -193,6 +255,10 @@ pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
         .spawn(move || {
             let (mut narenas, mut counters) = active_counters();
             let (mut active_at_read, mut sleep) = (usize::MAX, GOVERN_EVERY);
+            // The idle clock: when the process last made more than
+            // IDLE_LARGE_ALLOCS large allocations in a row of reads, and
+            // its count of them then.
+            let (mut busy_at, mut large_at_busy) = (std::time::Instant::now(), 0u64);
             loop {
                 std::thread::sleep(sleep);
                 let moved = active_pages(&counters) != active_at_read;
@@ -204,19 +270,41 @@ pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
                 // The read refreshes jemalloc's statistics, its count of
                 // arenas too: take the counters again after it if that grew
                 // or an arena had none yet (jemalloc makes them lazily).
-                let kept = kept_bytes();
+                let read = read_heap();
                 if ctl_read::<u32>("arenas.narenas") != Some(narenas)
                     || counters.len() < narenas as usize
                 {
                     (narenas, counters) = active_counters();
                 }
                 active_at_read = active_pages(&counters);
-                let Some(kept) = kept.filter(|&kept| kept > max) else {
+                let Some(HeapRead {
+                    kept,
+                    active,
+                    large_allocs,
+                }) = read
+                else {
                     continue;
                 };
+                let now = std::time::Instant::now();
+                if large_allocs.saturating_sub(large_at_busy) > IDLE_LARGE_ALLOCS {
+                    (busy_at, large_at_busy) = (now, large_allocs);
+                }
+                let heap_max = HEAP_BYTES_MAX.load(std::sync::atomic::Ordering::Relaxed);
+                let allowed = kept_allowance(max, heap_max, active);
+                if !should_purge(kept, allowed, now - busy_at) {
+                    continue;
+                }
+                // Idle or not, the clock starts again: an idle process is
+                // purged once per KEEP_IDLE at most.
+                busy_at = now;
                 if ctl_write::<u64>(PURGE_CTL, None) {
                     PURGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    tracing::debug!(kept, max, "purged the freed pages the allocator kept");
+                    tracing::debug!(
+                        kept,
+                        active,
+                        allowed,
+                        "purged the freed pages the allocator kept"
+                    );
                 }
             }
         })?;
@@ -361,13 +449,38 @@ mod tests {
     }
 
     #[test]
-    fn the_documented_decay_is_the_configured_one() {
+    fn jemalloc_keeps_freed_pages_for_the_governor_to_purge() {
         let conf = std::str::from_utf8(MALLOC_CONF).unwrap();
         assert!(conf.ends_with('\0'), "jemalloc reads a C string");
-        assert!(
-            conf.contains(&format!(",dirty_decay_ms:{KEEP_DECAY_MS},")),
-            "{conf}"
+        // The governor, not jemalloc's decay, gives kept pages back.
+        assert!(conf.contains(",dirty_decay_ms:-1,"), "{conf}");
+    }
+
+    #[test]
+    fn a_broker_keeps_freed_pages_while_its_data_leaves_room_in_the_budget() {
+        const MIB: usize = 1 << 20;
+        // No heap budget (loadgen, client commands): the fixed budget.
+        assert_eq!(kept_allowance(128 * MIB, 0, 900 * MIB), 128 * MIB);
+        // A broker whose data holds 1 GiB of its 2 GiB budgets keeps up
+        // to the other 1 GiB of freed pages...
+        assert_eq!(
+            kept_allowance(128 * MIB, 2048 * MIB, 1024 * MIB),
+            1024 * MIB
         );
+        // ...and never less than the fixed budget, however full.
+        assert_eq!(kept_allowance(128 * MIB, 2048 * MIB, 2040 * MIB), 128 * MIB);
+        assert_eq!(kept_allowance(128 * MIB, 2048 * MIB, 4096 * MIB), 128 * MIB);
+    }
+
+    #[test]
+    fn kept_pages_are_purged_past_their_budget_or_once_idle() {
+        let s = std::time::Duration::from_secs;
+        assert!(!should_purge(100, 100, s(0)));
+        assert!(should_purge(101, 100, s(0)));
+        assert!(!should_purge(100, 100, KEEP_IDLE - s(1)));
+        assert!(should_purge(1, 100, KEEP_IDLE));
+        // Nothing kept: nothing to give back.
+        assert!(!should_purge(0, 100, KEEP_IDLE * 2));
     }
 
     #[test]
