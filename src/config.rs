@@ -356,6 +356,14 @@ impl BrokerConfig {
         (shards * per_shard) as u64
     }
 
+    /// The part of [`Self::data_memory_bound`] that lives on the heap
+    /// (all of it but the io_uring memory): what the allocation governor
+    /// lets pages in use plus freed pages kept reach before it purges
+    /// (`alloc::set_heap_bytes_max`).
+    pub fn heap_bytes_max(&self, shards: usize) -> usize {
+        (self.data_memory_bound(shards) as usize).saturating_sub(shards * self.io_memory_bytes)
+    }
+
     /// The broker's whole resident memory bound (README, "Guarantees:
     /// memory"): [`Self::data_memory_bound`], plus 128 KiB per connection
     /// (its read buffer and one small request in flight), plus a fixed

@@ -399,10 +399,7 @@ fn serve(a: ServeArgs) -> Result<()> {
     // The pages freed data leaves behind may stay resident up to the data
     // budgets (src/alloc.rs, `set_heap_bytes_max`); the io_uring memory is
     // outside jemalloc's heap.
-    shardlog::alloc::set_heap_bytes_max(
-        (heap_budget.data_memory_bound(broker.shards) as usize)
-            .saturating_sub(broker.shards * heap_budget.io_memory_bytes),
-    );
+    shardlog::alloc::set_heap_bytes_max(heap_budget.heap_bytes_max(broker.shards));
     // One line on stdout that scripts and tests can wait for.
     println!(
         "shardlog ready: native={} kafka={} shards={} data_dir={}",

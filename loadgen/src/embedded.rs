@@ -181,10 +181,7 @@ impl EmbeddedBroker {
                 Protocol::Kafka => "127.0.0.1:0".into(),
             },
             shards,
-            shard_cache_bytes_max: CACHE_BYTES_PER_SHARD,
-            max_inflight_bytes_per_shard: INFLIGHT_BYTES_PER_SHARD,
-            max_unwritten_bytes_per_shard: UNWRITTEN_BYTES_PER_SHARD,
-            ..Default::default()
+            ..Self::budgets()
         })?;
         if protocol == Protocol::Kafka && broker.kafka_addr.is_none() {
             broker.shutdown();
@@ -197,13 +194,30 @@ impl EmbeddedBroker {
     /// ([`BrokerConfig::memory_bound`] of the settings used here, for
     /// loadgen's connections).
     pub fn memory_budget(shards: usize) -> u64 {
+        Self::budgets().memory_bound(shards, 64)
+    }
+
+    /// The budgets an embedded broker runs with (the rest: defaults).
+    fn budgets() -> BrokerConfig {
         BrokerConfig {
             shard_cache_bytes_max: CACHE_BYTES_PER_SHARD,
             max_inflight_bytes_per_shard: INFLIGHT_BYTES_PER_SHARD,
             max_unwritten_bytes_per_shard: UNWRITTEN_BYTES_PER_SHARD,
             ..Default::default()
         }
-        .memory_bound(shards, 64)
+    }
+
+    /// Let freed pages stay resident while pages in use plus kept fit in
+    /// this broker's data budgets plus `loadgen_bytes` (loadgen's own
+    /// budget, `WorkloadSpec::memory_budget`), as `shardlog serve` keeps
+    /// them within its data budgets (shardlog's src/alloc.rs). Without
+    /// it the governor purged all kept pages past 128 MiB 4-7 times in a
+    /// 13 s 1 KB run, to be faulted in and zeroed again.
+    pub fn keep_freed_pages_for(&self, loadgen_bytes: u64) {
+        let shards = self.broker.as_ref().map_or(1, |b| b.shards);
+        shardlog::alloc::set_heap_bytes_max(
+            Self::budgets().heap_bytes_max(shards) + loadgen_bytes as usize,
+        );
     }
 
     /// The data directory (removed when the broker stops).

@@ -408,6 +408,9 @@ fn cmd_run(args: RunArgs) -> Result<bool> {
         std::slice::from_ref(&target),
     )?;
     let setup = Setup::new(&args.broker, &[target], SustainRule::default())?;
+    if let Some(e) = &setup.embedded {
+        e.keep_freed_pages_for(spec.memory_budget());
+    }
     let label = format!(
         "{} {} acks={}",
         format_size(spec.batch_bytes as u64),
@@ -506,6 +509,10 @@ fn cmd_sweep(args: SweepArgs) -> Result<bool> {
     check_replication(base.replication_factor, &args.broker, &specs)?;
     let points = sweep::points(&base, &matrix);
     let setup = Setup::new(&args.broker, &specs, knee.rule)?;
+    if let Some(e) = &setup.embedded {
+        let loadgen_bytes = points.iter().map(|p| p.spec.memory_budget()).max();
+        e.keep_freed_pages_for(loadgen_bytes.unwrap_or(0));
+    }
     println!(
         "loadgen sweep: {} points = {} batch sizes x {} codecs x {} acks x {} linger, on {} target(s) ({}); {} messages of {}; {}; {}; about {:.0} s",
         points.len(),
