@@ -114,9 +114,11 @@ pub fn next_sleep(moved: bool, slept: std::time::Duration) -> std::time::Duratio
 /// process has set it ([`set_heap_bytes_max`]). Why: a broker's budgets
 /// bound the memory its data may hold, and while the data holds less
 /// (a batch cache not yet full, few requests in flight) the pages it
-/// freed are better kept than purged and faulted in afresh: each purge
-/// of 128 MiB cost ~32,000 page faults and as many zeroed pages
-/// (`clear_page_erms`, 6-10% of a 1 KB acks=1 run's samples).
+/// freed are better kept than purged and faulted in afresh. With
+/// jemalloc's decay off and only the fixed 128 MiB, loadgen's embedded
+/// broker purged all its kept pages 4-7 times in a 13 s 1 KB run (each
+/// one ~32,000 pages to fault in and zero again); with its data budgets
+/// here, none.
 static HEAP_BYTES_MAX: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Let the governor keep freed pages while pages in use plus kept stay
@@ -246,18 +248,19 @@ pub fn should_purge(kept: usize, allowed: usize, idle_for: std::time::Duration) 
 /// allocator).
 pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
     if kept_bytes().is_none() {
+        decay_instead();
         return Err(std::io::Error::other(
             "jemalloc's statistics are not available: is it the global allocator?",
         ));
     }
-    std::thread::Builder::new()
+    let spawned = std::thread::Builder::new()
         .name("alloc-governor".into())
         .spawn(move || {
             let (mut narenas, mut counters) = active_counters();
             let (mut active_at_read, mut sleep) = (usize::MAX, GOVERN_EVERY);
-            // The idle clock: when the process last made more than
-            // IDLE_LARGE_ALLOCS large allocations in a row of reads, and
-            // its count of them then.
+            // The idle clock: restarted whenever the process has made
+            // more than IDLE_LARGE_ALLOCS large allocations since its last
+            // restart (and at a purge); with the count at that restart.
             let (mut busy_at, mut large_at_busy) = (std::time::Instant::now(), 0u64);
             loop {
                 std::thread::sleep(sleep);
@@ -307,8 +310,23 @@ pub fn govern_kept_pages(max: usize) -> std::io::Result<()> {
                     );
                 }
             }
-        })?;
-    Ok(())
+        });
+    if spawned.is_err() {
+        decay_instead();
+    }
+    spawned.map(drop)
+}
+
+/// Without the governor nothing would give kept pages back
+/// ([`MALLOC_CONF`] turns jemalloc's decay off): let jemalloc decay them
+/// over [`KEEP_IDLE`] instead, in every arena and in those it makes
+/// later. Does nothing if jemalloc is not the process's allocator.
+fn decay_instead() {
+    let ms = KEEP_IDLE.as_millis() as isize;
+    ctl_write("arenas.dirty_decay_ms", Some(ms));
+    for i in 0..ctl_read::<u32>("arenas.narenas").unwrap_or(0) {
+        ctl_write(&format!("arena.{i}.dirty_decay_ms"), Some(ms));
+    }
 }
 
 /// Each arena's count of pages in use, as jemalloc keeps it
@@ -446,6 +464,13 @@ mod tests {
             );
             std::thread::sleep(GOVERN_EVERY);
         }
+
+        // A process whose governor cannot run falls back to jemalloc's
+        // own decay (in this test, after the governor, so that the
+        // arena's pages stayed kept above).
+        decay_instead();
+        let decay: isize = ctl_read(&format!("arena.{arena}.dirty_decay_ms")).unwrap();
+        assert_eq!(decay, KEEP_IDLE.as_millis() as isize);
     }
 
     #[test]

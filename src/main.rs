@@ -269,7 +269,7 @@ fn main() {
         .init();
     // Freed pages kept for reuse stay within their budget (src/alloc.rs).
     if let Err(e) = shardlog::alloc::govern_kept_pages(shardlog::alloc::KEPT_BYTES_MAX) {
-        tracing::warn!("freed memory is not governed, only decayed: {e}");
+        tracing::warn!("freed memory is not governed; jemalloc decays it over 10 s instead: {e}");
     }
     let r = match cli.cmd {
         Cmd::Serve(a) => serve(a),

@@ -91,7 +91,9 @@ fn main() -> ExitCode {
     // Freed pages kept for reuse stay within their budget (shardlog's
     // src/alloc.rs), the embedded broker's and loadgen's alike.
     if let Err(e) = shardlog::alloc::govern_kept_pages(shardlog::alloc::KEPT_BYTES_MAX) {
-        eprintln!("warning: freed memory is not governed, only decayed: {e}");
+        eprintln!(
+            "warning: freed memory is not governed; jemalloc decays it over 10 s instead: {e}"
+        );
     }
     let result = match cli.cmd {
         Cmd::Run(a) => cmd_run(*a),
