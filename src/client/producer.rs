@@ -329,7 +329,7 @@ fn queue_record(
         || {
             *reserved += room;
             OpenBatch {
-                builder: BatchBuilder::with_capacity(room),
+                builder: BatchBuilder::with_capacity(room).for_codec(cfg.compression),
                 ack: BatchAck::new(),
                 tokens: Vec::with_capacity(room / size.max(1) + 1),
                 opened: Instant::now(),

@@ -13,9 +13,18 @@
 //! on the producer's sending thread, issue 14). `with_capacity` sizes the
 //! buffer up front, so a batch of known size does not grow by doubling
 //! (each doubling copied what was there).
+//!
+//! The CRC of an uncompressed batch's records is taken as they are pushed,
+//! [`CRC_CHUNK`] bytes at a time while those bytes are still in the core's
+//! cache, and joined to the header's CRC at `finish` (CRC-32C is linear, so
+//! `crc(prefix ‖ records)` follows from the two CRCs and the records'
+//! length). Why: one pass over a finished 1 MiB batch reads it back from
+//! memory at ~10 GB/s, against 67-93 GB/s on bytes still in cache
+//! (`cargo bench --bench framing -- crc32c`, hot against cold); the
+//! producer's CRC was about 9% of loadgen's CPU in the 1 KB benchmark.
 
 use super::codec::{CodecError, Compression};
-use super::crc::batch_crc;
+use super::crc::{batch_crc, crc32c, crc32c_append, crc32c_combine, crc_prefix};
 use super::frame::{self, FrameError};
 use super::header::{attr, BatchHeader, HEADER_LEN};
 use super::record::{self, RecordError, RecordRef};
@@ -49,7 +58,20 @@ pub struct BatchBuilder {
     count: i32,
     base_timestamp: i64,
     max_timestamp: i64,
+    /// Take the records' CRC as they are pushed (see the module comment).
+    /// Off for a producer that compresses: its CRC covers the compressed
+    /// bytes, so a CRC of the records would be wasted work.
+    crc_as_pushed: bool,
+    /// Bytes of records (after the header's gap) already in `records_crc`.
+    crc_done: usize,
+    /// CRC-32C of the first `crc_done` bytes of records.
+    records_crc: u32,
 }
+
+/// Records are checksummed as pushed in steps of this many bytes: small
+/// enough to still be in the core's L1/L2 cache when read back, large
+/// enough that the per-call cost (a few ns) is lost in the step.
+pub const CRC_CHUNK: usize = 32 << 10;
 
 impl Default for BatchBuilder {
     fn default() -> Self {
@@ -76,7 +98,18 @@ impl BatchBuilder {
             count: 0,
             base_timestamp: 0,
             max_timestamp: 0,
+            crc_as_pushed: true,
+            crc_done: 0,
+            records_crc: 0,
         }
+    }
+
+    /// Tell the builder the codec its batches will be finished with, so
+    /// that a compressing producer does not checksum records as pushed.
+    /// Only a hint: `finish` is right with any codec.
+    pub fn for_codec(mut self, codec: Compression) -> Self {
+        self.crc_as_pushed = codec == Compression::None;
+        self
     }
 
     pub fn is_empty(&self) -> bool {
@@ -128,6 +161,16 @@ impl BatchBuilder {
             headers,
         );
         self.count += 1;
+        if self.crc_as_pushed && self.records.len() - HEADER_LEN - self.crc_done >= CRC_CHUNK {
+            self.crc_records();
+        }
+    }
+
+    /// Fold the records pushed since the last call into `records_crc`.
+    fn crc_records(&mut self) {
+        let from = HEADER_LEN + self.crc_done;
+        self.records_crc = crc32c_append(self.records_crc, &self.records[from..]);
+        self.crc_done = self.records.len() - HEADER_LEN;
     }
 
     /// Seal the batch into a frame and reset the builder.
@@ -145,6 +188,10 @@ impl BatchBuilder {
     ) -> Bytes {
         assert!(self.count > 0, "finish on an empty batch");
         assert_eq!(extra & attr::CODEC_MASK, 0, "the codec is set by `codec`");
+        let crc_as_pushed = codec == Compression::None && self.crc_as_pushed;
+        if crc_as_pushed {
+            self.crc_records();
+        }
         let records = &self.records[HEADER_LEN..];
         let payload: &[u8] = if codec == Compression::None {
             records
@@ -169,8 +216,16 @@ impl BatchBuilder {
             producer_epoch: ids.producer_epoch,
             attributes: (codec.id() as i16 & attr::CODEC_MASK) | extra,
         };
-        h.crc = batch_crc(&h, payload);
+        let payload_len = payload.len();
+        h.crc = if crc_as_pushed {
+            assert_eq!(self.crc_done, payload_len);
+            crc32c_combine(crc32c(&crc_prefix(&h)), self.records_crc, payload_len)
+        } else {
+            batch_crc(&h, payload)
+        };
         self.count = 0;
+        self.crc_done = 0;
+        self.records_crc = 0;
         if codec == Compression::None {
             // The records buffer becomes the frame; a next batch reserves a
             // buffer as large when it starts.
@@ -344,6 +399,40 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Batches of several CRC steps, ending inside one and on its edge,
+    /// carry the CRC of the whole batch, whatever the codec hint said and
+    /// whatever codec the builder's previous batch was finished with.
+    #[test]
+    fn a_crc_taken_as_records_are_pushed_is_the_crc_of_the_whole_batch() {
+        let value: Vec<u8> = (0..1000u32).map(|i| (i * 31 % 251) as u8).collect();
+        for hint in ALL {
+            let mut b = BatchBuilder::with_capacity(1 << 20).for_codec(hint);
+            for (round, codec) in ALL.iter().chain(ALL.iter()).enumerate() {
+                let n = 1 + round * 37;
+                for i in 0..n {
+                    b.push(i as i64, None, Some(&value[..(i * 7) % 1000]), &[]);
+                }
+                let frame = b.finish(*codec, ProducerIds::NONE);
+                let h = frame::validate(&frame)
+                    .unwrap_or_else(|e| panic!("hint {hint:?}, codec {codec:?}, {n} records: {e}"));
+                assert_eq!(h.crc, batch_crc(&h, &frame[HEADER_LEN..]));
+                assert_eq!(h.record_count as usize, n);
+            }
+        }
+        // A batch that ends exactly on a step's edge, and those around it.
+        let mut on_edge = 0;
+        for last in 0..700 {
+            let mut b = BatchBuilder::new();
+            while b.size_bytes() < CRC_CHUNK - 500 {
+                b.push(0, None, Some(&value[..100]), &[]);
+            }
+            b.push(0, None, Some(&value[..last]), &[]);
+            on_edge += usize::from(b.size_bytes() == CRC_CHUNK);
+            frame::validate(&b.finish(Compression::None, ProducerIds::NONE)).unwrap();
+        }
+        assert_eq!(on_edge, 1, "one last record ends the batch on the edge");
     }
 
     #[test]
