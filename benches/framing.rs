@@ -17,6 +17,9 @@
 //!   folding), which `shardlog::format::crc` uses.
 //! - `crc32c/<impl>/cold/1MiB`: each iteration reads the next 1 MiB of a
 //!   256 MiB buffer, so the data comes from DRAM.
+//! - `crc32c/combine/<impl>/1MiB`: the CRC of `a ‖ b` from the CRCs of `a`
+//!   and of a 1 MiB `b` (`shardlog::format::crc::crc32c_combine`, against
+//!   `crc_fast::checksum_combine`).
 
 mod common;
 
@@ -139,6 +142,28 @@ fn bench_crc(c: &mut Criterion) {
             })
         });
     }
+    // Joining two CRCs (the producer's CRC of records taken as pushed, then
+    // the header's): ours against `crc-fast`'s, for a 1 MiB second part.
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(BenchmarkId::new("combine/shardlog", "1MiB"), |bench| {
+        bench.iter(|| {
+            black_box(shardlog::format::crc::crc32c_combine(
+                black_box(0x1234_5678),
+                black_box(0x9abc_def0),
+                black_box(1 << 20),
+            ))
+        })
+    });
+    g.bench_function(BenchmarkId::new("combine/crc-fast", "1MiB"), |bench| {
+        bench.iter(|| {
+            black_box(crc_fast::checksum_combine(
+                crc_fast::CrcAlgorithm::Crc32Iscsi,
+                black_box(0x1234_5678),
+                black_box(0x9abc_def0),
+                black_box(1 << 20),
+            ))
+        })
+    });
     g.finish();
 }
 

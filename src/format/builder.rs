@@ -188,7 +188,10 @@ impl BatchBuilder {
     ) -> Bytes {
         assert!(self.count > 0, "finish on an empty batch");
         assert_eq!(extra & attr::CODEC_MASK, 0, "the codec is set by `codec`");
-        let crc_as_pushed = codec == Compression::None && self.crc_as_pushed;
+        // A batch smaller than one step is checksummed whole here: it was
+        // just written, so it is still in cache, and a combine would cost
+        // more than it saves.
+        let crc_as_pushed = codec == Compression::None && self.crc_as_pushed && self.crc_done > 0;
         if crc_as_pushed {
             self.crc_records();
         }

@@ -69,16 +69,70 @@ pub fn crc32c_append(crc: u32, data: &[u8]) -> u32 {
     d.finalize() as u32
 }
 
-/// CRC-32C of `a ‖ b` from `crc_a`, `crc_b` and `b`'s length, in
-/// O(log len) steps (CRC-32C is linear). Lets a producer checksum records
-/// as it writes them and the header prefix at the end.
+/// CRC-32C of `a ‖ b` from `crc_a`, `crc_b` and `b`'s length (CRC-32C is
+/// linear): `crc_a` times x^(8·len_b) modulo the polynomial, plus `crc_b`.
+/// Lets a producer checksum records as it writes them and the header
+/// prefix at the end.
+///
+/// Why not `crc_fast::checksum_combine`: it builds the shift operator by
+/// squaring 64×64 bit matrices on every call, ~17 µs. With 100 B messages
+/// in 10 KB batches it took 40% of loadgen's CPU. Here the powers x^(2^k)
+/// are a table computed at compile time, and a call multiplies at most
+/// one per bit of the length (zlib's `crc32_combine`, Mark Adler): well
+/// under a microsecond. A test holds it equal to `crc_fast`'s.
 pub fn crc32c_combine(crc_a: u32, crc_b: u32, len_b: usize) -> u32 {
-    crc_fast::checksum_combine(
-        crc_fast::CrcAlgorithm::Crc32Iscsi,
-        u64::from(crc_a),
-        u64::from(crc_b),
-        len_b as u64,
-    ) as u32
+    mul_mod_p(x_pow_8n(len_b as u64), crc_a) ^ crc_b
+}
+
+/// CRC-32C's polynomial, bit-reflected (bit 31 is x^0), as the CRC is.
+const POLY_REFLECTED: u32 = 0x82F6_3B78;
+
+/// `a · b` modulo the polynomial, both reflected. `a` must not be zero
+/// (no power of x is).
+const fn mul_mod_p(a: u32, mut b: u32) -> u32 {
+    let mut m = 1u32 << 31;
+    let mut p = 0u32;
+    loop {
+        if a & m != 0 {
+            p ^= b;
+            if a & (m - 1) == 0 {
+                return p;
+            }
+        }
+        m >>= 1;
+        b = if b & 1 != 0 {
+            (b >> 1) ^ POLY_REFLECTED
+        } else {
+            b >> 1
+        };
+    }
+}
+
+/// `X_POW_2K[k]` = x^(2^k) modulo the polynomial.
+const X_POW_2K: [u32; 64] = {
+    let mut t = [0u32; 64];
+    let mut p = 1u32 << 30; // x^1
+    let mut k = 0;
+    while k < 64 {
+        t[k] = p;
+        p = mul_mod_p(p, p);
+        k += 1;
+    }
+    t
+};
+
+/// x^(8·n) modulo the polynomial: the shift past `n` zero bytes.
+fn x_pow_8n(mut n: u64) -> u32 {
+    let mut p = 1u32 << 31; // x^0
+    let mut k = 3; // 8 = 2^3
+    while n != 0 {
+        if n & 1 != 0 {
+            p = mul_mod_p(X_POW_2K[k], p);
+        }
+        n >>= 1;
+        k += 1;
+    }
+    p
 }
 
 #[cfg(test)]
@@ -100,12 +154,22 @@ mod tests {
         let data: Vec<u8> = (0..70_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        for split in [0, 1, 40, 41, 4096, 32 << 10, 65_537, 70_000] {
+        for split in [0, 1, 40, 41, 4096, 32 << 10, 65_537, 69_999, 70_000] {
             let (a, b) = data.split_at(split);
             assert_eq!(
                 crc32c_combine(crc32c(a), crc32c(b), b.len()),
                 crc32c(&data),
                 "split {split}"
+            );
+            let theirs = crc_fast::checksum_combine(
+                crc_fast::CrcAlgorithm::Crc32Iscsi,
+                u64::from(crc32c(a)),
+                u64::from(crc32c(b)),
+                b.len() as u64,
+            );
+            assert_eq!(
+                u64::from(crc32c_combine(crc32c(a), crc32c(b), b.len())),
+                theirs
             );
         }
     }
