@@ -130,7 +130,12 @@ impl<B: IoBuf> Appender<B> {
             let cap = buf.as_bytes().len();
             assert!(cap > buf_len, "a buffer longer than its partial block");
             let n = rest.len().min(cap - buf_len);
-            buf.as_bytes_mut()[buf_len..buf_len + n].copy_from_slice(&rest[..n]);
+            // Non-temporal for large frames: only the disk reads this
+            // buffer again (see `stream_copy`).
+            super::stream_copy::copy_to_dma(
+                &mut buf.as_bytes_mut()[buf_len..buf_len + n],
+                &rest[..n],
+            );
             self.buf_len += n;
             rest = &rest[n..];
             if self.buf_len == cap {

@@ -36,6 +36,7 @@ pub mod retention;
 pub mod segment;
 pub mod segment_set;
 pub mod sim;
+pub mod stream_copy;
 pub mod write_budget;
 
 pub use cache::CacheBudget;
