@@ -19,9 +19,10 @@
 //! cache, and joined to the header's CRC at `finish` (CRC-32C is linear, so
 //! `crc(prefix ‖ records)` follows from the two CRCs and the records'
 //! length). Why: one pass over a finished 1 MiB batch reads it back from
-//! memory at ~10 GB/s, against 67-93 GB/s on bytes still in cache
-//! (`cargo bench --bench framing -- crc32c`, hot against cold); the
-//! producer's CRC was about 9% of loadgen's CPU in the 1 KB benchmark.
+//! memory at ~10 GiB/s, against 67-94 GiB/s on bytes still in cache
+//! (`cargo bench --bench framing -- crc32c`, hot against cold); CRC fell
+//! from 18.6% to 10.4% of loadgen's samples in the 1 KB benchmark (the
+//! rest is its consumer's check).
 
 use super::codec::{CodecError, Compression};
 use super::crc::{batch_crc, crc32c, crc32c_append, crc32c_combine, crc_prefix};

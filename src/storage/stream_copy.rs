@@ -56,8 +56,8 @@ fn stream_x86_64(dst: &mut [u8], src: &[u8]) {
     unsafe {
         let d = dst.as_mut_ptr().add(head) as *mut __m128i;
         let s = src.as_ptr().add(head) as *const __m128i;
-        // A whole 64-byte line per step: its four stores fill one
-        // write-combining buffer together.
+        // Four 16-byte stores per step, consecutive, so that the core's
+        // write-combining buffers send whole lines to memory.
         let mut i = 0;
         while i + 4 <= lanes {
             let a = _mm_loadu_si128(s.add(i));
