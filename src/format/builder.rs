@@ -25,7 +25,7 @@
 //! rest is its consumer's check).
 
 use super::codec::{CodecError, Compression};
-use super::crc::{batch_crc, crc32c, crc32c_append, crc32c_combine, crc_prefix};
+use super::crc::{batch_crc, batch_crc_of_payload_crc, crc32c_append};
 use super::frame::{self, FrameError};
 use super::header::{attr, BatchHeader, HEADER_LEN};
 use super::record::{self, RecordError, RecordRef};
@@ -223,7 +223,7 @@ impl BatchBuilder {
         let payload_len = payload.len();
         h.crc = if crc_as_pushed {
             assert_eq!(self.crc_done, payload_len);
-            crc32c_combine(crc32c(&crc_prefix(&h)), self.records_crc, payload_len)
+            batch_crc_of_payload_crc(&h, self.records_crc, payload_len)
         } else {
             batch_crc(&h, payload)
         };

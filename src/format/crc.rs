@@ -39,6 +39,12 @@ pub fn batch_crc(h: &BatchHeader, payload: &[u8]) -> u32 {
     crc32c_append(crc32c(&prefix), payload)
 }
 
+/// [`batch_crc`] from the CRC of the payload, taken apart (a producer
+/// checksums records as it writes them): the prefix's CRC joined to it.
+pub fn batch_crc_of_payload_crc(h: &BatchHeader, payload_crc: u32, payload_len: usize) -> u32 {
+    crc32c_combine(crc32c(&crc_prefix(h)), payload_crc, payload_len)
+}
+
 /// CRC-32C (Castagnoli) of `data`: every checksum shardlog writes or checks
 /// (batches, headers, index and checkpoint files, hard state) goes
 /// through here or [`crc32c_append`].
